@@ -1,0 +1,25 @@
+"""FaceLink settings: config/default.toml, then --config FILE, then FACELINK_* variables."""
+
+from .settings import (
+    CameraSettings,
+    DoorSettings,
+    LoggingSettings,
+    MatchingSettings,
+    ModelSettings,
+    MqttSettings,
+    Settings,
+    StoreSettings,
+    load_settings,
+)
+
+__all__ = [
+    "CameraSettings",
+    "DoorSettings",
+    "LoggingSettings",
+    "MatchingSettings",
+    "ModelSettings",
+    "MqttSettings",
+    "Settings",
+    "StoreSettings",
+    "load_settings",
+]

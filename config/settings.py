@@ -1,0 +1,150 @@
+"""Settings models, one small pydantic model per concern, read with pydantic-settings.
+
+Precedence (lowest first): config/default.toml, the file given with --config (or the
+FACELINK_CONFIG variable), FACELINK_* environment variables (nested with ``__``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from facelink.models.errors import ConfigError
+
+DEFAULT_FILE = Path(__file__).with_name("default.toml")
+
+
+def data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "facelink"
+
+
+class ModelSettings(BaseModel):
+    models_dir: Path = Field(default_factory=lambda: data_dir() / "models",
+                             description="Where `facelink models` writes and the engine reads models.")
+    wheelhouse: Path | None = Field(None, description="Folder of pre-downloaded wheels for an air-gapped install (pip --no-index --find-links).")
+    detector_backend: Literal["onnxruntime", "opencv"] = Field("onnxruntime", description="Runtime for YuNet.")
+    embedder_backend: Literal["auto", "onnxruntime", "opencv"] = Field(
+        "auto", description="Runtime for SFace. auto: onnxruntime when a GPU provider is configured and present, else OpenCV DNN (fastest on CPU, measured).")
+    embedder_precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="onnxruntime SFace weights: fp32 (exact fold of the shipped int8bq weights) or int8 (static QDQ, faster on ARM dot-product CPUs, small accuracy loss).")
+    providers: list[str] = Field(["CPUExecutionProvider"], description="onnxruntime execution providers in order of preference; CPU is always appended.")
+    threads: int = Field(0, ge=0, le=64, description="Inference threads (0: runtime default).")
+    detect_max_side: int = Field(640, ge=128, le=4096, description="Frames are downscaled so their longer side is at most this before detection.")
+    detect_score_threshold: float = Field(0.6, gt=0, lt=1, description="YuNet confidence (0-1) below which detections are dropped.")
+
+
+class StoreSettings(BaseModel):
+    database: Path = Field(default_factory=lambda: data_dir() / "facelink.db", description="The SQLite collection database.")
+    keep_thumbnails: bool = Field(False, description="Opt-in: keep a small face thumbnail per indexed face for the security desk. Off: no image bytes are stored.")
+
+
+class MatchingSettings(BaseModel):
+    collection_id: str = Field("door", description="Collection the door matches against.")
+    similarity_threshold: float = Field(99.0, ge=0, le=100, description="Minimum Similarity (0-100) for GRANTED.")
+    min_face_px: int = Field(60, ge=16, description="Faces narrower than this (pixels) are DENIED_LOW_QUALITY.")
+    max_abs_yaw: float = Field(35.0, gt=0, le=90, description="Largest |yaw| in degrees accepted.")
+    max_abs_pitch: float = Field(30.0, gt=0, le=90, description="Largest |pitch| in degrees accepted.")
+    min_sharpness: float = Field(8.0, ge=0, le=100, description="Smallest Sharpness (0-100) accepted.")
+    min_brightness: float = Field(15.0, ge=0, le=100, description="Smallest Brightness (0-100) accepted.")
+    frames_required: int = Field(3, ge=1, description="N: frames of the same track that must match the same user...")
+    frames_window: int = Field(5, ge=1, description="...among the last M frames of the track.")
+    cooldown_s: float = Field(10.0, ge=0, description="After a decision for a user/track, the same decision is not repeated for this long.")
+    reload_interval_s: float = Field(1.0, gt=0, description="How often the daemon picks up collection changes.")
+
+    @field_validator("frames_window")
+    @classmethod
+    def _window_covers_required(cls, v: int, info) -> int:
+        if v < info.data.get("frames_required", 1):
+            raise ValueError("frames_window must be >= frames_required")
+        return v
+
+
+class CameraSettings(BaseModel):
+    source: str = Field("0", description="picamera2 | a V4L2 index (0) | rtsp://, http:// URL | a GStreamer pipeline | a video file | a folder of images.")
+    loop: bool = Field(False, description="Replay a video file/folder forever (demos).")
+    max_fps: float = Field(15.0, gt=0, description="Frames processed per second at most; older frames are dropped.")
+    reconnect_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between attempts to reopen a lost camera.")
+
+
+class MqttSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    device_id: str = Field("door-1", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="This door's id; part of every topic.")
+    topic_prefix: str = Field("facelink", pattern=r"^[A-Za-z0-9_.\-/]{1,128}$", description="Topics are <prefix>/<device_id>/{decision,status,health}.")
+    keepalive_s: int = Field(30, ge=5, description="MQTT keepalive.")
+    username: str | None = Field(None, description="Broker user name.")
+    password: SecretStr | None = Field(None, description="Broker password (never logged).")
+    tls_ca: Path | None = Field(None, description="CA certificate: enables TLS.")
+    tls_cert: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    tls_key: Path | None = Field(None, description="Client key for mutual TLS.")
+    outbox: Path | None = Field(None, description="Store-and-forward outbox database (default: beside the collection database).")
+    outbox_max: int = Field(100000, ge=10, description="Outbox bound: when full, the oldest GRANTED/DENIED events are kept and new health events are dropped; decisions are never dropped silently (see README).")
+    health_interval_s: float = Field(30.0, gt=0, description="Period of <prefix>/<device>/health.")
+    ha_discovery: bool = Field(False, description="Publish Home Assistant MQTT discovery config.")
+
+
+class DoorSettings(BaseModel):
+    relay: Literal["none", "gpio", "command"] = Field("none", description="What GRANTED does to the lock: nothing, pulse a GPIO pin (gpiozero), or run a command.")
+    gpio_pin: int = Field(17, ge=0, le=40, description="BCM pin of the relay.")
+    command: str = Field("", description="Command run on GRANTED (relay=command); FACELINK_USER_ID is set.")
+    pulse_s: float = Field(3.0, gt=0, le=60, description="How long the lock stays released.")
+
+
+class LoggingSettings(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level (logs go to stdout/journald).")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACELINK_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    models: ModelSettings = ModelSettings()
+    store: StoreSettings = StoreSettings()
+    matching: MatchingSettings = MatchingSettings()
+    camera: CameraSettings = CameraSettings()
+    mqtt: MqttSettings = MqttSettings()
+    door: DoorSettings = DoorSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings,
+                                   env_settings, dotenv_settings, file_secret_settings
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = settings_cls.model_config.get("toml_file") or [DEFAULT_FILE]
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=files))
+
+
+def _expand(settings: Settings) -> Settings:
+    settings.models.models_dir = settings.models.models_dir.expanduser()
+    settings.store.database = settings.store.database.expanduser()
+    if settings.mqtt.outbox is None:
+        settings.mqtt.outbox = settings.store.database.with_name("outbox.db")
+    return settings
+
+
+def load_settings(config_file: Path | str | None = None, **overrides) -> Settings:
+    """Read the settings; any problem is one ``ConfigError`` line naming the key."""
+    config_file = config_file or os.environ.get("FACELINK_CONFIG") or None
+    if config_file is not None and not Path(config_file).is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    files = [DEFAULT_FILE] + ([Path(config_file)] if config_file is not None else [])
+    bound = type("BoundSettings", (Settings,),
+                 {"model_config": {**Settings.model_config, "toml_file": files}})
+    try:
+        return _expand(bound(**overrides))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"invalid setting {key}: {err['msg']}") from None
+    except (ValueError, OSError) as exc:  # TOML syntax errors, unreadable files
+        raise ConfigError(f"cannot read configuration: {exc}") from None

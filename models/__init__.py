@@ -1,0 +1,1 @@
+"""Models: manifest, provisioning (fetch, verify, convert, quantize), runtimes and the face engine."""

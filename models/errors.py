@@ -1,0 +1,90 @@
+"""Typed errors shared by the engine, the collection store, the CLI and the daemon.
+
+Names follow Amazon Rekognition's exception names so that a Rekognition user recognises them.
+Every error carries an exit code; the CLI prints ``{"__type": Name, "Message": ...}`` and exits
+with it.
+"""
+
+from __future__ import annotations
+
+
+class FaceLinkError(Exception):
+    """Base class of every error FaceLink raises on purpose."""
+
+    code: str = "FaceLinkError"
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, str]:
+        return {"__type": self.code, "Message": self.message}
+
+
+class InvalidParameterException(FaceLinkError):
+    code = "InvalidParameterException"
+    exit_code = 2
+
+
+class InvalidImageFormatException(FaceLinkError):
+    code = "InvalidImageFormatException"
+    exit_code = 3
+
+
+class ImageTooLargeException(FaceLinkError):
+    code = "ImageTooLargeException"
+    exit_code = 3
+
+
+class ResourceNotFoundException(FaceLinkError):
+    code = "ResourceNotFoundException"
+    exit_code = 4
+
+
+class ResourceAlreadyExistsException(FaceLinkError):
+    code = "ResourceAlreadyExistsException"
+    exit_code = 5
+
+
+class ConflictException(FaceLinkError):
+    """The request conflicts with stored state (e.g. a FaceModelVersion mismatch)."""
+
+    code = "ConflictException"
+    exit_code = 6
+
+
+class ModelError(FaceLinkError):
+    """Model files are missing, fail verification or cannot be loaded."""
+
+    code = "ModelError"
+    exit_code = 7
+
+
+class ConfigError(FaceLinkError):
+    code = "ConfigError"
+    exit_code = 8
+
+
+class StoreError(FaceLinkError):
+    """The collection database cannot be opened or written (locked, disk full, no extension)."""
+
+    code = "StoreError"
+    exit_code = 9
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.code: cls.exit_code
+    for cls in (
+        FaceLinkError,
+        InvalidParameterException,
+        InvalidImageFormatException,
+        ImageTooLargeException,
+        ResourceNotFoundException,
+        ResourceAlreadyExistsException,
+        ConflictException,
+        ModelError,
+        ConfigError,
+        StoreError,
+    )
+}

@@ -1,0 +1,132 @@
+"""Inference backends behind one small interface.
+
+``Backend.run(tensor) -> list[np.ndarray]`` is all the detector and the embedder need.
+onnxruntime is the default (execution providers from config, falling back to CPU with a log
+line saying which ran); OpenCV DNN is the reference/fallback; TFLite (ai-edge-litert first,
+tflite-runtime second) is an optional extra for Coral/Pi delegates.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]: ...
+
+
+class OnnxRuntimeBackend:
+    """onnxruntime session; providers are tried in order, CPU is always the last resort."""
+
+    def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
+            raise ModelError("onnxruntime is not installed: pip install onnxruntime") from exc
+        if not Path(path).is_file():
+            raise ModelError(f"model file missing: {path} (run `facelink models`)")
+        available = set(ort.get_available_providers())
+        wanted = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
+        missing = [p for p in (providers or []) if p not in available]
+        if missing:
+            log.warning("execution providers not available here, skipped: %s", ", ".join(missing))
+        if "CPUExecutionProvider" not in wanted:
+            wanted.append("CPUExecutionProvider")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads > 0:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), opts, providers=wanted)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several untyped errors
+            raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
+        self._input = self._session.get_inputs()[0].name
+        self.providers = self._session.get_providers()
+        self.name = f"onnxruntime[{self.providers[0]}]"
+        log.info("loaded %s with %s", Path(path).name, self.providers[0])
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(None, {self._input: tensor})
+
+
+class OpenCVBackend:
+    """OpenCV DNN: the reference path and the fallback when onnxruntime is unavailable."""
+
+    name = "opencv-dnn"
+
+    def __init__(self, path: Path, *, threads: int = 0) -> None:
+        import cv2
+
+        if threads > 0:
+            cv2.setNumThreads(threads)
+        try:
+            self._net = cv2.dnn.readNetFromONNX(str(path))
+        except cv2.error as exc:
+            raise ModelError(f"OpenCV DNN cannot load {path}: {exc}") from exc
+        self._outputs = list(self._net.getUnconnectedOutLayersNames())
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        self._net.setInput(tensor)
+        outs = self._net.forward(self._outputs)
+        return [np.asarray(o) for o in outs]
+
+
+def load_tflite_interpreter(path: Path, *, threads: int = 0, delegate: str | None = None):
+    """A TFLite interpreter from ai-edge-litert, else tflite-runtime; clear error if neither."""
+    interpreter_cls = None
+    load_delegate = None
+    try:
+        from ai_edge_litert.interpreter import Interpreter as interpreter_cls  # type: ignore
+        from ai_edge_litert.interpreter import load_delegate  # type: ignore
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter as interpreter_cls  # type: ignore
+            from tflite_runtime.interpreter import load_delegate  # type: ignore
+        except ImportError as exc:
+            raise ModelError(
+                "TFLite backend needs ai-edge-litert (pip install 'facelink[tflite]') or "
+                "tflite-runtime (numpy<2 only)") from exc
+    delegates = [load_delegate(delegate)] if delegate else None
+    interp = interpreter_cls(model_path=str(path), num_threads=threads or None,
+                             experimental_delegates=delegates)
+    interp.allocate_tensors()
+    return interp
+
+
+class TFLiteBackend:
+    """Runs a .tflite model; used for BlazeFace on Coral/Pi delegates (optional extra)."""
+
+    name = "tflite"
+
+    def __init__(self, path: Path, *, threads: int = 0, delegate: str | None = None) -> None:
+        self._interp = load_tflite_interpreter(path, threads=threads, delegate=delegate)
+        self._in = self._interp.get_input_details()[0]["index"]
+        self._outs = [d["index"] for d in self._interp.get_output_details()]
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        self._interp.set_tensor(self._in, tensor)
+        self._interp.invoke()
+        return [self._interp.get_tensor(i) for i in self._outs]
+
+
+def make_backend(kind: str, path: Path, *, providers: list[str] | None = None,
+                 threads: int = 0) -> Backend:
+    if kind == "onnxruntime":
+        return OnnxRuntimeBackend(path, providers=providers, threads=threads)
+    if kind == "opencv":
+        return OpenCVBackend(path, threads=threads)
+    if kind == "tflite":
+        return TFLiteBackend(path, threads=threads)
+    raise ModelError(f"unknown backend {kind!r} (onnxruntime, opencv, tflite)")
