@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from facelink.models.errors import ConfigError
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -17,8 +18,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-
-from facelink.models.errors import ConfigError
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 

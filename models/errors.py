@@ -37,6 +37,11 @@ class ImageTooLargeException(FaceLinkError):
     exit_code = 3
 
 
+class InvalidPaginationTokenException(FaceLinkError):
+    code = "InvalidPaginationTokenException"
+    exit_code = 2
+
+
 class ResourceNotFoundException(FaceLinkError):
     code = "ResourceNotFoundException"
     exit_code = 4
@@ -78,6 +83,7 @@ EXIT_CODES: dict[str, int] = {
     for cls in (
         FaceLinkError,
         InvalidParameterException,
+        InvalidPaginationTokenException,
         InvalidImageFormatException,
         ImageTooLargeException,
         ResourceNotFoundException,

@@ -1,0 +1,104 @@
+"""Bulk enrollment from a folder or a CSV roster: one bad file never stops the batch.
+
+Re-running after an interruption is safe and fast: an image already indexed with the same
+ExternalImageId is recognised by its SHA-256 and not indexed again.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facelink.models.errors import FaceLinkError, InvalidParameterException
+
+from .context import Context
+from .faces import index_faces
+from .users import create_user
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    image: Path
+    external_image_id: str | None
+    user_id: str | None
+
+
+@dataclass
+class BulkSummary:
+    indexed: list[dict[str, Any]] = field(default_factory=list)
+    unindexed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Summary": {"Images": len(self.indexed) + len(self.unindexed) + len(self.failed),
+                            "Indexed": len(self.indexed), "Unindexed": len(self.unindexed),
+                            "Failed": len(self.failed)},
+                "Indexed": self.indexed, "Unindexed": self.unindexed, "Failed": self.failed}
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.\-:]", "_", text)[:255] or "image"
+
+
+def folder_entries(folder: Path, *, users_from_subfolders: bool = False) -> list[RosterEntry]:
+    """Every image under ``folder``; ExternalImageId is the file stem (sub/stem when nested).
+    With ``users_from_subfolders`` the first sub-folder name is the UserId (people/<user>/x.jpg)."""
+    if not folder.is_dir():
+        raise InvalidParameterException(f"folder not found: {folder}")
+    entries = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
+            continue
+        rel = p.relative_to(folder)
+        user = _safe_id(rel.parts[0]) if users_from_subfolders and len(rel.parts) > 1 else None
+        entries.append(RosterEntry(p, _safe_id("/".join(rel.with_suffix("").parts).replace("/", ":")), user))
+    return entries
+
+
+def roster_entries(csv_path: Path) -> list[RosterEntry]:
+    """CSV with a header: image,external_image_id,user_id (paths relative to the CSV's folder)."""
+    try:
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "image" not in reader.fieldnames:
+                raise InvalidParameterException(f"{csv_path}: the header must name an 'image' column")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidParameterException(f"cannot read roster {csv_path}: {exc}") from None
+    base = csv_path.parent
+    return [RosterEntry((base / r["image"].strip()) if not Path(r["image"].strip()).is_absolute()
+                        else Path(r["image"].strip()),
+                        (r.get("external_image_id") or "").strip() or None,
+                        (r.get("user_id") or "").strip() or None) for r in rows]
+
+
+def index_entries(ctx: Context, collection_id: str, entries: Iterable[RosterEntry], *,
+                  quality_filter: str = "AUTO", max_faces: int = 1,
+                  progress: Callable[[RosterEntry], None] | None = None) -> BulkSummary:
+    summary = BulkSummary()
+    ctx.collection_for_engine(collection_id)  # fail fast on a wrong collection, not per file
+    for entry in entries:
+        item = {"Image": str(entry.image), "ExternalImageId": entry.external_image_id}
+        try:
+            if entry.user_id and not ctx.store.user_exists(collection_id, entry.user_id):
+                create_user(ctx, collection_id, entry.user_id)
+            result = index_faces(ctx, collection_id, entry.image, entry.external_image_id,
+                                 max_faces=max_faces, quality_filter=quality_filter,
+                                 user_id=entry.user_id)
+            if result["FaceRecords"]:
+                summary.indexed.append({**item, "UserId": entry.user_id,
+                                        "FaceIds": [r["Face"]["FaceId"] for r in result["FaceRecords"]]})
+            else:
+                reasons = sorted({r for u in result["UnindexedFaces"] for r in u["Reasons"]}) or ["NO_FACE_DETECTED"]
+                summary.unindexed.append({**item, "Reasons": reasons})
+        except FaceLinkError as exc:
+            summary.failed.append({**item, "Error": exc.code, "Message": exc.message})
+        if progress is not None:
+            progress(entry)
+    return summary

@@ -1,0 +1,45 @@
+"""What every operation needs: the store, and the engine (loaded only when an op needs it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from facelink.models.engine import FaceEngine
+from facelink.models.errors import ConflictException, ResourceNotFoundException
+from facelink.models.manifest import Calibration, load_manifest
+
+from .store import Collection, Store
+
+
+@dataclass
+class Context:
+    store: Store
+    engine_factory: Callable[[], FaceEngine]
+    keep_thumbnails: bool = False
+    _engine: FaceEngine | None = field(default=None, repr=False)
+
+    @property
+    def engine(self) -> FaceEngine:
+        if self._engine is None:
+            self._engine = self.engine_factory()
+        return self._engine
+
+    def collection(self, collection_id: str) -> Collection:
+        found = self.store.get_collection(collection_id)
+        if found is None:
+            raise ResourceNotFoundException(f"collection {collection_id!r} does not exist")
+        return found
+
+    def collection_for_engine(self, collection_id: str) -> Collection:
+        """The collection, refusing when its FaceModelVersion differs from the engine's."""
+        coll = self.collection(collection_id)
+        if coll.face_model_version != self.engine.model_version:
+            raise ConflictException(
+                f"collection {collection_id!r} holds FaceModelVersion {coll.face_model_version} "
+                f"but the engine runs {self.engine.model_version}: embeddings are not comparable; "
+                "re-index into a new collection or change models.embedder_* settings")
+        return coll
+
+    def calibration(self, coll: Collection) -> Calibration:
+        return load_manifest().calibration_for(coll.face_model_version)

@@ -1,0 +1,98 @@
+"""ExportFaces / ImportFaces: the owner's embeddings in a portable, documented file.
+
+Format (``.npz``, readable with numpy alone, no pickle):
+  ``embeddings``  float32 [N, 128], L2-normalised, row i belongs to faces[i]
+  ``meta``        uint8 bytes of a UTF-8 JSON object:
+      {"Format": "facelink-faces", "FormatVersion": 1, "FaceModelVersion": ..., "CollectionId": ...,
+       "ExportedAt": ISO-8601, "Users": [UserId, ...],
+       "Faces": [{"FaceId", "ImageId", "ExternalImageId", "UserId", "BoundingBox", "Confidence"}],
+       "EmbeddingsSha256": sha256 of the embeddings' bytes}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from facelink.models.embedder import EMBEDDING_DIM
+from facelink.models.errors import ConflictException, InvalidParameterException
+
+from . import validate
+from .context import Context
+
+FORMAT = "facelink-faces"
+FORMAT_VERSION = 1
+
+
+def export_faces(ctx: Context, collection_id: str, output: Path | str) -> dict[str, Any]:
+    coll = ctx.collection(validate.collection_id(collection_id))
+    matrix, rows = ctx.store.all_vectors(collection_id)
+    users = [u for u, _ in ctx.store.list_users(collection_id, "", 1 << 30)]
+    meta = {"Format": FORMAT, "FormatVersion": FORMAT_VERSION, "CollectionId": collection_id,
+            "FaceModelVersion": coll.face_model_version,
+            "ExportedAt": datetime.now(timezone.utc).isoformat(), "Users": users,
+            "Faces": [{"FaceId": r.face_id, "ImageId": r.image_id, "ExternalImageId": r.external_image_id,
+                       "UserId": r.user_id, "BoundingBox": r.bounding_box, "Confidence": r.confidence}
+                      for r in rows],
+            "EmbeddingsSha256": hashlib.sha256(matrix.astype(np.float32).tobytes()).hexdigest()}
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, embeddings=matrix.astype(np.float32),
+                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    tmp.replace(output)
+    return {"Output": str(output), "FaceCount": len(rows), "UserCount": len(users),
+            "FaceModelVersion": coll.face_model_version}
+
+
+def read_export(path: Path | str) -> tuple[dict[str, Any], np.ndarray]:
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            matrix = np.asarray(data["embeddings"], dtype=np.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InvalidParameterException(f"{path} is not a FaceLink export file: {exc}") from None
+    if meta.get("Format") != FORMAT or meta.get("FormatVersion") != FORMAT_VERSION:
+        raise InvalidParameterException(f"{path}: unsupported export format")
+    if matrix.shape != (len(meta["Faces"]), EMBEDDING_DIM):
+        raise InvalidParameterException(f"{path}: embeddings do not match the face list")
+    if hashlib.sha256(matrix.tobytes()).hexdigest() != meta.get("EmbeddingsSha256"):
+        raise InvalidParameterException(f"{path}: embeddings checksum mismatch (file damaged)")
+    return meta, matrix
+
+
+def import_faces(ctx: Context, collection_id: str, input_path: Path | str) -> dict[str, Any]:
+    """Load an export into a collection (created if missing); refuses another FaceModelVersion."""
+    validate.collection_id(collection_id)
+    meta, matrix = read_export(input_path)
+    version = meta["FaceModelVersion"]
+    coll = ctx.store.get_collection(collection_id)
+    if coll is None:
+        coll = ctx.store.insert_collection(collection_id, version)
+    elif coll.face_model_version != version:
+        raise ConflictException(f"export holds FaceModelVersion {version}, collection "
+                                f"{collection_id!r} holds {coll.face_model_version}: not comparable")
+    for u in meta.get("Users", []):
+        if not ctx.store.user_exists(collection_id, validate.user_id(u)):
+            ctx.store.insert_user(collection_id, u)
+    present = {f.face_id for f in ctx.store.list_faces(collection_id, 0, 1 << 30)}
+    rows, skipped = [], 0
+    for face, vec in zip(meta["Faces"], matrix):
+        if face["FaceId"] in present:
+            skipped += 1
+            continue
+        taken = ctx.store.query("SELECT 1 FROM faces WHERE face_id = ?", (face["FaceId"],))
+        rows.append({"face_id": str(uuid.uuid4()) if taken else face["FaceId"],
+                     "collection_id": collection_id, "image_id": face["ImageId"],
+                     "external_image_id": face.get("ExternalImageId"), "user_id": face.get("UserId"),
+                     "image_sha256": "imported:" + face["ImageId"], "bounding_box": face["BoundingBox"],
+                     "confidence": face["Confidence"], "embedding": vec})
+    if rows:
+        ctx.store.insert_faces(rows)
+    return {"ImportedFaces": len(rows), "SkippedFaces": skipped, "FaceModelVersion": version}

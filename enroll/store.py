@@ -1,0 +1,315 @@
+"""The collection store: schema, migrations and row-level queries over SQLite + sqlite-vec.
+
+Embeddings live twice, on purpose: in ``faces.embedding`` (a plain BLOB, fast to read back in
+bulk for the door's in-memory index and for export) and in the ``face_vectors`` vec0 table
+(cosine KNN for one-shot searches from the CLI). Both are written in one transaction, so a
+kill -9 leaves them consistent. Every change appends to ``changes`` so that a running daemon
+can follow the desk's writes without rereading everything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from facelink.models.embedder import EMBEDDING_DIM
+from facelink.models.errors import StoreError
+
+from .db import connect
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE collections(
+            collection_id TEXT PRIMARY KEY,
+            face_model_version TEXT NOT NULL,
+            created_at REAL NOT NULL)""",
+        """CREATE TABLE users(
+            collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (collection_id, user_id))""",
+        """CREATE TABLE faces(
+            id INTEGER PRIMARY KEY,
+            face_id TEXT NOT NULL UNIQUE,
+            collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+            image_id TEXT NOT NULL,
+            external_image_id TEXT,
+            user_id TEXT,
+            image_sha256 TEXT NOT NULL,
+            bounding_box TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            embedding BLOB NOT NULL,
+            thumbnail BLOB,
+            indexed_at REAL NOT NULL)""",
+        "CREATE INDEX faces_by_collection ON faces(collection_id, id)",
+        "CREATE INDEX faces_by_user ON faces(collection_id, user_id)",
+        "CREATE INDEX faces_by_image ON faces(collection_id, image_sha256, external_image_id)",
+        f"""CREATE VIRTUAL TABLE face_vectors USING vec0(
+            embedding float[{EMBEDDING_DIM}] distance_metric=cosine, collection_id text)""",
+        """CREATE TABLE changes(
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            collection_id TEXT NOT NULL,
+            face_row INTEGER NOT NULL,
+            op TEXT NOT NULL CHECK (op IN ('add', 'del', 'user', 'reset')))""",
+    ],
+}
+
+FACE_COLUMNS = ("id, face_id, collection_id, image_id, external_image_id, user_id, image_sha256, "
+                "bounding_box, confidence, embedding, indexed_at")
+
+
+@dataclass(frozen=True)
+class Collection:
+    collection_id: str
+    face_model_version: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    id: int
+    face_id: str
+    collection_id: str
+    image_id: str
+    external_image_id: str | None
+    user_id: str | None
+    image_sha256: str
+    bounding_box: dict[str, float]
+    confidence: float
+    embedding: np.ndarray
+    indexed_at: float
+
+    @classmethod
+    def from_db(cls, row: tuple) -> FaceRow:
+        return cls(row[0], row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]),
+                   row[8], np.frombuffer(row[9], dtype=np.float32), row[10])
+
+
+class Store:
+    """Row-level access to one database file. Operations live in ``facelink.enroll.api``."""
+
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self._conn = connect(self.path, readonly=readonly)
+        if not readonly:
+            self._migrate()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        with self.transaction():
+            has_meta = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+            version = 0
+            if has_meta:
+                row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema version {version}; this FaceLink "
+                                 f"knows up to {SCHEMA_VERSION}: upgrade FaceLink")
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for sql in MIGRATIONS[v]:
+                    self._conn.execute(sql)
+                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(v),))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """BEGIN IMMEDIATE ... COMMIT; any SQLite error becomes a StoreError (disk full, locked)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except Exception as exc:  # noqa: BLE001 - driver-specific error classes
+            raise StoreError(f"database {self.path} is busy or unwritable: {exc}") from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            conn.execute("ROLLBACK")
+            if isinstance(exc, Exception) and type(exc).__module__.split(".")[0] in (
+                    "sqlite3", "sqlean", "pysqlite3"):
+                raise StoreError(f"database write failed: {exc}") from exc
+            raise
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except Exception as exc:  # noqa: BLE001 - driver-specific error classes
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    def data_version(self) -> int:
+        return int(self.query("PRAGMA data_version")[0][0])
+
+    # -- collections -----------------------------------------------------------------------
+    def get_collection(self, collection_id: str) -> Collection | None:
+        rows = self.query("SELECT collection_id, face_model_version, created_at FROM collections "
+                          "WHERE collection_id = ?", (collection_id,))
+        return Collection(*rows[0]) if rows else None
+
+    def insert_collection(self, collection_id: str, model_version: str) -> Collection:
+        now = time.time()
+        with self.transaction() as c:
+            c.execute("INSERT INTO collections VALUES (?, ?, ?)", (collection_id, model_version, now))
+        return Collection(collection_id, model_version, now)
+
+    def delete_collection(self, collection_id: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM face_vectors WHERE rowid IN "
+                      "(SELECT id FROM faces WHERE collection_id = ?)", (collection_id,))
+            c.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,))
+            c.execute("DELETE FROM users WHERE collection_id = ?", (collection_id,))
+            c.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
+            c.execute("INSERT INTO changes(collection_id, face_row, op) VALUES (?, 0, 'reset')",
+                      (collection_id,))
+
+    def list_collections(self, after: str, limit: int) -> list[str]:
+        return [r[0] for r in self.query(
+            "SELECT collection_id FROM collections WHERE collection_id > ? "
+            "ORDER BY collection_id LIMIT ?", (after, limit))]
+
+    def count(self, table: str, collection_id: str) -> int:
+        assert table in ("faces", "users")
+        return int(self.query(f"SELECT count(*) FROM {table} WHERE collection_id = ?",
+                              (collection_id,))[0][0])
+
+    # -- faces -----------------------------------------------------------------------------
+    def insert_faces(self, rows: list[dict[str, Any]], thumbnails: list[bytes | None] | None = None) -> list[int]:
+        """Insert faces (dicts with FaceRow's fields minus id) in one transaction."""
+        ids = []
+        with self.transaction() as c:
+            for i, r in enumerate(rows):
+                emb = np.asarray(r["embedding"], dtype=np.float32).tobytes()
+                cur = c.execute(
+                    "INSERT INTO faces(face_id, collection_id, image_id, external_image_id, user_id, "
+                    "image_sha256, bounding_box, confidence, embedding, thumbnail, indexed_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (r["face_id"], r["collection_id"], r["image_id"], r.get("external_image_id"),
+                     r.get("user_id"), r["image_sha256"], json.dumps(r["bounding_box"]),
+                     float(r["confidence"]), emb, thumbnails[i] if thumbnails else None,
+                     float(r.get("indexed_at", time.time()))))
+                row_id = int(cur.lastrowid)
+                c.execute("INSERT INTO face_vectors(rowid, embedding, collection_id) VALUES (?,?,?)",
+                          (row_id, emb, r["collection_id"]))
+                c.execute("INSERT INTO changes(collection_id, face_row, op) VALUES (?, ?, 'add')",
+                          (r["collection_id"], row_id))
+                ids.append(row_id)
+        return ids
+
+    def faces_by_image(self, collection_id: str, image_sha256: str,
+                       external_image_id: str | None) -> list[FaceRow]:
+        return [FaceRow.from_db(r) for r in self.query(
+            f"SELECT {FACE_COLUMNS} FROM faces WHERE collection_id = ? AND image_sha256 = ? "
+            "AND external_image_id IS ? ORDER BY id", (collection_id, image_sha256, external_image_id))]
+
+    def get_faces(self, collection_id: str, face_ids: list[str]) -> list[FaceRow]:
+        if not face_ids:
+            return []
+        marks = ",".join("?" * len(face_ids))
+        return [FaceRow.from_db(r) for r in self.query(
+            f"SELECT {FACE_COLUMNS} FROM faces WHERE collection_id = ? AND face_id IN ({marks}) "
+            "ORDER BY id", [collection_id, *face_ids])]
+
+    def faces_by_rows(self, row_ids: list[int]) -> list[FaceRow]:
+        out: list[FaceRow] = []
+        for start in range(0, len(row_ids), 500):
+            chunk = row_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            out += [FaceRow.from_db(r) for r in self.query(
+                f"SELECT {FACE_COLUMNS} FROM faces WHERE id IN ({marks}) ORDER BY id", chunk)]
+        return out
+
+    def list_faces(self, collection_id: str, after_row: int, limit: int,
+                   user_id: str | None = None, face_ids: list[str] | None = None) -> list[FaceRow]:
+        sql = f"SELECT {FACE_COLUMNS} FROM faces WHERE collection_id = ? AND id > ?"
+        params: list[Any] = [collection_id, after_row]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params.append(user_id)
+        if face_ids:
+            sql += f" AND face_id IN ({','.join('?' * len(face_ids))})"
+            params += face_ids
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [FaceRow.from_db(r) for r in self.query(sql, params)]
+
+    def delete_faces(self, collection_id: str, face_ids: list[str]) -> list[str]:
+        found = self.get_faces(collection_id, face_ids)
+        with self.transaction() as c:
+            for f in found:
+                c.execute("DELETE FROM face_vectors WHERE rowid = ?", (f.id,))
+                c.execute("DELETE FROM faces WHERE id = ?", (f.id,))
+                c.execute("INSERT INTO changes(collection_id, face_row, op) VALUES (?, ?, 'del')",
+                          (collection_id, f.id))
+        return [f.face_id for f in found]
+
+    def knn(self, collection_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """sqlite-vec cosine KNN within a collection: (row id, cosine distance)."""
+        return [(int(r[0]), float(r[1])) for r in self.query(
+            "SELECT rowid, distance FROM face_vectors WHERE embedding MATCH ? AND k = ? "
+            "AND collection_id = ? ORDER BY distance",
+            (np.asarray(vector, dtype=np.float32).tobytes(), int(k), collection_id))]
+
+    def all_vectors(self, collection_id: str) -> tuple[np.ndarray, list[FaceRow]]:
+        rows = [FaceRow.from_db(r) for r in self.query(
+            f"SELECT {FACE_COLUMNS} FROM faces WHERE collection_id = ? ORDER BY id", (collection_id,))]
+        matrix = (np.stack([r.embedding for r in rows]) if rows
+                  else np.zeros((0, EMBEDDING_DIM), dtype=np.float32))
+        return matrix, rows
+
+    # -- users -----------------------------------------------------------------------------
+    def user_exists(self, collection_id: str, user_id: str) -> bool:
+        return bool(self.query("SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?",
+                               (collection_id, user_id)))
+
+    def insert_user(self, collection_id: str, user_id: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT INTO users VALUES (?, ?, ?)", (collection_id, user_id, time.time()))
+
+    def delete_user(self, collection_id: str, user_id: str) -> None:
+        with self.transaction() as c:
+            rows = c.execute("SELECT id FROM faces WHERE collection_id = ? AND user_id = ?",
+                             (collection_id, user_id)).fetchall()
+            c.execute("UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
+                      (collection_id, user_id))
+            c.execute("DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id))
+            for (row_id,) in rows:
+                c.execute("INSERT INTO changes(collection_id, face_row, op) VALUES (?, ?, 'user')",
+                          (collection_id, row_id))
+
+    def list_users(self, collection_id: str, after: str, limit: int) -> list[tuple[str, int]]:
+        return [(r[0], int(r[1])) for r in self.query(
+            "SELECT u.user_id, (SELECT count(*) FROM faces f WHERE f.collection_id = u.collection_id "
+            "AND f.user_id = u.user_id) FROM users u WHERE u.collection_id = ? AND u.user_id > ? "
+            "ORDER BY u.user_id LIMIT ?", (collection_id, after, limit))]
+
+    def set_user(self, collection_id: str, rows: list[FaceRow], user_id: str | None) -> None:
+        with self.transaction() as c:
+            for f in rows:
+                c.execute("UPDATE faces SET user_id = ? WHERE id = ?", (user_id, f.id))
+                c.execute("INSERT INTO changes(collection_id, face_row, op) VALUES (?, ?, 'user')",
+                          (collection_id, f.id))
+
+    # -- change feed for the daemon --------------------------------------------------------
+    def last_change(self) -> int:
+        return int(self.query("SELECT coalesce(max(seq), 0) FROM changes")[0][0])
+
+    def changes_since(self, seq: int, collection_id: str) -> list[tuple[int, int, str]]:
+        return [(int(r[0]), int(r[1]), r[2]) for r in self.query(
+            "SELECT seq, face_row, op FROM changes WHERE seq > ? AND collection_id = ? ORDER BY seq",
+            (seq, collection_id))]
