@@ -1,0 +1,203 @@
+"""Frame sources: picamera2, any OpenCV source (V4L2 index, RTSP/HTTP, GStreamer, video file),
+and a folder of images/videos. ``CameraReader`` runs one in a thread, reopens a lost camera with
+back-off and never queues frames without bound."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
+
+
+class CameraError(Exception):
+    """The source cannot be opened or stopped delivering frames."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    pixels: np.ndarray
+    captured_at: float  # time.monotonic()
+    index: int
+
+
+def _video_frames(path: str) -> Iterator[np.ndarray]:
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise CameraError(f"cannot open {path}")
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        cap.release()
+
+
+def _folder_frames(folder: Path) -> Iterator[np.ndarray]:
+    if not folder.is_dir():
+        raise CameraError(f"folder {folder} is missing")
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            img = cv2.imread(str(p))
+            if img is not None:
+                yield img
+        elif p.suffix.lower() in VIDEO_SUFFIXES:
+            yield from _video_frames(str(p))
+
+
+def _picamera_frames() -> Iterator[np.ndarray]:
+    try:
+        from picamera2 import Picamera2  # type: ignore
+    except ImportError as exc:
+        raise CameraError("camera.source=picamera2 needs Raspberry Pi OS's python3-picamera2 "
+                          "(apt install python3-picamera2; venv with --system-site-packages)") from exc
+    cam = Picamera2()
+    cam.configure(cam.create_video_configuration(main={"format": "BGR888", "size": (1280, 720)}))
+    cam.start()
+    try:
+        while True:
+            yield cam.capture_array("main")
+    finally:
+        cam.stop()
+        cam.close()
+
+
+def _live_frames(source: str) -> Iterator[np.ndarray]:
+    target: int | str = int(source) if source.isdigit() else source
+    api = cv2.CAP_GSTREAMER if "!" in source else cv2.CAP_ANY
+    cap = cv2.VideoCapture(target, api)
+    if not cap.isOpened():
+        raise CameraError(f"cannot open camera {source!r}")
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                raise CameraError(f"camera {source!r} stopped delivering frames")
+            yield frame
+    finally:
+        cap.release()
+
+
+def is_finite_source(source: str) -> bool:
+    """Files and folders end; cameras and streams don't (and must drop old frames)."""
+    p = Path(source)
+    if source == "picamera2" or source.isdigit() or "://" in source or "!" in source:
+        return False
+    return p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES or p.is_dir()
+
+
+def open_frames(source: str) -> Iterator[np.ndarray]:
+    if source == "picamera2":
+        return _picamera_frames()
+    p = Path(source)
+    if p.is_dir():
+        return _folder_frames(p)
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return iter([img] if (img := cv2.imread(source)) is not None else [])
+    if p.suffix.lower() in VIDEO_SUFFIXES:
+        if not p.is_file():
+            raise CameraError(f"video file {source} is missing")
+        return _video_frames(source)
+    return _live_frames(source)
+
+
+class CameraReader:
+    """Reads frames in a thread. Live sources keep only the newest frame (low latency);
+    finite sources (files, folders) hand over every frame in order. A source that fails is
+    reopened with exponential back-off; ``end_of_stream`` is set when a finite source ends."""
+
+    def __init__(self, source: str, *, loop: bool = False, max_backoff_s: float = 30.0,
+                 max_fps: float = 15.0) -> None:
+        self.source = source
+        self.loop = loop
+        self.max_backoff_s = max_backoff_s
+        self.min_interval = 1.0 / max_fps
+        self.finite = is_finite_source(source)
+        self._queue: queue.Queue[Frame] = queue.Queue(maxsize=2 if self.finite else 1)
+        self._stop = threading.Event()
+        self.end_of_stream = threading.Event()
+        self.connected = threading.Event()
+        self.dropped = 0
+        self.reopens = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
+
+    def start(self) -> CameraReader:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def get(self, timeout: float = 0.5) -> Frame | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _offer(self, frame: Frame) -> None:
+        if self.finite:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(frame, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+            return
+        try:
+            self._queue.put_nowait(frame)
+        except queue.Full:
+            try:
+                self._queue.get_nowait()
+                self.dropped += 1
+            except queue.Empty:
+                pass
+            self._queue.put_nowait(frame)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        index = 0
+        while not self._stop.is_set():
+            try:
+                frames = open_frames(self.source)
+                last = 0.0
+                for pixels in frames:
+                    if self._stop.is_set():
+                        return
+                    if not self.connected.is_set():
+                        log.info("camera %s delivering frames", self.source)
+                        self.connected.set()
+                        backoff = 0.5
+                    now = time.monotonic()
+                    if not self.finite and now - last < self.min_interval:
+                        continue
+                    last = now
+                    self._offer(Frame(pixels, now, index))
+                    index += 1
+                if self.finite and not self.loop:
+                    self.end_of_stream.set()
+                    return
+                if self.finite:
+                    continue
+                raise CameraError(f"camera {self.source!r} ended")
+            except Exception as exc:  # noqa: BLE001 - any camera failure means: reopen later
+                self.connected.clear()
+                self.last_error = str(exc)
+                self.reopens += 1
+                log.warning("camera problem (%s); retrying in %.1f s", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)

@@ -1,0 +1,203 @@
+"""The door daemon: camera thread -> pipeline -> outbox -> MQTT pump, with health, watchdog,
+fail-closed error handling, SIGHUP reload and a clean SIGTERM shutdown."""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facelink.config import Settings
+from facelink.enroll.store import Store
+from facelink.models.engine import FaceEngine
+
+from .camera import CameraReader
+from .decision import ERROR, Decision, DecisionPolicy
+from .door import DoorRelay, make_relay
+from .matcher import UserIndex
+from .outbox import Outbox
+from .pipeline import DoorPipeline, Gate
+from .publisher import MqttTransport, OutboxPump, Transport, ha_discovery_messages, topics
+from .sd_notify import notify
+from .tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+ERROR_REPEAT_S = 30.0  # the same error is published at most this often (each is still logged)
+
+
+@dataclass
+class Stats:
+    started: float = field(default_factory=time.monotonic)
+    frames: int = 0
+    decisions: int = 0
+    errors: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+    _window: deque = field(default_factory=lambda: deque(maxlen=100))
+
+    def frame_done(self, captured_at: float, now: float) -> None:
+        self.frames += 1
+        self.latencies_ms.append((now - captured_at) * 1000.0)
+        self._window.append(now)
+
+    def fps(self) -> float:
+        w = self._window
+        return (len(w) - 1) / (w[-1] - w[0]) if len(w) > 1 and w[-1] > w[0] else 0.0
+
+
+def build_policy(settings: Settings, model_version: str) -> DecisionPolicy:
+    m = settings.matching
+    return DecisionPolicy(settings.mqtt.device_id, m.collection_id, model_version, m.similarity_threshold,
+                          m.frames_required, m.frames_window, m.cooldown_s)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, config_path: Path | None = None,
+                 engine: FaceEngine | None = None, transport: Transport | None = None,
+                 relay: DoorRelay | None = None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.engine = engine or FaceEngine.from_settings(settings.models)
+        self.store = Store(settings.store.database)
+        self.index = UserIndex(self.store, settings.matching.collection_id, self.engine.model_version)
+        self.index.load()
+        self.pipeline = DoorPipeline(self.engine, self.index, Tracker(settings.matching.frames_window),
+                                     build_policy(settings, self.engine.model_version),
+                                     Gate.from_settings(settings.matching))
+        self.topics = topics(settings.mqtt.topic_prefix, settings.mqtt.device_id)
+        self.outbox = Outbox(settings.mqtt.outbox, settings.mqtt.outbox_max)
+        extra = ha_discovery_messages(settings.mqtt.topic_prefix, settings.mqtt.device_id) \
+            if settings.mqtt.ha_discovery else []
+        self.transport = transport or MqttTransport(settings.mqtt, extra)
+        self.pump = OutboxPump(self.outbox, self.transport)
+        self.relay = relay or make_relay(settings.door)
+        self.camera = CameraReader(settings.camera.source, loop=settings.camera.loop,
+                                   max_backoff_s=settings.camera.reconnect_max_backoff_s,
+                                   max_fps=settings.camera.max_fps)
+        self.stats = Stats()
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self._last_error: dict[str, float] = {}
+        self._next_health = 0.0
+
+    # -- decisions -------------------------------------------------------------------------
+    def emit(self, decision: Decision) -> None:
+        """Outbox first (durable), then the relay: a decision that can't be recorded opens nothing."""
+        self.outbox.put(decision.event_id, self.topics["decision"], decision.payload())
+        self.stats.decisions += 1
+        log.info("decision %s user=%s similarity=%s track=%s event=%s", decision.decision, decision.user_id,
+                 decision.similarity, decision.track_id, decision.event_id)
+        if decision.decision == "GRANTED":
+            try:
+                self.relay.pulse(decision.user_id)
+            except Exception:  # noqa: BLE001 - the relay's failure is logged, the loop goes on
+                log.exception("door relay failed")
+
+    def fail_closed(self, exc: BaseException) -> None:
+        """An internal error: the door stays locked and an ERROR decision is published."""
+        self.stats.errors += 1
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        log.error("pipeline error, door stays locked: %s", reason, exc_info=exc)
+        now = time.monotonic()
+        if now - self._last_error.get(reason, -1e9) < ERROR_REPEAT_S:
+            return
+        self._last_error[reason] = now
+        p = self.pipeline.policy
+        try:
+            self.emit(Decision(ERROR, p.device_id, p.collection_id, p.model_version, p.threshold, reason=reason))
+        except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly, then give up
+            log.critical("cannot record the ERROR decision in the outbox", exc_info=True)
+            self.transport.publish(self.topics["decision"], json.dumps(
+                {"schema": "facelink.decision/1", "decision": ERROR, "device_id": p.device_id, "reason": reason}))
+
+    # -- housekeeping ----------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        lat = list(self.stats.latencies_ms)
+        return {"device_id": self.settings.mqtt.device_id, "uptime_s": round(time.monotonic() - self.stats.started, 1),
+                "fps": round(self.stats.fps(), 2), "frames": self.stats.frames, "decisions": self.stats.decisions,
+                "errors": self.stats.errors,
+                "latency_ms_p50": round(statistics.median(lat), 1) if lat else None,
+                "outbox_depth": len(self.outbox), "outbox_dropped": self.outbox.dropped(),
+                "collection_faces": len(self.index), "camera_connected": self.camera.connected.is_set(),
+                "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
+                "mqtt_connected": self.transport.is_connected()}
+
+    def _housekeeping(self, now: float) -> None:
+        notify("WATCHDOG=1")
+        self.index.refresh(self.settings.matching.reload_interval_s)
+        if now >= self._next_health:
+            self._next_health = now + self.settings.mqtt.health_interval_s
+            self.transport.publish(self.topics["health"], json.dumps(self.health()), qos=0, timeout=0.5)
+        if self.reload_requested.is_set():
+            self.reload_requested.clear()
+            self.reload()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read thresholds and gates (camera/MQTT/model changes need a restart)."""
+        from facelink.config import load_settings
+
+        try:
+            fresh = load_settings(self.config_path)
+        except Exception as exc:  # noqa: BLE001 - a bad file keeps the running config
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        fresh.matching.collection_id = self.settings.matching.collection_id
+        self.pipeline.policy = build_policy(fresh, self.engine.model_version)
+        self.pipeline.gate = Gate.from_settings(fresh.matching)
+        self.settings.matching = fresh.matching
+        log.info("configuration reloaded: threshold %.2f, %d of %d frames",
+                 fresh.matching.similarity_threshold, fresh.matching.frames_required,
+                 fresh.matching.frames_window)
+
+    # -- main loop -------------------------------------------------------------------------
+    def run(self) -> int:
+        self.pump.start()
+        self.camera.start()
+        notify("READY=1")
+        log.info("door %s running: collection %s, threshold %.2f, %d of %d frames",
+                 self.settings.mqtt.device_id, self.settings.matching.collection_id,
+                 self.settings.matching.similarity_threshold, self.settings.matching.frames_required,
+                 self.settings.matching.frames_window)
+        backoff = 0.0
+        while not self.stop_requested.is_set():
+            now = time.monotonic()
+            try:
+                self._housekeeping(now)
+            except Exception as exc:  # noqa: BLE001 - fail closed, keep running
+                self.fail_closed(exc)
+            frame = self.camera.get(timeout=0.2)
+            if frame is None:
+                if self.camera.end_of_stream.is_set():
+                    log.info("video source ended")
+                    break
+                continue
+            try:
+                for decision in self.pipeline.process(frame, time.monotonic()):
+                    self.emit(decision)
+                self.stats.frame_done(frame.captured_at, time.monotonic())
+                backoff = 0.0
+            except Exception as exc:  # noqa: BLE001 - fail closed, never crash-loop
+                self.fail_closed(exc)
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                self.stop_requested.wait(backoff)
+        return self.shutdown()
+
+    def shutdown(self, flush_timeout_s: float = 10.0) -> int:
+        notify("STOPPING=1")
+        self.camera.stop()
+        flushed = self.pump.flush(flush_timeout_s) if self.transport.is_connected() else len(self.outbox) == 0
+        self.pump.stop()
+        if not flushed:
+            log.warning("%d decisions stay in the outbox and will be sent on the next start", len(self.outbox))
+        self.transport.stop()
+        self.relay.close()
+        self.outbox.close()
+        self.store.close()
+        log.info("stopped: %d frames, %d decisions", self.stats.frames, self.stats.decisions)
+        return 0

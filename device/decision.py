@@ -1,0 +1,103 @@
+"""Access decisions: the N-of-M rule over a track's frames, cooldowns, and the event payload.
+
+GRANTED needs N of the last M frames of one track to match the *same* user at or above the
+threshold. Anything else never opens the door: DENIED_UNKNOWN (N frames without a match),
+DENIED_LOW_QUALITY (a full window of unusable frames), DENIED_SPOOF (liveness failed) and
+ERROR (the pipeline failed: fail closed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .tracker import Track
+
+SCHEMA = "facelink.decision/1"
+GRANTED = "GRANTED"
+DENIED_UNKNOWN = "DENIED_UNKNOWN"
+DENIED_LOW_QUALITY = "DENIED_LOW_QUALITY"
+DENIED_SPOOF = "DENIED_SPOOF"
+ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: str
+    device_id: str
+    collection_id: str
+    model_version: str
+    threshold: float
+    user_id: str | None = None
+    face_id: str | None = None
+    external_image_id: str | None = None
+    similarity: float | None = None
+    track_id: int | None = None
+    frames_matched: int = 0
+    frames_window: int = 0
+    reason: str | None = None
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    def payload(self) -> dict[str, Any]:
+        """The versioned JSON published on <prefix>/<device>/decision (never image bytes)."""
+        return {"schema": SCHEMA, **asdict(self)}
+
+
+@dataclass
+class DecisionPolicy:
+    device_id: str
+    collection_id: str
+    model_version: str
+    threshold: float
+    frames_required: int
+    frames_window: int
+    cooldown_s: float
+    _recent: dict[str, float] = field(default_factory=dict)
+
+    def _make(self, kind: str, track: Track, **kw: Any) -> Decision:
+        return Decision(kind, self.device_id, self.collection_id, self.model_version, self.threshold,
+                        track_id=track.track_id, frames_window=len(track.history), **kw)
+
+    def _cooling(self, key: str, now: float) -> bool:
+        until = self._recent.get(key)
+        return until is not None and now < until
+
+    def decide(self, track: Track, now: float) -> Decision | None:
+        """At most one decision per track; a repeated one within the cooldown is suppressed."""
+        if track.decided is not None:
+            return None
+        hist = list(track.history)
+        matches = Counter(o.user_id for o in hist if o.kind == "match")
+        decision: Decision | None = None
+        if matches:
+            user, n = matches.most_common(1)[0]
+            if n >= self.frames_required:
+                best = max((o for o in hist if o.kind == "match" and o.user_id == user),
+                           key=lambda o: o.similarity or 0.0)
+                decision = self._make(GRANTED, track, user_id=user, face_id=best.face_id,
+                                      external_image_id=best.external_image_id,
+                                      similarity=round(best.similarity or 0.0, 4), frames_matched=n)
+        if decision is None:
+            spoof = [o for o in hist if o.kind == "spoof"]
+            nomatch = [o for o in hist if o.kind == "nomatch"]
+            if len(spoof) >= self.frames_required:
+                decision = self._make(DENIED_SPOOF, track, frames_matched=len(spoof), reason=spoof[-1].reason)
+            elif len(nomatch) >= self.frames_required:
+                best = max(nomatch, key=lambda o: o.similarity or 0.0)
+                decision = self._make(DENIED_UNKNOWN, track, similarity=best.similarity,
+                                      frames_matched=len(nomatch))
+            elif len(hist) >= self.frames_window and all(o.kind == "lowquality" for o in hist):
+                decision = self._make(DENIED_LOW_QUALITY, track, reason=hist[-1].reason)
+        if decision is None:
+            return None
+        track.decided = decision.decision
+        key = f"{decision.decision}:{decision.user_id or track.track_id}"
+        if self._cooling(key, now):
+            return None
+        self._recent = {k: v for k, v in self._recent.items() if v > now}
+        self._recent[key] = now + self.cooldown_s
+        return decision

@@ -1,0 +1,51 @@
+"""`facelink-device`: run the door daemon. Exit codes: 0 stopped cleanly, 78 configuration or
+setup problem (bad config, missing models or collection: systemd does not restart), 1 other."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from facelink.config import load_settings
+from facelink.models.errors import FaceLinkError, StoreError
+
+EX_CONFIG = 78
+
+log = logging.getLogger("facelink.device")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="facelink-device", description=__doc__)
+    parser.add_argument("--config", type=Path, default=None, help="settings file (TOML)")
+    parser.add_argument("--source", default=None, help="override camera.source (file, folder, index, URL)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except FaceLinkError as exc:
+        print(f"facelink-device: {exc.message}", file=sys.stderr)
+        return EX_CONFIG
+    if args.source:
+        settings.camera.source = args.source
+    logging.basicConfig(level=settings.logging.level, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .daemon import Daemon
+
+    try:
+        daemon = Daemon(settings, config_path=args.config)
+    except StoreError as exc:
+        log.error("cannot start: %s", exc.message)
+        return 1
+    except FaceLinkError as exc:
+        log.error("cannot start: %s", exc.message)
+        return EX_CONFIG
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop_requested.set())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop_requested.set())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.reload_requested.set())
+    return daemon.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Store-and-forward outbox: every decision is written here before it is published and is
+removed only after the broker acknowledged it (PUBACK).
+
+Bounded: when ``max_events`` is reached the oldest event is dropped to make room, the drop is
+counted (reported on the health topic) and logged at ERROR. With the default 100,000 events a
+door deciding every 10 s can be offline for more than 11 days before that happens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    seq: int
+    event_id: str
+    topic: str
+    payload: str
+
+
+class Outbox:
+    def __init__(self, path: Path | str, max_events: int = 100_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_events = max_events
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                     timeout=10)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")  # a decision survives power loss
+        self._conn.execute("""CREATE TABLE IF NOT EXISTS events(
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            topic TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_at REAL NOT NULL)""")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS stats(key TEXT PRIMARY KEY, value INTEGER)")
+        self.added = threading.Event()
+
+    def put(self, event_id: str, topic: str, payload: dict) -> None:
+        """Durably append; raises sqlite3.Error (e.g. disk full) so the caller fails closed."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("INSERT OR IGNORE INTO events(event_id, topic, payload, created_at) "
+                                   "VALUES (?,?,?,?)",
+                                   (event_id, topic, json.dumps(payload, separators=(",", ":")),
+                                    time.time()))
+                excess = self._conn.execute("SELECT count(*) FROM events").fetchone()[0] - self.max_events
+                if excess > 0:
+                    self._conn.execute("DELETE FROM events WHERE seq IN "
+                                       "(SELECT seq FROM events ORDER BY seq LIMIT ?)", (excess,))
+                    self._conn.execute("INSERT INTO stats VALUES ('dropped', ?) ON CONFLICT(key) "
+                                       "DO UPDATE SET value = value + excluded.value", (excess,))
+                    log.error("outbox full (%d events): dropped the %d oldest", self.max_events, excess)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        self.added.set()
+
+    def peek(self, limit: int = 1) -> list[OutboxEvent]:
+        with self._lock:
+            rows = self._conn.execute("SELECT seq, event_id, topic, payload FROM events "
+                                      "ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        return [OutboxEvent(*r) for r in rows]
+
+    def ack(self, seq: int) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def dropped(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM stats WHERE key = 'dropped'").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

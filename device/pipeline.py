@@ -1,0 +1,84 @@
+"""One frame through the door's pipeline: detect -> quality gate -> align/embed -> match ->
+track -> decision. No I/O here: the daemon feeds frames in and publishes what comes out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from facelink.models.engine import AnalyzedFace, FaceEngine
+
+from .camera import Frame
+from .decision import Decision, DecisionPolicy
+from .matcher import UserIndex
+from .tracker import Observation, Tracker
+
+
+@dataclass(frozen=True)
+class Gate:
+    min_face_px: int
+    max_abs_yaw: float
+    max_abs_pitch: float
+    min_sharpness: float
+    min_brightness: float
+
+    @classmethod
+    def from_settings(cls, m) -> Gate:
+        return cls(m.min_face_px, m.max_abs_yaw, m.max_abs_pitch, m.min_sharpness, m.min_brightness)
+
+    def reason(self, face: AnalyzedFace) -> str | None:
+        """Why this face can't be used for a decision, or None when it can."""
+        if min(face.detection.box[2], face.detection.box[3]) < self.min_face_px:
+            return "SMALL_FACE"
+        if abs(face.pose.yaw) > self.max_abs_yaw or abs(face.pose.pitch) > self.max_abs_pitch:
+            return "EXTREME_POSE"
+        if face.quality.sharpness < self.min_sharpness:
+            return "LOW_SHARPNESS"
+        if face.quality.brightness < self.min_brightness:
+            return "LOW_BRIGHTNESS"
+        return None
+
+
+class DoorPipeline:
+    MAX_FACES = 3  # the people nearest the door; farther faces are ignored
+
+    def __init__(self, engine: FaceEngine, index: UserIndex, tracker: Tracker, policy: DecisionPolicy,
+                 gate: Gate, liveness=None) -> None:
+        self.engine = engine
+        self.index = index
+        self.tracker = tracker
+        self.policy = policy
+        self.gate = gate
+        self.liveness = liveness
+
+    def process(self, frame: Frame, now: float) -> list[Decision]:
+        faces = self.engine.detect(frame.pixels)[: self.MAX_FACES]
+        tracks = self.tracker.update([f.detection.box for f in faces], now)
+        # tracks already decided (the person is still at the door) need no more work
+        todo = [(f, t, self.gate.reason(f)) for f, t in zip(faces, tracks, strict=True) if t.decided is None]
+        embedded = iter(self.engine.embed(frame.pixels, [f for f, _, r in todo if r is None]))
+        decisions = []
+        for face, track, reason in todo:
+            if reason is not None:
+                obs = Observation("lowquality", reason=reason, box=face.detection.box)
+            else:
+                obs = self._observe(next(embedded), frame)
+            track.history.append(obs)
+            if self.liveness is not None and obs.kind == "match":
+                spoof = self.liveness.check(track, frame)
+                if spoof is not None:
+                    track.history[-1] = Observation("spoof", reason=spoof, box=face.detection.box)
+            decision = self.policy.decide(track, now)
+            if decision is not None:
+                decisions.append(decision)
+        return decisions
+
+    def _observe(self, face: AnalyzedFace, frame: Frame) -> Observation:
+        match = self.index.best(face.embedding)
+        box, lm = face.detection.box, face.detection.landmarks
+        if match is None:
+            return Observation("nomatch", similarity=0.0, box=box, landmarks=lm)
+        similarity = float(self.engine.similarity(match.cosine))
+        if similarity >= self.policy.threshold:
+            return Observation("match", match.user_id, match.face_id, match.external_image_id,
+                               similarity, box=box, landmarks=lm)
+        return Observation("nomatch", similarity=round(similarity, 4), box=box, landmarks=lm)
