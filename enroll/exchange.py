@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def read_export(path: Path | str) -> tuple[dict[str, Any], np.ndarray]:
         with np.load(Path(path), allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             matrix = np.asarray(data["embeddings"], dtype=np.float32)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise InvalidParameterException(f"{path} is not a FaceLink export file: {exc}") from None
     if meta.get("Format") != FORMAT or meta.get("FormatVersion") != FORMAT_VERSION:
         raise InvalidParameterException(f"{path}: unsupported export format")

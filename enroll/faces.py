@@ -138,17 +138,18 @@ def index_faces(ctx: Context, collection_id: str, image: ImageInput, external_im
              "confidence": f.detection.score * 100.0, "embedding": f.embedding} for f in embedded]
     thumbs = [_thumbnail(img.pixels, f.detection.box) for f in embedded] if ctx.keep_thumbnails else None
     row_ids = ctx.store.insert_faces(rows, thumbs) if rows else []
+    if user_id is not None and row_ids:
+        from .users import associate_faces
+
+        response["UserAssociation"] = associate_faces(
+            ctx, collection_id, user_id, [r["face_id"] for r in rows])
     stored = ctx.store.faces_by_rows(row_ids)
-    for f, row in zip(embedded, stored):
+    for f, row in zip(embedded, stored, strict=True):
         response["FaceRecords"].append({"Face": face_json(row, coll.face_model_version),
                                         "FaceDetail": face_detail(f, img.width, img.height)})
     for f, reasons in unindexed:
         response["UnindexedFaces"].append({"Reasons": reasons,
                                            "FaceDetail": face_detail(f, img.width, img.height)})
-    if user_id is not None and stored:
-        from .users import associate_faces
-
-        associate_faces(ctx, collection_id, user_id, [r.face_id for r in stored])
     return response
 
 

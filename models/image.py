@@ -63,6 +63,8 @@ def _header_info(data: bytes) -> tuple[int, int, int | None] | None:
             except Exception:  # noqa: BLE001 - a broken EXIF block must not reject the image
                 orientation = None
             return im.width, im.height, orientation
+    except Image.DecompressionBombError:
+        raise ImageTooLargeException(f"image has more than {MAX_PIXELS} pixels") from None
     except Exception:  # noqa: BLE001 - unknown to Pillow; OpenCV decides below
         return None
 

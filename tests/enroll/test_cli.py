@@ -1,0 +1,60 @@
+"""The `facelink` command: Rekognition-shaped JSON out, typed JSON errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture()
+def run(tmp_path, models_dir):
+    env = {**os.environ, "FACELINK_STORE__DATABASE": str(tmp_path / "cli.db"),
+           "FACELINK_MODELS__MODELS_DIR": str(models_dir)}
+
+    def call(*args: str) -> tuple[int, dict, str]:
+        proc = subprocess.run([sys.executable, "-m", "facelink.enroll.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+        out = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        return proc.returncode, out, proc.stderr
+
+    return call
+
+
+def test_cli_enroll_and_search(run, faces_dir):
+    rc, out, _ = run("create-collection", "--collection-id", "door")
+    assert rc == 0 and out["StatusCode"] == 200
+    rc, out, _ = run("create-user", "--collection-id", "door", "--user-id", "obama")
+    assert rc == 0 and out == {}
+    rc, out, _ = run("index-faces", "--collection-id", "door", "--image", str(faces_dir / "people/obama/1.jpg"),
+                     "--external-image-id", "badge-7", "--user-id", "obama")
+    assert rc == 0 and out["FaceRecords"][0]["Face"]["UserId"] == "obama"
+    face_id = out["FaceRecords"][0]["Face"]["FaceId"]
+    rc, out, _ = run("search-users-by-image", "--collection-id", "door", "--image",
+                     str(faces_dir / "people/obama/5.jpg"), "--user-match-threshold", "99")
+    assert rc == 0 and out["UserMatches"][0]["User"]["UserId"] == "obama"
+    rc, out, _ = run("disassociate-faces", "--collection-id", "door", "--user-id", "obama", "--face-ids", face_id)
+    assert rc == 0 and out["DisassociatedFaces"] == [{"FaceId": face_id}]
+    rc, out, _ = run("delete-faces", "--collection-id", "door", "--face-ids", face_id)
+    assert rc == 0 and out["DeletedFaces"] == [face_id]
+
+
+def test_cli_errors_are_typed(run, faces_dir, tmp_path):
+    rc, _, err = run("list-faces", "--collection-id", "nope")
+    assert rc == 4 and json.loads(err)["__type"] == "ResourceNotFoundException"
+    rc, _, err = run("create-collection", "--collection-id", "bad id")
+    assert rc == 2 and json.loads(err)["__type"] == "InvalidParameterException"
+    (tmp_path / "fake.jpg").write_text("hello")
+    rc, _, err = run("detect-faces", "--image", str(tmp_path / "fake.jpg"))
+    assert rc == 3 and json.loads(err)["__type"] == "InvalidImageFormatException"
+
+
+def test_cli_bad_config_is_one_clear_line(run, tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[matching]\nsimilarity_threshold = 140\n")
+    rc, _, err = run("--config", str(cfg), "list-collections")
+    assert rc == 8
+    assert "matching.similarity_threshold" in json.loads(err)["Message"]

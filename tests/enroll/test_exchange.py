@@ -1,0 +1,50 @@
+"""Export -> import round trip of the owner's embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facelink.enroll import exchange, faces, users
+from facelink.enroll.context import Context
+from facelink.enroll.store import Store
+from facelink.models.errors import ConflictException, InvalidParameterException
+
+
+def test_export_import_roundtrip(ctx, faces_dir, tmp_path, engine):
+    faces.create_collection(ctx, "src")
+    users.create_user(ctx, "src", "obama")
+    faces.index_faces(ctx, "src", faces_dir / "people/obama/1.jpg", "o1", user_id="obama")
+    faces.index_faces(ctx, "src", faces_dir / "people/biden/1.jpg", "b1")
+    out = exchange.export_faces(ctx, "src", tmp_path / "export.npz")
+    assert out["FaceCount"] == 2 and out["UserCount"] == 1
+
+    other = Context(Store(tmp_path / "other-appliance.db"), lambda: engine)
+    res = exchange.import_faces(other, "dst", tmp_path / "export.npz")
+    assert res["ImportedFaces"] == 2
+    src_m, src_rows = ctx.store.all_vectors("src")
+    dst_m, dst_rows = other.store.all_vectors("dst")
+    assert np.array_equal(src_m, dst_m)
+    assert [r.face_id for r in src_rows] == [r.face_id for r in dst_rows]
+    assert [r.user_id for r in dst_rows] == ["obama", None]
+    # the imported collection is searchable like the original
+    hit = faces.search_faces_by_image(other, "dst", faces_dir / "people/obama/2.jpg", 99)
+    assert hit["FaceMatches"][0]["Face"]["ExternalImageId"] == "o1"
+    # importing again adds nothing
+    assert exchange.import_faces(other, "dst", tmp_path / "export.npz")["SkippedFaces"] == 2
+    other.store.close()
+
+
+def test_import_refuses_other_model_version(ctx, faces_dir, tmp_path):
+    faces.create_collection(ctx, "src")
+    faces.index_faces(ctx, "src", faces_dir / "people/biden/1.jpg", "b1")
+    exchange.export_faces(ctx, "src", tmp_path / "e.npz")
+    ctx.store.insert_collection("legacy", "some-other-model/v1")
+    with pytest.raises(ConflictException):
+        exchange.import_faces(ctx, "legacy", tmp_path / "e.npz")
+
+
+def test_import_rejects_damaged_file(ctx, tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 nonsense")
+    with pytest.raises(InvalidParameterException):
+        exchange.import_faces(ctx, "x", tmp_path / "junk.npz")
