@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from facelink.models.errors import ConfigError
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,7 +27,13 @@ def data_dir() -> Path:
     return Path(base) / "facelink"
 
 
-class ModelSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: unknown keys are errors (a typo must not silently change nothing)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(Section):
     models_dir: Path = Field(default_factory=lambda: data_dir() / "models",
                              description="Where `facelink models` writes and the engine reads models.")
     wheelhouse: Path | None = Field(None, description="Folder of pre-downloaded wheels for an air-gapped install (pip --no-index --find-links).")
@@ -42,12 +48,12 @@ class ModelSettings(BaseModel):
     detect_score_threshold: float = Field(0.6, gt=0, lt=1, description="YuNet confidence (0-1) below which detections are dropped.")
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Section):
     database: Path = Field(default_factory=lambda: data_dir() / "facelink.db", description="The SQLite collection database.")
     keep_thumbnails: bool = Field(False, description="Opt-in: keep a small face thumbnail per indexed face for the security desk. Off: no image bytes are stored.")
 
 
-class MatchingSettings(BaseModel):
+class MatchingSettings(Section):
     collection_id: str = Field("door", description="Collection the door matches against.")
     similarity_threshold: float = Field(99.0, ge=0, le=100, description="Minimum Similarity (0-100) for GRANTED.")
     min_face_px: int = Field(60, ge=16, description="Faces narrower than this (pixels) are DENIED_LOW_QUALITY.")
@@ -58,6 +64,7 @@ class MatchingSettings(BaseModel):
     frames_required: int = Field(3, ge=1, description="N: frames of the same track that must match the same user...")
     frames_window: int = Field(5, ge=1, description="...among the last M frames of the track.")
     cooldown_s: float = Field(10.0, ge=0, description="After a decision for a user/track, the same decision is not repeated for this long.")
+    track_max_age_s: float = Field(1.5, ge=0, description="A face unseen for this long ends its track (the next sighting is a new person).")
     reload_interval_s: float = Field(1.0, gt=0, description="How often the daemon picks up collection changes.")
 
     @field_validator("frames_window")
@@ -68,14 +75,14 @@ class MatchingSettings(BaseModel):
         return v
 
 
-class CameraSettings(BaseModel):
+class CameraSettings(Section):
     source: str = Field("0", description="picamera2 | a V4L2 index (0) | rtsp://, http:// URL | a GStreamer pipeline | a video file | a folder of images.")
     loop: bool = Field(False, description="Replay a video file/folder forever (demos).")
     max_fps: float = Field(15.0, gt=0, description="Frames processed per second at most; older frames are dropped.")
     reconnect_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between attempts to reopen a lost camera.")
 
 
-class MqttSettings(BaseModel):
+class MqttSettings(Section):
     host: str = Field("127.0.0.1", description="Broker host.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port.")
     device_id: str = Field("door-1", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="This door's id; part of every topic.")
@@ -92,14 +99,14 @@ class MqttSettings(BaseModel):
     ha_discovery: bool = Field(False, description="Publish Home Assistant MQTT discovery config.")
 
 
-class DoorSettings(BaseModel):
+class DoorSettings(Section):
     relay: Literal["none", "gpio", "command"] = Field("none", description="What GRANTED does to the lock: nothing, pulse a GPIO pin (gpiozero), or run a command.")
     gpio_pin: int = Field(17, ge=0, le=40, description="BCM pin of the relay.")
     command: str = Field("", description="Command run on GRANTED (relay=command); FACELINK_USER_ID is set.")
     pulse_s: float = Field(3.0, gt=0, le=60, description="How long the lock stays released.")
 
 
-class LoggingSettings(BaseModel):
+class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level (logs go to stdout/journald).")
 
 

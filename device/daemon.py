@@ -67,7 +67,8 @@ class Daemon:
         self.store = Store(settings.store.database)
         self.index = UserIndex(self.store, settings.matching.collection_id, self.engine.model_version)
         self.index.load()
-        self.pipeline = DoorPipeline(self.engine, self.index, Tracker(settings.matching.frames_window),
+        self.pipeline = DoorPipeline(self.engine, self.index, Tracker(settings.matching.frames_window,
+                                                     max_age_s=settings.matching.track_max_age_s),
                                      build_policy(settings, self.engine.model_version),
                                      Gate.from_settings(settings.matching))
         self.topics = topics(settings.mqtt.topic_prefix, settings.mqtt.device_id)
@@ -128,12 +129,15 @@ class Daemon:
                 "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
                 "mqtt_connected": self.transport.is_connected()}
 
+    def publish_health(self) -> bool:
+        return self.transport.publish(self.topics["health"], json.dumps(self.health()), qos=0, timeout=0.5)
+
     def _housekeeping(self, now: float) -> None:
         notify("WATCHDOG=1")
         self.index.refresh(self.settings.matching.reload_interval_s)
         if now >= self._next_health:
-            self._next_health = now + self.settings.mqtt.health_interval_s
-            self.transport.publish(self.topics["health"], json.dumps(self.health()), qos=0, timeout=0.5)
+            sent = self.publish_health()
+            self._next_health = now + (self.settings.mqtt.health_interval_s if sent else 1.0)
         if self.reload_requested.is_set():
             self.reload_requested.clear()
             self.reload()
@@ -193,6 +197,7 @@ class Daemon:
         self.camera.stop()
         flushed = self.pump.flush(flush_timeout_s) if self.transport.is_connected() else len(self.outbox) == 0
         self.pump.stop()
+        self.publish_health()  # the last word on frames, decisions and outbox depth
         if not flushed:
             log.warning("%d decisions stay in the outbox and will be sent on the next start", len(self.outbox))
         self.transport.stop()

@@ -60,10 +60,7 @@ def ctx(tmp_path, engine):
 
 @pytest.fixture()
 def broker(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(ROOT))
-    from tools.broker import Broker
+    from facelink.tools.broker import Broker
 
     b = Broker(tmp_path / "broker").start()
     yield b

@@ -1,0 +1,131 @@
+"""The door daemon end to end: real models, real faces, real SQLite, a real MQTT broker."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from facelink.tools.logger import AuditLog
+
+from .conftest import DoorProcess, Watcher
+
+FAST = {"matching__frames_required": 1, "matching__frames_window": 1, "matching__cooldown_s": 0,
+        "matching__track_max_age_s": 0}
+
+
+def test_known_user_granted_unknown_denied(tmp_path, broker, models_dir, faces_dir, enroll):
+    enroll(faces_dir, "feat_man", "photo.jpg")
+    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/status", "facelink/+/health"])
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    shutil.copy(faces_dir / "video/feat_man.mp4", feed / "1-known.mp4")
+    for i, f in enumerate(sorted((faces_dir / "people/pexels_woman").iterdir())):
+        shutil.copy(f, feed / f"2-unknown-{i}.jpg")
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(feed))
+    assert door.proc.wait(120) == 0, door.log()
+    assert watcher.wait_for(lambda: len(watcher.payloads("/decision")) >= 2, 20)
+    decisions = watcher.payloads("/decision")
+    assert [d["decision"] for d in decisions] == ["GRANTED", "DENIED_UNKNOWN"], door.log()
+    granted, denied = decisions
+    assert granted["user_id"] == "feat_man" and granted["similarity"] >= 99.0
+    assert granted["external_image_id"] == "feat_man-badge" and granted["frames_matched"] >= 3
+    assert granted["schema"] == "facelink.decision/1" and granted["device_id"] == "door-1"
+    assert denied["user_id"] is None and denied["similarity"] < 99.0
+    assert all("image" not in k for d in decisions for k in d if k != "external_image_id")
+    assert watcher.raw("/status")[-1] == b"offline"  # clean stop publishes offline
+    assert watcher.wait_for(lambda: watcher.payloads("/health"), 5)
+    watcher.close()
+
+
+def test_broker_outage_delivers_every_decision_once(tmp_path, broker, models_dir, faces_dir, enroll):
+    enroll(faces_dir, "obama", "1.jpg")
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    shutil.copy(faces_dir / "people/obama/2.jpg", feed / "a.jpg")
+    shutil.copy(faces_dir / "people/biden/1.jpg", feed / "b.jpg")
+    audit_db = tmp_path / "audit.db"
+    logger = subprocess.Popen(
+        [sys.executable, "-m", "facelink.tools.logger", "--db", str(audit_db), "run", "--port", str(broker.port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(feed), camera__loop="true", **FAST)
+    assert door.wait_for(lambda: len(door.decisions()) >= 5, 60), door.log()
+    broker.stop()
+    made_before = len(door.decisions())
+    assert door.wait_for(lambda: len(door.decisions()) >= made_before + 20, 60)  # deciding offline
+    outbox = sqlite3.connect(tmp_path / "outbox.db")
+    assert outbox.execute("SELECT count(*) FROM events").fetchone()[0] > 0  # stored, not dropped
+    broker.start()
+    time.sleep(4.0)
+    assert door.stop(signal.SIGTERM) == 0, door.log()
+    assert outbox.execute("SELECT count(*) FROM events").fetchone()[0] == 0  # SIGTERM flushed
+    made = [event for _, _, event in door.decisions()]
+    assert len(made) == len(set(made))
+    audit = AuditLog(audit_db)
+
+    def all_logged() -> bool:
+        return len(audit.query()) >= len(made)
+
+    deadline = time.monotonic() + 30
+    while not all_logged() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    logged = [row["event_id"] for row in audit.query()]
+    logger.terminate()
+    logger.wait(10)
+    assert sorted(logged) == sorted(made)  # every decision, exactly once per event id
+    kinds = {row["decision"] for row in audit.query()}
+    assert kinds == {"GRANTED", "DENIED_UNKNOWN"}
+    audit.close()
+
+
+def test_last_will_when_killed(tmp_path, broker, models_dir, faces_dir, enroll):
+    enroll(faces_dir, "obama", "1.jpg")
+    watcher = Watcher(broker.port, ["facelink/door-1/status"], client_id="lwt-watcher")
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+                       camera__loop="true", mqtt__keepalive_s=5)
+    assert watcher.wait_for(lambda: b"online" in watcher.raw("/status"), 60), door.log()
+    door.stop(signal.SIGKILL)
+    assert watcher.wait_for(lambda: watcher.raw("/status")[-1:] == [b"offline"], 30)
+    watcher.close()
+
+
+def test_enrollment_during_run_takes_effect(tmp_path, broker, models_dir, faces_dir, enroll):
+    enroll(faces_dir, "obama", "1.jpg")
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+                       camera__loop="true", **FAST)
+    assert door.wait_for(lambda: any(d == "DENIED_UNKNOWN" for d, _, _ in door.decisions()), 60), door.log()
+    enrolled_at = time.monotonic()
+    enroll(faces_dir, "feat_man", "photo.jpg")
+    assert door.wait_for(lambda: any(d == "GRANTED" for d, _, _ in door.decisions()), 30), door.log()
+    assert time.monotonic() - enrolled_at < 10
+    assert [u for d, u, _ in door.decisions() if d == "GRANTED"][0] == "feat_man"
+    assert door.stop() == 0
+
+
+def test_camera_gone_then_back(tmp_path, broker, models_dir, faces_dir, enroll):
+    enroll(faces_dir, "feat_man", "photo.jpg")
+    video = tmp_path / "cam" / "feed.mp4"
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(video))
+    assert door.wait_for(lambda: "camera problem" in door.log(), 60), door.log()
+    assert door.proc.poll() is None  # still running, retrying with back-off
+    video.parent.mkdir()
+    shutil.copy(faces_dir / "video/feat_man.mp4", video)
+    assert door.wait_for(lambda: any(d == "GRANTED" for d, _, _ in door.decisions()), 60), door.log()
+    assert door.proc.wait(60) == 0
+
+
+def test_missing_collection_exits_with_config_code(tmp_path, broker, models_dir, faces_dir):
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"))
+    assert door.proc.wait(60) == 78
+    assert "collection 'door' does not exist" in door.log()
+
+
+def test_bad_config_exits_with_config_code(tmp_path, broker, models_dir, faces_dir):
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+                       matching__frames_window=1, matching__frames_required=3)
+    assert door.proc.wait(60) == 78
+    assert "frames_window" in door.log()

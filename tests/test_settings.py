@@ -1,0 +1,46 @@
+"""Settings: defaults, file, environment; one clear error naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from facelink.config import load_settings
+from facelink.models.errors import ConfigError
+
+
+def test_precedence(tmp_path, monkeypatch):
+    cfg = tmp_path / "door.toml"
+    cfg.write_text('[mqtt]\ndevice_id = "front-door"\nport = 1884\n[matching]\nsimilarity_threshold = 99.5\n')
+    s = load_settings(cfg)
+    assert (s.mqtt.device_id, s.mqtt.port, s.matching.similarity_threshold) == ("front-door", 1884, 99.5)
+    assert s.matching.frames_required == 3  # default kept
+    monkeypatch.setenv("FACELINK_MQTT__PORT", "1999")
+    assert load_settings(cfg).mqtt.port == 1999  # environment beats the file
+
+
+@pytest.mark.parametrize("text,key", [
+    ("[matching]\nsimilarity_threshold = 140\n", "matching.similarity_threshold"),
+    ("[mqtt]\nport = \"eighty\"\n", "mqtt.port"),
+    ("[models]\ndetector_backend = \"magic\"\n", "models.detector_backend"),
+    ("[camera]\nunknown_key = 1\n", "camera.unknown_key"),
+])
+def test_invalid_settings_name_the_key(tmp_path, text, key):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(cfg)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[mqtt\nport=")
+    with pytest.raises(ConfigError):
+        load_settings(broken)
+
+
+def test_secrets_are_not_printed(monkeypatch):
+    monkeypatch.setenv("FACELINK_MQTT__PASSWORD", "hunter2")
+    s = load_settings()
+    assert "hunter2" not in repr(s) and s.mqtt.password.get_secret_value() == "hunter2"
