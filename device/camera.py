@@ -120,12 +120,15 @@ class CameraReader:
     reopened with exponential back-off; ``end_of_stream`` is set when a finite source ends."""
 
     def __init__(self, source: str, *, loop: bool = False, max_backoff_s: float = 30.0,
-                 max_fps: float = 15.0) -> None:
+                 max_fps: float = 15.0, live: bool | None = None) -> None:
         self.source = source
         self.loop = loop
         self.max_backoff_s = max_backoff_s
         self.min_interval = 1.0 / max_fps
-        self.finite = is_finite_source(source)
+        self.from_file = is_finite_source(source)
+        # live: keep only the newest frame. A file is replayed "live" (paced at max_fps) when asked,
+        # which is how tools/bench_device.py simulates a camera.
+        self.finite = self.from_file if live is None else not live
         self._queue: queue.Queue[Frame] = queue.Queue(maxsize=2 if self.finite else 1)
         self._stop = threading.Event()
         self.end_of_stream = threading.Event()
@@ -184,15 +187,18 @@ class CameraReader:
                         backoff = 0.5
                     now = time.monotonic()
                     if not self.finite and now - last < self.min_interval:
-                        continue
+                        if not self.from_file:
+                            continue  # a camera: drop the frame, keep its buffer fresh
+                        self._stop.wait(self.min_interval - (now - last))
+                        now = time.monotonic()
                     last = now
                     self._offer(Frame(pixels, now, index))
                     index += 1
-                if self.finite and not self.loop:
+                if self.loop and self.from_file:
+                    continue
+                if self.from_file:
                     self.end_of_stream.set()
                     return
-                if self.finite:
-                    continue
                 raise CameraError(f"camera {self.source!r} ended")
             except Exception as exc:  # noqa: BLE001 - any camera failure means: reopen later
                 self.connected.clear()

@@ -39,6 +39,7 @@ class Stats:
     decisions: int = 0
     errors: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+    decision_latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
     _window: deque = field(default_factory=lambda: deque(maxlen=100))
 
     def frame_done(self, captured_at: float, now: float) -> None:
@@ -60,7 +61,7 @@ def build_policy(settings: Settings, model_version: str) -> DecisionPolicy:
 class Daemon:
     def __init__(self, settings: Settings, *, config_path: Path | None = None,
                  engine: FaceEngine | None = None, transport: Transport | None = None,
-                 relay: DoorRelay | None = None) -> None:
+                 relay: DoorRelay | None = None, live: bool | None = None) -> None:
         self.settings = settings
         self.config_path = config_path
         self.engine = engine or FaceEngine.from_settings(settings.models)
@@ -80,7 +81,7 @@ class Daemon:
         self.relay = relay or make_relay(settings.door)
         self.camera = CameraReader(settings.camera.source, loop=settings.camera.loop,
                                    max_backoff_s=settings.camera.reconnect_max_backoff_s,
-                                   max_fps=settings.camera.max_fps)
+                                   max_fps=settings.camera.max_fps, live=live)
         self.stats = Stats()
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
@@ -184,6 +185,7 @@ class Daemon:
             try:
                 for decision in self.pipeline.process(frame, time.monotonic()):
                     self.emit(decision)
+                    self.stats.decision_latencies_ms.append((time.monotonic() - frame.captured_at) * 1000.0)
                 self.stats.frame_done(frame.captured_at, time.monotonic())
                 backoff = 0.0
             except Exception as exc:  # noqa: BLE001 - fail closed, never crash-loop

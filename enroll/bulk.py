@@ -7,16 +7,27 @@ ExternalImageId is recognised by its SHA-256 and not indexed again.
 from __future__ import annotations
 
 import csv
+import queue
 import re
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facelink.models.engine import FaceEngine
 from facelink.models.errors import FaceLinkError, InvalidParameterException
 
 from .context import Context
-from .faces import index_faces
+from .faces import (
+    PreparedImage,
+    already_indexed,
+    image_bytes_and_digest,
+    prepare_index,
+    store_prepared,
+    validate_index_args,
+)
 from .users import create_user
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -78,27 +89,73 @@ def roster_entries(csv_path: Path) -> list[RosterEntry]:
                         (r.get("user_id") or "").strip() or None) for r in rows]
 
 
+def _record(summary: BulkSummary, item: dict[str, Any], user_id: str | None, result: dict[str, Any]) -> None:
+    if result["FaceRecords"]:
+        summary.indexed.append({**item, "UserId": user_id,
+                                "FaceIds": [r["Face"]["FaceId"] for r in result["FaceRecords"]]})
+    else:
+        reasons = sorted({r for u in result["UnindexedFaces"] for r in u["Reasons"]}) or ["NO_FACE_DETECTED"]
+        summary.unindexed.append({**item, "Reasons": reasons})
+
+
 def index_entries(ctx: Context, collection_id: str, entries: Iterable[RosterEntry], *,
                   quality_filter: str = "AUTO", max_faces: int = 1,
-                  progress: Callable[[RosterEntry], None] | None = None) -> BulkSummary:
+                  progress: Callable[[RosterEntry], None] | None = None,
+                  workers: int = 1, engine_factory: Callable[[], FaceEngine] | None = None) -> BulkSummary:
+    """Index every entry. With ``workers`` > 1 and an ``engine_factory`` (single-threaded
+    engines), decoding, detection and embedding run on that many threads while this thread
+    does the database writes in roster order."""
     summary = BulkSummary()
     ctx.collection_for_engine(collection_id)  # fail fast on a wrong collection, not per file
-    for entry in entries:
-        item = {"Image": str(entry.image), "ExternalImageId": entry.external_image_id}
+    engines: queue.Queue[FaceEngine] = queue.Queue()
+    if workers > 1 and engine_factory is not None:
+        for _ in range(workers):
+            engines.put(engine_factory())
+    else:
+        workers = 1
+        engines.put(ctx.engine)
+
+    def compute(data: Any, digest: str) -> PreparedImage:
+        engine = engines.get()
         try:
+            return prepare_index(engine, data, digest, quality_filter, max_faces, ctx.keep_thumbnails)
+        finally:
+            engines.put(engine)
+
+    def finish(entry: RosterEntry, item: dict[str, Any], job: Future[PreparedImage]) -> None:
+        try:
+            prepared = job.result()
             if entry.user_id and not ctx.store.user_exists(collection_id, entry.user_id):
                 create_user(ctx, collection_id, entry.user_id)
-            result = index_faces(ctx, collection_id, entry.image, entry.external_image_id,
-                                 max_faces=max_faces, quality_filter=quality_filter,
-                                 user_id=entry.user_id)
-            if result["FaceRecords"]:
-                summary.indexed.append({**item, "UserId": entry.user_id,
-                                        "FaceIds": [r["Face"]["FaceId"] for r in result["FaceRecords"]]})
-            else:
-                reasons = sorted({r for u in result["UnindexedFaces"] for r in u["Reasons"]}) or ["NO_FACE_DETECTED"]
-                summary.unindexed.append({**item, "Reasons": reasons})
+            _record(summary, item, entry.user_id,
+                    store_prepared(ctx, collection_id, prepared, entry.external_image_id, entry.user_id))
         except FaceLinkError as exc:
             summary.failed.append({**item, "Error": exc.code, "Message": exc.message})
         if progress is not None:
             progress(entry)
+
+    pending: deque[tuple[RosterEntry, dict[str, Any], Future[PreparedImage]]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enroll") as pool:
+        for entry in entries:
+            item = {"Image": str(entry.image), "ExternalImageId": entry.external_image_id}
+            try:
+                validate_index_args(collection_id, entry.external_image_id, max_faces, quality_filter,
+                                    entry.user_id)
+                data, digest = image_bytes_and_digest(entry.image)
+                done = already_indexed(ctx, collection_id, digest, entry.external_image_id)
+            except FaceLinkError as exc:
+                summary.failed.append({**item, "Error": exc.code, "Message": exc.message})
+                if progress is not None:
+                    progress(entry)
+                continue
+            if done is not None:  # resumed run: indexed before
+                _record(summary, item, entry.user_id, done)
+                if progress is not None:
+                    progress(entry)
+                continue
+            pending.append((entry, item, pool.submit(compute, data, digest)))
+            while len(pending) >= 2 * workers:
+                finish(*pending.popleft())
+        while pending:
+            finish(*pending.popleft())
     return summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -322,11 +323,15 @@ def _import_faces(ctx: Context, collection_id: str, input_path: Path) -> Any:
 
 
 def _bulk(ctx: Context, collection_id: str, entries: list[bulk.RosterEntry], quality_filter: str,
-          silent: bool) -> Any:
+          silent: bool, workers: int) -> Any:
+    from facelink.models.engine import FaceEngine
+
+    models = load_settings(click.get_current_context().obj.config).models.model_copy(update={"threads": 1})
     with click.progressbar(length=len(entries), label="indexing", file=sys.stderr,
                            hidden=silent) as bar:
         summary = bulk.index_entries(ctx, collection_id, entries, quality_filter=quality_filter,
-                                     progress=lambda _e: bar.update(1))
+                                     progress=lambda _e: bar.update(1), workers=workers,
+                                     engine_factory=lambda: FaceEngine.from_settings(models))
     s = summary.to_json()["Summary"]
     if not silent:
         click.echo(f"images {s['Images']}  indexed {s['Indexed']}  unindexed {s['Unindexed']}  "
@@ -335,6 +340,8 @@ def _bulk(ctx: Context, collection_id: str, entries: list[bulk.RosterEntry], qua
 
 
 silent_opt = click.option("--silent", is_flag=True, help="No progress bar.")
+workers_opt = click.option("--workers", type=click.IntRange(1, 64), default=os.cpu_count() or 1, show_default=True,
+                           help="Threads that decode, detect and embed in parallel.")
 
 
 @api_command("index-folder")
@@ -343,11 +350,12 @@ silent_opt = click.option("--silent", is_flag=True, help="No progress bar.")
 @click.option("--users-from-subfolders", is_flag=True, help="people/<user-id>/*.jpg: sub-folder name is the UserId.")
 @quality_opt
 @silent_opt
+@workers_opt
 def _index_folder(ctx: Context, collection_id: str, folder: Path, users_from_subfolders: bool,
-                  quality_filter: str, silent: bool) -> Any:
+                  quality_filter: str, silent: bool, workers: int) -> Any:
     """Index every image of a folder (resumable; bad files are reported, not fatal)."""
     entries = bulk.folder_entries(folder, users_from_subfolders=users_from_subfolders)
-    return _bulk(ctx, collection_id, entries, quality_filter, silent)
+    return _bulk(ctx, collection_id, entries, quality_filter, silent, workers)
 
 
 @api_command("index-roster")
@@ -355,9 +363,11 @@ def _index_folder(ctx: Context, collection_id: str, folder: Path, users_from_sub
 @click.option("--roster", required=True, type=click.Path(path_type=Path), help="CSV: image,external_image_id,user_id")
 @quality_opt
 @silent_opt
-def _index_roster(ctx: Context, collection_id: str, roster: Path, quality_filter: str, silent: bool) -> Any:
+@workers_opt
+def _index_roster(ctx: Context, collection_id: str, roster: Path, quality_filter: str, silent: bool,
+                  workers: int) -> Any:
     """Index a CSV roster of badge photos (resumable; bad rows are reported, not fatal)."""
-    return _bulk(ctx, collection_id, bulk.roster_entries(roster), quality_filter, silent)
+    return _bulk(ctx, collection_id, bulk.roster_entries(roster), quality_filter, silent, workers)
 
 
 def main() -> None:

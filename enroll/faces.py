@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import cv2
 import numpy as np
+from facelink.models.engine import AnalyzedFace, FaceEngine
 from facelink.models.errors import (
     InvalidParameterException,
     ResourceAlreadyExistsException,
@@ -82,7 +84,7 @@ def delete_collection(ctx: Context, collection_id: str) -> dict[str, Any]:
 
 
 # -- faces -----------------------------------------------------------------------------------
-def _image_bytes_and_digest(image: ImageInput) -> tuple[ImageInput, str]:
+def image_bytes_and_digest(image: ImageInput) -> tuple[ImageInput, str]:
     if isinstance(image, np.ndarray):
         return image, hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
     data = bytes(image) if isinstance(image, (bytes, bytearray)) else read_image_bytes(image)
@@ -96,61 +98,105 @@ def _thumbnail(bgr: np.ndarray, box: np.ndarray) -> bytes:
     return cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """The compute half of IndexFaces (decode, detect, filter, embed): no database involved,
+    so bulk enrollment can run it on several worker threads."""
+
+    digest: str
+    width: int
+    height: int
+    orientation: str | None
+    kept: list[AnalyzedFace]
+    unindexed: list[tuple[AnalyzedFace, list[str]]]
+    thumbnails: list[bytes] | None
+
+
+ENROLL_DECODE_SIDE = 1280  # badge photos: twice the detector's input is plenty for a 112 px crop
+
+
+def prepare_index(engine: FaceEngine, data: ImageInput, digest: str, quality_filter: str,
+                  max_faces: int | None, thumbnails: bool = False) -> PreparedImage:
+    img = decode_image(data, max_side=ENROLL_DECODE_SIDE)
+    keep, unindexed = [], []
+    for face in engine.detect(img.pixels):
+        reasons = rejection_reasons(face, quality_filter)
+        if not reasons and max_faces is not None and len(keep) >= max_faces:
+            reasons = ["EXCEEDS_MAX_FACES"]
+        if reasons:
+            unindexed.append((face, reasons))
+        else:
+            keep.append(face)
+    embedded = engine.embed(img.pixels, keep)
+    thumbs = [_thumbnail(img.pixels, f.detection.box) for f in embedded] if thumbnails else None
+    return PreparedImage(digest, img.width, img.height, img.orientation_correction, embedded, unindexed, thumbs)
+
+
+def validate_index_args(collection_id: str, external_image_id: str | None, max_faces: int | None,
+                        quality_filter: str, user_id: str | None) -> None:
+    validate.collection_id(collection_id)
+    validate.external_image_id(external_image_id)
+    validate.choice("QualityFilter", quality_filter, QUALITY_FILTERS)
+    if max_faces is not None:
+        validate.int_range("MaxFaces", max_faces, 1, 100)
+    if user_id is not None:
+        validate.user_id(user_id)
+
+
+def already_indexed(ctx: Context, collection_id: str, digest: str,
+                    external_image_id: str | None) -> dict[str, Any] | None:
+    """IndexFaces' answer for an image indexed before with the same ExternalImageId, else None."""
+    existing = ctx.store.faces_by_image(collection_id, digest, external_image_id)
+    if not existing:
+        return None
+    version = ctx.collection(collection_id).face_model_version
+    return {"FaceModelVersion": version, "FaceRecords": [{"Face": face_json(f, version)} for f in existing],
+            "UnindexedFaces": []}
+
+
+def store_prepared(ctx: Context, collection_id: str, prepared: PreparedImage,
+                   external_image_id: str | None, user_id: str | None) -> dict[str, Any]:
+    """The database half of IndexFaces: insert the kept faces and build the response."""
+    version = ctx.collection(collection_id).face_model_version
+    p = prepared
+    response: dict[str, Any] = {"FaceModelVersion": version, "FaceRecords": [], "UnindexedFaces": []}
+    if p.orientation:
+        response["OrientationCorrection"] = p.orientation
+    image_id = str(uuid.uuid4())
+    rows = [{"face_id": str(uuid.uuid4()), "collection_id": collection_id, "image_id": image_id,
+             "external_image_id": external_image_id, "user_id": None, "image_sha256": p.digest,
+             "bounding_box": bounding_box(f.detection.box, p.width, p.height),
+             "confidence": f.detection.score * 100.0, "embedding": f.embedding} for f in p.kept]
+    row_ids = ctx.store.insert_faces(rows, p.thumbnails) if rows else []
+    if user_id is not None and row_ids:
+        from .users import associate_faces
+
+        response["UserAssociation"] = associate_faces(ctx, collection_id, user_id, [r["face_id"] for r in rows])
+    for f, row in zip(p.kept, ctx.store.faces_by_rows(row_ids), strict=True):
+        response["FaceRecords"].append({"Face": face_json(row, version),
+                                        "FaceDetail": face_detail(f, p.width, p.height)})
+    for f, reasons in p.unindexed:
+        response["UnindexedFaces"].append({"Reasons": reasons, "FaceDetail": face_detail(f, p.width, p.height)})
+    return response
+
+
 def index_faces(ctx: Context, collection_id: str, image: ImageInput, external_image_id: str | None = None,
                 max_faces: int | None = None, quality_filter: str = "AUTO",
                 detection_attributes: str = "DEFAULT", user_id: str | None = None) -> dict[str, Any]:
     """Detect faces, index those that pass QualityFilter (largest first, at most MaxFaces).
 
     Indexing the same image bytes with the same ExternalImageId again stores nothing new and
-    returns the faces already indexed.
+    returns the faces already indexed. ``user_id`` (FaceLink extension) associates the new faces.
     """
-    validate.collection_id(collection_id)
-    validate.external_image_id(external_image_id)
-    validate.choice("QualityFilter", quality_filter, QUALITY_FILTERS)
+    validate_index_args(collection_id, external_image_id, max_faces, quality_filter, user_id)
     validate.choice("DetectionAttributes", detection_attributes, ("DEFAULT", "ALL"))
-    if max_faces is not None:
-        validate.int_range("MaxFaces", max_faces, 1, 100)
-    if user_id is not None:
-        validate.user_id(user_id)
-    coll = ctx.collection_for_engine(collection_id)
-    data, digest = _image_bytes_and_digest(image)
-    img = decode_image(data)
-    response: dict[str, Any] = {"FaceModelVersion": coll.face_model_version, "FaceRecords": [],
-                                "UnindexedFaces": []}
-    if img.orientation_correction:
-        response["OrientationCorrection"] = img.orientation_correction
-    existing = ctx.store.faces_by_image(collection_id, digest, external_image_id)
-    if existing:
-        response["FaceRecords"] = [{"Face": face_json(f, coll.face_model_version)} for f in existing]
-        return response
-    faces = ctx.engine.detect(img.pixels)
-    keep, unindexed = [], []
-    for face in faces:
-        reasons = rejection_reasons(face, quality_filter)
-        if not reasons and max_faces is not None and len(keep) >= max_faces:
-            reasons = ["EXCEEDS_MAX_FACES"]
-        (unindexed if reasons else keep).append((face, reasons))
-    embedded = ctx.engine.embed(img.pixels, [f for f, _ in keep])
-    image_id = str(uuid.uuid4())
-    rows = [{"face_id": str(uuid.uuid4()), "collection_id": collection_id, "image_id": image_id,
-             "external_image_id": external_image_id, "user_id": None, "image_sha256": digest,
-             "bounding_box": bounding_box(f.detection.box, img.width, img.height),
-             "confidence": f.detection.score * 100.0, "embedding": f.embedding} for f in embedded]
-    thumbs = [_thumbnail(img.pixels, f.detection.box) for f in embedded] if ctx.keep_thumbnails else None
-    row_ids = ctx.store.insert_faces(rows, thumbs) if rows else []
-    if user_id is not None and row_ids:
-        from .users import associate_faces
-
-        response["UserAssociation"] = associate_faces(
-            ctx, collection_id, user_id, [r["face_id"] for r in rows])
-    stored = ctx.store.faces_by_rows(row_ids)
-    for f, row in zip(embedded, stored, strict=True):
-        response["FaceRecords"].append({"Face": face_json(row, coll.face_model_version),
-                                        "FaceDetail": face_detail(f, img.width, img.height)})
-    for f, reasons in unindexed:
-        response["UnindexedFaces"].append({"Reasons": reasons,
-                                           "FaceDetail": face_detail(f, img.width, img.height)})
-    return response
+    ctx.collection_for_engine(collection_id)
+    data, digest = image_bytes_and_digest(image)
+    done = already_indexed(ctx, collection_id, digest, external_image_id)
+    if done is not None:
+        return done
+    prepared = prepare_index(ctx.engine, data, digest, quality_filter, max_faces, ctx.keep_thumbnails)
+    return store_prepared(ctx, collection_id, prepared, external_image_id, user_id)
 
 
 def list_faces(ctx: Context, collection_id: str, max_results: int = 1000, next_token: str | None = None,

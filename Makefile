@@ -1,0 +1,34 @@
+# FaceLink: `make demo` runs the main job, `make test` runs the tests (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup models demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+models: setup
+	$(BIN)/facelink models > /dev/null
+
+demo: models
+	$(BIN)/python tools/demo.py
+
+test: models
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: models
+	$(BIN)/python tools/bench_engine.py
+	$(BIN)/python tools/bench_search.py
+	$(BIN)/python tools/bench_device.py
+
+clean:
+	rm -rf var/demo

@@ -1,0 +1,31 @@
+"""The unit files are well-formed and keep the hardening the README promises."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+UNITS = Path(__file__).resolve().parents[1] / "systemd"
+
+
+def load(name: str) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str
+    cp.read(UNITS / name)
+    return cp
+
+
+def test_device_unit():
+    svc = load("facelink-device.service")["Service"]
+    assert svc["Type"] == "notify" and int(svc["WatchdogSec"]) > 0
+    assert svc["Restart"] == "on-failure" and svc["RestartPreventExitStatus"] == "78"
+    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
+                       "User": "facelink", "ReadWritePaths": "/var/lib/facelink"}.items():
+        assert svc[key] == value
+    assert "video" in svc["SupplementaryGroups"].split()
+    assert svc["ExecReload"].endswith("-HUP $MAINPID")
+
+
+def test_logger_unit():
+    svc = load("facelink-logger.service")["Service"]
+    assert "facelink-logger" in svc["ExecStart"] and svc["ProtectSystem"] == "strict"
