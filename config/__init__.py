@@ -3,6 +3,7 @@
 from .settings import (
     CameraSettings,
     DoorSettings,
+    LivenessSettings,
     LoggingSettings,
     MatchingSettings,
     ModelSettings,
@@ -15,6 +16,7 @@ from .settings import (
 __all__ = [
     "CameraSettings",
     "DoorSettings",
+    "LivenessSettings",
     "LoggingSettings",
     "MatchingSettings",
     "ModelSettings",

@@ -41,7 +41,7 @@ class ModelSettings(Section):
     embedder_backend: Literal["auto", "onnxruntime", "opencv"] = Field(
         "auto", description="Runtime for SFace. auto: onnxruntime when a GPU provider is configured and present, else OpenCV DNN (fastest on CPU, measured).")
     embedder_precision: Literal["fp32", "int8"] = Field(
-        "fp32", description="onnxruntime SFace weights: fp32 (exact fold of the shipped int8bq weights) or int8 (static QDQ, faster on ARM dot-product CPUs, small accuracy loss).")
+        "fp32", description="onnxruntime SFace weights: fp32 (exact fold of the shipped int8bq weights) or int8 (static QDQ re-quantization: its own FaceModelVersion; speed and accuracy loss measured in README).")
     providers: list[str] = Field(["CPUExecutionProvider"], description="onnxruntime execution providers in order of preference; CPU is always appended.")
     threads: int = Field(0, ge=0, le=64, description="Inference threads (0: runtime default).")
     detect_max_side: int = Field(640, ge=128, le=4096, description="Frames are downscaled so their longer side is at most this before detection.")
@@ -61,8 +61,8 @@ class MatchingSettings(Section):
     max_abs_pitch: float = Field(30.0, gt=0, le=90, description="Largest |pitch| in degrees accepted.")
     min_sharpness: float = Field(8.0, ge=0, le=100, description="Smallest Sharpness (0-100) accepted.")
     min_brightness: float = Field(15.0, ge=0, le=100, description="Smallest Brightness (0-100) accepted.")
-    frames_required: int = Field(3, ge=1, description="N: frames of the same track that must match the same user...")
-    frames_window: int = Field(5, ge=1, description="...among the last M frames of the track.")
+    frames_required: int = Field(3, ge=1, description="N: frames of one track that must agree (same user at or above the threshold) before a decision.")
+    frames_window: int = Field(5, ge=1, description="M: the window of a track's most recent frames that N is counted in.")
     cooldown_s: float = Field(10.0, ge=0, description="After a decision for a user/track, the same decision is not repeated for this long.")
     track_max_age_s: float = Field(1.5, ge=0, description="A face unseen for this long ends its track (the next sighting is a new person).")
     reload_interval_s: float = Field(1.0, gt=0, description="How often the daemon picks up collection changes.")
@@ -73,6 +73,11 @@ class MatchingSettings(Section):
         if v < info.data.get("frames_required", 1):
             raise ValueError("frames_window must be >= frames_required")
         return v
+
+
+class LivenessSettings(Section):
+    enabled: bool = Field(True, description="Run presentation-attack checks before granting (DENIED_SPOOF).")
+    frozen_feed_max_diff: float = Field(0.05, ge=0, le=10, description="FROZEN_FEED: a face region whose mean frame-to-frame change (grey levels) stays at or below this is a still image, not a live camera.")
 
 
 class CameraSettings(Section):
@@ -94,7 +99,7 @@ class MqttSettings(Section):
     tls_cert: Path | None = Field(None, description="Client certificate for mutual TLS.")
     tls_key: Path | None = Field(None, description="Client key for mutual TLS.")
     outbox: Path | None = Field(None, description="Store-and-forward outbox database (default: beside the collection database).")
-    outbox_max: int = Field(100000, ge=10, description="Outbox bound: when full, the oldest GRANTED/DENIED events are kept and new health events are dropped; decisions are never dropped silently (see README).")
+    outbox_max: int = Field(100000, ge=10, description="Outbox bound in events: when full, the oldest event is dropped, counted on the health topic (outbox_dropped) and logged at ERROR.")
     health_interval_s: float = Field(30.0, gt=0, description="Period of <prefix>/<device>/health.")
     ha_discovery: bool = Field(False, description="Publish Home Assistant MQTT discovery config.")
 
@@ -117,6 +122,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     store: StoreSettings = StoreSettings()
     matching: MatchingSettings = MatchingSettings()
+    liveness: LivenessSettings = LivenessSettings()
     camera: CameraSettings = CameraSettings()
     mqtt: MqttSettings = MqttSettings()
     door: DoorSettings = DoorSettings()

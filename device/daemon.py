@@ -20,6 +20,7 @@ from facelink.models.engine import FaceEngine
 from .camera import CameraReader
 from .decision import ERROR, Decision, DecisionPolicy
 from .door import DoorRelay, make_relay
+from .liveness import LivenessChecker
 from .matcher import UserIndex
 from .outbox import Outbox
 from .pipeline import DoorPipeline, Gate
@@ -71,7 +72,9 @@ class Daemon:
         self.pipeline = DoorPipeline(self.engine, self.index, Tracker(settings.matching.frames_window,
                                                      max_age_s=settings.matching.track_max_age_s),
                                      build_policy(settings, self.engine.model_version),
-                                     Gate.from_settings(settings.matching))
+                                     Gate.from_settings(settings.matching),
+                                     LivenessChecker(settings.liveness.frozen_feed_max_diff)
+                                     if settings.liveness.enabled else None)
         self.topics = topics(settings.mqtt.topic_prefix, settings.mqtt.device_id)
         self.outbox = Outbox(settings.mqtt.outbox, settings.mqtt.outbox_max)
         extra = ha_discovery_messages(settings.mqtt.topic_prefix, settings.mqtt.device_id) \

@@ -129,3 +129,16 @@ def test_bad_config_exits_with_config_code(tmp_path, broker, models_dir, faces_d
                        matching__frames_window=1, matching__frames_required=3)
     assert door.proc.wait(60) == 78
     assert "frames_window" in door.log()
+
+
+def test_still_image_feed_is_denied_as_spoof(tmp_path, broker, models_dir, faces_dir, enroll):
+    """An enrolled face replayed as a frozen feed (identical frames) never opens the door."""
+    enroll(faces_dir, "obama", "1.jpg")
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    for i in range(6):
+        shutil.copy(faces_dir / "people/obama/2.jpg", feed / f"frame-{i}.jpg")
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(feed))
+    assert door.proc.wait(60) == 0, door.log()
+    assert [d for d, _, _ in door.decisions()] == ["DENIED_SPOOF"], door.log()
+    assert "GRANTED" not in door.log()
