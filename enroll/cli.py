@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 from facelink.config import Settings, load_settings
-from facelink.models.errors import FaceLinkError
+from facelink.models.errors import FaceLinkError, InvalidParameterException
 
 from . import bulk, exchange, faces, users
 from .context import Context
@@ -50,7 +50,7 @@ class AppState:
 
         s = self.settings
         return Context(Store(s.store.database), lambda: FaceEngine.from_settings(s.models),
-                       keep_thumbnails=s.store.keep_thumbnails)
+                       keep_thumbnails=s.store.keep_thumbnails, models_dir=s.models.models_dir)
 
     def engine(self):
         from facelink.models.engine import FaceEngine
@@ -368,6 +368,80 @@ def _index_roster(ctx: Context, collection_id: str, roster: Path, quality_filter
                   workers: int) -> Any:
     """Index a CSV roster of badge photos (resumable; bad rows are reported, not fatal)."""
     return _bulk(ctx, collection_id, bulk.roster_entries(roster), quality_filter, silent, workers)
+
+
+# -- accuracy ---------------------------------------------------------------------------------
+def _engine_for(state: AppState, name: str):
+    from facelink.models.engine import FaceEngine
+    from facelink.tools.evaluate import CONFIGS
+
+    return FaceEngine.from_settings(state.settings.models.model_copy(update=CONFIGS[name]))
+
+
+@api_command("evaluate", needs_context=False)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--pairs", type=click.Path(path_type=Path), default=None, help="LFW-style CSV: file_x,file_y,Decision")
+@click.option("--configs", default="onnxruntime int8,onnxruntime fp32,OpenCV reference", show_default=True,
+              help="Engine configurations to compare (comma-separated).")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=Path("evaluation.png"), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON report.")
+def _evaluate(state: AppState, dataset: Path, pairs: Path | None, configs: str, plot_path: Path, as_json: bool) -> Any:
+    """Measure TAR/FAR/FRR/EER on labelled faces (one sub-folder per person) through the door's pipeline."""
+    from facelink.tools import evaluate as ev
+
+    names = [c.strip() for c in configs.split(",") if c.strip()]
+    unknown = [n for n in names if n not in ev.CONFIGS]
+    if unknown:
+        raise InvalidParameterException(f"unknown configuration(s) {unknown}; choose from {list(ev.CONFIGS)}")
+    data = ev.load_dataset(dataset, pairs)
+    m = state.settings.matching
+    results = {}
+    for name in names:
+        engine = _engine_for(state, name)
+        results[name] = ev.evaluate_engine(engine, data, m.similarity_threshold, m.frames_required, m.frames_window)
+        results[name]["threshold_table"] = ev.threshold_table(results[name], engine.calibration)
+    ev.plot(results, plot_path)
+    main_name = "onnxruntime fp32" if "onnxruntime fp32" in results else names[0]
+    summary = {k: v for k, v in results[main_name].items() if k not in ("scores", "curve")}
+    report = {**{k: summary[k] for k in ("eer", "tar_at_far", "far_frr_at_threshold")}, "main_config": main_name,
+              "plot": str(plot_path),
+              "configs": {n: {k: v for k, v in r.items() if k not in ("scores", "curve")} for n, r in results.items()}}
+    if not as_json:
+        click.echo(f"{len(data.images)} images, {summary['genuine_pairs']} genuine and {summary['impostor_pairs']} "
+                   f"impostor pairs; FAR below {summary['lowest_measurable_far']} cannot be measured on this data")
+        click.echo("| configuration | no face | EER | TAR@FAR1e-2 | TAR@FAR1e-3 | FAR at threshold | FRR at threshold |")
+        click.echo("|---|---|---|---|---|---|---|")
+        for n, r in results.items():
+            t = r["tar_at_far"]
+            click.echo(f"| {n} | {r['no_face_fraction']:.1%} | {r['eer']:.4f} | {t['0.01']} | {t['0.001']} | "
+                       f"{r['far_frr_at_threshold']['far']:.4f} | {r['far_frr_at_threshold']['frr']:.4f} |")
+        click.echo(f"plot: {plot_path}")
+    return report
+
+
+@api_command("calibrate", needs_context=False)
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--pairs", type=click.Path(path_type=Path), default=None)
+@click.option("--target-far", type=float, default=1e-4, show_default=True, help="FAR that Similarity 99 should mean.")
+@click.option("--allow-looser", is_flag=True, help="Let the fit lower the door's cosine threshold (default: never).")
+@click.option("--write", is_flag=True, help="Save to <models_dir>/calibration.toml (used from then on).")
+def _calibrate(state: AppState, dataset: Path, pairs: Path | None, target_far: float, allow_looser: bool,
+               write: bool) -> Any:
+    """Re-fit the cosine -> Similarity mapping on your own enrolled population."""
+    from facelink.tools import evaluate as ev
+
+    engine = state.engine()
+    data = ev.load_dataset(dataset, pairs)
+    genuine, impostor = ev.pair_scores(ev.embed_images(engine, data.images), data.pairs)
+    fit = ev.fit_calibration(genuine, impostor, target_far, None if allow_looser else engine.calibration)
+    fit["face_model_version"] = engine.model_version
+    if write:
+        path = Path(state.settings.models.models_dir) / "calibration.toml"
+        path.write_text(f'[calibration."{engine.model_version}"]\na = {fit["a"]}\nb = {fit["b"]}\n'
+                        f'fitted_on = "{dataset.name}: {fit["genuine_pairs"]} genuine, {fit["impostor_pairs"]} '
+                        f'impostor pairs; {fit["method"]}"\n')
+        fit["written"] = str(path)
+    return fit
 
 
 def main() -> None:

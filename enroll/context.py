@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from facelink.models.engine import FaceEngine
 from facelink.models.errors import ConflictException, ResourceNotFoundException
-from facelink.models.manifest import Calibration, load_manifest
+from facelink.models.manifest import Calibration, calibration_for
 
 from .store import Collection, Store
 
@@ -17,6 +18,7 @@ class Context:
     store: Store
     engine_factory: Callable[[], FaceEngine]
     keep_thumbnails: bool = False
+    models_dir: Path | None = None  # where an operator's re-fitted calibration may live
     _engine: FaceEngine | None = field(default=None, repr=False)
 
     @property
@@ -42,4 +44,6 @@ class Context:
         return coll
 
     def calibration(self, coll: Collection) -> Calibration:
-        return load_manifest().calibration_for(coll.face_model_version)
+        if self._engine is not None and self._engine.model_version == coll.face_model_version:
+            return self._engine.calibration
+        return calibration_for(coll.face_model_version, self.models_dir)

@@ -12,7 +12,7 @@ from .aligner import align_face
 from .detector import Detection, YuNetDetector
 from .embedder import SFaceEmbedder
 from .errors import ModelError
-from .manifest import Calibration, load_manifest
+from .manifest import Calibration, calibration_for
 from .quality import Pose, Quality, estimate_pose, measure_quality
 from .runtime import make_backend
 from .similarity import cosine_to_similarity
@@ -92,7 +92,7 @@ class FaceEngine:
         log.info("engine: detector %s (%s), embedder %s (%s), FaceModelVersion %s",
                  det_backend.name, choice.detector_file, emb_backend.name, choice.embedder_file,
                  choice.model_version)
-        calibration = load_manifest().calibration_for(choice.model_version)
+        calibration = calibration_for(choice.model_version, models_dir)
         return cls(detector, embedder, choice.model_version, calibration)
 
     def detect(self, bgr: np.ndarray) -> list[AnalyzedFace]:

@@ -63,3 +63,20 @@ def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
     calibration = {v: Calibration(float(c["a"]), float(c["b"]), c.get("fitted_on", ""))
                    for v, c in raw.get("calibration", {}).items()}
     return Manifest(sources, dict(raw.get("built", {})), calibration)
+
+
+OVERRIDE_NAME = "calibration.toml"
+
+
+def calibration_for(model_version: str, models_dir: Path | None = None) -> Calibration:
+    """The operator's re-fit (<models_dir>/calibration.toml, written by `facelink calibrate
+    --write`) when present, else the manifest's."""
+    if models_dir is not None and (Path(models_dir) / OVERRIDE_NAME).is_file():
+        try:
+            raw = tomllib.loads((Path(models_dir) / OVERRIDE_NAME).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ModelError(f"cannot read {Path(models_dir) / OVERRIDE_NAME}: {exc}") from exc
+        c = raw.get("calibration", {}).get(model_version)
+        if c is not None:
+            return Calibration(float(c["a"]), float(c["b"]), c.get("fitted_on", ""))
+    return load_manifest().calibration_for(model_version)
