@@ -44,3 +44,12 @@ def test_secrets_are_not_printed(monkeypatch):
     monkeypatch.setenv("FACELINK_MQTT__PASSWORD", "hunter2")
     s = load_settings()
     assert "hunter2" not in repr(s) and s.mqtt.password.get_secret_value() == "hunter2"
+
+
+def test_readme_reference_is_current():
+    from pathlib import Path
+
+    from facelink.tools.config_reference import reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert reference() in readme, "run: python tools/config_reference.py --write README.md"

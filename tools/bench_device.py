@@ -59,6 +59,13 @@ def run_mode(mode: str, seconds: float, workdir: Path, engine: FaceEngine, port:
         s.matching.track_max_age_s = 0
     daemon = Daemon(s, engine=engine, live=mode != "throughput")
     rss_start = rss_mib()
+    samples: list[float] = []
+
+    def sample() -> None:  # RSS once a minute (and at the end) to see whether it keeps growing
+        while not daemon.stop_requested.wait(60.0):
+            samples.append(round(rss_mib(), 1))
+
+    threading.Thread(target=sample, daemon=True).start()
     timer = threading.Timer(seconds, daemon.stop_requested.set)
     timer.start()
     started = time.monotonic()
@@ -70,7 +77,7 @@ def run_mode(mode: str, seconds: float, workdir: Path, engine: FaceEngine, port:
             "fps": round(daemon.stats.frames / elapsed, 1), "decisions": daemon.stats.decisions,
             "frame_latency_ms_median": pct(lat, 0.5), "frame_latency_ms_p95": pct(lat, 0.95),
             "decision_latency_ms_median": pct(dec, 0.5), "decision_latency_ms_p95": pct(dec, 0.95),
-            "rss_mib_start": round(rss_start, 1), "rss_mib_end": round(rss_mib(), 1)}
+            "rss_mib_start": round(rss_start, 1), "rss_mib_end": round(rss_mib(), 1), "rss_mib_per_minute": samples}
 
 
 def main() -> int:

@@ -17,8 +17,10 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
+import numpy as np
 from facelink.config import load_settings
 from facelink.models.aligner import align_face
 from facelink.models.detector import YuNetDetector
@@ -36,6 +38,27 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 5) -> float:
         fn()
         times.append((time.perf_counter() - t) * 1000.0)
     return statistics.median(times)
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "faces"
+
+
+def reference_agreement(models: Path, detector: YuNetDetector, embedders: dict, ref_rec) -> dict:
+    """Cosine between each configuration's embedding and the OpenCV reference, same aligned crops."""
+    paths = sorted((models / "samples").glob("*.jpg"))
+    if SHARED.is_dir():
+        paths += sorted(p for p in (SHARED / "people").rglob("*") if p.suffix in (".jpg", ".png"))
+    crops = []
+    for p in paths:
+        img = cv2.imread(str(p))
+        crops += [align_face(img, d.landmarks) for d in detector.detect(img)[:1]]
+    ref = np.stack([ref_rec.feature(c).ravel() for c in crops])
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    out = {}
+    for name, emb in embedders.items():
+        cos = (np.concatenate([emb.embed([c]) for c in crops]) * ref).sum(axis=1)
+        out[name] = (float(cos.min()), float(cos.mean()))
+    return {"faces": len(crops), "cosine": out}
 
 
 def main() -> int:
@@ -79,11 +102,12 @@ def main() -> int:
                      "align_ms": align, "embed_ms": median_ms(lambda e=emb: e.embed([crop]), args.repeats)})
     for r in rows:
         r["detect_align_embed_640x480_ms"] = r["detect_640x480_ms"] + r["align_ms"] + r["embed_ms"]
+    agreement = reference_agreement(models, ort_det, embedders, ref_rec)
     meta = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
             "opencv": cv2.__version__, "onnxruntime": __import__("onnxruntime").__version__,
             "repeats": args.repeats}
     if args.json:
-        print(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        print(json.dumps({"meta": meta, "rows": rows, "agreement": agreement}, indent=2))
         return 0
     print(f"median latency, {args.threads} threads, {args.repeats} runs; OpenCV {meta['opencv']}, "
           f"onnxruntime {meta['onnxruntime']}")
@@ -92,6 +116,11 @@ def main() -> int:
     for r in rows:
         print(f"| {r['config']} | {r['detect_640x480_ms']:.1f} ms | {r['detect_320x240_ms']:.1f} ms | "
               f"{r['align_ms']:.2f} ms | {r['embed_ms']:.1f} ms | {r['detect_align_embed_640x480_ms']:.1f} ms |")
+    print(f"\nembedding agreement with the OpenCV reference on {agreement['faces']} real faces (same crops):")
+    print("| configuration | min cosine | mean cosine |")
+    print("|---|---|---|")
+    for name, (lo, mean) in agreement["cosine"].items():
+        print(f"| {name} | {lo:.4f} | {mean:.4f} |")
     return 0
 
 

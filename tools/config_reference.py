@@ -1,9 +1,12 @@
 """Print README's configuration reference from the settings models (the single source).
 
-    python tools/config_reference.py > /tmp/ref.md   # tests check README.md contains it verbatim
+    python tools/config_reference.py                    # print it
+    python tools/config_reference.py --write README.md  # replace the section between the markers
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -39,5 +42,16 @@ def reference() -> str:
     return "\n".join(lines)
 
 
+def write_into(readme: Path) -> None:
+    text = readme.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    readme.write_text(text[:start] + reference() + text[end:])
+
+
 if __name__ == "__main__":
-    print(reference())
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:
+        write_into(Path(sys.argv[2] if len(sys.argv) > 2 else "README.md"))
+    else:
+        print(reference())
