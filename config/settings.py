@@ -46,6 +46,8 @@ class ModelSettings(Section):
     threads: int = Field(0, ge=0, le=64, description="Inference threads (0: runtime default).")
     detect_max_side: int = Field(640, ge=128, le=4096, description="Frames are downscaled so their longer side is at most this before detection.")
     detect_score_threshold: float = Field(0.6, gt=0, lt=1, description="YuNet confidence (0-1) below which detections are dropped.")
+    presence_gate: Literal["none", "blazeface"] = Field(
+        "none", description="blazeface: a TFLite BlazeFace pass first; frames without a face skip YuNet and SFace (needs `facelink models --tflite` and ai-edge-litert or tflite-runtime).")
 
 
 class StoreSettings(Section):

@@ -15,7 +15,10 @@ from typing import Any
 
 from facelink.config import Settings
 from facelink.enroll.store import Store
+from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
+from facelink.models.errors import ModelError
+from facelink.models.runtime import TFLiteBackend
 
 from .camera import CameraReader
 from .decision import ERROR, Decision, DecisionPolicy
@@ -53,6 +56,16 @@ class Stats:
         return (len(w) - 1) / (w[-1] - w[0]) if len(w) > 1 and w[-1] > w[0] else 0.0
 
 
+def presence_gate(ms) -> BlazeFaceDetector | None:
+    """The optional TFLite BlazeFace presence gate (models.presence_gate)."""
+    if ms.presence_gate != "blazeface":
+        return None
+    path = Path(ms.models_dir) / "blazeface_short_range.tflite"
+    if not path.is_file():
+        raise ModelError(f"{path} is missing: run `facelink models --tflite`")
+    return BlazeFaceDetector(TFLiteBackend(path, threads=ms.threads))
+
+
 def build_policy(settings: Settings, model_version: str) -> DecisionPolicy:
     m = settings.matching
     return DecisionPolicy(settings.mqtt.device_id, m.collection_id, model_version, m.similarity_threshold,
@@ -74,7 +87,8 @@ class Daemon:
                                      build_policy(settings, self.engine.model_version),
                                      Gate.from_settings(settings.matching),
                                      LivenessChecker(settings.liveness.frozen_feed_max_diff)
-                                     if settings.liveness.enabled else None)
+                                     if settings.liveness.enabled else None,
+                                     presence_gate(settings.models))
         self.topics = topics(settings.mqtt.topic_prefix, settings.mqtt.device_id)
         self.outbox = Outbox(settings.mqtt.outbox, settings.mqtt.outbox_max)
         extra = ha_discovery_messages(settings.mqtt.topic_prefix, settings.mqtt.device_id) \

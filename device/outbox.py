@@ -64,7 +64,8 @@ class Outbox:
                     log.error("outbox full (%d events): dropped the %d oldest", self.max_events, excess)
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # SQLITE_FULL may have rolled back already
+                    self._conn.execute("ROLLBACK")
                 raise
         self.added.set()
 

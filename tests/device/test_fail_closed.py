@@ -1,0 +1,53 @@
+"""Fail closed: a decision that cannot be recorded opens nothing, and an ERROR still goes out."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from facelink.device.daemon import Daemon
+from facelink.device.decision import Decision
+from facelink.device.door import CommandRelay
+from facelink.enroll import faces
+from facelink.enroll.context import Context
+from facelink.enroll.store import Store
+
+from .conftest import Watcher
+
+
+def test_disk_full_outbox_keeps_the_door_locked(tmp_path, broker, make_settings, engine, faces_dir):
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(faces_dir / "video/feat_man.mp4")})
+    with Store(settings.store.database) as store:
+        faces.create_collection(Context(store, lambda: engine), "door")
+    marker = tmp_path / "door-opened"
+    daemon = Daemon(settings, engine=engine, relay=CommandRelay(f"touch {marker}", 1.0))
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="fail-closed-watcher")
+    assert daemon.transport.wait_connected(10)
+    # the outbox's disk is full: SQLite reports SQLITE_FULL once no page is left
+    conn = daemon.outbox._conn
+    conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        for i in range(10_000):
+            daemon.outbox.put(f"filler-{i}", "t", {"pad": "x" * 500})
+    granted = Decision("GRANTED", "door-1", "door", engine.model_version, 99.0, user_id="ann", similarity=99.9)
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        daemon.emit(granted)
+    daemon.fail_closed(RuntimeError("outbox disk full"))
+    assert watcher.wait_for(lambda: watcher.payloads("/decision"), 10)
+    sent = watcher.payloads("/decision")
+    assert [d["decision"] for d in sent] == ["ERROR"] and "outbox disk full" in sent[0]["reason"]
+    assert not marker.exists()  # the relay never moved
+    watcher.close()
+    daemon.shutdown(flush_timeout_s=1)
+
+
+def test_store_disk_full_is_a_typed_error(ctx, faces_dir):
+    from facelink.models.errors import StoreError
+
+    faces.create_collection(ctx, "c")
+    pages = ctx.store.query("PRAGMA page_count")[0][0]
+    ctx.store._conn.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StoreError):
+        for name in ("obama/1.jpg", "obama/2.jpg", "biden/1.jpg", "biden/2.jpg", "kit_harington/1.jpg"):
+            faces.index_faces(ctx, "c", faces_dir / "people" / name, name.replace("/", "-"))
