@@ -144,7 +144,8 @@ class CameraReader:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def get(self, timeout: float = 0.5) -> Frame | None:
         try:

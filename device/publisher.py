@@ -156,7 +156,8 @@ class OutboxPump:
     def stop(self) -> None:
         self._stop.set()
         self.outbox.added.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
 
 def ha_discovery_messages(prefix: str, device_id: str) -> list[tuple[str, str, bool]]:
