@@ -19,7 +19,8 @@ DECISION_LINE = re.compile(r"decision (\w+) user=(\S+) .* event=([0-9a-f-]{36})"
 
 
 class DoorProcess:
-    def __init__(self, tmp: Path, models_dir: Path, port: int, source: str, **settings: str) -> None:
+    def __init__(self, tmp: Path, models_dir: Path, port: int, source: str, config: Path | None = None,
+                 **settings: str) -> None:
         self.log_path = tmp / "door.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FACELINK_")}
         env.update({
@@ -30,7 +31,8 @@ class DoorProcess:
             "PYTHONUNBUFFERED": "1"})
         env.update({f"FACELINK_{k.upper()}": str(v) for k, v in settings.items()})
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "facelink.device.main"], env=env,
+        args = ["--config", str(config)] if config else []
+        self.proc = subprocess.Popen([sys.executable, "-m", "facelink.device.main", *args], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
     def log(self) -> str:

@@ -158,3 +158,33 @@ def test_presence_gate_with_tflite(tmp_path, broker, models_dir, faces_dir, enro
                        models__presence_gate="blazeface")
     assert door.proc.wait(120) == 0, door.log()
     assert [d for d, _, _ in door.decisions()] == ["GRANTED"], door.log()
+
+
+def test_sighup_reloads_thresholds_and_refuses_a_bad_file(tmp_path, broker, models_dir, faces_dir, enroll):
+    enroll(faces_dir, "obama", "1.jpg")
+    config = tmp_path / "door.toml"
+    config.write_text("[matching]\nsimilarity_threshold = 99.0\n")
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+                       config=config, camera__loop="true")
+    assert door.wait_for(lambda: "running" in door.log(), 60), door.log()
+    config.write_text("[matching]\nsimilarity_threshold = 99.5\nframes_required = 2\n")
+    door.proc.send_signal(signal.SIGHUP)
+    assert door.wait_for(lambda: "configuration reloaded: threshold 99.50, 2 of 5 frames" in door.log(), 20), door.log()
+    config.write_text("[matching]\nsimilarity_threshold = 250\n")
+    door.proc.send_signal(signal.SIGHUP)
+    assert door.wait_for(lambda: "reload refused" in door.log(), 20), door.log()
+    assert door.proc.poll() is None  # still running on the last good configuration
+    assert door.stop() == 0
+
+
+def test_home_assistant_discovery(tmp_path, broker, models_dir, faces_dir, enroll):
+    enroll(faces_dir, "obama", "1.jpg")
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+                       mqtt__ha_discovery="true")
+    assert door.proc.wait(120) == 0, door.log()
+    watcher = Watcher(broker.port, ["homeassistant/#"], client_id="ha-watcher")  # retained: seen after the fact
+    assert watcher.wait_for(lambda: len(watcher.payloads("/config")) == 2, 10)
+    sensor = next(p for p in watcher.payloads("/config") if p["unique_id"].endswith("_decision"))
+    assert sensor["state_topic"] == "facelink/door-1/decision"
+    assert sensor["availability_topic"] == "facelink/door-1/status"
+    watcher.close()
