@@ -7,6 +7,7 @@
 5. the door daemon watches a sample feed: an enrolled employee, then a stranger;
 6. a summary from the audit log.
 Everything lives under var/demo/ and is started fresh each run.
+FACELINK_DEMO_BROKER=amqtt forces the pure-Python broker even where mosquitto is installed.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main() -> int:
     samples = models / "samples"
     print(f"models and sample media in {models}")
 
-    broker = Broker(WORK / "broker").start()
+    broker = Broker(WORK / "broker", prefer=os.environ.get("FACELINK_DEMO_BROKER", "mosquitto")).start()
     say(f"MQTT broker: {broker.kind} on 127.0.0.1:{broker.port}")
     env = {**os.environ, "FACELINK_STORE__DATABASE": str(WORK / "facelink.db"),
            "FACELINK_MQTT__OUTBOX": str(WORK / "outbox.db"), "FACELINK_MQTT__PORT": str(broker.port),

@@ -188,3 +188,18 @@ def test_home_assistant_discovery(tmp_path, broker, models_dir, faces_dir, enrol
     assert sensor["state_topic"] == "facelink/door-1/decision"
     assert sensor["availability_topic"] == "facelink/door-1/status"
     watcher.close()
+
+
+def test_pure_python_broker_fallback(tmp_path, models_dir, faces_dir, enroll):
+    """Where mosquitto is missing (a newcomer's laptop) the demo uses amqtt: the door works with it."""
+    from facelink.tools.broker import Broker
+
+    enroll(faces_dir, "feat_man", "photo.jpg")
+    with Broker(tmp_path / "amqtt", prefer="amqtt") as broker:
+        assert broker.kind == "amqtt"
+        watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="amqtt-watcher")
+        door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"))
+        assert door.proc.wait(120) == 0, door.log()
+        assert watcher.wait_for(lambda: watcher.payloads("/decision"), 20)
+        assert [d["decision"] for d in watcher.payloads("/decision")] == ["GRANTED"]
+        watcher.close()
