@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from facelink.models.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -18,6 +17,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from facelink.models.errors import ConfigError
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 

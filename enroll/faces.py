@@ -15,36 +15,23 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from facelink.models.engine import AnalyzedFace, FaceEngine
 from facelink.models.errors import (
-    InvalidParameterException,
     ResourceAlreadyExistsException,
-    ResourceNotFoundException,
 )
 from facelink.models.image import ImageInput, decode_image, read_image_bytes
 from facelink.models.shapes import bounding_box, face_detail
-from facelink.models.similarity import cosine_to_similarity, similarity_to_cosine
 
 from . import validate
 from .context import Context
 from .quality_filter import QUALITY_FILTERS, rejection_reasons
-from .store import FaceRow
-
-MAX_SEARCH_FACES = 4096
+from .users import associate_faces
+from .views import face_json
 
 
 def _arn(collection_id: str) -> str:
     return f"facelink:collection/{collection_id}"
-
-
-def face_json(f: FaceRow, model_version: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"FaceId": f.face_id, "BoundingBox": f.bounding_box, "ImageId": f.image_id,
-                           "Confidence": round(f.confidence, 4), "IndexFacesModelVersion": model_version}
-    if f.external_image_id is not None:
-        out["ExternalImageId"] = f.external_image_id
-    if f.user_id is not None:
-        out["UserId"] = f.user_id
-    return out
 
 
 # -- collections -----------------------------------------------------------------------------
@@ -169,8 +156,6 @@ def store_prepared(ctx: Context, collection_id: str, prepared: PreparedImage,
              "confidence": f.detection.score * 100.0, "embedding": f.embedding} for f in p.kept]
     row_ids = ctx.store.insert_faces(rows, p.thumbnails) if rows else []
     if user_id is not None and row_ids:
-        from .users import associate_faces
-
         response["UserAssociation"] = associate_faces(ctx, collection_id, user_id, [r["face_id"] for r in rows])
     for f, row in zip(p.kept, ctx.store.faces_by_rows(row_ids), strict=True):
         response["FaceRecords"].append({"Face": face_json(row, version),
@@ -231,59 +216,3 @@ def delete_faces(ctx: Context, collection_id: str, face_ids: list[str]) -> dict[
             deletable.append(fid)
     deleted = ctx.store.delete_faces(collection_id, deletable) if deletable else []
     return {"DeletedFaces": deleted, "UnsuccessfulFaceDeletions": failed}
-
-
-# -- search ----------------------------------------------------------------------------------
-def nearest_faces(ctx: Context, collection_id: str, vector: np.ndarray, threshold: float,
-                  max_faces: int, exclude_row: int | None = None) -> list[tuple[FaceRow, float]]:
-    """sqlite-vec KNN, then the Similarity mapping and threshold: [(face, similarity)]."""
-    coll = ctx.collection(collection_id)
-    cal = ctx.calibration(coll)
-    min_cos = similarity_to_cosine(threshold, cal) if threshold > 0 else -1.0
-    k = min(MAX_SEARCH_FACES, max_faces + (1 if exclude_row is not None else 0))
-    hits = [(r, 1.0 - d) for r, d in ctx.store.knn(collection_id, vector, k)
-            if r != exclude_row and 1.0 - d >= min_cos]
-    rows = {f.id: f for f in ctx.store.faces_by_rows([r for r, _ in hits])}
-    return [(rows[r], float(cosine_to_similarity(c, cal))) for r, c in hits if r in rows][:max_faces]
-
-
-def _match_json(matches: list[tuple[FaceRow, float]], model_version: str) -> list[dict[str, Any]]:
-    return [{"Similarity": round(s, 4), "Face": face_json(f, model_version)} for f, s in matches]
-
-
-def search_faces(ctx: Context, collection_id: str, face_id: str, face_match_threshold: float = 80.0,
-                 max_faces: int = 4096) -> dict[str, Any]:
-    coll = ctx.collection(validate.collection_id(collection_id))
-    fid = validate.face_id(face_id)
-    threshold = validate.float_range("FaceMatchThreshold", face_match_threshold, 0, 100)
-    validate.int_range("MaxFaces", max_faces, 1, MAX_SEARCH_FACES)
-    found = ctx.store.get_faces(collection_id, [fid])
-    if not found:
-        raise ResourceNotFoundException(f"face {fid} is not in collection {collection_id!r}")
-    matches = nearest_faces(ctx, collection_id, found[0].embedding, threshold, max_faces, found[0].id)
-    return {"SearchedFaceId": fid, "FaceMatches": _match_json(matches, coll.face_model_version),
-            "FaceModelVersion": coll.face_model_version}
-
-
-def search_faces_by_image(ctx: Context, collection_id: str, image: ImageInput,
-                          face_match_threshold: float = 80.0, max_faces: int = 4096,
-                          quality_filter: str = "NONE") -> dict[str, Any]:
-    """Search with the largest face of the image."""
-    validate.collection_id(collection_id)
-    threshold = validate.float_range("FaceMatchThreshold", face_match_threshold, 0, 100)
-    validate.int_range("MaxFaces", max_faces, 1, MAX_SEARCH_FACES)
-    validate.choice("QualityFilter", quality_filter, QUALITY_FILTERS)
-    coll = ctx.collection_for_engine(collection_id)
-    img = decode_image(image)
-    faces = ctx.engine.detect(img.pixels)
-    if not faces:
-        raise InvalidParameterException("no face found in the image")
-    if rejection_reasons(faces[0], quality_filter):
-        raise InvalidParameterException("the largest face does not pass QualityFilter "
-                                        + quality_filter + ": " + ", ".join(rejection_reasons(faces[0], quality_filter)))
-    face = ctx.engine.embed(img.pixels, faces[:1])[0]
-    matches = nearest_faces(ctx, collection_id, face.embedding, threshold, max_faces)
-    return {"SearchedFaceBoundingBox": bounding_box(face.detection.box, img.width, img.height),
-            "SearchedFaceConfidence": round(face.detection.score * 100.0, 4),
-            "FaceMatches": _match_json(matches, coll.face_model_version),
-            "FaceModelVersion": coll.face_model_version}

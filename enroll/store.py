@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from facelink.models.embedder import EMBEDDING_DIM
 from facelink.models.errors import StoreError
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from facelink.models.errors import (
     InvalidParameterException,
     ResourceAlreadyExistsException,
@@ -17,7 +18,7 @@ from facelink.models.similarity import cosine_to_similarity
 
 from . import validate
 from .context import Context
-from .faces import MAX_SEARCH_FACES, nearest_faces
+from .search import MAX_SEARCH_FACES, nearest_faces
 
 ACTIVE = {"UserStatus": "ACTIVE"}
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from facelink.config import load_settings
 from facelink.models.aligner import align_face
 from facelink.models.detector import YuNetDetector

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from facelink.enroll.store import Store
 
 
@@ -67,7 +68,7 @@ def main() -> int:
             fill(store, extra, len(matrix))
             matrix = np.concatenate([matrix, extra])
             vec_ms = timed(lambda q: store.knn("bench", q, 10), queries)
-            np_ms = timed(lambda q: numpy_topk(matrix, q, 10), queries)
+            np_ms = timed(lambda q, m=matrix: numpy_topk(m, q, 10), queries)
             agree = all(store.knn("bench", q, 1)[0][0] - 1 == numpy_topk(matrix, q, 10)[0] for q in queries[:5])
             print(f"| {n:,} | {vec_ms:.2f} ms | {np_ms:.2f} ms | {'yes' if agree else 'NO'} |", flush=True)
         store.close()

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facelink.enroll import faces
+from facelink.enroll import faces, search
 from facelink.enroll.store import Store
 from facelink.models.errors import (
     ConflictException,
@@ -53,12 +53,12 @@ def test_index_list_search_delete(ctx, faces_dir):
     faces.index_faces(ctx, "c", faces_dir / "people/biden/1.jpg", "biden-1")
 
     # search by face id: the other Obama photo, not Biden
-    res = faces.search_faces(ctx, "c", obama_id, face_match_threshold=90)
+    res = search.search_faces(ctx, "c", obama_id, face_match_threshold=90)
     assert [m["Face"]["ExternalImageId"] for m in res["FaceMatches"]] == ["obama-2"]
     assert res["FaceMatches"][0]["Similarity"] >= 99
 
     # search by image: largest face, matches sorted by similarity
-    res = faces.search_faces_by_image(ctx, "c", faces_dir / "people/obama/3.jpg", face_match_threshold=0)
+    res = search.search_faces_by_image(ctx, "c", faces_dir / "people/obama/3.jpg", face_match_threshold=0)
     sims = [m["Similarity"] for m in res["FaceMatches"]]
     assert sims == sorted(sims, reverse=True) and len(sims) == 3
     assert res["FaceMatches"][0]["Face"]["ExternalImageId"].startswith("obama")
@@ -80,7 +80,7 @@ def test_index_list_search_delete(ctx, faces_dir):
     assert out["UnsuccessfulFaceDeletions"] == [{"FaceId": unknown, "Reasons": ["FACE_NOT_FOUND"]}]
     assert faces.describe_collection(ctx, "c")["FaceCount"] == 2
     with pytest.raises(ResourceNotFoundException):
-        faces.search_faces(ctx, "c", obama_id)
+        search.search_faces(ctx, "c", obama_id)
 
 
 def test_same_image_twice_is_not_duplicated(ctx, faces_dir):
@@ -126,9 +126,9 @@ def test_unknown_collection_and_bad_ids(ctx, faces_dir):
         faces.index_faces(ctx, "missing", faces_dir / "people/obama/1.jpg")
     faces.create_collection(ctx, "c")
     with pytest.raises(InvalidParameterException):
-        faces.search_faces(ctx, "c", "not-a-uuid")
+        search.search_faces(ctx, "c", "not-a-uuid")
     with pytest.raises(InvalidParameterException):
-        faces.search_faces_by_image(ctx, "c", faces_dir / "people/obama/1.jpg", max_faces=5000)
+        search.search_faces_by_image(ctx, "c", faces_dir / "people/obama/1.jpg", max_faces=5000)
     with pytest.raises(InvalidParameterException):
         faces.delete_faces(ctx, "c", [])
 
@@ -136,7 +136,7 @@ def test_unknown_collection_and_bad_ids(ctx, faces_dir):
 def test_model_version_mismatch_is_refused(ctx, faces_dir):
     ctx.store.insert_collection("old", "yunet-2023mar+sface-2021dec/some-other-build")
     with pytest.raises(ConflictException, match="FaceModelVersion"):
-        faces.search_faces_by_image(ctx, "old", faces_dir / "people/obama/1.jpg")
+        search.search_faces_by_image(ctx, "old", faces_dir / "people/obama/1.jpg")
     with pytest.raises(ConflictException):
         faces.index_faces(ctx, "old", faces_dir / "people/obama/1.jpg")
 

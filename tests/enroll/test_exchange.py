@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facelink.enroll import exchange, faces, users
+from facelink.enroll import exchange, faces, search, users
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
 from facelink.models.errors import ConflictException, InvalidParameterException
@@ -28,7 +28,7 @@ def test_export_import_roundtrip(ctx, faces_dir, tmp_path, engine):
     assert [r.face_id for r in src_rows] == [r.face_id for r in dst_rows]
     assert [r.user_id for r in dst_rows] == ["obama", None]
     # the imported collection is searchable like the original
-    hit = faces.search_faces_by_image(other, "dst", faces_dir / "people/obama/2.jpg", 99)
+    hit = search.search_faces_by_image(other, "dst", faces_dir / "people/obama/2.jpg", 99)
     assert hit["FaceMatches"][0]["Face"]["ExternalImageId"] == "o1"
     # importing again adds nothing
     assert exchange.import_faces(other, "dst", tmp_path / "export.npz")["SkippedFaces"] == 2
