@@ -1,0 +1,42 @@
+"""Hardware-only parts are optional imports that fail with a message saying what to install."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from facelink.device.camera import CameraError, is_finite_source, open_frames
+from facelink.device.door import CommandRelay, GpioRelay, NoRelay
+
+
+@pytest.mark.skipif(importlib.util.find_spec("picamera2") is not None, reason="picamera2 is installed here")
+def test_picamera2_missing_says_what_to_install():
+    with pytest.raises(CameraError, match="python3-picamera2"):
+        next(open_frames("picamera2"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gpiozero") is not None, reason="gpiozero is installed here")
+def test_gpio_relay_missing_says_what_to_install():
+    with pytest.raises(RuntimeError, match=r"facelink\[pi\]"):
+        GpioRelay(17, 1.0)
+
+
+def test_command_relay_runs_with_the_user(tmp_path):
+    out = tmp_path / "opened"
+    CommandRelay(f'echo "$FACELINK_USER_ID" > {out}', 1.0).pulse("emp-7")
+    import time
+
+    deadline = time.monotonic() + 5
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.read_text().strip() == "emp-7"
+    assert NoRelay().pulse("x") is None
+
+
+def test_source_kinds(tmp_path):
+    assert not is_finite_source("0") and not is_finite_source("rtsp://10.0.0.5/stream")
+    assert not is_finite_source("picamera2") and not is_finite_source("v4l2src ! videoconvert ! appsink")
+    assert is_finite_source(str(tmp_path)) and is_finite_source("door.mp4")
+    with pytest.raises(CameraError, match="missing"):
+        open_frames(str(tmp_path / "gone.mp4"))
