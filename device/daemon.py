@@ -128,12 +128,12 @@ class Daemon:
             return
         self._last_error[reason] = now
         p = self.pipeline.policy
+        decision = Decision(ERROR, p.device_id, p.collection_id, p.model_version, p.threshold, reason=reason)
         try:
-            self.emit(Decision(ERROR, p.device_id, p.collection_id, p.model_version, p.threshold, reason=reason))
+            self.emit(decision)
         except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly, then give up
             log.critical("cannot record the ERROR decision in the outbox", exc_info=True)
-            self.transport.publish(self.topics["decision"], json.dumps(
-                {"schema": "facelink.decision/1", "decision": ERROR, "device_id": p.device_id, "reason": reason}))
+            self.transport.publish(self.topics["decision"], json.dumps(decision.payload()))
 
     # -- housekeeping ----------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -170,7 +170,9 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
         fresh.matching.collection_id = self.settings.matching.collection_id
-        self.pipeline.policy = build_policy(fresh, self.engine.model_version)
+        policy = build_policy(fresh, self.engine.model_version)
+        policy.carry_cooldowns_from(self.pipeline.policy)  # nobody is granted twice by a reload
+        self.pipeline.policy = policy
         self.pipeline.gate = Gate.from_settings(fresh.matching)
         self.settings.matching = fresh.matching
         log.info("configuration reloaded: threshold %.2f, %d of %d frames",

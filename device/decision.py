@@ -58,6 +58,9 @@ class DecisionPolicy:
     cooldown_s: float
     _recent: dict[str, float] = field(default_factory=dict)
 
+    def carry_cooldowns_from(self, other: DecisionPolicy) -> None:
+        self._recent = dict(other._recent)
+
     def _make(self, kind: str, track: Track, **kw: Any) -> Decision:
         return Decision(kind, self.device_id, self.collection_id, self.model_version, self.threshold,
                         track_id=track.track_id, frames_window=len(track.history), **kw)

@@ -87,3 +87,15 @@ def test_tracker_follows_a_moving_face_and_forgets_old_ones():
     assert c.track_id != a.track_id
     d = tr.update([np.array([105, 102, 50, 50.0])], 5.0)[0]
     assert d.track_id not in (a.track_id, c.track_id)  # the old track expired
+
+
+def test_cooldowns_survive_a_reload():
+    old = policy(frames_required=1, frames_window=1)
+    t = track(1)
+    t.history.append(match("ann"))
+    assert old.decide(t, 0.0).decision == "GRANTED"
+    new = policy(frames_required=1, frames_window=1, threshold=99.5)
+    new.carry_cooldowns_from(old)
+    again = track(2)
+    again.history.append(match("ann"))
+    assert new.decide(again, 1.0) is None

@@ -37,6 +37,7 @@ def test_disk_full_outbox_keeps_the_door_locked(tmp_path, broker, make_settings,
     assert watcher.wait_for(lambda: watcher.payloads("/decision"), 10)
     sent = watcher.payloads("/decision")
     assert [d["decision"] for d in sent] == ["ERROR"] and "outbox disk full" in sent[0]["reason"]
+    assert sent[0]["event_id"] and sent[0]["schema"] == "facelink.decision/1"  # the audit log accepts it
     assert not marker.exists()  # the relay never moved
     watcher.close()
     daemon.shutdown(flush_timeout_s=1)
