@@ -44,6 +44,8 @@ class UserIndex:
         return len(self._meta)
 
     def load(self) -> None:
+        self._rows = {}  # nothing is grantable until the collection has been read successfully
+        self._rebuild()
         coll = self.store.get_collection(self.collection_id)
         if coll is None:
             raise ResourceNotFoundException(f"collection {self.collection_id!r} does not exist: "

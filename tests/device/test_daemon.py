@@ -203,3 +203,29 @@ def test_pure_python_broker_fallback(tmp_path, models_dir, faces_dir, enroll):
         assert watcher.wait_for(lambda: watcher.payloads("/decision"), 20)
         assert [d["decision"] for d in watcher.payloads("/decision")] == ["GRANTED"]
         watcher.close()
+
+
+def test_deleted_faces_stop_opening_the_door(tmp_path, broker, models_dir, faces_dir, enroll, engine):
+    from facelink.enroll import faces, users
+    from facelink.enroll.context import Context
+    from facelink.enroll.store import Store
+
+    face_id = enroll(faces_dir, "feat_man", "photo.jpg")
+    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+                       camera__loop="true", **FAST)
+    assert door.wait_for(lambda: any(d == "GRANTED" for d, _, _ in door.decisions()), 60), door.log()
+    with Store(tmp_path / "facelink.db") as store:
+        ctx = Context(store, lambda: engine)
+        users.disassociate_faces(ctx, "door", "feat_man", [face_id])
+        faces.delete_faces(ctx, "door", [face_id])
+    time.sleep(2.5)  # the door applies the desk's changes every reload_interval_s (1 s)
+    marker = len(door.decisions())
+    assert door.wait_for(lambda: len(door.decisions()) > marker + 10, 60)
+    later = [d for d, _, _ in door.decisions()[marker:]]
+    assert later and set(later) == {"DENIED_UNKNOWN"}, later
+    # deleting the whole collection: nothing is grantable, the door reports ERROR and stays locked
+    with Store(tmp_path / "facelink.db") as store:
+        faces.delete_collection(Context(store, lambda: engine), "door")
+    assert door.wait_for(lambda: "ERROR" in [d for d, _, _ in door.decisions()], 30), door.log()
+    assert door.stop() == 0
+    assert "GRANTED" not in [d for d, _, _ in door.decisions()[marker:]]
