@@ -69,9 +69,10 @@ def _export_faces(ctx: Context, collection_id: str, output: Path) -> Any:
 @api_command("import-faces")
 @collection_opt
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path))
-def _import_faces(ctx: Context, collection_id: str, input_path: Path) -> Any:
-    """Import an export file (refuses another FaceModelVersion)."""
-    return exchange.import_faces(ctx, collection_id, input_path)
+@click.option("--replace", is_flag=True, help="Make the collection an exact copy of the file (removes revoked faces and users).")
+def _import_faces(ctx: Context, collection_id: str, input_path: Path, replace: bool) -> Any:
+    """Import an export file (refuses another FaceModelVersion); --replace to sync a door."""
+    return exchange.import_faces(ctx, collection_id, input_path, replace=replace)
 
 
 def _bulk(ctx: Context, collection_id: str, entries: list[bulk.RosterEntry], quality_filter: str,

@@ -69,8 +69,14 @@ def read_export(path: Path | str) -> tuple[dict[str, Any], np.ndarray]:
     return meta, matrix
 
 
-def import_faces(ctx: Context, collection_id: str, input_path: Path | str) -> dict[str, Any]:
-    """Load an export into a collection (created if missing); refuses another FaceModelVersion."""
+def import_faces(ctx: Context, collection_id: str, input_path: Path | str, *,
+                 replace: bool = False) -> dict[str, Any]:
+    """Load an export into a collection (created if missing); refuses another FaceModelVersion.
+
+    ``replace`` makes the collection an exact copy of the export — how a door follows the desk:
+    faces and users no longer in the export are removed (a revoked badge stops opening the door
+    as soon as the file is imported), changed user associations are applied.
+    """
     validate.collection_id(collection_id)
     meta, matrix = read_export(input_path)
     version = meta["FaceModelVersion"]
@@ -80,10 +86,24 @@ def import_faces(ctx: Context, collection_id: str, input_path: Path | str) -> di
     elif coll.face_model_version != version:
         raise ConflictException(f"export holds FaceModelVersion {version}, collection "
                                 f"{collection_id!r} holds {coll.face_model_version}: not comparable")
-    for u in meta.get("Users", []):
-        if not ctx.store.user_exists(collection_id, validate.user_id(u)):
+    exported_users = [validate.user_id(u) for u in meta.get("Users", [])]
+    for u in exported_users:
+        if not ctx.store.user_exists(collection_id, u):
             ctx.store.insert_user(collection_id, u)
-    present = {f.face_id for f in ctx.store.list_faces(collection_id, 0, 1 << 30)}
+    present = {f.face_id: f for f in ctx.store.list_faces(collection_id, 0, 1 << 30)}
+    wanted = {f["FaceId"]: f for f in meta["Faces"]}
+    removed, updated, removed_users = [], 0, []
+    if replace:
+        removed = ctx.store.delete_faces(collection_id, [fid for fid in present if fid not in wanted])
+        for fid, face in present.items():
+            new_user = wanted.get(fid, {}).get("UserId")
+            if fid in wanted and face.user_id != new_user:
+                ctx.store.set_user(collection_id, [face], new_user)
+                updated += 1
+        keep = set(exported_users)
+        removed_users = [u for u, _ in ctx.store.list_users(collection_id, "", 1 << 30) if u not in keep]
+        for u in removed_users:
+            ctx.store.delete_user(collection_id, u)
     rows, skipped = [], 0
     for face, vec in zip(meta["Faces"], matrix):
         if face["FaceId"] in present:
@@ -97,4 +117,7 @@ def import_faces(ctx: Context, collection_id: str, input_path: Path | str) -> di
                      "confidence": face["Confidence"], "embedding": vec})
     if rows:
         ctx.store.insert_faces(rows)
-    return {"ImportedFaces": len(rows), "SkippedFaces": skipped, "FaceModelVersion": version}
+    out: dict[str, Any] = {"ImportedFaces": len(rows), "SkippedFaces": skipped, "FaceModelVersion": version}
+    if replace:
+        out.update({"RemovedFaces": len(removed), "UpdatedFaces": updated, "RemovedUsers": removed_users})
+    return out

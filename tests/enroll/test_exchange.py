@@ -48,3 +48,26 @@ def test_import_rejects_damaged_file(ctx, tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 nonsense")
     with pytest.raises(InvalidParameterException):
         exchange.import_faces(ctx, "x", tmp_path / "junk.npz")
+
+
+def test_replace_syncs_a_door_with_the_desk(ctx, faces_dir, tmp_path, engine):
+    """The desk revokes a badge and re-exports; the door imports with --replace: it is gone there too."""
+    faces.create_collection(ctx, "desk")
+    for name in ("obama", "biden"):
+        users.create_user(ctx, "desk", name)
+        faces.index_faces(ctx, "desk", faces_dir / "people" / name / "1.jpg", f"{name}-1", user_id=name)
+    exchange.export_faces(ctx, "desk", tmp_path / "v1.npz")
+    door = Context(Store(tmp_path / "door.db"), lambda: engine)
+    exchange.import_faces(door, "door", tmp_path / "v1.npz", replace=True)
+    assert [u["UserId"] for u in users.list_users(door, "door")["Users"]] == ["biden", "obama"]
+
+    biden_face = faces.list_faces(ctx, "desk", user_id="biden")["Faces"][0]["FaceId"]
+    users.delete_user(ctx, "desk", "biden")  # badge revoked at the desk
+    faces.delete_faces(ctx, "desk", [biden_face])
+    exchange.export_faces(ctx, "desk", tmp_path / "v2.npz")
+    out = exchange.import_faces(door, "door", tmp_path / "v2.npz", replace=True)
+    assert out["RemovedFaces"] == 1 and out["RemovedUsers"] == ["biden"]
+    hits = search.search_faces_by_image(door, "door", faces_dir / "people/biden/2.jpg", 90)["FaceMatches"]
+    assert hits == []
+    assert [u["UserId"] for u in users.list_users(door, "door")["Users"]] == ["obama"]
+    door.store.close()
