@@ -41,7 +41,11 @@ def mosquitto_path() -> str | None:
 class Broker:
     """Start with ``start()``, stop with ``stop()``; ``restart()`` keeps the same port."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, prefer: str = "mosquitto") -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, prefer: str = "mosquitto",
+                 mosquitto_extra: str = "", allow_anonymous: bool = True) -> None:
+        """``mosquitto_extra``: more listener settings (TLS files, password_file) for mosquitto."""
+        self.mosquitto_extra = mosquitto_extra
+        self.allow_anonymous = allow_anonymous
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -52,7 +56,9 @@ class Broker:
         if self.kind == "mosquitto":
             conf = self.workdir / "mosquitto.conf"
             as_root = "user root\n" if os.geteuid() == 0 else ""  # keep access to workdir
-            conf.write_text(f"{as_root}listener {self.port} {LOOPBACK}\nallow_anonymous true\n"
+            anonymous = "true" if self.allow_anonymous else "false"
+            conf.write_text(f"{as_root}listener {self.port} {LOOPBACK}\nallow_anonymous {anonymous}\n"
+                            f"{self.mosquitto_extra}"
                             f"persistence true\npersistence_location {self.workdir}/\n"
                             "log_dest stderr\nlog_type error\nlog_type warning\n")
             return [mosquitto_path() or "mosquitto", "-c", str(conf)]

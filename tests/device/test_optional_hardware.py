@@ -40,3 +40,20 @@ def test_source_kinds(tmp_path):
     assert is_finite_source(str(tmp_path)) and is_finite_source("door.mp4")
     with pytest.raises(CameraError, match="missing"):
         open_frames(str(tmp_path / "gone.mp4"))
+
+
+def test_live_source_keeps_only_the_newest_frame(faces_dir):
+    """A slow consumer never builds a queue: old frames are dropped, latency stays low."""
+    import time
+
+    from facelink.device.camera import CameraReader
+
+    reader = CameraReader(str(faces_dir / "video/feat_man.mp4"), loop=True, max_fps=100, live=True).start()
+    try:
+        assert reader.connected.wait(10)
+        time.sleep(1.0)  # nobody consumes for a second
+        first = reader.get(timeout=2)
+        assert first is not None and time.monotonic() - first.captured_at < 0.2  # fresh, not a backlog
+        assert reader.dropped > 10 and reader._queue.qsize() <= 1
+    finally:
+        reader.stop()
