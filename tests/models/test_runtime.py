@@ -1,0 +1,52 @@
+"""Backends: providers that are not here fall back to CPU with a log line; missing files are typed errors."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from facelink.models.errors import ModelError
+from facelink.models.runtime import OnnxRuntimeBackend, OpenCVBackend, make_backend
+
+
+def test_gpu_providers_fall_back_to_cpu(models_dir, caplog):
+    import onnxruntime as ort
+
+    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    if any(p in ort.get_available_providers() for p in wanted):
+        pytest.skip("a GPU provider is present here")
+    with caplog.at_level(logging.INFO, logger="facelink.models.runtime"):
+        backend = OnnxRuntimeBackend(models_dir / "sface_fp32.onnx", providers=wanted, threads=1)
+    assert backend.providers == ["CPUExecutionProvider"]
+    assert "not available here" in caplog.text and "CPUExecutionProvider" in caplog.text
+    out = backend.run(np.zeros((2, 3, 112, 112), np.float32))[0]
+    assert out.shape == (2, 128)
+
+
+def test_opencv_and_onnxruntime_agree(models_dir):
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 112, 112)).astype(np.float32)
+    a = OnnxRuntimeBackend(models_dir / "sface_fp32.onnx").run(x)[0].ravel()
+    b = OpenCVBackend(models_dir / "sface_int8bq_pruned.onnx").run(x)[0].ravel()
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999
+
+
+def test_missing_or_unknown_models_are_typed(tmp_path):
+    with pytest.raises(ModelError, match="facelink models"):
+        OnnxRuntimeBackend(tmp_path / "nope.onnx")
+    with pytest.raises(ModelError, match="unknown backend"):
+        make_backend("tensorflow", tmp_path / "x.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"garbage")
+    with pytest.raises(ModelError):
+        OnnxRuntimeBackend(tmp_path / "bad.onnx")
+    with pytest.raises(ModelError):
+        OpenCVBackend(tmp_path / "bad.onnx")
+
+
+def test_engine_without_models_says_how_to_get_them(tmp_path):
+    from facelink.config import ModelSettings
+    from facelink.models.engine import FaceEngine
+
+    with pytest.raises(ModelError, match="run `facelink models`"):
+        FaceEngine.from_settings(ModelSettings(models_dir=tmp_path))
