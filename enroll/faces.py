@@ -1,7 +1,7 @@
 """Collection and face operations, one function per Rekognition operation.
 
 CreateCollection, DescribeCollection, ListCollections, DeleteCollection, IndexFaces, ListFaces,
-DeleteFaces, SearchFaces, SearchFacesByImage. Each takes a ``Context`` and returns a dict in
+DeleteFaces (the searches are in ``search``). Each takes a ``Context`` and returns a dict in
 Rekognition's response shape; errors are the typed exceptions of ``facelink.models.errors``.
 """
 
@@ -17,9 +17,7 @@ import cv2
 import numpy as np
 
 from facelink.models.engine import AnalyzedFace, FaceEngine
-from facelink.models.errors import (
-    ResourceAlreadyExistsException,
-)
+from facelink.models.errors import ResourceAlreadyExistsException
 from facelink.models.image import ImageInput, decode_image, read_image_bytes
 from facelink.models.shapes import bounding_box, face_detail
 

@@ -73,7 +73,7 @@ class YuNetDetector:
         cls, obj, bbox, kps = outputs[0:3], outputs[3:6], outputs[6:9], outputs[9:12]
         all_boxes, all_kps, all_scores = [], [], []
         for i, stride in enumerate(STRIDES):
-            rows, cols = pad_h // stride, pad_w // stride
+            cols = pad_w // stride
             c = np.clip(cls[i].reshape(-1), 0, 1)
             o = np.clip(obj[i].reshape(-1), 0, 1)
             score = np.sqrt(c * o)
@@ -91,7 +91,6 @@ class YuNetDetector:
             ly = (k[:, 1::2] + gy[:, None]) * stride
             all_kps.append(np.stack([lx, ly], axis=2))
             all_scores.append(score[idx])
-            del rows
         if not all_scores:
             return np.zeros((0, 4)), np.zeros((0, 5, 2)), np.zeros((0,))
         return np.concatenate(all_boxes), np.concatenate(all_kps), np.concatenate(all_scores)
