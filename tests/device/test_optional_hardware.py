@@ -28,7 +28,7 @@ def test_command_relay_runs_with_the_user(tmp_path):
     import time
 
     deadline = time.monotonic() + 5
-    while not out.exists() and time.monotonic() < deadline:
+    while not (out.exists() and out.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert out.read_text().strip() == "emp-7"
     assert NoRelay().pulse("x") is None
