@@ -40,6 +40,8 @@ class Gate:
 
 class DoorPipeline:
     MAX_FACES = 3  # the people nearest the door; farther faces are ignored
+    RECHECK_EVERY = 5  # frames between identity checks of a track that already has its decision
+    SAME_PERSON_COSINE = 0.363  # below this (OpenCV Zoo's SFace same-person threshold): someone else
 
     def __init__(self, engine: FaceEngine, index: UserIndex, tracker: Tracker, policy: DecisionPolicy,
                  gate: Gate, liveness=None, presence=None) -> None:
@@ -57,15 +59,29 @@ class DoorPipeline:
             return []
         faces = self.engine.detect(frame.pixels)[: self.MAX_FACES]
         tracks = self.tracker.update([f.detection.box for f in faces], now)
-        # tracks already decided (the person is still at the door) need no more work
-        todo = [(f, t, self.gate.reason(f)) for f, t in zip(faces, tracks, strict=True) if t.decided is None]
-        embedded = iter(self.engine.embed(frame.pixels, [f for f, _, r in todo if r is None]))
+        todo, recheck = [], []
+        for face, track in zip(faces, tracks, strict=True):
+            reason = self.gate.reason(face)
+            if track.decided is None:
+                todo.append((face, track, reason))
+            elif reason is None:  # decided: only check now and then that it is still the same person
+                track.frames_since_check += 1
+                if track.anchor is None or track.frames_since_check >= self.RECHECK_EVERY:
+                    recheck.append((face, track))
+        wanted = [f for f, _, r in todo if r is None] + [f for f, _ in recheck]
+        embedded = {id(f): e for f, e in zip(wanted, self.engine.embed(frame.pixels, wanted), strict=True)}
+        for face, track in recheck:
+            track.frames_since_check = 0
+            emb = embedded[id(face)].embedding
+            if track.anchor is None or float(track.anchor @ emb) < self.SAME_PERSON_COSINE:
+                self.tracker.restart(track)  # the next person stepped into the same spot
+                todo.append((face, track, None))
         decisions = []
         for face, track, reason in todo:
             if reason is not None:
                 obs = Observation("lowquality", reason=reason, box=face.detection.box)
             else:
-                obs = self._observe(next(embedded), frame)
+                obs = self._observe(embedded[id(face)], frame)
             track.history.append(obs)
             if self.liveness is not None and obs.kind == "match":
                 spoof = self.liveness.check(track, frame)
@@ -73,6 +89,7 @@ class DoorPipeline:
                     track.history[-1] = Observation("spoof", reason=spoof, box=face.detection.box)
             decision = self.policy.decide(track, now)
             if decision is not None:
+                track.anchor = embedded[id(face)].embedding if reason is None else None
                 decisions.append(decision)
         return decisions
 

@@ -29,6 +29,8 @@ class Track:
     last_seen: float
     history: deque = field(default_factory=deque)
     decided: str | None = None  # the decision already published for this track, if any
+    anchor: np.ndarray | None = None  # embedding of the face the decision was about
+    frames_since_check: int = 0
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -66,6 +68,15 @@ class Tracker:
             track.box, track.last_seen = box, now
             assigned.append(track)
         return assigned
+
+    def restart(self, track: Track) -> None:
+        """Someone else now stands where this track's person stood: a fresh track (new id)."""
+        self._tracks.pop(track.track_id, None)
+        track.track_id = self._next_id
+        self._next_id += 1
+        track.history.clear()
+        track.decided, track.anchor, track.frames_since_check = None, None, 0
+        self._tracks[track.track_id] = track
 
     def __len__(self) -> int:
         return len(self._tracks)
