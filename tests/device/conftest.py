@@ -102,6 +102,22 @@ class Watcher:
 
 
 @pytest.fixture()
+def start_door(tmp_path, models_dir):
+    """Start the real daemon as a process; whatever a test leaves running is killed afterwards."""
+    started: list[DoorProcess] = []
+
+    def start(port: int, source: str, config: Path | None = None, **settings: str) -> DoorProcess:
+        door = DoorProcess(tmp_path, models_dir, port, source, config, **settings)
+        started.append(door)
+        return door
+
+    yield start
+    for door in started:
+        if door.proc.poll() is None:
+            door.stop(signal.SIGKILL, timeout=10)
+
+
+@pytest.fixture()
 def enroll(tmp_path, engine):
     """Enroll people/<name>/<file> as a user of collection 'door' in the door's database."""
     from facelink.enroll import faces, users

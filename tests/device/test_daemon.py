@@ -13,13 +13,13 @@ import pytest
 
 from facelink.tools.logger import AuditLog
 
-from .conftest import DoorProcess, Watcher
+from .conftest import Watcher
 
 FAST = {"matching__frames_required": 1, "matching__frames_window": 1, "matching__cooldown_s": 0,
         "matching__track_max_age_s": 0}
 
 
-def test_known_user_granted_unknown_denied(tmp_path, broker, models_dir, faces_dir, enroll):
+def test_known_user_granted_unknown_denied(tmp_path, broker, models_dir, faces_dir, enroll, start_door):
     enroll(faces_dir, "feat_man", "photo.jpg")
     watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/status", "facelink/+/health"])
     feed = tmp_path / "feed"
@@ -27,7 +27,7 @@ def test_known_user_granted_unknown_denied(tmp_path, broker, models_dir, faces_d
     shutil.copy(faces_dir / "video/feat_man.mp4", feed / "1-known.mp4")
     for i, f in enumerate(sorted((faces_dir / "people/pexels_woman").iterdir())):
         shutil.copy(f, feed / f"2-unknown-{i}.jpg")
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(feed))
+    door = start_door(broker.port, str(feed))
     assert door.proc.wait(120) == 0, door.log()
     assert watcher.wait_for(lambda: len(watcher.payloads("/decision")) >= 2, 20)
     decisions = watcher.payloads("/decision")
@@ -43,7 +43,7 @@ def test_known_user_granted_unknown_denied(tmp_path, broker, models_dir, faces_d
     watcher.close()
 
 
-def test_broker_outage_delivers_every_decision_once(tmp_path, broker, models_dir, faces_dir, enroll):
+def test_broker_outage_delivers_every_decision_once(tmp_path, broker, models_dir, faces_dir, enroll, start_door):
     if broker.kind != "mosquitto":
         pytest.skip("needs mosquitto: the logger's persistent session must survive the broker restart")
     enroll(faces_dir, "obama", "1.jpg")
@@ -55,41 +55,38 @@ def test_broker_outage_delivers_every_decision_once(tmp_path, broker, models_dir
     logger = subprocess.Popen(
         [sys.executable, "-m", "facelink.tools.logger", "--db", str(audit_db), "run", "--port", str(broker.port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(feed), camera__loop="true", **FAST)
-    assert door.wait_for(lambda: len(door.decisions()) >= 5, 60), door.log()
-    broker.stop()
-    made_before = len(door.decisions())
-    assert door.wait_for(lambda: len(door.decisions()) >= made_before + 20, 60)  # deciding offline
-    outbox = sqlite3.connect(tmp_path / "outbox.db")
-    assert outbox.execute("SELECT count(*) FROM events").fetchone()[0] > 0  # stored, not dropped
-    broker.start()
-    time.sleep(4.0)
-    assert door.stop(signal.SIGTERM) == 0, door.log()
-    assert outbox.execute("SELECT count(*) FROM events").fetchone()[0] == 0  # SIGTERM flushed
-    made = [event for _, _, event in door.decisions()]
-    assert len(made) == len(set(made))
-    audit = AuditLog(audit_db)
-
-    def all_logged() -> bool:
-        return len(audit.query()) >= len(made)
-
-    deadline = time.monotonic() + 30
-    while not all_logged() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    logged = [row["event_id"] for row in audit.query()]
-    logger.terminate()
-    logger.wait(10)
-    assert sorted(logged) == sorted(made)  # every decision, exactly once per event id
-    kinds = {row["decision"] for row in audit.query()}
-    assert kinds == {"GRANTED", "DENIED_UNKNOWN"}
-    audit.close()
+    try:
+        time.sleep(1.0)
+        door = start_door(broker.port, str(feed), camera__loop="true", **FAST)
+        assert door.wait_for(lambda: len(door.decisions()) >= 5, 60), door.log()
+        broker.stop()
+        made_before = len(door.decisions())
+        assert door.wait_for(lambda: len(door.decisions()) >= made_before + 20, 60)  # deciding offline
+        outbox = sqlite3.connect(tmp_path / "outbox.db")
+        assert outbox.execute("SELECT count(*) FROM events").fetchone()[0] > 0  # stored, not dropped
+        broker.start()
+        time.sleep(4.0)
+        assert door.stop(signal.SIGTERM) == 0, door.log()
+        assert outbox.execute("SELECT count(*) FROM events").fetchone()[0] == 0  # SIGTERM flushed
+        made = [event for _, _, event in door.decisions()]
+        assert len(made) == len(set(made))
+        audit = AuditLog(audit_db)
+        deadline = time.monotonic() + 30
+        while len(audit.query()) < len(made) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        logged = [row["event_id"] for row in audit.query()]
+        assert sorted(logged) == sorted(made)  # every decision, exactly once per event id
+        assert {row["decision"] for row in audit.query()} == {"GRANTED", "DENIED_UNKNOWN"}
+        audit.close()
+    finally:
+        logger.terminate()
+        logger.wait(10)
 
 
-def test_last_will_when_killed(tmp_path, broker, models_dir, faces_dir, enroll):
+def test_last_will_when_killed(tmp_path, broker, models_dir, faces_dir, enroll, start_door):
     enroll(faces_dir, "obama", "1.jpg")
     watcher = Watcher(broker.port, ["facelink/door-1/status"], client_id="lwt-watcher")
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+    door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"),
                        camera__loop="true", mqtt__keepalive_s=5)
     assert watcher.wait_for(lambda: b"online" in watcher.raw("/status"), 60), door.log()
     door.stop(signal.SIGKILL)
@@ -97,9 +94,9 @@ def test_last_will_when_killed(tmp_path, broker, models_dir, faces_dir, enroll):
     watcher.close()
 
 
-def test_enrollment_during_run_takes_effect(tmp_path, broker, models_dir, faces_dir, enroll):
+def test_enrollment_during_run_takes_effect(tmp_path, broker, models_dir, faces_dir, enroll, start_door):
     enroll(faces_dir, "obama", "1.jpg")
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+    door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"),
                        camera__loop="true", **FAST)
     assert door.wait_for(lambda: any(d == "DENIED_UNKNOWN" for d, _, _ in door.decisions()), 60), door.log()
     enrolled_at = time.monotonic()
@@ -110,10 +107,10 @@ def test_enrollment_during_run_takes_effect(tmp_path, broker, models_dir, faces_
     assert door.stop() == 0
 
 
-def test_camera_gone_then_back(tmp_path, broker, models_dir, faces_dir, enroll):
+def test_camera_gone_then_back(tmp_path, broker, models_dir, faces_dir, enroll, start_door):
     enroll(faces_dir, "feat_man", "photo.jpg")
     video = tmp_path / "cam" / "feed.mp4"
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(video))
+    door = start_door(broker.port, str(video))
     assert door.wait_for(lambda: "camera problem" in door.log(), 60), door.log()
     assert door.proc.poll() is None  # still running, retrying with back-off
     video.parent.mkdir()
@@ -122,49 +119,49 @@ def test_camera_gone_then_back(tmp_path, broker, models_dir, faces_dir, enroll):
     assert door.proc.wait(60) == 0
 
 
-def test_missing_collection_exits_with_config_code(tmp_path, broker, models_dir, faces_dir):
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"))
+def test_missing_collection_exits_with_config_code(tmp_path, broker, models_dir, faces_dir, start_door):
+    door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"))
     assert door.proc.wait(60) == 78
     assert "collection 'door' does not exist" in door.log()
 
 
-def test_bad_config_exits_with_config_code(tmp_path, broker, models_dir, faces_dir):
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+def test_bad_config_exits_with_config_code(tmp_path, broker, models_dir, faces_dir, start_door):
+    door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"),
                        matching__frames_window=1, matching__frames_required=3)
     assert door.proc.wait(60) == 78
     assert "frames_window" in door.log()
 
 
-def test_still_image_feed_is_denied_as_spoof(tmp_path, broker, models_dir, faces_dir, enroll):
+def test_still_image_feed_is_denied_as_spoof(tmp_path, broker, models_dir, faces_dir, enroll, start_door):
     """An enrolled face replayed as a frozen feed (identical frames) never opens the door."""
     enroll(faces_dir, "obama", "1.jpg")
     feed = tmp_path / "feed"
     feed.mkdir()
     for i in range(6):
         shutil.copy(faces_dir / "people/obama/2.jpg", feed / f"frame-{i}.jpg")
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(feed))
+    door = start_door(broker.port, str(feed))
     assert door.proc.wait(60) == 0, door.log()
     assert [d for d, _, _ in door.decisions()] == ["DENIED_SPOOF"], door.log()
     assert "GRANTED" not in door.log()
 
 
-def test_presence_gate_with_tflite(tmp_path, broker, models_dir, faces_dir, enroll):
+def test_presence_gate_with_tflite(tmp_path, broker, models_dir, faces_dir, enroll, start_door):
     pytest.importorskip("ai_edge_litert", reason="TFLite runtime not installed")
     from facelink.models.provision import provision
 
     provision(models_dir, tflite=True)
     enroll(faces_dir, "feat_man", "photo.jpg")
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+    door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"),
                        models__presence_gate="blazeface")
     assert door.proc.wait(120) == 0, door.log()
     assert [d for d, _, _ in door.decisions()] == ["GRANTED"], door.log()
 
 
-def test_sighup_reloads_thresholds_and_refuses_a_bad_file(tmp_path, broker, models_dir, faces_dir, enroll):
+def test_sighup_reloads_thresholds_and_refuses_a_bad_file(tmp_path, broker, models_dir, faces_dir, enroll, start_door):
     enroll(faces_dir, "obama", "1.jpg")
     config = tmp_path / "door.toml"
     config.write_text("[matching]\nsimilarity_threshold = 99.0\n")
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+    door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"),
                        config=config, camera__loop="true")
     assert door.wait_for(lambda: "running" in door.log(), 60), door.log()
     config.write_text("[matching]\nsimilarity_threshold = 99.5\nframes_required = 2\n")
@@ -177,9 +174,9 @@ def test_sighup_reloads_thresholds_and_refuses_a_bad_file(tmp_path, broker, mode
     assert door.stop() == 0
 
 
-def test_home_assistant_discovery(tmp_path, broker, models_dir, faces_dir, enroll):
+def test_home_assistant_discovery(tmp_path, broker, models_dir, faces_dir, enroll, start_door):
     enroll(faces_dir, "obama", "1.jpg")
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+    door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"),
                        mqtt__ha_discovery="true")
     assert door.proc.wait(120) == 0, door.log()
     watcher = Watcher(broker.port, ["homeassistant/#"], client_id="ha-watcher")  # retained: seen after the fact
@@ -190,7 +187,7 @@ def test_home_assistant_discovery(tmp_path, broker, models_dir, faces_dir, enrol
     watcher.close()
 
 
-def test_pure_python_broker_fallback(tmp_path, models_dir, faces_dir, enroll):
+def test_pure_python_broker_fallback(tmp_path, models_dir, faces_dir, enroll, start_door):
     """Where mosquitto is missing (a newcomer's laptop) the demo uses amqtt: the door works with it."""
     from facelink.tools.broker import Broker
 
@@ -198,20 +195,20 @@ def test_pure_python_broker_fallback(tmp_path, models_dir, faces_dir, enroll):
     with Broker(tmp_path / "amqtt", prefer="amqtt") as broker:
         assert broker.kind == "amqtt"
         watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="amqtt-watcher")
-        door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"))
+        door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"))
         assert door.proc.wait(120) == 0, door.log()
         assert watcher.wait_for(lambda: watcher.payloads("/decision"), 20)
         assert [d["decision"] for d in watcher.payloads("/decision")] == ["GRANTED"]
         watcher.close()
 
 
-def test_deleted_faces_stop_opening_the_door(tmp_path, broker, models_dir, faces_dir, enroll, engine):
+def test_deleted_faces_stop_opening_the_door(tmp_path, broker, models_dir, faces_dir, enroll, engine, start_door):
     from facelink.enroll import faces, users
     from facelink.enroll.context import Context
     from facelink.enroll.store import Store
 
     face_id = enroll(faces_dir, "feat_man", "photo.jpg")
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+    door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"),
                        camera__loop="true", **FAST)
     assert door.wait_for(lambda: any(d == "GRANTED" for d, _, _ in door.decisions()), 60), door.log()
     with Store(tmp_path / "facelink.db") as store:

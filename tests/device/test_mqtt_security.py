@@ -10,8 +10,6 @@ import pytest
 
 from facelink.tools.broker import Broker, mosquitto_path
 
-from .conftest import DoorProcess
-
 pytestmark = pytest.mark.skipif(mosquitto_path() is None or shutil.which("openssl") is None
                                 or shutil.which("mosquitto_passwd") is None,
                                 reason="needs mosquitto, mosquitto_passwd and openssl")
@@ -41,10 +39,10 @@ def secure_broker(tmp_path):
     broker.stop()
 
 
-def test_tls_and_password(tmp_path, secure_broker, models_dir, faces_dir, enroll):
+def test_tls_and_password(tmp_path, secure_broker, models_dir, faces_dir, enroll, start_door):
     broker, pki = secure_broker
     enroll(faces_dir, "feat_man", "photo.jpg")
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+    door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"),
                        mqtt__host="127.0.0.1", mqtt__tls_ca=str(pki / "ca.crt"), mqtt__username="door-1",
                        mqtt__password="s3cret-door")
     assert door.proc.wait(120) == 0, door.log()
@@ -54,10 +52,10 @@ def test_tls_and_password(tmp_path, secure_broker, models_dir, faces_dir, enroll
     assert outbox.execute("SELECT count(*) FROM events").fetchone()[0] == 0  # delivered over TLS
 
 
-def test_wrong_password_keeps_decisions(tmp_path, secure_broker, models_dir, faces_dir, enroll):
+def test_wrong_password_keeps_decisions(tmp_path, secure_broker, models_dir, faces_dir, enroll, start_door):
     broker, pki = secure_broker
     enroll(faces_dir, "feat_man", "photo.jpg")
-    door = DoorProcess(tmp_path, models_dir, broker.port, str(faces_dir / "video/feat_man.mp4"),
+    door = start_door(broker.port, str(faces_dir / "video/feat_man.mp4"),
                        mqtt__tls_ca=str(pki / "ca.crt"), mqtt__username="door-1", mqtt__password="not-the-pw-9f3k")
     assert door.proc.wait(120) == 0, door.log()
     assert "refused" in door.log() and "not-the-pw-9f3k" not in door.log()
