@@ -88,8 +88,30 @@ def api_command(name: str, needs_context: bool = True):
 collection_opt = click.option("--collection-id", required=True, help="Collection id.")
 image_opt = click.option("--image", required=True, type=click.Path(path_type=Path),
                          help="Image file (JPEG/PNG).")
-face_ids_opt = click.option("--face-ids", required=True, multiple=True,
-                            help="Face ids: repeat the flag or separate with spaces/commas.")
+class ListOption(click.Option):
+    """An option taking every value up to the next option, as the aws CLI does:
+    ``--face-ids F1 F2 F3`` (repeating the flag and commas work too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, multiple=True, **kwargs)
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            opt = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if opt is None:
+                continue
+
+            def process(value: str, state: Any, _orig: Callable = opt.process) -> None:
+                _orig(value, state)
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    _orig(state.rargs.pop(0), state)
+
+            opt.process = process
+
+
+face_ids_opt = click.option("--face-ids", cls=ListOption, required=True,
+                            help="Face ids: --face-ids F1 F2 (or repeat the flag, or separate with commas).")
 max_results_opt = click.option("--max-results", type=int, default=1000, show_default=True)
 next_token_opt = click.option("--next-token", default=None, help="Token from a previous page.")
 quality_opt = click.option("--quality-filter", default="AUTO", show_default=True,

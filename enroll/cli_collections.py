@@ -9,6 +9,7 @@ import click
 
 from . import faces, search, users
 from .cli_base import (
+    ListOption,
     api_command,
     collection_opt,
     face_ids_opt,
@@ -72,7 +73,7 @@ def _index_faces(ctx: Context, collection_id: str, image: Path, external_image_i
 @max_results_opt
 @next_token_opt
 @click.option("--user-id", default=None)
-@click.option("--face-ids", multiple=True)
+@click.option("--face-ids", cls=ListOption, help="Only these faces: --face-ids F1 F2.")
 def _list_faces(ctx: Context, collection_id: str, max_results: int, next_token: str | None,
                 user_id: str | None, face_ids: tuple[str, ...]) -> Any:
     """ListFaces with paging, optionally filtered by UserId or FaceIds."""

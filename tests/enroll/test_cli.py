@@ -38,8 +38,12 @@ def test_cli_enroll_and_search(run, faces_dir):
     assert rc == 0 and out["UserMatches"][0]["User"]["UserId"] == "obama"
     rc, out, _ = run("disassociate-faces", "--collection-id", "door", "--user-id", "obama", "--face-ids", face_id)
     assert rc == 0 and out["DisassociatedFaces"] == [{"FaceId": face_id}]
-    rc, out, _ = run("delete-faces", "--collection-id", "door", "--face-ids", face_id)
-    assert rc == 0 and out["DeletedFaces"] == [face_id]
+    rc, out, _ = run("index-faces", "--collection-id", "door", "--image", str(faces_dir / "people/biden/1.jpg"))
+    other = out["FaceRecords"][0]["Face"]["FaceId"]
+    rc, out, _ = run("list-faces", "--collection-id", "door", "--face-ids", face_id, other, "--max-results", "5")
+    assert rc == 0 and len(out["Faces"]) == 2
+    rc, out, _ = run("delete-faces", "--collection-id", "door", "--face-ids", face_id, other)  # as the aws CLI
+    assert rc == 0 and sorted(out["DeletedFaces"]) == sorted([face_id, other])
 
 
 def test_cli_errors_are_typed(run, faces_dir, tmp_path):
