@@ -42,3 +42,22 @@ def test_roster_csv(ctx, faces_dir, tmp_path):
     assert [f["ExternalImageId"] for f in summary["Failed"]] == ["badge-404", "not-an-image"]
     kit = faces.list_faces(ctx, "c", user_id="kit")["Faces"]
     assert sorted(f["ExternalImageId"] for f in kit) == ["badge-001", "badge-002"]
+
+
+def test_bad_rosters_and_folders_are_clear_errors(ctx, tmp_path):
+    import pytest
+
+    from facelink.models.errors import InvalidParameterException
+
+    no_header = tmp_path / "r.csv"
+    no_header.write_text("photo,badge\na.jpg,1\n")
+    with pytest.raises(InvalidParameterException, match="image"):
+        bulk.roster_entries(no_header)
+    with pytest.raises(InvalidParameterException, match="cannot read"):
+        bulk.roster_entries(tmp_path / "missing.csv")
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(InvalidParameterException):
+        bulk.roster_entries(binary)
+    with pytest.raises(InvalidParameterException, match="folder not found"):
+        bulk.folder_entries(tmp_path / "nope")

@@ -72,3 +72,15 @@ def test_calibrate_write_is_used(models_dir, faces_dir, tmp_path):
     assert (local / "calibration.toml").is_file()
     cal = calibration_for(out["face_model_version"], local)
     assert (cal.a, cal.b) == (out["a"], out["b"]) and "impostor pairs" in cal.fitted_on
+
+
+def test_unusable_datasets_are_clear_errors(tmp_path, faces_dir):
+    from facelink.models.errors import InvalidParameterException
+
+    with pytest.raises(InvalidParameterException, match="not found"):
+        ev.load_dataset(tmp_path / "nope")
+    (tmp_path / "one" / "only_person").mkdir(parents=True)
+    with pytest.raises(InvalidParameterException, match="two people"):
+        ev.load_dataset(tmp_path / "one")
+    with pytest.raises(InvalidParameterException, match="impostor"):
+        ev.fit_calibration(np.array([0.8]), np.array([0.1, 0.2]))
