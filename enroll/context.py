@@ -10,7 +10,7 @@ from facelink.models.engine import FaceEngine
 from facelink.models.errors import ConflictException, ResourceNotFoundException
 from facelink.models.manifest import Calibration, calibration_for
 
-from .store import Collection, Store
+from .store import Collection, FaceRow, Store
 
 
 @dataclass
@@ -42,6 +42,14 @@ class Context:
                 f"but the engine runs {self.engine.model_version}: embeddings are not comparable; "
                 "re-index into a new collection or change models.embedder_* settings")
         return coll
+
+    def lookup_faces(self, collection_id: str, face_ids: list[str]) -> tuple[list[FaceRow], list[dict]]:
+        """The named faces that exist (in request order, once each), and a FACE_NOT_FOUND entry
+        (Rekognition's Unsuccessful* shape) for each that does not."""
+        found = {f.face_id: f for f in self.store.get_faces(collection_id, face_ids)}
+        unique = list(dict.fromkeys(face_ids))
+        return ([found[f] for f in unique if f in found],
+                [{"FaceId": f, "Reasons": ["FACE_NOT_FOUND"]} for f in unique if f not in found])
 
     def calibration(self, coll: Collection) -> Calibration:
         if self._engine is not None and self._engine.model_version == coll.face_model_version:

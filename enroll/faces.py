@@ -201,16 +201,12 @@ def list_faces(ctx: Context, collection_id: str, max_results: int = 1000, next_t
 def delete_faces(ctx: Context, collection_id: str, face_ids: list[str]) -> dict[str, Any]:
     """Faces still associated with a user are refused (disassociate first), as in Rekognition."""
     ctx.collection(validate.collection_id(collection_id))
-    wanted = validate.face_ids(face_ids)
-    found = {f.face_id: f for f in ctx.store.get_faces(collection_id, wanted)}
-    failed, deletable = [], []
-    for fid in dict.fromkeys(wanted):
-        f = found.get(fid)
-        if f is None:
-            failed.append({"FaceId": fid, "Reasons": ["FACE_NOT_FOUND"]})
-        elif f.user_id is not None:
-            failed.append({"FaceId": fid, "UserId": f.user_id, "Reasons": ["ASSOCIATED_TO_AN_EXISTING_USER"]})
+    found, failed = ctx.lookup_faces(collection_id, validate.face_ids(face_ids))
+    deletable = []
+    for f in found:
+        if f.user_id is not None:
+            failed.append({"FaceId": f.face_id, "UserId": f.user_id, "Reasons": ["ASSOCIATED_TO_AN_EXISTING_USER"]})
         else:
-            deletable.append(fid)
+            deletable.append(f.face_id)
     deleted = ctx.store.delete_faces(collection_id, deletable) if deletable else []
     return {"DeletedFaces": deleted, "UnsuccessfulFaceDeletions": failed}

@@ -63,18 +63,14 @@ def associate_faces(ctx: Context, collection_id: str, user_id: str, face_ids: li
     (Similarity >= UserMatchThreshold to the user's best face): a wrong photo is refused."""
     coll = ctx.collection(validate.collection_id(collection_id))
     _require_user(ctx, collection_id, validate.user_id(user_id))
-    wanted = validate.face_ids(face_ids, max_len=100)
     threshold = validate.float_range("UserMatchThreshold", user_match_threshold, 0, 100)
-    found = {f.face_id: f for f in ctx.store.get_faces(collection_id, wanted)}
+    found, failed = ctx.lookup_faces(collection_id, validate.face_ids(face_ids, max_len=100))
     current = ctx.store.list_faces(collection_id, 0, 4096, user_id=user_id)
     user_matrix = np.stack([f.embedding for f in current]) if current else None
     cal = ctx.calibration(coll)
-    ok, failed = [], []
-    for fid in dict.fromkeys(wanted):
-        f = found.get(fid)
-        if f is None:
-            failed.append({"FaceId": fid, "Reasons": ["FACE_NOT_FOUND"]})
-            continue
+    ok = []
+    for f in found:
+        fid = f.face_id
         if f.user_id == user_id:
             continue
         if f.user_id is not None:
@@ -96,15 +92,11 @@ def associate_faces(ctx: Context, collection_id: str, user_id: str, face_ids: li
 def disassociate_faces(ctx: Context, collection_id: str, user_id: str, face_ids: list[str]) -> dict[str, Any]:
     ctx.collection(validate.collection_id(collection_id))
     _require_user(ctx, collection_id, validate.user_id(user_id))
-    wanted = validate.face_ids(face_ids, max_len=100)
-    found = {f.face_id: f for f in ctx.store.get_faces(collection_id, wanted)}
-    ok, failed = [], []
-    for fid in dict.fromkeys(wanted):
-        f = found.get(fid)
-        if f is None:
-            failed.append({"FaceId": fid, "Reasons": ["FACE_NOT_FOUND"]})
-        elif f.user_id != user_id:
-            failed.append({"FaceId": fid, "UserId": user_id, "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]})
+    found, failed = ctx.lookup_faces(collection_id, validate.face_ids(face_ids, max_len=100))
+    ok = []
+    for f in found:
+        if f.user_id != user_id:
+            failed.append({"FaceId": f.face_id, "UserId": user_id, "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]})
         else:
             ok.append(f)
     if ok:
