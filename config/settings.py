@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from facelink.models.errors import ConfigError
+from facelink.errors import ConfigError
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 

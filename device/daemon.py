@@ -15,19 +15,19 @@ from typing import Any
 
 from facelink.config import Settings
 from facelink.enroll.store import Store
+from facelink.errors import ModelError
 from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
-from facelink.models.errors import ModelError
 from facelink.models.runtime import TFLiteBackend
+from facelink.mqtt.client import MqttTransport, OutboxPump, Transport, ha_discovery_messages, topics
+from facelink.mqtt.outbox import Outbox
 
 from .camera import CameraReader
 from .decision import ERROR, Decision, DecisionPolicy
 from .door import DoorRelay, make_relay
 from .liveness import LivenessChecker
 from .matcher import UserIndex
-from .outbox import Outbox
 from .pipeline import DoorPipeline, Gate
-from .publisher import MqttTransport, OutboxPump, Transport, ha_discovery_messages, topics
 from .sd_notify import notify
 from .tracker import Tracker
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from facelink.config import load_settings
-from facelink.models.errors import FaceLinkError, StoreError
+from facelink.errors import FaceLinkError, StoreError
 
 EX_CONFIG = 78
 

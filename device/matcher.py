@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from facelink.enroll.store import FaceRow, Store
+from facelink.errors import ConflictException, ResourceNotFoundException
 from facelink.models.embedder import EMBEDDING_DIM
-from facelink.models.errors import ConflictException, ResourceNotFoundException
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facelink.errors import FaceLinkError, InvalidParameterException
 from facelink.models.engine import FaceEngine
-from facelink.models.errors import FaceLinkError, InvalidParameterException
 
 from .context import Context
 from .faces import (

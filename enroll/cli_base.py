@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from facelink.config import Settings, load_settings
-from facelink.models.errors import FaceLinkError
+from facelink.errors import FaceLinkError
 
 from .context import Context
 from .store import Store

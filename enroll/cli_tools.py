@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from facelink.config import load_settings
-from facelink.models.errors import InvalidParameterException
+from facelink.errors import InvalidParameterException
 
 from . import bulk, exchange
 from .cli_base import (
@@ -126,7 +126,7 @@ def _index_roster(ctx: Context, collection_id: str, roster: Path, quality_filter
 # -- accuracy ---------------------------------------------------------------------------------
 def _engine_for(state: AppState, name: str):
     from facelink.models.engine import FaceEngine
-    from facelink.tools.evaluate import CONFIGS
+    from facelink.models.evaluate import CONFIGS
 
     return FaceEngine.from_settings(state.settings.models.model_copy(update=CONFIGS[name]))
 
@@ -140,7 +140,7 @@ def _engine_for(state: AppState, name: str):
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON report.")
 def _evaluate(state: AppState, dataset: Path, pairs: Path | None, configs: str, plot_path: Path, as_json: bool) -> Any:
     """Measure TAR/FAR/FRR/EER on labelled faces (one sub-folder per person) through the door's pipeline."""
-    from facelink.tools import evaluate as ev
+    from facelink.models import evaluate as ev
 
     names = [c.strip() for c in configs.split(",") if c.strip()]
     unknown = [n for n in names if n not in ev.CONFIGS]
@@ -181,7 +181,7 @@ def _evaluate(state: AppState, dataset: Path, pairs: Path | None, configs: str, 
 def _calibrate(state: AppState, dataset: Path, pairs: Path | None, target_far: float, allow_looser: bool,
                write: bool) -> Any:
     """Re-fit the cosine -> Similarity mapping on your own enrolled population."""
-    from facelink.tools import evaluate as ev
+    from facelink.models import evaluate as ev
 
     engine = state.engine()
     data = ev.load_dataset(dataset, pairs)

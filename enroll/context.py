@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facelink.errors import ConflictException, ResourceNotFoundException
 from facelink.models.engine import FaceEngine
-from facelink.models.errors import ConflictException, ResourceNotFoundException
 from facelink.models.manifest import Calibration, calibration_for
 
 from .store import Collection, FaceRow, Store

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from facelink.models.errors import StoreError
+from facelink.errors import StoreError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from facelink.errors import ConflictException, InvalidParameterException
 from facelink.models.embedder import EMBEDDING_DIM
-from facelink.models.errors import ConflictException, InvalidParameterException
 
 from . import validate
 from .context import Context

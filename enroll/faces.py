@@ -2,7 +2,7 @@
 
 CreateCollection, DescribeCollection, ListCollections, DeleteCollection, IndexFaces, ListFaces,
 DeleteFaces (the searches are in ``search``). Each takes a ``Context`` and returns a dict in
-Rekognition's response shape; errors are the typed exceptions of ``facelink.models.errors``.
+Rekognition's response shape; errors are the typed exceptions of ``facelink.errors``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facelink.errors import ResourceAlreadyExistsException
 from facelink.models.engine import AnalyzedFace, FaceEngine
-from facelink.models.errors import ResourceAlreadyExistsException
 from facelink.models.image import ImageInput, decode_image, read_image_bytes
 from facelink.models.shapes import bounding_box, face_detail
 

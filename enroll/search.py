@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from facelink.models.errors import InvalidParameterException, ResourceNotFoundException
+from facelink.errors import InvalidParameterException, ResourceNotFoundException
 from facelink.models.image import ImageInput, decode_image
 from facelink.models.shapes import bounding_box
 from facelink.models.similarity import cosine_to_similarity, similarity_to_cosine

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from facelink.errors import StoreError
 from facelink.models.embedder import EMBEDDING_DIM
-from facelink.models.errors import StoreError
 
 from .db import connect
 

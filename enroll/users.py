@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from facelink.models.errors import (
+from facelink.errors import (
     InvalidParameterException,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,

@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 
-from facelink.models.errors import InvalidPaginationTokenException, InvalidParameterException
+from facelink.errors import InvalidPaginationTokenException, InvalidParameterException
 
 COLLECTION_ID = re.compile(r"^[a-zA-Z0-9_.\-]{1,255}$")
 EXTERNAL_IMAGE_ID = re.compile(r"^[a-zA-Z0-9_.\-:]{1,255}$")

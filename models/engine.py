@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from facelink.errors import ModelError
+
 from .aligner import align_face
 from .detector import Detection, YuNetDetector
 from .embedder import SFaceEmbedder
-from .errors import ModelError
 from .manifest import Calibration, calibration_for
 from .quality import Pose, Quality, estimate_pose, measure_quality
 from .runtime import make_backend

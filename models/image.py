@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ImageTooLargeException, InvalidImageFormatException, InvalidParameterException
+from facelink.errors import ImageTooLargeException, InvalidImageFormatException, InvalidParameterException
 
 MAX_IMAGE_BYTES = 15 * 1024 * 1024  # Rekognition's limit for image bytes
 MAX_PIXELS = 40_000_000  # decoding beyond this would need gigabytes on a door kiosk

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tomllib
 
-from .errors import ModelError
+from facelink.errors import ModelError
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.toml")
 

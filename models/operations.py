@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from facelink.errors import InvalidParameterException
+
 from .engine import FaceEngine
-from .errors import InvalidParameterException
 from .image import ImageInput, decode_image
 from .shapes import bounding_box_only, face_detail
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelink.errors import ModelError
+
 from . import convert
-from .errors import ModelError
 from .manifest import Manifest, Source, load_manifest
 
 log = logging.getLogger(__name__)

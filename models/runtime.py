@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import ModelError
+from facelink.errors import ModelError
 
 log = logging.getLogger(__name__)
 

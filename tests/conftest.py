@@ -60,7 +60,7 @@ def ctx(tmp_path, engine):
 
 @pytest.fixture()
 def broker(tmp_path):
-    from facelink.tools.broker import Broker
+    from broker import Broker
 
     b = Broker(tmp_path / "broker").start()
     yield b

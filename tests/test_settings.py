@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from facelink.config import load_settings
-from facelink.models.errors import ConfigError
+from facelink.errors import ConfigError
 
 
 def test_precedence(tmp_path, monkeypatch):
@@ -49,7 +49,7 @@ def test_secrets_are_not_printed(monkeypatch):
 def test_readme_reference_is_current():
     from pathlib import Path
 
-    from facelink.tools.config_reference import reference
+    from config_reference import reference
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert reference() in readme, "run: python tools/config_reference.py --write README.md"

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from broker import Broker
+
 from facelink.config import load_settings
 from facelink.device.daemon import Daemon
 from facelink.enroll import faces, users
@@ -28,7 +30,6 @@ from facelink.enroll.context import Context
 from facelink.enroll.store import Store
 from facelink.models.engine import FaceEngine
 from facelink.models.provision import provision
-from facelink.tools.broker import Broker
 
 
 def rss_mib() -> float:

@@ -20,10 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+from broker import Broker
+
+from facelink.audit.logger import AuditLog
 from facelink.config import load_settings
 from facelink.models.provision import provision
-from facelink.tools.broker import Broker
-from facelink.tools.logger import AuditLog
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "var" / "demo"

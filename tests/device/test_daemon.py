@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from facelink.tools.logger import AuditLog
+from facelink.audit.logger import AuditLog
 
 from .conftest import Watcher
 
@@ -53,7 +53,7 @@ def test_broker_outage_delivers_every_decision_once(tmp_path, broker, models_dir
     shutil.copy(faces_dir / "people/biden/1.jpg", feed / "b.jpg")
     audit_db = tmp_path / "audit.db"
     logger = subprocess.Popen(
-        [sys.executable, "-m", "facelink.tools.logger", "--db", str(audit_db), "run", "--port", str(broker.port)],
+        [sys.executable, "-m", "facelink.audit.logger", "--db", str(audit_db), "run", "--port", str(broker.port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
@@ -189,7 +189,7 @@ def test_home_assistant_discovery(tmp_path, broker, models_dir, faces_dir, enrol
 
 def test_pure_python_broker_fallback(tmp_path, models_dir, faces_dir, enroll, start_door):
     """Where mosquitto is missing (a newcomer's laptop) the demo uses amqtt: the door works with it."""
-    from facelink.tools.broker import Broker
+    from broker import Broker
 
     enroll(faces_dir, "feat_man", "photo.jpg")
     with Broker(tmp_path / "amqtt", prefer="amqtt") as broker:

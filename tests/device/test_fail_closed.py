@@ -44,7 +44,7 @@ def test_disk_full_outbox_keeps_the_door_locked(tmp_path, broker, make_settings,
 
 
 def test_store_disk_full_is_a_typed_error(ctx, faces_dir):
-    from facelink.models.errors import StoreError
+    from facelink.errors import StoreError
 
     faces.create_collection(ctx, "c")
     pages = ctx.store.query("PRAGMA page_count")[0][0]

@@ -7,8 +7,7 @@ import sqlite3
 import subprocess
 
 import pytest
-
-from facelink.tools.broker import Broker, mosquitto_path
+from broker import Broker, mosquitto_path
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None or shutil.which("openssl") is None
                                 or shutil.which("mosquitto_passwd") is None,

@@ -47,7 +47,7 @@ def test_roster_csv(ctx, faces_dir, tmp_path):
 def test_bad_rosters_and_folders_are_clear_errors(ctx, tmp_path):
     import pytest
 
-    from facelink.models.errors import InvalidParameterException
+    from facelink.errors import InvalidParameterException
 
     no_header = tmp_path / "r.csv"
     no_header.write_text("photo,badge\na.jpg,1\n")

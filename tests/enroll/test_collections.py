@@ -10,7 +10,7 @@ import pytest
 
 from facelink.enroll import faces, search
 from facelink.enroll.store import Store
-from facelink.models.errors import (
+from facelink.errors import (
     ConflictException,
     InvalidPaginationTokenException,
     InvalidParameterException,

@@ -8,7 +8,7 @@ import pytest
 from facelink.enroll import exchange, faces, search, users
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
-from facelink.models.errors import ConflictException, InvalidParameterException
+from facelink.errors import ConflictException, InvalidParameterException
 
 
 def test_export_import_roundtrip(ctx, faces_dir, tmp_path, engine):

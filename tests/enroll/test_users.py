@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from facelink.enroll import faces, users
-from facelink.models.errors import ResourceAlreadyExistsException, ResourceNotFoundException
+from facelink.errors import ResourceAlreadyExistsException, ResourceNotFoundException
 
 
 @pytest.fixture()

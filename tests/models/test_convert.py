@@ -11,10 +11,10 @@ import numpy as np
 import onnx
 import pytest
 
+from facelink.errors import ModelError
 from facelink.models.aligner import align_face
 from facelink.models.detector import YuNetDetector
 from facelink.models.embedder import SFaceEmbedder
-from facelink.models.errors import ModelError
 from facelink.models.manifest import load_manifest
 from facelink.models.provision import LOCK_NAME, provision, sha256_file
 from facelink.models.runtime import OnnxRuntimeBackend

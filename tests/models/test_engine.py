@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facelink.models.errors import (
+from facelink.errors import (
     ImageTooLargeException,
     InvalidImageFormatException,
     InvalidParameterException,

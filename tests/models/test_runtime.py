@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from facelink.models.errors import ModelError
+from facelink.errors import ModelError
 from facelink.models.runtime import OnnxRuntimeBackend, OpenCVBackend, make_backend
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from facelink.device.outbox import Outbox
+from facelink.mqtt.outbox import Outbox
 
 
 def test_order_ack_and_reopen(tmp_path):

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from facelink.errors import FaceLinkError, InvalidParameterException
 from facelink.models.engine import FaceEngine
-from facelink.models.errors import FaceLinkError, InvalidParameterException
 from facelink.models.image import decode_image
 from facelink.models.manifest import Calibration
 from facelink.models.similarity import similarity_to_cosine
@@ -269,7 +269,7 @@ def _erfinv(y: float) -> float:
     return x
 
 
-if __name__ == "__main__":  # python tools/evaluate.py DIR [...] == facelink evaluate DIR [...]
+if __name__ == "__main__":  # python -m facelink.models.evaluate DIR [...] == facelink evaluate DIR [...]
     import sys
 
     from facelink.enroll.cli import cli

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
+from facelink.models import evaluate as ev
 from facelink.models.manifest import calibration_for
 from facelink.models.similarity import cosine_to_similarity, similarity_to_cosine
-from facelink.tools import evaluate as ev
 
 
 def _facelink(models_dir, *args):
@@ -75,7 +75,7 @@ def test_calibrate_write_is_used(models_dir, faces_dir, tmp_path):
 
 
 def test_unusable_datasets_are_clear_errors(tmp_path, faces_dir):
-    from facelink.models.errors import InvalidParameterException
+    from facelink.errors import InvalidParameterException
 
     with pytest.raises(InvalidParameterException, match="not found"):
         ev.load_dataset(tmp_path / "nope")

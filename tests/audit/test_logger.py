@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from facelink.tools.logger import AuditLog
+from facelink.audit.logger import AuditLog
 
 
 def test_dedup_and_query(tmp_path):
@@ -28,7 +28,7 @@ def test_logger_survives_garbage_on_the_topic(tmp_path, broker):
 
     import paho.mqtt.client as mqtt
 
-    from facelink.tools.logger import subscribe
+    from facelink.audit.logger import subscribe
 
     audit = AuditLog(tmp_path / "a.db")
     stop = threading.Event()

@@ -12,7 +12,7 @@ import ssl
 import threading
 from typing import Any, Protocol
 
-from .outbox import Outbox
+from facelink.mqtt.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
