@@ -143,7 +143,9 @@ class Daemon:
                 "errors": self.stats.errors,
                 "latency_ms_p50": round(statistics.median(lat), 1) if lat else None,
                 "outbox_depth": len(self.outbox), "outbox_dropped": self.outbox.dropped(),
-                "collection_faces": len(self.index), "camera_connected": self.camera.connected.is_set(),
+                "collection_faces": len(self.index), "collection_ok": self.index.usable,
+                "collection_version": self.index.position, "collection_error": self.index.error,
+                "camera_connected": self.camera.connected.is_set(),
                 "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
                 "mqtt_connected": self.transport.is_connected()}
 
@@ -200,6 +202,8 @@ class Daemon:
                 if self.camera.end_of_stream.is_set():
                     log.info("video source ended")
                     break
+                continue
+            if not self.index.usable:  # fail closed: nothing is decided until a full reload succeeds
                 continue
             try:
                 for decision in self.pipeline.process(frame, time.monotonic()):

@@ -3,8 +3,9 @@
 Embeddings live twice, on purpose: in ``faces.embedding`` (a plain BLOB, fast to read back in
 bulk for the door's in-memory index and for export) and in the ``face_vectors`` vec0 table
 (cosine KNN for one-shot searches from the CLI). Both are written in one transaction, so a
-kill -9 leaves them consistent. Every change appends to ``changes`` so that a running daemon
-can follow the desk's writes without rereading everything.
+kill -9 leaves them consistent. Every write also records its change through
+``facelink.enroll.feed`` in the same transaction; followers (the door) read them back only
+through ``feed.ChangeFeed``, never from these tables directly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from facelink.errors import StoreError
 from facelink.models.embedder import EMBEDDING_DIM
 
+from . import feed
 from .db import connect
 
 SCHEMA_VERSION = 1
@@ -96,10 +98,13 @@ class FaceRow:
 
 
 class Store:
-    """Row-level access to one database file. Operations live in ``facelink.enroll.api``."""
+    """Row-level access to one database file. The Rekognition-style operations built on it live
+    in ``facelink.enroll.faces``, ``.users``, ``.search`` and ``.exchange``."""
 
-    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path | str, *, readonly: bool = False,
+                 changes_keep: int = feed.KEEP_CHANGES) -> None:
         self.path = Path(path)
+        self.changes_keep = changes_keep
         self._conn = connect(self.path, readonly=readonly)
         if not readonly:
             self._migrate()
@@ -151,6 +156,25 @@ class Store:
                 raise StoreError(f"database write failed{hint}: {exc}") from exc
             raise
 
+    @contextmanager
+    def read_transaction(self) -> Iterator[None]:
+        """Several reads from one consistent snapshot (WAL); a failure to start is a StoreError."""
+        try:
+            self._conn.execute("BEGIN")
+        except Exception as exc:  # noqa: BLE001 - driver-specific error classes
+            raise StoreError(f"database read failed: {exc}") from exc
+        try:
+            yield
+        finally:
+            try:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")  # read-only: nothing to keep
+            except Exception:  # noqa: BLE001 - the read's own error (if any) is the one to report
+                pass
+
+    def _changed(self, conn: Any, collection_id: str, face_rows: list[int], op: str) -> None:
+        feed.record(conn, collection_id, face_rows, op, keep=self.changes_keep)
+
     def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         try:
             return self._conn.execute(sql, params).fetchall()
@@ -179,8 +203,7 @@ class Store:
             c.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,))
             c.execute("DELETE FROM users WHERE collection_id = ?", (collection_id,))
             c.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
-            c.execute("INSERT INTO changes(collection_id, face_row, op) VALUES (?, 0, 'reset')",
-                      (collection_id,))
+            self._changed(c, collection_id, [0], "reset")
 
     def list_collections(self, after: str, limit: int) -> list[str]:
         return [r[0] for r in self.query(
@@ -210,9 +233,9 @@ class Store:
                 row_id = int(cur.lastrowid)
                 c.execute("INSERT INTO face_vectors(rowid, embedding, collection_id) VALUES (?,?,?)",
                           (row_id, emb, r["collection_id"]))
-                c.execute("INSERT INTO changes(collection_id, face_row, op) VALUES (?, ?, 'add')",
-                          (r["collection_id"], row_id))
                 ids.append(row_id)
+            for coll in {r["collection_id"] for r in rows}:
+                self._changed(c, coll, [i for i, r in zip(ids, rows) if r["collection_id"] == coll], "add")
         return ids
 
     def faces_by_image(self, collection_id: str, image_sha256: str,
@@ -258,8 +281,7 @@ class Store:
             for f in found:
                 c.execute("DELETE FROM face_vectors WHERE rowid = ?", (f.id,))
                 c.execute("DELETE FROM faces WHERE id = ?", (f.id,))
-                c.execute("INSERT INTO changes(collection_id, face_row, op) VALUES (?, ?, 'del')",
-                          (collection_id, f.id))
+            self._changed(c, collection_id, [f.id for f in found], "del")
         return [f.face_id for f in found]
 
     def knn(self, collection_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -269,9 +291,12 @@ class Store:
             "AND collection_id = ? ORDER BY distance",
             (np.asarray(vector, dtype=np.float32).tobytes(), int(k), collection_id))]
 
-    def all_vectors(self, collection_id: str) -> tuple[np.ndarray, list[FaceRow]]:
-        rows = [FaceRow.from_db(r) for r in self.query(
+    def collection_faces(self, collection_id: str) -> list[FaceRow]:
+        return [FaceRow.from_db(r) for r in self.query(
             f"SELECT {FACE_COLUMNS} FROM faces WHERE collection_id = ? ORDER BY id", (collection_id,))]
+
+    def all_vectors(self, collection_id: str) -> tuple[np.ndarray, list[FaceRow]]:
+        rows = self.collection_faces(collection_id)
         matrix = (np.stack([r.embedding for r in rows]) if rows
                   else np.zeros((0, EMBEDDING_DIM), dtype=np.float32))
         return matrix, rows
@@ -292,9 +317,7 @@ class Store:
             c.execute("UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
                       (collection_id, user_id))
             c.execute("DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id))
-            for (row_id,) in rows:
-                c.execute("INSERT INTO changes(collection_id, face_row, op) VALUES (?, ?, 'user')",
-                          (collection_id, row_id))
+            self._changed(c, collection_id, [row_id for (row_id,) in rows], "user")
 
     def list_users(self, collection_id: str, after: str, limit: int) -> list[tuple[str, int]]:
         return [(r[0], int(r[1])) for r in self.query(
@@ -306,14 +329,4 @@ class Store:
         with self.transaction() as c:
             for f in rows:
                 c.execute("UPDATE faces SET user_id = ? WHERE id = ?", (user_id, f.id))
-                c.execute("INSERT INTO changes(collection_id, face_row, op) VALUES (?, ?, 'user')",
-                          (collection_id, f.id))
-
-    # -- change feed for the daemon --------------------------------------------------------
-    def last_change(self) -> int:
-        return int(self.query("SELECT coalesce(max(seq), 0) FROM changes")[0][0])
-
-    def changes_since(self, seq: int, collection_id: str) -> list[tuple[int, int, str]]:
-        return [(int(r[0]), int(r[1]), r[2]) for r in self.query(
-            "SELECT seq, face_row, op FROM changes WHERE seq > ? AND collection_id = ? ORDER BY seq",
-            (seq, collection_id))]
+            self._changed(c, collection_id, [f.id for f in rows], "user")
