@@ -20,6 +20,8 @@ from pydantic_settings import (
 
 from facelink.errors import ConfigError
 
+from .access import CredentialSettings, OsdpSettings, WiegandSettings
+
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 
 
@@ -69,6 +71,9 @@ class MatchingSettings(Section):
     cooldown_s: float = Field(10.0, ge=0, description="After a decision for a user/track, the same decision is not repeated for this long.")
     track_max_age_s: float = Field(1.5, ge=0, description="A face unseen for this long ends its track (the next sighting is a new person).")
     reload_interval_s: float = Field(1.0, gt=0, description="How often the daemon picks up collection changes.")
+    mode: Literal["face", "card_and_face", "card_or_face"] = Field(
+        "face", description="face: 1:N face match. card_and_face: a badge read starts a 1:1 check against that user's faces (GRANTED only if the face matches that user within card_window_s). card_or_face: either factor alone.")
+    card_window_s: float = Field(10.0, gt=0, le=120, description="card_and_face: how long after a badge read the face must match.")
 
     @field_validator("frames_window")
     @classmethod
@@ -112,6 +117,7 @@ class DoorSettings(Section):
     gpio_pin: int = Field(17, ge=0, le=40, description="BCM pin of the relay.")
     command: str = Field("", description="Command run on GRANTED (relay=command); FACELINK_USER_ID is set.")
     pulse_s: float = Field(3.0, gt=0, le=60, description="How long the lock stays released.")
+    output: Literal["none", "osdp", "wiegand"] = Field("none", description="What GRANTED sends to an access panel: nothing, an OSDP CardRead ([osdp]) or a Wiegand pulse train ([wiegand]) with the user's credential.")
 
 
 class LoggingSettings(Section):
@@ -129,6 +135,9 @@ class Settings(BaseSettings):
     camera: CameraSettings = CameraSettings()
     mqtt: MqttSettings = MqttSettings()
     door: DoorSettings = DoorSettings()
+    osdp: OsdpSettings = OsdpSettings()
+    wiegand: WiegandSettings = WiegandSettings()
+    credentials: CredentialSettings = CredentialSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facelink.access.panel import make_panel_link
 from facelink.config import Settings
 from facelink.enroll.store import Store
 from facelink.errors import ModelError
@@ -96,6 +97,8 @@ class Daemon:
         self.transport = transport or MqttTransport(settings.mqtt, extra)
         self.pump = OutboxPump(self.outbox, self.transport)
         self.relay = relay or make_relay(settings.door)
+        self.panel = make_panel_link(settings, self.store, on_verdict=self._record_panel_verdict,
+                                     on_output=lambda cmd: self.relay.pulse(None))
         self.camera = CameraReader(settings.camera.source, loop=settings.camera.loop,
                                    max_backoff_s=settings.camera.reconnect_max_backoff_s,
                                    max_fps=settings.camera.max_fps, live=live)
@@ -117,6 +120,18 @@ class Daemon:
                 self.relay.pulse(decision.user_id)
             except Exception:  # noqa: BLE001 - the relay's failure is logged, the loop goes on
                 log.exception("door relay failed")
+            try:
+                self.panel.on_decision(decision)
+            except Exception:  # noqa: BLE001 - the panel link's failure is logged, the loop goes on
+                log.exception("access panel output failed")
+
+    def _record_panel_verdict(self, verdict) -> None:
+        """The panel's answer to a card read, published beside FaceLink's decision (via the outbox)."""
+        import uuid
+        from dataclasses import asdict
+
+        payload = {"schema": "facelink.panel/1", "device_id": self.settings.mqtt.device_id, **asdict(verdict)}
+        self.outbox.put(str(uuid.uuid4()), self.topics["decision"].rsplit("/", 1)[0] + "/panel", payload)
 
     def fail_closed(self, exc: BaseException) -> None:
         """An internal error: the door stays locked and an ERROR decision is published."""
@@ -147,7 +162,7 @@ class Daemon:
                 "collection_version": self.index.position, "collection_error": self.index.error,
                 "camera_connected": self.camera.connected.is_set(),
                 "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
-                "mqtt_connected": self.transport.is_connected()}
+                "mqtt_connected": self.transport.is_connected(), **self.panel.health()}
 
     def publish_health(self) -> bool:
         return self.transport.publish(self.topics["health"], json.dumps(self.health()), qos=0, timeout=0.5)
@@ -227,6 +242,7 @@ class Daemon:
             log.warning("%d decisions stay in the outbox and will be sent on the next start", len(self.outbox))
         self.transport.stop()
         self.relay.close()
+        self.panel.close()
         self.outbox.close()
         self.store.close()
         log.info("stopped: %d frames, %d decisions", self.stats.frames, self.stats.decisions)

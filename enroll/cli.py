@@ -7,7 +7,7 @@ Failures print ``{"__type": ..., "Message": ...}`` on stderr and exit with the e
 
 from __future__ import annotations
 
-from . import cli_collections, cli_tools  # noqa: F401 - importing registers their commands
+from . import cli_collections, cli_credentials, cli_tools  # noqa: F401 - importing registers their commands
 from .cli_base import cli
 
 __all__ = ["cli", "main"]

@@ -4,7 +4,7 @@ Format (``.npz``, readable with numpy alone, no pickle):
   ``embeddings``  float32 [N, 128], L2-normalised, row i belongs to faces[i]
   ``meta``        uint8 bytes of a UTF-8 JSON object:
       {"Format": "facelink-faces", "FormatVersion": 1, "FaceModelVersion": ..., "CollectionId": ...,
-       "ExportedAt": ISO-8601, "Users": [UserId, ...],
+       "ExportedAt": ISO-8601, "Users": [UserId, ...], "Credentials": {UserId: "H10301:18:12345"},
        "Faces": [{"FaceId", "ImageId", "ExternalImageId", "UserId", "BoundingBox", "Confidence"}],
        "EmbeddingsSha256": sha256 of the embeddings' bytes}
 """
@@ -38,6 +38,7 @@ def export_faces(ctx: Context, collection_id: str, output: Path | str) -> dict[s
     meta = {"Format": FORMAT, "FormatVersion": FORMAT_VERSION, "CollectionId": collection_id,
             "FaceModelVersion": coll.face_model_version,
             "ExportedAt": datetime.now(timezone.utc).isoformat(), "Users": users,
+            "Credentials": ctx.store.credentials(collection_id),
             "Faces": [{"FaceId": r.face_id, "ImageId": r.image_id, "ExternalImageId": r.external_image_id,
                        "UserId": r.user_id, "BoundingBox": r.bounding_box, "Confidence": r.confidence}
                       for r in rows],
@@ -67,6 +68,28 @@ def read_export(path: Path | str) -> tuple[dict[str, Any], np.ndarray]:
     if hashlib.sha256(matrix.tobytes()).hexdigest() != meta.get("EmbeddingsSha256"):
         raise InvalidParameterException(f"{path}: embeddings checksum mismatch (file damaged)")
     return meta, matrix
+
+
+def _import_credentials(ctx: Context, collection_id: str, creds: dict[str, str], users: list[str],
+                        replace: bool) -> None:
+    """Badge credentials travel with their users (older exports have none: nothing changes)."""
+    from facelink.access.wiegand import Credential
+
+    if not isinstance(creds, dict):
+        raise InvalidParameterException("export: Credentials must be an object")
+    wanted = {validate.user_id(u): str(Credential.parse(c)) for u, c in creds.items()}
+    if replace:  # first clear what moved or went, so that a badge re-issued to someone else fits
+        for u in users:
+            current = ctx.store.user_credential(collection_id, u)
+            if current is not None and wanted.get(u) != current:
+                ctx.store.set_user_credential(collection_id, u, None)
+    for u, cred in wanted.items():
+        if u not in users:
+            raise InvalidParameterException(f"export: credential for {u!r}, who is not in Users")
+        holder = ctx.store.user_by_credential(collection_id, cred)
+        if holder is not None and holder != u:
+            raise ConflictException(f"credential {cred} already belongs to user {holder!r}")
+        ctx.store.set_user_credential(collection_id, u, cred)
 
 
 def import_faces(ctx: Context, collection_id: str, input_path: Path | str, *,
@@ -104,6 +127,7 @@ def import_faces(ctx: Context, collection_id: str, input_path: Path | str, *,
         removed_users = [u for u, _ in ctx.store.list_users(collection_id, "", 1 << 30) if u not in keep]
         for u in removed_users:
             ctx.store.delete_user(collection_id, u)
+    _import_credentials(ctx, collection_id, meta.get("Credentials") or {}, exported_users, replace)
     rows, skipped = [], 0
     for face, vec in zip(meta["Faces"], matrix):
         if face["FaceId"] in present:

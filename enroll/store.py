@@ -26,7 +26,7 @@ from facelink.models.embedder import EMBEDDING_DIM
 from . import feed
 from .db import connect
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -63,6 +63,11 @@ MIGRATIONS: dict[int, list[str]] = {
             collection_id TEXT NOT NULL,
             face_row INTEGER NOT NULL,
             op TEXT NOT NULL CHECK (op IN ('add', 'del', 'user', 'reset')))""",
+    ],
+    2: [  # a user's badge (Wiegand credential, "H10301:18:12345"): one holder per collection
+        "ALTER TABLE users ADD COLUMN credential TEXT",
+        "CREATE UNIQUE INDEX users_by_credential ON users(collection_id, credential) "
+        "WHERE credential IS NOT NULL",
     ],
 }
 
@@ -308,7 +313,8 @@ class Store:
 
     def insert_user(self, collection_id: str, user_id: str) -> None:
         with self.transaction() as c:
-            c.execute("INSERT INTO users VALUES (?, ?, ?)", (collection_id, user_id, time.time()))
+            c.execute("INSERT INTO users(collection_id, user_id, created_at) VALUES (?, ?, ?)",
+                      (collection_id, user_id, time.time()))
 
     def delete_user(self, collection_id: str, user_id: str) -> None:
         with self.transaction() as c:
@@ -318,6 +324,25 @@ class Store:
                       (collection_id, user_id))
             c.execute("DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id))
             self._changed(c, collection_id, [row_id for (row_id,) in rows], "user")
+
+    def user_credential(self, collection_id: str, user_id: str) -> str | None:
+        rows = self.query("SELECT credential FROM users WHERE collection_id = ? AND user_id = ?",
+                          (collection_id, user_id))
+        return rows[0][0] if rows else None
+
+    def user_by_credential(self, collection_id: str, credential: str) -> str | None:
+        rows = self.query("SELECT user_id FROM users WHERE collection_id = ? AND credential = ?",
+                          (collection_id, credential))
+        return rows[0][0] if rows else None
+
+    def credentials(self, collection_id: str) -> dict[str, str]:
+        return dict(self.query("SELECT user_id, credential FROM users WHERE collection_id = ? "
+                               "AND credential IS NOT NULL ORDER BY user_id", (collection_id,)))
+
+    def set_user_credential(self, collection_id: str, user_id: str, credential: str | None) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE users SET credential = ? WHERE collection_id = ? AND user_id = ?",
+                      (credential, collection_id, user_id))
 
     def list_users(self, collection_id: str, after: str, limit: int) -> list[tuple[str, int]]:
         return [(r[0], int(r[1])) for r in self.query(

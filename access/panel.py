@@ -1,0 +1,88 @@
+"""What a decision sends to an access-control panel (``door.output``): nothing, an OSDP CardRead
+or a Wiegand pulse train carrying the granted user's credential.
+
+Only GRANTED sends anything; a GRANTED user without a credential is logged and sends nothing
+(the panel would not know them). The door's own relay (``door.relay``) is separate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from facelink.enroll.store import Store
+
+from .wiegand import Credential
+
+log = logging.getLogger(__name__)
+
+
+class CredentialSender(Protocol):
+    def send(self, credential: Credential, event_id: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class OsdpSender:
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+
+    def send(self, credential: Credential, event_id: str) -> bool:
+        return self.reader.card_read(credential, event_id)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class PanelLink:
+    """Looks up the granted user's credential in the collection and hands it to the sender."""
+
+    def __init__(self, store: Store, collection_id: str, sender: CredentialSender | None) -> None:
+        self.store = store
+        self.collection_id = collection_id
+        self.sender = sender
+        self.sent = 0
+
+    def on_decision(self, decision: Any) -> bool:
+        if self.sender is None or decision.decision != "GRANTED" or decision.user_id is None:
+            return False
+        text = self.store.user_credential(self.collection_id, decision.user_id)
+        if text is None:
+            log.warning("user %s has no credential: nothing sent to the panel", decision.user_id)
+            return False
+        ok = self.sender.send(Credential.parse(text), decision.event_id)
+        self.sent += int(ok)
+        return ok
+
+    def health(self) -> dict[str, Any]:
+        reader = getattr(self.sender, "reader", None)
+        if reader is None:
+            return {}
+        return {"osdp_online": reader.online, "osdp_secure": reader.secure,
+                "osdp_card_reads": reader.state.card_reads, "osdp_commands": reader.state.commands}
+
+    def close(self) -> None:
+        if self.sender is not None:
+            self.sender.close()
+
+
+def make_panel_link(settings: Any, store: Store, *, on_verdict: Callable | None = None,
+                    on_output: Callable | None = None) -> PanelLink:
+    """``door.output``: none | osdp | wiegand."""
+    out = settings.door.output
+    sender: CredentialSender | None = None
+    if out == "osdp":
+        from .osdp_pd import OsdpReader
+
+        o = settings.osdp
+        sender = OsdpSender(OsdpReader(o.device, address=o.address, baud=o.baud, scbk_file=o.scbk_file,
+                                       install_mode=o.install_mode, debounce_s=o.debounce_s,
+                                       verdict_timeout_s=o.verdict_timeout_s, on_verdict=on_verdict,
+                                       on_output=on_output))
+    elif out == "wiegand":
+        from .wiegand_gpio import WiegandGpioOutput
+
+        w = settings.wiegand
+        sender = WiegandGpioOutput(w.d0_pin, w.d1_pin, w.pulse_width_us, w.pulse_interval_us)
+    return PanelLink(store, settings.matching.collection_id, sender)

@@ -1,0 +1,38 @@
+"""Settings for access-control hardware: the OSDP reader link, the Wiegand output, badge readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OsdpSettings(_Section):
+    device: str = Field("/dev/ttyUSB0", description="Serial device of the RS-485 adapter the panel's reader bus is on (door.output = \"osdp\").")
+    address: int = Field(1, ge=0, le=126, description="This reader's OSDP address on the bus (as configured in the panel).")
+    baud: Literal[9600, 19200, 38400, 57600, 115200] = Field(9600, description="Bus speed (as configured in the panel).")
+    scbk_file: Path = Field(Path("/etc/facelink/osdp_scbk"), description="Secure Channel Base Key: 32 hex digits, mode 0600. Missing: see install_mode.")
+    install_mode: bool = Field(False, description="First provisioning only: with no key file, let the panel set the secure channel up with the default install key and send the site key, which is written to scbk_file. Turn off afterwards.")
+    debounce_s: float = Field(3.0, ge=0, le=60, description="The same credential is not sent to the panel again within this time.")
+    verdict_timeout_s: float = Field(2.0, gt=0, le=30, description="How long to wait for the panel's LED/output answer to a card read before recording NO_RESPONSE.")
+
+
+class WiegandSettings(_Section):
+    d0_pin: int = Field(23, ge=0, le=40, description="BCM pin driving Wiegand D0 (door.output = \"wiegand\").")
+    d1_pin: int = Field(24, ge=0, le=40, description="BCM pin driving Wiegand D1.")
+    pulse_width_us: int = Field(50, ge=20, le=100, description="Low pulse width per bit (H10301 convention: 20-100 us).")
+    pulse_interval_us: int = Field(2000, ge=200, le=20000, description="Time from one bit's pulse to the next (200 us - 20 ms).")
+
+
+class CredentialSettings(_Section):
+    sources: list[Literal["mqtt", "evdev", "serial"]] = Field(
+        ["mqtt"], description="Where badge reads come from in the card modes: mqtt (<prefix>/<device>/credential), evdev (a USB keyboard-wedge reader), serial (a reader sending one credential per line).")
+    evdev_device: str = Field("", description="Input device of a keyboard-wedge reader, e.g. /dev/input/by-id/usb-...-event-kbd (needs `pip install evdev`).")
+    evdev_format: str = Field("H10301", description="Format of the card numbers a keyboard-wedge reader types: FACILITY:CARD or the 26/34/37-bit decimal number is read as this format.")
+    serial_device: str = Field("", description="Serial reader: one credential per line (FORMAT:FACILITY:CARD, or Wiegand bits as 0/1).")
+    serial_baud: Literal[9600, 19200, 38400, 57600, 115200] = Field(9600, description="Serial reader speed.")

@@ -1,0 +1,91 @@
+"""The test's access panel: a real libosdp Control Panel on the master end of a pty pair."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+import tty
+
+import pytest
+
+osdp = pytest.importorskip("osdp", reason="libosdp==3.2.9 not installed")
+if not hasattr(osdp, "ControlPanel"):
+    pytest.skip("the installed `osdp` is not libosdp", allow_module_level=True)
+
+ADDRESS = 1
+
+
+class PtyChannel(osdp.Channel):
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def read(self, max_bytes: int) -> bytes:
+        if not select.select([self.fd], [], [], 0)[0]:
+            return b""
+        try:
+            return os.read(self.fd, max_bytes)
+        except (BlockingIOError, OSError):
+            return b""
+
+    def write(self, buf: bytes) -> int:
+        try:
+            return os.write(self.fd, bytes(buf))
+        except BlockingIOError:
+            return 0
+
+    def flush(self) -> None:
+        return None
+
+
+class Panel:
+    """The test's access panel: a real libosdp CP driving FaceLink's PD over the pty."""
+
+    def __init__(self, master: int, scbk: bytes | None, enforce: bool = True) -> None:
+        flags = [osdp.LibFlag.EnforceSecure] if scbk and enforce else []
+        self.cp = osdp.ControlPanel([osdp.PDInfo(ADDRESS, PtyChannel(master), scbk=scbk, flags=flags)],
+                                    log_level=osdp.LogLevel.Error)
+        self.cp.start()
+
+    def secure(self, timeout: float = 20.0) -> bool:
+        return self.cp.sc_wait(ADDRESS, timeout=timeout)
+
+    def next_event(self, timeout: float = 10.0):
+        return self.cp.get_event(ADDRESS, timeout=timeout)
+
+    def led(self, color: int) -> bool:
+        return self.cp.submit_command(ADDRESS, {
+            "command": osdp.Command.LED, "reader": 0, "led_number": 0, "temporary": True,
+            "control_code": 1, "on_count": 10, "off_count": 0, "on_color": color,
+            "off_color": osdp.CommandLEDColor.Black, "timer_count": 30})
+
+    def output(self, control_code: int) -> bool:
+        return self.cp.submit_command(ADDRESS, {"command": osdp.Command.Output, "output_no": 0,
+                                                "control_code": control_code, "timer_count": 30})
+
+    def buzzer(self) -> bool:
+        return self.cp.submit_command(ADDRESS, {"command": osdp.Command.Buzzer, "reader": 0,
+                                                "control_code": 2, "on_count": 2, "off_count": 2,
+                                                "rep_count": 1})
+
+    def close(self) -> None:
+        self.cp.teardown()
+
+
+def open_pty() -> tuple[int, int, str]:
+    """(master fd for the panel, slave fd, slave path for FaceLink's PD); both ends raw."""
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    return master, slave, os.ttyname(slave)
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

@@ -1,0 +1,115 @@
+"""FaceLink's OSDP reader against a real libosdp Control Panel over a pty pair, secure channel on."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from facelink.access.osdp_pd import OsdpReader
+from facelink.access.scbk import load_scbk, save_scbk
+from facelink.access.wiegand import Credential
+from facelink.errors import ConfigError
+
+from .panel import ADDRESS, osdp, wait_until
+
+KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
+
+
+def _decode_h10301(data: bytes, length: int) -> tuple[int, int]:
+    """The panel's side, written independently of FaceLink: H10301 with its parity checked."""
+    assert length == 26
+    bits = [(data[i // 8] >> (7 - i % 8)) & 1 for i in range(length)]
+    assert sum(bits[0:13]) % 2 == 0, "leading even parity"
+    assert sum(bits[13:26]) % 2 == 1, "trailing odd parity"
+    value = int("".join(map(str, bits[1:25])), 2)
+    return value >> 16, value & 0xFFFF
+
+
+def _reader(path, scbk_file, **kw) -> OsdpReader:
+    kw.setdefault("install_mode", False)
+    return OsdpReader(path, address=ADDRESS, baud=9600, scbk_file=scbk_file, **kw)
+
+
+def test_card_read_and_panel_commands_over_the_secure_channel(tmp_path, pty_pair, panels):
+    master, path = pty_pair
+    save_scbk(tmp_path / "scbk", KEY)
+    verdicts, outputs = [], []
+    reader = _reader(path, tmp_path / "scbk", debounce_s=5.0, verdict_timeout_s=5.0,
+                     on_verdict=verdicts.append, on_output=outputs.append)
+    try:
+        panel = panels(master, KEY)
+        assert panel.secure(), "secure channel did not come up"
+        assert wait_until(lambda: reader.secure)
+        assert reader.card_read(Credential("H10301", 18, 12345), "event-1")
+        event = panel.next_event()
+        assert event is not None and event["event"] == osdp.Event.CardRead
+        assert event["format"] == osdp.CardFormat.Wiegand
+        assert _decode_h10301(event["data"], event["length"]) == (18, 12345)
+        # the panel grants: green LED, output on, a beep -> all arrive, the verdict is recorded
+        assert panel.led(osdp.CommandLEDColor.Green) and panel.output(5) and panel.buzzer()
+        assert wait_until(lambda: reader.state.buzzer is not None and outputs)
+        assert reader.state.led["on_color"] == osdp.CommandLEDColor.Green
+        assert reader.state.output["control_code"] == 5 and outputs[0]["output_no"] == 0
+        assert [(v.decision_event_id, v.verdict, v.credential) for v in verdicts] == \
+            [("event-1", "GRANTED", "H10301:18:12345")]
+        # the same badge again at once is debounced: the panel sees nothing
+        assert not reader.card_read(Credential("H10301", 18, 12345), "event-2")
+        assert panel.next_event(timeout=1.5) is None
+        # another badge goes through; a red LED is the panel's DENIED
+        assert reader.card_read(Credential("H10301", 18, 999), "event-3")
+        event = panel.next_event()
+        assert _decode_h10301(event["data"], event["length"]) == (18, 999)
+        assert panel.led(osdp.CommandLEDColor.Red)
+        assert wait_until(lambda: len(verdicts) == 2)
+        assert verdicts[1].verdict == "DENIED" and verdicts[1].decision_event_id == "event-3"
+    finally:
+        reader.close()
+
+
+def test_a_panel_without_the_key_gets_nothing(tmp_path, pty_pair, panels):
+    master, path = pty_pair
+    save_scbk(tmp_path / "scbk", KEY)
+    reader = _reader(path, tmp_path / "scbk")
+    try:
+        panel = panels(master, bytes(16))  # the wrong key
+        assert not panel.secure(timeout=6)
+        reader.card_read(Credential("H10301", 1, 2), "event-x")
+        assert panel.next_event(timeout=2) is None
+    finally:
+        reader.close()
+
+
+def test_install_mode_takes_the_panels_key(tmp_path, pty_pair, panels):
+    master, path = pty_pair
+    key_file = tmp_path / "keys" / "scbk"
+    with pytest.raises(ConfigError, match="install_mode"):
+        _reader(path, key_file)  # no key and no install mode: refused
+    reader = _reader(path, key_file, install_mode=True)
+    try:
+        panel = panels(master, KEY, enforce=False)  # a panel provisioning a new reader
+        assert panel.secure(), "install mode did not reach the secure channel"
+        assert wait_until(lambda: key_file.exists())
+        assert load_scbk(key_file) == KEY
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert reader.card_read(Credential("H10306", 4242, 65000), "event-1")
+        event = panel.next_event()
+        assert event["length"] == 34
+    finally:
+        reader.close()
+
+
+def test_key_file_must_be_private_and_well_formed(tmp_path):
+    key_file = tmp_path / "scbk"
+    key_file.write_text(KEY.hex())
+    os.chmod(key_file, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_scbk(key_file)
+    os.chmod(key_file, 0o600)
+    key_file.write_text("abcd")
+    with pytest.raises(ConfigError, match="16"):
+        load_scbk(key_file)
+    with pytest.raises(ConfigError, match="serial device"):
+        OsdpReader(str(tmp_path / "no-such-tty"), address=1, baud=9600, scbk_file=tmp_path / "none",
+                   install_mode=True)
