@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from facelink.enroll import faces, search
-from facelink.enroll.store import Store
+from facelink.enroll.store import SCHEMA_VERSION, Store
 from facelink.errors import (
     ConflictException,
     InvalidPaginationTokenException,
@@ -153,6 +153,6 @@ def test_no_image_bytes_stored_by_default(ctx, faces_dir, tmp_path):
 
 def test_schema_is_versioned_and_reopens(tmp_path):
     with Store(tmp_path / "x.db") as s:
-        assert s.query("SELECT value FROM meta WHERE key='schema_version'")[0][0] == "1"
+        assert s.query("SELECT value FROM meta WHERE key='schema_version'")[0][0] == str(SCHEMA_VERSION)
     with Store(tmp_path / "x.db") as s:  # migrations are idempotent
         assert s.query("SELECT count(*) FROM collections")[0][0] == 0
