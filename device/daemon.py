@@ -19,6 +19,7 @@ from facelink.enroll.store import Store
 from facelink.errors import ModelError
 from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
+from facelink.models.risk import log_stranger_risk
 from facelink.models.runtime import TFLiteBackend
 from facelink.mqtt.client import MqttTransport, OutboxPump, Transport, ha_discovery_messages, topics
 from facelink.mqtt.outbox import Outbox
@@ -107,6 +108,7 @@ class Daemon:
         self.reload_requested = threading.Event()
         self._last_error: dict[str, float] = {}
         self._next_health = 0.0
+        self.stranger_risk = log_stranger_risk(self.engine.calibration, settings.matching, len(self.index))
 
     # -- decisions -------------------------------------------------------------------------
     def emit(self, decision: Decision) -> None:
@@ -162,7 +164,8 @@ class Daemon:
                 "collection_version": self.index.position, "collection_error": self.index.error,
                 "camera_connected": self.camera.connected.is_set(),
                 "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
-                "mqtt_connected": self.transport.is_connected(), **self.panel.health()}
+                "mqtt_connected": self.transport.is_connected(), "stranger_risk": self.stranger_risk,
+                **self.panel.health()}
 
     def publish_health(self) -> bool:
         return self.transport.publish(self.topics["health"], json.dumps(self.health()), qos=0, timeout=0.5)
@@ -192,6 +195,7 @@ class Daemon:
         self.pipeline.policy = policy
         self.pipeline.gate = Gate.from_settings(fresh.matching)
         self.settings.matching = fresh.matching
+        self.stranger_risk = log_stranger_risk(self.engine.calibration, fresh.matching, len(self.index))
         log.info("configuration reloaded: threshold %.2f, %d of %d frames",
                  fresh.matching.similarity_threshold, fresh.matching.frames_required,
                  fresh.matching.frames_window)

@@ -45,7 +45,9 @@ class AppState:
 
         s = self.settings
         return Context(Store(s.store.database), lambda: FaceEngine.from_settings(s.models),
-                       keep_thumbnails=s.store.keep_thumbnails, models_dir=s.models.models_dir)
+                       keep_thumbnails=s.store.keep_thumbnails, models_dir=s.models.models_dir,
+                       similarity_threshold=s.matching.similarity_threshold,
+                       max_stranger_rate=s.matching.max_stranger_rate)
 
     def engine(self):
         from facelink.models.engine import FaceEngine

@@ -124,74 +124,115 @@ def _index_roster(ctx: Context, collection_id: str, roster: Path, quality_filter
 
 
 # -- accuracy ---------------------------------------------------------------------------------
-def _engine_for(state: AppState, name: str):
-    from facelink.models.engine import FaceEngine
-    from facelink.models.evaluate import CONFIGS
+def _embed_with_bar(state: AppState, data, name: str, workers: int, silent: bool, condition: str = "clean",
+                    clean_widths=None):
+    from facelink.models import evaluate as ev
 
-    return FaceEngine.from_settings(state.settings.models.model_copy(update=CONFIGS[name]))
+    ms = state.settings.models.model_copy(update=ev.CONFIGS[name])
+    with click.progressbar(length=len(data.images), label=f"{name}, {condition}", file=sys.stderr,
+                           hidden=silent) as bar:
+        emb = ev.embed(data, ms, condition=condition, clean_widths=clean_widths, workers=workers,
+                       progress=bar.update)
+    return ms, emb
+
+
+same_person_opt = click.option(
+    "--same-person", type=click.Path(path_type=Path), default=None,
+    help="CSV of identity pairs that are one person filed under two names (labelling errors): not impostor pairs.")
+
+
+def _names(value: str, known, what: str) -> list[str]:
+    names = [c.strip() for c in value.split(",") if c.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidParameterException(f"unknown {what} {unknown}; choose from {list(known)}")
+    return names
 
 
 @api_command("evaluate", needs_context=False)
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--pairs", type=click.Path(path_type=Path), default=None, help="LFW-style CSV: file_x,file_y,Decision")
-@click.option("--configs", default="onnxruntime int8,onnxruntime fp32,OpenCV reference", show_default=True,
-              help="Engine configurations to compare (comma-separated).")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=Path("evaluation.png"), show_default=True)
+@click.option("--configs", default="default", show_default=True,
+              help="Engine configurations, comma-separated: default, onnxruntime int8, onnxruntime fp32, OpenCV reference.")
+@click.option("--conditions", default="", help="Door conditions for the first configuration: face60,face80,jpeg40,grey,blur.")
+@click.option("--identities", type=click.IntRange(2), default=None, help="Only the first N identity folders.")
+@same_person_opt
+@click.option("--no-door", is_flag=True, help="Skip the open-set door metrics.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Write histograms and ROC to a PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON report.")
-def _evaluate(state: AppState, dataset: Path, pairs: Path | None, configs: str, plot_path: Path, as_json: bool) -> Any:
-    """Measure TAR/FAR/FRR/EER on labelled faces (one sub-folder per person) through the door's pipeline."""
+@silent_opt
+@workers_opt
+def _evaluate(state: AppState, dataset: Path, pairs: Path | None, configs: str, conditions: str,
+              identities: int | None, same_person: Path | None, no_door: bool, plot_path: Path | None, as_json: bool, silent: bool,
+              workers: int) -> Any:
+    """Measure FAR/FRR/TAR/EER (95 % intervals) and the door's per-attempt rates on labelled faces."""
     from facelink.models import evaluate as ev
+    from facelink.models.conditions import CONDITIONS
+    from facelink.models.manifest import calibration_for
 
-    names = [c.strip() for c in configs.split(",") if c.strip()]
-    unknown = [n for n in names if n not in ev.CONFIGS]
-    if unknown:
-        raise InvalidParameterException(f"unknown configuration(s) {unknown}; choose from {list(ev.CONFIGS)}")
-    data = ev.load_dataset(dataset, pairs)
-    m = state.settings.matching
-    results = {}
+    names = _names(configs, ev.CONFIGS, "configuration(s)")
+    conds = _names(conditions, CONDITIONS, "condition(s)")
+    data = ev.load_dataset(dataset, pairs, identities, same_person)
+    threshold = state.settings.matching.similarity_threshold
+    results, plotted, clean = {}, {}, None
     for name in names:
-        engine = _engine_for(state, name)
-        results[name] = ev.evaluate_engine(engine, data, m.similarity_threshold, m.frames_required, m.frames_window)
-        results[name]["threshold_table"] = ev.threshold_table(results[name], engine.calibration)
-    ev.plot(results, plot_path)
-    main_name = "onnxruntime fp32" if "onnxruntime fp32" in results else names[0]
-    summary = {k: v for k, v in results[main_name].items() if k not in ("scores", "curve")}
-    report = {**{k: summary[k] for k in ("eer", "tar_at_far", "far_frr_at_threshold")}, "main_config": main_name,
-              "plot": str(plot_path),
-              "configs": {n: {k: v for k, v in r.items() if k not in ("scores", "curve")} for n, r in results.items()}}
+        ms, emb = _embed_with_bar(state, data, name, workers, silent)
+        clean = clean or (ms, emb)
+        from facelink.models.engine import choose
+
+        version = choose(ms.detector_backend, ms.embedder_backend, ms.embedder_precision, list(ms.providers)).model_version
+        cal = calibration_for(version, ms.models_dir)
+        results[name] = {"face_model_version": version, **ev.report(data, emb, cal, threshold, door=not no_door)}
+        plotted[name] = (ev.scores_of(data, emb.vectors), results[name])
+    report: dict[str, Any] = {"dataset": str(dataset), "configs": results}
+    if conds:
+        if pairs is not None:
+            raise InvalidParameterException("--conditions needs a folder of people, not a pairs CSV")
+        report["conditions"] = {"config": names[0]}
+        for c in conds:
+            _ms, deg = _embed_with_bar(state, data, names[0], workers, silent, c, clean[1].face_width)
+            report["conditions"][c] = ev.condition_report(data, clean[1], deg)
+    if plot_path is not None:
+        report["plot"] = str(ev.plot(plotted, plot_path))
     if not as_json:
-        click.echo(f"{len(data.images)} images, {summary['genuine_pairs']} genuine and {summary['impostor_pairs']} "
-                   f"impostor pairs; FAR below {summary['lowest_measurable_far']} cannot be measured on this data")
-        click.echo("| configuration | no face | EER | TAR@FAR1e-2 | TAR@FAR1e-3 | FAR at threshold | FRR at threshold |")
-        click.echo("|---|---|---|---|---|---|---|")
+        d = next(iter(results.values()))["data"]
+        click.echo(f"{d['images']} images of {d['identities']} people: {d['genuine_pairs']} genuine, "
+                   f"{d['impostor_pairs']} impostor pairs", err=True)
         for n, r in results.items():
-            t = r["tar_at_far"]
-            click.echo(f"| {n} | {r['no_face_fraction']:.1%} | {r['eer']:.4f} | {t['0.01']} | {t['0.001']} | "
-                       f"{r['far_frr_at_threshold']['far']:.4f} | {r['far_frr_at_threshold']['frr']:.4f} |")
-        click.echo(f"plot: {plot_path}")
+            t = r["tar_at_far"]["0.0001"]
+            click.echo(f"{n}: at Similarity {threshold:g} (cosine {r['threshold_cosine']}) FAR "
+                       f"{r['at_threshold']['far']['rate']:.3g} FRR {r['at_threshold']['frr']['rate']:.3g}; "
+                       f"TAR@FAR1e-4 {t['tar']['rate'] if t else 'not measurable'}; EER {r['eer']['eer']}", err=True)
     return report
 
 
 @api_command("calibrate", needs_context=False)
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--pairs", type=click.Path(path_type=Path), default=None)
-@click.option("--target-far", type=float, default=1e-4, show_default=True, help="FAR that Similarity 99 should mean.")
+@click.option("--far-at-99", "--target-far", "far_at_99", type=float, default=1e-5, show_default=True,
+              help="Per-comparison false-accept rate that Similarity 99 should mean.")
+@click.option("--far-at-80", type=float, default=1e-3, show_default=True,
+              help="Per-comparison false-accept rate that Similarity 80 should mean.")
+@same_person_opt
 @click.option("--allow-looser", is_flag=True, help="Let the fit lower the door's cosine threshold (default: never).")
 @click.option("--write", is_flag=True, help="Save to <models_dir>/calibration.toml (used from then on).")
-def _calibrate(state: AppState, dataset: Path, pairs: Path | None, target_far: float, allow_looser: bool,
-               write: bool) -> Any:
+@silent_opt
+@workers_opt
+def _calibrate(state: AppState, dataset: Path, pairs: Path | None, far_at_99: float, far_at_80: float,
+               same_person: Path | None, allow_looser: bool, write: bool, silent: bool, workers: int) -> Any:
     """Re-fit the cosine -> Similarity mapping on your own enrolled population."""
     from facelink.models import evaluate as ev
+    from facelink.models.calibration import fit_calibration, write_calibration
+    from facelink.models.manifest import Calibration
 
     engine = state.engine()
-    data = ev.load_dataset(dataset, pairs)
-    genuine, impostor = ev.pair_scores(ev.embed_images(engine, data.images), data.pairs)
-    fit = ev.fit_calibration(genuine, impostor, target_far, None if allow_looser else engine.calibration)
+    data = ev.load_dataset(dataset, pairs, same_person=same_person)
+    _ms, emb = _embed_with_bar(state, data, "default", workers, silent)
+    fit = fit_calibration(ev.scores_of(data, emb.vectors), far_at_99, far_at_80,
+                          None if allow_looser else engine.calibration, data_name=dataset.name)
+    tail = fit.pop("impostor_tail")
     fit["face_model_version"] = engine.model_version
     if write:
-        path = Path(state.settings.models.models_dir) / "calibration.toml"
-        path.write_text(f'[calibration."{engine.model_version}"]\na = {fit["a"]}\nb = {fit["b"]}\n'
-                        f'fitted_on = "{dataset.name}: {fit["genuine_pairs"]} genuine, {fit["impostor_pairs"]} '
-                        f'impostor pairs; {fit["method"]}"\n')
-        fit["written"] = str(path)
+        cal = Calibration(fit["a"], fit["b"], fit["fitted_on"], tail)
+        fit["written"] = str(write_calibration(Path(state.settings.models.models_dir), engine.model_version, cal))
     return fit

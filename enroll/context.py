@@ -19,6 +19,8 @@ class Context:
     engine_factory: Callable[[], FaceEngine]
     keep_thumbnails: bool = False
     models_dir: Path | None = None  # where an operator's re-fitted calibration may live
+    similarity_threshold: float = 99.0  # the door's (matching.*): describe-collection states its risk
+    max_stranger_rate: float = 1e-4
     _engine: FaceEngine | None = field(default=None, repr=False)
 
     @property

@@ -19,6 +19,7 @@ import numpy as np
 from facelink.errors import ResourceAlreadyExistsException
 from facelink.models.engine import AnalyzedFace, FaceEngine
 from facelink.models.image import ImageInput, decode_image, read_image_bytes
+from facelink.models.risk import stranger_risk
 from facelink.models.shapes import bounding_box, face_detail
 
 from . import validate
@@ -43,11 +44,16 @@ def create_collection(ctx: Context, collection_id: str) -> dict[str, Any]:
 
 
 def describe_collection(ctx: Context, collection_id: str) -> dict[str, Any]:
+    """Rekognition's DescribeCollection, plus FaceLink's own members under ``FaceLinkExtensions``
+    (README "What Similarity means"): the door's expected stranger rate per attempt."""
     coll = ctx.collection(validate.collection_id(collection_id))
-    return {"FaceCount": ctx.store.count("faces", collection_id),
+    face_count = ctx.store.count("faces", collection_id)
+    risk = stranger_risk(ctx.calibration(coll), ctx.similarity_threshold, face_count, ctx.max_stranger_rate)
+    return {"FaceCount": face_count,
             "UserCount": ctx.store.count("users", collection_id),
             "FaceModelVersion": coll.face_model_version, "CollectionARN": _arn(collection_id),
-            "CreationTimestamp": datetime.fromtimestamp(coll.created_at, timezone.utc).isoformat()}
+            "CreationTimestamp": datetime.fromtimestamp(coll.created_at, timezone.utc).isoformat(),
+            "FaceLinkExtensions": {"StrangerRisk": risk}}
 
 
 def list_collections(ctx: Context, max_results: int = 1000, next_token: str | None = None) -> dict[str, Any]:

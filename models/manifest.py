@@ -31,12 +31,37 @@ class Source:
 
 
 @dataclass(frozen=True)
+class ImpostorTail:
+    """Measured impostor pairs at or above each cosine of a grid (the fit's data): the door's
+    per-attempt stranger rate is computed from it (models/risk.py)."""
+
+    pairs: int
+    cosine: tuple[float, ...]
+    at_or_above: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Calibration:
     """Similarity = 100 / (1 + exp(-(a * cosine + b)))."""
 
     a: float
     b: float
     fitted_on: str
+    impostor_tail: ImpostorTail | None = None
+
+
+def toml_loads(text: str) -> dict:
+    return tomllib.loads(text)
+
+
+def _calibration(c: dict) -> Calibration:
+    tail = c.get("impostor_tail")
+    if tail is not None:
+        tail = ImpostorTail(int(tail["pairs"]), tuple(float(x) for x in tail["cosine"]),
+                            tuple(int(x) for x in tail["at_or_above"]))
+        if len(tail.cosine) != len(tail.at_or_above) or tail.pairs <= 0:
+            raise ValueError("impostor_tail: cosine and at_or_above differ in length, or no pairs")
+    return Calibration(float(c["a"]), float(c["b"]), str(c.get("fitted_on", "")), tail)
 
 
 @dataclass(frozen=True)
@@ -62,23 +87,31 @@ def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
                tuple(SourceFile(n, f["member"], f["sha256"]) for n, f in s["files"].items()),
                bool(s.get("optional", False)))
         for key, s in raw["sources"].items())
-    calibration = {v: Calibration(float(c["a"]), float(c["b"]), c.get("fitted_on", ""))
-                   for v, c in raw.get("calibration", {}).items()}
+    try:
+        calibration = {v: _calibration(c) for v, c in raw.get("calibration", {}).items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"model manifest {path}: bad calibration entry: {exc}") from exc
     return Manifest(sources, dict(raw.get("built", {})), calibration)
 
 
 OVERRIDE_NAME = "calibration.toml"
 
 
+def read_overrides(path: Path) -> dict[str, Calibration]:
+    """An operator's calibration.toml; a damaged one is a ModelError, never silently ignored."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+        return {v: _calibration(c) for v, c in raw.get("calibration", {}).items()}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError,
+            AttributeError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from exc
+
+
 def calibration_for(model_version: str, models_dir: Path | None = None) -> Calibration:
     """The operator's re-fit (<models_dir>/calibration.toml, written by `facelink calibrate
     --write`) when present, else the manifest's."""
     if models_dir is not None and (Path(models_dir) / OVERRIDE_NAME).is_file():
-        try:
-            raw = tomllib.loads((Path(models_dir) / OVERRIDE_NAME).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ModelError(f"cannot read {Path(models_dir) / OVERRIDE_NAME}: {exc}") from exc
-        c = raw.get("calibration", {}).get(model_version)
+        c = read_overrides(Path(models_dir) / OVERRIDE_NAME).get(model_version)
         if c is not None:
-            return Calibration(float(c["a"]), float(c["b"]), c.get("fitted_on", ""))
+            return c
     return load_manifest().calibration_for(model_version)

@@ -1,8 +1,11 @@
 """Cosine similarity -> Rekognition-style Similarity (0-100), a documented monotonic mapping.
 
 Similarity = 100 / (1 + exp(-(a * cosine + b))), with (a, b) fitted per FaceModelVersion and kept
-in models/manifest.toml, so that a threshold such as 99 corresponds to a measured false-accept
-rate (README: "What Similarity means").
+in models/manifest.toml (models/calibration.py fits them). The false-accept rate a threshold
+stands for is measured per comparison on the data named in the manifest's ``fitted_on`` (for the
+shipped fit: the CelebA subset, README "What Similarity means"), with its confidence interval;
+it is not a property of the formula, and a door's per-attempt stranger rate also grows with the
+number of enrolled faces (models/risk.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,52 @@
+"""The door's per-attempt stranger risk from the calibration's measured impostor tail."""
+
+from __future__ import annotations
+
+import pytest
+
+from facelink.models.manifest import Calibration, ImpostorTail, load_manifest
+from facelink.models.risk import per_comparison_far, stranger_risk
+from facelink.models.similarity import similarity_to_cosine
+
+TAIL = ImpostorTail(1_000_000, (0.40, 0.45, 0.50, 0.55, 0.60), (1000, 100, 10, 0, 0))
+CAL = Calibration(20.0, -6.0, "test", TAIL)
+
+
+def test_far_interpolates_and_extrapolates_downwards():
+    assert per_comparison_far(TAIL, 0.45) == (pytest.approx(1e-4), pytest.approx(1.2166e-4, rel=0.01))
+    mid, _ = per_comparison_far(TAIL, 0.475)
+    assert 1e-5 < mid < 1e-4
+    beyond, upper = per_comparison_far(TAIL, 0.57)  # no pair measured: extrapolated, bounded
+    assert 0 < beyond < 1e-5 and upper == pytest.approx(3.69e-6, rel=0.01)
+    values = [per_comparison_far(TAIL, c)[0] for c in (0.40, 0.43, 0.47, 0.52, 0.58)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_stranger_rate_grows_with_the_collection_and_warns():
+    small = stranger_risk(CAL, 99, 10, max_rate=1e-4)
+    big = stranger_risk(CAL, 99, 10_000, max_rate=1e-4)
+    assert small["ExpectedStrangerRate"] < big["ExpectedStrangerRate"]
+    assert small["Warning"] is None and "max_stranger_rate" in big["Warning"]
+    assert big["Cosine"] == pytest.approx(similarity_to_cosine(99, CAL), abs=1e-4)
+    assert stranger_risk(Calibration(20.0, -6.0, "old"), 99, 10)["Warning"]  # no tail: says so
+
+
+def test_shipped_calibration_states_the_risk():
+    cal = load_manifest().calibration["yunet-2023mar+sface-2021dec/int8bq"]
+    one = stranger_risk(cal, 99, 1)
+    assert 1e-7 < one["PerComparisonFalseAcceptRate"] <= 1e-5  # measured on the CelebA subset
+    assert stranger_risk(cal, 99, 1000)["Warning"]  # a big door at 99 is above 1e-4 per attempt
+
+
+def test_describe_collection_reports_the_risk(ctx, faces_dir):
+    from facelink.enroll import faces
+
+    faces.create_collection(ctx, "door")
+    faces.index_faces(ctx, "door", faces_dir / "people" / "obama" / "1.jpg", external_image_id="obama")
+    out = faces.describe_collection(ctx, "door")
+    assert out["FaceCount"] == 1
+    risk = out["FaceLinkExtensions"]["StrangerRisk"]
+    assert risk["Comparisons"] == 1 and risk["SimilarityThreshold"] == 99.0
+    assert risk["ExpectedStrangerRate"] == risk["PerComparisonFalseAcceptRate"]
+    ctx.max_stranger_rate = risk["ExpectedStrangerRate"] / 2
+    assert faces.describe_collection(ctx, "door")["FaceLinkExtensions"]["StrangerRisk"]["Warning"]
