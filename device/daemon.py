@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facelink.access.badges import BadgeSources
 from facelink.access.panel import make_panel_link
 from facelink.config import Settings
 from facelink.enroll.store import Store
@@ -27,6 +28,7 @@ from facelink.mqtt.outbox import Outbox
 from .camera import CameraReader
 from .decision import ERROR, Decision, DecisionPolicy
 from .door import DoorRelay, make_relay
+from .factors import Factors
 from .liveness import LivenessChecker
 from .matcher import UserIndex
 from .pipeline import DoorPipeline, Gate
@@ -91,6 +93,12 @@ class Daemon:
                                      LivenessChecker(settings.liveness.frozen_feed_max_diff)
                                      if settings.liveness.enabled else None,
                                      presence_gate(settings.models))
+        m = settings.matching
+        if m.mode != "face":  # card modes: badge reads from facelink.access.badges
+            self.pipeline.factors = Factors(m.mode, m.card_window_s,
+                                            lambda c: self.store.user_by_credential(m.collection_id, c))
+        self.badges = BadgeSources(settings)
+        self.badges.start()  # before anything that holds a thread: a bad reader fails fast (exit 78)
         self.topics = topics(settings.mqtt.topic_prefix, settings.mqtt.device_id)
         self.outbox = Outbox(settings.mqtt.outbox, settings.mqtt.outbox_max)
         extra = ha_discovery_messages(settings.mqtt.topic_prefix, settings.mqtt.device_id) \
@@ -165,7 +173,8 @@ class Daemon:
                 "camera_connected": self.camera.connected.is_set(),
                 "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
                 "mqtt_connected": self.transport.is_connected(), "stranger_risk": self.stranger_risk,
-                **self.panel.health()}
+                **self.panel.health(),
+                **({"badges_rejected": self.badges.rejected} if self.badges.sources else {})}
 
     def publish_health(self) -> bool:
         return self.transport.publish(self.topics["health"], json.dumps(self.health()), qos=0, timeout=0.5)
@@ -179,6 +188,21 @@ class Daemon:
         if self.reload_requested.is_set():
             self.reload_requested.clear()
             self.reload()
+        self._badges(now)
+
+    def _badges(self, now: float) -> None:
+        """Badge reads (card modes) and closing verification windows; nothing while the
+        collection is unusable (fail closed: the reads are dropped and logged)."""
+        reads = self.badges.drain()
+        if not self.index.usable:
+            for read in reads:
+                log.error("badge %s dropped: the collection is unusable", read.credential)
+            return
+        for read in reads:
+            for decision in self.pipeline.badge(read, now):
+                self.emit(decision)
+        for decision in self.pipeline.tick(now):
+            self.emit(decision)
 
     def reload(self) -> None:
         """SIGHUP: re-read thresholds and gates (camera/MQTT/model changes need a restart)."""
@@ -239,6 +263,7 @@ class Daemon:
     def shutdown(self, flush_timeout_s: float = 10.0) -> int:
         notify("STOPPING=1")
         self.camera.stop()
+        self.badges.close()
         flushed = self.pump.flush(flush_timeout_s) if self.transport.is_connected() else len(self.outbox) == 0
         self.pump.stop()
         self.publish_health()  # the last word on frames, decisions and outbox depth

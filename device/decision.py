@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +21,9 @@ GRANTED = "GRANTED"
 DENIED_UNKNOWN = "DENIED_UNKNOWN"
 DENIED_LOW_QUALITY = "DENIED_LOW_QUALITY"
 DENIED_SPOOF = "DENIED_SPOOF"
+DENIED_WRONG_FACE = "DENIED_WRONG_FACE"  # card_and_face: the face is not the badge holder's
+DENIED_UNKNOWN_CARD = "DENIED_UNKNOWN_CARD"  # card modes: a badge nobody holds
+DENIED_NO_FACE = "DENIED_NO_FACE"  # card_and_face: no matching face within card_window_s
 ERROR = "ERROR"
 
 
@@ -39,12 +42,19 @@ class Decision:
     frames_matched: int = 0
     frames_window: int = 0
     reason: str | None = None
+    mode: str = "face"  # matching.mode (facelink.device.factors)
+    factors: tuple[str, ...] = ("face",)  # what was seen: "card", "face"
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
+    def with_factors(self, mode: str, factors: tuple[str, ...]) -> Decision:
+        return replace(self, mode=mode, factors=factors)
+
     def payload(self) -> dict[str, Any]:
         """The versioned JSON published on <prefix>/<device>/decision (never image bytes)."""
-        return {"schema": SCHEMA, **asdict(self)}
+        out = asdict(self)
+        out["factors"] = list(self.factors)
+        return {"schema": SCHEMA, **out}
 
 
 @dataclass
@@ -65,6 +75,14 @@ class DecisionPolicy:
         return Decision(kind, self.device_id, self.collection_id, self.model_version, self.threshold,
                         track_id=track.track_id, frames_window=len(track.history), **kw)
 
+    def card_decision(self, kind: str, user_id: str | None, mode: str, factors: tuple[str, ...],
+                      reason: str | None = None, now: float | None = None) -> Decision:
+        """A decision made by a badge read alone (card modes); a GRANTED one starts the cooldown."""
+        if kind == GRANTED and now is not None:
+            self._recent[f"{GRANTED}:{user_id}"] = now + self.cooldown_s
+        return Decision(kind, self.device_id, self.collection_id, self.model_version, self.threshold,
+                        user_id=user_id, reason=reason, mode=mode, factors=factors)
+
     def _cooling(self, key: str, now: float) -> bool:
         until = self._recent.get(key)
         return until is not None and now < until
@@ -84,6 +102,11 @@ class DecisionPolicy:
                 decision = self._make(GRANTED, track, user_id=user, face_id=best.face_id,
                                       external_image_id=best.external_image_id,
                                       similarity=round(best.similarity or 0.0, 4), frames_matched=n)
+        wrong = [o for o in hist if o.kind == "wrongface"]
+        if decision is None and len(wrong) >= self.frames_required:
+            decision = self._make(DENIED_WRONG_FACE, track, user_id=wrong[-1].user_id,
+                                  similarity=max(o.similarity or 0.0 for o in wrong),
+                                  frames_matched=len(wrong), reason="the face is not the badge holder's")
         if decision is None:
             spoof = [o for o in hist if o.kind == "spoof"]
             nomatch = [o for o in hist if o.kind == "nomatch"]

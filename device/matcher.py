@@ -139,3 +139,16 @@ class UserIndex:
         i = int(np.argmax(scores))
         r = snap.meta[i]
         return Match(r.user_id, r.face_id, r.external_image_id, float(scores[i]))
+
+    def best_of_user(self, user_id: str, embedding: np.ndarray) -> Match | None:
+        """1:1 verification (card + face): the best of ``user_id``'s faces, None if they have none."""
+        if self.error is not None:
+            raise IndexUnusable(f"collection {self.collection_id!r} unusable: {self.error}")
+        snap = self._snap
+        rows = [i for i, r in enumerate(snap.meta) if r.user_id == user_id]
+        if not rows:
+            return None
+        scores = snap.matrix[rows] @ embedding.astype(np.float32)
+        i = int(np.argmax(scores))
+        r = snap.meta[rows[i]]
+        return Match(r.user_id, r.face_id, r.external_image_id, float(scores[i]))

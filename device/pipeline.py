@@ -9,6 +9,7 @@ from facelink.models.engine import AnalyzedFace, FaceEngine
 
 from .camera import Frame
 from .decision import Decision, DecisionPolicy
+from .factors import BadgeRead, Factors
 from .matcher import UserIndex
 from .tracker import Observation, Tracker
 
@@ -52,6 +53,22 @@ class DoorPipeline:
         self.policy = policy
         self.gate = gate
         self.liveness = liveness
+        self.factors: Factors | None = None  # the card modes (matching.mode); None: face only
+
+    def badge(self, read: BadgeRead, now: float) -> list[Decision]:
+        """A badge read (card modes): decisions it makes at once; a new verification restarts
+        the tracks in view so that the person at the door gets a decision of their own."""
+        if self.factors is None:
+            return []
+        decisions, started = self.factors.badge(read, self.policy, now)
+        if started:
+            for track in self.tracker.tracks():
+                self.tracker.restart(track)
+        return decisions
+
+    def tick(self, now: float) -> list[Decision]:
+        """Close a card_and_face verification whose window passed (DENIED_NO_FACE)."""
+        return self.factors.tick(self.policy, now) if self.factors is not None else []
 
     def process(self, frame: Frame, now: float) -> list[Decision]:
         if self.presence is not None and not self.presence.detect(frame.pixels):
@@ -88,14 +105,21 @@ class DoorPipeline:
                 if spoof is not None:
                     track.history[-1] = Observation("spoof", reason=spoof, box=face.detection.box)
             decision = self.policy.decide(track, now)
+            if decision is not None and self.factors is not None:
+                decision = self.factors.decided(decision)
             if decision is not None:
                 track.anchor = embedded[id(face)].embedding if reason is None else None
                 decisions.append(decision)
         return decisions
 
     def _observe(self, face: AnalyzedFace, frame: Frame) -> Observation:
-        match = self.index.best(face.embedding)
         box, lm = face.detection.box, face.detection.landmarks
+        if self.factors is not None:
+            verdict = self.factors.observe(self.index, self.engine.similarity, self.policy.threshold,
+                                           face.embedding, box, lm)
+            if verdict is not None:
+                return verdict
+        match = self.index.best(face.embedding)
         if match is None:
             return Observation("nomatch", similarity=0.0, box=box, landmarks=lm)
         similarity = float(self.engine.similarity(match.cosine))

@@ -78,5 +78,8 @@ class Tracker:
         track.decided, track.anchor, track.frames_since_check = None, None, 0
         self._tracks[track.track_id] = track
 
+    def tracks(self) -> list[Track]:
+        return list(self._tracks.values())
+
     def __len__(self) -> int:
         return len(self._tracks)

@@ -1,0 +1,110 @@
+"""Which factors open the door (``matching.mode``), and the badge reads the card modes wait on.
+
+- ``face``: 1:N face match (the default; badge reads are ignored).
+- ``card_and_face``: a badge read starts a 1:1 verification against *that* user's faces for
+  ``card_window_s``. GRANTED only if N of M frames match that user; N frames of a face that is
+  not the holder: DENIED_WRONG_FACE; no usable face within the window: DENIED_NO_FACE. A face
+  without a badge decides nothing. The false-accept risk per attempt is the 1:1 rate.
+- ``card_or_face``: a known badge alone is GRANTED; a face alone is matched 1:N as in ``face``.
+
+An unknown badge is DENIED_UNKNOWN_CARD in both card modes. Every decision says ``mode`` and the
+``factors`` seen (``card``, ``face``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .decision import (
+    DENIED_NO_FACE,
+    DENIED_UNKNOWN_CARD,
+    GRANTED,
+    Decision,
+    DecisionPolicy,
+)
+from .tracker import Observation
+
+log = logging.getLogger(__name__)
+
+FACE, CARD_AND_FACE, CARD_OR_FACE = "face", "card_and_face", "card_or_face"
+
+
+@dataclass(frozen=True)
+class BadgeRead:
+    credential: str  # canonical "H10301:18:12345"
+    source: str  # mqtt | evdev | serial
+
+
+@dataclass
+class Claim:
+    """An open card_and_face verification: the holder's badge was read at ``at``."""
+
+    credential: str
+    user_id: str
+    source: str
+    at: float
+
+
+class Factors:
+    def __init__(self, mode: str, card_window_s: float, holder: Callable[[str], str | None]) -> None:
+        self.mode = mode
+        self.card_window_s = card_window_s
+        self.holder = holder  # credential -> user id (None: unknown badge)
+        self.claim: Claim | None = None
+
+    # -- badge reads -----------------------------------------------------------------------
+    def badge(self, read: BadgeRead, policy: DecisionPolicy, now: float) -> tuple[list[Decision], bool]:
+        """A badge was read: the decisions it makes at once, and whether a verification started."""
+        if self.mode == FACE:
+            log.info("badge %s from %s ignored: matching.mode = face", read.credential, read.source)
+            return [], False
+        user = self.holder(read.credential)
+        if user is None:
+            return [policy.card_decision(DENIED_UNKNOWN_CARD, None, self.mode, ("card",),
+                                         reason=f"badge {read.credential} ({read.source}) is not enrolled")], False
+        if self.mode == CARD_OR_FACE:
+            return [policy.card_decision(GRANTED, user, self.mode, ("card",), now=now)], False
+        expired = self._expire(policy, now, replaced=True)
+        self.claim = Claim(read.credential, user, read.source, now)
+        log.info("badge %s of %s: verifying the face for %.0f s", read.credential, user, self.card_window_s)
+        return expired, True
+
+    def _expire(self, policy: DecisionPolicy, now: float, replaced: bool = False) -> list[Decision]:
+        c = self.claim
+        if c is None or (not replaced and now - c.at < self.card_window_s):
+            return []
+        self.claim = None
+        why = "another badge was read" if replaced else f"no matching face within {self.card_window_s:g} s"
+        return [policy.card_decision(DENIED_NO_FACE, c.user_id, self.mode, ("card",), reason=why)]
+
+    def tick(self, policy: DecisionPolicy, now: float) -> list[Decision]:
+        """Close a verification whose window has passed (DENIED_NO_FACE)."""
+        return self._expire(policy, now)
+
+    # -- faces -----------------------------------------------------------------------------
+    def observe(self, index, similarity: Callable[[float], float], threshold: float,
+                embedding: np.ndarray, box, landmarks) -> Observation | None:
+        """card_and_face: the frame's verdict on the claimed holder (1:1); None: use 1:N."""
+        if self.mode != CARD_AND_FACE:
+            return None
+        if self.claim is None:
+            return Observation("nocard", box=box, landmarks=landmarks)
+        match = index.best_of_user(self.claim.user_id, embedding)
+        sim = 0.0 if match is None else float(similarity(match.cosine))
+        if match is not None and sim >= threshold:
+            return Observation("match", match.user_id, match.face_id, match.external_image_id, sim,
+                               box=box, landmarks=landmarks)
+        return Observation("wrongface", self.claim.user_id, similarity=round(sim, 4), box=box,
+                           landmarks=landmarks)
+
+    def decided(self, decision: Decision) -> Decision:
+        """Label a face decision with the mode and factors; a verdict on the claim closes it."""
+        if self.mode == CARD_AND_FACE and self.claim is not None and decision.decision in (
+                GRANTED, "DENIED_WRONG_FACE"):
+            self.claim = None
+            return decision.with_factors(self.mode, ("card", "face"))
+        return decision.with_factors(self.mode, ("face",))

@@ -1,0 +1,73 @@
+"""matching.mode on real faces: card_and_face verifies the face against the badge holder (1:1),
+card_or_face lets either factor open, every decision names its mode and factors."""
+
+from __future__ import annotations
+
+from facelink.device.decision import DecisionPolicy
+from facelink.device.factors import BadgeRead, Factors
+from facelink.device.matcher import UserIndex
+from facelink.device.pipeline import DoorPipeline, Gate
+from facelink.device.tracker import Tracker
+from facelink.enroll import credentials, faces, users
+
+from .test_pipeline import _frame
+
+OBAMA, BIDEN, STRANGER = "H10301:18:1001", "H10301:18:1002", "H10301:18:9999"
+
+
+def _door(ctx, faces_dir, engine, mode: str, window_s: float = 10.0) -> DoorPipeline:
+    faces.create_collection(ctx, "door")
+    for name, card in (("obama", OBAMA), ("biden", BIDEN)):
+        users.create_user(ctx, "door", name)
+        faces.index_faces(ctx, "door", faces_dir / f"people/{name}/2.jpg", name, user_id=name)
+        credentials.put_user_credential(ctx, "door", name, card)
+    index = UserIndex(ctx.store, "door", engine.model_version)
+    index.load()
+    policy = DecisionPolicy("d", "door", engine.model_version, 99.0, 3, 5, cooldown_s=0.0)
+    pipeline = DoorPipeline(engine, index, Tracker(5, max_age_s=5.0), policy, Gate(60, 35, 30, 8, 15))
+    pipeline.factors = Factors(mode, window_s, lambda c: ctx.store.user_by_credential("door", c))
+    return pipeline
+
+
+def _frames(pipeline, faces_dir, name, start, n=6):
+    out = []
+    for i in range(start, start + n):
+        out += pipeline.process(_frame(faces_dir, name, i), 0.1 * i)
+    return out
+
+
+def test_card_and_face(ctx, faces_dir, engine):
+    door = _door(ctx, faces_dir, engine, "card_and_face", window_s=5.0)
+    assert _frames(door, faces_dir, "obama", 0) == []  # a face without a badge opens nothing
+    assert door.badge(BadgeRead(OBAMA, "mqtt"), 0.7) == []
+    granted = _frames(door, faces_dir, "obama", 7)
+    assert [(d.decision, d.user_id, d.mode, d.factors) for d in granted] == \
+        [("GRANTED", "obama", "card_and_face", ("card", "face"))]
+    assert granted[0].payload()["factors"] == ["card", "face"]
+    # biden's badge, obama's face: the 1:1 check fails even though obama is enrolled
+    assert door.badge(BadgeRead(BIDEN, "mqtt"), 1.4) == []
+    wrong = _frames(door, faces_dir, "obama", 14)
+    assert [(d.decision, d.user_id, d.factors) for d in wrong] == [("DENIED_WRONG_FACE", "biden", ("card", "face"))]
+    assert wrong[0].similarity < 99.0
+    # a badge and nobody in front of the camera: the window closes with DENIED_NO_FACE
+    assert door.badge(BadgeRead(OBAMA, "serial"), 3.0) == []
+    assert door.tick(4.0) == []
+    assert [(d.decision, d.user_id, d.factors) for d in door.tick(8.5)] == [("DENIED_NO_FACE", "obama", ("card",))]
+    unknown = door.badge(BadgeRead(STRANGER, "evdev"), 9.0)
+    assert [(d.decision, d.user_id) for d in unknown] == [("DENIED_UNKNOWN_CARD", None)]
+
+
+def test_card_or_face(ctx, faces_dir, engine):
+    door = _door(ctx, faces_dir, engine, "card_or_face")
+    by_card = door.badge(BadgeRead(BIDEN, "mqtt"), 0.0)
+    assert [(d.decision, d.user_id, d.factors) for d in by_card] == [("GRANTED", "biden", ("card",))]
+    by_face = _frames(door, faces_dir, "obama", 0)
+    assert [(d.decision, d.user_id, d.mode, d.factors) for d in by_face] == \
+        [("GRANTED", "obama", "card_or_face", ("face",))]
+
+
+def test_face_mode_ignores_badges(ctx, faces_dir, engine):
+    door = _door(ctx, faces_dir, engine, "face")
+    assert door.badge(BadgeRead(OBAMA, "mqtt"), 0.0) == []
+    assert [(d.decision, d.mode, d.factors) for d in _frames(door, faces_dir, "obama", 0)] == \
+        [("GRANTED", "face", ("face",))]
