@@ -4,19 +4,40 @@
 onnxruntime is the default (execution providers from config, falling back to CPU with a log
 line saying which ran); OpenCV DNN is the reference/fallback; TFLite (ai-edge-litert first,
 tflite-runtime second) is an optional extra for Coral/Pi delegates.
+
+Threads are owned here, in one place: ``thread_budget`` turns the ``models.threads`` setting
+into a count (0: the CPUs this process may run on) and every backend of an engine gets that
+budget. The models run one after the other, never at once, so they share it rather than split
+it. onnxruntime's pools are per session and do not spin-wait between runs (spinning threads
+compete with the next model's threads; measured in README, Performance). OpenCV's pool is
+process-wide: an OpenCV backend applies its count only for the duration of its own forward
+pass and restores the caller's setting afterwards, so building or running an engine never
+changes the process's OpenCV configuration.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from facelink.errors import ModelError
 
 log = logging.getLogger(__name__)
+
+
+def thread_budget(threads: int = 0) -> int:
+    """Inference threads for one engine: ``threads`` if set, else the CPUs this process may use."""
+    if threads > 0:
+        return threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class Backend(Protocol):
@@ -45,9 +66,13 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = thread_budget(threads)
+        opts.inter_op_num_threads = 1
+        # idle pool threads sleep instead of spinning: the other model (and the next frame's
+        # pre-processing) needs those cores right after this run
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), opts, providers=wanted)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several untyped errors
@@ -62,15 +87,18 @@ class OnnxRuntimeBackend:
 
 
 class OpenCVBackend:
-    """OpenCV DNN: the reference path and the fallback when onnxruntime is unavailable."""
+    """OpenCV DNN: the reference path and the fallback when onnxruntime is unavailable.
+
+    OpenCV's thread count is process-wide; this backend sets it only around its own forward
+    pass (a few microseconds when it differs, nothing when it matches) and puts the caller's
+    value back, so the rest of the process is never affected. Engines running concurrently
+    with the same budget (bulk enrollment's workers) leave the process's value unchanged too.
+    """
 
     name = "opencv-dnn"
 
     def __init__(self, path: Path, *, threads: int = 0) -> None:
-        import cv2
-
-        if threads > 0:
-            cv2.setNumThreads(threads)
+        self.threads = thread_budget(threads)
         try:
             self._net = cv2.dnn.readNetFromONNX(str(path))
         except cv2.error as exc:
@@ -78,8 +106,15 @@ class OpenCVBackend:
         self._outputs = list(self._net.getUnconnectedOutLayersNames())
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        self._net.setInput(tensor)
-        outs = self._net.forward(self._outputs)
+        before = cv2.getNumThreads()
+        if before != self.threads:
+            cv2.setNumThreads(self.threads)
+        try:
+            self._net.setInput(tensor)
+            outs = self._net.forward(self._outputs)
+        finally:
+            if before != self.threads:
+                cv2.setNumThreads(before)
         return [np.asarray(o) for o in outs]
 
 

@@ -1,17 +1,28 @@
-"""Per-stage median latency of the face engine, every backend x precision in one run.
+"""Whole frames the way the door runs them: detect, then align and embed every face, one loop.
 
-Stages: detect (YuNet on a 640x480 frame), align (similarity warp to 112x112), embed (SFace,
-one face). Configurations: the OpenCV reference (cv2.FaceDetectorYN + cv2.FaceRecognizerSF on
-the shipped int8bq files), onnxruntime fp32, onnxruntime int8 (QDQ), and FaceLink's default
-(`embedder_backend = "auto"` on a CPU: YuNet in onnxruntime, SFace in OpenCV DNN).
+Contenders run interleaved in one process (each round times every contender on the same
+frames, in a rotating order), so machine load hits them alike; the table gives medians and
+each contender's time relative to FaceLink's as the median of per-round ratios.
 
-    python tools/bench_engine.py [--repeats 50] [--threads 2] [--json]
+- FaceLink default: ``FaceEngine.from_settings`` with the shipped settings (what the door runs,
+  pose and quality included);
+- FaceLink as configured before (onnxruntime threads spin-waiting, YuNet at 640): for
+  diagnosis of what the defaults changed;
+- OpenCV 5 ``FaceDetectorYN`` + ``FaceRecognizerSF`` on the same model files;
+- face_recognition (dlib HOG detector, upsample 1, ResNet embedding) when it is installed,
+  on fewer frames (it is an order of magnitude slower).
+
+Frames: 640x480, one face (~160 px wide) and three faces (~100 px) cut from
+../shared/faces/people photos. ``--stages`` adds per-stage medians (diagnosis only), and
+``--pipelined`` the throughput of overlapping frame n+1's detection with frame n's embedding.
+
+    python tools/bench_engine.py [--frames 200] [--threads 2] [--stages] [--pipelined]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import datetime as dt
 import os
 import platform
 import statistics
@@ -25,103 +36,254 @@ import numpy as np
 from facelink.config import load_settings
 from facelink.models.aligner import align_face
 from facelink.models.detector import YuNetDetector
-from facelink.models.embedder import SFaceEmbedder
-from facelink.models.provision import provision
-from facelink.models.runtime import OnnxRuntimeBackend, OpenCVBackend
+from facelink.models.engine import FaceEngine
+from facelink.models.image import decode_image
+
+FACES = Path(os.environ.get("FACELINK_TEST_FACES", Path(__file__).resolve().parents[2] / "shared" / "faces"))
+ONE_FACE = ["people/obama/1.jpg"]
+THREE_FACES = ["people/biden/1.jpg", "people/kit_harington/1.jpg", "people/rose_leslie/1.jpg"]
 
 
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 5) -> float:
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def load_text() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
+
+
+def compose(engine: FaceEngine, photos: list[str], face_px: int) -> np.ndarray:
+    """A 640x480 frame of len(photos) side-by-side columns, each face about ``face_px`` wide."""
+    col_w = 640 // len(photos)
+    cols = []
+    for rel in photos:
+        img = decode_image(FACES / rel).pixels
+        x, y, w, h = engine.detect(img)[0].detection.box
+        scale = face_px / w
+        cw, ch = col_w / scale, 480 / scale
+        cx, cy = x + w / 2, y + h * 0.45
+        x0, y0 = int(round(cx - cw / 2)), int(round(cy - ch / 2))
+        pad = int(max(cw, ch))
+        big = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        crop = big[y0 + pad:y0 + pad + int(round(ch)), x0 + pad:x0 + pad + int(round(cw))]
+        cols.append(cv2.resize(crop, (col_w, 480), interpolation=cv2.INTER_AREA))
+    frame = np.hstack(cols)
+    return cv2.resize(frame, (640, 480)) if frame.shape[1] != 640 else frame
+
+
+class SpinningOnnxBackend:
+    """onnxruntime with its default session options (threads spin after a run): the configuration
+    FaceLink used before, kept here for comparison only."""
+
+    name = "onnxruntime-spinning"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(None, {self._input: tensor})
+
+
+def facelink_contender(engine: FaceEngine) -> Callable[[np.ndarray], int]:
+    return lambda frame: len(engine.analyze(frame))
+
+
+def previous_engine(engine: FaceEngine, models: Path, threads: int) -> FaceEngine:
+    det = YuNetDetector(SpinningOnnxBackend(models / "yunet_fp32.onnx", threads), max_side=640,
+                        score_threshold=engine.detector.score_threshold)
+    return FaceEngine(det, engine.embedder, engine.model_version, engine.calibration)
+
+
+def opencv_contender(models: Path) -> Callable[[np.ndarray], int]:
+    det = cv2.FaceDetectorYN.create(str(models / "yunet_2023mar_int8bq.onnx"), "", (640, 480), 0.6, 0.3)
+    rec = cv2.FaceRecognizerSF.create(str(models / "sface_int8bq_pruned.onnx"), "")
+
+    def run(frame: np.ndarray) -> int:
+        det.setInputSize((frame.shape[1], frame.shape[0]))
+        faces = det.detect(frame)[1]
+        faces = [] if faces is None else faces
+        for f in faces:
+            rec.feature(rec.alignCrop(frame, f))
+        return len(faces)
+
+    return run
+
+
+def face_recognition_contender() -> Callable[[np.ndarray], int] | None:
+    try:
+        import face_recognition
+    except ImportError:
+        return None
+
+    def run(frame: np.ndarray) -> int:
+        rgb = np.ascontiguousarray(frame[:, :, ::-1])
+        boxes = face_recognition.face_locations(rgb, number_of_times_to_upsample=1, model="hog")
+        return len(face_recognition.face_encodings(rgb, boxes))
+
+    return run
+
+
+def interleaved(contenders: dict[str, Callable[[np.ndarray], int]], frames: dict[str, np.ndarray],
+                rounds: dict[str, int], warmup: int = 5) -> tuple[dict, dict]:
+    """times[contender][frame] (ms per round, None where a contender sat the round out) and faces found."""
+    names = list(contenders)
+    times = {c: {f: [] for f in frames} for c in names}
+    found = {c: {f: contenders[c](frames[f]) for f in frames} for c in names}
     for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000.0)
-    return statistics.median(times)
+        for c in names:
+            for f in frames.values():
+                contenders[c](f)
+    total = max(rounds.values())
+    for r in range(total):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for c in order:
+            for fname, frame in frames.items():
+                if r >= rounds[c]:
+                    times[c][fname].append(None)
+                    continue
+                t = time.perf_counter()
+                contenders[c](frame)
+                times[c][fname].append((time.perf_counter() - t) * 1000.0)
+    return times, found
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "faces"
+def median(values: list[float | None]) -> float:
+    return statistics.median([v for v in values if v is not None])
 
 
-def reference_agreement(models: Path, detector: YuNetDetector, embedders: dict, ref_rec) -> dict:
-    """Cosine between each configuration's embedding and the OpenCV reference, same aligned crops."""
-    paths = sorted((models / "samples").glob("*.jpg"))
-    if SHARED.is_dir():
-        paths += sorted(p for p in (SHARED / "people").rglob("*") if p.suffix in (".jpg", ".png"))
-    crops = []
-    for p in paths:
-        img = cv2.imread(str(p))
-        crops += [align_face(img, d.landmarks) for d in detector.detect(img)[:1]]
-    ref = np.stack([ref_rec.feature(c).ravel() for c in crops])
-    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
-    out = {}
-    for name, emb in embedders.items():
-        cos = (np.concatenate([emb.embed([c]) for c in crops]) * ref).sum(axis=1)
-        out[name] = (float(cos.min()), float(cos.mean()))
-    return {"faces": len(crops), "cosine": out}
+def paired_ratio(a: list[float | None], b: list[float | None]) -> float:
+    return statistics.median([x / y for x, y in zip(a, b) if x is not None and y is not None])
+
+
+def stages(engine: FaceEngine, frames: dict[str, np.ndarray], repeats: int) -> list[str]:
+    rows = []
+    for fname, frame in frames.items():
+        det, align, embed, quality = [], [], [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            dets = engine.detector.detect(frame)
+            t1 = time.perf_counter()
+            faces = engine.detect(frame)
+            t2 = time.perf_counter()
+            crops = [align_face(frame, f.detection.landmarks) for f in faces]
+            t3 = time.perf_counter()
+            engine.embedder.embed(crops)
+            t4 = time.perf_counter()
+            det.append((t1 - t0) * 1e3)
+            quality.append(max(0.0, (t2 - t1) - (t1 - t0)) * 1e3)
+            align.append((t3 - t2) * 1e3)
+            embed.append((t4 - t3) * 1e3)
+            assert len(dets) == len(faces)
+        rows.append(f"| {fname} | {statistics.median(det):.1f} ms | {statistics.median(quality):.2f} ms | "
+                    f"{statistics.median(align):.2f} ms | {statistics.median(embed):.1f} ms |")
+    return rows
+
+
+def pipelined(engine_factory: Callable[[int], FaceEngine], frame: np.ndarray, n: int,
+              threads: int) -> tuple[float, float]:
+    """Frames/s of the sequential loop vs a 2-stage pipeline (detect n+1 while embedding n)."""
+    import queue
+    import threading
+
+    seq = engine_factory(threads)
+    t = time.perf_counter()
+    for _ in range(n):
+        seq.analyze(frame)
+    seq_fps = n / (time.perf_counter() - t)
+    half = max(1, threads // 2)
+    det_engine, emb_engine = engine_factory(half), engine_factory(half)
+    q: queue.Queue = queue.Queue(maxsize=2)
+
+    def detect_stage() -> None:
+        for _ in range(n):
+            q.put(det_engine.detect(frame))
+        q.put(None)
+
+    t = time.perf_counter()
+    th = threading.Thread(target=detect_stage)
+    th.start()
+    while (faces := q.get()) is not None:
+        emb_engine.embed(frame, faces)
+    th.join()
+    return seq_fps, n / (time.perf_counter() - t)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--frames", type=int, default=200, help="timed frames per contender and frame kind")
+    parser.add_argument("--face-recognition-frames", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stages", action="store_true", help="per-stage medians of FaceLink (diagnosis)")
+    parser.add_argument("--pipelined", action="store_true", help="throughput with detection overlapped")
     args = parser.parse_args()
-    cv2.setNumThreads(args.threads)
-    models = provision(load_settings().models.models_dir).models_dir
-    frame = cv2.resize(cv2.imread(str(models / "samples" / "single_face.jpg")), (640, 480))
-    small = cv2.resize(frame, (320, 240))
+    settings = load_settings().models.model_copy(update={"threads": args.threads})
+    models = Path(settings.models_dir)
+    engine = FaceEngine.from_settings(settings)
+    cv2.setNumThreads(args.threads)  # OpenCV's process-wide pool, for the OpenCV contender
+    frames = {"1 face": compose(engine, ONE_FACE, 160), "3 faces": compose(engine, THREE_FACES, 100)}
 
-    ref_det = cv2.FaceDetectorYN.create(str(models / "yunet_2023mar_int8bq.onnx"), "", (640, 480), 0.6, 0.3)
-    ref_rec = cv2.FaceRecognizerSF.create(str(models / "sface_int8bq_pruned.onnx"), "")
-    face = ref_det.detect(frame)[1][0]
-    ref_crop = ref_rec.alignCrop(frame, face)
-
-    ort_det = YuNetDetector(OnnxRuntimeBackend(models / "yunet_fp32.onnx", threads=args.threads))
-    landmarks = ort_det.detect(frame)[0].landmarks
-    crop = align_face(frame, landmarks)
-    embedders = {
-        "onnxruntime fp32": SFaceEmbedder(OnnxRuntimeBackend(models / "sface_fp32.onnx", threads=args.threads)),
-        "onnxruntime int8": SFaceEmbedder(OnnxRuntimeBackend(models / "sface_int8_qdq.onnx", threads=args.threads)),
-        "default (auto)": SFaceEmbedder(OpenCVBackend(models / "sface_int8bq_pruned.onnx", threads=args.threads),
-                                        batch=False),
+    contenders = {
+        "FaceLink (default)": facelink_contender(engine),
+        "OpenCV 5 FaceDetectorYN + FaceRecognizerSF": opencv_contender(models),
+        "FaceLink as before (threads spinning, YuNet at 640)": facelink_contender(
+            previous_engine(engine, models, args.threads)),
     }
-    rows = []
-    ref_detect = median_ms(lambda: ref_det.detect(frame), args.repeats)
-    ref_det.setInputSize((320, 240))
-    ref_detect_small = median_ms(lambda: ref_det.detect(small), args.repeats)
-    rows.append({"config": "OpenCV reference (int8bq)", "detect_640x480_ms": ref_detect,
-                 "detect_320x240_ms": ref_detect_small,
-                 "align_ms": median_ms(lambda: ref_rec.alignCrop(frame, face), args.repeats),
-                 "embed_ms": median_ms(lambda: ref_rec.feature(ref_crop), args.repeats)})
-    ort_detect = median_ms(lambda: ort_det.detect(frame), args.repeats)
-    ort_detect_small = median_ms(lambda: ort_det.detect(small), args.repeats)
-    align = median_ms(lambda: align_face(frame, landmarks), args.repeats)
-    for name, emb in embedders.items():
-        rows.append({"config": name, "detect_640x480_ms": ort_detect, "detect_320x240_ms": ort_detect_small,
-                     "align_ms": align, "embed_ms": median_ms(lambda e=emb: e.embed([crop]), args.repeats)})
-    for r in rows:
-        r["detect_align_embed_640x480_ms"] = r["detect_640x480_ms"] + r["align_ms"] + r["embed_ms"]
-    agreement = reference_agreement(models, ort_det, embedders, ref_rec)
-    meta = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-            "opencv": cv2.__version__, "onnxruntime": __import__("onnxruntime").__version__,
-            "repeats": args.repeats}
-    if args.json:
-        print(json.dumps({"meta": meta, "rows": rows, "agreement": agreement}, indent=2))
-        return 0
-    print(f"median latency, {args.threads} threads, {args.repeats} runs; OpenCV {meta['opencv']}, "
-          f"onnxruntime {meta['onnxruntime']}")
-    print("| configuration | detect 640x480 | detect 320x240 | align | embed (1 face) | detect+align+embed 640x480 |")
+    rounds = dict.fromkeys(contenders, args.frames)
+    fr = face_recognition_contender()
+    if fr is not None:
+        contenders["face_recognition 1.3 (dlib HOG + ResNet)"] = fr
+        rounds["face_recognition 1.3 (dlib HOG + ResNet)"] = args.face_recognition_frames
+    load_before = load_text()
+    t0 = time.perf_counter()
+    times, found = interleaved(contenders, frames, rounds)
+    elapsed = time.perf_counter() - t0
+    load_after = load_text()
+
+    base = "FaceLink (default)"
+    print(f"Whole frames at 640x480 (detect, align, embed every face), {args.threads} threads; "
+          f"{machine()}; onnxruntime {__import__('onnxruntime').__version__}, OpenCV {cv2.__version__}; "
+          f"{dt.date.today().isoformat()}; load average {load_before} before, {load_after} after "
+          f"(1/5/15 min; {elapsed:.0f} s run)\n")
+    print("| contender | frames | 1 face | 3 faces | time / FaceLink's, 1 face | 3 faces |")
     print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['config']} | {r['detect_640x480_ms']:.1f} ms | {r['detect_320x240_ms']:.1f} ms | "
-              f"{r['align_ms']:.2f} ms | {r['embed_ms']:.1f} ms | {r['detect_align_embed_640x480_ms']:.1f} ms |")
-    print(f"\nembedding agreement with the OpenCV reference on {agreement['faces']} real faces (same crops):")
-    print("| configuration | min cosine | mean cosine |")
-    print("|---|---|---|")
-    for name, (lo, mean) in agreement["cosine"].items():
-        print(f"| {name} | {lo:.4f} | {mean:.4f} |")
+    for c in contenders:
+        cells = [f"{median(times[c][f]):.1f} ms" for f in frames]
+        ratios = [f"{paired_ratio(times[c][f], times[base][f]):.2f}" for f in frames]
+        wrong = [f"{f}: found {found[c][f]}" for f, want in zip(frames, (1, 3)) if found[c][f] != want]
+        name = f"**{c}**" if c == base else c
+        print(f"| {name} | {rounds[c]} | {cells[0]} | {cells[1]} | {ratios[0]} | {ratios[1]} |"
+              + (f" ({'; '.join(wrong)})" if wrong else ""))
+    print("\nmedians; ratios are medians of per-round ratios (same round, same frame), > 1 = slower "
+          "than FaceLink.")
+    if args.stages:
+        print("\nFaceLink stages (diagnosis; medians of 50):\n")
+        print("| frame | YuNet (resize, run, decode) | pose + quality | align (all faces) | embed (all faces) |")
+        print("|---|---|---|---|---|")
+        print("\n".join(stages(engine, frames, 50)))
+    if args.pipelined:
+        def factory(threads: int) -> FaceEngine:
+            return FaceEngine.from_settings(settings.model_copy(update={"threads": threads}))
+
+        seq_fps, pipe_fps = pipelined(factory, frames["1 face"], args.frames, args.threads)
+        print(f"\nThroughput, 1 face, {args.frames} frames: sequential {seq_fps:.1f} frames/s; detection "
+              f"of frame n+1 overlapped with embedding of frame n (two threads, {max(1, args.threads // 2)} "
+              f"inference thread each) {pipe_fps:.1f} frames/s; load average {load_text()}")
     return 0
 
 

@@ -50,3 +50,29 @@ def test_engine_without_models_says_how_to_get_them(tmp_path):
 
     with pytest.raises(ModelError, match="run `facelink models`"):
         FaceEngine.from_settings(ModelSettings(models_dir=tmp_path))
+
+
+def test_opencv_backend_leaves_the_process_thread_setting_alone(models_dir):
+    """OpenCV's pool is process-wide: building and running a backend must not change it
+    (issue 8 item 12), and the backend still runs with its own budget."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        backend = OpenCVBackend(models_dir / "sface_int8bq_pruned.onnx", threads=1)
+        assert cv2.getNumThreads() == 3
+        out = backend.run(np.zeros((1, 3, 112, 112), np.float32))[0]
+        assert out.shape[-1] == 128 and backend.threads == 1
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_one_thread_budget_for_every_backend():
+    import os
+
+    from facelink.models.runtime import thread_budget
+
+    assert thread_budget(3) == 3
+    assert thread_budget(0) == len(os.sched_getaffinity(0))

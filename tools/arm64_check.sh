@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# FaceLink on the door's CPU (arm64), checked on an x86-64 machine under qemu user emulation.
+#
+#   sudo tools/arm64_check.sh          (or: make arm64-check)
+#
+# Builds a Debian bookworm arm64 root (Raspberry Pi OS is bookworm-based; Python 3.11) with
+# debootstrap, installs FaceLink from this checkout into a venv inside it, and there:
+#   1. runs `facelink models` (download, verify, convert: the int8 model is built on arm64),
+#   2. runs `facelink detect-faces` and `compare-faces` on real photos,
+#   3. runs the engine, collection and decision tests,
+#   4. dumps the embedding of every face in ../shared/faces/people with the default engine
+#      (YuNet in onnxruntime, SFace in OpenCV DNN) and with the int8 path (onnxruntime QDQ),
+#      and checks each against the same dump made on this x86-64 machine: cosine >= 0.999.
+# Needs root (debootstrap, chroot, mounts) and network to Debian's mirror and the package
+# index. Timings under emulation mean nothing and are not reported.
+#
+# Environment: FACELINK_ARM64_ROOT (default var/arm64/bookworm; reused between runs),
+# FACELINK_ARM64_MIRROR (default http://deb.debian.org/debian), FACELINK_TEST_FACES
+# (default ../shared/faces), SKIP_ARM64_CHECK=1 (exit 0 at once: for CI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+if [ "${SKIP_ARM64_CHECK:-0}" = 1 ]; then
+  echo "arm64 check skipped (SKIP_ARM64_CHECK=1)"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "arm64 check: needs root (debootstrap, chroot, mounts)" >&2
+  exit 2
+fi
+
+ROOT=$(realpath -m "${FACELINK_ARM64_ROOT:-var/arm64/bookworm}")
+MIRROR=${FACELINK_ARM64_MIRROR:-http://deb.debian.org/debian}
+FACES=$(realpath "${FACELINK_TEST_FACES:-../shared/faces}")
+HOST_PY=${HOST_PY:-$REPO/.venv/bin/python}
+OUT=$REPO/var/arm64/out
+mkdir -p "$OUT"
+step() { printf '\n== arm64 check: %s\n' "$*"; }
+
+step "host tools (qemu-user-static, binfmt-support, debootstrap)"
+need=()
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+command -v update-binfmts >/dev/null || need+=(binfmt-support)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+update-binfmts --enable qemu-aarch64 2>/dev/null || true
+if ! grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
+  echo "arm64 check: qemu-aarch64 binfmt handler is not enabled" >&2
+  exit 2
+fi
+
+if [ ! -e "$ROOT/.facelink-bootstrapped" ]; then
+  step "debootstrap bookworm arm64 into $ROOT (a few minutes)"
+  rm -rf "$ROOT"
+  mkdir -p "$ROOT"
+  debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+    bookworm "$ROOT" "$MIRROR" > "$OUT/debootstrap.log" 2>&1 || { tail -20 "$OUT/debootstrap.log"; exit 1; }
+  touch "$ROOT/.facelink-bootstrapped"
+fi
+
+mounts=()
+cleanup() {
+  for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+bind() {  # bind SRC DST [ro]
+  mkdir -p "$2"
+  mount --bind "$1" "$2"
+  mounts+=("$2")
+  if [ "${3:-}" = ro ]; then mount -o remount,bind,ro "$2"; fi
+}
+mount -t proc proc "$ROOT/proc"; mounts+=("$ROOT/proc")
+mount -t sysfs sysfs "$ROOT/sys"; mounts+=("$ROOT/sys")
+bind /dev "$ROOT/dev"
+mkdir -p "$ROOT/dev/shm"
+cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/host-ca.crt"
+
+step "copy the checkout (tracked and new files, no .venv/var) into the arm64 root"
+rm -rf "$ROOT/opt/facelink"
+mkdir -p "$ROOT/opt/facelink" "$ROOT/opt/shared/faces"
+git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$ROOT/opt/facelink"
+bind "$FACES" "$ROOT/opt/shared/faces" ro
+
+in_root() {
+  chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/opt/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PIP_CERT=/etc/ssl/certs/host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 \
+    FACELINK_TEST_FACES=/opt/shared/faces /bin/bash -euo pipefail -c "cd /opt/facelink; $1"
+}
+
+step "machine inside the root"
+in_root 'echo "$(uname -m), $(. /etc/os-release; echo "$PRETTY_NAME"), $(python3 --version)"'
+
+step "install FaceLink from the checkout (arm64 wheels from the package index)"
+# Same versions of the numeric stack as the x86 side, so the comparison is of CPUs, not releases.
+pins=$("$HOST_PY" -m pip freeze 2>/dev/null | grep -i -E '^(numpy|onnxruntime|opencv-python-headless|onnx)==' || true)
+printf '%s\n' "$pins" > "$ROOT/opt/pins.txt"
+in_root '[ -x /opt/venv/bin/python ] || python3 -m venv /opt/venv
+  # qemu-user occasionally crashes a long pip run (SIGSEGV in the emulator): one retry
+  pip install --quiet -c /opt/pins.txt . pytest || pip install --quiet -c /opt/pins.txt . pytest
+  python -c "import numpy, onnxruntime, cv2; print(\"numpy\", numpy.__version__, \"onnxruntime\", onnxruntime.__version__, \"opencv\", cv2.__version__)"'
+
+step "facelink models (download, verify, convert on arm64)"
+in_root 'facelink models | python -c "import json,sys; d=json.load(sys.stdin); print(json.dumps(d)[:400])"'
+
+step "detect-faces / compare-faces on real photos"
+in_root 'facelink detect-faces --image /opt/shared/faces/multi/six_people.jpg \
+           | python -c "import json,sys; n=len(json.load(sys.stdin)[\"FaceDetails\"]); print(\"six_people.jpg:\", n, \"faces\"); sys.exit(n != 6)"
+         facelink compare-faces --source-image /opt/shared/faces/people/obama/1.jpg \
+           --target-image /opt/shared/faces/people/obama/2.jpg --similarity-threshold 99 \
+           | python -c "import json,sys; m=json.load(sys.stdin)[\"FaceMatches\"]; print(\"obama 1 vs 2: Similarity\", [round(x[\"Similarity\"], 2) for x in m]); sys.exit(len(m) != 1)"
+         facelink compare-faces --source-image /opt/shared/faces/people/obama/1.jpg \
+           --target-image /opt/shared/faces/people/biden/1.jpg --similarity-threshold 0 \
+           | python -c "import json,sys; m=json.load(sys.stdin)[\"FaceMatches\"]; print(\"obama vs biden: Similarity\", [round(x[\"Similarity\"], 2) for x in m]); sys.exit(not m or m[0][\"Similarity\"] >= 50)"'
+
+step "engine, collection and decision tests"
+in_root 'python -m pytest -q -p no:cacheprovider tests/models/test_engine.py tests/models/test_runtime.py \
+           tests/enroll/test_collections.py tests/device/test_decision.py 2>&1 | tail -15'
+
+step "embeddings: arm64 vs x86-64 on every face of people/ (default engine and int8 path)"
+rc=0
+for precision in fp32 int8; do
+  "$HOST_PY" tools/embeddings.py dump "$FACES/people" "$OUT/x86_$precision.npz" --precision "$precision"
+  in_root "python tools/embeddings.py dump /opt/shared/faces/people /opt/arm64_$precision.npz --precision $precision"
+  cp "$ROOT/opt/arm64_$precision.npz" "$OUT/arm64_$precision.npz"
+  "$HOST_PY" tools/embeddings.py compare "$OUT/x86_$precision.npz" "$OUT/arm64_$precision.npz" --min-cosine 0.999 || rc=1
+done
+
+if [ $rc = 0 ]; then step "PASSED"; else step "FAILED (embeddings differ)"; fi
+exit $rc
