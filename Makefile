@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup models demo test lint bench clean
+.PHONY: setup models demo test lint bench arm64-check clean
 
 setup: $(VENV)/.installed
 
@@ -27,8 +27,13 @@ lint: setup
 
 bench: models
 	$(BIN)/python tools/bench_engine.py
+	$(BIN)/python tools/bench_enroll.py
 	$(BIN)/python tools/bench_search.py
 	$(BIN)/python tools/bench_device.py
+
+# FaceLink on arm64 under qemu (needs root and network; see README, Performance)
+arm64-check: models
+	HOST_PY=$(abspath $(BIN)/python) tools/arm64_check.sh
 
 clean:
 	rm -rf var/demo
