@@ -36,3 +36,8 @@ class CredentialSettings(_Section):
     evdev_format: str = Field("H10301", description="Format of the card numbers a keyboard-wedge reader types: FACILITY:CARD or the 26/34/37-bit decimal number is read as this format.")
     serial_device: str = Field("", description="Serial reader: one credential per line (FORMAT:FACILITY:CARD, or Wiegand bits as 0/1).")
     serial_baud: Literal[9600, 19200, 38400, 57600, 115200] = Field(9600, description="Serial reader speed.")
+
+
+class FleetSettings(_Section):
+    signing_key: Path | None = Field(None, description="Desk only: Ed25519 private key (PEM, 0600) that signs exports (`facelink fleet keygen`).")
+    trusted_keys: list[Path] = Field([], description="Door: desk public keys (PEM) an imported export must be signed by; empty: unsigned files are accepted (single-appliance use).")

@@ -20,7 +20,7 @@ from pydantic_settings import (
 
 from facelink.errors import ConfigError
 
-from .access import CredentialSettings, OsdpSettings, WiegandSettings
+from .access import CredentialSettings, FleetSettings, OsdpSettings, WiegandSettings
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 
@@ -139,6 +139,7 @@ class Settings(BaseSettings):
     osdp: OsdpSettings = OsdpSettings()
     wiegand: WiegandSettings = WiegandSettings()
     credentials: CredentialSettings = CredentialSettings()
+    fleet: FleetSettings = FleetSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -7,6 +7,8 @@ Failures print ``{"__type": ..., "Message": ...}`` on stderr and exit with the e
 
 from __future__ import annotations
 
+from facelink.fleet import cli as _fleet_cli  # noqa: F401 - registers `facelink fleet`
+
 from . import cli_collections, cli_credentials, cli_tools  # noqa: F401 - importing registers their commands
 from .cli_base import cli
 

@@ -61,18 +61,30 @@ def _compare_faces(state: AppState, source_image: Path, target_image: Path, simi
 @api_command("export-faces")
 @collection_opt
 @click.option("--output", required=True, type=click.Path(path_type=Path))
-def _export_faces(ctx: Context, collection_id: str, output: Path) -> Any:
-    """Export every face's embedding and ids to a portable .npz file."""
-    return exchange.export_faces(ctx, collection_id, output)
+@click.option("--sign-key", type=click.Path(path_type=Path), default=None,
+              help="The desk's Ed25519 private key (default: fleet.signing_key): sign the file.")
+def _export_faces(ctx: Context, collection_id: str, output: Path, sign_key: Path | None) -> Any:
+    """Export every face's embedding and ids to a portable .npz file (signed with a desk key)."""
+    sign_key = sign_key or _fleet_settings().signing_key
+    return exchange.export_faces(ctx, collection_id, output, sign_key=sign_key)
+
+
+def _fleet_settings():
+    return load_settings(click.get_current_context().obj.config).fleet
 
 
 @api_command("import-faces")
 @collection_opt
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path))
 @click.option("--replace", is_flag=True, help="Make the collection an exact copy of the file (removes revoked faces and users).")
-def _import_faces(ctx: Context, collection_id: str, input_path: Path, replace: bool) -> Any:
-    """Import an export file (refuses another FaceModelVersion); --replace to sync a door."""
-    return exchange.import_faces(ctx, collection_id, input_path, replace=replace)
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(path_type=Path),
+              help="Desk public key the file must be signed by (repeatable; default: fleet.trusted_keys).")
+def _import_faces(ctx: Context, collection_id: str, input_path: Path, replace: bool,
+                  trusted_keys: tuple[Path, ...]) -> Any:
+    """Import an export file (refuses another FaceModelVersion, and an unsigned or foreign file
+    when trusted keys are configured); --replace to sync a door."""
+    keys = list(trusted_keys) or list(_fleet_settings().trusted_keys)
+    return exchange.import_faces(ctx, collection_id, input_path, replace=replace, trusted_keys=keys)
 
 
 def _bulk(ctx: Context, collection_id: str, entries: list[bulk.RosterEntry], quality_filter: str,

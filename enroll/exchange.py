@@ -31,7 +31,10 @@ FORMAT = "facelink-faces"
 FORMAT_VERSION = 1
 
 
-def export_faces(ctx: Context, collection_id: str, output: Path | str) -> dict[str, Any]:
+def export_faces(ctx: Context, collection_id: str, output: Path | str,
+                 sign_key: Path | str | None = None) -> dict[str, Any]:
+    """ExportFaces; with ``sign_key`` (the desk's Ed25519 key, ``facelink.fleet.signing``) the file
+    carries a ``signature`` member over the ``meta`` bytes (which pin the embeddings' SHA-256)."""
     coll = ctx.collection(validate.collection_id(collection_id))
     matrix, rows = ctx.store.all_vectors(collection_id)
     users = [u for u, _ in ctx.store.list_users(collection_id, "", 1 << 30)]
@@ -46,21 +49,38 @@ def export_faces(ctx: Context, collection_id: str, output: Path | str) -> dict[s
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
+    meta_bytes = json.dumps(meta).encode()
+    extra: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
+    if sign_key is not None:
+        from facelink.fleet.signing import load_private, sign
+
+        signature = sign(load_private(Path(sign_key)), meta_bytes)
+        extra["signature"] = np.frombuffer(json.dumps(signature).encode(), dtype=np.uint8)
+        out["SignedBy"] = signature["KeyId"]
     with open(tmp, "wb") as f:
         np.savez(f, embeddings=matrix.astype(np.float32),
-                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+                 meta=np.frombuffer(meta_bytes, dtype=np.uint8), **extra)
     tmp.replace(output)
     return {"Output": str(output), "FaceCount": len(rows), "UserCount": len(users),
-            "FaceModelVersion": coll.face_model_version}
+            "FaceModelVersion": coll.face_model_version, **out}
 
 
-def read_export(path: Path | str) -> tuple[dict[str, Any], np.ndarray]:
+def read_export(path: Path | str, trusted_keys: list[Path] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Read and check an export; with ``trusted_keys`` it must be signed by one of them
+    (InvalidSignatureException otherwise: unsigned, unknown key, or altered)."""
     try:
         with np.load(Path(path), allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
+            meta_bytes = bytes(data["meta"])
+            signature = json.loads(bytes(data["signature"]).decode()) if "signature" in data.files else None
+            meta = json.loads(meta_bytes.decode())
             matrix = np.asarray(data["embeddings"], dtype=np.float32)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise InvalidParameterException(f"{path} is not a FaceLink export file: {exc}") from None
+    if trusted_keys:
+        from facelink.fleet.signing import load_trusted, verify
+
+        verify(load_trusted(list(trusted_keys)), meta_bytes, signature)
     if meta.get("Format") != FORMAT or meta.get("FormatVersion") != FORMAT_VERSION:
         raise InvalidParameterException(f"{path}: unsupported export format")
     if matrix.shape != (len(meta["Faces"]), EMBEDDING_DIM):
@@ -93,7 +113,7 @@ def _import_credentials(ctx: Context, collection_id: str, creds: dict[str, str],
 
 
 def import_faces(ctx: Context, collection_id: str, input_path: Path | str, *,
-                 replace: bool = False) -> dict[str, Any]:
+                 replace: bool = False, trusted_keys: list[Path] | None = None) -> dict[str, Any]:
     """Load an export into a collection (created if missing); refuses another FaceModelVersion.
 
     ``replace`` makes the collection an exact copy of the export — how a door follows the desk:
@@ -101,7 +121,7 @@ def import_faces(ctx: Context, collection_id: str, input_path: Path | str, *,
     as soon as the file is imported), changed user associations are applied.
     """
     validate.collection_id(collection_id)
-    meta, matrix = read_export(input_path)
+    meta, matrix = read_export(input_path, trusted_keys)
     version = meta["FaceModelVersion"]
     coll = ctx.store.get_collection(collection_id)
     if coll is None:

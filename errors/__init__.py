@@ -78,6 +78,14 @@ class StoreError(FaceLinkError):
     exit_code = 9
 
 
+class InvalidSignatureException(FaceLinkError):
+    """Signed data from the desk (an export file, a change set) is unsigned, signed by a key
+    this appliance does not trust, or altered: it is refused and changes nothing."""
+
+    code = "InvalidSignatureException"
+    exit_code = 10
+
+
 EXIT_CODES: dict[str, int] = {
     cls.code: cls.exit_code
     for cls in (
@@ -92,5 +100,6 @@ EXIT_CODES: dict[str, int] = {
         ModelError,
         ConfigError,
         StoreError,
+        InvalidSignatureException,
     )
 }

@@ -1,0 +1,100 @@
+"""Ed25519 keys and signatures (``cryptography``). The desk keeps the private key (PEM, 0600);
+each door is configured with the public key(s) it trusts (``fleet.trusted_keys``).
+
+A signature is ``{"Algorithm": "Ed25519", "KeyId": <16 hex>, "Signature": <base64>}`` where
+KeyId is the first 16 hex digits of the SHA-256 of the raw 32-byte public key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from facelink.errors import ConfigError, InvalidSignatureException
+
+ALGORITHM = "Ed25519"
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def generate_keypair(private_path: Path, public_path: Path) -> str:
+    """A new desk key: private PEM written 0600 (refuses to overwrite), public PEM beside it."""
+    private_path, public_path = Path(private_path), Path(public_path)
+    if private_path.exists():
+        raise ConfigError(f"{private_path} exists: not overwriting a signing key")
+    key = Ed25519PrivateKey.generate()
+    private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key_id(key.public_key())
+
+
+def load_private(path: Path) -> Ed25519PrivateKey:
+    path = Path(path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read signing key {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ConfigError(f"signing key {path} is readable by others (mode {mode:o}): chmod 600 it")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path} is not a PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{path} is not an Ed25519 key")
+    return key
+
+
+def load_trusted(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
+    """The public keys a door trusts, by KeyId."""
+    out: dict[str, Ed25519PublicKey] = {}
+    for p in paths:
+        try:
+            key = serialization.load_pem_public_key(Path(p).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"cannot read trusted key {p}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{p} is not a PEM public key: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigError(f"{p} is not an Ed25519 public key")
+        out[key_id(key)] = key
+    return out
+
+
+def sign(private: Ed25519PrivateKey, data: bytes) -> dict[str, str]:
+    return {"Algorithm": ALGORITHM, "KeyId": key_id(private.public_key()),
+            "Signature": base64.b64encode(private.sign(data)).decode()}
+
+
+def verify(trusted: dict[str, Ed25519PublicKey], data: bytes, signature: Any) -> str:
+    """The KeyId that signed ``data``; InvalidSignatureException (with why) otherwise."""
+    if not isinstance(signature, dict) or not signature:
+        raise InvalidSignatureException("UNSIGNED: no signature")
+    if signature.get("Algorithm") != ALGORITHM:
+        raise InvalidSignatureException(f"UNSUPPORTED_ALGORITHM: {signature.get('Algorithm')!r}")
+    kid = signature.get("KeyId")
+    public = trusted.get(kid) if isinstance(kid, str) else None
+    if public is None:
+        raise InvalidSignatureException(f"UNKNOWN_KEY: signed by {kid!r}, not a trusted key")
+    try:
+        public.verify(base64.b64decode(str(signature.get("Signature", "")), validate=True), data)
+    except (InvalidSignature, ValueError):
+        raise InvalidSignatureException("BAD_SIGNATURE: the data or its signature was altered") from None
+    return kid

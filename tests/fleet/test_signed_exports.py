@@ -1,0 +1,97 @@
+"""Signed exports: a door with trusted keys imports only files signed by the desk, unaltered."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from facelink.enroll import exchange, faces, users
+from facelink.enroll.cli import cli
+from facelink.enroll.context import Context
+from facelink.enroll.store import Store
+from facelink.errors import ConfigError, InvalidSignatureException
+from facelink.fleet.signing import generate_keypair, load_private
+
+
+@pytest.fixture()
+def desk(ctx, faces_dir, tmp_path):
+    faces.create_collection(ctx, "staff")
+    users.create_user(ctx, "staff", "obama")
+    faces.index_faces(ctx, "staff", faces_dir / "people/obama/1.jpg", "o", user_id="obama")
+    keys = tmp_path / "keys"
+    generate_keypair(keys / "desk.key", keys / "desk.pub")
+    generate_keypair(keys / "other.key", keys / "other.pub")
+    return ctx, keys
+
+
+def _door(tmp_path, engine):
+    return Context(Store(tmp_path / "door.db"), lambda: engine)
+
+
+def test_signed_file_is_imported_and_a_tampered_one_refused(desk, tmp_path, engine):
+    ctx, keys = desk
+    assert stat.S_IMODE((keys / "desk.key").stat().st_mode) == 0o600
+    out = exchange.export_faces(ctx, "staff", tmp_path / "signed.npz", sign_key=keys / "desk.key")
+    assert len(out["SignedBy"]) == 16
+    door = _door(tmp_path, engine)
+    got = exchange.import_faces(door, "door", tmp_path / "signed.npz", trusted_keys=[keys / "desk.pub"])
+    assert got["ImportedFaces"] == 1
+    # the same file re-written with one changed embedding and its checksum fixed up: refused
+    with np.load(tmp_path / "signed.npz") as data:
+        meta = json.loads(bytes(data["meta"]).decode())
+        emb, sig = data["embeddings"].copy(), data["signature"]
+    emb[0, 0] += 0.01
+    meta["EmbeddingsSha256"] = hashlib.sha256(emb.tobytes()).hexdigest()
+    with open(tmp_path / "forged.npz", "wb") as f:
+        np.savez(f, embeddings=emb, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), signature=sig)
+    with pytest.raises(InvalidSignatureException, match="BAD_SIGNATURE"):
+        exchange.import_faces(_door(tmp_path / "d2", engine), "door", tmp_path / "forged.npz",
+                              trusted_keys=[keys / "desk.pub"])
+
+
+def test_unsigned_and_foreign_files_are_refused(desk, tmp_path, engine):
+    ctx, keys = desk
+    exchange.export_faces(ctx, "staff", tmp_path / "plain.npz")
+    exchange.export_faces(ctx, "staff", tmp_path / "other.npz", sign_key=keys / "other.key")
+    door = _door(tmp_path, engine)
+    with pytest.raises(InvalidSignatureException, match="UNSIGNED"):
+        exchange.import_faces(door, "door", tmp_path / "plain.npz", trusted_keys=[keys / "desk.pub"])
+    with pytest.raises(InvalidSignatureException, match="UNKNOWN_KEY"):
+        exchange.import_faces(door, "door", tmp_path / "other.npz", trusted_keys=[keys / "desk.pub"])
+    assert door.store.get_collection("door") is None  # nothing was changed
+    assert zipfile.is_zipfile(tmp_path / "plain.npz")
+
+
+def test_keys_must_be_private(tmp_path):
+    generate_keypair(tmp_path / "k", tmp_path / "k.pub")
+    with pytest.raises(ConfigError, match="exists"):
+        generate_keypair(tmp_path / "k", tmp_path / "k.pub")
+    os.chmod(tmp_path / "k", 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_private(tmp_path / "k")
+
+
+def test_cli_keygen_export_import(desk, tmp_path, monkeypatch):
+    ctx, _ = desk
+    monkeypatch.setenv("FACELINK_STORE__DATABASE", str(ctx.store.path))
+    runner = CliRunner()
+    res = runner.invoke(cli, ["fleet", "keygen", "--private-key", str(tmp_path / "cli.key"),
+                              "--public-key", str(tmp_path / "cli.pub")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["export-faces", "--collection-id", "staff", "--output", str(tmp_path / "x.npz"),
+                              "--sign-key", str(tmp_path / "cli.key")])
+    assert res.exit_code == 0 and "SignedBy" in res.output, res.output
+    monkeypatch.setenv("FACELINK_STORE__DATABASE", str(tmp_path / "door-cli.db"))
+    monkeypatch.setenv("FACELINK_FLEET__TRUSTED_KEYS", json.dumps([str(tmp_path / "cli.pub")]))
+    res = runner.invoke(cli, ["import-faces", "--collection-id", "door", "--input", str(tmp_path / "x.npz")])
+    assert res.exit_code == 0, res.output
+    exchange.export_faces(ctx, "staff", tmp_path / "unsigned.npz")
+    res = runner.invoke(cli, ["import-faces", "--collection-id", "door", "--input", str(tmp_path / "unsigned.npz")])
+    assert res.exit_code == 10 and "InvalidSignatureException" in res.output
