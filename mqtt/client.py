@@ -172,5 +172,8 @@ def ha_discovery_messages(prefix: str, device_id: str) -> list[tuple[str, str, b
     status = {"name": "Status", "unique_id": f"facelink_{device_id}_status", "state_topic": t["status"],
               "payload_on": "online", "payload_off": "offline", "device_class": "connectivity",
               "device": device}
+    from .ha_event import ha_event_message
+
     return [(f"homeassistant/sensor/facelink_{device_id}/decision/config", json.dumps(sensor), True),
-            (f"homeassistant/binary_sensor/facelink_{device_id}/status/config", json.dumps(status), True)]
+            (f"homeassistant/binary_sensor/facelink_{device_id}/status/config", json.dumps(status), True),
+            ha_event_message(device_id, t["decision"], t["status"], device)]

@@ -180,7 +180,7 @@ def test_home_assistant_discovery(tmp_path, broker, models_dir, faces_dir, enrol
                        mqtt__ha_discovery="true")
     assert door.proc.wait(120) == 0, door.log()
     watcher = Watcher(broker.port, ["homeassistant/#"], client_id="ha-watcher")  # retained: seen after the fact
-    assert watcher.wait_for(lambda: len(watcher.payloads("/config")) == 2, 10)
+    assert watcher.wait_for(lambda: len(watcher.payloads("/config")) == 3, 10)  # + the event entity
     sensor = next(p for p in watcher.payloads("/config") if p["unique_id"].endswith("_decision"))
     assert sensor["state_topic"] == "facelink/door-1/decision"
     assert sensor["availability_topic"] == "facelink/door-1/status"
