@@ -90,8 +90,7 @@ class Daemon:
                                                      max_age_s=settings.matching.track_max_age_s),
                                      build_policy(settings, self.engine.model_version),
                                      Gate.from_settings(settings.matching),
-                                     LivenessChecker(settings.liveness.frozen_feed_max_diff)
-                                     if settings.liveness.enabled else None,
+                                     LivenessChecker.from_settings(settings.liveness, settings.models),
                                      presence_gate(settings.models))
         m = settings.matching
         if m.mode != "face":  # card modes: badge reads from facelink.access.badges
@@ -174,7 +173,8 @@ class Daemon:
                 "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
                 "mqtt_connected": self.transport.is_connected(), "stranger_risk": self.stranger_risk,
                 **self.panel.health(),
-                **({"badges_rejected": self.badges.rejected} if self.badges.sources else {})}
+                **({"badges_rejected": self.badges.rejected} if self.badges.sources else {}),
+                "liveness": self.pipeline.liveness.counters() if self.pipeline.liveness else None}
 
     def publish_health(self) -> bool:
         return self.transport.publish(self.topics["health"], json.dumps(self.health()), qos=0, timeout=0.5)

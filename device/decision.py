@@ -44,6 +44,7 @@ class Decision:
     reason: str | None = None
     mode: str = "face"  # matching.mode (facelink.device.factors)
     factors: tuple[str, ...] = ("face",)  # what was seen: "card", "face"
+    liveness: dict[str, Any] | None = None  # presentation-attack checks run and what they measured
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 

@@ -3,7 +3,7 @@ track -> decision. No I/O here: the daemon feeds frames in and publishes what co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from facelink.models.engine import AnalyzedFace, FaceEngine
 
@@ -100,14 +100,17 @@ class DoorPipeline:
             else:
                 obs = self._observe(embedded[id(face)], frame)
             track.history.append(obs)
-            if self.liveness is not None and obs.kind == "match":
-                spoof = self.liveness.check(track, frame)
-                if spoof is not None:
-                    track.history[-1] = Observation("spoof", reason=spoof, box=face.detection.box)
+            if self.liveness is not None and obs.kind in ("match", "nomatch"):
+                verdict = self.liveness.check(track.track_id, face, frame, now)
+                if obs.kind == "match" and verdict.state != "live":  # pending/spoof never grants
+                    track.history[-1] = Observation(verdict.state, reason=verdict.reason, box=face.detection.box)
             decision = self.policy.decide(track, now)
             if decision is not None and self.factors is not None:
                 decision = self.factors.decided(decision)
             if decision is not None:
+                if self.liveness is not None:  # which checks ran and what they measured
+                    decision = replace(decision, liveness=self.liveness.report(track.track_id))
+                    self.liveness.decided(decision.decision, decision.reason)
                 track.anchor = embedded[id(face)].embedding if reason is None else None
                 decisions.append(decision)
         return decisions

@@ -12,7 +12,7 @@ import numpy as np
 class Observation:
     """What one frame said about one face."""
 
-    kind: str  # "match" | "nomatch" | "lowquality" | "spoof"
+    kind: str  # "match" | "nomatch" | "lowquality" | "spoof" | "pending" (liveness not decided yet)
     user_id: str | None = None
     face_id: str | None = None
     external_image_id: str | None = None

@@ -1,0 +1,106 @@
+"""FROZEN_FEED: is the face in the feed a still image (injected file/stream, stuck camera)?
+
+Each frame's face is warped to the engine's fixed 112x112 aligned crop (so detector-box jitter
+never changes what is compared), registered to the track's previous crop and to an older one
+(ECC, affine, on a 56x56 blurred copy: any rigid 2-D motion or sub-pixel jitter of a still is
+removed), and the residual is measured at a coarse scale (Gaussian sigma 2 px) minus a multiple
+of the residual's own fine-scale noise level. Sensor or re-encoding noise is fine-grained and
+mostly cancels; a live face changes shape and shading and leaves a coarse residual.
+
+Measured (tools/eval_liveness.py, README "Presentation attacks"): stills from real photos with
+noise sigma 0.5-2, JPEG re-encoding and 1-2 px jitter score at most 0.35; the sample door videos'
+largest score over any three consecutive comparisons is at least 0.57. Threshold 0.42.
+
+States: a frame with no comparison yet (first frame of a track, registration failed) is
+NOT_COMPARED -- it never counts as live; a track whose last ``comparisons`` scores all stay
+below the threshold is FROZEN_FEED; one score at or above it within them is live.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from facelink.models.aligner import align_face
+
+LIVE, PENDING, SPOOF = "live", "pending", "spoof"
+NOT_COMPARED = "NOT_COMPARED"
+FROZEN_FEED = "FROZEN_FEED"
+CHECKING = "CHECKING_MOTION"  # compared, but too few comparisons to call it either way
+NOISE_WEIGHT = 0.25  # how much of the fine-scale residual (noise) is subtracted from the coarse one
+OLDER_GAP = 4  # the second reference: the oldest of the last few crops (up to this many frames back)
+MARGIN = 14  # pixels of the 112 crop ignored at each border (registration edge effects)
+
+
+def grey_crop(bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    crop = align_face(bgr, landmarks)
+    grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    return grey.astype(np.float32)
+
+
+def change_score(current: np.ndarray, previous: np.ndarray) -> float | None:
+    """Coarse residual between two aligned crops after registration; None: could not compare."""
+    small = [cv2.resize(cv2.GaussianBlur(g, (0, 0), 1.0), (56, 56), interpolation=cv2.INTER_AREA)
+             for g in (current, previous)]
+    if float(small[0].std()) < 1.0 or float(small[1].std()) < 1.0:
+        return None  # a blank crop (face left the frame, lens covered): nothing to register
+    warp = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-5)
+    try:
+        _, warp = cv2.findTransformECC(small[0], small[1], warp, cv2.MOTION_AFFINE, criteria, None, 1)
+    except cv2.error:
+        return None  # registration did not converge: say so, never "live"
+    warp[:, 2] *= 2.0  # 56 -> 112 pixels
+    moved = cv2.warpAffine(previous, warp, (112, 112), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)
+    residual = (current - moved)[MARGIN:-MARGIN, MARGIN:-MARGIN]
+    coarse = cv2.GaussianBlur(residual, (0, 0), 2.0)
+    fine = residual - cv2.GaussianBlur(residual, (0, 0), 1.0)
+    noise = 1.4826 * float(np.median(np.abs(fine - np.median(fine))))
+    return float(np.abs(coarse - np.median(coarse)).mean()) - NOISE_WEIGHT * noise
+
+
+@dataclass
+class FrozenFeedState:
+    crops: deque = field(default_factory=lambda: deque(maxlen=OLDER_GAP + 1))
+    scores: deque = field(default_factory=deque)
+    compared: int = 0
+    not_compared: int = 0
+    max_score: float | None = None
+
+
+@dataclass(frozen=True)
+class FrozenFeed:
+    min_change: float = 0.42
+    comparisons: int = 3
+
+    def new_state(self) -> FrozenFeedState:
+        return FrozenFeedState(scores=deque(maxlen=self.comparisons))
+
+    def observe(self, state: FrozenFeedState, bgr: np.ndarray, landmarks: np.ndarray) -> tuple[str, str | None]:
+        crop = grey_crop(bgr, landmarks)
+        refs = list({id(c): c for c in (state.crops[-1], state.crops[0])}.values()) if state.crops else []
+        state.crops.append(crop)
+        scores = [s for s in (change_score(crop, r) for r in refs) if s is not None]
+        if not scores:
+            state.not_compared += 1
+            return PENDING, NOT_COMPARED
+        score = max(scores)
+        state.compared += 1
+        state.scores.append(score)
+        state.max_score = score if state.max_score is None else max(state.max_score, score)
+        if max(state.scores) >= self.min_change:
+            return LIVE, None
+        if len(state.scores) >= self.comparisons:
+            return SPOOF, FROZEN_FEED
+        return PENDING, CHECKING
+
+    @staticmethod
+    def report(state: FrozenFeedState) -> dict:
+        recent = max(state.scores) if state.scores else None
+        return {"compared": state.compared, "not_compared": state.not_compared,
+                "recent_max_change": None if recent is None else round(recent, 3),
+                "max_change": None if state.max_score is None else round(state.max_score, 3)}
