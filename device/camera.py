@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
+REALSENSE_SOURCES = ("realsense", "realsense-ir")  # Intel RealSense colour+depth / IR+depth
 
 
 class CameraError(Exception):
@@ -94,7 +95,7 @@ def _live_frames(source: str) -> Iterator[np.ndarray]:
 def is_finite_source(source: str) -> bool:
     """Files and folders end; cameras and streams don't (and must drop old frames)."""
     p = Path(source)
-    if source == "picamera2" or source.isdigit() or "://" in source or "!" in source:
+    if source in ("picamera2", *REALSENSE_SOURCES) or source.isdigit() or "://" in source or "!" in source:
         return False
     return p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES or p.is_dir()
 
@@ -102,6 +103,10 @@ def is_finite_source(source: str) -> bool:
 def open_frames(source: str) -> Iterator[np.ndarray]:
     if source == "picamera2":
         return _picamera_frames()
+    if source in REALSENSE_SOURCES:  # depth / IR camera: camera_realsense.py
+        from .camera_realsense import realsense_frames
+
+        return realsense_frames(source)
     p = Path(source)
     if p.is_dir():
         return _folder_frames(p)

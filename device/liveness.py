@@ -24,7 +24,9 @@ from facelink.errors import ModelError
 from facelink.models.facemesh import FaceMesh
 from facelink.models.runtime import TFLiteBackend
 
+from .camera_realsense import depth_of
 from .liveness_blink import Blink, BlinkState
+from .liveness_depth import DepthRelief
 from .liveness_frozen import LIVE, PENDING, SPOOF, FrozenFeed, FrozenFeedState
 
 log = logging.getLogger(__name__)
@@ -59,23 +61,24 @@ def load_face_mesh(models_dir: Path, threads: int = 0) -> FaceMesh:
 
 class LivenessChecker:
     def __init__(self, frozen: FrozenFeed | None = None, blink: Blink | None = None,
-                 mesh: FaceMesh | None = None, depth=None) -> None:
+                 mesh: FaceMesh | None = None, depth: DepthRelief | None = None) -> None:
         if blink is not None and mesh is None:
             raise ModelError("the blink check needs the face-mesh models")
         self.frozen = frozen
         self.blink = blink
         self.mesh = mesh
-        self.depth = depth  # liveness_depth.DepthRelief, or None
+        self.depth = depth
         self._tracks: OrderedDict[int, TrackLiveness] = OrderedDict()
         self.fired: Counter = Counter()  # spoof frames per reason
         self.denied: Counter = Counter()  # DENIED_SPOOF decisions per reason
         self.blinks = 0
 
     @classmethod
-    def from_settings(cls, ls, ms, depth=None) -> LivenessChecker | None:
+    def from_settings(cls, ls, ms) -> LivenessChecker | None:
         if not ls.enabled:
             return None
         frozen = FrozenFeed(ls.frozen_feed_min_change) if ls.frozen_feed else None
+        depth = DepthRelief(ls.min_depth_relief_mm) if ls.depth_check else None
         blink = mesh = None
         if ls.require_blink:
             blink = Blink(window_s=ls.blink_window_s, close_ratio=ls.blink_close_ratio)
@@ -110,7 +113,7 @@ class LivenessChecker:
             st.last["blink"] = Verdict(*self.blink.observe(st.blink, reading, now))
             self.blinks += st.blink.blinks - before
         if self.depth is not None:
-            st.last["depth"] = Verdict(*self.depth.observe(st.depth, getattr(frame, "depth", None), det.box))
+            st.last["depth"] = Verdict(*self.depth.observe(st.depth, depth_of(frame.pixels), det.box))
         verdicts = list(st.last.values())
         for v in verdicts:
             if v.state == SPOOF:
