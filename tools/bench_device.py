@@ -58,6 +58,7 @@ def run_mode(mode: str, seconds: float, workdir: Path, engine: FaceEngine, port:
         s.matching.frames_required = s.matching.frames_window = 1
         s.matching.cooldown_s = 0
         s.matching.track_max_age_s = 0
+        s.liveness.enabled = False  # a one-frame track is never live (FROZEN_FEED needs two frames)
     daemon = Daemon(s, engine=engine, live=mode != "throughput")
     rss_start = rss_mib()
     samples: list[float] = []

@@ -15,8 +15,10 @@ from facelink.audit.logger import AuditLog
 
 from .conftest import Watcher
 
+# A decision on every frame of a looped feed of still photos: these tests are about delivery, and a
+# feed of stills is exactly what FROZEN_FEED refuses (a one-frame track is never live), so it is off.
 FAST = {"matching__frames_required": 1, "matching__frames_window": 1, "matching__cooldown_s": 0,
-        "matching__track_max_age_s": 0}
+        "matching__track_max_age_s": 0, "liveness__enabled": "false"}
 
 
 def test_known_user_granted_unknown_denied(tmp_path, broker, models_dir, faces_dir, enroll, start_door):

