@@ -1,0 +1,86 @@
+"""require_blink end to end: the real daemon, a real broker, the sample video and SIMULATED prints
+(tools/eval_liveness.py's attack models keep README's headline numbers honest)."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import eval_liveness as ev
+import numpy as np
+import pytest
+
+from .conftest import Watcher
+
+
+@pytest.fixture()
+def with_mesh(models_dir):
+    pytest.importorskip("ai_edge_litert", reason="TFLite runtime not installed")
+    from facelink.models.provision import provision
+
+    provision(models_dir, tflite=True)
+
+
+def test_live_video_granted_after_a_blink_and_payload_says_so(tmp_path, broker, models_dir, faces_dir,
+                                                              enroll, start_door, with_mesh):
+    enroll(faces_dir, "feat_man", "photo.jpg")
+    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/health"])
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    shutil.copy(faces_dir / "video/feat_man.mp4", feed / "live.mp4")
+    door = start_door(broker.port, str(feed), liveness__require_blink="true", liveness__blink_window_s="30")
+    assert door.proc.wait(180) == 0, door.log()
+    assert watcher.wait_for(lambda: len(watcher.payloads("/decision")) >= 1, 20)
+    [granted] = watcher.payloads("/decision")
+    assert granted["decision"] == "GRANTED" and granted["user_id"] == "feat_man", door.log()
+    live = granted["liveness"]
+    assert live["checks"] == ["frozen_feed", "blink"]
+    assert live["blink"]["blinks"] >= 1 and live["blink"]["state"] == "live"
+    assert live["frozen_feed"]["compared"] >= 2 and live["frozen_feed"]["state"] == "live"
+    assert watcher.wait_for(lambda: any((h.get("liveness") or {}).get("blinks", 0) >= 1
+                                        for h in watcher.payloads("/health")), 20)
+    watcher.close()
+
+
+def test_simulated_print_is_denied_no_blink(tmp_path, broker, models_dir, faces_dir, enroll, start_door,
+                                            with_mesh):
+    enroll(faces_dir, "feat_man", "photo.jpg")
+    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/health"])
+    rng = np.random.default_rng(11)
+    photo = cv2.imread(str(faces_dir / "people/feat_man/1.jpg"))
+    background = np.full((360, 640, 3), 100, np.uint8)
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    for i, frame in enumerate(ev.print_attack(photo, background, rng, 60)):
+        cv2.imwrite(str(feed / f"print-{i:03d}.png"), frame)
+    door = start_door(broker.port, str(feed), liveness__require_blink="true", liveness__blink_window_s="0.5")
+    assert door.proc.wait(180) == 0, door.log()
+    assert watcher.wait_for(lambda: len(watcher.payloads("/decision")) >= 1, 20)
+    decisions = watcher.payloads("/decision")
+    assert [(d["decision"], d["reason"]) for d in decisions] == [("DENIED_SPOOF", "NO_BLINK")], door.log()
+    assert decisions[0]["liveness"]["blink"]["blinks"] == 0
+    assert watcher.wait_for(lambda: any((h.get("liveness") or {}).get("denied", {}).get("NO_BLINK") == 1
+                                        for h in watcher.payloads("/health")), 20)
+    watcher.close()
+
+
+def test_headline_numbers_no_simulated_print_granted_live_video_granted(engine, faces_dir, models_dir, with_mesh):
+    """README's table: with frozen feed + blink no simulated print or still is granted, and the live
+    sample video is granted within the window."""
+    from facelink.device.liveness import load_face_mesh
+
+    mesh = load_face_mesh(models_dir, threads=2)
+    checks = ev.CONFIGS["frozen_feed + blink (recommended RGB)"]
+    cost = {"detect": [], "frozen_feed": [], "blink (mesh + 2x iris)": []}
+    live = ev.read_video(faces_dir / "video/feat_man.mp4")
+    decision, at = ev.decide(ev.run(engine, mesh, live, cost), checks)
+    assert decision == "GRANTED" and at <= ev.CLIP_S
+    rng = np.random.default_rng(5)
+    background = np.full_like(live[0], 100)
+    n = int(ev.CLIP_S * ev.FPS)
+    for name in ("feat_man/photo.jpg", "feat_man/3.jpg"):
+        photo = cv2.imread(str(faces_dir / "people" / name))
+        for attack in (ev.print_attack(photo, background, rng, n), ev.still_attack(photo, background, rng, n)):
+            assert ev.decide(ev.run(engine, mesh, attack, cost), checks)[0] != "GRANTED", name
+    assert ev.decide(ev.run(engine, mesh, ev.still_attack(photo, background, rng, 12), cost),
+                     ("frozen",))[0] == "DENIED_SPOOF"
