@@ -47,6 +47,7 @@ def main() -> int:
         entries = bulk.folder_entries(folder)
         single = settings.models.model_copy(update={"threads": 1})
         done: list[float] = []
+        load_before = os.getloadavg()
         t = time.perf_counter()
         summary = bulk.index_entries(ctx, "bench", entries, quality_filter="NONE", workers=args.workers,
                                      engine_factory=lambda: FaceEngine.from_settings(single),
@@ -58,7 +59,9 @@ def main() -> int:
           f"{sum(p.stat().st_size for p in sources) // len(sources) // 1024} KiB) in {elapsed:.1f} s: "
           f"{summary['Images'] / elapsed:.1f} photos/s with {args.workers} workers including model loading, "
           f"{steady:.1f} photos/s once running; indexed {summary['Indexed']}, "
-          f"unindexed {summary['Unindexed']}, failed {summary['Failed']}")
+          f"unindexed {summary['Unindexed']}, failed {summary['Failed']}; load average (1/5/15 min) "
+          f"{' / '.join(f'{v:.1f}' for v in load_before)} before, "
+          f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())} after; {os.cpu_count()} CPUs")
     return 0
 
 
