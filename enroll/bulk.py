@@ -1,7 +1,8 @@
 """Bulk enrollment from a folder or a CSV roster: one bad file never stops the batch.
 
 Re-running after an interruption is safe and fast: an image already indexed with the same
-ExternalImageId is recognised by its SHA-256 and not indexed again.
+ExternalImageId is recognised by its SHA-256 and not indexed again (but associated with its
+row's UserId if it is not yet). The summary reports what the database holds afterwards.
 """
 
 from __future__ import annotations
@@ -89,10 +90,10 @@ def roster_entries(csv_path: Path) -> list[RosterEntry]:
                         (r.get("user_id") or "").strip() or None) for r in rows]
 
 
-def _record(summary: BulkSummary, item: dict[str, Any], user_id: str | None, result: dict[str, Any]) -> None:
+def _record(summary: BulkSummary, item: dict[str, Any], result: dict[str, Any]) -> None:
     if result["FaceRecords"]:
-        summary.indexed.append({**item, "UserId": user_id,
-                                "FaceIds": [r["Face"]["FaceId"] for r in result["FaceRecords"]]})
+        faces = [r["Face"] for r in result["FaceRecords"]]
+        summary.indexed.append({**item, "UserId": faces[0].get("UserId"), "FaceIds": [f["FaceId"] for f in faces]})
     else:
         reasons = sorted({r for u in result["UnindexedFaces"] for r in u["Reasons"]}) or ["NO_FACE_DETECTED"]
         summary.unindexed.append({**item, "Reasons": reasons})
@@ -125,14 +126,17 @@ def index_entries(ctx: Context, collection_id: str, entries: Iterable[RosterEntr
     def finish(entry: RosterEntry, item: dict[str, Any], job: Future[PreparedImage]) -> None:
         try:
             prepared = job.result()
-            if entry.user_id and not ctx.store.user_exists(collection_id, entry.user_id):
-                create_user(ctx, collection_id, entry.user_id)
-            _record(summary, item, entry.user_id,
-                    store_prepared(ctx, collection_id, prepared, entry.external_image_id, entry.user_id))
+            _ensure_user(entry)
+            _record(summary, item, store_prepared(ctx, collection_id, prepared, entry.external_image_id,
+                                                  entry.user_id))
         except FaceLinkError as exc:
             summary.failed.append({**item, "Error": exc.code, "Message": exc.message})
         if progress is not None:
             progress(entry)
+
+    def _ensure_user(entry: RosterEntry) -> None:
+        if entry.user_id and not ctx.store.user_exists(collection_id, entry.user_id):
+            create_user(ctx, collection_id, entry.user_id)
 
     pending: deque[tuple[RosterEntry, dict[str, Any], Future[PreparedImage]]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enroll") as pool:
@@ -142,14 +146,16 @@ def index_entries(ctx: Context, collection_id: str, entries: Iterable[RosterEntr
                 validate_index_args(collection_id, entry.external_image_id, max_faces, quality_filter,
                                     entry.user_id)
                 data, digest = image_bytes_and_digest(entry.image)
-                done = already_indexed(ctx, collection_id, digest, entry.external_image_id)
+                if ctx.store.faces_by_image(collection_id, digest, entry.external_image_id):
+                    _ensure_user(entry)
+                done = already_indexed(ctx, collection_id, digest, entry.external_image_id, entry.user_id)
             except FaceLinkError as exc:
                 summary.failed.append({**item, "Error": exc.code, "Message": exc.message})
                 if progress is not None:
                     progress(entry)
                 continue
-            if done is not None:  # resumed run: indexed before
-                _record(summary, item, entry.user_id, done)
+            if done is not None:  # resumed run: indexed before (and now associated)
+                _record(summary, item, done)
                 if progress is not None:
                     progress(entry)
                 continue

@@ -10,13 +10,9 @@ from __future__ import annotations
 from facelink.fleet import cli as _fleet_cli  # noqa: F401 - registers `facelink fleet`
 
 from . import cli_collections, cli_credentials, cli_tools  # noqa: F401 - importing registers their commands
-from .cli_base import cli
+from .cli_base import cli, main
 
 __all__ = ["cli", "main"]
-
-
-def main() -> None:
-    cli(prog_name="facelink")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -11,13 +10,17 @@ from . import faces, search, users
 from .cli_base import (
     ListOption,
     api_command,
+    attributes_option,
     collection_opt,
     face_ids_opt,
     image_opt,
-    max_results_opt,
-    next_token_opt,
+    image_value,
+    paginate,
+    paging_options,
     quality_opt,
+    quality_option,
     split_ids,
+    token_opt,
 )
 from .context import Context
 
@@ -38,11 +41,12 @@ def _describe_collection(ctx: Context, collection_id: str) -> Any:
 
 
 @api_command("list-collections")
-@max_results_opt
-@next_token_opt
-def _list_collections(ctx: Context, max_results: int, next_token: str | None) -> Any:
-    """ListCollections."""
-    return faces.list_collections(ctx, max_results, next_token)
+@paging_options(1000)
+def _list_collections(ctx: Context, max_results: int | None, next_token: str | None, starting_token: str | None,
+                      max_items: int | None, page_size: int | None) -> Any:
+    """ListCollections (every page unless --max-results/--next-token, as the aws CLI)."""
+    return paginate(lambda n, t: faces.list_collections(ctx, n, t), ("CollectionIds", "FaceModelVersions"),
+                    max_results, next_token, starting_token, max_items, page_size)
 
 
 @api_command("delete-collection")
@@ -59,25 +63,28 @@ def _delete_collection(ctx: Context, collection_id: str) -> Any:
 @click.option("--external-image-id", default=None)
 @click.option("--max-faces", type=int, default=None)
 @quality_opt
-@click.option("--detection-attributes", default="DEFAULT", type=click.Choice(["DEFAULT", "ALL"]))
+@attributes_option("--detection-attributes")
 @click.option("--user-id", default=None, help="FaceLink extension: associate the indexed faces with this user.")
-def _index_faces(ctx: Context, collection_id: str, image: Path, external_image_id: str | None,
-                 max_faces: int | None, quality_filter: str, detection_attributes: str, user_id: str | None) -> Any:
+def _index_faces(ctx: Context, collection_id: str, image: str | None, image_bytes: str | None,
+                 external_image_id: str | None, max_faces: int | None, quality_filter: str,
+                 detection_attributes: tuple[str, ...], user_id: str | None) -> Any:
     """IndexFaces: detect, filter by quality, embed and store faces of one image."""
-    return faces.index_faces(ctx, collection_id, image, external_image_id, max_faces, quality_filter,
-                             detection_attributes, user_id)
+    return faces.index_faces(ctx, collection_id, image_value("image", image, image_bytes), external_image_id,
+                             max_faces, quality_filter, split_ids(detection_attributes) or None, user_id)
 
 
 @api_command("list-faces")
 @collection_opt
-@max_results_opt
-@next_token_opt
+@paging_options(1000)
 @click.option("--user-id", default=None)
 @click.option("--face-ids", cls=ListOption, help="Only these faces: --face-ids F1 F2.")
-def _list_faces(ctx: Context, collection_id: str, max_results: int, next_token: str | None,
+def _list_faces(ctx: Context, collection_id: str, max_results: int | None, next_token: str | None,
+                starting_token: str | None, max_items: int | None, page_size: int | None,
                 user_id: str | None, face_ids: tuple[str, ...]) -> Any:
-    """ListFaces with paging, optionally filtered by UserId or FaceIds."""
-    return faces.list_faces(ctx, collection_id, max_results, next_token, user_id, split_ids(face_ids) or None)
+    """ListFaces (every page unless --max-results/--next-token), optionally by UserId or FaceIds."""
+    ids = split_ids(face_ids) or None
+    return paginate(lambda n, t: faces.list_faces(ctx, collection_id, n, t, user_id, ids), ("Faces",),
+                    max_results, next_token, starting_token, max_items, page_size)
 
 
 @api_command("delete-faces")
@@ -103,11 +110,12 @@ def _search_faces(ctx: Context, collection_id: str, face_id: str, face_match_thr
 @image_opt
 @click.option("--face-match-threshold", type=float, default=80.0, show_default=True)
 @click.option("--max-faces", type=int, default=4096, show_default=True)
-@click.option("--quality-filter", default="NONE", type=click.Choice(["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]))
-def _search_faces_by_image(ctx: Context, collection_id: str, image: Path, face_match_threshold: float,
-                           max_faces: int, quality_filter: str) -> Any:
+@quality_option("NONE")
+def _search_faces_by_image(ctx: Context, collection_id: str, image: str | None, image_bytes: str | None,
+                           face_match_threshold: float, max_faces: int, quality_filter: str) -> Any:
     """SearchFacesByImage: the image's largest face against the collection."""
-    return search.search_faces_by_image(ctx, collection_id, image, face_match_threshold, max_faces, quality_filter)
+    return search.search_faces_by_image(ctx, collection_id, image_value("image", image, image_bytes),
+                                        face_match_threshold, max_faces, quality_filter)
 
 
 # -- users -----------------------------------------------------------------------------------
@@ -117,26 +125,29 @@ user_opt = click.option("--user-id", required=True)
 @api_command("create-user")
 @collection_opt
 @user_opt
-def _create_user(ctx: Context, collection_id: str, user_id: str) -> Any:
+@token_opt
+def _create_user(ctx: Context, collection_id: str, user_id: str, client_request_token: str | None) -> Any:
     """CreateUser: a badge holder."""
-    return users.create_user(ctx, collection_id, user_id)
+    return users.create_user(ctx, collection_id, user_id, client_request_token)
 
 
 @api_command("delete-user")
 @collection_opt
 @user_opt
-def _delete_user(ctx: Context, collection_id: str, user_id: str) -> Any:
+@token_opt
+def _delete_user(ctx: Context, collection_id: str, user_id: str, client_request_token: str | None) -> Any:
     """DeleteUser (its faces stay, unassociated)."""
-    return users.delete_user(ctx, collection_id, user_id)
+    return users.delete_user(ctx, collection_id, user_id, client_request_token)
 
 
 @api_command("list-users")
 @collection_opt
-@click.option("--max-results", type=int, default=500, show_default=True)
-@next_token_opt
-def _list_users(ctx: Context, collection_id: str, max_results: int, next_token: str | None) -> Any:
-    """ListUsers."""
-    return users.list_users(ctx, collection_id, max_results, next_token)
+@paging_options(500)
+def _list_users(ctx: Context, collection_id: str, max_results: int | None, next_token: str | None,
+                starting_token: str | None, max_items: int | None, page_size: int | None) -> Any:
+    """ListUsers (every page unless --max-results/--next-token, as the aws CLI)."""
+    return paginate(lambda n, t: users.list_users(ctx, collection_id, n, t), ("Users",),
+                    max_results, next_token, starting_token, max_items, page_size)
 
 
 @api_command("associate-faces")
@@ -144,19 +155,23 @@ def _list_users(ctx: Context, collection_id: str, max_results: int, next_token: 
 @user_opt
 @face_ids_opt
 @click.option("--user-match-threshold", type=float, default=75.0, show_default=True)
+@token_opt
 def _associate_faces(ctx: Context, collection_id: str, user_id: str, face_ids: tuple[str, ...],
-                     user_match_threshold: float) -> Any:
+                     user_match_threshold: float, client_request_token: str | None) -> Any:
     """AssociateFaces with a user."""
-    return users.associate_faces(ctx, collection_id, user_id, split_ids(face_ids), user_match_threshold)
+    return users.associate_faces(ctx, collection_id, user_id, split_ids(face_ids), user_match_threshold,
+                                 client_request_token)
 
 
 @api_command("disassociate-faces")
 @collection_opt
 @user_opt
 @face_ids_opt
-def _disassociate_faces(ctx: Context, collection_id: str, user_id: str, face_ids: tuple[str, ...]) -> Any:
+@token_opt
+def _disassociate_faces(ctx: Context, collection_id: str, user_id: str, face_ids: tuple[str, ...],
+                        client_request_token: str | None) -> Any:
     """DisassociateFaces from a user."""
-    return users.disassociate_faces(ctx, collection_id, user_id, split_ids(face_ids))
+    return users.disassociate_faces(ctx, collection_id, user_id, split_ids(face_ids), client_request_token)
 
 
 @api_command("search-users")
@@ -176,7 +191,9 @@ def _search_users(ctx: Context, collection_id: str, user_id: str | None, face_id
 @image_opt
 @click.option("--user-match-threshold", type=float, default=80.0, show_default=True)
 @click.option("--max-users", type=int, default=500, show_default=True)
-def _search_users_by_image(ctx: Context, collection_id: str, image: Path, user_match_threshold: float,
-                           max_users: int) -> Any:
+@quality_option("NONE")
+def _search_users_by_image(ctx: Context, collection_id: str, image: str | None, image_bytes: str | None,
+                           user_match_threshold: float, max_users: int, quality_filter: str) -> Any:
     """SearchUsersByImage: the image's largest face against users."""
-    return users.search_users_by_image(ctx, collection_id, image, user_match_threshold, max_users)
+    return users.search_users_by_image(ctx, collection_id, image_value("image", image, image_bytes),
+                                       user_match_threshold, max_users, quality_filter)

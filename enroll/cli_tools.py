@@ -17,9 +17,13 @@ from . import bulk, exchange
 from .cli_base import (
     AppState,
     api_command,
+    attributes_option,
     collection_opt,
-    image_opt,
+    image_options,
+    image_value,
     quality_opt,
+    quality_option,
+    split_ids,
 )
 from .context import Context
 
@@ -37,24 +41,30 @@ def _models(state: AppState, force: bool, tflite: bool) -> Any:
 
 
 @api_command("detect-faces", needs_context=False)
-@image_opt
-@click.option("--attributes", default="DEFAULT", type=click.Choice(["DEFAULT", "ALL"]))
-def _detect_faces(state: AppState, image: Path, attributes: str) -> Any:
+@image_options()
+@attributes_option("--attributes")
+def _detect_faces(state: AppState, image: str | None, image_bytes: str | None, attributes: tuple[str, ...]) -> Any:
     """DetectFaces: faces with BoundingBox, Landmarks, Pose, Quality, Confidence."""
-    from facelink.models.operations import detect_faces
+    from .images import detect_faces
 
-    return detect_faces(state.engine(), image, attributes)
+    img = image_value("image", image, image_bytes)
+    return detect_faces(state.engine(), img, split_ids(attributes) or None)
 
 
 @api_command("compare-faces", needs_context=False)
-@click.option("--source-image", required=True, type=click.Path(path_type=Path))
-@click.option("--target-image", required=True, type=click.Path(path_type=Path))
+@image_options("source_image")
+@image_options("target_image")
 @click.option("--similarity-threshold", type=float, default=80.0, show_default=True)
-def _compare_faces(state: AppState, source_image: Path, target_image: Path, similarity_threshold: float) -> Any:
+@quality_option("NONE")
+def _compare_faces(state: AppState, source_image: str | None, source_image_bytes: str | None,
+                   target_image: str | None, target_image_bytes: str | None, similarity_threshold: float,
+                   quality_filter: str) -> Any:
     """CompareFaces: the source's largest face against every face of the target."""
-    from facelink.models.operations import compare_faces
+    from .images import compare_faces
 
-    return compare_faces(state.engine(), source_image, target_image, similarity_threshold)
+    src = image_value("source_image", source_image, source_image_bytes)
+    tgt = image_value("target_image", target_image, target_image_bytes)
+    return compare_faces(state.engine(), src, tgt, similarity_threshold, quality_filter)
 
 
 # -- beyond Rekognition ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ class Context:
     models_dir: Path | None = None  # where an operator's re-fitted calibration may live
     similarity_threshold: float = 99.0  # the door's (matching.*): describe-collection states its risk
     max_stranger_rate: float = 1e-4
+    extras: bool = False  # FaceLink-only members in responses (`facelink --facelink-extras`); never in serve
     _engine: FaceEngine | None = field(default=None, repr=False)
 
     @property

@@ -10,13 +10,17 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import cv2
 import numpy as np
 
-from facelink.errors import ResourceAlreadyExistsException
+from facelink.errors import (
+    ConflictException,
+    InvalidParameterException,
+    ResourceAlreadyExistsException,
+    ResourceNotFoundException,
+)
 from facelink.models.engine import AnalyzedFace, FaceEngine
 from facelink.models.image import ImageInput, decode_image, read_image_bytes
 from facelink.models.risk import stranger_risk
@@ -25,8 +29,11 @@ from facelink.models.shapes import bounding_box, face_detail
 from . import validate
 from .context import Context
 from .quality_filter import QUALITY_FILTERS, rejection_reasons
-from .users import associate_faces
-from .views import face_json
+from .store import FaceRow
+from .users import association_failures
+from .views import face_json, public_model_version
+
+INDEX_USER_MATCH_THRESHOLD = 75.0  # IndexFaces --user-id refuses a face unlike the user's (as AssociateFaces)
 
 
 def _arn(collection_id: str) -> str:
@@ -40,28 +47,32 @@ def create_collection(ctx: Context, collection_id: str) -> dict[str, Any]:
         raise ResourceAlreadyExistsException(f"collection {collection_id!r} already exists")
     coll = ctx.store.insert_collection(collection_id, ctx.engine.model_version)
     return {"StatusCode": 200, "CollectionArn": _arn(collection_id),
-            "FaceModelVersion": coll.face_model_version}
+            "FaceModelVersion": public_model_version(coll.face_model_version)}
 
 
 def describe_collection(ctx: Context, collection_id: str) -> dict[str, Any]:
-    """Rekognition's DescribeCollection, plus FaceLink's own members under ``FaceLinkExtensions``
-    (README "What Similarity means"): the door's expected stranger rate per attempt."""
+    """DescribeCollection; CreationTimestamp in epoch seconds as on the wire. With ``ctx.extras``
+    (`facelink --facelink-extras`) also FaceLink's own members under ``FaceLinkExtensions``: the
+    door's expected stranger rate per attempt (README "What Similarity means") and the
+    descriptive FaceModelVersion."""
     coll = ctx.collection(validate.collection_id(collection_id))
     face_count = ctx.store.count("faces", collection_id)
-    risk = stranger_risk(ctx.calibration(coll), ctx.similarity_threshold, face_count, ctx.max_stranger_rate)
-    return {"FaceCount": face_count,
-            "UserCount": ctx.store.count("users", collection_id),
-            "FaceModelVersion": coll.face_model_version, "CollectionARN": _arn(collection_id),
-            "CreationTimestamp": datetime.fromtimestamp(coll.created_at, timezone.utc).isoformat(),
-            "FaceLinkExtensions": {"StrangerRisk": risk}}
+    out: dict[str, Any] = {
+        "FaceCount": face_count, "UserCount": ctx.store.count("users", collection_id),
+        "FaceModelVersion": public_model_version(coll.face_model_version), "CollectionARN": _arn(collection_id),
+        "CreationTimestamp": round(coll.created_at, 3)}
+    if ctx.extras:
+        risk = stranger_risk(ctx.calibration(coll), ctx.similarity_threshold, face_count, ctx.max_stranger_rate)
+        out["FaceLinkExtensions"] = {"StrangerRisk": risk, "FaceModelVersion": coll.face_model_version}
+    return out
 
 
-def list_collections(ctx: Context, max_results: int = 1000, next_token: str | None = None) -> dict[str, Any]:
-    validate.int_range("MaxResults", max_results, 1, 4096)
+def list_collections(ctx: Context, max_results: int | None = None, next_token: str | None = None) -> dict[str, Any]:
+    max_results = validate.max_results(max_results, 1000, 4096)
     after = validate.decode_token(next_token, str) or ""
     ids = ctx.store.list_collections(after, max_results + 1)
     out: dict[str, Any] = {"CollectionIds": ids[:max_results],
-                           "FaceModelVersions": [ctx.store.get_collection(c).face_model_version
+                           "FaceModelVersions": [public_model_version(ctx.store.get_collection(c).face_model_version)
                                                  for c in ids[:max_results]]}
     if len(ids) > max_results:
         out["NextToken"] = validate.encode_token(ids[max_results - 1])
@@ -128,39 +139,71 @@ def validate_index_args(collection_id: str, external_image_id: str | None, max_f
     validate.collection_id(collection_id)
     validate.external_image_id(external_image_id)
     validate.choice("QualityFilter", quality_filter, QUALITY_FILTERS)
-    if max_faces is not None:
-        validate.int_range("MaxFaces", max_faces, 1, 100)
+    if max_faces is not None:  # the model sets no maximum; at most 100 faces are detected anyway
+        validate.int_range("MaxFaces", max_faces, 1, 2**31 - 1)
     if user_id is not None:
         validate.user_id(user_id)
 
 
-def already_indexed(ctx: Context, collection_id: str, digest: str,
-                    external_image_id: str | None) -> dict[str, Any] | None:
-    """IndexFaces' answer for an image indexed before with the same ExternalImageId, else None."""
+def _refuse_unlike(ctx: Context, collection_id: str, user_id: str, candidates: list[tuple[str, np.ndarray]]) -> None:
+    low = association_failures(ctx, collection_id, user_id, candidates, INDEX_USER_MATCH_THRESHOLD)
+    if low:
+        sim = min(f["Confidence"] for f in low.values())
+        raise InvalidParameterException(
+            f"the face does not look like user {user_id!r}'s enrolled faces (Similarity {sim} < "
+            f"{INDEX_USER_MATCH_THRESHOLD}): nothing indexed or associated")
+
+
+def _associate_existing(ctx: Context, collection_id: str, existing: list[FaceRow], user_id: str) -> list[FaceRow]:
+    """Re-indexing an indexed image with a UserId associates its faces (idempotently)."""
+    if not ctx.store.user_exists(collection_id, user_id):
+        raise ResourceNotFoundException(f"user {user_id!r} does not exist in {collection_id!r}")
+    other = [f for f in existing if f.user_id not in (None, user_id)]
+    if other:
+        raise ConflictException(f"face {other[0].face_id} of this image is associated with user "
+                                f"{other[0].user_id!r}; disassociate it first")
+    free = [f for f in existing if f.user_id is None]
+    if not free:
+        return existing
+    _refuse_unlike(ctx, collection_id, user_id, [(f.face_id, f.embedding) for f in free])
+    ctx.store.set_user(collection_id, free, user_id)
+    return ctx.store.faces_by_rows([f.id for f in existing])
+
+
+def already_indexed(ctx: Context, collection_id: str, digest: str, external_image_id: str | None,
+                    user_id: str | None = None) -> dict[str, Any] | None:
+    """IndexFaces' answer for an image indexed before with the same ExternalImageId, else None.
+    With ``user_id`` its faces are associated with that user if they are not yet."""
     existing = ctx.store.faces_by_image(collection_id, digest, external_image_id)
     if not existing:
         return None
+    if user_id is not None:
+        existing = _associate_existing(ctx, collection_id, existing, user_id)
     version = ctx.collection(collection_id).face_model_version
-    return {"FaceModelVersion": version, "FaceRecords": [{"Face": face_json(f, version)} for f in existing],
-            "UnindexedFaces": []}
+    return {"FaceModelVersion": public_model_version(version),
+            "FaceRecords": [{"Face": face_json(f, version)} for f in existing], "UnindexedFaces": []}
 
 
 def store_prepared(ctx: Context, collection_id: str, prepared: PreparedImage,
                    external_image_id: str | None, user_id: str | None) -> dict[str, Any]:
-    """The database half of IndexFaces: insert the kept faces and build the response."""
+    """The database half of IndexFaces: insert the kept faces (associated with ``user_id`` in the
+    same transaction: both happen or neither) and build the response."""
     version = ctx.collection(collection_id).face_model_version
     p = prepared
-    response: dict[str, Any] = {"FaceModelVersion": version, "FaceRecords": [], "UnindexedFaces": []}
+    response: dict[str, Any] = {"FaceModelVersion": public_model_version(version), "FaceRecords": [],
+                                "UnindexedFaces": []}
     if p.orientation:
         response["OrientationCorrection"] = p.orientation
     image_id = str(uuid.uuid4())
     rows = [{"face_id": str(uuid.uuid4()), "collection_id": collection_id, "image_id": image_id,
-             "external_image_id": external_image_id, "user_id": None, "image_sha256": p.digest,
+             "external_image_id": external_image_id, "user_id": user_id, "image_sha256": p.digest,
              "bounding_box": bounding_box(f.detection.box, p.width, p.height),
              "confidence": f.detection.score * 100.0, "embedding": f.embedding} for f in p.kept]
-    row_ids = ctx.store.insert_faces(rows, p.thumbnails) if rows else []
-    if user_id is not None and row_ids:
-        response["UserAssociation"] = associate_faces(ctx, collection_id, user_id, [r["face_id"] for r in rows])
+    if user_id is not None and rows:
+        if not ctx.store.user_exists(collection_id, user_id):
+            raise ResourceNotFoundException(f"user {user_id!r} does not exist in {collection_id!r}")
+        _refuse_unlike(ctx, collection_id, user_id, [(r["face_id"], r["embedding"]) for r in rows])
+    row_ids = ctx.store.insert_faces(rows, p.thumbnails, require_user=user_id) if rows else []
     for f, row in zip(p.kept, ctx.store.faces_by_rows(row_ids), strict=True):
         response["FaceRecords"].append({"Face": face_json(row, version),
                                         "FaceDetail": face_detail(f, p.width, p.height)})
@@ -171,34 +214,37 @@ def store_prepared(ctx: Context, collection_id: str, prepared: PreparedImage,
 
 def index_faces(ctx: Context, collection_id: str, image: ImageInput, external_image_id: str | None = None,
                 max_faces: int | None = None, quality_filter: str = "AUTO",
-                detection_attributes: str = "DEFAULT", user_id: str | None = None) -> dict[str, Any]:
+                detection_attributes: str | list[str] | None = None, user_id: str | None = None) -> dict[str, Any]:
     """Detect faces, index those that pass QualityFilter (largest first, at most MaxFaces).
 
     Indexing the same image bytes with the same ExternalImageId again stores nothing new and
-    returns the faces already indexed. ``user_id`` (FaceLink extension) associates the new faces.
+    returns the faces already indexed. ``user_id`` (FaceLink extension) associates the faces,
+    new or already indexed, in the same transaction as the indexing (both or neither).
     """
     validate_index_args(collection_id, external_image_id, max_faces, quality_filter, user_id)
-    validate.choice("DetectionAttributes", detection_attributes, ("DEFAULT", "ALL"))
+    validate.attributes("DetectionAttributes", detection_attributes)
     ctx.collection_for_engine(collection_id)
+    if user_id is not None and not ctx.store.user_exists(collection_id, user_id):
+        raise ResourceNotFoundException(f"user {user_id!r} does not exist in {collection_id!r}")
     data, digest = image_bytes_and_digest(image)
-    done = already_indexed(ctx, collection_id, digest, external_image_id)
+    done = already_indexed(ctx, collection_id, digest, external_image_id, user_id)
     if done is not None:
         return done
     prepared = prepare_index(ctx.engine, data, digest, quality_filter, max_faces, ctx.keep_thumbnails)
     return store_prepared(ctx, collection_id, prepared, external_image_id, user_id)
 
 
-def list_faces(ctx: Context, collection_id: str, max_results: int = 1000, next_token: str | None = None,
+def list_faces(ctx: Context, collection_id: str, max_results: int | None = None, next_token: str | None = None,
                user_id: str | None = None, face_ids: list[str] | None = None) -> dict[str, Any]:
     coll = ctx.collection(validate.collection_id(collection_id))
-    validate.int_range("MaxResults", max_results, 1, 4096)
+    max_results = validate.max_results(max_results, 1000, 4096)
     if user_id is not None:
         validate.user_id(user_id)
     ids = validate.face_ids(face_ids) if face_ids else None
     after = validate.decode_token(next_token, int) or 0
     rows = ctx.store.list_faces(collection_id, after, max_results + 1, user_id, ids)
     out: dict[str, Any] = {"Faces": [face_json(f, coll.face_model_version) for f in rows[:max_results]],
-                           "FaceModelVersion": coll.face_model_version}
+                           "FaceModelVersion": public_model_version(coll.face_model_version)}
     if len(rows) > max_results:
         out["NextToken"] = validate.encode_token(rows[max_results - 1].id)
     return out

@@ -16,7 +16,7 @@ from . import validate
 from .context import Context
 from .quality_filter import QUALITY_FILTERS, rejection_reasons
 from .store import FaceRow
-from .views import face_json
+from .views import face_json, public_model_version
 
 MAX_SEARCH_FACES = 4096
 
@@ -49,7 +49,7 @@ def search_faces(ctx: Context, collection_id: str, face_id: str, face_match_thre
         raise ResourceNotFoundException(f"face {fid} is not in collection {collection_id!r}")
     matches = nearest_faces(ctx, collection_id, found[0].embedding, threshold, max_faces, found[0].id)
     return {"SearchedFaceId": fid, "FaceMatches": _match_json(matches, coll.face_model_version),
-            "FaceModelVersion": coll.face_model_version}
+            "FaceModelVersion": public_model_version(coll.face_model_version)}
 
 
 def search_faces_by_image(ctx: Context, collection_id: str, image: ImageInput,
@@ -73,4 +73,4 @@ def search_faces_by_image(ctx: Context, collection_id: str, image: ImageInput,
     return {"SearchedFaceBoundingBox": bounding_box(face.detection.box, img.width, img.height),
             "SearchedFaceConfidence": round(face.detection.score * 100.0, 4),
             "FaceMatches": _match_json(matches, coll.face_model_version),
-            "FaceModelVersion": coll.face_model_version}
+            "FaceModelVersion": public_model_version(coll.face_model_version)}

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from facelink.errors import StoreError
+from facelink.errors import ResourceNotFoundException, StoreError
 from facelink.models.embedder import EMBEDDING_DIM
 
 from . import feed
 from .db import connect
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -69,7 +69,18 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE UNIQUE INDEX users_by_credential ON users(collection_id, credential) "
         "WHERE credential IS NOT NULL",
     ],
+    3: [  # ClientRequestToken idempotency (CreateUser, DeleteUser, AssociateFaces, DisassociateFaces)
+        """CREATE TABLE request_tokens(
+            operation TEXT NOT NULL,
+            token TEXT NOT NULL,
+            params_sha256 TEXT NOT NULL,
+            response TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (operation, token))""",
+    ],
 }
+
+REQUEST_TOKEN_TTL_S = 24 * 3600
 
 FACE_COLUMNS = ("id, face_id, collection_id, image_id, external_image_id, user_id, image_sha256, "
                 "bounding_box, confidence, embedding, indexed_at")
@@ -221,10 +232,16 @@ class Store:
                               (collection_id,))[0][0])
 
     # -- faces -----------------------------------------------------------------------------
-    def insert_faces(self, rows: list[dict[str, Any]], thumbnails: list[bytes | None] | None = None) -> list[int]:
-        """Insert faces (dicts with FaceRow's fields minus id) in one transaction."""
+    def insert_faces(self, rows: list[dict[str, Any]], thumbnails: list[bytes | None] | None = None,
+                     require_user: str | None = None) -> list[int]:
+        """Insert faces (dicts with FaceRow's fields minus id) in one transaction; with
+        ``require_user`` nothing is inserted unless that user exists (checked inside it)."""
         ids = []
         with self.transaction() as c:
+            if require_user is not None and rows and not c.execute(
+                    "SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?",
+                    (rows[0]["collection_id"], require_user)).fetchone():
+                raise ResourceNotFoundException(f"user {require_user!r} does not exist")
             for i, r in enumerate(rows):
                 emb = np.asarray(r["embedding"], dtype=np.float32).tobytes()
                 cur = c.execute(
@@ -355,3 +372,19 @@ class Store:
             for f in rows:
                 c.execute("UPDATE faces SET user_id = ? WHERE id = ?", (user_id, f.id))
             self._changed(c, collection_id, [f.id for f in rows], "user")
+
+    # -- idempotency tokens ----------------------------------------------------------------
+    def request_token(self, operation: str, token: str) -> tuple[str, str] | None:
+        """(params digest, response JSON) recorded for a ClientRequestToken, if still valid."""
+        rows = self.query("SELECT params_sha256, response FROM request_tokens WHERE operation = ? "
+                          "AND token = ? AND created_at > ?",
+                          (operation, token, time.time() - REQUEST_TOKEN_TTL_S))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def record_request_token(self, operation: str, token: str, params_sha256: str, response: str) -> None:
+        now = time.time()
+        with self.transaction() as c:
+            c.execute("DELETE FROM request_tokens WHERE created_at <= ?", (now - REQUEST_TOKEN_TTL_S,))
+            c.execute("INSERT OR REPLACE INTO request_tokens VALUES (?, ?, ?, ?, ?)",
+                      (operation, token, params_sha256, response, now))
+

@@ -37,6 +37,13 @@ class ImageTooLargeException(FaceLinkError):
     exit_code = 3
 
 
+class InvalidS3ObjectException(FaceLinkError):
+    """Image.S3Object was given: an offline appliance has no S3 to read it from."""
+
+    code = "InvalidS3ObjectException"
+    exit_code = 3
+
+
 class InvalidPaginationTokenException(FaceLinkError):
     code = "InvalidPaginationTokenException"
     exit_code = 2
@@ -56,6 +63,13 @@ class ConflictException(FaceLinkError):
     """The request conflicts with stored state (e.g. a FaceModelVersion mismatch)."""
 
     code = "ConflictException"
+    exit_code = 6
+
+
+class IdempotentParameterMismatchException(FaceLinkError):
+    """A ClientRequestToken was reused with different parameters."""
+
+    code = "IdempotentParameterMismatchException"
     exit_code = 6
 
 
@@ -94,9 +108,11 @@ EXIT_CODES: dict[str, int] = {
         InvalidPaginationTokenException,
         InvalidImageFormatException,
         ImageTooLargeException,
+        InvalidS3ObjectException,
         ResourceNotFoundException,
         ResourceAlreadyExistsException,
         ConflictException,
+        IdempotentParameterMismatchException,
         ModelError,
         ConfigError,
         StoreError,

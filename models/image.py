@@ -24,6 +24,9 @@ _EXIF_ORIENTATION = {1: "ROTATE_0", 3: "ROTATE_180", 6: "ROTATE_90", 8: "ROTATE_
 
 ImageInput = bytes | bytearray | str | Path | np.ndarray
 
+# Rekognition accepts JPEG and PNG only; the check is on the bytes, not the file name.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
 
 @dataclass(frozen=True)
 class DecodedImage:
@@ -133,6 +136,8 @@ def decode_image(image: ImageInput, max_side: int | None = None) -> DecodedImage
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageTooLargeException(
             f"image is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES} bytes")
+    if not data.startswith(_SIGNATURES):
+        raise InvalidImageFormatException("image is not JPEG or PNG (the formats Rekognition accepts)")
     header = _header_info(data)
     if header is not None:
         _check_dims(header[0], header[1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import cv2
@@ -10,6 +11,7 @@ import pytest
 
 from facelink.enroll import faces, search
 from facelink.enroll.store import SCHEMA_VERSION, Store
+from facelink.enroll.views import public_model_version
 from facelink.errors import (
     ConflictException,
     InvalidPaginationTokenException,
@@ -21,7 +23,8 @@ from facelink.errors import (
 
 def test_collection_lifecycle(ctx):
     out = faces.create_collection(ctx, "lobby")
-    assert out["StatusCode"] == 200 and out["FaceModelVersion"] == ctx.engine.model_version
+    assert out["StatusCode"] == 200 and out["FaceModelVersion"] == public_model_version(ctx.engine.model_version)
+    assert re.fullmatch(r"[0-9.]+", out["FaceModelVersion"])
     with pytest.raises(ResourceAlreadyExistsException):
         faces.create_collection(ctx, "lobby")
     faces.create_collection(ctx, "garage")
@@ -113,7 +116,7 @@ def test_max_faces_and_quality_filter(ctx, faces_dir):
     assert len(faces.index_faces(ctx, "c", canvas, "small", quality_filter="LOW")["FaceRecords"]) == 1
 
 
-@pytest.mark.parametrize("kwargs", [{"max_faces": 0}, {"max_faces": 101}, {"quality_filter": "BEST"},
+@pytest.mark.parametrize("kwargs", [{"max_faces": 0}, {"max_faces": "2"}, {"quality_filter": "BEST"},
                                     {"external_image_id": "bad id"}])
 def test_index_parameter_errors(ctx, faces_dir, kwargs):
     faces.create_collection(ctx, "c")

@@ -90,4 +90,4 @@ def test_schema_1_database_is_migrated(tmp_path):
         assert store.user_exists("staff", "alice")
         assert store.user_credential("staff", "alice") is None
         store.set_user_credential("staff", "alice", "H10301:1:1")
-        assert store.query("SELECT value FROM meta WHERE key='schema_version'")[0][0] == "2"
+        assert store.query("SELECT value FROM meta WHERE key='schema_version'")[0][0] == str(store_mod.SCHEMA_VERSION)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from facelink.enroll import faces, users
-from facelink.errors import ResourceAlreadyExistsException, ResourceNotFoundException
+from facelink.errors import ConflictException, ResourceNotFoundException
 
 
 @pytest.fixture()
@@ -23,8 +23,10 @@ def enrolled(ctx, faces_dir):
 
 def test_users_roundtrip(ctx, enrolled, faces_dir):
     listed = users.list_users(ctx, "c")["Users"]
-    assert [(u["UserId"], u["FaceCount"]) for u in listed] == [("biden", 1), ("obama", 2)]
-    with pytest.raises(ResourceAlreadyExistsException):
+    assert listed == [{"UserId": "biden", "UserStatus": "ACTIVE"}, {"UserId": "obama", "UserStatus": "ACTIVE"}]
+    ctx.extras = True  # FaceLink's extra member only when asked (`facelink --facelink-extras`)
+    assert [(u["UserId"], u["FaceCount"]) for u in users.list_users(ctx, "c")["Users"]] == [("biden", 1), ("obama", 2)]
+    with pytest.raises(ConflictException):  # Rekognition: an existing UserId is a conflict
         users.create_user(ctx, "c", "obama")
     res = users.search_users_by_image(ctx, "c", faces_dir / "people/obama/4.jpg", user_match_threshold=99)
     assert [m["User"]["UserId"] for m in res["UserMatches"]] == ["obama"]

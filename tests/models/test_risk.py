@@ -43,6 +43,8 @@ def test_describe_collection_reports_the_risk(ctx, faces_dir):
 
     faces.create_collection(ctx, "door")
     faces.index_faces(ctx, "door", faces_dir / "people" / "obama" / "1.jpg", external_image_id="obama")
+    assert "FaceLinkExtensions" not in faces.describe_collection(ctx, "door")  # Rekognition's members only
+    ctx.extras = True  # `facelink --facelink-extras describe-collection`
     out = faces.describe_collection(ctx, "door")
     assert out["FaceCount"] == 1
     risk = out["FaceLinkExtensions"]["StrangerRisk"]
