@@ -8,6 +8,7 @@ Failures print ``{"__type": ..., "Message": ...}`` on stderr and exit with the e
 from __future__ import annotations
 
 from facelink.fleet import cli as _fleet_cli  # noqa: F401 - registers `facelink fleet`
+from facelink.serve import command as _serve  # noqa: F401 - registers `facelink serve`
 
 from . import cli_collections, cli_credentials, cli_tools  # noqa: F401 - importing registers their commands
 from .cli_base import cli, main

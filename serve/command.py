@@ -1,0 +1,75 @@
+"""`facelink serve`: run the Rekognition-compatible endpoint (uvicorn, one process)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from facelink.enroll.cli_base import AppState, cli
+from facelink.enroll.context import Context
+from facelink.enroll.store import Store
+from facelink.errors import ConfigError, FaceLinkError, InvalidParameterException
+
+log = logging.getLogger(__name__)
+
+
+@cli.command("serve")
+@click.option("--credentials", required=True, type=click.Path(path_type=Path),
+              help="TOML file of access keys (mode 0600): [keys.<AccessKeyId>] secret, read_only, collections.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you say so).")
+@click.option("--port", type=int, default=8443, show_default=True)
+@click.option("--tls-cert", type=click.Path(path_type=Path), default=None, help="PEM certificate: serve HTTPS.")
+@click.option("--tls-key", type=click.Path(path_type=Path), default=None, help="PEM private key of --tls-cert.")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Operations run at once (each has its own database connection and engine).")
+@click.option("--insecure-http", is_flag=True, help="Allow plain HTTP on a non-loopback address (not recommended).")
+@click.pass_obj
+def serve_command(state: AppState, credentials: Path, host: str, port: int, tls_cert: Path | None,
+                  tls_key: Path | None, workers: int, insecure_http: bool) -> None:
+    """Serve Rekognition's API (JSON 1.1, SigV4) for boto3, the aws CLI and AWS SDKs."""
+    import json
+
+    try:
+        server = build_server(state, credentials, host, port, tls_cert, tls_key, workers, insecure_http)
+    except FaceLinkError as exc:
+        click.echo(json.dumps(exc.to_json()), err=True)
+        sys.exit(exc.exit_code)
+    server.run()
+
+
+def build_server(state: AppState, credentials: Path, host: str, port: int, tls_cert: Path | None,
+                 tls_key: Path | None, workers: int, insecure_http: bool):
+    import uvicorn
+
+    from .app import RekognitionApp
+    from .credentials import load_keys
+
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    for p in (tls_cert, tls_key):
+        if p is not None and not p.is_file():
+            raise ConfigError(f"TLS file not found: {p}")
+    if tls_cert is None and host not in ("127.0.0.1", "::1", "localhost") and not insecure_http:
+        raise ConfigError(f"refusing plain HTTP on {host}: give --tls-cert/--tls-key (or --insecure-http)")
+    if not 1 <= workers <= 64 or not 0 <= port <= 65535:
+        raise InvalidParameterException("--workers must be 1-64 and --port 0-65535")
+    keys = load_keys(credentials)
+    settings = state.settings
+    from facelink.models.engine import FaceEngine
+
+    models = settings.models.model_copy(update={"threads": 1}) if workers > 1 else settings.models
+
+    def make_context() -> Context:
+        return Context(Store(settings.store.database), lambda: FaceEngine.from_settings(models),
+                       keep_thumbnails=settings.store.keep_thumbnails, models_dir=settings.models.models_dir)
+
+    app = RekognitionApp(keys, make_context, workers)
+    config = uvicorn.Config(app, host=host, port=port, lifespan="off", http="h11", log_level="info",
+                            ssl_certfile=str(tls_cert) if tls_cert else None,
+                            ssl_keyfile=str(tls_key) if tls_key else None, server_header=False,
+                            timeout_graceful_shutdown=5)
+    log.info("serving %d key(s) on %s://%s:%d", len(keys), "https" if tls_cert else "http", host, port)
+    return uvicorn.Server(config)

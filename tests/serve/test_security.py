@@ -1,0 +1,137 @@
+"""SigV4 verification against botocore's own signer, the credentials file's rules, and TLS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from .conftest import free_port
+
+botocore = pytest.importorskip("botocore")
+
+
+def signed(secret: str = "admin-secret-0123456789", body: bytes = b'{"MaxResults": 1}'):
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from facelink.serve.sigv4 import Request
+
+    req = AWSRequest("POST", "http://127.0.0.1:8443/", data=body, headers={
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "RekognitionService.ListCollections"})
+    SigV4Auth(Credentials("AKIAFACELINKADMIN01", secret), "rekognition", "eu-west-1").add_auth(req)
+    headers = {k.lower(): v for k, v in req.headers.items()}
+    headers["host"] = "127.0.0.1:8443"
+    return Request("POST", "/", "", headers, body)
+
+
+@pytest.fixture()
+def keys():
+    from facelink.serve.credentials import AccessKey
+
+    return {"AKIAFACELINKADMIN01": AccessKey("AKIAFACELINKADMIN01", "admin-secret-0123456789")}
+
+
+def test_sigv4_verifies_botocore_signatures(keys):
+    from facelink.serve.sigv4 import AuthError, Request, verify
+
+    assert verify(signed(), keys).access_key_id == "AKIAFACELINKADMIN01"
+    req = signed()
+    with pytest.raises(AuthError, match="expired") as exc:  # AWS's 5-minute window
+        verify(req, keys, now=datetime.now(timezone.utc) + timedelta(minutes=6))
+    assert exc.value.code == "InvalidSignatureException"
+    with pytest.raises(AuthError) as exc:
+        verify(signed(secret="not-the-secret-0123456"), keys)
+    assert exc.value.code == "InvalidSignatureException"
+    tampered = Request(req.method, req.path, req.query, req.headers, b'{"MaxResults": 2}')
+    with pytest.raises(AuthError) as exc:  # the body is signed too
+        verify(tampered, keys)
+    assert exc.value.code == "InvalidSignatureException"
+    retargeted = Request(req.method, req.path, req.query, {**req.headers, "x-amz-target": "RekognitionService.DeleteCollection"}, req.body)
+    with pytest.raises(AuthError):
+        verify(retargeted, keys)
+    with pytest.raises(AuthError) as exc:
+        verify(Request("POST", "/", "", {"host": "x"}, b"{}"), keys)
+    assert exc.value.code == "MissingAuthenticationTokenException" and exc.value.status == 403
+
+
+def test_credentials_file_must_be_private(tmp_path):
+    from facelink.errors import ConfigError
+    from facelink.serve.credentials import load_keys
+
+    f = tmp_path / "keys.toml"
+    f.write_text('[keys.AKIA1]\nsecret = "0123456789abcdef0123"\n')
+    f.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_keys(f)
+    f.chmod(0o600)
+    assert set(load_keys(f)) == {"AKIA1"}
+    f.write_text("")
+    with pytest.raises(ConfigError, match="no one"):
+        load_keys(f)
+    f.write_text('[keys.AKIA1]\nsecret = "short"\n')
+    with pytest.raises(ConfigError):
+        load_keys(f)
+
+
+def test_serve_refuses_bad_setup(tmp_path):
+    f = tmp_path / "keys.toml"
+    f.write_text('[keys.AKIA1]\nsecret = "0123456789abcdef0123"\n')
+    f.chmod(0o640)
+    for extra in ([], ["--host", "0.0.0.0"]):
+        if extra:
+            f.chmod(0o600)
+        proc = subprocess.run([sys.executable, "-m", "facelink.enroll.cli", "serve", "--credentials", str(f), *extra],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 8 and json.loads(proc.stderr)["__type"] == "ConfigError", proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
+def test_tls(tmp_path, models_dir, faces_dir):
+    import os
+    import socket
+    import time
+
+    import boto3
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    creds = tmp_path / "keys.toml"
+    creds.write_text('[keys.AKIATLS]\nsecret = "0123456789abcdef0123"\n')
+    creds.chmod(0o600)
+    port = free_port()
+    env = {**os.environ, "FACELINK_STORE__DATABASE": str(tmp_path / "tls.db"),
+           "FACELINK_MODELS__MODELS_DIR": str(models_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "facelink.enroll.cli", "serve", "--credentials", str(creds),
+                             "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        rek = boto3.client("rekognition", endpoint_url=f"https://127.0.0.1:{port}", region_name="eu-west-1",
+                           aws_access_key_id="AKIATLS", aws_secret_access_key="0123456789abcdef0123",
+                           verify=str(cert))
+        assert rek.list_collections()["CollectionIds"] == []
+        out = rek.detect_faces(Image={"Bytes": (faces_dir / "people/obama/1.jpg").read_bytes()})
+        assert len(out["FaceDetails"]) == 1
+        rek.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
