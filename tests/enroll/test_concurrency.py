@@ -10,6 +10,7 @@ import uuid
 
 import numpy as np
 
+from facelink.enroll.feed import KEEP_CHANGES
 from facelink.enroll.store import Store
 
 
@@ -80,4 +81,5 @@ def test_kill_minus_nine_mid_write_is_consistent(tmp_path):
         faces = s.count("faces", "c")
         assert faces > 0 and faces % 20 == 0  # whole transactions only
         assert s.query("SELECT count(*) FROM face_vectors")[0][0] == faces
-        assert s.query("SELECT count(*) FROM changes WHERE op = 'add'")[0][0] == faces
+        # the feed keeps the newest KEEP_CHANGES rows (a fast writer can exceed that in 3 s)
+        assert s.query("SELECT count(*) FROM changes WHERE op = 'add'")[0][0] == min(faces, KEEP_CHANGES)
