@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 KEYS = {
-    "AKIAFACELINKADMIN01": ("admin-secret-0123456789", ""),
+    "AKIAFACELINKADMIN01": ("admin-secret-0123456789", "requests_per_second = 100000\n"),
     "AKIAFACELINKREADER1": ("reader-secret-0123456789", "read_only = true\n"),
     "AKIAFACELINKLOBBY01": ("lobby-secret-0123456789", 'collections = ["lobby"]\n'),
     "AKIAFACELINKSLOW001": ("slow-secret-01234567890", "requests_per_second = 0.0001\n"),
