@@ -52,3 +52,30 @@ def test_describe_collection_reports_the_risk(ctx, faces_dir):
     assert risk["ExpectedStrangerRate"] == risk["PerComparisonFalseAcceptRate"]
     ctx.max_stranger_rate = risk["ExpectedStrangerRate"] / 2
     assert faces.describe_collection(ctx, "door")["FaceLinkExtensions"]["StrangerRisk"]["Warning"]
+
+
+def test_daemon_states_the_risk_at_start_and_on_reload(tmp_path, broker, make_settings, engine, faces_dir):
+    from facelink.device.daemon import Daemon
+    from facelink.enroll import faces, users
+    from facelink.enroll.context import Context
+    from facelink.enroll.store import Store
+
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(faces_dir / "video/feat_man.mp4")})
+    with Store(settings.store.database) as store:
+        ctx = Context(store, lambda: engine)
+        faces.create_collection(ctx, "door")
+        for name in ("obama", "biden"):  # the door matches users' faces
+            users.create_user(ctx, "door", name)
+            faces.index_faces(ctx, "door", faces_dir / "people" / name / "1.jpg", external_image_id=name,
+                              user_id=name)
+    config = tmp_path / "door.toml"
+    config.write_text("[matching]\nmax_stranger_rate = 1e-9\n")
+    daemon = Daemon(settings, engine=engine, config_path=config)
+    try:
+        start = daemon.health()["stranger_risk"]
+        assert start["Comparisons"] == 2 and start["Warning"] is None  # 2 faces: ~1e-5 < 1e-4
+        daemon.reload()  # the site lowered what it accepts
+        after = daemon.health()["stranger_risk"]
+        assert after["MaxStrangerRate"] == 1e-9 and "max_stranger_rate" in after["Warning"]
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
