@@ -26,6 +26,27 @@ class CameraError(Exception):
     """The source cannot be opened or stopped delivering frames."""
 
 
+PICAMERA_FORMAT = "RGB888"  # libcamera names formats by word order: RGB888 is B,G,R bytes (OpenCV's)
+
+# picamera2 format -> what to do with capture_array()'s last axis to get OpenCV's B,G,R bytes.
+# From the Picamera2 manual ("Image formats"): XBGR8888 pixels look like [R, G, B, 255],
+# XRGB8888 like [B, G, R, 255], RGB888 is ordered [B, G, R] and BGR888 [R, G, B].
+_TO_BGR = {"RGB888": (0, 1, 2), "BGR888": (2, 1, 0), "XRGB8888": (0, 1, 2), "XBGR8888": (2, 1, 0)}
+
+
+def picamera_to_bgr(pixels: np.ndarray, fmt: str) -> np.ndarray:
+    """A picamera2 ``capture_array`` in format ``fmt`` as OpenCV's B,G,R bytes."""
+    try:
+        order = _TO_BGR[fmt]
+    except KeyError as exc:
+        raise CameraError(f"picamera2 format {fmt!r} is not supported ({', '.join(_TO_BGR)})") from exc
+    if pixels.ndim != 3 or pixels.shape[2] < 3:
+        raise CameraError(f"picamera2 {fmt} frame has shape {pixels.shape}, expected H x W x 3 or 4")
+    if order == (0, 1, 2) and pixels.shape[2] == 3:
+        return pixels
+    return np.ascontiguousarray(pixels[:, :, list(order)])
+
+
 @dataclass(frozen=True)
 class Frame:
     pixels: np.ndarray
@@ -66,11 +87,11 @@ def _picamera_frames() -> Iterator[np.ndarray]:
         raise CameraError("camera.source=picamera2 needs Raspberry Pi OS's python3-picamera2 "
                           "(apt install python3-picamera2; venv with --system-site-packages)") from exc
     cam = Picamera2()
-    cam.configure(cam.create_video_configuration(main={"format": "BGR888", "size": (1280, 720)}))
+    cam.configure(cam.create_video_configuration(main={"format": PICAMERA_FORMAT, "size": (1280, 720)}))
     cam.start()
     try:
         while True:
-            yield cam.capture_array("main")
+            yield picamera_to_bgr(cam.capture_array("main"), PICAMERA_FORMAT)
     finally:
         cam.stop()
         cam.close()

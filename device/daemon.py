@@ -8,7 +8,7 @@ import logging
 import statistics
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,19 +25,19 @@ from facelink.models.runtime import TFLiteBackend
 from facelink.mqtt.client import MqttTransport, OutboxPump, Transport, ha_discovery_messages, topics
 from facelink.mqtt.outbox import Outbox
 
+from .assembly import build_components
 from .camera import CameraReader
-from .decision import ERROR, Decision, DecisionPolicy
+from .decision import ERROR, Decision
 from .door import DoorRelay, make_relay
 from .factors import Factors
-from .liveness import LivenessChecker
 from .matcher import UserIndex
-from .pipeline import DoorPipeline, Gate
+from .pipeline import DoorPipeline
 from .sd_notify import notify
-from .tracker import Tracker
 
 log = logging.getLogger(__name__)
 
 ERROR_REPEAT_S = 30.0  # the same error is published at most this often (each is still logged)
+ERROR_KEYS_MAX = 64  # distinct errors remembered for that (least recently seen forgotten first)
 
 
 @dataclass
@@ -70,10 +70,11 @@ def presence_gate(ms) -> BlazeFaceDetector | None:
     return BlazeFaceDetector(TFLiteBackend(path, threads=ms.threads))
 
 
-def build_policy(settings: Settings, model_version: str) -> DecisionPolicy:
-    m = settings.matching
-    return DecisionPolicy(settings.mqtt.device_id, m.collection_id, model_version, m.similarity_threshold,
-                          m.frames_required, m.frames_window, m.cooldown_s)
+def error_key(exc: BaseException) -> str:
+    """What makes two errors "the same" for ERROR_REPEAT_S: the type and the message's first line
+    (bounded), not the full text (which may carry ids, paths or counters)."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first[:120]}"
 
 
 class Daemon:
@@ -86,11 +87,7 @@ class Daemon:
         self.store = Store(settings.store.database)
         self.index = UserIndex(self.store, settings.matching.collection_id, self.engine.model_version)
         self.index.load()
-        self.pipeline = DoorPipeline(self.engine, self.index, Tracker(settings.matching.frames_window,
-                                                     max_age_s=settings.matching.track_max_age_s),
-                                     build_policy(settings, self.engine.model_version),
-                                     Gate.from_settings(settings.matching),
-                                     LivenessChecker.from_settings(settings.liveness, settings.models),
+        self.pipeline = DoorPipeline(self.engine, self.index, build_components(settings, self.engine),
                                      presence_gate(settings.models))
         m = settings.matching
         if m.mode != "face":  # card modes: badge reads from facelink.access.badges
@@ -113,7 +110,7 @@ class Daemon:
         self.stats = Stats()
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
-        self._last_error: dict[str, float] = {}
+        self._last_error: OrderedDict[str, float] = OrderedDict()  # error_key -> last published
         self._next_health = 0.0
         self.stranger_risk = log_stranger_risk(self.engine.calibration, settings.matching, len(self.index))
 
@@ -147,11 +144,14 @@ class Daemon:
         self.stats.errors += 1
         reason = f"{type(exc).__name__}: {exc}"[:300]
         log.error("pipeline error, door stays locked: %s", reason, exc_info=exc)
-        now = time.monotonic()
-        if now - self._last_error.get(reason, -1e9) < ERROR_REPEAT_S:
+        now, key = time.monotonic(), error_key(exc)
+        if now - self._last_error.get(key, -1e9) < ERROR_REPEAT_S:
             return
-        self._last_error[reason] = now
-        p = self.pipeline.policy
+        self._last_error[key] = now
+        self._last_error.move_to_end(key)
+        while len(self._last_error) > ERROR_KEYS_MAX:
+            self._last_error.popitem(last=False)
+        p = self.pipeline.components.policy
         decision = Decision(ERROR, p.device_id, p.collection_id, p.model_version, p.threshold, reason=reason)
         try:
             self.emit(decision)
@@ -174,7 +174,7 @@ class Daemon:
                 "mqtt_connected": self.transport.is_connected(), "stranger_risk": self.stranger_risk,
                 **self.panel.health(),
                 **({"badges_rejected": self.badges.rejected} if self.badges.sources else {}),
-                "liveness": self.pipeline.liveness.counters() if self.pipeline.liveness else None}
+                "liveness": self.pipeline.components.liveness.counters() if self.pipeline.components.liveness else None}
 
     def publish_health(self) -> bool:
         return self.transport.publish(self.topics["health"], json.dumps(self.health()), qos=0, timeout=0.5)
@@ -205,20 +205,19 @@ class Daemon:
             self.emit(decision)
 
     def reload(self) -> None:
-        """SIGHUP: re-read thresholds and gates (camera/MQTT/model changes need a restart)."""
+        """SIGHUP: rebuild everything derived from [matching] and [liveness], all of it or none
+        (camera/MQTT/model changes and the collection id need a restart)."""
         from facelink.config import load_settings
 
         try:
             fresh = load_settings(self.config_path)
-        except Exception as exc:  # noqa: BLE001 - a bad file keeps the running config
+            fresh.matching.collection_id = self.settings.matching.collection_id
+            components = build_components(fresh, self.engine, previous=self.pipeline.components)
+        except Exception as exc:  # noqa: BLE001 - a bad file keeps the running config, whole
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
-        fresh.matching.collection_id = self.settings.matching.collection_id
-        policy = build_policy(fresh, self.engine.model_version)
-        policy.carry_cooldowns_from(self.pipeline.policy)  # nobody is granted twice by a reload
-        self.pipeline.policy = policy
-        self.pipeline.gate = Gate.from_settings(fresh.matching)
-        self.settings.matching = fresh.matching
+        self.pipeline.components = components
+        self.settings.matching, self.settings.liveness = fresh.matching, fresh.liveness
         self.stranger_risk = log_stranger_risk(self.engine.calibration, fresh.matching, len(self.index))
         log.info("configuration reloaded: threshold %.2f, %d of %d frames",
                  fresh.matching.similarity_threshold, fresh.matching.frames_required,

@@ -1,9 +1,15 @@
 """Access decisions: the N-of-M rule over a track's frames, cooldowns, and the event payload.
 
-GRANTED needs N of the last M frames of one track to match the *same* user at or above the
-threshold. Anything else never opens the door: DENIED_UNKNOWN (N frames without a match),
+The policy owns N-of-M: ``record`` keeps a track's last M frames (``frames_window``) and
+``decide`` counts N among them. GRANTED needs N of the last M frames of one track to match the
+*same* user at or above the threshold. Anything else never opens the door: DENIED_UNKNOWN (N frames without a match),
 DENIED_LOW_QUALITY (a full window of unusable frames), DENIED_SPOOF (liveness failed) and
 ERROR (the pipeline failed: fail closed).
+
+Deciding and publishing are different facts: ``decide`` settles a track once (the track keeps
+its decision as long as the same person stands there); ``admit`` says whether that decision is
+published or held back by the cooldown (the same decision for the same user within
+``cooldown_s``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from .tracker import Track
+from .tracker import Observation, Track
 
 SCHEMA = "facelink.decision/1"
 GRANTED = "GRANTED"
@@ -72,9 +78,15 @@ class DecisionPolicy:
     def carry_cooldowns_from(self, other: DecisionPolicy) -> None:
         self._recent = dict(other._recent)
 
-    def _make(self, kind: str, track: Track, **kw: Any) -> Decision:
+    def record(self, track: Track, obs: Observation) -> None:
+        """Add a frame's outcome to the track, keeping only the last ``frames_window``."""
+        track.history.append(obs)
+        while len(track.history) > self.frames_window:
+            track.history.popleft()
+
+    def _make(self, kind: str, track: Track, window: list[Observation], **kw: Any) -> Decision:
         return Decision(kind, self.device_id, self.collection_id, self.model_version, self.threshold,
-                        track_id=track.track_id, frames_window=len(track.history), **kw)
+                        track_id=track.track_id, frames_window=len(window), **kw)
 
     def card_decision(self, kind: str, user_id: str | None, mode: str, factors: tuple[str, ...],
                       reason: str | None = None, now: float | None = None) -> Decision:
@@ -88,11 +100,11 @@ class DecisionPolicy:
         until = self._recent.get(key)
         return until is not None and now < until
 
-    def decide(self, track: Track, now: float) -> Decision | None:
-        """At most one decision per track; a repeated one within the cooldown is suppressed."""
+    def decide(self, track: Track) -> Decision | None:
+        """The track's decision once its last M frames settle it (at most one per track)."""
         if track.decided is not None:
             return None
-        hist = list(track.history)
+        hist = list(track.history)[-self.frames_window:]
         matches = Counter(o.user_id for o in hist if o.kind == "match")
         decision: Decision | None = None
         if matches:
@@ -100,31 +112,34 @@ class DecisionPolicy:
             if n >= self.frames_required:
                 best = max((o for o in hist if o.kind == "match" and o.user_id == user),
                            key=lambda o: o.similarity or 0.0)
-                decision = self._make(GRANTED, track, user_id=user, face_id=best.face_id,
+                decision = self._make(GRANTED, track, hist, user_id=user, face_id=best.face_id,
                                       external_image_id=best.external_image_id,
                                       similarity=round(best.similarity or 0.0, 4), frames_matched=n)
         wrong = [o for o in hist if o.kind == "wrongface"]
         if decision is None and len(wrong) >= self.frames_required:
-            decision = self._make(DENIED_WRONG_FACE, track, user_id=wrong[-1].user_id,
+            decision = self._make(DENIED_WRONG_FACE, track, hist, user_id=wrong[-1].user_id,
                                   similarity=max(o.similarity or 0.0 for o in wrong),
                                   frames_matched=len(wrong), reason="the face is not the badge holder's")
         if decision is None:
             spoof = [o for o in hist if o.kind == "spoof"]
             nomatch = [o for o in hist if o.kind == "nomatch"]
             if len(spoof) >= self.frames_required:
-                decision = self._make(DENIED_SPOOF, track, frames_matched=len(spoof), reason=spoof[-1].reason)
+                decision = self._make(DENIED_SPOOF, track, hist, frames_matched=len(spoof), reason=spoof[-1].reason)
             elif len(nomatch) >= self.frames_required:
                 best = max(nomatch, key=lambda o: o.similarity or 0.0)
-                decision = self._make(DENIED_UNKNOWN, track, similarity=best.similarity,
+                decision = self._make(DENIED_UNKNOWN, track, hist, similarity=best.similarity,
                                       frames_matched=len(nomatch))
             elif len(hist) >= self.frames_window and all(o.kind == "lowquality" for o in hist):
-                decision = self._make(DENIED_LOW_QUALITY, track, reason=hist[-1].reason)
-        if decision is None:
-            return None
-        track.decided = decision.decision
-        key = f"{decision.decision}:{decision.user_id or track.track_id}"
+                decision = self._make(DENIED_LOW_QUALITY, track, hist, reason=hist[-1].reason)
+        if decision is not None:
+            track.decided = decision.decision
+        return decision
+
+    def admit(self, decision: Decision, now: float) -> bool:
+        """Publish this decision? False when the same one was published within the cooldown."""
+        key = f"{decision.decision}:{decision.user_id or decision.track_id}"
         if self._cooling(key, now):
-            return None
+            return False
         self._recent = {k: v for k, v in self._recent.items() if v > now}
         self._recent[key] = now + self.cooldown_s
-        return decision
+        return True

@@ -1,4 +1,5 @@
-"""Follow faces across frames (greedy IoU), keeping each track's last M per-frame outcomes."""
+"""Follow faces across frames (greedy IoU). A track carries its per-frame outcomes; how many of
+them are kept and counted is the decision policy's business (``DecisionPolicy.record``)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ class Track:
     track_id: int
     box: np.ndarray
     last_seen: float
-    history: deque = field(default_factory=deque)
-    decided: str | None = None  # the decision already published for this track, if any
+    history: deque = field(default_factory=deque)  # sized by DecisionPolicy.record
+    decided: str | None = None  # the decision made for this track (published or held back by a cooldown)
     anchor: np.ndarray | None = None  # embedding of the face the decision was about
     frames_since_check: int = 0
 
@@ -43,8 +44,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class Tracker:
-    def __init__(self, window: int, *, min_iou: float = 0.3, max_age_s: float = 1.5) -> None:
-        self.window = window
+    def __init__(self, *, min_iou: float = 0.3, max_age_s: float = 1.5) -> None:
         self.min_iou = min_iou
         self.max_age_s = max_age_s
         self._tracks: dict[int, Track] = {}
@@ -62,12 +62,16 @@ class Tracker:
                 del free[best.track_id]
                 track = best
             else:
-                track = Track(self._next_id, box, now, deque(maxlen=self.window))
+                track = Track(self._next_id, box, now)
                 self._tracks[track.track_id] = track
                 self._next_id += 1
             track.box, track.last_seen = box, now
             assigned.append(track)
         return assigned
+
+    def adopt(self, previous: Tracker) -> None:
+        """Carry the people being followed over from the tracker this one replaces (a reload)."""
+        self._tracks, self._next_id = dict(previous._tracks), previous._next_id
 
     def restart(self, track: Track) -> None:
         """Someone else now stands where this track's person stood: a fresh track (new id)."""

@@ -1,35 +1,25 @@
-"""IndexFaces' QualityFilter: which detected faces are good enough to enroll, and why not."""
+"""IndexFaces' QualityFilter levels: which detected faces are good enough to enroll, and why not.
+The gate itself (and its reason names) is ``facelink.models.quality.QualityGate``, shared with
+the door."""
 
 from __future__ import annotations
 
 from facelink.models.engine import AnalyzedFace
+from facelink.models.quality import QualityGate
 
-# level -> (min confidence 0-1, min box side px, max |yaw|/|pitch| deg, min brightness, min sharpness)
-LEVELS: dict[str, tuple[float, float, float, float, float]] = {
-    "LOW": (0.6, 24, 60, 8, 2),
-    "AUTO": (0.75, 40, 45, 15, 4),
-    "MEDIUM": (0.75, 40, 45, 15, 4),
-    "HIGH": (0.85, 64, 30, 25, 8),
+LEVELS: dict[str, QualityGate] = {
+    "LOW": QualityGate(min_face_px=24, max_abs_yaw=60, max_abs_pitch=60, min_sharpness=2,
+                       min_brightness=8, min_confidence=0.6),
+    "AUTO": QualityGate(min_face_px=40, max_abs_yaw=45, max_abs_pitch=45, min_sharpness=4,
+                        min_brightness=15, min_confidence=0.75),
+    "MEDIUM": QualityGate(min_face_px=40, max_abs_yaw=45, max_abs_pitch=45, min_sharpness=4,
+                          min_brightness=15, min_confidence=0.75),
+    "HIGH": QualityGate(min_face_px=64, max_abs_yaw=30, max_abs_pitch=30, min_sharpness=8,
+                        min_brightness=25, min_confidence=0.85),
 }
 QUALITY_FILTERS = ("NONE", "AUTO", "LOW", "MEDIUM", "HIGH")
 
 
 def rejection_reasons(face: AnalyzedFace, level: str) -> list[str]:
     """Rekognition's UnindexedFaces Reasons for this face at this QualityFilter level."""
-    if level == "NONE":
-        return []
-    conf, side, pose, bright, sharp = LEVELS[level]
-    reasons: list[str] = []
-    if face.detection.score < conf:
-        reasons.append("LOW_CONFIDENCE")
-    if min(face.detection.box[2], face.detection.box[3]) < side:
-        reasons.append("SMALL_BOUNDING_BOX")
-    if abs(face.pose.yaw) > pose or abs(face.pose.pitch) > pose:
-        reasons.append("EXTREME_POSE")
-    if face.quality.brightness < bright:
-        reasons.append("LOW_BRIGHTNESS")
-    if face.quality.sharpness < sharp:
-        reasons.append("LOW_SHARPNESS")
-    if len(reasons) >= 2:
-        reasons.append("LOW_FACE_QUALITY")
-    return reasons
+    return [] if level == "NONE" else LEVELS[level].reasons(face)

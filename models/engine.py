@@ -16,7 +16,7 @@ from .embedder import SFaceEmbedder
 from .manifest import Calibration, calibration_for
 from .quality import Pose, Quality, estimate_pose, measure_quality
 from .runtime import make_backend
-from .similarity import cosine_to_similarity
+from .similarity import cosine_to_similarity, similarity_to_cosine
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +113,7 @@ class FaceEngine:
 
     def similarity(self, cosine: float | np.ndarray) -> float | np.ndarray:
         return cosine_to_similarity(cosine, self.calibration)
+
+    def cosine_for(self, similarity: float) -> float:
+        """The cosine a Similarity level stands for under this FaceModelVersion's calibration."""
+        return similarity_to_cosine(similarity, self.calibration)

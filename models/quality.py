@@ -1,12 +1,17 @@
-"""Face quality and pose from pixels and landmarks: Brightness, Sharpness, Yaw/Pitch/Roll."""
+"""Face quality and pose from pixels and landmarks (Brightness, Sharpness, Yaw/Pitch/Roll), and
+the one quality gate over them that the desk and the door share."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from .engine import AnalyzedFace
 
 
 @dataclass(frozen=True)
@@ -58,3 +63,39 @@ def measure_quality(bgr: np.ndarray, box: np.ndarray) -> Quality:
     lap_var = float(cv2.Laplacian(grey, cv2.CV_64F).var())
     sharpness = 100.0 * (1.0 - math.exp(-lap_var / 300.0))
     return Quality(round(brightness, 2), round(sharpness, 2))
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """The one quality gate, for the desk (IndexFaces' QualityFilter) and the door (the frames a
+    decision may use), with Rekognition's UnindexedFaces reason names."""
+
+    min_face_px: float
+    max_abs_yaw: float
+    max_abs_pitch: float
+    min_sharpness: float
+    min_brightness: float
+    min_confidence: float = 0.0
+
+    def reasons(self, face: AnalyzedFace) -> list[str]:
+        """Every reason this face fails the gate (empty: it passes). Two or more failed
+        measurements add LOW_FACE_QUALITY, as Rekognition does."""
+        out: list[str] = []
+        if face.detection.score < self.min_confidence:
+            out.append("LOW_CONFIDENCE")
+        if min(face.detection.box[2], face.detection.box[3]) < self.min_face_px:
+            out.append("SMALL_BOUNDING_BOX")
+        if abs(face.pose.yaw) > self.max_abs_yaw or abs(face.pose.pitch) > self.max_abs_pitch:
+            out.append("EXTREME_POSE")
+        if face.quality.brightness < self.min_brightness:
+            out.append("LOW_BRIGHTNESS")
+        if face.quality.sharpness < self.min_sharpness:
+            out.append("LOW_SHARPNESS")
+        if len(out) >= 2:
+            out.append("LOW_FACE_QUALITY")
+        return out
+
+    def reason(self, face: AnalyzedFace) -> str | None:
+        """The first reason this face fails the gate, or None when it passes."""
+        found = self.reasons(face)
+        return found[0] if found else None

@@ -16,6 +16,10 @@ import numpy as np
 
 from .manifest import Calibration
 
+# Named Similarity levels: code that needs a cosine maps one of these through the FaceModelVersion's
+# calibration (never a hard-coded cosine), so it follows any re-fit.
+SAME_PERSON_SIMILARITY = 80.0  # Rekognition's default FaceMatchThreshold: "the same person"
+
 
 def cosine_to_similarity(cosine: float | np.ndarray, cal: Calibration) -> float | np.ndarray:
     z = cal.a * np.asarray(cosine, dtype=np.float64) + cal.b

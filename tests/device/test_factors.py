@@ -3,11 +3,10 @@ card_or_face lets either factor open, every decision names its mode and factors.
 
 from __future__ import annotations
 
-from facelink.device.decision import DecisionPolicy
+from facelink.device.assembly import build_components
 from facelink.device.factors import BadgeRead, Factors
 from facelink.device.matcher import UserIndex
-from facelink.device.pipeline import DoorPipeline, Gate
-from facelink.device.tracker import Tracker
+from facelink.device.pipeline import DoorPipeline
 from facelink.enroll import credentials, faces, users
 
 from .test_pipeline import _frame
@@ -15,7 +14,7 @@ from .test_pipeline import _frame
 OBAMA, BIDEN, STRANGER = "H10301:18:1001", "H10301:18:1002", "H10301:18:9999"
 
 
-def _door(ctx, faces_dir, engine, mode: str, window_s: float = 10.0) -> DoorPipeline:
+def _door(ctx, faces_dir, engine, make_settings, mode: str, window_s: float = 10.0) -> DoorPipeline:
     faces.create_collection(ctx, "door")
     for name, card in (("obama", OBAMA), ("biden", BIDEN)):
         users.create_user(ctx, "door", name)
@@ -23,8 +22,9 @@ def _door(ctx, faces_dir, engine, mode: str, window_s: float = 10.0) -> DoorPipe
         credentials.put_user_credential(ctx, "door", name, card)
     index = UserIndex(ctx.store, "door", engine.model_version)
     index.load()
-    policy = DecisionPolicy("d", "door", engine.model_version, 99.0, 3, 5, cooldown_s=0.0)
-    pipeline = DoorPipeline(engine, index, Tracker(5, max_age_s=5.0), policy, Gate(60, 35, 30, 8, 15))
+    settings = make_settings(matching={"cooldown_s": 0.0, "track_max_age_s": 5.0},
+                             liveness={"enabled": False})
+    pipeline = DoorPipeline(engine, index, build_components(settings, engine))
     pipeline.factors = Factors(mode, window_s, lambda c: ctx.store.user_by_credential("door", c))
     return pipeline
 
@@ -36,8 +36,8 @@ def _frames(pipeline, faces_dir, name, start, n=6):
     return out
 
 
-def test_card_and_face(ctx, faces_dir, engine):
-    door = _door(ctx, faces_dir, engine, "card_and_face", window_s=5.0)
+def test_card_and_face(ctx, faces_dir, engine, make_settings):
+    door = _door(ctx, faces_dir, engine, make_settings, "card_and_face", window_s=5.0)
     assert _frames(door, faces_dir, "obama", 0) == []  # a face without a badge opens nothing
     assert door.badge(BadgeRead(OBAMA, "mqtt"), 0.7) == []
     granted = _frames(door, faces_dir, "obama", 7)
@@ -57,8 +57,8 @@ def test_card_and_face(ctx, faces_dir, engine):
     assert [(d.decision, d.user_id) for d in unknown] == [("DENIED_UNKNOWN_CARD", None)]
 
 
-def test_card_or_face(ctx, faces_dir, engine):
-    door = _door(ctx, faces_dir, engine, "card_or_face")
+def test_card_or_face(ctx, faces_dir, engine, make_settings):
+    door = _door(ctx, faces_dir, engine, make_settings, "card_or_face")
     by_card = door.badge(BadgeRead(BIDEN, "mqtt"), 0.0)
     assert [(d.decision, d.user_id, d.factors) for d in by_card] == [("GRANTED", "biden", ("card",))]
     by_face = _frames(door, faces_dir, "obama", 0)
@@ -66,8 +66,8 @@ def test_card_or_face(ctx, faces_dir, engine):
         [("GRANTED", "obama", "card_or_face", ("face",))]
 
 
-def test_face_mode_ignores_badges(ctx, faces_dir, engine):
-    door = _door(ctx, faces_dir, engine, "face")
+def test_face_mode_ignores_badges(ctx, faces_dir, engine, make_settings):
+    door = _door(ctx, faces_dir, engine, make_settings, "face")
     assert door.badge(BadgeRead(OBAMA, "mqtt"), 0.0) == []
     assert [(d.decision, d.mode, d.factors) for d in _frames(door, faces_dir, "obama", 0)] == \
         [("GRANTED", "face", ("face",))]

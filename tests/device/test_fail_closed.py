@@ -52,3 +52,22 @@ def test_store_disk_full_is_a_typed_error(ctx, faces_dir):
     with pytest.raises(StoreError):
         for name in ("obama/1.jpg", "obama/2.jpg", "biden/1.jpg", "biden/2.jpg", "kit_harington/1.jpg"):
             faces.index_faces(ctx, "c", faces_dir / "people" / name, name.replace("/", "-"))
+
+
+def test_repeated_errors_are_published_once_and_remembered_within_a_bound(tmp_path, broker, make_settings, engine):
+    from facelink.device.daemon import ERROR_KEYS_MAX
+
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
+    with Store(settings.store.database) as store:
+        faces.create_collection(Context(store, lambda: engine), "door")
+    daemon = Daemon(settings, engine=engine)
+    try:
+        for i in range(5):  # the same failure, with a varying detail after the first line
+            daemon.fail_closed(OSError(f"camera read failed\nattempt {i}"))
+        assert len(daemon.outbox) == 1  # one ERROR published (the rest within ERROR_REPEAT_S)
+        for i in range(10 * ERROR_KEYS_MAX):  # distinct messages: memory stays bounded
+            daemon.fail_closed(RuntimeError(f"failure number {i}"))
+        assert len(daemon._last_error) <= ERROR_KEYS_MAX
+        assert daemon.stats.errors == 5 + 10 * ERROR_KEYS_MAX  # every one still counted
+    finally:
+        daemon.shutdown(flush_timeout_s=1)

@@ -1,0 +1,36 @@
+"""SIGHUP's reload rebuilds everything derived from the settings, or keeps all of it."""
+
+from __future__ import annotations
+
+from facelink.device.daemon import Daemon
+from facelink.enroll import faces, users
+
+from .test_pipeline import _frame
+
+
+def test_reload_to_six_of_eight_grants_after_six_frames(tmp_path, broker, make_settings, engine, ctx, faces_dir):
+    faces.create_collection(ctx, "door")
+    users.create_user(ctx, "door", "obama")
+    faces.index_faces(ctx, "door", faces_dir / "people/obama/2.jpg", "badge", user_id="obama")
+    config = tmp_path / "door.toml"
+    config.write_text("[matching]\nframes_required = 6\nframes_window = 8\ntrack_max_age_s = 4.0\n"
+                      "[liveness]\nenabled = false\n")  # a pasted still photo: liveness tested elsewhere
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
+    daemon = Daemon(settings, config_path=config, engine=engine)
+    try:
+        before = daemon.pipeline.components
+        daemon.reload()
+        after = daemon.pipeline.components
+        assert after is not before and after.tracker.max_age_s == 4.0
+        assert (after.policy.frames_required, after.policy.frames_window) == (6, 8)
+        decided_at = None
+        for i in range(12):
+            for d in daemon.pipeline.process(_frame(faces_dir, "obama", i), 0.3 * i):
+                assert d.decision == "GRANTED" and d.user_id == "obama" and decided_at is None
+                decided_at = i
+        assert decided_at == 5  # the sixth matching frame, never later (not 40 frames, not never)
+        config.write_text("[matching]\nframes_required = 9\nframes_window = 8\n")  # invalid
+        daemon.reload()
+        assert daemon.pipeline.components is after  # refused: the old configuration, whole
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
