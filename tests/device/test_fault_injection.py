@@ -20,8 +20,9 @@ from facelink.enroll.store import Store
 
 from .conftest import Watcher
 
+# a decision on every frame (a one-frame track is never live to the liveness checks: they are off)
 FAST = {"matching__frames_required": 1, "matching__frames_window": 1, "matching__cooldown_s": 0,
-        "matching__track_max_age_s": 0}
+        "matching__track_max_age_s": 0, "liveness__enabled": "false"}
 RELOAD_INTERVAL_S = 1.0  # the default matching.reload_interval_s the door runs with
 
 

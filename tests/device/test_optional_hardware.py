@@ -27,7 +27,7 @@ def test_command_relay_runs_with_the_user(tmp_path):
     CommandRelay(f'echo "$FACELINK_USER_ID" > {out}', 1.0).pulse("emp-7")
     import time
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while not (out.exists() and out.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert out.read_text().strip() == "emp-7"
@@ -50,10 +50,12 @@ def test_live_source_keeps_only_the_newest_frame(faces_dir):
 
     reader = CameraReader(str(faces_dir / "video/feat_man.mp4"), loop=True, max_fps=100, live=True).start()
     try:
-        assert reader.connected.wait(10)
-        time.sleep(1.0)  # nobody consumes for a second
-        first = reader.get(timeout=2)
-        assert first is not None and time.monotonic() - first.captured_at < 0.2  # fresh, not a backlog
-        assert reader.dropped > 10 and reader._queue.qsize() <= 1
+        assert reader.connected.wait(30)
+        deadline = time.monotonic() + 60
+        while reader.dropped <= 10 and time.monotonic() < deadline:  # nobody consumes meanwhile
+            time.sleep(0.05)
+        assert reader.dropped > 10 and reader._queue.qsize() <= 1  # old frames dropped, no queue
+        first = reader.get(timeout=5)
+        assert first is not None and first.index >= 10  # the newest frame, not the first ones
     finally:
         reader.stop()
