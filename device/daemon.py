@@ -213,12 +213,13 @@ class Daemon:
             fresh = load_settings(self.config_path)
             fresh.matching.collection_id = self.settings.matching.collection_id
             components = build_components(fresh, self.engine, previous=self.pipeline.components)
+            risk = log_stranger_risk(self.engine.calibration, fresh.matching, len(self.index))
         except Exception as exc:  # noqa: BLE001 - a bad file keeps the running config, whole
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
         self.pipeline.components = components
         self.settings.matching, self.settings.liveness = fresh.matching, fresh.liveness
-        self.stranger_risk = log_stranger_risk(self.engine.calibration, fresh.matching, len(self.index))
+        self.stranger_risk = risk
         log.info("configuration reloaded: threshold %.2f, %d of %d frames",
                  fresh.matching.similarity_threshold, fresh.matching.frames_required,
                  fresh.matching.frames_window)
