@@ -176,8 +176,8 @@ def decide(verdicts: list[dict | None], checks: tuple[str, ...]) -> tuple[str | 
             obs = Observation("pending", reason=pending[1])
         else:
             obs = Observation("match", "person", "f", "x", 99.9)
-        track.history.append(obs)
-        d = policy.decide(track, i / FPS)
+        policy.record(track, obs)
+        d = policy.decide(track)
         if d is not None:
             return d.decision, i / FPS
     return None, None
