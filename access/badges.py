@@ -9,7 +9,7 @@
 - ``serial``: a reader that sends one line per card: ``FORMAT:FACILITY:CARD`` or the Wiegand
   bits as ``0``/``1`` characters (parity checked).
 
-Every source puts :class:`~facelink.device.factors.BadgeRead` on one queue the daemon drains;
+Every source puts :class:`BadgeRead` on one queue the daemon drains;
 malformed input is logged and dropped (never a crash, never a guessed card).
 """
 
@@ -20,13 +20,21 @@ import logging
 import os
 import queue
 import threading
+from dataclasses import dataclass
 from typing import Any
 
-from facelink.device.factors import BadgeRead
 from facelink.errors import ConfigError, FaceLinkError
 
 from .serial_port import open_raw, read_available
 from .wiegand import FORMATS, Credential, decode
+
+
+@dataclass(frozen=True)
+class BadgeRead:
+    """One card tap from any reader, in canonical form."""
+
+    credential: str  # canonical "H10301:18:12345"
+    source: str  # mqtt | evdev | serial
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facelink.access.badges import BadgeRead
+
 from .decision import (
     DENIED_NO_FACE,
     DENIED_UNKNOWN_CARD,
@@ -31,12 +33,6 @@ from .tracker import Observation
 log = logging.getLogger(__name__)
 
 FACE, CARD_AND_FACE, CARD_OR_FACE = "face", "card_and_face", "card_or_face"
-
-
-@dataclass(frozen=True)
-class BadgeRead:
-    credential: str  # canonical "H10301:18:12345"
-    source: str  # mqtt | evdev | serial
 
 
 @dataclass

@@ -3,8 +3,9 @@ card_or_face lets either factor open, every decision names its mode and factors.
 
 from __future__ import annotations
 
+from facelink.access.badges import BadgeRead
 from facelink.device.assembly import build_components
-from facelink.device.factors import BadgeRead, Factors
+from facelink.device.factors import Factors
 from facelink.device.matcher import UserIndex
 from facelink.device.pipeline import DoorPipeline
 from facelink.enroll import credentials, faces, users
