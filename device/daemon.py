@@ -36,6 +36,7 @@ from .sd_notify import notify
 
 log = logging.getLogger(__name__)
 
+RESTART_ONLY_MATCHING = ("mode", "card_window_s")  # SIGHUP refuses a change of these
 ERROR_REPEAT_S = 30.0  # the same error is published at most this often (each is still logged)
 ERROR_KEYS_MAX = 64  # distinct errors remembered for that (least recently seen forgotten first)
 
@@ -157,7 +158,10 @@ class Daemon:
             self.emit(decision)
         except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly, then give up
             log.critical("cannot record the ERROR decision in the outbox", exc_info=True)
-            self.transport.publish(self.topics["decision"], json.dumps(decision.payload()))
+            try:
+                self.transport.publish(self.topics["decision"], json.dumps(decision.payload()))
+            except Exception:  # noqa: BLE001 - nothing left to tell; the door stays locked, no crash loop
+                log.critical("cannot publish the ERROR decision either", exc_info=True)
 
     # -- housekeeping ----------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -212,6 +216,10 @@ class Daemon:
         try:
             fresh = load_settings(self.config_path)
             fresh.matching.collection_id = self.settings.matching.collection_id
+            restart_only = [k for k in RESTART_ONLY_MATCHING
+                            if getattr(fresh.matching, k) != getattr(self.settings.matching, k)]
+            if restart_only:  # the card modes' factors and badge readers are built once: never half-apply
+                raise ValueError(f"matching.{restart_only[0]} changed: restart the daemon to apply it")
             components = build_components(fresh, self.engine, previous=self.pipeline.components)
             risk = log_stranger_risk(self.engine.calibration, fresh.matching, len(self.index))
         except Exception as exc:  # noqa: BLE001 - a bad file keeps the running config, whole

@@ -154,7 +154,8 @@ class RekognitionApp:
         if writes and key.read_only:
             raise ApiError("AccessDeniedException", f"key {key.access_key_id} is read-only: {op_name} refused")
         collection = params.get("CollectionId")
-        if has_collection and isinstance(collection, str) and not key.may_use(collection):
+        if has_collection and key.collections is not None and not (
+                isinstance(collection, str) and key.may_use(collection)):  # a non-string id is denied, never skipped
             raise ApiError("AccessDeniedException", f"key {key.access_key_id} may not use collection {collection!r}")
 
     def _run(self, call: Callable[[Context, dict[str, Any]], dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from .credentials import AccessKey
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "rekognition"
+REQUIRED_SIGNED = frozenset({"host", "x-amz-date", "x-amz-target", "content-type"})
 MAX_SKEW = timedelta(minutes=5)  # AWS's limit between the signer's clock and the server's
 _AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request,\s*"
                    r"SignedHeaders=([a-z0-9\-;]+),\s*Signature=([0-9a-f]{64})")
@@ -81,8 +82,10 @@ def verify(req: Request, keys: dict[str, AccessKey], now: datetime | None = None
                         f"Signature expired: {amz_date} is now earlier or later than "
                         f"{now.strftime('%Y%m%dT%H%M%SZ')} (the limit is 5 minutes either way).")
     signed = signed_list.split(";")
-    if "host" not in signed or "x-amz-date" not in signed or signed != sorted(signed):
-        raise AuthError("InvalidSignatureException", "SignedHeaders must include host and x-amz-date, sorted")
+    if not REQUIRED_SIGNED <= set(signed) or signed != sorted(signed):
+        # x-amz-target names the operation: unsigned, a captured body could be replayed as another one
+        raise AuthError("InvalidSignatureException",
+                        f"SignedHeaders must include {', '.join(sorted(REQUIRED_SIGNED))}, sorted")
     if any(h not in req.headers for h in signed):
         raise AuthError("InvalidSignatureException", "a signed header is missing from the request")
     payload_hash = req.headers.get("x-amz-content-sha256")

@@ -34,3 +34,21 @@ def test_reload_to_six_of_eight_grants_after_six_frames(tmp_path, broker, make_s
         assert daemon.pipeline.components is after  # refused: the old configuration, whole
     finally:
         daemon.shutdown(flush_timeout_s=1)
+
+
+def test_reload_refuses_a_change_of_factors_whole(tmp_path, broker, make_settings, engine, ctx):
+    """Tightening face -> card_and_face by SIGHUP must not leave 1:N face GRANTED running: the
+    factors and badge readers are built once, so the reload is refused and nothing changes."""
+    faces.create_collection(ctx, "door")
+    config = tmp_path / "door.toml"
+    config.write_text("[matching]\nmode = \"card_and_face\"\nframes_required = 2\n")
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
+    daemon = Daemon(settings, config_path=config, engine=engine)
+    try:
+        before = daemon.pipeline.components
+        daemon.reload()
+        assert daemon.pipeline.components is before
+        assert daemon.settings.matching.mode == "face"
+        assert daemon.pipeline.components.policy.frames_required == settings.matching.frames_required
+    finally:
+        daemon.shutdown(flush_timeout_s=1)

@@ -60,6 +60,31 @@ def test_sigv4_verifies_botocore_signatures(keys):
     assert exc.value.code == "MissingAuthenticationTokenException" and exc.value.status == 403
 
 
+def test_operation_header_must_be_signed(keys):
+    """A signature that leaves X-Amz-Target out would let a captured body be replayed as another
+    operation (DescribeCollection's body as DeleteCollection): such signatures are refused."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from facelink.serve.sigv4 import AuthError, Request, verify
+
+    class UnsignedTarget(SigV4Auth):
+        def headers_to_sign(self, request):
+            hs = super().headers_to_sign(request)
+            del hs["X-Amz-Target"]
+            return hs
+
+    req = AWSRequest("POST", "http://127.0.0.1:8443/", data=b"{}", headers={
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "RekognitionService.ListCollections"})
+    UnsignedTarget(Credentials("AKIAFACELINKADMIN01", "admin-secret-0123456789"), "rekognition",
+                   "eu-west-1").add_auth(req)
+    headers = {k.lower(): v for k, v in req.headers.items()} | {"host": "127.0.0.1:8443"}
+    with pytest.raises(AuthError, match="x-amz-target") as exc:
+        verify(Request("POST", "/", "", headers, b"{}"), keys)
+    assert exc.value.code == "InvalidSignatureException"
+
+
 def test_credentials_file_must_be_private(tmp_path):
     from facelink.errors import ConfigError
     from facelink.serve.credentials import load_keys
