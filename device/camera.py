@@ -15,6 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelink.errors import FaceLinkError
+from facelink.models.image import decode_image
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -68,16 +71,28 @@ def _video_frames(path: str) -> Iterator[np.ndarray]:
         cap.release()
 
 
+def _image_frames(path: Path) -> Iterator[np.ndarray]:
+    """One image file as a frame, decoded like every other image (models.image: header checked
+    before decoding); a file that can't be used is skipped with a log line."""
+    try:
+        yield decode_image(path).pixels
+    except FaceLinkError as exc:
+        log.warning("camera: skipping %s: %s: %s", path, exc.code, exc.message)
+
+
 def _folder_frames(folder: Path) -> Iterator[np.ndarray]:
+    """Every image and video of a folder in name order. A bad file is skipped with a log line;
+    it must not end the folder (the reader would start it again from the first file)."""
     if not folder.is_dir():
         raise CameraError(f"folder {folder} is missing")
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() in IMAGE_SUFFIXES:
-            img = cv2.imread(str(p))
-            if img is not None:
-                yield img
+            yield from _image_frames(p)
         elif p.suffix.lower() in VIDEO_SUFFIXES:
-            yield from _video_frames(str(p))
+            try:
+                yield from _video_frames(str(p))
+            except CameraError as exc:
+                log.warning("camera: skipping %s: %s", p, exc)
 
 
 def _picamera_frames() -> Iterator[np.ndarray]:
@@ -132,7 +147,7 @@ def open_frames(source: str) -> Iterator[np.ndarray]:
     if p.is_dir():
         return _folder_frames(p)
     if p.suffix.lower() in IMAGE_SUFFIXES:
-        return iter([img] if (img := cv2.imread(source)) is not None else [])
+        return _image_frames(p)
     if p.suffix.lower() in VIDEO_SUFFIXES:
         if not p.is_file():
             raise CameraError(f"video file {source} is missing")

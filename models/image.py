@@ -19,6 +19,7 @@ from facelink.errors import ImageTooLargeException, InvalidImageFormatException,
 MAX_IMAGE_BYTES = 15 * 1024 * 1024  # Rekognition's limit for image bytes
 MAX_PIXELS = 40_000_000  # decoding beyond this would need gigabytes on a door kiosk
 MIN_SIDE = 32
+MAX_JPEG_SCANS = 100  # progressive JPEGs use ~10; libjpeg has no limit of its own
 
 _EXIF_ORIENTATION = {1: "ROTATE_0", 3: "ROTATE_180", 6: "ROTATE_90", 8: "ROTATE_270"}
 
@@ -49,27 +50,44 @@ def read_image_bytes(path: str | Path) -> bytes:
     size = p.stat().st_size
     if size > MAX_IMAGE_BYTES:
         raise ImageTooLargeException(f"{p} is {size} bytes; the limit is {MAX_IMAGE_BYTES} bytes")
-    return p.read_bytes()
-
-
-def _header_info(data: bytes) -> tuple[int, int, int | None] | None:
-    """(width, height, exif orientation) from the header alone, or None if Pillow can't tell."""
     try:
-        from PIL import Image
-    except ImportError:  # Pillow is optional: OpenCV alone still decodes
-        return None
+        return p.read_bytes()
+    except OSError as exc:  # unreadable, or gone since the check
+        raise InvalidParameterException(f"cannot read image file {p}: {exc.strerror or exc}") from None
+
+
+def _header_info(data: bytes) -> tuple[int, int, int | None]:
+    """(width, height, EXIF orientation) from the header alone, before any pixel is decoded.
+
+    An image whose header Pillow cannot read is refused rather than handed to OpenCV blind:
+    its size would only be known after OpenCV had allocated it.
+    """
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as im:
-            orientation = None
-            try:
-                orientation = im.getexif().get(0x0112)
-            except Exception:  # noqa: BLE001 - a broken EXIF block must not reject the image
-                orientation = None
-            return im.width, im.height, orientation
+            return im.width, im.height, _orientation(im)
     except Image.DecompressionBombError:
         raise ImageTooLargeException(f"image has more than {MAX_PIXELS} pixels") from None
-    except Exception:  # noqa: BLE001 - unknown to Pillow; OpenCV decides below
+    except Exception:  # noqa: BLE001 - any parse failure is the same answer: not an image we read
+        raise InvalidImageFormatException("image bytes are not a decodable JPEG/PNG image") from None
+
+
+def _orientation(im: object) -> int | None:
+    """The EXIF orientation tag when it is one of the eight defined values, else None."""
+    try:
+        value = im.getexif().get(0x0112)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not reject the image
         return None
+    return value if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+def _check_scans(data: bytes) -> None:
+    """Each scan of a progressive JPEG is a pass over the whole image: a small file with
+    thousands of empty scans keeps the decoder busy for minutes (a CPU bomb). Markers cannot
+    occur inside entropy-coded data (0xFF is stuffed), so counting them bounds the scans."""
+    if data[:2] == b"\xff\xd8" and data.count(b"\xff\xda") > MAX_JPEG_SCANS:
+        raise InvalidImageFormatException(f"JPEG has more than {MAX_JPEG_SCANS} scans")
 
 
 def _check_dims(width: int, height: int) -> None:
@@ -100,10 +118,10 @@ def _to_bgr_uint8(frame: np.ndarray) -> np.ndarray:
     raise InvalidImageFormatException(f"unsupported frame shape {frame.shape}")
 
 
-def _reduced_flag(header: tuple[int, int, int | None] | None, max_side: int | None) -> int:
+def _reduced_flag(header: tuple[int, int, int | None], max_side: int | None) -> int:
     """Decode big images at 1/2, 1/4 or 1/8 scale (JPEG DCT scaling: much faster) while the
     longer side stays >= ``max_side``."""
-    if header is None or max_side is None:
+    if max_side is None:
         return cv2.IMREAD_COLOR
     longer = max(header[0], header[1])
     for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
@@ -139,16 +157,18 @@ def decode_image(image: ImageInput, max_side: int | None = None) -> DecodedImage
     if not data.startswith(_SIGNATURES):
         raise InvalidImageFormatException("image is not JPEG or PNG (the formats Rekognition accepts)")
     header = _header_info(data)
-    if header is not None:
-        _check_dims(header[0], header[1])
+    _check_dims(header[0], header[1])
+    _check_scans(data)
     buf = np.frombuffer(data, dtype=np.uint8)
     # IMREAD_COLOR* convert grey, RGBA and 16-bit images to 8-bit BGR and apply EXIF rotation.
-    pixels = cv2.imdecode(buf, _reduced_flag(header, max_side))
+    try:
+        pixels = cv2.imdecode(buf, _reduced_flag(header, max_side))
+    except cv2.error:
+        pixels = None
     if pixels is None or pixels.size == 0:
         raise InvalidImageFormatException("image bytes are not a decodable JPEG/PNG image")
-    if header is None:
-        _check_dims(pixels.shape[1], pixels.shape[0])
-    orientation = None
-    if header is not None and header[2] is not None:
-        orientation = _EXIF_ORIENTATION.get(int(header[2]), "ROTATE_0")
+    if max(pixels.shape[:2]) > max(header[0], header[1]):  # the decoder read another size than the header
+        raise InvalidImageFormatException("image header and image data disagree on its size")
+    _check_dims(pixels.shape[1], pixels.shape[0])
+    orientation = None if header[2] is None else _EXIF_ORIENTATION.get(header[2], "ROTATE_0")
     return DecodedImage(np.ascontiguousarray(pixels), orientation)
