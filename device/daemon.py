@@ -22,8 +22,10 @@ from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
 from facelink.models.risk import log_stranger_risk
 from facelink.models.runtime import TFLiteBackend
-from facelink.mqtt.client import MqttTransport, OutboxPump, Transport, ha_discovery_messages, topics
+from facelink.mqtt.client import Transport, door_client
 from facelink.mqtt.outbox import Outbox
+from facelink.mqtt.pump import OutboxPump
+from facelink.mqtt.topics import DeviceTopics
 
 from .assembly import build_components
 from .camera import CameraReader
@@ -96,11 +98,9 @@ class Daemon:
                                             lambda c: self.store.user_by_credential(m.collection_id, c))
         self.badges = BadgeSources(settings)
         self.badges.start()  # before anything that holds a thread: a bad reader fails fast (exit 78)
-        self.topics = topics(settings.mqtt.topic_prefix, settings.mqtt.device_id)
+        self.topics = DeviceTopics(settings.mqtt.topic_prefix, settings.mqtt.device_id)
         self.outbox = Outbox(settings.mqtt.outbox, settings.mqtt.outbox_max)
-        extra = ha_discovery_messages(settings.mqtt.topic_prefix, settings.mqtt.device_id) \
-            if settings.mqtt.ha_discovery else []
-        self.transport = transport or MqttTransport(settings.mqtt, extra)
+        self.transport = transport or door_client(settings.mqtt)
         self.pump = OutboxPump(self.outbox, self.transport)
         self.relay = relay or make_relay(settings.door)
         self.panel = make_panel_link(settings, self.store, on_verdict=self._record_panel_verdict,
@@ -118,7 +118,7 @@ class Daemon:
     # -- decisions -------------------------------------------------------------------------
     def emit(self, decision: Decision) -> None:
         """Outbox first (durable), then the relay: a decision that can't be recorded opens nothing."""
-        self.outbox.put(decision.event_id, self.topics["decision"], decision.payload())
+        self.outbox.put(decision.event_id, self.topics.decision, decision.payload())
         self.stats.decisions += 1
         log.info("decision %s user=%s similarity=%s track=%s event=%s", decision.decision, decision.user_id,
                  decision.similarity, decision.track_id, decision.event_id)
@@ -159,7 +159,7 @@ class Daemon:
         except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly, then give up
             log.critical("cannot record the ERROR decision in the outbox", exc_info=True)
             try:
-                self.transport.publish(self.topics["decision"], json.dumps(decision.payload()))
+                self.transport.publish(self.topics.decision, json.dumps(decision.payload()))
             except Exception:  # noqa: BLE001 - nothing left to tell; the door stays locked, no crash loop
                 log.critical("cannot publish the ERROR decision either", exc_info=True)
 
@@ -181,7 +181,7 @@ class Daemon:
                 "liveness": self.pipeline.components.liveness.counters() if self.pipeline.components.liveness else None}
 
     def publish_health(self) -> bool:
-        return self.transport.publish(self.topics["health"], json.dumps(self.health()), qos=0, timeout=0.5)
+        return self.transport.publish(self.topics.health, json.dumps(self.health()), qos=0, timeout=0.5)
 
     def _housekeeping(self, now: float) -> None:
         notify("WATCHDOG=1")
@@ -272,11 +272,10 @@ class Daemon:
         notify("STOPPING=1")
         self.camera.stop()
         self.badges.close()
-        flushed = self.pump.flush(flush_timeout_s) if self.transport.is_connected() else len(self.outbox) == 0
-        self.pump.stop()
+        left = self.pump.close(flush_timeout_s)  # the pump drains; nobody else publishes events
         self.publish_health()  # the last word on frames, decisions and outbox depth
-        if not flushed:
-            log.warning("%d decisions stay in the outbox and will be sent on the next start", len(self.outbox))
+        if left:
+            log.warning("%d decisions stay in the outbox and will be sent on the next start", left)
         self.transport.stop()
         self.relay.close()
         self.panel.close()

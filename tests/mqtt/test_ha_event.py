@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from facelink.device import decision
-from facelink.mqtt.client import ha_discovery_messages
 from facelink.mqtt.ha_event import EVENT_TYPES
+from facelink.mqtt.topics import DeviceTopics, ha_discovery_messages
 
 # home-assistant.io/integrations/event.mqtt, configuration variables (2026)
 HA_EVENT_KEYS = {
@@ -21,7 +21,7 @@ HA_DEVICE_KEYS = {"configuration_url", "connections", "hw_version", "identifiers
 
 
 def test_event_entity_follows_the_documented_schema():
-    msgs = {t: json.loads(p) for t, p, retain in ha_discovery_messages("facelink", "front") if retain}
+    msgs = {t: json.loads(p) for t, p, retain in ha_discovery_messages(DeviceTopics("facelink", "front")) if retain}
     topic = "homeassistant/event/facelink_front/access/config"
     event = msgs[topic]
     assert set(event) <= HA_EVENT_KEYS and set(event["device"]) <= HA_DEVICE_KEYS

@@ -1,0 +1,96 @@
+"""The outbox pump: the ONE drainer of the outbox. Events are published oldest first and leave
+the outbox only after the broker's PUBACK.
+
+Only the pump's thread ever publishes outbox events. Shutdown does not drain on its own thread:
+``close(flush_timeout_s)`` asks the pump to flush, and waits for it to finish, so an event can
+never be in flight twice (which would publish it twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .client import Transport
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class OutboxPump:
+    def __init__(self, outbox: Outbox, transport: Transport, *, retry_s: float = 1.0, batch: int = 50,
+                 warn_every_s: float = 60.0) -> None:
+        self.outbox = outbox
+        self.transport = transport
+        self.retry_s = retry_s
+        self.batch = batch
+        self.warn_every_s = warn_every_s
+        self.delivered = 0
+        self.failures = 0  # consecutive failed publish attempts
+        self._last_warn = -1e9
+        self._closing = threading.Event()
+        self._deadline = 0.0
+        self._thread = threading.Thread(target=self._run, name="outbox-pump", daemon=True)
+
+    def start(self) -> OutboxPump:
+        self._thread.start()
+        return self
+
+    # -- the pump thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            if self._closing.is_set() and self._flush_over():
+                return
+            if self._deliver_some():
+                continue
+            if self._closing.is_set():
+                time.sleep(0.05)
+            else:
+                self.outbox.added.wait(self.retry_s)
+                self.outbox.added.clear()
+
+    def _flush_over(self) -> bool:
+        return (time.monotonic() >= self._deadline or not self.transport.is_connected()
+                or len(self.outbox) == 0)
+
+    def _deliver_some(self) -> bool:
+        """Deliver up to ``batch`` events in order; False when idle or the broker is away."""
+        events = self.outbox.peek(self.batch)
+        if not events:
+            return False
+        for ev in events:
+            if self._closing.is_set() and time.monotonic() >= self._deadline:
+                return False
+            if not self.transport.publish(ev.topic, ev.payload, qos=1):
+                self._publish_failed(ev.event_id)
+                return False
+            self.outbox.ack(ev.seq)
+            self.delivered += 1
+            if self.failures:
+                log.info("outbox: delivering again after %d failed attempt(s)", self.failures)
+                self.failures = 0
+        return True
+
+    def _publish_failed(self, event_id: str) -> None:
+        """Retried on the next round; said in the log at most every ``warn_every_s``."""
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._last_warn >= self.warn_every_s:
+            self._last_warn = now
+            state = "connected but not acknowledged" if self.transport.is_connected() else "broker unreachable"
+            log.warning("outbox: cannot publish event %s (%s); %d event(s) waiting, retrying every %.0f s",
+                        event_id, state, len(self.outbox), self.retry_s)
+
+    # -- shutdown --------------------------------------------------------------------------
+    def close(self, flush_timeout_s: float = 10.0) -> int:
+        """Ask the pump to deliver what it can within ``flush_timeout_s`` (only while connected),
+        wait for it to stop, and return how many events stay in the outbox for the next start."""
+        self._deadline = time.monotonic() + flush_timeout_s
+        self._closing.set()
+        self.outbox.added.set()
+        if self._thread.is_alive():
+            self._thread.join(flush_timeout_s + 15.0)  # a publish in flight may wait its own timeout
+        elif self._thread.ident is None:  # never started: this caller is the only drainer
+            self._run()
+        return len(self.outbox)

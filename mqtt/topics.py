@@ -1,0 +1,69 @@
+"""The one MQTT topic layout. Every topic FaceLink publishes or subscribes to is spelled here.
+
+    <prefix>/<device_id>/decision    QoS 1, not retained: decision events (facelink.decision/1)
+    <prefix>/<device_id>/status      QoS 1, retained: ``online``; Last Will ``offline``
+    <prefix>/<device_id>/health      QoS 0: the door's health every ``health_interval_s``
+    homeassistant/.../config         QoS 1, retained: Home Assistant discovery (optional)
+
+Fleet topics (desk → doors) will live under ``<prefix>/fleet/`` (see ``fleet()``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+HA_PREFIX = "homeassistant"
+
+
+@dataclass(frozen=True)
+class DeviceTopics:
+    """The topics of one door."""
+
+    prefix: str
+    device_id: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix.rstrip('/')}/{self.device_id}"
+
+    @property
+    def decision(self) -> str:
+        return f"{self.base}/decision"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def health(self) -> str:
+        return f"{self.base}/health"
+
+
+def all_decisions(prefix: str) -> str:
+    """The subscription the audit logger uses: every door's decision events."""
+    return f"{prefix.rstrip('/')}/+/decision"
+
+
+def fleet(prefix: str, name: str) -> str:
+    """Room for fleet-wide topics (signed collection sync): ``<prefix>/fleet/<name>``."""
+    return f"{prefix.rstrip('/')}/fleet/{name}"
+
+
+def ha_discovery_messages(t: DeviceTopics) -> list[tuple[str, str, bool]]:
+    """Home Assistant MQTT discovery for the last decision and the door's status."""
+    device_id = t.device_id
+    device = {"identifiers": [f"facelink_{device_id}"], "name": f"FaceLink {device_id}",
+              "manufacturer": "FaceLink"}
+    sensor = {"name": "Last decision", "unique_id": f"facelink_{device_id}_decision",
+              "state_topic": t.decision, "value_template": "{{ value_json.decision }}",
+              "json_attributes_topic": t.decision, "availability_topic": t.status,
+              "payload_available": "online", "payload_not_available": "offline", "device": device}
+    status = {"name": "Status", "unique_id": f"facelink_{device_id}_status", "state_topic": t.status,
+              "payload_on": "online", "payload_off": "offline", "device_class": "connectivity",
+              "device": device}
+    from .ha_event import ha_event_message
+
+    return [(f"{HA_PREFIX}/sensor/facelink_{device_id}/decision/config", json.dumps(sensor), True),
+            (f"{HA_PREFIX}/binary_sensor/facelink_{device_id}/status/config", json.dumps(status), True),
+            ha_event_message(device_id, t.decision, t.status, device)]
