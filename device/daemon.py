@@ -138,7 +138,7 @@ class Daemon:
         from dataclasses import asdict
 
         payload = {"schema": "facelink.panel/1", "device_id": self.settings.mqtt.device_id, **asdict(verdict)}
-        self.outbox.put(str(uuid.uuid4()), self.topics["decision"].rsplit("/", 1)[0] + "/panel", payload)
+        self.outbox.put(str(uuid.uuid4()), self.topics.panel, payload)
 
     def fail_closed(self, exc: BaseException) -> None:
         """An internal error: the door stays locked and an ERROR decision is published."""

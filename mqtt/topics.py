@@ -1,6 +1,7 @@
 """The one MQTT topic layout. Every topic FaceLink publishes or subscribes to is spelled here.
 
     <prefix>/<device_id>/decision    QoS 1, not retained: decision events (facelink.decision/1)
+    <prefix>/<device_id>/panel       QoS 1, not retained: an access panel's verdicts (facelink.panel/1)
     <prefix>/<device_id>/status      QoS 1, retained: ``online``; Last Will ``offline``
     <prefix>/<device_id>/health      QoS 0: the door's health every ``health_interval_s``
     homeassistant/.../config         QoS 1, retained: Home Assistant discovery (optional)
@@ -30,6 +31,10 @@ class DeviceTopics:
     @property
     def decision(self) -> str:
         return f"{self.base}/decision"
+
+    @property
+    def panel(self) -> str:
+        return f"{self.base}/panel"
 
     @property
     def status(self) -> str:
