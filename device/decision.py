@@ -20,17 +20,21 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from .tracker import Observation, Track
+from facelink.mqtt.schema import (  # noqa: F401 - the decision kinds are defined with the schema
+    ACTUATION_FAILED,
+    DENIED_LOW_QUALITY,
+    DENIED_NO_FACE,
+    DENIED_SPOOF,
+    DENIED_UNKNOWN,
+    DENIED_UNKNOWN_CARD,
+    DENIED_WRONG_FACE,
+    ERROR,
+    GRANTED,
+    SCHEMA,
+    DecisionMessage,
+)
 
-SCHEMA = "facelink.decision/1"
-GRANTED = "GRANTED"
-DENIED_UNKNOWN = "DENIED_UNKNOWN"
-DENIED_LOW_QUALITY = "DENIED_LOW_QUALITY"
-DENIED_SPOOF = "DENIED_SPOOF"
-DENIED_WRONG_FACE = "DENIED_WRONG_FACE"  # card_and_face: the face is not the badge holder's
-DENIED_UNKNOWN_CARD = "DENIED_UNKNOWN_CARD"  # card modes: a badge nobody holds
-DENIED_NO_FACE = "DENIED_NO_FACE"  # card_and_face: no matching face within card_window_s
-ERROR = "ERROR"
+from .tracker import Observation, Track
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Decision:
     mode: str = "face"  # matching.mode (facelink.device.factors)
     factors: tuple[str, ...] = ("face",)  # what was seen: "card", "face"
     liveness: dict[str, Any] | None = None  # presentation-attack checks run and what they measured
+    refers_to: str | None = None
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
@@ -58,10 +63,11 @@ class Decision:
         return replace(self, mode=mode, factors=factors)
 
     def payload(self) -> dict[str, Any]:
-        """The versioned JSON published on <prefix>/<device>/decision (never image bytes)."""
+        """The versioned JSON published on <prefix>/<device>/decision (never image bytes), built
+        through the schema the audit logger validates against (mqtt/schema.py)."""
         out = asdict(self)
         out["factors"] = list(self.factors)
-        return {"schema": SCHEMA, **out}
+        return DecisionMessage(schema=SCHEMA, **out).payload()
 
 
 @dataclass

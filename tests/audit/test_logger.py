@@ -1,8 +1,20 @@
-"""The audit logger deduplicates redelivered decisions and answers queries."""
+"""The audit log: deduplication, queries, quarantine; the schema the door and the logger share."""
 
 from __future__ import annotations
 
-from facelink.audit.logger import AuditLog
+import json
+
+import pytest
+
+from facelink.audit.intake import Intake, Rejected, parse
+from facelink.audit.store import AuditLog
+from facelink.device.decision import DENIED_UNKNOWN, GRANTED, Decision
+
+
+def decision(**kw) -> dict:
+    d = Decision(kw.pop("decision", GRANTED), kw.pop("device_id", "front"), "staff", "m/1", 99.0,
+                 user_id=kw.pop("user_id", "ann"), similarity=kw.pop("similarity", 99.7), **kw)
+    return d.payload()
 
 
 def test_dedup_and_query(tmp_path):
@@ -20,33 +32,57 @@ def test_dedup_and_query(tmp_path):
     log.close()
 
 
-def test_logger_survives_garbage_on_the_topic(tmp_path, broker):
-    """A malformed message is logged and ignored; the next real decision is still recorded."""
-    import json
-    import threading
-    import time
+def test_door_payloads_pass_the_logger_schema():
+    """One model: what the door publishes is exactly what the logger accepts."""
+    for p in (decision(), decision(decision=DENIED_UNKNOWN, user_id=None, similarity=41.2),
+              Decision("ERROR", "front", "staff", "m/1", 99.0, reason="StoreError: x").payload(),
+              Decision("ACTUATION_FAILED", "front", "staff", "m/1", 99.0, user_id="ann",
+                       refers_to="abc-1", reason="relay failed").payload()):
+        assert parse("facelink/front/decision", json.dumps(p).encode()).payload() == p
+    with pytest.raises(Exception, match="refers_to"):  # the door cannot build an invalid one either
+        Decision("ACTUATION_FAILED", "front", "staff", "m/1", 99.0).payload()
 
-    import paho.mqtt.client as mqtt
 
-    from facelink.audit.logger import subscribe
+@pytest.mark.parametrize("raw,reason", [
+    (b"42", "not a JSON object: int"),
+    (b"[1, 2]", "not a JSON object: list"),
+    (b"\xff\xfe{}", "invalid UTF-8"),
+    (b"{not json", "not JSON"),
+    (b"{}", "schema: "),
+    (b"x" * (65 * 1024), "payload too large"),
+])
+def test_rejects_non_decisions(raw, reason):
+    with pytest.raises(Rejected, match=reason.replace("(", r"\(")):
+        parse("facelink/front/decision", raw)
 
+
+def test_rejects_wrong_types_missing_fields_and_lies():
+    good = decision()
+    cases = {
+        "similarity": {**good, "similarity": "99.9"},         # wrong type
+        "decision": {**good, "decision": "OPEN_SESAME"},      # not a decision kind
+        "threshold": {k: v for k, v in good.items() if k != "threshold"},  # missing
+        "extra": {**good, "extra": 1},                        # unknown field
+        "GRANTED needs": {**good, "user_id": None},           # inconsistent
+        "timestamp": {**good, "timestamp": "yesterday"},
+    }
+    for reason, payload in cases.items():
+        with pytest.raises(Rejected, match=reason):
+            parse("facelink/front/decision", json.dumps(payload).encode())
+    with pytest.raises(Rejected, match="not the door of topic"):  # a door speaking for another
+        parse("facelink/back/decision", json.dumps(good).encode())
+
+
+def test_intake_quarantines_and_carries_on(tmp_path):
     audit = AuditLog(tmp_path / "a.db")
-    stop = threading.Event()
-    worker = threading.Thread(target=subscribe, args=(audit, "127.0.0.1", broker.port, "facelink",
-                                                      "test-logger", stop), daemon=True)
-    worker.start()
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", broker.port)
-    pub.loop_start()
-    time.sleep(1.0)
-    for payload in (b"\xff\xfe not json", b'{"decision": "GRANTED"}',
-                    json.dumps({"event_id": "ok-1", "decision": "DENIED_UNKNOWN", "device_id": "d"}).encode()):
-        pub.publish("facelink/d/decision", payload, qos=1).wait_for_publish(5)
-    deadline = time.monotonic() + 10
-    while not audit.query() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    pub.loop_stop()
-    stop.set()
-    worker.join(10)
-    assert [r["event_id"] for r in audit.query()] == ["ok-1"]
+    intake = Intake(audit)
+    intake.handle("facelink/front/decision", b"42")
+    ok = decision()
+    intake.handle("facelink/front/decision", json.dumps(ok).encode())
+    intake.handle("facelink/front/decision", json.dumps(ok).encode())  # redelivery: stored once
+    assert [r["event_id"] for r in audit.query()] == [ok["event_id"]]
+    (q,) = audit.quarantined()
+    assert (q.topic, q.raw, q.size) == ("facelink/front/decision", b"42", 2)
+    assert q.reason == "not a JSON object: int" and q.received_at
+    assert (intake.recorded, intake.quarantined) == (1, 1)
     audit.close()

@@ -1,0 +1,97 @@
+"""Every message from the broker is untrusted input. ``Intake.handle`` decides, for one message,
+"a decision to record" or "quarantine, with the reason" — it never raises.
+
+Checks, in order: size (at most ``MAX_PAYLOAD_BYTES``), UTF-8, JSON, a JSON object, the decision
+schema (mqtt/schema.py, the same model the door builds its payloads with), and that the payload's
+``device_id`` is the door the topic names. A message that fails is stored in the quarantine table
+(raw bytes, topic, reason, time) and acknowledged; the logger carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from facelink.mqtt.schema import DecisionMessage
+
+from .store import AuditLog
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 64 * 1024  # a decision is ~500 bytes
+LOG_EVERY_S = 10.0  # a flood of garbage is one log line per period (every message is in the table)
+
+
+class Rejected(Exception):
+    """A message that is not a valid decision; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse(topic: str, raw: bytes) -> DecisionMessage:
+    """The decision in ``raw``, or ``Rejected`` naming what is wrong with it."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise Rejected(f"payload too large: {len(raw)} bytes (limit {MAX_PAYLOAD_BYTES})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise Rejected(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise Rejected(f"not a JSON object: {type(obj).__name__}")
+    try:
+        message = DecisionMessage.model_validate(obj)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise Rejected(f"schema: {problems}") from None
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[-2] != message.device_id:
+        raise Rejected(f"device_id {message.device_id!r} is not the door of topic {topic!r}")
+    return message
+
+
+class Intake:
+    """Validate → record (new decisions are passed to ``on_new``) or quarantine."""
+
+    def __init__(self, audit: AuditLog, on_new: Callable[[dict], None] | None = None) -> None:
+        self.audit = audit
+        self.on_new = on_new
+        self.recorded = 0
+        self.quarantined = 0
+        self._logged_at = -1e9
+        self._unlogged = 0
+
+    def handle(self, topic: str, raw: bytes) -> None:
+        try:
+            payload = parse(topic, raw).payload()
+        except Rejected as exc:
+            self._quarantine(topic, raw, exc.reason)
+            return
+        except Exception as exc:  # noqa: BLE001 - untrusted input must never stop the logger
+            self._quarantine(topic, raw, f"unreadable: {type(exc).__name__}")
+            return
+        if self.audit.record(payload):
+            self.recorded += 1
+            if self.on_new is not None:
+                self.on_new(payload)
+
+    def _quarantine(self, topic: str, raw: bytes, reason: str) -> None:
+        self.quarantined += 1
+        self.audit.quarantine(topic, raw, reason)
+        now = time.monotonic()
+        if now - self._logged_at < LOG_EVERY_S:
+            self._unlogged += 1
+            return
+        more = f" (and {self._unlogged} more since the last report)" if self._unlogged else ""
+        log.warning("quarantined a message on %s (%d bytes): %s%s", topic, len(raw), reason, more)
+        self._logged_at, self._unlogged = now, 0

@@ -1,0 +1,98 @@
+"""The audit log database: every valid decision once (by event id), and a quarantine table for
+every message that was not one.
+
+MQTT QoS 1 is at-least-once, so a redelivered decision is recognised by its event id and stored
+once. Files are private (0600, folder 0700; config/paths.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from facelink.config.paths import open_private, private_file
+from facelink.errors import ConfigError
+
+QUARANTINE_KEEP_BYTES = 64 * 1024  # raw bytes kept per quarantined message (the size is recorded)
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS decisions(
+    event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT, decision TEXT NOT NULL,
+    user_id TEXT, external_image_id TEXT, similarity REAL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_user ON decisions(user_id, timestamp);
+CREATE INDEX IF NOT EXISTS decisions_device ON decisions(device_id, timestamp);
+CREATE TABLE IF NOT EXISTS quarantine(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
+    reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    id: int
+    received_at: str
+    topic: str
+    reason: str
+    size: int
+    raw: bytes
+
+
+class AuditLog:
+    def __init__(self, path: Path | str, jsonl: Path | str | None = None, *, group: bool = False) -> None:
+        try:
+            path = private_file(path, group=group)  # 0600 before SQLite creates it (and its -wal/-shm)
+            self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"audit.database: cannot open {path}: {exc}") from None
+        self._jsonl = Path(jsonl) if jsonl is not None else None
+        self._group = group
+        self._lock = threading.Lock()
+
+    def record(self, payload: dict[str, Any]) -> bool:
+        """Store a validated decision payload; True when new, False for a redelivered event id."""
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?,?)",
+                (payload["event_id"], payload.get("timestamp", ""), payload.get("device_id"),
+                 payload["decision"], payload.get("user_id"), payload.get("external_image_id"),
+                 payload.get("similarity"), json.dumps(payload)))
+            new = cur.rowcount == 1
+            if new and self._jsonl is not None:
+                with open_private(self._jsonl, "a", group=self._group) as f:
+                    f.write(json.dumps(payload) + "\n")
+        return new
+
+    def quarantine(self, topic: str, raw: bytes, reason: str) -> None:
+        """Keep a message that is not a valid decision, with why, for the security staff."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO quarantine(received_at, topic, reason, size, raw) VALUES (?,?,?,?,?)",
+                (datetime.now(timezone.utc).isoformat(), topic[:1024], reason[:1000], len(raw),
+                 bytes(raw[:QUARANTINE_KEEP_BYTES])))
+
+    def query(self, user: str | None = None, device: str | None = None, since: str | None = None,
+              until: str | None = None, decision: str | None = None) -> list[dict[str, Any]]:
+        sql, params = "SELECT payload FROM decisions WHERE 1=1", []
+        for col, op, val in (("user_id", "=", user), ("device_id", "=", device), ("timestamp", ">=", since),
+                             ("timestamp", "<=", until), ("decision", "=", decision)):
+            if val is not None:
+                sql += f" AND {col} {op} ?"
+                params.append(val)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY timestamp", params).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def quarantined(self, since: str | None = None) -> list[Quarantined]:
+        with self._lock:
+            rows = self._conn.execute("SELECT id, received_at, topic, reason, size, raw FROM quarantine "
+                                      "WHERE received_at >= ? ORDER BY id", (since or "",)).fetchall()
+        return [Quarantined(*r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

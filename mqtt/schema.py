@@ -1,0 +1,81 @@
+"""The decision message, schema ``facelink.decision/1``: the one definition of what a door
+publishes on ``<prefix>/<device>/decision`` and what the audit logger accepts.
+
+The door builds every payload through ``DecisionMessage`` (device/decision.py) and the logger
+validates every message it receives against it, so the two cannot drift. Strict: wrong types,
+unknown fields and missing fields are refused (the logger quarantines them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from facelink.enroll.validate import COLLECTION_ID, EXTERNAL_IMAGE_ID, USER_ID
+
+SCHEMA = "facelink.decision/1"
+GRANTED = "GRANTED"
+DENIED_UNKNOWN = "DENIED_UNKNOWN"
+DENIED_LOW_QUALITY = "DENIED_LOW_QUALITY"
+DENIED_SPOOF = "DENIED_SPOOF"
+DENIED_WRONG_FACE = "DENIED_WRONG_FACE"  # card_and_face: the face is not the badge holder's
+DENIED_UNKNOWN_CARD = "DENIED_UNKNOWN_CARD"  # card modes: a badge nobody holds
+DENIED_NO_FACE = "DENIED_NO_FACE"  # card_and_face: no matching face within card_window_s
+ERROR = "ERROR"
+ACTUATION_FAILED = "ACTUATION_FAILED"  # follow-up: the relay failed after the GRANTED in refers_to
+KINDS = (GRANTED, DENIED_UNKNOWN, DENIED_LOW_QUALITY, DENIED_SPOOF, DENIED_WRONG_FACE, DENIED_UNKNOWN_CARD,
+         DENIED_NO_FACE, ERROR, ACTUATION_FAILED)
+
+
+class DecisionMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    schema_: Literal["facelink.decision/1"] = Field(SCHEMA, alias="schema")
+    event_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    timestamp: str = Field(max_length=64, description="ISO-8601 with a time zone")
+    device_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    collection_id: str = Field(pattern=COLLECTION_ID.pattern)
+    decision: Literal["GRANTED", "DENIED_UNKNOWN", "DENIED_LOW_QUALITY", "DENIED_SPOOF",
+                      "DENIED_WRONG_FACE", "DENIED_UNKNOWN_CARD", "DENIED_NO_FACE", "ERROR",
+                      "ACTUATION_FAILED"]
+    user_id: str | None = Field(None, pattern=USER_ID.pattern)
+    face_id: str | None = Field(None, max_length=64)
+    external_image_id: str | None = Field(None, pattern=EXTERNAL_IMAGE_ID.pattern)
+    similarity: float | None = Field(None, ge=0, le=100)
+    threshold: float = Field(ge=0, le=100)
+    model_version: str = Field(max_length=128)
+    track_id: int | None = Field(None, ge=0)
+    frames_matched: int = Field(0, ge=0)
+    frames_window: int = Field(0, ge=0)
+    reason: str | None = Field(None, max_length=1000)
+    liveness: dict[str, Any] | None = Field(None, description="presentation-attack checks run and what they measured")
+    mode: Literal["face", "card_and_face", "card_or_face"] = Field("face", description="matching.mode")
+    factors: list[Literal["card", "face"]] = Field(default_factory=lambda: ["face"], max_length=2,
+                                                   description="what was seen")
+    refers_to: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,64}$",
+                                  description="ACTUATION_FAILED: the event id of the GRANTED it follows")
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware_iso(cls, v: str) -> str:
+        try:
+            parsed = datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError("not an ISO-8601 timestamp") from None
+        if parsed.tzinfo is None:
+            raise ValueError("timestamp needs a time zone")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DecisionMessage:
+        if self.decision == GRANTED and self.user_id is None:
+            raise ValueError("GRANTED needs user_id")
+        if self.decision == ACTUATION_FAILED and self.refers_to is None:
+            raise ValueError("ACTUATION_FAILED needs refers_to")
+        return self
+
+    def payload(self) -> dict:
+        """The JSON object as published (``schema`` first)."""
+        return self.model_dump(mode="json", by_alias=True)
