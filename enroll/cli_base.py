@@ -46,7 +46,7 @@ class AppState:
         from facelink.models.engine import FaceEngine
 
         s = self.settings
-        return Context(Store(s.store.database), lambda: FaceEngine.from_settings(s.models),
+        return Context(Store(s.store.database, group_access=s.store.group_access), lambda: FaceEngine.from_settings(s.models),
                        keep_thumbnails=s.store.keep_thumbnails, models_dir=s.models.models_dir,
                        similarity_threshold=s.matching.similarity_threshold,
                        max_stranger_rate=s.matching.max_stranger_rate,

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from facelink.config.paths import private_file
 from facelink.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,10 @@ def sqlite_driver() -> ModuleType:
                      "(or pysqlite3-binary) so that sqlite-vec can be loaded")
 
 
-def connect(path: Path | str, *, readonly: bool = False) -> Any:
-    """A connection with sqlite-vec loaded, WAL, foreign keys and a busy timeout."""
+def connect(path: Path | str, *, readonly: bool = False, group: bool = False) -> Any:
+    """A connection with sqlite-vec loaded, WAL, foreign keys and a busy timeout. A database it
+    creates is 0600 in a 0700 folder (0640/0750 with ``group``; config/paths.py), and so are its
+    -wal and -shm files (SQLite gives them the database file's mode)."""
     try:
         import sqlite_vec
     except ImportError as exc:
@@ -58,7 +61,7 @@ def connect(path: Path | str, *, readonly: bool = False) -> Any:
             conn = mod.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                                isolation_level=None, check_same_thread=False)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(path, group=group)
             conn = mod.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                check_same_thread=False)
         conn.enable_load_extension(True)
@@ -69,6 +72,6 @@ def connect(path: Path | str, *, readonly: bool = False) -> Any:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-    except mod.Error as exc:
+    except (mod.Error, OSError) as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from exc
     return conn

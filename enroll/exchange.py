@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from facelink.config.paths import open_private
 from facelink.errors import ConflictException, InvalidParameterException
 from facelink.models.embedder import EMBEDDING_DIM
 
@@ -47,7 +48,6 @@ def export_faces(ctx: Context, collection_id: str, output: Path | str,
                       for r in rows],
             "EmbeddingsSha256": hashlib.sha256(matrix.astype(np.float32).tobytes()).hexdigest()}
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     meta_bytes = json.dumps(meta).encode()
     extra: dict[str, np.ndarray] = {}
@@ -58,7 +58,7 @@ def export_faces(ctx: Context, collection_id: str, output: Path | str,
         signature = sign(load_private(Path(sign_key)), meta_bytes)
         extra["signature"] = np.frombuffer(json.dumps(signature).encode(), dtype=np.uint8)
         out["SignedBy"] = signature["KeyId"]
-    with open(tmp, "wb") as f:
+    with open_private(tmp, "wb", group=ctx.store.group_access) as f:  # embeddings: 0600
         np.savez(f, embeddings=matrix.astype(np.float32),
                  meta=np.frombuffer(meta_bytes, dtype=np.uint8), **extra)
     tmp.replace(output)

@@ -118,10 +118,11 @@ class Store:
     in ``facelink.enroll.faces``, ``.users``, ``.search`` and ``.exchange``."""
 
     def __init__(self, path: Path | str, *, readonly: bool = False,
-                 changes_keep: int = feed.KEEP_CHANGES) -> None:
+                 changes_keep: int = feed.KEEP_CHANGES, group_access: bool = False) -> None:
         self.path = Path(path)
         self.changes_keep = changes_keep
-        self._conn = connect(self.path, readonly=readonly)
+        self.group_access = group_access  # store.group_access: file modes (config/paths.py)
+        self._conn = connect(self.path, readonly=readonly, group=group_access)
         if not readonly:
             self._migrate()
 

@@ -16,6 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facelink.config.paths import private_file
+from facelink.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -28,13 +31,20 @@ class OutboxEvent:
 
 
 class Outbox:
-    def __init__(self, path: Path | str, max_events: int = 100_000) -> None:
+    def __init__(self, path: Path | str, max_events: int = 100_000, *, group: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_events = max_events
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
-                                     timeout=10)
+        try:
+            private_file(self.path, group=group)  # 0600 before SQLite creates it (and its -wal/-shm)
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                         timeout=10)
+            self._init_schema()
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"mqtt.outbox: cannot open {self.path}: {exc}") from None
+        self.added = threading.Event()
+
+    def _init_schema(self) -> None:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = FULL")  # a decision survives power loss
         self._conn.execute("""CREATE TABLE IF NOT EXISTS events(
@@ -44,7 +54,6 @@ class Outbox:
             payload TEXT NOT NULL,
             created_at REAL NOT NULL)""")
         self._conn.execute("CREATE TABLE IF NOT EXISTS stats(key TEXT PRIMARY KEY, value INTEGER)")
-        self.added = threading.Event()
 
     def put(self, event_id: str, topic: str, payload: dict) -> None:
         """Durably append; raises sqlite3.Error (e.g. disk full) so the caller fails closed."""

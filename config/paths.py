@@ -1,0 +1,60 @@
+"""Private files and folders: the one place that decides the modes of what FaceLink writes.
+
+Embeddings, decisions and audit records are biometric / personal data. Every file FaceLink
+creates for them (the collection database and its -wal/-shm, the outbox, the audit log, exports)
+is 0600 and every folder it creates for them 0700, whatever the umask. ``group=True``
+(``store.group_access = true``) gives the owning group read access instead: 0640 / 0750.
+Folders that already exist are left alone (they may be ``/var/lib`` or the operator's own);
+files FaceLink owns are brought to the mode on every open, so an older 0644 file is tightened.
+SQLite creates -wal and -shm with the mode of the database file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FILE_MODE, DIR_MODE = 0o600, 0o700
+GROUP_FILE_MODE, GROUP_DIR_MODE = 0o640, 0o750
+
+
+def file_mode(group: bool = False) -> int:
+    return GROUP_FILE_MODE if group else FILE_MODE
+
+
+def private_dir(path: Path | str, *, group: bool = False) -> Path:
+    """Create ``path`` and any missing parents with the private folder mode."""
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    mode = GROUP_DIR_MODE if group else DIR_MODE
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=mode)
+        except FileExistsError:
+            continue  # created concurrently: not ours to change
+        os.chmod(d, mode)  # mkdir's mode is masked by the umask
+    return path
+
+
+def private_file(path: Path | str, *, group: bool = False) -> Path:
+    """Make sure ``path`` exists (empty if new) with the private file mode, before anything
+    (SQLite, numpy, a log writer) opens it."""
+    path = Path(path)
+    private_dir(path.parent, group=group)
+    mode = file_mode(group)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return path
+
+
+def open_private(path: Path | str, mode: str = "ab", *, group: bool = False):
+    """``open()`` for a private file (append or write), created with the private mode."""
+    private_file(path, group=group)
+    return open(path, mode)
