@@ -29,7 +29,7 @@ from facelink.mqtt.topics import DeviceTopics
 
 from .assembly import build_components
 from .camera import CameraReader
-from .decision import ERROR, Decision
+from .decision import ACTUATION_FAILED, ERROR, GRANTED, Decision
 from .door import DoorRelay, make_relay
 from .factors import Factors
 from .matcher import UserIndex
@@ -87,7 +87,7 @@ class Daemon:
         self.settings = settings
         self.config_path = config_path
         self.engine = engine or FaceEngine.from_settings(settings.models)
-        self.store = Store(settings.store.database)
+        self.store = Store(settings.store.database, group_access=settings.store.group_access)
         self.index = UserIndex(self.store, settings.matching.collection_id, self.engine.model_version)
         self.index.load()
         self.pipeline = DoorPipeline(self.engine, self.index, build_components(settings, self.engine),
@@ -99,7 +99,8 @@ class Daemon:
         self.badges = BadgeSources(settings)
         self.badges.start()  # before anything that holds a thread: a bad reader fails fast (exit 78)
         self.topics = DeviceTopics(settings.mqtt.topic_prefix, settings.mqtt.device_id)
-        self.outbox = Outbox(settings.mqtt.outbox, settings.mqtt.outbox_max)
+        self.outbox = Outbox(settings.mqtt.outbox, settings.mqtt.outbox_max,
+                             group=settings.store.group_access)
         self.transport = transport or door_client(settings.mqtt)
         self.pump = OutboxPump(self.outbox, self.transport)
         self.relay = relay or make_relay(settings.door)
@@ -122,11 +123,15 @@ class Daemon:
         self.stats.decisions += 1
         log.info("decision %s user=%s similarity=%s track=%s event=%s", decision.decision, decision.user_id,
                  decision.similarity, decision.track_id, decision.event_id)
-        if decision.decision == "GRANTED":
+        if decision.decision == GRANTED:
+            def failed(reason: str, granted: Decision = decision) -> None:
+                self.actuation_failed(granted, reason)
+
             try:
-                self.relay.pulse(decision.user_id)
-            except Exception:  # noqa: BLE001 - the relay's failure is logged, the loop goes on
-                log.exception("door relay failed")
+                self.relay.pulse(decision.user_id, on_failure=failed)
+            except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
+                failed(f"{type(exc).__name__}: {exc}")
+
             try:
                 self.panel.on_decision(decision)
             except Exception:  # noqa: BLE001 - the panel link's failure is logged, the loop goes on
@@ -139,6 +144,20 @@ class Daemon:
 
         payload = {"schema": "facelink.panel/1", "device_id": self.settings.mqtt.device_id, **asdict(verdict)}
         self.outbox.put(str(uuid.uuid4()), self.topics.panel, payload)
+
+    def actuation_failed(self, granted: Decision, reason: str) -> None:
+        """The relay failed after GRANTED: a follow-up event says the door did not open.
+        Called from the pipeline thread or the relay's own thread (the outbox is thread-safe)."""
+        follow_up = Decision(ACTUATION_FAILED, granted.device_id, granted.collection_id, granted.model_version,
+                             granted.threshold, user_id=granted.user_id, track_id=granted.track_id,
+                             refers_to=granted.event_id, reason=reason[:300], mode=granted.mode,
+                             factors=granted.factors)
+        log.error("door did not open for %s (event %s): %s", granted.user_id, granted.event_id, reason)
+        try:
+            self.outbox.put(follow_up.event_id, self.topics.decision, follow_up.payload())
+        except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly
+            log.critical("cannot record the ACTUATION_FAILED event in the outbox", exc_info=True)
+            self.transport.publish(self.topics.decision, json.dumps(follow_up.payload()))
 
     def fail_closed(self, exc: BaseException) -> None:
         """An internal error: the door stays locked and an ERROR decision is published."""
@@ -272,12 +291,12 @@ class Daemon:
         notify("STOPPING=1")
         self.camera.stop()
         self.badges.close()
+        self.relay.close()  # waits for a running door command: its failure is still reported
         left = self.pump.close(flush_timeout_s)  # the pump drains; nobody else publishes events
         self.publish_health()  # the last word on frames, decisions and outbox depth
         if left:
             log.warning("%d decisions stay in the outbox and will be sent on the next start", left)
         self.transport.stop()
-        self.relay.close()
         self.panel.close()
         self.outbox.close()
         self.store.close()

@@ -1,4 +1,10 @@
-"""Door output: what a GRANTED decision does to the lock. Off by default (relay = "none")."""
+"""Door output: what a GRANTED decision does to the lock. Off by default (relay = "none").
+
+A relay reports a failed actuation through ``on_failure(reason)`` (synchronously or from its own
+thread); the daemon publishes it as an ``ACTUATION_FAILED`` event that refers to the GRANTED, so
+the audit trail never says a door opened that did not. Setup problems (gpiozero missing, no
+command) are ``ConfigError``s naming the key: the daemon exits 78.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +12,71 @@ import logging
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
+
+from facelink.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+FailureReport = Callable[[str], None]
+
+
+def _ignore(reason: str) -> None:
+    return None
+
 
 class DoorRelay(Protocol):
-    def pulse(self, user_id: str | None) -> None: ...
+    def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None: ...
 
     def close(self) -> None: ...
 
 
 class NoRelay:
-    def pulse(self, user_id: str | None) -> None:
+    def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None:
         return None
 
     def close(self) -> None:
         return None
+
+
+class PulseSwitch:
+    """On now, off ``pulse_s`` after the LATEST pulse. A newer pulse supersedes the older one's
+    timer (which then does nothing), and nothing fires after ``close()``."""
+
+    def __init__(self, on: Callable[[], None], off: Callable[[], None], pulse_s: float) -> None:
+        self._on, self._off, self.pulse_s = on, off, pulse_s
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    def pulse(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("relay is closed")
+            self._generation += 1
+            if self._timer is not None:
+                self._timer.cancel()
+            self._on()
+            self._timer = threading.Timer(self.pulse_s, self._expire, args=(self._generation,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self, generation: int) -> None:
+        with self._lock:
+            if self._closed or generation != self._generation:
+                return  # superseded by a later pulse, or closed
+            self._timer = None
+            self._off()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._off()
 
 
 class GpioRelay:
@@ -31,42 +85,75 @@ class GpioRelay:
     def __init__(self, pin: int, pulse_s: float) -> None:
         try:
             from gpiozero import OutputDevice  # type: ignore
-        except ImportError as exc:
-            raise RuntimeError("door.relay=gpio needs gpiozero: pip install 'facelink[pi]'") from exc
-        self._dev = OutputDevice(pin, active_high=True, initial_value=False)
-        self._pulse_s = pulse_s
+        except ImportError:
+            raise ConfigError("door.relay = \"gpio\" needs gpiozero: pip install 'facelink[pi]'") from None
+        try:
+            self._dev = OutputDevice(pin, active_high=True, initial_value=False)
+        except Exception as exc:  # noqa: BLE001 - gpiozero raises many kinds (no pin factory, busy pin)
+            raise ConfigError(f"door.gpio_pin: cannot use GPIO {pin}: {exc}") from None
+        self._switch = PulseSwitch(self._dev.on, self._dev.off, pulse_s)
 
-    def pulse(self, user_id: str | None) -> None:
-        self._dev.on()
-        threading.Timer(self._pulse_s, self._dev.off).start()
+    def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None:
+        try:
+            self._switch.pulse()
+        except Exception as exc:  # noqa: BLE001 - reported as ACTUATION_FAILED
+            on_failure(f"gpio: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
-        self._dev.off()
+        self._switch.close()
         self._dev.close()
 
 
 class CommandRelay:
-    """Run a command on GRANTED (FACELINK_USER_ID in its environment); never blocks the pipeline."""
+    """Run a command on GRANTED (FACELINK_USER_ID in its environment); never blocks the pipeline.
+    A command that fails, times out or cannot start is reported through ``on_failure``."""
 
     def __init__(self, command: str, timeout_s: float) -> None:
-        if not command:
-            raise RuntimeError("door.relay=command needs door.command")
+        if not command.strip():
+            raise ConfigError("door.command: required when door.relay = \"command\"")
         self._command = command
         self._timeout = timeout_s + 10
+        self._lock = threading.Lock()
+        self._running: set[threading.Thread] = set()
+        self._closed = False
 
-    def pulse(self, user_id: str | None) -> None:
+    def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None:
         env = {**os.environ, "FACELINK_USER_ID": user_id or ""}
 
         def run() -> None:
             try:
-                subprocess.run(self._command, shell=True, env=env, timeout=self._timeout, check=True)
+                subprocess.run(self._command, shell=True, env=env, timeout=self._timeout, check=True,
+                               stdin=subprocess.DEVNULL)
+            except subprocess.CalledProcessError as exc:
+                self._failed(on_failure, f"door command exited with {exc.returncode}")
+            except subprocess.TimeoutExpired:
+                self._failed(on_failure, f"door command did not finish within {self._timeout:.0f} s")
             except (subprocess.SubprocessError, OSError) as exc:
-                log.error("door command failed: %s", exc)
+                self._failed(on_failure, f"door command could not run: {exc}")
+            finally:
+                with self._lock:
+                    self._running.discard(threading.current_thread())
 
-        threading.Thread(target=run, name="door-command", daemon=True).start()
+        with self._lock:
+            if self._closed:
+                on_failure("relay is closed")
+                return
+            thread = threading.Thread(target=run, name="door-command", daemon=True)
+            self._running.add(thread)
+            thread.start()
+
+    @staticmethod
+    def _failed(on_failure: FailureReport, reason: str) -> None:
+        log.error("%s", reason)
+        on_failure(reason)
 
     def close(self) -> None:
-        return None
+        """No new commands; wait for running ones so their failures are still reported."""
+        with self._lock:
+            self._closed = True
+            running = list(self._running)
+        for thread in running:
+            thread.join(self._timeout + 1)
 
 
 def make_relay(door: Any) -> DoorRelay:

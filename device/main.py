@@ -32,9 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.logging.level, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .daemon import Daemon
+    from .door import make_relay
 
     try:
-        daemon = Daemon(settings, config_path=args.config)
+        relay = make_relay(settings.door)  # before the models load: a setup mistake fails fast
+        daemon = Daemon(settings, config_path=args.config, relay=relay)
     except StoreError as exc:
         log.error("cannot start: %s", exc.message)
         return 1

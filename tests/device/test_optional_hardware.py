@@ -18,7 +18,9 @@ def test_picamera2_missing_says_what_to_install():
 
 @pytest.mark.skipif(importlib.util.find_spec("gpiozero") is not None, reason="gpiozero is installed here")
 def test_gpio_relay_missing_says_what_to_install():
-    with pytest.raises(RuntimeError, match=r"facelink\[pi\]"):
+    from facelink.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"door\.relay.*facelink\[pi\]"):
         GpioRelay(17, 1.0)
 
 

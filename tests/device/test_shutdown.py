@@ -1,0 +1,34 @@
+"""SIGTERM with decisions still queued: the pump is the only drainer, so every event reaches the
+broker exactly once (shutdown used to flush on the main thread while the pump was draining)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+
+from facelink.device.decision import DENIED_UNKNOWN, Decision
+from facelink.mqtt.outbox import Outbox
+
+from .conftest import Watcher
+
+
+def test_sigterm_with_queued_events_publishes_each_once(tmp_path, broker, faces_dir, enroll, start_door):
+    enroll(faces_dir, "obama", "1.jpg")  # the door needs its collection
+    outbox = Outbox(tmp_path / "outbox.db")
+    queued = []
+    for _ in range(400):  # decisions made while the broker was away, still in the outbox
+        d = Decision(DENIED_UNKNOWN, "door-1", "door", "m/1", 99.0, similarity=12.5)
+        outbox.put(d.event_id, "facelink/door-1/decision", d.payload())
+        queued.append(d.event_id)
+    outbox.close()
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="sigterm-watcher")
+    door = start_door(broker.port, str(faces_dir / "people" / "biden"), camera__loop="true")
+    assert watcher.wait_for(lambda: watcher.payloads("/decision"), 120), door.log()
+    assert door.stop(signal.SIGTERM) == 0, door.log()  # while the pump is mid-drain
+    assert sqlite3.connect(tmp_path / "outbox.db").execute("SELECT count(*) FROM events").fetchone()[0] == 0
+    assert watcher.wait_for(lambda: len(watcher.payloads("/decision")) >= len(queued), 60)
+    received = [json.loads(p)["event_id"] for p in watcher.raw("/decision")]
+    assert received[:len(queued)] == queued  # in order
+    assert len(received) == len(set(received))  # exactly once (the door's own decisions follow)
+    watcher.close()
