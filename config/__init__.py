@@ -1,6 +1,7 @@
 """FaceLink settings: config/default.toml, then --config FILE, then FACELINK_* variables."""
 
 from .settings import (
+    AuditSettings,
     CameraSettings,
     DoorSettings,
     LivenessSettings,
@@ -14,6 +15,7 @@ from .settings import (
 )
 
 __all__ = [
+    "AuditSettings",
     "CameraSettings",
     "DoorSettings",
     "LivenessSettings",

@@ -10,7 +10,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -56,6 +64,7 @@ class ModelSettings(Section):
 class StoreSettings(Section):
     database: Path = Field(default_factory=lambda: data_dir() / "facelink.db", description="The SQLite collection database.")
     keep_thumbnails: bool = Field(False, description="Opt-in: keep a small face thumbnail per indexed face for the security desk. Off: no image bytes are stored.")
+    group_access: bool = Field(False, description="Biometric and audit files are 0600 in 0700 folders; true: 0640/0750, readable by the owning group.")
 
 
 class MatchingSettings(Section):
@@ -118,6 +127,22 @@ class MqttSettings(Section):
     health_interval_s: float = Field(30.0, gt=0, description="Period of <prefix>/<device>/health.")
     ha_discovery: bool = Field(False, description="Publish Home Assistant MQTT discovery config.")
 
+    @model_validator(mode="after")
+    def _tls_and_auth_complete(self) -> MqttSettings:
+        if self.tls_cert is not None and self.tls_key is None:
+            raise ValueError("tls_key: required with tls_cert (a client certificate needs its key)")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("tls_cert: required with tls_key")
+        if self.tls_cert is not None and self.tls_ca is None:
+            raise ValueError("tls_ca: required with tls_cert (client certificates need TLS)")
+        if self.password is not None and not self.username:
+            raise ValueError("username: required with password")
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            path = getattr(self, key)
+            if path is not None and not path.expanduser().is_file():
+                raise ValueError(f"{key}: file not found: {path}")
+        return self
+
 
 class DoorSettings(Section):
     relay: Literal["none", "gpio", "command"] = Field("none", description="What GRANTED does to the lock: nothing, pulse a GPIO pin (gpiozero), or run a command.")
@@ -125,6 +150,18 @@ class DoorSettings(Section):
     command: str = Field("", description="Command run on GRANTED (relay=command); FACELINK_USER_ID is set.")
     pulse_s: float = Field(3.0, gt=0, le=60, description="How long the lock stays released.")
     output: Literal["none", "osdp", "wiegand"] = Field("none", description="What GRANTED sends to an access panel: nothing, an OSDP CardRead ([osdp]) or a Wiegand pulse train ([wiegand]) with the user's credential.")
+
+    @model_validator(mode="after")
+    def _command_given(self) -> DoorSettings:
+        if self.relay == "command" and not self.command.strip():
+            raise ValueError("command: required when relay = \"command\"")
+        return self
+
+
+class AuditSettings(Section):
+    database: Path = Field(default_factory=lambda: data_dir() / "audit.db", description="facelink-logger's audit database (decisions and quarantined messages).")
+    jsonl: Path | None = Field(None, description="Also append every recorded decision to this JSON-lines file.")
+    client_id: str = Field("facelink-logger", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="MQTT client id of the logger's persistent session (the broker keeps its QoS 1 messages while it is down).")
 
 
 class LoggingSettings(Section):
@@ -146,6 +183,7 @@ class Settings(BaseSettings):
     wiegand: WiegandSettings = WiegandSettings()
     credentials: CredentialSettings = CredentialSettings()
     fleet: FleetSettings = FleetSettings()
+    audit: AuditSettings = AuditSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod
@@ -159,9 +197,21 @@ class Settings(BaseSettings):
 def _expand(settings: Settings) -> Settings:
     settings.models.models_dir = settings.models.models_dir.expanduser()
     settings.store.database = settings.store.database.expanduser()
+    settings.audit.database = settings.audit.database.expanduser()
     if settings.mqtt.outbox is None:
         settings.mqtt.outbox = settings.store.database.with_name("outbox.db")
     return settings
+
+
+def describe(exc: ValidationError) -> str:
+    """One line naming the key: ``invalid setting mqtt.tls_key: required with tls_cert``."""
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    field, sep, rest = msg.partition(": ")
+    if sep and field.isidentifier() and err["type"] == "value_error" and len(err["loc"]) == 1:
+        key, msg = f"{key}.{field}", rest  # a cross-field check names its own field
+    return f"invalid setting {key}: {msg}"
 
 
 def load_settings(config_file: Path | str | None = None, **overrides) -> Settings:
@@ -175,8 +225,6 @@ def load_settings(config_file: Path | str | None = None, **overrides) -> Setting
     try:
         return _expand(bound(**overrides))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"invalid setting {key}: {err['msg']}") from None
+        raise ConfigError(describe(exc)) from None
     except (ValueError, OSError) as exc:  # TOML syntax errors, unreadable files
         raise ConfigError(f"cannot read configuration: {exc}") from None
