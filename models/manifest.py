@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib  # novermin - the fallback below is for 3.10
+except ImportError:  # Python 3.10 (JetPack 6): the same parser, as the `tomli` package
+    import tomli as tomllib
 
 from facelink.errors import ModelError
 

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,11 +114,12 @@ def calibration_faces(models_dir: Path, limit: int = 200) -> list[np.ndarray]:
 
     detector = YuNetDetector(OnnxRuntimeBackend(models_dir / "yunet_fp32.onnx"))
     crops: list[np.ndarray] = []
-    for frame in _sample_frames(models_dir / "samples"):
-        for det in detector.detect(frame):
-            crops.append(align_face(frame, det.landmarks))
-        if len(crops) >= limit:
-            break
+    with closing(_sample_frames(models_dir / "samples")) as frames:  # releases the video now
+        for frame in frames:
+            for det in detector.detect(frame):
+                crops.append(align_face(frame, det.landmarks))
+            if len(crops) >= limit:
+                break
     if len(crops) < 8:
         raise ModelError("too few calibration faces found in the sample data")
     return crops[:limit]
@@ -130,15 +132,17 @@ def _sample_frames(folder: Path, every: int = 6) -> Iterator[np.ndarray]:
             yield img
     for path in sorted(folder.glob("*.mp4")):
         cap = cv2.VideoCapture(str(path))
-        i = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if i % every == 0:
-                yield frame
-            i += 1
-        cap.release()
+        try:  # released on an error and when the consumer stops early (generator closed)
+            i = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                if i % every == 0:
+                    yield frame
+                i += 1
+        finally:
+            cap.release()
 
 
 def _lock_ok(models_dir: Path, names: list[str]) -> bool:
