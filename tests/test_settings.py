@@ -41,6 +41,7 @@ def test_unreadable_files(tmp_path):
 
 
 def test_secrets_are_not_printed(monkeypatch):
+    monkeypatch.setenv("FACELINK_MQTT__USERNAME", "door-1")
     monkeypatch.setenv("FACELINK_MQTT__PASSWORD", "hunter2")
     s = load_settings()
     assert "hunter2" not in repr(s) and s.mqtt.password.get_secret_value() == "hunter2"
@@ -53,3 +54,15 @@ def test_readme_reference_is_current():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert reference() in readme, "run: python tools/config_reference.py --write README.md"
+
+
+@pytest.mark.parametrize("text,key", [
+    ('[mqtt]\npassword = "x"\n', "mqtt.username"),
+    ('[door]\nrelay = "command"\n', "door.command"),
+    ('[mqtt]\ntls_ca = "/nonexistent/ca.crt"\n', "mqtt.tls_ca"),
+])
+def test_cross_field_mistakes_name_the_key(tmp_path, text, key):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=r"invalid setting " + key.replace(".", r"\.") + ": "):
+        load_settings(cfg)
