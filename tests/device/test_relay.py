@@ -60,6 +60,21 @@ def test_nothing_fires_after_close():
         switch.pulse()
 
 
+def _subscribed(daemon: Daemon, watcher: Watcher) -> None:
+    """Publish probes until the watcher receives one: its subscription is live."""
+    assert daemon.transport.wait_connected(30)
+
+    def probe() -> bool:
+        daemon.transport.publish("facelink/probe/decision", '{"probe": true}')
+        return watcher.wait_for(lambda: watcher.raw("probe/decision"), 1.0)
+
+    assert watcher.wait_for(probe, 60)
+
+
+def decisions(watcher: Watcher) -> list[dict]:
+    return [p for p in watcher.payloads("/decision") if "probe" not in p]
+
+
 def _daemon(settings, engine, relay) -> Daemon:
     with Store(settings.store.database) as store:
         faces.create_collection(Context(store, lambda: engine), "door")
@@ -78,10 +93,11 @@ def test_failed_command_after_granted_is_published(tmp_path, broker, make_settin
     daemon = _daemon(settings, engine, CommandRelay(command, 1.0))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="relay-watcher")
     daemon.pump.start()
+    _subscribed(daemon, watcher)
     granted = _granted(engine)
     daemon.emit(granted)
-    assert watcher.wait_for(lambda: len(watcher.payloads("/decision")) >= 2, 60)
-    first, follow_up = watcher.payloads("/decision")
+    assert watcher.wait_for(lambda: len(decisions(watcher)) >= 2, 60)
+    first, follow_up = decisions(watcher)
     assert first["decision"] == "GRANTED" and first["event_id"] == granted.event_id
     assert follow_up["decision"] == "ACTUATION_FAILED" and follow_up["refers_to"] == granted.event_id
     assert follow_up["user_id"] == "emp-7" and failure in follow_up["reason"]
@@ -95,13 +111,13 @@ def test_a_working_command_publishes_no_follow_up(tmp_path, broker, make_setting
     daemon = _daemon(settings, engine, CommandRelay(f'echo "$FACELINK_USER_ID" > {opened}', 1.0))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="relay-ok-watcher")
     daemon.pump.start()
-    assert daemon.transport.wait_connected(30)
+    _subscribed(daemon, watcher)
     daemon.emit(_granted(engine))
     assert daemon.shutdown(flush_timeout_s=10) == 0  # waits for the command
     assert opened.read_text().strip() == "emp-7"
-    assert watcher.wait_for(lambda: watcher.payloads("/decision"), 30)
+    assert watcher.wait_for(lambda: decisions(watcher), 30)
     time.sleep(1.0)
-    assert [p["decision"] for p in watcher.payloads("/decision")] == ["GRANTED"]
+    assert [p["decision"] for p in decisions(watcher)] == ["GRANTED"]
     watcher.close()
 
 
@@ -111,11 +127,11 @@ def test_a_failure_during_shutdown_is_still_delivered(tmp_path, broker, make_set
     daemon = _daemon(settings, engine, CommandRelay("sleep 1; exit 1", 1.0))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="relay-stop-watcher")
     daemon.pump.start()
-    assert daemon.transport.wait_connected(30)
+    _subscribed(daemon, watcher)
     granted = _granted(engine)
     daemon.emit(granted)
     assert daemon.shutdown(flush_timeout_s=10) == 0
-    assert watcher.wait_for(lambda: len(watcher.payloads("/decision")) >= 2, 30)
-    assert [(p["decision"], p.get("refers_to")) for p in watcher.payloads("/decision")] == [
+    assert watcher.wait_for(lambda: len(decisions(watcher)) >= 2, 30)
+    assert [(p["decision"], p.get("refers_to")) for p in decisions(watcher)] == [
         ("GRANTED", None), ("ACTUATION_FAILED", granted.event_id)]
     watcher.close()
