@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 EVENT_TYPES = ("granted", "denied_unknown", "denied_low_quality", "denied_spoof", "denied_wrong_face",
-               "denied_unknown_card", "denied_no_face", "error")
+               "denied_unknown_card", "denied_no_face", "error", "actuation_failed")
 
 
 def ha_event_message(device_id: str, decision_topic: str, status_topic: str,
