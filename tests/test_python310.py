@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["errors", "config", "models", "enroll", "mqtt", "device", "audit", "access", "fleet"]
+PACKAGES = ["errors", "config", "models", "enroll", "mqtt", "device", "audit", "access", "fleet", "serve"]
 CHECKED = [p for p in PACKAGES + ["tools", "tests"] if (ROOT / p).is_dir()]
 
 
