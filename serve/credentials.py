@@ -13,7 +13,7 @@ import os
 import stat
 
 try:
-    import tomllib
+    import tomllib  # novermin - the fallback below is for 3.10
 except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 from dataclasses import dataclass
