@@ -104,23 +104,14 @@ class BadgeSources:
 
     # -- mqtt ------------------------------------------------------------------------------
     def _start_mqtt(self) -> None:
-        import paho.mqtt.client as mqtt
+        from facelink.mqtt.client import MqttClient
+        from facelink.mqtt.topics import DeviceTopics
 
         m = self.settings.mqtt
-        topic = f"{m.topic_prefix.rstrip('/')}/{m.device_id}/credential"
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"facelink-{m.device_id}-badges",
-                             clean_session=True)
-        if m.username:
-            client.username_pw_set(m.username, m.password.get_secret_value() if m.password else None)
-        if m.tls_ca:
-            client.tls_set(ca_certs=str(m.tls_ca), certfile=str(m.tls_cert) if m.tls_cert else None,
-                           keyfile=str(m.tls_key) if m.tls_key else None)
-        client.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else c.subscribe(topic, qos=1)
-        client.on_message = lambda c, u, msg: self._on_mqtt(msg.payload)
-        client.reconnect_delay_set(1, 30)
-        client.connect_async(m.host, m.port, keepalive=m.keepalive_s)
-        client.loop_start()
-        self._closers.append(lambda: (client.disconnect(), client.loop_stop()))
+        topic = DeviceTopics(m.topic_prefix, m.device_id).credential
+        client = MqttClient(m, client_id=f"facelink-{m.device_id}-badges", subscriptions=[topic],
+                            on_message=lambda _topic, payload: self._on_mqtt(payload))
+        self._closers.append(client.stop)
         log.info("badge reads from MQTT %s", topic)
 
     def _on_mqtt(self, payload: bytes) -> None:

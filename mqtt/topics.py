@@ -4,6 +4,7 @@
     <prefix>/<device_id>/panel       QoS 1, not retained: an access panel's verdicts (facelink.panel/1)
     <prefix>/<device_id>/status      QoS 1, retained: ``online``; Last Will ``offline``
     <prefix>/<device_id>/health      QoS 0: the door's health every ``health_interval_s``
+    <prefix>/<device_id>/credential  subscribed, QoS 1: badge reads from an integration (card modes)
     homeassistant/.../config         QoS 1, retained: Home Assistant discovery (optional)
 
 Fleet topics (desk → doors) will live under ``<prefix>/fleet/`` (see ``fleet()``).
@@ -35,6 +36,10 @@ class DeviceTopics:
     @property
     def panel(self) -> str:
         return f"{self.base}/panel"
+
+    @property
+    def credential(self) -> str:
+        return f"{self.base}/credential"
 
     @property
     def status(self) -> str:
