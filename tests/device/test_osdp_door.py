@@ -32,7 +32,8 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
     feed.mkdir()
     for i, f in enumerate(sorted((faces_dir / "people/pexels_woman").iterdir())):
         shutil.copy(f, feed / f"1-unknown-{i}.jpg")
-    shutil.copy(faces_dir / "video/feat_man.mp4", feed / "2-known.mp4")
+    for i in range(4):  # the same person stays in view a while: the panel has time to answer
+        shutil.copy(faces_dir / "video/feat_man.mp4", feed / f"2-known-{i}.mp4")
     master, slave, path = panel_mod.open_pty()
     panel = panel_mod.Panel(master, KEY)
     watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="osdp-watcher")
