@@ -17,6 +17,13 @@ FACE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 CLIENT_REQUEST_TOKEN = re.compile(r"[a-zA-Z0-9\-_]{1,64}")
 
 
+def whole(pattern: re.Pattern[str]) -> str:
+    """``pattern`` anchored at both ends, for pydantic's ``Field(pattern=...)``, which searches
+    (an unanchored pattern would accept any string that merely contains a match). pydantic's
+    Rust regex ``$`` is the end of the text, not before a trailing newline."""
+    return rf"^(?:{pattern.pattern})$"
+
+
 def collection_id(value: str) -> str:
     if not isinstance(value, str) or not COLLECTION_ID.fullmatch(value):
         raise InvalidParameterException(

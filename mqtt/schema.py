@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from facelink.enroll.validate import COLLECTION_ID, EXTERNAL_IMAGE_ID, USER_ID
+from facelink.enroll.validate import COLLECTION_ID, EXTERNAL_IMAGE_ID, USER_ID, whole
 
 SCHEMA = "facelink.decision/1"
 GRANTED = "GRANTED"
@@ -36,13 +36,13 @@ class DecisionMessage(BaseModel):
     event_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     timestamp: str = Field(max_length=64, description="ISO-8601 with a time zone")
     device_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    collection_id: str = Field(pattern=COLLECTION_ID.pattern)
+    collection_id: str = Field(pattern=whole(COLLECTION_ID))
     decision: Literal["GRANTED", "DENIED_UNKNOWN", "DENIED_LOW_QUALITY", "DENIED_SPOOF",
                       "DENIED_WRONG_FACE", "DENIED_UNKNOWN_CARD", "DENIED_NO_FACE", "ERROR",
                       "ACTUATION_FAILED"]
-    user_id: str | None = Field(None, pattern=USER_ID.pattern)
+    user_id: str | None = Field(None, pattern=whole(USER_ID))
     face_id: str | None = Field(None, max_length=64)
-    external_image_id: str | None = Field(None, pattern=EXTERNAL_IMAGE_ID.pattern)
+    external_image_id: str | None = Field(None, pattern=whole(EXTERNAL_IMAGE_ID))
     similarity: float | None = Field(None, ge=0, le=100)
     threshold: float = Field(ge=0, le=100)
     model_version: str = Field(max_length=128)

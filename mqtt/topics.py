@@ -7,7 +7,12 @@
     <prefix>/<device_id>/credential  subscribed, QoS 1: badge reads from an integration (card modes)
     homeassistant/.../config         QoS 1, retained: Home Assistant discovery (optional)
 
-Fleet topics (desk → doors) will live under ``<prefix>/fleet/`` (see ``fleet()``).
+Collection sync (desk → doors, facelink.fleet.protocol), per collection ``C``:
+
+    <prefix>/collections/<C>/changes          QoS 1: signed change sets
+    <prefix>/collections/<C>/head             QoS 1, retained: signed head (newest seq)
+    <prefix>/collections/<C>/request          QoS 1: a door's SyncRequest (untrusted)
+    <prefix>/collections/<C>/reply/<device>   QoS 1: re-sent change sets / snapshot chunks
 """
 
 from __future__ import annotations
@@ -55,9 +60,41 @@ def all_decisions(prefix: str) -> str:
     return f"{prefix.rstrip('/')}/+/decision"
 
 
-def fleet(prefix: str, name: str) -> str:
-    """Room for fleet-wide topics (signed collection sync): ``<prefix>/fleet/<name>``."""
-    return f"{prefix.rstrip('/')}/fleet/{name}"
+@dataclass(frozen=True)
+class CollectionTopics:
+    """The sync topics of one collection (CollectionIds cannot contain ``/``, ``+`` or ``#``)."""
+
+    prefix: str
+    collection_id: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix.rstrip('/')}/collections/{self.collection_id}"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.base}/changes"
+
+    @property
+    def head(self) -> str:
+        return f"{self.base}/head"
+
+    @property
+    def request(self) -> str:
+        return f"{self.base}/request"
+
+    def reply(self, device_id: str) -> str:
+        return f"{self.base}/reply/{device_id}"
+
+
+def all_status(prefix: str) -> str:
+    """Every door's retained status (``facelink fleet status``)."""
+    return f"{prefix.rstrip('/')}/+/status"
+
+
+def all_health(prefix: str) -> str:
+    """Every door's health (``facelink fleet status``)."""
+    return f"{prefix.rstrip('/')}/+/health"
 
 
 def ha_discovery_messages(t: DeviceTopics) -> list[tuple[str, str, bool]]:

@@ -65,6 +65,8 @@ def test_rejects_wrong_types_missing_fields_and_lies():
         "extra": {**good, "extra": 1},                        # unknown field
         "GRANTED needs": {**good, "user_id": None},           # inconsistent
         "timestamp": {**good, "timestamp": "yesterday"},
+        "user_id": {**good, "user_id": "ann'; DROP TABLE decisions;--"},  # contains a valid id
+        "collection_id": {**good, "collection_id": "staff/../x"},
     }
     for reason, payload in cases.items():
         with pytest.raises(Rejected, match=reason):

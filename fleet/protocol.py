@@ -1,0 +1,220 @@
+"""Desk -> door collection sync over MQTT: the one definition of what travels (facelink.sync/1).
+
+Topics (spelled in ``facelink.mqtt.topics.CollectionTopics``)::
+
+    <prefix>/collections/<C>/changes          desk -> doors, QoS 1: signed change sets, seq 1, 2, ...
+    <prefix>/collections/<C>/head             desk -> doors, QoS 1, retained: signed Head, every
+                                              ``heartbeat_s`` and after every change set
+    <prefix>/collections/<C>/request          door -> desk, QoS 1: SyncRequest (unsigned, untrusted)
+    <prefix>/collections/<C>/reply/<device>   desk -> one door, QoS 1: re-sent change sets and
+                                              snapshot chunks answering that door's request
+
+Every change set and snapshot chunk is the signed envelope of ``facelink.fleet.changeset``
+(schema ``facelink.changes/1``; ``seq`` inside the signed payload) whose ``body`` is one of:
+
+- :class:`Delta` (``kind = "delta"``): state, not operations — ``faces_put`` are whole face rows
+  (upsert by FaceId, embedding included), ``faces_deleted`` FaceIds, ``users_put`` users with
+  their credential, ``users_deleted`` UserIds, ``collection_deleted``. Applying a delta twice
+  gives the same state, so a door applies it in one transaction, then records ``seq``.
+- :class:`Rebase` (``kind = "rebase"``): the desk's change feed could not express what changed
+  as a delta (the collection was re-created, or the publisher fell further behind than the feed
+  keeps). The door changes nothing and asks for a snapshot.
+- :class:`SnapshotChunk` (``kind = "snapshot"``): chunk ``chunk`` of ``chunks`` of the whole
+  collection as of ``seq`` (the payload's seq is the snapshot's base). The door stages all chunks
+  of one ``snapshot_id``, then replaces its copy in one transaction and records ``seq``; deltas
+  from ``seq + 1`` follow. Chunks are at most :data:`CHUNK_FACES` faces.
+
+A :class:`Head` tells a door the newest seq the desk has published and when: a door that has
+applied ``head.seq`` when a head newer than the last one arrives is *confirmed up to date* at that
+moment; a head with a seq beyond the door's is a gap (ask for the range). Heads are signed like
+change sets (the same envelope, schema ``facelink.head/1``).
+
+A :class:`SyncRequest` comes from any client that can publish: the desk answers only from its own
+signed journal, bounds the range and rate-limits per device. Nothing in it can change a door.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from facelink.enroll.validate import COLLECTION_ID, EXTERNAL_IMAGE_ID, USER_ID, whole
+from facelink.errors import FaceLinkError
+
+from .signing import sign, verify
+
+HEAD_SCHEMA = "facelink.head/1"
+REQUEST_SCHEMA = "facelink.sync-request/1"
+CHUNK_FACES = 2_000  # faces per snapshot chunk (~1.4 MB of JSON at 128-d float32)
+MAX_REQUEST_RANGE = 1_000  # change sets re-sent for one request; a door further behind gets a snapshot
+DEVICE_ID = r"^[A-Za-z0-9_.\-]{1,64}$"
+FACE_ID = r"^[A-Za-z0-9_\-]{1,64}$"
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyncMessageRejected(FaceLinkError):
+    """A head or sync request that does not follow facelink.sync/1 (``reason`` says why)."""
+
+    code = "SyncMessageRejected"
+    exit_code = 10
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class FacePut(BaseModel):
+    """One face row as the desk holds it (upsert by ``face_id``)."""
+
+    model_config = _STRICT
+    face_id: str = Field(pattern=FACE_ID)
+    user_id: str | None = Field(None, pattern=whole(USER_ID))
+    external_image_id: str | None = Field(None, pattern=whole(EXTERNAL_IMAGE_ID))
+    image_id: str = Field(max_length=64)
+    image_sha256: str = Field("", max_length=64)
+    confidence: float = Field(ge=0, le=100)
+    bounding_box: dict[str, float] = Field(default_factory=dict, max_length=4)
+    embedding: str = Field(max_length=16_384, description="base64 of little-endian float32")
+
+    @field_validator("embedding")
+    @classmethod
+    def _finite_vector(cls, v: str) -> str:
+        vector_from_b64(v)
+        return v
+
+    def vector(self) -> np.ndarray:
+        return vector_from_b64(self.embedding)
+
+
+class UserPut(BaseModel):
+    model_config = _STRICT
+    user_id: str = Field(pattern=whole(USER_ID))
+    credential: str | None = Field(None, max_length=128)
+
+
+class Delta(BaseModel):
+    model_config = _STRICT
+    kind: Literal["delta"] = "delta"
+    feed_position: int = Field(ge=0, description="the desk's change-feed position after this set")
+    faces_put: list[FacePut] = Field(default_factory=list, max_length=CHUNK_FACES * 5)
+    faces_deleted: list[Annotated[str, Field(pattern=FACE_ID)]] = Field(default_factory=list)
+    users_put: list[UserPut] = Field(default_factory=list)
+    users_deleted: list[Annotated[str, Field(pattern=whole(USER_ID))]] = Field(default_factory=list)
+    collection_deleted: bool = False
+
+
+class Rebase(BaseModel):
+    model_config = _STRICT
+    kind: Literal["rebase"] = "rebase"
+    feed_position: int = Field(ge=0)
+    reason: str = Field("", max_length=200)
+
+
+class SnapshotChunk(BaseModel):
+    model_config = _STRICT
+    kind: Literal["snapshot"] = "snapshot"
+    snapshot_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    chunk: int = Field(ge=0)
+    chunks: int = Field(ge=1, le=100_000)
+    feed_position: int = Field(ge=0)
+    faces_put: list[FacePut] = Field(default_factory=list, max_length=CHUNK_FACES)
+    users_put: list[UserPut] = Field(default_factory=list, max_length=CHUNK_FACES * 5)
+
+
+Body = Delta | Rebase | SnapshotChunk
+_BODIES: dict[str, type[BaseModel]] = {"delta": Delta, "rebase": Rebase, "snapshot": SnapshotChunk}
+
+
+def parse_body(body: dict[str, Any]) -> Body:
+    """A verified change set's body as its model; ChangeSetRejected MALFORMED otherwise."""
+    from .changeset import ChangeSetRejected
+
+    model = _BODIES.get(body.get("kind")) if isinstance(body, dict) else None
+    if model is None:
+        raise ChangeSetRejected("MALFORMED", f"unknown body kind {body.get('kind') if isinstance(body, dict) else body!r}")
+    try:
+        return model.model_validate(body)  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise ChangeSetRejected("MALFORMED", f"body: {exc.errors()[0]['msg']}") from None
+
+
+def vector_to_b64(v: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode()
+
+
+def vector_from_b64(text: str) -> np.ndarray:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ValueError("embedding is not base64") from None
+    if not raw or len(raw) % 4:
+        raise ValueError("embedding is not a float32 vector")
+    v = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(v)):
+        raise ValueError("embedding has non-finite values")
+    return v
+
+
+class Head(BaseModel):
+    """The desk's newest seq for one collection, signed (retained on ``.../head``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    schema_: Literal["facelink.head/1"] = Field(HEAD_SCHEMA, alias="schema")
+    collection_id: str = Field(pattern=whole(COLLECTION_ID))
+    face_model_version: str = Field(max_length=128)
+    seq: int = Field(ge=0)
+    issued_at: float = Field(ge=0, description="desk clock, unix seconds")
+
+
+def encode_head(private: Ed25519PrivateKey, head: Head) -> bytes:
+    payload = json.dumps(head.model_dump(by_alias=True), sort_keys=True, separators=(",", ":"))
+    return json.dumps({"payload": payload, "signature": sign(private, payload.encode())},
+                      separators=(",", ":")).encode()
+
+
+def decode_head(trusted: dict[str, Ed25519PublicKey], message: bytes) -> Head:
+    """A verified Head; SyncMessageRejected (MALFORMED) or InvalidSignatureException otherwise."""
+    if len(message) > 4096:
+        raise SyncMessageRejected("MALFORMED", "head too large")
+    try:
+        envelope = json.loads(message)
+        payload = envelope["payload"]
+        signature = envelope.get("signature")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise SyncMessageRejected("MALFORMED", "not a signed head") from None
+    if not isinstance(payload, str):
+        raise SyncMessageRejected("MALFORMED", "payload is not text")
+    verify(trusted, payload.encode(), signature)
+    try:
+        return Head.model_validate_json(payload)
+    except ValidationError:
+        raise SyncMessageRejected("MALFORMED", "payload does not follow facelink.head/1") from None
+
+
+class SyncRequest(BaseModel):
+    """A door asking the desk for change sets ``from_seq..to_seq`` (None: up to the head) or a
+    snapshot. Untrusted: validated, bounded and rate-limited by the desk."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    schema_: Literal["facelink.sync-request/1"] = Field(REQUEST_SCHEMA, alias="schema")
+    device_id: str = Field(pattern=DEVICE_ID)
+    from_seq: int = Field(1, ge=1)
+    to_seq: int | None = Field(None, ge=1)
+    snapshot: bool = False
+
+    def encode(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def decode(cls, message: bytes) -> SyncRequest:
+        if len(message) > 1024:
+            raise SyncMessageRejected("MALFORMED", "request too large")
+        try:
+            return cls.model_validate_json(message)
+        except ValidationError:
+            raise SyncMessageRejected("MALFORMED", "not a facelink.sync-request/1") from None
