@@ -127,7 +127,9 @@ class OsdpReader:
         self.on_verdict, self.on_output = on_verdict, on_output
         self.state = PanelState()
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified when the open card read closes
         self._pending: _Pending | None = None
+        self._closed = False  # after close(): offline, the PD is gone
         self._last_sent: dict[str, float] = {}
         self._fd = open_raw(device, baud)
         info = osdp.PDInfo(address, _channel_class(osdp)(self._fd), scbk=key, flags=flags,
@@ -171,11 +173,11 @@ class OsdpReader:
 
     @property
     def secure(self) -> bool:
-        return bool(self._pd.is_sc_active())
+        return not self._closed and bool(self._pd.is_sc_active())
 
     @property
     def online(self) -> bool:
-        return bool(self._pd.is_online())
+        return not self._closed and bool(self._pd.is_online())
 
     # -- panel -> FaceLink -----------------------------------------------------------------
     def _on_command(self, cmd: dict[str, Any]) -> tuple[int, dict | None]:
@@ -238,6 +240,7 @@ class OsdpReader:
         p, self._pending = self._pending, None
         if p is None:
             return
+        self._settled.notify_all()
         if p.timer is not None:
             p.timer.cancel()
         latency = None if verdict == "NO_RESPONSE" else round(time.monotonic() - p.sent_at, 3)
@@ -251,8 +254,15 @@ class OsdpReader:
                 log.exception("cannot record the panel's verdict")
 
     def close(self) -> None:
-        with self._lock:
+        """Stop the reader. An open card read first gets the time left of its verdict window
+        (the PD keeps running meanwhile, so the panel's answer is still taken), then is closed
+        NO_RESPONSE: the caller records every verdict before it stops delivering events."""
+        with self._settled:
+            self._settled.wait_for(lambda: self._pending is None, timeout=self.verdict_timeout_s)
             self._finish_pending("NO_RESPONSE", None)
+            if self._closed:
+                return
+            self._closed = True
         try:
             self._pd.teardown()
         finally:

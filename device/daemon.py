@@ -292,12 +292,12 @@ class Daemon:
         self.camera.stop()
         self.badges.close()
         self.relay.close()  # waits for a running door command: its failure is still reported
+        self.panel.close()  # waits for the panel's answer to an open card read: recorded, then sent
         left = self.pump.close(flush_timeout_s)  # the pump drains; nobody else publishes events
         self.publish_health()  # the last word on frames, decisions and outbox depth
         if left:
             log.warning("%d decisions stay in the outbox and will be sent on the next start", left)
         self.transport.stop()
-        self.panel.close()
         self.outbox.close()
         self.store.close()
         log.info("stopped: %d frames, %d decisions", self.stats.frames, self.stats.decisions)

@@ -113,3 +113,29 @@ def test_key_file_must_be_private_and_well_formed(tmp_path):
     with pytest.raises(ConfigError, match="serial device"):
         OsdpReader(str(tmp_path / "no-such-tty"), address=1, baud=9600, scbk_file=tmp_path / "none",
                    install_mode=True)
+
+
+def test_stopping_the_reader_still_takes_the_panels_answer(tmp_path, pty_pair, panels):
+    """SIGTERM right after a card read: the panel's verdict is recorded (the daemon writes it to
+    the outbox before the last drain), not replaced by NO_RESPONSE."""
+    import threading
+
+    master, path = pty_pair
+    save_scbk(tmp_path / "scbk", KEY)
+    verdicts = []
+    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=30.0, on_verdict=verdicts.append)
+    closer = threading.Thread(target=reader.close)
+    try:
+        panel = panels(master, KEY)
+        assert panel.secure() and wait_until(lambda: reader.secure)
+        assert reader.card_read(Credential("H10301", 7, 4242), "event-1")
+        assert panel.next_event() is not None
+        closer.start()  # the reader is being stopped while the panel decides
+        assert not verdicts
+        assert panel.led(osdp.CommandLEDColor.Green)
+        closer.join(40)
+        assert not closer.is_alive()
+        assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-1", "GRANTED")]
+    finally:
+        if not closer.is_alive() and not closer.ident:
+            reader.close()
