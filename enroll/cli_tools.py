@@ -89,12 +89,15 @@ def _fleet_settings():
 @click.option("--replace", is_flag=True, help="Make the collection an exact copy of the file (removes revoked faces and users).")
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(path_type=Path),
               help="Desk public key the file must be signed by (repeatable; default: fleet.trusted_keys).")
+@click.option("--allow-older", is_flag=True,
+              help="Import a signed file older than the last one imported (it restores what was revoked since).")
 def _import_faces(ctx: Context, collection_id: str, input_path: Path, replace: bool,
-                  trusted_keys: tuple[Path, ...]) -> Any:
-    """Import an export file (refuses another FaceModelVersion, and an unsigned or foreign file
-    when trusted keys are configured); --replace to sync a door."""
+                  trusted_keys: tuple[Path, ...], allow_older: bool) -> Any:
+    """Import an export file (refuses another FaceModelVersion, and an unsigned, foreign or older
+    signed file when trusted keys are configured); --replace to sync a door."""
     keys = list(trusted_keys) or list(_fleet_settings().trusted_keys)
-    return exchange.import_faces(ctx, collection_id, input_path, replace=replace, trusted_keys=keys)
+    return exchange.import_faces(ctx, collection_id, input_path, replace=replace, trusted_keys=keys,
+                                 allow_older=allow_older)
 
 
 def _bulk(ctx: Context, collection_id: str, entries: list[bulk.RosterEntry], quality_filter: str,

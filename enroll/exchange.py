@@ -112,16 +112,48 @@ def _import_credentials(ctx: Context, collection_id: str, creds: dict[str, str],
         ctx.store.set_user_credential(collection_id, u, cred)
 
 
+def _exported_at(meta: dict[str, Any]) -> datetime:
+    try:
+        t = datetime.fromisoformat(str(meta.get("ExportedAt")))
+    except ValueError:
+        raise InvalidParameterException("export: ExportedAt is not an ISO-8601 time") from None
+    if t.tzinfo is None:
+        raise InvalidParameterException("export: ExportedAt has no time zone")
+    return t
+
+
+def _signed_key(collection_id: str) -> str:
+    return f"signed_import_exported_at:{collection_id}"
+
+
+def _refuse_rollback(ctx: Context, collection_id: str, meta: dict[str, Any], allow_older: bool) -> datetime:
+    """A signed export older than the last one imported into this collection would undo every
+    revocation made between the two: refused unless ``allow_older``."""
+    exported = _exported_at(meta)
+    rows = ctx.store.query("SELECT value FROM meta WHERE key = ?", (_signed_key(collection_id),))
+    if rows and not allow_older and exported < datetime.fromisoformat(rows[0][0]):
+        raise ConflictException(f"export made {exported.isoformat()} is older than the one already imported "
+                                f"into {collection_id!r} ({rows[0][0]}): it would restore what was revoked "
+                                "since (--allow-older to import it anyway)")
+    return exported
+
+
 def import_faces(ctx: Context, collection_id: str, input_path: Path | str, *,
-                 replace: bool = False, trusted_keys: list[Path] | None = None) -> dict[str, Any]:
+                 replace: bool = False, trusted_keys: list[Path] | None = None,
+                 allow_older: bool = False) -> dict[str, Any]:
     """Load an export into a collection (created if missing); refuses another FaceModelVersion.
 
     ``replace`` makes the collection an exact copy of the export — how a door follows the desk:
     faces and users no longer in the export are removed (a revoked badge stops opening the door
     as soon as the file is imported), changed user associations are applied.
+
+    With ``trusted_keys`` the file must be signed, and its signed ``ExportedAt`` must not be older
+    than the last signed export imported into this collection (a replayed old file would bring
+    back revoked users): ConflictException unless ``allow_older``.
     """
     validate.collection_id(collection_id)
     meta, matrix = read_export(input_path, trusted_keys)
+    exported_at = _refuse_rollback(ctx, collection_id, meta, allow_older) if trusted_keys else None
     version = meta["FaceModelVersion"]
     coll = ctx.store.get_collection(collection_id)
     if coll is None:
@@ -161,6 +193,10 @@ def import_faces(ctx: Context, collection_id: str, input_path: Path | str, *,
                      "confidence": face["Confidence"], "embedding": vec})
     if rows:
         ctx.store.insert_faces(rows)
+    if exported_at is not None:
+        with ctx.store.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_signed_key(collection_id),
+                                                                      exported_at.isoformat()))
     out: dict[str, Any] = {"ImportedFaces": len(rows), "SkippedFaces": skipped, "FaceModelVersion": version}
     if replace:
         out.update({"RemovedFaces": len(removed), "UpdatedFaces": updated, "RemovedUsers": removed_users})

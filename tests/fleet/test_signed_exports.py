@@ -16,7 +16,7 @@ from facelink.enroll import exchange, faces, users
 from facelink.enroll.cli import cli
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
-from facelink.errors import ConfigError, InvalidSignatureException
+from facelink.errors import ConfigError, ConflictException, InvalidSignatureException
 from facelink.fleet.signing import generate_keypair, load_private
 
 
@@ -95,3 +95,26 @@ def test_cli_keygen_export_import(desk, tmp_path, monkeypatch):
     exchange.export_faces(ctx, "staff", tmp_path / "unsigned.npz")
     res = runner.invoke(cli, ["import-faces", "--collection-id", "door", "--input", str(tmp_path / "unsigned.npz")])
     assert res.exit_code == 10 and "InvalidSignatureException" in res.output
+
+
+def test_an_older_signed_export_cannot_undo_a_revocation(desk, tmp_path, engine, faces_dir):
+    """Replay of yesterday's signed file after today's revocation: refused, the user stays revoked."""
+    ctx, keys = desk
+    users.create_user(ctx, "staff", "biden")
+    faces.index_faces(ctx, "staff", faces_dir / "people/biden/1.jpg", "b", user_id="biden")
+    trusted = [keys / "desk.pub"]
+    exchange.export_faces(ctx, "staff", tmp_path / "monday.npz", sign_key=keys / "desk.key")
+    users.delete_user(ctx, "staff", "biden")  # revoked at the desk
+    exchange.export_faces(ctx, "staff", tmp_path / "tuesday.npz", sign_key=keys / "desk.key")
+    door = _door(tmp_path, engine)
+    exchange.import_faces(door, "door", tmp_path / "tuesday.npz", replace=True, trusted_keys=trusted)
+    assert door.store.user_exists("door", "obama") and not door.store.user_exists("door", "biden")
+    with pytest.raises(ConflictException, match="older than the one already imported"):
+        exchange.import_faces(door, "door", tmp_path / "monday.npz", replace=True, trusted_keys=trusted)
+    assert not door.store.user_exists("door", "biden")
+    assert "biden" not in {f.user_id for f in door.store.collection_faces("door")}
+    # the same file again is fine (idempotent); an operator may roll back on purpose
+    exchange.import_faces(door, "door", tmp_path / "tuesday.npz", replace=True, trusted_keys=trusted)
+    exchange.import_faces(door, "door", tmp_path / "monday.npz", replace=True, trusted_keys=trusted,
+                          allow_older=True)
+    assert door.store.user_exists("door", "biden")
