@@ -1,8 +1,10 @@
 """Every message from the broker is untrusted input. ``Intake.handle`` decides, for one message,
-"a decision to record" or "quarantine, with the reason" — it never raises.
+"a decision (or an access panel's verdict) to record" or "quarantine, with the reason" — it
+never raises.
 
-Checks, in order: size (at most ``MAX_PAYLOAD_BYTES``), UTF-8, JSON, a JSON object, the decision
-schema (mqtt/schema.py, the same model the door builds its payloads with), and that the payload's
+Checks, in order: size (at most ``MAX_PAYLOAD_BYTES``), UTF-8, JSON, a JSON object, the schema of
+the topic (mqtt/schema.py, the same models the door builds its payloads with: ``.../decision``
+DecisionMessage, ``.../panel`` PanelVerdictMessage), and that the payload's
 ``device_id`` is the door the topic names. A message that fails is stored in the quarantine table
 (raw bytes, topic, reason, time) and acknowledged; the logger carries on.
 """
@@ -16,7 +18,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from facelink.mqtt.schema import DecisionMessage
+from facelink.mqtt.schema import DecisionMessage, PanelVerdictMessage
 
 from .store import AuditLog
 
@@ -34,8 +36,9 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def parse(topic: str, raw: bytes) -> DecisionMessage:
-    """The decision in ``raw``, or ``Rejected`` naming what is wrong with it."""
+def parse(topic: str, raw: bytes) -> DecisionMessage | PanelVerdictMessage:
+    """The decision (or, on ``.../panel``, the panel verdict) in ``raw``, or ``Rejected`` naming
+    what is wrong with it."""
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise Rejected(f"payload too large: {len(raw)} bytes (limit {MAX_PAYLOAD_BYTES})")
     try:
@@ -49,7 +52,8 @@ def parse(topic: str, raw: bytes) -> DecisionMessage:
     if not isinstance(obj, dict):
         raise Rejected(f"not a JSON object: {type(obj).__name__}")
     try:
-        message = DecisionMessage.model_validate(obj)
+        model = PanelVerdictMessage if topic.endswith("/panel") else DecisionMessage
+        message = model.model_validate(obj)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
                              for e in exc.errors()[:5])
@@ -73,14 +77,17 @@ class Intake:
 
     def handle(self, topic: str, raw: bytes) -> None:
         try:
-            payload = parse(topic, raw).payload()
+            message = parse(topic, raw)
+            payload = message.payload()
         except Rejected as exc:
             self._quarantine(topic, raw, exc.reason)
             return
         except Exception as exc:  # noqa: BLE001 - untrusted input must never stop the logger
             self._quarantine(topic, raw, f"unreadable: {type(exc).__name__}")
             return
-        if self.audit.record(payload):
+        new = (self.audit.record_panel(payload) if isinstance(message, PanelVerdictMessage)
+               else self.audit.record(payload))
+        if new:
             self.recorded += 1
             if self.on_new is not None:
                 self.on_new(payload)

@@ -24,7 +24,7 @@ from pathlib import Path
 from facelink.config import Settings, load_settings
 from facelink.errors import ConfigError
 from facelink.mqtt.client import MqttClient
-from facelink.mqtt.topics import all_decisions
+from facelink.mqtt.topics import all_decisions, all_panel_verdicts
 
 from .intake import Intake
 from .store import AuditLog
@@ -38,7 +38,9 @@ def subscribe(audit: AuditLog, settings: Settings, stop: threading.Event) -> Int
     """Record decisions from the broker until ``stop`` is set."""
     intake = Intake(audit, on_new=lambda p: print(json.dumps(p), flush=True))
     client = MqttClient(settings.mqtt, client_id=settings.audit.client_id, clean_session=False,
-                        subscriptions=[all_decisions(settings.mqtt.topic_prefix)], on_message=intake.handle)
+                        subscriptions=[all_decisions(settings.mqtt.topic_prefix),
+                                       all_panel_verdicts(settings.mqtt.topic_prefix)],
+                        on_message=intake.handle)
     log.info("logging decisions from %s on %s:%d", all_decisions(settings.mqtt.topic_prefix),
              settings.mqtt.host, settings.mqtt.port)
     stop.wait()

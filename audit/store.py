@@ -1,5 +1,6 @@
-"""The audit log database: every valid decision once (by event id), and a quarantine table for
-every message that was not one.
+"""The audit log database: every valid decision once (by event id), every access panel's verdict
+on a door's card read once (``panel_verdicts``, joined to its decision in queries as ``panel``),
+and a quarantine table for every message that was neither.
 
 MQTT QoS 1 is at-least-once, so a redelivered decision is recognised by its event id and stored
 once. Files are private (0600, folder 0700; config/paths.py).
@@ -25,6 +26,10 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS decisions(
     user_id TEXT, external_image_id TEXT, similarity REAL, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS decisions_user ON decisions(user_id, timestamp);
 CREATE INDEX IF NOT EXISTS decisions_device ON decisions(device_id, timestamp);
+CREATE TABLE IF NOT EXISTS panel_verdicts(
+    event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL,
+    decision_event_id TEXT NOT NULL, verdict TEXT NOT NULL, credential TEXT, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS panel_verdicts_decision ON panel_verdicts(decision_event_id);
 CREATE TABLE IF NOT EXISTS quarantine(
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
     reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
@@ -67,6 +72,19 @@ class AuditLog:
                     f.write(json.dumps(payload) + "\n")
         return new
 
+    def record_panel(self, payload: dict[str, Any]) -> bool:
+        """Store a validated panel verdict (facelink.panel/1); True when new."""
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO panel_verdicts VALUES (?,?,?,?,?,?,?)",
+                (payload["event_id"], payload["timestamp"], payload["device_id"], payload["decision_event_id"],
+                 payload["verdict"], payload.get("credential"), json.dumps(payload)))
+            new = cur.rowcount == 1
+            if new and self._jsonl is not None:
+                with open_private(self._jsonl, "a", group=self._group) as f:
+                    f.write(json.dumps(payload) + "\n")
+        return new
+
     def quarantine(self, topic: str, raw: bytes, reason: str) -> None:
         """Keep a message that is not a valid decision, with why, for the security staff."""
         with self._lock:
@@ -77,15 +95,29 @@ class AuditLog:
 
     def query(self, user: str | None = None, device: str | None = None, since: str | None = None,
               until: str | None = None, decision: str | None = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT payload FROM decisions WHERE 1=1", []
+        """Decisions as published; one the door handed to an access panel carries the panel's
+        answer(s) as ``panel`` (a list of facelink.panel/1 payloads)."""
+        where, params = "1=1", []
         for col, op, val in (("user_id", "=", user), ("device_id", "=", device), ("timestamp", ">=", since),
                              ("timestamp", "<=", until), ("decision", "=", decision)):
             if val is not None:
-                sql += f" AND {col} {op} ?"
+                where += f" AND {col} {op} ?"
                 params.append(val)
         with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY timestamp", params).fetchall()
-        return [json.loads(r[0]) for r in rows]
+            rows = self._conn.execute(f"SELECT event_id, payload FROM decisions WHERE {where} "
+                                      "ORDER BY timestamp", params).fetchall()
+            panel: dict[str, list[dict[str, Any]]] = {}
+            for event_id, payload in self._conn.execute(
+                    "SELECT decision_event_id, payload FROM panel_verdicts WHERE decision_event_id IN "
+                    f"(SELECT event_id FROM decisions WHERE {where}) ORDER BY timestamp", params):
+                panel.setdefault(event_id, []).append(json.loads(payload))
+        out = []
+        for event_id, payload in rows:
+            row = json.loads(payload)
+            if event_id in panel:
+                row["panel"] = panel[event_id]
+            out.append(row)
+        return out
 
     def quarantined(self, since: str | None = None) -> list[Quarantined]:
         with self._lock:

@@ -141,9 +141,14 @@ class Daemon:
         """The panel's answer to a card read, published beside FaceLink's decision (via the outbox)."""
         import uuid
         from dataclasses import asdict
+        from datetime import datetime, timezone
 
-        payload = {"schema": "facelink.panel/1", "device_id": self.settings.mqtt.device_id, **asdict(verdict)}
-        self.outbox.put(str(uuid.uuid4()), self.topics.panel, payload)
+        from facelink.mqtt.schema import PanelVerdictMessage
+
+        event_id = str(uuid.uuid4())
+        message = PanelVerdictMessage(event_id=event_id, timestamp=datetime.now(timezone.utc).isoformat(),
+                                      device_id=self.settings.mqtt.device_id, **asdict(verdict))
+        self.outbox.put(event_id, self.topics.panel, message.payload())
 
     def actuation_failed(self, granted: Decision, reason: str) -> None:
         """The relay failed after GRANTED: a follow-up event says the door did not open.

@@ -79,3 +79,32 @@ class DecisionMessage(BaseModel):
     def payload(self) -> dict:
         """The JSON object as published (``schema`` first)."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+PANEL_SCHEMA = "facelink.panel/1"
+
+
+class PanelVerdictMessage(BaseModel):
+    """An access panel's answer to the card read FaceLink sent for a GRANTED decision
+    (``<prefix>/<device>/panel``): what the panel did, recorded beside FaceLink's decision.
+    The door builds it here and the audit logger validates it here."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    schema_: Literal["facelink.panel/1"] = Field(PANEL_SCHEMA, alias="schema")
+    event_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    timestamp: str = Field(max_length=64, description="ISO-8601 with a time zone: when the answer came")
+    device_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    decision_event_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="the GRANTED it answers")
+    credential: str = Field(max_length=128)
+    verdict: Literal["GRANTED", "DENIED", "NO_RESPONSE"]
+    command: dict[str, Any] | None = Field(None, description="the panel's LED/output command")
+    latency_s: float | None = Field(None, ge=0)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware_iso(cls, v: str) -> str:
+        return DecisionMessage._aware_iso(v)
+
+    def payload(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True)

@@ -60,6 +60,11 @@ def all_decisions(prefix: str) -> str:
     return f"{prefix.rstrip('/')}/+/decision"
 
 
+def all_panel_verdicts(prefix: str) -> str:
+    """The audit logger's second subscription: every access panel's answer to a door."""
+    return f"{prefix.rstrip('/')}/+/panel"
+
+
 @dataclass(frozen=True)
 class CollectionTopics:
     """The sync topics of one collection (CollectionIds cannot contain ``/``, ``+`` or ``#``)."""

@@ -88,3 +88,29 @@ def test_intake_quarantines_and_carries_on(tmp_path):
     assert q.reason == "not a JSON object: int" and q.received_at
     assert (intake.recorded, intake.quarantined) == (1, 1)
     audit.close()
+
+
+def _verdict(**kw) -> dict:
+    v = {"schema": "facelink.panel/1", "event_id": "p-1", "timestamp": "2026-01-01T08:00:01+00:00",
+         "device_id": "front", "decision_event_id": "d-1", "credential": "H10301:42:31337",
+         "verdict": "GRANTED", "command": {"on_color": 2}, "latency_s": 0.4}
+    v.update(kw)
+    return v
+
+
+def test_panel_verdicts_are_recorded_beside_their_decision(tmp_path):
+    """Who got through the door: the panel's own answer is in the audit log with the decision."""
+    log = AuditLog(tmp_path / "a.db")
+    intake = Intake(log)
+    granted = {**decision(), "event_id": "d-1", "timestamp": "2026-01-01T08:00:00+00:00"}
+    intake.handle("facelink/front/decision", json.dumps(granted).encode())
+    intake.handle("facelink/front/panel", json.dumps(_verdict()).encode())
+    intake.handle("facelink/front/panel", json.dumps(_verdict()).encode())  # QoS 1 redelivery
+    for bad in (_verdict(verdict="OPEN"), _verdict(device_id="back"), {**_verdict(), "extra": 1},
+                granted):  # a decision is not a panel verdict
+        intake.handle("facelink/front/panel", json.dumps(bad).encode())
+    assert intake.recorded == 2 and intake.quarantined == 4
+    [row] = log.query(user="ann")
+    assert [p["verdict"] for p in row["panel"]] == ["GRANTED"]
+    assert row["panel"][0]["decision_event_id"] == row["event_id"] == "d-1"
+    log.close()

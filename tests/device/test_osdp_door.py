@@ -13,6 +13,7 @@ from facelink.access.scbk import save_scbk
 from facelink.enroll import credentials
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
+from facelink.mqtt.schema import PanelVerdictMessage
 
 from .conftest import Watcher
 
@@ -57,6 +58,7 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
         verdict = watcher.payloads("/panel")[0]
         assert verdict["verdict"] == "GRANTED" and verdict["credential"] == "H10301:42:31337"
         assert verdict["decision_event_id"] == decisions[1]["event_id"]
+        assert PanelVerdictMessage.model_validate(verdict).payload() == verdict  # what the logger accepts
     finally:
         watcher.close()
         panel.close()
