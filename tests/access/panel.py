@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import select
-import time
 import tty
 
 import pytest
+
+from tests.waiting import wait_until  # noqa: F401 - the tests of this folder import it from here
 
 osdp = pytest.importorskip("osdp", reason="libosdp==3.2.9 not installed")
 if not hasattr(osdp, "ControlPanel"):
@@ -82,10 +83,3 @@ def open_pty() -> tuple[int, int, str]:
     return master, slave, os.ttyname(slave)
 
 
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()

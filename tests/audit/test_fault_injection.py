@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from facelink.device.decision import GRANTED, Decision
+from tests.waiting import wait_until
 
 TOPIC = "facelink/front/decision"
 
@@ -62,12 +63,7 @@ class LoggerProcess:
 
 
 def wait_for(predicate, timeout: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
+    return wait_until(predicate, timeout, interval=0.2)
 
 
 def valid(**kw) -> bytes:
@@ -185,8 +181,7 @@ def test_redelivered_garbage_after_restart_does_not_stop_the_logger(tmp_path, br
         assert second.stop() == 0
     third = LoggerProcess(tmp_path, broker.port)  # acknowledged: not delivered again
     try:
-        _until_subscribed(third, publisher)
-        time.sleep(1.0)
+        _until_subscribed(third, publisher)  # a redelivery of the session's queue comes before it
         assert len(third.quarantine()) == 1
     finally:
         third.stop()

@@ -10,10 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+
+from tests.waiting import wait_until
 
 DECISION_LINE = re.compile(r"decision (\w+) user=(\S+) .* event=([0-9a-f-]{36})")
 
@@ -68,6 +71,7 @@ class Watcher:
 
     def __init__(self, port: int, topics: list[str], client_id: str = "test-watcher") -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
+        self._barriers = 0
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
@@ -89,12 +93,16 @@ class Watcher:
             return [p for t, p, _ in self.messages if t.endswith(suffix)]
 
     def wait_for(self, predicate, timeout: float = 60.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.2)
-        return False
+        return wait_until(predicate, timeout, interval=0.2)
+
+    def barrier(self, publish: Callable[[str, str], object], timeout: float = 60.0) -> bool:
+        """Everything published to the broker before this call has reached this watcher: a marker
+        published now (``publish(topic, payload)``, e.g. the door's own client) came back, and the
+        broker forwards one connection's messages in order."""
+        self._barriers += 1
+        marker = json.dumps({"probe": f"barrier-{self._barriers}"})
+        publish("facelink/probe/decision", marker)
+        return self.wait_for(lambda: marker.encode() in self.raw("probe/decision"), timeout)
 
     def close(self) -> None:
         self.client.disconnect()

@@ -7,23 +7,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
 from facelink.audit.logger import AuditLog
+from tests.waiting import wait_until
 
 from .conftest import Watcher
 
 
 def _poll(predicate, timeout: float) -> bool:
-    """True once predicate() holds, polled until a deadline (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
+    return wait_until(predicate, timeout, interval=0.2)
 
 
 # A decision on every frame of a looped feed of still photos: these tests are about delivery, and a

@@ -33,6 +33,14 @@ class Output:
         self.switched_off.set()
 
 
+def _timers_done(timeout: float = 30.0) -> None:
+    """Every relay timer thread has finished (fired or cancelled): nothing more can switch."""
+    for t in threading.enumerate():
+        if isinstance(t, threading.Timer):
+            t.join(timeout)
+            assert not t.is_alive()
+
+
 def test_an_earlier_pulse_does_not_cut_a_later_one_short():
     out = Output()
     switch = PulseSwitch(out.on, out.off, pulse_s=1.5)
@@ -41,7 +49,7 @@ def test_an_earlier_pulse_does_not_cut_a_later_one_short():
     switch.pulse()  # someone else granted while the lock is still released
     second = out.calls[-1][1]
     assert out.switched_off.wait(30)
-    time.sleep(2.0)  # the first pulse's timer would have fired by now
+    _timers_done()  # the first pulse's timer has run (or was cancelled) by now
     offs = [t for kind, t in out.calls if kind == "off"]
     assert len(offs) == 1 and offs[0] >= second + 1.5  # timers never fire early: only the later one did
     switch.close()
@@ -54,7 +62,7 @@ def test_nothing_fires_after_close():
     switch.close()  # the lock is locked now
     assert out.calls[-1][0] == "off"
     n = len(out.calls)
-    time.sleep(1.0)
+    _timers_done()
     assert len(out.calls) == n  # the pending timer did nothing
     with pytest.raises(RuntimeError):
         switch.pulse()
@@ -69,6 +77,15 @@ def _subscribed(daemon: Daemon, watcher: Watcher) -> None:
         return watcher.wait_for(lambda: watcher.raw("probe/decision"), 1.0)
 
     assert watcher.wait_for(probe, 60)
+
+
+def _publisher(settings):
+    """A fresh client of the product's own MQTT layer (the daemon's is stopped by then)."""
+    from facelink.mqtt.client import MqttClient
+
+    client = MqttClient(settings.mqtt, client_id="relay-barrier")
+    assert client.wait_connected(30)
+    return lambda topic, payload: client.publish(topic, payload)
 
 
 def decisions(watcher: Watcher) -> list[dict]:
@@ -116,7 +133,7 @@ def test_a_working_command_publishes_no_follow_up(tmp_path, broker, make_setting
     assert daemon.shutdown(flush_timeout_s=10) == 0  # waits for the command
     assert opened.read_text().strip() == "emp-7"
     assert watcher.wait_for(lambda: decisions(watcher), 30)
-    time.sleep(1.0)
+    assert watcher.barrier(_publisher(settings))  # a follow-up would have arrived before the marker
     assert [p["decision"] for p in decisions(watcher)] == ["GRANTED"]
     watcher.close()
 
