@@ -29,3 +29,12 @@ def test_device_unit():
 def test_logger_unit():
     svc = load("facelink-logger.service")["Service"]
     assert "facelink-logger" in svc["ExecStart"] and svc["ProtectSystem"] == "strict"
+
+
+def test_serve_unit():
+    svc = load("facelink-serve.service")["Service"]
+    assert " serve " in svc["ExecStart"] and "--credentials /etc/facelink/serve-keys.toml" in svc["ExecStart"]
+    assert "--host" not in svc["ExecStart"]  # loopback as shipped: opening it to the LAN is a decision
+    assert "--insecure-http" not in svc["ExecStart"]
+    assert svc["ProtectSystem"] == "strict" and svc["NoNewPrivileges"] == "yes" and svc["User"] == "facelink"
+    assert set(svc["RestartPreventExitStatus"].split()) == {"78", "8"}  # setup errors: no crash loop
