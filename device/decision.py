@@ -142,9 +142,11 @@ class DecisionPolicy:
         return decision
 
     def admit(self, decision: Decision, now: float) -> bool:
-        """Publish this decision? False when the same one was published within the cooldown."""
+        """Publish this decision? False when the same one was published within the cooldown.
+        A decision on a badge read (factors include "card") is always published: each tap is one
+        request and gets one answer (the badge's own claim is what debounces it)."""
         key = f"{decision.decision}:{decision.user_id or decision.track_id}"
-        if self._cooling(key, now):
+        if self._cooling(key, now) and "card" not in decision.factors:
             return False
         self._recent = {k: v for k, v in self._recent.items() if v > now}
         self._recent[key] = now + self.cooldown_s

@@ -72,3 +72,15 @@ def test_face_mode_ignores_badges(ctx, faces_dir, engine, make_settings):
     assert door.badge(BadgeRead(OBAMA, "mqtt"), 0.0) == []
     assert [(d.decision, d.mode, d.factors) for d in _frames(door, faces_dir, "obama", 0)] == \
         [("GRANTED", "face", ("face",))]
+
+
+def test_a_second_tap_within_the_cooldown_is_answered(ctx, faces_dir, engine, make_settings):
+    """card_and_face with a cooldown: the holder who taps again (the door closed before they went
+    through) gets a new GRANTED; the same face without a new tap stays held by the cooldown."""
+    door = _door(ctx, faces_dir, engine, make_settings, "card_and_face", window_s=5.0)
+    door.components.policy.cooldown_s = 60.0
+    assert door.badge(BadgeRead(OBAMA, "mqtt"), 0.0) == []
+    assert [d.decision for d in _frames(door, faces_dir, "obama", 0)] == ["GRANTED"]
+    assert door.badge(BadgeRead(OBAMA, "mqtt"), 1.0) == []
+    again = _frames(door, faces_dir, "obama", 10)
+    assert [(d.decision, d.user_id, d.factors) for d in again] == [("GRANTED", "obama", ("card", "face"))]
