@@ -26,7 +26,7 @@ from facelink.models.embedder import EMBEDDING_DIM
 from . import feed
 from .db import connect
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -77,6 +77,21 @@ MIGRATIONS: dict[int, list[str]] = {
             response TEXT NOT NULL,
             created_at REAL NOT NULL,
             PRIMARY KEY (operation, token))""",
+    ],
+    4: [  # the feed names what fleet sync sends: a face change keeps its FaceId (a deleted face
+        # can still be named), user changes (created, deleted, credential) get ops of their own
+        """CREATE TABLE changes_v4(
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            collection_id TEXT NOT NULL,
+            face_row INTEGER NOT NULL,
+            op TEXT NOT NULL CHECK (op IN ('add', 'del', 'user', 'user_put', 'user_del', 'reset')),
+            face_id TEXT,
+            user_id TEXT)""",
+        "INSERT INTO changes_v4(seq, collection_id, face_row, op, face_id) SELECT c.seq, "
+        "c.collection_id, c.face_row, c.op, f.face_id FROM changes c LEFT JOIN faces f ON f.id = c.face_row",
+        "DROP TABLE changes",
+        "ALTER TABLE changes_v4 RENAME TO changes",
+        "CREATE INDEX changes_by_collection ON changes(collection_id, seq)",
     ],
 }
 
@@ -189,8 +204,11 @@ class Store:
             except Exception:  # noqa: BLE001 - the read's own error (if any) is the one to report
                 pass
 
-    def _changed(self, conn: Any, collection_id: str, face_rows: list[int], op: str) -> None:
-        feed.record(conn, collection_id, face_rows, op, keep=self.changes_keep)
+    def _changed(self, conn: Any, collection_id: str, faces: list[tuple[int, str | None]], op: str) -> None:
+        feed.record(conn, collection_id, faces, op, keep=self.changes_keep)
+
+    def _users_changed(self, conn: Any, collection_id: str, user_ids: list[str], op: str) -> None:
+        feed.record_users(conn, collection_id, user_ids, op, keep=self.changes_keep)
 
     def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         try:
@@ -220,7 +238,7 @@ class Store:
             c.execute("DELETE FROM faces WHERE collection_id = ?", (collection_id,))
             c.execute("DELETE FROM users WHERE collection_id = ?", (collection_id,))
             c.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
-            self._changed(c, collection_id, [0], "reset")
+            self._changed(c, collection_id, [(0, None)], "reset")
 
     def list_collections(self, after: str, limit: int) -> list[str]:
         return [r[0] for r in self.query(
@@ -258,7 +276,8 @@ class Store:
                           (row_id, emb, r["collection_id"]))
                 ids.append(row_id)
             for coll in {r["collection_id"] for r in rows}:
-                self._changed(c, coll, [i for i, r in zip(ids, rows) if r["collection_id"] == coll], "add")
+                self._changed(c, coll, [(i, r["face_id"]) for i, r in zip(ids, rows)
+                                        if r["collection_id"] == coll], "add")
         return ids
 
     def faces_by_image(self, collection_id: str, image_sha256: str,
@@ -304,7 +323,7 @@ class Store:
             for f in found:
                 c.execute("DELETE FROM face_vectors WHERE rowid = ?", (f.id,))
                 c.execute("DELETE FROM faces WHERE id = ?", (f.id,))
-            self._changed(c, collection_id, [f.id for f in found], "del")
+            self._changed(c, collection_id, [(f.id, f.face_id) for f in found], "del")
         return [f.face_id for f in found]
 
     def knn(self, collection_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -333,15 +352,17 @@ class Store:
         with self.transaction() as c:
             c.execute("INSERT INTO users(collection_id, user_id, created_at) VALUES (?, ?, ?)",
                       (collection_id, user_id, time.time()))
+            self._users_changed(c, collection_id, [user_id], "user_put")
 
     def delete_user(self, collection_id: str, user_id: str) -> None:
         with self.transaction() as c:
-            rows = c.execute("SELECT id FROM faces WHERE collection_id = ? AND user_id = ?",
+            rows = c.execute("SELECT id, face_id FROM faces WHERE collection_id = ? AND user_id = ?",
                              (collection_id, user_id)).fetchall()
             c.execute("UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
                       (collection_id, user_id))
             c.execute("DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id))
-            self._changed(c, collection_id, [row_id for (row_id,) in rows], "user")
+            self._changed(c, collection_id, [(int(r), fid) for r, fid in rows], "user")
+            self._users_changed(c, collection_id, [user_id], "user_del")
 
     def user_credential(self, collection_id: str, user_id: str) -> str | None:
         rows = self.query("SELECT credential FROM users WHERE collection_id = ? AND user_id = ?",
@@ -359,8 +380,9 @@ class Store:
 
     def set_user_credential(self, collection_id: str, user_id: str, credential: str | None) -> None:
         with self.transaction() as c:
-            c.execute("UPDATE users SET credential = ? WHERE collection_id = ? AND user_id = ?",
-                      (credential, collection_id, user_id))
+            if c.execute("UPDATE users SET credential = ? WHERE collection_id = ? AND user_id = ?",
+                         (credential, collection_id, user_id)).rowcount:
+                self._users_changed(c, collection_id, [user_id], "user_put")
 
     def list_users(self, collection_id: str, after: str, limit: int) -> list[tuple[str, int]]:
         return [(r[0], int(r[1])) for r in self.query(
@@ -372,7 +394,7 @@ class Store:
         with self.transaction() as c:
             for f in rows:
                 c.execute("UPDATE faces SET user_id = ? WHERE id = ?", (user_id, f.id))
-            self._changed(c, collection_id, [f.id for f in rows], "user")
+            self._changed(c, collection_id, [(f.id, f.face_id) for f in rows], "user")
 
     # -- idempotency tokens ----------------------------------------------------------------
     def request_token(self, operation: str, token: str) -> tuple[str, str] | None:
