@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,3 +41,9 @@ class CredentialSettings(_Section):
 class FleetSettings(_Section):
     signing_key: Path | None = Field(None, description="Desk only: Ed25519 private key (PEM, 0600) that signs exports (`facelink fleet keygen`).")
     trusted_keys: list[Path] = Field([], description="Door: desk public keys (PEM) an imported export must be signed by; empty: unsigned files are accepted (single-appliance use).")
+    publish: list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.\-]{1,255}$")]] = Field([], description="Desk: collections `facelink fleet publish` sends to the doors (signed change sets on <prefix>/collections/<C>/changes).")
+    heartbeat_s: float = Field(30.0, gt=0, le=3600, description="Desk: the signed head of each published collection is re-published (retained) this often, so a door can confirm it is up to date.")
+    poll_interval_s: float = Field(0.2, gt=0, le=60, description="Desk: how often the publisher reads the change feed (a revocation leaves the desk within this).")
+    request_burst: int = Field(5, ge=1, le=1000, description="Desk: sync requests one door may send at once before it is rate-limited.")
+    request_interval_s: float = Field(1.0, gt=0, le=3600, description="Desk: a rate-limited door gets one more request answered per this many seconds (refusals are logged and counted).")
+    client_id: str = Field("facelink-desk", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="Desk: MQTT client id of the publisher.")

@@ -117,6 +117,10 @@ class ChangeFeed:
         with self.store.read_transaction():
             return self._snapshot(self._last())
 
+    def position_in_transaction(self) -> int:
+        """The feed's newest position, inside the caller's ``store.read_transaction()``."""
+        return self._last()
+
     def read_since(self, position: int) -> ChangeBatch:
         with self.store.read_transaction():
             return self.read_since_in_transaction(position)

@@ -1,19 +1,27 @@
-"""`facelink fleet ...`: the desk's signing keys."""
+"""`facelink fleet ...`: the desk's signing keys, the collection publisher and the fleet's status."""
 
 from __future__ import annotations
 
+import json
+import logging
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import click
 
-from facelink.enroll.cli_base import cli, run
+from facelink.enroll.cli_base import AppState, cli, run
+from facelink.errors import ConfigError, FaceLinkError
 
 from .signing import generate_keypair
+
+EX_CONFIG = 78
 
 
 @cli.group("fleet")
 def fleet() -> None:
-    """Desk -> door trust: signing keys for exports."""
+    """Desk -> door trust and collection sync: signing keys, `publish`, `status`."""
 
 
 @fleet.command("keygen")
@@ -23,3 +31,23 @@ def keygen(private_key: Path, public_key: Path) -> None:
     """Create the desk's Ed25519 signing key pair."""
     run(lambda: {"KeyId": generate_keypair(private_key, public_key), "PrivateKey": str(private_key),
                  "PublicKey": str(public_key)})
+
+
+@fleet.command("publish")
+@click.pass_obj
+def publish(state: AppState) -> None:
+    """Long-running desk service: send every change of the collections in `fleet.publish` to the
+    doors as signed change sets over MQTT ([mqtt]), answer their sync requests. Stops on SIGTERM /
+    SIGINT; exit 78 on a configuration problem."""
+    from .publisher import serve
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        settings = state.settings
+        logging.getLogger().setLevel(settings.logging.level)  # the group set up the handler
+        serve(settings, stop)
+    except FaceLinkError as exc:
+        click.echo(json.dumps(exc.to_json()), err=True)
+        sys.exit(EX_CONFIG if isinstance(exc, ConfigError) else exc.exit_code)

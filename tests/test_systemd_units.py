@@ -38,3 +38,11 @@ def test_serve_unit():
     assert "--insecure-http" not in svc["ExecStart"]
     assert svc["ProtectSystem"] == "strict" and svc["NoNewPrivileges"] == "yes" and svc["User"] == "facelink"
     assert set(svc["RestartPreventExitStatus"].split()) == {"78", "8"}  # setup errors: no crash loop
+
+
+def test_desk_publisher_unit():
+    svc = load("facelink-desk-publish.service")["Service"]
+    assert svc["ExecStart"].endswith("fleet publish") and svc["RestartPreventExitStatus"] == "78"
+    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "UMask": "0077",
+                       "User": "facelink", "ReadWritePaths": "/var/lib/facelink"}.items():
+        assert svc[key] == value

@@ -1,0 +1,104 @@
+"""The desk's gate for sync requests: any MQTT client that can publish can send one, so each is
+validated, rate-limited per device (and overall) and bounded before anything is sent.
+
+A request only ever makes the desk re-send what it already signed (journal bytes) or a signed
+snapshot to ``reply/<device>``: nothing in it can change a door. :meth:`RequestGate.decide` says
+what to send; every refusal is logged and counted by reason in :attr:`RequestGate.refused`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .protocol import MAX_REQUEST_RANGE, SyncMessageRejected, SyncRequest
+
+log = logging.getLogger(__name__)
+
+MAX_TRACKED_DEVICES = 10_000  # rate-limit state kept for this many device ids (least recent dropped)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class RateLimit:
+    """Token buckets by key: ``burst`` at once, then one more per ``interval_s``."""
+
+    def __init__(self, burst: int, interval_s: float, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = MAX_TRACKED_DEVICES) -> None:
+        self.burst, self.interval_s, self.clock, self.max_keys = burst, interval_s, clock, max_keys
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        b = self._buckets.pop(key, None) or _Bucket(float(self.burst), now)
+        b.tokens = min(float(self.burst), b.tokens + (now - b.at) / self.interval_s)
+        b.at = now
+        self._buckets[key] = b
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        if b.tokens < 1:
+            return False
+        b.tokens -= 1
+        return True
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to send to ``device_id``: the journal's ``first..last`` or (``snapshot``) a snapshot."""
+
+    device_id: str
+    snapshot: bool
+    first: int = 0
+    last: int = 0
+
+
+class RequestGate:
+    def __init__(self, burst: int, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_device = RateLimit(burst, interval_s, clock)
+        self.overall = RateLimit(burst * 20, interval_s / 20, clock)
+        self.refused: dict[str, int] = {}
+
+    def _refuse(self, reason: str, collection_id: str, detail: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        log.warning("sync request for %s refused (%s): %s [%d %s so far]", collection_id, reason,
+                    detail, self.refused[reason], reason)
+
+    def decide(self, collection_id: str, message: bytes, head_seq: int) -> Answer | None:
+        """The answer to one request given the desk's newest published seq, or None (refused,
+        counted, logged; or nothing to send)."""
+        try:
+            req = SyncRequest.decode(message)
+        except SyncMessageRejected as exc:
+            self._refuse(exc.reason, collection_id, str(exc))
+            return None
+        if req.to_seq is not None and req.to_seq < req.from_seq:
+            self._refuse("MALFORMED", collection_id, f"to_seq {req.to_seq} before from_seq {req.from_seq}")
+            return None
+        if not self.per_device.allow(req.device_id):
+            self._refuse("RATE_LIMITED", collection_id, f"device {req.device_id!r} asks too often")
+            return None
+        if not self.overall.allow("*"):
+            self._refuse("RATE_LIMITED", collection_id, "too many requests from all devices")
+            return None
+        if head_seq == 0:
+            self._refuse("NOTHING_PUBLISHED", collection_id, f"asked by {req.device_id!r}")
+            return None
+        if req.snapshot:
+            return Answer(req.device_id, True)
+        last = min(req.to_seq or head_seq, head_seq)
+        if req.from_seq > last:
+            self._refuse("BEYOND_HEAD", collection_id, f"{req.device_id!r} asks from {req.from_seq}, "
+                                                       f"head is {head_seq}")
+            return None
+        if last - req.from_seq + 1 > MAX_REQUEST_RANGE:
+            log.info("sync request from %r for %d change sets of %s: a snapshot instead",
+                     req.device_id, last - req.from_seq + 1, collection_id)
+            return Answer(req.device_id, True)
+        return Answer(req.device_id, False, req.from_seq, last)

@@ -1,0 +1,226 @@
+"""The desk's publisher on a real database, real signatures and a real mosquitto: every change is
+journaled before it is published, seq 1, 2, ... without gaps; a full batch is a Rebase; requests
+are answered from the journal (the same bytes), bounded, rate-limited; snapshots are chunked and
+consistent with their seq."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from facelink.config import MqttSettings
+from facelink.enroll.store import Store
+from facelink.fleet.changeset import ChangeSetVerifier
+from facelink.fleet.journal import Journal
+from facelink.fleet.protocol import CHUNK_FACES, SyncRequest, decode_head, parse_body
+from facelink.fleet.publisher import Publisher
+from facelink.fleet.signing import verify
+from facelink.mqtt.client import MqttClient
+from facelink.mqtt.topics import CollectionTopics
+
+from .conftest import PREFIX, V, add_faces, wait_for
+
+T = CollectionTopics(PREFIX, "staff")
+
+
+class Desk:
+    def __init__(self, db, key, port: int, changes_keep: int = 10_000, **options) -> None:
+        self.store = Store(db, changes_keep=changes_keep)
+        self.journal = Journal(db)
+        self.publisher = Publisher(self.store, self.journal, key, ["staff"], PREFIX, **options)
+        self.client = MqttClient(MqttSettings(port=port), client_id="test-desk",
+                                 subscriptions=self.publisher.subscriptions(),
+                                 on_message=self.publisher.on_message)
+
+    def step(self) -> None:
+        self.publisher.step(self.client)
+
+    def close(self) -> None:
+        self.client.stop()
+        self.journal.close()
+        self.store.close()
+
+
+@pytest.fixture()
+def desk(desk_db, keys, broker):
+    made: list[Desk] = []
+
+    def make(**options) -> Desk:
+        made.append(Desk(desk_db, keys[0], broker.port, **options))
+        assert made[-1].client.wait_connected(30)
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.close()
+
+
+def _verified(trusted, messages: list[bytes]):
+    door = ChangeSetVerifier(trusted, "staff", V)
+    out = []
+    for m in messages:
+        cs = door.check(m)
+        door.applied(cs)
+        out.append((cs.seq, parse_body(cs.body)))
+    return out
+
+
+def test_changes_are_journaled_signed_and_published_in_order(desk, keys, listeners):
+    d = desk(heartbeat_s=3600)
+    door = listeners([T.changes, T.head], "door-a")
+    d.step()
+    assert d.journal.last("staff") is None  # no collection yet: nothing to publish
+    d.store.insert_collection("staff", V)
+    d.step()  # seq 1: a Rebase (doors take a snapshot)
+    d.store.insert_user("staff", "ann")
+    d.store.set_user_credential("staff", "ann", "H10301:1:7")
+    ann = add_faces(d.store, "staff", 2, "ann")
+    d.step()
+    d.store.delete_faces("staff", [ann[0]])
+    d.step()
+    d.store.delete_user("staff", "ann")
+    d.step()
+    d.step()  # nothing new: no change set
+    assert wait_for(lambda: len(door.on(T.changes)) == 4, 30)
+    sent = door.on(T.changes)
+    assert sent == [e.message for e in d.journal.entries("staff", 1, 10)]  # the journal's bytes
+    (s1, rebase), (s2, add), (s3, dele), (s4, revoke) = _verified(keys[1], sent)
+    assert [s1, s2, s3, s4] == [1, 2, 3, 4] and rebase.kind == "rebase"
+    assert sorted(f.face_id for f in add.faces_put) == sorted(ann)
+    assert [(u.user_id, u.credential) for u in add.users_put] == [("ann", "H10301:1:7")]
+    assert dele.faces_deleted == [ann[0]] and dele.faces_put == []
+    assert revoke.users_deleted == ["ann"] and [(f.face_id, f.user_id) for f in revoke.faces_put] == [(ann[1], None)]
+    assert wait_for(lambda: door.on(T.head) and decode_head(keys[1], door.on(T.head)[-1]).seq == 4, 30)
+
+
+def test_journal_is_written_before_publishing_and_sent_once_the_broker_is_back(desk, keys, broker, listeners):
+    d = desk()
+    d.store.insert_collection("staff", V)
+    d.step()
+    door = listeners([T.changes], "door-b")
+    broker.stop()
+    assert wait_for(lambda: not d.client.is_connected(), 30)
+    d.store.insert_user("staff", "bob")
+    d.step()  # broker down: journaled, not published
+    assert d.journal.last("staff").seq == 2 and [e.seq for e in d.journal.unpublished("staff")] == [2]
+    assert d.publisher.published["staff"] == 1
+    assert stat.S_IMODE(os.stat(d.journal.path).st_mode) == 0o600  # the journal is in the 0600 desk DB
+    broker.start()
+    assert d.client.wait_connected(60) and door.client.wait_connected(60)
+    d.step()
+    assert d.journal.unpublished("staff") == [] and d.publisher.published["staff"] == 2
+    assert wait_for(lambda: d.journal.entries("staff", 2, 2)[0].message in door.on(T.changes), 30)
+
+
+def test_a_batch_the_feed_cannot_express_is_a_rebase(desk, keys, listeners):
+    d = desk(changes_keep=3)
+    d.store.insert_collection("staff", V)
+    d.step()
+    door = listeners([T.changes], "door-c")
+    for i in range(5):  # more changes than the feed keeps: it can no longer say what changed
+        add_faces(d.store, "staff", 1, seed=i)
+    d.step()
+    assert wait_for(lambda: len(door.on(T.changes)) == 1, 30)
+    [(seq, body)] = _verified_from(keys[1], door.on(T.changes), applied=1)
+    assert seq == 2 and body.kind == "rebase" and "cannot say" in body.reason
+
+
+def _verified_from(trusted, messages, applied: int):
+    v = ChangeSetVerifier(trusted, "staff", V, applied_seq=applied)
+    out = []
+    for m in messages:
+        cs = v.check(m)
+        v.applied(cs)
+        out.append((cs.seq, parse_body(cs.body)))
+    return out
+
+
+def test_requests_are_answered_from_the_journal_bounded_and_rate_limited(desk, keys, broker, listeners):
+    d = desk(request_burst=2, request_interval_s=3600)
+    d.store.insert_collection("staff", V)
+    for i in range(3):
+        d.store.insert_user("staff", f"u{i}")
+        d.step()
+    door = listeners([T.reply("door-d")], "door-d")
+    req = door.client
+    journal_before = d.journal.entries("staff", 1, 100)
+    for garbage in (b"", b"{not json", b'{"schema":"facelink.sync-request/1","device_id":"a/b"}',
+                    b"x" * 5000, SyncRequest(device_id="door-d", from_seq=3, to_seq=2).encode()):
+        req.publish(T.request, garbage.decode(errors="replace"), qos=1)
+    assert wait_for(lambda: (d.step(), d.publisher.gate.refused.get("MALFORMED", 0) >= 5)[1], 30)
+    assert door.on(T.reply("door-d")) == [] and d.journal.entries("staff", 1, 100) == journal_before
+    req.publish(T.request, SyncRequest(device_id="door-d", from_seq=2, to_seq=3).encode().decode(), qos=1)
+    assert wait_for(lambda: (d.step(), len(door.on(T.reply("door-d"))) == 2)[1], 30)
+    assert door.on(T.reply("door-d")) == [e.message for e in d.journal.entries("staff", 2, 3)]  # same bytes
+    req.publish(T.request, SyncRequest(device_id="door-d", from_seq=1).encode().decode(), qos=1)
+    req.publish(T.request, SyncRequest(device_id="door-d", from_seq=1).encode().decode(), qos=1)
+    assert wait_for(lambda: (d.step(), d.publisher.gate.refused.get("RATE_LIMITED", 0) >= 1)[1], 30)
+    assert wait_for(lambda: len(door.on(T.reply("door-d"))) == 5, 30)  # 2 + 3 (1..head 3), the 3rd refused
+    assert door.on(T.reply("door-d"))[2:] == [e.message for e in d.journal.entries("staff", 1, 3)]
+    assert d.journal.entries("staff", 1, 100) == journal_before  # requests never change the journal
+
+
+def test_snapshot_is_chunked_and_shows_the_state_of_its_seq(desk, keys, listeners):
+    d = desk()
+    d.store.insert_collection("staff", V)
+    d.store.insert_user("staff", "ann")
+    d.store.set_user_credential("staff", "ann", "H10301:2:9")
+    ids = add_faces(d.store, "staff", CHUNK_FACES + 7, "ann")
+    d.step()
+    door = listeners([T.reply("door-e")], "door-e")
+    d.store.delete_faces("staff", ids[:5])  # not journaled yet when the request arrives
+    door.client.publish(T.request, SyncRequest(device_id="door-e", snapshot=True).encode().decode(), qos=1)
+    assert wait_for(lambda: (d.step(), len(door.on(T.reply("door-e"))) >= 2)[1], 60)
+    last = d.journal.last("staff")
+    assert last.seq == 2 and parse_body(json.loads(json.loads(last.message)["payload"])["body"]).faces_deleted
+    chunks = []
+    for m in door.on(T.reply("door-e")):
+        envelope = json.loads(m)
+        assert verify(keys[1], envelope["payload"].encode(), envelope["signature"])  # signed by the desk
+        payload = json.loads(envelope["payload"])
+        assert payload["seq"] == last.seq  # every chunk at the journal's seq whose state it shows
+        chunks.append(parse_body(payload["body"]))
+    assert len(chunks) == 2 and {c.snapshot_id for c in chunks} == {chunks[0].snapshot_id}
+    assert sorted(c.chunk for c in chunks) == [0, 1] and all(c.chunks == 2 for c in chunks)
+    faces = {f.face_id for c in chunks for f in c.faces_put}
+    assert faces == set(ids[5:])  # the deletion journaled as seq 2 is in the snapshot at seq 2
+    assert [(u.user_id, u.credential) for c in chunks for u in c.users_put] == [("ann", "H10301:2:9")]
+
+
+@pytest.mark.slow
+def test_a_100k_face_snapshot_is_sent_in_chunks(desk, keys, listeners):
+    """100,000 synthetic faces: 50 chunks, each within the protocol's bounds, all of them arrive."""
+    d = desk()
+    d.store.insert_collection("staff", V)
+    for i in range(10):
+        add_faces(d.store, "staff", 10_000, seed=i)
+    d.step()
+    door = listeners([T.reply("door-f")], "door-f")
+    door.client.publish(T.request, SyncRequest(device_id="door-f", snapshot=True).encode().decode(), qos=1)
+    assert wait_for(lambda: (d.step(), len(door.on(T.reply("door-f"))) >= 50)[1], 600)
+    seen: set[str] = set()
+    for m in door.on(T.reply("door-f")):
+        chunk = parse_body(json.loads(json.loads(m)["payload"])["body"])
+        assert chunk.chunks == 50 and len(chunk.faces_put) == CHUNK_FACES
+        seen.update(f.face_id for f in chunk.faces_put)
+    assert len(seen) == 100_000
+
+
+def test_request_gate_bounds_ranges_and_refills_rate_limits():
+    from facelink.fleet.protocol import MAX_REQUEST_RANGE
+    from facelink.fleet.requests import RequestGate
+
+    now = [0.0]
+    gate = RequestGate(burst=1, interval_s=10, clock=lambda: now[0])
+    far = SyncRequest(device_id="d1", from_seq=1).encode()
+    assert gate.decide("staff", far, MAX_REQUEST_RANGE + 1).snapshot  # too far behind: a snapshot
+    assert gate.decide("staff", SyncRequest(device_id="d2", from_seq=5).encode(), 4) is None
+    assert gate.refused == {"BEYOND_HEAD": 1}
+    assert gate.decide("staff", SyncRequest(device_id="d1", from_seq=2).encode(), 9) is None
+    now[0] = 10.0  # one interval later the door may ask again
+    a = gate.decide("staff", SyncRequest(device_id="d1", from_seq=2, to_seq=50).encode(), 9)
+    assert (a.snapshot, a.first, a.last) == (False, 2, 9)  # clamped to the head
+    assert gate.refused == {"BEYOND_HEAD": 1, "RATE_LIMITED": 1}
