@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -20,18 +19,15 @@ from facelink.config import MqttSettings
 from facelink.enroll.store import Store
 from facelink.fleet.signing import generate_keypair, load_private, load_trusted
 from facelink.mqtt.client import MqttClient
+from tests.waiting import wait_until
 
 V = "yunet-2023mar+sface-2021dec/int8bq"
 PREFIX = "facelink"
 
 
 def wait_for(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    """tests/waiting.py's wait_until with this folder's default deadline (the machine is loaded)."""
+    return wait_until(predicate, timeout)
 
 
 def add_faces(store: Store, collection: str, n: int, user: str | None = None, seed: int = 0) -> list[str]:
