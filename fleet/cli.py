@@ -51,3 +51,16 @@ def publish(state: AppState) -> None:
     except FaceLinkError as exc:
         click.echo(json.dumps(exc.to_json()), err=True)
         sys.exit(EX_CONFIG if isinstance(exc, ConfigError) else exc.exit_code)
+
+
+@fleet.command("status")
+@click.option("--deadline-s", type=click.FloatRange(0.5, 3600), default=None,
+              help="How long to listen (default: one door health period, mqtt.health_interval_s, + 2 s).")
+@click.pass_obj
+def status(state: AppState, deadline_s: float | None) -> None:
+    """Every door seen on the broker: online/offline, last seen, the seq it applied per collection
+    against the desk's head, its outbox depth (JSON)."""
+    from .status import collect
+
+    run(lambda: collect(state.settings, deadline_s if deadline_s is not None
+                        else state.settings.mqtt.health_interval_s + 2))

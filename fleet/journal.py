@@ -91,6 +91,10 @@ class Journal:
                           (collection_id,))
         return Entry(*rows[0][:4], bytes(rows[0][4])) if rows else None
 
+    def collections(self) -> list[str]:
+        """The collections this desk ever published."""
+        return [r[0] for r in self._read("SELECT DISTINCT collection_id FROM fleet_journal ORDER BY 1")]
+
     def entries(self, collection_id: str, first: int, last: int) -> list[Entry]:
         """The journaled change sets ``first..last`` in seq order (exactly as signed)."""
         return [Entry(r[0], r[1], r[2], r[3], bytes(r[4])) for r in self._read(

@@ -92,6 +92,11 @@ class CollectionTopics:
         return f"{self.base}/reply/{device_id}"
 
 
+def all_heads(prefix: str) -> str:
+    """Every collection's retained signed head (``facelink fleet status``)."""
+    return f"{prefix.rstrip('/')}/collections/+/head"
+
+
 def all_status(prefix: str) -> str:
     """Every door's retained status (``facelink fleet status``)."""
     return f"{prefix.rstrip('/')}/+/status"

@@ -4,6 +4,9 @@ cleanly on SIGTERM, and refuses to start without a signing key (exit 78, naming 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from facelink.enroll.store import Store
 from facelink.fleet.changeset import ChangeSetVerifier
@@ -36,6 +39,11 @@ def test_publish_process_sends_changes_and_heads(broker, keys, desk_db, listener
     assert wait_for(lambda: len({h.issued_at for h in heads() if h.seq == 2}) >= 2, 60)  # heartbeat
     assert desk.stop() == 0, desk.log()
     store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACELINK_")}
+    env.update({"FACELINK_MQTT__PORT": str(broker.port), "FACELINK_STORE__DATABASE": str(desk_db)})
+    status = subprocess.run([sys.executable, "-m", "facelink.enroll.cli", "fleet", "status", "--deadline-s", "0.5"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert json.loads(status.stdout)["DeskHeads"] == {"staff": 2}, status.stderr  # from the desk's journal
 
 
 def test_publish_without_a_signing_key_exits_78(broker, desk_db, start_desk):
