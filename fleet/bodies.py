@@ -11,15 +11,20 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import uuid
 from collections.abc import Iterator
+
+from pydantic import ValidationError
 
 from facelink.enroll.feed import ChangeBatch, UserState
 from facelink.enroll.store import FaceRow, Store
 
-from .protocol import CHUNK_FACES, Delta, FacePut, Rebase, SnapshotChunk, UserPut, vector_to_b64
+from .protocol import CHUNK_FACES, FACE_ID, Delta, FacePut, Rebase, SnapshotChunk, UserPut, vector_to_b64
 
+log = logging.getLogger(__name__)
 MAX_DELTA_FACES = CHUNK_FACES * 5  # protocol.Delta's bound; a bigger batch is sent as a Rebase
 
 
@@ -27,6 +32,21 @@ def face_put(f: FaceRow) -> FacePut:
     return FacePut(face_id=f.face_id, user_id=f.user_id, external_image_id=f.external_image_id,
                    image_id=f.image_id, image_sha256=f.image_sha256, confidence=f.confidence,
                    bounding_box=f.bounding_box, embedding=vector_to_b64(f.embedding))
+
+
+def _puts(faces: tuple[FaceRow, ...] | list[FaceRow]) -> tuple[list[FacePut], list[str]]:
+    """The faces as FacePut; a row facelink.sync/1 cannot carry is not sent (fail closed: a door
+    never grants on a face it does not hold) but named as deleted, so a door drops its older copy."""
+    puts, refused = [], []
+    for f in faces:
+        try:
+            puts.append(face_put(f))
+        except (ValidationError, ValueError) as exc:
+            log.warning("face %s of %s cannot be sent to the doors (sent as deleted): %s", f.face_id,
+                        f.collection_id, str(exc).splitlines()[0])
+            if re.fullmatch(FACE_ID, f.face_id):
+                refused.append(f.face_id)
+    return puts, refused
 
 
 def user_put(u: UserState) -> UserPut:
@@ -40,8 +60,9 @@ def body_for_batch(batch: ChangeBatch) -> Delta | Rebase:
         return Rebase(feed_position=batch.position, reason="the change feed cannot say what changed")
     if len(batch.faces) > MAX_DELTA_FACES:
         return Rebase(feed_position=batch.position, reason=f"{len(batch.faces)} faces changed at once")
-    return Delta(feed_position=batch.position, faces_put=[face_put(f) for f in batch.faces],
-                 faces_deleted=list(batch.faces_deleted), users_put=[user_put(u) for u in batch.users],
+    puts, refused = _puts(batch.faces)
+    return Delta(feed_position=batch.position, faces_put=puts,
+                 faces_deleted=sorted({*batch.faces_deleted, *refused}), users_put=[user_put(u) for u in batch.users],
                  users_deleted=list(batch.users_deleted))
 
 
@@ -59,5 +80,5 @@ def snapshot_chunks(store: Store, collection_id: str, feed_position: int) -> Ite
         if rows:
             after = rows[-1].id
         yield SnapshotChunk(snapshot_id=snapshot_id, chunk=i, chunks=chunks, feed_position=feed_position,
-                            faces_put=[face_put(f) for f in rows],
+                            faces_put=_puts(rows)[0],
                             users_put=[user_put(u) for u in users[i * per_users:(i + 1) * per_users]])

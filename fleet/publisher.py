@@ -63,6 +63,7 @@ class Publisher:
         self._cursor: dict[str, int] = {}  # feed position read through (no unjournaled change of C before)
         self._snapshots: dict[str, set[str]] = {c: set() for c in self.collections}
         self._head_at: dict[str, float] = {}
+        self._failures: dict[str, tuple[str, float, int]] = {}  # what -> (error, logged at, repeats)
         self.published: dict[str, int] = {c: journal.published_seq(c) for c in self.collections}
 
     # -- MQTT side (paho's thread) ------------------------------------------------------------
@@ -91,14 +92,31 @@ class Publisher:
     def step(self, transport: Transport) -> None:
         try:
             self._requests(transport)
-        except Exception:  # noqa: BLE001 - the loop must go on; the request is dropped
-            log.exception("answering sync requests failed")
+        except Exception as exc:  # noqa: BLE001 - the loop must go on; the request is dropped
+            self._failed("requests", exc)
         for c in self.collections:
             try:
                 self._follow(c, transport)
                 self._head(c, transport)
-            except Exception:  # noqa: BLE001 - logged, retried next step (nothing half-published)
-                log.exception("publishing %s failed; retrying", c)
+                self._failures.pop(c, None)
+            except Exception as exc:  # noqa: BLE001 - logged, retried next step (nothing half-published)
+                self._failed(c, exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """Log a failure with its traceback the first time, then once a minute while it repeats
+        (a step is retried every poll: an unreadable database must not flood the journal)."""
+        now = time.monotonic()
+        text = f"{type(exc).__name__}: {exc}"
+        seen = self._failures.get(what)
+        if seen is None or seen[0] != text:
+            log.error("publishing %s failed (retrying every %.1f s): %s", what, self.poll_interval_s, text,
+                      exc_info=exc)
+            self._failures[what] = (text, now, 0)
+        elif now - seen[1] >= 60:
+            log.error("publishing %s still failing (%d more times): %s", what, seen[2] + 1, text)
+            self._failures[what] = (text, now, 0)
+        else:
+            self._failures[what] = (text, seen[1], seen[2] + 1)
 
     def _requests(self, transport: Transport) -> None:
         while True:

@@ -224,3 +224,34 @@ def test_request_gate_bounds_ranges_and_refills_rate_limits():
     a = gate.decide("staff", SyncRequest(device_id="d1", from_seq=2, to_seq=50).encode(), 9)
     assert (a.snapshot, a.first, a.last) == (False, 2, 9)  # clamped to the head
     assert gate.refused == {"BEYOND_HEAD": 1, "RATE_LIMITED": 1}
+
+
+def test_a_row_the_protocol_refuses_is_sent_as_deleted_and_later_changes_still_flow(desk, keys):
+    """Fail closed at the desk without blocking revocations: a face the wire format cannot carry is
+    named as deleted (a door never grants on it), the change sets after it go out as usual."""
+    d = desk()
+    d.store.insert_collection("staff", V)
+    d.store.insert_user("staff", "ann")
+    d.step()
+    d.store.insert_faces([{"face_id": "bad-face", "collection_id": "staff", "image_id": "i", "user_id": "ann",
+                           "image_sha256": "s", "bounding_box": {k: 0.1 for k in "abcde"},
+                           "confidence": 99.0, "embedding": [0.1] * 128}])
+    good = add_faces(d.store, "staff", 1, "ann")
+    d.step()
+    d.store.delete_user("staff", "ann")
+    d.step()
+    bodies = [parse_body(json.loads(json.loads(e.message)["payload"])["body"])
+              for e in d.journal.entries("staff", 2, 3)]
+    assert [f.face_id for f in bodies[0].faces_put] == good and bodies[0].faces_deleted == ["bad-face"]
+    assert bodies[1].users_deleted == ["ann"] and d.publisher.published["staff"] == 3
+
+
+def test_a_failing_step_changes_nothing_and_is_logged_once_not_every_poll(desk, caplog):
+    d = desk()
+    d.store.insert_collection("staff", V)
+    d.step()
+    d.store.close()  # the publisher's database connection is gone: every step fails
+    for _ in range(5):
+        d.step()
+    assert d.journal.last("staff").seq == 1 and d.journal.unpublished("staff") == []
+    assert len([r for r in caplog.records if "publishing staff failed" in r.getMessage()]) == 1
