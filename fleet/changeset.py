@@ -15,8 +15,11 @@ missing range to ask the desk for: never guessed) are refused and change nothing
 verifier's position advances only through :meth:`ChangeSetVerifier.applied`, after the caller
 committed the change set.
 
-Status: the transport over MQTT (``<prefix>/collections/<CollectionId>/changes``), the desk's
-publisher on the change feed and the door's atomic apply are not implemented yet.
+Snapshot chunks (body ``kind = "snapshot"``) are checked for signature, collection and
+FaceModelVersion but not for order: their ``seq`` is the snapshot's base; one below the applied
+seq would roll the door back and is ``REPLAY``. :meth:`ChangeSetVerifier.applied` with a
+snapshot moves the position to its base. The transport and the door's atomic apply are
+``facelink.fleet.follower`` and ``facelink.fleet.replica``.
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ class ChangeSetRejected(FaceLinkError):
     code = "ChangeSetRejected"
     exit_code = 10
 
-    def __init__(self, reason: str, message: str, missing: tuple[int, int] | None = None) -> None:
+    def __init__(self, reason: str, message: str, missing: tuple[int, int] | None = None,
+                 seq: int | None = None) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.missing = missing  # GAP: the (first, last) seq to ask the desk for
+        self.seq = seq  # REPLAY, GAP: the (signed, verified) seq of the refused change set
 
 
 @dataclass(frozen=True)
@@ -113,15 +118,28 @@ class ChangeSetVerifier:
         if cs.face_model_version != self.model_version:
             raise ChangeSetRejected("WRONG_MODEL", f"FaceModelVersion {cs.face_model_version}, the door "
                                                    f"runs {self.model_version}")
+        if is_snapshot(cs):
+            if cs.seq < self.applied_seq:
+                raise ChangeSetRejected("REPLAY", f"snapshot at seq {cs.seq} is older than the applied "
+                                                  f"{self.applied_seq}", seq=cs.seq)
+            return cs
         if cs.seq <= self.applied_seq:
-            raise ChangeSetRejected("REPLAY", f"seq {cs.seq} already applied (at {self.applied_seq})")
+            raise ChangeSetRejected("REPLAY", f"seq {cs.seq} already applied (at {self.applied_seq})",
+                                    seq=cs.seq)
         if cs.seq > self.applied_seq + 1:
             raise ChangeSetRejected("GAP", f"seq {cs.seq} after {self.applied_seq}",
-                                    missing=(self.applied_seq + 1, cs.seq - 1))
+                                    missing=(self.applied_seq + 1, cs.seq - 1), seq=cs.seq)
         return cs
 
     def applied(self, cs: ChangeSet) -> None:
         """The caller committed ``cs``: the next one expected is ``cs.seq + 1``."""
+        if is_snapshot(cs) and cs.seq >= self.applied_seq:
+            self.applied_seq = cs.seq
+            return
         if cs.seq != self.applied_seq + 1:
             raise ChangeSetRejected("GAP", f"cannot record seq {cs.seq} after {self.applied_seq}")
         self.applied_seq = cs.seq
+
+
+def is_snapshot(cs: ChangeSet) -> bool:
+    return cs.body.get("kind") == "snapshot"

@@ -108,3 +108,34 @@ class PanelVerdictMessage(BaseModel):
 
     def payload(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
+
+
+ALARM_SCHEMA = "facelink.alarm/1"
+
+
+class SyncAlarmMessage(BaseModel):
+    """A door refused something it received from the network for collection sync
+    (``<prefix>/<device>/alarm``): a forged, replayed, reordered, foreign or malformed change set
+    or head, or a change set it could not apply. Nothing it refused changed the door."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    schema_: Literal["facelink.alarm/1"] = Field(ALARM_SCHEMA, alias="schema")
+    event_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    timestamp: str = Field(max_length=64, description="ISO-8601 with a time zone")
+    device_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    collection_id: str = Field(pattern=whole(COLLECTION_ID))
+    reason: str = Field(pattern=r"^[A-Z_]{1,40}$", description="UNSIGNED, UNKNOWN_KEY, BAD_SIGNATURE, REPLAY, GAP, "
+                                                              "WRONG_COLLECTION, WRONG_MODEL, MALFORMED, APPLY_FAILED, ...")
+    detail: str = Field(max_length=500)
+    topic: str = Field(max_length=300, description="where the refused message came from")
+    seq: int | None = Field(None, ge=0, description="its seq, when its signature was valid")
+    size: int = Field(ge=0, description="its size in bytes")
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware_iso(cls, v: str) -> str:
+        return DecisionMessage._aware_iso(v)
+
+    def payload(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True)

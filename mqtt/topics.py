@@ -4,6 +4,7 @@
     <prefix>/<device_id>/panel       QoS 1, not retained: an access panel's verdicts (facelink.panel/1)
     <prefix>/<device_id>/status      QoS 1, retained: ``online``; Last Will ``offline``
     <prefix>/<device_id>/health      QoS 0: the door's health every ``health_interval_s``
+    <prefix>/<device_id>/alarm       QoS 1, not retained: sync alarms (facelink.alarm/1), via the outbox
     <prefix>/<device_id>/credential  subscribed, QoS 1: badge reads from an integration (card modes)
     homeassistant/.../config         QoS 1, retained: Home Assistant discovery (optional)
 
@@ -53,6 +54,10 @@ class DeviceTopics:
     @property
     def health(self) -> str:
         return f"{self.base}/health"
+
+    @property
+    def alarm(self) -> str:
+        return f"{self.base}/alarm"
 
 
 def all_decisions(prefix: str) -> str:

@@ -1,0 +1,273 @@
+"""The door's side of collection sync (facelink.sync/1): one :class:`Follower` per collection.
+
+Messages arrive on paho's thread (:meth:`Follower.on_message` only queues them); one worker
+thread handles them in order (:meth:`Follower.handle`):
+
+- change sets (``changes`` and ``reply/<device>``): ``ChangeSetVerifier`` (signature, collection,
+  FaceModelVersion, seq) -> ``protocol.parse_body`` -> apply through :class:`~.replica.Replica`
+  (one transaction with the seq) -> only then ``verifier.applied``. A QoS 1 re-delivery (a seq
+  already applied with the same bytes, or covered by the snapshot applied) is dropped quietly; a
+  different message with an old seq is REPLAY. A GAP asks the desk for the missing range (never
+  guessed); a Rebase, or a door that has nothing yet, asks for a snapshot.
+- heads: a verified head newer than the last one accepted, whose seq is the applied one,
+  confirms the copy is up to date *now*; a head beyond it asks for the range.
+
+Every refusal changes nothing, is counted (``health()["rejected"]``), logged and handed to
+``alarm`` (the daemon puts a facelink.alarm/1 event in its outbox). A copy that was not confirmed
+for ``max_staleness_s`` is stale (:meth:`stale`); what the door then does is ``sync.on_stale``.
+Requests are retried with back-off while the door is behind and nothing arrives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from facelink.enroll.store import Store
+from facelink.errors import FaceLinkError
+from facelink.models.embedder import EMBEDDING_DIM
+from facelink.mqtt.client import Transport
+from facelink.mqtt.schema import SyncAlarmMessage
+from facelink.mqtt.topics import CollectionTopics
+
+from .changeset import ChangeSet, ChangeSetRejected, ChangeSetVerifier
+from .protocol import Delta, Rebase, SnapshotChunk, SyncMessageRejected, SyncRequest, decode_head, parse_body
+from .replica import Replica
+
+log = logging.getLogger(__name__)
+
+INBOX_MAX = 5_000  # queued messages; more are dropped (counted: OVERLOADED) and repaired as a gap
+MAX_BACKOFF_S = 60.0
+
+
+class Follower:
+    def __init__(self, store: Store, collection_id: str, model_version: str,
+                 trusted: dict[str, Ed25519PublicKey], device_id: str, prefix: str, *,
+                 transport: Transport | None = None, alarm: Callable[[dict], None] | None = None,
+                 max_staleness_s: float = 300.0, request_retry_s: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.collection_id, self.device_id, self.clock = collection_id, device_id, clock
+        self.topics = CollectionTopics(prefix, collection_id)
+        self.replica = Replica(store, collection_id, model_version)
+        state = self.replica.state()
+        self.verifier = ChangeSetVerifier(trusted, collection_id, model_version, applied_seq=state.seq)
+        self.snapshot_seq, self.head_issued_at, self.confirmed_at = \
+            state.snapshot_seq, state.head_issued_at, state.confirmed_at
+        self.transport, self.alarm = transport, alarm
+        self.max_staleness_s, self.request_retry_s = max_staleness_s, request_retry_s
+        self.head_seq: int | None = None
+        self.highest_seen = state.seq  # the newest seq any verified message named
+        self.want_snapshot = False
+        self.rejected: dict[str, int] = {}
+        self.duplicates = 0
+        self.requests_sent = 0
+        self.error: str | None = None  # the last apply failure (None after a successful apply)
+        self.applied_event = threading.Event()  # set after every apply: the matcher refreshes now
+        self._outstanding = False  # a request was sent and is not answered yet
+        self._retry_at = 0.0
+        self._backoff = request_retry_s
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def applied_seq(self) -> int:
+        return self.verifier.applied_seq
+
+    # -- MQTT side (paho's thread) ---------------------------------------------------------
+    def subscriptions(self) -> list[str]:
+        return [self.topics.changes, self.topics.head, self.topics.reply(self.device_id)]
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            self._inbox.put_nowait((topic, payload))
+        except queue.Full:
+            self._count("OVERLOADED")
+
+    # -- the worker ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"sync-{self.collection_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                topic, payload = self._inbox.get(timeout=0.5)
+            except queue.Empty:
+                topic, payload = "", b""
+            try:
+                if topic:
+                    self.handle(topic, payload)
+                self.tick()
+            except Exception:  # noqa: BLE001 - the worker never dies; the door keeps its copy
+                log.exception("sync %s: unexpected failure (the copy is unchanged)", self.collection_id)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One message, synchronously (the worker's step; tests call it directly)."""
+        if topic == self.topics.head:
+            self._head(topic, payload)
+        elif topic in (self.topics.changes, self.topics.reply(self.device_id)):
+            self._change_set(topic, payload)
+
+    # -- change sets -----------------------------------------------------------------------
+    def _change_set(self, topic: str, payload: bytes) -> None:
+        sha = hashlib.sha256(payload).hexdigest()
+        try:
+            cs = self.verifier.check(payload)
+            body = parse_body(cs.body)
+            _check_vectors(body)
+        except ChangeSetRejected as exc:
+            self._refused(topic, payload, exc, sha)
+            return
+        self.highest_seen = max(self.highest_seen, cs.seq)
+        if isinstance(body, Rebase):
+            log.info("sync %s: seq %d is a rebase (%s): asking for a snapshot", self.collection_id, cs.seq,
+                     body.reason)
+            self.want_snapshot, self._outstanding = True, False
+            return
+        try:
+            if isinstance(body, Delta):
+                self.replica.apply_delta(cs, body, sha)
+            elif cs.seq == self.applied_seq or not self.replica.stage_chunk(cs, body):
+                return  # a chunk of a snapshot already applied or superseded, or more chunks to come
+            else:
+                self.replica.apply_snapshot()
+                self.snapshot_seq, self.want_snapshot = cs.seq, False
+        except ChangeSetRejected as exc:
+            self._refused(topic, payload, exc, sha)
+            return
+        except FaceLinkError as exc:  # StoreError: the transaction rolled back, the copy is as it was
+            self.error = f"{type(exc).__name__}: {exc}"[:300]
+            self._refused(topic, payload, ChangeSetRejected("APPLY_FAILED", self.error, seq=cs.seq), sha)
+            return
+        self._applied(cs, body)
+
+    def _applied(self, cs: ChangeSet, body: Delta | SnapshotChunk) -> None:
+        self.verifier.applied(cs)
+        self.error = None
+        self._backoff, self._retry_at = self.request_retry_s, self.clock() + self.request_retry_s  # progress
+        self.applied_event.set()
+        if isinstance(body, Delta):
+            log.info("sync %s: applied seq %d (+%d/-%d faces, +%d/-%d users)", self.collection_id, cs.seq,
+                     len(body.faces_put), len(body.faces_deleted), len(body.users_put), len(body.users_deleted))
+        else:
+            log.info("sync %s: snapshot at seq %d applied (%d chunks)", self.collection_id, cs.seq, body.chunks)
+            self._outstanding = False  # change sets after its base may have been dropped meanwhile: ask now
+
+    def _refused(self, topic: str, payload: bytes, exc: ChangeSetRejected, sha: str) -> None:
+        if exc.reason == "REPLAY" and exc.seq is not None and not _is_snapshot(payload) and (
+                exc.seq <= self.snapshot_seq or self.replica.seen(exc.seq) == sha):
+            self.duplicates += 1  # QoS 1 re-delivery, or covered by the snapshot applied: harmless
+            return
+        if exc.reason == "GAP" and exc.seq is not None:
+            self.highest_seen = max(self.highest_seen, exc.seq)
+            if self.applied_seq == 0 or self.want_snapshot:
+                return  # a snapshot is due anyway: it covers this set (no alarm for a new door)
+        self._reject(topic, payload, exc.reason, str(exc), exc.seq)
+
+    # -- heads -----------------------------------------------------------------------------
+    def _head(self, topic: str, payload: bytes) -> None:
+        try:
+            head = decode_head(self.verifier.trusted, payload)
+        except SyncMessageRejected as exc:
+            self._reject(topic, payload, exc.reason, str(exc), None)
+            return
+        except FaceLinkError as exc:  # InvalidSignatureException: "UNSIGNED: ...", "BAD_SIGNATURE: ..."
+            self._reject(topic, payload, exc.message.split(":", 1)[0], exc.message, None)
+            return
+        if head.collection_id != self.collection_id or head.face_model_version != self.verifier.model_version:
+            reason = "WRONG_COLLECTION" if head.collection_id != self.collection_id else "WRONG_MODEL"
+            self._reject(topic, payload, reason, f"head of {head.collection_id} ({head.face_model_version})", head.seq)
+            return
+        if head.issued_at <= self.head_issued_at:
+            return  # the retained head already seen, or an older one: confirms nothing
+        if head.seq < self.applied_seq:
+            self._reject(topic, payload, "HEAD_BEHIND", f"head at seq {head.seq}, the door applied "
+                                                        f"{self.applied_seq}", head.seq)
+            return
+        self.head_seq, self.head_issued_at = head.seq, head.issued_at
+        confirmed = self.clock() if head.seq == self.applied_seq else None
+        self.replica.note_head(head.issued_at, confirmed)
+        if confirmed is not None:
+            self.confirmed_at = confirmed
+
+    # -- requests --------------------------------------------------------------------------
+    def behind(self) -> bool:
+        return self.want_snapshot or max(self.head_seq or 0, self.highest_seen) > self.applied_seq
+
+    def tick(self) -> None:
+        """Ask the desk for what is missing, again with back-off while nothing arrives."""
+        now = self.clock()
+        if not self.behind():
+            self._outstanding, self._backoff = False, self.request_retry_s
+            return
+        if (self._outstanding and now < self._retry_at) or self.transport is None:
+            return
+        snapshot = self.want_snapshot or self.applied_seq == 0
+        request = SyncRequest(device_id=self.device_id, from_seq=self.applied_seq + 1, snapshot=snapshot)
+        sent = self.transport.publish(self.topics.request, request.encode().decode(), qos=1, timeout=5.0)
+        self.requests_sent += bool(sent)
+        log.info("sync %s: %s %s (retry in %.0f s)", self.collection_id, "asked for" if sent else "could not ask for",
+                 "a snapshot" if snapshot else f"seq {self.applied_seq + 1}..", self._backoff)
+        self._outstanding, self._retry_at = True, now + self._backoff
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+
+    # -- refusals, staleness, health -------------------------------------------------------
+    def _count(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def _reject(self, topic: str, payload: bytes, reason: str, detail: str, seq: int | None) -> None:
+        reason = reason if reason.replace("_", "").isalpha() and reason.isupper() else "MALFORMED"
+        self._count(reason)
+        log.warning("sync %s: refused a message on %s (%d bytes): %s", self.collection_id, topic, len(payload),
+                    detail[:300])
+        if self.alarm is None:
+            return
+        message = SyncAlarmMessage(event_id=str(uuid.uuid4()), timestamp=datetime.now(timezone.utc).isoformat(),
+                                   device_id=self.device_id, collection_id=self.collection_id, reason=reason[:40],
+                                   detail=detail[:500], topic=topic[:300], seq=seq, size=len(payload))
+        try:
+            self.alarm(message.payload())
+        except Exception:  # noqa: BLE001 - the refusal stands; the alarm's failure is logged
+            log.exception("sync %s: cannot record the alarm", self.collection_id)
+
+    def stale(self) -> bool:
+        """Not confirmed up to date within ``max_staleness_s`` (or never)."""
+        return self.confirmed_at is None or self.clock() - self.confirmed_at > self.max_staleness_s
+
+    def health(self) -> dict[str, Any]:
+        return {"applied_seq": self.applied_seq, "head_seq": self.head_seq,
+                "confirmed_at": round(self.confirmed_at, 3) if self.confirmed_at is not None else None,
+                "stale": self.stale(), "rejected": dict(self.rejected), "duplicates": self.duplicates,
+                "waiting_for": ("snapshot" if self.want_snapshot or self.applied_seq == 0 else "range")
+                if self.behind() else None, "error": self.error}
+
+
+def _check_vectors(body: object) -> None:
+    for f in getattr(body, "faces_put", ()):
+        if f.vector().shape != (EMBEDDING_DIM,):
+            raise ChangeSetRejected("MALFORMED", f"face {f.face_id}: embedding of {f.vector().shape[0]} values, "
+                                                 f"expected {EMBEDDING_DIM}")
+
+
+def _is_snapshot(message: bytes) -> bool:
+    """A (verified) change set's body is a snapshot chunk: an older one is never a re-delivery."""
+    try:
+        return json.loads(json.loads(message)["payload"])["body"]["kind"] == "snapshot"
+    except (ValueError, TypeError, KeyError):
+        return False

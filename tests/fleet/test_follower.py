@@ -1,0 +1,292 @@
+"""The door's follower on a real door store (SQLite + sqlite-vec), real Ed25519 signatures and,
+where it asks the desk for something, a real mosquitto: change sets apply atomically with their
+seq; re-deliveries are harmless; forged, tampered, replayed, reordered, foreign, other-model and
+malformed messages change nothing and raise an alarm; gaps and rebases are repaired by request;
+snapshots are staged and applied whole; heads confirm freshness."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pytest
+
+from facelink.config import MqttSettings
+from facelink.device.matcher import UserIndex
+from facelink.enroll.store import Store
+from facelink.fleet.changeset import encode
+from facelink.fleet.follower import Follower
+from facelink.fleet.protocol import (
+    Delta,
+    FacePut,
+    Head,
+    Rebase,
+    SnapshotChunk,
+    SyncRequest,
+    UserPut,
+    encode_head,
+    vector_to_b64,
+)
+from facelink.fleet.signing import generate_keypair, load_private
+from facelink.mqtt.client import MqttClient
+from facelink.mqtt.schema import SyncAlarmMessage
+from facelink.mqtt.topics import CollectionTopics
+
+from .conftest import PREFIX, V, wait_for
+
+T = CollectionTopics(PREFIX, "staff")
+DOOR = "door-7"
+
+
+def unit(seed: int, dim: int = 128) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def face(fid: str, user: str | None, seed: int, dim: int = 128) -> FacePut:
+    return FacePut(face_id=fid, user_id=user, image_id=str(uuid.uuid4()), confidence=99.0,
+                   bounding_box={"Width": 0.5}, embedding=vector_to_b64(unit(seed, dim)))
+
+
+def delta(seq: int, **fields) -> dict:
+    return Delta(feed_position=seq * 10, **fields).model_dump()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Door:
+    """A door's store with its follower (no MQTT unless ``transport`` is given) and its alarms."""
+
+    def __init__(self, path, trusted, transport=None, **options) -> None:
+        self.store = Store(path)
+        self.alarms: list[dict] = []
+        self.clock = Clock()
+        self.follower = Follower(self.store, "staff", V, trusted, DOOR, PREFIX, transport=transport,
+                                 alarm=self.alarms.append, clock=self.clock, **options)
+
+    def feed(self, message: bytes, topic: str = T.changes) -> None:
+        self.follower.handle(topic, message)
+        self.follower.tick()
+
+    def state(self) -> tuple:
+        """Everything a change set may touch, in a comparable form."""
+        faces = self.store.query("SELECT face_id, user_id, embedding FROM faces ORDER BY face_id")
+        vectors = self.store.query("SELECT count(*) FROM face_vectors")
+        users = self.store.query("SELECT user_id, credential FROM users ORDER BY user_id")
+        applied = self.store.query("SELECT seq, key_id, feed_position FROM sync_applied")
+        return faces, vectors, users, applied
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@pytest.fixture()
+def door(tmp_path, keys):
+    made: list[Door] = []
+
+    def make(transport=None, name: str = "door", **options) -> Door:
+        made.append(Door(tmp_path / name / "facelink.db", keys[1], transport, **options))
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.close()
+
+
+@pytest.fixture()
+def desk_client(broker):
+    client = MqttClient(MqttSettings(port=broker.port), client_id="door-7-transport")
+    assert client.wait_connected(30)
+    yield client
+    client.stop()
+
+
+def test_deltas_apply_with_their_seq_and_the_matcher_follows(door, keys):
+    key = keys[0]
+    d = door()
+    d.feed(encode(key, "staff", V, 1, delta(1, users_put=[UserPut(user_id="ann", credential="H10301:1:42"),
+                                                          UserPut(user_id="bob")],
+                                            faces_put=[face("fa", "ann", 1), face("fb", "bob", 2)])))
+    index = UserIndex(d.store, "staff", V)
+    index.load()
+    assert index.best(unit(1)).user_id == "ann" and index.best(unit(2)).user_id == "bob"
+    assert d.store.user_by_credential("staff", "H10301:1:42") == "ann"
+    assert d.store.knn("staff", unit(2), 1)[0][1] == pytest.approx(0, abs=1e-5)  # sqlite-vec row too
+    assert d.follower.applied_seq == 1 and d.follower.applied_event.is_set()
+    assert d.store.query("SELECT seq, key_id, feed_position FROM sync_applied") == [(1, next(iter(keys[1])), 10)]
+
+    # revocation: bob deleted (his face loses its user), ann's badge moves to a new face
+    d.feed(encode(key, "staff", V, 2, delta(2, users_deleted=["bob"], faces_put=[face("fb", None, 2)],
+                                            faces_deleted=["fa"])))
+    d.feed(encode(key, "staff", V, 3, delta(3, faces_put=[face("fa2", "ann", 3)])))
+    assert index.refresh(0)
+    best = index.best(unit(2))
+    assert best is None or best.user_id != "bob"
+    assert index.best(unit(3)).user_id == "ann" and len(index) == 1
+    assert not d.store.user_exists("staff", "bob") and d.follower.applied_seq == 3
+    assert d.follower.rejected == {} and d.alarms == []
+
+
+def test_duplicate_is_harmless_replay_and_forgeries_change_nothing(door, keys, tmp_path):
+    key = keys[0]
+    d = door()
+    first = encode(key, "staff", V, 1, delta(1, users_put=[UserPut(user_id="ann")],
+                                             faces_put=[face("fa", "ann", 1)]))
+    d.feed(first)
+    before = d.state()
+
+    d.feed(first)  # QoS 1 re-delivery: same seq, same bytes
+    assert d.follower.duplicates == 1 and d.follower.rejected == {} and d.alarms == []
+
+    generate_keypair(tmp_path / "evil.key", tmp_path / "evil.pub")
+    evil = load_private(tmp_path / "evil.key")
+    mallory = [face("fm", "mallory", 9)]
+    envelope = json.loads(encode(key, "staff", V, 2, delta(2, faces_put=mallory)))
+    tampered = json.dumps({**envelope, "payload": envelope["payload"].replace('"fm"', '"fx"')}).encode()
+    cases = {
+        "REPLAY": encode(key, "staff", V, 1, delta(1, users_put=[UserPut(user_id="mallory")], faces_put=mallory)),
+        "UNKNOWN_KEY": encode(evil, "staff", V, 2, delta(2, faces_put=mallory)),
+        "BAD_SIGNATURE": tampered,
+        "UNSIGNED": json.dumps({"payload": envelope["payload"]}).encode(),
+        "WRONG_COLLECTION": encode(key, "guests", V, 2, delta(2, faces_put=mallory)),
+        "WRONG_MODEL": encode(key, "staff", "other-model/1", 2, delta(2, faces_put=mallory)),
+        "MALFORMED": b"\x00not json",
+    }
+    for reason, message in cases.items():
+        d.feed(message)
+        assert d.state() == before, reason
+        assert d.follower.rejected.get(reason) == 1, (reason, d.follower.rejected)
+        alarm = SyncAlarmMessage.model_validate(d.alarms[-1])
+        assert alarm.reason == reason and alarm.device_id == DOOR and alarm.collection_id == "staff"
+    assert len(d.alarms) == len(cases)
+    for body in ({"kind": "teleport"}, delta(2, faces_put=[face("fw", "ann", 4, dim=64)])):
+        d.feed(encode(key, "staff", V, 2, body))  # signed, but not a body a door can apply
+    assert d.follower.rejected["MALFORMED"] == 3 and d.state() == before
+    assert d.follower.applied_seq == 1 and d.follower.health()["rejected"] == d.follower.rejected
+
+
+def test_a_failing_apply_changes_nothing_and_says_why(door, keys):
+    key = keys[0]
+    d = door()
+    d.feed(encode(key, "staff", V, 1, delta(1, users_put=[UserPut(user_id="ann")], faces_put=[face("fa", "ann", 1)])))
+    d.store.insert_collection("other", V)  # a face id the door holds elsewhere: the insert must fail
+    d.store.insert_faces([{"face_id": "taken", "collection_id": "other", "image_id": "i", "image_sha256": "s",
+                           "bounding_box": {}, "confidence": 99.0, "embedding": unit(5)}])
+    before = d.state()
+    d.feed(encode(key, "staff", V, 2, delta(2, users_deleted=["ann"], faces_deleted=["fa"],
+                                            faces_put=[face("taken", "bob", 6)])))
+    assert d.state() == before  # ann's deletion, earlier in the same set, was rolled back too
+    assert d.store.user_exists("staff", "ann") and d.follower.applied_seq == 1
+    health = d.follower.health()
+    assert health["rejected"] == {"APPLY_FAILED": 1} and "StoreError" in health["error"]
+    assert d.alarms[-1]["reason"] == "APPLY_FAILED"
+
+
+def test_reordered_set_is_refused_and_the_gap_repaired_by_request(door, keys, desk_client, listeners):
+    key = keys[0]
+    asks = listeners([T.request], "request-listener")
+    d = door(desk_client)
+    sets = [encode(key, "staff", V, s, delta(s, users_put=[UserPut(user_id=f"u{s}")],
+                                             faces_put=[face(f"f{s}", f"u{s}", s)])) for s in (1, 2, 3)]
+    d.feed(sets[0])
+    before = d.state()
+    d.feed(sets[2])  # seq 3 before seq 2
+    assert d.state() == before and d.follower.rejected == {"GAP": 1} and d.alarms[-1]["reason"] == "GAP"
+    assert wait_for(lambda: asks.on(T.request))
+    request = SyncRequest.decode(asks.on(T.request)[0])
+    assert (request.device_id, request.from_seq, request.snapshot) == (DOOR, 2, False)
+    assert d.follower.health()["waiting_for"] == "range"
+    d.feed(sets[1], T.reply(DOOR))  # the desk's answer: 2, 3 on reply/<door>
+    d.feed(sets[2], T.reply(DOOR))
+    d.feed(sets[1])  # and the broker's queued copy of 2: a duplicate
+    assert d.follower.applied_seq == 3 and d.store.user_exists("staff", "u3") and d.follower.duplicates == 1
+    assert d.follower.health()["waiting_for"] is None
+    assert len(asks.on(T.request)) == 1  # answered: no retry
+
+
+def test_request_retried_with_backoff_while_nothing_arrives(door, keys, desk_client, listeners):
+    asks = listeners([T.request], "request-listener")
+    d = door(desk_client, request_retry_s=5.0)
+    head = Head(collection_id="staff", face_model_version=V, seq=4, issued_at=d.clock.now)
+    d.feed(encode_head(keys[0], head), T.head)  # a new door: it asks for a snapshot
+    assert wait_for(lambda: len(asks.on(T.request)) == 1)
+    for step, expected in ((4.0, 1), (1.5, 2), (5.0, 2), (5.5, 3)):  # retried after 5 s, then 10 s
+        d.clock.now += step
+        d.follower.tick()
+        assert wait_for(lambda n=expected: len(asks.on(T.request)) >= n)
+    assert len(asks.on(T.request)) == 3 and all(SyncRequest.decode(m).snapshot for m in asks.on(T.request))
+
+
+def test_snapshot_bootstrap_staged_then_applied_whole(door, keys, desk_client, listeners):
+    key = keys[0]
+    asks = listeners([T.request], "request-listener")
+    d = door(desk_client)
+    d.feed(encode(key, "staff", V, 5, Rebase(feed_position=50, reason="first").model_dump()))
+    assert wait_for(lambda: asks.on(T.request)) and SyncRequest.decode(asks.on(T.request)[0]).snapshot
+    assert d.follower.rejected == {} and d.alarms == []  # a new door expects this: no alarm
+    users = [UserPut(user_id=f"u{i}", credential=f"H10301:1:{i}") for i in range(6)]
+    chunks = [SnapshotChunk(snapshot_id="snap1", chunk=i, chunks=3, feed_position=60, users_put=users if i == 0 else [],
+                            faces_put=[face(f"f{i}{j}", f"u{i * 2 + j}", i * 2 + j) for j in range(2)]).model_dump()
+              for i in range(3)]
+    before = d.state()
+    for i in (2, 0):  # out of order, and not yet complete: staged, nothing applied
+        d.feed(encode(key, "staff", V, 6, chunks[i]), T.reply(DOOR))
+        assert d.state() == before
+    assert d.store.query("SELECT count(*) FROM sync_stage_faces") == [(4,)]
+    d.feed(encode(key, "staff", V, 6, chunks[0]), T.reply(DOOR))  # a re-delivered chunk
+    d.feed(encode(key, "staff", V, 6, chunks[1]), T.reply(DOOR))
+    assert d.follower.applied_seq == 6 and d.store.count("faces", "staff") == 6
+    assert d.store.credentials("staff")["u5"] == "H10301:1:5"
+    assert d.store.query("SELECT count(*) FROM sync_stage_faces") == [(0,)]
+    index = UserIndex(d.store, "staff", V)
+    index.load()
+    assert index.best(unit(5)).user_id == "u5"
+    # change sets covered by the snapshot (still queued on `changes`) are dropped quietly
+    d.feed(encode(key, "staff", V, 6, delta(6, users_put=[UserPut(user_id="late")])))
+    assert d.follower.duplicates == 1 and d.alarms == []
+    d.feed(encode(key, "staff", V, 7, delta(7, users_deleted=["u5"])))
+    assert d.follower.applied_seq == 7 and not d.store.user_exists("staff", "u5")
+    # an older snapshot replayed on the reply topic cannot roll the door back
+    old = SnapshotChunk(snapshot_id="snap0", chunk=0, chunks=1, feed_position=40,
+                        users_put=[UserPut(user_id="u5")], faces_put=[face("f21", "u5", 5)]).model_dump()
+    after = d.state()
+    d.feed(encode(key, "staff", V, 4, old), T.reply(DOOR))
+    assert d.state() == after and d.follower.rejected == {"REPLAY": 1}
+
+
+def test_heads_confirm_freshness_and_staleness_follows(door, keys, desk_client, listeners):
+    key = keys[0]
+    asks = listeners([T.request], "request-listener")
+    d = door(desk_client, max_staleness_s=60.0)
+    d.feed(encode(key, "staff", V, 1, delta(1, users_put=[UserPut(user_id="ann")])))
+    assert d.follower.stale()  # never confirmed
+    head = Head(collection_id="staff", face_model_version=V, seq=1, issued_at=500.0)
+    d.feed(encode_head(key, head), T.head)
+    assert not d.follower.stale() and d.follower.health()["head_seq"] == 1
+    d.clock.now += 61
+    assert d.follower.stale() and d.follower.health()["stale"]
+    d.feed(encode_head(key, head), T.head)  # the same (retained) head again confirms nothing
+    assert d.follower.stale()
+    d.feed(encode_head(key, head.model_copy(update={"issued_at": 561.0})), T.head)
+    assert not d.follower.stale()
+    # a forged head is refused; a head ahead of the door asks for the range
+    generate_keypair(d.store.path.parent / "evil.key", d.store.path.parent / "evil.pub")
+    evil = load_private(d.store.path.parent / "evil.key")
+    d.feed(encode_head(evil, head.model_copy(update={"issued_at": 900.0, "seq": 1})), T.head)
+    assert d.follower.rejected == {"UNKNOWN_KEY": 1} and d.alarms[-1]["topic"] == T.head
+    d.feed(encode_head(key, head.model_copy(update={"issued_at": 600.0, "seq": 3})), T.head)
+    assert wait_for(lambda: asks.on(T.request))
+    assert SyncRequest.decode(asks.on(T.request)[0]).from_seq == 2
+    d.clock.now += 61
+    assert d.follower.stale()  # behind the head: not confirmed
+
+    # what was applied and confirmed survives a restart of the door
+    again = Follower(d.store, "staff", V, keys[1], DOOR, PREFIX, clock=d.clock, max_staleness_s=1e9)
+    assert again.applied_seq == 1 and again.head_issued_at == 600.0 and not again.stale()
