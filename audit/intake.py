@@ -4,7 +4,7 @@ never raises.
 
 Checks, in order: size (at most ``MAX_PAYLOAD_BYTES``), UTF-8, JSON, a JSON object, the schema of
 the topic (mqtt/schema.py, the same models the door builds its payloads with: ``.../decision``
-DecisionMessage, ``.../panel`` PanelVerdictMessage), and that the payload's
+DecisionMessage, ``.../panel`` PanelVerdictMessage, ``.../alarm`` SyncAlarmMessage), and that the payload's
 ``device_id`` is the door the topic names. A message that fails is stored in the quarantine table
 (raw bytes, topic, reason, time) and acknowledged; the logger carries on.
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from facelink.mqtt.schema import DecisionMessage, PanelVerdictMessage
+from facelink.mqtt.schema import DecisionMessage, PanelVerdictMessage, SyncAlarmMessage
 
 from .store import AuditLog
 
@@ -36,7 +36,11 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def parse(topic: str, raw: bytes) -> DecisionMessage | PanelVerdictMessage:
+MODELS: dict[str, type[DecisionMessage] | type[PanelVerdictMessage] | type[SyncAlarmMessage]] = {
+    "decision": DecisionMessage, "panel": PanelVerdictMessage, "alarm": SyncAlarmMessage}
+
+
+def parse(topic: str, raw: bytes) -> DecisionMessage | PanelVerdictMessage | SyncAlarmMessage:
     """The decision (or, on ``.../panel``, the panel verdict) in ``raw``, or ``Rejected`` naming
     what is wrong with it."""
     if len(raw) > MAX_PAYLOAD_BYTES:
@@ -52,8 +56,7 @@ def parse(topic: str, raw: bytes) -> DecisionMessage | PanelVerdictMessage:
     if not isinstance(obj, dict):
         raise Rejected(f"not a JSON object: {type(obj).__name__}")
     try:
-        model = PanelVerdictMessage if topic.endswith("/panel") else DecisionMessage
-        message = model.model_validate(obj)
+        message = MODELS.get(topic.rsplit("/", 1)[-1], DecisionMessage).model_validate(obj)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
                              for e in exc.errors()[:5])
@@ -85,8 +88,12 @@ class Intake:
         except Exception as exc:  # noqa: BLE001 - untrusted input must never stop the logger
             self._quarantine(topic, raw, f"unreadable: {type(exc).__name__}")
             return
-        new = (self.audit.record_panel(payload) if isinstance(message, PanelVerdictMessage)
-               else self.audit.record(payload))
+        if isinstance(message, PanelVerdictMessage):
+            new = self.audit.record_panel(payload)
+        elif isinstance(message, SyncAlarmMessage):
+            new = self.audit.record_alarm(payload)
+        else:
+            new = self.audit.record(payload)
         if new:
             self.recorded += 1
             if self.on_new is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from facelink.config import Settings, load_settings
 from facelink.errors import ConfigError
 from facelink.mqtt.client import MqttClient
-from facelink.mqtt.topics import all_decisions, all_panel_verdicts
+from facelink.mqtt.topics import all_alarms, all_decisions, all_panel_verdicts
 
 from .intake import Intake
 from .store import AuditLog
@@ -39,7 +39,8 @@ def subscribe(audit: AuditLog, settings: Settings, stop: threading.Event) -> Int
     intake = Intake(audit, on_new=lambda p: print(json.dumps(p), flush=True))
     client = MqttClient(settings.mqtt, client_id=settings.audit.client_id, clean_session=False,
                         subscriptions=[all_decisions(settings.mqtt.topic_prefix),
-                                       all_panel_verdicts(settings.mqtt.topic_prefix)],
+                                       all_panel_verdicts(settings.mqtt.topic_prefix),
+                                       all_alarms(settings.mqtt.topic_prefix)],
                         on_message=intake.handle)
     log.info("logging decisions from %s on %s:%d", all_decisions(settings.mqtt.topic_prefix),
              settings.mqtt.host, settings.mqtt.port)
@@ -66,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--since", help="ISO-8601 timestamp")
     q.add_argument("--until", help="ISO-8601 timestamp")
     q.add_argument("--decision")
+    qa = sub.add_parser("alarms", help="print the doors' sync alarms (refused change sets) as JSON lines")
+    qa.add_argument("--since", help="ISO-8601 timestamp")
+    qa.add_argument("--door", help="device id")
     qq = sub.add_parser("quarantine", help="print quarantined messages (time, topic, size, reason)")
     qq.add_argument("--since", help="ISO-8601 timestamp")
     return parser
@@ -102,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "query":
             for row in audit.query(args.user, args.door, args.since, args.until, args.decision):
+                print(json.dumps(row))
+            return 0
+        if args.command == "alarms":
+            for row in audit.alarms(args.since, args.door):
                 print(json.dumps(row))
             return 0
         if args.command == "quarantine":

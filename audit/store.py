@@ -1,6 +1,7 @@
 """The audit log database: every valid decision once (by event id), every access panel's verdict
 on a door's card read once (``panel_verdicts``, joined to its decision in queries as ``panel``),
-and a quarantine table for every message that was neither.
+every door's sync alarm (``alarms``: a change set or head it refused), and a quarantine table for
+every message that was none of these.
 
 MQTT QoS 1 is at-least-once, so a redelivered decision is recognised by its event id and stored
 once. Files are private (0600, folder 0700; config/paths.py).
@@ -30,6 +31,9 @@ CREATE TABLE IF NOT EXISTS panel_verdicts(
     event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL,
     decision_event_id TEXT NOT NULL, verdict TEXT NOT NULL, credential TEXT, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS panel_verdicts_decision ON panel_verdicts(decision_event_id);
+CREATE TABLE IF NOT EXISTS alarms(
+    event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL, collection_id TEXT,
+    reason TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine(
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
     reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
@@ -84,6 +88,22 @@ class AuditLog:
                 with open_private(self._jsonl, "a", group=self._group) as f:
                     f.write(json.dumps(payload) + "\n")
         return new
+
+    def record_alarm(self, payload: dict[str, Any]) -> bool:
+        """Store a validated sync alarm (facelink.alarm/1); True when new."""
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO alarms VALUES (?,?,?,?,?,?)",
+                (payload["event_id"], payload["timestamp"], payload["device_id"], payload.get("collection_id"),
+                 payload["reason"], json.dumps(payload)))
+        return cur.rowcount == 1
+
+    def alarms(self, since: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT payload FROM alarms WHERE timestamp >= ? AND (? IS NULL OR device_id = ?) "
+                "ORDER BY timestamp", (since or "", device, device)).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def quarantine(self, topic: str, raw: bytes, reason: str) -> None:
         """Keep a message that is not a valid decision, with why, for the security staff."""

@@ -65,6 +65,11 @@ def all_decisions(prefix: str) -> str:
     return f"{prefix.rstrip('/')}/+/decision"
 
 
+def all_alarms(prefix: str) -> str:
+    """The audit logger's third subscription: every door's sync alarms."""
+    return f"{prefix.rstrip('/')}/+/alarm"
+
+
 def all_panel_verdicts(prefix: str) -> str:
     """The audit logger's second subscription: every access panel's answer to a door."""
     return f"{prefix.rstrip('/')}/+/panel"

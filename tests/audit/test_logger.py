@@ -114,3 +114,24 @@ def test_panel_verdicts_are_recorded_beside_their_decision(tmp_path):
     assert [p["verdict"] for p in row["panel"]] == ["GRANTED"]
     assert row["panel"][0]["decision_event_id"] == row["event_id"] == "d-1"
     log.close()
+
+
+def test_sync_alarms_are_kept_for_the_security_staff(tmp_path, capsys):
+    """A door that refused a forged change set says so; the audit log keeps it, once."""
+    from facelink.audit.logger import main
+
+    log = AuditLog(tmp_path / "a.db")
+    intake = Intake(log)
+    alarm = {"schema": "facelink.alarm/1", "event_id": "a-1", "timestamp": "2026-01-01T08:00:00+00:00",
+             "device_id": "front", "collection_id": "staff", "reason": "BAD_SIGNATURE",
+             "detail": "the data or its signature was altered", "topic": "facelink/collections/staff/changes",
+             "seq": None, "size": 812}
+    intake.handle("facelink/front/alarm", json.dumps(alarm).encode())
+    intake.handle("facelink/front/alarm", json.dumps(alarm).encode())  # redelivered
+    intake.handle("facelink/front/alarm", json.dumps({**alarm, "reason": "bad reason; x"}).encode())
+    intake.handle("facelink/back/alarm", json.dumps({**alarm, "event_id": "a-2"}).encode())  # not its door
+    assert intake.recorded == 1 and intake.quarantined == 2
+    assert [a["reason"] for a in log.alarms()] == ["BAD_SIGNATURE"]
+    log.close()
+    assert main(["--db", str(tmp_path / "a.db"), "alarms", "--door", "front"]) == 0
+    assert json.loads(capsys.readouterr().out)["event_id"] == "a-1"
