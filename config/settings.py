@@ -158,6 +158,14 @@ class DoorSettings(Section):
         return self
 
 
+class SyncSettings(Section):
+    enabled: bool = Field(False, description="Door: follow the desk's collection over MQTT (signed change sets, facelink.sync/1; README \"Fleet sync\"). Needs fleet.trusted_keys.")
+    collection_id: str | None = Field(None, pattern=r"^[a-zA-Z0-9_.\-]{1,255}$", description="Door: the collection to follow (default: matching.collection_id).")
+    max_staleness_s: float = Field(300.0, gt=0, le=86400, description="Door: a copy not confirmed up to date (a newer signed head at the applied seq) for longer is stale (health sync.<C>.stale). Keep it several times the desk's fleet.heartbeat_s.")
+    on_stale: Literal["deny", "keep"] = Field("deny", description="Door: while stale, deny (every decision becomes ERROR STALE_COLLECTION, the door stays locked: a revoked badge cannot open it while the door is cut off from the desk) or keep (keep deciding on the last copy; health says stale).")
+    request_retry_s: float = Field(5.0, gt=0, le=3600, description="Door: an unanswered sync request (missing range, snapshot) is sent again after this, doubling up to 60 s.")
+
+
 class AuditSettings(Section):
     database: Path = Field(default_factory=lambda: data_dir() / "audit.db", description="facelink-logger's audit database (decisions and quarantined messages).")
     jsonl: Path | None = Field(None, description="Also append every recorded decision to this JSON-lines file.")
@@ -183,6 +191,7 @@ class Settings(BaseSettings):
     wiegand: WiegandSettings = WiegandSettings()
     credentials: CredentialSettings = CredentialSettings()
     fleet: FleetSettings = FleetSettings()
+    sync: SyncSettings = SyncSettings()
     audit: AuditSettings = AuditSettings()
     logging: LoggingSettings = LoggingSettings()
 

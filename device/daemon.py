@@ -17,7 +17,7 @@ from facelink.access.badges import BadgeSources
 from facelink.access.panel import make_panel_link
 from facelink.config import Settings
 from facelink.enroll.store import Store
-from facelink.errors import ModelError
+from facelink.errors import ModelError, ResourceNotFoundException
 from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
 from facelink.models.risk import log_stranger_risk
@@ -35,6 +35,7 @@ from .factors import Factors
 from .matcher import UserIndex
 from .pipeline import DoorPipeline
 from .sd_notify import notify
+from .sync import DoorSync
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,13 @@ class Daemon:
         self.engine = engine or FaceEngine.from_settings(settings.models)
         self.store = Store(settings.store.database, group_access=settings.store.group_access)
         self.index = UserIndex(self.store, settings.matching.collection_id, self.engine.model_version)
-        self.index.load()
+        try:
+            self.index.load()
+        except ResourceNotFoundException:
+            if not settings.sync.enabled:
+                raise
+            log.warning("collection %s is not here yet: nobody is granted until the desk's snapshot "
+                        "arrives", settings.matching.collection_id)
         self.pipeline = DoorPipeline(self.engine, self.index, build_components(settings, self.engine),
                                      presence_gate(settings.models))
         m = settings.matching
@@ -101,7 +108,11 @@ class Daemon:
         self.topics = DeviceTopics(settings.mqtt.topic_prefix, settings.mqtt.device_id)
         self.outbox = Outbox(settings.mqtt.outbox, settings.mqtt.outbox_max,
                              group=settings.store.group_access)
-        self.transport = transport or door_client(settings.mqtt)
+        self.sync = DoorSync(settings, self.engine.model_version, self.outbox, self.topics) \
+            if settings.sync.enabled else None
+        self.transport = transport or door_client(
+            settings.mqtt, subscriptions=self.sync.subscriptions() if self.sync else (),
+            on_message=self.sync.on_message if self.sync else None, persistent=self.sync is not None)
         self.pump = OutboxPump(self.outbox, self.transport)
         self.relay = relay or make_relay(settings.door)
         self.panel = make_panel_link(settings, self.store, on_verdict=self._record_panel_verdict,
@@ -118,7 +129,10 @@ class Daemon:
 
     # -- decisions -------------------------------------------------------------------------
     def emit(self, decision: Decision) -> None:
-        """Outbox first (durable), then the relay: a decision that can't be recorded opens nothing."""
+        """Outbox first (durable), then the relay: a decision that can't be recorded opens nothing.
+        A stale collection with sync.on_stale = deny turns it into ERROR STALE_COLLECTION first."""
+        if self.sync is not None:
+            decision = self.sync.gate(decision)
         self.outbox.put(decision.event_id, self.topics.decision, decision.payload())
         self.stats.decisions += 1
         log.info("decision %s user=%s similarity=%s track=%s event=%s", decision.decision, decision.user_id,
@@ -202,14 +216,18 @@ class Daemon:
                 "mqtt_connected": self.transport.is_connected(), "stranger_risk": self.stranger_risk,
                 **self.panel.health(),
                 **({"badges_rejected": self.badges.rejected} if self.badges.sources else {}),
-                "liveness": self.pipeline.components.liveness.counters() if self.pipeline.components.liveness else None}
+                "liveness": self.pipeline.components.liveness.counters() if self.pipeline.components.liveness else None,
+                **({"sync": self.sync.health()} if self.sync else {})}
 
     def publish_health(self) -> bool:
         return self.transport.publish(self.topics.health, json.dumps(self.health()), qos=0, timeout=0.5)
 
     def _housekeeping(self, now: float) -> None:
         notify("WATCHDOG=1")
-        self.index.refresh(self.settings.matching.reload_interval_s)
+        if self.sync is not None and self.sync.changed():
+            self.index.refresh(0)  # a change set was applied: revocations take effect now
+        else:
+            self.index.refresh(self.settings.matching.reload_interval_s)
         if now >= self._next_health:
             sent = self.publish_health()
             self._next_health = now + (self.settings.mqtt.health_interval_s if sent else 1.0)
@@ -259,6 +277,8 @@ class Daemon:
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> int:
         self.pump.start()
+        if self.sync is not None:
+            self.sync.start(self.transport)
         self.camera.start()
         notify("READY=1")
         log.info("door %s running: collection %s, threshold %.2f, %d of %d frames",
@@ -303,6 +323,8 @@ class Daemon:
         if left:
             log.warning("%d decisions stay in the outbox and will be sent on the next start", left)
         self.transport.stop()
+        if self.sync is not None:
+            self.sync.close()
         self.outbox.close()
         self.store.close()
         log.info("stopped: %d frames, %d decisions", self.stats.frames, self.stats.decisions)

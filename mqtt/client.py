@@ -158,10 +158,14 @@ def _configure_tls(client: Any, settings: Any) -> None:
         raise ConfigError(f"{key}: cannot use the TLS files: {exc}") from None
 
 
-def door_client(settings: Any) -> MqttClient:
+def door_client(settings: Any, *, subscriptions: Sequence[str] = (),
+                on_message: MessageHandler | None = None, persistent: bool = False) -> MqttClient:
     """The door's connection: retained ``online``/Last Will ``offline`` on its status topic,
-    Home Assistant discovery when configured."""
+    Home Assistant discovery when configured. ``persistent`` (collection sync): a persistent
+    session under the door's stable client id, so QoS 1 messages for ``subscriptions`` published
+    while the door is offline wait at the broker."""
     t = DeviceTopics(settings.topic_prefix, settings.device_id)
     extra = ha_discovery_messages(t) if settings.ha_discovery else []
     return MqttClient(settings, client_id=f"facelink-{settings.device_id}", will=Will(t.status),
-                      on_connect_publish=extra)
+                      on_connect_publish=extra, clean_session=not persistent,
+                      subscriptions=subscriptions, on_message=on_message)
