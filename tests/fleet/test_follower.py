@@ -290,3 +290,29 @@ def test_heads_confirm_freshness_and_staleness_follows(door, keys, desk_client, 
     # what was applied and confirmed survives a restart of the door
     again = Follower(d.store, "staff", V, keys[1], DOOR, PREFIX, clock=d.clock, max_staleness_s=1e9)
     assert again.applied_seq == 1 and again.head_issued_at == 600.0 and not again.stale()
+
+
+def test_a_100k_face_snapshot_is_staged_in_tables_and_applied_whole(door, keys):
+    """50 chunks of 2,000 synthetic faces, built and handed over one at a time (as they arrive)."""
+    key = keys[0]
+    d = door()
+    rng = np.random.default_rng(7)
+    chunks, per = 50, 2_000
+    for i in range(chunks):
+        vecs = rng.normal(size=(per, 128)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        users = [UserPut(user_id=f"u{n}") for n in range(1000)] if i == 0 else []
+        chunk = SnapshotChunk(snapshot_id="big", chunk=i, chunks=chunks, feed_position=1,
+                              users_put=users, faces_put=[
+                                  FacePut(face_id=f"f{i}-{j}", user_id=f"u{(i * per + j) % 1000}", image_id="x",
+                                          confidence=99.0, embedding=vector_to_b64(v)) for j, v in enumerate(vecs)])
+        d.feed(encode(key, "staff", V, 9, chunk.model_dump()), T.reply(DOOR))
+        if i < chunks - 1:
+            assert d.follower.applied_seq == 0
+    assert d.follower.applied_seq == 9 and d.follower.rejected == {}
+    assert d.store.count("faces", "staff") == chunks * per and d.store.count("users", "staff") == 1000
+    assert d.store.query("SELECT count(*) FROM face_vectors") == [(chunks * per,)]
+    assert d.store.query("SELECT count(*) FROM sync_stage_faces") == [(0,)]
+    index = UserIndex(d.store, "staff", V)
+    index.load()
+    assert len(index) == chunks * per and index.best(vecs[-1]).face_id == f"f{chunks - 1}-{per - 1}"
