@@ -1,27 +1,34 @@
 """The door's in-memory user index, following the collection through its change feed.
 
-Faces are loaded once (``ChangeFeed.snapshot``), then only the desk's changes are applied
+Faces are loaded once in bulk (``ChangeFeed.snapshot_columns``: a few SQL rows of concatenated
+embeddings, no object per face), then only the desk's changes are applied
 (``ChangeFeed.read_since``): enrollment and revocation take effect within ``reload_interval_s``
-without a restart. Matching is a numpy matrix-vector product (128-d): README "Performance".
+without a restart. Matching is the exact float32 nearest face; from ``quantised_from`` faces it
+goes through an int8 copy with an exact re-rank that provably returns the same face
+(``device/scan.py``; README "Performance").
 
-Fail closed: a refresh is all or nothing. A new index is built aside and swapped in whole, and
-the feed position advances only with it. After *any* failure (unreadable database, missing
-collection, another FaceModelVersion, a malformed row) the index is unusable: ``best()`` raises
-and the door grants nobody until a full reload succeeds (retried every ``reload_interval_s``).
+Fail closed: a refresh is all or nothing. A new gallery (float32 rows and their int8 copy
+together) is built aside and swapped in whole, and the feed position advances only with it.
+After *any* failure (unreadable database, missing collection, another FaceModelVersion, a
+malformed row) the index is unusable: ``best()`` raises and the door grants nobody until a full
+reload succeeds (retried every ``reload_interval_s``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from facelink.enroll.feed import ChangeBatch, ChangeFeed
-from facelink.enroll.store import FaceRow, Store
+from facelink.enroll.feed import ChangeBatch, ChangeFeed, ColumnSnapshot
+from facelink.enroll.store import Collection, Store
 from facelink.errors import ConflictException, ResourceNotFoundException, StoreError
-from facelink.models.embedder import EMBEDDING_DIM
+from facelink.models.runtime import thread_budget
+
+from .gallery import QUANTISED_FROM, Gallery
 
 log = logging.getLogger(__name__)
 
@@ -38,49 +45,31 @@ class Match:
     cosine: float
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """One immutable version of the index (swapped in whole)."""
-
-    rows: dict[int, FaceRow]
-    meta: list[FaceRow]
-    matrix: np.ndarray
-
-    @classmethod
-    def of(cls, rows: dict[int, FaceRow]) -> _Snapshot:
-        meta = list(rows.values())
-        matrix = (np.stack([r.embedding for r in meta]).astype(np.float32, copy=False) if meta
-                  else np.zeros((0, EMBEDDING_DIM), dtype=np.float32))
-        if matrix.shape[1] != EMBEDDING_DIM:
-            raise StoreError(f"collection holds embeddings of {matrix.shape[1]} values, "
-                             f"expected {EMBEDDING_DIM}")
-        return cls(rows, meta, matrix)
-
-
-EMPTY = _Snapshot({}, [], np.zeros((0, EMBEDDING_DIM), dtype=np.float32))
-
-
 class UserIndex:
-    def __init__(self, store: Store, collection_id: str, model_version: str) -> None:
+    def __init__(self, store: Store, collection_id: str, model_version: str, *, threads: int = 0,
+                 quantised_from: int = QUANTISED_FROM) -> None:
         self.feed = ChangeFeed(store, collection_id)
         self.collection_id = collection_id
         self.model_version = model_version
-        self._snap = EMPTY
+        self.threads = min(2, thread_budget(threads))  # the scan is memory-bound beyond two
+        self.quantised_from = quantised_from
+        self._pool = ThreadPoolExecutor(self.threads - 1, "matcher") if self.threads > 1 else None
+        self._gallery = Gallery.empty()
         self.position = 0  # the change-feed position the index reflects
         self.error: str | None = "not loaded yet"  # None: usable
         self._last_poll = 0.0
 
     def __len__(self) -> int:
-        return len(self._snap.meta)
+        return len(self._gallery)
 
     @property
     def usable(self) -> bool:
         return self.error is None
 
     def load(self) -> None:
-        """A full reload; on failure the index stays unusable and the error is raised."""
-        self._guarded(self.feed.snapshot)
-        log.info("user index: %d faces of %d users", len(self), len({r.user_id for r in self._snap.meta}))
+        """A full reload (one bulk read); on failure the index stays unusable and the error is raised."""
+        self._guarded(self.feed.snapshot_columns)
+        log.info("user index: %d faces of %d users", len(self), len(set(self._gallery.user_ids.tolist())))
 
     def refresh(self, interval_s: float) -> bool:
         """Apply the desk's changes if ``interval_s`` has passed; True when anything changed.
@@ -98,57 +87,60 @@ class UserIndex:
 
     def _guarded(self, read) -> bool:
         try:
-            batch: ChangeBatch = read()
-            if batch.empty:
+            batch: ChangeBatch | ColumnSnapshot = read()
+            if isinstance(batch, ChangeBatch) and batch.full:
+                batch = self.feed.snapshot_columns()  # a full batch is re-read in bulk
+            if isinstance(batch, ChangeBatch) and batch.empty:
                 return False
-            snap = self._applied(batch)
+            gallery = self._applied(batch)
         except Exception as exc:
-            self._snap, self.error = EMPTY, f"{type(exc).__name__}: {exc}"
+            self._gallery, self.error = Gallery.empty(), f"{type(exc).__name__}: {exc}"
             log.error("user index unusable, nobody is granted until a full reload succeeds: %s", self.error)
             raise
-        self._snap, self.position, self.error = snap, batch.position, None
-        if not batch.full:
+        self._gallery, self.position, self.error = gallery, batch.position, None
+        if isinstance(batch, ChangeBatch):
             log.info("user index updated: %d changes, %d faces", batch.changes, len(self))
         return True
 
-    def _applied(self, batch: ChangeBatch) -> _Snapshot:
-        """The index with ``batch`` applied, built aside (the current one is left untouched)."""
-        coll = batch.collection
-        if batch.full or coll is None:
-            if coll is None:
-                raise ResourceNotFoundException(f"collection {self.collection_id!r} does not exist: "
-                                                "create it and enroll faces with `facelink`")
-            if coll.face_model_version != self.model_version:
-                raise ConflictException(f"collection {self.collection_id!r} holds FaceModelVersion "
-                                        f"{coll.face_model_version}, the engine runs {self.model_version}")
-            return _Snapshot.of({f.id: f for f in batch.faces if f.user_id is not None})
-        rows = dict(self._snap.rows)
-        for row in batch.changed:
-            rows.pop(row, None)
-        rows.update({f.id: f for f in batch.faces if f.user_id is not None})
-        return _Snapshot.of(rows)
+    def _applied(self, batch: ChangeBatch | ColumnSnapshot) -> Gallery:
+        """The gallery with ``batch`` applied, built aside (the current one is left untouched)."""
+        if isinstance(batch, ColumnSnapshot):
+            self._check(batch.collection)
+            assert batch.faces is not None
+            return Gallery.from_columns(batch.faces)
+        if batch.collection is None:  # deleted in the meantime: a full read says so
+            self._check(None)
+        if not batch.changed and not batch.faces:  # users' credentials only: same faces
+            return self._gallery
+        return self._gallery.changed(batch.changed, [f for f in batch.faces if f.user_id is not None])
+
+    def _check(self, coll: Collection | None) -> None:
+        if coll is None:
+            raise ResourceNotFoundException(f"collection {self.collection_id!r} does not exist: "
+                                            "create it and enroll faces with `facelink`")
+        if coll.face_model_version != self.model_version:
+            raise ConflictException(f"collection {self.collection_id!r} holds FaceModelVersion "
+                                    f"{coll.face_model_version}, the engine runs {self.model_version}")
 
     def best(self, embedding: np.ndarray) -> Match | None:
         """The best-matching user (best of the user's faces), or None when nobody is enrolled."""
         if self.error is not None:
             raise IndexUnusable(f"collection {self.collection_id!r} unusable: {self.error}")
-        snap = self._snap
-        if not snap.meta:
+        g = self._gallery
+        if not len(g):
             return None
-        scores = snap.matrix @ embedding.astype(np.float32)
-        i = int(np.argmax(scores))
-        r = snap.meta[i]
-        return Match(r.user_id, r.face_id, r.external_image_id, float(scores[i]))
+        i, cosine = g.search(embedding, self._pool, self.threads, self.quantised_from)
+        return Match(g.user_ids[i], g.face_ids[i], g.external_image_ids[i], cosine)
 
     def best_of_user(self, user_id: str, embedding: np.ndarray) -> Match | None:
         """1:1 verification (card + face): the best of ``user_id``'s faces, None if they have none."""
         if self.error is not None:
             raise IndexUnusable(f"collection {self.collection_id!r} unusable: {self.error}")
-        snap = self._snap
-        rows = [i for i, r in enumerate(snap.meta) if r.user_id == user_id]
-        if not rows:
+        g = self._gallery
+        rows = g.rows_of(user_id)
+        if not len(rows):
             return None
-        scores = snap.matrix[rows] @ embedding.astype(np.float32)
-        i = int(np.argmax(scores))
-        r = snap.meta[rows[i]]
-        return Match(r.user_id, r.face_id, r.external_image_id, float(scores[i]))
+        scores = g.matrix[rows] @ np.asarray(embedding, dtype=np.float32)
+        k = int(np.argmax(scores))
+        i = rows[k]
+        return Match(g.user_ids[i], g.face_ids[i], g.external_image_ids[i], float(scores[k]))

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .store import Collection, FaceRow, Store
+    from .store import Collection, FaceColumns, FaceRow, Store
 
 KEEP_CHANGES = 10_000  # change rows kept; a follower further behind does a full reload
 PRUNED_KEY = "changes_pruned_through"
@@ -105,6 +105,15 @@ class ChangeBatch:
         return not self.full and self.changes == 0
 
 
+@dataclass(frozen=True)
+class ColumnSnapshot:
+    """A full snapshot as columns (a large follower's bulk load): the user-associated faces."""
+
+    position: int
+    collection: Collection | None
+    faces: FaceColumns | None  # None when the collection does not exist
+
+
 class ChangeFeed:
     """Follows one collection's changes (see the module docstring for the contract)."""
 
@@ -120,6 +129,15 @@ class ChangeFeed:
     def position_in_transaction(self) -> int:
         """The feed's newest position, inside the caller's ``store.read_transaction()``."""
         return self._last()
+
+    def snapshot_columns(self) -> ColumnSnapshot:
+        """:meth:`snapshot` of the faces associated with a user, as columns (one read transaction)."""
+        with self.store.read_transaction():
+            last = self._last()
+            collection = self.store.get_collection(self.collection_id)
+            faces = (self.store.collection_face_columns(self.collection_id, users_only=True)
+                     if collection else None)
+            return ColumnSnapshot(last, collection, faces)
 
     def read_since(self, position: int) -> ChangeBatch:
         with self.store.read_transaction():

@@ -128,6 +128,18 @@ class FaceRow:
                    row[8], np.frombuffer(row[9], dtype=np.float32), row[10])
 
 
+@dataclass(frozen=True)
+class FaceColumns:
+    """A collection's faces as columns, ordered by row id (a follower's bulk read: no per-row
+    objects but the id strings)."""
+
+    ids: np.ndarray  # (n,) int64 row ids
+    face_ids: list[str]
+    external_image_ids: list[str | None]
+    user_ids: list[str | None]
+    embeddings: np.ndarray  # (n, EMBEDDING_DIM) float32
+
+
 class Store:
     """Row-level access to one database file. The Rekognition-style operations built on it live
     in ``facelink.enroll.faces``, ``.users``, ``.search`` and ``.exchange``."""
@@ -336,6 +348,43 @@ class Store:
     def collection_faces(self, collection_id: str) -> list[FaceRow]:
         return [FaceRow.from_db(r) for r in self.query(
             f"SELECT {FACE_COLUMNS} FROM faces WHERE collection_id = ? ORDER BY id", (collection_id,))]
+
+    def collection_face_columns(self, collection_id: str, *, users_only: bool = False,
+                                chunk: int = 65_536) -> FaceColumns:
+        """The collection's faces (``users_only``: those associated with a user) as columns, read
+        in chunks of ``chunk`` rows: each chunk is one row of SQL aggregates (the embeddings
+        concatenated into one BLOB), so 1M faces cost ~16 rows, not 1M tuples. Call it inside
+        ``read_transaction()`` for one consistent snapshot. A malformed embedding (not
+        EMBEDDING_DIM float32 values) or id (a separator inside) is a StoreError."""
+        width = EMBEDDING_DIM * 4
+        where = "collection_id = ? AND id > ?" + (" AND user_id IS NOT NULL" if users_only else "")
+        sql = (f"SELECT count(*), max(id), sum(length(embedding) IS NOT {width}), "
+               "CAST(group_concat(embedding, '') AS BLOB), group_concat(id), "
+               "group_concat(face_id, char(10)), group_concat(coalesce(user_id, ''), char(10)), "
+               "group_concat(coalesce(external_image_id, ''), char(10)) "
+               f"FROM (SELECT id, face_id, user_id, external_image_id, embedding FROM faces "
+               f"WHERE {where} ORDER BY id LIMIT ?)")
+        parts, last = [], 0
+        while True:
+            n, top, bad, blob, ids, fids, uids, exts = self.query(sql, (collection_id, last, chunk))[0]
+            if not n:
+                break
+            cols = (fids.split("\n"), uids.split("\n"), exts.split("\n"))
+            if bad or len(blob) != n * width or any(len(c) != n for c in cols):
+                raise StoreError(f"collection {collection_id!r}: malformed face rows after row {last}")
+            parts.append((np.fromstring(ids, dtype=np.int64, sep=","), blob, *cols))
+            last = int(top)
+        embeddings = np.empty((sum(len(p[0]) for p in parts), EMBEDDING_DIM), dtype=np.float32)
+        at = 0
+        for p in parts:
+            embeddings[at:at + len(p[0])] = np.frombuffer(p[1], dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+            at += len(p[0])
+        row_ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        if len(row_ids) != len(embeddings) or np.any(np.diff(row_ids) <= 0):
+            raise StoreError(f"collection {collection_id!r}: face row ids out of order")
+        return FaceColumns(row_ids, [f for p in parts for f in p[2]],
+                           [e or None for p in parts for e in p[4]],
+                           [u or None for p in parts for u in p[3]], embeddings)
 
     def all_vectors(self, collection_id: str) -> tuple[np.ndarray, list[FaceRow]]:
         rows = self.collection_faces(collection_id)

@@ -1,10 +1,14 @@
 """The door's index is all-or-nothing: a failed read of the collection leaves nobody grantable
-until a full reload succeeds, and a revoked badge never survives a failure."""
+until a full reload succeeds, and a revoked badge never survives a failure. Its int8 scan
+returns the exact float32 top-1 on real faces and follows every change the float32 rows do."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from facelink.device import scan
+from facelink.device.gallery import Gallery
 from facelink.device.matcher import UserIndex
 from facelink.enroll import faces, users
 from facelink.enroll.store import Store
@@ -40,8 +44,10 @@ def _fail_next_faces_read(monkeypatch) -> list[str]:
     return failed
 
 
-def test_revoked_user_is_never_matched_after_a_failed_read(enrolled, engine, faces_dir, monkeypatch):
-    index = UserIndex(enrolled.store, "door", engine.model_version)
+@pytest.mark.parametrize("quantised_from", [0, 10**9], ids=["int8-scan", "float32-scan"])
+def test_revoked_user_is_never_matched_after_a_failed_read(enrolled, engine, faces_dir, monkeypatch,
+                                                            quantised_from):
+    index = UserIndex(enrolled.store, "door", engine.model_version, quantised_from=quantised_from)
     index.load()
     biden, obama = _probe(engine, faces_dir, "biden/2.jpg"), _probe(engine, faces_dir, "obama/2.jpg")
     assert index.best(biden).user_id == "biden"
@@ -89,3 +95,117 @@ def _raise_on_faces(record: list[str]):
         return real(self, sql, params)
 
     return query
+
+
+@pytest.fixture(scope="module")
+def people(engine, faces_dir) -> tuple[np.ndarray, list[str]]:
+    """Every photo of ../shared/faces/people embedded by the real engine, with its person."""
+    import cv2
+
+    vectors, names = [], []
+    for photo in sorted((faces_dir / "people").glob("*/*")):
+        found = engine.analyze(cv2.imread(str(photo)), max_faces=1)
+        if found:
+            vectors.append(found[0].embedding)
+            names.append(photo.parent.name)
+    return np.stack(vectors).astype(np.float32), names
+
+
+def test_int8_scan_returns_the_exact_top1_on_real_faces(people):
+    """Real embeddings among 20,000 hard distractors (real faces moved by noise, so many lie close
+    to the queries): the int8 scan with its re-rank returns the exact float32 top-1 for every
+    real photo, and every row's int8 score is within the proven bound of its exact score."""
+    real, _ = people
+    rng = np.random.default_rng(7)
+    near = real[rng.integers(0, len(real), 20_000)] + rng.normal(0, 0.06, (20_000, real.shape[1]))
+    near = (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float32)
+    matrix = np.concatenate([near[:10_000], real, near[10_000:]])
+    gallery = Gallery.of(np.arange(1, len(matrix) + 1), [f"f{i}" for i in range(len(matrix))],
+                         [None] * len(matrix), ["u"] * len(matrix), matrix)
+    assert gallery.residual <= 0.0446
+    reranked = []
+    for query in list(real) + list(near[:50]):
+        exact, exact_cosine = scan.exact_top1(matrix, query)
+        i, cosine, candidates = scan.certified_top1(matrix, gallery.q8, gallery.residual, query)
+        assert i == exact and abs(cosine - exact_cosine) <= 1e-6  # BLAS may round the last bit
+        approx = scan.approx_scores(gallery.q8, query, None)
+        assert np.max(np.abs(approx - matrix @ query)) <= gallery.residual + scan.EPS
+        reranked.append(candidates)
+    assert np.median(reranked) < 100  # the re-rank is a band of rows, not the gallery
+
+
+def test_int8_scan_split_across_threads_is_the_same(people):
+    from concurrent.futures import ThreadPoolExecutor
+
+    real, _ = people
+    q8, _ = scan.quantise(real)
+    with ThreadPoolExecutor(2) as pool:
+        for query in real:
+            assert np.array_equal(scan.approx_scores(q8, query, pool, 3), scan.approx_scores(q8, query, None))
+
+
+def test_int8_copy_follows_enrollment_and_revocation(enrolled, engine, faces_dir):
+    """Through the change feed: a revoked user's faces leave the int8 copy with the float32 rows,
+    an added face is found by the int8 scan, and the copy is always the quantised rows."""
+    index = UserIndex(enrolled.store, "door", engine.model_version, quantised_from=0)
+    index.load()
+    biden, obama = _probe(engine, faces_dir, "biden/2.jpg"), _probe(engine, faces_dir, "obama/2.jpg")
+    assert index.best(biden).user_id == "biden" and len(index) == 2
+
+    def consistent() -> None:
+        g = index._gallery
+        assert np.array_equal(g.q8, scan.quantise(g.matrix)[0])
+        assert len(g.q8) == len(g.matrix) == len(g.ids) == len(g.user_ids) == len(index)
+
+    users.delete_user(enrolled, "door", "biden")
+    assert index.refresh(0)
+    consistent()
+    assert len(index) == 1 and "biden" not in index._gallery.user_ids.tolist()
+    match = index.best(biden)
+    assert match is None or match.user_id != "biden"
+    users.create_user(enrolled, "door", "kit")
+    faces.index_faces(enrolled, "door", faces_dir / "people/kit_harington/1.jpg", "kit-1", user_id="kit")
+    faces.index_faces(enrolled, "door", faces_dir / "people/obama/3.jpg", "obama-3", user_id="obama")
+    assert index.refresh(0)
+    consistent()
+    assert len(index) == 3
+    assert index.best(_probe(engine, faces_dir, "kit_harington/2.jpg")).user_id == "kit"
+    assert index.best(obama).user_id == "obama"
+    kit_face = index.best(_probe(engine, faces_dir, "kit_harington/2.jpg")).face_id
+    users.disassociate_faces(enrolled, "door", "kit", [kit_face])
+    faces.delete_faces(enrolled, "door", [kit_face])
+    assert index.refresh(0)
+    consistent()
+    assert len(index) == 2 and kit_face not in index._gallery.face_ids.tolist()
+    match = index.best(_probe(engine, faces_dir, "kit_harington/2.jpg"))
+    assert match is None or match.user_id != "kit"
+
+
+def test_bulk_read_is_the_per_row_read(enrolled, faces_dir):
+    """The columnar bulk read (chunked SQL aggregates) returns exactly the rows the per-row read
+    does, across chunk boundaries."""
+    users.create_user(enrolled, "door", "rose")
+    faces.index_faces(enrolled, "door", faces_dir / "people/rose_leslie/1.jpg", None, user_id="rose")
+    faces.index_faces(enrolled, "door", faces_dir / "people/obama/2.jpg", "no-user")
+    rows = enrolled.store.collection_faces("door")
+    for chunk in (1, 2, 100):
+        cols = enrolled.store.collection_face_columns("door", chunk=chunk)
+        assert cols.ids.tolist() == [r.id for r in rows]
+        assert cols.face_ids == [r.face_id for r in rows]
+        assert cols.user_ids == [r.user_id for r in rows]
+        assert cols.external_image_ids == [r.external_image_id for r in rows]
+        assert np.array_equal(cols.embeddings, np.stack([r.embedding for r in rows]))
+    only = enrolled.store.collection_face_columns("door", users_only=True, chunk=2)
+    assert only.ids.tolist() == [r.id for r in rows if r.user_id is not None]
+
+
+def test_malformed_embedding_leaves_the_index_unusable(enrolled, engine, faces_dir):
+    index = UserIndex(enrolled.store, "door", engine.model_version, quantised_from=0)
+    index.load()
+    with enrolled.store.transaction() as c:
+        c.execute("UPDATE faces SET embedding = zeroblob(508) WHERE external_image_id = 'biden-badge'")
+    with pytest.raises(StoreError):
+        index.load()
+    assert not index.usable and len(index) == 0
+    with pytest.raises(StoreError):
+        index.best(_probe(engine, faces_dir, "obama/2.jpg"))

@@ -1,0 +1,100 @@
+"""One immutable version of the door's gallery: the user-associated faces of the collection as
+columns (row ids, ids, a float32 matrix and its int8 copy), searched by ``device/scan.py``.
+
+A change never edits a gallery: :meth:`Gallery.changed` builds the next one aside (rows dropped
+and added in both the float32 matrix and the int8 copy at once), so a reader always sees one
+consistent version and a revoked face is gone from both copies in the same swap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from facelink.enroll.store import FaceColumns, FaceRow
+from facelink.errors import StoreError
+from facelink.models.embedder import EMBEDDING_DIM
+
+from . import scan
+
+QUANTISED_FROM = 100_000  # rows from which best() scans the int8 copy (README, Performance)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    ids: np.ndarray  # (n,) int64 face row ids, ascending
+    face_ids: np.ndarray  # (n,) object: FaceId
+    external_image_ids: np.ndarray  # (n,) object: ExternalImageId or None
+    user_ids: np.ndarray  # (n,) object: UserId
+    matrix: np.ndarray  # (n, EMBEDDING_DIM) float32
+    q8: np.ndarray  # (n, EMBEDDING_DIM) int8 copy (scan.quantise)
+    residual: float  # an upper bound of every row's quantisation residual
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def empty(cls) -> Gallery:
+        return cls.of(np.zeros(0, np.int64), [], [], [], np.zeros((0, EMBEDDING_DIM), np.float32))
+
+    @classmethod
+    def of(cls, ids: np.ndarray, face_ids: Sequence[str], external_image_ids: Sequence[str | None],
+           user_ids: Sequence[str | None], matrix: np.ndarray) -> Gallery:
+        if matrix.ndim != 2 or matrix.shape[1] != EMBEDDING_DIM:
+            raise StoreError(f"collection holds embeddings of shape {matrix.shape[1:]}, "
+                             f"expected ({EMBEDDING_DIM},)")
+        if not np.isfinite(matrix).all():
+            raise StoreError("collection holds an embedding that is not finite")
+        q8, residual = scan.quantise(matrix)
+        return cls(np.asarray(ids, dtype=np.int64), _objects(face_ids), _objects(external_image_ids),
+                   _objects(user_ids), np.ascontiguousarray(matrix, dtype=np.float32), q8, residual)
+
+    @classmethod
+    def from_columns(cls, faces: FaceColumns) -> Gallery:
+        return cls.of(faces.ids, faces.face_ids, faces.external_image_ids, faces.user_ids,
+                      faces.embeddings)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[FaceRow]) -> Gallery:
+        matrix = (np.stack([np.asarray(r.embedding, dtype=np.float32) for r in rows]) if rows
+                  else np.zeros((0, EMBEDDING_DIM), np.float32))
+        return cls.of(np.array([r.id for r in rows], dtype=np.int64), [r.face_id for r in rows],
+                      [r.external_image_id for r in rows], [r.user_id for r in rows], matrix)
+
+    def changed(self, dropped: Iterable[int], added: Sequence[FaceRow]) -> Gallery:
+        """The next gallery: rows ``dropped`` (and any row re-added) removed, ``added`` inserted."""
+        new = Gallery.from_rows(added)
+        gone = np.array(sorted({*map(int, dropped), *new.ids.tolist()}), dtype=np.int64)
+        keep = ~np.isin(self.ids, gone)
+        ids = np.concatenate([self.ids[keep], new.ids])
+        order = np.argsort(ids, kind="stable")
+
+        def merged(old: np.ndarray, add: np.ndarray) -> np.ndarray:
+            return np.concatenate([old[keep], add])[order]
+
+        return Gallery(ids[order], merged(self.face_ids, new.face_ids),
+                       merged(self.external_image_ids, new.external_image_ids),
+                       merged(self.user_ids, new.user_ids), merged(self.matrix, new.matrix),
+                       merged(self.q8, new.q8), max(self.residual, new.residual))
+
+    def search(self, query: np.ndarray, pool: ThreadPoolExecutor | None = None, threads: int = 1,
+               quantised_from: int = QUANTISED_FROM) -> tuple[int, float]:
+        """The exact float32 top-1 (position, cosine): through the int8 copy from
+        ``quantised_from`` rows on (same answer, see ``device/scan.py``)."""
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        if len(self) >= quantised_from:
+            i, cosine, _ = scan.certified_top1(self.matrix, self.q8, self.residual, query, pool, threads)
+            return i, cosine
+        return scan.exact_top1(self.matrix, query)
+
+    def rows_of(self, user_id: str) -> np.ndarray:
+        return np.flatnonzero(self.user_ids == user_id)
+
+
+def _objects(values: Sequence[object]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
