@@ -24,6 +24,7 @@ import numpy as np
 SCALE = 127.0
 BLOCK = 2048  # int8 rows widened at a time: 1 MiB of float32, inside L2
 EPS = 1e-4  # float32 rounding of both scores, far above its real size (~1e-6)
+TIE = 1e-6  # scores closer than this are one score (float32 rounding; see first_best)
 
 
 def quantise(matrix: np.ndarray) -> tuple[np.ndarray, float]:
@@ -53,9 +54,16 @@ def quantise(matrix: np.ndarray) -> tuple[np.ndarray, float]:
     return q8, (worst * 1.001 + 1e-6 if clipped else residual)
 
 
+def first_best(scores: np.ndarray) -> int:
+    """The lowest position whose score is within TIE of the best: BLAS may round the same row's
+    score differently by one unit in the last place depending on where the row sits (two
+    enrollments of one photo), so a tie is decided by row order, never by rounding."""
+    return int(np.flatnonzero(scores >= scores.max() - TIE)[0])
+
+
 def exact_top1(matrix: np.ndarray, query: np.ndarray) -> tuple[int, float]:
     scores = matrix @ query
-    i = int(np.argmax(scores))
+    i = first_best(scores)
     return i, float(scores[i])
 
 
@@ -96,5 +104,5 @@ def certified_top1(matrix: np.ndarray, q8: np.ndarray, residual: float, query: n
         i, cosine = exact_top1(matrix, query)
         return i, cosine, len(matrix)
     exact = matrix[candidates] @ query
-    k = int(np.argmax(exact))  # candidates ascend: ties go to the lowest row, as in exact_top1
+    k = first_best(exact)  # candidates ascend: ties go to the lowest row, as in exact_top1
     return int(candidates[k]), float(exact[k]), len(candidates)
