@@ -31,6 +31,7 @@ bench: models
 	$(BIN)/python tools/bench_search.py
 	$(BIN)/python tools/bench_device.py
 	$(BIN)/python tools/bench_startup.py
+	$(BIN)/python tools/bench_drain.py
 
 # FaceLink on arm64 under qemu (needs root and network; see README, Performance)
 arm64-check: models

@@ -123,6 +123,7 @@ class MqttSettings(Section):
     tls_cert: Path | None = Field(None, description="Client certificate for mutual TLS.")
     tls_key: Path | None = Field(None, description="Client key for mutual TLS.")
     outbox: Path | None = Field(None, description="Store-and-forward outbox database (default: beside the collection database).")
+    publish_window: int = Field(100, ge=1, le=1000, description="Outbox events in flight at once (published, PUBACK not yet received). 1 waits for each PUBACK before the next (slow over a long link); each event still leaves the outbox only after its own PUBACK.")
     outbox_max: int = Field(100000, ge=10, description="Outbox bound in events: when full, the oldest event is dropped, counted on the health topic (outbox_dropped) and logged at ERROR.")
     health_interval_s: float = Field(30.0, gt=0, description="Period of <prefix>/<device>/health.")
     ha_discovery: bool = Field(False, description="Publish Home Assistant MQTT discovery config.")

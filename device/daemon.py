@@ -113,7 +113,7 @@ class Daemon:
         self.transport = transport or door_client(
             settings.mqtt, subscriptions=self.sync.subscriptions() if self.sync else (),
             on_message=self.sync.on_message if self.sync else None, persistent=self.sync is not None)
-        self.pump = OutboxPump(self.outbox, self.transport)
+        self.pump = OutboxPump(self.outbox, self.transport, window=settings.mqtt.publish_window)
         self.relay = relay or make_relay(settings.door)
         self.panel = make_panel_link(settings, self.store, on_verdict=self._record_panel_verdict,
                                      on_output=lambda cmd: self.relay.pulse(None))

@@ -25,11 +25,24 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[str, bytes], None]
 
 
+class Pending(Protocol):
+    """A QoS 1 message handed to the client and not yet known to be acknowledged."""
+
+    def wait(self, timeout: float) -> bool:
+        """True once the broker acknowledged it (PUBACK); False after ``timeout`` or a failure."""
+        ...
+
+
 class Transport(Protocol):
     """What the door needs from a broker connection (the pipeline never sees paho)."""
 
     def publish(self, topic: str, payload: str, *, qos: int = 1, retain: bool = False,
                 timeout: float = 5.0) -> bool: ...
+
+    def send(self, topic: str, payload: str) -> Pending | None:
+        """Hand a QoS 1 message over without waiting (None: not connected or refused): several
+        can be in flight at once, in order on the one connection."""
+        ...
 
     def is_connected(self) -> bool: ...
 
@@ -72,7 +85,10 @@ class MqttClient:
         if settings.tls_ca:
             _configure_tls(client, settings)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.max_queued_messages_set(1000)
+        # the outbox pump's window, plus room for the client's own QoS 1 messages (status, discovery)
+        window = int(getattr(settings, "publish_window", 20)) + 16
+        client.max_inflight_messages_set(window)
+        client.max_queued_messages_set(max(1000, 2 * window))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -129,6 +145,12 @@ class MqttClient:
             return False
         return info.is_published()
 
+    def send(self, topic: str, payload: str) -> Pending | None:
+        if not self._connected.is_set():
+            return None
+        info = self._client.publish(topic, payload, qos=1)
+        return _PahoPending(info) if info.rc == self._mqtt.MQTT_ERR_SUCCESS else None
+
     def stop(self) -> None:
         """Publish the Will's payload (retained) if there is one, and disconnect cleanly."""
         self._stopping = True
@@ -140,6 +162,18 @@ class MqttClient:
                 pass
         self._client.disconnect()
         self._client.loop_stop()
+
+
+class _PahoPending:
+    def __init__(self, info: Any) -> None:
+        self._info = info
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            self._info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return bool(self._info.is_published())
 
 
 def _configure_tls(client: Any, settings: Any) -> None:

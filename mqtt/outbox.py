@@ -84,9 +84,19 @@ class Outbox:
                                       "ORDER BY seq LIMIT ?", (limit,)).fetchall()
         return [OutboxEvent(*r) for r in rows]
 
-    def ack(self, seq: int) -> None:
+    def ack(self, seqs: list[int]) -> None:
+        """Remove acknowledged events, all in one transaction (one fsync for a window of PUBACKs)."""
+        if not seqs:
+            return
         with self._lock:
-            self._conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def __len__(self) -> int:
         with self._lock:

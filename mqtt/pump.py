@@ -1,6 +1,14 @@
 """The outbox pump: the ONE drainer of the outbox. Events are published oldest first and leave
 the outbox only after the broker's PUBACK.
 
+A window of up to ``window`` events is in flight at once (``mqtt.publish_window``): they are
+handed to the client in order on its one connection, then their PUBACKs are awaited in order; the
+acknowledged ones are deleted in one transaction. The first event without a PUBACK (timeout,
+disconnect) stops the round: it and every later event stay in the outbox and are sent again, in
+order, on the next round. At least once: a crash between a PUBACK and the delete, or a message
+paho re-sends after a reconnect, can deliver an event twice; subscribers deduplicate by
+``event_id`` (the audit logger does).
+
 Only the pump's thread ever publishes outbox events. Shutdown does not drain on its own thread:
 ``close(flush_timeout_s)`` asks the pump to flush, and waits for it to finish, so an event can
 never be in flight twice (which would publish it twice).
@@ -19,12 +27,13 @@ log = logging.getLogger(__name__)
 
 
 class OutboxPump:
-    def __init__(self, outbox: Outbox, transport: Transport, *, retry_s: float = 1.0, batch: int = 50,
-                 warn_every_s: float = 60.0) -> None:
+    def __init__(self, outbox: Outbox, transport: Transport, *, retry_s: float = 1.0, window: int = 100,
+                 ack_timeout_s: float = 10.0, warn_every_s: float = 60.0) -> None:
         self.outbox = outbox
         self.transport = transport
         self.retry_s = retry_s
-        self.batch = batch
+        self.window = window
+        self.ack_timeout_s = ack_timeout_s
         self.warn_every_s = warn_every_s
         self.delivered = 0
         self.failures = 0  # consecutive failed publish attempts
@@ -55,21 +64,31 @@ class OutboxPump:
                 or len(self.outbox) == 0)
 
     def _deliver_some(self) -> bool:
-        """Deliver up to ``batch`` events in order; False when idle or the broker is away."""
-        events = self.outbox.peek(self.batch)
+        """Deliver up to ``window`` events in order; False when idle or the broker is away."""
+        events = self.outbox.peek(self.window)
         if not events:
             return False
+        if self._closing.is_set() and time.monotonic() >= self._deadline:
+            return False
+        in_flight = []
         for ev in events:
-            if self._closing.is_set() and time.monotonic() >= self._deadline:
-                return False
-            if not self.transport.publish(ev.topic, ev.payload, qos=1):
-                self._publish_failed(ev.event_id)
-                return False
-            self.outbox.ack(ev.seq)
-            self.delivered += 1
-            if self.failures:
-                log.info("outbox: delivering again after %d failed attempt(s)", self.failures)
-                self.failures = 0
+            pending = self.transport.send(ev.topic, ev.payload)
+            if pending is None:
+                break
+            in_flight.append((ev, pending))
+        acked: list[int] = []
+        for ev, pending in in_flight:
+            if not pending.wait(self.ack_timeout_s):
+                break
+            acked.append(ev.seq)
+        self.outbox.ack(acked)  # only what the broker acknowledged, in one transaction
+        self.delivered += len(acked)
+        if len(acked) < len(events):
+            self._publish_failed(events[len(acked)].event_id)
+            return False
+        if self.failures:
+            log.info("outbox: delivering again after %d failed attempt(s)", self.failures)
+            self.failures = 0
         return True
 
     def _publish_failed(self, event_id: str) -> None:

@@ -11,7 +11,7 @@ def test_order_ack_and_reopen(tmp_path):
         box.put(f"e{i}", "t", {"i": i})
     box.put("e1", "t", {"i": 1})  # the same event id is stored once
     assert [e.event_id for e in box.peek(10)] == ["e0", "e1", "e2", "e3", "e4"]
-    box.ack(box.peek(1)[0].seq)
+    box.ack([box.peek(1)[0].seq])
     box.close()
     again = Outbox(tmp_path / "o.db")  # survives a restart
     assert [e.event_id for e in again.peek(10)] == ["e1", "e2", "e3", "e4"]

@@ -14,6 +14,7 @@ from facelink.mqtt.client import MqttClient, door_client
 from facelink.mqtt.outbox import Outbox
 from facelink.mqtt.pump import OutboxPump
 from facelink.mqtt.topics import DeviceTopics, all_decisions
+from tests.waiting import wait_until
 
 
 class Inbox:
@@ -25,7 +26,7 @@ class Inbox:
         self.client = MqttClient(MqttSettings(port=port), client_id=client_id,
                                  subscriptions=[all_decisions("facelink")], on_message=self._on_message)
         assert self.client.wait_connected(30)
-        time.sleep(0.5)  # SUBACK: let the subscription settle before anything is published
+        assert self.barrier(port)  # the subscription is live before anything is published
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         with self._lock:
@@ -33,7 +34,27 @@ class Inbox:
 
     def ids(self) -> list[str]:
         with self._lock:
-            return [p["event_id"] for p in self.received]
+            return [p["event_id"] for p in self.received if "probe" not in p]
+
+    def barrier(self, port: int, timeout: float = 30.0) -> bool:
+        """Probes published now (by another client) came back: the subscription is live, and
+        whatever the broker got before them has been delivered to this inbox."""
+        probe = MqttClient(MqttSettings(port=port), client_id=f"probe-{id(self)}")
+        try:
+            assert probe.wait_connected(30)
+
+            def probed() -> bool:
+                marker = f"probe-{time.monotonic_ns()}"
+                probe.publish("facelink/probe/decision", json.dumps({"probe": marker}))
+                return wait_until(lambda: any(p.get("probe") == marker for p in self._snapshot()), 1.0)
+
+            return wait_until(probed, timeout)
+        finally:
+            probe.stop()
+
+    def _snapshot(self) -> list[dict]:
+        with self._lock:
+            return list(self.received)
 
     def wait_for(self, n: int, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -64,7 +85,7 @@ def test_shutdown_with_queued_events_publishes_each_once(tmp_path, broker):
     client.stop()
     assert left == 0 and len(outbox) == 0
     assert inbox.wait_for(300)
-    time.sleep(1.0)  # a duplicate would arrive right behind
+    assert inbox.barrier(broker.port)  # a duplicate would have arrived before the probe
     got = inbox.ids()
     assert got == sent  # every event, exactly once, in order
     inbox.client.stop()
@@ -108,4 +129,35 @@ def test_publish_failures_are_retried_and_logged_once_per_period(tmp_path, broke
         assert inbox.wait_for(3) and inbox.ids() == sent
     pump.close(5)
     client.stop()
+    inbox.client.stop()
+
+
+def test_a_window_in_flight_is_deleted_only_after_its_pubacks(tmp_path, broker):
+    """Window 100 over a link whose PUBACKs are held back: the broker has the first events while
+    every one of them is still in the outbox; the link is cut (the PUBACKs are lost), nothing is
+    lost, and after it comes back everything arrives, in order, and the outbox empties."""
+    from delay_proxy import DelayProxy
+
+    inbox = Inbox(broker.port, "inbox-window")
+    outbox = Outbox(tmp_path / "outbox.db")
+    sent = _fill(outbox, DeviceTopics("facelink", "w").decision, 250)
+    with DelayProxy(broker.port) as proxy:
+        client = door_client(MqttSettings(port=proxy.port, device_id="w", keepalive_s=60))
+        assert client.wait_connected(60)
+        proxy.delay_down_s = 30.0  # broker -> door: PUBACKs held back 30 s from now on
+        pump = OutboxPump(outbox, client, window=100, ack_timeout_s=120).start()
+        assert inbox.wait_for(100)  # the whole first window reached the broker...
+        assert len(outbox) == 250  # ...and none of it left the outbox: no PUBACK yet
+        proxy.refuse = True
+        proxy.drop_connections()  # the link fails with the PUBACKs in the delay line
+        assert wait_until(lambda: not client.is_connected(), 30)
+        assert len(outbox) == 250
+        proxy.delay_down_s = 0.0
+        proxy.refuse = False
+        assert wait_until(lambda: len(outbox) == 0, 120), len(outbox)
+        pump.close(5)
+        client.stop()
+    assert inbox.wait_for(250)
+    firsts = list(dict.fromkeys(inbox.ids()))
+    assert firsts == sent  # every event, in order (the cut window may arrive twice: at least once)
     inbox.client.stop()
