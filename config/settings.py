@@ -50,7 +50,7 @@ class ModelSettings(Section):
     wheelhouse: Path | None = Field(None, description="Folder of pre-downloaded wheels for an air-gapped install (pip --no-index --find-links).")
     detector_backend: Literal["onnxruntime", "opencv"] = Field("onnxruntime", description="Runtime for YuNet.")
     embedder_backend: Literal["auto", "onnxruntime", "opencv"] = Field(
-        "auto", description="Runtime for SFace. auto: onnxruntime when a GPU provider is configured and present, else OpenCV DNN (fastest on CPU, measured).")
+        "auto", description="Runtime for SFace. auto: onnxruntime (with SFace's PRelus as depthwise convs: measured fastest on CPU, same embeddings as OpenCV DNN); opencv: OpenCV DNN, the reference.")
     embedder_precision: Literal["fp32", "int8"] = Field(
         "fp32", description="onnxruntime SFace weights: fp32 (exact fold of the shipped int8bq weights) or int8 (static QDQ re-quantization: its own FaceModelVersion; speed and accuracy loss measured in README).")
     providers: list[str] = Field(["CPUExecutionProvider"], description="onnxruntime execution providers in order of preference; CPU is always appended.")

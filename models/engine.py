@@ -21,7 +21,6 @@ from .similarity import cosine_to_similarity, similarity_to_cosine
 log = logging.getLogger(__name__)
 
 MODEL_FAMILY = "yunet-2023mar+sface-2021dec"
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 @dataclass(frozen=True)
@@ -49,21 +48,16 @@ class EngineChoice:
 
 def choose(detector_backend: str, embedder_backend: str, precision: str,
            providers: list[str]) -> EngineChoice:
-    """Resolve config to model files. ``auto`` picks the fastest measured path (README)."""
+    """Resolve config to model files. ``auto`` picks the fastest measured path (README,
+    Performance): onnxruntime with SFace's PRelus as depthwise convs (``sface_fp32_dw.onnx``)."""
     if embedder_backend == "auto":
-        try:
-            import onnxruntime as ort
-
-            gpu = any(p in ort.get_available_providers() for p in providers if p in GPU_PROVIDERS)
-        except ImportError:
-            gpu = False
-        embedder_backend = "onnxruntime" if gpu or precision == "int8" else "opencv"
+        embedder_backend = "onnxruntime"
     det_file = "yunet_fp32.onnx" if detector_backend == "onnxruntime" else "yunet_2023mar_int8bq.onnx"
     if embedder_backend == "opencv":
         return EngineChoice(detector_backend, det_file, "opencv", "sface_int8bq_pruned.onnx", "int8bq")
     if precision == "int8":
         return EngineChoice(detector_backend, det_file, "onnxruntime", "sface_int8_qdq.onnx", "int8qdq")
-    return EngineChoice(detector_backend, det_file, "onnxruntime", "sface_fp32.onnx", "int8bq")
+    return EngineChoice(detector_backend, det_file, "onnxruntime", "sface_fp32_dw.onnx", "int8bq")
 
 
 class FaceEngine:

@@ -167,6 +167,8 @@ def build_models(manifest: Manifest, models_dir: Path, *, force: bool = False) -
     sface_src = models_dir / "sface_2021dec_int8bq.onnx"
     convert.to_fp32(yunet_src, models_dir / "yunet_fp32.onnx", dynamic_spatial=True)
     convert.to_fp32(sface_src, models_dir / "sface_fp32.onnx", dynamic_batch=True)
+    convert.to_fp32(sface_src, models_dir / "sface_fp32_dw.onnx", dynamic_batch=True,
+                    depthwise_prelu=True)
     convert.prune_only(sface_src, models_dir / "sface_int8bq_pruned.onnx")
     crops = calibration_faces(models_dir)
     convert.quantize_int8(models_dir / "sface_fp32.onnx", models_dir / "sface_int8_qdq.onnx",

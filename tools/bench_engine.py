@@ -6,8 +6,8 @@ each contender's time relative to FaceLink's as the median of per-round ratios.
 
 - FaceLink default: ``FaceEngine.from_settings`` with the shipped settings (what the door runs,
   pose and quality included);
-- FaceLink as configured before (onnxruntime threads spin-waiting, YuNet at 640): for
-  diagnosis of what the defaults changed;
+- FaceLink's previous default (SFace in OpenCV DNN, the int8bq file; YuNet unchanged): what
+  the default embedder (onnxruntime, PRelu as depthwise convs) changed;
 - OpenCV 5 ``FaceDetectorYN`` + ``FaceRecognizerSF`` on the same model files;
 - face_recognition (dlib HOG detector, upsample 1, ResNet embedding) when it is installed,
   on fewer frames (it is an order of magnitude slower).
@@ -33,14 +33,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facelink.config import load_settings
+from facelink.config import ModelSettings, load_settings
 from facelink.models.aligner import align_face
-from facelink.models.detector import YuNetDetector
 from facelink.models.engine import FaceEngine
 from facelink.models.image import decode_image
 
 FACES = Path(os.environ.get("FACELINK_TEST_FACES", Path(__file__).resolve().parents[2] / "shared" / "faces"))
 ONE_FACE = ["people/obama/1.jpg"]
+PREVIOUS = "FaceLink, previous default (SFace in OpenCV DNN)"
 THREE_FACES = ["people/biden/1.jpg", "people/kit_harington/1.jpg", "people/rose_leslie/1.jpg"]
 
 
@@ -80,34 +80,13 @@ def compose(engine: FaceEngine, photos: list[str], face_px: int) -> np.ndarray:
     return cv2.resize(frame, (640, 480)) if frame.shape[1] != 640 else frame
 
 
-class SpinningOnnxBackend:
-    """onnxruntime with its default session options (threads spin after a run): the configuration
-    FaceLink used before, kept here for comparison only."""
-
-    name = "onnxruntime-spinning"
-
-    def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-
-    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        return self._session.run(None, {self._input: tensor})
-
-
 def facelink_contender(engine: FaceEngine) -> Callable[[np.ndarray], int]:
     return lambda frame: len(engine.analyze(frame))
 
 
-def previous_engine(engine: FaceEngine, models: Path, threads: int) -> FaceEngine:
-    det = YuNetDetector(SpinningOnnxBackend(models / "yunet_fp32.onnx", threads), max_side=640,
-                        score_threshold=engine.detector.score_threshold)
-    return FaceEngine(det, engine.embedder, engine.model_version, engine.calibration)
+def previous_default(settings: ModelSettings) -> FaceEngine:
+    """The engine as it was before the depthwise-PRelu SFace: SFace in OpenCV DNN."""
+    return FaceEngine.from_settings(settings.model_copy(update={"embedder_backend": "opencv"}))
 
 
 def opencv_contender(models: Path) -> Callable[[np.ndarray], int]:
@@ -241,8 +220,7 @@ def main() -> int:
     contenders = {
         "FaceLink (default)": facelink_contender(engine),
         "OpenCV 5 FaceDetectorYN + FaceRecognizerSF": opencv_contender(models),
-        "FaceLink as before (threads spinning, YuNet at 640)": facelink_contender(
-            previous_engine(engine, models, args.threads)),
+        PREVIOUS: facelink_contender(previous_default(settings)),
     }
     rounds = dict.fromkeys(contenders, args.frames)
     fr = face_recognition_contender()
