@@ -175,32 +175,41 @@ def stages(engine: FaceEngine, frames: dict[str, np.ndarray], repeats: int) -> l
 
 
 def pipelined(engine_factory: Callable[[int], FaceEngine], frame: np.ndarray, n: int,
-              threads: int) -> tuple[float, float]:
-    """Frames/s of the sequential loop vs a 2-stage pipeline (detect n+1 while embedding n)."""
+              threads: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(frames/s, median per-frame latency in ms) of the sequential loop and of a 2-stage
+    pipeline: detection of frame n+1 on one thread while frame n is embedded on another, each
+    model with ``threads // 2`` inference threads. A frame's latency is from the start of its
+    detection to the end of its embedding (queueing included)."""
     import queue
     import threading
 
     seq = engine_factory(threads)
+    lat: list[float] = []
     t = time.perf_counter()
     for _ in range(n):
+        t1 = time.perf_counter()
         seq.analyze(frame)
-    seq_fps = n / (time.perf_counter() - t)
+        lat.append((time.perf_counter() - t1) * 1e3)
+    seq_result = (n / (time.perf_counter() - t), statistics.median(lat))
     half = max(1, threads // 2)
     det_engine, emb_engine = engine_factory(half), engine_factory(half)
-    q: queue.Queue = queue.Queue(maxsize=2)
+    q: queue.Queue = queue.Queue(maxsize=1)
 
     def detect_stage() -> None:
         for _ in range(n):
-            q.put(det_engine.detect(frame))
+            started = time.perf_counter()
+            q.put((started, det_engine.detect(frame)))
         q.put(None)
 
+    lat = []
     t = time.perf_counter()
     th = threading.Thread(target=detect_stage)
     th.start()
-    while (faces := q.get()) is not None:
-        emb_engine.embed(frame, faces)
+    while (item := q.get()) is not None:
+        emb_engine.embed(frame, item[1])
+        lat.append((time.perf_counter() - item[0]) * 1e3)
     th.join()
-    return seq_fps, n / (time.perf_counter() - t)
+    return seq_result, (n / (time.perf_counter() - t), statistics.median(lat))
 
 
 def main() -> int:
@@ -258,10 +267,14 @@ def main() -> int:
         def factory(threads: int) -> FaceEngine:
             return FaceEngine.from_settings(settings.model_copy(update={"threads": threads}))
 
-        seq_fps, pipe_fps = pipelined(factory, frames["1 face"], args.frames, args.threads)
-        print(f"\nThroughput, 1 face, {args.frames} frames: sequential {seq_fps:.1f} frames/s; detection "
-              f"of frame n+1 overlapped with embedding of frame n (two threads, {max(1, args.threads // 2)} "
-              f"inference thread each) {pipe_fps:.1f} frames/s; load average {load_text()}")
+        (seq_fps, seq_ms), (pipe_fps, pipe_ms) = pipelined(factory, frames["1 face"], args.frames,
+                                                           args.threads)
+        print(f"\nThroughput vs latency, 1 face, {args.frames} frames each (load average {load_text()}):\n")
+        print("| loop | frames/s (throughput) | per-frame latency, median |")
+        print("|---|---|---|")
+        print(f"| sequential (detect, embed), {args.threads} threads per model | {seq_fps:.1f} | {seq_ms:.1f} ms |")
+        print(f"| pipelined: detect frame n+1 while embedding frame n, {max(1, args.threads // 2)} "
+              f"thread per model | {pipe_fps:.1f} | {pipe_ms:.1f} ms |")
     return 0
 
 
