@@ -55,6 +55,16 @@ def wait(predicate, timeout: float) -> bool:
     return bool(predicate())
 
 
+def reached(log: Path, applied_line: str, after: float) -> tuple[float, float] | None:
+    """(applied, matcher reloaded): the door's log time of ``applied_line`` and of the first
+    "user index updated" after it; None until both are there."""
+    applied = times(log, applied_line, after)
+    if not applied:
+        return None
+    reloaded = times(log, "user index updated", applied[0])
+    return (applied[0], reloaded[0]) if reloaded else None
+
+
 def door_seq(db: Path) -> int:
     """The seq a door applied (its sync_applied table; plain sqlite3, read only)."""
     try:
@@ -154,10 +164,12 @@ def main() -> int:
                 raise SystemExit(f"trial {k}: enrollment never reached every door")
             t0 = time.time()
             store.delete_user("staff", user)
-            if not all(wait(lambda log=log, t0=t0: times(log, "user index updated", t0), 60) for log in logs):
+            revoked = wait_desk(work / "desk/facelink.db", store)
+            needle = f"sync staff: applied seq {revoked} "
+            if not all(wait(lambda log=log, t=t0, n=needle: reached(log, n, t), 60) for log in logs):
                 raise SystemExit(f"trial {k}: revocation never reached every door")
-            effective.append(max(min(times(log, "user index updated", t0)) for log in logs) - t0)
-            applied += [min(times(log, "sync staff: applied seq", t0)) - t0 for log in logs]
+            effective.append(max(reached(log, needle, t0)[1] for log in logs) - t0)  # type: ignore[index]
+            applied += [reached(log, needle, t0)[0] - t0 for log in logs]  # type: ignore[index]
         result = {"doors": args.doors, "trials": args.trials,
                   "revocation_all_doors_matcher_s": {"p50": round(statistics.median(effective), 3),
                                                      "p95": round(pct(effective, 0.95), 3),

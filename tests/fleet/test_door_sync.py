@@ -132,10 +132,19 @@ def test_three_doors_bootstrap_and_a_revocation_reaches_every_door(site, broker,
     seq_before = site.seq()
     t0 = time.time()
     site.store.delete_user("staff", "obama")  # the desk revokes (DeleteUser)
+    assert wait_for(lambda: site.seq() > seq_before, 60)
+    needle = f"sync staff: applied seq {site.seq()} "  # the revocation's change set
+
+    def reached(d: DoorProcess) -> tuple[float, float] | None:
+        """(applied, matcher reloaded after it): the door's own log times."""
+        applied = [t for t in log_times(d, needle) if t >= t0]
+        reloaded = [t for t in log_times(d, "user index updated") if applied and t >= applied[0]]
+        return (applied[0], reloaded[0]) if reloaded else None
+
     for d in doors:
-        assert d.wait_for(lambda d=d: [t for t in log_times(d, "user index updated") if t >= t0], 60), d.log()[-3000:]
-    applied = {d: min(t for t in log_times(d, "sync staff: applied seq") if t >= t0) for d in doors}
-    effective = {d: min(t for t in log_times(d, "user index updated") if t >= t0) for d in doors}
+        assert d.wait_for(lambda d=d: reached(d), 60), d.log()[-3000:]
+    applied = {d: reached(d)[0] for d in doors}  # type: ignore[index]
+    effective = {d: reached(d)[1] for d in doors}  # type: ignore[index]
     for d in doors:  # still deciding, and nobody grants obama once the revocation is in the matcher
         made = len(d.decisions())
         assert d.wait_for(lambda d=d, made=made: len(d.decisions()) >= made + 3, 60)
@@ -144,7 +153,6 @@ def test_three_doors_bootstrap_and_a_revocation_reaches_every_door(site, broker,
     latencies = sorted(effective[d] - t0 for d in doors)
     print(f"\nrevocation desk DeleteUser -> door matcher (s): {[round(x, 3) for x in latencies]}; "
           f"-> applied (s): {sorted(round(applied[d] - t0, 3) for d in doors)}")
-    (site.tmp.parent / "revocation_latency.json").write_text(json.dumps(latencies))
     assert watcher.payloads("/alarm") == []  # nothing refused on the way
     for d in doors:
         assert d.stop() == 0
@@ -251,7 +259,7 @@ def test_offline_door_catches_up_on_50_changes_and_stale_doors_follow_on_stale(s
     assert not [t for t in granted(deny, "biden") if t > t_stale]
     assert keep.wait_for(lambda: [t for t in granted(keep, "biden") if t > max(log_times(keep, "is STALE") or [2e9])],
                          60), keep.log()[-3000:]
-    assert not stale_errors("door-k") or all(d["timestamp"] < _iso(t_lost) for d in stale_errors("door-k"))
+    assert not stale_errors("door-k")
     for d in (again, keep, deny):
         assert d.stop() == 0
     watcher.close()
