@@ -52,6 +52,8 @@ MISTAKES = {
     "password without a user name": ('[mqtt]\npassword = "s3cret"\n', "mqtt.username"),
     "frames_window below frames_required": ("[matching]\nframes_required = 4\nframes_window = 3\n",
                                              "matching.frames_window"),
+    "sync without a trusted desk key": ("[sync]\nenabled = true\n", "fleet.trusted_keys"),
+    "sync with an unknown on_stale": ('[sync]\non_stale = "maybe"\n', "sync.on_stale"),
 }
 
 
@@ -85,3 +87,12 @@ def test_unwritable_outbox_exits_78(tmp_path, models_dir, door_collection):
     code, out = run_door(tmp_path, models_dir, f'[mqtt]\noutbox = "{blocker / "outbox.db"}"\n')
     assert code == 78 and "Traceback" not in out, out
     assert len([ln for ln in out.splitlines() if "mqtt.outbox" in ln]) == 1
+
+
+def test_sync_trusted_key_that_is_not_a_key_exits_78(tmp_path, models_dir):
+    """Also: a sync door starts without its collection (the desk's snapshot brings it), so it gets
+    as far as reading the desk's key."""
+    key = garbage(tmp_path, "desk.pub")
+    code, out = run_door(tmp_path, models_dir, f'[sync]\nenabled = true\n[fleet]\ntrusted_keys = ["{key}"]\n')
+    assert code == 78 and "Traceback" not in out, out
+    assert len([ln for ln in out.splitlines() if "desk.pub" in ln and "not a PEM public key" in ln]) == 1
