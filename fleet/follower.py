@@ -47,6 +47,7 @@ from .replica import Replica
 log = logging.getLogger(__name__)
 
 INBOX_MAX = 5_000  # queued messages; more are dropped (counted: OVERLOADED) and repaired as a gap
+ALARMS_PER_MINUTE = 10  # per reason: a flood of garbage must not push decisions out of the outbox
 MAX_BACKOFF_S = 60.0
 
 
@@ -70,6 +71,8 @@ class Follower:
         self.want_snapshot = False
         self.rejected: dict[str, int] = {}
         self.duplicates = 0
+        self.alarms_suppressed = 0  # refusals beyond ALARMS_PER_MINUTE (still counted and logged once)
+        self._alarm_window: dict[str, tuple[float, int]] = {}  # reason -> (window start, alarms in it)
         self.requests_sent = 0
         self.error: str | None = None  # the last apply failure (None after a successful apply)
         self.applied_event = threading.Event()  # set after every apply: the matcher refreshes now
@@ -234,6 +237,17 @@ class Follower:
     def _reject(self, topic: str, payload: bytes, reason: str, detail: str, seq: int | None) -> None:
         reason = reason if reason.replace("_", "").isalpha() and reason.isupper() else "MALFORMED"
         self._count(reason)
+        now = self.clock()
+        start, sent = self._alarm_window.get(reason, (now, 0))
+        if now - start >= 60:
+            if sent > ALARMS_PER_MINUTE:
+                log.warning("sync %s: %d more %s refusals in the last minute (no alarm, counted on health)",
+                            self.collection_id, sent - ALARMS_PER_MINUTE, reason)
+            start, sent = now, 0
+        self._alarm_window[reason] = (start, sent + 1)
+        if sent >= ALARMS_PER_MINUTE:
+            self.alarms_suppressed += 1
+            return
         log.warning("sync %s: refused a message on %s (%d bytes): %s", self.collection_id, topic, len(payload),
                     detail[:300])
         if self.alarm is None:
@@ -254,6 +268,7 @@ class Follower:
         return {"applied_seq": self.applied_seq, "head_seq": self.head_seq,
                 "confirmed_at": round(self.confirmed_at, 3) if self.confirmed_at is not None else None,
                 "stale": self.stale(), "rejected": dict(self.rejected), "duplicates": self.duplicates,
+                "alarms_suppressed": self.alarms_suppressed,
                 "waiting_for": ("snapshot" if self.want_snapshot or self.applied_seq == 0 else "range")
                 if self.behind() else None, "error": self.error}
 

@@ -316,3 +316,16 @@ def test_a_100k_face_snapshot_is_staged_in_tables_and_applied_whole(door, keys):
     index = UserIndex(d.store, "staff", V)
     index.load()
     assert len(index) == chunks * per and index.best(vecs[-1]).face_id == f"f{chunks - 1}-{per - 1}"
+
+
+def test_a_flood_of_garbage_is_counted_but_raises_bounded_alarms(door):
+    """Anyone can publish to `changes`: every refusal is counted, but alarms (which go through the
+    door's outbox, beside its decisions) are limited per reason and minute."""
+    d = door()
+    for i in range(25):
+        d.feed(f"garbage {i}".encode())
+    assert d.follower.rejected == {"MALFORMED": 25} and len(d.alarms) == 10
+    assert d.follower.health()["alarms_suppressed"] == 15
+    d.clock.now += 61
+    d.feed(b"garbage again")
+    assert len(d.alarms) == 11 and d.follower.rejected == {"MALFORMED": 26}
