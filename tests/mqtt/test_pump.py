@@ -20,10 +20,10 @@ from tests.waiting import wait_until
 class Inbox:
     """A subscriber on the real broker that records every decision payload it receives."""
 
-    def __init__(self, port: int, client_id: str) -> None:
+    def __init__(self, port: int, client_id: str, *, clean_session: bool = True) -> None:
         self.received: list[dict] = []
         self._lock = threading.Lock()
-        self.client = MqttClient(MqttSettings(port=port), client_id=client_id,
+        self.client = MqttClient(MqttSettings(port=port), client_id=client_id, clean_session=clean_session,
                                  subscriptions=[all_decisions("facelink")], on_message=self._on_message)
         assert self.client.wait_connected(30)
         assert self.barrier(port)  # the subscription is live before anything is published

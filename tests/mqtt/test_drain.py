@@ -1,0 +1,54 @@
+"""The windowed drain against a real mosquitto: order with any window, and rows leave the outbox
+only on their PUBACK when the broker goes away mid-drain."""
+
+from __future__ import annotations
+
+import pytest
+
+from facelink.config import MqttSettings
+from facelink.mqtt.client import door_client
+from facelink.mqtt.outbox import Outbox
+from facelink.mqtt.pump import OutboxPump
+from facelink.mqtt.topics import DeviceTopics
+from tests.waiting import wait_until
+
+from .test_pump import Inbox, _fill
+
+
+@pytest.mark.parametrize("window", [1, 100])
+def test_every_window_delivers_each_event_once_in_order(tmp_path, broker, window):
+    inbox = Inbox(broker.port, f"inbox-w{window}")
+    outbox = Outbox(tmp_path / "outbox.db")
+    sent = _fill(outbox, DeviceTopics("facelink", "w").decision, 400)
+    client = door_client(MqttSettings(port=broker.port, device_id="w", publish_window=window))
+    assert client.wait_connected(30)
+    pump = OutboxPump(outbox, client, window=window).start()
+    assert wait_until(lambda: len(outbox) == 0, 120), len(outbox)
+    assert inbox.wait_for(400) and inbox.barrier(broker.port)
+    assert inbox.ids() == sent  # all, in order, none twice
+    pump.close(5)
+    client.stop()
+    inbox.client.stop()
+
+
+def test_broker_stopped_mid_drain_keeps_exactly_the_unacknowledged_rows(tmp_path, broker):
+    inbox = Inbox(broker.port, "inbox-stop", clean_session=False)  # the broker keeps its queue
+    outbox = Outbox(tmp_path / "outbox.db")
+    sent = _fill(outbox, DeviceTopics("facelink", "s").decision, 3000)
+    client = door_client(MqttSettings(port=broker.port, device_id="s"))
+    assert client.wait_connected(30)
+    pump = OutboxPump(outbox, client, window=100, ack_timeout_s=2.0, retry_s=0.2).start()
+    assert wait_until(lambda: pump.delivered >= 300, 120)
+    broker.stop()  # mid-drain
+    assert wait_until(lambda: pump.failures >= 1, 60)  # the round with the lost PUBACKs has ended
+    left = [e.event_id for e in outbox.peek(len(sent))]
+    assert 0 < len(left) < len(sent)
+    assert left == sent[len(sent) - len(left):]  # a suffix: nothing deleted out of order
+    assert len(left) == len(sent) - pump.delivered  # exactly the rows without a PUBACK
+    broker.start()
+    assert wait_until(lambda: len(outbox) == 0, 180), len(outbox)
+    assert inbox.wait_for(len(sent), 120) and inbox.barrier(broker.port)
+    assert list(dict.fromkeys(inbox.ids())) == sent  # everything, in order (at least once)
+    pump.close(5)
+    client.stop()
+    inbox.client.stop()
