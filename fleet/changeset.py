@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from facelink.errors import FaceLinkError
 
-from .signing import sign, verify
+from .signing import open_envelope, sign, verify
 
 SCHEMA = "facelink.changes/1"
 MAX_BYTES = 64 * 1024 * 1024
@@ -96,13 +96,9 @@ class ChangeSetVerifier:
         if len(message) > MAX_BYTES:
             raise ChangeSetRejected("MALFORMED", f"{len(message)} bytes is too large")
         try:
-            envelope = json.loads(message)
-            payload_text = envelope["payload"]
-            signature = envelope.get("signature")
-        except (ValueError, TypeError, KeyError, AttributeError):
-            raise ChangeSetRejected("MALFORMED", "not a change set envelope") from None
-        if not isinstance(payload_text, str):
-            raise ChangeSetRejected("MALFORMED", "payload is not text")
+            payload_text, signature = open_envelope(message)
+        except ValueError as exc:
+            raise ChangeSetRejected("MALFORMED", str(exc)) from None
         key_id = verify(self.trusted, payload_text.encode(), signature)
         try:
             p = json.loads(payload_text)

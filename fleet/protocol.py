@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from facelink.enroll.validate import COLLECTION_ID, EXTERNAL_IMAGE_ID, USER_ID, whole
 from facelink.errors import FaceLinkError
 
-from .signing import sign, verify
+from .signing import open_envelope, sign, verify
 
 HEAD_SCHEMA = "facelink.head/1"
 REQUEST_SCHEMA = "facelink.sync-request/1"
@@ -182,13 +182,9 @@ def decode_head(trusted: dict[str, Ed25519PublicKey], message: bytes) -> Head:
     if len(message) > 4096:
         raise SyncMessageRejected("MALFORMED", "head too large")
     try:
-        envelope = json.loads(message)
-        payload = envelope["payload"]
-        signature = envelope.get("signature")
-    except (ValueError, TypeError, KeyError, AttributeError):
-        raise SyncMessageRejected("MALFORMED", "not a signed head") from None
-    if not isinstance(payload, str):
-        raise SyncMessageRejected("MALFORMED", "payload is not text")
+        payload, signature = open_envelope(message)
+    except ValueError as exc:
+        raise SyncMessageRejected("MALFORMED", str(exc)) from None
     verify(trusted, payload.encode(), signature)
     try:
         return Head.model_validate_json(payload)

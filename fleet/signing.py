@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import stat
 from pathlib import Path
@@ -98,3 +99,18 @@ def verify(trusted: dict[str, Ed25519PublicKey], data: bytes, signature: Any) ->
     except (InvalidSignature, ValueError):
         raise InvalidSignatureException("BAD_SIGNATURE: the data or its signature was altered") from None
     return kid
+
+
+def open_envelope(message: bytes) -> tuple[str, Any]:
+    """The payload text and the signature of a signed envelope
+    ``{"payload": "<text>", "signature": {...}}`` (change sets, heads); ValueError saying why
+    when it is not one. Nothing is verified here: see :func:`verify`."""
+    try:
+        envelope = json.loads(message)
+        payload = envelope["payload"]
+        signature = envelope.get("signature")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise ValueError("not a signed envelope") from None
+    if not isinstance(payload, str):
+        raise ValueError("payload is not text")
+    return payload, signature

@@ -29,6 +29,17 @@ KINDS = (GRANTED, DENIED_UNKNOWN, DENIED_LOW_QUALITY, DENIED_SPOOF, DENIED_WRONG
          DENIED_NO_FACE, ERROR, ACTUATION_FAILED)
 
 
+def aware_iso(v: str) -> str:
+    """An ISO-8601 timestamp with a time zone (every FaceLink event's ``timestamp``)."""
+    try:
+        parsed = datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError("not an ISO-8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp needs a time zone")
+    return v
+
+
 class DecisionMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -57,16 +68,7 @@ class DecisionMessage(BaseModel):
     refers_to: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,64}$",
                                   description="ACTUATION_FAILED: the event id of the GRANTED it follows")
 
-    @field_validator("timestamp")
-    @classmethod
-    def _aware_iso(cls, v: str) -> str:
-        try:
-            parsed = datetime.fromisoformat(v)
-        except ValueError:
-            raise ValueError("not an ISO-8601 timestamp") from None
-        if parsed.tzinfo is None:
-            raise ValueError("timestamp needs a time zone")
-        return v
+    _aware_iso = field_validator("timestamp")(aware_iso)
 
     @model_validator(mode="after")
     def _consistent(self) -> DecisionMessage:
@@ -101,10 +103,7 @@ class PanelVerdictMessage(BaseModel):
     command: dict[str, Any] | None = Field(None, description="the panel's LED/output command")
     latency_s: float | None = Field(None, ge=0)
 
-    @field_validator("timestamp")
-    @classmethod
-    def _aware_iso(cls, v: str) -> str:
-        return DecisionMessage._aware_iso(v)
+    _aware_iso = field_validator("timestamp")(aware_iso)
 
     def payload(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
@@ -132,10 +131,7 @@ class SyncAlarmMessage(BaseModel):
     seq: int | None = Field(None, ge=0, description="its seq, when its signature was valid")
     size: int = Field(ge=0, description="its size in bytes")
 
-    @field_validator("timestamp")
-    @classmethod
-    def _aware_iso(cls, v: str) -> str:
-        return DecisionMessage._aware_iso(v)
+    _aware_iso = field_validator("timestamp")(aware_iso)
 
     def payload(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
