@@ -21,7 +21,7 @@ from facelink.errors import ModelError, ResourceNotFoundException
 from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
 from facelink.models.risk import log_stranger_risk
-from facelink.models.runtime import TFLiteBackend
+from facelink.models.runtime import TFLiteBackend, limit_blas_threads
 from facelink.mqtt.client import Transport, door_client
 from facelink.mqtt.outbox import Outbox
 from facelink.mqtt.pump import OutboxPump
@@ -87,6 +87,7 @@ class Daemon:
                  relay: DoorRelay | None = None, live: bool | None = None) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.blas_threads = limit_blas_threads(1)  # the models and the int8 scan own the cores
         self.engine = engine or FaceEngine.from_settings(settings.models)
         self.store = Store(settings.store.database, group_access=settings.store.group_access)
         self.index = UserIndex(self.store, settings.matching.collection_id, self.engine.model_version)
@@ -211,6 +212,7 @@ class Daemon:
                 "outbox_depth": len(self.outbox), "outbox_dropped": self.outbox.dropped(),
                 "collection_faces": len(self.index), "collection_ok": self.index.usable,
                 "collection_version": self.index.position, "collection_error": self.index.error,
+                "collection_scan": {**self.index.scan_info(), "blas_threads": self.blas_threads},
                 "camera_connected": self.camera.connected.is_set(),
                 "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
                 "mqtt_connected": self.transport.is_connected(), "stranger_risk": self.stranger_risk,

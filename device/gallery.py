@@ -9,7 +9,6 @@ consistent version and a revoked face is gone from both copies in the same swap.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,7 @@ from facelink.models.embedder import EMBEDDING_DIM
 
 from . import scan
 
-QUANTISED_FROM = 100_000  # rows from which best() scans the int8 copy (README, Performance)
+QUANTISED_FROM = 20_000  # rows from which search() scans the int8 copy (README, Performance)
 
 
 @dataclass(frozen=True)
@@ -80,13 +79,14 @@ class Gallery:
                        merged(self.user_ids, new.user_ids), merged(self.matrix, new.matrix),
                        merged(self.q8, new.q8), max(self.residual, new.residual))
 
-    def search(self, query: np.ndarray, pool: ThreadPoolExecutor | None = None, threads: int = 1,
+    def search(self, query: np.ndarray, threads: int = 1,
                quantised_from: int = QUANTISED_FROM) -> tuple[int, float]:
         """The exact float32 top-1 (position, cosine): through the int8 copy from
-        ``quantised_from`` rows on (same answer, see ``device/scan.py``)."""
+        ``quantised_from`` rows on where the int8 kernel is built (same answer, see
+        ``device/scan.py``)."""
         query = np.ascontiguousarray(query, dtype=np.float32)
-        if len(self) >= quantised_from:
-            i, cosine, _ = scan.certified_top1(self.matrix, self.q8, self.residual, query, pool, threads)
+        if scan.KERNEL is not None and len(self) >= quantised_from:
+            i, cosine, _ = scan.certified_top1(self.matrix, self.q8, self.residual, query, threads)
             return i, cosine
         return scan.exact_top1(self.matrix, query)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +27,7 @@ from facelink.enroll.store import Collection, Store
 from facelink.errors import ConflictException, ResourceNotFoundException, StoreError
 from facelink.models.runtime import thread_budget
 
+from . import scan
 from .gallery import QUANTISED_FROM, Gallery
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ class UserIndex:
         self.model_version = model_version
         self.threads = min(2, thread_budget(threads))  # the scan is memory-bound beyond two
         self.quantised_from = quantised_from
-        self._pool = ThreadPoolExecutor(self.threads - 1, "matcher") if self.threads > 1 else None
         self._gallery = Gallery.empty()
         self.position = 0  # the change-feed position the index reflects
         self.error: str | None = "not loaded yet"  # None: usable
@@ -122,6 +121,12 @@ class UserIndex:
             raise ConflictException(f"collection {self.collection_id!r} holds FaceModelVersion "
                                     f"{coll.face_model_version}, the engine runs {self.model_version}")
 
+    def scan_info(self) -> dict[str, object]:
+        """How best() scans now (health): the int8 kernel and from how many faces, and threads."""
+        kernel = scan.KERNEL.KERNEL if scan.KERNEL is not None else None
+        return {"kernel": kernel, "threads": self.threads, "int8_from": self.quantised_from,
+                "int8": kernel is not None and len(self) >= self.quantised_from}
+
     def best(self, embedding: np.ndarray) -> Match | None:
         """The best-matching user (best of the user's faces), or None when nobody is enrolled."""
         if self.error is not None:
@@ -129,7 +134,7 @@ class UserIndex:
         g = self._gallery
         if not len(g):
             return None
-        i, cosine = g.search(embedding, self._pool, self.threads, self.quantised_from)
+        i, cosine = g.search(embedding, self.threads, self.quantised_from)
         return Match(g.user_ids[i], g.face_ids[i], g.external_image_ids[i], cosine)
 
     def best_of_user(self, user_id: str, embedding: np.ndarray) -> Match | None:

@@ -3,26 +3,32 @@ proven equal to the exact one.
 
 The int8 copy holds ``rint(127 * a)`` of each float32 row ``a`` (embeddings are L2-normalised:
 every value lies in [-1, 1], so the fixed symmetric scale never clips). ``residual`` bounds
-``||a - q8 / 127||`` over the rows (0.0445 for 128 values), so for a float32 query ``x`` the exact score of every
-row lies within ``R = residual * ||x||`` of its approximate one. The scan keeps every row whose
-approximate score is within ``2R`` of the best approximate score — the exact top-1 is always
-among them (its approximate score is at least ``best_approx - 2R``) — and re-ranks those rows in
-float32: the answer is the exact search's, not an approximation of it. The band is usually a
-handful of rows.
+``||a - q8 / 127||`` over the rows (0.0445 for 128 values). The float32 query ``x`` is quantised
+too, to ``xq / s`` with its own scale ``s = 127 / max|x|`` and residual ``rx = ||x - xq / s||``
+(measured). Then for every row ``|a.x - (q8 . xq) / (127 s)| <= R = residual * ||x|| +
+(1 + residual) * rx``: the scan keeps every row whose approximate score is within ``2R`` of the
+best approximate score — the exact top-1 is always among them (its approximate score is at least
+``best_approx - 2R``) — and re-ranks those rows in float32: the answer is the exact search's, not
+an approximation of it. The band is usually a handful of rows.
 
-numpy has no int8 dot product: the int8 rows are widened to float32 in blocks that stay in the
-core's cache and multiplied there (BLAS), split across threads. Whether that beats streaming
-the float32 rows depends on the machine: ``tools/bench_search.py`` measures both.
+numpy has no int8 dot product: the products ``q8 . xq`` are computed by ``_int8dot`` (C, AVX2 /
+NEON, exact integer arithmetic, built at install; ``setup.py``), the rows split across threads
+that the kernel starts and joins itself.
+Where it could not be built (no compiler at install), ``KERNEL`` is None and the door scans
+float32 only (same answers). ``tools/bench_search.py`` measures both against the memory floor.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
+try:
+    from . import _int8dot as KERNEL
+except ImportError:  # built without a C compiler: float32 scans only (setup.py)
+    KERNEL = None
+
 SCALE = 127.0
-BLOCK = 2048  # int8 rows widened at a time: 1 MiB of float32, inside L2
+MIN_ROWS_PER_THREAD = 16_384  # below this a second thread costs more than it saves
 EPS = 1e-4  # float32 rounding of both scores, far above its real size (~1e-6)
 TIE = 1e-6  # scores closer than this are one score (float32 rounding; see first_best)
 
@@ -67,42 +73,37 @@ def exact_top1(matrix: np.ndarray, query: np.ndarray) -> tuple[int, float]:
     return i, float(scores[i])
 
 
-def _approx(q8: np.ndarray, query: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
-    buf = np.empty((BLOCK, q8.shape[1]), dtype=np.float32)
-    for s in range(lo, hi, BLOCK):
-        e = min(hi, s + BLOCK)
-        block = buf[:e - s]
-        np.copyto(block, q8[s:e], casting="unsafe")
-        np.dot(block, query, out=out[s:e])
+def quantise_query(query: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(int8 query, its scale s, its residual ||query - int8 / s||), scaled so max|query| -> 127."""
+    top = float(np.max(np.abs(query)))
+    scale = SCALE / top if top > 0 else 1.0
+    xq = np.rint(query.astype(np.float64) * scale)
+    residual = float(np.linalg.norm(query.astype(np.float64) - xq / scale))
+    return xq.astype(np.int8), scale, residual
 
 
-def approx_scores(q8: np.ndarray, query: np.ndarray, pool: ThreadPoolExecutor | None,
-                  threads: int = 1) -> np.ndarray:
-    """``q8 @ query / SCALE`` (float32), the rows split in ``threads`` parts: the calling
-    thread scans one, ``pool`` (``threads - 1`` workers) the others."""
+def approx_scores(q8: np.ndarray, xq: np.ndarray, threads: int = 1) -> tuple[np.ndarray, int]:
+    """``q8 @ xq`` (int32, exact) and its largest value, the rows split over ``threads`` threads
+    (started and joined by the kernel; fewer for a small gallery)."""
+    assert KERNEL is not None
     n = len(q8)
-    out = np.empty(n, dtype=np.float32)
-    scaled = (query / np.float32(SCALE)).astype(np.float32)
-    workers = threads if pool is not None else 1
-    bounds = [n * k // workers for k in range(workers + 1)]
-    futures = [pool.submit(_approx, q8, scaled, out, bounds[k], bounds[k + 1])
-               for k in range(1, workers)] if pool is not None else []
-    _approx(q8, scaled, out, bounds[0], bounds[1])
-    for f in futures:
-        f.result()
-    return out
+    out = np.empty(n, dtype=np.int32)
+    workers = max(1, min(threads, n // MIN_ROWS_PER_THREAD, 8))
+    return out, KERNEL.scan(q8, xq, out, 0, n, workers)
 
 
 def certified_top1(matrix: np.ndarray, q8: np.ndarray, residual: float, query: np.ndarray,
-                   pool: ThreadPoolExecutor | None = None, threads: int = 1) -> tuple[int, float, int]:
+                   threads: int = 1) -> tuple[int, float, int]:
     """The exact top-1 (row, float32 cosine) through the int8 copy, and how many rows were
     re-ranked in float32."""
-    approx = approx_scores(q8, query, pool, threads)
-    band = 2.0 * residual * float(np.linalg.norm(query)) + EPS
-    candidates = np.flatnonzero(approx >= approx.max() - band)
-    if not len(candidates):  # a query that is not finite: the exact scan says what it says
+    if not np.isfinite(query).all():  # no bound holds: the exact scan says what it says
         i, cosine = exact_top1(matrix, query)
         return i, cosine, len(matrix)
+    xq, scale, query_residual = quantise_query(query)
+    approx, best = approx_scores(q8, xq, threads)
+    bound = residual * float(np.linalg.norm(query)) + (1.0 + residual) * query_residual
+    band = int(np.ceil((2.0 * bound + EPS) * SCALE * scale))  # in units of the int32 scores
+    candidates = np.flatnonzero(approx >= best - band)
     exact = matrix[candidates] @ query
     k = first_best(exact)  # candidates ascend: ties go to the lowest row, as in exact_top1
     return int(candidates[k]), float(exact[k]), len(candidates)

@@ -40,6 +40,20 @@ def thread_budget(threads: int = 0) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def limit_blas_threads(threads: int = 1) -> int | None:
+    """Cap numpy's BLAS pool at ``threads``; returns the cap in force (None: no BLAS found).
+
+    OpenBLAS's workers spin-wait after a multi-threaded call, as onnxruntime's did, and then hold
+    the core that the next model's threads and the door's int8 scan (which starts its own
+    threads) need: measured, the 1M-face scan went from 9.5 to 12.1 ms on two cores right after a
+    float32 BLAS scan (README, Performance). The door calls this once at start."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(threads, user_api="blas")
+    counts = [int(i["num_threads"]) for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
 class Backend(Protocol):
     name: str
 

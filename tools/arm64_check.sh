@@ -106,10 +106,15 @@ step "install FaceLink from the checkout (arm64 wheels from the package index)"
 # Same versions of the numeric stack as the x86 side, so the comparison is of CPUs, not releases.
 pins=$("$HOST_PY" -m pip freeze 2>/dev/null | grep -i -E '^(numpy|onnxruntime|opencv-python-headless|onnx)==' || true)
 printf '%s\n' "$pins" > "$ROOT/opt/pins.txt"
-in_root '[ -x /opt/venv/bin/python ] || python3 -m venv /opt/venv
+# a C compiler and Python's headers build the int8 scan kernel (device/_int8dot.c, NEON here)
+in_root 'command -v gcc > /dev/null && [ -e "/usr/include/python3.11/Python.h" ] || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      gcc libc6-dev python3-dev > /dev/null; } || exit 2
+  [ -x /opt/venv/bin/python ] || python3 -m venv /opt/venv
   # qemu-user occasionally crashes a long pip run (SIGSEGV in the emulator): one retry
   pip install --quiet -c /opt/pins.txt . pytest || pip install --quiet -c /opt/pins.txt . pytest || exit 2
-  python -c "import numpy, onnxruntime, cv2; print(\"numpy\", numpy.__version__, \"onnxruntime\", onnxruntime.__version__, \"opencv\", cv2.__version__)"'
+  python -c "import numpy, onnxruntime, cv2; print(\"numpy\", numpy.__version__, \"onnxruntime\", onnxruntime.__version__, \"opencv\", cv2.__version__)"
+  python -c "from facelink.device import scan; print(\"int8 scan kernel:\", scan.KERNEL and scan.KERNEL.KERNEL); assert scan.KERNEL"'
 
 if [ "${FACELINK_ARM64_BUILD_MODELS:-0}" = 1 ]; then
   step "facelink models (download, verify, convert on arm64: over 30 minutes under qemu)"
@@ -137,9 +142,9 @@ in_root 'facelink detect-faces --image /opt/shared/faces/multi/six_people.jpg \
            --target-image /opt/shared/faces/people/biden/1.jpg --similarity-threshold 0 \
            | python -c "import json,sys; m=json.load(sys.stdin)[\"FaceMatches\"]; print(\"obama vs biden: Similarity\", [round(x[\"Similarity\"], 2) for x in m]); sys.exit(not m or m[0][\"Similarity\"] >= 50)"'
 
-step "engine, collection and decision tests"
+step "engine, collection, decision and matcher tests (the int8 kernel on NEON)"
 in_root 'python -m pytest -q -p no:cacheprovider tests/models/test_engine.py tests/models/test_runtime.py \
-           tests/enroll/test_collections.py tests/device/test_decision.py 2>&1 | tail -15'
+           tests/enroll/test_collections.py tests/device/test_decision.py tests/device/test_matcher.py 2>&1 | tail -15'
 
 step "embeddings: arm64 vs x86-64 on every face of people/ (default engine and int8 path)"
 rc=0

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from facelink.audit.logger import AuditLog
+from facelink.device import scan
 from tests.waiting import wait_until
 
 from .conftest import Watcher
@@ -47,6 +48,9 @@ def test_known_user_granted_unknown_denied(tmp_path, broker, models_dir, faces_d
     assert all("image" not in k for d in decisions for k in d if k != "external_image_id")
     assert watcher.raw("/status")[-1] == b"offline"  # clean stop publishes offline
     assert watcher.wait_for(lambda: watcher.payloads("/health"), 5)
+    health = watcher.payloads("/health")[-1]
+    assert health["collection_scan"]["kernel"] == scan.KERNEL.KERNEL  # the compiled int8 scan
+    assert health["collection_scan"]["blas_threads"] == 1  # numpy's BLAS cannot spin on the scan's core
     watcher.close()
 
 

@@ -128,20 +128,55 @@ def test_int8_scan_returns_the_exact_top1_on_real_faces(people):
         exact, exact_cosine = scan.exact_top1(matrix, query)
         i, cosine, candidates = scan.certified_top1(matrix, gallery.q8, gallery.residual, query)
         assert i == exact and abs(cosine - exact_cosine) <= 1e-6  # BLAS may round the last bit
-        approx = scan.approx_scores(gallery.q8, query, None)
-        assert np.max(np.abs(approx - matrix @ query)) <= gallery.residual + scan.EPS
+        xq, scale, query_residual = scan.quantise_query(query)
+        approx, _ = scan.approx_scores(gallery.q8, xq)
+        bound = gallery.residual * float(np.linalg.norm(query)) + (1 + gallery.residual) * query_residual
+        assert np.max(np.abs(approx / (scan.SCALE * scale) - matrix @ query)) <= bound + scan.EPS
         reranked.append(candidates)
     assert np.median(reranked) < 100  # the re-rank is a band of rows, not the gallery
 
 
-def test_int8_scan_split_across_threads_is_the_same(people):
-    from concurrent.futures import ThreadPoolExecutor
+def test_int8_kernel_is_exact_integer_arithmetic():
+    """The compiled kernel (AVX2 / NEON / plain C) is the int32 dot product, bit for bit, at every
+    length (the 8-row blocks and the tail), at the value limits, and split across threads."""
+    assert scan.KERNEL is not None, "device/_int8dot.c was not built: `pip install -e .` needs a C compiler"
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 8, 9, 1_000, 40_003):
+        rows = rng.integers(-127, 128, (n, 128), dtype=np.int8)
+        rows[0] = 127
+        query = np.full(128, -127, dtype=np.int8) if n == 1 else rng.integers(-127, 128, 128, dtype=np.int8)
+        expected = rows.astype(np.int32) @ query.astype(np.int32)
+        for threads in (1, 2, 3, 8):
+            out = np.zeros(n, dtype=np.int32)
+            best = scan.KERNEL.scan(rows, query, out, 0, n, min(threads, n))
+            assert np.array_equal(out, expected) and best == expected.max()
+        scores, best = scan.approx_scores(rows, query, 2)
+        assert scores.dtype == np.int32 and np.array_equal(scores, expected) and best == expected.max()
+        if n > 9:  # a slice: only its rows are written
+            out = np.zeros(n, dtype=np.int32)
+            assert scan.KERNEL.scan(rows, query, out, 3, 9, 2) == expected[3:9].max()
+            assert np.array_equal(out[3:9], expected[3:9]) and not out[:3].any() and not out[9:].any()
+    out = np.empty(len(rows), np.int32)
+    for bad in ((rows, query.astype(np.float32), out, 0, len(rows)),  # a float query
+                (rows[:, :64].copy(), query, out, 0, len(rows)),  # another width
+                (rows, query, out.astype(np.int64), 0, len(rows)),  # another score type
+                (rows, query, out, 5, 5),  # an empty range
+                (rows, query, out, 0, len(rows) + 1),  # past the end
+                (rows, query, out, 0, len(rows), 0)):  # no thread
+        with pytest.raises(ValueError):
+            scan.KERNEL.scan(*bad)
 
+
+def test_search_without_the_kernel_is_the_float32_scan(people, monkeypatch):
+    """An install without a C compiler (no kernel) scans float32 and returns the same faces."""
     real, _ = people
-    q8, _ = scan.quantise(real)
-    with ThreadPoolExecutor(2) as pool:
-        for query in real:
-            assert np.array_equal(scan.approx_scores(q8, query, pool, 3), scan.approx_scores(q8, query, None))
+    gallery = Gallery.of(np.arange(1, len(real) + 1), [f"f{i}" for i in range(len(real))],
+                         [None] * len(real), ["u"] * len(real), real)
+    with_kernel = [gallery.search(q, quantised_from=0) for q in real]
+    monkeypatch.setattr(scan, "KERNEL", None)
+    without = [gallery.search(q, quantised_from=0) for q in real]
+    assert [i for i, _ in without] == [i for i, _ in with_kernel]
+    assert np.allclose([c for _, c in without], [c for _, c in with_kernel], atol=1e-6)
 
 
 def test_int8_copy_follows_enrollment_and_revocation(enrolled, engine, faces_dir):

@@ -32,6 +32,8 @@ def test_every_window_delivers_each_event_once_in_order(tmp_path, broker, window
 
 
 def test_broker_stopped_mid_drain_keeps_exactly_the_unacknowledged_rows(tmp_path, broker):
+    if broker.kind != "mosquitto":  # amqtt forgets what it acknowledged but had not forwarded yet
+        pytest.skip("needs mosquitto's persistent sessions (the subscriber's queue survives the restart)")
     inbox = Inbox(broker.port, "inbox-stop", clean_session=False)  # the broker keeps its queue
     outbox = Outbox(tmp_path / "outbox.db")
     sent = _fill(outbox, DeviceTopics("facelink", "s").decision, 3000)
