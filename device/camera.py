@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facelink.errors import FaceLinkError
+from facelink.errors import CameraError, FaceLinkError
 from facelink.models.image import decode_image
 
 log = logging.getLogger(__name__)
@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
 REALSENSE_SOURCES = ("realsense", "realsense-ir")  # Intel RealSense colour+depth / IR+depth
-
-
-class CameraError(Exception):
-    """The source cannot be opened or stopped delivering frames."""
 
 
 PICAMERA_FORMAT = "RGB888"  # libcamera names formats by word order: RGB888 is B,G,R bytes (OpenCV's)

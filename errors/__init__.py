@@ -100,6 +100,25 @@ class InvalidSignatureException(FaceLinkError):
     exit_code = 10
 
 
+class CameraError(FaceLinkError):
+    """The door's camera source cannot be opened or stopped delivering frames (the reader
+    reopens it with back-off; health says so)."""
+
+    code = "CameraError"
+    exit_code = 1
+
+
+class WireError(Exception):
+    """A refusal by ``facelink serve`` as the wire carries it: AWS's error code (``__type``), the
+    message and the HTTP status. Raised by the SigV4 check before any operation runs, and for a
+    request the endpoint cannot take (size, JSON, target); the typed errors above, raised inside
+    an operation, are mapped to it by ``serve/app.py``."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
 EXIT_CODES: dict[str, int] = {
     cls.code: cls.exit_code
     for cls in (

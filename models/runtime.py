@@ -45,8 +45,8 @@ def limit_blas_threads(threads: int = 1) -> int | None:
 
     OpenBLAS's workers spin-wait after a multi-threaded call, as onnxruntime's did, and then hold
     the core that the next model's threads and the door's int8 scan (which starts its own
-    threads) need: measured, the 1M-face scan went from 9.5 to 12.1 ms on two cores right after a
-    float32 BLAS scan (README, Performance). The door calls this once at start."""
+    threads) need (README, Performance: Search). The door's own BLAS calls are small (re-rank,
+    small galleries). The door calls this once at start."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     threadpool_limits(threads, user_api="blas")

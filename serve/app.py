@@ -20,12 +20,13 @@ from facelink.errors import (
     FaceLinkError,
     ModelError,
     StoreError,
+    WireError,
 )
 
 from .credentials import AccessKey
 from .operations import MAX_IMAGE_BYTES, OPERATIONS
 from .ratelimit import RateLimiter
-from .sigv4 import AuthError, Request, verify
+from .sigv4 import Request, verify
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,6 @@ TARGET_PREFIX = "RekognitionService."
 CONTENT_TYPES = ("application/x-amz-json-1.1", "application/x-amz-json-1.0", "application/json")
 MAX_BODY = MAX_IMAGE_BYTES * 2 + 64 * 1024  # two base64 images (CompareFaces) and the JSON around them
 SERVER_ERRORS = (StoreError, ModelError, ConfigError)
-
-
-class ApiError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 class RekognitionApp:
@@ -71,9 +66,7 @@ class RekognitionApp:
         try:
             body = await self._read_body(scope, receive)
             status, payload = 200, await self.handle(scope, body)
-        except ApiError as exc:
-            status, payload = exc.status, {"__type": exc.code, "message": exc.message}
-        except AuthError as exc:
+        except WireError as exc:
             status, payload = exc.status, {"__type": exc.code, "message": exc.message}
         data = json.dumps(payload, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/x-amz-json-1.1"), (b"content-length", str(len(data)).encode()),
@@ -87,16 +80,16 @@ class RekognitionApp:
     async def _read_body(scope: dict[str, Any], receive: Callable) -> bytes:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise ApiError("ImageTooLargeException", f"the request body is larger than {MAX_BODY} bytes", 400)
+            raise WireError("ImageTooLargeException", f"the request body is larger than {MAX_BODY} bytes", 400)
         chunks, size = [], 0
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
-                raise ApiError("InvalidParameterException", "client disconnected")
+                raise WireError("InvalidParameterException", "client disconnected")
             chunk = msg.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY:
-                raise ApiError("ImageTooLargeException", f"the request body is larger than {MAX_BODY} bytes", 400)
+                raise WireError("ImageTooLargeException", f"the request body is larger than {MAX_BODY} bytes", 400)
             chunks.append(chunk)
             if not msg.get("more_body"):
                 return b"".join(chunks)
@@ -111,7 +104,7 @@ class RekognitionApp:
                       scope.get("query_string", b"").decode("latin-1"), headers, body)
         key = verify(req, self.keys)  # nothing is looked at before the signature checks out
         if not self.limiter.allow(key.access_key_id, key.requests_per_second):
-            raise ApiError("ThrottlingException", "Rate exceeded")
+            raise WireError("ThrottlingException", "Rate exceeded")
         op_name, op = self._operation(req)
         params = self._params(body, op_name, op.members)
         self._authorize(key, op_name, op.writes, op.collection, params)
@@ -126,14 +119,14 @@ class RekognitionApp:
     @staticmethod
     def _operation(req: Request):
         if req.method != "POST" or req.path != "/":
-            raise ApiError("UnknownOperationException", "only POST / is served", 404)
+            raise WireError("UnknownOperationException", "only POST / is served", 404)
         content_type = req.headers.get("content-type", "").split(";")[0].strip()
         if content_type not in CONTENT_TYPES:
-            raise ApiError("SerializationException", f"Content-Type must be {CONTENT_TYPES[0]}")
+            raise WireError("SerializationException", f"Content-Type must be {CONTENT_TYPES[0]}")
         target = req.headers.get("x-amz-target", "")
         op = OPERATIONS.get(target.removeprefix(TARGET_PREFIX)) if target.startswith(TARGET_PREFIX) else None
         if op is None:
-            raise ApiError("UnknownOperationException", f"unknown or unsupported operation {target[:80]!r}")
+            raise WireError("UnknownOperationException", f"unknown or unsupported operation {target[:80]!r}")
         return target.removeprefix(TARGET_PREFIX), op
 
     @staticmethod
@@ -141,22 +134,22 @@ class RekognitionApp:
         try:
             params = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
-            raise ApiError("SerializationException", "the request body is not valid JSON") from None
+            raise WireError("SerializationException", "the request body is not valid JSON") from None
         if not isinstance(params, dict):
-            raise ApiError("SerializationException", "the request body must be a JSON object")
+            raise WireError("SerializationException", "the request body must be a JSON object")
         unknown = sorted(set(params) - members)
         if unknown:
-            raise ApiError("InvalidParameterException", f"{op_name} has no member(s) {unknown}")
+            raise WireError("InvalidParameterException", f"{op_name} has no member(s) {unknown}")
         return params
 
     @staticmethod
     def _authorize(key: AccessKey, op_name: str, writes: bool, has_collection: bool, params: dict[str, Any]) -> None:
         if writes and key.read_only:
-            raise ApiError("AccessDeniedException", f"key {key.access_key_id} is read-only: {op_name} refused")
+            raise WireError("AccessDeniedException", f"key {key.access_key_id} is read-only: {op_name} refused")
         collection = params.get("CollectionId")
         if has_collection and key.collections is not None and not (
                 isinstance(collection, str) and key.may_use(collection)):  # a non-string id is denied, never skipped
-            raise ApiError("AccessDeniedException", f"key {key.access_key_id} may not use collection {collection!r}")
+            raise WireError("AccessDeniedException", f"key {key.access_key_id} may not use collection {collection!r}")
 
     def _run(self, call: Callable[[Context, dict[str, Any]], dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
         ctx = self.contexts.get()
@@ -164,11 +157,11 @@ class RekognitionApp:
             return call(ctx, params)
         except SERVER_ERRORS as exc:
             log.error("operation failed: %s: %s", exc.code, exc.message)
-            raise ApiError("InternalServerError", f"{exc.code}: {exc.message}", 500) from None
+            raise WireError("InternalServerError", f"{exc.code}: {exc.message}", 500) from None
         except FaceLinkError as exc:
-            raise ApiError(exc.code, exc.message) from None
+            raise WireError(exc.code, exc.message) from None
         except Exception:
             log.exception("unexpected error")  # parameters (image bytes) are not logged
-            raise ApiError("InternalServerError", "internal error", 500) from None
+            raise WireError("InternalServerError", "internal error", 500) from None
         finally:
             self.contexts.put(ctx)

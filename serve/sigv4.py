@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from facelink.errors import WireError
+
 from .credentials import AccessKey
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -17,14 +19,6 @@ REQUIRED_SIGNED = frozenset({"host", "x-amz-date", "x-amz-target", "content-type
 MAX_SKEW = timedelta(minutes=5)  # AWS's limit between the signer's clock and the server's
 _AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request,\s*"
                    r"SignedHeaders=([a-z0-9\-;]+),\s*Signature=([0-9a-f]{64})")
-
-
-class AuthError(Exception):
-    """Refused before any operation runs; ``code`` and ``status`` as AWS sends them."""
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 @dataclass(frozen=True)
@@ -55,49 +49,49 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 
 def verify(req: Request, keys: dict[str, AccessKey], now: datetime | None = None) -> AccessKey:
-    """The key that signed ``req``, or AuthError. Every check runs before the request is used."""
+    """The key that signed ``req``, or WireError. Every check runs before the request is used."""
     auth = req.headers.get("authorization")
     if not auth:
-        raise AuthError("MissingAuthenticationTokenException", "Missing Authentication Token", 403)
+        raise WireError("MissingAuthenticationTokenException", "Missing Authentication Token", 403)
     m = _AUTH.fullmatch(auth.strip())
     if m is None:
-        raise AuthError("IncompleteSignatureException",
+        raise WireError("IncompleteSignatureException",
                         "Authorization header requires Credential, SignedHeaders and Signature (AWS4-HMAC-SHA256)")
     key_id, scope_date, region, service, signed_list, signature = m.groups()
     key = keys.get(key_id)
     if key is None or "x-amz-security-token" in req.headers:
-        raise AuthError("UnrecognizedClientException", "The security token included in the request is invalid.")
+        raise WireError("UnrecognizedClientException", "The security token included in the request is invalid.")
     if service != SERVICE:
-        raise AuthError("InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'.")
+        raise WireError("InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'.")
     amz_date = req.headers.get("x-amz-date", "")
     try:
         signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
-        raise AuthError("IncompleteSignatureException", "X-Amz-Date header is missing or malformed") from None
+        raise WireError("IncompleteSignatureException", "X-Amz-Date header is missing or malformed") from None
     if scope_date != amz_date[:8]:
-        raise AuthError("InvalidSignatureException", "Credential should be scoped to a valid date.")
+        raise WireError("InvalidSignatureException", "Credential should be scoped to a valid date.")
     now = now or datetime.now(timezone.utc)
     if abs(now - signed_at) > MAX_SKEW:
-        raise AuthError("InvalidSignatureException",
+        raise WireError("InvalidSignatureException",
                         f"Signature expired: {amz_date} is now earlier or later than "
                         f"{now.strftime('%Y%m%dT%H%M%SZ')} (the limit is 5 minutes either way).")
     signed = signed_list.split(";")
     if not REQUIRED_SIGNED <= set(signed) or signed != sorted(signed):
         # x-amz-target names the operation: unsigned, a captured body could be replayed as another one
-        raise AuthError("InvalidSignatureException",
+        raise WireError("InvalidSignatureException",
                         f"SignedHeaders must include {', '.join(sorted(REQUIRED_SIGNED))}, sorted")
     if any(h not in req.headers for h in signed):
-        raise AuthError("InvalidSignatureException", "a signed header is missing from the request")
+        raise WireError("InvalidSignatureException", "a signed header is missing from the request")
     payload_hash = req.headers.get("x-amz-content-sha256")
     if payload_hash is not None and payload_hash != hashlib.sha256(req.body).hexdigest():
-        raise AuthError("InvalidSignatureException", "X-Amz-Content-Sha256 does not match the body")
+        raise WireError("InvalidSignatureException", "X-Amz-Content-Sha256 does not match the body")
     scope = f"{scope_date}/{region}/{service}/aws4_request"
     to_sign = "\n".join([ALGORITHM, amz_date, scope,
                          hashlib.sha256(canonical_request(req, signed).encode()).hexdigest()])
     expected = hmac.new(signing_key(key.secret, scope_date, region, service), to_sign.encode(),
                         hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature):
-        raise AuthError("InvalidSignatureException",
+        raise WireError("InvalidSignatureException",
                         "The request signature we calculated does not match the signature you provided. "
                         "Check your AWS Secret Access Key and signing method.")
     return key

@@ -38,24 +38,25 @@ def keys():
 
 
 def test_sigv4_verifies_botocore_signatures(keys):
-    from facelink.serve.sigv4 import AuthError, Request, verify
+    from facelink.errors import WireError
+    from facelink.serve.sigv4 import Request, verify
 
     assert verify(signed(), keys).access_key_id == "AKIAFACELINKADMIN01"
     req = signed()
-    with pytest.raises(AuthError, match="expired") as exc:  # AWS's 5-minute window
+    with pytest.raises(WireError, match="expired") as exc:  # AWS's 5-minute window
         verify(req, keys, now=datetime.now(timezone.utc) + timedelta(minutes=6))
     assert exc.value.code == "InvalidSignatureException"
-    with pytest.raises(AuthError) as exc:
+    with pytest.raises(WireError) as exc:
         verify(signed(secret="not-the-secret-0123456"), keys)
     assert exc.value.code == "InvalidSignatureException"
     tampered = Request(req.method, req.path, req.query, req.headers, b'{"MaxResults": 2}')
-    with pytest.raises(AuthError) as exc:  # the body is signed too
+    with pytest.raises(WireError) as exc:  # the body is signed too
         verify(tampered, keys)
     assert exc.value.code == "InvalidSignatureException"
     retargeted = Request(req.method, req.path, req.query, {**req.headers, "x-amz-target": "RekognitionService.DeleteCollection"}, req.body)
-    with pytest.raises(AuthError):
+    with pytest.raises(WireError):
         verify(retargeted, keys)
-    with pytest.raises(AuthError) as exc:
+    with pytest.raises(WireError) as exc:
         verify(Request("POST", "/", "", {"host": "x"}, b"{}"), keys)
     assert exc.value.code == "MissingAuthenticationTokenException" and exc.value.status == 403
 
@@ -67,7 +68,8 @@ def test_operation_header_must_be_signed(keys):
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from facelink.serve.sigv4 import AuthError, Request, verify
+    from facelink.errors import WireError
+    from facelink.serve.sigv4 import Request, verify
 
     class UnsignedTarget(SigV4Auth):
         def headers_to_sign(self, request):
@@ -80,7 +82,7 @@ def test_operation_header_must_be_signed(keys):
     UnsignedTarget(Credentials("AKIAFACELINKADMIN01", "admin-secret-0123456789"), "rekognition",
                    "eu-west-1").add_auth(req)
     headers = {k.lower(): v for k, v in req.headers.items()} | {"host": "127.0.0.1:8443"}
-    with pytest.raises(AuthError, match="x-amz-target") as exc:
+    with pytest.raises(WireError, match="x-amz-target") as exc:
         verify(Request("POST", "/", "", headers, b"{}"), keys)
     assert exc.value.code == "InvalidSignatureException"
 
