@@ -9,9 +9,9 @@ unknown fields and missing fields are refused (the logger quarantines them).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from facelink.enroll.validate import COLLECTION_ID, EXTERNAL_IMAGE_ID, USER_ID, whole
 
@@ -40,13 +40,28 @@ def aware_iso(v: str) -> str:
     return v
 
 
-class DecisionMessage(BaseModel):
+# The fields every event shares, defined once (each model lists them itself, after ``schema``,
+# so that published payloads keep ``schema`` first).
+EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
+DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+Timestamp = Annotated[str, Field(max_length=64, description="ISO-8601 with a time zone"), AfterValidator(aware_iso)]
+
+
+class EventMessage(BaseModel):
+    """What every published event model shares: strict, frozen, unknown fields refused, and
+    ``payload()`` — the JSON object as published, ``schema`` first."""
+
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    def payload(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class DecisionMessage(EventMessage):
     schema_: Literal["facelink.decision/1"] = Field(SCHEMA, alias="schema")
-    event_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
-    timestamp: str = Field(max_length=64, description="ISO-8601 with a time zone")
-    device_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    event_id: EventId
+    timestamp: Timestamp
+    device_id: DeviceId
     collection_id: str = Field(pattern=whole(COLLECTION_ID))
     decision: Literal["GRANTED", "DENIED_UNKNOWN", "DENIED_LOW_QUALITY", "DENIED_SPOOF",
                       "DENIED_WRONG_FACE", "DENIED_UNKNOWN_CARD", "DENIED_NO_FACE", "ERROR",
@@ -65,10 +80,7 @@ class DecisionMessage(BaseModel):
     mode: Literal["face", "card_and_face", "card_or_face"] = Field("face", description="matching.mode")
     factors: list[Literal["card", "face"]] = Field(default_factory=lambda: ["face"], max_length=2,
                                                    description="what was seen")
-    refers_to: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,64}$",
-                                  description="ACTUATION_FAILED: the event id of the GRANTED it follows")
-
-    _aware_iso = field_validator("timestamp")(aware_iso)
+    refers_to: EventId | None = Field(None, description="ACTUATION_FAILED: the event id of the GRANTED it follows")
 
     @model_validator(mode="after")
     def _consistent(self) -> DecisionMessage:
@@ -78,51 +90,38 @@ class DecisionMessage(BaseModel):
             raise ValueError("ACTUATION_FAILED needs refers_to")
         return self
 
-    def payload(self) -> dict:
-        """The JSON object as published (``schema`` first)."""
-        return self.model_dump(mode="json", by_alias=True)
-
 
 PANEL_SCHEMA = "facelink.panel/1"
 
 
-class PanelVerdictMessage(BaseModel):
+class PanelVerdictMessage(EventMessage):
     """An access panel's answer to the card read FaceLink sent for a GRANTED decision
     (``<prefix>/<device>/panel``): what the panel did, recorded beside FaceLink's decision.
     The door builds it here and the audit logger validates it here."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
     schema_: Literal["facelink.panel/1"] = Field(PANEL_SCHEMA, alias="schema")
-    event_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
-    timestamp: str = Field(max_length=64, description="ISO-8601 with a time zone: when the answer came")
-    device_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    decision_event_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="the GRANTED it answers")
+    event_id: EventId
+    timestamp: Timestamp = Field(description="ISO-8601 with a time zone: when the answer came")
+    device_id: DeviceId
+    decision_event_id: EventId = Field(description="the GRANTED it answers")
     credential: str = Field(max_length=128)
     verdict: Literal["GRANTED", "DENIED", "NO_RESPONSE"]
     command: dict[str, Any] | None = Field(None, description="the panel's LED/output command")
     latency_s: float | None = Field(None, ge=0)
 
-    _aware_iso = field_validator("timestamp")(aware_iso)
-
-    def payload(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True)
-
 
 ALARM_SCHEMA = "facelink.alarm/1"
 
 
-class SyncAlarmMessage(BaseModel):
+class SyncAlarmMessage(EventMessage):
     """A door refused something it received from the network for collection sync
     (``<prefix>/<device>/alarm``): a forged, replayed, reordered, foreign or malformed change set
     or head, or a change set it could not apply. Nothing it refused changed the door."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
     schema_: Literal["facelink.alarm/1"] = Field(ALARM_SCHEMA, alias="schema")
-    event_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
-    timestamp: str = Field(max_length=64, description="ISO-8601 with a time zone")
-    device_id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    event_id: EventId
+    timestamp: Timestamp
+    device_id: DeviceId
     collection_id: str = Field(pattern=whole(COLLECTION_ID))
     reason: str = Field(pattern=r"^[A-Z_]{1,40}$", description="UNSIGNED, UNKNOWN_KEY, BAD_SIGNATURE, REPLAY, GAP, "
                                                               "WRONG_COLLECTION, WRONG_MODEL, MALFORMED, APPLY_FAILED, ...")
@@ -130,8 +129,3 @@ class SyncAlarmMessage(BaseModel):
     topic: str = Field(max_length=300, description="where the refused message came from")
     seq: int | None = Field(None, ge=0, description="its seq, when its signature was valid")
     size: int = Field(ge=0, description="its size in bytes")
-
-    _aware_iso = field_validator("timestamp")(aware_iso)
-
-    def payload(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True)
