@@ -58,8 +58,9 @@ def desk(desk_db, keys, broker):
         d.close()
 
 
-def _verified(trusted, messages: list[bytes]):
-    door = ChangeSetVerifier(trusted, "staff", V)
+def _verified(trusted, messages: list[bytes], applied: int = 0):
+    """(seq, body) of each message as a door that has applied up to ``applied`` verifies them."""
+    door = ChangeSetVerifier(trusted, "staff", V, applied_seq=applied)
     out = []
     for m in messages:
         cs = door.check(m)
@@ -124,18 +125,8 @@ def test_a_batch_the_feed_cannot_express_is_a_rebase(desk, keys, listeners):
         add_faces(d.store, "staff", 1, seed=i)
     d.step()
     assert wait_for(lambda: len(door.on(T.changes)) == 1, 30)
-    [(seq, body)] = _verified_from(keys[1], door.on(T.changes), applied=1)
+    [(seq, body)] = _verified(keys[1], door.on(T.changes), applied=1)
     assert seq == 2 and body.kind == "rebase" and "cannot say" in body.reason
-
-
-def _verified_from(trusted, messages, applied: int):
-    v = ChangeSetVerifier(trusted, "staff", V, applied_seq=applied)
-    out = []
-    for m in messages:
-        cs = v.check(m)
-        v.applied(cs)
-        out.append((cs.seq, parse_body(cs.body)))
-    return out
 
 
 def test_requests_are_answered_from_the_journal_bounded_and_rate_limited(desk, keys, broker, listeners):
