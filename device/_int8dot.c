@@ -2,10 +2,12 @@
 
    One function, called from device/scan.py on a slice of the gallery's int8 copy (one call per
    thread; the GIL is released while it runs). numpy has no int8 dot product: widening the rows to
-   float32 first costs more than streaming them. Values are in [-127, 127] (scan.quantise), so
-   every int16 pair sum below is exact (2 * 127 * 127 = 32258) and every int32 total too.
+   float32 first costs more than streaming them. The query's values must lie in [-127, 127]
+   (checked: -128 is refused, since vpsignb cannot negate it); the rows' values may be any int8:
+   every int16 pair sum below is then at most 2 * 128 * 127 = 32512 < 32767, so exact, and every
+   int32 total too.
 
-   x86-64: AVX2 (vpsignb/vpmaddubsw/vpmaddwd, chosen at run time by GCC's target_clones, with a
+   x86-64: AVX2 (vpsignb/vpmaddubsw/vpmaddwd, chosen at run time by __builtin_cpu_supports, with a
    plain-C fallback); arm64: NEON (vmull/vmlal/vpadal, baseline on every ARMv8 core, Raspberry Pi
    3/4/5 and Jetson). The result is exact integer arithmetic: identical on every CPU. */
 
@@ -48,7 +50,7 @@ __attribute__((target("avx2"))) static inline __m256i row_acc(const int8_t *r, c
     for (Py_ssize_t k = 0; k < dim; k += 32) {
         __m256i a = _mm256_loadu_si256((const __m256i *)(r + k));
         __m256i b = _mm256_loadu_si256((const __m256i *)(q + k));
-        /* |a| (unsigned) x sign(a)*b (signed): pairwise int16 sums, exact for |values| <= 127 */
+        /* |a| (unsigned, 0..128) x sign(a)*b (signed, |b| <= 127): pairwise int16 sums, exact */
         __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(b, a));
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
     }
@@ -155,7 +157,7 @@ static int32_t scan_split(const int8_t *rows, Py_ssize_t n, Py_ssize_t dim, cons
 
 /* scan(rows, query, out, start, stop, threads=1) -> int: out[start:stop] = rows[start:stop] @
    query, and the largest of them, on `threads` threads (1..8).
-   rows: C-contiguous int8 (n, dim); query: int8 (dim,); out: int32 (n,). */
+   rows: C-contiguous int8 (n, dim); query: int8 (dim,) in [-127, 127]; out: int32 (n,). */
 static PyObject *scan(PyObject *self, PyObject *args) {
     PyObject *rows_obj, *query_obj, *out_obj;
     Py_ssize_t start, stop;
@@ -180,8 +182,11 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     Py_ssize_t dim = query.len;
     if (strcmp(rows.format, "b") || strcmp(query.format, "b") || strcmp(out.format, "i") ||
-        rows.ndim != 2 || dim <= 0 || rows.shape[1] != dim) {
+        rows.ndim != 2 || query.ndim != 1 || out.ndim != 1 || out.itemsize != 4 || dim <= 0 ||
+        rows.shape[1] != dim) {
         PyErr_SetString(PyExc_ValueError, "rows (n, dim) int8, query (dim,) int8, out (n,) int32");
+    } else if (memchr(query.buf, 0x80, (size_t)dim) != NULL) {
+        PyErr_SetString(PyExc_ValueError, "query values must lie in [-127, 127]");
     } else if (out.len / 4 != rows.shape[0] || start < 0 || stop < start || stop > rows.shape[0]) {
         PyErr_SetString(PyExc_ValueError, "out must hold one int32 per row; 0 <= start <= stop <= n");
     } else if (start == stop) {

@@ -31,6 +31,7 @@ class Gallery:
     matrix: np.ndarray  # (n, EMBEDDING_DIM) float32
     q8: np.ndarray  # (n, EMBEDDING_DIM) int8 copy (scan.quantise)
     residual: float  # an upper bound of every row's quantisation residual
+    q8_norm: float  # an upper bound of every row's ||q8 / 127|| (scan.quantise)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -47,9 +48,10 @@ class Gallery:
                              f"expected ({EMBEDDING_DIM},)")
         if not np.isfinite(matrix).all():
             raise StoreError("collection holds an embedding that is not finite")
-        q8, residual = scan.quantise(matrix)
+        q8, residual, q8_norm = scan.quantise(matrix)
         return cls(np.asarray(ids, dtype=np.int64), _objects(face_ids), _objects(external_image_ids),
-                   _objects(user_ids), np.ascontiguousarray(matrix, dtype=np.float32), q8, residual)
+                   _objects(user_ids), np.ascontiguousarray(matrix, dtype=np.float32), q8, residual,
+                   q8_norm)
 
     @classmethod
     def from_columns(cls, faces: FaceColumns) -> Gallery:
@@ -77,7 +79,8 @@ class Gallery:
         return Gallery(ids[order], merged(self.face_ids, new.face_ids),
                        merged(self.external_image_ids, new.external_image_ids),
                        merged(self.user_ids, new.user_ids), merged(self.matrix, new.matrix),
-                       merged(self.q8, new.q8), max(self.residual, new.residual))
+                       merged(self.q8, new.q8), max(self.residual, new.residual),
+                       max(self.q8_norm, new.q8_norm))
 
     def search(self, query: np.ndarray, threads: int = 1,
                quantised_from: int = QUANTISED_FROM) -> tuple[int, float]:
@@ -86,7 +89,8 @@ class Gallery:
         ``device/scan.py``)."""
         query = np.ascontiguousarray(query, dtype=np.float32)
         if scan.KERNEL is not None and len(self) >= quantised_from:
-            i, cosine, _ = scan.certified_top1(self.matrix, self.q8, self.residual, query, threads)
+            i, cosine, _ = scan.certified_top1(self.matrix, self.q8, self.residual, self.q8_norm,
+                                                query, threads)
             return i, cosine
         return scan.exact_top1(self.matrix, query)
 

@@ -5,8 +5,9 @@ The int8 copy holds ``rint(127 * a)`` of each float32 row ``a`` (embeddings are 
 every value lies in [-1, 1], so the fixed symmetric scale never clips). ``residual`` bounds
 ``||a - q8 / 127||`` over the rows (0.0445 for 128 values). The float32 query ``x`` is quantised
 too, to ``xq / s`` with its own scale ``s = 127 / max|x|`` and residual ``rx = ||x - xq / s||``
-(measured). Then for every row ``|a.x - (q8 . xq) / (127 s)| <= R = residual * ||x|| +
-(1 + residual) * rx``: the scan keeps every row whose approximate score is within ``2R`` of the
+(measured). With ``norm`` the largest ``||q8 / 127||`` of the rows (measured at quantisation: a
+unit row gives at most ``1 + residual``; nothing assumes the rows are unit vectors), for every row
+``|a.x - (q8 . xq) / (127 s)| <= R = residual * ||x|| + norm * rx``: the scan keeps every row whose approximate score is within ``2R`` of the
 best approximate score — the exact top-1 is always among them (its approximate score is at least
 ``best_approx - 2R``) — and re-ranks those rows in float32: the answer is the exact search's, not
 an approximation of it. The band is usually a handful of rows.
@@ -33,19 +34,20 @@ EPS = 1e-4  # float32 rounding of both scores, far above its real size (~1e-6)
 TIE = 1e-6  # scores closer than this are one score (float32 rounding; see first_best)
 
 
-def quantise(matrix: np.ndarray) -> tuple[np.ndarray, float]:
-    """The int8 copy of ``matrix`` and a bound of every row's residual (module docstring).
+def quantise(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The int8 copy of ``matrix``, a bound of every row's residual and the largest norm of the
+    copy's rows (``||q8 / 127||``; module docstring).
 
     Rows within [-1, 1] (unit vectors always are) round to within half a step per value, so
     ``sqrt(dim) * 0.5 / SCALE`` bounds every residual without computing it; a matrix with a
     larger value (clipped) gets its residuals measured."""
     q8 = np.empty(matrix.shape, dtype=np.int8)
     if not len(matrix):
-        return q8, 0.0
+        return q8, 0.0, 0.0
     clipped = float(np.max(matrix)) > 1.0 or float(np.min(matrix)) < -1.0
     buf = np.empty((min(len(matrix), 16_384), matrix.shape[1]), dtype=np.float32)
     residual = float(np.sqrt(matrix.shape[1])) * 0.5 / SCALE
-    worst = 0.0
+    worst = norm = 0.0
     for s in range(0, len(matrix), len(buf)):
         rows = matrix[s:s + len(buf)]
         block = buf[:len(rows)]
@@ -54,10 +56,11 @@ def quantise(matrix: np.ndarray) -> tuple[np.ndarray, float]:
         if clipped:
             np.clip(block, -127, 127, out=block)
         np.copyto(q8[s:s + len(rows)], block, casting="unsafe")
+        norm = max(norm, float(np.sqrt(np.max(np.einsum("ij,ij->i", block, block)))) / SCALE)
         if clipped:
             block -= rows * np.float32(SCALE)
             worst = max(worst, float(np.sqrt(np.max(np.einsum("ij,ij->i", block, block)))) / SCALE)
-    return q8, (worst * 1.001 + 1e-6 if clipped else residual)
+    return q8, (worst * 1.001 + 1e-6 if clipped else residual), norm * 1.001 + 1e-6
 
 
 def first_best(scores: np.ndarray) -> int:
@@ -82,6 +85,12 @@ def quantise_query(query: np.ndarray) -> tuple[np.ndarray, float, float]:
     return xq.astype(np.int8), scale, residual
 
 
+def score_bound(residual: float, norm: float, query: np.ndarray, query_residual: float) -> float:
+    """R: how far any row's int8 score (scaled back) can lie from its float32 score (module
+    docstring): ``residual * ||x|| + norm * rx``."""
+    return residual * float(np.linalg.norm(query)) + norm * query_residual
+
+
 def approx_scores(q8: np.ndarray, xq: np.ndarray, threads: int = 1) -> tuple[np.ndarray, int]:
     """``q8 @ xq`` (int32, exact) and its largest value, the rows split over ``threads`` threads
     (started and joined by the kernel; fewer for a small gallery)."""
@@ -92,8 +101,8 @@ def approx_scores(q8: np.ndarray, xq: np.ndarray, threads: int = 1) -> tuple[np.
     return out, KERNEL.scan(q8, xq, out, 0, n, workers)
 
 
-def certified_top1(matrix: np.ndarray, q8: np.ndarray, residual: float, query: np.ndarray,
-                   threads: int = 1) -> tuple[int, float, int]:
+def certified_top1(matrix: np.ndarray, q8: np.ndarray, residual: float, norm: float,
+                   query: np.ndarray, threads: int = 1) -> tuple[int, float, int]:
     """The exact top-1 (row, float32 cosine) through the int8 copy, and how many rows were
     re-ranked in float32."""
     if not np.isfinite(query).all():  # no bound holds: the exact scan says what it says
@@ -101,7 +110,7 @@ def certified_top1(matrix: np.ndarray, q8: np.ndarray, residual: float, query: n
         return i, cosine, len(matrix)
     xq, scale, query_residual = quantise_query(query)
     approx, best = approx_scores(q8, xq, threads)
-    bound = residual * float(np.linalg.norm(query)) + (1.0 + residual) * query_residual
+    bound = score_bound(residual, norm, query, query_residual)
     band = int(np.ceil((2.0 * bound + EPS) * SCALE * scale))  # in units of the int32 scores
     candidates = np.flatnonzero(approx >= best - band)
     exact = matrix[candidates] @ query

@@ -163,14 +163,14 @@ def main() -> int:
         with threadpool_limits(2, user_api="blas"):  # the float32 contender gets BLAS's two threads
             exact_ms = median_ms(lambda q, m=g.matrix: scan.exact_top1(m, q), timed)
         time.sleep(0.5)  # labelled settle: OpenBLAS's workers stop spinning before the next contender
-        two_ms = median_ms(lambda q, g=g: scan.certified_top1(g.matrix, g.q8, g.residual, q, 2), timed)
-        one_ms = median_ms(lambda q, g=g: scan.certified_top1(g.matrix, g.q8, g.residual, q), timed)
+        two_ms = median_ms(lambda q, g=g: scan.certified_top1(g.matrix, g.q8, g.residual, g.q8_norm, q, 2), timed)
+        one_ms = median_ms(lambda q, g=g: scan.certified_top1(g.matrix, g.q8, g.residual, g.q8_norm, q), timed)
         f32_floor, i8_floor, i8_floor2 = stream_ms(g.matrix), stream_ms(g.q8), stream_ms(g.q8, pool)
         agree = passing = passing_agree = 0
         reranked = []
         for q in queries:
             i, cosine = scan.exact_top1(g.matrix, q)
-            j, _, k = scan.certified_top1(g.matrix, g.q8, g.residual, q, 2)
+            j, _, k = scan.certified_top1(g.matrix, g.q8, g.residual, g.q8_norm, q, 2)
             agree += i == j
             passing += cosine >= threshold
             passing_agree += (i == j) and cosine >= threshold

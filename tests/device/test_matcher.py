@@ -122,18 +122,49 @@ def test_int8_scan_returns_the_exact_top1_on_real_faces(people):
     matrix = np.concatenate([near[:10_000], real, near[10_000:]])
     gallery = Gallery.of(np.arange(1, len(matrix) + 1), [f"f{i}" for i in range(len(matrix))],
                          [None] * len(matrix), ["u"] * len(matrix), matrix)
-    assert gallery.residual <= 0.0446
+    assert gallery.residual <= 0.0446 and gallery.q8_norm <= 1 + 0.0446
     reranked = []
     for query in list(real) + list(near[:50]):
         exact, exact_cosine = scan.exact_top1(matrix, query)
-        i, cosine, candidates = scan.certified_top1(matrix, gallery.q8, gallery.residual, query)
+        i, cosine, candidates = scan.certified_top1(matrix, gallery.q8, gallery.residual,
+                                                    gallery.q8_norm, query)
         assert i == exact and abs(cosine - exact_cosine) <= 1e-6  # BLAS may round the last bit
         xq, scale, query_residual = scan.quantise_query(query)
         approx, _ = scan.approx_scores(gallery.q8, xq)
-        bound = gallery.residual * float(np.linalg.norm(query)) + (1 + gallery.residual) * query_residual
+        bound = scan.score_bound(gallery.residual, gallery.q8_norm, query, query_residual)
         assert np.max(np.abs(approx / (scan.SCALE * scale) - matrix @ query)) <= bound + scan.EPS
         reranked.append(candidates)
     assert np.median(reranked) < 100  # the re-rank is a band of rows, not the gallery
+
+
+def test_int8_scan_assumes_nothing_of_the_rows(people):
+    """Rows that are not unit vectors (an imported file is untrusted: long rows, values past 1,
+    rows of many equal values) are scanned against the measured residual and norm of the copy:
+    the int8 top-1 is still the exact float32 top-1, also when the exact winner is one of them."""
+    real, _ = people
+    rng = np.random.default_rng(11)
+    near = real[rng.integers(0, len(real), 5_000)] + rng.normal(0, 0.05, (5_000, real.shape[1]))
+    near = (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float32)
+    odd = np.concatenate([real[:20] * 1.6,  # long rows within [-1, 1] (nothing clipped)
+                          real[20:25] * 12.0,  # values past 1: clipped in the copy
+                          np.full((5, real.shape[1]), 0.3, np.float32)]).astype(np.float32)
+    matrix = np.concatenate([near, odd])
+    gallery = Gallery.of(np.arange(1, len(matrix) + 1), [f"f{i}" for i in range(len(matrix))],
+                         [None] * len(matrix), ["u"] * len(matrix), matrix)
+    assert gallery.q8_norm > 1.5  # measured, not assumed to be 1
+    wins = 0
+    for query in real[:60]:
+        exact, _ = scan.exact_top1(matrix, query)
+        assert gallery.search(query, quantised_from=0)[0] == exact
+        wins += exact >= len(near)
+    assert wins > 0  # the odd rows did win some searches
+    for query in real:  # the worst row for this query: +-1 along the query's own rounding error
+        xq, scale, query_residual = scan.quantise_query(query)
+        worst = np.where(query - xq / scale >= 0, 1.0, -1.0).astype(np.float32)[None, :]
+        q8, residual, norm = scan.quantise(worst)
+        approx, _ = scan.approx_scores(q8, xq)
+        error = abs(approx[0] / (scan.SCALE * scale) - float(worst[0] @ query))
+        assert error <= scan.score_bound(residual, norm, query, query_residual) + scan.EPS
 
 
 def test_int8_kernel_is_exact_integer_arithmetic():
@@ -142,8 +173,9 @@ def test_int8_kernel_is_exact_integer_arithmetic():
     assert scan.KERNEL is not None, "device/_int8dot.c was not built: `pip install -e .` needs a C compiler"
     rng = np.random.default_rng(3)
     for n in (1, 7, 8, 9, 1_000, 40_003):
-        rows = rng.integers(-127, 128, (n, 128), dtype=np.int8)
+        rows = rng.integers(-128, 128, (n, 128), dtype=np.int8)  # rows may hold -128
         rows[0] = 127
+        rows[-1] = -128
         query = np.full(128, -127, dtype=np.int8) if n == 1 else rng.integers(-127, 128, 128, dtype=np.int8)
         expected = rows.astype(np.int32) @ query.astype(np.int32)
         for threads in (1, 2, 3, 8):
@@ -162,7 +194,9 @@ def test_int8_kernel_is_exact_integer_arithmetic():
                 (rows, query, out.astype(np.int64), 0, len(rows)),  # another score type
                 (rows, query, out, 5, 5),  # an empty range
                 (rows, query, out, 0, len(rows) + 1),  # past the end
-                (rows, query, out, 0, len(rows), 0)):  # no thread
+                (rows, query, out, 0, len(rows), 0),  # no thread
+                (rows, np.full(128, -128, np.int8), out, 0, len(rows)),  # -128: vpsignb keeps it
+                (rows, query[None, :], out, 0, len(rows))):  # a query of another shape
         with pytest.raises(ValueError):
             scan.KERNEL.scan(*bad)
 
