@@ -2,7 +2,7 @@
 
 Everything else is in pyproject.toml. The kernel is optional: where no C compiler or Python
 headers are present, `pip install` still succeeds and the door scans float32 with numpy (same
-answers, slower at large galleries; `facelink.device.scan.KERNEL` says which, and so does the
+answers, slower at large galleries; `facelink.device.scan.kernel_isa()` says which, and so does the
 door's health). On Raspberry Pi OS / Jetson: `apt install gcc python3-dev` before installing."""
 
 from setuptools import Extension, setup

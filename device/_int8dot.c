@@ -81,13 +81,19 @@ __attribute__((target("avx2"))) static int32_t scan_avx2(const int8_t *rows, Py_
     return tail > top ? tail : top;
 }
 
+static int use_avx2; /* set once, at import (detect_isa) */
+
+static const char *detect_isa(void) {
+    __builtin_cpu_init();
+    use_avx2 = __builtin_cpu_supports("avx2") != 0;
+    return use_avx2 ? "avx2" : "c";
+}
+
 static int32_t scan_rows(const int8_t *rows, Py_ssize_t n, Py_ssize_t dim, const int8_t *q,
                          int32_t *out) {
-    __builtin_cpu_init();
-    if (dim % 32 == 0 && __builtin_cpu_supports("avx2")) return scan_avx2(rows, n, dim, q, out);
+    if (use_avx2 && dim % 32 == 0) return scan_avx2(rows, n, dim, q, out);
     return scan_plain(rows, n, dim, q, out);
 }
-static const char *KERNEL = "avx2";
 
 #elif defined(__aarch64__)
 static int32_t scan_rows(const int8_t *rows, Py_ssize_t n, Py_ssize_t dim, const int8_t *q,
@@ -109,11 +115,11 @@ static int32_t scan_rows(const int8_t *rows, Py_ssize_t n, Py_ssize_t dim, const
     }
     return best;
 }
-static const char *KERNEL = "neon";
+static const char *detect_isa(void) { return "neon"; }
 
 #else
 #define scan_rows scan_plain
-static const char *KERNEL = "c";
+static const char *detect_isa(void) { return "c"; }
 #endif
 
 /* One thread's share of a scan. */
@@ -130,6 +136,7 @@ static void *run_part(void *arg) {
 }
 
 #define MAX_THREADS 8
+#define MAX_DIM 65536 /* 65536 * 128 * 127 < 2^31: no int32 total can overflow */
 
 /* The rows split in `threads` contiguous parts: the calling thread scans the first, one POSIX
    thread each the others (started and joined here: no pool, nothing left running). A part whose
@@ -183,8 +190,9 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     Py_ssize_t dim = query.len;
     if (strcmp(rows.format, "b") || strcmp(query.format, "b") || strcmp(out.format, "i") ||
         rows.ndim != 2 || query.ndim != 1 || out.ndim != 1 || out.itemsize != 4 || dim <= 0 ||
-        rows.shape[1] != dim) {
-        PyErr_SetString(PyExc_ValueError, "rows (n, dim) int8, query (dim,) int8, out (n,) int32");
+        dim > MAX_DIM || rows.shape[1] != dim) {
+        PyErr_SetString(PyExc_ValueError,
+                        "rows (n, dim) int8, query (dim,) int8, out (n,) int32, 1 <= dim <= 65536");
     } else if (memchr(query.buf, 0x80, (size_t)dim) != NULL) {
         PyErr_SetString(PyExc_ValueError, "query values must lie in [-127, 127]");
     } else if (out.len / 4 != rows.shape[0] || start < 0 || stop < start || stop > rows.shape[0]) {
@@ -217,7 +225,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_int8dot", NULL, -1,
 
 PyMODINIT_FUNC PyInit__int8dot(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddStringConstant(m, "KERNEL", KERNEL) < 0) {
+    /* ISA: the instructions a scan of 128-d rows runs on this CPU ("avx2", "neon" or "c") */
+    if (m && PyModule_AddStringConstant(m, "ISA", detect_isa()) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from facelink.errors import CameraError
+
 
 class RGBDPixels(np.ndarray):
     """A BGR frame that carries its aligned depth map in millimetres (``depth``, float32)."""
@@ -40,8 +42,6 @@ def realsense_frames(source: str, width: int = 640, height: int = 480, fps: int 
     try:
         import pyrealsense2 as rs  # type: ignore
     except ImportError as exc:
-        from .camera import CameraError
-
         raise CameraError("camera.source=realsense needs pyrealsense2 (pip install pyrealsense2; "
                           "aarch64 wheels exist for Python 3.10, e.g. on a Jetson)") from exc
     infrared = source == "realsense-ir"

@@ -15,7 +15,7 @@ import numpy as np
 
 from facelink.enroll.store import FaceColumns, FaceRow
 from facelink.errors import StoreError
-from facelink.models.embedder import EMBEDDING_DIM
+from facelink.models.embedder import EMBEDDING_DIM, not_embeddings
 
 from . import scan
 
@@ -46,8 +46,10 @@ class Gallery:
         if matrix.ndim != 2 or matrix.shape[1] != EMBEDDING_DIM:
             raise StoreError(f"collection holds embeddings of shape {matrix.shape[1:]}, "
                              f"expected ({EMBEDDING_DIM},)")
-        if not np.isfinite(matrix).all():
-            raise StoreError("collection holds an embedding that is not finite")
+        bad = not_embeddings(matrix)
+        if len(bad):  # the store refuses them; a row altered in the file itself fails closed here
+            raise StoreError(f"collection holds {len(bad)} rows that are not unit embeddings "
+                             f"(first: face row {int(np.asarray(ids)[bad[0]])})")
         q8, residual, q8_norm = scan.quantise(matrix)
         return cls(np.asarray(ids, dtype=np.int64), _objects(face_ids), _objects(external_image_ids),
                    _objects(user_ids), np.ascontiguousarray(matrix, dtype=np.float32), q8, residual,
@@ -88,14 +90,18 @@ class Gallery:
         ``quantised_from`` rows on where the int8 kernel is built (same answer, see
         ``device/scan.py``)."""
         query = np.ascontiguousarray(query, dtype=np.float32)
-        if scan.KERNEL is not None and len(self) >= quantised_from:
-            i, cosine, _ = scan.certified_top1(self.matrix, self.q8, self.residual, self.q8_norm,
-                                                query, threads)
-            return i, cosine
-        return scan.exact_top1(self.matrix, query)
+        return scan.top1(self.matrix, self.q8, self.residual, self.q8_norm, query, threads,
+                         int8=len(self) >= quantised_from)
 
-    def rows_of(self, user_id: str) -> np.ndarray:
-        return np.flatnonzero(self.user_ids == user_id)
+    def search_user(self, user_id: str, query: np.ndarray) -> tuple[int, float] | None:
+        """The best of ``user_id``'s rows (position, cosine; scored like every search's final
+        step), None when the user has no faces here."""
+        rows = np.flatnonzero(self.user_ids == user_id)
+        if not len(rows):
+            return None
+        query = np.ascontiguousarray(query, dtype=np.float32)
+        scan.check_query(query)
+        return scan.final_top1(self.matrix, query, rows)
 
 
 def _objects(values: Sequence[object]) -> np.ndarray:

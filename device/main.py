@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from facelink.config import load_settings
-from facelink.errors import FaceLinkError, StoreError
+from facelink.errors import CameraError, FaceLinkError, StoreError
 
 EX_CONFIG = 78
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         relay = make_relay(settings.door)  # before the models load: a setup mistake fails fast
         daemon = Daemon(settings, config_path=args.config, relay=relay)
-    except StoreError as exc:
+    except (StoreError, CameraError) as exc:  # may pass (a locked database, a camera replugged)
         log.error("cannot start: %s", exc.message)
         return 1
     except FaceLinkError as exc:

@@ -123,7 +123,7 @@ class UserIndex:
 
     def scan_info(self) -> dict[str, object]:
         """How best() scans now (health): the int8 kernel and from how many faces, and threads."""
-        kernel = scan.KERNEL.KERNEL if scan.KERNEL is not None else None
+        kernel = scan.kernel_isa()
         return {"kernel": kernel, "threads": self.threads, "int8_from": self.quantised_from,
                 "int8": kernel is not None and len(self) >= self.quantised_from}
 
@@ -142,10 +142,8 @@ class UserIndex:
         if self.error is not None:
             raise IndexUnusable(f"collection {self.collection_id!r} unusable: {self.error}")
         g = self._gallery
-        rows = g.rows_of(user_id)
-        if not len(rows):
+        found = g.search_user(user_id, embedding)
+        if found is None:
             return None
-        scores = g.matrix[rows] @ np.asarray(embedding, dtype=np.float32)
-        k = int(np.argmax(scores))
-        i = rows[k]
-        return Match(g.user_ids[i], g.face_ids[i], g.external_image_ids[i], float(scores[k]))
+        i, cosine = found
+        return Match(g.user_ids[i], g.face_ids[i], g.external_image_ids[i], cosine)

@@ -7,16 +7,18 @@ every value lies in [-1, 1], so the fixed symmetric scale never clips). ``residu
 too, to ``xq / s`` with its own scale ``s = 127 / max|x|`` and residual ``rx = ||x - xq / s||``
 (measured). With ``norm`` the largest ``||q8 / 127||`` of the rows (measured at quantisation: a
 unit row gives at most ``1 + residual``; nothing assumes the rows are unit vectors), for every row
-``|a.x - (q8 . xq) / (127 s)| <= R = residual * ||x|| + norm * rx``: the scan keeps every row whose approximate score is within ``2R`` of the
-best approximate score — the exact top-1 is always among them (its approximate score is at least
-``best_approx - 2R``) — and re-ranks those rows in float32: the answer is the exact search's, not
-an approximation of it. The band is usually a handful of rows.
+``|a.x - (q8 . xq) / (127 s)| <= R = residual * ||x|| + norm * rx``: the scan keeps every row
+whose approximate score is within ``2R`` of the best approximate score — the true top-1 is
+always among them (its approximate score is at least ``best_approx - 2R``) — and re-scores those
+rows exactly (``final_top1``, where the float32 scan ends too): the answer is the exact search's,
+row and cosine, not an approximation of it. The band is usually a handful of rows. The door's
+gallery holds unit rows only (``models.embedder.not_embeddings``); the bound does not rely on it.
 
 numpy has no int8 dot product: the products ``q8 . xq`` are computed by ``_int8dot`` (C, AVX2 /
 NEON, exact integer arithmetic, built at install; ``setup.py``), the rows split across threads
 that the kernel starts and joins itself.
-Where it could not be built (no compiler at install), ``KERNEL`` is None and the door scans
-float32 only (same answers). ``tools/bench_search.py`` measures both against the memory floor.
+Where it could not be built (no compiler at install), ``KERNEL`` is None (``kernel_isa()`` says
+so, as does the door's health) and the door scans float32 only (same answers). ``tools/bench_search.py`` measures both against the memory floor.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ except ImportError:  # built without a C compiler: float32 scans only (setup.py)
 
 SCALE = 127.0
 MIN_ROWS_PER_THREAD = 16_384  # below this a second thread costs more than it saves
-EPS = 1e-4  # float32 rounding of both scores, far above its real size (~1e-6)
-TIE = 1e-6  # scores closer than this are one score (float32 rounding; see first_best)
+EPS = 1e-4  # float64 rounding in the bound and the band (~1e-15), with a wide margin
 
 
 def quantise(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -63,17 +64,35 @@ def quantise(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
     return q8, (worst * 1.001 + 1e-6 if clipped else residual), norm * 1.001 + 1e-6
 
 
-def first_best(scores: np.ndarray) -> int:
-    """The lowest position whose score is within TIE of the best: BLAS may round the same row's
-    score differently by one unit in the last place depending on where the row sits (two
-    enrollments of one photo), so a tie is decided by row order, never by rounding."""
-    return int(np.flatnonzero(scores >= scores.max() - TIE)[0])
+def kernel_isa() -> str | None:
+    """What the int8 scan runs on here ("avx2", "neon", "c"), None where the kernel is not built."""
+    return KERNEL.ISA if KERNEL is not None else None
+
+
+def window(query: np.ndarray) -> float:
+    """How far below the best float32 score (BLAS) the true best row's score can lie: twice
+    float32's worst rounding of a 128-term dot product of a unit row with ``query``
+    (``128 * 2**-24 * ||x||``), with a margin."""
+    return 1e-4 * max(1.0, float(np.linalg.norm(query.astype(np.float64))))
+
+
+def final_top1(matrix: np.ndarray, query: np.ndarray, rows: np.ndarray) -> tuple[int, float]:
+    """The top-1 among ``rows`` (ascending positions; they must hold the true best row): each
+    scored in float64 — products of float32 values are exact, the 128-term sum is the same
+    for a row wherever it sits and whichever other rows are scored with it — the highest
+    taken, a tie (identical rows: one photo enrolled twice) going to the lowest position. Both
+    scans end here, so they return the same row and the same cosine, bit for bit."""
+    scores = (matrix[rows].astype(np.float64) * query.astype(np.float64)).sum(axis=1)
+    k = int(np.argmax(scores))  # the first of equal maxima
+    return int(rows[k]), float(scores[k])
 
 
 def exact_top1(matrix: np.ndarray, query: np.ndarray) -> tuple[int, float]:
+    """The exact top-1 (position, cosine): a float32 scan, then every row within ``window``
+    of its best re-scored by ``final_top1``."""
+    check_query(query)
     scores = matrix @ query
-    i = first_best(scores)
-    return i, float(scores[i])
+    return final_top1(matrix, query, np.flatnonzero(scores >= scores.max() - window(query)))
 
 
 def quantise_query(query: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -94,7 +113,8 @@ def score_bound(residual: float, norm: float, query: np.ndarray, query_residual:
 def approx_scores(q8: np.ndarray, xq: np.ndarray, threads: int = 1) -> tuple[np.ndarray, int]:
     """``q8 @ xq`` (int32, exact) and its largest value, the rows split over ``threads`` threads
     (started and joined by the kernel; fewer for a small gallery)."""
-    assert KERNEL is not None
+    if KERNEL is None:
+        raise RuntimeError("the int8 scan kernel is not built (device/_int8dot.c, setup.py)")
     n = len(q8)
     out = np.empty(n, dtype=np.int32)
     workers = max(1, min(threads, n // MIN_ROWS_PER_THREAD, 8))
@@ -103,16 +123,33 @@ def approx_scores(q8: np.ndarray, xq: np.ndarray, threads: int = 1) -> tuple[np.
 
 def certified_top1(matrix: np.ndarray, q8: np.ndarray, residual: float, norm: float,
                    query: np.ndarray, threads: int = 1) -> tuple[int, float, int]:
-    """The exact top-1 (row, float32 cosine) through the int8 copy, and how many rows were
-    re-ranked in float32."""
-    if not np.isfinite(query).all():  # no bound holds: the exact scan says what it says
+    """The exact top-1 (position, cosine; the same as ``exact_top1``, bit for bit) through the
+    int8 copy, and how many rows were re-scored."""
+    check_query(query)
+    xq, scale, query_residual = quantise_query(query)
+    bound = score_bound(residual, norm, query, query_residual)
+    if not np.isfinite(bound):  # a query or copy too large for the bound: scan float32
         i, cosine = exact_top1(matrix, query)
         return i, cosine, len(matrix)
-    xq, scale, query_residual = quantise_query(query)
     approx, best = approx_scores(q8, xq, threads)
-    bound = score_bound(residual, norm, query, query_residual)
     band = int(np.ceil((2.0 * bound + EPS) * SCALE * scale))  # in units of the int32 scores
     candidates = np.flatnonzero(approx >= best - band)
-    exact = matrix[candidates] @ query
-    k = first_best(exact)  # candidates ascend: ties go to the lowest row, as in exact_top1
-    return int(candidates[k]), float(exact[k]), len(candidates)
+    i, cosine = final_top1(matrix, query, candidates)
+    return i, cosine, len(candidates)
+
+
+def top1(matrix: np.ndarray, q8: np.ndarray, residual: float, norm: float, query: np.ndarray,
+         threads: int = 1, int8: bool = True) -> tuple[int, float]:
+    """The exact top-1 of a non-empty gallery: through the int8 copy when ``int8`` and the
+    kernel is built, else the float32 scan (the same answer either way)."""
+    if int8 and KERNEL is not None:
+        i, cosine, _ = certified_top1(matrix, q8, residual, norm, query, threads)
+        return i, cosine
+    return exact_top1(matrix, query)
+
+
+def check_query(query: np.ndarray) -> None:
+    """A query with a value that is not finite has no nearest row: ValueError (the door fails
+    closed on it)."""
+    if not np.isfinite(query).all():
+        raise ValueError("query embedding is not finite")

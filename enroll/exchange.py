@@ -23,7 +23,7 @@ import numpy as np
 
 from facelink.config.paths import open_private
 from facelink.errors import ConflictException, InvalidParameterException
-from facelink.models.embedder import EMBEDDING_DIM
+from facelink.models.embedder import EMBEDDING_DIM, not_embeddings
 
 from . import validate
 from .context import Context
@@ -87,6 +87,11 @@ def read_export(path: Path | str, trusted_keys: list[Path] | None = None) -> tup
         raise InvalidParameterException(f"{path}: embeddings do not match the face list")
     if hashlib.sha256(matrix.tobytes()).hexdigest() != meta.get("EmbeddingsSha256"):
         raise InvalidParameterException(f"{path}: embeddings checksum mismatch (file damaged)")
+    bad = not_embeddings(matrix)
+    if len(bad):  # a longer row scores higher against everyone: refused before anything changes
+        raise InvalidParameterException(
+            f"{path}: {len(bad)} embeddings are not unit vectors (first: face "
+            f"{meta['Faces'][int(bad[0])].get('FaceId')!r}); nothing imported")
     return meta, matrix
 
 

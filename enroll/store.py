@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from facelink.errors import ResourceNotFoundException, StoreError
-from facelink.models.embedder import EMBEDDING_DIM
+from facelink.errors import InvalidParameterException, ResourceNotFoundException, StoreError
+from facelink.models.embedder import EMBEDDING_DIM, not_embeddings
 
 from . import feed
 from .db import connect
@@ -266,7 +266,13 @@ class Store:
     def insert_faces(self, rows: list[dict[str, Any]], thumbnails: list[bytes | None] | None = None,
                      require_user: str | None = None) -> list[int]:
         """Insert faces (dicts with FaceRow's fields minus id) in one transaction; with
-        ``require_user`` nothing is inserted unless that user exists (checked inside it)."""
+        ``require_user`` nothing is inserted unless that user exists (checked inside it). An
+        embedding that is not a unit vector of EMBEDDING_DIM values is refused (nothing inserted)."""
+        vectors = [np.asarray(r["embedding"], dtype=np.float32) for r in rows]
+        if any(v.shape != (EMBEDDING_DIM,) for v in vectors) or (
+                vectors and len(not_embeddings(np.stack(vectors)))):
+            raise InvalidParameterException(f"an embedding is not a unit vector of {EMBEDDING_DIM} "
+                                            "finite values: nothing inserted")
         ids = []
         with self.transaction() as c:
             if require_user is not None and rows and not c.execute(
@@ -274,7 +280,7 @@ class Store:
                     (rows[0]["collection_id"], require_user)).fetchone():
                 raise ResourceNotFoundException(f"user {require_user!r} does not exist")
             for i, r in enumerate(rows):
-                emb = np.asarray(r["embedding"], dtype=np.float32).tobytes()
+                emb = vectors[i].tobytes()
                 cur = c.execute(
                     "INSERT INTO faces(face_id, collection_id, image_id, external_image_id, user_id, "
                     "image_sha256, bounding_box, confidence, embedding, thumbnail, indexed_at) "

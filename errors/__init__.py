@@ -136,5 +136,6 @@ EXIT_CODES: dict[str, int] = {
         ConfigError,
         StoreError,
         InvalidSignatureException,
+        CameraError,
     )
 }

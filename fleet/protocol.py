@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from facelink.enroll.validate import COLLECTION_ID, EXTERNAL_IMAGE_ID, USER_ID, whole
 from facelink.errors import FaceLinkError
+from facelink.models.embedder import EMBEDDING_DIM, not_embeddings
 
 from .signing import open_envelope, sign, verify
 
@@ -83,7 +84,7 @@ class FacePut(BaseModel):
 
     @field_validator("embedding")
     @classmethod
-    def _finite_vector(cls, v: str) -> str:
+    def _unit_vector(cls, v: str) -> str:
         vector_from_b64(v)
         return v
 
@@ -152,11 +153,11 @@ def vector_from_b64(text: str) -> np.ndarray:
         raw = base64.b64decode(text, validate=True)
     except ValueError:
         raise ValueError("embedding is not base64") from None
-    if not raw or len(raw) % 4:
-        raise ValueError("embedding is not a float32 vector")
+    if len(raw) != 4 * EMBEDDING_DIM:
+        raise ValueError(f"embedding is not {EMBEDDING_DIM} float32 values")
     v = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    if not np.all(np.isfinite(v)):
-        raise ValueError("embedding has non-finite values")
+    if len(not_embeddings(v[None, :])):
+        raise ValueError("embedding is not a unit vector of finite values")
     return v
 
 

@@ -7,6 +7,24 @@ import numpy as np
 from .runtime import Backend
 
 EMBEDDING_DIM = 128
+UNIT_TOLERANCE = 1e-3  # | ||v|| - 1 | allowed of a stored embedding (float32 rounding is ~1e-7)
+
+
+def not_embeddings(matrix: np.ndarray) -> np.ndarray:
+    """Positions of the rows of ``matrix`` (n, EMBEDDING_DIM) that are not embeddings: a value
+    not finite, or a length not 1. Search scores are dot products: a row twice as long scores
+    twice as high, so a long row from an altered file would match strangers (checked wherever
+    embeddings enter: export files, change sets, the store, the door's gallery)."""
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[1] != EMBEDDING_DIM:
+        raise ValueError(f"embeddings of shape {matrix.shape[1:]}, expected ({EMBEDDING_DIM},)")
+    bad = []
+    for start in range(0, len(matrix), 16_384):  # in blocks: no float copy of a large gallery
+        rows = matrix[start:start + 16_384].astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # too long to square: inf, refused
+            norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        bad.append(start + np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_TOLERANCE)))  # NaN, inf too
+    return np.concatenate(bad) if bad else np.zeros(0, np.int64)
 
 
 def to_tensor(crops: list[np.ndarray]) -> np.ndarray:

@@ -114,7 +114,7 @@ in_root 'command -v gcc > /dev/null && [ -e "/usr/include/python3.11/Python.h" ]
   # qemu-user occasionally crashes a long pip run (SIGSEGV in the emulator): one retry
   pip install --quiet -c /opt/pins.txt . pytest || pip install --quiet -c /opt/pins.txt . pytest || exit 2
   python -c "import numpy, onnxruntime, cv2; print(\"numpy\", numpy.__version__, \"onnxruntime\", onnxruntime.__version__, \"opencv\", cv2.__version__)"
-  python -c "from facelink.device import scan; print(\"int8 scan kernel:\", scan.KERNEL and scan.KERNEL.KERNEL); assert scan.KERNEL"'
+  python -c "from facelink.device import scan; print(\"int8 scan kernel:\", scan.kernel_isa()); assert scan.kernel_isa() == \"neon\""'
 
 if [ "${FACELINK_ARM64_BUILD_MODELS:-0}" = 1 ]; then
   step "facelink models (download, verify, convert on arm64: over 30 minutes under qemu)"

@@ -50,6 +50,39 @@ def test_import_rejects_damaged_file(ctx, tmp_path):
         exchange.import_faces(ctx, "x", tmp_path / "junk.npz")
 
 
+def test_import_refuses_a_row_that_is_not_a_unit_vector(ctx, faces_dir, tmp_path, engine):
+    """Scores are dot products: obama's row made 5x longer (every value still in [-1, 1], the
+    checksum recomputed, unsigned) would match biden above the threshold. The import refuses the
+    whole file before anything changes, and the store refuses such a row from any other path."""
+    import hashlib
+    import json
+
+    faces.create_collection(ctx, "desk")
+    users.create_user(ctx, "desk", "obama")
+    faces.index_faces(ctx, "desk", faces_dir / "people/obama/1.jpg", "obama-1", user_id="obama")
+    exchange.export_faces(ctx, "desk", tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz") as data:
+        meta, matrix = json.loads(bytes(data["meta"])), data["embeddings"] * np.float32(5)
+    assert np.abs(matrix).max() <= 1.0
+    meta["EmbeddingsSha256"] = hashlib.sha256(matrix.tobytes()).hexdigest()
+    np.savez(tmp_path / "long.npz", embeddings=matrix, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    door = Context(Store(tmp_path / "door.db"), lambda: engine)
+    exchange.import_faces(door, "door", tmp_path / "good.npz", replace=True)
+    before = door.store.all_vectors("door")
+    with pytest.raises(InvalidParameterException, match="not unit vectors"):
+        exchange.import_faces(door, "door", tmp_path / "long.npz", replace=True)
+    after = door.store.all_vectors("door")
+    assert np.array_equal(after[0], before[0]) and [r.face_id for r in after[1]] == [r.face_id for r in before[1]]
+    row = {"face_id": "f", "collection_id": "door", "image_id": "i", "image_sha256": "s",
+           "bounding_box": {}, "confidence": 99.0}
+    for bad in (matrix[0], np.full(128, np.nan, np.float32), before[0][0][:64]):
+        with pytest.raises(InvalidParameterException):
+            door.store.insert_faces([{**row, "face_id": "g", "embedding": before[0][0]},
+                                     {**row, "embedding": bad}])
+    assert len(door.store.all_vectors("door")[1]) == 1  # not even the good row of the batch
+    door.store.close()
+
+
 def test_replace_syncs_a_door_with_the_desk(ctx, faces_dir, tmp_path, engine):
     """The desk revokes a badge and re-exports; the door imports with --replace: it is gone there too."""
     faces.create_collection(ctx, "desk")

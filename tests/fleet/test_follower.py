@@ -44,9 +44,12 @@ def unit(seed: int, dim: int = 128) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def face(fid: str, user: str | None, seed: int, dim: int = 128) -> FacePut:
-    return FacePut(face_id=fid, user_id=user, image_id=str(uuid.uuid4()), confidence=99.0,
-                   bounding_box={"Width": 0.5}, embedding=vector_to_b64(unit(seed, dim)))
+def face(fid: str, user: str | None, seed: int, dim: int = 128, length: float = 1.0) -> FacePut:
+    """A face to put; another ``dim`` or ``length`` builds one the protocol refuses (unvalidated,
+    as a hostile or broken desk would send it)."""
+    fields = dict(face_id=fid, user_id=user, image_id=str(uuid.uuid4()), confidence=99.0,
+                  bounding_box={"Width": 0.5}, embedding=vector_to_b64(unit(seed, dim) * length))
+    return FacePut(**fields) if (dim, length) == (128, 1.0) else FacePut.model_construct(**fields)
 
 
 def delta(seq: int, **fields) -> dict:
@@ -166,9 +169,10 @@ def test_duplicate_is_harmless_replay_and_forgeries_change_nothing(door, keys, t
         alarm = SyncAlarmMessage.model_validate(d.alarms[-1])
         assert alarm.reason == reason and alarm.device_id == DOOR and alarm.collection_id == "staff"
     assert len(d.alarms) == len(cases)
-    for body in ({"kind": "teleport"}, delta(2, faces_put=[face("fw", "ann", 4, dim=64)])):
+    for body in ({"kind": "teleport"}, delta(2, faces_put=[face("fw", "ann", 4, dim=64)]),
+                 delta(2, faces_put=[face("fl", "ann", 4, length=5.0)])):  # scores 5x: refused
         d.feed(encode(key, "staff", V, 2, body))  # signed, but not a body a door can apply
-    assert d.follower.rejected["MALFORMED"] == 3 and d.state() == before
+    assert d.follower.rejected["MALFORMED"] == 4 and d.state() == before
     assert d.follower.applied_seq == 1 and d.follower.health()["rejected"] == d.follower.rejected
 
 

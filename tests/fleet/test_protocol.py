@@ -25,13 +25,14 @@ def _trusted(key: Ed25519PrivateKey) -> dict:
 
 def _face(**kw) -> dict:
     face = {"face_id": "f-1", "user_id": "alice", "image_id": "i-1", "confidence": 99.5,
-            "embedding": p.vector_to_b64(np.full(128, 0.5, dtype=np.float32))}
+            "embedding": p.vector_to_b64(np.full(128, 128 ** -0.5, dtype=np.float32))}
     face.update(kw)
     return face
 
 
 def test_delta_round_trip_keeps_the_embedding(key):
     vec = np.random.default_rng(0).standard_normal(128).astype(np.float32)
+    vec /= np.linalg.norm(vec)
     body = p.Delta(feed_position=7, faces_put=[p.FacePut(**_face(embedding=p.vector_to_b64(vec)))],
                    faces_deleted=["f-0"], users_put=[p.UserPut(user_id="alice", credential="26:1:2")])
     cs = ChangeSetVerifier(_trusted(key), "C", "v").check(encode(key, "C", "v", 1, body.model_dump()))
@@ -46,6 +47,10 @@ def test_delta_round_trip_keeps_the_embedding(key):
     {"kind": "delta", "feed_position": 1, "faces_put": [_face(embedding="not base64!")]},
     {"kind": "delta", "feed_position": 1,
      "faces_put": [_face(embedding=p.vector_to_b64(np.array([np.nan] * 128, dtype=np.float32)))]},
+    {"kind": "delta", "feed_position": 1,  # five times too long: would score 5x against everyone
+     "faces_put": [_face(embedding=p.vector_to_b64(np.full(128, 5 * 128 ** -0.5, dtype=np.float32)))]},
+    {"kind": "delta", "feed_position": 1,  # another width
+     "faces_put": [_face(embedding=p.vector_to_b64(np.full(64, 64 ** -0.5, dtype=np.float32)))]},
     {"kind": "delta", "feed_position": 1, "faces_put": [_face(user_id="a/b#")]},
     {"kind": "delta", "feed_position": 1, "extra": True},
 ])

@@ -226,7 +226,7 @@ def test_a_row_the_protocol_refuses_is_sent_as_deleted_and_later_changes_still_f
     d.step()
     d.store.insert_faces([{"face_id": "bad-face", "collection_id": "staff", "image_id": "i", "user_id": "ann",
                            "image_sha256": "s", "bounding_box": {k: 0.1 for k in "abcde"},
-                           "confidence": 99.0, "embedding": [0.1] * 128}])
+                           "confidence": 99.0, "embedding": [128 ** -0.5] * 128}])
     good = add_faces(d.store, "staff", 1, "ann")
     d.step()
     d.store.delete_user("staff", "ann")
