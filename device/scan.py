@@ -16,7 +16,9 @@ gallery holds unit rows only (``models.embedder.not_embeddings``); the bound doe
 
 numpy has no int8 dot product: the products ``q8 . xq`` are computed by ``_int8dot`` (C, AVX2 /
 NEON, exact integer arithmetic, built at install; ``setup.py``), the rows split across threads
-that the kernel starts and joins itself.
+that the kernel starts and joins itself; the kernel also takes the band as it goes (only rows
+near its running best are written out), so the scan reads the int8 copy once and writes almost
+nothing.
 Where it could not be built (no compiler at install), ``KERNEL`` is None (``kernel_isa()`` says
 so, as does the door's health) and the door scans float32 only (same answers). ``tools/bench_search.py`` measures both against the memory floor.
 """
@@ -110,15 +112,28 @@ def score_bound(residual: float, norm: float, query: np.ndarray, query_residual:
     return residual * float(np.linalg.norm(query)) + norm * query_residual
 
 
-def approx_scores(q8: np.ndarray, xq: np.ndarray, threads: int = 1) -> tuple[np.ndarray, int]:
-    """``q8 @ xq`` (int32, exact) and its largest value, the rows split over ``threads`` threads
-    (started and joined by the kernel; fewer for a small gallery)."""
+ALL_ROWS = 1 << 32  # a band wider than any two int32 scores can differ: every row is kept
+
+
+def band_scan(q8: np.ndarray, xq: np.ndarray, band: int,
+              threads: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """The positions (ascending, int32) and int32 scores ``q8 @ xq`` (exact) of every row scoring
+    at least ``best - band``, and ``best``, the largest score; the rows split over ``threads``
+    threads (started and joined by the kernel; fewer for a small gallery). The band is taken
+    during the pass: no score of the other rows is written or read again."""
     if KERNEL is None:
         raise RuntimeError("the int8 scan kernel is not built (device/_int8dot.c, setup.py)")
     n = len(q8)
-    out = np.empty(n, dtype=np.int32)
+    positions, scores = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32)
     workers = max(1, min(threads, n // MIN_ROWS_PER_THREAD, 8))
-    return out, KERNEL.scan(q8, xq, out, 0, n, workers)
+    best, count = KERNEL.scan(q8, xq, band, positions, scores, workers)
+    return positions[:count], scores[:count], best
+
+
+def approx_scores(q8: np.ndarray, xq: np.ndarray, threads: int = 1) -> tuple[np.ndarray, int]:
+    """``q8 @ xq`` for every row (int32, exact) and the largest (for tests and the bound's checks)."""
+    _, scores, best = band_scan(q8, xq, ALL_ROWS, threads)
+    return scores, best
 
 
 def certified_top1(matrix: np.ndarray, q8: np.ndarray, residual: float, norm: float,
@@ -131,9 +146,8 @@ def certified_top1(matrix: np.ndarray, q8: np.ndarray, residual: float, norm: fl
     if not np.isfinite(bound):  # a query or copy too large for the bound: scan float32
         i, cosine = exact_top1(matrix, query)
         return i, cosine, len(matrix)
-    approx, best = approx_scores(q8, xq, threads)
     band = int(np.ceil((2.0 * bound + EPS) * SCALE * scale))  # in units of the int32 scores
-    candidates = np.flatnonzero(approx >= best - band)
+    candidates, _, _ = band_scan(q8, xq, min(band, ALL_ROWS), threads)
     i, cosine = final_top1(matrix, query, candidates)
     return i, cosine, len(candidates)
 

@@ -169,9 +169,17 @@ def test_the_bound_holds_for_each_querys_worst_row(people):
         assert error <= scan.score_bound(residual, norm, query, query_residual) + scan.EPS
 
 
+def _kernel_scan(rows: np.ndarray, query: np.ndarray, band: int, threads: int = 1):
+    n = len(rows)
+    idx, scores = np.full(n, -1, np.int32), np.zeros(n, np.int32)
+    best, count = scan.KERNEL.scan(rows, query, band, idx, scores, threads)
+    return best, idx[:count], scores[:count]
+
+
 def test_int8_kernel_is_exact_integer_arithmetic():
     """The compiled kernel (AVX2 / NEON / plain C) is the int32 dot product, bit for bit, at every
-    length (the 8-row blocks and the tail), at the value limits, and split across threads."""
+    length (the 8-row blocks and the tail), at the value limits, and split across threads; with
+    a band it returns exactly the rows scoring within it of the best, in row order."""
     assert scan.KERNEL is not None, "device/_int8dot.c was not built: `pip install -e .` needs a C compiler"
     rng = np.random.default_rng(3)
     for n in (1, 7, 8, 9, 1_000, 40_003):
@@ -179,35 +187,63 @@ def test_int8_kernel_is_exact_integer_arithmetic():
         rows[0] = 127
         rows[-1] = -128
         query = np.full(128, -127, dtype=np.int8) if n == 1 else rng.integers(-127, 128, 128, dtype=np.int8)
-        expected = rows.astype(np.int32) @ query.astype(np.int32)
+        expected = rows.astype(np.int64) @ query.astype(np.int64)
         for threads in (1, 2, 3, 8):
-            out = np.zeros(n, dtype=np.int32)
-            best = scan.KERNEL.scan(rows, query, out, 0, n, min(threads, n))
-            assert np.array_equal(out, expected) and best == expected.max()
+            for band in (0, 2_000, 20_000, scan.ALL_ROWS):
+                best, idx, scores = _kernel_scan(rows, query, band, threads)
+                kept = np.flatnonzero(expected >= expected.max() - band)
+                assert best == expected.max() and np.array_equal(idx, kept)
+                assert np.array_equal(scores, expected[kept])
         scores, best = scan.approx_scores(rows, query, 2)
         assert scores.dtype == np.int32 and np.array_equal(scores, expected) and best == expected.max()
-        if n > 9:  # a slice: only its rows are written
-            out = np.zeros(n, dtype=np.int32)
-            assert scan.KERNEL.scan(rows, query, out, 3, 9, 2) == expected[3:9].max()
-            assert np.array_equal(out[3:9], expected[3:9]) and not out[:3].any() and not out[9:].any()
-    out = np.empty(len(rows), np.int32)
-    for bad in ((rows, query.astype(np.float32), out, 0, len(rows)),  # a float query
-                (rows[:, :64].copy(), query, out, 0, len(rows)),  # another width
-                (rows, query, out.astype(np.int64), 0, len(rows)),  # another score type
-                (rows, query, out, 5, 5),  # an empty range
-                (rows, query, out, 0, len(rows) + 1),  # past the end
-                (rows, query, out, 0, len(rows), 0),  # no thread
-                (rows, np.full(128, -128, np.int8), out, 0, len(rows)),  # -128: vpsignb keeps it
-                (rows, query[None, :], out, 0, len(rows)),  # a query of another shape
-                (np.zeros((2, 65_537), np.int8), np.zeros(65_537, np.int8), out[:2].copy(), 0, 2)):
-        with pytest.raises(ValueError):  # the last: a width whose int32 sums could overflow
-            scan.KERNEL.scan(*bad)
     for dim in (1, 31, 100, 65_536):  # other widths (plain C below 32s), up to the limit: exact
         rows = rng.integers(-128, 128, (9, dim), dtype=np.int8)
         query = rng.integers(-127, 128, dim, dtype=np.int8)
-        out = np.empty(9, np.int32)
-        assert scan.KERNEL.scan(rows, query, out, 0, 9) == (rows.astype(np.int64) @ query).max()
-        assert np.array_equal(out, rows.astype(np.int64) @ query)
+        best, idx, scores = _kernel_scan(rows, query, scan.ALL_ROWS)
+        assert best == (rows.astype(np.int64) @ query).max()
+        assert np.array_equal(scores, rows.astype(np.int64) @ query) and np.array_equal(idx, np.arange(9))
+
+
+def test_int8_kernel_band_keeps_every_row_when_each_is_a_new_best():
+    """The band is taken during the pass against a running best: rows in ascending score order
+    (each one a new best when it is read) and rows all equal (every one within any band) are the
+    worst cases: the result is still exactly the rows within the band of the final best."""
+    n = 10_000
+    ascending = (np.arange(128)[None, :] < (np.arange(n) * 128 // n)[:, None]).astype(np.int8)
+    query = np.ones(128, np.int8)
+    expected = ascending.astype(np.int64) @ query
+    for band in (0, 1, 5, scan.ALL_ROWS):
+        for threads in (1, 2):
+            best, idx, _ = _kernel_scan(ascending, query, band, threads)
+            assert best == 127 and np.array_equal(idx, np.flatnonzero(expected >= 127 - band))
+    same = np.ones((n, 128), np.int8)
+    best, idx, scores = _kernel_scan(same, query, 0, 2)
+    assert best == 128 and np.array_equal(idx, np.arange(n)) and (scores == 128).all()
+
+
+def test_int8_kernel_refuses_bad_arguments():
+    rng = np.random.default_rng(4)
+    rows = rng.integers(-128, 128, (40, 128), dtype=np.int8)
+    query = rng.integers(-127, 128, 128, dtype=np.int8)
+    idx, scores = np.empty(40, np.int32), np.empty(40, np.int32)
+    both = np.empty(80, np.int32)
+    for bad in ((rows, query.astype(np.float32), 0, idx, scores),  # a float query
+                (rows[:, :64].copy(), query, 0, idx, scores),  # another width
+                (rows, query, 0, idx.astype(np.int64), scores),  # another index type
+                (rows, query, 0, idx[:39], scores),  # too short for every row
+                (rows[:0], query, 0, idx[:0], scores[:0]),  # no row: no best
+                (rows, query, -1, idx, scores),  # a negative band
+                (rows, query, 0, idx, scores, 0),  # no thread
+                (rows, query, 0, idx, scores, 9),  # more threads than the kernel starts
+                (rows, np.full(128, -128, np.int8), 0, idx, scores),  # -128: vpsignb keeps it
+                (rows, query[None, :], 0, idx, scores),  # a query of another shape
+                (rows, query, 0, both[:40], both[20:60]),  # output buffers that overlap
+                (rows, query, 0, rows.view(np.int32)[:40].reshape(-1)[:40], scores),  # over the rows
+                (np.zeros((2, 65_537), np.int8), np.zeros(65_537, np.int8), 0, idx[:2].copy(),
+                 scores[:2].copy())):  # a width whose int32 sums could overflow
+        with pytest.raises(ValueError):
+            scan.KERNEL.scan(*bad)
+    assert scan.KERNEL.scan(rows, query, 0, idx, scores)[1] >= 1  # the same call, well formed
 
 
 def test_one_photo_enrolled_twice_is_found_at_its_first_row_by_both_scans(people):
