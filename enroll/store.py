@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,42 @@ class FaceColumns:
     external_image_ids: list[str | None]
     user_ids: list[str | None]
     embeddings: np.ndarray  # (n, EMBEDDING_DIM) float32
+
+
+class _ColumnsBuilder:
+    """The chunks of :meth:`Store.collection_face_columns` decoded in order into one set of
+    columns (the float32 matrix allocated once for the collection's row count)."""
+
+    def __init__(self, collection_id: str, rows: int) -> None:
+        self.collection_id = collection_id
+        self.embeddings = np.empty((rows, EMBEDDING_DIM), dtype=np.float32)
+        self.at = 0
+        self.ids: list[np.ndarray] = []
+        self.face_ids: list[str] = []
+        self.user_ids: list[str | None] = []
+        self.external_image_ids: list[str | None] = []
+
+    def add(self, after: int, n: int, bad: int, blob: bytes, ids: str, face_ids: str,
+            user_ids: str, external_image_ids: str) -> None:
+        cols = (face_ids.split("\n"), user_ids.split("\n"), external_image_ids.split("\n"))
+        if bad or len(blob) != n * EMBEDDING_DIM * 4 or any(len(c) != n for c in cols):
+            raise StoreError(f"collection {self.collection_id!r}: malformed face rows after row {after}")
+        if self.at + n > len(self.embeddings):  # rows added since the count (no read transaction)
+            self.embeddings = np.concatenate([self.embeddings[:self.at],
+                                              np.empty((n, EMBEDDING_DIM), np.float32)])
+        self.embeddings[self.at:self.at + n] = np.frombuffer(blob, dtype=np.float32).reshape(n, EMBEDDING_DIM)
+        self.at += n
+        self.ids.append(np.fromstring(ids, dtype=np.int64, sep=","))
+        self.face_ids += cols[0]
+        self.user_ids += [u or None for u in cols[1]]
+        self.external_image_ids += [e or None for e in cols[2]]
+
+    def finished(self) -> FaceColumns:
+        row_ids = np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64)
+        embeddings = self.embeddings[:self.at]
+        if len(row_ids) != len(embeddings) or np.any(np.diff(row_ids) <= 0):
+            raise StoreError(f"collection {self.collection_id!r}: face row ids out of order")
+        return FaceColumns(row_ids, self.face_ids, self.external_image_ids, self.user_ids, embeddings)
 
 
 class Store:
@@ -362,9 +399,8 @@ class Store:
         concatenated into one BLOB), so 1M faces cost ~16 rows, not 1M tuples. Call it inside
         ``read_transaction()`` for one consistent snapshot. A malformed embedding (not
         EMBEDDING_DIM float32 values) or id (a separator inside) is a StoreError."""
-        width = EMBEDDING_DIM * 4
         where = "collection_id = ? AND id > ?" + (" AND user_id IS NOT NULL" if users_only else "")
-        sql = (f"SELECT count(*), max(id), sum(length(embedding) IS NOT {width}), "
+        sql = (f"SELECT count(*), max(id), sum(length(embedding) IS NOT {EMBEDDING_DIM * 4}), "
                "CAST(group_concat(embedding, '') AS BLOB), group_concat(id), "
                "group_concat(face_id, char(10)), group_concat(coalesce(user_id, ''), char(10)), "
                "group_concat(coalesce(external_image_id, ''), char(10)) "
@@ -374,27 +410,19 @@ class Store:
                                       "(SELECT max(id) FROM faces)", (collection_id,))
         if mine and mine * 2 >= (top_row or 0):  # most of the table: walk it in row order
             sql = sql.replace("FROM faces WHERE", "FROM faces NOT INDEXED WHERE")
-        parts, last = [], 0
-        while True:
-            n, top, bad, blob, ids, fids, uids, exts = self.query(sql, (collection_id, last, chunk))[0]
-            if not n:
-                break
-            cols = (fids.split("\n"), uids.split("\n"), exts.split("\n"))
-            if bad or len(blob) != n * width or any(len(c) != n for c in cols):
-                raise StoreError(f"collection {collection_id!r}: malformed face rows after row {last}")
-            parts.append((np.fromstring(ids, dtype=np.int64, sep=","), blob, *cols))
-            last = int(top)
-        embeddings = np.empty((sum(len(p[0]) for p in parts), EMBEDDING_DIM), dtype=np.float32)
-        at = 0
-        for p in parts:
-            embeddings[at:at + len(p[0])] = np.frombuffer(p[1], dtype=np.float32).reshape(-1, EMBEDDING_DIM)
-            at += len(p[0])
-        row_ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-        if len(row_ids) != len(embeddings) or np.any(np.diff(row_ids) <= 0):
-            raise StoreError(f"collection {collection_id!r}: face row ids out of order")
-        return FaceColumns(row_ids, [f for p in parts for f in p[2]],
-                           [e or None for p in parts for e in p[4]],
-                           [u or None for p in parts for u in p[3]], embeddings)
+        columns = _ColumnsBuilder(collection_id, mine)
+        # SQLite runs the next chunk (the GIL released) while a worker decodes this one
+        with ThreadPoolExecutor(1, thread_name_prefix="face-columns") as worker:
+            decoded, last = [], 0
+            while True:
+                n, top, *chunk_columns = self.query(sql, (collection_id, last, chunk))[0]
+                if not n:
+                    break
+                decoded.append(worker.submit(columns.add, last, n, *chunk_columns))
+                last = int(top)
+            for done in decoded:
+                done.result()  # a malformed chunk raises here
+        return columns.finished()
 
     def all_vectors(self, collection_id: str) -> tuple[np.ndarray, list[FaceRow]]:
         rows = self.collection_faces(collection_id)

@@ -144,7 +144,10 @@ in_root 'facelink detect-faces --image /opt/shared/faces/multi/six_people.jpg \
 
 step "engine, collection, decision and matcher tests (the int8 kernel on NEON)"
 in_root 'python -m pytest -q -p no:cacheprovider tests/models/test_engine.py tests/models/test_runtime.py \
-           tests/enroll/test_collections.py tests/device/test_decision.py "tests/device/test_matcher.py::test_int8_kernel_is_exact_integer_arithmetic" 2>&1 | tail -15'
+           tests/enroll/test_collections.py tests/device/test_decision.py \
+           "tests/device/test_matcher.py::test_int8_kernel_is_exact_integer_arithmetic" \
+           "tests/device/test_matcher.py::test_int8_kernel_band_keeps_every_row_when_each_is_a_new_best" \
+           "tests/device/test_matcher.py::test_int8_kernel_refuses_bad_arguments" 2>&1 | tail -15'
 
 step "embeddings: arm64 vs x86-64 on every face of people/ (default engine and int8 path)"
 rc=0

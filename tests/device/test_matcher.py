@@ -339,3 +339,21 @@ def test_malformed_embedding_leaves_the_index_unusable(enrolled, engine, faces_d
     assert not index.usable and len(index) == 0
     with pytest.raises(StoreError):
         index.best(_probe(engine, faces_dir, "obama/2.jpg"))
+
+
+def test_bulk_read_grows_past_a_stale_row_count():
+    """The bulk read allocates the float32 matrix for the row count it read first; rows added
+    after that count (a read outside one transaction) are still decoded, in order."""
+    from facelink.enroll.store import _ColumnsBuilder
+
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(5, 128)).astype(np.float32)
+    columns = _ColumnsBuilder("door", 2)
+    columns.add(0, 2, 0, rows[:2].tobytes(), "1,2", "a\nb", "u\n", "x\n")
+    columns.add(2, 3, 0, rows[2:].tobytes(), "3,4,7", "c\nd\ne", "u\nu\nv", "\n\ny")
+    faces = columns.finished()
+    assert np.array_equal(faces.embeddings, rows) and faces.ids.tolist() == [1, 2, 3, 4, 7]
+    assert faces.face_ids == list("abcde") and faces.user_ids == ["u", None, "u", "u", "v"]
+    assert faces.external_image_ids == ["x", None, None, None, "y"]
+    with pytest.raises(StoreError, match="malformed"):
+        columns.add(7, 2, 0, rows[:1].tobytes(), "8,9", "f\ng", "\n", "\n")
