@@ -235,6 +235,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "band must be >= 0");
         return NULL;
     }
+    if (band > (1LL << 33)) band = 1LL << 33; /* wider than any two scores differ (|s| < 2^31):
+                                                 the same rows, and best - band cannot overflow */
     Py_buffer b[4]; /* rows, query, idx, scores */
     int got = 0;
     for (; got < 4; got++) {

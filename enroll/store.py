@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,8 @@ class FaceColumns:
 
 class _ColumnsBuilder:
     """The chunks of :meth:`Store.collection_face_columns` decoded in order into one set of
-    columns (the float32 matrix allocated once for the collection's row count)."""
+    columns (the float32 matrix allocated once for the collection's row count: with
+    ``users_only`` the rows past the end are never written, so never resident)."""
 
     def __init__(self, collection_id: str, rows: int) -> None:
         self.collection_id = collection_id
@@ -411,17 +413,24 @@ class Store:
         if mine and mine * 2 >= (top_row or 0):  # most of the table: walk it in row order
             sql = sql.replace("FROM faces WHERE", "FROM faces NOT INDEXED WHERE")
         columns = _ColumnsBuilder(collection_id, mine)
-        # SQLite runs the next chunk (the GIL released) while a worker decodes this one
-        with ThreadPoolExecutor(1, thread_name_prefix="face-columns") as worker:
-            decoded, last = [], 0
+        # SQLite runs the next chunk (the GIL released) while a worker decodes this one; at most
+        # one chunk waits, so a failure stops the read within a chunk and memory stays bounded
+        worker = ThreadPoolExecutor(1, thread_name_prefix="face-columns")
+        try:
+            pending: deque[Future[None]] = deque()
+            last = 0
             while True:
                 n, top, *chunk_columns = self.query(sql, (collection_id, last, chunk))[0]
                 if not n:
                     break
-                decoded.append(worker.submit(columns.add, last, n, *chunk_columns))
+                if len(pending) == 2:
+                    pending.popleft().result()  # a malformed chunk raises here
+                pending.append(worker.submit(columns.add, last, n, *chunk_columns))
                 last = int(top)
-            for done in decoded:
-                done.result()  # a malformed chunk raises here
+            while pending:
+                pending.popleft().result()
+        finally:
+            worker.shutdown(wait=True, cancel_futures=True)
         return columns.finished()
 
     def all_vectors(self, collection_id: str) -> tuple[np.ndarray, list[FaceRow]]:

@@ -244,6 +244,22 @@ def test_int8_kernel_refuses_bad_arguments():
         with pytest.raises(ValueError):
             scan.KERNEL.scan(*bad)
     assert scan.KERNEL.scan(rows, query, 0, idx, scores)[1] >= 1  # the same call, well formed
+    wide = rng.integers(-128, 128, (40, 256), dtype=np.int8)
+    scratch = np.zeros(40, np.int32)
+    for bad in ((wide[:, ::2], query, 0, idx, scores),  # rows not contiguous
+                (rows, scratch[8:].view(np.int8), 0, scratch, scores)):  # the query inside idx
+        with pytest.raises((ValueError, BufferError)):
+            scan.KERNEL.scan(*bad)
+
+
+def test_int8_kernel_band_wider_than_any_score_keeps_every_row():
+    """A band past 2^33 is clamped (best - band cannot overflow): all rows are kept even when
+    every score is negative."""
+    rows = np.full((9, 128), -1, np.int8)
+    query = np.ones(128, np.int8)
+    for band in (scan.ALL_ROWS, 2**62, 2**63 - 1):
+        best, idx, scores = _kernel_scan(rows, query, band, 2)
+        assert best == -128 and np.array_equal(idx, np.arange(9)) and (scores == -128).all()
 
 
 def test_one_photo_enrolled_twice_is_found_at_its_first_row_by_both_scans(people):
@@ -357,3 +373,64 @@ def test_bulk_read_grows_past_a_stale_row_count():
     assert faces.external_image_ids == ["x", None, None, None, "y"]
     with pytest.raises(StoreError, match="malformed"):
         columns.add(7, 2, 0, rows[:1].tobytes(), "8,9", "f\ng", "\n", "\n")
+
+
+def _chunk_reads(monkeypatch, fail_at: int | None = None) -> list[int]:
+    """Counts the bulk read's chunk queries (``fail_at``: that one fails, as a disk would)."""
+    real, calls = Store.query, []
+
+    def counted(self, sql, params=()):
+        if "group_concat(embedding" in sql:
+            calls.append(len(calls) + 1)
+            if calls[-1] == fail_at:
+                raise StoreError("database read failed: disk I/O error (injected)")
+        return real(self, sql, params)
+
+    monkeypatch.setattr(Store, "query", counted)
+    return calls
+
+
+def _faces_columns_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("face-columns")]
+
+
+def test_bulk_read_stops_at_the_first_failure(enrolled, faces_dir, monkeypatch):
+    """One chunk a row: a read failing midway, or a malformed row early, ends the read with a
+    StoreError within a chunk or two (not after reading the rest), and no decoder thread is
+    left running."""
+    for photo in ("obama/2.jpg", "biden/2.jpg", "obama/3.jpg", "obama/4.jpg"):
+        faces.index_faces(enrolled, "door", faces_dir / "people" / photo, None,
+                          user_id=photo.split("/")[0])
+    assert len(enrolled.store.collection_faces("door")) == 6
+    calls = _chunk_reads(monkeypatch, fail_at=3)
+    with pytest.raises(StoreError, match="injected"):
+        enrolled.store.collection_face_columns("door", chunk=1)
+    assert calls == [1, 2, 3] and not _faces_columns_threads()
+    monkeypatch.undo()
+    first = min(r.id for r in enrolled.store.collection_faces("door"))
+    with enrolled.store.transaction() as c:
+        c.execute("UPDATE faces SET embedding = zeroblob(508) WHERE id = ?", (first,))
+    calls = _chunk_reads(monkeypatch)
+    with pytest.raises(StoreError, match="malformed"):
+        enrolled.store.collection_face_columns("door", chunk=1)
+    assert len(calls) <= 3 and not _faces_columns_threads()
+
+
+@pytest.mark.parametrize("query", ["nan", "zero", "long", "short"])
+def test_a_query_that_is_not_an_embedding_is_refused_by_every_search(people, query):
+    """The embedder returns unit vectors; anything else (a NaN, a zero vector, one 2x long or
+    half long) is a ValueError from both scans and the card's one-user search — never a match
+    (the door fails closed on it)."""
+    real, names = people
+    n = len(real)
+    gallery = Gallery.of(np.arange(1, n + 1), [f"f{i}" for i in range(n)], [None] * n, names, real)
+    bad = {"nan": np.where(np.arange(128) == 0, np.nan, real[0]), "zero": np.zeros(128),
+           "long": real[0] * 2, "short": real[0] * 0.5}[query].astype(np.float32)
+    for quantised_from in (0, 10**9):
+        with pytest.raises(ValueError, match="not finite|not a unit vector"):
+            gallery.search(bad, quantised_from=quantised_from)
+    with pytest.raises(ValueError, match="not finite|not a unit vector"):
+        gallery.search_user(names[0], bad)
+    assert gallery.search(real[0], quantised_from=0) == gallery.search(real[0], quantised_from=10**9)
