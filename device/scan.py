@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facelink.models.embedder import UNIT_TOLERANCE
+from facelink.models.embedder import not_embeddings
 
 try:
     from . import _int8dot as KERNEL
@@ -36,8 +36,8 @@ except ImportError:  # built without a C compiler: float32 scans only (setup.py)
 
 SCALE = 127.0
 MIN_ROWS_PER_THREAD = 16_384  # below this a second thread costs more than it saves
-EPS = 1e-4  # times max(1, ||x||): rounding in the bound and the band (float64 ~1e-15; the float32
-# product before rint in quantise ~4e-6 of a step per value), with a wide margin
+EPS = 1e-4  # rounding in the bound and the band for a unit query (check_query): float64 ~1e-15,
+# the float32 product before rint in quantise ~4e-6 of a step per value (~1e-6); a wide margin
 
 
 def quantise(matrix: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -149,8 +149,7 @@ def certified_top1(matrix: np.ndarray, q8: np.ndarray, residual: float, norm: fl
     if not np.isfinite(bound):  # a query or copy too large for the bound: scan float32
         i, cosine = exact_top1(matrix, query)
         return i, cosine, len(matrix)
-    margin = EPS * max(1.0, float(np.linalg.norm(query)))
-    band = int(np.ceil((2.0 * bound + margin) * SCALE * scale))  # in units of the int32 scores
+    band = int(np.ceil((2.0 * bound + EPS) * SCALE * scale))  # in units of the int32 scores
     candidates, _, _ = band_scan(q8, xq, min(band, ALL_ROWS), threads)
     i, cosine = final_top1(matrix, query, candidates)
     return i, cosine, len(candidates)
@@ -170,7 +169,5 @@ def check_query(query: np.ndarray) -> None:
     """A query that is not an embedding (a value not finite, or a length not 1 — the embedder
     returns unit vectors; a zero or huge vector would put every row, or none, in the re-rank)
     has no nearest row: ValueError (the door fails closed on it)."""
-    if not np.isfinite(query).all():
-        raise ValueError("query embedding is not finite")
-    if not abs(float(np.linalg.norm(query.astype(np.float64))) - 1.0) <= UNIT_TOLERANCE:
-        raise ValueError("query embedding is not a unit vector")
+    if len(not_embeddings(query[None, :])):
+        raise ValueError("query embedding is not finite or not a unit vector")

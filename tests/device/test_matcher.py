@@ -4,6 +4,8 @@ returns the exact float32 top-1 on real faces and follows every change the float
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -30,18 +32,22 @@ def enrolled(ctx, faces_dir):
     return ctx
 
 
-def _fail_next_faces_read(monkeypatch) -> list[str]:
-    """The next read of the faces table fails once, at the store boundary (a real database)."""
-    real, failed = Store.query, []
+def _faces_reads(monkeypatch, marker: str = " FROM faces ",
+                 fails: Callable[[int], bool] = lambda k: k == 1) -> list[int]:
+    """Numbers the reads whose SQL holds ``marker`` (default: any read of the faces table), at
+    the store boundary on a real database; those that ``fails`` picks (default: the next one)
+    fail as a disk would."""
+    real, reads = Store.query, []
 
-    def flaky(self, sql, params=()):
-        if " FROM faces " in sql and not failed:
-            failed.append(sql)
-            raise StoreError("database read failed: disk I/O error (injected)")
+    def counted(self, sql, params=()):
+        if marker in sql:
+            reads.append(len(reads) + 1)
+            if fails(reads[-1]):
+                raise StoreError("database read failed: disk I/O error (injected)")
         return real(self, sql, params)
 
-    monkeypatch.setattr(Store, "query", flaky)
-    return failed
+    monkeypatch.setattr(Store, "query", counted)
+    return reads
 
 
 @pytest.mark.parametrize("quantised_from", [0, 10**9], ids=["int8-scan", "float32-scan"])
@@ -52,7 +58,7 @@ def test_revoked_user_is_never_matched_after_a_failed_read(enrolled, engine, fac
     biden, obama = _probe(engine, faces_dir, "biden/2.jpg"), _probe(engine, faces_dir, "obama/2.jpg")
     assert index.best(biden).user_id == "biden"
     users.delete_user(enrolled, "door", "biden")
-    failed = _fail_next_faces_read(monkeypatch)
+    failed = _faces_reads(monkeypatch)
     with pytest.raises(StoreError):
         index.refresh(0)
     assert failed
@@ -71,30 +77,17 @@ def test_failed_full_reload_keeps_the_index_unusable(enrolled, engine, faces_dir
     index.load()
     position = index.position
     faces.index_faces(enrolled, "door", faces_dir / "people/obama/2.jpg", "obama-2", user_id="obama")
-    _fail_next_faces_read(monkeypatch)
-    failed_again = []
+    _faces_reads(monkeypatch)
     with pytest.raises(StoreError):
         index.refresh(0)
     assert index.position == position  # the position did not move past what was not applied
-    monkeypatch.setattr(Store, "query", _raise_on_faces(failed_again))
+    failed_again = _faces_reads(monkeypatch, fails=lambda k: True)
     with pytest.raises(StoreError):
         index.refresh(0)  # the full reload fails too: still unusable
     assert failed_again and not index.usable and len(index) == 0
     monkeypatch.undo()
     assert index.refresh(0) and index.usable and index.position > position
     assert index.best(_probe(engine, faces_dir, "obama/3.jpg")).user_id == "obama"
-
-
-def _raise_on_faces(record: list[str]):
-    real = Store.query
-
-    def query(self, sql, params=()):
-        if " FROM faces " in sql:
-            record.append(sql)
-            raise StoreError("database read failed: disk I/O error (injected)")
-        return real(self, sql, params)
-
-    return query
 
 
 @pytest.fixture(scope="module")
@@ -375,19 +368,7 @@ def test_bulk_read_grows_past_a_stale_row_count():
         columns.add(7, 2, 0, rows[:1].tobytes(), "8,9", "f\ng", "\n", "\n")
 
 
-def _chunk_reads(monkeypatch, fail_at: int | None = None) -> list[int]:
-    """Counts the bulk read's chunk queries (``fail_at``: that one fails, as a disk would)."""
-    real, calls = Store.query, []
-
-    def counted(self, sql, params=()):
-        if "group_concat(embedding" in sql:
-            calls.append(len(calls) + 1)
-            if calls[-1] == fail_at:
-                raise StoreError("database read failed: disk I/O error (injected)")
-        return real(self, sql, params)
-
-    monkeypatch.setattr(Store, "query", counted)
-    return calls
+CHUNK_SQL = "group_concat(embedding"  # one read of the bulk read's chunks
 
 
 def _faces_columns_threads() -> list[str]:
@@ -404,7 +385,7 @@ def test_bulk_read_stops_at_the_first_failure(enrolled, faces_dir, monkeypatch):
         faces.index_faces(enrolled, "door", faces_dir / "people" / photo, None,
                           user_id=photo.split("/")[0])
     assert len(enrolled.store.collection_faces("door")) == 6
-    calls = _chunk_reads(monkeypatch, fail_at=3)
+    calls = _faces_reads(monkeypatch, CHUNK_SQL, fails=lambda k: k == 3)
     with pytest.raises(StoreError, match="injected"):
         enrolled.store.collection_face_columns("door", chunk=1)
     assert calls == [1, 2, 3] and not _faces_columns_threads()
@@ -412,7 +393,7 @@ def test_bulk_read_stops_at_the_first_failure(enrolled, faces_dir, monkeypatch):
     first = min(r.id for r in enrolled.store.collection_faces("door"))
     with enrolled.store.transaction() as c:
         c.execute("UPDATE faces SET embedding = zeroblob(508) WHERE id = ?", (first,))
-    calls = _chunk_reads(monkeypatch)
+    calls = _faces_reads(monkeypatch, CHUNK_SQL, fails=lambda k: False)
     with pytest.raises(StoreError, match="malformed"):
         enrolled.store.collection_face_columns("door", chunk=1)
     assert len(calls) <= 3 and not _faces_columns_threads()
