@@ -50,16 +50,22 @@ class Listener:
         self.probe_topic = f"{PREFIX}/test-probe/{client_id}"
         self.client = MqttClient(MqttSettings(port=port), client_id=client_id,
                                  subscriptions=[*topics, self.probe_topic], on_message=self._on)
-        assert self.client.wait_connected(30)
-        probed = 0
+        self._probed = 0
+        self.wait_live()
+
+    def wait_live(self, timeout: float = 60.0) -> None:
+        """Connected and subscribed: a probe published now comes back. After a broker restart the
+        client reconnects (CONNACK) before its SUBSCRIBE is through; a message published in that gap
+        never reaches it, so a test that restarts the broker calls this again before publishing."""
+        assert self.client.wait_connected(timeout)
 
         def live() -> bool:
-            nonlocal probed
-            probed += 1
-            self.client.publish(self.probe_topic, f"probe-{probed}", qos=1)
-            return wait_for(lambda: any(t == self.probe_topic for t, _ in self.snapshot()), 1.0)
+            self._probed += 1
+            probe = f"probe-{self._probed}"
+            self.client.publish(self.probe_topic, probe, qos=1)
+            return wait_for(lambda: (self.probe_topic, probe.encode()) in self.snapshot(), 1.0)
 
-        assert wait_for(live, 30), "subscription never became live"
+        assert wait_for(live, timeout), "subscription never became live"
 
     def _on(self, topic: str, payload: bytes) -> None:
         with self._lock:
