@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facelink.access.badges import BadgeSources
 from facelink.access.panel import make_panel_link
@@ -32,10 +32,13 @@ from .camera import CameraReader
 from .decision import ACTUATION_FAILED, ERROR, GRANTED, Decision
 from .door import DoorRelay, make_relay
 from .factors import Factors
+from .heap import release_free_heap, rss_mib
 from .matcher import UserIndex
 from .pipeline import DoorPipeline
 from .sd_notify import notify
-from .sync import DoorSync
+
+if TYPE_CHECKING:
+    from .sync import DoorSync
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +112,11 @@ class Daemon:
         self.topics = DeviceTopics(settings.mqtt.topic_prefix, settings.mqtt.device_id)
         self.outbox = Outbox(settings.mqtt.outbox, settings.mqtt.outbox_max,
                              group=settings.store.group_access)
-        self.sync = DoorSync(settings, self.engine.model_version, self.outbox, self.topics) \
-            if settings.sync.enabled else None
+        self.sync: DoorSync | None = None
+        if settings.sync.enabled:  # imported here: a door without a desk never loads the fleet's crypto (~8 MiB)
+            from .sync import DoorSync
+
+            self.sync = DoorSync(settings, self.engine.model_version, self.outbox, self.topics)
         self.transport = transport or door_client(
             settings.mqtt, subscriptions=self.sync.subscriptions() if self.sync else (),
             on_message=self.sync.on_message if self.sync else None, persistent=self.sync is not None)
@@ -122,6 +128,7 @@ class Daemon:
                                    max_backoff_s=settings.camera.reconnect_max_backoff_s,
                                    max_fps=settings.camera.max_fps, live=live)
         self.stats = Stats()
+        self.heap_released_mib: float | None = None  # set at start (run)
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self._last_error: OrderedDict[str, float] = OrderedDict()  # error_key -> last published
@@ -216,6 +223,8 @@ class Daemon:
                 "camera_connected": self.camera.connected.is_set(),
                 "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
                 "mqtt_connected": self.transport.is_connected(), "stranger_risk": self.stranger_risk,
+                "rss_mib": round(rss, 1) if (rss := rss_mib()) is not None else None,
+                "heap_released_mib": self.heap_released_mib,
                 **self.panel.health(),
                 **({"badges_rejected": self.badges.rejected} if self.badges.sources else {}),
                 "liveness": self.pipeline.components.liveness.counters() if self.pipeline.components.liveness else None,
@@ -282,6 +291,7 @@ class Daemon:
         if self.sync is not None:
             self.sync.start(self.transport)
         self.camera.start()
+        self.heap_released_mib = release_free_heap()  # what loading the models and the gallery freed
         notify("READY=1")
         log.info("door %s running: collection %s, threshold %.2f, %d of %d frames",
                  self.settings.mqtt.device_id, self.settings.matching.collection_id,

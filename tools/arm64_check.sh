@@ -142,12 +142,13 @@ in_root 'facelink detect-faces --image /opt/shared/faces/multi/six_people.jpg \
            --target-image /opt/shared/faces/people/biden/1.jpg --similarity-threshold 0 \
            | python -c "import json,sys; m=json.load(sys.stdin)[\"FaceMatches\"]; print(\"obama vs biden: Similarity\", [round(x[\"Similarity\"], 2) for x in m]); sys.exit(not m or m[0][\"Similarity\"] >= 50)"'
 
-step "engine, collection, decision and matcher tests (the int8 kernel on NEON)"
+step "engine, collection, decision, heap and matcher tests (the int8 kernel on NEON)"
 in_root 'python -m pytest -q -p no:cacheprovider tests/models/test_engine.py tests/models/test_runtime.py \
-           tests/enroll/test_collections.py tests/device/test_decision.py \
+           tests/enroll/test_collections.py tests/device/test_decision.py tests/device/test_heap.py \
            "tests/device/test_matcher.py::test_int8_kernel_is_exact_integer_arithmetic" \
            "tests/device/test_matcher.py::test_int8_kernel_band_keeps_every_row_when_each_is_a_new_best" \
-           "tests/device/test_matcher.py::test_int8_kernel_refuses_bad_arguments" 2>&1 | tail -15'
+           "tests/device/test_matcher.py::test_int8_kernel_refuses_bad_arguments" \
+           "tests/device/test_matcher.py::test_int8_kernel_band_wider_than_any_score_keeps_every_row" 2>&1 | tail -15'
 
 step "embeddings: arm64 vs x86-64 on every face of people/ (default engine and int8 path)"
 rc=0

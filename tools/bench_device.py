@@ -25,18 +25,12 @@ from broker import Broker
 
 from facelink.config import load_settings
 from facelink.device.daemon import Daemon
+from facelink.device.heap import rss_mib
 from facelink.enroll import faces, users
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
 from facelink.models.engine import FaceEngine
 from facelink.models.provision import provision
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def pct(values: list[float], q: float) -> float | None:
