@@ -287,11 +287,11 @@ class Daemon:
 
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> int:
+        self.heap_released_mib = release_free_heap()  # what loading the models and the gallery freed
         self.pump.start()
         if self.sync is not None:
             self.sync.start(self.transport)
         self.camera.start()
-        self.heap_released_mib = release_free_heap()  # what loading the models and the gallery freed
         notify("READY=1")
         log.info("door %s running: collection %s, threshold %.2f, %d of %d frames",
                  self.settings.mqtt.device_id, self.settings.matching.collection_id,

@@ -25,12 +25,17 @@ from broker import Broker
 
 from facelink.config import load_settings
 from facelink.device.daemon import Daemon
-from facelink.device.heap import rss_mib
+from facelink.device.heap import rss_mib as heap_rss_mib
 from facelink.enroll import faces, users
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
 from facelink.models.engine import FaceEngine
 from facelink.models.provision import provision
+
+
+def rss_mib() -> float:
+    rss = heap_rss_mib()
+    return float("nan") if rss is None else rss  # nan: no /proc here
 
 
 def pct(values: list[float], q: float) -> float | None:
