@@ -4,9 +4,9 @@ Loading a model leaves its parsed file behind as freed C heap: onnxruntime reads
 ONNX file, builds its own copy of the weights and frees the first one, but glibc keeps freed pages
 in its arenas, so they stay resident for the life of the process (measured on SFace alone: ~32 MiB
 of 85; README, Performance: door daemon). :func:`release_free_heap` asks glibc to hand them back
-(``malloc_trim(0)``); the daemon calls it once, when everything is loaded and before its threads
-start.
-Where the C library has no ``malloc_trim`` (musl, macOS) it does nothing.
+(``malloc_trim(0)``); the daemon calls it once, at the top of ``run()``: everything is loaded, and
+the pump, sync and camera threads have not started (paho's network thread and any badge reader
+already run; they allocate little). Where the C library has no ``malloc_trim`` (musl, macOS) it does nothing.
 """
 
 from __future__ import annotations
