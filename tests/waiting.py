@@ -15,3 +15,24 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def round_trip(publish: Callable[[str], object], arrived: Callable[[str], bool], timeout: float = 60.0,
+               each: float = 1.0) -> bool:
+    """The one way tests ask "is this MQTT subscriber live, and has it got everything the broker
+    had for it": a fresh marker, ``publish(marker)``-ed now, comes back (``arrived(marker)``).
+
+    A marker is re-published every ``each`` seconds until ``timeout``: after a (re)connect the
+    CONNACK comes before the SUBSCRIBE is through, and a marker sent in that gap is lost, never
+    late. Once one arrives, everything the broker received before it from the same connection
+    has been delivered too (MQTT keeps one connection's messages in order)."""
+    sent = 0
+
+    def one() -> bool:
+        nonlocal sent
+        sent += 1
+        marker = f"probe-{time.monotonic_ns()}-{sent}"
+        publish(marker)
+        return wait_until(lambda: arrived(marker), each)
+
+    return wait_until(one, timeout, interval=0.0)

@@ -10,7 +10,10 @@ each contender's time relative to FaceLink's as the median of per-round ratios.
   the default embedder (onnxruntime, PRelu as depthwise convs) changed;
 - OpenCV 5 ``FaceDetectorYN`` + ``FaceRecognizerSF`` on the same model files;
 - face_recognition (dlib HOG detector, upsample 1, ResNet embedding) when it is installed,
-  on fewer frames (it is an order of magnitude slower).
+  on fewer frames (it is an order of magnitude slower);
+- FaceLink with SFace in OpenVINO (``sface_fp32.onnx``, the PRelu graph OpenVINO fuses itself;
+  YuNet stays in onnxruntime, where it measured faster) when ``openvino`` is installed: another
+  runtime on the same files, to see what it would gain. It is not a FaceLink dependency.
 
 Frames: 640x480, one face (~160 px wide) and three faces (~100 px) cut from
 ../shared/faces/people photos. ``--stages`` adds per-stage medians (diagnosis only), and
@@ -35,6 +38,7 @@ import numpy as np
 
 from facelink.config import ModelSettings, load_settings
 from facelink.models.aligner import align_face
+from facelink.models.embedder import SFaceEmbedder
 from facelink.models.engine import FaceEngine
 from facelink.models.image import decode_image
 
@@ -116,6 +120,47 @@ def face_recognition_contender() -> Callable[[np.ndarray], int] | None:
         return len(face_recognition.face_encodings(rgb, boxes))
 
     return run
+
+
+class OpenVinoBackend:
+    """An OpenVINO CPU model behind FaceLink's ``Backend`` interface (benchmark only): the
+    same thread count, latency hint, fp32 (no bf16/fp16 down-conversion)."""
+
+    def __init__(self, path: Path, threads: int, shape: tuple[int, ...]) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        model.reshape({model.inputs[0].get_any_name(): list(shape)})
+        self._compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32"})
+        self._request = self._compiled.create_infer_request()
+        self.name = f"openvino {ov.__version__.split('-')[0]}"
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        out = self._request.infer({0: tensor})
+        return [np.array(out[o]) for o in self._compiled.outputs]
+
+
+def openvino_engine(engine: FaceEngine, models: Path, threads: int) -> tuple[FaceEngine, str] | None:
+    """FaceLink's engine with SFace in OpenVINO (one face per run: the shape is fixed at 1), or
+    None when openvino is not installed."""
+    try:
+        backend = OpenVinoBackend(models / "sface_fp32.onnx", threads, (1, 3, 112, 112))
+    except ImportError:
+        return None
+    embedder = SFaceEmbedder(backend, batch=False)
+    return FaceEngine(engine.detector, embedder, engine.model_version, engine.calibration), backend.name
+
+
+def same_embeddings(a: FaceEngine, b: FaceEngine, frames: dict[str, np.ndarray]) -> float:
+    """The smallest cosine between the two engines' embeddings of every face of ``frames``."""
+    worst = 1.0
+    for frame in frames.values():
+        for x, y in zip(a.analyze(frame), b.analyze(frame)):
+            worst = min(worst, float(x.embedding @ y.embedding))
+    return worst
 
 
 def interleaved(contenders: dict[str, Callable[[np.ndarray], int]], frames: dict[str, np.ndarray],
@@ -236,6 +281,14 @@ def main() -> int:
     if fr is not None:
         contenders["face_recognition 1.3 (dlib HOG + ResNet)"] = fr
         rounds["face_recognition 1.3 (dlib HOG + ResNet)"] = args.face_recognition_frames
+    notes = []
+    vino = openvino_engine(engine, models, args.threads)
+    if vino is not None:
+        name = f"FaceLink, SFace in OpenVINO ({vino[1]}, not a dependency)"
+        contenders[name] = facelink_contender(vino[0])
+        rounds[name] = args.frames
+        notes.append(f"{name}: embeddings' smallest cosine to the default engine's "
+                     f"{same_embeddings(engine, vino[0], frames):.6f}")
     load_before = load_text()
     t0 = time.perf_counter()
     times, found = interleaved(contenders, frames, rounds)
@@ -258,6 +311,8 @@ def main() -> int:
               + (f" ({'; '.join(wrong)})" if wrong else ""))
     print("\nmedians; ratios are medians of per-round ratios (same round, same frame), > 1 = slower "
           "than FaceLink.")
+    for note in notes:
+        print(note)
     if args.stages:
         print("\nFaceLink stages (diagnosis; medians of 50):\n")
         print("| frame | YuNet (resize, run, decode) | pose + quality | align (all faces) | embed (all faces) |")

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from facelink.device.decision import GRANTED, Decision
-from tests.waiting import wait_until
+from tests.waiting import round_trip, wait_until
 
 TOPIC = "facelink/front/decision"
 
@@ -102,17 +102,17 @@ def publisher(broker):
 
 
 def _until_subscribed(logger: LoggerProcess, publish) -> set[str]:
-    """Publish probe decisions until one is recorded: the logger's subscription is live."""
-    probes: list[str] = []
+    """Publish probe decisions until one is recorded: the logger's subscription is live. Returns
+    the event ids of every probe sent (some may be recorded later)."""
+    probes: dict[str, str] = {}  # marker -> the probe decision's event_id
 
-    def probe() -> bool:
+    def send(marker: str) -> None:
         raw = valid(user="probe")
-        probes.append(json.loads(raw)["event_id"])
+        probes[marker] = json.loads(raw)["event_id"]
         publish(raw)
-        return wait_for(lambda: logger.event_ids() & set(probes), 1.0)
 
-    assert wait_for(probe, 60), logger.log_path.read_text()
-    return set(probes)
+    assert round_trip(send, lambda marker: probes[marker] in logger.event_ids(), 60), logger.log_path.read_text()
+    return set(probes.values())
 
 
 def test_logger_survives_1000_malformed_messages(tmp_path, broker, publisher):

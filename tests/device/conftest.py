@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.waiting import wait_until
+from tests.waiting import round_trip, wait_until
 
 DECISION_LINE = re.compile(r"decision (\w+) user=(\S+) .* event=([0-9a-f-]{36})")
 
@@ -45,14 +44,9 @@ class DoorProcess:
         return DECISION_LINE.findall(self.log())
 
     def wait_for(self, predicate, timeout: float = 60.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            if self.proc.poll() is not None:
-                return predicate()
-            time.sleep(0.2)
-        return False
+        """``predicate`` came true within ``timeout``; an exited daemon ends the wait early."""
+        return wait_until(lambda: predicate() or self.proc.poll() is not None, timeout, interval=0.2) \
+            and bool(predicate())
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
@@ -71,7 +65,6 @@ class Watcher:
 
     def __init__(self, port: int, topics: list[str], client_id: str = "test-watcher") -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
-        self._barriers = 0
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
@@ -99,10 +92,9 @@ class Watcher:
         """Everything published to the broker before this call has reached this watcher: a marker
         published now (``publish(topic, payload)``, e.g. the door's own client) came back, and the
         broker forwards one connection's messages in order."""
-        self._barriers += 1
-        marker = json.dumps({"probe": f"barrier-{self._barriers}"})
-        publish("facelink/probe/decision", marker)
-        return self.wait_for(lambda: marker.encode() in self.raw("probe/decision"), timeout)
+        return round_trip(lambda marker: publish("facelink/probe/decision", json.dumps({"probe": marker})),
+                          lambda marker: json.dumps({"probe": marker}).encode() in self.raw("probe/decision"),
+                          timeout)
 
     def close(self) -> None:
         self.client.disconnect()

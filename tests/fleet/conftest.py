@@ -19,7 +19,7 @@ from facelink.config import MqttSettings
 from facelink.enroll.store import Store
 from facelink.fleet.signing import generate_keypair, load_private, load_trusted
 from facelink.mqtt.client import MqttClient
-from tests.waiting import wait_until
+from tests.waiting import round_trip, wait_until
 
 V = "yunet-2023mar+sface-2021dec/int8bq"
 PREFIX = "facelink"
@@ -50,7 +50,6 @@ class Listener:
         self.probe_topic = f"{PREFIX}/test-probe/{client_id}"
         self.client = MqttClient(MqttSettings(port=port), client_id=client_id,
                                  subscriptions=[*topics, self.probe_topic], on_message=self._on)
-        self._probed = 0
         self.wait_live()
 
     def wait_live(self, timeout: float = 60.0) -> None:
@@ -58,14 +57,9 @@ class Listener:
         client reconnects (CONNACK) before its SUBSCRIBE is through; a message published in that gap
         never reaches it, so a test that restarts the broker calls this again before publishing."""
         assert self.client.wait_connected(timeout)
-
-        def live() -> bool:
-            self._probed += 1
-            probe = f"probe-{self._probed}"
-            self.client.publish(self.probe_topic, probe, qos=1)
-            return wait_for(lambda: (self.probe_topic, probe.encode()) in self.snapshot(), 1.0)
-
-        assert wait_for(live, timeout), "subscription never became live"
+        assert round_trip(lambda probe: self.client.publish(self.probe_topic, probe, qos=1),
+                          lambda probe: (self.probe_topic, probe.encode()) in self.snapshot(),
+                          timeout), "subscription never became live"
 
     def _on(self, topic: str, payload: bytes) -> None:
         with self._lock:

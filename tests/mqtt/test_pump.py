@@ -15,7 +15,7 @@ from facelink.mqtt.client import MqttClient, door_client
 from facelink.mqtt.outbox import Outbox
 from facelink.mqtt.pump import OutboxPump
 from facelink.mqtt.topics import DeviceTopics, all_decisions
-from tests.waiting import wait_until
+from tests.waiting import round_trip, wait_until
 
 
 class Inbox:
@@ -43,13 +43,8 @@ class Inbox:
         probe = MqttClient(MqttSettings(port=port), client_id=f"probe-{id(self)}")
         try:
             assert probe.wait_connected(30)
-
-            def probed() -> bool:
-                marker = f"probe-{time.monotonic_ns()}"
-                probe.publish("facelink/probe/decision", json.dumps({"probe": marker}))
-                return wait_until(lambda: any(p.get("probe") == marker for p in self._snapshot()), 1.0)
-
-            return wait_until(probed, timeout)
+            return round_trip(lambda marker: probe.publish("facelink/probe/decision", json.dumps({"probe": marker})),
+                              lambda marker: any(p.get("probe") == marker for p in self._snapshot()), timeout)
         finally:
             probe.stop()
 
@@ -58,12 +53,7 @@ class Inbox:
             return list(self.received)
 
     def wait_for(self, n: int, timeout: float = 60.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.ids()) >= n:
-                return True
-            time.sleep(0.1)
-        return False
+        return wait_until(lambda: len(self.ids()) >= n, timeout, interval=0.1)
 
 
 def _fill(outbox: Outbox, topic: str, n: int) -> list[str]:
