@@ -26,12 +26,8 @@ def round_trip(publish: Callable[[str], object], arrived: Callable[[str], bool],
     CONNACK comes before the SUBSCRIBE is through, and a marker sent in that gap is lost, never
     late. Once one arrives, everything the broker received before it from the same connection
     has been delivered too (MQTT keeps one connection's messages in order)."""
-    sent = 0
-
     def one() -> bool:
-        nonlocal sent
-        sent += 1
-        marker = f"probe-{time.monotonic_ns()}-{sent}"
+        marker = f"probe-{time.monotonic_ns()}"  # fresh each time: a late earlier one is not it
         publish(marker)
         return wait_until(lambda: arrived(marker), each)
 
