@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -58,14 +59,22 @@ class PanelVerdict:
     verdict: str  # GRANTED | DENIED | NO_RESPONSE
     command: dict[str, Any] | None
     latency_s: float | None
+    # OSDP carries no request id: when an earlier card read was still unanswered as this one
+    # reached the panel, a verdict recorded here may be the panel's (late) answer to that one.
+    overlaps: str | None = None
 
 
 @dataclass
-class _Pending:
+class _Read:
+    """A card read from the moment it is handed to libosdp until the panel's verdict closes it."""
+
     event_id: str
     credential: str
+    data: bytes
     sent_at: float
-    timer: threading.Timer | None = None
+    deadline: float
+    delivered: bool = False  # libosdp reports the panel has polled it
+    overlaps: str | None = None
 
 
 def _channel_class(osdp: Any) -> type:
@@ -108,7 +117,19 @@ class PanelState:
 
 
 class OsdpReader:
-    """A libosdp PeripheralDevice on ``device`` (a serial path) at ``address``."""
+    """A libosdp PeripheralDevice on ``device`` (a serial path) at ``address``.
+
+    Threads, and the one rule that keeps them from deadlocking: libosdp's own thread holds
+    libosdp's lock while it calls back into FaceLink (a panel command, an event delivered), so
+    those callbacks take no FaceLink lock and call nothing that might wait: they hand what came
+    to the verdict thread (``osdp-verdicts``), which owns the open card reads and is the only one
+    to call ``on_verdict`` and ``on_output``. ``card_read`` (the pipeline) calls libosdp while
+    holding only its own send lock, which no callback takes.
+
+    A panel command answers the newest card read the panel has been handed (libosdp's event
+    completion): a command that came before a read reached the panel cannot be its answer.
+    Once a newer read reaches the panel the older ones close ``NO_RESPONSE``.
+    """
 
     def __init__(self, device: str, *, address: int, baud: int, scbk_file: Path, install_mode: bool,
                  debounce_s: float = 3.0, verdict_timeout_s: float = 2.0,
@@ -126,11 +147,11 @@ class OsdpReader:
         self.debounce_s, self.verdict_timeout_s = debounce_s, verdict_timeout_s
         self.on_verdict, self.on_output = on_verdict, on_output
         self.state = PanelState()
-        self._lock = threading.Lock()
-        self._settled = threading.Condition(self._lock)  # notified when the open card read closes
-        self._pending: _Pending | None = None
-        self._closed = False  # after close(): offline, the PD is gone
+        self._send_lock = threading.Lock()  # card_read and close; never taken by libosdp's thread
+        self._closing = False  # close() began: no new card reads
+        self._closed = False  # the PD is torn down: offline
         self._last_sent: dict[str, float] = {}
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()  # -> verdict thread
         self._fd = open_raw(device, baud)
         info = osdp.PDInfo(address, _channel_class(osdp)(self._fd), scbk=key, flags=flags,
                            name=f"facelink-{address}")
@@ -139,34 +160,39 @@ class OsdpReader:
             (osdp.Capability.AudibleControl, 1, 1), (osdp.Capability.OutputControl, 1, 1),
             (osdp.Capability.TextOutput, 1, 1), (osdp.Capability.CommunicationSecurity, 1, 1)])
         self._pd = osdp.PeripheralDevice(info, caps, log_level=osdp.LogLevel.Warning,
-                                         command_handler=self._on_command)
+                                         command_handler=self._on_command,
+                                         event_completion_handler=self._on_event_done)
+        self._verdicts = threading.Thread(target=self._verdict_loop, name="osdp-verdicts", daemon=True)
+        self._verdicts.start()
         self._pd.start()
         log.info("OSDP PD %d on %s (%s)", address, device,
                  "install mode: waiting for the panel's key" if self.installing else "secure channel")
 
     # -- FaceLink -> panel -----------------------------------------------------------------
     def card_read(self, credential: Credential, event_id: str) -> bool:
-        """Send a CardRead for ``credential``; False when debounced or refused by libosdp."""
-        now = time.monotonic()
+        """Send a CardRead for ``credential``; False when debounced, stopping or refused by libosdp."""
         key = str(credential)
-        with self._lock:
+        bits = credential.bits()
+        data = pack(bits)
+        event = {"event": self._osdp.Event.CardRead, "reader_no": 0, "direction": 0,
+                 "format": self._osdp.CardFormat.Wiegand, "length": len(bits), "data": data}
+        with self._send_lock:
+            now = time.monotonic()
+            if self._closing:
+                log.warning("OSDP: reader stopping, card read for event %s not sent", event_id)
+                return False
             if now - self._last_sent.get(key, -1e9) < self.debounce_s:
                 log.info("OSDP: %s sent %.1f s ago, not repeated", key, now - self._last_sent[key])
                 return False
             self._last_sent = {k: t for k, t in self._last_sent.items() if now - t < self.debounce_s}
-            self._last_sent[key] = now
-            self._finish_pending("NO_RESPONSE", None)
-            bits = credential.bits()
-            event = {"event": self._osdp.Event.CardRead, "reader_no": 0, "direction": 0,
-                     "format": self._osdp.CardFormat.Wiegand, "length": len(bits), "data": pack(bits)}
+            read = _Read(event_id, key, bytes(data), now, now + self.verdict_timeout_s)
+            self._inbox.put(("read", read))  # before libosdp can report it delivered
             ok = bool(self._pd.submit_event(event))
             if ok:
+                self._last_sent[key] = now
                 self.state.card_reads += 1
-                pending = _Pending(event_id, key, now)
-                pending.timer = threading.Timer(self.verdict_timeout_s, self._timeout, args=(pending,))
-                pending.timer.daemon = True
-                self._pending = pending
-                pending.timer.start()
+            else:
+                self._inbox.put(("refused", read))
         log.info("OSDP CardRead %s (%d bits) for event %s: %s", key, len(bits), event_id,
                  "queued" if ok else "refused by libosdp")
         return ok
@@ -179,74 +205,118 @@ class OsdpReader:
     def online(self) -> bool:
         return not self._closed and bool(self._pd.is_online())
 
-    # -- panel -> FaceLink -----------------------------------------------------------------
+    # -- panel -> FaceLink: libosdp's thread, holding libosdp's lock --------------------------
     def _on_command(self, cmd: dict[str, Any]) -> tuple[int, dict | None]:
-        try:
-            self._handle(cmd)
-        except Exception:  # noqa: BLE001 - a bad command must never stop the reader
-            log.exception("OSDP: cannot handle command %r", {k: v for k, v in cmd.items() if k != "data"})
+        self._pd.get_command(timeout=-1)  # libosdp's wrapper queues a copy nobody reads: take it
+        self.state.commands += 1
+        if cmd.get("command") != self._osdp.Command.Keyset:
+            self._inbox.put(("command", (dict(cmd), time.monotonic())))
+            return 0, None
+        try:  # the panel must know whether the key was kept: a NAK if it was not
+            save_scbk(self.scbk_file, bytes(cmd["data"]))
+        except Exception:  # noqa: BLE001 - never raise into libosdp
+            log.exception("OSDP: cannot write the panel's secure channel key to %s", self.scbk_file)
             return -1, None
+        if not self.installing:
+            log.warning("OSDP: the panel changed the secure channel key")
+        self.installing = False
+        log.info("OSDP: secure channel key received from the panel and written to %s", self.scbk_file)
         return 0, None
 
-    def _handle(self, cmd: dict[str, Any]) -> None:
+    def _on_event_done(self, event: dict[str, Any], status: int) -> None:
+        self._inbox.put(("delivered", (bytes(event.get("data", b"")), status)))
+
+    # -- the verdict thread: owns the open card reads --------------------------------------
+    def _verdict_loop(self) -> None:
+        reads: list[_Read] = []
+        stopping = False
+        while not (stopping and not reads):
+            wait = max(0.0, min(r.deadline for r in reads) - time.monotonic()) if reads else None
+            try:
+                kind, body = self._inbox.get(timeout=wait)
+            except queue.Empty:
+                kind, body = "tick", None
+            try:
+                if kind == "read":
+                    reads.append(body)
+                elif kind == "refused":
+                    reads = [r for r in reads if r is not body]
+                elif kind == "delivered":
+                    reads = self._delivered(reads, *body)
+                elif kind == "command":
+                    reads = self._command(reads, *body)
+                elif kind == "stop":
+                    stopping = True
+                now = time.monotonic()
+                for r in [r for r in reads if r.deadline <= now]:
+                    reads.remove(r)
+                    self._record(r, "NO_RESPONSE", None)
+            except Exception:  # noqa: BLE001 - a bad command must never stop the reader
+                log.exception("OSDP: cannot handle %s", kind)
+
+    def _delivered(self, reads: list[_Read], data: bytes, status: int) -> list[_Read]:
+        match = next((r for r in reads if not r.delivered and r.data == data), None)
+        if match is None:
+            return reads
+        if status != 0:
+            log.warning("OSDP: card read for event %s not delivered (libosdp status %s)", match.event_id, status)
+            reads.remove(match)
+            self._record(match, "NO_RESPONSE", None)
+            return reads
+        match.delivered = True
+        older = reads[:reads.index(match)]
+        unanswered = [r.event_id for r in older if r.delivered]
+        match.overlaps = unanswered[-1] if unanswered else None
+        for r in older:  # the panel has moved on (or never got them: libosdp sends in order)
+            self._record(r, "NO_RESPONSE", None)
+        return reads[len(older):]
+
+    def _command(self, reads: list[_Read], cmd: dict[str, Any], received_at: float) -> list[_Read]:
         C = self._osdp.Command
         kind = cmd.get("command")
-        self.state.commands += 1
-        if kind == C.Keyset:
-            if not self.installing:
-                log.warning("OSDP: the panel changed the secure channel key")
-            save_scbk(self.scbk_file, bytes(cmd["data"]))
-            self.installing = False
-            log.info("OSDP: secure channel key received from the panel and written to %s", self.scbk_file)
-            return
+        verdict = None
         if kind == C.LED:
-            self.state.led = dict(cmd)
+            self.state.led = cmd
             log.info("OSDP panel LED: on_color=%s off_color=%s control=%s temporary=%s",
                      cmd.get("on_color"), cmd.get("off_color"), cmd.get("control_code"), cmd.get("temporary"))
-            if cmd.get("on_color") == LED_GREEN:
-                self._verdict("GRANTED", cmd)
-            elif cmd.get("on_color") == LED_RED:
-                self._verdict("DENIED", cmd)
+            verdict = {LED_GREEN: "GRANTED", LED_RED: "DENIED"}.get(cmd.get("on_color"))
         elif kind == C.Buzzer:
-            self.state.buzzer = dict(cmd)
+            self.state.buzzer = cmd
             log.info("OSDP panel buzzer: control=%s on=%s off=%s repeat=%s", cmd.get("control_code"),
                      cmd.get("on_count"), cmd.get("off_count"), cmd.get("rep_count"))
         elif kind == C.Output:
-            self.state.output = dict(cmd)
+            self.state.output = cmd
             on = cmd.get("control_code") in OUTPUT_ON
             log.info("OSDP panel output %s: control=%s (%s) timer=%s", cmd.get("output_no"),
                      cmd.get("control_code"), "on" if on else "off", cmd.get("timer_count"))
             if on:
-                self._verdict("GRANTED", cmd)
+                verdict = "GRANTED"
                 if self.on_output is not None:
-                    self.on_output(dict(cmd))
+                    try:
+                        self.on_output(dict(cmd))
+                    except Exception:  # noqa: BLE001 - the verdict is still recorded
+                        log.exception("OSDP: cannot drive the door's relay for the panel's output command")
         elif kind == C.Text:
             self.state.text = str(cmd.get("data", ""))
             log.info("OSDP panel text: %r", self.state.text)
         else:
             log.info("OSDP panel command %s ignored", kind)
+        if verdict is None:
+            return reads
+        answered = next((r for r in reversed(reads) if r.delivered and r.sent_at <= received_at), None)
+        if answered is None:
+            log.info("OSDP panel %s with no card read waiting for it: not a verdict", verdict)
+            return reads
+        reads.remove(answered)
+        self._record(answered, verdict, cmd, received_at)
+        return reads
 
-    def _verdict(self, verdict: str, cmd: dict[str, Any] | None) -> None:
-        with self._lock:
-            self._finish_pending(verdict, cmd)
-
-    def _timeout(self, pending: _Pending) -> None:
-        with self._lock:
-            if self._pending is pending:
-                self._finish_pending("NO_RESPONSE", None)
-
-    def _finish_pending(self, verdict: str, cmd: dict[str, Any] | None) -> None:
-        """Under self._lock: close the open card read with the panel's verdict."""
-        p, self._pending = self._pending, None
-        if p is None:
-            return
-        self._settled.notify_all()
-        if p.timer is not None:
-            p.timer.cancel()
-        latency = None if verdict == "NO_RESPONSE" else round(time.monotonic() - p.sent_at, 3)
-        v = PanelVerdict(p.event_id, p.credential, verdict, cmd, latency)
+    def _record(self, read: _Read, verdict: str, cmd: dict[str, Any] | None,
+                received_at: float | None = None) -> None:
+        latency = None if received_at is None else round(received_at - read.sent_at, 3)
+        v = PanelVerdict(read.event_id, read.credential, verdict, cmd, latency, read.overlaps)
         self.state.verdicts.append(v)
-        log.info("OSDP panel verdict for event %s (%s): %s", p.event_id, p.credential, verdict)
+        log.info("OSDP panel verdict for event %s (%s): %s", read.event_id, read.credential, verdict)
         if self.on_verdict is not None:
             try:
                 self.on_verdict(v)
@@ -254,15 +324,18 @@ class OsdpReader:
                 log.exception("cannot record the panel's verdict")
 
     def close(self) -> None:
-        """Stop the reader. An open card read first gets the time left of its verdict window
-        (the PD keeps running meanwhile, so the panel's answer is still taken), then is closed
-        NO_RESPONSE: the caller records every verdict before it stops delivering events."""
-        with self._settled:
-            self._settled.wait_for(lambda: self._pending is None, timeout=self.verdict_timeout_s)
-            self._finish_pending("NO_RESPONSE", None)
-            if self._closed:
+        """Stop the reader. Open card reads first get the time left of their verdict window
+        (the PD keeps running meanwhile, so the panel's answer is still taken), then close
+        NO_RESPONSE: every verdict is handed to ``on_verdict`` before this returns."""
+        with self._send_lock:
+            if self._closing:
                 return
-            self._closed = True
+            self._closing = True
+        self._inbox.put(("stop", None))
+        self._verdicts.join(self.verdict_timeout_s + 5.0)
+        if self._verdicts.is_alive():
+            log.error("OSDP: the verdict thread did not finish (on_verdict stuck?)")
+        self._closed = True
         try:
             self._pd.teardown()
         finally:

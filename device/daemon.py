@@ -123,7 +123,7 @@ class Daemon:
         self.pump = OutboxPump(self.outbox, self.transport, window=settings.mqtt.publish_window)
         self.relay = relay or make_relay(settings.door)
         self.panel = make_panel_link(settings, self.store, on_verdict=self._record_panel_verdict,
-                                     on_output=lambda cmd: self.relay.pulse(None))
+                                     on_output=self._panel_output)
         self.camera = CameraReader(settings.camera.source, loop=settings.camera.loop,
                                    max_backoff_s=settings.camera.reconnect_max_backoff_s,
                                    max_fps=settings.camera.max_fps, live=live)
@@ -171,6 +171,13 @@ class Daemon:
         message = PanelVerdictMessage(event_id=event_id, timestamp=datetime.now(timezone.utc).isoformat(),
                                       device_id=self.settings.mqtt.device_id, **asdict(verdict))
         self.outbox.put(event_id, self.topics.panel, message.payload())
+
+    def _panel_output(self, command: dict) -> None:
+        """The access panel switched an output on (OSDP): pulse the door's own relay."""
+        def failed(reason: str) -> None:
+            log.error("the panel's output command did not open the door: %s", reason)
+
+        self.relay.pulse(None, on_failure=failed)
 
     def actuation_failed(self, granted: Decision, reason: str) -> None:
         """The relay failed after GRANTED: a follow-up event says the door did not open.
@@ -328,8 +335,8 @@ class Daemon:
         notify("STOPPING=1")
         self.camera.stop()
         self.badges.close()
-        self.relay.close()  # waits for a running door command: its failure is still reported
-        self.panel.close()  # waits for the panel's answer to an open card read: recorded, then sent
+        self.panel.close()  # waits for the panel's answer to open card reads (and its output command)
+        self.relay.close()  # then waits for a running door command: its failure is still reported
         left = self.pump.close(flush_timeout_s)  # the pump drains; nobody else publishes events
         self.publish_health()  # the last word on frames, decisions and outbox depth
         if left:

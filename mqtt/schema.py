@@ -108,6 +108,9 @@ class PanelVerdictMessage(EventMessage):
     verdict: Literal["GRANTED", "DENIED", "NO_RESPONSE"]
     command: dict[str, Any] | None = Field(None, description="the panel's LED/output command")
     latency_s: float | None = Field(None, ge=0)
+    overlaps: EventId | None = Field(None, description=(
+        "the decision_event_id of an earlier card read still unanswered when this one reached the "
+        "panel: OSDP carries no request id, so this verdict may be the panel's answer to that one"))
 
 
 ALARM_SCHEMA = "facelink.alarm/1"

@@ -1,19 +1,25 @@
 """The real door daemon as an OSDP reader: a libosdp Control Panel (the access panel) on a pty,
 secure channel on, receives the granted user's badge; an unknown face sends nothing; the panel's
-green LED is recorded as its verdict beside FaceLink's decision on MQTT."""
+green LED is recorded as its verdict beside FaceLink's decision on MQTT; a panel that opens the
+door while the daemon stops still opens it."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 
 import pytest
 
 from facelink.access.scbk import save_scbk
-from facelink.enroll import credentials
+from facelink.access.wiegand import Credential
+from facelink.device.daemon import Daemon
+from facelink.device.door import CommandRelay
+from facelink.enroll import credentials, faces
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
 from facelink.mqtt.schema import PanelVerdictMessage
+from tests.waiting import wait_until
 
 from .conftest import Watcher
 
@@ -39,8 +45,16 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
     panel = panel_mod.Panel(master, KEY)
     watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="osdp-watcher")
     try:
+        # the watcher's own marker came back: both its subscriptions are through before the
+        # door can publish its first decision
+        assert watcher.barrier(lambda topic, payload: watcher.client.publish(topic, payload, qos=1))
+        # The tracker's age and the cooldown run on the processing clock, not the file's: a
+        # stall > track_max_age_s on a loaded machine splits a track (DENIED_UNKNOWN never gets
+        # 3 frames, or feat_man is GRANTED again once cooldown_s has passed). Pin both far
+        # beyond the feed's length so that the decisions depend on the frames alone.
         door = start_door(broker.port, str(feed), door__output="osdp", osdp__device=path,
-                          osdp__scbk_file=str(tmp_path / "scbk"), osdp__verdict_timeout_s=10)
+                          osdp__scbk_file=str(tmp_path / "scbk"), osdp__verdict_timeout_s=10,
+                          matching__track_max_age_s=600, matching__cooldown_s=3600)
         assert panel.secure(timeout=90), door.log()
         event = panel.next_event(timeout=120)
         assert event is not None, door.log()
@@ -49,16 +63,57 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
         value = int("".join(map(str, bits[1:25])), 2)
         assert (value >> 16, value & 0xFFFF) == (42, 31337)
         assert panel.led(panel_mod.osdp.CommandLEDColor.Green)
-        assert watcher.wait_for(lambda: watcher.payloads("/panel"), 30), door.log()
+        assert watcher.wait_for(lambda: watcher.payloads("door-1/panel"), 30), door.log()
         assert door.proc.wait(120) == 0, door.log()
         assert panel.next_event(timeout=1) is None  # one card read: the unknown face sent nothing
-        assert watcher.wait_for(lambda: len(watcher.payloads("/decision")) >= 2, 20)
-        decisions = watcher.payloads("/decision")
+        assert watcher.wait_for(lambda: len(watcher.payloads("door-1/decision")) >= 2, 20)
+        decisions = watcher.payloads("door-1/decision")
         assert [d["decision"] for d in decisions] == ["DENIED_UNKNOWN", "GRANTED"], door.log()
-        verdict = watcher.payloads("/panel")[0]
+        verdict = watcher.payloads("door-1/panel")[0]
         assert verdict["verdict"] == "GRANTED" and verdict["credential"] == "H10301:42:31337"
+        assert verdict["overlaps"] is None  # one card read open at a time here
         assert verdict["decision_event_id"] == decisions[1]["event_id"]
         assert PanelVerdictMessage.model_validate(verdict).payload() == verdict  # what the logger accepts
+    finally:
+        watcher.close()
+        panel.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_the_panel_opening_the_door_while_it_stops_still_opens_it(tmp_path, broker, make_settings, engine):
+    """SIGTERM while the panel decides: the reader is stopped before the relay, so the panel's
+    'output on' still drives the door (the relay used to be closed first and refused it)."""
+    panel_mod = pytest.importorskip("tests.access.panel")
+    opened = tmp_path / "opened"
+    save_scbk(tmp_path / "scbk", KEY)
+    master, slave, path = panel_mod.open_pty()
+    panel = panel_mod.Panel(master, KEY)
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)},
+                             door={"output": "osdp"},
+                             osdp={"device": path, "scbk_file": tmp_path / "scbk", "verdict_timeout_s": 30.0})
+    with Store(settings.store.database) as store:
+        faces.create_collection(Context(store, lambda: engine), "door")
+    daemon = Daemon(settings, engine=engine, relay=CommandRelay(f"touch {opened}", 5.0))
+    reader = daemon.panel.sender.reader
+    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="osdp-stop-watcher")
+    stopper = threading.Thread(target=daemon.shutdown, daemon=True)
+    try:
+        daemon.pump.start()
+        assert daemon.transport.wait_connected(30)
+        assert watcher.barrier(lambda topic, payload: watcher.client.publish(topic, payload, qos=1))
+        assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
+        assert reader.card_read(Credential("H10301", 42, 7), "granted-1")
+        assert panel.next_event(timeout=30) is not None
+        stopper.start()  # SIGTERM: the daemon is stopping while the panel decides
+        assert wait_until(lambda: reader._closing, 30)  # the reader is waiting for the verdict
+        assert panel.output(5)  # the panel grants: output 0 on
+        stopper.join(60)
+        assert not stopper.is_alive()
+        assert opened.exists(), "the panel's output command did not reach the door's relay"
+        assert watcher.wait_for(lambda: watcher.payloads("door-1/panel"), 30)
+        verdict = watcher.payloads("door-1/panel")[0]
+        assert (verdict["decision_event_id"], verdict["verdict"]) == ("granted-1", "GRANTED")
     finally:
         watcher.close()
         panel.close()
