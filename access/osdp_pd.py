@@ -5,7 +5,8 @@ access levels and schedules. Unknown faces send nothing; the same credential is 
 within ``debounce_s``. The panel's LED, buzzer, text and output commands are logged and kept as
 state; an output switched on drives the door's relay. The panel's verdict (green LED or output on:
 GRANTED; red LED: DENIED; nothing within ``verdict_timeout_s``: NO_RESPONSE) is handed to
-``on_verdict`` next to the decision it answers.
+``on_verdict`` next to the decision it answers; which read a command answers is decided by
+``osdp_verdicts.VerdictBook``.
 
 Secure channel: always on. With an SCBK file (mode 0600) the PD refuses a plaintext panel
 (EnforceSecure). Without one, ``install_mode = true`` lets the panel set up the channel with the
@@ -31,6 +32,7 @@ from typing import Any
 
 from facelink.errors import ConfigError
 
+from .osdp_verdicts import CardRead, PanelVerdict, VerdictBook
 from .scbk import load_scbk, save_scbk
 from .serial_port import open_raw, read_available
 from .wiegand import Credential, pack
@@ -50,31 +52,6 @@ def _osdp() -> Any:
         raise ConfigError("the installed `osdp` module is not libosdp's: pip uninstall osdp, "
                           "pip install 'libosdp==3.2.9'")
     return osdp
-
-
-@dataclass(frozen=True)
-class PanelVerdict:
-    decision_event_id: str
-    credential: str
-    verdict: str  # GRANTED | DENIED | NO_RESPONSE
-    command: dict[str, Any] | None
-    latency_s: float | None
-    # OSDP carries no request id: when an earlier card read was still unanswered as this one
-    # reached the panel, a verdict recorded here may be the panel's (late) answer to that one.
-    overlaps: str | None = None
-
-
-@dataclass
-class _Read:
-    """A card read from the moment it is handed to libosdp until the panel's verdict closes it."""
-
-    event_id: str
-    credential: str
-    data: bytes
-    sent_at: float
-    deadline: float
-    delivered: bool = False  # libosdp reports the panel has polled it
-    overlaps: str | None = None
 
 
 def _channel_class(osdp: Any) -> type:
@@ -122,13 +99,10 @@ class OsdpReader:
     Threads, and the one rule that keeps them from deadlocking: libosdp's own thread holds
     libosdp's lock while it calls back into FaceLink (a panel command, an event delivered), so
     those callbacks take no FaceLink lock and call nothing that might wait: they hand what came
-    to the verdict thread (``osdp-verdicts``), which owns the open card reads and is the only one
-    to call ``on_verdict`` and ``on_output``. ``card_read`` (the pipeline) calls libosdp while
-    holding only its own send lock, which no callback takes.
-
-    A panel command answers the newest card read the panel has been handed (libosdp's event
-    completion): a command that came before a read reached the panel cannot be its answer.
-    Once a newer read reaches the panel the older ones close ``NO_RESPONSE``.
+    to the verdict thread (``osdp-verdicts``), which owns the open card reads (a ``VerdictBook``:
+    which read a command answers) and is the only one to call ``on_verdict`` and ``on_output``.
+    ``card_read`` (the pipeline) calls libosdp holding only its send lock, which no callback takes.
+    Locks are always taken in one order: the send lock, then libosdp's.
     """
 
     def __init__(self, device: str, *, address: int, baud: int, scbk_file: Path, install_mode: bool,
@@ -152,6 +126,8 @@ class OsdpReader:
         self._closed = False  # the PD is torn down: offline
         self._last_sent: dict[str, float] = {}
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()  # -> verdict thread
+        self._reads_done = threading.Event()  # stopping, and no card read is open any more
+        self._command_came = threading.Event()  # set by each panel command (close() settles on it)
         self._fd = open_raw(device, baud)
         info = osdp.PDInfo(address, _channel_class(osdp)(self._fd), scbk=key, flags=flags,
                            name=f"facelink-{address}")
@@ -163,8 +139,8 @@ class OsdpReader:
                                          command_handler=self._on_command,
                                          event_completion_handler=self._on_event_done)
         self._verdicts = threading.Thread(target=self._verdict_loop, name="osdp-verdicts", daemon=True)
-        self._verdicts.start()
         self._pd.start()
+        self._verdicts.start()
         log.info("OSDP PD %d on %s (%s)", address, device,
                  "install mode: waiting for the panel's key" if self.installing else "secure channel")
 
@@ -185,7 +161,7 @@ class OsdpReader:
                 log.info("OSDP: %s sent %.1f s ago, not repeated", key, now - self._last_sent[key])
                 return False
             self._last_sent = {k: t for k, t in self._last_sent.items() if now - t < self.debounce_s}
-            read = _Read(event_id, key, bytes(data), now, now + self.verdict_timeout_s)
+            read = CardRead(event_id, key, bytes(data), now, now + self.verdict_timeout_s)
             self._inbox.put(("read", read))  # before libosdp can report it delivered
             ok = bool(self._pd.submit_event(event))
             if ok:
@@ -209,6 +185,7 @@ class OsdpReader:
     def _on_command(self, cmd: dict[str, Any]) -> tuple[int, dict | None]:
         self._pd.get_command(timeout=-1)  # libosdp's wrapper queues a copy nobody reads: take it
         self.state.commands += 1
+        self._command_came.set()
         if cmd.get("command") != self._osdp.Command.Keyset:
             self._inbox.put(("command", (dict(cmd), time.monotonic())))
             return 0, None
@@ -224,54 +201,65 @@ class OsdpReader:
         return 0, None
 
     def _on_event_done(self, event: dict[str, Any], status: int) -> None:
-        self._inbox.put(("delivered", (bytes(event.get("data", b"")), status)))
+        self._inbox.put(("delivered", (bytes(event.get("data", b"")), status, time.monotonic())))
 
     # -- the verdict thread: owns the open card reads --------------------------------------
     def _verdict_loop(self) -> None:
-        reads: list[_Read] = []
-        stopping = False
-        while not (stopping and not reads):
-            wait = max(0.0, min(r.deadline for r in reads) - time.monotonic()) if reads else None
+        book = VerdictBook(self.verdict_timeout_s)
+        stopping = halting = False
+        while True:
+            deadline = book.next_deadline()
             try:
-                kind, body = self._inbox.get(timeout=wait)
+                if halting:  # libosdp is gone: handle what it acknowledged, then end
+                    kind, body = self._inbox.get_nowait()
+                else:
+                    kind, body = self._inbox.get(
+                        timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             except queue.Empty:
+                if halting:  # what is still open gets no answer now
+                    for verdict in book.expire(float("inf"))[0]:
+                        self._record(verdict)
+                    return
                 kind, body = "tick", None
+            closed: list[PanelVerdict] = []
             try:
                 if kind == "read":
-                    reads.append(body)
+                    book.sent(body)
                 elif kind == "refused":
-                    reads = [r for r in reads if r is not body]
+                    book.refused(body)
                 elif kind == "delivered":
-                    reads = self._delivered(reads, *body)
+                    closed += book.delivered(*body)
                 elif kind == "command":
-                    reads = self._command(reads, *body)
+                    closed += self._command(book, *body)
                 elif kind == "stop":
                     stopping = True
-                now = time.monotonic()
-                for r in [r for r in reads if r.deadline <= now]:
-                    reads.remove(r)
-                    self._record(r, "NO_RESPONSE", None)
+                elif kind == "halt":
+                    halting = True
+                expired, undelivered = book.expire(time.monotonic())
+                closed += expired
+                if undelivered:
+                    closed += self._flush(book)
             except Exception:  # noqa: BLE001 - a bad command must never stop the reader
                 log.exception("OSDP: cannot handle %s", kind)
+            for verdict in closed:
+                self._record(verdict)
+            if stopping and not book.open:
+                self._reads_done.set()
 
-    def _delivered(self, reads: list[_Read], data: bytes, status: int) -> list[_Read]:
-        match = next((r for r in reads if not r.delivered and r.data == data), None)
-        if match is None:
-            return reads
-        if status != 0:
-            log.warning("OSDP: card read for event %s not delivered (libosdp status %s)", match.event_id, status)
-            reads.remove(match)
-            self._record(match, "NO_RESPONSE", None)
-            return reads
-        match.delivered = True
-        older = reads[:reads.index(match)]
-        unanswered = [r.event_id for r in older if r.delivered]
-        match.overlaps = unanswered[-1] if unanswered else None
-        for r in older:  # the panel has moved on (or never got them: libosdp sends in order)
-            self._record(r, "NO_RESPONSE", None)
-        return reads[len(older):]
+    def _flush(self, book: VerdictBook) -> list[PanelVerdict]:
+        """A read the panel never polled timed out: it must not reach the panel later, when
+        nobody is at the door. libosdp's queue is emptied (the send lock keeps a card read from
+        being half-sent meanwhile) and every read still in it closes."""
+        with self._send_lock:
+            if self._closed:  # libosdp is torn down: nothing of it is left to send
+                return book.flushed()
+            with self._pd.lock:
+                dropped = self._pd.ctx.flush_events()
+            closed = book.flushed()
+        log.warning("OSDP: the panel did not poll %d card read(s) in time: dropped, not sent later", dropped)
+        return closed
 
-    def _command(self, reads: list[_Read], cmd: dict[str, Any], received_at: float) -> list[_Read]:
+    def _command(self, book: VerdictBook, cmd: dict[str, Any], received_at: float) -> list[PanelVerdict]:
         C = self._osdp.Command
         kind = cmd.get("command")
         verdict = None
@@ -302,41 +290,46 @@ class OsdpReader:
         else:
             log.info("OSDP panel command %s ignored", kind)
         if verdict is None:
-            return reads
-        answered = next((r for r in reversed(reads) if r.delivered and r.sent_at <= received_at), None)
+            return []
+        answered = book.answer(verdict, cmd, received_at)
         if answered is None:
-            log.info("OSDP panel %s with no card read waiting for it: not a verdict", verdict)
-            return reads
-        reads.remove(answered)
-        self._record(answered, verdict, cmd, received_at)
-        return reads
+            log.info("OSDP panel %s with no polled card read waiting for it: not a verdict", verdict)
+            return []
+        return [answered]
 
-    def _record(self, read: _Read, verdict: str, cmd: dict[str, Any] | None,
-                received_at: float | None = None) -> None:
-        latency = None if received_at is None else round(received_at - read.sent_at, 3)
-        v = PanelVerdict(read.event_id, read.credential, verdict, cmd, latency, read.overlaps)
+    def _record(self, v: PanelVerdict) -> None:
         self.state.verdicts.append(v)
-        log.info("OSDP panel verdict for event %s (%s): %s", read.event_id, read.credential, verdict)
+        log.info("OSDP panel verdict for event %s (%s): %s", v.decision_event_id, v.credential, v.verdict)
         if self.on_verdict is not None:
             try:
                 self.on_verdict(v)
             except Exception:  # noqa: BLE001 - recording must not break the reader
                 log.exception("cannot record the panel's verdict")
 
-    def close(self) -> None:
+    def close(self, settle_s: float = 0.5) -> None:
         """Stop the reader. Open card reads first get the time left of their verdict window
-        (the PD keeps running meanwhile, so the panel's answer is still taken), then close
-        NO_RESPONSE: every verdict is handed to ``on_verdict`` before this returns."""
+        (the PD keeps running meanwhile, so the panel's answer is still taken); then the line
+        stays up until the panel has been quiet for ``settle_s`` (a panel grants with a green
+        LED and then an output command), at most ``verdict_timeout_s`` more; then libosdp stops
+        and every command it acknowledged is handled, and every verdict handed to
+        ``on_verdict``, before this returns. A second call waits for the first."""
         with self._send_lock:
-            if self._closing:
-                return
+            first = not self._closing
             self._closing = True
-        self._inbox.put(("stop", None))
+        if first:
+            self._inbox.put(("stop", None))
+            self._reads_done.wait(self.verdict_timeout_s + 5.0)
+            quiet_by = time.monotonic() + self.verdict_timeout_s
+            while time.monotonic() < quiet_by:
+                self._command_came.clear()
+                if not self._command_came.wait(settle_s):
+                    break
+            self._closed = True
+            try:
+                self._pd.teardown()
+            finally:
+                os.close(self._fd)
+                self._inbox.put(("halt", None))
         self._verdicts.join(self.verdict_timeout_s + 5.0)
         if self._verdicts.is_alive():
             log.error("OSDP: the verdict thread did not finish (on_verdict stuck?)")
-        self._closed = True
-        try:
-            self._pd.teardown()
-        finally:
-            os.close(self._fd)

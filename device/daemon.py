@@ -335,8 +335,10 @@ class Daemon:
         notify("STOPPING=1")
         self.camera.stop()
         self.badges.close()
-        self.panel.close()  # waits for the panel's answer to open card reads (and its output command)
-        self.relay.close()  # then waits for a running door command: its failure is still reported
+        try:
+            self.panel.close()  # waits for the panel's answers to open card reads, and its output commands
+        finally:
+            self.relay.close()  # then waits for a running door command: its failure is still reported
         left = self.pump.close(flush_timeout_s)  # the pump drains; nobody else publishes events
         self.publish_health()  # the last word on frames, decisions and outbox depth
         if left:

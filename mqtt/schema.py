@@ -109,8 +109,15 @@ class PanelVerdictMessage(EventMessage):
     command: dict[str, Any] | None = Field(None, description="the panel's LED/output command")
     latency_s: float | None = Field(None, ge=0)
     overlaps: EventId | None = Field(None, description=(
-        "the decision_event_id of an earlier card read still unanswered when this one reached the "
-        "panel: OSDP carries no request id, so this verdict may be the panel's answer to that one"))
+        "the decision_event_id of an earlier card read the panel had and never answered when this "
+        "one reached it: OSDP carries no request id, so this verdict may answer that one. Left "
+        "out of the payload when there is none, so a logger that predates it still accepts it"))
+
+    def payload(self) -> dict:
+        out = super().payload()
+        if out.get("overlaps") is None:
+            out.pop("overlaps", None)
+        return out
 
 
 ALARM_SCHEMA = "facelink.alarm/1"

@@ -1,0 +1,114 @@
+"""Which card read an access panel's command answers. OSDP carries no request id, so the OSDP
+reader keeps this book: the card reads it has sent, which of them the panel has polled (libosdp's
+event completion) and which are still waiting for an answer. Pure bookkeeping, no thread and no
+libosdp, so every rule below is tested on its own (tests/access/test_osdp_verdicts.py).
+
+The rules:
+
+- A panel command answers the newest card read the panel has already polled. A command that came
+  before a read reached the panel cannot be that read's answer; with no polled read open it is
+  not a verdict at all (an output-on still drives the door: the panel decides).
+- Once a newer read reaches the panel, the older open ones close ``NO_RESPONSE``.
+- A read with no answer within ``verdict_timeout_s`` of being sent closes ``NO_RESPONSE``. One the
+  panel never polled (offline, not yet in secure channel) must not reach it later, when nobody is
+  at the door: ``expire`` says so, the reader flushes libosdp's event queue and calls ``flushed``.
+- ``overlaps`` on a verdict names the newest earlier read the panel had polled less than
+  2 x ``verdict_timeout_s`` before this one and never answered (still open, or timed out): the
+  panel's late answer to that read would look exactly like this one's.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+NO_RESPONSE = "NO_RESPONSE"
+
+
+@dataclass(frozen=True)
+class PanelVerdict:
+    decision_event_id: str
+    credential: str
+    verdict: str  # GRANTED | DENIED | NO_RESPONSE
+    command: dict[str, Any] | None
+    latency_s: float | None
+    overlaps: str | None = None
+
+
+@dataclass
+class CardRead:
+    """A card read from the moment it is handed to libosdp until it is closed."""
+
+    event_id: str
+    credential: str
+    data: bytes  # the Wiegand bits as sent: libosdp's completion names the event by them
+    sent_at: float
+    deadline: float
+    delivered_at: float | None = None
+    overlaps: str | None = None
+
+
+class VerdictBook:
+    """The open card reads, oldest first. Every method returns the verdicts it closed."""
+
+    def __init__(self, verdict_timeout_s: float) -> None:
+        self.verdict_timeout_s = verdict_timeout_s
+        self.open: list[CardRead] = []
+        self._unanswered: deque[tuple[float, str]] = deque(maxlen=16)  # (delivered_at, event_id)
+
+    def sent(self, read: CardRead) -> None:
+        self.open.append(read)
+
+    def refused(self, read: CardRead) -> None:
+        """libosdp did not take it: it never existed for the panel."""
+        self.open = [r for r in self.open if r is not read]
+
+    def delivered(self, data: bytes, status: int, now: float) -> list[PanelVerdict]:
+        """libosdp's event completion: the panel polled the oldest undelivered read with ``data``
+        (``status`` 0), or libosdp gave it up (anything else)."""
+        read = next((r for r in self.open if r.delivered_at is None and r.data == data), None)
+        if read is None:
+            return []
+        if status != 0:
+            self.open.remove(read)
+            return [self._close(read, NO_RESPONSE, None, None)]
+        read.delivered_at = now
+        older = self.open[:self.open.index(read)]
+        self.open = self.open[len(older):]
+        closed = [self._close(r, NO_RESPONSE, None, None) for r in older]  # the panel moved on
+        horizon = now - 2 * self.verdict_timeout_s
+        earlier = [event_id for at, event_id in self._unanswered if at >= horizon and event_id != read.event_id]
+        read.overlaps = earlier[-1] if earlier else None
+        return closed
+
+    def answer(self, verdict: str, command: dict[str, Any], now: float) -> PanelVerdict | None:
+        """The panel's LED or output command: the verdict on the newest polled read, if any."""
+        read = next((r for r in reversed(self.open) if r.delivered_at is not None), None)
+        if read is None:
+            return None
+        self.open.remove(read)
+        return self._close(read, verdict, command, now)
+
+    def expire(self, now: float) -> tuple[list[PanelVerdict], bool]:
+        """Close the reads past their deadline; True when one of them never reached the panel."""
+        late = [r for r in self.open if r.deadline <= now]
+        self.open = [r for r in self.open if r.deadline > now]
+        return [self._close(r, NO_RESPONSE, None, None) for r in late], \
+            any(r.delivered_at is None for r in late)
+
+    def flushed(self) -> list[PanelVerdict]:
+        """libosdp's event queue was emptied: no read still waiting for the panel's poll gets there."""
+        dropped = [r for r in self.open if r.delivered_at is None]
+        self.open = [r for r in self.open if r.delivered_at is not None]
+        return [self._close(r, NO_RESPONSE, None, None) for r in dropped]
+
+    def next_deadline(self) -> float | None:
+        return min((r.deadline for r in self.open), default=None)
+
+    def _close(self, read: CardRead, verdict: str, command: dict[str, Any] | None,
+               received_at: float | None) -> PanelVerdict:
+        if verdict == NO_RESPONSE and read.delivered_at is not None:
+            self._unanswered.append((read.delivered_at, read.event_id))
+        latency = None if received_at is None else round(max(0.0, received_at - read.sent_at), 3)
+        return PanelVerdict(read.event_id, read.credential, verdict, command, latency, read.overlaps)

@@ -1,0 +1,92 @@
+"""Which card read a panel's command answers (facelink.access.osdp_verdicts): each rule on its own,
+on a clock the test sets. The same book runs inside the OSDP reader (tests/access/test_osdp.py)."""
+
+from __future__ import annotations
+
+from facelink.access.osdp_verdicts import CardRead, VerdictBook
+
+T = 2.0  # verdict_timeout_s
+GREEN = {"command": "LED", "on_color": 2}
+
+
+def read(event_id: str, data: bytes, at: float) -> CardRead:
+    return CardRead(event_id, f"H10301:1:{data.hex()}", data, at, at + T)
+
+
+def verdicts(closed) -> list[tuple]:
+    return [(v.decision_event_id, v.verdict, v.overlaps) for v in closed]
+
+
+def test_a_command_before_the_panel_polled_the_read_is_not_its_answer():
+    book = VerdictBook(T)
+    book.sent(read("e1", b"\x01", 0.0))
+    assert book.answer("GRANTED", GREEN, 0.1) is None  # the panel has not seen e1 yet
+    assert book.delivered(b"\x01", 0, 0.2) == []
+    v = book.answer("GRANTED", GREEN, 0.5)
+    assert (v.decision_event_id, v.verdict, v.latency_s, v.overlaps) == ("e1", "GRANTED", 0.5, None)
+    assert book.answer("GRANTED", GREEN, 0.6) is None  # the output after the LED: e1 is answered
+    assert book.open == []
+
+
+def test_a_newer_polled_read_closes_the_older_ones_and_names_the_overlap():
+    book = VerdictBook(T)
+    book.sent(read("e1", b"\x01", 0.0))
+    book.sent(read("e2", b"\x02", 0.1))
+    assert book.delivered(b"\x01", 0, 0.1) == []
+    assert verdicts(book.delivered(b"\x02", 0, 0.3)) == [("e1", "NO_RESPONSE", None)]
+    assert verdicts([book.answer("DENIED", GREEN, 0.4)]) == [("e2", "DENIED", "e1")]
+
+
+def test_a_read_never_polled_is_no_overlap():
+    book = VerdictBook(T)
+    book.sent(read("e1", b"\x01", 0.0))
+    book.sent(read("e2", b"\x02", 0.1))
+    assert verdicts(book.delivered(b"\x02", 0, 0.3)) == [("e1", "NO_RESPONSE", None)]
+    assert verdicts([book.answer("GRANTED", GREEN, 0.4)]) == [("e2", "GRANTED", None)]
+
+
+def test_a_read_that_timed_out_at_the_panel_is_still_an_overlap_for_a_while():
+    book = VerdictBook(T)
+    book.sent(read("e1", b"\x01", 0.0))
+    book.delivered(b"\x01", 0, 0.1)
+    closed, undelivered = book.expire(T)
+    assert verdicts(closed) == [("e1", "NO_RESPONSE", None)] and not undelivered
+    book.sent(read("e2", b"\x02", 2.4))
+    book.delivered(b"\x02", 0, 2.5)  # the panel may still answer e1 now
+    assert verdicts([book.answer("GRANTED", GREEN, 2.6)]) == [("e2", "GRANTED", "e1")]
+    book.sent(read("e3", b"\x03", 10.0))
+    book.delivered(b"\x03", 0, 10.1)  # e1 was polled 10 s ago (> 2 x T): not an overlap any more
+    assert verdicts([book.answer("GRANTED", GREEN, 10.2)]) == [("e3", "GRANTED", None)]
+
+
+def test_an_unpolled_read_that_times_out_is_flushed_and_its_namesake_matched_right():
+    book = VerdictBook(T)
+    book.sent(read("a", b"\x07", 0.0))  # the panel is offline
+    closed, undelivered = book.expire(T)
+    assert verdicts(closed) == [("a", "NO_RESPONSE", None)] and undelivered  # -> flush libosdp
+    assert book.flushed() == []
+    book.sent(read("b", b"\x07", 3.5))  # the same badge again after the debounce
+    book.delivered(b"\x07", 0, 3.6)
+    assert verdicts([book.answer("GRANTED", GREEN, 3.7)]) == [("b", "GRANTED", None)]
+
+
+def test_flushed_closes_only_what_the_panel_never_polled():
+    book = VerdictBook(T)
+    book.sent(read("e1", b"\x01", 0.0))
+    book.delivered(b"\x01", 0, 0.1)
+    book.sent(read("e2", b"\x02", 0.5))
+    assert verdicts(book.flushed()) == [("e2", "NO_RESPONSE", None)]
+    assert [r.event_id for r in book.open] == ["e1"]
+
+
+def test_a_failed_delivery_and_a_refused_read_close_without_an_answer():
+    book = VerdictBook(T)
+    refused = read("r", b"\x09", 0.0)
+    book.sent(refused)
+    book.refused(refused)
+    assert book.open == [] and book.next_deadline() is None
+    book.sent(read("e1", b"\x01", 1.0))
+    assert book.next_deadline() == 1.0 + T
+    assert verdicts(book.delivered(b"\x01", -1, 1.2)) == [("e1", "NO_RESPONSE", None)]
+    assert book.answer("GRANTED", GREEN, 1.3) is None
+    assert book.delivered(b"\x05", 0, 1.4) == []  # a completion for nothing we sent
