@@ -125,8 +125,10 @@ class OsdpReader:
         self._closing = False  # close() began: no new card reads
         self._closed = False  # the PD is torn down: offline
         self._last_sent: dict[str, float] = {}
+        self._seq = 0  # card reads handed to libosdp, numbered under the send lock
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()  # -> verdict thread
         self._reads_done = threading.Event()  # stopping, and no card read is open any more
+        self._close_done = threading.Event()  # the first close() has finished
         self._command_came = threading.Event()  # set by each panel command (close() settles on it)
         self._fd = open_raw(device, baud)
         info = osdp.PDInfo(address, _channel_class(osdp)(self._fd), scbk=key, flags=flags,
@@ -161,9 +163,14 @@ class OsdpReader:
                 log.info("OSDP: %s sent %.1f s ago, not repeated", key, now - self._last_sent[key])
                 return False
             self._last_sent = {k: t for k, t in self._last_sent.items() if now - t < self.debounce_s}
-            read = CardRead(event_id, key, bytes(data), now, now + self.verdict_timeout_s)
+            self._seq += 1
+            read = CardRead(event_id, key, bytes(data), now, now + self.verdict_timeout_s, seq=self._seq)
             self._inbox.put(("read", read))  # before libosdp can report it delivered
-            ok = bool(self._pd.submit_event(event))
+            try:
+                ok = bool(self._pd.submit_event(event))
+            except Exception:  # noqa: BLE001 - the read was not taken: say so, the door stays as it is
+                log.exception("OSDP: libosdp failed to take the card read for event %s", event_id)
+                ok = False
             if ok:
                 self._last_sent[key] = now
                 self.state.card_reads += 1
@@ -175,11 +182,13 @@ class OsdpReader:
 
     @property
     def secure(self) -> bool:
-        return not self._closed and bool(self._pd.is_sc_active())
+        ctx = self._pd.ctx  # None once torn down (health may ask while close() runs)
+        return not self._closed and ctx is not None and bool(ctx.is_sc_active())
 
     @property
     def online(self) -> bool:
-        return not self._closed and bool(self._pd.is_online())
+        ctx = self._pd.ctx
+        return not self._closed and ctx is not None and bool(ctx.is_online())
 
     # -- panel -> FaceLink: libosdp's thread, holding libosdp's lock --------------------------
     def _on_command(self, cmd: dict[str, Any]) -> tuple[int, dict | None]:
@@ -223,8 +232,10 @@ class OsdpReader:
                 kind, body = "tick", None
             closed: list[PanelVerdict] = []
             try:
+                if kind in ("delivered", "command"):  # what expired before it happened, first
+                    closed += self._expire(book, body[-1])
                 if kind == "read":
-                    book.sent(body)
+                    closed += book.sent(body)
                 elif kind == "refused":
                     book.refused(body)
                 elif kind == "delivered":
@@ -235,10 +246,7 @@ class OsdpReader:
                     stopping = True
                 elif kind == "halt":
                     halting = True
-                expired, undelivered = book.expire(time.monotonic())
-                closed += expired
-                if undelivered:
-                    closed += self._flush(book)
+                closed += self._expire(book, time.monotonic())
             except Exception:  # noqa: BLE001 - a bad command must never stop the reader
                 log.exception("OSDP: cannot handle %s", kind)
             for verdict in closed:
@@ -246,16 +254,21 @@ class OsdpReader:
             if stopping and not book.open:
                 self._reads_done.set()
 
+    def _expire(self, book: VerdictBook, now: float) -> list[PanelVerdict]:
+        expired, undelivered = book.expire(now)
+        return expired + (self._flush(book) if undelivered else [])
+
     def _flush(self, book: VerdictBook) -> list[PanelVerdict]:
         """A read the panel never polled timed out: it must not reach the panel later, when
         nobody is at the door. libosdp's queue is emptied (the send lock keeps a card read from
         being half-sent meanwhile) and every read still in it closes."""
         with self._send_lock:
+            upto = self._seq  # every read handed to libosdp so far, in the book yet or not
             if self._closed:  # libosdp is torn down: nothing of it is left to send
-                return book.flushed()
+                return book.flushed(upto)
             with self._pd.lock:
                 dropped = self._pd.ctx.flush_events()
-            closed = book.flushed()
+        closed = book.flushed(upto)
         log.warning("OSDP: the panel did not poll %d card read(s) in time: dropped, not sent later", dropped)
         return closed
 
@@ -316,7 +329,10 @@ class OsdpReader:
         with self._send_lock:
             first = not self._closing
             self._closing = True
-        if first:
+        if not first:
+            self._close_done.wait(3 * self.verdict_timeout_s + settle_s + 20.0)
+            return
+        try:
             self._inbox.put(("stop", None))
             self._reads_done.wait(self.verdict_timeout_s + 5.0)
             quiet_by = time.monotonic() + self.verdict_timeout_s
@@ -324,12 +340,16 @@ class OsdpReader:
                 self._command_came.clear()
                 if not self._command_came.wait(settle_s):
                     break
-            self._closed = True
             try:
-                self._pd.teardown()
+                with self._send_lock:  # a _flush in progress finishes first, none starts after
+                    self._closed = True
+                    self._pd.teardown()
             finally:
                 os.close(self._fd)
                 self._inbox.put(("halt", None))
-        self._verdicts.join(self.verdict_timeout_s + 5.0)
-        if self._verdicts.is_alive():
-            log.error("OSDP: the verdict thread did not finish (on_verdict stuck?)")
+        finally:
+            if threading.current_thread() is not self._verdicts:
+                self._verdicts.join(self.verdict_timeout_s + 5.0)
+                if self._verdicts.is_alive():
+                    log.error("OSDP: the verdict thread did not finish (on_verdict stuck?)")
+            self._close_done.set()

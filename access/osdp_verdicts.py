@@ -13,8 +13,10 @@ The rules:
   panel never polled (offline, not yet in secure channel) must not reach it later, when nobody is
   at the door: ``expire`` says so, the reader flushes libosdp's event queue and calls ``flushed``.
 - ``overlaps`` on a verdict names the newest earlier read the panel had polled less than
-  2 x ``verdict_timeout_s`` before this one and never answered (still open, or timed out): the
-  panel's late answer to that read would look exactly like this one's.
+  2 x ``verdict_timeout_s`` before this one (answered or not: a grant's output command may
+  follow its LED): the panel's late command for that read would look exactly like this one's.
+- Reads are numbered as they are handed to libosdp; a flush covers every read numbered up to
+  that moment, including one whose ``sent`` the book has not seen yet.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class CardRead:
     deadline: float
     delivered_at: float | None = None
     overlaps: str | None = None
+    seq: int = 0  # the reader's running number: the order libosdp got them in
 
 
 class VerdictBook:
@@ -55,10 +58,14 @@ class VerdictBook:
     def __init__(self, verdict_timeout_s: float) -> None:
         self.verdict_timeout_s = verdict_timeout_s
         self.open: list[CardRead] = []
-        self._unanswered: deque[tuple[float, str]] = deque(maxlen=16)  # (delivered_at, event_id)
+        self._polled: deque[tuple[float, str]] = deque(maxlen=16)  # closed polled reads: (delivered_at, event_id)
+        self._flushed_upto = 0
 
-    def sent(self, read: CardRead) -> None:
+    def sent(self, read: CardRead) -> list[PanelVerdict]:
+        if read.seq and read.seq <= self._flushed_upto:  # flushed before the book heard of it
+            return [self._close(read, NO_RESPONSE, None, None)]
         self.open.append(read)
+        return []
 
     def refused(self, read: CardRead) -> None:
         """libosdp did not take it: it never existed for the panel."""
@@ -78,7 +85,7 @@ class VerdictBook:
         self.open = self.open[len(older):]
         closed = [self._close(r, NO_RESPONSE, None, None) for r in older]  # the panel moved on
         horizon = now - 2 * self.verdict_timeout_s
-        earlier = [event_id for at, event_id in self._unanswered if at >= horizon and event_id != read.event_id]
+        earlier = [event_id for at, event_id in self._polled if at >= horizon and event_id != read.event_id]
         read.overlaps = earlier[-1] if earlier else None
         return closed
 
@@ -97,8 +104,10 @@ class VerdictBook:
         return [self._close(r, NO_RESPONSE, None, None) for r in late], \
             any(r.delivered_at is None for r in late)
 
-    def flushed(self) -> list[PanelVerdict]:
-        """libosdp's event queue was emptied: no read still waiting for the panel's poll gets there."""
+    def flushed(self, upto: int = 0) -> list[PanelVerdict]:
+        """libosdp's event queue was emptied when reads up to number ``upto`` had been handed to it:
+        none of them still waiting for the panel's poll gets there."""
+        self._flushed_upto = max(self._flushed_upto, upto)
         dropped = [r for r in self.open if r.delivered_at is None]
         self.open = [r for r in self.open if r.delivered_at is not None]
         return [self._close(r, NO_RESPONSE, None, None) for r in dropped]
@@ -108,7 +117,7 @@ class VerdictBook:
 
     def _close(self, read: CardRead, verdict: str, command: dict[str, Any] | None,
                received_at: float | None) -> PanelVerdict:
-        if verdict == NO_RESPONSE and read.delivered_at is not None:
-            self._unanswered.append((read.delivered_at, read.event_id))
+        if read.delivered_at is not None:
+            self._polled.append((read.delivered_at, read.event_id))
         latency = None if received_at is None else round(max(0.0, received_at - read.sent_at), 3)
         return PanelVerdict(read.event_id, read.credential, verdict, command, latency, read.overlaps)

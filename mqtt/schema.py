@@ -109,8 +109,9 @@ class PanelVerdictMessage(EventMessage):
     command: dict[str, Any] | None = Field(None, description="the panel's LED/output command")
     latency_s: float | None = Field(None, ge=0)
     overlaps: EventId | None = Field(None, description=(
-        "the decision_event_id of an earlier card read the panel had and never answered when this "
-        "one reached it: OSDP carries no request id, so this verdict may answer that one. Left "
+        "the decision_event_id of an earlier card read the panel polled less than 2 x "
+        "verdict_timeout_s before this one: OSDP carries no request id, so the command may have "
+        "been meant for that one. Left "
         "out of the payload when there is none, so a logger that predates it still accepts it"))
 
     def payload(self) -> dict:

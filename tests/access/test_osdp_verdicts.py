@@ -90,3 +90,28 @@ def test_a_failed_delivery_and_a_refused_read_close_without_an_answer():
     assert verdicts(book.delivered(b"\x01", -1, 1.2)) == [("e1", "NO_RESPONSE", None)]
     assert book.answer("GRANTED", GREEN, 1.3) is None
     assert book.delivered(b"\x05", 0, 1.4) == []  # a completion for nothing we sent
+
+
+def test_a_flush_covers_a_read_handed_to_libosdp_before_the_book_heard_of_it():
+    book = VerdictBook(T)
+    stale = read("a", b"\x07", 0.0)
+    stale.seq = 1
+    book.sent(stale)
+    book.expire(T)
+    late = read("b", b"\x08", 1.9)
+    late.seq = 2  # handed to libosdp just before the flush; its "sent" comes after
+    assert book.flushed(upto=2) == []
+    assert verdicts(book.sent(late)) == [("b", "NO_RESPONSE", None)]  # flushed with the stale one
+    fresh = read("c", b"\x09", 2.5)
+    fresh.seq = 3
+    assert book.sent(fresh) == [] and [r.event_id for r in book.open] == ["c"]
+
+
+def test_a_grants_follow_up_command_can_look_like_the_next_reads_answer():
+    book = VerdictBook(T)
+    book.sent(read("a", b"\x01", 0.0))
+    book.delivered(b"\x01", 0, 0.1)
+    assert verdicts([book.answer("GRANTED", GREEN, 0.2)]) == [("a", "GRANTED", None)]  # the LED
+    book.sent(read("b", b"\x02", 0.3))
+    book.delivered(b"\x02", 0, 0.4)  # polled before a's output command came
+    assert verdicts([book.answer("GRANTED", GREEN, 0.5)]) == [("b", "GRANTED", "a")]
