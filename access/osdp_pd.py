@@ -190,7 +190,9 @@ class OsdpReader:
         ctx = self._pd.ctx
         return not self._closed and ctx is not None and bool(ctx.is_online())
 
-    # -- panel -> FaceLink: libosdp's thread, holding libosdp's lock --------------------------
+    # -- panel -> FaceLink: libosdp's thread holding libosdp's lock, or (event completions of a
+    # flush or a teardown) the verdict or closing thread holding the send lock too: so these
+    # take no FaceLink lock at all, or they would deadlock with themselves --------------------
     def _on_command(self, cmd: dict[str, Any]) -> tuple[int, dict | None]:
         self._pd.get_command(timeout=-1)  # libosdp's wrapper queues a copy nobody reads: take it
         self.state.commands += 1
