@@ -111,8 +111,8 @@ class PanelVerdictMessage(EventMessage):
     overlaps: EventId | None = Field(None, description=(
         "the decision_event_id of an earlier card read the panel polled less than 2 x "
         "verdict_timeout_s before this one: OSDP carries no request id, so the command may have "
-        "been meant for that one. Left "
-        "out of the payload when there is none, so a logger that predates it still accepts it"))
+        "been meant for that one. Left out of the payload when there is none, so a logger that "
+        "predates it still accepts it"))
 
     def payload(self) -> dict:
         out = super().payload()

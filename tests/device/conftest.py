@@ -88,10 +88,15 @@ class Watcher:
     def wait_for(self, predicate, timeout: float = 60.0) -> bool:
         return wait_until(predicate, timeout, interval=0.2)
 
-    def barrier(self, publish: Callable[[str, str], object], timeout: float = 60.0) -> bool:
+    def barrier(self, publish: Callable[[str, str], object] | None = None, timeout: float = 60.0) -> bool:
         """Everything published to the broker before this call has reached this watcher: a marker
-        published now (``publish(topic, payload)``, e.g. the door's own client) came back, and the
-        broker forwards one connection's messages in order."""
+        published now (``publish(topic, payload)``, e.g. the door's own client; by default this
+        watcher's own, which proves its subscriptions are live) came back, and the broker
+        forwards one connection's messages in order."""
+        if publish is None:
+            def publish(topic: str, payload: str) -> object:
+                return self.client.publish(topic, payload, qos=1)
+
         return round_trip(lambda marker: publish("facelink/probe/decision", json.dumps({"probe": marker})),
                           lambda marker: json.dumps({"probe": marker}).encode() in self.raw("probe/decision"),
                           timeout)
@@ -99,6 +104,18 @@ class Watcher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def door_daemon(settings, engine, relay=None):
+    """The real daemon in this process, on a new database holding the empty collection 'door'."""
+    from facelink.device.daemon import Daemon
+    from facelink.enroll import faces
+    from facelink.enroll.context import Context
+    from facelink.enroll.store import Store
+
+    with Store(settings.store.database) as store:
+        faces.create_collection(Context(store, lambda: engine), "door")
+    return Daemon(settings, engine=engine, relay=relay)
 
 
 @pytest.fixture()

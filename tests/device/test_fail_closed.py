@@ -6,22 +6,17 @@ import sqlite3
 
 import pytest
 
-from facelink.device.daemon import Daemon
 from facelink.device.decision import Decision
 from facelink.device.door import CommandRelay
 from facelink.enroll import faces
-from facelink.enroll.context import Context
-from facelink.enroll.store import Store
 
-from .conftest import Watcher
+from .conftest import Watcher, door_daemon
 
 
 def test_disk_full_outbox_keeps_the_door_locked(tmp_path, broker, make_settings, engine, faces_dir):
     settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(faces_dir / "video/feat_man.mp4")})
-    with Store(settings.store.database) as store:
-        faces.create_collection(Context(store, lambda: engine), "door")
     marker = tmp_path / "door-opened"
-    daemon = Daemon(settings, engine=engine, relay=CommandRelay(f"touch {marker}", 1.0))
+    daemon = door_daemon(settings, engine, CommandRelay(f"touch {marker}", 1.0))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="fail-closed-watcher")
     assert daemon.transport.wait_connected(10)
     # the outbox's disk is full: SQLite reports SQLITE_FULL once no page is left
@@ -58,9 +53,7 @@ def test_repeated_errors_are_published_once_and_remembered_within_a_bound(tmp_pa
     from facelink.device.daemon import ERROR_KEYS_MAX
 
     settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
-    with Store(settings.store.database) as store:
-        faces.create_collection(Context(store, lambda: engine), "door")
-    daemon = Daemon(settings, engine=engine)
+    daemon = door_daemon(settings, engine)
     try:
         for i in range(5):  # the same failure, with a varying detail after the first line
             daemon.fail_closed(OSError(f"camera read failed\nattempt {i}"))

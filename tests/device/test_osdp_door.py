@@ -13,15 +13,14 @@ import pytest
 
 from facelink.access.scbk import save_scbk
 from facelink.access.wiegand import Credential
-from facelink.device.daemon import Daemon
 from facelink.device.door import CommandRelay
-from facelink.enroll import credentials, faces
+from facelink.enroll import credentials
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
 from facelink.mqtt.schema import PanelVerdictMessage
 from tests.waiting import wait_until
 
-from .conftest import Watcher
+from .conftest import Watcher, door_daemon
 
 KEY = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
 
@@ -47,7 +46,7 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
     try:
         # the watcher's own marker came back: both its subscriptions are through before the
         # door can publish its first decision
-        assert watcher.barrier(lambda topic, payload: watcher.client.publish(topic, payload, qos=1))
+        assert watcher.barrier()
         # The tracker's age and the cooldown run on the processing clock, not the file's: a
         # stall > track_max_age_s on a loaded machine splits a track (DENIED_UNKNOWN never gets
         # 3 frames, or feat_man is GRANTED again once cooldown_s has passed). Pin both far
@@ -93,16 +92,14 @@ def test_the_panel_opening_the_door_while_it_stops_still_opens_it(tmp_path, brok
     settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)},
                              door={"output": "osdp"},
                              osdp={"device": path, "scbk_file": tmp_path / "scbk", "verdict_timeout_s": 30.0})
-    with Store(settings.store.database) as store:
-        faces.create_collection(Context(store, lambda: engine), "door")
-    daemon = Daemon(settings, engine=engine, relay=CommandRelay(f"touch {opened}", 5.0))
+    daemon = door_daemon(settings, engine, CommandRelay(f"touch {opened}", 5.0))
     reader = daemon.panel.sender.reader
     watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="osdp-stop-watcher")
     stopper = threading.Thread(target=daemon.shutdown, daemon=True)
     try:
         daemon.pump.start()
         assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(lambda topic, payload: watcher.client.publish(topic, payload, qos=1))
+        assert watcher.barrier()
         assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
         assert reader.card_read(Credential("H10301", 42, 7), "granted-1")
         assert panel.next_event(timeout=30) is not None

@@ -11,11 +11,8 @@ import pytest
 from facelink.device.daemon import Daemon
 from facelink.device.decision import GRANTED, Decision
 from facelink.device.door import CommandRelay, PulseSwitch
-from facelink.enroll import faces
-from facelink.enroll.context import Context
-from facelink.enroll.store import Store
 
-from .conftest import Watcher
+from .conftest import Watcher, door_daemon
 
 
 class Output:
@@ -87,12 +84,6 @@ def decisions(watcher: Watcher) -> list[dict]:
     return [p for p in watcher.payloads("/decision") if "probe" not in p]
 
 
-def _daemon(settings, engine, relay) -> Daemon:
-    with Store(settings.store.database) as store:
-        faces.create_collection(Context(store, lambda: engine), "door")
-    return Daemon(settings, engine=engine, relay=relay)
-
-
 def _granted(engine) -> Decision:
     return Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id="emp-7", similarity=99.8,
                     track_id=1)
@@ -102,7 +93,7 @@ def _granted(engine) -> Decision:
                                              ("/nonexistent/open-the-door", "exited with 127")])
 def test_failed_command_after_granted_is_published(tmp_path, broker, make_settings, engine, command, failure):
     settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
-    daemon = _daemon(settings, engine, CommandRelay(command, 1.0))
+    daemon = door_daemon(settings, engine, CommandRelay(command, 1.0))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="relay-watcher")
     daemon.pump.start()
     _subscribed(daemon, watcher)
@@ -120,7 +111,7 @@ def test_failed_command_after_granted_is_published(tmp_path, broker, make_settin
 def test_a_working_command_publishes_no_follow_up(tmp_path, broker, make_settings, engine):
     opened = tmp_path / "opened"
     settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
-    daemon = _daemon(settings, engine, CommandRelay(f'echo "$FACELINK_USER_ID" > {opened}', 1.0))
+    daemon = door_daemon(settings, engine, CommandRelay(f'echo "$FACELINK_USER_ID" > {opened}', 1.0))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="relay-ok-watcher")
     daemon.pump.start()
     _subscribed(daemon, watcher)
@@ -136,7 +127,7 @@ def test_a_working_command_publishes_no_follow_up(tmp_path, broker, make_setting
 def test_a_failure_during_shutdown_is_still_delivered(tmp_path, broker, make_settings, engine):
     """SIGTERM right after GRANTED: shutdown waits for the door command, then flushes its failure."""
     settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
-    daemon = _daemon(settings, engine, CommandRelay("sleep 1; exit 1", 1.0))
+    daemon = door_daemon(settings, engine, CommandRelay("sleep 1; exit 1", 1.0))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="relay-stop-watcher")
     daemon.pump.start()
     _subscribed(daemon, watcher)
