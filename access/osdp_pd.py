@@ -3,8 +3,9 @@
 GRANTED -> a CardRead event carrying the user's Wiegand credential, so the panel applies its own
 access levels and schedules. Unknown faces send nothing; the same credential is not sent again
 within ``debounce_s``. The panel's LED, buzzer, text and output commands are logged and kept as
-state; an output switched on drives the door's relay. The panel's verdict (green LED or output on:
-GRANTED; red LED: DENIED; nothing within ``verdict_timeout_s``: NO_RESPONSE) is handed to
+state; output 0 (the only one this reader declares) switched on drives the door's relay. The
+panel's verdict (a temporary green LED or output 0 on: GRANTED; a temporary red LED: DENIED;
+nothing within ``verdict_timeout_s``: NO_RESPONSE) is handed to
 ``on_verdict`` next to the decision it answers; which read a command answers is decided by
 ``osdp_verdicts.VerdictBook``.
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 OUTPUT_ON = {2, 4, 5}  # OSDP output control codes that switch an output on (permanent, timed)
 LED_GREEN, LED_RED = 2, 1
+DOOR_OUTPUT = 0  # the one output this reader declares to the panel: the door's relay
 
 
 def _osdp() -> Any:
@@ -126,20 +128,29 @@ class OsdpReader:
         self._closed = False  # the PD is torn down: offline
         self._last_sent: dict[str, float] = {}
         self._seq = 0  # card reads handed to libosdp, numbered under the send lock
+        # what libosdp's event queue may still hold, in its order (send lock): a flush re-sends from it
+        self._handed: deque[tuple[CardRead, dict[str, Any]]] = deque(maxlen=64)
+        self._dropped: list[bytes] | None = None  # while we flush libosdp: the events it reports dropped
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()  # -> verdict thread
         self._reads_done = threading.Event()  # stopping, and no card read is open any more
         self._close_done = threading.Event()  # the first close() has finished
         self._command_came = threading.Event()  # set by each panel command (close() settles on it)
         self._fd = open_raw(device, baud)
-        info = osdp.PDInfo(address, _channel_class(osdp)(self._fd), scbk=key, flags=flags,
-                           name=f"facelink-{address}")
-        caps = osdp.PDCapabilities([
-            (osdp.Capability.CardDataFormat, 1, 1), (osdp.Capability.LEDControl, 1, 1),
-            (osdp.Capability.AudibleControl, 1, 1), (osdp.Capability.OutputControl, 1, 1),
-            (osdp.Capability.TextOutput, 1, 1), (osdp.Capability.CommunicationSecurity, 1, 1)])
-        self._pd = osdp.PeripheralDevice(info, caps, log_level=osdp.LogLevel.Warning,
-                                         command_handler=self._on_command,
-                                         event_completion_handler=self._on_event_done)
+        try:
+            info = osdp.PDInfo(address, _channel_class(osdp)(self._fd), scbk=key, flags=flags,
+                               name=f"facelink-{address}")
+            caps = osdp.PDCapabilities([
+                (osdp.Capability.CardDataFormat, 1, 1), (osdp.Capability.LEDControl, 1, 1),
+                (osdp.Capability.AudibleControl, 1, 1), (osdp.Capability.OutputControl, 1, 1),
+                (osdp.Capability.TextOutput, 1, 1), (osdp.Capability.CommunicationSecurity, 1, 1)])
+            self._pd = osdp.PeripheralDevice(info, caps, log_level=osdp.LogLevel.Warning,
+                                             event_completion_handler=self._on_event_done)
+            # straight on libosdp's context: the wrapper's own handler also queues a copy of every
+            # command for get_command(), which nobody here reads
+            self._pd.ctx.set_command_callback(self._on_command)
+        except Exception:
+            os.close(self._fd)
+            raise
         self._verdicts = threading.Thread(target=self._verdict_loop, name="osdp-verdicts", daemon=True)
         self._pd.start()
         self._verdicts.start()
@@ -173,6 +184,7 @@ class OsdpReader:
                 ok = False
             if ok:
                 self._last_sent[key] = now
+                self._handed.append((read, event))
                 self.state.card_reads += 1
             else:
                 self._inbox.put(("refused", read))
@@ -194,7 +206,6 @@ class OsdpReader:
     # flush or a teardown) the verdict or closing thread holding the send lock too: so these
     # take no FaceLink lock at all, or they would deadlock with themselves --------------------
     def _on_command(self, cmd: dict[str, Any]) -> tuple[int, dict | None]:
-        self._pd.get_command(timeout=-1)  # libosdp's wrapper queues a copy nobody reads: take it
         self.state.commands += 1
         self._command_came.set()
         if cmd.get("command") != self._osdp.Command.Keyset:
@@ -202,7 +213,7 @@ class OsdpReader:
             return 0, None
         try:  # the panel must know whether the key was kept: a NAK if it was not
             save_scbk(self.scbk_file, bytes(cmd["data"]))
-        except Exception:  # noqa: BLE001 - never raise into libosdp
+        except Exception:  # noqa: BLE001 - never raise into libosdp (no wrapper catches it)
             log.exception("OSDP: cannot write the panel's secure channel key to %s", self.scbk_file)
             return -1, None
         if not self.installing:
@@ -212,6 +223,10 @@ class OsdpReader:
         return 0, None
 
     def _on_event_done(self, event: dict[str, Any], status: int) -> None:
+        dropped = self._dropped
+        if dropped is not None:  # our own flush (this thread, both locks held): _flush accounts for it
+            dropped.append(bytes(event.get("data", b"")))
+            return
         self._inbox.put(("delivered", (bytes(event.get("data", b"")), status, time.monotonic())))
 
     # -- the verdict thread: owns the open card reads --------------------------------------
@@ -231,11 +246,13 @@ class OsdpReader:
                     for verdict in book.expire(float("inf"))[0]:
                         self._record(verdict)
                     return
-                kind, body = "tick", None
+                kind, body = "tick", deadline  # nothing came by the deadline
             closed: list[PanelVerdict] = []
             try:
-                if kind in ("delivered", "command"):  # what expired before it happened, first
-                    closed += self._expire(book, body[-1])
+                # Expiry runs on the time things happened, not on when this thread gets to them
+                # (it may have been stuck in on_verdict): first what expired before this happened.
+                if kind in ("delivered", "command", "tick"):
+                    closed += self._expire(book, body if kind == "tick" else body[-1])
                 if kind == "read":
                     closed += book.sent(body)
                 elif kind == "refused":
@@ -248,7 +265,6 @@ class OsdpReader:
                     stopping = True
                 elif kind == "halt":
                     halting = True
-                closed += self._expire(book, time.monotonic())
             except Exception:  # noqa: BLE001 - a bad command must never stop the reader
                 log.exception("OSDP: cannot handle %s", kind)
             for verdict in closed:
@@ -262,17 +278,48 @@ class OsdpReader:
 
     def _flush(self, book: VerdictBook) -> list[PanelVerdict]:
         """A read the panel never polled timed out: it must not reach the panel later, when
-        nobody is at the door. libosdp's queue is emptied (the send lock keeps a card read from
-        being half-sent meanwhile) and every read still in it closes."""
+        nobody is at the door. libosdp can only empty its whole event queue, so the reads in it
+        that are still inside their window are handed to it again, in the same order, before
+        anything else can be (the send lock); the others in it close."""
         with self._send_lock:
-            upto = self._seq  # every read handed to libosdp so far, in the book yet or not
-            if self._closed:  # libosdp is torn down: nothing of it is left to send
-                return book.flushed(upto)
-            with self._pd.lock:
-                dropped = self._pd.ctx.flush_events()
-        closed = book.flushed(upto)
-        log.warning("OSDP: the panel did not poll %d card read(s) in time: dropped, not sent later", dropped)
-        return closed
+            if self._closed:  # libosdp is torn down: nothing is sent any more, what is open expires
+                return []
+            with self._pd.lock:  # libosdp's thread is out: only this flush can report events now
+                self._dropped = []
+                try:
+                    self._pd.ctx.flush_events()  # reports each dropped event, here and now
+                finally:
+                    dropped, self._dropped = self._dropped, None
+                gone, requeued = self._requeue(dropped)
+        log.warning("OSDP: the panel did not poll %d card read(s) in time: dropped, not sent later; "
+                    "%d newer one(s) still in their window handed to libosdp again", len(gone), requeued)
+        return book.flushed(frozenset(gone))
+
+    def _requeue(self, dropped: list[bytes]) -> tuple[list[int], int]:
+        """Hand libosdp again the reads it just dropped (``dropped``: their data, in its queue's
+        order) whose verdict window is still open; the numbers of the reads gone for good, and
+        how many went back. Send lock and libosdp's lock held. Afterwards ``_handed`` is exactly
+        what libosdp holds; on any doubt nothing is sent again."""
+        handed = list(self._handed)
+        self._handed.clear()
+        tail = handed[len(handed) - len(dropped):] if len(dropped) <= len(handed) else None
+        if tail is None or [read.data for read, _ in tail] != dropped:
+            log.error("OSDP: cannot tell which card reads libosdp dropped: none handed to it again")
+            return [read.seq for read, _ in handed], 0
+        now = time.monotonic()
+        gone: list[int] = []
+        for read, event in tail:
+            ok = False
+            if read.deadline > now:
+                try:
+                    ok = bool(self._pd.ctx.submit_event(event))
+                except Exception:  # noqa: BLE001 - not sent again: it closes NO_RESPONSE
+                    log.exception("OSDP: libosdp failed to take card read %s again", read.event_id)
+            if ok:
+                self._handed.append((read, event))
+            else:
+                gone.append(read.seq)
+        return gone, len(self._handed)
 
     def _command(self, book: VerdictBook, cmd: dict[str, Any], received_at: float) -> list[PanelVerdict]:
         C = self._osdp.Command
@@ -282,7 +329,8 @@ class OsdpReader:
             self.state.led = cmd
             log.info("OSDP panel LED: on_color=%s off_color=%s control=%s temporary=%s",
                      cmd.get("on_color"), cmd.get("off_color"), cmd.get("control_code"), cmd.get("temporary"))
-            verdict = {LED_GREEN: "GRANTED", LED_RED: "DENIED"}.get(cmd.get("on_color"))
+            if cmd.get("temporary"):  # a permanent setting is the panel's idle colour, not an answer
+                verdict = {LED_GREEN: "GRANTED", LED_RED: "DENIED"}.get(cmd.get("on_color"))
         elif kind == C.Buzzer:
             self.state.buzzer = cmd
             log.info("OSDP panel buzzer: control=%s on=%s off=%s repeat=%s", cmd.get("control_code"),
@@ -292,7 +340,10 @@ class OsdpReader:
             on = cmd.get("control_code") in OUTPUT_ON
             log.info("OSDP panel output %s: control=%s (%s) timer=%s", cmd.get("output_no"),
                      cmd.get("control_code"), "on" if on else "off", cmd.get("timer_count"))
-            if on:
+            if cmd.get("output_no") != DOOR_OUTPUT:  # libosdp NAKs these itself (one output declared)
+                log.warning("OSDP panel output %s: this reader has only output %d (the door); ignored",
+                            cmd.get("output_no"), DOOR_OUTPUT)
+            elif on:
                 verdict = "GRANTED"
                 if self.on_output is not None:
                     try:

@@ -11,12 +11,16 @@ The rules:
 - Once a newer read reaches the panel, the older open ones close ``NO_RESPONSE``.
 - A read with no answer within ``verdict_timeout_s`` of being sent closes ``NO_RESPONSE``. One the
   panel never polled (offline, not yet in secure channel) must not reach it later, when nobody is
-  at the door: ``expire`` says so, the reader flushes libosdp's event queue and calls ``flushed``.
+  at the door: ``expire`` says so, the reader flushes libosdp's event queue and calls ``flushed``
+  with the reads that flush dropped for good. (libosdp can only empty its whole queue: the
+  reader hands the newer reads still inside their window to it again at once, in order, and
+  those stay open. A read the panel had already polled was not in the queue: it stays open too,
+  even if the book has not heard of its delivery yet.)
 - ``overlaps`` on a verdict names the newest earlier read the panel had polled less than
   2 x ``verdict_timeout_s`` before this one (answered or not: a grant's output command may
   follow its LED): the panel's late command for that read would look exactly like this one's.
-- Reads are numbered as they are handed to libosdp; a flush covers every read numbered up to
-  that moment, including one whose ``sent`` the book has not seen yet.
+- Reads are numbered as they are handed to libosdp; a flush names the reads it dropped by number,
+  including one whose ``sent`` the book has not seen yet.
 """
 
 from __future__ import annotations
@@ -59,10 +63,13 @@ class VerdictBook:
         self.verdict_timeout_s = verdict_timeout_s
         self.open: list[CardRead] = []
         self._polled: deque[tuple[float, str]] = deque(maxlen=16)  # closed polled reads: (delivered_at, event_id)
-        self._flushed_upto = 0
+        self._dropped: set[int] = set()  # reads a flush dropped before the book heard of them
+        self._last_seq = 0  # the newest read the book has heard of (they come in order)
 
     def sent(self, read: CardRead) -> list[PanelVerdict]:
-        if read.seq and read.seq <= self._flushed_upto:  # flushed before the book heard of it
+        self._last_seq = max(self._last_seq, read.seq)
+        if read.seq in self._dropped:  # flushed before the book heard of it
+            self._dropped.discard(read.seq)
             return [self._close(read, NO_RESPONSE, None, None)]
         self.open.append(read)
         return []
@@ -104,13 +111,14 @@ class VerdictBook:
         return [self._close(r, NO_RESPONSE, None, None) for r in late], \
             any(r.delivered_at is None for r in late)
 
-    def flushed(self, upto: int = 0) -> list[PanelVerdict]:
-        """libosdp's event queue was emptied when reads up to number ``upto`` had been handed to it:
-        none of them still waiting for the panel's poll gets there."""
-        self._flushed_upto = max(self._flushed_upto, upto)
-        dropped = [r for r in self.open if r.delivered_at is None]
-        self.open = [r for r in self.open if r.delivered_at is not None]
-        return [self._close(r, NO_RESPONSE, None, None) for r in dropped]
+    def flushed(self, dropped: frozenset[int]) -> list[PanelVerdict]:
+        """libosdp's event queue was emptied and the reads numbered in ``dropped`` are gone from it
+        for good: none of them reaches the panel (one the book has not heard of yet closes when
+        it does)."""
+        gone = [r for r in self.open if r.seq in dropped]
+        self.open = [r for r in self.open if r.seq not in dropped]
+        self._dropped |= {seq for seq in dropped if seq > self._last_seq}
+        return [self._close(r, NO_RESPONSE, None, None) for r in gone]
 
     def next_deadline(self) -> float | None:
         return min((r.deadline for r in self.open), default=None)

@@ -55,9 +55,9 @@ class Panel:
     def next_event(self, timeout: float = 10.0):
         return self.cp.get_event(ADDRESS, timeout=timeout)
 
-    def led(self, color: int) -> bool:
+    def led(self, color: int, temporary: bool = True) -> bool:
         return self.cp.submit_command(ADDRESS, {
-            "command": osdp.Command.LED, "reader": 0, "led_number": 0, "temporary": True,
+            "command": osdp.Command.LED, "reader": 0, "led_number": 0, "temporary": temporary,
             "control_code": 1, "on_count": 10, "off_count": 0, "on_color": color,
             "off_color": osdp.CommandLEDColor.Black, "timer_count": 30})
 

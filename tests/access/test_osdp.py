@@ -184,3 +184,109 @@ def test_a_card_read_the_panel_never_polled_is_not_sent_later(tmp_path, pty_pair
         assert _decode_h10301(event["data"], event["length"]) == (5, 56)
     finally:
         reader.close()
+
+
+def test_dropping_a_stale_read_keeps_a_newer_one_still_in_its_window(tmp_path, pty_pair, panels):
+    """libosdp can only empty its whole event queue. When the stale read is dropped, a newer read
+    still inside its window must stay queued: the panel coming back in time gets that one (and
+    only that one) and its answer is recorded against it."""
+    import threading
+    import time
+
+    master, path = pty_pair
+    save_scbk(tmp_path / "scbk", KEY)
+    verdicts, first_closed = [], threading.Event()
+
+    def record(v) -> None:
+        verdicts.append(v)
+        first_closed.set()
+
+    timeout = 6.0
+    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=timeout, on_verdict=record)
+    try:
+        started = time.monotonic()
+        assert reader.card_read(Credential("H10301", 5, 55), "event-stale")  # nobody polls the line
+        assert not wait_until(lambda: verdicts, started + timeout / 2 - time.monotonic())
+        assert reader.card_read(Credential("H10301", 5, 56), "event-newer")  # half a window later
+        assert first_closed.wait(timeout + 5)
+        assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-stale", "NO_RESPONSE")]
+        panel = panels(master, KEY)  # back while the newer read's window is still open
+        assert panel.secure() and wait_until(lambda: reader.secure)
+        event = panel.next_event()
+        assert event is not None and _decode_h10301(event["data"], event["length"]) == (5, 56)
+        assert panel.led(osdp.CommandLEDColor.Green)
+        assert wait_until(lambda: len(verdicts) == 2, 10)
+        assert (verdicts[1].decision_event_id, verdicts[1].verdict) == ("event-newer", "GRANTED")
+        assert panel.next_event(timeout=2) is None  # the stale read never arrives
+    finally:
+        reader.close()
+
+
+def test_a_permanent_led_colour_is_not_the_panels_answer(tmp_path, pty_pair, panels):
+    """A panel sets its idle colour with a permanent LED command (often red: "locked"): that is
+    not an answer to a card read. (An output other than 0 never reaches FaceLink: libosdp NAKs it,
+    the reader declares one output.)"""
+    master, path = pty_pair
+    save_scbk(tmp_path / "scbk", KEY)
+    verdicts, outputs = [], []
+    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=30.0, on_verdict=verdicts.append,
+                     on_output=outputs.append)
+    try:
+        panel = panels(master, KEY)
+        assert panel.secure() and wait_until(lambda: reader.secure)
+        assert reader.card_read(Credential("H10301", 3, 33), "event-1")
+        assert panel.next_event() is not None
+        assert panel.led(osdp.CommandLEDColor.Red, temporary=False)  # back to the idle colour
+        assert panel.buzzer()  # sent last: once it is seen, the LED before it was handled
+        assert wait_until(lambda: reader.state.buzzer is not None)
+        assert reader.state.led["temporary"] is False and reader.state.led["on_color"] == osdp.CommandLEDColor.Red
+        assert verdicts == [] and outputs == []
+        assert panel.led(osdp.CommandLEDColor.Green) and panel.output(5)
+        assert wait_until(lambda: outputs)
+        assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-1", "GRANTED")]
+        assert outputs[0]["output_no"] == 0
+    finally:
+        reader.close()
+
+
+def test_what_the_panel_sent_before_the_line_went_down_is_handled_before_close_returns(
+        tmp_path, pty_pair, panels):
+    """The verdict thread is stuck in a slow on_verdict (an outbox commit on a busy disk) while
+    the reader stops: libosdp acknowledged the panel's output-on meanwhile, so after teardown
+    that command still drives the door and its verdict is still recorded, before close() returns."""
+    import threading
+
+    master, path = pty_pair
+    save_scbk(tmp_path / "scbk", KEY)
+    verdicts, outputs, release = [], [], threading.Event()
+
+    def slow(v) -> None:
+        release.wait(30)
+        verdicts.append(v)
+
+    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=2.0, on_verdict=slow,
+                     on_output=outputs.append)
+    closer = threading.Thread(target=reader.close)
+    try:
+        panel = panels(master, KEY)
+        assert panel.secure() and wait_until(lambda: reader.secure)
+        assert reader.card_read(Credential("H10301", 4, 44), "event-1")
+        assert panel.next_event() is not None
+        assert panel.led(osdp.CommandLEDColor.Green)  # -> on_verdict, which now hangs
+        assert reader.card_read(Credential("H10301", 4, 45), "event-2")
+        assert panel.next_event() is not None
+        assert panel.output(5)  # event-2's grant, acknowledged by libosdp, queued behind the stuck thread
+        assert wait_until(lambda: reader.state.commands >= 2)  # counted as they come, not as handled
+        closer.start()
+        assert wait_until(lambda: reader._closed, 30)  # libosdp is torn down, the thread still stuck
+        assert outputs == [] and verdicts == []
+        release.set()
+        closer.join(30)
+        assert not closer.is_alive()
+        assert [o["control_code"] for o in outputs] == [5]
+        assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-1", "GRANTED"),
+                                                                         ("event-2", "GRANTED")]
+    finally:
+        release.set()
+        if not closer.ident:
+            reader.close()

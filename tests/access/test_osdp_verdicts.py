@@ -9,8 +9,8 @@ T = 2.0  # verdict_timeout_s
 GREEN = {"command": "LED", "on_color": 2}
 
 
-def read(event_id: str, data: bytes, at: float) -> CardRead:
-    return CardRead(event_id, f"H10301:1:{data.hex()}", data, at, at + T)
+def read(event_id: str, data: bytes, at: float, seq: int = 0) -> CardRead:
+    return CardRead(event_id, f"H10301:1:{data.hex()}", data, at, at + T, seq=seq)
 
 
 def verdicts(closed) -> list[tuple]:
@@ -61,22 +61,25 @@ def test_a_read_that_timed_out_at_the_panel_is_still_an_overlap_for_a_while():
 
 def test_an_unpolled_read_that_times_out_is_flushed_and_its_namesake_matched_right():
     book = VerdictBook(T)
-    book.sent(read("a", b"\x07", 0.0))  # the panel is offline
+    book.sent(read("a", b"\x07", 0.0, seq=1))  # the panel is offline
     closed, undelivered = book.expire(T)
     assert verdicts(closed) == [("a", "NO_RESPONSE", None)] and undelivered  # -> flush libosdp
-    assert book.flushed() == []
-    book.sent(read("b", b"\x07", 3.5))  # the same badge again after the debounce
+    assert book.flushed(frozenset({1})) == []  # already closed
+    book.sent(read("b", b"\x07", 3.5, seq=2))  # the same badge again after the debounce
     book.delivered(b"\x07", 0, 3.6)
     assert verdicts([book.answer("GRANTED", GREEN, 3.7)]) == [("b", "GRANTED", None)]
 
 
-def test_flushed_closes_only_what_the_panel_never_polled():
+def test_flushed_closes_only_what_libosdp_dropped():
     book = VerdictBook(T)
-    book.sent(read("e1", b"\x01", 0.0))
+    book.sent(read("e1", b"\x01", 0.0, seq=1))
     book.delivered(b"\x01", 0, 0.1)
-    book.sent(read("e2", b"\x02", 0.5))
-    assert verdicts(book.flushed()) == [("e2", "NO_RESPONSE", None)]
-    assert [r.event_id for r in book.open] == ["e1"]
+    book.sent(read("e2", b"\x02", 0.5, seq=2))
+    book.sent(read("e3", b"\x03", 0.6, seq=3))  # polled already; the book has not heard yet
+    assert verdicts(book.flushed(frozenset({2}))) == [("e2", "NO_RESPONSE", None)]
+    assert [r.event_id for r in book.open] == ["e1", "e3"]
+    book.delivered(b"\x03", 0, 0.7)
+    assert verdicts([book.answer("GRANTED", GREEN, 0.8)]) == [("e3", "GRANTED", "e1")]
 
 
 def test_a_failed_delivery_and_a_refused_read_close_without_an_answer():
@@ -94,17 +97,12 @@ def test_a_failed_delivery_and_a_refused_read_close_without_an_answer():
 
 def test_a_flush_covers_a_read_handed_to_libosdp_before_the_book_heard_of_it():
     book = VerdictBook(T)
-    stale = read("a", b"\x07", 0.0)
-    stale.seq = 1
-    book.sent(stale)
+    book.sent(read("a", b"\x07", 0.0, seq=1))
     book.expire(T)
-    late = read("b", b"\x08", 1.9)
-    late.seq = 2  # handed to libosdp just before the flush; its "sent" comes after
-    assert book.flushed(upto=2) == []
+    late = read("b", b"\x08", 1.9, seq=2)  # handed to libosdp just before the flush; "sent" after
+    assert book.flushed(frozenset({1, 2})) == []
     assert verdicts(book.sent(late)) == [("b", "NO_RESPONSE", None)]  # flushed with the stale one
-    fresh = read("c", b"\x09", 2.5)
-    fresh.seq = 3
-    assert book.sent(fresh) == [] and [r.event_id for r in book.open] == ["c"]
+    assert book.sent(read("c", b"\x09", 2.5, seq=3)) == [] and [r.event_id for r in book.open] == ["c"]
 
 
 def test_a_grants_follow_up_command_can_look_like_the_next_reads_answer():
@@ -115,3 +113,21 @@ def test_a_grants_follow_up_command_can_look_like_the_next_reads_answer():
     book.sent(read("b", b"\x02", 0.3))
     book.delivered(b"\x02", 0, 0.4)  # polled before a's output command came
     assert verdicts([book.answer("GRANTED", GREEN, 0.5)]) == [("b", "GRANTED", "a")]
+
+
+def test_a_flush_keeps_the_reads_sent_again_open_until_a_later_flush_drops_them():
+    book = VerdictBook(T)
+    book.sent(read("a", b"\x07", 0.0, seq=1))
+    book.sent(read("b", b"\x08", 1.0, seq=2))
+    unbooked = read("c", b"\x09", 1.5, seq=3)
+    assert verdicts(book.expire(T)[0]) == [("a", "NO_RESPONSE", None)]
+    # libosdp emptied its queue; b and c (whose "sent" the book has not seen yet) went back in
+    assert book.flushed(frozenset({1})) == []
+    assert book.sent(unbooked) == [] and [r.event_id for r in book.open] == ["b", "c"]
+    book.delivered(b"\x08", 0, 2.2)  # the panel is back: b is polled and answered
+    assert verdicts([book.answer("GRANTED", GREEN, 2.3)]) == [("b", "GRANTED", None)]
+    # c was not polled in time either: it closes, and the next flush drops it for good
+    assert verdicts(book.expire(1.5 + T)[0]) == [("c", "NO_RESPONSE", None)]
+    assert book.flushed(frozenset({3, 4})) == []
+    assert verdicts(book.sent(read("d", b"\x0a", 3.4, seq=4))) == [("d", "NO_RESPONSE", None)]
+    assert book._dropped == set()  # nothing left over to leak

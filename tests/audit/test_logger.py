@@ -113,6 +113,17 @@ def test_panel_verdicts_are_recorded_beside_their_decision(tmp_path):
     [row] = log.query(user="ann")
     assert [p["verdict"] for p in row["panel"]] == ["GRANTED"]
     assert row["panel"][0]["decision_event_id"] == row["event_id"] == "d-1"
+    assert "overlaps" not in row["panel"][0]
+    # a verdict the panel may have meant for an earlier read says which one, and keeps saying it
+    later = {**decision(), "event_id": "d-2", "timestamp": "2026-01-01T08:00:02+00:00"}
+    intake.handle("facelink/front/decision", json.dumps(later).encode())
+    intake.handle("facelink/front/panel", json.dumps(_verdict(event_id="p-2", decision_event_id="d-2",
+                                                              overlaps="d-1")).encode())
+    intake.handle("facelink/front/panel", json.dumps(_verdict(event_id="p-3", decision_event_id="d-2",
+                                                              overlaps="not an event id!")).encode())
+    assert intake.recorded == 4 and intake.quarantined == 5
+    panel = {r["event_id"]: r.get("panel") for r in log.query(user="ann")}
+    assert panel["d-2"] == [_verdict(event_id="p-2", decision_event_id="d-2", overlaps="d-1")]
     log.close()
 
 
