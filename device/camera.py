@@ -51,6 +51,17 @@ class Frame:
     pixels: np.ndarray
     captured_at: float  # time.monotonic()
     index: int
+    scene_at: float | None = None  # a replayed file or folder: where this frame is on its own clock
+
+
+def video_fps(path: str) -> float | None:
+    """A video file's frame rate as its container states it; None when unknown or implausible."""
+    cap = cv2.VideoCapture(path)
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
+    return fps if 1.0 <= fps <= 240.0 else None
 
 
 def _video_frames(path: str) -> Iterator[np.ndarray]:
@@ -154,7 +165,12 @@ def open_frames(source: str) -> Iterator[np.ndarray]:
 class CameraReader:
     """Reads frames in a thread. Live sources keep only the newest frame (low latency);
     finite sources (files, folders) hand over every frame in order. A source that fails is
-    reopened with exponential back-off; ``end_of_stream`` is set when a finite source ends."""
+    reopened with exponential back-off; ``end_of_stream`` is set when a finite source ends.
+
+    A finite source is replayed as fast as the door can take it, so its frames also carry the
+    scene's own time (``Frame.scene_at``: the first frame's capture time + index x
+    ``frame_period_s``, from the video's frame rate, or ``max_fps`` for a folder or an image):
+    the door decides a replay on it, the same way on a fast machine and on a stalled one."""
 
     def __init__(self, source: str, *, loop: bool = False, max_backoff_s: float = 30.0,
                  max_fps: float = 15.0, live: bool | None = None) -> None:
@@ -166,6 +182,11 @@ class CameraReader:
         # live: keep only the newest frame. A file is replayed "live" (paced at max_fps) when asked,
         # which is how tools/bench_device.py simulates a camera.
         self.finite = self.from_file if live is None else not live
+        self.frame_period_s: float | None = None  # set for finite sources: the scene clock's step
+        if self.finite:
+            fps = video_fps(source) if Path(source).suffix.lower() in VIDEO_SUFFIXES else None
+            self.frame_period_s = 1.0 / (fps or max_fps)
+        self._scene_origin: float | None = None
         self._queue: queue.Queue[Frame] = queue.Queue(maxsize=2 if self.finite else 1)
         self._stop = threading.Event()
         self.end_of_stream = threading.Event()
@@ -230,7 +251,12 @@ class CameraReader:
                         self._stop.wait(self.min_interval - (now - last))
                         now = time.monotonic()
                     last = now
-                    self._offer(Frame(pixels, now, index))
+                    scene_at = None
+                    if self.frame_period_s is not None:  # indexes run on across loops and reopens
+                        if self._scene_origin is None:
+                            self._scene_origin = now - index * self.frame_period_s
+                        scene_at = self._scene_origin + index * self.frame_period_s
+                    self._offer(Frame(pixels, now, index, scene_at))
                     index += 1
                 if self.loop and self.from_file:
                     continue

@@ -29,6 +29,7 @@ from facelink.mqtt.topics import DeviceTopics
 
 from .assembly import build_components
 from .camera import CameraReader
+from .clock import DecisionClock
 from .decision import ACTUATION_FAILED, ERROR, GRANTED, Decision
 from .door import DoorRelay, make_relay
 from .factors import Factors
@@ -127,6 +128,7 @@ class Daemon:
         self.camera = CameraReader(settings.camera.source, loop=settings.camera.loop,
                                    max_backoff_s=settings.camera.reconnect_max_backoff_s,
                                    max_fps=settings.camera.max_fps, live=live)
+        self.clock = DecisionClock(replay=self.camera.frame_period_s is not None)
         self.stats = Stats()
         self.heap_released_mib: float | None = None  # set at start (run)
         self.stop_requested = threading.Event()
@@ -252,7 +254,7 @@ class Daemon:
         if self.reload_requested.is_set():
             self.reload_requested.clear()
             self.reload()
-        self._badges(now)
+        self._badges(self.clock.now())
 
     def _badges(self, now: float) -> None:
         """Badge reads (card modes) and closing verification windows; nothing while the
@@ -320,7 +322,7 @@ class Daemon:
             if not self.index.usable:  # fail closed: nothing is decided until a full reload succeeds
                 continue
             try:
-                for decision in self.pipeline.process(frame, time.monotonic()):
+                for decision in self.pipeline.process(frame, self.clock.frame(frame)):
                     self.emit(decision)
                     self.stats.decision_latencies_ms.append((time.monotonic() - frame.captured_at) * 1000.0)
                 self.stats.frame_done(frame.captured_at, time.monotonic())

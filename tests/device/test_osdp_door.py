@@ -47,10 +47,9 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
         # the watcher's own marker came back: both its subscriptions are through before the
         # door can publish its first decision
         assert watcher.barrier()
-        # The tracker's age and the cooldown run on the processing clock, not the file's: a
-        # stall > track_max_age_s on a loaded machine splits a track (DENIED_UNKNOWN never gets
-        # 3 frames, or feat_man is GRANTED again once cooldown_s has passed). Pin both far
-        # beyond the feed's length so that the decisions depend on the frames alone.
+        # The feed is decided on its own clock (camera.max_fps for a folder): ~20 s of scene
+        # for the four clips, longer than the default cooldown. Both are pinned far beyond the
+        # feed's length so that feat_man is GRANTED once, whatever the tracker makes of the cuts.
         door = start_door(broker.port, str(feed), door__output="osdp", osdp__device=path,
                           osdp__scbk_file=str(tmp_path / "scbk"), osdp__verdict_timeout_s=10,
                           matching__track_max_age_s=600, matching__cooldown_s=3600)

@@ -1,0 +1,57 @@
+"""The clock the door decides on (device/clock.py) and the scene time a replayed source carries
+(device/camera.py). The daemon end to end: tests/device/test_replay_clock.py."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from facelink.device.camera import CameraReader, Frame
+from facelink.device.clock import DecisionClock
+
+
+def _frames(reader: CameraReader, n: int) -> list[Frame]:
+    got, deadline = [], time.monotonic() + 60
+    while len(got) < n and time.monotonic() < deadline:
+        if (frame := reader.get(timeout=0.2)) is not None:
+            got.append(frame)
+    reader.stop()
+    return got
+
+
+def test_a_video_carries_its_own_frame_times(faces_dir):
+    frames = _frames(CameraReader(str(faces_dir / "video/feat_man.mp4")).start(), 10)
+    assert [f.index for f in frames] == list(range(10))
+    steps = np.diff([f.scene_at for f in frames])
+    assert steps == pytest.approx([1 / 30] * 9)  # the clip is 30 frames a second
+    assert frames[0].scene_at == frames[0].captured_at
+
+
+def test_a_folder_runs_at_max_fps_and_a_live_replay_or_camera_on_real_time(tmp_path, faces_dir):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes((faces_dir / "people/obama/1.jpg").read_bytes())
+    frames = _frames(CameraReader(str(folder), max_fps=5).start(), 3)
+    assert np.diff([f.scene_at for f in frames]) == pytest.approx([0.2, 0.2])
+    live = CameraReader(str(faces_dir / "video/feat_man.mp4"), live=True)  # how bench_device plays a file
+    assert live.frame_period_s is None and CameraReader("0").frame_period_s is None
+    assert all(f.scene_at is None for f in _frames(live.start(), 3))
+
+
+def _frame(index: int, scene_at: float | None) -> Frame:
+    return Frame(np.zeros((2, 2, 3), np.uint8), time.monotonic(), index, scene_at)
+
+
+def test_a_replay_is_decided_on_scene_time_and_the_clock_never_goes_back():
+    clock = DecisionClock(replay=True)
+    start = clock.now()  # a badge before the first frame: real time
+    assert clock.frame(_frame(0, start + 1.0)) == start + 1.0
+    assert clock.frame(_frame(1, start + 1.5)) == start + 1.5
+    assert clock.now() == start + 1.5  # a badge between frames: presented at the newest frame
+    assert clock.frame(_frame(2, start + 1.2)) == start + 1.5  # never backwards
+    live = DecisionClock(replay=False)
+    before = time.monotonic()
+    assert live.frame(_frame(0, 0.0)) >= before and live.now() >= before
