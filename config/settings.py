@@ -107,7 +107,7 @@ class LivenessSettings(Section):
 class CameraSettings(Section):
     source: str = Field("0", description="picamera2 | a V4L2 index (0) | rtsp://, http:// URL | a GStreamer pipeline | a video file | a folder of images.")
     loop: bool = Field(False, description="Replay a video file/folder forever (demos).")
-    max_fps: float = Field(15.0, gt=0, description="Frames processed per second at most; older frames are dropped.")
+    max_fps: float = Field(15.0, gt=0, description="Frames processed per second at most; older frames are dropped. A replayed folder's images (and a video that states no plausible frame rate) are timed at this rate.")
     reconnect_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between attempts to reopen a lost camera.")
 
 

@@ -54,40 +54,40 @@ class Frame:
     scene_at: float | None = None  # a replayed file or folder: where this frame is on its own clock
 
 
-def video_fps(path: str) -> float | None:
-    """A video file's frame rate as its container states it; None when unknown or implausible."""
-    cap = cv2.VideoCapture(path)
-    try:
-        fps = float(cap.get(cv2.CAP_PROP_FPS)) if cap.isOpened() else 0.0
-    finally:
-        cap.release()
-    return fps if 1.0 <= fps <= 240.0 else None
+# A replayed file's frames come with the time since the previous frame of the scene: a video's
+# frame period as its container states it; None (an image, an unknown or implausible rate): the
+# reader's own, 1 / camera.max_fps.
+Timed = tuple[np.ndarray, float | None]
 
 
-def _video_frames(path: str) -> Iterator[np.ndarray]:
+def _video_frames(path: str) -> Iterator[Timed]:
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise CameraError(f"cannot open {path}")
     try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        period = 1.0 / fps if 1.0 <= fps <= 240.0 else None
+        if period is None:
+            log.warning("camera: %s states %g frames a second: replayed at camera.max_fps", path, fps)
         while True:
             ok, frame = cap.read()
             if not ok:
                 return
-            yield frame
+            yield frame, period
     finally:
         cap.release()
 
 
-def _image_frames(path: Path) -> Iterator[np.ndarray]:
+def _image_frames(path: Path) -> Iterator[Timed]:
     """One image file as a frame, decoded like every other image (models.image: header checked
     before decoding); a file that can't be used is skipped with a log line."""
     try:
-        yield decode_image(path).pixels
+        yield decode_image(path).pixels, None
     except FaceLinkError as exc:
         log.warning("camera: skipping %s: %s: %s", path, exc.code, exc.message)
 
 
-def _folder_frames(folder: Path) -> Iterator[np.ndarray]:
+def _folder_frames(folder: Path) -> Iterator[Timed]:
     """Every image and video of a folder in name order. A bad file is skipped with a log line;
     it must not end the folder (the reader would start it again from the first file)."""
     if not folder.is_dir():
@@ -144,21 +144,30 @@ def is_finite_source(source: str) -> bool:
 
 
 def open_frames(source: str) -> Iterator[np.ndarray]:
+    """The source's frames (BGR); a file or folder ends, a camera does not."""
+    if is_finite_source(source):
+        return (pixels for pixels, _ in _replay_frames(source))
+    return _live_frames_of(source)
+
+
+def _replay_frames(source: str) -> Iterator[Timed]:
+    p = Path(source)
+    if p.is_dir():
+        return _folder_frames(p)
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return _image_frames(p)
+    if not p.is_file():
+        raise CameraError(f"video file {source} is missing")
+    return _video_frames(source)
+
+
+def _live_frames_of(source: str) -> Iterator[np.ndarray]:
     if source == "picamera2":
         return _picamera_frames()
     if source in REALSENSE_SOURCES:  # depth / IR camera: camera_realsense.py
         from .camera_realsense import realsense_frames
 
         return realsense_frames(source)
-    p = Path(source)
-    if p.is_dir():
-        return _folder_frames(p)
-    if p.suffix.lower() in IMAGE_SUFFIXES:
-        return _image_frames(p)
-    if p.suffix.lower() in VIDEO_SUFFIXES:
-        if not p.is_file():
-            raise CameraError(f"video file {source} is missing")
-        return _video_frames(source)
     return _live_frames(source)
 
 
@@ -167,10 +176,11 @@ class CameraReader:
     finite sources (files, folders) hand over every frame in order. A source that fails is
     reopened with exponential back-off; ``end_of_stream`` is set when a finite source ends.
 
-    A finite source is replayed as fast as the door can take it, so its frames also carry the
-    scene's own time (``Frame.scene_at``: the first frame's capture time + index x
-    ``frame_period_s``, from the video's frame rate, or ``max_fps`` for a folder or an image):
-    the door decides a replay on it, the same way on a fast machine and on a stalled one."""
+    A file or folder (unless replayed ``live``) is handed over as fast as the door can take it,
+    so its frames also carry the scene's own time (``Frame.scene_at``: the first frame's capture
+    time, then each video frame one frame period of its file later, each image 1 / ``max_fps``
+    later; on across loops and reopens): the door decides a replay on it, the same way on a
+    fast machine and on a stalled one."""
 
     def __init__(self, source: str, *, loop: bool = False, max_backoff_s: float = 30.0,
                  max_fps: float = 15.0, live: bool | None = None) -> None:
@@ -182,11 +192,8 @@ class CameraReader:
         # live: keep only the newest frame. A file is replayed "live" (paced at max_fps) when asked,
         # which is how tools/bench_device.py simulates a camera.
         self.finite = self.from_file if live is None else not live
-        self.frame_period_s: float | None = None  # set for finite sources: the scene clock's step
-        if self.finite:
-            fps = video_fps(source) if Path(source).suffix.lower() in VIDEO_SUFFIXES else None
-            self.frame_period_s = 1.0 / (fps or max_fps)
-        self._scene_origin: float | None = None
+        self.replays = self.finite and self.from_file  # frames carry scene time (Frame.scene_at)
+        self._scene_at: float | None = None
         self._queue: queue.Queue[Frame] = queue.Queue(maxsize=2 if self.finite else 1)
         self._stop = threading.Event()
         self.end_of_stream = threading.Event()
@@ -235,9 +242,10 @@ class CameraReader:
         index = 0
         while not self._stop.is_set():
             try:
-                frames = open_frames(self.source)
+                frames = _replay_frames(self.source) if self.from_file else \
+                    ((pixels, None) for pixels in _live_frames_of(self.source))
                 last = 0.0
-                for pixels in frames:
+                for pixels, period in frames:
                     if self._stop.is_set():
                         return
                     if not self.connected.is_set():
@@ -251,12 +259,10 @@ class CameraReader:
                         self._stop.wait(self.min_interval - (now - last))
                         now = time.monotonic()
                     last = now
-                    scene_at = None
-                    if self.frame_period_s is not None:  # indexes run on across loops and reopens
-                        if self._scene_origin is None:
-                            self._scene_origin = now - index * self.frame_period_s
-                        scene_at = self._scene_origin + index * self.frame_period_s
-                    self._offer(Frame(pixels, now, index, scene_at))
+                    if self.replays:
+                        self._scene_at = now if self._scene_at is None else \
+                            self._scene_at + (period or self.min_interval)
+                    self._offer(Frame(pixels, now, index, self._scene_at))
                     index += 1
                 if self.loop and self.from_file:
                     continue

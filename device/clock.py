@@ -5,7 +5,8 @@ fast as the door can take it, so deciding it on the processing clock made the re
 machine (a stall longer than ``track_max_age_s`` split a track; a slow replay outlived
 ``cooldown_s`` and granted again). A replay is decided on the scene's own time instead
 (``Frame.scene_at``), and so is everything else while it runs (a badge read counts as presented
-at the newest frame). The clock never goes backwards."""
+at the newest frame). The clock never goes backwards; the pipeline closes an expired card
+window before it looks at a frame (``DoorPipeline.process``), whichever clock runs."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ class DecisionClock:
         return self._advance(time.monotonic() if scene is None else scene)
 
     def now(self) -> float:
-        """The time for what happens between frames (badge reads, closing card windows)."""
-        if self.replay and self._t is not None:
-            return self._t
+        """The time for what happens between frames (badge reads, closing card windows). A
+        replay stands still between frames; before its first one, real time (not kept: the
+        first frame's own time may be a moment earlier)."""
+        if self.replay:
+            return time.monotonic() if self._t is None else self._t
         return self._advance(time.monotonic())
 
     def _advance(self, t: float) -> float:

@@ -128,7 +128,7 @@ class Daemon:
         self.camera = CameraReader(settings.camera.source, loop=settings.camera.loop,
                                    max_backoff_s=settings.camera.reconnect_max_backoff_s,
                                    max_fps=settings.camera.max_fps, live=live)
-        self.clock = DecisionClock(replay=self.camera.frame_period_s is not None)
+        self.clock = DecisionClock(replay=self.camera.replays)
         self.stats = Stats()
         self.heap_released_mib: float | None = None  # set at start (run)
         self.stop_requested = threading.Event()
@@ -270,6 +270,16 @@ class Daemon:
         for decision in self.pipeline.tick(now):
             self.emit(decision)
 
+    def _replay_ended(self) -> None:
+        """A replay ended: a card_and_face verification still open gets its DENIED_NO_FACE now
+        (no more frames can bring the face), not silence."""
+        try:
+            if self.index.usable:
+                for decision in self.pipeline.tick(float("inf")):
+                    self.emit(decision)
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            self.fail_closed(exc)
+
     def reload(self) -> None:
         """SIGHUP: rebuild everything derived from [matching] and [liveness], all of it or none
         (camera/MQTT/model changes and the collection id need a restart)."""
@@ -317,6 +327,7 @@ class Daemon:
             if frame is None:
                 if self.camera.end_of_stream.is_set():
                     log.info("video source ended")
+                    self._replay_ended()
                     break
                 continue
             if not self.index.usable:  # fail closed: nothing is decided until a full reload succeeds

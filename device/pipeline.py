@@ -46,9 +46,10 @@ class DoorPipeline:
 
     def process(self, frame: Frame, now: float) -> list[Decision]:
         c = self.components  # one consistent set for the whole frame
+        decisions = self.tick(now)  # a card window that closed before this frame: it can't match
         if self.presence is not None and not self.presence.detect(frame.pixels):
             c.tracker.update([], now)
-            return []
+            return decisions
         faces = self.engine.detect(frame.pixels)[: self.MAX_FACES]
         tracks = c.tracker.update([f.detection.box for f in faces], now)
         todo, recheck = [], []
@@ -68,7 +69,6 @@ class DoorPipeline:
             if track.anchor is None or float(track.anchor @ emb) < c.same_person_cosine:
                 c.tracker.restart(track)  # the next person stepped into the same spot
                 todo.append((face, track, None))
-        decisions = []
         for face, track, reason in todo:
             self._observe(c, track, face, embedded.get(id(face)), reason, frame, now)
             decision = c.policy.decide(track)

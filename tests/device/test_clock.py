@@ -29,15 +29,25 @@ def test_a_video_carries_its_own_frame_times(faces_dir):
     assert frames[0].scene_at == frames[0].captured_at
 
 
-def test_a_folder_runs_at_max_fps_and_a_live_replay_or_camera_on_real_time(tmp_path, faces_dir):
+def test_a_folder_steps_each_video_at_its_own_rate_and_each_image_at_max_fps(tmp_path, faces_dir):
     folder = tmp_path / "frames"
     folder.mkdir()
-    for i in range(3):
-        (folder / f"{i}.jpg").write_bytes((faces_dir / "people/obama/1.jpg").read_bytes())
-    frames = _frames(CameraReader(str(folder), max_fps=5).start(), 3)
-    assert np.diff([f.scene_at for f in frames]) == pytest.approx([0.2, 0.2])
+    for name in ("0.jpg", "2.jpg"):
+        (folder / name).write_bytes((faces_dir / "people/obama/1.jpg").read_bytes())
+    (folder / "1-clip.mp4").write_bytes((faces_dir / "video/feat_man.mp4").read_bytes())  # 72 frames, 30 fps
+    frames = _frames(CameraReader(str(folder), max_fps=5).start(), 74)
+    assert np.diff([f.scene_at for f in frames]) == pytest.approx([1 / 30] * 72 + [0.2])
+
+
+def test_a_looped_video_runs_on_without_a_jump(faces_dir):
+    frames = _frames(CameraReader(str(faces_dir / "video/feat_man.mp4"), loop=True).start(), 150)
+    assert [f.index for f in frames] == list(range(150))  # twice round the 72-frame clip and on
+    assert np.diff([f.scene_at for f in frames]) == pytest.approx([1 / 30] * 149)
+
+
+def test_cameras_and_live_replays_run_on_real_time(faces_dir):
     live = CameraReader(str(faces_dir / "video/feat_man.mp4"), live=True)  # how bench_device plays a file
-    assert live.frame_period_s is None and CameraReader("0").frame_period_s is None
+    assert not live.replays and not CameraReader("0").replays and not CameraReader("0", live=False).replays
     assert all(f.scene_at is None for f in _frames(live.start(), 3))
 
 
@@ -47,7 +57,8 @@ def _frame(index: int, scene_at: float | None) -> Frame:
 
 def test_a_replay_is_decided_on_scene_time_and_the_clock_never_goes_back():
     clock = DecisionClock(replay=True)
-    start = clock.now()  # a badge before the first frame: real time
+    start = clock.now()  # a badge before the first frame: real time, not kept
+    assert clock.frame(_frame(0, start - 0.5)) == start - 0.5  # captured a moment before it
     assert clock.frame(_frame(0, start + 1.0)) == start + 1.0
     assert clock.frame(_frame(1, start + 1.5)) == start + 1.5
     assert clock.now() == start + 1.5  # a badge between frames: presented at the newest frame

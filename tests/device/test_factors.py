@@ -84,3 +84,13 @@ def test_a_second_tap_within_the_cooldown_is_answered(ctx, faces_dir, engine, ma
     assert door.badge(BadgeRead(OBAMA, "mqtt"), 1.0) == []
     again = _frames(door, faces_dir, "obama", 10)
     assert [(d.decision, d.user_id, d.factors) for d in again] == [("GRANTED", "obama", ("card", "face"))]
+
+
+def test_a_face_after_the_card_window_closed_opens_nothing(ctx, faces_dir, engine, make_settings):
+    """The window is closed before a frame is looked at, not only between frames: a badge, then
+    no frame until the window has passed (a camera that stalled, a replay that starts late), then
+    the holder's face: DENIED_NO_FACE, never GRANTED."""
+    door = _door(ctx, faces_dir, engine, make_settings, "card_and_face", window_s=1.0)
+    assert door.badge(BadgeRead(OBAMA, "mqtt"), 0.0) == []
+    late = _frames(door, faces_dir, "obama", 50)  # frames at t = 5.0 ... 5.5, no tick before them
+    assert [(d.decision, d.user_id, d.factors) for d in late] == [("DENIED_NO_FACE", "obama", ("card",))]

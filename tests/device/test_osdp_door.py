@@ -47,9 +47,9 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
         # the watcher's own marker came back: both its subscriptions are through before the
         # door can publish its first decision
         assert watcher.barrier()
-        # The feed is decided on its own clock (camera.max_fps for a folder): ~20 s of scene
-        # for the four clips, longer than the default cooldown. Both are pinned far beyond the
-        # feed's length so that feat_man is GRANTED once, whatever the tracker makes of the cuts.
+        # The feed is decided on its own clock: ~10 s of scene for the four clips, as long as
+        # the default cooldown. Both are pinned far beyond the feed's length so that feat_man
+        # is GRANTED once, whatever the tracker makes of the cuts between clips.
         door = start_door(broker.port, str(feed), door__output="osdp", osdp__device=path,
                           osdp__scbk_file=str(tmp_path / "scbk"), osdp__verdict_timeout_s=10,
                           matching__track_max_age_s=600, matching__cooldown_s=3600)

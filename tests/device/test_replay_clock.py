@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import time
 
+import cv2
+import numpy as np
+
+from facelink.access.badges import BadgeRead
 from facelink.device.daemon import Daemon
+from facelink.enroll import credentials
+from facelink.enroll.context import Context
+from facelink.enroll.store import Store
 
 TRACK_MAX_AGE_S = 0.3  # ~9 frames of the 30 fps clip
 STALL_S = 0.6  # > TRACK_MAX_AGE_S: on the processing clock, each stall ends the track
@@ -28,13 +35,17 @@ class StallingEngine:
         return self._engine.detect(bgr)
 
 
-def _replay(make_settings, broker, faces_dir, engine) -> list[tuple]:
+def _replay(make_settings, broker, faces_dir, engine, source: str | None = None, badge: str | None = None,
+            **matching) -> list[tuple]:
     settings = make_settings(mqtt={"port": broker.port},
-                             camera={"source": str(faces_dir / "video/feat_man.mp4")},
+                             camera={"source": source or str(faces_dir / "video/feat_man.mp4")},
                              matching={"frames_required": 1, "frames_window": 1, "cooldown_s": 0,
-                                       "track_max_age_s": TRACK_MAX_AGE_S, "collection_id": "door"},
+                                       "track_max_age_s": TRACK_MAX_AGE_S, "collection_id": "door",
+                                       **matching},
                              liveness={"enabled": False})
     daemon = Daemon(settings, engine=engine)
+    if badge is not None:  # presented before the replay's first frame
+        assert daemon.pipeline.badge(BadgeRead(badge, "mqtt"), daemon.clock.now()) == []
     decided: list[tuple] = []
     emit = daemon.emit
 
@@ -54,3 +65,19 @@ def test_a_replay_decides_the_same_on_a_stalled_machine(broker, make_settings, f
     stalling = StallingEngine(engine, stall_on={10, 25, 40})
     assert _replay(make_settings, broker, faces_dir, stalling) == steady
     assert stalling.frames == 72  # every frame of the clip was decided, stalls included
+
+
+def test_a_card_window_still_open_when_the_replay_ends_is_denied(tmp_path, broker, make_settings, faces_dir,
+                                                                   enroll, engine):
+    """card_and_face: a badge, then a replay with nobody in it that ends inside the window: the
+    verification closes DENIED_NO_FACE (no more frames can bring the face), it is not left unsaid."""
+    enroll(faces_dir, "feat_man", "photo.jpg")
+    with Store(tmp_path / "facelink.db") as store:
+        credentials.put_user_credential(Context(store, lambda: engine), "door", "feat_man", "H10301:7:700")
+    empty = tmp_path / "empty-doorway"
+    empty.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(empty / f"{i}.png"), np.full((480, 640, 3), 90, np.uint8))
+    decided = _replay(make_settings, broker, faces_dir, engine, source=str(empty), badge="H10301:7:700",
+                      mode="card_and_face", card_window_s=600)
+    assert [(d, u) for d, u, _ in decided] == [("DENIED_NO_FACE", "feat_man")]
