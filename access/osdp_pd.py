@@ -3,9 +3,9 @@
 GRANTED -> a CardRead event carrying the user's Wiegand credential, so the panel applies its own
 access levels and schedules. Unknown faces send nothing; the same credential is not sent again
 within ``debounce_s``. The panel's LED, buzzer, text and output commands are logged and kept as
-state; output 0 (the only one this reader declares) switched on drives the door's relay. The
-panel's verdict (a temporary green LED or output 0 on: GRANTED; a temporary red LED: DENIED;
-nothing within ``verdict_timeout_s``: NO_RESPONSE) is handed to
+state; output 0 (the only one this reader declares: libosdp NAKs any other) switched on drives
+the door's relay. The panel's verdict (a temporary green LED or the output on: GRANTED; a
+temporary red LED: DENIED; nothing within ``verdict_timeout_s``: NO_RESPONSE) is handed to
 ``on_verdict`` next to the decision it answers; which read a command answers is decided by
 ``osdp_verdicts.VerdictBook``.
 
@@ -42,7 +42,16 @@ log = logging.getLogger(__name__)
 
 OUTPUT_ON = {2, 4, 5}  # OSDP output control codes that switch an output on (permanent, timed)
 LED_GREEN, LED_RED = 2, 1
-DOOR_OUTPUT = 0  # the one output this reader declares to the panel: the door's relay
+LED_SET_TEMPORARY = 2  # an LED command's temporary control code that shows a colour (1 cancels)
+
+
+def _reply(code: int) -> tuple[int, None]:
+    """What a command callback returns to libosdp, as a tuple made afresh on every call.
+    libosdp 3.2.9's binding (pd_command_cb) releases the tuple's second item instead of the
+    tuple: a shared constant such as ``(0, None)`` would lose a reference to None on every panel
+    command until CPython aborts ("deallocating None"); a fresh tuple keeps None's count whole
+    (the binding leaks the 2-tuple itself, ~64 bytes a command)."""
+    return code, None
 
 
 def _osdp() -> Any:
@@ -102,7 +111,9 @@ class OsdpReader:
     libosdp's lock while it calls back into FaceLink (a panel command, an event delivered), so
     those callbacks take no FaceLink lock and call nothing that might wait: they hand what came
     to the verdict thread (``osdp-verdicts``), which owns the open card reads (a ``VerdictBook``:
-    which read a command answers) and is the only one to call ``on_verdict`` and ``on_output``.
+    which read a command answers), flushes stale ones and is the only one to call ``on_output``;
+    the verdicts it closes go to the recorder thread (``osdp-record``), the only one to call
+    ``on_verdict``, so a slow outbox commit holds up neither a flush nor the door's output.
     ``card_read`` (the pipeline) calls libosdp holding only its send lock, which no callback takes.
     Locks are always taken in one order: the send lock, then libosdp's.
     """
@@ -132,6 +143,7 @@ class OsdpReader:
         self._handed: deque[tuple[CardRead, dict[str, Any]]] = deque(maxlen=64)
         self._dropped: list[bytes] | None = None  # while we flush libosdp: the events it reports dropped
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()  # -> verdict thread
+        self._to_record: queue.SimpleQueue[PanelVerdict | None] = queue.SimpleQueue()  # -> recorder
         self._reads_done = threading.Event()  # stopping, and no card read is open any more
         self._close_done = threading.Event()  # the first close() has finished
         self._command_came = threading.Event()  # set by each panel command (close() settles on it)
@@ -148,12 +160,16 @@ class OsdpReader:
             # straight on libosdp's context: the wrapper's own handler also queues a copy of every
             # command for get_command(), which nobody here reads
             self._pd.ctx.set_command_callback(self._on_command)
+            self._pd.start()
         except Exception:
+            if getattr(self, "_pd", None) is not None and self._pd.thread is not None:
+                self._pd.teardown()
             os.close(self._fd)
             raise
         self._verdicts = threading.Thread(target=self._verdict_loop, name="osdp-verdicts", daemon=True)
-        self._pd.start()
+        self._recorder = threading.Thread(target=self._record_loop, name="osdp-record", daemon=True)
         self._verdicts.start()
+        self._recorder.start()
         log.info("OSDP PD %d on %s (%s)", address, device,
                  "install mode: waiting for the panel's key" if self.installing else "secure channel")
 
@@ -205,22 +221,26 @@ class OsdpReader:
     # -- panel -> FaceLink: libosdp's thread holding libosdp's lock, or (event completions of a
     # flush or a teardown) the verdict or closing thread holding the send lock too: so these
     # take no FaceLink lock at all, or they would deadlock with themselves --------------------
-    def _on_command(self, cmd: dict[str, Any]) -> tuple[int, dict | None]:
-        self.state.commands += 1
-        self._command_came.set()
-        if cmd.get("command") != self._osdp.Command.Keyset:
-            self._inbox.put(("command", (dict(cmd), time.monotonic())))
-            return 0, None
-        try:  # the panel must know whether the key was kept: a NAK if it was not
-            save_scbk(self.scbk_file, bytes(cmd["data"]))
-        except Exception:  # noqa: BLE001 - never raise into libosdp (no wrapper catches it)
-            log.exception("OSDP: cannot write the panel's secure channel key to %s", self.scbk_file)
-            return -1, None
-        if not self.installing:
-            log.warning("OSDP: the panel changed the secure channel key")
-        self.installing = False
-        log.info("OSDP: secure channel key received from the panel and written to %s", self.scbk_file)
-        return 0, None
+    def _on_command(self, cmd: dict[str, Any]) -> tuple[int, None]:
+        try:  # nothing may escape into libosdp: its binding crashes the process on an exception
+            self.state.commands += 1
+            self._command_came.set()
+            if cmd.get("command") != self._osdp.Command.Keyset:
+                self._inbox.put(("command", (dict(cmd), time.monotonic())))
+                return _reply(0)
+            try:  # the panel must know whether the key was kept: a NAK if it was not
+                save_scbk(self.scbk_file, bytes(cmd["data"]))
+            except Exception:  # noqa: BLE001
+                log.exception("OSDP: cannot write the panel's secure channel key to %s", self.scbk_file)
+                return _reply(-1)
+            if not self.installing:
+                log.warning("OSDP: the panel changed the secure channel key")
+            self.installing = False
+            log.info("OSDP: secure channel key received from the panel and written to %s", self.scbk_file)
+            return _reply(0)
+        except BaseException:  # noqa: BLE001 - a NAK, and the reader goes on
+            log.exception("OSDP: cannot take the panel's command")
+            return _reply(-1)
 
     def _on_event_done(self, event: dict[str, Any], status: int) -> None:
         dropped = self._dropped
@@ -244,7 +264,7 @@ class OsdpReader:
             except queue.Empty:
                 if halting:  # what is still open gets no answer now
                     for verdict in book.expire(float("inf"))[0]:
-                        self._record(verdict)
+                        self._to_record.put(verdict)
                     return
                 kind, body = "tick", deadline  # nothing came by the deadline
             closed: list[PanelVerdict] = []
@@ -268,15 +288,15 @@ class OsdpReader:
             except Exception:  # noqa: BLE001 - a bad command must never stop the reader
                 log.exception("OSDP: cannot handle %s", kind)
             for verdict in closed:
-                self._record(verdict)
+                self._to_record.put(verdict)  # recorded on its own thread: a slow disk delays no flush
             if stopping and not book.open:
                 self._reads_done.set()
 
     def _expire(self, book: VerdictBook, now: float) -> list[PanelVerdict]:
         expired, undelivered = book.expire(now)
-        return expired + (self._flush(book) if undelivered else [])
+        return expired + (self._flush(book, now) if undelivered else [])
 
-    def _flush(self, book: VerdictBook) -> list[PanelVerdict]:
+    def _flush(self, book: VerdictBook, now: float) -> list[PanelVerdict]:
         """A read the panel never polled timed out: it must not reach the panel later, when
         nobody is at the door. libosdp can only empty its whole event queue, so the reads in it
         that are still inside their window are handed to it again, in the same order, before
@@ -290,27 +310,28 @@ class OsdpReader:
                     self._pd.ctx.flush_events()  # reports each dropped event, here and now
                 finally:
                     dropped, self._dropped = self._dropped, None
-                gone, requeued = self._requeue(dropped)
+                gone, requeued = self._requeue(dropped, max(now, time.monotonic()))
         log.warning("OSDP: the panel did not poll %d card read(s) in time: dropped, not sent later; "
                     "%d newer one(s) still in their window handed to libosdp again", len(gone), requeued)
         return book.flushed(frozenset(gone))
 
-    def _requeue(self, dropped: list[bytes]) -> tuple[list[int], int]:
+    def _requeue(self, dropped: list[bytes], cutoff: float) -> tuple[list[int], int]:
         """Hand libosdp again the reads it just dropped (``dropped``: their data, in its queue's
-        order) whose verdict window is still open; the numbers of the reads gone for good, and
-        how many went back. Send lock and libosdp's lock held. Afterwards ``_handed`` is exactly
-        what libosdp holds; on any doubt nothing is sent again."""
+        order) whose verdict window is still open after ``cutoff`` (never earlier than the
+        expiry that caused the flush: what the book closed is never sent again); the numbers of
+        the reads gone for good, and how many went back. Send lock and libosdp's lock held.
+        Afterwards ``_handed`` is exactly what libosdp holds; on any doubt nothing is sent again
+        (libosdp's queue has no limit; more than ``_handed`` keeps is such a doubt)."""
         handed = list(self._handed)
         self._handed.clear()
         tail = handed[len(handed) - len(dropped):] if len(dropped) <= len(handed) else None
         if tail is None or [read.data for read, _ in tail] != dropped:
             log.error("OSDP: cannot tell which card reads libosdp dropped: none handed to it again")
             return [read.seq for read, _ in handed], 0
-        now = time.monotonic()
         gone: list[int] = []
         for read, event in tail:
             ok = False
-            if read.deadline > now:
+            if read.deadline > cutoff:
                 try:
                     ok = bool(self._pd.ctx.submit_event(event))
                 except Exception:  # noqa: BLE001 - not sent again: it closes NO_RESPONSE
@@ -329,7 +350,8 @@ class OsdpReader:
             self.state.led = cmd
             log.info("OSDP panel LED: on_color=%s off_color=%s control=%s temporary=%s",
                      cmd.get("on_color"), cmd.get("off_color"), cmd.get("control_code"), cmd.get("temporary"))
-            if cmd.get("temporary"):  # a permanent setting is the panel's idle colour, not an answer
+            # a permanent setting is the panel's idle colour, a cancel ends a temporary one: no answer
+            if cmd.get("temporary") and cmd.get("control_code") == LED_SET_TEMPORARY:
                 verdict = {LED_GREEN: "GRANTED", LED_RED: "DENIED"}.get(cmd.get("on_color"))
         elif kind == C.Buzzer:
             self.state.buzzer = cmd
@@ -340,10 +362,7 @@ class OsdpReader:
             on = cmd.get("control_code") in OUTPUT_ON
             log.info("OSDP panel output %s: control=%s (%s) timer=%s", cmd.get("output_no"),
                      cmd.get("control_code"), "on" if on else "off", cmd.get("timer_count"))
-            if cmd.get("output_no") != DOOR_OUTPUT:  # libosdp NAKs these itself (one output declared)
-                log.warning("OSDP panel output %s: this reader has only output %d (the door); ignored",
-                            cmd.get("output_no"), DOOR_OUTPUT)
-            elif on:
+            if on:  # output 0, the door: libosdp NAKs any other (this reader declares one output)
                 verdict = "GRANTED"
                 if self.on_output is not None:
                     try:
@@ -362,6 +381,12 @@ class OsdpReader:
             log.info("OSDP panel %s with no polled card read waiting for it: not a verdict", verdict)
             return []
         return [answered]
+
+    def _record_loop(self) -> None:
+        """The recorder thread: hands each verdict to ``on_verdict`` (an outbox commit) in order,
+        so that a slow one never holds up the verdict thread (flushes, the panel's outputs)."""
+        while (v := self._to_record.get()) is not None:
+            self._record(v)
 
     def _record(self, v: PanelVerdict) -> None:
         self.state.verdicts.append(v)
@@ -401,8 +426,14 @@ class OsdpReader:
                 os.close(self._fd)
                 self._inbox.put(("halt", None))
         finally:
-            if threading.current_thread() is not self._verdicts:
+            me = threading.current_thread()
+            if me is not self._verdicts:
                 self._verdicts.join(self.verdict_timeout_s + 5.0)
                 if self._verdicts.is_alive():
-                    log.error("OSDP: the verdict thread did not finish (on_verdict stuck?)")
+                    log.error("OSDP: the verdict thread did not finish")
+            self._to_record.put(None)  # after every verdict the verdict thread closed
+            if me is not self._recorder:  # (close() called from on_verdict returns first)
+                self._recorder.join(self.verdict_timeout_s + 5.0)
+                if self._recorder.is_alive():
+                    log.error("OSDP: the recorder thread did not finish (on_verdict stuck?)")
             self._close_done.set()

@@ -115,8 +115,10 @@ class VerdictBook:
         """libosdp's event queue was emptied and the reads numbered in ``dropped`` are gone from it
         for good: none of them reaches the panel (one the book has not heard of yet closes when
         it does)."""
-        gone = [r for r in self.open if r.seq in dropped]
-        self.open = [r for r in self.open if r.seq not in dropped]
+        # a read the panel polled was not in libosdp's queue any more, whatever ``dropped`` says
+        # (on doubt the reader names every read it handed over)
+        gone = [r for r in self.open if r.seq in dropped and r.delivered_at is None]
+        self.open = [r for r in self.open if all(r is not g for g in gone)]
         self._dropped |= {seq for seq in dropped if seq > self._last_seq}
         return [self._close(r, NO_RESPONSE, None, None) for r in gone]
 

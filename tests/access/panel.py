@@ -55,10 +55,11 @@ class Panel:
     def next_event(self, timeout: float = 10.0):
         return self.cp.get_event(ADDRESS, timeout=timeout)
 
-    def led(self, color: int, temporary: bool = True) -> bool:
+    def led(self, color: int, temporary: bool = True, control_code: int | None = None) -> bool:
+        # temporary: 2 shows the colour for timer_count, 1 cancels it; permanent: 1 sets it
         return self.cp.submit_command(ADDRESS, {
             "command": osdp.Command.LED, "reader": 0, "led_number": 0, "temporary": temporary,
-            "control_code": 1, "on_count": 10, "off_count": 0, "on_color": color,
+            "control_code": control_code if control_code is not None else 2 if temporary else 1, "on_count": 10, "off_count": 0, "on_color": color,
             "off_color": osdp.CommandLEDColor.Black, "timer_count": 30})
 
     def output(self, control_code: int) -> bool:

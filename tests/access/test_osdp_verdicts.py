@@ -76,7 +76,7 @@ def test_flushed_closes_only_what_libosdp_dropped():
     book.delivered(b"\x01", 0, 0.1)
     book.sent(read("e2", b"\x02", 0.5, seq=2))
     book.sent(read("e3", b"\x03", 0.6, seq=3))  # polled already; the book has not heard yet
-    assert verdicts(book.flushed(frozenset({2}))) == [("e2", "NO_RESPONSE", None)]
+    assert verdicts(book.flushed(frozenset({1, 2}))) == [("e2", "NO_RESPONSE", None)]  # e1 was polled
     assert [r.event_id for r in book.open] == ["e1", "e3"]
     book.delivered(b"\x03", 0, 0.7)
     assert verdicts([book.answer("GRANTED", GREEN, 0.8)]) == [("e3", "GRANTED", "e1")]
