@@ -27,6 +27,14 @@ def _decode_h10301(data: bytes, length: int) -> tuple[int, int]:
     return value >> 16, value & 0xFFFF
 
 
+def _online(panels, master: int, reader: OsdpReader):
+    """The site's panel on the line, and the reader's secure channel with it up."""
+    panel = panels(master, KEY)
+    assert panel.secure(), "secure channel did not come up"
+    assert wait_until(lambda: reader.secure)
+    return panel
+
+
 def _reader(path, scbk_file, **kw) -> OsdpReader:
     kw.setdefault("install_mode", False)
     return OsdpReader(path, address=ADDRESS, baud=9600, scbk_file=scbk_file, **kw)
@@ -39,9 +47,7 @@ def test_card_read_and_panel_commands_over_the_secure_channel(tmp_path, pty_pair
     reader = _reader(path, tmp_path / "scbk", debounce_s=5.0, verdict_timeout_s=5.0,
                      on_verdict=verdicts.append, on_output=outputs.append)
     try:
-        panel = panels(master, KEY)
-        assert panel.secure(), "secure channel did not come up"
-        assert wait_until(lambda: reader.secure)
+        panel = _online(panels, master, reader)
         assert reader.card_read(Credential("H10301", 18, 12345), "event-1")
         event = panel.next_event()
         assert event is not None and event["event"] == osdp.Event.CardRead
@@ -126,8 +132,7 @@ def test_stopping_the_reader_still_takes_the_panels_answer(tmp_path, pty_pair, p
     reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=30.0, on_verdict=verdicts.append)
     closer = threading.Thread(target=reader.close)
     try:
-        panel = panels(master, KEY)
-        assert panel.secure() and wait_until(lambda: reader.secure)
+        panel = _online(panels, master, reader)
         assert reader.card_read(Credential("H10301", 7, 4242), "event-1")
         assert panel.next_event() is not None
         closer.start()  # the reader is being stopped while the panel decides
@@ -176,8 +181,7 @@ def test_a_card_read_the_panel_never_polled_is_not_sent_later(tmp_path, pty_pair
         reader.card_read(Credential("H10301", 5, 55), "event-offline")  # nobody polls the line yet
         assert wait_until(lambda: verdicts, 10)
         assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-offline", "NO_RESPONSE")]
-        panel = panels(master, KEY)
-        assert panel.secure() and wait_until(lambda: reader.secure)
+        panel = _online(panels, master, reader)
         assert panel.next_event(timeout=3) is None  # the stale read never reaches the panel
         assert reader.card_read(Credential("H10301", 5, 56), "event-online")
         event = panel.next_event()
@@ -210,8 +214,7 @@ def test_dropping_a_stale_read_keeps_a_newer_one_still_in_its_window(tmp_path, p
         assert reader.card_read(Credential("H10301", 5, 56), "event-newer")  # half a window later
         assert first_closed.wait(timeout + 5)
         assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-stale", "NO_RESPONSE")]
-        panel = panels(master, KEY)  # back while the newer read's window is still open
-        assert panel.secure() and wait_until(lambda: reader.secure)
+        panel = _online(panels, master, reader)  # back while the newer read's window is still open
         event = panel.next_event()
         assert event is not None and _decode_h10301(event["data"], event["length"]) == (5, 56)
         assert panel.led(osdp.CommandLEDColor.Green)
@@ -232,8 +235,7 @@ def test_a_permanent_led_colour_is_not_the_panels_answer(tmp_path, pty_pair, pan
     reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=30.0, on_verdict=verdicts.append,
                      on_output=outputs.append)
     try:
-        panel = panels(master, KEY)
-        assert panel.secure() and wait_until(lambda: reader.secure)
+        panel = _online(panels, master, reader)
         assert reader.card_read(Credential("H10301", 3, 33), "event-1")
         assert panel.next_event() is not None
         assert panel.led(osdp.CommandLEDColor.Red, temporary=False)  # back to the idle colour
@@ -268,8 +270,7 @@ def test_a_slow_verdict_record_holds_up_neither_the_door_nor_close(tmp_path, pty
                      on_output=outputs.append)
     closer = threading.Thread(target=reader.close)
     try:
-        panel = panels(master, KEY)
-        assert panel.secure() and wait_until(lambda: reader.secure)
+        panel = _online(panels, master, reader)
         assert reader.card_read(Credential("H10301", 4, 44), "event-1")
         assert panel.next_event() is not None
         assert panel.led(osdp.CommandLEDColor.Green)  # -> on_verdict, which now hangs
@@ -316,8 +317,7 @@ def test_a_stale_read_is_dropped_even_while_a_verdict_record_is_stuck(tmp_path, 
         assert reader.card_read(Credential("H10301", 6, 62), "event-b")
         expired_by = time.monotonic() + timeout + 1.0  # event-b's window and a margin
         assert not wait_until(lambda: verdicts, expired_by - time.monotonic())
-        panel = panels(master, KEY)  # back, with both records still stuck
-        assert panel.secure() and wait_until(lambda: reader.secure)
+        panel = _online(panels, master, reader)  # back, with both records still stuck
         assert panel.next_event(timeout=3) is None  # event-b never arrives
         release.set()
         assert wait_until(lambda: len(verdicts) == 2)
@@ -332,14 +332,16 @@ def test_panel_commands_leave_nones_reference_count_alone(tmp_path, pty_pair, pa
     """libosdp 3.2.9's binding releases the second item of the tuple a command callback returns
     instead of the tuple: returning a shared ``(0, None)`` cost None a reference per command, and
     CPython 3.11 aborts when None's count reaches zero (a door with a chatty panel, in weeks)."""
+    import gc
     import sys
 
     master, path = pty_pair
     save_scbk(tmp_path / "scbk", KEY)
     reader = _reader(path, tmp_path / "scbk")
     try:
-        panel = panels(master, KEY)
-        assert panel.secure() and wait_until(lambda: reader.secure)
+        panel = _online(panels, master, reader)
+        gc.collect()  # earlier tests' garbage is not freed in the middle of the count
+        gc.disable()
         before, n = sys.getrefcount(None), 150
         for _ in range(n):
             assert panel.buzzer()
@@ -347,4 +349,5 @@ def test_panel_commands_leave_nones_reference_count_alone(tmp_path, pty_pair, pa
         lost = before - sys.getrefcount(None)
         assert lost < n // 3, f"None lost {lost} references over {n} panel commands"
     finally:
+        gc.enable()
         reader.close()
