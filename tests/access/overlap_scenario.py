@@ -13,9 +13,7 @@ from pathlib import Path
 from facelink.access.osdp_pd import OsdpReader
 from facelink.access.scbk import save_scbk
 from facelink.access.wiegand import Credential
-from tests.access.panel import Panel, open_pty, osdp, wait_until
-
-KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
+from tests.access.panel import KEY, Panel, open_pty, osdp, wait_until
 
 
 def main(tmp: Path) -> int:

@@ -15,6 +15,7 @@ if not hasattr(osdp, "ControlPanel"):
     pytest.skip("the installed `osdp` is not libosdp", allow_module_level=True)
 
 ADDRESS = 1
+KEY = bytes.fromhex("00112233445566778899aabbccddeeff")  # the test site's secure channel base key
 
 
 class PtyChannel(osdp.Channel):

@@ -12,9 +12,7 @@ from facelink.access.scbk import load_scbk, save_scbk
 from facelink.access.wiegand import Credential
 from facelink.errors import ConfigError
 
-from .panel import ADDRESS, osdp, wait_until
-
-KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
+from .panel import ADDRESS, KEY, osdp, wait_until
 
 
 def _decode_h10301(data: bytes, length: int) -> tuple[int, int]:
