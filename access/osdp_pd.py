@@ -20,6 +20,7 @@ which claims the same import name.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import queue
@@ -45,13 +46,17 @@ LED_GREEN, LED_RED = 2, 1
 LED_SET_TEMPORARY = 2  # an LED command's temporary control code that shows a colour (1 cancels)
 
 
+_REPLIES = {0: (0, None), -1: (-1, None)}
+
+
 def _reply(code: int) -> tuple[int, None]:
-    """What a command callback returns to libosdp, as a tuple made afresh on every call.
-    libosdp 3.2.9's binding (pd_command_cb) releases the tuple's second item instead of the
-    tuple: a shared constant such as ``(0, None)`` would lose a reference to None on every panel
-    command until CPython aborts ("deallocating None"); a fresh tuple keeps None's count whole
-    (the binding leaks the 2-tuple itself, ~64 bytes a command)."""
-    return code, None
+    """What a command callback returns to libosdp. libosdp 3.2.9's binding (pd_command_cb)
+    releases the returned tuple's second item instead of the tuple: each panel command would
+    cost None a reference until CPython aborts ("deallocating None"). None is given that
+    reference first; the tuple the binding keeps is a shared constant, so nothing leaks (a
+    fixed binding would only leave None's count a little higher, which is harmless)."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(None))
+    return _REPLIES[code]
 
 
 def _osdp() -> Any:
@@ -147,6 +152,7 @@ class OsdpReader:
         self._reads_done = threading.Event()  # stopping, and no card read is open any more
         self._close_done = threading.Event()  # the first close() has finished
         self._command_came = threading.Event()  # set by each panel command (close() settles on it)
+        self._recorded = 0  # verdicts the recorder has handed to on_verdict (close() waits on progress)
         self._fd = open_raw(device, baud)
         try:
             info = osdp.PDInfo(address, _channel_class(osdp)(self._fd), scbk=key, flags=flags,
@@ -162,9 +168,11 @@ class OsdpReader:
             self._pd.ctx.set_command_callback(self._on_command)
             self._pd.start()
         except Exception:
-            if getattr(self, "_pd", None) is not None and self._pd.thread is not None:
-                self._pd.teardown()
-            os.close(self._fd)
+            try:
+                if getattr(self, "_pd", None) is not None and self._pd.thread is not None:
+                    self._pd.teardown()
+            finally:
+                os.close(self._fd)
             raise
         self._verdicts = threading.Thread(target=self._verdict_loop, name="osdp-verdicts", daemon=True)
         self._recorder = threading.Thread(target=self._record_loop, name="osdp-record", daemon=True)
@@ -251,6 +259,12 @@ class OsdpReader:
 
     # -- the verdict thread: owns the open card reads --------------------------------------
     def _verdict_loop(self) -> None:
+        try:
+            self._decide_verdicts()
+        finally:  # its last hand-over: the recorder ends once every verdict before it is recorded
+            self._to_record.put(None)
+
+    def _decide_verdicts(self) -> None:
         book = VerdictBook(self.verdict_timeout_s)
         stopping = halting = False
         while True:
@@ -387,6 +401,7 @@ class OsdpReader:
         so that a slow one never holds up the verdict thread (flushes, the panel's outputs)."""
         while (v := self._to_record.get()) is not None:
             self._record(v)
+            self._recorded += 1
 
     def _record(self, v: PanelVerdict) -> None:
         self.state.verdicts.append(v)
@@ -394,7 +409,7 @@ class OsdpReader:
         if self.on_verdict is not None:
             try:
                 self.on_verdict(v)
-            except Exception:  # noqa: BLE001 - recording must not break the reader
+            except BaseException:  # noqa: BLE001 - recording one must not stop the next ones
                 log.exception("cannot record the panel's verdict")
 
     def close(self, settle_s: float = 0.5) -> None:
@@ -403,16 +418,22 @@ class OsdpReader:
         stays up until the panel has been quiet for ``settle_s`` (a panel grants with a green
         LED and then an output command), at most ``verdict_timeout_s`` more; then libosdp stops
         and every command it acknowledged is handled, and every verdict handed to
-        ``on_verdict``, before this returns. A second call waits for the first."""
+        ``on_verdict``, before this returns (as long as the recorder keeps making progress).
+        A second call waits for the first. Called from ``on_verdict`` or ``on_output``, it
+        returns once libosdp is down; the reader's own threads then finish the rest."""
+        me = threading.current_thread()
+        own = me is self._verdicts or me is self._recorder
         with self._send_lock:
             first = not self._closing
             self._closing = True
         if not first:
-            self._close_done.wait(3 * self.verdict_timeout_s + settle_s + 20.0)
+            if not own:  # (from a callback it would wait on itself)
+                self._close_done.wait(3 * self.verdict_timeout_s + settle_s + 20.0)
             return
         try:
             self._inbox.put(("stop", None))
-            self._reads_done.wait(self.verdict_timeout_s + 5.0)
+            if me is not self._verdicts:  # (which alone can say the reads are done)
+                self._reads_done.wait(self.verdict_timeout_s + 5.0)
             quiet_by = time.monotonic() + self.verdict_timeout_s
             while time.monotonic() < quiet_by:
                 self._command_came.clear()
@@ -426,14 +447,14 @@ class OsdpReader:
                 os.close(self._fd)
                 self._inbox.put(("halt", None))
         finally:
-            me = threading.current_thread()
-            if me is not self._verdicts:
+            if not own:
                 self._verdicts.join(self.verdict_timeout_s + 5.0)
                 if self._verdicts.is_alive():
                     log.error("OSDP: the verdict thread did not finish")
-            self._to_record.put(None)  # after every verdict the verdict thread closed
-            if me is not self._recorder:  # (close() called from on_verdict returns first)
-                self._recorder.join(self.verdict_timeout_s + 5.0)
+                recorded = -1
+                while self._recorder.is_alive() and self._recorded != recorded:  # while it progresses
+                    recorded = self._recorded
+                    self._recorder.join(self.verdict_timeout_s + 5.0)
                 if self._recorder.is_alive():
                     log.error("OSDP: the recorder thread did not finish (on_verdict stuck?)")
             self._close_done.set()

@@ -275,7 +275,7 @@ class Daemon:
         (no more frames can bring the face), not silence."""
         try:
             if self.index.usable:
-                for decision in self.pipeline.tick(float("inf")):
+                for decision in self.pipeline.tick(float("inf"), reason="the replay ended"):
                     self.emit(decision)
         except Exception as exc:  # noqa: BLE001 - fail closed
             self.fail_closed(exc)
@@ -325,11 +325,13 @@ class Daemon:
                 self.fail_closed(exc)
             frame = self.camera.get(timeout=0.2)
             if frame is None:
-                if self.camera.end_of_stream.is_set():
+                if not self.camera.end_of_stream.is_set():
+                    continue
+                frame = self.camera.get(timeout=0)  # the last frames may have come just before the flag
+                if frame is None:
                     log.info("video source ended")
                     self._replay_ended()
                     break
-                continue
             if not self.index.usable:  # fail closed: nothing is decided until a full reload succeeds
                 continue
             try:

@@ -69,17 +69,19 @@ class Factors:
         log.info("badge %s of %s: verifying the face for %.0f s", read.credential, user, self.card_window_s)
         return expired, True
 
-    def _expire(self, policy: DecisionPolicy, now: float, replaced: bool = False) -> list[Decision]:
+    def _expire(self, policy: DecisionPolicy, now: float, replaced: bool = False,
+                reason: str | None = None) -> list[Decision]:
         c = self.claim
         if c is None or (not replaced and now - c.at < self.card_window_s):
             return []
         self.claim = None
-        why = "another badge was read" if replaced else f"no matching face within {self.card_window_s:g} s"
+        why = "another badge was read" if replaced else \
+            reason or f"no matching face within {self.card_window_s:g} s"
         return [policy.card_decision(DENIED_NO_FACE, c.user_id, self.mode, ("card",), reason=why)]
 
-    def tick(self, policy: DecisionPolicy, now: float) -> list[Decision]:
-        """Close a verification whose window has passed (DENIED_NO_FACE)."""
-        return self._expire(policy, now)
+    def tick(self, policy: DecisionPolicy, now: float, reason: str | None = None) -> list[Decision]:
+        """Close a verification whose window has passed (DENIED_NO_FACE, with ``reason`` if given)."""
+        return self._expire(policy, now, reason=reason)
 
     # -- faces -----------------------------------------------------------------------------
     def observe(self, index, similarity: Callable[[float], float], threshold: float,

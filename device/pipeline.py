@@ -40,9 +40,9 @@ class DoorPipeline:
                 c.tracker.restart(track)
         return decisions
 
-    def tick(self, now: float) -> list[Decision]:
+    def tick(self, now: float, reason: str | None = None) -> list[Decision]:
         """Close a card_and_face verification whose window passed (DENIED_NO_FACE)."""
-        return self.factors.tick(self.components.policy, now) if self.factors is not None else []
+        return self.factors.tick(self.components.policy, now, reason) if self.factors is not None else []
 
     def process(self, frame: Frame, now: float) -> list[Decision]:
         c = self.components  # one consistent set for the whole frame

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
 import pytest
 
@@ -326,12 +327,12 @@ def test_a_stale_read_is_dropped_even_while_a_verdict_record_is_stuck(tmp_path, 
         reader.close()
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12")
 def test_panel_commands_leave_nones_reference_count_alone(tmp_path, pty_pair, panels):
     """libosdp 3.2.9's binding releases the second item of the tuple a command callback returns
     instead of the tuple: returning a shared ``(0, None)`` cost None a reference per command, and
     CPython 3.11 aborts when None's count reaches zero (a door with a chatty panel, in weeks)."""
     import gc
-    import sys
 
     master, path = pty_pair
     save_scbk(tmp_path / "scbk", KEY)
@@ -349,3 +350,49 @@ def test_panel_commands_leave_nones_reference_count_alone(tmp_path, pty_pair, pa
     finally:
         gc.enable()
         reader.close()
+
+
+def test_close_called_from_on_output_loses_no_verdict(tmp_path, pty_pair, panels):
+    """The door's output callback stops the reader (a shutdown racing the panel): close() returns
+    to it at once, and the grant that output answered is still recorded afterwards."""
+    import threading
+
+    master, path = pty_pair
+    save_scbk(tmp_path / "scbk", KEY)
+    verdicts, returned, readers = [], threading.Event(), []
+
+    def stop_on_output(_cmd) -> None:
+        readers[0].close(settle_s=0.2)
+        returned.set()
+
+    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=1.0, on_verdict=verdicts.append,
+                     on_output=stop_on_output)
+    readers.append(reader)
+    panel = _online(panels, master, reader)
+    assert reader.card_read(Credential("H10301", 4, 46), "event-1")
+    assert panel.next_event() is not None
+    assert panel.output(5)
+    assert returned.wait(30)
+    assert wait_until(lambda: not reader._recorder.is_alive(), 30)  # it ended after the last verdict
+    assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-1", "GRANTED")]
+
+
+def test_close_waits_for_a_slow_recorder_while_it_makes_progress(tmp_path, pty_pair):
+    """Three verdicts, each taking 2.5 s to write (a slow disk): longer in all than one
+    wait of verdict_timeout_s + 5 s, but the recorder keeps going, so close() keeps waiting and
+    all three are written before it returns (the daemon closes the outbox right after)."""
+    import time
+
+    _, path = pty_pair
+    save_scbk(tmp_path / "scbk", KEY)
+    verdicts = []
+
+    def slow(v) -> None:
+        time.sleep(2.5)  # the slow disk itself
+        verdicts.append(v)
+
+    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=0.2, on_verdict=slow)
+    for i in range(3):  # nobody on the line: each closes NO_RESPONSE
+        assert reader.card_read(Credential("H10301", 4, 50 + i), f"event-{i}")
+    reader.close()
+    assert [v.decision_event_id for v in verdicts] == ["event-0", "event-1", "event-2"]

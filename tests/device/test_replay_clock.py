@@ -37,6 +37,7 @@ class StallingEngine:
 
 def _replay(make_settings, broker, faces_dir, engine, source: str | None = None, badge: str | None = None,
             **matching) -> list[tuple]:
+    """The replay's decisions as (decision, user_id, track_id, reason)."""
     settings = make_settings(mqtt={"port": broker.port},
                              camera={"source": source or str(faces_dir / "video/feat_man.mp4")},
                              matching={"frames_required": 1, "frames_window": 1, "cooldown_s": 0,
@@ -50,7 +51,7 @@ def _replay(make_settings, broker, faces_dir, engine, source: str | None = None,
     emit = daemon.emit
 
     def record(decision) -> None:
-        decided.append((decision.decision, decision.user_id, decision.track_id))
+        decided.append((decision.decision, decision.user_id, decision.track_id, decision.reason))
         emit(decision)
 
     daemon.emit = record
@@ -61,7 +62,7 @@ def _replay(make_settings, broker, faces_dir, engine, source: str | None = None,
 def test_a_replay_decides_the_same_on_a_stalled_machine(broker, make_settings, faces_dir, enroll, engine):
     enroll(faces_dir, "feat_man", "photo.jpg")
     steady = _replay(make_settings, broker, faces_dir, engine)
-    assert [(d, u) for d, u, _ in steady] == [("GRANTED", "feat_man")]
+    assert [(d, u) for d, u, _, _ in steady] == [("GRANTED", "feat_man")]
     stalling = StallingEngine(engine, stall_on={10, 25, 40})
     assert _replay(make_settings, broker, faces_dir, stalling) == steady
     assert stalling.frames == 72  # every frame of the clip was decided, stalls included
@@ -80,4 +81,4 @@ def test_a_card_window_still_open_when_the_replay_ends_is_denied(tmp_path, broke
         cv2.imwrite(str(empty / f"{i}.png"), np.full((480, 640, 3), 90, np.uint8))
     decided = _replay(make_settings, broker, faces_dir, engine, source=str(empty), badge="H10301:7:700",
                       mode="card_and_face", card_window_s=600)
-    assert [(d, u) for d, u, _ in decided] == [("DENIED_NO_FACE", "feat_man")]
+    assert [(d, u, why) for d, u, _, why in decided] == [("DENIED_NO_FACE", "feat_man", "the replay ended")]
