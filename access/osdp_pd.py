@@ -24,6 +24,7 @@ import ctypes
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -53,10 +54,13 @@ def _reply(code: int) -> tuple[int, None]:
     """What a command callback returns to libosdp. libosdp 3.2.9's binding (pd_command_cb)
     releases the returned tuple's second item instead of the tuple: each panel command would
     cost None a reference until CPython aborts ("deallocating None"). None is given that
-    reference first; the tuple the binding keeps is a shared constant, so nothing leaks (a
-    fixed binding would only leave None's count a little higher, which is harmless)."""
-    ctypes.pythonapi.Py_IncRef(ctypes.py_object(None))
-    return _REPLIES[code]
+    reference first; the tuple the binding keeps is a shared constant, so nothing leaks. (With
+    a fixed binding None's count would rise by one a command, without limit but harmlessly on
+    a 64-bit count; from Python 3.12 None is immortal and nothing is needed.)"""
+    reply = _REPLIES[code]
+    if sys.version_info < (3, 12):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(None))
+    return reply
 
 
 def _osdp() -> Any:
@@ -381,7 +385,7 @@ class OsdpReader:
                 if self.on_output is not None:
                     try:
                         self.on_output(dict(cmd))
-                    except Exception:  # noqa: BLE001 - the verdict is still recorded
+                    except BaseException:  # noqa: BLE001 - the verdict is still recorded
                         log.exception("OSDP: cannot drive the door's relay for the panel's output command")
         elif kind == C.Text:
             self.state.text = str(cmd.get("data", ""))
@@ -419,8 +423,10 @@ class OsdpReader:
         LED and then an output command), at most ``verdict_timeout_s`` more; then libosdp stops
         and every command it acknowledged is handled, and every verdict handed to
         ``on_verdict``, before this returns (as long as the recorder keeps making progress).
-        A second call waits for the first. Called from ``on_verdict`` or ``on_output``, it
-        returns once libosdp is down; the reader's own threads then finish the rest."""
+        A second call waits for the first, and for the reader's threads. Called from
+        ``on_verdict`` or ``on_output``, it returns once libosdp is down and the reader's own
+        threads finish the rest; from ``on_output`` it does not wait out other reads' windows
+        (only the verdict thread could say they are done), so those close NO_RESPONSE."""
         me = threading.current_thread()
         own = me is self._verdicts or me is self._recorder
         with self._send_lock:
@@ -429,6 +435,7 @@ class OsdpReader:
         if not first:
             if not own:  # (from a callback it would wait on itself)
                 self._close_done.wait(3 * self.verdict_timeout_s + settle_s + 20.0)
+                self._await_threads()  # a first close() from a callback did not
             return
         try:
             self._inbox.put(("stop", None))
@@ -448,13 +455,18 @@ class OsdpReader:
                 self._inbox.put(("halt", None))
         finally:
             if not own:
-                self._verdicts.join(self.verdict_timeout_s + 5.0)
-                if self._verdicts.is_alive():
-                    log.error("OSDP: the verdict thread did not finish")
-                recorded = -1
-                while self._recorder.is_alive() and self._recorded != recorded:  # while it progresses
-                    recorded = self._recorded
-                    self._recorder.join(self.verdict_timeout_s + 5.0)
-                if self._recorder.is_alive():
-                    log.error("OSDP: the recorder thread did not finish (on_verdict stuck?)")
+                self._await_threads()
             self._close_done.set()
+
+    def _await_threads(self) -> None:
+        """The verdict thread, then the recorder for as long as it makes progress: every verdict
+        is handed to ``on_verdict`` unless one write stalls longer than a wait."""
+        self._verdicts.join(self.verdict_timeout_s + 5.0)
+        if self._verdicts.is_alive():
+            log.error("OSDP: the verdict thread did not finish")
+        recorded = -1
+        while self._recorder.is_alive() and self._recorded != recorded:  # while it progresses
+            recorded = self._recorded
+            self._recorder.join(self.verdict_timeout_s + 5.0)
+        if self._recorder.is_alive():
+            log.error("OSDP: the recorder thread did not finish (on_verdict stuck?)")

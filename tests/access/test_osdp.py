@@ -354,8 +354,10 @@ def test_panel_commands_leave_nones_reference_count_alone(tmp_path, pty_pair, pa
 
 def test_close_called_from_on_output_loses_no_verdict(tmp_path, pty_pair, panels):
     """The door's output callback stops the reader (a shutdown racing the panel): close() returns
-    to it at once, and the grant that output answered is still recorded afterwards."""
+    to it at once, and the grant that output answered is still recorded afterwards; a second
+    close() from another thread (the daemon's shutdown) returns only once it is."""
     import threading
+    import time
 
     master, path = pty_pair
     save_scbk(tmp_path / "scbk", KEY)
@@ -365,16 +367,24 @@ def test_close_called_from_on_output_loses_no_verdict(tmp_path, pty_pair, panels
         readers[0].close(settle_s=0.2)
         returned.set()
 
-    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=1.0, on_verdict=verdicts.append,
+    def slow(v) -> None:
+        time.sleep(1.0)  # the slow disk itself
+        verdicts.append(v)
+
+    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=5.0, on_verdict=slow,
                      on_output=stop_on_output)
     readers.append(reader)
-    panel = _online(panels, master, reader)
-    assert reader.card_read(Credential("H10301", 4, 46), "event-1")
-    assert panel.next_event() is not None
-    assert panel.output(5)
-    assert returned.wait(30)
-    assert wait_until(lambda: not reader._recorder.is_alive(), 30)  # it ended after the last verdict
-    assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-1", "GRANTED")]
+    try:
+        panel = _online(panels, master, reader)
+        assert reader.card_read(Credential("H10301", 4, 46), "event-1")
+        assert panel.next_event() is not None
+        assert panel.output(5)
+        assert returned.wait(30)
+        reader.close()  # the shutdown's own call
+        assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-1", "GRANTED")]
+        assert not reader._recorder.is_alive()
+    finally:
+        reader.close()
 
 
 def test_close_waits_for_a_slow_recorder_while_it_makes_progress(tmp_path, pty_pair):
