@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from facelink.access.badges import BadgeRead
+from facelink.device.camera import CameraReader, Frame
 from facelink.device.daemon import Daemon
 from facelink.enroll import credentials
 from facelink.enroll.context import Context
@@ -82,3 +83,40 @@ def test_a_card_window_still_open_when_the_replay_ends_is_denied(tmp_path, broke
     decided = _replay(make_settings, broker, faces_dir, engine, source=str(empty), badge="H10301:7:700",
                       mode="card_and_face", card_window_s=600)
     assert [(d, u, why) for d, u, _, why in decided] == [("DENIED_NO_FACE", "feat_man", "the replay ended")]
+
+
+class LastFrameRacesTheEnd(CameraReader):
+    """A replay whose reader hands over its last frame and raises end_of_stream while the door's
+    get() is just timing out (the race on a loaded machine); no reader thread."""
+
+    def __init__(self, source: str, pixels) -> None:
+        super().__init__(source)
+        self._pixels, self._raced = pixels, False
+
+    def start(self) -> LastFrameRacesTheEnd:
+        return self
+
+    def get(self, timeout: float = 0.5) -> Frame | None:
+        if not self._raced:
+            self._raced = True
+            now = time.monotonic()
+            self._queue.put(Frame(self._pixels, now, 0, now))
+            self.end_of_stream.set()
+            return None
+        return super().get(timeout)
+
+
+def test_the_last_frame_before_the_end_of_a_replay_is_still_decided(broker, make_settings, faces_dir,
+                                                                     enroll, engine):
+    enroll(faces_dir, "obama", "1.jpg")
+    photo = faces_dir / "people/obama/2.jpg"
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(photo)},
+                             matching={"frames_required": 1, "frames_window": 1, "collection_id": "door"},
+                             liveness={"enabled": False})
+    daemon = Daemon(settings, engine=engine)
+    daemon.camera = LastFrameRacesTheEnd(str(photo), cv2.imread(str(photo)))
+    decided = []
+    emit = daemon.emit
+    daemon.emit = lambda d: (decided.append((d.decision, d.user_id)), emit(d))
+    assert daemon.run() == 0
+    assert decided == [("GRANTED", "obama")]
