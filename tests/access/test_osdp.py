@@ -406,3 +406,16 @@ def test_close_waits_for_a_slow_recorder_while_it_makes_progress(tmp_path, pty_p
         assert reader.card_read(Credential("H10301", 4, 50 + i), f"event-{i}")
     reader.close()
     assert [v.decision_event_id for v in verdicts] == ["event-0", "event-1", "event-2"]
+
+
+def test_a_fault_while_taking_a_panel_command_does_not_crash_the_door(tmp_path):
+    """libosdp's binding crashes the process when a command callback raises: the reader NAKs
+    the command instead. Run in a child process, where a crash ends only the child."""
+    import json
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-m", "tests.access.command_fault_scenario", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, (run.returncode, run.stdout[-2000:], run.stderr[-2000:])
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out == {"command_reached_facelink": True, "alive": True}
