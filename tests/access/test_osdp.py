@@ -26,6 +26,18 @@ def _decode_h10301(data: bytes, length: int) -> tuple[int, int]:
     return value >> 16, value & 0xFFFF
 
 
+def _scenario(module: str, tmp_path) -> dict:
+    """Run ``tests.access.<module>`` in a child process (a deadlock or a crash inside libosdp ends
+    only the child) and return the JSON line it printed last."""
+    import json
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-m", f"tests.access.{module}", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, (run.returncode, run.stdout[-2000:], run.stderr[-2000:])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def _online(panels, master: int, reader: OsdpReader):
     """The site's panel on the line, and the reader's secure channel with it up."""
     panel = panels(master, KEY)
@@ -151,14 +163,7 @@ def test_the_panel_answering_while_a_card_read_is_sent_stalls_nothing(tmp_path):
     commit). libosdp's thread holds its own lock while it calls FaceLink back, so a reader that
     called libosdp under its own lock deadlocked here: the pipeline hung until the watchdog.
     Run in a child process: a deadlocked libosdp thread would keep this one from ever exiting."""
-    import json
-    import subprocess
-    import sys
-
-    run = subprocess.run([sys.executable, "-m", "tests.access.overlap_scenario", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out = _scenario("overlap_scenario", tmp_path)
     assert out["second_card_read"] is True
     assert _decode_h10301(bytes(out["second_event"]), 26) == (18, 2)
     # the green LED came after read 2 reached the panel: it answers read 2, flagged as
@@ -357,18 +362,17 @@ def test_close_called_from_on_output_loses_no_verdict(tmp_path, pty_pair, panels
     to it at once, and the grant that output answered is still recorded afterwards; a second
     close() from another thread (the daemon's shutdown) returns only once it is."""
     import threading
-    import time
 
     master, path = pty_pair
     save_scbk(tmp_path / "scbk", KEY)
-    verdicts, returned, readers = [], threading.Event(), []
+    verdicts, returned, written, readers = [], threading.Event(), threading.Event(), []
 
     def stop_on_output(_cmd) -> None:
         readers[0].close(settle_s=0.2)
         returned.set()
 
-    def slow(v) -> None:
-        time.sleep(1.0)  # the slow disk itself
+    def slow(v) -> None:  # the write finishes when the test says so
+        written.wait(30)
         verdicts.append(v)
 
     reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=5.0, on_verdict=slow,
@@ -380,10 +384,16 @@ def test_close_called_from_on_output_loses_no_verdict(tmp_path, pty_pair, panels
         assert panel.next_event() is not None
         assert panel.output(5)
         assert returned.wait(30)
-        reader.close()  # the shutdown's own call
+        shutdown = threading.Thread(target=reader.close)  # the shutdown's own call
+        shutdown.start()
+        shutdown.join(1.0)
+        assert shutdown.is_alive()  # it waits: the grant is still being written
+        written.set()
+        shutdown.join(30)
         assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-1", "GRANTED")]
         assert not reader._recorder.is_alive()
     finally:
+        written.set()
         reader.close()
 
 
@@ -411,11 +421,5 @@ def test_close_waits_for_a_slow_recorder_while_it_makes_progress(tmp_path, pty_p
 def test_a_fault_while_taking_a_panel_command_does_not_crash_the_door(tmp_path):
     """libosdp's binding crashes the process when a command callback raises: the reader NAKs
     the command instead. Run in a child process, where a crash ends only the child."""
-    import json
-    import subprocess
-
-    run = subprocess.run([sys.executable, "-m", "tests.access.command_fault_scenario", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, (run.returncode, run.stdout[-2000:], run.stderr[-2000:])
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out = _scenario("command_fault_scenario", tmp_path)
     assert out == {"command_reached_facelink": True, "alive": True}

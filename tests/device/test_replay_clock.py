@@ -48,6 +48,12 @@ def _replay(make_settings, broker, faces_dir, engine, source: str | None = None,
     daemon = Daemon(settings, engine=engine)
     if badge is not None:  # presented before the replay's first frame
         assert daemon.pipeline.badge(BadgeRead(badge, "mqtt"), daemon.clock.now()) == []
+    return _run_recorded(daemon)
+
+
+def _run_recorded(daemon: Daemon) -> list[tuple]:
+    """Run ``daemon`` until its replay ends; what it decided, as (decision, user_id, track_id,
+    reason), in order."""
     decided: list[tuple] = []
     emit = daemon.emit
 
@@ -56,7 +62,7 @@ def _replay(make_settings, broker, faces_dir, engine, source: str | None = None,
         emit(decision)
 
     daemon.emit = record
-    assert daemon.run() == 0  # the clip ends: the daemon stops by itself
+    assert daemon.run() == 0  # the replay ends: the daemon stops by itself
     return decided
 
 
@@ -115,8 +121,4 @@ def test_the_last_frame_before_the_end_of_a_replay_is_still_decided(broker, make
                              liveness={"enabled": False})
     daemon = Daemon(settings, engine=engine)
     daemon.camera = LastFrameRacesTheEnd(str(photo), cv2.imread(str(photo)))
-    decided = []
-    emit = daemon.emit
-    daemon.emit = lambda d: (decided.append((d.decision, d.user_id)), emit(d))
-    assert daemon.run() == 0
-    assert decided == [("GRANTED", "obama")]
+    assert [(d, u) for d, u, _, _ in _run_recorded(daemon)] == [("GRANTED", "obama")]
