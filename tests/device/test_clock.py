@@ -66,3 +66,20 @@ def test_a_replay_is_decided_on_scene_time_and_the_clock_never_goes_back():
     live = DecisionClock(replay=False)
     before = time.monotonic()
     assert live.frame(_frame(0, 0.0)) >= before and live.now() >= before
+
+
+@pytest.mark.parametrize("fps", [0.5, 1000.0])
+def test_a_video_stating_an_implausible_rate_is_timed_like_an_image(tmp_path, faces_dir, fps):
+    """A file is untrusted input: a container claiming 0.5 or 1000 frames a second would stretch
+    or squeeze every window of the replay; it is logged and timed at camera.max_fps instead."""
+    import cv2
+
+    path = tmp_path / "odd.avi"
+    face = cv2.imread(str(faces_dir / "people/obama/1.jpg"))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (face.shape[1], face.shape[0]))
+    for _ in range(3):
+        writer.write(face)
+    writer.release()
+    frames = _frames(CameraReader(str(path), max_fps=5).start(), 3)
+    assert cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FPS) == pytest.approx(fps)  # it does say so
+    assert np.diff([f.scene_at for f in frames]) == pytest.approx([0.2, 0.2])
