@@ -280,8 +280,8 @@ class OsdpReader:
                     kind, body = self._inbox.get(
                         timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                if halting:  # what is still open gets no answer now
-                    for verdict in book.expire(float("inf"))[0]:
+                if halting:  # what is still open gets no answer now (libosdp is gone: no flush)
+                    for verdict in book.expire(time.monotonic())[0] + book.stop():
                         self._to_record.put(verdict)
                     return
                 kind, body = "tick", deadline  # nothing came by the deadline
@@ -426,7 +426,8 @@ class OsdpReader:
         A second call waits for the first, and for the reader's threads. Called from
         ``on_verdict`` or ``on_output``, it returns once libosdp is down and the reader's own
         threads finish the rest; from ``on_output`` it does not wait out other reads' windows
-        (only the verdict thread could say they are done), so those close NO_RESPONSE."""
+        (only the verdict thread could say they are done), so those close NO_RESPONSE
+        (``reader_stopped``)."""
         me = threading.current_thread()
         own = me is self._verdicts or me is self._recorder
         with self._send_lock:

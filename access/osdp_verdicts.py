@@ -19,6 +19,10 @@ The rules:
 - ``overlaps`` on a verdict names the newest earlier read the panel had polled less than
   2 x ``verdict_timeout_s`` before this one (answered or not: a grant's output command may
   follow its LED): the panel's late command for that read would look exactly like this one's.
+- Every ``NO_RESPONSE`` says why in ``reason``: ``no_answer`` (the panel polled it and said
+  nothing within the window), ``superseded`` (a newer read reached the panel first),
+  ``not_polled`` (it never reached the panel: offline, not in secure channel, or libosdp gave it
+  up) or ``reader_stopped`` (the reader stopped before its window ended).
 - Reads are numbered as they are handed to libosdp; a flush names the reads it dropped by number,
   including one whose ``sent`` the book has not seen yet.
 """
@@ -30,6 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 NO_RESPONSE = "NO_RESPONSE"
+# why a read closed NO_RESPONSE (``PanelVerdict.reason``; facelink.panel/1 ``reason``)
+NO_ANSWER = "no_answer"
+SUPERSEDED = "superseded"
+NOT_POLLED = "not_polled"
+READER_STOPPED = "reader_stopped"
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class PanelVerdict:
     command: dict[str, Any] | None
     latency_s: float | None
     overlaps: str | None = None
+    reason: str | None = None  # NO_RESPONSE only: NO_ANSWER | SUPERSEDED | NOT_POLLED | READER_STOPPED
 
 
 @dataclass
@@ -70,7 +80,7 @@ class VerdictBook:
         self._last_seq = max(self._last_seq, read.seq)
         if read.seq in self._dropped:  # flushed before the book heard of it
             self._dropped.discard(read.seq)
-            return [self._close(read, NO_RESPONSE, None, None)]
+            return [self._unanswered(read, NOT_POLLED)]
         self.open.append(read)
         return []
 
@@ -86,11 +96,11 @@ class VerdictBook:
             return []
         if status != 0:
             self.open.remove(read)
-            return [self._close(read, NO_RESPONSE, None, None)]
+            return [self._unanswered(read, NOT_POLLED)]
         read.delivered_at = now
         older = self.open[:self.open.index(read)]
         self.open = self.open[len(older):]
-        closed = [self._close(r, NO_RESPONSE, None, None) for r in older]  # the panel moved on
+        closed = [self._unanswered(r, SUPERSEDED) for r in older]  # the panel moved on
         horizon = now - 2 * self.verdict_timeout_s
         earlier = [event_id for at, event_id in self._polled if at >= horizon and event_id != read.event_id]
         read.overlaps = earlier[-1] if earlier else None
@@ -108,8 +118,13 @@ class VerdictBook:
         """Close the reads past their deadline; True when one of them never reached the panel."""
         late = [r for r in self.open if r.deadline <= now]
         self.open = [r for r in self.open if r.deadline > now]
-        return [self._close(r, NO_RESPONSE, None, None) for r in late], \
+        return [self._unanswered(r, NOT_POLLED if r.delivered_at is None else NO_ANSWER) for r in late], \
             any(r.delivered_at is None for r in late)
+
+    def stop(self) -> list[PanelVerdict]:
+        """The reader stopped (libosdp is gone): every open read closes, its window cut short."""
+        late, self.open = self.open, []
+        return [self._unanswered(r, READER_STOPPED) for r in late]
 
     def flushed(self, dropped: frozenset[int]) -> list[PanelVerdict]:
         """libosdp's event queue was emptied and the reads numbered in ``dropped`` are gone from it
@@ -120,14 +135,17 @@ class VerdictBook:
         gone = [r for r in self.open if r.seq in dropped and r.delivered_at is None]
         self.open = [r for r in self.open if all(r is not g for g in gone)]
         self._dropped |= {seq for seq in dropped if seq > self._last_seq}
-        return [self._close(r, NO_RESPONSE, None, None) for r in gone]
+        return [self._unanswered(r, NOT_POLLED) for r in gone]
 
     def next_deadline(self) -> float | None:
         return min((r.deadline for r in self.open), default=None)
 
+    def _unanswered(self, read: CardRead, reason: str) -> PanelVerdict:
+        return self._close(read, NO_RESPONSE, None, None, reason)
+
     def _close(self, read: CardRead, verdict: str, command: dict[str, Any] | None,
-               received_at: float | None) -> PanelVerdict:
+               received_at: float | None, reason: str | None = None) -> PanelVerdict:
         if read.delivered_at is not None:
             self._polled.append((read.delivered_at, read.event_id))
         latency = None if received_at is None else round(max(0.0, received_at - read.sent_at), 3)
-        return PanelVerdict(read.event_id, read.credential, verdict, command, latency, read.overlaps)
+        return PanelVerdict(read.event_id, read.credential, verdict, command, latency, read.overlaps, reason)

@@ -113,11 +113,24 @@ class PanelVerdictMessage(EventMessage):
         "verdict_timeout_s before this one: OSDP carries no request id, so the command may have "
         "been meant for that one. Left out of the payload when there is none, so a logger that "
         "predates it still accepts it"))
+    reason: Literal["no_answer", "superseded", "not_polled", "reader_stopped"] | None = Field(None, description=(
+        "why a NO_RESPONSE: the panel polled the read and did not answer within "
+        "verdict_timeout_s (no_answer), a newer read reached the panel first (superseded), the "
+        "read never reached the panel (not_polled: offline, no secure channel, dropped by libosdp) "
+        "or the reader stopped before the window ended (reader_stopped). Only on NO_RESPONSE; "
+        "left out of the payload otherwise, and optional on it (doors that predate it)"))
+
+    @model_validator(mode="after")
+    def _reason_only_for_no_response(self) -> PanelVerdictMessage:
+        if self.reason is not None and self.verdict != "NO_RESPONSE":
+            raise ValueError("reason is for NO_RESPONSE only")
+        return self
 
     def payload(self) -> dict:
         out = super().payload()
-        if out.get("overlaps") is None:
-            out.pop("overlaps", None)
+        for optional in ("overlaps", "reason"):
+            if out.get(optional) is None:
+                out.pop(optional, None)
         return out
 
 

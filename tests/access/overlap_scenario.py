@@ -24,7 +24,7 @@ def main(tmp: Path) -> int:
     reader: OsdpReader | None = None
 
     def slow_record(v) -> None:  # the first read's NO_RESPONSE: the panel answers meanwhile
-        verdicts.append([v.decision_event_id, v.verdict, getattr(v, "overlaps", None)])
+        verdicts.append([v.decision_event_id, v.verdict, v.overlaps, v.reason])
         if v.decision_event_id == "event-1":
             before = reader.state.commands
             panel.led(osdp.CommandLEDColor.Green)

@@ -168,7 +168,7 @@ def test_the_panel_answering_while_a_card_read_is_sent_stalls_nothing(tmp_path):
     assert _decode_h10301(bytes(out["second_event"]), 26) == (18, 2)
     # the green LED came after read 2 reached the panel: it answers read 2, flagged as
     # possibly meant for read 1 (OSDP has no request id)
-    assert out["verdicts"] == [["event-1", "NO_RESPONSE", None], ["event-2", "GRANTED", "event-1"]]
+    assert out["verdicts"] == [["event-1", "NO_RESPONSE", None, "superseded"], ["event-2", "GRANTED", "event-1", None]]
     # the line still works, and libosdp's own command queue is not left to grow
     assert _decode_h10301(bytes(out["third_event"]), 26) == (18, 3)
     assert out["libosdp_queue_empty"] is True
@@ -184,12 +184,31 @@ def test_a_card_read_the_panel_never_polled_is_not_sent_later(tmp_path, pty_pair
     try:
         reader.card_read(Credential("H10301", 5, 55), "event-offline")  # nobody polls the line yet
         assert wait_until(lambda: verdicts, 10)
-        assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-offline", "NO_RESPONSE")]
+        assert [(v.decision_event_id, v.verdict, v.reason) for v in verdicts] == \
+            [("event-offline", "NO_RESPONSE", "not_polled")]
         panel = _online(panels, master, reader)
         assert panel.next_event(timeout=3) is None  # the stale read never reaches the panel
         assert reader.card_read(Credential("H10301", 5, 56), "event-online")
         event = panel.next_event()
         assert _decode_h10301(event["data"], event["length"]) == (5, 56)
+    finally:
+        reader.close()
+
+
+def test_a_read_the_panel_polled_and_left_unanswered_says_so(tmp_path, pty_pair, panels):
+    """The panel took the card read and said nothing within the window: NO_RESPONSE, ``no_answer``
+    (not the offline case: the security staff can tell a silent panel from an absent one)."""
+    master, path = pty_pair
+    save_scbk(tmp_path / "scbk", KEY)
+    verdicts = []
+    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=1.0, on_verdict=verdicts.append)
+    try:
+        panel = _online(panels, master, reader)
+        assert reader.card_read(Credential("H10301", 5, 57), "event-silent")
+        assert panel.next_event() is not None
+        assert wait_until(lambda: verdicts, 10)
+        assert [(v.decision_event_id, v.verdict, v.reason, v.command) for v in verdicts] == \
+            [("event-silent", "NO_RESPONSE", "no_answer", None)]
     finally:
         reader.close()
 
@@ -217,7 +236,8 @@ def test_dropping_a_stale_read_keeps_a_newer_one_still_in_its_window(tmp_path, p
         assert not wait_until(lambda: verdicts, started + timeout / 2 - time.monotonic())
         assert reader.card_read(Credential("H10301", 5, 56), "event-newer")  # half a window later
         assert first_closed.wait(timeout + 5)
-        assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-stale", "NO_RESPONSE")]
+        assert [(v.decision_event_id, v.verdict, v.reason) for v in verdicts] == \
+            [("event-stale", "NO_RESPONSE", "not_polled")]
         panel = _online(panels, master, reader)  # back while the newer read's window is still open
         event = panel.next_event()
         assert event is not None and _decode_h10301(event["data"], event["length"]) == (5, 56)
@@ -325,8 +345,8 @@ def test_a_stale_read_is_dropped_even_while_a_verdict_record_is_stuck(tmp_path, 
         assert panel.next_event(timeout=3) is None  # event-b never arrives
         release.set()
         assert wait_until(lambda: len(verdicts) == 2)
-        assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-a", "NO_RESPONSE"),
-                                                                         ("event-b", "NO_RESPONSE")]
+        assert [(v.decision_event_id, v.verdict, v.reason) for v in verdicts] == \
+            [("event-a", "NO_RESPONSE", "not_polled"), ("event-b", "NO_RESPONSE", "not_polled")]
     finally:
         release.set()
         reader.close()
@@ -360,14 +380,19 @@ def test_panel_commands_leave_nones_reference_count_alone(tmp_path, pty_pair, pa
 def test_close_called_from_on_output_loses_no_verdict(tmp_path, pty_pair, panels):
     """The door's output callback stops the reader (a shutdown racing the panel): close() returns
     to it at once, and the grant that output answered is still recorded afterwards; a second
-    close() from another thread (the daemon's shutdown) returns only once it is."""
+    close() from another thread (the daemon's shutdown) returns only once it is. A read the
+    panel polled just before, its window cut short, says so (``reader_stopped``)."""
     import threading
 
     master, path = pty_pair
     save_scbk(tmp_path / "scbk", KEY)
     verdicts, returned, written, readers = [], threading.Event(), threading.Event(), []
+    second_sent, second_polled = threading.Event(), threading.Event()
 
     def stop_on_output(_cmd) -> None:
+        assert readers[0].card_read(Credential("H10301", 4, 47), "event-2")
+        second_sent.set()
+        assert second_polled.wait(30)
         readers[0].close(settle_s=0.2)
         returned.set()
 
@@ -383,6 +408,9 @@ def test_close_called_from_on_output_loses_no_verdict(tmp_path, pty_pair, panels
         assert reader.card_read(Credential("H10301", 4, 46), "event-1")
         assert panel.next_event() is not None
         assert panel.output(5)
+        assert second_sent.wait(30)
+        assert panel.next_event() is not None  # event-2 reached the panel
+        second_polled.set()
         assert returned.wait(30)
         shutdown = threading.Thread(target=reader.close)  # the shutdown's own call
         shutdown.start()
@@ -390,10 +418,12 @@ def test_close_called_from_on_output_loses_no_verdict(tmp_path, pty_pair, panels
         assert shutdown.is_alive()  # it waits: the grant is still being written
         written.set()
         shutdown.join(30)
-        assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-1", "GRANTED")]
+        assert [(v.decision_event_id, v.verdict, v.reason) for v in verdicts] == \
+            [("event-1", "GRANTED", None), ("event-2", "NO_RESPONSE", "reader_stopped")]
         assert not reader._recorder.is_alive()
     finally:
         written.set()
+        second_polled.set()
         reader.close()
 
 

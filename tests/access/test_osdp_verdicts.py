@@ -14,7 +14,9 @@ def read(event_id: str, data: bytes, at: float, seq: int = 0) -> CardRead:
 
 
 def verdicts(closed) -> list[tuple]:
-    return [(v.decision_event_id, v.verdict, v.overlaps) for v in closed]
+    """(event, verdict, overlaps); a NO_RESPONSE as ``NO_RESPONSE/<reason>``."""
+    return [(v.decision_event_id, v.verdict if v.reason is None else f"{v.verdict}/{v.reason}", v.overlaps)
+            for v in closed]
 
 
 def test_a_command_before_the_panel_polled_the_read_is_not_its_answer():
@@ -33,7 +35,7 @@ def test_a_newer_polled_read_closes_the_older_ones_and_names_the_overlap():
     book.sent(read("e1", b"\x01", 0.0))
     book.sent(read("e2", b"\x02", 0.1))
     assert book.delivered(b"\x01", 0, 0.1) == []
-    assert verdicts(book.delivered(b"\x02", 0, 0.3)) == [("e1", "NO_RESPONSE", None)]
+    assert verdicts(book.delivered(b"\x02", 0, 0.3)) == [("e1", "NO_RESPONSE/superseded", None)]
     assert verdicts([book.answer("DENIED", GREEN, 0.4)]) == [("e2", "DENIED", "e1")]
 
 
@@ -41,7 +43,7 @@ def test_a_read_never_polled_is_no_overlap():
     book = VerdictBook(T)
     book.sent(read("e1", b"\x01", 0.0))
     book.sent(read("e2", b"\x02", 0.1))
-    assert verdicts(book.delivered(b"\x02", 0, 0.3)) == [("e1", "NO_RESPONSE", None)]
+    assert verdicts(book.delivered(b"\x02", 0, 0.3)) == [("e1", "NO_RESPONSE/superseded", None)]
     assert verdicts([book.answer("GRANTED", GREEN, 0.4)]) == [("e2", "GRANTED", None)]
 
 
@@ -50,7 +52,7 @@ def test_a_read_that_timed_out_at_the_panel_is_still_an_overlap_for_a_while():
     book.sent(read("e1", b"\x01", 0.0))
     book.delivered(b"\x01", 0, 0.1)
     closed, undelivered = book.expire(T)
-    assert verdicts(closed) == [("e1", "NO_RESPONSE", None)] and not undelivered
+    assert verdicts(closed) == [("e1", "NO_RESPONSE/no_answer", None)] and not undelivered
     book.sent(read("e2", b"\x02", 2.4))
     book.delivered(b"\x02", 0, 2.5)  # the panel may still answer e1 now
     assert verdicts([book.answer("GRANTED", GREEN, 2.6)]) == [("e2", "GRANTED", "e1")]
@@ -63,7 +65,7 @@ def test_an_unpolled_read_that_times_out_is_flushed_and_its_namesake_matched_rig
     book = VerdictBook(T)
     book.sent(read("a", b"\x07", 0.0, seq=1))  # the panel is offline
     closed, undelivered = book.expire(T)
-    assert verdicts(closed) == [("a", "NO_RESPONSE", None)] and undelivered  # -> flush libosdp
+    assert verdicts(closed) == [("a", "NO_RESPONSE/not_polled", None)] and undelivered  # -> flush libosdp
     assert book.flushed(frozenset({1})) == []  # already closed
     book.sent(read("b", b"\x07", 3.5, seq=2))  # the same badge again after the debounce
     book.delivered(b"\x07", 0, 3.6)
@@ -76,7 +78,7 @@ def test_flushed_closes_only_what_libosdp_dropped():
     book.delivered(b"\x01", 0, 0.1)
     book.sent(read("e2", b"\x02", 0.5, seq=2))
     book.sent(read("e3", b"\x03", 0.6, seq=3))  # polled already; the book has not heard yet
-    assert verdicts(book.flushed(frozenset({1, 2}))) == [("e2", "NO_RESPONSE", None)]  # e1 was polled
+    assert verdicts(book.flushed(frozenset({1, 2}))) == [("e2", "NO_RESPONSE/not_polled", None)]  # e1 was polled
     assert [r.event_id for r in book.open] == ["e1", "e3"]
     book.delivered(b"\x03", 0, 0.7)
     assert verdicts([book.answer("GRANTED", GREEN, 0.8)]) == [("e3", "GRANTED", "e1")]
@@ -90,7 +92,7 @@ def test_a_failed_delivery_and_a_refused_read_close_without_an_answer():
     assert book.open == [] and book.next_deadline() is None
     book.sent(read("e1", b"\x01", 1.0))
     assert book.next_deadline() == 1.0 + T
-    assert verdicts(book.delivered(b"\x01", -1, 1.2)) == [("e1", "NO_RESPONSE", None)]
+    assert verdicts(book.delivered(b"\x01", -1, 1.2)) == [("e1", "NO_RESPONSE/not_polled", None)]
     assert book.answer("GRANTED", GREEN, 1.3) is None
     assert book.delivered(b"\x05", 0, 1.4) == []  # a completion for nothing we sent
 
@@ -101,7 +103,7 @@ def test_a_flush_covers_a_read_handed_to_libosdp_before_the_book_heard_of_it():
     book.expire(T)
     late = read("b", b"\x08", 1.9, seq=2)  # handed to libosdp just before the flush; "sent" after
     assert book.flushed(frozenset({1, 2})) == []
-    assert verdicts(book.sent(late)) == [("b", "NO_RESPONSE", None)]  # flushed with the stale one
+    assert verdicts(book.sent(late)) == [("b", "NO_RESPONSE/not_polled", None)]  # flushed with the stale one
     assert book.sent(read("c", b"\x09", 2.5, seq=3)) == [] and [r.event_id for r in book.open] == ["c"]
 
 
@@ -120,14 +122,24 @@ def test_a_flush_keeps_the_reads_sent_again_open_until_a_later_flush_drops_them(
     book.sent(read("a", b"\x07", 0.0, seq=1))
     book.sent(read("b", b"\x08", 1.0, seq=2))
     unbooked = read("c", b"\x09", 1.5, seq=3)
-    assert verdicts(book.expire(T)[0]) == [("a", "NO_RESPONSE", None)]
+    assert verdicts(book.expire(T)[0]) == [("a", "NO_RESPONSE/not_polled", None)]
     # libosdp emptied its queue; b and c (whose "sent" the book has not seen yet) went back in
     assert book.flushed(frozenset({1})) == []
     assert book.sent(unbooked) == [] and [r.event_id for r in book.open] == ["b", "c"]
     book.delivered(b"\x08", 0, 2.2)  # the panel is back: b is polled and answered
     assert verdicts([book.answer("GRANTED", GREEN, 2.3)]) == [("b", "GRANTED", None)]
     # c was not polled in time either: it closes, and the next flush drops it for good
-    assert verdicts(book.expire(1.5 + T)[0]) == [("c", "NO_RESPONSE", None)]
+    assert verdicts(book.expire(1.5 + T)[0]) == [("c", "NO_RESPONSE/not_polled", None)]
     assert book.flushed(frozenset({3, 4})) == []
-    assert verdicts(book.sent(read("d", b"\x0a", 3.4, seq=4))) == [("d", "NO_RESPONSE", None)]
+    assert verdicts(book.sent(read("d", b"\x0a", 3.4, seq=4))) == [("d", "NO_RESPONSE/not_polled", None)]
     assert book._dropped == set()  # nothing left over to leak
+
+
+def test_a_stopped_reader_closes_what_is_open_and_says_so():
+    book = VerdictBook(T)
+    book.sent(read("polled", b"\x01", 0.0))
+    book.delivered(b"\x01", 0, 0.1)
+    book.sent(read("queued", b"\x02", 0.5))
+    assert verdicts(book.stop()) == [("polled", "NO_RESPONSE/reader_stopped", None),
+                                     ("queued", "NO_RESPONSE/reader_stopped", None)]
+    assert book.open == [] and book.next_deadline() is None

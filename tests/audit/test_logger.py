@@ -124,6 +124,19 @@ def test_panel_verdicts_are_recorded_beside_their_decision(tmp_path):
     assert intake.recorded == 4 and intake.quarantined == 5
     panel = {r["event_id"]: r.get("panel") for r in log.query(user="ann")}
     assert panel["d-2"] == [_verdict(event_id="p-2", decision_event_id="d-2", overlaps="d-1")]
+    # a NO_RESPONSE says why (a door that predates the field says nothing); only a NO_RESPONSE does
+    silent = {"verdict": "NO_RESPONSE", "command": None, "latency_s": None}
+    third = {**decision(), "event_id": "d-3", "timestamp": "2026-01-01T08:00:09+00:00"}
+    intake.handle("facelink/front/decision", json.dumps(third).encode())
+    for event_id, extra in (("p-4", {"reason": "not_polled"}), ("p-5", {})):
+        intake.handle("facelink/front/panel", json.dumps(_verdict(event_id=event_id, decision_event_id="d-3",
+                                                                  **silent, **extra)).encode())
+    for bad in (_verdict(event_id="p-6", decision_event_id="d-3", reason="no_answer"),  # on a GRANTED
+                _verdict(event_id="p-7", decision_event_id="d-3", **silent, reason="asleep")):
+        intake.handle("facelink/front/panel", json.dumps(bad).encode())
+    assert intake.recorded == 7 and intake.quarantined == 7
+    panel = {r["event_id"]: r.get("panel") for r in log.query(user="ann")}
+    assert [(p["event_id"], p.get("reason")) for p in panel["d-3"]] == [("p-4", "not_polled"), ("p-5", None)]
     log.close()
 
 

@@ -69,7 +69,7 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
         assert [d["decision"] for d in decisions] == ["DENIED_UNKNOWN", "GRANTED"], door.log()
         verdict = watcher.payloads("door-1/panel")[0]
         assert verdict["verdict"] == "GRANTED" and verdict["credential"] == "H10301:42:31337"
-        assert "overlaps" not in verdict  # one card read open at a time here
+        assert "overlaps" not in verdict and "reason" not in verdict  # one read open; answered
         assert verdict["decision_event_id"] == decisions[1]["event_id"]
         assert PanelVerdictMessage.model_validate(verdict).payload() == verdict  # what the logger accepts
     finally:
