@@ -26,7 +26,7 @@ from typing import Any
 from facelink.errors import ConfigError, FaceLinkError
 
 from .serial_port import open_raw, read_available
-from .wiegand import FORMATS, Credential, decode
+from .wiegand import FORMATS, Credential, decode, is_number
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ def parse_typed(text: str, fmt: str) -> Credential:
     f = FORMATS[fmt]
     if text.count(":") == 1:
         facility, card = text.split(":")
-        if facility.isdigit() and card.isdigit():
+        if is_number(facility) and is_number(card):
             return Credential(fmt, int(facility), int(card))
-    if text.isdigit():
+    if is_number(text):
         value = int(text)
         return Credential(fmt, value >> f.card_bits, value & ((1 << f.card_bits) - 1))
     return Credential.parse(text)  # raises with a clear message
@@ -66,6 +66,7 @@ class BadgeSources:
         self.settings = settings
         self.queue: queue.Queue[BadgeRead] = queue.Queue(maxsize=100)
         self.rejected = 0
+        self.failed: dict[str, str] = {}  # a reader that stopped (unplugged, failed): source -> why
         self._stop = threading.Event()
         self._closers: list[Any] = []
         c, mode = settings.credentials, settings.matching.mode
@@ -85,6 +86,10 @@ class BadgeSources:
         except FaceLinkError as exc:
             self.rejected += 1
             log.warning("badge read from %s refused: %s", source, exc.message)
+            return False
+        except Exception:  # noqa: BLE001 - whatever a reader sends, the reader goes on
+            self.rejected += 1
+            log.exception("badge read from %s refused: %r cannot be read", source, text[:MAX_LINE])
             return False
         try:
             self.queue.put_nowait(BadgeRead(str(cred), source))
@@ -138,9 +143,10 @@ class BadgeSources:
         buf = b""
         while not self._stop.wait(0.02):
             try:
-                buf += read_available(fd, 512)
+                buf += read_available(fd, 512, hangup_raises=True)
             except OSError as exc:
-                log.error("serial badge reader failed: %s", exc)
+                if not self._stop.is_set():
+                    self._failed("serial", exc)
                 return
             *lines, buf = buf.replace(b"\r", b"\n").split(b"\n")
             if len(buf) > MAX_LINE:
@@ -179,8 +185,14 @@ class BadgeSources:
                     typed = []
                 elif char and len(typed) < MAX_LINE:
                     typed.append(char)
-        except OSError as exc:
-            log.error("keyboard-wedge badge reader failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - unplugged or failed: said on health, not a dead thread
+            if not self._stop.is_set():
+                self._failed("evdev", exc)
+
+    def _failed(self, source: str, exc: BaseException) -> None:
+        """A reader stopped: no more badges from it (the door stays locked for card modes)."""
+        self.failed[source] = f"{type(exc).__name__}: {exc}"[:200]
+        log.error("%s badge reader stopped: %s", source, self.failed[source])
 
     def close(self) -> None:
         self._stop.set()

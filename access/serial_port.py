@@ -33,11 +33,16 @@ def open_raw(path: str, baud: int) -> int:
     return fd
 
 
-def read_available(fd: int, max_bytes: int) -> bytes:
-    """Whatever is waiting (at most ``max_bytes``), never blocking; b'' when nothing is."""
+def read_available(fd: int, max_bytes: int, *, hangup_raises: bool = False) -> bytes:
+    """Whatever is waiting (at most ``max_bytes``), never blocking; b'' when nothing is. With
+    ``hangup_raises``, a line that hung up (readable, yet nothing to read: the device is gone)
+    raises ``OSError`` instead of reading as silence."""
     if not select.select([fd], [], [], 0)[0]:
         return b""
     try:
-        return os.read(fd, max_bytes)
+        data = os.read(fd, max_bytes)
     except (BlockingIOError, InterruptedError):
         return b""
+    if not data and hangup_raises:
+        raise OSError("the serial line hung up (device unplugged?)")
+    return data

@@ -18,6 +18,12 @@ from dataclasses import dataclass
 from facelink.errors import InvalidParameterException
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only, at most 12 of them (``str.isdigit`` also takes "²" or "٣", which ``int``
+    then refuses or reads as another number)."""
+    return 0 < len(text) <= 12 and text.isascii() and text.isdigit()
+
+
 @dataclass(frozen=True)
 class WiegandFormat:
     name: str
@@ -57,7 +63,7 @@ class Credential:
     def parse(cls, text: str) -> Credential:
         """``H10301:18:12345`` -> Credential; anything else is an InvalidParameterException."""
         parts = str(text).strip().split(":")
-        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        if len(parts) != 3 or not is_number(parts[1]) or not is_number(parts[2]):
             raise InvalidParameterException(
                 f"credential {text!r} is not FORMAT:FACILITY:CARD (e.g. H10301:18:12345)")
         return cls(parts[0].upper(), int(parts[1]), int(parts[2]))

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from .section import Section as _Section
 
 
 class OsdpSettings(_Section):
@@ -33,7 +31,7 @@ class CredentialSettings(_Section):
     sources: list[Literal["mqtt", "evdev", "serial"]] = Field(
         ["mqtt"], description="Where badge reads come from in the card modes: mqtt (<prefix>/<device>/credential), evdev (a USB keyboard-wedge reader), serial (a reader sending one credential per line).")
     evdev_device: str = Field("", description="Input device of a keyboard-wedge reader, e.g. /dev/input/by-id/usb-...-event-kbd (needs `pip install evdev`).")
-    evdev_format: str = Field("H10301", description="Format of the card numbers a keyboard-wedge reader types: FACILITY:CARD or the 26/34/37-bit decimal number is read as this format.")
+    evdev_format: Literal["H10301", "H10306", "H10304"] = Field("H10301", description="Format of the card numbers a keyboard-wedge reader types: FACILITY:CARD or the 26/34/37-bit decimal number is read as this format.")
     serial_device: str = Field("", description="Serial reader: one credential per line (FORMAT:FACILITY:CARD, or Wiegand bits as 0/1).")
     serial_baud: Literal[9600, 19200, 38400, 57600, 115200] = Field(9600, description="Serial reader speed.")
 
@@ -47,3 +45,6 @@ class FleetSettings(_Section):
     request_burst: int = Field(5, ge=1, le=1000, description="Desk: sync requests one door may send at once before it is rate-limited.")
     request_interval_s: float = Field(1.0, gt=0, le=3600, description="Desk: a rate-limited door gets one more request answered per this many seconds (refusals are logged and counted).")
     client_id: str = Field("facelink-desk", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="Desk: MQTT client id of the publisher.")
+    snapshot_replies_per_minute: int = Field(30, ge=1, le=100_000, description="Desk: snapshots sent per minute to all doors together (sync requests are unsigned: this bounds what invented requests can make the desk send). Doors over it wait their turn; raise it for a mass rollout.")
+    snapshot_mb_per_minute: float = Field(300.0, gt=0, le=1_000_000, description="Desk: megabytes of snapshot replies per minute to all doors together (~0.9 KB per face and door); a snapshot under way is finished, the next waits until the budget is positive again.")
+    reply_to_seen_doors_only: bool = Field(True, description="Desk: answer sync requests only for device ids seen on <prefix>/<device_id>/status or /health (the broker ACL ties those topics to the door's username), not for ids a request merely names.")

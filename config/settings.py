@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -29,6 +27,7 @@ from pydantic_settings import (
 from facelink.errors import ConfigError
 
 from .access import CredentialSettings, FleetSettings, OsdpSettings, WiegandSettings
+from .section import Section
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 
@@ -36,12 +35,6 @@ DEFAULT_FILE = Path(__file__).with_name("default.toml")
 def data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "facelink"
-
-
-class Section(BaseModel):
-    """A settings section: unknown keys are errors (a typo must not silently change nothing)."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelSettings(Section):
@@ -78,9 +71,9 @@ class MatchingSettings(Section):
     min_brightness: float = Field(15.0, ge=0, le=100, description="Smallest Brightness (0-100) accepted.")
     frames_required: int = Field(3, ge=1, description="N: frames of one track that must agree (same user at or above the threshold) before a decision.")
     frames_window: int = Field(5, ge=1, description="M: the window of a track's most recent frames that N is counted in.")
-    cooldown_s: float = Field(10.0, ge=0, description="After a decision for a user/track, the same decision is not repeated for this long.")
-    track_max_age_s: float = Field(1.5, ge=0, description="A face unseen for this long ends its track (the next sighting is a new person).")
-    reload_interval_s: float = Field(1.0, gt=0, description="How often the daemon picks up collection changes.")
+    cooldown_s: float = Field(10.0, ge=0, le=86400, description="After a decision for a user/track, the same decision is not repeated for this long.")
+    track_max_age_s: float = Field(1.5, ge=0, le=3600, description="A face unseen for this long ends its track (the next sighting is a new person).")
+    reload_interval_s: float = Field(1.0, gt=0, le=60, description="How often the daemon picks up collection changes (a deleted face or user stops matching within this + 1 s).")
     mode: Literal["face", "card_and_face", "card_or_face"] = Field(
         "face", description="face: 1:N face match. card_and_face: a badge read starts a 1:1 check against that user's faces (GRANTED only if the face matches that user within card_window_s). card_or_face: either factor alone.")
     card_window_s: float = Field(10.0, gt=0, le=120, description="card_and_face: how long after a badge read the face must match.")
@@ -107,8 +100,8 @@ class LivenessSettings(Section):
 class CameraSettings(Section):
     source: str = Field("0", description="picamera2 | a V4L2 index (0) | rtsp://, http:// URL | a GStreamer pipeline | a video file | a folder of images.")
     loop: bool = Field(False, description="Replay a video file/folder forever (demos).")
-    max_fps: float = Field(15.0, gt=0, description="Frames processed per second at most; older frames are dropped. A replayed folder's images (and a video that states no plausible frame rate) are timed at this rate.")
-    reconnect_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between attempts to reopen a lost camera.")
+    max_fps: float = Field(15.0, ge=1, le=240, description="Frames processed per second at most; older frames are dropped. A replayed folder's images (and a video that states no plausible frame rate) are timed at this rate.")
+    reconnect_max_backoff_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between attempts to reopen a lost camera.")
 
 
 class MqttSettings(Section):
@@ -125,7 +118,7 @@ class MqttSettings(Section):
     outbox: Path | None = Field(None, description="Store-and-forward outbox database (default: beside the collection database).")
     publish_window: int = Field(100, ge=1, le=1000, description="Outbox events in flight at once (published, PUBACK not yet received). 1 waits for each PUBACK before the next (slow over a long link); each event still leaves the outbox only after its own PUBACK.")
     outbox_max: int = Field(100000, ge=10, description="Outbox bound in events: when full, the oldest event is dropped, counted on the health topic (outbox_dropped) and logged at ERROR.")
-    health_interval_s: float = Field(30.0, gt=0, description="Period of <prefix>/<device>/health.")
+    health_interval_s: float = Field(30.0, gt=0, le=3600, description="Period of <prefix>/<device>/health.")
     ha_discovery: bool = Field(False, description="Publish Home Assistant MQTT discovery config.")
 
     @model_validator(mode="after")
@@ -196,6 +189,15 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     logging: LoggingSettings = LoggingSettings()
 
+    @model_validator(mode="after")
+    def _sync_follows_what_is_matched(self) -> Settings:
+        if self.sync.collection_id not in (None, self.matching.collection_id):
+            raise ValueError(
+                f"sync.collection_id: {self.sync.collection_id!r} is not matching.collection_id "
+                f"({self.matching.collection_id!r}): the door would follow one collection and open "
+                "for another, where a revocation never arrives; leave it unset")
+        return self
+
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings,
                                    env_settings, dotenv_settings, file_secret_settings
@@ -219,8 +221,9 @@ def describe(exc: ValidationError) -> str:
     key = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     field, sep, rest = msg.partition(": ")
-    if sep and field.isidentifier() and err["type"] == "value_error" and len(err["loc"]) == 1:
-        key, msg = f"{key}.{field}", rest  # a cross-field check names its own field
+    if sep and all(p.isidentifier() for p in field.split(".")) and err["type"] == "value_error" \
+            and len(err["loc"]) <= 1:  # a cross-field check names its own field
+        key, msg = f"{key}.{field}" if key else field, rest
     return f"invalid setting {key}: {msg}"
 
 

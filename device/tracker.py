@@ -30,7 +30,7 @@ class Track:
     last_seen: float
     history: deque = field(default_factory=deque)  # sized by DecisionPolicy.record
     decided: str | None = None  # the decision made for this track (published or held back by a cooldown)
-    anchor: np.ndarray | None = None  # embedding of the face the decision was about
+    anchor: np.ndarray | None = None  # the face it follows: the last one embedded; once decided, the decision's
     frames_since_check: int = 0
 
 

@@ -23,6 +23,15 @@ def test_precedence(tmp_path, monkeypatch):
     ("[mqtt]\nport = \"eighty\"\n", "mqtt.port"),
     ("[models]\ndetector_backend = \"magic\"\n", "models.detector_backend"),
     ("[camera]\nunknown_key = 1\n", "camera.unknown_key"),
+    # no setting means "forever": a revocation that never reloads, a track that never ends
+    ("[matching]\nreload_interval_s = inf\n", "matching.reload_interval_s"),
+    ("[matching]\nreload_interval_s = 1e300\n", "matching.reload_interval_s"),
+    ("[matching]\ntrack_max_age_s = inf\n", "matching.track_max_age_s"),
+    ("[camera]\nmax_fps = 1e-300\n", "camera.max_fps"),
+    ("[mqtt]\nhealth_interval_s = inf\n", "mqtt.health_interval_s"),
+    ("[door]\npulse_s = nan\n", "door.pulse_s"),
+    ("[osdp]\ndebounce_s = inf\n", "osdp.debounce_s"),
+    ("[credentials]\nevdev_format = \"h10301\"\n", "credentials.evdev_format"),
 ])
 def test_invalid_settings_name_the_key(tmp_path, text, key):
     cfg = tmp_path / "bad.toml"
@@ -60,6 +69,8 @@ def test_readme_reference_is_current():
     ('[mqtt]\npassword = "x"\n', "mqtt.username"),
     ('[door]\nrelay = "command"\n', "door.command"),
     ('[mqtt]\ntls_ca = "/nonexistent/ca.crt"\n', "mqtt.tls_ca"),
+    # a door following one collection and matching another never hears of a revocation
+    ('[sync]\ncollection_id = "staff"\n', "sync.collection_id"),
 ])
 def test_cross_field_mistakes_name_the_key(tmp_path, text, key):
     cfg = tmp_path / "bad.toml"

@@ -27,10 +27,22 @@ def test_what_readers_type(typed, expected):
     assert str(parse_typed(typed, "H10301")) == expected
 
 
-@pytest.mark.parametrize("typed", ["", "abc", "00001001000110000001110010", "99999999999"])
+@pytest.mark.parametrize("typed", ["", "abc", "00001001000110000001110010", "99999999999",
+                                   "H10301:\u00b2:1", "\u00b2:1", "\u0663\u0663", "H10301:18:\u0661\u0662",
+                                   "H10301:18:" + "9" * 5000])
 def test_garbage_is_refused(typed):
+    """Unicode digits ("²", Arabic-Indic) pass str.isdigit(): they are refused like any garbage,
+    and so is a number too long for int()."""
     with pytest.raises(InvalidParameterException):
         parse_typed(typed, "H10301")
+
+
+def test_a_reader_format_outside_the_known_ones_is_a_config_error(monkeypatch):
+    from facelink.errors import ConfigError as Refused
+
+    monkeypatch.setenv("FACELINK_CREDENTIALS__EVDEV_FORMAT", "h10301")
+    with pytest.raises(Refused):
+        load_settings()
 
 
 def test_key_names():
@@ -53,13 +65,20 @@ def test_serial_reader_over_a_pty():
         sources.start()
         os.write(master, b"H10301:18:12345\r\nnot-a-card\n0000100100011000000111001")
         os.write(master, b"1\n")  # a line may arrive in pieces
+        os.write(master, "H10301:\u00b2:1\n".encode())  # a Unicode digit: refused, the reader goes on
+        os.write(master, b"18:777\n")
         got = []
-        assert wait_until(lambda: got.extend(sources.drain()) or len(got) >= 2, 10)
-        assert [(r.credential, r.source) for r in got] == [("H10301:18:12345", "serial")] * 2
-        assert sources.rejected == 1
+        assert wait_until(lambda: got.extend(sources.drain()) or len(got) >= 3, 10)
+        assert [(r.credential, r.source) for r in got] == [("H10301:18:12345", "serial")] * 2 + \
+            [("H10301:18:777", "serial")]
+        assert sources.rejected == 2 and sources.failed == {}
+        os.close(master)  # the reader is unplugged: said on health (badges_failed), not a dead thread
+        master = None
+        assert wait_until(lambda: "serial" in sources.failed, 10)
     finally:
         sources.close()
-        os.close(master)
+        if master is not None:
+            os.close(master)
         os.close(slave)
 
 

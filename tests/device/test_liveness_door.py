@@ -84,3 +84,43 @@ def test_headline_numbers_no_simulated_print_granted_live_video_granted(engine, 
             assert ev.decide(ev.run(engine, mesh, attack, cost), checks)[0] != "GRANTED", name
     assert ev.decide(ev.run(engine, mesh, ev.still_attack(photo, background, rng, 12), cost),
                      ("frozen",))[0] == "DENIED_SPOOF"
+
+
+def test_a_print_is_not_granted_on_another_faces_blink(ctx, faces_dir, engine, make_settings, with_mesh):
+    """A hand-held print of an enrolled user, lowered for ONE frame to show the attacker's own face
+    (a stranger, eyes closed) in the same spot: the stranger's blink and the live change must not
+    count for the print. The undecided track restarts when the face in it changes identity (fresh
+    liveness state), so this ends exactly as the print alone: DENIED_SPOOF, NO_BLINK."""
+    from facelink.device.assembly import build_components
+    from facelink.device.camera import Frame
+    from facelink.device.matcher import UserIndex
+    from facelink.device.pipeline import DoorPipeline
+    from facelink.enroll import faces, users
+
+    faces.create_collection(ctx, "door")
+    users.create_user(ctx, "door", "obama")
+    faces.index_faces(ctx, "door", faces_dir / "people/obama/2.jpg", "badge", user_id="obama")
+    index = UserIndex(ctx.store, "door", engine.model_version)
+    index.load()
+    settings = make_settings(liveness={"enabled": True, "frozen_feed": True, "require_blink": True})
+
+    def run(frames) -> list[tuple[str, str | None, int]]:
+        pipeline = DoorPipeline(engine, index, build_components(settings, engine))
+        return [(d.decision, d.reason, d.liveness["blink"]["blinks"])
+                for i, px in enumerate(frames) for d in pipeline.process(Frame(px, i / 15, i), i / 15)]
+
+    prints = ev.print_attack(cv2.imread(str(faces_dir / "people/obama/1.jpg")),
+                             np.full((480, 640, 3), 100, np.uint8), np.random.default_rng(5), 90)
+    cap = cv2.VideoCapture(str(faces_dir / "video/feat_man.mp4"))
+    for _ in range(27):  # frame 26: the sample man (not enrolled) with his eyes closed
+        ok, closed = cap.read()
+    cap.release()
+    assert ok
+    k = 8
+    box = engine.detect(prints[k])[0].detection.box
+    own = engine.detect(closed)[0].detection.box
+    sx, sy = box[2] / own[2], box[3] / own[3]
+    m = np.float32([[sx, 0, box[0] - sx * own[0]], [0, sy, box[1] - sy * own[1]]])
+    swapped = cv2.warpAffine(closed, m, (640, 480), borderMode=cv2.BORDER_REPLICATE)
+    assert run(prints) == [("DENIED_SPOOF", "NO_BLINK", 0)]
+    assert run(prints[:k] + [swapped] + prints[k + 1:]) == [("DENIED_SPOOF", "NO_BLINK", 0)]
