@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,10 +68,16 @@ def describe_collection(ctx: Context, collection_id: str) -> dict[str, Any]:
     return out
 
 
-def list_collections(ctx: Context, max_results: int | None = None, next_token: str | None = None) -> dict[str, Any]:
+def list_collections(ctx: Context, max_results: int | None = None, next_token: str | None = None,
+                     allowed: Collection[str] | None = None) -> dict[str, Any]:
+    """ListCollections. ``allowed`` (a collection-limited serve key's collections; None: all):
+    pages run over those collections only, so neither a page nor a NextToken names another."""
     max_results = validate.max_results(max_results, 1000, 4096)
     after = validate.decode_token(next_token, str) or ""
-    ids = ctx.store.list_collections(after, max_results + 1)
+    if allowed is None:
+        ids = ctx.store.list_collections(after, max_results + 1)
+    else:
+        ids = [c for c in sorted(allowed) if c > after and ctx.store.get_collection(c) is not None][:max_results + 1]
     out: dict[str, Any] = {"CollectionIds": ids[:max_results],
                            "FaceModelVersions": [public_model_version(ctx.store.get_collection(c).face_model_version)
                                                  for c in ids[:max_results]]}
@@ -240,7 +247,7 @@ def list_faces(ctx: Context, collection_id: str, max_results: int | None = None,
     max_results = validate.max_results(max_results, 1000, 4096)
     if user_id is not None:
         validate.user_id(user_id)
-    ids = validate.face_ids(face_ids) if face_ids else None
+    ids = validate.face_ids(face_ids) if face_ids is not None else None  # [], "", {}, 0: refused, not 'all'
     after = validate.decode_token(next_token, int) or 0
     rows = ctx.store.list_faces(collection_id, after, max_results + 1, user_id, ids)
     out: dict[str, Any] = {"Faces": [face_json(f, coll.face_model_version) for f in rows[:max_results]],

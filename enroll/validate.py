@@ -73,8 +73,9 @@ def int_range(name: str, value: int, lo: int, hi: int) -> int:
 
 
 def float_range(name: str, value: float, lo: float, hi: float) -> float:
-    if isinstance(value, bool):
-        raise InvalidParameterException(f"{name} must be a number")
+    # a JSON string ("50") or boolean is not a number, though float() would take it
+    if isinstance(value, (bool, str, bytes, bytearray)):
+        raise InvalidParameterException(f"{name} must be a number, got {type(value).__name__}")
     try:
         v = float(value)
     except (TypeError, ValueError):

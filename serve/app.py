@@ -6,6 +6,7 @@ and engine. Request bodies are never logged or written anywhere."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import queue
@@ -26,7 +27,7 @@ from facelink.errors import (
 from .credentials import AccessKey
 from .operations import MAX_IMAGE_BYTES, OPERATIONS
 from .ratelimit import RateLimiter
-from .sigv4 import Request, verify
+from .sigv4 import Request, check_credential, verify
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,63 @@ MAX_BODY = MAX_IMAGE_BYTES * 2 + 64 * 1024  # two base64 images (CompareFaces) a
 SERVER_ERRORS = (StoreError, ModelError, ConfigError)
 
 
+def request_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """Lower-case names; a repeated header's values joined with ","."""
+    headers: dict[str, str] = {}
+    for k, v in scope["headers"]:
+        name = k.decode("latin-1").lower()
+        value = v.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
+
+
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a whole request body (10 MiB at ~3 Mbit/s)
+DEFAULT_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # request bodies being read or processed, all together
+
+
+def error_payload(code: str, message: str) -> dict[str, str]:
+    return {"__type": code, "message": message}
+
+
+def encode_response(status: int, payload: dict[str, Any], request_id: str, close: bool = False):
+    """(http.response.start, http.response.body) for a JSON 1.1 answer."""
+    data = json.dumps(payload, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/x-amz-json-1.1"), (b"content-length", str(len(data)).encode()),
+               (b"x-amzn-requestid", request_id.encode())]
+    if status != 200:
+        headers.append((b"x-amzn-errortype", payload["__type"].encode()))
+    if close:  # the body was not read: do not wait for (or drain) the rest of it
+        headers.append((b"connection", b"close"))
+    return ({"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": data})
+
+
+async def overloaded(scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+    """The answer past ``--max-connections`` (uvicorn's limit_concurrency): Rekognition's
+    ThrottlingException (SDKs back off and retry) instead of uvicorn's text/plain 503."""
+    start, body = encode_response(503, error_payload("ThrottlingException", "the server is busy: too many connections"),
+                                  str(uuid.uuid4()), close=True)
+    await send(start)
+    await send(body)
+
+
 class RekognitionApp:
     """ASGI app. ``make_context`` opens one Context (store connection + lazily loaded engine)
-    per worker; ``workers`` operations run at once, the others wait their turn."""
+    per worker; ``workers`` operations run at once, the others wait their turn.
 
-    def __init__(self, keys: dict[str, AccessKey], make_context: Callable[[], Context], workers: int = 2) -> None:
+    A request is refused before any of its body is read unless its Authorization header names a
+    known key with a date within 5 minutes; its body must then arrive within ``body_timeout``
+    seconds, and the bodies of all requests being read or run together may not exceed
+    ``max_body_bytes_in_flight`` (a request that would go over is ThrottlingException)."""
+
+    def __init__(self, keys: dict[str, AccessKey], make_context: Callable[[], Context], workers: int = 2, *,
+                 body_timeout: float = DEFAULT_BODY_TIMEOUT,
+                 max_body_bytes_in_flight: int = DEFAULT_BODY_BYTES_IN_FLIGHT) -> None:
         self.keys = keys
         self.limiter = RateLimiter()
+        self.body_timeout = body_timeout
+        self.max_body_bytes_in_flight = max_body_bytes_in_flight
+        self.body_bytes_in_flight = 0  # reserved by requests now being read or run (event loop only: no lock)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serve")
         self.contexts: queue.Queue[Context] = queue.Queue()
         for _ in range(workers):
@@ -64,42 +115,68 @@ class RekognitionApp:
             return
         request_id = str(uuid.uuid4())
         try:
-            body = await self._read_body(scope, receive)
-            status, payload = 200, await self.handle(scope, body)
+            status, payload, close = await self._answer(scope, receive)
+            start, body = encode_response(status, payload, request_id, close)
+        except Exception:  # a bug: logged once, answered as Rekognition's InternalServerError (no traceback)
+            log.exception("unexpected error answering request %s", request_id)
+            start, body = encode_response(500, error_payload("InternalServerError", "internal error"), request_id,
+                                          close=True)
+        await send(start)
+        await send(body)
+
+    async def _answer(self, scope: dict[str, Any], receive: Callable) -> tuple[int, dict[str, Any], bool]:
+        """(status, payload, close the connection)."""
+        headers = request_headers(scope)
+        try:
+            check_credential(headers, self.keys)  # nothing of the body is read for an unknown caller
+            reserve = self._declared_length(headers)
         except WireError as exc:
-            status, payload = exc.status, {"__type": exc.code, "message": exc.message}
-        data = json.dumps(payload, separators=(",", ":")).encode()
-        headers = [(b"content-type", b"application/x-amz-json-1.1"), (b"content-length", str(len(data)).encode()),
-                   (b"x-amzn-requestid", request_id.encode())]
-        if status != 200:
-            headers.append((b"x-amzn-errortype", payload["__type"].encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+            return exc.status, error_payload(exc.code, exc.message), True
+        if self.body_bytes_in_flight + reserve > self.max_body_bytes_in_flight:
+            log.warning("request bodies in flight at their limit (%d bytes): request refused",
+                        self.max_body_bytes_in_flight)
+            return 503, error_payload("ThrottlingException", "the server is busy: too much request data in flight"), True
+        self.body_bytes_in_flight += reserve
+        try:
+            try:
+                body = await asyncio.wait_for(self._read_body(receive), self.body_timeout)
+            except asyncio.TimeoutError:
+                return 408, error_payload("RequestTimeoutException",
+                                          f"the request body did not arrive within {self.body_timeout:g} s"), True
+            except WireError as exc:
+                return exc.status, error_payload(exc.code, exc.message), True
+            try:
+                return 200, await self.handle(scope, body, headers), False
+            except WireError as exc:
+                return exc.status, error_payload(exc.code, exc.message), False
+        finally:
+            self.body_bytes_in_flight -= reserve
 
     @staticmethod
-    async def _read_body(scope: dict[str, Any], receive: Callable) -> bytes:
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+    def _declared_length(headers: dict[str, str]) -> int:
+        """The bytes to reserve for the body: its Content-Length, or the most allowed without one."""
+        length = headers.get("content-length")
+        if length is None:
+            return MAX_BODY
+        if not length.isdigit() or int(length) > MAX_BODY:
             raise WireError("ImageTooLargeException", f"the request body is larger than {MAX_BODY} bytes", 400)
-        chunks, size = [], 0
+        return int(length)
+
+    @staticmethod
+    async def _read_body(receive: Callable) -> bytes:
+        body = bytearray()
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 raise WireError("InvalidParameterException", "client disconnected")
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY:
+            body += msg.get("body", b"")
+            if len(body) > MAX_BODY:
                 raise WireError("ImageTooLargeException", f"the request body is larger than {MAX_BODY} bytes", 400)
-            chunks.append(chunk)
             if not msg.get("more_body"):
-                return b"".join(chunks)
+                return bytes(body)
 
-    async def handle(self, scope: dict[str, Any], body: bytes) -> dict[str, Any]:
-        headers: dict[str, str] = {}
-        for k, v in scope["headers"]:
-            name = k.decode("latin-1").lower()
-            value = v.decode("latin-1")
-            headers[name] = f"{headers[name]},{value}" if name in headers else value
+    async def handle(self, scope: dict[str, Any], body: bytes, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        headers = request_headers(scope) if headers is None else headers
         req = Request(scope["method"], scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?")[0],
                       scope.get("query_string", b"").decode("latin-1"), headers, body)
         key = verify(req, self.keys)  # nothing is looked at before the signature checks out
@@ -108,12 +185,10 @@ class RekognitionApp:
         op_name, op = self._operation(req)
         params = self._params(body, op_name, op.members)
         self._authorize(key, op_name, op.writes, op.collection, params)
-        result = await asyncio.get_running_loop().run_in_executor(self.pool, self._run, op.call, params)
-        if op_name == "ListCollections" and key.collections is not None:
-            keep = [i for i, c in enumerate(result["CollectionIds"]) if key.may_use(c)]
-            result["CollectionIds"] = [result["CollectionIds"][i] for i in keep]
-            result["FaceModelVersions"] = [result["FaceModelVersions"][i] for i in keep]
-        return result
+        call = op.call
+        if op.lists_collections:  # a collection-limited key pages through its own collections only
+            call = functools.partial(op.call, allowed=key.collections)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._run, call, params)
 
     # -- steps -----------------------------------------------------------------------------
     @staticmethod
@@ -135,6 +210,8 @@ class RekognitionApp:
             params = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
             raise WireError("SerializationException", "the request body is not valid JSON") from None
+        except RecursionError:
+            raise WireError("SerializationException", "the request body is nested too deeply") from None
         if not isinstance(params, dict):
             raise WireError("SerializationException", "the request body must be a JSON object")
         unknown = sorted(set(params) - members)

@@ -21,6 +21,7 @@ class Operation:
     call: Callable[[Context, dict[str, Any]], dict[str, Any]]
     writes: bool = False
     collection: bool = True  # has a CollectionId (collection-limited keys are checked against it)
+    lists_collections: bool = False  # ``call`` takes ``allowed``: the collections the key may see (None: all)
 
 
 def image(p: dict[str, Any], name: str = "Image") -> bytes:
@@ -55,8 +56,8 @@ def _d(p: dict[str, Any], name: str, default: Any) -> Any:
 OPERATIONS: dict[str, Operation] = {
     "CreateCollection": _op("CollectionId Tags", _create_collection, writes=True),
     "DescribeCollection": _op("CollectionId", lambda c, p: faces.describe_collection(c, p.get("CollectionId"))),
-    "ListCollections": _op("MaxResults NextToken", lambda c, p: faces.list_collections(
-        c, p.get("MaxResults"), p.get("NextToken")), collection=False),
+    "ListCollections": Operation(frozenset({"MaxResults", "NextToken"}), lambda c, p, allowed=None: faces.list_collections(
+        c, p.get("MaxResults"), p.get("NextToken"), allowed), collection=False, lists_collections=True),
     "DeleteCollection": _op("CollectionId", lambda c, p: faces.delete_collection(c, p.get("CollectionId")),
                             writes=True),
     "IndexFaces": _op("CollectionId Image ExternalImageId DetectionAttributes MaxFaces QualityFilter",

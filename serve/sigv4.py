@@ -48,9 +48,24 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return key
 
 
-def verify(req: Request, keys: dict[str, AccessKey], now: datetime | None = None) -> AccessKey:
-    """The key that signed ``req``, or WireError. Every check runs before the request is used."""
-    auth = req.headers.get("authorization")
+@dataclass(frozen=True)
+class Credential:
+    """What the Authorization and X-Amz-Date headers say, checked: the body is not needed."""
+
+    key: AccessKey
+    scope_date: str
+    region: str
+    service: str
+    signed: list[str]
+    signature: str
+    amz_date: str
+
+
+def check_credential(headers: dict[str, str], keys: dict[str, AccessKey], now: datetime | None = None) -> Credential:
+    """The checks that need only the headers (an Authorization header that parses, a known key,
+    a date within 5 minutes), so that a request failing them is refused before its body is read.
+    ``headers``: lower-case names. WireError as ``verify``."""
+    auth = headers.get("authorization")
     if not auth:
         raise WireError("MissingAuthenticationTokenException", "Missing Authentication Token", 403)
     m = _AUTH.fullmatch(auth.strip())
@@ -59,11 +74,11 @@ def verify(req: Request, keys: dict[str, AccessKey], now: datetime | None = None
                         "Authorization header requires Credential, SignedHeaders and Signature (AWS4-HMAC-SHA256)")
     key_id, scope_date, region, service, signed_list, signature = m.groups()
     key = keys.get(key_id)
-    if key is None or "x-amz-security-token" in req.headers:
+    if key is None or "x-amz-security-token" in headers:
         raise WireError("UnrecognizedClientException", "The security token included in the request is invalid.")
     if service != SERVICE:
         raise WireError("InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'.")
-    amz_date = req.headers.get("x-amz-date", "")
+    amz_date = headers.get("x-amz-date", "")
     try:
         signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
@@ -80,8 +95,16 @@ def verify(req: Request, keys: dict[str, AccessKey], now: datetime | None = None
         # x-amz-target names the operation: unsigned, a captured body could be replayed as another one
         raise WireError("InvalidSignatureException",
                         f"SignedHeaders must include {', '.join(sorted(REQUIRED_SIGNED))}, sorted")
-    if any(h not in req.headers for h in signed):
+    if any(h not in headers for h in signed):
         raise WireError("InvalidSignatureException", "a signed header is missing from the request")
+    return Credential(key, scope_date, region, service, signed, signature, amz_date)
+
+
+def verify(req: Request, keys: dict[str, AccessKey], now: datetime | None = None) -> AccessKey:
+    """The key that signed ``req``, or WireError. Every check runs before the request is used."""
+    cred = check_credential(req.headers, keys, now)
+    key, signed = cred.key, cred.signed
+    scope_date, region, service, amz_date = cred.scope_date, cred.region, cred.service, cred.amz_date
     payload_hash = req.headers.get("x-amz-content-sha256")
     if payload_hash is not None and payload_hash != hashlib.sha256(req.body).hexdigest():
         raise WireError("InvalidSignatureException", "X-Amz-Content-Sha256 does not match the body")
@@ -90,7 +113,7 @@ def verify(req: Request, keys: dict[str, AccessKey], now: datetime | None = None
                          hashlib.sha256(canonical_request(req, signed).encode()).hexdigest()])
     expected = hmac.new(signing_key(key.secret, scope_date, region, service), to_sign.encode(),
                         hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected, cred.signature):
         raise WireError("InvalidSignatureException",
                         "The request signature we calculated does not match the signature you provided. "
                         "Check your AWS Secret Access Key and signing method.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -25,11 +26,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory, models_dir):
-    """(url, env): the server, and the environment its CLI twin uses (same database)."""
-    pytest.importorskip("boto3")
-    tmp = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def serve_process(tmp: Path, models_dir: Path, *args: str):
+    """A real `facelink serve` (with ``args``) on a free loopback port, keys KEYS, database in
+    ``tmp``: yields (url, env), env being the environment its CLI twin uses (same database)."""
     creds = tmp / "keys.toml"
     creds.write_text("".join(f'[keys.{k}]\nsecret = "{s}"\n{extra}\n' for k, (s, extra) in KEYS.items()))
     creds.chmod(0o600)
@@ -38,7 +38,7 @@ def endpoint(tmp_path_factory, models_dir):
     port = free_port()
     log = (tmp / "serve.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "facelink.enroll.cli", "serve", "--credentials", str(creds),
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -49,13 +49,25 @@ def endpoint(tmp_path_factory, models_dir):
                 proc.kill()
                 pytest.fail(f"facelink serve did not start: {(tmp / 'serve.log').read_text()}")
             time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}", env, tmp
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield f"http://127.0.0.1:{port}", env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory, models_dir):
+    """(url, env, tmp): the server, the environment its CLI twin uses (same database), its folder
+    (serve.log: what it logged)."""
+    pytest.importorskip("boto3")
+    tmp = tmp_path_factory.mktemp("serve")
+    with serve_process(tmp, models_dir) as (url, env):
+        yield url, env, tmp
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,314 @@
+"""What the network can send that is not a well-behaved SDK request: callers without a valid
+key refused before their body is read, slow bodies cut off, the connections and the request
+data held at once bounded, a collection-limited key kept to its collections, bodies that break
+the JSON parser, and parameters of the wrong type. Real servers on loopback (conftest), and the
+real ASGI app for what needs to hold a request half-read."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import json
+import logging
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+
+from .conftest import KEYS, serve_process
+
+botocore = pytest.importorskip("botocore")
+
+ADMIN = "AKIAFACELINKADMIN01"
+
+
+def signed_headers(url: str, target: str, body: bytes, key: str = ADMIN, secret: str | None = None) -> dict[str, str]:
+    """The headers botocore's SigV4 signer (boto3's) puts on ``body`` for ``url``."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest("POST", url.rstrip("/") + "/", data=body, headers={
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"RekognitionService.{target}"})
+    SigV4Auth(Credentials(key, secret or KEYS[key][0]), "rekognition", "eu-west-1").add_auth(req)
+    return dict(req.headers.items())
+
+
+def post(url: str, target: str, params, raw: bytes | None = None, **kw) -> tuple[int, dict[str, str], dict]:
+    """A signed request sent as is (boto3 would refuse the wrong-typed parameters client-side)."""
+    body = raw if raw is not None else json.dumps(params).encode()
+    req = urllib.request.Request(url + "/", data=body, method="POST", headers=signed_headers(url, target, body, **kw))
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.loads(exc.read())
+
+
+def raw_request(url: str, headers: dict[str, str], content_length: int, body_part: bytes = b"",
+                deadline_s: float = 20.0) -> tuple[int, dict[str, str], dict]:
+    """Send the request head (and ``body_part`` of a body of ``content_length`` bytes) and no
+    more; the server's answer, which must come within ``deadline_s``."""
+    host = urlsplit(url)
+    with socket.create_connection((host.hostname, host.port), timeout=deadline_s) as sock:
+        head = {**headers, "Host": host.netloc, "Content-Length": str(content_length)}
+        sock.sendall(f"POST / HTTP/1.1\r\n{''.join(f'{k}: {v}' + chr(13) + chr(10) for k, v in head.items())}\r\n"
+                     .encode("latin-1") + body_part)
+        resp = http.client.HTTPResponse(sock)
+        try:
+            resp.begin()
+            data = resp.read()
+        except TimeoutError:
+            pytest.fail(f"no answer within {deadline_s} s: the server is waiting for the rest of the body")
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(data)
+
+
+# -- refused before the body is read ---------------------------------------------------------
+@pytest.mark.parametrize("caller", ["unsigned", "unknown key", "stale date"])
+def test_unauthenticated_request_is_refused_before_its_body(endpoint, caller):
+    """A caller without a known key and a current date is answered as soon as its headers are
+    in: the 10 MiB its Content-Length announces are never sent here, and the answer still comes
+    (before the fix the server waited for them, holding each such body in memory)."""
+    from facelink.serve.app import MAX_BODY
+
+    url = endpoint[0]
+    if caller == "unsigned":
+        headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "RekognitionService.ListCollections"}
+        expected = (403, "MissingAuthenticationTokenException")
+    elif caller == "unknown key":
+        headers = signed_headers(url, "ListCollections", b"{}", key="AKIAUNKNOWNKEY000001",
+                                 secret="whatever-0123456789")
+        expected = (400, "UnrecognizedClientException")
+    else:  # a known key, a date 6 years old (the signature is not what is checked first)
+        headers = signed_headers(url, "ListCollections", b"{}")
+        today = headers["X-Amz-Date"]
+        headers["X-Amz-Date"] = "20200101T000000Z"
+        headers["Authorization"] = headers["Authorization"].replace(f"/{today[:8]}/", "/20200101/")
+        expected = (400, "InvalidSignatureException")
+    status, resp_headers, payload = raw_request(url, headers, MAX_BODY - 1)
+    assert (status, payload.get("__type")) == expected, payload
+    assert resp_headers["content-type"] == "application/x-amz-json-1.1"
+    assert resp_headers.get("connection") == "close"  # the rest of the body is not drained either
+    if caller == "stale date":
+        assert "expired" in payload["message"]
+
+
+# -- the connections and the body deadline (a server with tight limits) ----------------------
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory, models_dir):
+    pytest.importorskip("boto3")
+    with serve_process(tmp_path_factory.mktemp("tight"), models_dir,
+                       "--max-connections", "3", "--body-timeout", "1") as (url, _):
+        yield url
+
+
+def test_a_body_must_arrive_within_the_deadline(tight):
+    """A signed request whose body stops coming is answered RequestTimeoutException after
+    --body-timeout (1 s here), not held open."""
+    headers = signed_headers(tight, "ListCollections", b'{"MaxResults": 1}'.ljust(100))
+    started = time.monotonic()
+    status, resp_headers, payload = raw_request(tight, headers, 100, b'{"MaxResu', deadline_s=20)
+    assert (status, payload.get("__type")) == (408, "RequestTimeoutException"), payload
+    assert resp_headers.get("connection") == "close"
+    assert time.monotonic() - started < 15
+
+
+def test_connections_are_bounded(tight):
+    """Past --max-connections (3: two idle connections and the request's own), a request is
+    answered Rekognition's ThrottlingException (which SDKs retry), not served; once a
+    connection closes, requests are served again."""
+    import boto3
+    from botocore.config import Config
+
+    host = urlsplit(tight)
+    rek = boto3.client("rekognition", endpoint_url=tight, region_name="eu-west-1", aws_access_key_id=ADMIN,
+                       aws_secret_access_key=KEYS[ADMIN][0], config=Config(retries={"total_max_attempts": 1}))
+    idle = [socket.create_connection((host.hostname, host.port), timeout=10) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 20  # until the server has taken in both idle connections
+        while True:
+            status, _, payload = post(tight, "ListCollections", {})
+            if status != 200 or time.monotonic() > deadline:
+                break
+        assert (status, payload.get("__type")) == (503, "ThrottlingException"), payload
+        with pytest.raises(rek.exceptions.ThrottlingException):
+            rek.list_collections()
+    finally:
+        for s in idle:
+            s.close()
+    deadline = time.monotonic() + 20  # until the server has seen them close
+    while True:
+        status, _, payload = post(tight, "ListCollections", {})
+        if status == 200 or time.monotonic() > deadline:
+            break
+    assert status == 200, payload
+
+
+# -- bodies in flight (the real ASGI app, one request held half-read) ------------------------
+def _scope(headers: dict[str, str], content_length: int) -> dict:
+    hs = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    hs += [(b"host", b"127.0.0.1:8443"), (b"content-length", str(content_length).encode())]
+    return {"type": "http", "method": "POST", "path": "/", "raw_path": b"/", "query_string": b"", "headers": hs}
+
+
+def _app(tmp_path, **kw):
+    from facelink.enroll.context import Context
+    from facelink.enroll.store import Store
+    from facelink.serve.app import RekognitionApp
+    from facelink.serve.credentials import AccessKey
+
+    def no_engine():
+        raise AssertionError("these requests need no engine")
+
+    keys = {ADMIN: AccessKey(ADMIN, KEYS[ADMIN][0], requests_per_second=1e6)}
+    return RekognitionApp(keys, lambda: Context(Store(tmp_path / "db.sqlite"), no_engine), workers=1, **kw)
+
+
+async def _respond(app, scope, receive) -> tuple[int, dict[str, str], dict]:
+    sent: list[dict] = []
+
+    async def send(msg):
+        sent.append(msg)
+
+    await asyncio.wait_for(app(scope, receive, send), 20)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    return (sent[0]["status"], {k.decode(): v.decode() for k, v in sent[0]["headers"]},
+            json.loads(sent[1]["body"]))
+
+
+def test_request_data_in_flight_is_bounded(tmp_path):
+    """With 1 MB of request bodies allowed at once, a 600 kB request being read leaves no room
+    for a second one: that one is ThrottlingException without a byte of its body read. When the
+    first is done, its room is free again."""
+    url = "http://127.0.0.1:8443"
+    body = b'{"MaxResults": 1}'.ljust(600_000)  # JSON whitespace
+    scope = _scope(signed_headers(url, "ListCollections", body), len(body))
+    app = _app(tmp_path, max_body_bytes_in_flight=1_000_000)
+
+    async def scenario():
+        first_reading, first_go = asyncio.Event(), asyncio.Event()
+
+        async def receive_first():
+            first_reading.set()
+            await first_go.wait()
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        reads: list[int] = []
+
+        async def receive_counted():
+            reads.append(1)
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        first = asyncio.create_task(_respond(app, scope, receive_first))
+        await asyncio.wait_for(first_reading.wait(), 20)
+        status, _, payload = await _respond(app, scope, receive_counted)
+        assert (status, payload.get("__type"), reads) == (503, "ThrottlingException", []), payload
+        first_go.set()
+        assert (await first)[0] == 200
+        assert (await _respond(app, scope, receive_counted))[0] == 200 and reads == [1]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        app.close()
+
+
+def test_an_unexpected_error_is_a_json_internal_server_error(tmp_path, monkeypatch, caplog):
+    """A bug anywhere in answering a request is Rekognition's InternalServerError (500, JSON),
+    logged once with its traceback; the client sees neither the traceback nor the error's text."""
+    from facelink.serve.app import RekognitionApp
+
+    async def broken(self, scope, body, headers=None):
+        raise RuntimeError("internal detail 4711")
+
+    monkeypatch.setattr(RekognitionApp, "handle", broken)
+    app = _app(tmp_path)
+    body = b"{}"
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    caplog.set_level(logging.ERROR, logger="facelink.serve")
+    try:
+        status, headers, payload = asyncio.run(
+            _respond(app, _scope(signed_headers("http://127.0.0.1:8443", "ListCollections", body), 2), receive))
+    finally:
+        app.close()
+    assert status == 500 and payload == {"__type": "InternalServerError", "message": "internal error"}
+    assert headers["content-type"] == "application/x-amz-json-1.1"
+    logged = [r for r in caplog.records if r.name.startswith("facelink.serve")]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+
+
+# -- through the conftest server -------------------------------------------------------------
+def test_list_collections_pages_only_the_keys_collections(make_client):
+    """A key limited to "lobby" pages through "lobby" alone: no empty page, and no NextToken
+    (which holds the last id of its page) naming a collection it may not use."""
+    admin = make_client()
+    for c in ("aa-hidden", "lobby", "zz-hidden"):
+        admin.create_collection(CollectionId=c)
+    lobby = make_client("AKIAFACELINKLOBBY01")
+    pages = list(lobby.get_paginator("list_collections").paginate(PaginationConfig={"PageSize": 1}))
+    assert [p["CollectionIds"] for p in pages] == [["lobby"]]
+    for p in pages:
+        assert "NextToken" not in p
+    assert "NextToken" not in lobby.list_collections(MaxResults=1)
+    tokens, token = [], None
+    while True:  # the admin key still pages through all of them
+        page = admin.list_collections(MaxResults=1, **({"NextToken": token} if token else {}))
+        token = page.get("NextToken")
+        if not token:
+            break
+        tokens.append(token)
+    assert len(tokens) == 2 and b"aa-hidden" in base64.urlsafe_b64decode(tokens[0])
+
+
+def test_deeply_nested_json_is_a_serialization_error(endpoint):
+    """100,000 nested arrays in a signed body: SerializationException (400, JSON), not the
+    parser's RecursionError as a 500 text/plain with a traceback in the log."""
+    url, _, tmp = endpoint
+    body = b'{"CollectionId":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, headers, payload = post(url, "DescribeCollection", None, raw=body)
+    assert (status, payload.get("__type")) == (400, "SerializationException"), payload
+    assert headers["content-type"] == "application/x-amz-json-1.1"
+    assert "Traceback" not in (tmp / "serve.log").read_text()
+
+
+@pytest.mark.parametrize("face_ids", ["", {}, 0, False, []])
+def test_list_faces_refuses_falsy_face_ids_of_any_type(endpoint, make_client, face_ids):
+    """FaceIds that is not a list of face ids is refused, even when Python reads it as false
+    (it was taken as 'no filter', listing every face)."""
+    url = endpoint[0]
+    coll = "falsy-ids"
+    if post(url, "DescribeCollection", {"CollectionId": coll})[0] != 200:
+        make_client().create_collection(CollectionId=coll)
+    status, _, payload = post(url, "ListFaces", {"CollectionId": coll, "FaceIds": face_ids})
+    assert (status, payload.get("__type")) == (400, "InvalidParameterException"), payload
+
+
+def test_a_numeric_string_is_not_a_threshold(endpoint, make_client):
+    url = endpoint[0]
+    make_client().create_collection(CollectionId="string-threshold")
+    for name, value in (("FaceMatchThreshold", "50"), ("FaceMatchThreshold", True), ("MaxFaces", "5")):
+        status, _, payload = post(url, "SearchFaces", {"CollectionId": "string-threshold",
+                                                       "FaceId": str(uuid.uuid4()), name: value})
+        assert (status, payload.get("__type")) == (400, "InvalidParameterException"), (name, value, payload)
+        assert name in payload["message"]
+
+
+@pytest.mark.parametrize("flag", [["--max-connections", "1"], ["--body-timeout", "0"], ["--body-memory-mib", "10"]])
+def test_serve_refuses_limits_that_cannot_work(tmp_path, flag):
+    """One connection (the one asking counts), no time for a body, or less room than one largest
+    request would refuse every request: the server does not start (InvalidParameterException, exit 2)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "facelink.enroll.cli", "serve", "--credentials",
+                           str(tmp_path / "keys.toml"), "--port", "0", *flag], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and json.loads(proc.stderr)["__type"] == "InvalidParameterException", proc.stderr
+    assert flag[0] in json.loads(proc.stderr)["Message"]
