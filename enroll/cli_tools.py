@@ -91,13 +91,17 @@ def _fleet_settings():
               help="Desk public key the file must be signed by (repeatable; default: fleet.trusted_keys).")
 @click.option("--allow-older", is_flag=True,
               help="Import a signed file older than the last one imported (it restores what was revoked since).")
+@click.option("--source-collection-id", default=None,
+              help="The collection the file must be an export of (default: --collection-id); "
+                   "a file of any other collection is refused (WRONG_COLLECTION).")
 def _import_faces(ctx: Context, collection_id: str, input_path: Path, replace: bool,
-                  trusted_keys: tuple[Path, ...], allow_older: bool) -> Any:
-    """Import an export file (refuses another FaceModelVersion, and an unsigned, foreign or older
-    signed file when trusted keys are configured); --replace to sync a door."""
+                  trusted_keys: tuple[Path, ...], allow_older: bool, source_collection_id: str | None) -> Any:
+    """Import an export file of --source-collection-id (refuses another collection, another
+    FaceModelVersion, a malformed file, and an unsigned, foreign or older signed file when trusted
+    keys are configured); --replace to sync a door. All or nothing."""
     keys = list(trusted_keys) or list(_fleet_settings().trusted_keys)
-    return exchange.import_faces(ctx, collection_id, input_path, replace=replace, trusted_keys=keys,
-                                 allow_older=allow_older)
+    return exchange.import_faces(ctx, collection_id, input_path, source_collection_id=source_collection_id,
+                                 replace=replace, trusted_keys=keys, allow_older=allow_older)
 
 
 def _bulk(ctx: Context, collection_id: str, entries: list[bulk.RosterEntry], quality_filter: str,

@@ -94,7 +94,8 @@ class StoreError(FaceLinkError):
 
 class InvalidSignatureException(FaceLinkError):
     """Signed data from the desk (an export file, a change set) is unsigned, signed by a key
-    this appliance does not trust, or altered: it is refused and changes nothing."""
+    this appliance does not trust, or altered, or it is the wrong collection's (the message
+    starts ``WRONG_COLLECTION:``): it is refused and changes nothing."""
 
     code = "InvalidSignatureException"
     exit_code = 10

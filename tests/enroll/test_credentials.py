@@ -62,14 +62,15 @@ def test_export_import_carries_credentials(ctx, tmp_path, faces_dir, engine):
     exchange.export_faces(ctx, "staff", tmp_path / "staff.npz")
     with Store(tmp_path / "door.db") as door_store:
         door = Context(door_store, lambda: engine)
-        exchange.import_faces(door, "door", tmp_path / "staff.npz")
+        exchange.import_faces(door, "door", tmp_path / "staff.npz", source_collection_id="staff")
         assert door_store.credentials("door") == {"obama": "H10301:18:1", "biden": "H10301:18:2"}
         # at the desk the badges are swapped and biden leaves; --replace follows
         credentials.delete_user_credential(ctx, "staff", "obama")
         credentials.put_user_credential(ctx, "staff", "biden", "H10301:18:1")
         credentials.put_user_credential(ctx, "staff", "obama", "H10301:18:2")
         exchange.export_faces(ctx, "staff", tmp_path / "staff2.npz")
-        exchange.import_faces(door, "door", tmp_path / "staff2.npz", replace=True)
+        exchange.import_faces(door, "door", tmp_path / "staff2.npz", source_collection_id="staff",
+                               replace=True)
         assert door_store.credentials("door") == {"obama": "H10301:18:2", "biden": "H10301:18:1"}
 
 
