@@ -154,7 +154,7 @@ class DoorSettings(Section):
 
 class SyncSettings(Section):
     enabled: bool = Field(False, description="Door: follow the desk's collection over MQTT (signed change sets, facelink.sync/1; README \"Fleet sync\"). Needs fleet.trusted_keys.")
-    collection_id: str | None = Field(None, pattern=r"^[a-zA-Z0-9_.\-]{1,255}$", description="Door: the collection to follow (default: matching.collection_id).")
+    collection_id: str | None = Field(None, pattern=r"^[a-zA-Z0-9_.\-]{1,255}$", description="Door: the collection to follow; if set, it must be matching.collection_id (the door follows what it matches).")
     max_staleness_s: float = Field(300.0, gt=0, le=86400, description="Door: a copy not confirmed up to date (a newer signed head at the applied seq) for longer is stale (health sync.<C>.stale). Keep it several times the desk's fleet.heartbeat_s.")
     on_stale: Literal["deny", "keep"] = Field("deny", description="Door: while stale, deny (every decision becomes ERROR STALE_COLLECTION, the door stays locked: a revoked badge cannot open it while the door is cut off from the desk) or keep (keep deciding on the last copy; health says stale).")
     request_retry_s: float = Field(5.0, gt=0, le=3600, description="Door: an unanswered sync request (missing range, snapshot) is sent again after this, doubling up to 60 s.")

@@ -96,17 +96,17 @@ class ChangeSetVerifier:
         if len(message) > MAX_BYTES:
             raise ChangeSetRejected("MALFORMED", f"{len(message)} bytes is too large")
         try:
-            payload_text, signature = open_envelope(message)
+            payload_text, payload_bytes, signature = open_envelope(message)
         except ValueError as exc:
             raise ChangeSetRejected("MALFORMED", str(exc)) from None
-        key_id = verify(self.trusted, payload_text.encode(), signature)
+        key_id = verify(self.trusted, payload_bytes, signature)
         try:
             p = json.loads(payload_text)
             cs = ChangeSet(str(p["collection_id"]), str(p["face_model_version"]), int(p["seq"]),
                            dict(p["body"]), key_id)
             if p.get("schema") != SCHEMA:
                 raise ValueError(p.get("schema"))
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             raise ChangeSetRejected("MALFORMED", "payload does not follow facelink.changes/1") from None
         if cs.collection_id != self.collection_id:
             raise ChangeSetRejected("WRONG_COLLECTION", f"for {cs.collection_id!r}, this door follows "

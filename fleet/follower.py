@@ -14,8 +14,18 @@ thread handles them in order (:meth:`Follower.handle`):
 
 Every refusal changes nothing, is counted (``health()["rejected"]``), logged and handed to
 ``alarm`` (the daemon puts a facelink.alarm/1 event in its outbox). A copy that was not confirmed
-for ``max_staleness_s`` is stale (:meth:`stale`); what the door then does is ``sync.on_stale``.
-Requests are retried with back-off while the door is behind and nothing arrives.
+for ``max_staleness_s`` is stale (:meth:`stale`, why: :meth:`stale_reason`); what the door then
+does is ``sync.on_stale``. Requests are retried with back-off while the door is behind and
+nothing arrives.
+
+Freshness is measured on the monotonic clock (``monotonic``, default ``time.monotonic``), never on
+the wall clock: a wall clock stepped back (NTP correcting a clock that ran ahead, fake-hwclock, a
+spoofed NTP server) must not make an old confirmation look recent. The wall-clock time of the
+last confirmation is still kept (``confirmed_at``, persisted, shown on health); after a restart it
+is the only record, and it makes the copy fresh only if its age on the wall clock is within
+``[0, max_staleness_s]`` -- a confirmation "in the future" (the clock went back) or older than that
+is stale until a new head confirms the copy. Such a restored confirmation is then carried on the
+monotonic clock: it expires ``max_staleness_s`` after the confirmation at the latest.
 """
 
 from __future__ import annotations
@@ -56,8 +66,11 @@ class Follower:
                  trusted: dict[str, Ed25519PublicKey], device_id: str, prefix: str, *,
                  transport: Transport | None = None, alarm: Callable[[dict], None] | None = None,
                  max_staleness_s: float = 300.0, request_retry_s: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.collection_id, self.device_id, self.clock = collection_id, device_id, clock
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: the wall clock (recorded times, ``confirmed_at``); ``monotonic``: every
+        duration (freshness, retries, the alarm budget)."""
+        self.collection_id, self.device_id, self.clock, self.monotonic = collection_id, device_id, clock, monotonic
         self.topics = CollectionTopics(prefix, collection_id)
         self.replica = Replica(store, collection_id, model_version)
         state = self.replica.state()
@@ -66,6 +79,10 @@ class Follower:
             state.snapshot_seq, state.head_issued_at, state.confirmed_at
         self.transport, self.alarm = transport, alarm
         self.max_staleness_s, self.request_retry_s = max_staleness_s, request_retry_s
+        self._confirmed_mono: float | None = None  # monotonic time of the confirmation that counts
+        self._restored_stale: str | None = None  # why the persisted confirmation was not believed
+        self._restore_confirmation()
+        self._logged_stale: str | None = None
         self.head_seq: int | None = None
         self.highest_seen = state.seq  # the newest seq any verified message named
         self.want_snapshot = False
@@ -82,6 +99,21 @@ class Follower:
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _restore_confirmation(self) -> None:
+        """After a restart: the persisted (wall-clock) confirmation counts only if its age is in
+        [0, max_staleness_s]; it is then carried on the monotonic clock."""
+        if self.confirmed_at is None:
+            return
+        age = self.clock() - self.confirmed_at
+        if age < 0:
+            self._restored_stale = (f"the clock is {-age:.0f} s behind the last confirmation (stepped back?): "
+                                    "waiting for a new head")
+            log.warning("sync %s: %s", self.collection_id, self._restored_stale)
+        elif age > self.max_staleness_s:
+            self._restored_stale = f"last confirmed {age:.0f} s ago, before this start"
+        else:
+            self._confirmed_mono = self.monotonic() - age
 
     @property
     def applied_seq(self) -> int:
@@ -163,7 +195,7 @@ class Follower:
     def _applied(self, cs: ChangeSet, body: Delta | SnapshotChunk) -> None:
         self.verifier.applied(cs)
         self.error = None
-        self._backoff, self._retry_at = self.request_retry_s, self.clock() + self.request_retry_s  # progress
+        self._backoff, self._retry_at = self.request_retry_s, self.monotonic() + self.request_retry_s  # progress
         self.applied_event.set()
         if isinstance(body, Delta):
             log.info("sync %s: applied seq %d (+%d/-%d faces, +%d/-%d users)", self.collection_id, cs.seq,
@@ -207,7 +239,7 @@ class Follower:
         confirmed = self.clock() if head.seq == self.applied_seq else None
         self.replica.note_head(head.issued_at, confirmed)
         if confirmed is not None:
-            self.confirmed_at = confirmed
+            self.confirmed_at, self._confirmed_mono, self._restored_stale = confirmed, self.monotonic(), None
 
     # -- requests --------------------------------------------------------------------------
     def behind(self) -> bool:
@@ -215,7 +247,7 @@ class Follower:
 
     def tick(self) -> None:
         """Ask the desk for what is missing, again with back-off while nothing arrives."""
-        now = self.clock()
+        now = self.monotonic()
         if not self.behind():
             self._outstanding, self._backoff = False, self.request_retry_s
             return
@@ -237,7 +269,7 @@ class Follower:
     def _reject(self, topic: str, payload: bytes, reason: str, detail: str, seq: int | None) -> None:
         reason = reason if reason.replace("_", "").isalpha() and reason.isupper() else "MALFORMED"
         self._count(reason)
-        now = self.clock()
+        now = self.monotonic()
         start, sent = self._alarm_window.get(reason, (now, 0))
         if now - start >= 60:
             if sent > ALARMS_PER_MINUTE:
@@ -260,14 +292,37 @@ class Follower:
         except Exception:  # noqa: BLE001 - the refusal stands; the alarm's failure is logged
             log.exception("sync %s: cannot record the alarm", self.collection_id)
 
+    def stale_reason(self) -> str | None:
+        """Why the copy is stale (None: confirmed up to date within ``max_staleness_s``). A change
+        of kind (fresh, never confirmed, expired, clock went back, ...) is logged once."""
+        kind, reason = None, None
+        if self._confirmed_mono is None:
+            kind, reason = "restored" if self._restored_stale else "never", \
+                self._restored_stale or "never confirmed up to date by a signed head"
+        else:
+            age = self.monotonic() - self._confirmed_mono
+            if age < 0:  # time.monotonic does not go back; a clock that does must not mean fresh
+                kind, reason = "negative", f"the last confirmation is {-age:.0f} s in the future (the clock went back)"
+            elif age > self.max_staleness_s:
+                kind, reason = "expired", f"not confirmed for {age:.0f} s (max_staleness_s {self.max_staleness_s:g})"
+        if kind != self._logged_stale:
+            if reason is not None:
+                log.warning("sync %s: the copy is stale: %s", self.collection_id, reason)
+            self._logged_stale = kind
+        return reason
+
     def stale(self) -> bool:
-        """Not confirmed up to date within ``max_staleness_s`` (or never)."""
-        return self.confirmed_at is None or self.clock() - self.confirmed_at > self.max_staleness_s
+        """Not confirmed up to date within ``max_staleness_s`` on the monotonic clock (or never;
+        or, after a restart, a persisted confirmation whose wall-clock age is not in
+        [0, max_staleness_s]). Fail closed: a negative age is stale."""
+        return self.stale_reason() is not None
 
     def health(self) -> dict[str, Any]:
+        stale_reason = self.stale_reason()
         return {"applied_seq": self.applied_seq, "head_seq": self.head_seq,
                 "confirmed_at": round(self.confirmed_at, 3) if self.confirmed_at is not None else None,
-                "stale": self.stale(), "rejected": dict(self.rejected), "duplicates": self.duplicates,
+                "stale": stale_reason is not None, "stale_reason": stale_reason,
+                "rejected": dict(self.rejected), "duplicates": self.duplicates,
                 "alarms_suppressed": self.alarms_suppressed,
                 "waiting_for": ("snapshot" if self.want_snapshot or self.applied_seq == 0 else "range")
                 if self.behind() else None, "error": self.error}
@@ -284,5 +339,5 @@ def _is_snapshot(message: bytes) -> bool:
     """A (verified) change set's body is a snapshot chunk: an older one is never a re-delivery."""
     try:
         return json.loads(json.loads(message)["payload"])["body"]["kind"] == "snapshot"
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return False

@@ -183,10 +183,10 @@ def decode_head(trusted: dict[str, Ed25519PublicKey], message: bytes) -> Head:
     if len(message) > 4096:
         raise SyncMessageRejected("MALFORMED", "head too large")
     try:
-        payload, signature = open_envelope(message)
+        payload, payload_bytes, signature = open_envelope(message)
     except ValueError as exc:
         raise SyncMessageRejected("MALFORMED", str(exc)) from None
-    verify(trusted, payload.encode(), signature)
+    verify(trusted, payload_bytes, signature)
     try:
         return Head.model_validate_json(payload)
     except ValidationError:

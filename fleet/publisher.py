@@ -4,17 +4,23 @@ One worker thread does everything, in this order, every ``poll_interval_s`` (soo
 request arrives):
 
 1. requests: each message on ``<prefix>/collections/<C>/request`` goes through the
-   :class:`~.requests.RequestGate` (validated, rate-limited, bounded); a range is answered at once
-   on ``reply/<device>`` with the journal's bytes; a snapshot is queued for step 2.
+   :class:`~.requests.RequestGate` (validated; from a door seen on its status/health topic when
+   ``seen_doors_only``; rate-limited, bounded); a range is answered at once on ``reply/<device>``
+   with the journal's bytes; a snapshot is queued (one entry per device, FIFO) for step 4.
 2. per collection, inside ONE read transaction of the desk's store: read the change feed from
    the last journaled position; a batch becomes a Delta (or a Rebase when ``batch.full``), is
    signed (fleet/changeset.encode) and journaled with the next seq (fleet/journal.py) BEFORE it
    is published; then every journaled but unacknowledged change set is published on ``changes``
-   in seq order (QoS 1; a failure stops there and is retried, so order holds); then queued
-   snapshots are built from the same read transaction, so they show exactly the state of the
-   journal's newest seq, their base.
+   in seq order (QoS 1; a failure stops there and is retried, so order holds).
 3. heads: the signed Head (newest published seq) is published retained after new change sets
    and every ``heartbeat_s``.
+4. snapshots, for at most ``slice_s`` per step, so that steps 2-3 (a revocation) never wait
+   behind a snapshot for longer than that (plus one publish): a snapshot is read on a second
+   connection of the desk database whose read transaction stays open from chunk to chunk across
+   steps; it starts by journaling (and publishing) whatever that transaction sees, so it shows
+   exactly the state of the journal's newest seq, its base. Queued doors are served within a
+   global :class:`~.requests.Budget` of snapshot replies and bytes per minute; the rest wait
+   their turn (deferred, not refused).
 
 The first change set of a collection this desk never published is a Rebase: doors ask for a
 snapshot. Nothing here raises into the loop: a failed step is logged and retried.
@@ -24,53 +30,101 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from facelink.enroll.feed import ChangeFeed
 from facelink.enroll.store import Store
 from facelink.mqtt.client import Transport
-from facelink.mqtt.topics import CollectionTopics
+from facelink.mqtt.topics import CollectionTopics, all_health, all_status
 
 from .bodies import body_for_batch, snapshot_chunks
 from .changeset import encode
 from .journal import Journal
-from .protocol import Head, Rebase, encode_head
-from .requests import RequestGate
+from .protocol import DEVICE_ID, Head, Rebase, SnapshotChunk, encode_head
+from .requests import MAX_TRACKED_DEVICES, Budget, RequestGate
 
 log = logging.getLogger(__name__)
 
 INBOX_MAX = 10_000  # requests waiting; more are refused (OVERLOADED) instead of growing memory
+MAX_QUEUED_SNAPSHOTS = 1_000  # doors waiting for a snapshot, per collection; more: OVERLOADED
+BYTES_PER_FACE = 1_000  # a snapshot's size before one was measured (~0.9 KB per face on the wire)
+_DEVICE = re.compile(DEVICE_ID)
+
+
+@dataclass
+class _SnapshotRun:
+    """One snapshot being sent to ``devices``, chunk after chunk, across steps (its read
+    transaction on the snapshot connection stays open until :meth:`Publisher._end_run`)."""
+
+    collection: str
+    seq: int
+    model_version: str
+    devices: list[str]
+    chunks: Iterator[SnapshotChunk]
+    transaction: AbstractContextManager
+    message: str | None = None  # the chunk being sent
+    next_device: int = 0
+    sent_chunks: int = 0
+    total_chunks: int = 0
+    bytes: int = 0  # bytes of one copy so far
+    failed: set[str] = field(default_factory=set)
 
 
 class Publisher:
     def __init__(self, store: Store, journal: Journal, key: Ed25519PrivateKey, collections: list[str],
                  prefix: str, *, heartbeat_s: float = 30.0, poll_interval_s: float = 0.2,
                  request_burst: int = 5, request_interval_s: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 snapshot_replies_per_minute: int = 30, snapshot_mb_per_minute: float = 300.0,
+                 seen_doors_only: bool = False, slice_s: float | None = None,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
+        """``seen_doors_only`` (the service: ``fleet.reply_to_seen_doors_only``, default on):
+        answer only device ids seen on ``<prefix>/<id>/status`` or ``.../health`` (it subscribes
+        them). ``slice_s``: the most time one step spends sending snapshots (``poll_interval_s``)."""
         self.store, self.journal, self.key, self.clock = store, journal, key, clock
         self.collections = list(dict.fromkeys(collections))
         self.topics = {c: CollectionTopics(prefix, c) for c in self.collections}
         self._by_request_topic = {t.request: c for c, t in self.topics.items()}
         self._feeds = {c: ChangeFeed(store, c) for c in self.collections}
         self.heartbeat_s, self.poll_interval_s = heartbeat_s, poll_interval_s
-        self.gate = RequestGate(request_burst, request_interval_s)
+        self.gate = RequestGate(request_burst, request_interval_s, monotonic)
+        self.monotonic = monotonic
+        self.slice_s = poll_interval_s if slice_s is None else slice_s
+        self.snapshot_replies = Budget(snapshot_replies_per_minute, monotonic)
+        self.snapshot_bytes = Budget(snapshot_mb_per_minute * 1e6, monotonic)
+        self.seen_doors_only = seen_doors_only
+        self._prefix = prefix.rstrip("/")
+        self._seen: OrderedDict[str, None] = OrderedDict()  # device ids heard on status/health
+        self._seen_lock = threading.Lock()
+        self._snap_store: Store | None = None  # the snapshots' own connection (opened on first use)
+        self._run: _SnapshotRun | None = None
+        self._snapshot_size: dict[str, int] = {}  # bytes of the last snapshot of C (one copy)
+        self.snapshots_sent = 0
+        self._turn = 0
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
         self._wake = threading.Event()
         self._cursor: dict[str, int] = {}  # feed position read through (no unjournaled change of C before)
-        self._snapshots: dict[str, set[str]] = {c: set() for c in self.collections}
+        self._snapshots: dict[str, dict[str, None]] = {c: {} for c in self.collections}  # FIFO
         self._head_at: dict[str, float] = {}
         self._failures: dict[str, tuple[str, float, int]] = {}  # what -> (error, logged at, repeats)
         self.published: dict[str, int] = {c: journal.published_seq(c) for c in self.collections}
 
     # -- MQTT side (paho's thread) ------------------------------------------------------------
     def subscriptions(self) -> list[str]:
-        return [t.request for t in self.topics.values()]
+        seen = [all_status(self._prefix), all_health(self._prefix)] if self.seen_doors_only else []
+        return [t.request for t in self.topics.values()] + seen
 
     def on_message(self, topic: str, payload: bytes) -> None:
+        if topic not in self._by_request_topic:
+            self._saw(topic, payload)
+            return
         try:
             self._inbox.put_nowait((topic, payload))
         except queue.Full:
@@ -78,13 +132,40 @@ class Publisher:
             return
         self._wake.set()
 
+    def _saw(self, topic: str, payload: bytes) -> None:
+        """A door's status or health: the broker's ACL lets only that door's user publish under
+        ``<prefix>/<device_id>/``, so its id is one a snapshot may be sent to."""
+        parts = topic[len(self._prefix) + 1:].split("/") if topic.startswith(self._prefix + "/") else []
+        if len(parts) != 2 or parts[1] not in ("status", "health") or not payload or not _DEVICE.fullmatch(parts[0]):
+            return
+        with self._seen_lock:
+            self._seen.pop(parts[0], None)
+            self._seen[parts[0]] = None
+            while len(self._seen) > MAX_TRACKED_DEVICES:
+                self._seen.popitem(last=False)
+
+    def seen(self, device_id: str) -> bool:
+        with self._seen_lock:
+            return device_id in self._seen
+
     # -- the worker ---------------------------------------------------------------------------
     def run(self, transport: Transport, stop: threading.Event) -> None:
         log.info("publishing %s (heartbeat %.0f s)", ", ".join(self.collections), self.heartbeat_s)
-        while not stop.is_set():
-            self.step(transport)
-            self._wake.wait(self.poll_interval_s)
-            self._wake.clear()
+        try:
+            while not stop.is_set():
+                self.step(transport)
+                if self._run is None:  # a snapshot under way goes on at once (after steps 1-3)
+                    self._wake.wait(self.poll_interval_s)
+                self._wake.clear()
+        finally:
+            self._end_run(requeue=False)
+
+    def close(self) -> None:
+        """End a snapshot under way and close the snapshots' connection (not ``store``)."""
+        self._end_run(requeue=False)
+        if self._snap_store is not None:
+            self._snap_store.close()
+            self._snap_store = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -101,6 +182,12 @@ class Publisher:
                 self._failures.pop(c, None)
             except Exception as exc:  # noqa: BLE001 - logged, retried next step (nothing half-published)
                 self._failed(c, exc)
+        try:
+            self._snapshot_slice(transport)
+            self._failures.pop("snapshots", None)
+        except Exception as exc:  # noqa: BLE001 - the snapshot is dropped, its doors queued again
+            self._end_run(requeue=True)
+            self._failed("snapshots", exc)
 
     def _failed(self, what: str, exc: Exception) -> None:
         """Log a failure with its traceback the first time, then once a minute while it repeats
@@ -127,11 +214,15 @@ class Publisher:
             c = self._by_request_topic.get(topic)
             if c is None:
                 continue
-            answer = self.gate.decide(c, payload, self.published[c])
+            answer = self.gate.decide(c, payload, self.published[c], self.seen if self.seen_doors_only else None)
             if answer is None:
                 continue
             if answer.snapshot:
-                self._snapshots[c].add(answer.device_id)
+                queued = self._snapshots[c]
+                if answer.device_id not in queued and len(queued) >= MAX_QUEUED_SNAPSHOTS:
+                    self.gate.refused["OVERLOADED"] = self.gate.refused.get("OVERLOADED", 0) + 1
+                    continue
+                queued[answer.device_id] = None
                 continue
             reply = self.topics[c].reply(answer.device_id)
             for entry in self.journal.entries(c, answer.first, answer.last):
@@ -144,27 +235,28 @@ class Publisher:
                          answer.device_id)
 
     def _follow(self, c: str, transport: Transport) -> None:
-        feed = self._feeds[c]
         with self.store.read_transaction():
-            last = self.journal.last(c)
-            if last is None:
-                coll = self.store.get_collection(c)
-                if coll is None:
-                    return  # nothing to publish until the collection exists
-                position = feed.position_in_transaction()
-                self._journal(c, coll.face_model_version, position, Rebase(
-                    feed_position=position, reason="first change set from this desk: take a snapshot"))
-            else:
-                batch = feed.read_since_in_transaction(self._cursor.get(c, last.feed_position))
-                if batch.empty:
-                    self._cursor[c] = batch.position
-                else:
-                    version = batch.collection.face_model_version if batch.collection else \
-                        last.face_model_version
-                    self._journal(c, version, batch.position, body_for_batch(batch))
+            self._catch_up(c, self.store, self._feeds[c])
             self._flush(c, transport)
-            if self._snapshots[c] and self.published[c] == self.journal.last(c).seq:  # type: ignore[union-attr]
-                self._send_snapshots(c, transport)
+
+    def _catch_up(self, c: str, store: Store, feed: ChangeFeed) -> None:
+        """Journal what the feed shows since the last journaled position (inside ``store``'s
+        read transaction)."""
+        last = self.journal.last(c)
+        if last is None:
+            coll = store.get_collection(c)
+            if coll is None:
+                return  # nothing to publish until the collection exists
+            position = feed.position_in_transaction()
+            self._journal(c, coll.face_model_version, position, Rebase(
+                feed_position=position, reason="first change set from this desk: take a snapshot"))
+        else:
+            batch = feed.read_since_in_transaction(self._cursor.get(c, last.feed_position))
+            if batch.empty:
+                self._cursor[c] = batch.position
+            else:
+                version = batch.collection.face_model_version if batch.collection else last.face_model_version
+                self._journal(c, version, batch.position, body_for_batch(batch))
 
     def _journal(self, c: str, version: str, position: int, body: object) -> None:
         payload = body.model_dump()  # type: ignore[attr-defined]
@@ -181,22 +273,94 @@ class Publisher:
             self.published[c] = entry.seq
             self._head_at.pop(c, None)  # a new head is due now
 
-    def _send_snapshots(self, c: str, transport: Transport) -> None:
-        """Inside the caller's read transaction: the state of the journal's newest seq."""
-        last = self.journal.last(c)
-        assert last is not None
-        devices = sorted(self._snapshots[c])
-        failed: set[str] = set()
-        chunks = 0
-        for chunk in snapshot_chunks(self.store, c, last.feed_position):
-            message = encode(self.key, c, last.face_model_version, last.seq, chunk.model_dump()).decode()
-            chunks = chunk.chunks
-            for d in devices:
-                if d not in failed and not transport.publish(self.topics[c].reply(d), message, qos=1):
-                    failed.add(d)
-        self._snapshots[c] = failed
-        log.info("snapshot of %s at seq %d (%d chunks) sent to %s", c, last.seq, chunks,
-                 ", ".join(d for d in devices if d not in failed) or "nobody")
+    # -- snapshots (step 4) ----------------------------------------------------------------
+    def _snapshot_slice(self, transport: Transport) -> None:
+        """Send snapshot chunks for at most ``slice_s`` (at least one publish when one is due)."""
+        deadline = self.monotonic() + self.slice_s
+        if self._run is None:
+            self._run = self._start_run(transport)
+        run = self._run
+        while run is not None:
+            if run.message is None or run.next_device >= len(run.devices):
+                chunk = next(run.chunks, None)
+                if chunk is None:
+                    self._finish_run(run)
+                    return
+                run.message = encode(self.key, run.collection, run.model_version, run.seq,
+                                     chunk.model_dump()).decode()
+                run.next_device, run.total_chunks = 0, chunk.chunks
+                run.sent_chunks += 1
+                run.bytes += len(run.message)
+            d = run.devices[run.next_device]
+            run.next_device += 1
+            if d not in run.failed:
+                self.snapshot_bytes.spend(len(run.message))
+                if not transport.publish(self.topics[run.collection].reply(d), run.message, qos=1):
+                    run.failed.add(d)
+            if self.monotonic() >= deadline:
+                return
+
+    def _start_run(self, transport: Transport) -> _SnapshotRun | None:
+        """The next queued snapshot within the budget, its read transaction open; or None."""
+        due = [c for c in self.collections if self._snapshots[c]]
+        if not due:
+            return None
+        if self.snapshot_replies.left() < 1 or self.snapshot_bytes.left() <= 0:
+            return None  # the budget refills: they wait (logged when they were left waiting)
+        c = due[self._turn % len(due)]  # collections take turns; doors FIFO within one
+        self._turn += 1
+        if self._snap_store is None:
+            self._snap_store = Store(self.store.path, group_access=self.store.group_access)
+        snap = self._snap_store
+        transaction = snap.read_transaction()
+        transaction.__enter__()
+        try:
+            # the state this transaction sees must be the journal's newest seq: journal what it sees
+            self._catch_up(c, snap, ChangeFeed(snap, c))
+            self._flush(c, transport)
+            last = self.journal.last(c)
+            if last is None or self.published[c] != last.seq:
+                transaction.__exit__(None, None, None)
+                return None  # not everything is published yet (broker away): retried next step
+            estimate = self._snapshot_size.get(c) or (snap.count("faces", c) + 1) * BYTES_PER_FACE
+            devices: list[str] = []
+            for d in list(self._snapshots[c]):
+                if self.snapshot_replies.left() < 1 or (
+                        devices and self.snapshot_bytes.left() - estimate * len(devices) <= 0):
+                    break
+                self.snapshot_replies.spend(1)
+                devices.append(d)
+                del self._snapshots[c][d]
+            deferred = len(self._snapshots[c])
+            if deferred:
+                log.info("snapshot of %s: %d door(s) wait for the snapshot budget (fleet.snapshot_replies_per_minute"
+                         ", fleet.snapshot_mb_per_minute)", c, deferred)
+            return _SnapshotRun(c, last.seq, last.face_model_version, devices,
+                                snapshot_chunks(snap, c, last.feed_position), transaction)
+        except BaseException:
+            transaction.__exit__(None, None, None)
+            raise
+
+    def _finish_run(self, run: _SnapshotRun) -> None:
+        self._end_run(requeue=False)
+        self._snapshot_size[run.collection] = run.bytes
+        sent = [d for d in run.devices if d not in run.failed]
+        self.snapshots_sent += len(sent)
+        for d in run.failed:  # the broker went away: asked again when it is back
+            self._snapshots[run.collection].setdefault(d, None)
+        log.info("snapshot of %s at seq %d (%d chunks, %.1f MB) sent to %s", run.collection, run.seq,
+                 run.total_chunks, run.bytes / 1e6, ", ".join(sent) or "nobody")
+
+    def _end_run(self, *, requeue: bool) -> None:
+        run, self._run = self._run, None
+        if run is None:
+            return
+        try:
+            run.transaction.__exit__(None, None, None)
+        finally:
+            if requeue:
+                for d in run.devices:
+                    self._snapshots[run.collection].setdefault(d, None)
 
     def _head(self, c: str, transport: Transport) -> None:
         seq = self.published[c]
@@ -230,13 +394,17 @@ def serve(settings: object, stop: threading.Event) -> Publisher:
     journal = Journal(db, group_access=group)
     publisher = Publisher(store, journal, key, fleet.publish, mqtt.topic_prefix,
                           heartbeat_s=fleet.heartbeat_s, poll_interval_s=fleet.poll_interval_s,
-                          request_burst=fleet.request_burst, request_interval_s=fleet.request_interval_s)
+                          request_burst=fleet.request_burst, request_interval_s=fleet.request_interval_s,
+                          snapshot_replies_per_minute=fleet.snapshot_replies_per_minute,
+                          snapshot_mb_per_minute=fleet.snapshot_mb_per_minute,
+                          seen_doors_only=fleet.reply_to_seen_doors_only)
     client = MqttClient(mqtt, client_id=fleet.client_id, subscriptions=publisher.subscriptions(),
                         on_message=publisher.on_message)
     try:
         publisher.run(client, stop)
     finally:
         client.stop()
+        publisher.close()
         journal.close()
         store.close()
         log.info("stopped; sync requests refused: %s", publisher.gate.refused or "none")

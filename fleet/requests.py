@@ -4,6 +4,14 @@ validated, rate-limited per device (and overall) and bounded before anything is 
 A request only ever makes the desk re-send what it already signed (journal bytes) or a signed
 snapshot to ``reply/<device>``: nothing in it can change a door. :meth:`RequestGate.decide` says
 what to send; every refusal is logged and counted by reason in :attr:`RequestGate.refused`.
+
+The ``device_id`` in a request is whatever its sender wrote (requests are unsigned and MQTT does
+not tell the desk who published one), so the per-device limit alone cannot stop one client that
+invents ids. The desk therefore also (a) answers only doors it has seen publish on their own
+status/health topics, which the broker's ACL ties to the door's username (``known``, see
+``fleet.reply_to_seen_doors_only``), and (b) spends at most a global :class:`Budget` of snapshot
+replies and bytes per minute (``fleet.snapshot_replies_per_minute``,
+``fleet.snapshot_mb_per_minute``; the publisher defers what is over it).
 """
 
 from __future__ import annotations
@@ -49,6 +57,26 @@ class RateLimit:
         return True
 
 
+class Budget:
+    """A global allowance refilled continuously at ``per_minute`` per minute (at most that much
+    banked). :meth:`spend` may overdraw it (a snapshot already under way is finished); nothing
+    new starts until it is positive again."""
+
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute, self.clock = float(per_minute), clock
+        self._left, self._at = float(per_minute), clock()
+
+    def left(self) -> float:
+        now = self.clock()
+        self._left = min(self.per_minute, self._left + (now - self._at) * self.per_minute / 60.0)
+        self._at = now
+        return self._left
+
+    def spend(self, amount: float) -> None:
+        self.left()
+        self._left -= amount
+
+
 @dataclass(frozen=True)
 class Answer:
     """What to send to ``device_id``: the journal's ``first..last`` or (``snapshot``) a snapshot."""
@@ -70,9 +98,12 @@ class RequestGate:
         log.warning("sync request for %s refused (%s): %s [%d %s so far]", collection_id, reason,
                     detail, self.refused[reason], reason)
 
-    def decide(self, collection_id: str, message: bytes, head_seq: int) -> Answer | None:
+    def decide(self, collection_id: str, message: bytes, head_seq: int,
+               known: Callable[[str], bool] | None = None) -> Answer | None:
         """The answer to one request given the desk's newest published seq, or None (refused,
-        counted, logged; or nothing to send)."""
+        counted, logged; or nothing to send). ``known``: whether a device id was seen as a door
+        (None: any id is answered); an unknown one is refused (UNKNOWN_DEVICE) before it can use
+        up the rate limits."""
         try:
             req = SyncRequest.decode(message)
         except SyncMessageRejected as exc:
@@ -80,6 +111,10 @@ class RequestGate:
             return None
         if req.to_seq is not None and req.to_seq < req.from_seq:
             self._refuse("MALFORMED", collection_id, f"to_seq {req.to_seq} before from_seq {req.from_seq}")
+            return None
+        if known is not None and not known(req.device_id):
+            self._refuse("UNKNOWN_DEVICE", collection_id, f"{req.device_id!r} was never seen on its status or "
+                                                          "health topic: not answered")
             return None
         if not self.per_device.allow(req.device_id):
             self._refuse("RATE_LIMITED", collection_id, f"device {req.device_id!r} asks too often")

@@ -101,16 +101,23 @@ def verify(trusted: dict[str, Ed25519PublicKey], data: bytes, signature: Any) ->
     return kid
 
 
-def open_envelope(message: bytes) -> tuple[str, Any]:
-    """The payload text and the signature of a signed envelope
-    ``{"payload": "<text>", "signature": {...}}`` (change sets, heads); ValueError saying why
-    when it is not one. Nothing is verified here: see :func:`verify`."""
+def open_envelope(message: bytes) -> tuple[str, bytes, Any]:
+    """The payload text, its UTF-8 bytes (what the signature covers) and the signature of a
+    signed envelope ``{"payload": "<text>", "signature": {...}}`` (change sets, heads);
+    ValueError saying why when it is not one. Anything from the network arrives here unverified,
+    so every way it can fail to parse -- not JSON, not UTF-8, nesting too deep for the parser
+    (RecursionError), a payload with a lone surrogate that cannot be encoded -- is this one
+    ValueError (the callers' MALFORMED refusal). Nothing is verified here: see :func:`verify`."""
     try:
         envelope = json.loads(message)
         payload = envelope["payload"]
         signature = envelope.get("signature")
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise ValueError("not a signed envelope") from None
     if not isinstance(payload, str):
         raise ValueError("payload is not text")
-    return payload, signature
+    try:
+        data = payload.encode()
+    except UnicodeEncodeError:
+        raise ValueError("payload is not valid Unicode text (a lone surrogate)") from None
+    return payload, data, signature

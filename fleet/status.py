@@ -108,7 +108,7 @@ def _health(door: DoorSeen, payload: bytes) -> bool:
         return False
     try:
         h = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON / not UTF-8; nested deeper than the parser goes
         return False
     if not isinstance(h, dict):
         return False

@@ -32,6 +32,7 @@ from facelink.fleet.signing import generate_keypair, load_private
 from facelink.mqtt.client import MqttClient
 from facelink.mqtt.schema import SyncAlarmMessage
 from facelink.mqtt.topics import CollectionTopics
+from tests.waiting import round_trip
 
 from .conftest import PREFIX, V, wait_for
 
@@ -57,11 +58,29 @@ def delta(seq: int, **fields) -> dict:
 
 
 class Clock:
+    """The door's two clocks: ``clock.now += s`` is time passing (both move);
+    :meth:`step_wall` is the wall clock being set (NTP, fake-hwclock): the monotonic one stays."""
+
     def __init__(self) -> None:
-        self.now = 1_000_000.0
+        self._wall, self._mono = 1_000_000.0, 5_000.0
+
+    @property
+    def now(self) -> float:
+        return self._wall
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._mono += value - self._wall
+        self._wall = value
+
+    def step_wall(self, seconds: float) -> None:
+        self._wall += seconds
 
     def __call__(self) -> float:
-        return self.now
+        return self._wall
+
+    def monotonic(self) -> float:
+        return self._mono
 
 
 class Door:
@@ -72,7 +91,8 @@ class Door:
         self.alarms: list[dict] = []
         self.clock = Clock()
         self.follower = Follower(self.store, "staff", V, trusted, DOOR, PREFIX, transport=transport,
-                                 alarm=self.alarms.append, clock=self.clock, **options)
+                                 alarm=self.alarms.append, clock=self.clock, monotonic=self.clock.monotonic,
+                                 **options)
 
     def feed(self, message: bytes, topic: str = T.changes) -> None:
         self.follower.handle(topic, message)
@@ -292,7 +312,8 @@ def test_heads_confirm_freshness_and_staleness_follows(door, keys, desk_client, 
     assert d.follower.stale()  # behind the head: not confirmed
 
     # what was applied and confirmed survives a restart of the door
-    again = Follower(d.store, "staff", V, keys[1], DOOR, PREFIX, clock=d.clock, max_staleness_s=1e9)
+    again = Follower(d.store, "staff", V, keys[1], DOOR, PREFIX, clock=d.clock, monotonic=d.clock.monotonic,
+                     max_staleness_s=1e9)
     assert again.applied_seq == 1 and again.head_issued_at == 600.0 and not again.stale()
 
 
@@ -333,3 +354,91 @@ def test_a_flood_of_garbage_is_counted_but_raises_bounded_alarms(door):
     d.clock.now += 61
     d.feed(b"garbage again")
     assert len(d.alarms) == 11 and d.follower.rejected == {"MALFORMED": 26}
+
+
+def test_unparseable_garbage_is_refused_counted_and_alarmed_by_the_worker(door, broker, desk_client, caplog):
+    """Unsigned garbage the JSON parser itself chokes on (nesting deeper than it recurses: a
+    RecursionError; a payload with a lone surrogate that cannot be encoded to check its signature)
+    is a MALFORMED refusal like any other -- through the real broker and the real worker thread,
+    counted, alarmed, and never a traceback from the worker's catch-all."""
+    d = door()
+    door_client = MqttClient(MqttSettings(port=broker.port), client_id="facelink-door-7",
+                             subscriptions=d.follower.subscriptions(), on_message=d.follower.on_message)
+    probes = lambda: [a for a in d.alarms if a["topic"] == T.reply(DOOR)]  # noqa: E731
+    caplog.set_level("WARNING", logger="facelink.fleet.follower")
+    try:
+        assert door_client.wait_connected(30)
+        d.follower.start()
+        before = d.state()
+        # the door's subscriptions are live: a probe (garbage on reply/<door>) comes back refused
+        assert round_trip(lambda p: desk_client.publish(T.reply(DOOR), p, qos=1), lambda p: probes())
+        surrogate = '{"payload": "\\ud800", "signature": {}}'
+        hostile = [(T.head, "[" * 2_000 + "]" * 2_000), (T.changes, "[" * 100_000 + "]" * 100_000),
+                   (T.head, surrogate), (T.changes, surrogate)]
+        for topic, payload in hostile:
+            assert desk_client.publish(topic, payload, qos=1)
+        seen = len(probes())  # and everything published before the next probe has been handled
+        assert round_trip(lambda p: desk_client.publish(T.reply(DOOR), p, qos=1), lambda p: len(probes()) > seen)
+    finally:
+        d.follower.stop()
+        door_client.stop()
+    refused = [a for a in d.alarms if a["topic"] != T.reply(DOOR)]
+    assert [(a["topic"], a["reason"]) for a in refused] == [(t, "MALFORMED") for t, _ in hostile], d.alarms
+    assert d.follower.rejected == {"MALFORMED": 4 + len(probes())} and d.follower.alarms_suppressed == 0
+    assert d.state() == before
+    assert not [r for r in caplog.records if r.exc_info or "unexpected failure" in r.getMessage()]
+
+
+DAY = 86_400.0
+
+
+def _confirmed_door(door, keys, **options) -> Door:
+    d = door(max_staleness_s=300.0, **options)
+    d.feed(encode(keys[0], "staff", V, 1, delta(1, users_put=[UserPut(user_id="ann")])))
+    d.feed(encode_head(keys[0], Head(collection_id="staff", face_model_version=V, seq=1, issued_at=100.0)), T.head)
+    assert not d.follower.stale() and d.follower.health()["stale_reason"] is None
+    return d
+
+
+def test_a_wall_clock_stepped_back_does_not_keep_the_copy_fresh(door, keys):
+    """on_stale = deny must hold when the door's wall clock is set back (NTP correcting a clock
+    that ran ahead, fake-hwclock, a spoofed NTP server): freshness is measured on the monotonic
+    clock, so an hour without a head is an hour, whatever the wall clock says."""
+    d = _confirmed_door(door, keys)
+    d.clock.step_wall(-DAY)  # the wall clock goes back a day right after the confirmation
+    d.clock.now += 100  # ... 100 s pass: still within max_staleness_s
+    assert not d.follower.stale()
+    d.clock.now += 3_500  # an hour cut off from the desk, no head at all
+    assert d.follower.stale()
+    health = d.follower.health()
+    assert health["stale"] and "not confirmed for 3600 s" in health["stale_reason"]
+
+
+def test_after_a_restart_a_confirmation_counts_only_with_an_age_in_0_to_max(door, keys):
+    """confirmed_at is persisted on the wall clock: after a restart it makes the copy fresh only
+    if its age is in [0, max_staleness_s]; one "in the future" (the clock went back while the
+    door was off) is stale until a new signed head confirms the copy."""
+    d = _confirmed_door(door, keys)
+
+    def restart() -> Follower:
+        return Follower(d.store, "staff", V, keys[1], DOOR, PREFIX, clock=d.clock, monotonic=d.clock.monotonic,
+                        max_staleness_s=300.0)
+
+    d.clock.now += 200
+    again = restart()  # age 200 s: fresh, and carried on the monotonic clock from here
+    assert not again.stale()
+    d.clock.step_wall(-DAY)
+    d.clock.now += 150  # 350 s after the confirmation, whatever the wall clock says
+    assert again.stale()
+
+    back = restart()  # the wall clock is now a day behind the persisted confirmation
+    health = back.health()
+    assert health["stale"] and "clock is" in health["stale_reason"] and "behind" in health["stale_reason"]
+    d.clock.now += 1_000
+    assert back.stale()  # still: only a new head confirms
+    back.handle(T.head, encode_head(keys[0], Head(collection_id="staff", face_model_version=V, seq=1,
+                                                  issued_at=200.0)))
+    assert not back.stale() and back.health()["stale_reason"] is None
+
+    d.clock.now += 301
+    assert back.stale() and restart().stale()  # too old either way

@@ -18,8 +18,9 @@ from facelink.fleet.journal import Journal
 from facelink.fleet.protocol import CHUNK_FACES, SyncRequest, decode_head, parse_body
 from facelink.fleet.publisher import Publisher
 from facelink.fleet.signing import verify
-from facelink.mqtt.client import MqttClient
+from facelink.mqtt.client import MqttClient, Will
 from facelink.mqtt.topics import CollectionTopics
+from tests.waiting import round_trip
 
 from .conftest import PREFIX, V, add_faces, wait_for
 
@@ -40,6 +41,7 @@ class Desk:
 
     def close(self) -> None:
         self.client.stop()
+        self.publisher.close()
         self.journal.close()
         self.store.close()
 
@@ -247,3 +249,123 @@ def test_a_failing_step_changes_nothing_and_is_logged_once_not_every_poll(desk, 
         d.step()
     assert d.journal.last("staff").seq == 1 and d.journal.unpublished("staff") == []
     assert len([r for r in caplog.records if "publishing staff failed" in r.getMessage()]) == 1
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _snapshot_replies(listener) -> dict[str, int]:
+    """Snapshot chunks received per reply/<device>."""
+    out: dict[str, int] = {}
+    for topic, _ in listener.snapshot():
+        if "/reply/" in topic:
+            out[topic.rsplit("/", 1)[1]] = out.get(topic.rsplit("/", 1)[1], 0) + 1
+    return out
+
+
+def test_snapshot_replies_are_capped_globally_whatever_ids_the_requests_invent(desk, keys, listeners):
+    """Requests are unsigned and name any device_id: 10 invented ids, each within the per-device
+    limit, get at most fleet.snapshot_replies_per_minute snapshots a minute all together (the
+    rest wait their turn, FIFO), and the bytes are capped by fleet.snapshot_mb_per_minute."""
+    clock = Monotonic()
+    d = desk(snapshot_replies_per_minute=3, monotonic=clock)
+    d.store.insert_collection("staff", V)
+    add_faces(d.store, "staff", 20)
+    d.step()
+    watch = listeners([T.reply("#")], "watch")
+    attacker = watch.client
+    ids = [f"x{i}" for i in range(10)]
+    for i in ids:
+        attacker.publish(T.request, SyncRequest(device_id=i, snapshot=True).encode().decode(), qos=1)
+    assert wait_for(lambda: (d.step(), len(d.publisher._snapshots["staff"]) + d.publisher.snapshots_sent == 10)[1], 30)
+    for _ in range(20):
+        d.step()
+    assert d.publisher.snapshots_sent == 3 and list(d.publisher._snapshots["staff"]) == ids[3:]
+    assert wait_for(lambda: _snapshot_replies(watch) == {i: 1 for i in ids[:3]}, 30)  # the first three
+    clock.now += 20  # a third of a minute: one more
+    for _ in range(5):
+        d.step()
+    assert d.publisher.snapshots_sent == 4 and wait_for(lambda: "x3" in _snapshot_replies(watch), 30)
+
+    # bytes: a budget smaller than two snapshots of this collection lets one through, then waits
+    size = d.publisher._snapshot_size["staff"]
+    d2 = desk(snapshot_replies_per_minute=1000, snapshot_mb_per_minute=1.5 * size / 1e6, monotonic=clock)
+    d2.publisher._snapshot_size["staff"] = size
+    for i in ids:
+        attacker.publish(T.request, SyncRequest(device_id=f"y{i}", snapshot=True).encode().decode(), qos=1)
+    assert wait_for(lambda: (d2.step(), d2.publisher.snapshots_sent >= 1)[1], 30)
+    for _ in range(20):
+        d2.step()
+    assert d2.publisher.snapshots_sent == 2  # 1.5 snapshots' worth: the second overdraws, then it waits
+    clock.now += 60
+    for _ in range(20):
+        d2.step()
+    assert d2.publisher.snapshots_sent == 3
+
+
+def test_a_revocation_is_never_queued_behind_snapshots(desk, keys, listeners):
+    """Snapshots go out a slice at a time (slice_s = 0: one chunk to one door per step); every step
+    first journals and publishes what changed, so a DeleteUser made while three doors are still
+    receiving a 4-chunk snapshot is on `changes` before the snapshot's last chunk."""
+    d = desk(slice_s=0.0, heartbeat_s=3600)
+    d.store.insert_collection("staff", V)
+    d.store.insert_user("staff", "fired")
+    faces = add_faces(d.store, "staff", CHUNK_FACES * 3 + 1, "fired")
+    d.step()
+    watch = listeners([T.changes, T.reply("#")], "watch")
+    for i in range(3):
+        watch.client.publish(T.request, SyncRequest(device_id=f"door-{i}", snapshot=True).encode().decode(), qos=1)
+    assert wait_for(lambda: (d.step(), d.publisher._run is not None and len(d.publisher._run.devices) == 3)[1], 30)
+    base = d.publisher._run.seq
+    d.store.delete_user("staff", "fired")  # the revocation, while 12 chunk replies are due
+    d.step()
+    assert d.publisher._run is not None  # the snapshot is still going out ...
+    assert d.journal.last("staff").seq == base + 1 and d.publisher.published["staff"] == base + 1  # ... after it
+    while d.publisher._run is not None:
+        d.step()
+    assert wait_for(lambda: sum(_snapshot_replies(watch).values()) == 12, 30)
+    order = [(t, p) for t, p in watch.snapshot() if t == T.changes or "/reply/" in t]
+    revocation = next(i for i, (t, _) in enumerate(order) if t == T.changes)
+    assert revocation < len(order) - 1 and all("/reply/" in t for t, _ in order[revocation + 1:])
+    door = ChangeSetVerifier(keys[1], "staff", V, applied_seq=0)
+    chunks = [door.check(p) for t, p in order if "/reply/door-0" in t]
+    assert {c.seq for c in chunks} == {base}  # the snapshot shows the state of its base seq
+    assert sum(len(parse_body(c.body).faces_put) for c in chunks) == len(faces)
+    cs = ChangeSetVerifier(keys[1], "staff", V, applied_seq=base).check(order[revocation][1])
+    assert cs.seq == base + 1 and parse_body(cs.body).users_deleted == ["fired"]
+
+
+def test_the_desk_service_answers_only_doors_seen_on_their_own_topics(broker, keys, desk_db, listeners, start_desk):
+    """`facelink fleet publish` (default fleet.reply_to_seen_doors_only): requests naming invented
+    device ids are refused (UNKNOWN_DEVICE) and cost nothing; a door that published its status
+    (a topic the broker ACL ties to its username) gets its snapshot."""
+    store = Store(desk_db)
+    store.insert_collection("staff", V)
+    store.insert_user("staff", "ann")
+    add_faces(store, "staff", 3, "ann")
+    store.close()
+    watch = listeners([T.reply("#")], "watch")
+    real = MqttClient(MqttSettings(port=broker.port), client_id="facelink-door-real",
+                      will=Will(f"{PREFIX}/door-real/status"))  # retained "online", as a door does
+    assert real.wait_connected(30)
+    desk = start_desk(broker.port, desk_db, keys[2], ["staff"], fleet__heartbeat_s="0.5")
+    try:
+        ask = SyncRequest(device_id="door-real", snapshot=True).encode().decode()
+        assert round_trip(lambda p: real.publish(T.request, ask, qos=1),
+                          lambda p: "door-real" in _snapshot_replies(watch), timeout=60, each=3.0)
+        first = _snapshot_replies(watch)["door-real"]
+        for i in range(50):
+            watch.client.publish(T.request, SyncRequest(device_id=f"ghost-{i}", snapshot=True).encode().decode(),
+                                 qos=1)
+        watch.client.publish(T.request, ask, qos=1)  # after the ghosts: answered after they were handled
+        assert wait_for(lambda: _snapshot_replies(watch)["door-real"] >= 2 * first, 60)
+        assert set(_snapshot_replies(watch)) == {"door-real"}
+        assert wait_for(lambda: desk.log().count("UNKNOWN_DEVICE") >= 50, 30)
+    finally:
+        real.stop()
+        desk.stop()

@@ -74,3 +74,25 @@ def test_status_reports_every_door_against_the_signed_head(tmp_path, broker, key
     assert one["Collections"]["staff"] == {"AppliedSeq": 5, "HeadSeq": 7, "Behind": 2, "Stale": False}
     assert doors["door-2"]["Status"] == "offline"
     assert "door-x" not in doors
+
+
+def test_status_counts_unparseable_heads_and_health_as_ignored(tmp_path, broker, keys):
+    """Heads and health the JSON parser itself cannot take (nested deeper than it recurses; a
+    payload with a lone surrogate) are counted under Ignored like any garbage: no traceback."""
+    desk = MqttClient(MqttSettings(port=broker.port), client_id="sim-desk")
+    assert desk.wait_connected(30)
+    deep = "[" * 30_000 + "]" * 30_000
+    surrogate = '{"payload": "\\ud800", "signature": {}}'
+    for topic, payload in ((CollectionTopics(PREFIX, "a").head, deep), (CollectionTopics(PREFIX, "b").head, surrogate),
+                           (f"{PREFIX}/door-deep/health", deep)):
+        assert desk.publish(topic, payload, retain=True)
+    desk.stop()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACELINK_")}
+    env.update({"FACELINK_MQTT__PORT": str(broker.port), "FACELINK_FLEET__SIGNING_KEY": str(keys[2]),
+                "FACELINK_STORE__DATABASE": str(tmp_path / "no-desk-db-here.db")})
+    out = subprocess.run([sys.executable, "-m", "facelink.enroll.cli", "fleet", "status", "--deadline-s", "2"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["Ignored"] == 3 and report["Doors"] == [] and report["DeskHeads"] == {}, report
+    assert "Traceback" not in out.stderr and "handler failed" not in out.stderr
