@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 INBOX_MAX = 10_000  # requests waiting; more are refused (OVERLOADED) instead of growing memory
 MAX_QUEUED_SNAPSHOTS = 1_000  # doors waiting for a snapshot, per collection; more: OVERLOADED
+SNAPSHOT_REPEAT_S = 30.0  # a door sent the snapshot of the newest seq is not sent it again this soon
 BYTES_PER_FACE = 1_000  # a snapshot's size before one was measured (~0.9 KB per face on the wire)
 _DEVICE = re.compile(DEVICE_ID)
 
@@ -82,7 +83,7 @@ class Publisher:
     def __init__(self, store: Store, journal: Journal, key: Ed25519PrivateKey, collections: list[str],
                  prefix: str, *, heartbeat_s: float = 30.0, poll_interval_s: float = 0.2,
                  request_burst: int = 5, request_interval_s: float = 1.0,
-                 snapshot_replies_per_minute: int = 30, snapshot_mb_per_minute: float = 300.0,
+                 snapshot_replies_per_minute: int = 600, snapshot_mb_per_minute: float = 6000.0,
                  seen_doors_only: bool = False, slice_s: float | None = None,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         """``seen_doors_only`` (the service: ``fleet.reply_to_seen_doors_only``, default on):
@@ -112,6 +113,8 @@ class Publisher:
         self._wake = threading.Event()
         self._cursor: dict[str, int] = {}  # feed position read through (no unjournaled change of C before)
         self._snapshots: dict[str, dict[str, None]] = {c: {} for c in self.collections}  # FIFO
+        # per collection, door -> (seq, monotonic time) of the last snapshot it was sent
+        self._served: dict[str, dict[str, tuple[int, float]]] = {c: {} for c in self.collections}
         self._head_at: dict[str, float] = {}
         self._failures: dict[str, tuple[str, float, int]] = {}  # what -> (error, logged at, repeats)
         self.published: dict[str, int] = {c: journal.published_seq(c) for c in self.collections}
@@ -219,6 +222,13 @@ class Publisher:
                 continue
             if answer.snapshot:
                 queued = self._snapshots[c]
+                served = self._served[c].get(answer.device_id)
+                if served is not None and served[0] == self.published[c] \
+                        and self.monotonic() - served[1] < SNAPSHOT_REPEAT_S:
+                    # sent this very snapshot moments ago (on its own reply topic): a request
+                    # naming a real door's id again and again makes the desk send nothing more
+                    self.gate.refused["ALREADY_SENT"] = self.gate.refused.get("ALREADY_SENT", 0) + 1
+                    continue
                 if answer.device_id not in queued and len(queued) >= MAX_QUEUED_SNAPSHOTS:
                     self.gate.refused["OVERLOADED"] = self.gate.refused.get("OVERLOADED", 0) + 1
                     continue
@@ -346,6 +356,13 @@ class Publisher:
         self._snapshot_size[run.collection] = run.bytes
         sent = [d for d in run.devices if d not in run.failed]
         self.snapshots_sent += len(sent)
+        now = self.monotonic()
+        served = self._served[run.collection]
+        for d in sent:
+            served.pop(d, None)
+            served[d] = (run.seq, now)
+        while len(served) > 4 * MAX_QUEUED_SNAPSHOTS:  # oldest first: bounded whatever ids come
+            del served[next(iter(served))]
         for d in run.failed:  # the broker went away: asked again when it is back
             self._snapshots[run.collection].setdefault(d, None)
         log.info("snapshot of %s at seq %d (%d chunks, %.1f MB) sent to %s", run.collection, run.seq,

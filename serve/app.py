@@ -68,15 +68,6 @@ def encode_response(status: int, payload: dict[str, Any], request_id: str, close
             {"type": "http.response.body", "body": data})
 
 
-async def overloaded(scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-    """The answer past ``--max-connections`` (uvicorn's limit_concurrency): Rekognition's
-    ThrottlingException (SDKs back off and retry) instead of uvicorn's text/plain 503."""
-    start, body = encode_response(503, error_payload("ThrottlingException", "the server is busy: too many connections"),
-                                  str(uuid.uuid4()), close=True)
-    await send(start)
-    await send(body)
-
-
 class RekognitionApp:
     """ASGI app. ``make_context`` opens one Context (store connection + lazily loaded engine)
     per worker; ``workers`` operations run at once, the others wait their turn.

@@ -15,7 +15,6 @@ from facelink.errors import ConfigError, FaceLinkError, InvalidParameterExceptio
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_CONNECTIONS = 64  # open connections (uvicorn's limit_concurrency)
 DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a request body (facelink.serve.app)
 DEFAULT_BODY_MEMORY_MIB = 64  # request bodies in flight, all together: six of the largest
 
@@ -30,8 +29,6 @@ DEFAULT_BODY_MEMORY_MIB = 64  # request bodies in flight, all together: six of t
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Operations run at once (each has its own database connection and engine).")
 @click.option("--insecure-http", is_flag=True, help="Allow plain HTTP on a non-loopback address (not recommended).")
-@click.option("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, show_default=True,
-              help="Open connections at most (uvicorn's limit_concurrency); a request beyond is ThrottlingException (503).")
 @click.option("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, show_default=True,
               help="Seconds a request body may take to arrive; then RequestTimeoutException (408).")
 @click.option("--body-memory-mib", type=int, default=DEFAULT_BODY_MEMORY_MIB, show_default=True,
@@ -39,14 +36,14 @@ DEFAULT_BODY_MEMORY_MIB = 64  # request bodies in flight, all together: six of t
                    "a request that would go over is ThrottlingException (503).")
 @click.pass_obj
 def serve_command(state: AppState, credentials: Path, host: str, port: int, tls_cert: Path | None,
-                  tls_key: Path | None, workers: int, insecure_http: bool, max_connections: int,
+                  tls_key: Path | None, workers: int, insecure_http: bool,
                   body_timeout: float, body_memory_mib: int) -> None:
     """Serve Rekognition's API (JSON 1.1, SigV4) for boto3, the aws CLI and AWS SDKs."""
     import json
 
     try:
         server = build_server(state, credentials, host, port, tls_cert, tls_key, workers, insecure_http,
-                              max_connections, body_timeout, body_memory_mib)
+                              body_timeout, body_memory_mib)
     except FaceLinkError as exc:
         click.echo(json.dumps(exc.to_json()), err=True)
         sys.exit(exc.exit_code)
@@ -55,14 +52,13 @@ def serve_command(state: AppState, credentials: Path, host: str, port: int, tls_
 
 def build_server(state: AppState, credentials: Path, host: str, port: int, tls_cert: Path | None,
                  tls_key: Path | None, workers: int, insecure_http: bool,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS, body_timeout: float = DEFAULT_BODY_TIMEOUT,
+                 body_timeout: float = DEFAULT_BODY_TIMEOUT,
                  body_memory_mib: int = DEFAULT_BODY_MEMORY_MIB):
     import math
 
     import uvicorn
-    from uvicorn.protocols.http import h11_impl
 
-    from .app import MAX_BODY, RekognitionApp, overloaded
+    from .app import MAX_BODY, RekognitionApp
     from .credentials import load_keys
 
     if (tls_cert is None) != (tls_key is None):
@@ -75,8 +71,6 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
     if not 1 <= workers <= 64 or not 0 <= port <= 65535:
         raise InvalidParameterException("--workers must be 1-64 and --port 0-65535")
     min_mib = math.ceil(MAX_BODY / 2**20)
-    if not 2 <= max_connections <= 100_000:
-        raise InvalidParameterException("--max-connections must be 2-100000")
     if not 0 < body_timeout <= 3600:
         raise InvalidParameterException("--body-timeout must be more than 0 and at most 3600 seconds")
     if not min_mib <= body_memory_mib <= 1 << 20:
@@ -93,12 +87,9 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
 
     app = RekognitionApp(keys, make_context, workers, body_timeout=body_timeout,
                          max_body_bytes_in_flight=body_memory_mib * 2**20)
-    # uvicorn answers a request past limit_concurrency itself, in text/plain; this process
-    # serves only this app, so its answer is made Rekognition's JSON ThrottlingException instead
-    h11_impl.service_unavailable = overloaded
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", http="h11", log_level="info",
                             ssl_certfile=str(tls_cert) if tls_cert else None,
                             ssl_keyfile=str(tls_key) if tls_key else None, server_header=False,
-                            timeout_graceful_shutdown=5, limit_concurrency=max_connections)
+                            timeout_graceful_shutdown=5)
     log.info("serving %d key(s) on %s://%s:%d", len(keys), "https" if tls_cert else "http", host, port)
     return uvicorn.Server(config)

@@ -29,6 +29,7 @@ import numpy as np
 from broker import Broker
 
 from facelink.config import MqttSettings
+from facelink.config.access import FleetSettings
 from facelink.enroll.store import Store
 from facelink.fleet.changeset import ChangeSetRejected, ChangeSetVerifier
 from facelink.fleet.journal import Journal
@@ -137,6 +138,11 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=1_000)
     ap.add_argument("--doors", type=int, default=50)
     ap.add_argument("--revocations", type=int, default=30)
+    fleet = FleetSettings()
+    ap.add_argument("--snapshot-replies-per-minute", type=int, default=fleet.snapshot_replies_per_minute,
+                    help="the desk's global snapshot budget (default: the product's, fleet.snapshot_replies_per_minute)")
+    ap.add_argument("--snapshot-mb-per-minute", type=float, default=fleet.snapshot_mb_per_minute,
+                    help="(default: fleet.snapshot_mb_per_minute)")
     print(json.dumps(run(ap.parse_args()), indent=2))
 
 
@@ -171,8 +177,13 @@ def run(args: argparse.Namespace) -> dict:
         assert all(d.probed.is_set() for d in doors), "door subscriptions not live"
         journal = Journal(work / "desk.db")
         desk_store = Store(work / "desk.db")  # the publisher's own connection (as in its own process)
+        fleet = FleetSettings()
         publisher = Publisher(desk_store, journal, key, [COLLECTION], PREFIX, heartbeat_s=30,
-                              request_burst=5, request_interval_s=1.0)
+                              request_burst=5, request_interval_s=1.0,
+                              snapshot_replies_per_minute=getattr(args, "snapshot_replies_per_minute",
+                                                                  fleet.snapshot_replies_per_minute),
+                              snapshot_mb_per_minute=getattr(args, "snapshot_mb_per_minute",
+                                                             fleet.snapshot_mb_per_minute))
         desk = MqttClient(MqttSettings(port=broker.port, keepalive_s=60), client_id="bench-desk",
                           subscriptions=publisher.subscriptions(), on_message=publisher.on_message)
         assert desk.wait_connected(30)
@@ -242,6 +253,8 @@ def run(args: argparse.Namespace) -> dict:
         "delta_path_complete": delta_complete, "delta_path_s_all_doors": round(delta_s, 2),
         "delta_path_enroll_s": round(enrolled_s, 2),
         "revocations": args.revocations,
+        "snapshot_budget_per_minute": [getattr(args, "snapshot_replies_per_minute", None),
+                                       getattr(args, "snapshot_mb_per_minute", None)],
         "revocation_every_door_p50_s": round(percentile(every, 50), 3),
         "revocation_every_door_p95_s": round(percentile(every, 95), 3),
         "revocation_per_door_p50_s": round(percentile(each, 50), 3),

@@ -98,12 +98,12 @@ def test_unauthenticated_request_is_refused_before_its_body(endpoint, caller):
         assert "expired" in payload["message"]
 
 
-# -- the connections and the body deadline (a server with tight limits) ----------------------
+# -- the body deadline (a server with a tight one) ----------------------
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory, models_dir):
     pytest.importorskip("boto3")
     with serve_process(tmp_path_factory.mktemp("tight"), models_dir,
-                       "--max-connections", "3", "--body-timeout", "1") as (url, _):
+                       "--body-timeout", "1") as (url, _):
         yield url
 
 
@@ -116,37 +116,6 @@ def test_a_body_must_arrive_within_the_deadline(tight):
     assert (status, payload.get("__type")) == (408, "RequestTimeoutException"), payload
     assert resp_headers.get("connection") == "close"
     assert time.monotonic() - started < 15
-
-
-def test_connections_are_bounded(tight):
-    """Past --max-connections (3: two idle connections and the request's own), a request is
-    answered Rekognition's ThrottlingException (which SDKs retry), not served; once a
-    connection closes, requests are served again."""
-    import boto3
-    from botocore.config import Config
-
-    host = urlsplit(tight)
-    rek = boto3.client("rekognition", endpoint_url=tight, region_name="eu-west-1", aws_access_key_id=ADMIN,
-                       aws_secret_access_key=KEYS[ADMIN][0], config=Config(retries={"total_max_attempts": 1}))
-    idle = [socket.create_connection((host.hostname, host.port), timeout=10) for _ in range(2)]
-    try:
-        deadline = time.monotonic() + 20  # until the server has taken in both idle connections
-        while True:
-            status, _, payload = post(tight, "ListCollections", {})
-            if status != 200 or time.monotonic() > deadline:
-                break
-        assert (status, payload.get("__type")) == (503, "ThrottlingException"), payload
-        with pytest.raises(rek.exceptions.ThrottlingException):
-            rek.list_collections()
-    finally:
-        for s in idle:
-            s.close()
-    deadline = time.monotonic() + 20  # until the server has seen them close
-    while True:
-        status, _, payload = post(tight, "ListCollections", {})
-        if status == 200 or time.monotonic() > deadline:
-            break
-    assert status == 200, payload
 
 
 # -- bodies in flight (the real ASGI app, one request held half-read) ------------------------
@@ -301,7 +270,7 @@ def test_a_numeric_string_is_not_a_threshold(endpoint, make_client):
         assert name in payload["message"]
 
 
-@pytest.mark.parametrize("flag", [["--max-connections", "1"], ["--body-timeout", "0"], ["--body-memory-mib", "10"]])
+@pytest.mark.parametrize("flag", [["--body-timeout", "0"], ["--body-memory-mib", "10"]])
 def test_serve_refuses_limits_that_cannot_work(tmp_path, flag):
     """One connection (the one asking counts), no time for a body, or less room than one largest
     request would refuse every request: the server does not start (InvalidParameterException, exit 2)."""
