@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 INBOX_MAX = 10_000  # requests waiting; more are refused (OVERLOADED) instead of growing memory
 MAX_QUEUED_SNAPSHOTS = 1_000  # doors waiting for a snapshot, per collection; more: OVERLOADED
-SNAPSHOT_REPEAT_S = 30.0  # a door sent the snapshot of the newest seq is not sent it again this soon
+SNAPSHOT_REPEAT_S = 30.0  # a door sent a snapshot is not sent another this soon, unless a rebase came since
 BYTES_PER_FACE = 1_000  # a snapshot's size before one was measured (~0.9 KB per face on the wire)
 _DEVICE = re.compile(DEVICE_ID)
 
@@ -115,6 +115,7 @@ class Publisher:
         self._snapshots: dict[str, dict[str, None]] = {c: {} for c in self.collections}  # FIFO
         # per collection, door -> (seq, monotonic time) of the last snapshot it was sent
         self._served: dict[str, dict[str, tuple[int, float]]] = {c: {} for c in self.collections}
+        self._last_rebase: dict[str, int] = {}  # the newest Rebase journaled by this process, per collection
         self._head_at: dict[str, float] = {}
         self._failures: dict[str, tuple[str, float, int]] = {}  # what -> (error, logged at, repeats)
         self.published: dict[str, int] = {c: journal.published_seq(c) for c in self.collections}
@@ -222,11 +223,7 @@ class Publisher:
                 continue
             if answer.snapshot:
                 queued = self._snapshots[c]
-                served = self._served[c].get(answer.device_id)
-                if served is not None and served[0] == self.published[c] \
-                        and self.monotonic() - served[1] < SNAPSHOT_REPEAT_S:
-                    # sent this very snapshot moments ago (on its own reply topic): a request
-                    # naming a real door's id again and again makes the desk send nothing more
+                if self._has_snapshot(c, answer.device_id):
                     self.gate.refused["ALREADY_SENT"] = self.gate.refused.get("ALREADY_SENT", 0) + 1
                     continue
                 if answer.device_id not in queued and len(queued) >= MAX_QUEUED_SNAPSHOTS:
@@ -243,6 +240,20 @@ class Publisher:
             else:
                 log.info("re-sent %s change sets %d..%d to %s", c, answer.first, answer.last,
                          answer.device_id)
+
+    def _has_snapshot(self, c: str, device: str) -> bool:
+        """``device`` is being sent a snapshot of ``c`` now, or was sent one less than
+        SNAPSHOT_REPEAT_S ago with no Rebase journaled since (deltas from there reach it on
+        ``changes`` and by range): another one would be the same data again. It went to the door's
+        own reply topic, so a request naming a real door's id again and again (requests are
+        unsigned) makes the desk send it nothing more; a door that lost chunks asks again and is
+        served once the window has passed."""
+        run = self._run
+        if run is not None and run.collection == c and device in run.devices and device not in run.failed:
+            return True
+        served = self._served[c].get(device)
+        return served is not None and served[0] >= self._last_rebase.get(c, 0) \
+            and self.monotonic() - served[1] < SNAPSHOT_REPEAT_S
 
     def _follow(self, c: str, transport: Transport) -> None:
         with self.store.read_transaction():
@@ -273,6 +284,8 @@ class Publisher:
         entry = self.journal.append(c, version, position,
                                     lambda seq: encode(self.key, c, version, seq, payload))
         self._cursor[c] = position
+        if payload["kind"] == "rebase":
+            self._last_rebase[c] = entry.seq
         log.info("journaled %s seq %d (%s)", c, entry.seq, payload["kind"])
 
     def _flush(self, c: str, transport: Transport) -> None:
@@ -335,6 +348,10 @@ class Publisher:
             estimate = self._snapshot_size.get(c) or (snap.count("faces", c) + 1) * BYTES_PER_FACE
             devices: list[str] = []
             for d in list(self._snapshots[c]):
+                if self._has_snapshot(c, d):  # served while it waited in the queue
+                    del self._snapshots[c][d]
+                    self.gate.refused["ALREADY_SENT"] = self.gate.refused.get("ALREADY_SENT", 0) + 1
+                    continue
                 if self.snapshot_replies.left() < 1 or (
                         devices and self.snapshot_bytes.left() - estimate * len(devices) <= 0):
                     break
@@ -361,7 +378,7 @@ class Publisher:
         for d in sent:
             served.pop(d, None)
             served[d] = (run.seq, now)
-        while len(served) > 4 * MAX_QUEUED_SNAPSHOTS:  # oldest first: bounded whatever ids come
+        while len(served) > MAX_TRACKED_DEVICES:  # oldest first: bounded whatever ids come
             del served[next(iter(served))]
         for d in run.failed:  # the broker went away: asked again when it is back
             self._snapshots[run.collection].setdefault(d, None)

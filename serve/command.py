@@ -16,6 +16,7 @@ from facelink.errors import ConfigError, FaceLinkError, InvalidParameterExceptio
 log = logging.getLogger(__name__)
 
 DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a request body (facelink.serve.app)
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for a connection to send a request head (facelink.serve.protocol)
 DEFAULT_BODY_MEMORY_MIB = 64  # request bodies in flight, all together: six of the largest
 
 
@@ -29,6 +30,8 @@ DEFAULT_BODY_MEMORY_MIB = 64  # request bodies in flight, all together: six of t
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Operations run at once (each has its own database connection and engine).")
 @click.option("--insecure-http", is_flag=True, help="Allow plain HTTP on a non-loopback address (not recommended).")
+@click.option("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT, show_default=True,
+              help="Seconds a connection may take to send a request head (after opening or after a response); then it is closed.")
 @click.option("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, show_default=True,
               help="Seconds a request body may take to arrive; then RequestTimeoutException (408).")
 @click.option("--body-memory-mib", type=int, default=DEFAULT_BODY_MEMORY_MIB, show_default=True,
@@ -36,14 +39,14 @@ DEFAULT_BODY_MEMORY_MIB = 64  # request bodies in flight, all together: six of t
                    "a request that would go over is ThrottlingException (503).")
 @click.pass_obj
 def serve_command(state: AppState, credentials: Path, host: str, port: int, tls_cert: Path | None,
-                  tls_key: Path | None, workers: int, insecure_http: bool,
+                  tls_key: Path | None, workers: int, insecure_http: bool, header_timeout: float,
                   body_timeout: float, body_memory_mib: int) -> None:
     """Serve Rekognition's API (JSON 1.1, SigV4) for boto3, the aws CLI and AWS SDKs."""
     import json
 
     try:
         server = build_server(state, credentials, host, port, tls_cert, tls_key, workers, insecure_http,
-                              body_timeout, body_memory_mib)
+                              body_timeout, body_memory_mib, header_timeout)
     except FaceLinkError as exc:
         click.echo(json.dumps(exc.to_json()), err=True)
         sys.exit(exc.exit_code)
@@ -53,13 +56,14 @@ def serve_command(state: AppState, credentials: Path, host: str, port: int, tls_
 def build_server(state: AppState, credentials: Path, host: str, port: int, tls_cert: Path | None,
                  tls_key: Path | None, workers: int, insecure_http: bool,
                  body_timeout: float = DEFAULT_BODY_TIMEOUT,
-                 body_memory_mib: int = DEFAULT_BODY_MEMORY_MIB):
+                 body_memory_mib: int = DEFAULT_BODY_MEMORY_MIB, header_timeout: float = DEFAULT_HEADER_TIMEOUT):
     import math
 
     import uvicorn
 
     from .app import MAX_BODY, RekognitionApp
     from .credentials import load_keys
+    from .protocol import with_header_deadline
 
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together")
@@ -71,6 +75,8 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
     if not 1 <= workers <= 64 or not 0 <= port <= 65535:
         raise InvalidParameterException("--workers must be 1-64 and --port 0-65535")
     min_mib = math.ceil(MAX_BODY / 2**20)
+    if not 0 < header_timeout <= 3600:
+        raise InvalidParameterException("--header-timeout must be more than 0 and at most 3600 seconds")
     if not 0 < body_timeout <= 3600:
         raise InvalidParameterException("--body-timeout must be more than 0 and at most 3600 seconds")
     if not min_mib <= body_memory_mib <= 1 << 20:
@@ -87,7 +93,7 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
 
     app = RekognitionApp(keys, make_context, workers, body_timeout=body_timeout,
                          max_body_bytes_in_flight=body_memory_mib * 2**20)
-    config = uvicorn.Config(app, host=host, port=port, lifespan="off", http="h11", log_level="info",
+    config = uvicorn.Config(app, host=host, port=port, lifespan="off", http=with_header_deadline(header_timeout), log_level="info",
                             ssl_certfile=str(tls_cert) if tls_cert else None,
                             ssl_keyfile=str(tls_key) if tls_key else None, server_header=False,
                             timeout_graceful_shutdown=5)

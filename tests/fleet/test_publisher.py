@@ -310,15 +310,16 @@ def test_snapshot_replies_are_capped_globally_whatever_ids_the_requests_invent(d
 
 def test_a_door_is_not_sent_the_same_snapshot_again_at_once(desk, keys, listeners):
     """A request naming a real door's id again and again (anyone may publish requests) makes the
-    desk send that door's snapshot once: the same seq is not sent to the same door again within
-    SNAPSHOT_REPEAT_S. Later, or after a newer seq, the door gets it again (a door that lost chunks
-    asks again after its retry)."""
+    desk send that door one snapshot: not again while it is being sent (a door retries after 5 s
+    while a long snapshot is still coming), nor within SNAPSHOT_REPEAT_S after, nor after mere
+    deltas (they reach the door on `changes`); later, or after a Rebase, it is sent again (a door
+    that lost chunks asks again after its retry)."""
     from facelink.fleet.publisher import SNAPSHOT_REPEAT_S
 
     clock = Monotonic()
-    d = desk(monotonic=clock)
+    d = desk(monotonic=clock, slice_s=0.0, changes_keep=3)  # one chunk to one door per step
     d.store.insert_collection("staff", V)
-    add_faces(d.store, "staff", 20)
+    add_faces(d.store, "staff", CHUNK_FACES + 1)  # two chunks
     d.step()
     watch = listeners([T.reply("#")], "watch")
 
@@ -326,22 +327,32 @@ def test_a_door_is_not_sent_the_same_snapshot_again_at_once(desk, keys, listener
         for _ in range(times):
             watch.client.publish(T.request, SyncRequest(device_id="door-r", snapshot=True).encode().decode(), qos=1)
 
-    def settle(sent: int, refused: int) -> bool:
-        return wait_for(lambda: (d.step(), d.publisher.snapshots_sent == sent and
-                                 d.publisher.gate.refused.get("ALREADY_SENT", 0) == refused)[1], 30)
+    def refused() -> int:
+        return d.publisher.gate.refused.get("ALREADY_SENT", 0)
+
+    def settle(sent: int, already: int) -> bool:
+        return wait_for(lambda: (d.step(), d.publisher._run is None and d.publisher.snapshots_sent == sent
+                                 and refused() == already)[1], 30)
 
     ask(1)
-    assert settle(1, 0)
-    ask(3)  # replayed at once: nothing more is sent
+    assert wait_for(lambda: (d.step(), d.publisher._run is not None)[1], 30)  # first chunk out
+    ask(2)  # asked again while it is being sent
+    assert settle(1, 2)
+    ask(1)  # and right after
     assert settle(1, 3)
-    clock.now += SNAPSHOT_REPEAT_S + 1
-    ask(1)
-    assert settle(2, 3)
-    add_faces(d.store, "staff", 1)  # a newer seq: that snapshot is new to the door
+    add_faces(d.store, "staff", 1, seed=7)  # a delta: a newer seq, not a new snapshot
     d.step()
     ask(1)
-    assert settle(3, 3)
-    assert wait_for(lambda: _snapshot_replies(watch).get("door-r", 0) >= 3, 30)
+    assert settle(1, 4)
+    clock.now += SNAPSHOT_REPEAT_S + 1  # later: served again
+    ask(1)
+    assert settle(2, 4)
+    for i in range(5):  # more changes than the feed keeps: a Rebase, every door needs a snapshot
+        add_faces(d.store, "staff", 1, seed=10 + i)
+    d.step()
+    ask(1)
+    assert settle(3, 4)
+    assert wait_for(lambda: _snapshot_replies(watch).get("door-r", 0) >= 3 * 2, 30)  # 3 snapshots, 2 chunks each
 
 
 def test_a_revocation_is_never_queued_behind_snapshots(desk, keys, listeners):
@@ -394,12 +405,15 @@ def test_the_desk_service_answers_only_doors_seen_on_their_own_topics(broker, ke
         ask = SyncRequest(device_id="door-real", snapshot=True).encode().decode()
         assert round_trip(lambda p: real.publish(T.request, ask, qos=1),
                           lambda p: "door-real" in _snapshot_replies(watch), timeout=60, each=3.0)
-        first = _snapshot_replies(watch)["door-real"]
         for i in range(50):
             watch.client.publish(T.request, SyncRequest(device_id=f"ghost-{i}", snapshot=True).encode().decode(),
                                  qos=1)
         assert wait_for(lambda: desk.log().count("UNKNOWN_DEVICE") >= 50, 30)  # every ghost handled
-        assert _snapshot_replies(watch) == {"door-real": first}  # and none of them cost a snapshot
+        # the door that was seen is still answered after them (a range: its snapshot is fresh)
+        since = len(watch.on(T.reply("door-real")))
+        real.publish(T.request, SyncRequest(device_id="door-real", from_seq=1).encode().decode(), qos=1)
+        assert wait_for(lambda: len(watch.on(T.reply("door-real"))) > since, 60)
+        assert set(_snapshot_replies(watch)) == {"door-real"}  # no ghost got anything
     finally:
         real.stop()
         desk.stop()

@@ -103,8 +103,22 @@ def test_unauthenticated_request_is_refused_before_its_body(endpoint, caller):
 def tight(tmp_path_factory, models_dir):
     pytest.importorskip("boto3")
     with serve_process(tmp_path_factory.mktemp("tight"), models_dir,
-                       "--body-timeout", "1") as (url, _):
+                       "--body-timeout", "1", "--header-timeout", "1") as (url, _):
         yield url
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST / HTTP/1.1\r\nHost: x\r\n"], ids=["nothing", "half a head"])
+def test_a_connection_without_a_request_head_is_closed(tight, sent):
+    """A connection that opens and sends nothing (or half a request head) is closed after
+    --header-timeout (1 s here): idle sockets cannot pile up until the server has no file
+    descriptors left (uvicorn alone never closes them)."""
+    host = urlsplit(tight)
+    with socket.create_connection((host.hostname, host.port), timeout=20) as sock:
+        if sent:
+            sock.sendall(sent)
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # closed by the server, nothing answered
+        assert time.monotonic() - started < 15
 
 
 def test_a_body_must_arrive_within_the_deadline(tight):
@@ -270,9 +284,9 @@ def test_a_numeric_string_is_not_a_threshold(endpoint, make_client):
         assert name in payload["message"]
 
 
-@pytest.mark.parametrize("flag", [["--body-timeout", "0"], ["--body-memory-mib", "10"]])
+@pytest.mark.parametrize("flag", [["--body-timeout", "0"], ["--header-timeout", "0"], ["--body-memory-mib", "10"]])
 def test_serve_refuses_limits_that_cannot_work(tmp_path, flag):
-    """One connection (the one asking counts), no time for a body, or less room than one largest
+    """No time for a request head or a body, or less room than one largest
     request would refuse every request: the server does not start (InvalidParameterException, exit 2)."""
     import subprocess
     import sys
