@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from facelink.config.paths import open_private
 from facelink.errors import ConflictException, InvalidParameterException, InvalidSignatureException
 from facelink.models.embedder import EMBEDDING_DIM, not_embeddings
+from facelink.mqtt.schema import aware_iso
 
 from . import feed, validate
 from .context import Context
@@ -95,13 +96,7 @@ class ExportMeta(BaseModel):
     @field_validator("ExportedAt")
     @classmethod
     def _iso_with_zone(cls, v: str) -> str:
-        try:
-            t = datetime.fromisoformat(v)
-        except ValueError:
-            raise ValueError("not an ISO-8601 time") from None
-        if t.tzinfo is None:
-            raise ValueError("has no time zone")
-        return v
+        return aware_iso(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExportMeta:
