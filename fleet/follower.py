@@ -51,7 +51,16 @@ from facelink.mqtt.schema import SyncAlarmMessage
 from facelink.mqtt.topics import CollectionTopics
 
 from .changeset import ChangeSet, ChangeSetRejected, ChangeSetVerifier
-from .protocol import Delta, Rebase, SnapshotChunk, SyncMessageRejected, SyncRequest, decode_head, parse_body
+from .protocol import (
+    SNAPSHOT_REPEAT_S,
+    Delta,
+    Rebase,
+    SnapshotChunk,
+    SyncMessageRejected,
+    SyncRequest,
+    decode_head,
+    parse_body,
+)
 from .replica import Replica
 
 log = logging.getLogger(__name__)
@@ -178,9 +187,20 @@ class Follower:
         try:
             if isinstance(body, Delta):
                 self.replica.apply_delta(cs, body, sha)
-            elif cs.seq == self.applied_seq or not self.replica.stage_chunk(cs, body):
-                return  # a chunk of a snapshot already applied or superseded, or more chunks to come
+            elif cs.seq == self.applied_seq:
+                return  # a chunk of a snapshot already applied
             else:
+                before = self.replica.staging()
+                if not self.replica.stage_chunk(cs, body):  # more chunks to come, or superseded
+                    after = self.replica.staging()
+                    if after is not None and after[0] == cs.seq and after != before:
+                        # a new chunk of the snapshot being sent: ask again only once the desk
+                        # would send another (a chunk lost: a reconnect with a clean session),
+                        # not on the growing back-off, which could leave the door waiting
+                        # minutes more. A replayed chunk makes no progress and moves nothing.
+                        self._backoff = self.request_retry_s
+                        self._retry_at = self.monotonic() + SNAPSHOT_REPEAT_S + 1.0
+                    return
                 self.replica.apply_snapshot()
                 self.snapshot_seq, self.want_snapshot = cs.seq, False
         except ChangeSetRejected as exc:

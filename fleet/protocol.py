@@ -53,6 +53,7 @@ HEAD_SCHEMA = "facelink.head/1"
 REQUEST_SCHEMA = "facelink.sync-request/1"
 CHUNK_FACES = 2_000  # faces per snapshot chunk (~1.4 MB of JSON at 128-d float32)
 MAX_REQUEST_RANGE = 1_000  # change sets re-sent for one request; a door further behind gets a snapshot
+SNAPSHOT_REPEAT_S = 30.0  # the desk sends a door no second snapshot this soon (unless a Rebase came since)
 DEVICE_ID = r"^[A-Za-z0-9_.\-]{1,64}$"
 FACE_ID = r"^[A-Za-z0-9_\-]{1,64}$"
 _STRICT = ConfigDict(extra="forbid", frozen=True)

@@ -48,14 +48,13 @@ from facelink.mqtt.topics import CollectionTopics, all_health, all_status
 from .bodies import body_for_batch, snapshot_chunks
 from .changeset import encode
 from .journal import Journal
-from .protocol import DEVICE_ID, Head, Rebase, SnapshotChunk, encode_head
+from .protocol import DEVICE_ID, SNAPSHOT_REPEAT_S, Head, Rebase, SnapshotChunk, encode_head
 from .requests import MAX_TRACKED_DEVICES, Budget, RequestGate
 
 log = logging.getLogger(__name__)
 
 INBOX_MAX = 10_000  # requests waiting; more are refused (OVERLOADED) instead of growing memory
 MAX_QUEUED_SNAPSHOTS = 1_000  # doors waiting for a snapshot, per collection; more: OVERLOADED
-SNAPSHOT_REPEAT_S = 30.0  # a door sent a snapshot is not sent another this soon, unless a rebase came since
 BYTES_PER_FACE = 1_000  # a snapshot's size before one was measured (~0.9 KB per face on the wire)
 _DEVICE = re.compile(DEVICE_ID)
 

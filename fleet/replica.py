@@ -135,6 +135,15 @@ class Replica:
             staged = c.execute("SELECT count(*) FROM sync_stage_chunks WHERE collection_id = ?", (c_id,)).fetchone()[0]
             return int(staged) == chunk.chunks
 
+    def staging(self) -> tuple[int, int] | None:
+        """The snapshot being staged: (its seq, chunks staged so far); None when none is."""
+        rows = self.store.query("SELECT seq FROM sync_stage WHERE collection_id = ?", (self.collection_id,))
+        if not rows:
+            return None
+        staged = self.store.query("SELECT count(*) FROM sync_stage_chunks WHERE collection_id = ?",
+                                  (self.collection_id,))
+        return int(rows[0][0]), int(staged[0][0])
+
     def apply_snapshot(self) -> int:
         """Replace the copy with the staged snapshot in one transaction; its base seq."""
         c_id = self.collection_id

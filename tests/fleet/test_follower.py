@@ -285,6 +285,32 @@ def test_snapshot_bootstrap_staged_then_applied_whole(door, keys, desk_client, l
     assert d.state() == after and d.follower.rejected == {"REPLAY": 1}
 
 
+def test_a_door_missing_a_chunk_asks_again_once_the_desk_would_send_it(door, keys, desk_client):
+    """The desk sends a door no second snapshot within SNAPSHOT_REPEAT_S (requests are unsigned).
+    A door that got some chunks and lost one (a reconnect with a clean session) therefore asks
+    again just after that window from its last new chunk, not on its growing back-off (5, 10, 20,
+    40, 60 s: up to a minute more); a replayed chunk (no progress) does not push that back."""
+    from facelink.fleet.protocol import SNAPSHOT_REPEAT_S
+
+    key = keys[0]
+    d = door(desk_client, request_retry_s=5.0)
+    d.feed(encode(key, "staff", V, 5, Rebase(feed_position=50, reason="first").model_dump()))
+    assert d.follower.requests_sent == 1  # a snapshot, asked at once
+    chunks = [SnapshotChunk(snapshot_id="s1", chunk=i, chunks=2, feed_position=60,
+                            faces_put=[face(f"f{i}", None, i)]).model_dump() for i in range(2)]
+    d.clock.now += 2.0
+    d.feed(encode(key, "staff", V, 6, chunks[0]), T.reply(DOOR))  # chunk 1 is lost
+    for step in (4.0, 10.0, 10.0):  # past the 5 s back-off, and on: still waiting
+        d.clock.now += step
+        d.feed(encode(key, "staff", V, 6, chunks[0]), T.reply(DOOR))  # a replay: no progress
+        assert d.follower.requests_sent == 1
+    d.clock.now += SNAPSHOT_REPEAT_S + 1.5 - 24.0  # just past the window from the new chunk
+    d.follower.tick()
+    assert d.follower.requests_sent == 2
+    d.feed(encode(key, "staff", V, 6, chunks[1]), T.reply(DOOR))  # the desk sent it again
+    assert d.follower.applied_seq == 6 and d.store.count("faces", "staff") == 2
+
+
 def test_heads_confirm_freshness_and_staleness_follows(door, keys, desk_client, listeners):
     key = keys[0]
     asks = listeners([T.request], "request-listener")
