@@ -70,8 +70,14 @@ class Tracker:
         return assigned
 
     def adopt(self, previous: Tracker) -> None:
-        """Carry the people being followed over from the tracker this one replaces (a reload)."""
+        """Carry the people being followed over from the tracker this one replaces (a reload):
+        their ids and decisions. What an undecided track had observed is dropped: it was judged
+        under the rules being replaced (another threshold, no liveness check), and must not count
+        towards a decision under the new ones."""
         self._tracks, self._next_id = dict(previous._tracks), previous._next_id
+        for track in self._tracks.values():
+            if track.decided is None:
+                track.history.clear()
 
     def restart(self, track: Track) -> None:
         """Someone else now stands where this track's person stood: a fresh track (new id)."""

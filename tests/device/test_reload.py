@@ -36,6 +36,41 @@ def test_reload_to_six_of_eight_grants_after_six_frames(tmp_path, broker, make_s
         daemon.shutdown(flush_timeout_s=1)
 
 
+def test_what_an_undecided_track_saw_before_a_reload_does_not_count_after_it(tmp_path, broker, make_settings,
+                                                                              engine, ctx, faces_dir):
+    """Frames judged under the rules a reload replaces (another threshold, liveness off) must not
+    count towards a decision under the new ones: after a SIGHUP an undecided track needs its N
+    frames again (3 of 5 here), while a decided track keeps its decision (no second GRANTED)."""
+    faces.create_collection(ctx, "door")
+    users.create_user(ctx, "door", "obama")
+    faces.index_faces(ctx, "door", faces_dir / "people/obama/2.jpg", "badge", user_id="obama")
+    config = tmp_path / "door.toml"
+    config.write_text("[liveness]\nenabled = false\n")  # a pasted still photo: liveness tested elsewhere
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
+    daemon = Daemon(settings, config_path=config, engine=engine)
+    try:
+        daemon.reload()
+        frames = iter(range(100))
+
+        def run(n: int) -> list[tuple[int, str]]:
+            out = []
+            for _ in range(n):
+                i = next(frames)
+                out += [(i, d.decision) for d in daemon.pipeline.process(_frame(faces_dir, "obama", i), 0.1 * i)]
+            return out
+
+        assert run(2) == []  # two matching frames: not yet 3
+        config.write_text("[liveness]\nenabled = false\n[matching]\nsimilarity_threshold = 99.5\n")
+        daemon.reload()
+        assert daemon.pipeline.components.policy.threshold == 99.5
+        assert run(2) == []  # the two before do not count: two new ones are not enough
+        assert run(1) == [(4, "GRANTED")]  # the third under the new rules
+        daemon.reload()
+        assert run(3) == []  # decided before the reload: still decided, not granted again
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
+
+
 def test_reload_refuses_a_change_of_factors_whole(tmp_path, broker, make_settings, engine, ctx):
     """Tightening face -> card_and_face by SIGHUP must not leave 1:N face GRANTED running: the
     factors and badge readers are built once, so the reload is refused and nothing changes."""
