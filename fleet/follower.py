@@ -104,6 +104,7 @@ class Follower:
         self.applied_event = threading.Event()  # set after every apply: the matcher refreshes now
         self._outstanding = False  # a request was sent and is not answered yet
         self._retry_at = 0.0
+        self._asked_at = 0.0  # monotonic time of the last request sent
         self._backoff = request_retry_s
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
         self._stop = threading.Event()
@@ -198,8 +199,12 @@ class Follower:
                         # would send another (a chunk lost: a reconnect with a clean session),
                         # not on the growing back-off, which could leave the door waiting
                         # minutes more. A replayed chunk makes no progress and moves nothing.
+                        # Never later than the longest back-off after the door's own last
+                        # request: signed chunks of two runs at one seq, replayed in turn by
+                        # anyone who can publish there, each look like progress.
                         self._backoff = self.request_retry_s
-                        self._retry_at = self.monotonic() + SNAPSHOT_REPEAT_S + 1.0
+                        self._retry_at = min(self.monotonic() + SNAPSHOT_REPEAT_S + 1.0,
+                                             self._asked_at + SNAPSHOT_REPEAT_S + 1.0 + MAX_BACKOFF_S)
                     return
                 self.replica.apply_snapshot()
                 self.snapshot_seq, self.want_snapshot = cs.seq, False
@@ -279,7 +284,7 @@ class Follower:
         self.requests_sent += bool(sent)
         log.info("sync %s: %s %s (retry in %.0f s)", self.collection_id, "asked for" if sent else "could not ask for",
                  "a snapshot" if snapshot else f"seq {self.applied_seq + 1}..", self._backoff)
-        self._outstanding, self._retry_at = True, now + self._backoff
+        self._outstanding, self._retry_at, self._asked_at = True, now + self._backoff, now
         self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
 
     # -- refusals, staleness, health -------------------------------------------------------

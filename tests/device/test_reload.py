@@ -60,7 +60,8 @@ def test_what_an_undecided_track_saw_before_a_reload_does_not_count_after_it(tmp
             return out
 
         assert run(2) == []  # two matching frames: not yet 3
-        config.write_text("[liveness]\nenabled = false\n[matching]\nsimilarity_threshold = 99.5\n")
+        config.write_text("[liveness]\nenabled = false\n[matching]\nsimilarity_threshold = 99.5\n"
+                          "cooldown_s = 0\n")  # no cooldown: only the kept decision stops a second GRANTED
         daemon.reload()
         assert daemon.pipeline.components.policy.threshold == 99.5
         assert run(2) == []  # the two before do not count: two new ones are not enough

@@ -311,6 +311,31 @@ def test_a_door_missing_a_chunk_asks_again_once_the_desk_would_send_it(door, key
     assert d.follower.applied_seq == 6 and d.store.count("faces", "staff") == 2
 
 
+def test_replayed_chunks_of_two_runs_cannot_keep_a_door_from_asking(door, keys, desk_client):
+    """Signed chunks of two snapshot runs at the same seq (different ids), replayed in turn by
+    anyone who can publish on the door's topics, each look like progress (staging restarts with
+    the other id). The door still asks again no later than the longest back-off after its own
+    last request: it is not kept stale for as long as the replays go on."""
+    from facelink.fleet.follower import MAX_BACKOFF_S
+    from facelink.fleet.protocol import SNAPSHOT_REPEAT_S
+
+    key = keys[0]
+    d = door(desk_client, request_retry_s=5.0)
+    d.feed(encode(key, "staff", V, 5, Rebase(feed_position=50, reason="first").model_dump()))
+    assert d.follower.requests_sent == 1
+    runs = [[encode(key, "staff", V, 6, SnapshotChunk(snapshot_id=sid, chunk=i, chunks=3, feed_position=60,
+                                                      faces_put=[face(f"{sid}{i}", None, i)]).model_dump())
+             for i in range(2)] for sid in ("x", "y")]  # 2 of 3 chunks each: never complete
+    replays = runs[0] + runs[1]  # x0 x1 y0 y1: staging goes (6, 1) (6, 2) (6, 1) (6, 2): each "progress"
+    limit = SNAPSHOT_REPEAT_S + 1.0 + MAX_BACKOFF_S
+    waited = 0.0
+    while d.follower.requests_sent == 1 and waited <= limit + 10:
+        d.clock.now += 5.0
+        waited += 5.0
+        d.feed(replays[int(waited / 5) % len(replays)], T.reply(DOOR))
+    assert d.follower.requests_sent == 2 and waited <= limit + 5.0
+
+
 def test_heads_confirm_freshness_and_staleness_follows(door, keys, desk_client, listeners):
     key = keys[0]
     asks = listeners([T.request], "request-listener")
