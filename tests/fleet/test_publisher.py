@@ -367,6 +367,7 @@ def test_a_revocation_is_never_queued_behind_snapshots(desk, keys, listeners):
     watch = listeners([T.changes, T.reply("#")], "watch")
     for i in range(3):
         watch.client.publish(T.request, SyncRequest(device_id=f"door-{i}", snapshot=True).encode().decode(), qos=1)
+    assert wait_for(lambda: d.publisher._inbox.qsize() == 3, 30)  # all three in before a step: one run
     assert wait_for(lambda: (d.step(), d.publisher._run is not None and len(d.publisher._run.devices) == 3)[1], 30)
     base = d.publisher._run.seq
     d.store.delete_user("staff", "fired")  # the revocation, while 12 chunk replies are due
