@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .section import Section as _Section
+from .section import Section
 
 
-class OsdpSettings(_Section):
+class OsdpSettings(Section):
     device: str = Field("/dev/ttyUSB0", description="Serial device of the RS-485 adapter the panel's reader bus is on (door.output = \"osdp\").")
     address: int = Field(1, ge=0, le=126, description="This reader's OSDP address on the bus (as configured in the panel).")
     baud: Literal[9600, 19200, 38400, 57600, 115200] = Field(9600, description="Bus speed (as configured in the panel).")
@@ -20,14 +20,14 @@ class OsdpSettings(_Section):
     verdict_timeout_s: float = Field(2.0, gt=0, le=30, description="How long to wait for the panel's LED/output answer to a card read before recording NO_RESPONSE.")
 
 
-class WiegandSettings(_Section):
+class WiegandSettings(Section):
     d0_pin: int = Field(23, ge=0, le=40, description="BCM pin driving Wiegand D0 (door.output = \"wiegand\").")
     d1_pin: int = Field(24, ge=0, le=40, description="BCM pin driving Wiegand D1.")
     pulse_width_us: int = Field(50, ge=20, le=100, description="Low pulse width per bit (H10301 convention: 20-100 us).")
     pulse_interval_us: int = Field(2000, ge=200, le=20000, description="Time from one bit's pulse to the next (200 us - 20 ms).")
 
 
-class CredentialSettings(_Section):
+class CredentialSettings(Section):
     sources: list[Literal["mqtt", "evdev", "serial"]] = Field(
         ["mqtt"], description="Where badge reads come from in the card modes: mqtt (<prefix>/<device>/credential), evdev (a USB keyboard-wedge reader), serial (a reader sending one credential per line).")
     evdev_device: str = Field("", description="Input device of a keyboard-wedge reader, e.g. /dev/input/by-id/usb-...-event-kbd (needs `pip install evdev`).")
@@ -36,7 +36,7 @@ class CredentialSettings(_Section):
     serial_baud: Literal[9600, 19200, 38400, 57600, 115200] = Field(9600, description="Serial reader speed.")
 
 
-class FleetSettings(_Section):
+class FleetSettings(Section):
     signing_key: Path | None = Field(None, description="Desk only: Ed25519 private key (PEM, 0600) that signs exports (`facelink fleet keygen`).")
     trusted_keys: list[Path] = Field([], description="Door: desk public keys (PEM) an imported export must be signed by; empty: unsigned files are accepted (single-appliance use).")
     publish: list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.\-]{1,255}$")]] = Field([], description="Desk: collections `facelink fleet publish` sends to the doors (signed change sets on <prefix>/collections/<C>/changes).")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 import zipfile
 import zlib
@@ -45,7 +44,7 @@ from facelink.errors import ConflictException, InvalidParameterException, Invali
 from facelink.models.embedder import EMBEDDING_DIM, not_embeddings
 from facelink.mqtt.schema import aware_iso
 
-from . import feed, validate
+from . import validate
 from .context import Context
 
 FORMAT = "facelink-faces"
@@ -375,98 +374,69 @@ def import_faces(ctx: Context, collection_id: str, input_path: Path | str, *,
     validate.collection_id(collection_id)
     source = collection_id if source_collection_id is None else validate.collection_id(source_collection_id)
     export = read_export(input_path, trusted_keys, source_collection_id=source)
-    meta = export.meta
-    store = ctx.store
-    keep = store.changes_keep
-    with store.transaction() as c:
-        row = c.execute("SELECT face_model_version FROM collections WHERE collection_id = ?",
-                        (collection_id,)).fetchone()
-        if row is None:
-            c.execute("INSERT INTO collections VALUES (?, ?, ?)", (collection_id, meta.FaceModelVersion, time.time()))
-        elif row[0] != meta.FaceModelVersion:
+    meta, store = export.meta, ctx.store
+    with store.transaction() as c:  # the store's operations below join it: all or nothing
+        coll = store.get_collection(collection_id)
+        if coll is None:
+            store.insert_collection(collection_id, meta.FaceModelVersion)
+        elif coll.face_model_version != meta.FaceModelVersion:
             raise ConflictException(f"export holds FaceModelVersion {meta.FaceModelVersion}, collection "
-                                    f"{collection_id!r} holds {row[0]}: not comparable")
+                                    f"{collection_id!r} holds {coll.face_model_version}: not comparable")
         if trusted_keys:
             _refuse_rollback(c, source, collection_id, meta.exported_at, allow_older)
-        out = _apply(c, collection_id, export, replace, keep)
+        out = _apply(store, collection_id, export, replace)
         if trusted_keys:
             c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                       (_signed_key(source, collection_id), meta.exported_at.isoformat()))
     return {**out, "FaceModelVersion": meta.FaceModelVersion}
 
 
-def _apply(c: Any, collection_id: str, export: Export, replace: bool, keep: int) -> dict[str, Any]:
-    """The import's writes, inside the caller's transaction (each recorded in the change feed)."""
-    meta, now = export.meta, time.time()
-    present = {fid: (int(rid), uid) for rid, fid, uid in c.execute(
-        "SELECT id, face_id, user_id FROM faces WHERE collection_id = ?", (collection_id,))}
-    current = dict(c.execute("SELECT user_id, credential FROM users WHERE collection_id = ?", (collection_id,)))
+def _apply(store: Any, collection_id: str, export: Export, replace: bool) -> dict[str, Any]:
+    """The import's writes, through the store's own operations, inside the caller's transaction."""
+    meta = export.meta
+    for u in meta.Users:
+        if not store.user_exists(collection_id, u):
+            store.insert_user(collection_id, u)
+    present = {f.face_id: f for f in store.list_faces(collection_id, 0, 1 << 30)}
     wanted = {f.FaceId: f for f in meta.Faces}
-    removed: list[tuple[int, str]] = []
-    updated: list[tuple[int, str]] = []
-    removed_users: list[str] = []
+    removed: list[str] = []
+    updated, removed_users = 0, []
     if replace:
-        removed = [(rid, fid) for fid, (rid, _) in present.items() if fid not in wanted]
-        for rid, _ in removed:
-            c.execute("DELETE FROM face_vectors WHERE rowid = ?", (rid,))
-            c.execute("DELETE FROM faces WHERE id = ?", (rid,))
-        feed.record(c, collection_id, removed, "del", keep=keep)
-        for fid, (rid, uid) in present.items():
-            if fid in wanted and wanted[fid].UserId != uid:
-                c.execute("UPDATE faces SET user_id = ? WHERE id = ?", (wanted[fid].UserId, rid))
-                updated.append((rid, fid))
-        feed.record(c, collection_id, updated, "user", keep=keep)
-        keep_users = set(meta.Users)
-        removed_users = sorted(u for u in current if u not in keep_users)
-        for u in removed_users:  # no face of theirs should be left (deleted or re-associated above)
-            rows = c.execute("SELECT id, face_id FROM faces WHERE collection_id = ? AND user_id = ?",
-                             (collection_id, u)).fetchall()
-            c.execute("UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?", (collection_id, u))
-            feed.record(c, collection_id, [(int(r), fid) for r, fid in rows], "user", keep=keep)
-            c.execute("DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, u))
-        if removed_users:
-            feed.record_users(c, collection_id, removed_users, "user_del", keep=keep)
-    new_users = [u for u in meta.Users if u not in current]
-    c.executemany("INSERT INTO users(collection_id, user_id, created_at) VALUES (?, ?, ?)",
-                  [(collection_id, u, now) for u in new_users])
+        removed = store.delete_faces(collection_id, [fid for fid in present if fid not in wanted])
+        for fid, face in present.items():
+            if fid in wanted and face.user_id != wanted[fid].UserId:
+                store.set_user(collection_id, [face], wanted[fid].UserId)
+                updated += 1
+        keep = set(meta.Users)
+        removed_users = [u for u, _ in store.list_users(collection_id, "", 1 << 30) if u not in keep]
+        for u in removed_users:
+            store.delete_user(collection_id, u)
     badges = export.credentials
-    changed = set(new_users)
     if replace:  # first clear what moved or went, so that a badge re-issued to someone else fits
         for u in meta.Users:
-            if current.get(u) is not None and badges.get(u) != current[u]:
-                c.execute("UPDATE users SET credential = NULL WHERE collection_id = ? AND user_id = ?",
-                          (collection_id, u))
-                changed.add(u)
+            current = store.user_credential(collection_id, u)
+            if current is not None and badges.get(u) != current:
+                store.set_user_credential(collection_id, u, None)
     for u, cred in badges.items():
-        holder = c.execute("SELECT user_id FROM users WHERE collection_id = ? AND credential = ?",
-                           (collection_id, cred)).fetchone()
-        if holder is not None and holder[0] != u:
-            raise ConflictException(f"credential {cred} already belongs to user {holder[0]!r}")
+        holder = store.user_by_credential(collection_id, cred)
+        if holder is not None and holder != u:
+            raise ConflictException(f"credential {cred} already belongs to user {holder!r}")
         if holder is None:
-            c.execute("UPDATE users SET credential = ? WHERE collection_id = ? AND user_id = ?",
-                      (cred, collection_id, u))
-            changed.add(u)
-    if changed:
-        feed.record_users(c, collection_id, [u for u in meta.Users if u in changed], "user_put", keep=keep)
-    added: list[tuple[int, str]] = []
-    skipped = 0
+            store.set_user_credential(collection_id, u, cred)
+    rows, skipped = [], 0
     for face, vec in zip(meta.Faces, export.embeddings):
         if face.FaceId in present:
             skipped += 1
             continue
-        taken = c.execute("SELECT 1 FROM faces WHERE face_id = ?", (face.FaceId,)).fetchone()
-        fid = str(uuid.uuid4()) if taken else face.FaceId  # a FaceId of another collection here
-        emb = vec.tobytes()
-        cur = c.execute(
-            "INSERT INTO faces(face_id, collection_id, image_id, external_image_id, user_id, image_sha256, "
-            "bounding_box, confidence, embedding, thumbnail, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (fid, collection_id, face.ImageId, face.ExternalImageId, face.UserId, "imported:" + face.ImageId,
-             json.dumps(face.BoundingBox), float(face.Confidence), emb, None, now))
-        c.execute("INSERT INTO face_vectors(rowid, embedding, collection_id) VALUES (?, ?, ?)",
-                  (cur.lastrowid, emb, collection_id))
-        added.append((int(cur.lastrowid), fid))
-    feed.record(c, collection_id, added, "add", keep=keep)
-    out: dict[str, Any] = {"ImportedFaces": len(added), "SkippedFaces": skipped}
+        taken = store.query("SELECT 1 FROM faces WHERE face_id = ?", (face.FaceId,))
+        rows.append({"face_id": str(uuid.uuid4()) if taken else face.FaceId,  # another collection's FaceId
+                     "collection_id": collection_id, "image_id": face.ImageId,
+                     "external_image_id": face.ExternalImageId, "user_id": face.UserId,
+                     "image_sha256": "imported:" + face.ImageId, "bounding_box": face.BoundingBox,
+                     "confidence": face.Confidence, "embedding": vec})
+    if rows:
+        store.insert_faces(rows)
+    out: dict[str, Any] = {"ImportedFaces": len(rows), "SkippedFaces": skipped}
     if replace:
-        out.update({"RemovedFaces": len(removed), "UpdatedFaces": len(updated), "RemovedUsers": removed_users})
+        out.update({"RemovedFaces": len(removed), "UpdatedFaces": updated, "RemovedUsers": removed_users})
     return out

@@ -11,6 +11,7 @@ through ``feed.ChangeFeed``, never from these tables directly.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -189,6 +190,8 @@ class Store:
         self.changes_keep = changes_keep
         self.group_access = group_access  # store.group_access: file modes (config/paths.py)
         self._conn = connect(self.path, readonly=readonly, group=group_access)
+        self._depth = 0  # transactions open on this connection by ``_tx_thread`` (inner ones join)
+        self._tx_thread: int | None = None
         if not readonly:
             self._migrate()
 
@@ -220,16 +223,30 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """BEGIN IMMEDIATE ... COMMIT; any SQLite error becomes a StoreError (disk full, locked)."""
+        """BEGIN IMMEDIATE ... COMMIT; any SQLite error becomes a StoreError (disk full, locked).
+        Inside another transaction of this store it joins that one: the store's own operations
+        compose into one all-or-nothing change (an import), committed or rolled back by the
+        outermost. (Only on the thread that opened it: another thread's transaction on this
+        connection fails as it always did.)"""
         conn = self._conn
+        if self._depth and self._tx_thread == threading.get_ident():
+            self._depth += 1
+            try:
+                yield conn
+            finally:
+                self._depth -= 1
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except Exception as exc:  # noqa: BLE001 - driver-specific error classes
             raise StoreError(f"database {self.path} is busy or unwritable: {exc}") from exc
+        self._depth, self._tx_thread = 1, threading.get_ident()
         try:
             yield conn
+            self._depth = 0
             conn.execute("COMMIT")
         except BaseException as exc:
+            self._depth = 0
             if conn.in_transaction:  # SQLite may already have rolled back (e.g. SQLITE_FULL)
                 conn.execute("ROLLBACK")
             if isinstance(exc, Exception) and type(exc).__module__.split(".")[0] in (

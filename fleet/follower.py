@@ -193,18 +193,8 @@ class Follower:
             else:
                 before = self.replica.staging()
                 if not self.replica.stage_chunk(cs, body):  # more chunks to come, or superseded
-                    after = self.replica.staging()
-                    if after is not None and after[0] == cs.seq and after != before:
-                        # a new chunk of the snapshot being sent: ask again only once the desk
-                        # would send another (a chunk lost: a reconnect with a clean session),
-                        # not on the growing back-off, which could leave the door waiting
-                        # minutes more. A replayed chunk makes no progress and moves nothing.
-                        # Never later than the longest back-off after the door's own last
-                        # request: signed chunks of two runs at one seq, replayed in turn by
-                        # anyone who can publish there, each look like progress.
-                        self._backoff = self.request_retry_s
-                        self._retry_at = min(self.monotonic() + SNAPSHOT_REPEAT_S + 1.0,
-                                             self._asked_at + SNAPSHOT_REPEAT_S + 1.0 + MAX_BACKOFF_S)
+                    if (after := self.replica.staging()) is not None and after[0] == cs.seq and after != before:
+                        self._snapshot_coming()
                     return
                 self.replica.apply_snapshot()
                 self.snapshot_seq, self.want_snapshot = cs.seq, False
@@ -216,6 +206,17 @@ class Follower:
             self._refused(topic, payload, ChangeSetRejected("APPLY_FAILED", self.error, seq=cs.seq), sha)
             return
         self._applied(cs, body)
+
+    def _snapshot_coming(self) -> None:
+        """A new chunk of the snapshot being sent arrived: ask again only once the desk would send
+        another (a chunk lost: a reconnect with a clean session), not on the growing back-off,
+        which could leave the door waiting minutes more. A replayed chunk makes no progress and
+        does not come here. Never later than the longest back-off after the door's own last
+        request: signed chunks of two runs at one seq, replayed in turn by anyone who can publish
+        there, each look like progress."""
+        self._backoff = self.request_retry_s
+        self._retry_at = min(self.monotonic() + SNAPSHOT_REPEAT_S + 1.0,
+                             self._asked_at + SNAPSHOT_REPEAT_S + 1.0 + MAX_BACKOFF_S)
 
     def _applied(self, cs: ChangeSet, body: Delta | SnapshotChunk) -> None:
         self.verifier.applied(cs)

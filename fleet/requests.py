@@ -34,6 +34,12 @@ class _Bucket:
     tokens: float
     at: float
 
+    def refill(self, now: float, capacity: float, per_second: float) -> float:
+        """Add what accrued since the last look (at most ``capacity`` held); the tokens now."""
+        self.tokens = min(capacity, self.tokens + (now - self.at) * per_second)
+        self.at = now
+        return self.tokens
+
 
 class RateLimit:
     """Token buckets by key: ``burst`` at once, then one more per ``interval_s``."""
@@ -46,8 +52,7 @@ class RateLimit:
     def allow(self, key: str) -> bool:
         now = self.clock()
         b = self._buckets.pop(key, None) or _Bucket(float(self.burst), now)
-        b.tokens = min(float(self.burst), b.tokens + (now - b.at) / self.interval_s)
-        b.at = now
+        b.refill(now, float(self.burst), 1.0 / self.interval_s)
         self._buckets[key] = b
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
@@ -64,17 +69,14 @@ class Budget:
 
     def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute, self.clock = float(per_minute), clock
-        self._left, self._at = float(per_minute), clock()
+        self._bucket = _Bucket(self.per_minute, clock())
 
     def left(self) -> float:
-        now = self.clock()
-        self._left = min(self.per_minute, self._left + (now - self._at) * self.per_minute / 60.0)
-        self._at = now
-        return self._left
+        return self._bucket.refill(self.clock(), self.per_minute, self.per_minute / 60.0)
 
     def spend(self, amount: float) -> None:
         self.left()
-        self._left -= amount
+        self._bucket.tokens -= amount
 
 
 @dataclass(frozen=True)
