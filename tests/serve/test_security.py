@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from .conftest import free_port
+from .conftest import KEYS, serve_process
 
 botocore = pytest.importorskip("botocore")
 
@@ -120,45 +120,17 @@ def test_serve_refuses_bad_setup(tmp_path):
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
 def test_tls(tmp_path, models_dir, faces_dir):
-    import os
-    import socket
-    import time
-
     import boto3
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    creds = tmp_path / "keys.toml"
-    creds.write_text('[keys.AKIATLS]\nsecret = "0123456789abcdef0123"\n')
-    creds.chmod(0o600)
-    port = free_port()
-    env = {**os.environ, "FACELINK_STORE__DATABASE": str(tmp_path / "tls.db"),
-           "FACELINK_MODELS__MODELS_DIR": str(models_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "facelink.enroll.cli", "serve", "--credentials", str(creds),
-                             "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.2)
-        rek = boto3.client("rekognition", endpoint_url=f"https://127.0.0.1:{port}", region_name="eu-west-1",
-                           aws_access_key_id="AKIATLS", aws_secret_access_key="0123456789abcdef0123",
-                           verify=str(cert))
+    with serve_process(tmp_path, models_dir, "--tls-cert", str(cert), "--tls-key", str(key)) as (url, _):
+        admin = "AKIAFACELINKADMIN01"
+        rek = boto3.client("rekognition", endpoint_url=url.replace("http://", "https://"), region_name="eu-west-1",
+                           aws_access_key_id=admin, aws_secret_access_key=KEYS[admin][0], verify=str(cert))
         assert rek.list_collections()["CollectionIds"] == []
         out = rek.detect_faces(Image={"Bytes": (faces_dir / "people/obama/1.jpg").read_bytes()})
         assert len(out["FaceDetails"]) == 1
         rek.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
