@@ -194,6 +194,10 @@ class BadgeSources:
         self.failed[source] = f"{type(exc).__name__}: {exc}"[:200]
         log.error("%s badge reader stopped: %s", source, self.failed[source])
 
+    def health(self) -> dict[str, Any]:
+        """What the daemon's health report says about the badge readers."""
+        return {"badges_rejected": self.rejected, "badges_failed": dict(self.failed)}
+
     def close(self) -> None:
         self._stop.set()
         for close in self._closers:

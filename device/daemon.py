@@ -235,8 +235,7 @@ class Daemon:
                 "rss_mib": round(rss, 1) if (rss := rss_mib()) is not None else None,
                 "heap_released_mib": self.heap_released_mib,
                 **self.panel.health(),
-                **({"badges_rejected": self.badges.rejected, "badges_failed": dict(self.badges.failed)}
-                   if self.badges.sources else {}),
+                **(self.badges.health() if self.badges.sources else {}),
                 "liveness": self.pipeline.components.liveness.counters() if self.pipeline.components.liveness else None,
                 **({"sync": self.sync.health()} if self.sync else {})}
 
