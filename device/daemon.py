@@ -28,14 +28,14 @@ from facelink.mqtt.pump import OutboxPump
 from facelink.mqtt.topics import DeviceTopics
 
 from .assembly import build_components
-from .camera import CameraReader
+from .camera import CameraReader, Frame
 from .clock import DecisionClock
 from .decision import ACTUATION_FAILED, ERROR, GRANTED, Decision
 from .door import DoorRelay, make_relay
 from .factors import Factors
 from .heap import release_free_heap, rss_mib
 from .matcher import UserIndex
-from .pipeline import DoorPipeline
+from .pipeline import DoorPipeline, FrameFailed
 from .sd_notify import notify
 
 if TYPE_CHECKING:
@@ -264,19 +264,23 @@ class Daemon:
             for read in reads:
                 log.error("badge %s dropped: the collection is unusable", read.credential)
             return
-        for read in reads:
-            for decision in self.pipeline.badge(read, now):
-                self.emit(decision)
-        for decision in self.pipeline.tick(now):
-            self.emit(decision)
+        errors: list[Exception] = []
+        for read in reads:  # one read that fails loses none of the others
+            try:
+                errors += self._emit_each(self.pipeline.badge(read, now))
+            except Exception as exc:  # noqa: BLE001 - reported below (fail closed)
+                errors.append(exc)
+        errors += self._emit_each(self.pipeline.tick(now))
+        for exc in errors:
+            self.fail_closed(exc)
 
     def _replay_ended(self) -> None:
         """A replay ended: a card_and_face verification still open gets its DENIED_NO_FACE now
         (no more frames can bring the face), not silence."""
         try:
             if self.index.usable:
-                for decision in self.pipeline.tick(float("inf"), reason="the replay ended"):
-                    self.emit(decision)
+                for exc in self._emit_each(self.pipeline.tick(float("inf"), reason="the replay ended")):
+                    self.fail_closed(exc)
         except Exception as exc:  # noqa: BLE001 - fail closed
             self.fail_closed(exc)
 
@@ -303,6 +307,34 @@ class Daemon:
         log.info("configuration reloaded: threshold %.2f, %d of %d frames",
                  fresh.matching.similarity_threshold, fresh.matching.frames_required,
                  fresh.matching.frames_window)
+
+    def _frame(self, frame: Frame) -> None:
+        """One frame: every decision it made is published, also when it failed part-way (a card
+        window it closed, a face decided before the one that failed); then its error is raised."""
+        try:
+            made, errors = self.pipeline.process(frame, self.clock.frame(frame)), []
+        except FrameFailed as failed:
+            made, errors = failed.decisions, [failed.cause]
+        errors += self._emit_each(made, frame.captured_at)
+        for exc in errors[1:]:
+            self.fail_closed(exc)
+        if errors:
+            raise errors[0]
+        self.stats.frame_done(frame.captured_at, time.monotonic())
+
+    def _emit_each(self, decisions: list[Decision], captured_at: float | None = None) -> list[Exception]:
+        """Each decision gets its own try at the outbox, so one that fails loses none of the
+        others; what failed is returned for the caller to report."""
+        errors: list[Exception] = []
+        for decision in decisions:
+            try:
+                self.emit(decision)
+            except Exception as exc:  # noqa: BLE001 - reported by the caller (fail closed)
+                errors.append(exc)
+                continue
+            if captured_at is not None:
+                self.stats.decision_latencies_ms.append((time.monotonic() - captured_at) * 1000.0)
+        return errors
 
     # -- main loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -335,10 +367,7 @@ class Daemon:
             if not self.index.usable:  # fail closed: nothing is decided until a full reload succeeds
                 continue
             try:
-                for decision in self.pipeline.process(frame, self.clock.frame(frame)):
-                    self.emit(decision)
-                    self.stats.decision_latencies_ms.append((time.monotonic() - frame.captured_at) * 1000.0)
-                self.stats.frame_done(frame.captured_at, time.monotonic())
+                self._frame(frame)
                 backoff = 0.0
             except Exception as exc:  # noqa: BLE001 - fail closed, never crash-loop
                 self.fail_closed(exc)

@@ -17,6 +17,18 @@ from .matcher import UserIndex
 from .tracker import Observation, Track
 
 
+class FrameFailed(Exception):
+    """A frame failed part-way: ``decisions`` are those it had already made (a card window it
+    closed, a face decided before the one that failed). Their state has moved on (the track is
+    decided, the claim closed, the cooldown started), so dropping them would lose them for good:
+    the daemon publishes them, then reports ``cause`` (ERROR, fail closed)."""
+
+    def __init__(self, decisions: list[Decision], cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.decisions = decisions
+        self.cause = cause
+
+
 class DoorPipeline:
     MAX_FACES = 3  # the people nearest the door; farther faces are ignored
     RECHECK_EVERY = 5  # frames between identity checks of a track that already has its decision
@@ -45,11 +57,23 @@ class DoorPipeline:
         return self.factors.tick(self.components.policy, now, reason) if self.factors is not None else []
 
     def process(self, frame: Frame, now: float) -> list[Decision]:
+        """The decisions this frame makes. If it fails after making some, :class:`FrameFailed`
+        carries them; if before, the error itself is raised."""
+        decisions: list[Decision] = []
+        try:
+            self._process(frame, now, decisions)
+        except Exception as exc:
+            if decisions:
+                raise FrameFailed(decisions, exc) from exc
+            raise
+        return decisions
+
+    def _process(self, frame: Frame, now: float, decisions: list[Decision]) -> None:
         c = self.components  # one consistent set for the whole frame
-        decisions = self.tick(now)  # a card window that closed before this frame: it can't match
+        decisions += self.tick(now)  # a card window that closed before this frame: it can't match
         if self.presence is not None and not self.presence.detect(frame.pixels):
             c.tracker.update([], now)
-            return decisions
+            return
         faces = self.engine.detect(frame.pixels)[: self.MAX_FACES]
         tracks = c.tracker.update([f.detection.box for f in faces], now)
         todo, recheck = [], []
@@ -88,7 +112,6 @@ class DoorPipeline:
                 if c.liveness is not None:
                     c.liveness.decided(decision.decision, decision.reason)
                 decisions.append(decision)
-        return decisions
 
     @staticmethod
     def _follow(c: Components, track: Track, embedding) -> None:

@@ -3,6 +3,8 @@ card_or_face lets either factor open, every decision names its mode and factors.
 
 from __future__ import annotations
 
+import pytest
+
 from facelink.access.badges import BadgeRead
 from facelink.device.assembly import build_components
 from facelink.device.factors import Factors
@@ -94,3 +96,24 @@ def test_a_face_after_the_card_window_closed_opens_nothing(ctx, faces_dir, engin
     assert door.badge(BadgeRead(OBAMA, "mqtt"), 0.0) == []
     late = _frames(door, faces_dir, "obama", 50)  # frames at t = 5.0 ... 5.5, no tick before them
     assert [(d.decision, d.user_id, d.factors) for d in late] == [("DENIED_NO_FACE", "obama", ("card",))]
+
+
+def test_a_frame_that_fails_part_way_keeps_the_decisions_it_made(ctx, faces_dir, engine, make_settings, monkeypatch):
+    """The frame closed a card window (DENIED_NO_FACE: the claim is gone) and then failed:
+    the decision comes out with the error, not lost with it."""
+    from facelink.device.pipeline import FrameFailed
+
+    door = _door(ctx, faces_dir, engine, make_settings, "card_and_face", window_s=5.0)
+    assert door.badge(BadgeRead(OBAMA, "serial"), 0.0) == []
+
+    def broken(_pixels):
+        raise RuntimeError("detector failed")
+
+    monkeypatch.setattr(door.engine, "detect", broken)
+    with pytest.raises(FrameFailed) as failed:
+        door.process(_frame(faces_dir, "obama", 1), 6.0)
+    assert [(d.decision, d.user_id) for d in failed.value.decisions] == [("DENIED_NO_FACE", "obama")]
+    assert str(failed.value.cause) == "detector failed"
+    assert door.factors.claim is None and door.tick(7.0) == []  # closed once, published once
+    with pytest.raises(RuntimeError, match="detector failed"):  # nothing decided: the error itself
+        door.process(_frame(faces_dir, "obama", 2), 8.0)

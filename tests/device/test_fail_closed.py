@@ -64,3 +64,60 @@ def test_repeated_errors_are_published_once_and_remembered_within_a_bound(tmp_pa
         assert daemon.stats.errors == 5 + 10 * ERROR_KEYS_MAX  # every one still counted
     finally:
         daemon.shutdown(flush_timeout_s=1)
+
+
+def test_a_frame_that_fails_part_way_still_publishes_what_it_decided(tmp_path, broker, make_settings, engine,
+                                                                     faces_dir, monkeypatch):
+    """The daemon's frame step: a card window the frame closed (DENIED_NO_FACE) reaches the
+    outbox although the frame then failed, and the failure is still raised for the loop's ERROR;
+    a badge read whose step fails loses none of the reads after it."""
+    import json
+    import time
+
+    import numpy as np
+
+    from facelink.device.camera import Frame
+    from facelink.enroll import credentials, users
+    from facelink.enroll.context import Context
+    from facelink.enroll.store import Store
+
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)},
+                             matching={"mode": "card_and_face", "card_window_s": 5.0})
+    daemon = door_daemon(settings, engine)
+    with Store(settings.store.database) as store:
+        ctx = Context(store, lambda: engine)
+        for user, card in (("ann", "H10301:18:1001"), ("bob", "H10301:18:1002")):
+            users.create_user(ctx, "door", user)
+            credentials.put_user_credential(ctx, "door", user, card)
+    try:
+        def decided() -> list[tuple[str, str | None]]:
+            events = [json.loads(e.payload) for e in daemon.outbox.peek(100)]
+            return [(e["decision"], e["user_id"]) for e in events if "decision" in e]
+
+        start = daemon.clock.now()
+        calls = []
+        real_badge = daemon.pipeline.badge
+
+        def badge_failing_once(read, now):
+            calls.append(read.credential)
+            if len(calls) == 1:
+                raise RuntimeError("credential lookup failed")
+            return real_badge(read, now)
+
+        monkeypatch.setattr(daemon.pipeline, "badge", badge_failing_once)
+        for card in ("H10301:18:1002", "H10301:18:1001"):
+            assert daemon.badges.put(card, "serial")
+        daemon._badges(start)
+        assert calls == ["H10301:18:1002", "H10301:18:1001"]  # the second read was not lost
+        assert [d for d in decided() if d[0] == "ERROR"] and daemon.pipeline.factors.claim.user_id == "ann"
+
+        def broken(_pixels):
+            raise RuntimeError("detector failed")
+
+        monkeypatch.setattr(daemon.engine, "detect", broken)
+        frame = Frame(np.zeros((480, 640, 3), np.uint8), time.monotonic(), 0, scene_at=start + 60.0)
+        with pytest.raises(RuntimeError, match="detector failed"):
+            daemon._frame(frame)
+        assert ("DENIED_NO_FACE", "ann") in decided() and daemon.pipeline.factors.claim is None
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
