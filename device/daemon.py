@@ -20,7 +20,7 @@ from facelink.enroll.store import Store
 from facelink.errors import ModelError, ResourceNotFoundException
 from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
-from facelink.models.risk import log_stranger_risk
+from facelink.models.risk import check_door_threshold, log_stranger_risk
 from facelink.models.runtime import TFLiteBackend, limit_blas_threads
 from facelink.mqtt.client import Transport, door_client
 from facelink.mqtt.outbox import Outbox
@@ -93,6 +93,7 @@ class Daemon:
         self.config_path = config_path
         self.blas_threads = limit_blas_threads(1)  # the models and the int8 scan own the cores
         self.engine = engine or FaceEngine.from_settings(settings.models)
+        check_door_threshold(self.engine.calibration, settings.matching.similarity_threshold)  # exit 78
         self.store = Store(settings.store.database, group_access=settings.store.group_access)
         self.index = UserIndex(self.store, settings.matching.collection_id, self.engine.model_version)
         try:
@@ -297,6 +298,7 @@ class Daemon:
             if restart_only:  # the card modes' factors and badge readers are built once: never half-apply
                 raise ValueError(f"matching.{restart_only[0]} changed: restart the daemon to apply it")
             components = build_components(fresh, self.engine, previous=self.pipeline.components)
+            check_door_threshold(self.engine.calibration, fresh.matching.similarity_threshold)
             risk = log_stranger_risk(self.engine.calibration, fresh.matching, len(self.index))
         except Exception as exc:  # noqa: BLE001 - a bad file keeps the running config, whole
             log.error("reload refused, keeping the running configuration: %s", exc)

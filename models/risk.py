@@ -13,12 +13,18 @@ import logging
 import math
 from typing import Any
 
+from facelink.errors import ConfigError
+
 from .manifest import Calibration, ImpostorTail
 from .rates import clopper_pearson
 from .similarity import similarity_to_cosine
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_STRANGER_RATE = 1e-4
+# A door threshold at which more than one comparison in 100 between two different people matches
+# opens for strangers whatever the collection's size: refused, not warned (a Similarity written
+# on a 0-1 scale, 0.99 for 99, lands here).
+MAX_DOOR_COMPARISON_FAR = 1e-2
 
 
 def per_comparison_far(tail: ImpostorTail, cosine: float) -> tuple[float, float]:
@@ -83,3 +89,32 @@ def log_stranger_risk(cal: Calibration, matching: Any, comparisons: int, where: 
         log.info("%s: expected stranger rate per attempt %.2g at Similarity %g with %d enrolled faces",
                  where, risk["ExpectedStrangerRate"] or 0.0, threshold, comparisons)
     return risk
+
+
+def lowest_door_threshold(tail: ImpostorTail, cal: Calibration) -> float:
+    """The lowest Similarity (to 0.1) whose per-comparison FAR estimate is within
+    ``MAX_DOOR_COMPARISON_FAR`` (the FAR falls as the Similarity rises)."""
+    lo, hi = 0.0, 100.0
+    while hi - lo > 0.05:
+        mid = (lo + hi) / 2
+        if per_comparison_far(tail, similarity_to_cosine(mid, cal))[0] > MAX_DOOR_COMPARISON_FAR:
+            lo = mid
+        else:
+            hi = mid
+    return math.ceil(hi * 10) / 10
+
+
+def check_door_threshold(cal: Calibration, threshold: float) -> None:
+    """Refuse (``ConfigError``) a door's ``matching.similarity_threshold`` at which more than
+    ``MAX_DOOR_COMPARISON_FAR`` of comparisons between two different people match. Without a
+    measured impostor distribution nothing can be said: ``stranger_risk`` warns instead."""
+    if cal.impostor_tail is None:
+        return
+    far = per_comparison_far(cal.impostor_tail, similarity_to_cosine(threshold, cal))[0]
+    if far > MAX_DOOR_COMPARISON_FAR:
+        lowest = lowest_door_threshold(cal.impostor_tail, cal)
+        raise ConfigError(
+            f"matching.similarity_threshold = {threshold:g} would open the door for strangers: it is below "
+            f"{lowest:g}, the lowest Similarity at which at most {MAX_DOOR_COMPARISON_FAR:g} of comparisons "
+            f"between two different people match (this FaceModelVersion's calibration). Similarity is on "
+            f"a 0-100 scale (default 99)")

@@ -184,6 +184,10 @@ def test_sighup_reloads_thresholds_and_refuses_a_bad_file(tmp_path, broker, mode
     config.write_text("[matching]\nsimilarity_threshold = 250\n")
     door.proc.send_signal(signal.SIGHUP)
     assert door.wait_for(lambda: "reload refused" in door.log(), 20), door.log()
+    config.write_text("[matching]\nsimilarity_threshold = 0.99\n")  # 99 on a 0-1 scale: strangers in
+    door.proc.send_signal(signal.SIGHUP)
+    assert door.wait_for(lambda: door.log().count("reload refused") == 2, 20), door.log()
+    assert "similarity_threshold = 0.99 would open the door" in door.log()
     assert door.proc.poll() is None  # still running on the last good configuration
     assert door.stop() == 0
 

@@ -54,6 +54,8 @@ MISTAKES = {
                                              "matching.frames_window"),
     "sync without a trusted desk key": ("[sync]\nenabled = true\n", "fleet.trusted_keys"),
     "sync with an unknown on_stale": ('[sync]\non_stale = "maybe"\n', "sync.on_stale"),
+    "a Similarity written on a 0-1 scale": ("[matching]\nsimilarity_threshold = 0.99\n",
+                                            "matching.similarity_threshold"),
 }
 
 

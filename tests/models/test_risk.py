@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from facelink.errors import ConfigError
 from facelink.models.manifest import Calibration, ImpostorTail, load_manifest
-from facelink.models.risk import per_comparison_far, stranger_risk
+from facelink.models.risk import (
+    MAX_DOOR_COMPARISON_FAR,
+    check_door_threshold,
+    lowest_door_threshold,
+    per_comparison_far,
+    stranger_risk,
+)
 from facelink.models.similarity import similarity_to_cosine
 
 TAIL = ImpostorTail(1_000_000, (0.40, 0.45, 0.50, 0.55, 0.60), (1000, 100, 10, 0, 0))
@@ -79,3 +86,20 @@ def test_daemon_states_the_risk_at_start_and_on_reload(tmp_path, broker, make_se
         assert after["MaxStrangerRate"] == 1e-9 and "max_stranger_rate" in after["Warning"]
     finally:
         daemon.shutdown(flush_timeout_s=1)
+
+
+def test_a_door_threshold_that_lets_strangers_in_is_refused():
+    """Below the Similarity where 1 in 100 comparisons of two different people match, a door
+    refuses to start (and a reload is refused): 0, or 99 written as 0.99, opens for anyone."""
+    for cal in load_manifest().calibration.values():
+        lowest = lowest_door_threshold(cal.impostor_tail, cal)
+        assert 30 < lowest < 60
+        assert per_comparison_far(cal.impostor_tail, similarity_to_cosine(lowest, cal))[0] <= MAX_DOOR_COMPARISON_FAR
+        assert per_comparison_far(cal.impostor_tail, similarity_to_cosine(lowest - 0.2, cal))[0] > \
+            MAX_DOOR_COMPARISON_FAR
+        for threshold in (lowest, 80, 99, 100):
+            check_door_threshold(cal, threshold)
+        for threshold in (0, 0.99, lowest - 0.2):
+            with pytest.raises(ConfigError, match=f"similarity_threshold = {threshold:g} would open the door"):
+                check_door_threshold(cal, threshold)
+    check_door_threshold(Calibration(20.0, -6.0, "old"), 0)  # no measured tail: warned, not refused
