@@ -25,6 +25,7 @@ from facelink.errors import (
 )
 
 from .credentials import AccessKey
+from .limits import DEFAULT_BODY_MEMORY_MIB, DEFAULT_BODY_TIMEOUT
 from .operations import MAX_IMAGE_BYTES, OPERATIONS
 from .ratelimit import RateLimiter
 from .sigv4 import Request, check_credential, verify
@@ -47,8 +48,7 @@ def request_headers(scope: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a whole request body (10 MiB at ~3 Mbit/s)
-DEFAULT_BODY_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # request bodies being read or processed, all together
+DEFAULT_BODY_BYTES_IN_FLIGHT = DEFAULT_BODY_MEMORY_MIB * 1024 * 1024
 
 
 def error_payload(code: str, message: str) -> dict[str, str]:

@@ -13,11 +13,9 @@ from facelink.enroll.context import Context
 from facelink.enroll.store import Store
 from facelink.errors import ConfigError, FaceLinkError, InvalidParameterException
 
-log = logging.getLogger(__name__)
+from .limits import DEFAULT_BODY_MEMORY_MIB, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
 
-DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a request body (facelink.serve.app)
-DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for a connection to send a request head (facelink.serve.protocol)
-DEFAULT_BODY_MEMORY_MIB = 64  # request bodies in flight, all together: six of the largest
+log = logging.getLogger(__name__)
 
 
 @cli.command("serve")
