@@ -40,10 +40,11 @@ def build_components(settings: Settings, engine: FaceEngine,
     gate = QualityGate(min_face_px=m.min_face_px, max_abs_yaw=m.max_abs_yaw, max_abs_pitch=m.max_abs_pitch,
                        min_sharpness=m.min_sharpness, min_brightness=m.min_brightness)
     liveness = LivenessChecker.from_settings(settings.liveness, settings.models)
-    if previous is not None:
+    same_person = engine.cosine_for(SAME_PERSON_SIMILARITY)
+    if previous is not None:  # nothing here may fail: adopt() changes the running tracks
         policy.carry_cooldowns_from(previous.policy)
         tracker.adopt(previous.tracker)
         if liveness is not None and previous.liveness is not None:  # health counters keep counting
             liveness.fired, liveness.denied = previous.liveness.fired, previous.liveness.denied
             liveness.blinks = previous.liveness.blinks
-    return Components(policy, tracker, gate, liveness, engine.cosine_for(SAME_PERSON_SIMILARITY))
+    return Components(policy, tracker, gate, liveness, same_person)

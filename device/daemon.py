@@ -297,9 +297,13 @@ class Daemon:
                             if getattr(fresh.matching, k) != getattr(self.settings.matching, k)]
             if restart_only:  # the card modes' factors and badge readers are built once: never half-apply
                 raise ValueError(f"matching.{restart_only[0]} changed: restart the daemon to apply it")
-            components = build_components(fresh, self.engine, previous=self.pipeline.components)
+            if fresh.matching == self.settings.matching and fresh.liveness == self.settings.liveness:
+                log.info("configuration unchanged: [matching] and [liveness] are as they were, nothing reloaded")
+                return  # the people at the door keep what their tracks have seen
             check_door_threshold(self.engine.calibration, fresh.matching.similarity_threshold)
             risk = log_stranger_risk(self.engine.calibration, fresh.matching, len(self.index))
+            components = build_components(fresh, self.engine, previous=self.pipeline.components)  # last: it
+            # takes over the running tracks (undecided ones start again), so nothing may refuse after it
         except Exception as exc:  # noqa: BLE001 - a bad file keeps the running config, whole
             log.error("reload refused, keeping the running configuration: %s", exc)
             return

@@ -72,6 +72,44 @@ def test_what_an_undecided_track_saw_before_a_reload_does_not_count_after_it(tmp
         daemon.shutdown(flush_timeout_s=1)
 
 
+def test_a_reload_that_changes_nothing_or_is_refused_keeps_what_tracks_saw(tmp_path, broker, make_settings,
+                                                                           engine, ctx, faces_dir):
+    """A SIGHUP that changes nothing (logrotate, a stray `systemctl reload`) or that is refused
+    (here: a threshold that would let strangers in) leaves the running rules and what the people
+    at the door were seen doing: the third matching frame still grants."""
+    faces.create_collection(ctx, "door")
+    users.create_user(ctx, "door", "obama")
+    faces.index_faces(ctx, "door", faces_dir / "people/obama/2.jpg", "badge", user_id="obama")
+    config = tmp_path / "door.toml"
+    config.write_text("[liveness]\nenabled = false\n[matching]\ncooldown_s = 0\n")
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
+    daemon = Daemon(settings, config_path=config, engine=engine)
+    try:
+        daemon.reload()
+        running = daemon.pipeline.components
+        frames = iter(range(100))
+
+        def run(n: int) -> list[tuple[int, str]]:
+            out = []
+            for _ in range(n):
+                i = next(frames)
+                out += [(i, d.decision) for d in daemon.pipeline.process(_frame(faces_dir, "obama", i), 0.1 * i)]
+            return out
+
+        assert run(2) == []
+        daemon.reload()  # the same file again
+        assert daemon.pipeline.components is running
+        assert run(1) == [(2, "GRANTED")]
+        daemon.pipeline.components.tracker.restart(daemon.pipeline.components.tracker.tracks()[0])
+        assert run(2) == []  # a new track: two of three frames
+        config.write_text("[liveness]\nenabled = false\n[matching]\ncooldown_s = 0\nsimilarity_threshold = 0.99\n")
+        daemon.reload()  # refused
+        assert daemon.pipeline.components is running and running.policy.threshold == 99.0
+        assert run(1) == [(5, "GRANTED")]
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
+
+
 def test_reload_refuses_a_change_of_factors_whole(tmp_path, broker, make_settings, engine, ctx):
     """Tightening face -> card_and_face by SIGHUP must not leave 1:N face GRANTED running: the
     factors and badge readers are built once, so the reload is refused and nothing changes."""
