@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,14 +61,25 @@ def parse_typed(text: str, fmt: str) -> Credential:
 
 
 class BadgeSources:
-    """Starts the configured sources; ``drain()`` returns what was read since the last call."""
+    """Starts the configured sources; ``drain()`` returns what was read since the last call.
 
-    def __init__(self, settings: Any) -> None:
+    A local reader (serial, evdev) that stops while running (unplugged, hung up, failed) is named
+    in ``failed`` and reopened from its configured path with back-off (``reopen_backoff_s``: the
+    first wait and the longest, doubling in between) until it is back or ``close()``."""
+
+    REOPEN_BACKOFF_S = (1.0, 30.0)
+
+    def __init__(self, settings: Any, reopen_backoff_s: tuple[float, float] = REOPEN_BACKOFF_S) -> None:
         self.settings = settings
         self.queue: queue.Queue[BadgeRead] = queue.Queue(maxsize=100)
         self.rejected = 0
         self.failed: dict[str, str] = {}  # a reader that stopped (unplugged, failed): source -> why
+        self.reopens: dict[str, int] = {}  # source -> how many times a stopped reader came back
+        self.threads: dict[str, threading.Thread] = {}  # source -> its reader thread
+        self.reopen_backoff_s = reopen_backoff_s
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards failed, reopens and _current
+        self._current: dict[str, tuple[Any, Callable[[Any], None]]] = {}  # source -> (handle, close)
         self._closers: list[Any] = []
         c, mode = settings.credentials, settings.matching.mode
         self.sources = list(c.sources) if mode != "face" else []
@@ -135,19 +147,15 @@ class BadgeSources:
         c = self.settings.credentials
         if not c.serial_device:
             raise ConfigError("credentials.sources has serial: set credentials.serial_device")
-        fd = open_raw(c.serial_device, c.serial_baud)
-        threading.Thread(target=self._serial_loop, args=(fd,), name="badges-serial", daemon=True).start()
-        self._closers.append(lambda: os.close(fd))
+        fd = open_raw(c.serial_device, c.serial_baud)  # at start, a bad device is a ConfigError
+        self._start_reader("serial", fd, os.close, lambda: open_raw(c.serial_device, c.serial_baud),
+                           self._read_serial)
 
-    def _serial_loop(self, fd: int) -> None:
-        buf = b""
+    def _read_serial(self, fd: int) -> None:
+        """Badge lines from ``fd`` until the line fails (raises) or ``close()`` (returns)."""
+        buf = b""  # a partial line dies with the handle it came from
         while not self._stop.wait(0.02):
-            try:
-                buf += read_available(fd, 512, hangup_raises=True)
-            except OSError as exc:
-                if not self._stop.is_set():
-                    self._failed("serial", exc)
-                return
+            buf += read_available(fd, 512, hangup_raises=True)
             *lines, buf = buf.replace(b"\r", b"\n").split(b"\n")
             if len(buf) > MAX_LINE:
                 buf = b""
@@ -162,49 +170,141 @@ class BadgeSources:
             import evdev  # type: ignore
         except ImportError as exc:
             raise ConfigError("credentials.sources has evdev: pip install 'facelink[evdev]'") from exc
-        try:
+
+        def open_evdev() -> Any:
             dev = evdev.InputDevice(c.evdev_device)
-            dev.grab()  # the reader's keystrokes go to FaceLink only
+            try:
+                dev.grab()  # the reader's keystrokes go to FaceLink only
+            except BaseException:
+                dev.close()
+                raise
+            return dev
+
+        try:
+            dev = open_evdev()
         except OSError as exc:
             raise ConfigError(f"cannot open badge reader {c.evdev_device!r}: {exc}") from None
-        threading.Thread(target=self._evdev_loop, args=(dev, evdev), name="badges-evdev", daemon=True).start()
-        self._closers.append(dev.close)
+        self._start_reader("evdev", dev, lambda d: d.close(), open_evdev,
+                           lambda d: self._read_evdev(d, evdev))
 
-    def _evdev_loop(self, dev: Any, evdev: Any) -> None:
-        typed: list[str] = []
+    def _read_evdev(self, dev: Any, evdev: Any) -> None:
+        """Badges typed on ``dev`` until it fails (raises) or ``close()`` (returns)."""
+        typed: list[str] = []  # a partial badge dies with the handle it came from
+        for event in dev.read_loop():
+            if self._stop.is_set():
+                return
+            if event.type != evdev.ecodes.EV_KEY or event.value != 1:
+                continue
+            key = evdev.ecodes.KEY.get(event.code, "")
+            char = key_char(key if isinstance(key, str) else key[0])
+            if char == "\n":
+                self.put("".join(typed), "evdev", self.settings.credentials.evdev_format)
+                typed = []
+            elif char and len(typed) < MAX_LINE:
+                typed.append(char)
+        if not self._stop.is_set():
+            raise OSError("the input device stopped sending events")
+
+    # -- a local reader: read, and when it stops, reopen it with back-off -----------------------
+    def _start_reader(self, source: str, handle: Any, close: Callable[[Any], None],
+                      reopen: Callable[[], Any], read: Callable[[Any], None]) -> None:
+        """Run ``read(handle)`` on a thread of its own; ``close(handle)`` releases a handle and
+        ``reopen()`` makes a new one from the configured path after the reader stopped."""
+        with self._lock:
+            self._current[source] = (handle, close)
+        thread = threading.Thread(target=self._reader_loop, args=(source, handle, close, reopen, read),
+                                  name=f"badges-{source}", daemon=True)
+        self.threads[source] = thread
+        thread.start()
+
+    def _reader_loop(self, source: str, handle: Any, close: Callable[[Any], None],
+                     reopen: Callable[[], Any], read: Callable[[Any], None]) -> None:
+        """The one owner of "a reader stopped, reopen it": the same for every local reader."""
+        while True:
+            try:
+                read(handle)
+                failure: BaseException | None = None
+            except Exception as exc:  # noqa: BLE001 - unplugged or failed: said on health, reopened
+                failure = exc
+            self._release(source, handle)
+            if self._stop.is_set():  # close(): whatever the read raised, it is not a failure
+                return
+            why = self._failed(source, failure or OSError("the reader stopped"))
+            handle = self._reopen(source, why, close, reopen)
+            if handle is None:
+                return
+
+    def _release(self, source: str, handle: Any) -> None:
+        """Close ``handle`` unless ``close()`` already took it: each handle is closed once."""
+        with self._lock:
+            current = self._current.get(source)
+            if current is None or current[0] is not handle:
+                return
+            del self._current[source]
         try:
-            for event in dev.read_loop():
-                if self._stop.is_set():
-                    return
-                if event.type != evdev.ecodes.EV_KEY or event.value != 1:
-                    continue
-                key = evdev.ecodes.KEY.get(event.code, "")
-                char = key_char(key if isinstance(key, str) else key[0])
-                if char == "\n":
-                    self.put("".join(typed), "evdev", self.settings.credentials.evdev_format)
-                    typed = []
-                elif char and len(typed) < MAX_LINE:
-                    typed.append(char)
-        except Exception as exc:  # noqa: BLE001 - unplugged or failed: said on health, not a dead thread
-            if not self._stop.is_set():
-                self._failed("evdev", exc)
+            current[1](handle)
+        except Exception:  # noqa: BLE001 - a handle that already failed may fail to close
+            log.debug("closing the stopped %s badge reader failed", source, exc_info=True)
 
-    def _failed(self, source: str, exc: BaseException) -> None:
-        """A reader stopped: no more badges from it (the door stays locked for card modes)."""
-        self.failed[source] = f"{type(exc).__name__}: {exc}"[:200]
-        log.error("%s badge reader stopped: %s", source, self.failed[source])
+    def _reopen(self, source: str, why: str, close: Callable[[Any], None], reopen: Callable[[], Any]) -> Any:
+        """Try ``reopen()`` with back-off until it works (the new handle) or ``close()`` (None)."""
+        delay, longest = self.reopen_backoff_s
+        while not self._stop.wait(delay):
+            delay = min(delay * 2, longest)
+            try:
+                handle = reopen()
+            except Exception as exc:  # noqa: BLE001 - still unplugged: try again later
+                with self._lock:  # why it stopped, and why it is not back yet
+                    self.failed[source] = f"{why}; reopen: {_why(exc)}"[:200]
+                log.debug("%s badge reader still down (next try in %.1f s): %s", source, delay, _why(exc))
+                continue
+            with self._lock:
+                if self._stop.is_set():  # close() ran while it opened: it is not ours to keep
+                    stopping = True
+                else:
+                    stopping = False
+                    self._current[source] = (handle, close)
+                    self.failed.pop(source, None)
+                    self.reopens[source] = self.reopens.get(source, 0) + 1
+                    count = self.reopens[source]
+            if stopping:
+                try:
+                    close(handle)
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    log.debug("closing a badge reader opened during close() failed", exc_info=True)
+                return None
+            log.warning("%s badge reader is back (reopened %d time%s)", source, count, "" if count == 1 else "s")
+            return handle
+        return None
+
+    def _failed(self, source: str, exc: BaseException) -> str:
+        """A reader stopped: no badge from it until it is reopened (the door stays locked for card modes)."""
+        with self._lock:
+            self.failed[source] = why = _why(exc)
+        log.error("%s badge reader stopped: %s (reopening it)", source, why)
+        return why
 
     def health(self) -> dict[str, Any]:
         """What the daemon's health report says about the badge readers."""
-        return {"badges_rejected": self.rejected, "badges_failed": dict(self.failed)}
+        with self._lock:
+            return {"badges_rejected": self.rejected, "badges_failed": dict(self.failed),
+                    "badges_reopens": dict(self.reopens)}
 
     def close(self) -> None:
         self._stop.set()
-        for close in self._closers:
+        with self._lock:  # a reader that reopens after this sees _stop and closes its own handle
+            handles = list(self._current.values())
+            self._current.clear()
+        closers = [lambda h=h, c=c: c(h) for h, c in handles] + self._closers
+        for close in closers:
             try:
                 close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 log.debug("closing a badge source failed", exc_info=True)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
 
 
 def key_char(name: str) -> str:

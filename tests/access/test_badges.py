@@ -3,8 +3,12 @@ topic on a real broker, and the unsafe combination refused."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import stat
+import struct
+import termios
 import time
 
 import paho.mqtt.client as mqtt
@@ -58,9 +62,39 @@ def _settings(**credentials):
     return s
 
 
-def test_serial_reader_over_a_pty():
+def _repoint(link, target):
+    """Point ``link`` at ``target`` atomically, as udev does with /dev/serial/by-id/... links."""
+    fresh = link.with_name(link.name + ".new")
+    os.symlink(target, fresh)
+    os.replace(fresh, link)
+
+
+def _fds_open_on(fd):
+    """How many of this process's fds are open on the tty ``fd`` is (the test's own and the
+    reader's): the tty's path is gone once its master closes, so compare devices, not names."""
+    rdev, count = os.fstat(fd).st_rdev, 0
+    for n in os.listdir("/proc/self/fd"):
+        try:
+            st = os.stat(f"/proc/self/fd/{n}")
+        except OSError:  # listdir's own fd, already closed
+            continue
+        count += stat.S_ISCHR(st.st_mode) and st.st_rdev == rdev
+    return count
+
+
+def _waiting(fd):
+    """Bytes in a tty's input queue that nobody has read yet."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def test_serial_reader_over_a_pty(tmp_path):
+    """Reads badges; unplugged, it is named on health (badges_failed), its fd is released and it
+    is reopened from the configured path once the device is back, with no restart of the door."""
     master, slave, path = open_pty()
-    sources = BadgeSources(_settings(sources=["serial"], serial_device=path))
+    link = tmp_path / "usb-reader-if00"
+    _repoint(link, path)
+    masters, slaves = [master], [slave]
+    sources = BadgeSources(_settings(sources=["serial"], serial_device=str(link)), reopen_backoff_s=(0.05, 0.2))
     try:
         sources.start()
         os.write(master, b"H10301:18:12345\r\nnot-a-card\n0000100100011000000111001")
@@ -72,9 +106,60 @@ def test_serial_reader_over_a_pty():
         assert [(r.credential, r.source) for r in got] == [("H10301:18:12345", "serial")] * 2 + \
             [("H10301:18:777", "serial")]
         assert sources.rejected == 2 and sources.failed == {}
-        os.close(master)  # the reader is unplugged: said on health (badges_failed), not a dead thread
+        assert sources.health()["badges_reopens"] == {}
+        assert _fds_open_on(slave) == 2  # the test's slave and the reader's
+
+        os.write(master, b"18:1\nH10301:18:99")  # a badge and half a badge, read, then unplugged
+        assert wait_until(lambda: got.extend(sources.drain()) or len(got) >= 4, 10)
+        assert got[3].credential == "H10301:18:1" and wait_until(lambda: _waiting(slave) == 0, 10)
+        os.close(masters.pop())
+        assert wait_until(lambda: "serial" in sources.failed, 10)
+        assert "hung up" in sources.health()["badges_failed"]["serial"]
+        assert wait_until(lambda: _fds_open_on(slave) == 1, 10)  # the dead line's fd is released
+        assert sources.health()["badges_failed"].get("serial")  # still down while nothing is there
+
+        master, slave, path2 = open_pty()  # plugged in again: a new tty behind the same link
+        masters.append(master)
+        slaves.append(slave)
+        _repoint(link, path2)
+        assert wait_until(lambda: "serial" not in sources.failed, 10)
+        health = sources.health()
+        assert health["badges_failed"] == {} and health["badges_reopens"] == {"serial": 1}
+        os.write(master, b"345\n18:4242\n")  # the half badge from before is gone, not joined
+        got = []
+        assert wait_until(lambda: got.extend(sources.drain()) or len(got) >= 2, 10)
+        assert [(r.credential, r.source) for r in got] == [("H10301:0:345", "serial"),
+                                                           ("H10301:18:4242", "serial")]
+        assert _fds_open_on(slave) == 2
+        thread = sources.threads["serial"]
+        sources.close()  # closes the reopened fd, not the first one
+        assert _fds_open_on(slave) == 1
+        thread.join(5)
+        assert not thread.is_alive() and sources.failed == {}  # closing is not a failure
+    finally:
+        sources.close()
+        for fd in masters + slaves:
+            os.close(fd)
+
+
+def test_close_during_the_back_off_ends_the_reader_at_once(tmp_path):
+    """A reader that is down waits between tries; close() ends that wait (no thread left behind)."""
+    master, slave, path = open_pty()
+    link = tmp_path / "usb-reader-if00"
+    _repoint(link, path)
+    sources = BadgeSources(_settings(sources=["serial"], serial_device=str(link)), reopen_backoff_s=(60.0, 60.0))
+    try:
+        sources.start()
+        thread = sources.threads["serial"]
+        os.close(master)
         master = None
         assert wait_until(lambda: "serial" in sources.failed, 10)
+        assert wait_until(lambda: _fds_open_on(slave) == 1, 10)  # in the back-off now, fd released
+        began = time.monotonic()
+        sources.close()
+        thread.join(5)
+        assert not thread.is_alive() and time.monotonic() - began < 2
+        assert sources.health()["badges_reopens"] == {}
     finally:
         sources.close()
         if master is not None:
