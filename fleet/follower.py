@@ -15,8 +15,9 @@ thread handles them in order (:meth:`Follower.handle`):
 Every refusal changes nothing, is counted (``health()["rejected"]``), logged and handed to
 ``alarm`` (the daemon puts a facelink.alarm/1 event in its outbox). A copy that was not confirmed
 for ``max_staleness_s`` is stale (:meth:`stale`, why: :meth:`stale_reason`); what the door then
-does is ``sync.on_stale``. Requests are retried with back-off while the door is behind and
-nothing arrives.
+does is ``sync.on_stale``. Requests (on the door's own ``<prefix>/<device_id>/sync/<C>/request``,
+which the broker ACL lets only this door write, so the desk knows who asks) are retried with
+back-off while the door is behind and nothing arrives.
 
 Freshness is measured on the monotonic clock (``monotonic``, default ``time.monotonic``), never on
 the wall clock: a wall clock stepped back (NTP correcting a clock that ran ahead, fake-hwclock, a
@@ -48,7 +49,7 @@ from facelink.errors import FaceLinkError
 from facelink.models.embedder import EMBEDDING_DIM
 from facelink.mqtt.client import Transport
 from facelink.mqtt.schema import SyncAlarmMessage
-from facelink.mqtt.topics import CollectionTopics
+from facelink.mqtt.topics import CollectionTopics, DeviceTopics
 
 from .changeset import ChangeSet, ChangeSetRejected, ChangeSetVerifier
 from .protocol import (
@@ -81,6 +82,8 @@ class Follower:
         duration (freshness, retries, the alarm budget)."""
         self.collection_id, self.device_id, self.clock, self.monotonic = collection_id, device_id, clock, monotonic
         self.topics = CollectionTopics(prefix, collection_id)
+        # requests go on the door's own topic: the broker ACL lets only this door's user write it
+        self.request_topic = DeviceTopics(prefix, device_id).sync_request(collection_id)
         self.replica = Replica(store, collection_id, model_version)
         state = self.replica.state()
         self.verifier = ChangeSetVerifier(trusted, collection_id, model_version, applied_seq=state.seq)
@@ -281,7 +284,7 @@ class Follower:
             return
         snapshot = self.want_snapshot or self.applied_seq == 0
         request = SyncRequest(device_id=self.device_id, from_seq=self.applied_seq + 1, snapshot=snapshot)
-        sent = self.transport.publish(self.topics.request, request.encode().decode(), qos=1, timeout=5.0)
+        sent = self.transport.publish(self.request_topic, request.encode().decode(), qos=1, timeout=5.0)
         self.requests_sent += bool(sent)
         log.info("sync %s: %s %s (retry in %.0f s)", self.collection_id, "asked for" if sent else "could not ask for",
                  "a snapshot" if snapshot else f"seq {self.applied_seq + 1}..", self._backoff)

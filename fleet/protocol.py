@@ -1,11 +1,15 @@
 """Desk -> door collection sync over MQTT: the one definition of what travels (facelink.sync/1).
 
-Topics (spelled in ``facelink.mqtt.topics.CollectionTopics``)::
+Topics (spelled in ``facelink.mqtt.topics``: ``CollectionTopics``, ``DeviceTopics.sync_request``)::
 
     <prefix>/collections/<C>/changes          desk -> doors, QoS 1: signed change sets, seq 1, 2, ...
     <prefix>/collections/<C>/head             desk -> doors, QoS 1, retained: signed Head, every
                                               ``heartbeat_s`` and after every change set
-    <prefix>/collections/<C>/request          door -> desk, QoS 1: SyncRequest (unsigned, untrusted)
+    <prefix>/<device>/sync/<C>/request        door -> desk, QoS 1: SyncRequest (unsigned, untrusted),
+                                              on the door's own topic (the ACL's ``%u``): the desk
+                                              answers it only if it names that ``<device>``
+    <prefix>/collections/<C>/request          door -> desk, QoS 1: the same from doors not yet
+                                              upgraded (``fleet.accept_shared_request_topic``)
     <prefix>/collections/<C>/reply/<device>   desk -> one door, QoS 1: re-sent change sets and
                                               snapshot chunks answering that door's request
 

@@ -3,7 +3,9 @@
 One worker thread does everything, in this order, every ``poll_interval_s`` (sooner when a
 request arrives):
 
-1. requests: each message on ``<prefix>/collections/<C>/request`` goes through the
+1. requests: each message on a door's own ``<prefix>/<device_id>/sync/<C>/request`` (the device
+   id is the topic's: a payload naming another is refused) and, while ``accept_shared_topic``, on
+   the shared ``<prefix>/collections/<C>/request`` of doors not yet upgraded goes through the
    :class:`~.requests.RequestGate` (validated; from a door seen on its status/health topic when
    ``seen_doors_only``; rate-limited, bounded); a range is answered at once on ``reply/<device>``
    with the journal's bytes; a snapshot is queued (one entry per device, FIFO) for step 4.
@@ -43,7 +45,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from facelink.enroll.feed import ChangeFeed
 from facelink.enroll.store import Store
 from facelink.mqtt.client import Transport
-from facelink.mqtt.topics import CollectionTopics, all_health, all_status
+from facelink.mqtt.topics import (
+    CollectionTopics,
+    all_health,
+    all_status,
+    all_sync_requests,
+    sync_request_sender,
+)
 
 from .bodies import body_for_batch, snapshot_chunks
 from .changeset import encode
@@ -83,11 +91,14 @@ class Publisher:
                  prefix: str, *, heartbeat_s: float = 30.0, poll_interval_s: float = 0.2,
                  request_burst: int = 5, request_interval_s: float = 1.0,
                  snapshot_replies_per_minute: int = 600, snapshot_mb_per_minute: float = 6000.0,
-                 seen_doors_only: bool = False, slice_s: float | None = None,
+                 seen_doors_only: bool = False, accept_shared_topic: bool = True, slice_s: float | None = None,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         """``seen_doors_only`` (the service: ``fleet.reply_to_seen_doors_only``, default on):
         answer only device ids seen on ``<prefix>/<id>/status`` or ``.../health`` (it subscribes
-        them). ``slice_s``: the most time one step spends sending snapshots (``poll_interval_s``)."""
+        them). ``accept_shared_topic`` (``fleet.accept_shared_request_topic``): also answer doors
+        not yet upgraded, on the shared request topic; off, it is not even subscribed. Doors'
+        own request topics are always subscribed. ``slice_s``: the most time one step spends
+        sending snapshots (``poll_interval_s``)."""
         self.store, self.journal, self.key, self.clock = store, journal, key, clock
         self.collections = list(dict.fromkeys(collections))
         self.topics = {c: CollectionTopics(prefix, c) for c in self.collections}
@@ -100,6 +111,7 @@ class Publisher:
         self.snapshot_replies = Budget(snapshot_replies_per_minute, monotonic)
         self.snapshot_bytes = Budget(snapshot_mb_per_minute * 1e6, monotonic)
         self.seen_doors_only = seen_doors_only
+        self.accept_shared_topic = accept_shared_topic
         self._prefix = prefix.rstrip("/")
         self._seen: OrderedDict[str, None] = OrderedDict()  # device ids heard on status/health
         self._seen_lock = threading.Lock()
@@ -108,7 +120,7 @@ class Publisher:
         self._snapshot_size: dict[str, int] = {}  # bytes of the last snapshot of C (one copy)
         self.snapshots_sent = 0
         self._turn = 0
-        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
+        self._inbox: queue.Queue[tuple[str, str | None, bytes]] = queue.Queue(INBOX_MAX)  # (C, sender, payload)
         self._wake = threading.Event()
         self._cursor: dict[str, int] = {}  # feed position read through (no unjournaled change of C before)
         self._snapshots: dict[str, dict[str, None]] = {c: {} for c in self.collections}  # FIFO
@@ -122,14 +134,21 @@ class Publisher:
     # -- MQTT side (paho's thread) ------------------------------------------------------------
     def subscriptions(self) -> list[str]:
         seen = [all_status(self._prefix), all_health(self._prefix)] if self.seen_doors_only else []
-        return [t.request for t in self.topics.values()] + seen
+        shared = [t.request for t in self.topics.values()] if self.accept_shared_topic else []
+        return [all_sync_requests(self._prefix, c) for c in self.collections] + shared + seen
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        if topic not in self._by_request_topic:
-            self._saw(topic, payload)
-            return
+        c, sender = self._by_request_topic.get(topic), None
+        if c is not None and not self.accept_shared_topic:
+            return  # not subscribed: never answered
+        if c is None:
+            own = sync_request_sender(self._prefix, topic)
+            if own is None or own[1] not in self.topics:
+                self._saw(topic, payload)
+                return
+            sender, c = own
         try:
-            self._inbox.put_nowait((topic, payload))
+            self._inbox.put_nowait((c, sender, payload))
         except queue.Full:
             self.gate.refused["OVERLOADED"] = self.gate.refused.get("OVERLOADED", 0) + 1
             return
@@ -153,7 +172,8 @@ class Publisher:
 
     # -- the worker ---------------------------------------------------------------------------
     def run(self, transport: Transport, stop: threading.Event) -> None:
-        log.info("publishing %s (heartbeat %.0f s)", ", ".join(self.collections), self.heartbeat_s)
+        log.info("publishing %s (heartbeat %.0f s); requests on the doors' own topics%s", ", ".join(self.collections),
+                 self.heartbeat_s, " and the shared topic" if self.accept_shared_topic else " only")
         try:
             while not stop.is_set():
                 self.step(transport)
@@ -211,13 +231,11 @@ class Publisher:
     def _requests(self, transport: Transport) -> None:
         while True:
             try:
-                topic, payload = self._inbox.get_nowait()
+                c, sender, payload = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            c = self._by_request_topic.get(topic)
-            if c is None:
-                continue
-            answer = self.gate.decide(c, payload, self.published[c], self.seen if self.seen_doors_only else None)
+            answer = self.gate.decide(c, payload, self.published[c], self.seen if self.seen_doors_only else None,
+                                      sender)
             if answer is None:
                 continue
             if answer.snapshot:
@@ -430,7 +448,8 @@ def serve(settings: object, stop: threading.Event) -> Publisher:
                           request_burst=fleet.request_burst, request_interval_s=fleet.request_interval_s,
                           snapshot_replies_per_minute=fleet.snapshot_replies_per_minute,
                           snapshot_mb_per_minute=fleet.snapshot_mb_per_minute,
-                          seen_doors_only=fleet.reply_to_seen_doors_only)
+                          seen_doors_only=fleet.reply_to_seen_doors_only,
+                          accept_shared_topic=fleet.accept_shared_request_topic)
     client = MqttClient(mqtt, client_id=fleet.client_id, subscriptions=publisher.subscriptions(),
                         on_message=publisher.on_message)
     try:

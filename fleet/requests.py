@@ -12,6 +12,15 @@ status/health topics, which the broker's ACL ties to the door's username (``know
 ``fleet.reply_to_seen_doors_only``), and (b) spends at most a global :class:`Budget` of snapshot
 replies and bytes per minute (``fleet.snapshot_replies_per_minute``,
 ``fleet.snapshot_mb_per_minute``; the publisher defers what is over it).
+
+A door asks on its own topic, ``<prefix>/<device_id>/sync/<C>/request``, which the same ACL lets
+only that door's user publish: there the topic says who sent it (``sender``). A request on it that
+names another device is refused (``DEVICE_MISMATCH``) before it touches any limit, so one door
+cannot spend another's. Doors not yet upgraded still ask on the shared
+``<prefix>/collections/<C>/request`` (while ``fleet.accept_shared_request_topic``), where the
+payload's id is all there is; once a door has asked on its own topic (remembered in memory, for at
+most :data:`MAX_TRACKED_DEVICES` doors), a shared-topic request naming it is refused
+(``USE_DEVICE_TOPIC``), again before any limit.
 """
 
 from __future__ import annotations
@@ -94,6 +103,20 @@ class RequestGate:
         self.per_device = RateLimit(burst, interval_s, clock)
         self.overall = RateLimit(burst * 20, interval_s / 20, clock)
         self.refused: dict[str, int] = {}
+        self._own_topic: OrderedDict[str, None] = OrderedDict()  # doors seen asking on their own topic
+
+    def uses_own_topic(self, device_id: str) -> bool:
+        """``device_id`` asked on its own request topic since this desk started."""
+        return device_id in self._own_topic
+
+    def _note_own_topic(self, device_id: str) -> None:
+        if device_id not in self._own_topic:
+            log.info("device %r asks on its own request topic: requests naming it on the shared topic "
+                     "are refused from now on", device_id)
+        self._own_topic.pop(device_id, None)
+        self._own_topic[device_id] = None
+        while len(self._own_topic) > MAX_TRACKED_DEVICES:
+            self._own_topic.popitem(last=False)
 
     def _refuse(self, reason: str, collection_id: str, detail: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -101,11 +124,14 @@ class RequestGate:
                     detail, self.refused[reason], reason)
 
     def decide(self, collection_id: str, message: bytes, head_seq: int,
-               known: Callable[[str], bool] | None = None) -> Answer | None:
+               known: Callable[[str], bool] | None = None, sender: str | None = None) -> Answer | None:
         """The answer to one request given the desk's newest published seq, or None (refused,
         counted, logged; or nothing to send). ``known``: whether a device id was seen as a door
         (None: any id is answered); an unknown one is refused (UNKNOWN_DEVICE) before it can use
-        up the rate limits."""
+        up the rate limits. ``sender``: the device id of the door's own request topic it came on
+        (None: the shared topic); a request naming another id is refused (DEVICE_MISMATCH), and
+        one on the shared topic naming a door that asked on its own topic is refused
+        (USE_DEVICE_TOPIC), both before any rate limit."""
         try:
             req = SyncRequest.decode(message)
         except SyncMessageRejected as exc:
@@ -114,10 +140,20 @@ class RequestGate:
         if req.to_seq is not None and req.to_seq < req.from_seq:
             self._refuse("MALFORMED", collection_id, f"to_seq {req.to_seq} before from_seq {req.from_seq}")
             return None
+        if sender is not None and req.device_id != sender:
+            self._refuse("DEVICE_MISMATCH", collection_id, f"a request on {sender!r}'s own topic names "
+                                                           f"{req.device_id!r}: not answered")
+            return None
+        if sender is None and req.device_id in self._own_topic:
+            self._refuse("USE_DEVICE_TOPIC", collection_id, f"{req.device_id!r} asks on its own topic: a request "
+                                                            "naming it on the shared topic is not answered")
+            return None
         if known is not None and not known(req.device_id):
             self._refuse("UNKNOWN_DEVICE", collection_id, f"{req.device_id!r} was never seen on its status or "
                                                           "health topic: not answered")
             return None
+        if sender is not None:
+            self._note_own_topic(sender)
         if not self.per_device.allow(req.device_id):
             self._refuse("RATE_LIMITED", collection_id, f"device {req.device_id!r} asks too often")
             return None

@@ -6,13 +6,20 @@
     <prefix>/<device_id>/health      QoS 0: the door's health every ``health_interval_s``
     <prefix>/<device_id>/alarm       QoS 1, not retained: sync alarms (facelink.alarm/1), via the outbox
     <prefix>/<device_id>/credential  subscribed, QoS 1: badge reads from an integration (card modes)
+    <prefix>/<device_id>/sync/<C>/request  QoS 1: the door's own SyncRequest for collection C (see below)
     homeassistant/.../config         QoS 1, retained: Home Assistant discovery (optional)
 
-Collection sync (desk → doors, facelink.fleet.protocol), per collection ``C``:
+Collection sync (desk ↔ doors, facelink.fleet.protocol), per collection ``C``:
 
     <prefix>/collections/<C>/changes          QoS 1: signed change sets
     <prefix>/collections/<C>/head             QoS 1, retained: signed head (newest seq)
-    <prefix>/collections/<C>/request          QoS 1: a door's SyncRequest (untrusted)
+    <prefix>/<device_id>/sync/<C>/request     QoS 1: a door's SyncRequest (untrusted), on the
+                                              door's own topic: the broker ACL (``pattern write
+                                              <prefix>/%u/#``) lets only that door's user publish it,
+                                              so the desk takes the device id from the topic
+    <prefix>/collections/<C>/request          QoS 1: the shared request topic of doors not yet
+                                              upgraded (any door may write it; the desk listens only
+                                              while ``fleet.accept_shared_request_topic``)
     <prefix>/collections/<C>/reply/<device>   QoS 1: re-sent change sets / snapshot chunks
 """
 
@@ -59,6 +66,27 @@ class DeviceTopics:
     def alarm(self) -> str:
         return f"{self.base}/alarm"
 
+    def sync_request(self, collection_id: str) -> str:
+        """Where this door asks the desk for change sets or a snapshot of ``collection_id``."""
+        return f"{self.base}/sync/{collection_id}/request"
+
+
+def all_sync_requests(prefix: str, collection_id: str) -> str:
+    """The desk's subscription: every door's own sync requests for ``collection_id``."""
+    return f"{prefix.rstrip('/')}/+/sync/{collection_id}/request"
+
+
+def sync_request_sender(prefix: str, topic: str) -> tuple[str, str] | None:
+    """``(device_id, collection_id)`` of a door's own request topic
+    (``<prefix>/<device_id>/sync/<C>/request``), or None for any other topic."""
+    base = prefix.rstrip("/") + "/"
+    if not topic.startswith(base):
+        return None
+    parts = topic[len(base):].split("/")
+    if len(parts) != 4 or parts[1] != "sync" or parts[3] != "request" or not parts[0] or not parts[2]:
+        return None
+    return parts[0], parts[2]
+
 
 def all_decisions(prefix: str) -> str:
     """The subscription the audit logger uses: every door's decision events."""
@@ -96,6 +124,7 @@ class CollectionTopics:
 
     @property
     def request(self) -> str:
+        """The shared request topic (doors before per-door request topics; see the module doc)."""
         return f"{self.base}/request"
 
     def reply(self, device_id: str) -> str:

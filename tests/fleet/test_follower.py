@@ -31,13 +31,14 @@ from facelink.fleet.protocol import (
 from facelink.fleet.signing import generate_keypair, load_private
 from facelink.mqtt.client import MqttClient
 from facelink.mqtt.schema import SyncAlarmMessage
-from facelink.mqtt.topics import CollectionTopics
+from facelink.mqtt.topics import CollectionTopics, DeviceTopics
 from tests.waiting import round_trip
 
 from .conftest import PREFIX, V, wait_for
 
 T = CollectionTopics(PREFIX, "staff")
 DOOR = "door-7"
+ASK = DeviceTopics(PREFIX, DOOR).sync_request("staff")  # the door asks on its own topic
 
 
 def unit(seed: int, dim: int = 128) -> np.ndarray:
@@ -215,7 +216,7 @@ def test_a_failing_apply_changes_nothing_and_says_why(door, keys):
 
 def test_reordered_set_is_refused_and_the_gap_repaired_by_request(door, keys, desk_client, listeners):
     key = keys[0]
-    asks = listeners([T.request], "request-listener")
+    asks = listeners([ASK], "request-listener")
     d = door(desk_client)
     sets = [encode(key, "staff", V, s, delta(s, users_put=[UserPut(user_id=f"u{s}")],
                                              faces_put=[face(f"f{s}", f"u{s}", s)])) for s in (1, 2, 3)]
@@ -223,8 +224,8 @@ def test_reordered_set_is_refused_and_the_gap_repaired_by_request(door, keys, de
     before = d.state()
     d.feed(sets[2])  # seq 3 before seq 2
     assert d.state() == before and d.follower.rejected == {"GAP": 1} and d.alarms[-1]["reason"] == "GAP"
-    assert wait_for(lambda: asks.on(T.request))
-    request = SyncRequest.decode(asks.on(T.request)[0])
+    assert wait_for(lambda: asks.on(ASK))
+    request = SyncRequest.decode(asks.on(ASK)[0])
     assert (request.device_id, request.from_seq, request.snapshot) == (DOOR, 2, False)
     assert d.follower.health()["waiting_for"] == "range"
     d.feed(sets[1], T.reply(DOOR))  # the desk's answer: 2, 3 on reply/<door>
@@ -232,28 +233,28 @@ def test_reordered_set_is_refused_and_the_gap_repaired_by_request(door, keys, de
     d.feed(sets[1])  # and the broker's queued copy of 2: a duplicate
     assert d.follower.applied_seq == 3 and d.store.user_exists("staff", "u3") and d.follower.duplicates == 1
     assert d.follower.health()["waiting_for"] is None
-    assert len(asks.on(T.request)) == 1  # answered: no retry
+    assert len(asks.on(ASK)) == 1  # answered: no retry
 
 
 def test_request_retried_with_backoff_while_nothing_arrives(door, keys, desk_client, listeners):
-    asks = listeners([T.request], "request-listener")
+    asks = listeners([ASK], "request-listener")
     d = door(desk_client, request_retry_s=5.0)
     head = Head(collection_id="staff", face_model_version=V, seq=4, issued_at=d.clock.now)
     d.feed(encode_head(keys[0], head), T.head)  # a new door: it asks for a snapshot
-    assert wait_for(lambda: len(asks.on(T.request)) == 1)
+    assert wait_for(lambda: len(asks.on(ASK)) == 1)
     for step, expected in ((4.0, 1), (1.5, 2), (5.0, 2), (5.5, 3)):  # retried after 5 s, then 10 s
         d.clock.now += step
         d.follower.tick()
-        assert wait_for(lambda n=expected: len(asks.on(T.request)) >= n)
-    assert len(asks.on(T.request)) == 3 and all(SyncRequest.decode(m).snapshot for m in asks.on(T.request))
+        assert wait_for(lambda n=expected: len(asks.on(ASK)) >= n)
+    assert len(asks.on(ASK)) == 3 and all(SyncRequest.decode(m).snapshot for m in asks.on(ASK))
 
 
 def test_snapshot_bootstrap_staged_then_applied_whole(door, keys, desk_client, listeners):
     key = keys[0]
-    asks = listeners([T.request], "request-listener")
+    asks = listeners([ASK], "request-listener")
     d = door(desk_client)
     d.feed(encode(key, "staff", V, 5, Rebase(feed_position=50, reason="first").model_dump()))
-    assert wait_for(lambda: asks.on(T.request)) and SyncRequest.decode(asks.on(T.request)[0]).snapshot
+    assert wait_for(lambda: asks.on(ASK)) and SyncRequest.decode(asks.on(ASK)[0]).snapshot
     assert d.follower.rejected == {} and d.alarms == []  # a new door expects this: no alarm
     users = [UserPut(user_id=f"u{i}", credential=f"H10301:1:{i}") for i in range(6)]
     chunks = [SnapshotChunk(snapshot_id="snap1", chunk=i, chunks=3, feed_position=60, users_put=users if i == 0 else [],
@@ -338,7 +339,7 @@ def test_replayed_chunks_of_two_runs_cannot_keep_a_door_from_asking(door, keys, 
 
 def test_heads_confirm_freshness_and_staleness_follows(door, keys, desk_client, listeners):
     key = keys[0]
-    asks = listeners([T.request], "request-listener")
+    asks = listeners([ASK], "request-listener")
     d = door(desk_client, max_staleness_s=60.0)
     d.feed(encode(key, "staff", V, 1, delta(1, users_put=[UserPut(user_id="ann")])))
     assert d.follower.stale()  # never confirmed
@@ -357,8 +358,8 @@ def test_heads_confirm_freshness_and_staleness_follows(door, keys, desk_client, 
     d.feed(encode_head(evil, head.model_copy(update={"issued_at": 900.0, "seq": 1})), T.head)
     assert d.follower.rejected == {"UNKNOWN_KEY": 1} and d.alarms[-1]["topic"] == T.head
     d.feed(encode_head(key, head.model_copy(update={"issued_at": 600.0, "seq": 3})), T.head)
-    assert wait_for(lambda: asks.on(T.request))
-    assert SyncRequest.decode(asks.on(T.request)[0]).from_seq == 2
+    assert wait_for(lambda: asks.on(ASK))
+    assert SyncRequest.decode(asks.on(ASK)[0]).from_seq == 2
     d.clock.now += 61
     assert d.follower.stale()  # behind the head: not confirmed
 

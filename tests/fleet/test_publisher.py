@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -17,14 +20,20 @@ from facelink.fleet.changeset import ChangeSetVerifier
 from facelink.fleet.journal import Journal
 from facelink.fleet.protocol import CHUNK_FACES, SyncRequest, decode_head, parse_body
 from facelink.fleet.publisher import Publisher
+from facelink.fleet.requests import Answer
 from facelink.fleet.signing import verify
 from facelink.mqtt.client import MqttClient, Will
-from facelink.mqtt.topics import CollectionTopics
+from facelink.mqtt.topics import CollectionTopics, DeviceTopics
 from tests.waiting import round_trip
 
 from .conftest import PREFIX, V, add_faces, wait_for
 
 T = CollectionTopics(PREFIX, "staff")
+
+
+def own(device_id: str) -> str:
+    """A door's own request topic for "staff" (<prefix>/<device_id>/sync/staff/request)."""
+    return DeviceTopics(PREFIX, device_id).sync_request("staff")
 
 
 class Desk:
@@ -143,14 +152,14 @@ def test_requests_are_answered_from_the_journal_bounded_and_rate_limited(desk, k
     journal_before = d.journal.entries("staff", 1, 100)
     for garbage in (b"", b"{not json", b'{"schema":"facelink.sync-request/1","device_id":"a/b"}',
                     b"x" * 5000, SyncRequest(device_id="door-d", from_seq=3, to_seq=2).encode()):
-        req.publish(T.request, garbage.decode(errors="replace"), qos=1)
+        req.publish(own("door-d"), garbage.decode(errors="replace"), qos=1)
     assert wait_for(lambda: (d.step(), d.publisher.gate.refused.get("MALFORMED", 0) >= 5)[1], 30)
     assert door.on(T.reply("door-d")) == [] and d.journal.entries("staff", 1, 100) == journal_before
-    req.publish(T.request, SyncRequest(device_id="door-d", from_seq=2, to_seq=3).encode().decode(), qos=1)
+    req.publish(own("door-d"), SyncRequest(device_id="door-d", from_seq=2, to_seq=3).encode().decode(), qos=1)
     assert wait_for(lambda: (d.step(), len(door.on(T.reply("door-d"))) == 2)[1], 30)
     assert door.on(T.reply("door-d")) == [e.message for e in d.journal.entries("staff", 2, 3)]  # same bytes
-    req.publish(T.request, SyncRequest(device_id="door-d", from_seq=1).encode().decode(), qos=1)
-    req.publish(T.request, SyncRequest(device_id="door-d", from_seq=1).encode().decode(), qos=1)
+    req.publish(own("door-d"), SyncRequest(device_id="door-d", from_seq=1).encode().decode(), qos=1)
+    req.publish(own("door-d"), SyncRequest(device_id="door-d", from_seq=1).encode().decode(), qos=1)
     assert wait_for(lambda: (d.step(), d.publisher.gate.refused.get("RATE_LIMITED", 0) >= 1)[1], 30)
     assert wait_for(lambda: len(door.on(T.reply("door-d"))) == 5, 30)  # 2 + 3 (1..head 3), the 3rd refused
     assert door.on(T.reply("door-d"))[2:] == [e.message for e in d.journal.entries("staff", 1, 3)]
@@ -166,7 +175,7 @@ def test_snapshot_is_chunked_and_shows_the_state_of_its_seq(desk, keys, listener
     d.step()
     door = listeners([T.reply("door-e")], "door-e")
     d.store.delete_faces("staff", ids[:5])  # not journaled yet when the request arrives
-    door.client.publish(T.request, SyncRequest(device_id="door-e", snapshot=True).encode().decode(), qos=1)
+    door.client.publish(own("door-e"), SyncRequest(device_id="door-e", snapshot=True).encode().decode(), qos=1)
     assert wait_for(lambda: (d.step(), len(door.on(T.reply("door-e"))) >= 2)[1], 60)
     last = d.journal.last("staff")
     assert last.seq == 2 and parse_body(json.loads(json.loads(last.message)["payload"])["body"]).faces_deleted
@@ -193,7 +202,7 @@ def test_a_100k_face_snapshot_is_sent_in_chunks(desk, keys, listeners):
         add_faces(d.store, "staff", 10_000, seed=i)
     d.step()
     door = listeners([T.reply("door-f")], "door-f")
-    door.client.publish(T.request, SyncRequest(device_id="door-f", snapshot=True).encode().decode(), qos=1)
+    door.client.publish(own("door-f"), SyncRequest(device_id="door-f", snapshot=True).encode().decode(), qos=1)
     assert wait_for(lambda: (d.step(), len(door.on(T.reply("door-f"))) >= 50)[1], 600)
     seen: set[str] = set()
     for m in door.on(T.reply("door-f")):
@@ -218,6 +227,31 @@ def test_request_gate_bounds_ranges_and_refills_rate_limits():
     a = gate.decide("staff", SyncRequest(device_id="d1", from_seq=2, to_seq=50).encode(), 9)
     assert (a.snapshot, a.first, a.last) == (False, 2, 9)  # clamped to the head
     assert gate.refused == {"BEYOND_HEAD": 1, "RATE_LIMITED": 1}
+
+
+def test_request_gate_takes_the_device_id_from_the_doors_own_topic():
+    """DEVICE_MISMATCH and USE_DEVICE_TOPIC are refused before any limit; a door is remembered as
+    asking on its own topic from its first well-formed request there from a known door, even one
+    that is rate-limited (its retry is then answered: the shared topic cannot drain it again)."""
+    from facelink.fleet.requests import RequestGate
+
+    now = [0.0]
+    gate = RequestGate(burst=1, interval_s=10, clock=lambda: now[0])
+    known = {"door-a", "door-b"}.__contains__
+
+    def ask(device: str, sender: str | None = None):
+        return gate.decide("staff", SyncRequest(device_id=device, from_seq=1).encode(), 3, known, sender)
+
+    assert ask("door-b", sender="door-a") is None and gate.refused == {"DEVICE_MISMATCH": 1}
+    assert not gate.uses_own_topic("door-a") and not gate.uses_own_topic("door-b")
+    assert ask("door-x", sender="door-x") is None and not gate.uses_own_topic("door-x")  # UNKNOWN_DEVICE
+    assert ask("door-b") is not None  # shared topic, door-b not on its own topic yet: served ...
+    assert ask("door-b", sender="door-b") is None  # ... which spent its one request
+    assert gate.uses_own_topic("door-b") and gate.refused["RATE_LIMITED"] == 1
+    assert ask("door-b") is None and gate.refused["USE_DEVICE_TOPIC"] == 1
+    now[0] = 10.0  # one interval: door-b's retry on its own topic is answered
+    assert ask("door-b") is None and ask("door-b", sender="door-b") == Answer("door-b", False, 1, 3)
+    assert gate.refused == {"DEVICE_MISMATCH": 1, "UNKNOWN_DEVICE": 1, "RATE_LIMITED": 1, "USE_DEVICE_TOPIC": 2}
 
 
 def test_a_row_the_protocol_refuses_is_sent_as_deleted_and_later_changes_still_flow(desk, keys):
@@ -404,7 +438,7 @@ def test_the_desk_service_answers_only_doors_seen_on_their_own_topics(broker, ke
     desk = start_desk(broker.port, desk_db, keys[2], ["staff"], fleet__heartbeat_s="0.5")
     try:
         ask = SyncRequest(device_id="door-real", snapshot=True).encode().decode()
-        assert round_trip(lambda p: real.publish(T.request, ask, qos=1),
+        assert round_trip(lambda p: real.publish(own("door-real"), ask, qos=1),
                           lambda p: "door-real" in _snapshot_replies(watch), timeout=60, each=3.0)
         for i in range(50):
             watch.client.publish(T.request, SyncRequest(device_id=f"ghost-{i}", snapshot=True).encode().decode(),
@@ -412,9 +446,201 @@ def test_the_desk_service_answers_only_doors_seen_on_their_own_topics(broker, ke
         assert wait_for(lambda: desk.log().count("UNKNOWN_DEVICE") >= 50, 30)  # every ghost handled
         # the door that was seen is still answered after them (a range: its snapshot is fresh)
         since = len(watch.on(T.reply("door-real")))
-        real.publish(T.request, SyncRequest(device_id="door-real", from_seq=1).encode().decode(), qos=1)
+        real.publish(own("door-real"), SyncRequest(device_id="door-real", from_seq=1).encode().decode(), qos=1)
         assert wait_for(lambda: len(watch.on(T.reply("door-real"))) > since, 60)
         assert set(_snapshot_replies(watch)) == {"door-real"}  # no ghost got anything
     finally:
         real.stop()
         desk.stop()
+
+
+# -- requests tied to the sender: each door asks on its own topic --------------------------------
+
+
+@pytest.fixture()
+def doors(broker):
+    """``doors("door-a")``: a client that publishes its retained ``online`` status, as a door does."""
+    made: list[MqttClient] = []
+
+    def make(device_id: str) -> MqttClient:
+        made.append(MqttClient(MqttSettings(port=broker.port), client_id=f"facelink-{device_id}",
+                               will=Will(f"{PREFIX}/{device_id}/status")))
+        assert made[-1].wait_connected(30)
+        return made[-1]
+
+    yield make
+    for m in made:
+        m.stop()
+
+
+def _ask(device_id: str, **fields) -> str:
+    return SyncRequest(device_id=device_id, **fields).encode().decode()
+
+
+def _refused(d: Desk, reason: str) -> int:
+    return d.publisher.gate.refused.get(reason, 0)
+
+
+def _desk_hears(d: Desk, client: MqttClient, topic: str) -> bool:
+    """The desk's subscription to ``topic`` is through: a probe (not JSON) published there by
+    ``client`` is refused as MALFORMED (it costs no rate limit)."""
+    start = _refused(d, "MALFORMED")
+    return round_trip(lambda p: client.publish(topic, p, qos=1),
+                      lambda p: (d.step(), _refused(d, "MALFORMED") > start)[1], timeout=60)
+
+
+def _three_change_sets(d: Desk) -> None:
+    d.store.insert_collection("staff", V)
+    for i in range(3):
+        d.store.insert_user("staff", f"u{i}")
+        d.step()
+    assert d.publisher.published["staff"] == 3
+
+
+def test_a_request_on_one_doors_topic_naming_another_is_refused_and_costs_that_door_nothing(
+        desk, keys, listeners, doors):
+    """The desk takes the device id from the door's own request topic: door-a asking on its topic
+    in door-b's name is refused (DEVICE_MISMATCH) before any rate limit, so door-b (one request
+    allowed) still gets its range afterwards; the seen-doors rule and the per-device limit apply
+    unchanged, keyed by the topic's id."""
+    d = desk(request_burst=1, request_interval_s=3600, seen_doors_only=True)
+    _three_change_sets(d)
+    watch = listeners([T.reply("#")], "watch")
+    a, b = doors("door-a"), doors("door-b")
+    assert wait_for(lambda: d.publisher.seen("door-a") and d.publisher.seen("door-b"), 30)
+    assert _desk_hears(d, a, own("door-a"))
+    for _ in range(5):
+        a.publish(own("door-a"), _ask("door-b", from_seq=1), qos=1)
+    assert wait_for(lambda: (d.step(), _refused(d, "DEVICE_MISMATCH") == 5)[1], 30)
+    a.publish(own("door-c"), _ask("door-c", from_seq=1), qos=1)  # door-c's topic, but never seen
+    assert wait_for(lambda: (d.step(), _refused(d, "UNKNOWN_DEVICE") == 1)[1], 30)
+    assert "RATE_LIMITED" not in d.publisher.gate.refused
+    b.publish(own("door-b"), _ask("door-b", from_seq=1), qos=1)
+    assert wait_for(lambda: (d.step(), len(watch.on(T.reply("door-b"))) >= 3)[1], 30)
+    assert watch.on(T.reply("door-b")) == [e.message for e in d.journal.entries("staff", 1, 3)]  # nothing else
+    b.publish(own("door-b"), _ask("door-b", from_seq=1), qos=1)  # door-b's own limit: one, spent
+    assert wait_for(lambda: (d.step(), _refused(d, "RATE_LIMITED") == 1)[1], 30)
+    assert len(watch.on(T.reply("door-b"))) == 3 and _snapshot_replies(watch) == {"door-b": 3}
+
+
+def test_once_a_door_asked_on_its_own_topic_the_shared_topic_cannot_spend_its_limit(
+        desk, keys, listeners, doors):
+    """Upgrading: the shared request topic still serves doors that never asked on their own topic
+    (fleet.accept_shared_request_topic, on by default); once door-b has asked on its own topic,
+    requests naming it on the shared topic are refused (USE_DEVICE_TOPIC) without touching its
+    rate limit, so its next request is still answered."""
+    d = desk(request_burst=2, request_interval_s=3600, seen_doors_only=True)
+    _three_change_sets(d)
+    watch = listeners([T.reply("#")], "watch")
+    b, c = doors("door-b"), doors("door-c")
+    assert wait_for(lambda: d.publisher.seen("door-b") and d.publisher.seen("door-c"), 30)
+    assert _desk_hears(d, b, own("door-b"))
+    b.publish(own("door-b"), _ask("door-b", from_seq=1), qos=1)  # 1 of its 2
+    assert wait_for(lambda: (d.step(), len(watch.on(T.reply("door-b"))) == 3)[1], 30)
+    for _ in range(5):  # anyone on the shared topic, in door-b's name
+        watch.client.publish(T.request, _ask("door-b", from_seq=1), qos=1)
+    assert wait_for(lambda: (d.step(), _refused(d, "USE_DEVICE_TOPIC") == 5)[1], 30)
+    b.publish(own("door-b"), _ask("door-b", from_seq=2), qos=1)  # 2 of its 2: still there
+    assert wait_for(lambda: (d.step(), len(watch.on(T.reply("door-b"))) == 5)[1], 30)
+    assert "RATE_LIMITED" not in d.publisher.gate.refused
+    assert watch.on(T.reply("door-b"))[3:] == [e.message for e in d.journal.entries("staff", 2, 3)]
+    c.publish(T.request, _ask("door-c", from_seq=1), qos=1)  # never used its own topic: served
+    assert wait_for(lambda: (d.step(), len(watch.on(T.reply("door-c"))) == 3)[1], 30)
+    assert _refused(d, "USE_DEVICE_TOPIC") == 5 and "RATE_LIMITED" not in d.publisher.gate.refused
+
+
+def test_with_the_shared_topic_off_the_desk_service_answers_only_doors_own_topics(
+        broker, keys, desk_db, listeners, start_desk):
+    """`facelink fleet publish` with fleet.accept_shared_request_topic = false does not subscribe
+    the shared request topic: a request there gets nothing; the same door on its own topic is
+    answered."""
+    store = Store(desk_db)
+    store.insert_collection("staff", V)
+    store.insert_user("staff", "ann")
+    add_faces(store, "staff", 3, "ann")
+    store.close()
+    watch = listeners([T.reply("#")], "watch")
+    real = MqttClient(MqttSettings(port=broker.port), client_id="facelink-door-real",
+                      will=Will(f"{PREFIX}/door-real/status"))
+    assert real.wait_connected(30)
+    desk = start_desk(broker.port, desk_db, keys[2], ["staff"], fleet__heartbeat_s="0.5",
+                      fleet__accept_shared_request_topic="false")
+    try:
+        snap = _ask("door-real", snapshot=True)
+        assert round_trip(lambda p: real.publish(own("door-real"), snap, qos=1),
+                          lambda p: "door-real" in _snapshot_replies(watch), timeout=60, each=3.0)
+        assert "own topics only" in desk.log()
+        since = len(watch.on(T.reply("door-real")))
+        for _ in range(3):  # the shared topic: nobody listens (a range would be answered at once)
+            real.publish(T.request, _ask("door-real", from_seq=1), qos=1)
+        real.publish(own("door-real"), _ask("door-real", from_seq=1), qos=1)  # after them, on its own topic
+        assert wait_for(lambda: len(watch.on(T.reply("door-real"))) > since, 60)
+        assert wait_for(lambda: "re-sent staff change sets 1..1 to door-real" in desk.log(), 30)
+        # everything the desk got before that reply is handled (one connection's messages stay in
+        # order): only the own-topic request was answered
+        assert desk.log().count("re-sent staff change sets 1..1 to door-real") == 1
+    finally:
+        real.stop()
+        desk.stop()
+    assert "USE_DEVICE_TOPIC" not in desk.log() and "RATE_LIMITED" not in desk.log()
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto_passwd")
+def test_under_the_readme_broker_acl_a_door_cannot_ask_in_another_doors_name(tmp_path, keys, desk_db):
+    """mosquitto with README's Broker ACL and a password per user: door-a cannot publish on
+    door-b's own request topic (the broker drops it), its own topic naming door-b is refused
+    (DEVICE_MISMATCH); the desk, as user facelink-desk, hears the doors' own topics and door-b
+    (one request allowed) gets its range."""
+    from broker import Broker
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    acl = readme.split("**Broker ACL**", 1)[1].split("```", 2)[1]
+    assert "topic read facelink/+/sync/#" in acl
+    (tmp_path / "acl").write_text(acl)
+    users = {"facelink-desk": "pw-desk", "door-a": "pw-a", "door-b": "pw-b"}
+    for i, (user, pw) in enumerate(users.items()):
+        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(tmp_path / "passwd"), user, pw],
+                       check=True, capture_output=True)
+    broker = Broker(tmp_path / "broker", allow_anonymous=False,
+                    mosquitto_extra=f"password_file {tmp_path / 'passwd'}\nacl_file {tmp_path / 'acl'}\n").start()
+    if broker.kind != "mosquitto":
+        broker.stop()
+        pytest.skip("needs mosquitto")
+    made: list = []
+    replies: list[bytes] = []
+
+    def connect(user: str, **kw) -> MqttClient:
+        made.append(MqttClient(MqttSettings(port=broker.port, username=user, password=users[user]), **kw))
+        assert made[-1].wait_connected(30)
+        return made[-1]
+
+    try:
+        store, journal = Store(desk_db), Journal(desk_db)
+        made.append(type("closer", (), {"stop": lambda self: (journal.close(), store.close())})())
+        publisher = Publisher(store, journal, keys[0], ["staff"], PREFIX, request_burst=1,
+                              request_interval_s=3600, seen_doors_only=True)
+        desk = connect("facelink-desk", client_id="facelink-desk", subscriptions=publisher.subscriptions(),
+                       on_message=publisher.on_message)
+        store.insert_collection("staff", V)
+        for i in range(3):
+            store.insert_user("staff", f"u{i}")
+            publisher.step(desk)
+        a = connect("door-a", client_id="facelink-door-a", will=Will(f"{PREFIX}/door-a/status"))
+        b = connect("door-b", client_id="facelink-door-b", will=Will(f"{PREFIX}/door-b/status"),
+                    subscriptions=[T.reply("door-b")], on_message=lambda t, p: replies.append(p))
+        assert wait_for(lambda: publisher.seen("door-a") and publisher.seen("door-b"), 30)
+        assert round_trip(lambda p: a.publish(own("door-a"), p, qos=1),  # the desk hears door-a's topic
+                          lambda p: (publisher.step(desk), publisher.gate.refused.get("MALFORMED", 0) > 0)[1])
+        a.publish(own("door-b"), _ask("door-b", from_seq=1), qos=1)  # not door-a's topic: dropped by the broker
+        a.publish(own("door-a"), _ask("door-b", from_seq=1), qos=1)  # its own topic, door-b's name
+        assert wait_for(lambda: (publisher.step(desk), publisher.gate.refused.get("DEVICE_MISMATCH", 0) == 1)[1], 30)
+        assert "door-b" not in publisher.gate.per_device._buckets  # nothing reached door-b's limit
+        assert round_trip(lambda p: b.publish(own("door-b"), _ask("door-b", from_seq=1), qos=1),
+                          lambda p: (publisher.step(desk), len(replies) >= 3)[1], timeout=60, each=3.0)
+        assert replies[:3] == [e.message for e in journal.entries("staff", 1, 3)]
+        assert set(publisher.gate.refused) <= {"MALFORMED", "DEVICE_MISMATCH", "RATE_LIMITED"}
+        assert publisher.gate.refused["DEVICE_MISMATCH"] == 1
+    finally:
+        for m in reversed(made):
+            m.stop()
+        broker.stop()
