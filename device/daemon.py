@@ -9,6 +9,7 @@ import statistics
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from .door import DoorRelay, make_relay
 from .factors import Factors
 from .heap import release_free_heap, rss_mib
 from .matcher import UserIndex
-from .pipeline import DoorPipeline, FrameFailed
+from .pipeline import DecidedThenFailed, DoorPipeline
 from .sd_notify import notify
 
 if TYPE_CHECKING:
@@ -267,23 +268,17 @@ class Daemon:
             return
         errors: list[Exception] = []
         for read in reads:  # one read that fails loses none of the others
-            try:
-                errors += self._emit_each(self.pipeline.badge(read, now))
-            except Exception as exc:  # noqa: BLE001 - reported below (fail closed)
-                errors.append(exc)
-        errors += self._emit_each(self.pipeline.tick(now))
+            errors += self._publish(lambda read=read: self.pipeline.badge(read, now))
+        errors += self._publish(lambda: self.pipeline.tick(now))
         for exc in errors:
             self.fail_closed(exc)
 
     def _replay_ended(self) -> None:
         """A replay ended: a card_and_face verification still open gets its DENIED_NO_FACE now
         (no more frames can bring the face), not silence."""
-        try:
-            if self.index.usable:
-                for exc in self._emit_each(self.pipeline.tick(float("inf"), reason="the replay ended")):
-                    self.fail_closed(exc)
-        except Exception as exc:  # noqa: BLE001 - fail closed
-            self.fail_closed(exc)
+        if self.index.usable:
+            for exc in self._publish(lambda: self.pipeline.tick(float("inf"), reason="the replay ended")):
+                self.fail_closed(exc)
 
     def reload(self) -> None:
         """SIGHUP: rebuild everything derived from [matching] and [liveness], all of it or none
@@ -316,17 +311,26 @@ class Daemon:
 
     def _frame(self, frame: Frame) -> None:
         """One frame: every decision it made is published, also when it failed part-way (a card
-        window it closed, a face decided before the one that failed); then its error is raised."""
-        try:
-            made, errors = self.pipeline.process(frame, self.clock.frame(frame)), []
-        except FrameFailed as failed:
-            made, errors = failed.decisions, [failed.cause]
-        errors += self._emit_each(made, frame.captured_at)
+        window it closed, a face decided before the one that failed; never a GRANTED then, see
+        ``DecidedThenFailed``); then its error is raised."""
+        errors = self._publish(lambda: self.pipeline.process(frame, self.clock.frame(frame)), frame.captured_at)
         for exc in errors[1:]:
             self.fail_closed(exc)
         if errors:
             raise errors[0]
         self.stats.frame_done(frame.captured_at, time.monotonic())
+
+    def _publish(self, step: Callable[[], list[Decision]], captured_at: float | None = None) -> list[Exception]:
+        """Run one pipeline step and publish the decisions it made, also those of a step that
+        failed part-way (:class:`DecidedThenFailed`); return the errors (the step's first) for
+        the caller to report. Nothing raised here is lost."""
+        try:
+            made, errors = step(), []
+        except DecidedThenFailed as failed:
+            made, errors = failed.decisions, [failed.cause]
+        except Exception as exc:  # noqa: BLE001 - returned: the caller reports it (fail closed)
+            return [exc]
+        return errors + self._emit_each(made, captured_at)
 
     def _emit_each(self, decisions: list[Decision], captured_at: float | None = None) -> list[Exception]:
         """Each decision gets its own try at the outbox, so one that fails loses none of the

@@ -102,6 +102,15 @@ class DecisionPolicy:
         return Decision(kind, self.device_id, self.collection_id, self.model_version, self.threshold,
                         user_id=user_id, reason=reason, mode=mode, factors=factors)
 
+    @staticmethod
+    def _key(decision: Decision) -> str:
+        return f"{decision.decision}:{decision.user_id or decision.track_id}"
+
+    def withdraw(self, decision: Decision) -> None:
+        """An admitted decision was not published after all (the step that made it failed): its
+        cooldown goes, so the same decision made again is published."""
+        self._recent.pop(self._key(decision), None)
+
     def _cooling(self, key: str, now: float) -> bool:
         until = self._recent.get(key)
         return until is not None and now < until
@@ -145,7 +154,7 @@ class DecisionPolicy:
         """Publish this decision? False when the same one was published within the cooldown.
         A decision on a badge read (factors include "card") is always published: each tap is one
         request and gets one answer (the badge's own claim is what debounces it)."""
-        key = f"{decision.decision}:{decision.user_id or decision.track_id}"
+        key = self._key(decision)
         if self._cooling(key, now) and "card" not in decision.factors:
             return False
         self._recent = {k: v for k, v in self._recent.items() if v > now}

@@ -5,23 +5,31 @@ on a reload."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from facelink.models.engine import AnalyzedFace, FaceEngine
 
 from .assembly import Components
 from .camera import Frame
-from .decision import Decision
+from .decision import ERROR, GRANTED, Decision
 from .factors import BadgeRead, Factors
 from .matcher import UserIndex
 from .tracker import Observation, Track
 
+log = logging.getLogger(__name__)
 
-class FrameFailed(Exception):
-    """A frame failed part-way: ``decisions`` are those it had already made (a card window it
-    closed, a face decided before the one that failed). Their state has moved on (the track is
-    decided, the claim closed, the cooldown started), so dropping them would lose them for good:
-    the daemon publishes them, then reports ``cause`` (ERROR, fail closed)."""
+
+class DecidedThenFailed(Exception):
+    """A step (a frame, a badge read) failed after it had made decisions: ``decisions`` are
+    those (a card window it closed, a face decided before the one that failed). Their state has
+    moved on (the track is decided, the claim closed, the cooldown started), so dropping them
+    would lose them for good: the daemon publishes them, then reports ``cause`` (ERROR).
+
+    No GRANTED is among them: a step that failed leaves doubt, and doubt keeps the door locked.
+    A GRANTED it made comes out as ERROR (same user, track and event id, the reason saying why),
+    its cooldown is withdrawn and its track starts again, so the next frames that work decide
+    that person afresh."""
 
     def __init__(self, decisions: list[Decision], cause: Exception) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
@@ -47,9 +55,12 @@ class DoorPipeline:
             return []
         c = self.components
         decisions, started = self.factors.badge(read, c.policy, now)
-        if started:
-            for track in c.tracker.tracks():
-                c.tracker.restart(track)
+        try:
+            if started:
+                for track in c.tracker.tracks():
+                    c.tracker.restart(track)
+        except Exception as exc:
+            raise _failed(c, decisions, exc) from exc
         return decisions
 
     def tick(self, now: float, reason: str | None = None) -> list[Decision]:
@@ -57,19 +68,19 @@ class DoorPipeline:
         return self.factors.tick(self.components.policy, now, reason) if self.factors is not None else []
 
     def process(self, frame: Frame, now: float) -> list[Decision]:
-        """The decisions this frame makes. If it fails after making some, :class:`FrameFailed`
-        carries them; if before, the error itself is raised."""
+        """The decisions this frame makes. If it fails after making some,
+        :class:`DecidedThenFailed` carries them (no GRANTED); if before, the error itself is raised."""
+        c = self.components  # one consistent set for the whole frame
         decisions: list[Decision] = []
         try:
-            self._process(frame, now, decisions)
+            self._process(c, frame, now, decisions)
         except Exception as exc:
             if decisions:
-                raise FrameFailed(decisions, exc) from exc
+                raise _failed(c, decisions, exc) from exc
             raise
         return decisions
 
-    def _process(self, frame: Frame, now: float, decisions: list[Decision]) -> None:
-        c = self.components  # one consistent set for the whole frame
+    def _process(self, c: Components, frame: Frame, now: float, decisions: list[Decision]) -> None:
         decisions += self.tick(now)  # a card window that closed before this frame: it can't match
         if self.presence is not None and not self.presence.detect(frame.pixels):
             c.tracker.update([], now)
@@ -102,16 +113,28 @@ class DoorPipeline:
             decision = c.policy.decide(track)
             if decision is None:
                 continue
-            if self.factors is not None:
-                decision = self.factors.decided(decision)
-            if c.liveness is not None:  # which checks ran and what they measured
-                decision = replace(decision, liveness=c.liveness.report(track.track_id))
-            # decided, whether published or held back by the cooldown: the track keeps it
-            track.anchor = embedded[id(face)].embedding if reason is None else None
-            if c.policy.admit(decision, now):
-                if c.liveness is not None:
-                    c.liveness.decided(decision.decision, decision.reason)
-                decisions.append(decision)
+            try:
+                settled = self._settle(c, track, decision, embedded.get(id(face)), now)
+            except Exception:
+                decisions.append(decision)  # the track is decided: carried out with the error, not lost
+                raise
+            if settled is not None:
+                decisions.append(settled)
+
+    def _settle(self, c: Components, track: Track, decision: Decision, embedded: AnalyzedFace | None,
+                now: float) -> Decision | None:
+        """A track's decision, labelled (factors, liveness); None when the cooldown holds it back."""
+        if self.factors is not None:
+            decision = self.factors.decided(decision)
+        if c.liveness is not None:  # which checks ran and what they measured
+            decision = replace(decision, liveness=c.liveness.report(track.track_id))
+        # decided, whether published or held back by the cooldown: the track keeps it
+        track.anchor = embedded.embedding if embedded is not None else None
+        if not c.policy.admit(decision, now):
+            return None
+        if c.liveness is not None:
+            c.liveness.decided(decision.decision, decision.reason)
+        return decision
 
     @staticmethod
     def _follow(c: Components, track: Track, embedding) -> None:
@@ -155,3 +178,24 @@ class DoorPipeline:
             verdict = c.liveness.check(track.track_id, face, frame, now)
             if obs.kind == "match" and verdict.state != "live":  # pending/spoof never grants
                 track.history[-1] = Observation(verdict.state, reason=verdict.reason, box=obs.box)
+
+
+def _failed(c: Components, decisions: list[Decision], cause: Exception) -> DecidedThenFailed:
+    """What a step that failed part-way hands the daemon: its decisions, each GRANTED turned into
+    ERROR (see :class:`DecidedThenFailed`); the GRANTED's cooldown is withdrawn and its track
+    restarted where that still works (a failure there is logged: the ERROR goes out regardless)."""
+    kept: list[Decision] = []
+    for d in decisions:
+        if d.decision == GRANTED:
+            withheld = d
+            d = replace(d, decision=ERROR, reason=f"not granted: {d.user_id} matched but the step failed "
+                                                  f"({type(cause).__name__}: {cause})"[:300])
+            try:
+                c.policy.withdraw(withheld)
+                for track in c.tracker.tracks():
+                    if track.track_id == withheld.track_id:
+                        c.tracker.restart(track)
+            except Exception:  # noqa: BLE001 - the decision is already ERROR; the door stays locked
+                log.exception("could not start the track of a withheld GRANTED again")
+        kept.append(d)
+    return DecidedThenFailed(kept, cause)

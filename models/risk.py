@@ -91,30 +91,58 @@ def log_stranger_risk(cal: Calibration, matching: Any, comparisons: int, where: 
     return risk
 
 
-def lowest_door_threshold(tail: ImpostorTail, cal: Calibration) -> float:
-    """The lowest Similarity (to 0.1) whose per-comparison FAR estimate is within
-    ``MAX_DOOR_COMPARISON_FAR`` (the FAR falls as the Similarity rises)."""
+# Without a measured impostor tail the door cannot say where strangers start to match: it refuses
+# anything below Similarity 50 rather than accept 0 (the shipped calibrations, which have a tail,
+# reach 1 in 100 near 45.5-45.7: 50 is a little above what was measured for them).
+UNMEASURED_DOOR_FLOOR = 50.0
+
+
+def door_far(tail: ImpostorTail, cosine: float) -> float:
+    """The per-comparison FAR the door's threshold check uses: the estimate of
+    :func:`per_comparison_far` inside the measured grid; below its first cosine nothing was
+    measured (the FAR there is only known to be at least the first point's), so 1.0."""
+    if cosine < tail.cosine[0]:
+        return 1.0
+    return per_comparison_far(tail, cosine)[0]
+
+
+def lowest_door_threshold(tail: ImpostorTail, cal: Calibration) -> float | None:
+    """The lowest Similarity on the 0.1 grid whose per-comparison FAR (:func:`door_far`) is within
+    ``MAX_DOOR_COMPARISON_FAR`` (the FAR falls as the Similarity rises); None when not even 100 is."""
+    def ok(similarity: float) -> bool:
+        return door_far(tail, similarity_to_cosine(similarity, cal)) <= MAX_DOOR_COMPARISON_FAR
+
+    if not ok(100.0):
+        return None
     lo, hi = 0.0, 100.0
-    while hi - lo > 0.05:
+    while hi - lo > 0.005:
         mid = (lo + hi) / 2
-        if per_comparison_far(tail, similarity_to_cosine(mid, cal))[0] > MAX_DOOR_COMPARISON_FAR:
-            lo = mid
-        else:
-            hi = mid
-    return math.ceil(hi * 10) / 10
+        lo, hi = (mid, hi) if not ok(mid) else (lo, mid)
+    grid = math.ceil(round(hi * 10, 6)) / 10  # the first 0.1 step at or above the crossing
+    while grid > 0 and ok(round(grid - 0.1, 1)):
+        grid = round(grid - 0.1, 1)
+    while not ok(grid):
+        grid = round(grid + 0.1, 1)
+    return grid
 
 
 def check_door_threshold(cal: Calibration, threshold: float) -> None:
     """Refuse (``ConfigError``) a door's ``matching.similarity_threshold`` at which more than
-    ``MAX_DOOR_COMPARISON_FAR`` of comparisons between two different people match. Without a
-    measured impostor distribution nothing can be said: ``stranger_risk`` warns instead."""
+    ``MAX_DOOR_COMPARISON_FAR`` of comparisons between two different people match (below the
+    measured impostor grid counts as more). Without a measured impostor distribution, anything
+    below ``UNMEASURED_DOOR_FLOOR`` is refused (``stranger_risk`` warns about the rest)."""
+    scale = "Similarity is on a 0-100 scale (default 99)"
     if cal.impostor_tail is None:
+        if threshold < UNMEASURED_DOOR_FLOOR:
+            raise ConfigError(
+                f"matching.similarity_threshold = {threshold:g} would open the door for strangers: this "
+                f"FaceModelVersion's calibration has no measured impostor distribution (re-fit with `facelink "
+                f"calibrate`), so nothing below {UNMEASURED_DOOR_FLOOR:g} is accepted. {scale}")
         return
-    far = per_comparison_far(cal.impostor_tail, similarity_to_cosine(threshold, cal))[0]
-    if far > MAX_DOOR_COMPARISON_FAR:
+    if door_far(cal.impostor_tail, similarity_to_cosine(threshold, cal)) > MAX_DOOR_COMPARISON_FAR:
         lowest = lowest_door_threshold(cal.impostor_tail, cal)
+        where = f"it is below {lowest:g}, the lowest Similarity" if lowest is not None else "there is no Similarity"
         raise ConfigError(
-            f"matching.similarity_threshold = {threshold:g} would open the door for strangers: it is below "
-            f"{lowest:g}, the lowest Similarity at which at most {MAX_DOOR_COMPARISON_FAR:g} of comparisons "
-            f"between two different people match (this FaceModelVersion's calibration). Similarity is on "
-            f"a 0-100 scale (default 99)")
+            f"matching.similarity_threshold = {threshold:g} would open the door for strangers: {where} at which "
+            f"at most {MAX_DOOR_COMPARISON_FAR:g} of comparisons between two different people match (this "
+            f"FaceModelVersion's calibration). {scale}")

@@ -101,7 +101,7 @@ def test_a_face_after_the_card_window_closed_opens_nothing(ctx, faces_dir, engin
 def test_a_frame_that_fails_part_way_keeps_the_decisions_it_made(ctx, faces_dir, engine, make_settings, monkeypatch):
     """The frame closed a card window (DENIED_NO_FACE: the claim is gone) and then failed:
     the decision comes out with the error, not lost with it."""
-    from facelink.device.pipeline import FrameFailed
+    from facelink.device.pipeline import DecidedThenFailed
 
     door = _door(ctx, faces_dir, engine, make_settings, "card_and_face", window_s=5.0)
     assert door.badge(BadgeRead(OBAMA, "serial"), 0.0) == []
@@ -110,7 +110,7 @@ def test_a_frame_that_fails_part_way_keeps_the_decisions_it_made(ctx, faces_dir,
         raise RuntimeError("detector failed")
 
     monkeypatch.setattr(door.engine, "detect", broken)
-    with pytest.raises(FrameFailed) as failed:
+    with pytest.raises(DecidedThenFailed) as failed:
         door.process(_frame(faces_dir, "obama", 1), 6.0)
     assert [(d.decision, d.user_id) for d in failed.value.decisions] == [("DENIED_NO_FACE", "obama")]
     assert str(failed.value.cause) == "detector failed"

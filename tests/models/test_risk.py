@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from facelink.errors import ConfigError
 from facelink.models.manifest import Calibration, ImpostorTail, load_manifest
 from facelink.models.risk import (
     MAX_DOOR_COMPARISON_FAR,
+    UNMEASURED_DOOR_FLOOR,
     check_door_threshold,
+    door_far,
     lowest_door_threshold,
     per_comparison_far,
     stranger_risk,
 )
-from facelink.models.similarity import similarity_to_cosine
+from facelink.models.similarity import cosine_to_similarity, similarity_to_cosine
 
 TAIL = ImpostorTail(1_000_000, (0.40, 0.45, 0.50, 0.55, 0.60), (1000, 100, 10, 0, 0))
 CAL = Calibration(20.0, -6.0, "test", TAIL)
@@ -90,16 +94,58 @@ def test_daemon_states_the_risk_at_start_and_on_reload(tmp_path, broker, make_se
 
 def test_a_door_threshold_that_lets_strangers_in_is_refused():
     """Below the Similarity where 1 in 100 comparisons of two different people match, a door
-    refuses to start (and a reload is refused): 0, or 99 written as 0.99, opens for anyone."""
+    refuses to start (and a reload is refused): 0, or 99 written as 0.99, opens for anyone.
+    The floor is the lowest 0.1 step within the limit: one step lower is over it."""
     for cal in load_manifest().calibration.values():
         lowest = lowest_door_threshold(cal.impostor_tail, cal)
         assert 30 < lowest < 60
-        assert per_comparison_far(cal.impostor_tail, similarity_to_cosine(lowest, cal))[0] <= MAX_DOOR_COMPARISON_FAR
-        assert per_comparison_far(cal.impostor_tail, similarity_to_cosine(lowest - 0.2, cal))[0] > \
-            MAX_DOOR_COMPARISON_FAR
+        assert door_far(cal.impostor_tail, similarity_to_cosine(lowest, cal)) <= MAX_DOOR_COMPARISON_FAR
+        assert door_far(cal.impostor_tail, similarity_to_cosine(lowest - 0.1, cal)) > MAX_DOOR_COMPARISON_FAR
         for threshold in (lowest, 80, 99, 100):
             check_door_threshold(cal, threshold)
-        for threshold in (0, 0.99, lowest - 0.2):
+        for threshold in (0, 0.99, round(lowest - 0.1, 1)):
             with pytest.raises(ConfigError, match=f"similarity_threshold = {threshold:g} would open the door"):
                 check_door_threshold(cal, threshold)
-    check_door_threshold(Calibration(20.0, -6.0, "old"), 0)  # no measured tail: warned, not refused
+
+
+def test_below_the_measured_grid_a_threshold_is_refused():
+    """TAIL's first point (cosine 0.40) has a FAR of 1e-3, within the limit, but below it nothing
+    was measured (the FAR there is only known to be higher): a threshold there is refused, and
+    the lowest one accepted is the first 0.1 step above that point."""
+    at_first_point = float(cosine_to_similarity(0.40, CAL))
+    assert per_comparison_far(TAIL, similarity_to_cosine(0, CAL))[0] <= MAX_DOOR_COMPARISON_FAR  # what it said
+    lowest = lowest_door_threshold(TAIL, CAL)
+    assert lowest == pytest.approx(math.ceil(at_first_point * 10) / 10)
+    check_door_threshold(CAL, lowest)
+    for threshold in (0, 0.99, round(lowest - 0.1, 1)):
+        with pytest.raises(ConfigError, match="would open the door"):
+            check_door_threshold(CAL, threshold)
+    hopeless = ImpostorTail(100, (0.40, 0.99), (90, 50))  # half of all pairs match even at cosine 0.99
+    assert lowest_door_threshold(hopeless, CAL) is None
+    with pytest.raises(ConfigError, match="there is no Similarity"):
+        check_door_threshold(Calibration(20.0, -6.0, "test", hopeless), 99)
+
+
+def test_without_a_measured_tail_a_fixed_floor_still_holds():
+    """An old re-fit without an impostor tail cannot say where strangers match: 0 and 0.99 are
+    refused all the same; from the floor up it is warned about (stranger_risk), not refused."""
+    old = Calibration(20.0, -6.0, "old")
+    for threshold in (0, 0.99, UNMEASURED_DOOR_FLOOR - 0.1):
+        with pytest.raises(ConfigError, match="no measured impostor distribution"):
+            check_door_threshold(old, threshold)
+    for threshold in (UNMEASURED_DOOR_FLOOR, 99):
+        check_door_threshold(old, threshold)
+
+
+def test_the_floor_the_docs_quote_is_the_default_models(engine):
+    """README and the setting's description quote the shipped calibration's floor: it is the
+    one the default FaceModelVersion computes."""
+    from pathlib import Path
+
+    from facelink.config.settings import MatchingSettings
+
+    lowest = lowest_door_threshold(engine.calibration.impostor_tail, engine.calibration)
+    quoted = f"({lowest:g} with the shipped calibration)"
+    assert quoted in MatchingSettings.model_fields["similarity_threshold"].description
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"**{lowest:g}** with the shipped calibration" in readme
