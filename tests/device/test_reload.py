@@ -36,6 +36,20 @@ def test_reload_to_six_of_eight_grants_after_six_frames(tmp_path, broker, make_s
         daemon.shutdown(flush_timeout_s=1)
 
 
+def _obama_frames(daemon, faces_dir):
+    """``run(n)``: the next n frames of obama through the daemon's pipeline, as (frame, decision)."""
+    frames = iter(range(100))
+
+    def run(n: int) -> list[tuple[int, str]]:
+        out = []
+        for _ in range(n):
+            i = next(frames)
+            out += [(i, d.decision) for d in daemon.pipeline.process(_frame(faces_dir, "obama", i), 0.1 * i)]
+        return out
+
+    return run
+
+
 def test_what_an_undecided_track_saw_before_a_reload_does_not_count_after_it(tmp_path, broker, make_settings,
                                                                               engine, ctx, faces_dir):
     """Frames judged under the rules a reload replaces (another threshold, liveness off) must not
@@ -50,14 +64,7 @@ def test_what_an_undecided_track_saw_before_a_reload_does_not_count_after_it(tmp
     daemon = Daemon(settings, config_path=config, engine=engine)
     try:
         daemon.reload()
-        frames = iter(range(100))
-
-        def run(n: int) -> list[tuple[int, str]]:
-            out = []
-            for _ in range(n):
-                i = next(frames)
-                out += [(i, d.decision) for d in daemon.pipeline.process(_frame(faces_dir, "obama", i), 0.1 * i)]
-            return out
+        run = _obama_frames(daemon, faces_dir)
 
         assert run(2) == []  # two matching frames: not yet 3
         config.write_text("[liveness]\nenabled = false\n[matching]\nsimilarity_threshold = 99.5\n"
@@ -87,14 +94,7 @@ def test_a_reload_that_changes_nothing_or_is_refused_keeps_what_tracks_saw(tmp_p
     try:
         daemon.reload()
         running = daemon.pipeline.components
-        frames = iter(range(100))
-
-        def run(n: int) -> list[tuple[int, str]]:
-            out = []
-            for _ in range(n):
-                i = next(frames)
-                out += [(i, d.decision) for d in daemon.pipeline.process(_frame(faces_dir, "obama", i), 0.1 * i)]
-            return out
+        run = _obama_frames(daemon, faces_dir)
 
         assert run(2) == []
         daemon.reload()  # the same file again

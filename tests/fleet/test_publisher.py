@@ -422,10 +422,9 @@ def test_a_revocation_is_never_queued_behind_snapshots(desk, keys, listeners):
     assert cs.seq == base + 1 and parse_body(cs.body).users_deleted == ["fired"]
 
 
-def test_the_desk_service_answers_only_doors_seen_on_their_own_topics(broker, keys, desk_db, listeners, start_desk):
-    """`facelink fleet publish` (default fleet.reply_to_seen_doors_only): requests naming invented
-    device ids are refused (UNKNOWN_DEVICE) and cost nothing; a door that published its status
-    (a topic the broker ACL ties to its username) gets its snapshot."""
+def _staff_and_a_seen_door(broker, desk_db, listeners):
+    """The desk's database with 'staff' (ann, 3 faces); a listener on every reply; and door-real,
+    connected with a retained "online" status (as a door does: the desk has seen it)."""
     store = Store(desk_db)
     store.insert_collection("staff", V)
     store.insert_user("staff", "ann")
@@ -433,8 +432,16 @@ def test_the_desk_service_answers_only_doors_seen_on_their_own_topics(broker, ke
     store.close()
     watch = listeners([T.reply("#")], "watch")
     real = MqttClient(MqttSettings(port=broker.port), client_id="facelink-door-real",
-                      will=Will(f"{PREFIX}/door-real/status"))  # retained "online", as a door does
+                      will=Will(f"{PREFIX}/door-real/status"))
     assert real.wait_connected(30)
+    return watch, real
+
+
+def test_the_desk_service_answers_only_doors_seen_on_their_own_topics(broker, keys, desk_db, listeners, start_desk):
+    """`facelink fleet publish` (default fleet.reply_to_seen_doors_only): requests naming invented
+    device ids are refused (UNKNOWN_DEVICE) and cost nothing; a door that published its status
+    (a topic the broker ACL ties to its username) gets its snapshot."""
+    watch, real = _staff_and_a_seen_door(broker, desk_db, listeners)
     desk = start_desk(broker.port, desk_db, keys[2], ["staff"], fleet__heartbeat_s="0.5")
     try:
         ask = SyncRequest(device_id="door-real", snapshot=True).encode().decode()
@@ -554,15 +561,7 @@ def test_with_the_shared_topic_off_the_desk_service_answers_only_doors_own_topic
     """`facelink fleet publish` with fleet.accept_shared_request_topic = false does not subscribe
     the shared request topic: a request there gets nothing; the same door on its own topic is
     answered."""
-    store = Store(desk_db)
-    store.insert_collection("staff", V)
-    store.insert_user("staff", "ann")
-    add_faces(store, "staff", 3, "ann")
-    store.close()
-    watch = listeners([T.reply("#")], "watch")
-    real = MqttClient(MqttSettings(port=broker.port), client_id="facelink-door-real",
-                      will=Will(f"{PREFIX}/door-real/status"))
-    assert real.wait_connected(30)
+    watch, real = _staff_and_a_seen_door(broker, desk_db, listeners)
     desk = start_desk(broker.port, desk_db, keys[2], ["staff"], fleet__heartbeat_s="0.5",
                       fleet__accept_shared_request_topic="false")
     try:
