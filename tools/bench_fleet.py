@@ -37,7 +37,7 @@ from facelink.fleet.protocol import Delta, Rebase, SnapshotChunk, SyncRequest, p
 from facelink.fleet.publisher import Publisher
 from facelink.fleet.signing import generate_keypair, load_private, load_trusted, verify
 from facelink.mqtt.client import MqttClient
-from facelink.mqtt.topics import CollectionTopics
+from facelink.mqtt.topics import CollectionTopics, DeviceTopics
 
 COLLECTION = "bench"
 MODEL = "synthetic/bench"
@@ -95,7 +95,7 @@ class SimDoor:
         cs = self.verifier.check(payload)
         change = parse_body(cs.body)
         if isinstance(change, Rebase):
-            self.client.publish(self.topics.request, SyncRequest(device_id=self.device_id, snapshot=True)
+            self.client.publish(DeviceTopics(PREFIX, self.device_id).sync_request(COLLECTION), SyncRequest(device_id=self.device_id, snapshot=True)
                                 .encode().decode(), qos=1, timeout=0)
             return
         assert isinstance(change, Delta)
