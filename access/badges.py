@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,7 @@ class BadgeSources:
     in ``failed`` and reopened from its configured path with back-off (``reopen_backoff_s``: the
     first wait and the longest, doubling in between) until it is back or ``close()``."""
 
+    CLOSE_WAIT_S = 2.0  # close(): how long a polling reader gets to release its own handle
     REOPEN_BACKOFF_S = (1.0, 30.0)
 
     def __init__(self, settings: Any, reopen_backoff_s: tuple[float, float] = REOPEN_BACKOFF_S) -> None:
@@ -81,6 +83,7 @@ class BadgeSources:
         self._lock = threading.Lock()  # guards failed, reopens and _current
         self._current: dict[str, tuple[Any, Callable[[Any], None]]] = {}  # source -> (handle, close)
         self._closers: list[Any] = []
+        self._wakes_on_stop: set[str] = set()  # readers that notice close() by themselves
         c, mode = settings.credentials, settings.matching.mode
         self.sources = list(c.sources) if mode != "face" else []
         if "mqtt" in self.sources and mode == "card_or_face":
@@ -149,7 +152,7 @@ class BadgeSources:
             raise ConfigError("credentials.sources has serial: set credentials.serial_device")
         fd = open_raw(c.serial_device, c.serial_baud)  # at start, a bad device is a ConfigError
         self._start_reader("serial", fd, os.close, lambda: open_raw(c.serial_device, c.serial_baud),
-                           self._read_serial)
+                           self._read_serial, wakes_on_stop=True)
 
     def _read_serial(self, fd: int) -> None:
         """Badge lines from ``fd`` until the line fails (raises) or ``close()`` (returns)."""
@@ -207,9 +210,14 @@ class BadgeSources:
 
     # -- a local reader: read, and when it stops, reopen it with back-off -----------------------
     def _start_reader(self, source: str, handle: Any, close: Callable[[Any], None],
-                      reopen: Callable[[], Any], read: Callable[[Any], None]) -> None:
+                      reopen: Callable[[], Any], read: Callable[[Any], None], wakes_on_stop: bool = False) -> None:
         """Run ``read(handle)`` on a thread of its own; ``close(handle)`` releases a handle and
-        ``reopen()`` makes a new one from the configured path after the reader stopped."""
+        ``reopen()`` makes a new one from the configured path after the reader stopped.
+        ``wakes_on_stop``: ``read`` notices ``close()`` by itself (it polls), so ``close()`` waits
+        for it to release its own handle instead of closing the handle under a read (a closed fd
+        number can be reused at once by another open: the read would then take its bytes)."""
+        if wakes_on_stop:
+            self._wakes_on_stop.add(source)
         with self._lock:
             self._current[source] = (handle, close)
         thread = threading.Thread(target=self._reader_loop, args=(source, handle, close, reopen, read),
@@ -290,8 +298,15 @@ class BadgeSources:
             return {"badges_rejected": self.rejected, "badges_failed": dict(self.failed),
                     "badges_reopens": dict(self.reopens)}
 
-    def close(self) -> None:
+    def close(self, wait_s: float | None = None) -> None:
+        """Stop every source. A reader that notices the stop by itself (serial: it polls every
+        20 ms) is given ``wait_s`` to release its own handle; handles still open then (evdev,
+        which only a close unblocks, or a reader stuck in the kernel) are closed here."""
         self._stop.set()
+        deadline = time.monotonic() + (self.CLOSE_WAIT_S if wait_s is None else wait_s)
+        for source, thread in list(self.threads.items()):
+            if source in self._wakes_on_stop and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:  # a reader that reopens after this sees _stop and closes its own handle
             handles = list(self._current.values())
             self._current.clear()

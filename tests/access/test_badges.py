@@ -167,6 +167,52 @@ def test_close_during_the_back_off_ends_the_reader_at_once(tmp_path):
         os.close(slave)
 
 
+def test_close_lets_the_serial_reader_release_its_own_fd(tmp_path, monkeypatch):
+    """close() while the serial reader is inside a read: the fd is not closed under it (a closed
+    fd number is reused by the next open, and the read would then take that file's bytes); the
+    reader finishes its read, sees the stop and releases the fd itself."""
+    import threading
+
+    from facelink.access import badges
+
+    master, slave, path = open_pty()
+    in_read, proceed, still_ours = threading.Event(), threading.Event(), []
+    real = badges.read_available
+
+    def held_read(fd, *args, **kwargs):
+        if not in_read.is_set():
+            in_read.set()
+            proceed.wait(10)
+            still_ours.append(_is_open(fd))
+        return real(fd, *args, **kwargs)
+
+    monkeypatch.setattr(badges, "read_available", held_read)
+    sources = BadgeSources(_settings(sources=["serial"], serial_device=path), reopen_backoff_s=(60.0, 60.0))
+    try:
+        sources.start()
+        assert in_read.wait(10)
+        closer = threading.Thread(target=sources.close)
+        closer.start()
+        closer.join(0.3)  # the old close() closed the fd and returned at once
+        proceed.set()
+        closer.join(10)
+        assert still_ours == [True] and not closer.is_alive()
+        assert not sources.threads["serial"].is_alive() and _fds_open_on(slave) == 1 and sources.failed == {}
+    finally:
+        proceed.set()
+        sources.close()
+        os.close(master)
+        os.close(slave)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
 def test_mqtt_topic(broker):
     s = _settings(sources=["mqtt"])
     s.mqtt.port = broker.port
