@@ -8,7 +8,7 @@ request arrives):
    the shared ``<prefix>/collections/<C>/request`` of doors not yet upgraded goes through the
    :class:`~.requests.RequestGate` (validated; from a door seen on its status/health topic when
    ``seen_doors_only``; rate-limited, bounded); a range is answered at once on ``reply/<device>``
-   with the journal's bytes; a snapshot is queued (one entry per device, FIFO) for step 4.
+   with the journal's bytes (paid from the reply byte budget); a snapshot is queued (one entry per device, FIFO) for step 4.
 2. per collection, inside ONE read transaction of the desk's store: read the change feed from
    the last journaled position; a batch becomes a Delta (or a Rebase when ``batch.full``), is
    signed (fleet/changeset.encode) and journaled with the next seq (fleet/journal.py) BEFORE it
@@ -57,7 +57,7 @@ from .bodies import body_for_batch, snapshot_chunks
 from .changeset import encode
 from .journal import Journal
 from .protocol import DEVICE_ID, SNAPSHOT_REPEAT_S, Head, Rebase, SnapshotChunk, encode_head
-from .requests import MAX_TRACKED_DEVICES, Budget, RequestGate
+from .requests import MAX_TRACKED_DEVICES, Answer, Budget, RequestGate
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Publisher:
         self.monotonic = monotonic
         self.slice_s = poll_interval_s if slice_s is None else slice_s
         self.snapshot_replies = Budget(snapshot_replies_per_minute, monotonic)
-        self.snapshot_bytes = Budget(snapshot_mb_per_minute * 1e6, monotonic)
+        self.reply_bytes = Budget(snapshot_mb_per_minute * 1e6, monotonic)
         self.seen_doors_only = seen_doors_only
         self.accept_shared_topic = accept_shared_topic
         self._prefix = prefix.rstrip("/")
@@ -248,15 +248,30 @@ class Publisher:
                     continue
                 queued[answer.device_id] = None
                 continue
-            reply = self.topics[c].reply(answer.device_id)
-            for entry in self.journal.entries(c, answer.first, answer.last):
-                if not transport.publish(reply, entry.message.decode(), qos=1):
-                    log.warning("re-sending %s %d..%d to %s stopped at %d: broker unavailable",
-                                c, answer.first, answer.last, answer.device_id, entry.seq)
-                    break
-            else:
-                log.info("re-sent %s change sets %d..%d to %s", c, answer.first, answer.last,
-                         answer.device_id)
+            self._resend(c, answer, transport)
+
+    def _resend(self, c: str, answer: Answer, transport: Transport) -> None:
+        """Answer a range: the journal's change sets ``first..last`` on the door's reply topic,
+        paid from the same byte budget as snapshots (``fleet.snapshot_mb_per_minute``). With the
+        budget spent nothing is sent (OVER_BUDGET); one that runs out part-way stops after the
+        change set that spent it, and the door, having made progress, asks for the rest."""
+        if self.reply_bytes.left() <= 0:
+            self.gate.refused["OVER_BUDGET"] = self.gate.refused.get("OVER_BUDGET", 0) + 1
+            log.warning("range %s %d..%d for %s not sent: the reply budget is spent (fleet.snapshot_mb_per_minute)",
+                        c, answer.first, answer.last, answer.device_id)
+            return
+        reply = self.topics[c].reply(answer.device_id)
+        for entry in self.journal.entries(c, answer.first, answer.last):
+            if not transport.publish(reply, entry.message.decode(), qos=1):
+                log.warning("re-sending %s %d..%d to %s stopped at %d: broker unavailable",
+                            c, answer.first, answer.last, answer.device_id, entry.seq)
+                return
+            self.reply_bytes.spend(len(entry.message))
+            if entry.seq < answer.last and self.reply_bytes.left() <= 0:
+                log.warning("re-sending %s %d..%d to %s stopped after %d: the reply budget is spent "
+                            "(fleet.snapshot_mb_per_minute)", c, answer.first, answer.last, answer.device_id, entry.seq)
+                return
+        log.info("re-sent %s change sets %d..%d to %s", c, answer.first, answer.last, answer.device_id)
 
     def _has_snapshot(self, c: str, device: str) -> bool:
         """``device`` is being sent a snapshot of ``c`` now, or was sent one less than
@@ -334,7 +349,7 @@ class Publisher:
             d = run.devices[run.next_device]
             run.next_device += 1
             if d not in run.failed:
-                self.snapshot_bytes.spend(len(run.message))
+                self.reply_bytes.spend(len(run.message))
                 if not transport.publish(self.topics[run.collection].reply(d), run.message, qos=1):
                     run.failed.add(d)
             if self.monotonic() >= deadline:
@@ -345,7 +360,7 @@ class Publisher:
         due = [c for c in self.collections if self._snapshots[c]]
         if not due:
             return None
-        if self.snapshot_replies.left() < 1 or self.snapshot_bytes.left() <= 0:
+        if self.snapshot_replies.left() < 1 or self.reply_bytes.left() <= 0:
             return None  # the budget refills: they wait (logged when they were left waiting)
         c = due[self._turn % len(due)]  # collections take turns; doors FIFO within one
         self._turn += 1
@@ -370,7 +385,7 @@ class Publisher:
                     self.gate.refused["ALREADY_SENT"] = self.gate.refused.get("ALREADY_SENT", 0) + 1
                     continue
                 if self.snapshot_replies.left() < 1 or (
-                        devices and self.snapshot_bytes.left() - estimate * len(devices) <= 0):
+                        devices and self.reply_bytes.left() - estimate * len(devices) <= 0):
                     break
                 self.snapshot_replies.spend(1)
                 devices.append(d)

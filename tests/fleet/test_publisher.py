@@ -20,7 +20,7 @@ from facelink.fleet.changeset import ChangeSetVerifier
 from facelink.fleet.journal import Journal
 from facelink.fleet.protocol import CHUNK_FACES, SyncRequest, decode_head, parse_body
 from facelink.fleet.publisher import Publisher
-from facelink.fleet.requests import Answer
+from facelink.fleet.requests import Answer, Budget
 from facelink.fleet.signing import verify
 from facelink.mqtt.client import MqttClient, Will
 from facelink.mqtt.topics import CollectionTopics, DeviceTopics
@@ -340,6 +340,30 @@ def test_snapshot_replies_are_capped_globally_whatever_ids_the_requests_invent(d
     for _ in range(20):
         d2.step()
     assert d2.publisher.snapshots_sent == 3
+
+
+def test_range_replies_are_paid_from_the_reply_byte_budget(desk, keys, listeners):
+    """Re-sent change sets share fleet.snapshot_mb_per_minute with snapshots: a range stops after
+    the change set that spends the budget, a request while it is spent gets nothing
+    (OVER_BUDGET), and once the budget refills the rest is sent; what went out is the journal's,
+    in order."""
+    clock = Monotonic()
+    d = desk(monotonic=clock, request_burst=10)
+    _three_change_sets(d)
+    entries = [e.message for e in d.journal.entries("staff", 1, 3)]
+    # what a desk with snapshot_mb_per_minute = one and a half change sets starts with
+    d.publisher.reply_bytes = Budget(len(entries[0]) + len(entries[1]) // 2, clock)
+    watch = listeners([T.reply("#")], "watch")
+
+    def ask_until(from_seq: int, done) -> None:
+        watch.client.publish(T.request, _ask("door-r", from_seq=from_seq), qos=1)
+        assert wait_for(lambda: (d.step(), done())[1], 30)
+
+    ask_until(1, lambda: len(watch.on(T.reply("door-r"))) >= 2)  # the second overdraws: the range stops
+    ask_until(3, lambda: d.publisher.gate.refused.get("OVER_BUDGET") == 1)  # spent: nothing sent
+    clock.now += 60  # refilled: the door, having applied 1..2, asks for the rest
+    ask_until(3, lambda: len(watch.on(T.reply("door-r"))) >= 3)
+    assert watch.on(T.reply("door-r")) == entries  # each once, in order, nothing more
 
 
 def test_a_door_is_not_sent_the_same_snapshot_again_at_once(desk, keys, listeners):
