@@ -13,7 +13,12 @@ from facelink.enroll.context import Context
 from facelink.enroll.store import Store
 from facelink.errors import ConfigError, FaceLinkError, InvalidParameterException
 
-from .limits import DEFAULT_BODY_MEMORY_MIB, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
+from .limits import (
+    DEFAULT_BODY_MEMORY_MIB,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    default_max_connections,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +40,19 @@ log = logging.getLogger(__name__)
 @click.option("--body-memory-mib", type=int, default=DEFAULT_BODY_MEMORY_MIB, show_default=True,
               help="MiB of request bodies read or processed at once, all requests together; "
                    "a request that would go over is ThrottlingException (503).")
+@click.option("--max-connections", type=int, default=None,
+              help="Connections held at once; one more is closed unread. Default: the open-file limit "
+                   "(ulimit -n) less 128 kept for the store and the models.")
 @click.pass_obj
 def serve_command(state: AppState, credentials: Path, host: str, port: int, tls_cert: Path | None,
                   tls_key: Path | None, workers: int, insecure_http: bool, header_timeout: float,
-                  body_timeout: float, body_memory_mib: int) -> None:
+                  body_timeout: float, body_memory_mib: int, max_connections: int | None) -> None:
     """Serve Rekognition's API (JSON 1.1, SigV4) for boto3, the aws CLI and AWS SDKs."""
     import json
 
     try:
         server = build_server(state, credentials, host, port, tls_cert, tls_key, workers, insecure_http,
-                              body_timeout, body_memory_mib, header_timeout)
+                              body_timeout, body_memory_mib, header_timeout, max_connections)
     except FaceLinkError as exc:
         click.echo(json.dumps(exc.to_json()), err=True)
         sys.exit(exc.exit_code)
@@ -54,7 +62,8 @@ def serve_command(state: AppState, credentials: Path, host: str, port: int, tls_
 def build_server(state: AppState, credentials: Path, host: str, port: int, tls_cert: Path | None,
                  tls_key: Path | None, workers: int, insecure_http: bool,
                  body_timeout: float = DEFAULT_BODY_TIMEOUT,
-                 body_memory_mib: int = DEFAULT_BODY_MEMORY_MIB, header_timeout: float = DEFAULT_HEADER_TIMEOUT):
+                 body_memory_mib: int = DEFAULT_BODY_MEMORY_MIB, header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+                 max_connections: int | None = None):
     import math
 
     import uvicorn
@@ -77,6 +86,10 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
         raise InvalidParameterException("--header-timeout must be more than 0 and at most 3600 seconds")
     if not 0 < body_timeout <= 3600:
         raise InvalidParameterException("--body-timeout must be more than 0 and at most 3600 seconds")
+    if max_connections is None:
+        max_connections = default_max_connections()
+    if not 1 <= max_connections <= 1 << 20:
+        raise InvalidParameterException("--max-connections must be at least 1")
     if not min_mib <= body_memory_mib <= 1 << 20:
         raise InvalidParameterException(f"--body-memory-mib must be at least {min_mib} (one largest request)")
     keys = load_keys(credentials)
@@ -91,9 +104,10 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
 
     app = RekognitionApp(keys, make_context, workers, body_timeout=body_timeout,
                          max_body_bytes_in_flight=body_memory_mib * 2**20)
-    config = uvicorn.Config(app, host=host, port=port, lifespan="off", http=with_header_deadline(header_timeout), log_level="info",
+    config = uvicorn.Config(app, host=host, port=port, lifespan="off", http=with_header_deadline(header_timeout, max_connections), log_level="info",
                             ssl_certfile=str(tls_cert) if tls_cert else None,
                             ssl_keyfile=str(tls_key) if tls_key else None, server_header=False,
                             timeout_graceful_shutdown=5)
-    log.info("serving %d key(s) on %s://%s:%d", len(keys), "https" if tls_cert else "http", host, port)
+    log.info("serving %d key(s) on %s://%s:%d (at most %d connections)", len(keys), "https" if tls_cert else "http",
+             host, port, max_connections)
     return uvicorn.Server(config)

@@ -121,6 +121,41 @@ def test_a_connection_without_a_request_head_is_closed(tight, sent):
         assert time.monotonic() - started < 15
 
 
+def test_connections_over_the_cap_are_closed_unread_and_the_held_ones_still_served(tmp_path, models_dir):
+    """--max-connections 3: a fourth connection is closed at once (long before the 30 s header
+    deadline), so a flood cannot take every file descriptor; the three held are still answered,
+    and once one closes a new caller gets in."""
+    pytest.importorskip("boto3")
+    with serve_process(tmp_path, models_dir, "--max-connections", "3", "--header-timeout", "30") as (url, _):
+        host = urlsplit(url)
+        held = [socket.create_connection((host.hostname, host.port), timeout=20) for _ in range(3)]
+        try:
+            with socket.create_connection((host.hostname, host.port), timeout=20) as extra:
+                started = time.monotonic()
+                assert extra.recv(1024) == b""  # closed by the server, nothing read or answered
+                assert time.monotonic() - started < 10
+            body = b"{}"
+            head = {**signed_headers(url, "ListCollections", body), "Host": host.netloc,
+                    "Content-Length": str(len(body))}
+            held[0].sendall(f"POST / HTTP/1.1\r\n{''.join(f'{k}: {v}' + chr(13) + chr(10) for k, v in head.items())}"
+                            f"\r\n".encode("latin-1") + body)
+            resp = http.client.HTTPResponse(held[0])
+            resp.begin()
+            assert resp.status == 200 and "CollectionIds" in json.loads(resp.read())
+            held.pop().close()
+            deadline = time.monotonic() + 20
+            while True:  # the server notices the close; then the next caller is served
+                try:
+                    status, _, payload = post(url, "ListCollections", {})
+                    break
+                except (ConnectionError, urllib.error.URLError):
+                    assert time.monotonic() < deadline, "no room for a new caller after one closed"
+            assert status == 200 and "CollectionIds" in payload
+        finally:
+            for sock in held:
+                sock.close()
+
+
 def test_a_body_must_arrive_within_the_deadline(tight):
     """A signed request whose body stops coming is answered RequestTimeoutException after
     --body-timeout (1 s here), not held open."""
@@ -284,7 +319,8 @@ def test_a_numeric_string_is_not_a_threshold(endpoint, make_client):
         assert name in payload["message"]
 
 
-@pytest.mark.parametrize("flag", [["--body-timeout", "0"], ["--header-timeout", "0"], ["--body-memory-mib", "10"]])
+@pytest.mark.parametrize("flag", [["--body-timeout", "0"], ["--header-timeout", "0"], ["--body-memory-mib", "10"],
+                                  ["--max-connections", "0"]])
 def test_serve_refuses_limits_that_cannot_work(tmp_path, flag):
     """No time for a request head or a body, or less room than one largest
     request would refuse every request: the server does not start (InvalidParameterException, exit 2)."""
