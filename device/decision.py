@@ -79,7 +79,7 @@ class DecisionPolicy:
     frames_required: int
     frames_window: int
     cooldown_s: float
-    _recent: dict[str, float] = field(default_factory=dict)
+    _recent: dict[str, tuple[float, str]] = field(default_factory=dict)  # key -> (until, event id that set it)
 
     def carry_cooldowns_from(self, other: DecisionPolicy) -> None:
         self._recent = dict(other._recent)
@@ -97,23 +97,28 @@ class DecisionPolicy:
     def card_decision(self, kind: str, user_id: str | None, mode: str, factors: tuple[str, ...],
                       reason: str | None = None, now: float | None = None) -> Decision:
         """A decision made by a badge read alone (card modes); a GRANTED one starts the cooldown."""
+        decision = Decision(kind, self.device_id, self.collection_id, self.model_version, self.threshold,
+                            user_id=user_id, reason=reason, mode=mode, factors=factors)
         if kind == GRANTED and now is not None:
-            self._recent[f"{GRANTED}:{user_id}"] = now + self.cooldown_s
-        return Decision(kind, self.device_id, self.collection_id, self.model_version, self.threshold,
-                        user_id=user_id, reason=reason, mode=mode, factors=factors)
+            self._recent[self._key(decision)] = (now + self.cooldown_s, decision.event_id)
+        return decision
 
     @staticmethod
     def _key(decision: Decision) -> str:
         return f"{decision.decision}:{decision.user_id or decision.track_id}"
 
     def withdraw(self, decision: Decision) -> None:
-        """An admitted decision was not published after all (the step that made it failed): its
-        cooldown goes, so the same decision made again is published."""
-        self._recent.pop(self._key(decision), None)
+        """An admitted decision was not published after all (the step that made it failed): the
+        cooldown it started goes, so the same decision made again is published. Only its own: a
+        cooldown an earlier, published decision started stays (the step may have failed before
+        this one was admitted)."""
+        key = self._key(decision)
+        if self._recent.get(key, (0.0, None))[1] == decision.event_id:
+            del self._recent[key]
 
     def _cooling(self, key: str, now: float) -> bool:
-        until = self._recent.get(key)
-        return until is not None and now < until
+        held = self._recent.get(key)
+        return held is not None and now < held[0]
 
     def decide(self, track: Track) -> Decision | None:
         """The track's decision once its last M frames settle it (at most one per track)."""
@@ -157,6 +162,6 @@ class DecisionPolicy:
         key = self._key(decision)
         if self._cooling(key, now) and "card" not in decision.factors:
             return False
-        self._recent = {k: v for k, v in self._recent.items() if v > now}
-        self._recent[key] = now + self.cooldown_s
+        self._recent = {k: v for k, v in self._recent.items() if v[0] > now}
+        self._recent[key] = (now + self.cooldown_s, decision.event_id)
         return True

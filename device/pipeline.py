@@ -32,7 +32,7 @@ class DecidedThenFailed(Exception):
     that person afresh."""
 
     def __init__(self, decisions: list[Decision], cause: Exception) -> None:
-        super().__init__(f"{type(cause).__name__}: {cause}")
+        super().__init__(_describe(cause))
         self.decisions = decisions
         self.cause = cause
 
@@ -113,28 +113,29 @@ class DoorPipeline:
             decision = c.policy.decide(track)
             if decision is None:
                 continue
-            try:
-                settled = self._settle(c, track, decision, embedded.get(id(face)), now)
-            except Exception:
-                decisions.append(decision)  # the track is decided: carried out with the error, not lost
-                raise
-            if settled is not None:
-                decisions.append(settled)
+            self._settle(c, track, decision, embedded.get(id(face)), now, decisions)
 
     def _settle(self, c: Components, track: Track, decision: Decision, embedded: AnalyzedFace | None,
-                now: float) -> Decision | None:
-        """A track's decision, labelled (factors, liveness); None when the cooldown holds it back."""
-        if self.factors is not None:
-            decision = self.factors.decided(decision)
-        if c.liveness is not None:  # which checks ran and what they measured
-            decision = replace(decision, liveness=c.liveness.report(track.track_id))
-        # decided, whether published or held back by the cooldown: the track keeps it
-        track.anchor = embedded.embedding if embedded is not None else None
-        if not c.policy.admit(decision, now):
-            return None
-        if c.liveness is not None:
-            c.liveness.decided(decision.decision, decision.reason)
-        return decision
+                now: float, decisions: list[Decision]) -> None:
+        """Label a track's decision (factors, liveness) and add it to ``decisions`` unless the
+        cooldown holds it back. The track is decided already: if a step here fails, the decision
+        (labelled as far as it got) is added all the same and the error raised, so it is carried
+        out with the error, never lost."""
+        try:
+            if self.factors is not None:
+                decision = self.factors.decided(decision)
+            if c.liveness is not None:  # which checks ran and what they measured
+                decision = replace(decision, liveness=c.liveness.report(track.track_id))
+            # decided, whether published or held back by the cooldown: the track keeps it
+            track.anchor = embedded.embedding if embedded is not None else None
+            if not c.policy.admit(decision, now):
+                return
+            if c.liveness is not None:
+                c.liveness.decided(decision.decision, decision.reason)
+        except Exception:
+            decisions.append(decision)
+            raise
+        decisions.append(decision)
 
     @staticmethod
     def _follow(c: Components, track: Track, embedding) -> None:
@@ -189,7 +190,7 @@ def _failed(c: Components, decisions: list[Decision], cause: Exception) -> Decid
         if d.decision == GRANTED:
             withheld = d
             d = replace(d, decision=ERROR, reason=f"not granted: {d.user_id} matched but the step failed "
-                                                  f"({type(cause).__name__}: {cause})"[:300])
+                                                  f"({_describe(cause)})"[:300])
             try:
                 c.policy.withdraw(withheld)
                 for track in c.tracker.tracks():
@@ -199,3 +200,11 @@ def _failed(c: Components, decisions: list[Decision], cause: Exception) -> Decid
                 log.exception("could not start the track of a withheld GRANTED again")
         kept.append(d)
     return DecidedThenFailed(kept, cause)
+
+
+def _describe(exc: Exception) -> str:
+    """``Type: message`` of an error, or its type alone if even its message fails."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the step's decisions
+        return type(exc).__name__

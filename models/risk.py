@@ -101,7 +101,7 @@ def door_far(tail: ImpostorTail, cosine: float) -> float:
     """The per-comparison FAR the door's threshold check uses: the estimate of
     :func:`per_comparison_far` inside the measured grid; below its first cosine nothing was
     measured (the FAR there is only known to be at least the first point's), so 1.0."""
-    if cosine < tail.cosine[0]:
+    if not cosine >= tail.cosine[0]:  # below the grid, or NaN
         return 1.0
     return per_comparison_far(tail, cosine)[0]
 
@@ -132,6 +132,9 @@ def check_door_threshold(cal: Calibration, threshold: float) -> None:
     measured impostor grid counts as more). Without a measured impostor distribution, anything
     below ``UNMEASURED_DOOR_FLOOR`` is refused (``stranger_risk`` warns about the rest)."""
     scale = "Similarity is on a 0-100 scale (default 99)"
+    if not (math.isfinite(cal.a) and math.isfinite(cal.b) and cal.a > 0):
+        raise ConfigError(f"this FaceModelVersion's calibration (a = {cal.a:g}, b = {cal.b:g}) does not map a higher "
+                          "cosine to a higher Similarity: re-fit it with `facelink calibrate`")
     if cal.impostor_tail is None:
         if threshold < UNMEASURED_DOOR_FLOOR:
             raise ConfigError(

@@ -94,6 +94,71 @@ def test_a_decision_whose_labelling_fails_is_carried_not_lost(ctx, faces_dir, en
     assert [(d.decision, d.user_id) for d in failed.value.decisions] == [("ERROR", "obama")]
 
 
+def _labelling_fails_once(door, monkeypatch) -> None:
+    real = door.factors.decided
+    calls: list[int] = []
+
+    def decided(decision):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("labelling failed")
+        return real(decision)
+
+    monkeypatch.setattr(door.factors, "decided", decided)
+
+
+@pytest.mark.parametrize("mode", ["face", "card_or_face"])
+def test_a_failed_step_withdraws_only_the_cooldown_it_started(ctx, faces_dir, engine, make_settings, monkeypatch,
+                                                               mode):
+    """obama was GRANTED (by face, or by badge in card_or_face) and the door opened; seconds later
+    his face is decided again on a new track, and labelling that decision fails before the
+    cooldown check. The earlier GRANTED's cooldown stays: no second GRANTED within it. The
+    carried decision is labelled as far as it got (here: not at all, the label failed)."""
+    from facelink.access.badges import BadgeRead
+    from facelink.device.factors import Factors
+    from facelink.enroll import credentials
+
+    credentials_of = {"obama": "H10301:18:1001"}
+    _enroll(ctx, faces_dir)
+    credentials.put_user_credential(ctx, "door", "obama", credentials_of["obama"])
+    index = UserIndex(ctx.store, "door", engine.model_version)
+    index.load()
+    settings = make_settings(matching=ONE_FRAME, liveness={"enabled": False})
+    door = DoorPipeline(engine, index, build_components(settings, engine))
+    door.factors = Factors(mode, 10.0, lambda card: ctx.store.user_by_credential("door", card))
+    first = door.badge(BadgeRead(credentials_of["obama"], "serial"), 0.0) if mode == "card_or_face" else \
+        door.process(_frame(faces_dir, "obama", 0), 0.0)
+    assert [(d.decision, d.user_id) for d in first] == [("GRANTED", "obama")]
+    _labelling_fails_once(door, monkeypatch)
+    with pytest.raises(DecidedThenFailed) as failed:
+        door.process(_frame(faces_dir, "obama", 60), 6.0)  # a new track: the first aged out at 5 s
+    assert [(d.decision, d.user_id) for d in failed.value.decisions] == [("ERROR", "obama")]
+    again = door.process(_frame(faces_dir, "obama", 61), 6.1) + door.process(_frame(faces_dir, "obama", 62), 6.2)
+    assert [d for d in again if d.decision == "GRANTED"] == []  # within the 30 s cooldown
+
+
+def test_the_carried_decision_keeps_the_labels_it_got(ctx, faces_dir, engine, make_settings, monkeypatch):
+    """The cooldown check fails after the decision was labelled with its mode and factors: the
+    decision carried out is the labelled one (the audit log says card_or_face, face)."""
+    from facelink.device.factors import Factors
+
+    _enroll(ctx, faces_dir)
+    index = UserIndex(ctx.store, "door", engine.model_version)
+    index.load()
+    settings = make_settings(matching=ONE_FRAME, liveness={"enabled": False})
+    door = DoorPipeline(engine, index, build_components(settings, engine))
+    door.factors = Factors("card_or_face", 10.0, lambda card: None)
+
+    def admit(decision, now):
+        raise RuntimeError("cooldown table broken")
+
+    monkeypatch.setattr(door.components.policy, "admit", admit)
+    with pytest.raises(DecidedThenFailed) as failed:
+        door.process(_frame(faces_dir, "obama", 0), 0.0)
+    assert [(d.decision, d.user_id, d.mode, d.factors) for d in failed.value.decisions] == \
+        [("ERROR", "obama", "card_or_face", ("face",))]
+
+
 def _door_daemon(tmp_path, faces_dir, engine, make_settings, broker, relay=None):
     from facelink.device.daemon import Daemon
 

@@ -149,3 +149,12 @@ def test_the_floor_the_docs_quote_is_the_default_models(engine):
     assert quoted in MatchingSettings.model_fields["similarity_threshold"].description
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert f"**{lowest:g}** with the shipped calibration" in readme
+
+
+@pytest.mark.parametrize("a,b", [(-20.0, 6.0), (0.0, -6.0), (float("nan"), -6.0), (20.0, float("inf"))])
+def test_a_calibration_that_does_not_rise_with_the_cosine_is_refused(a, b):
+    """A hand-edited or corrupt calibration (a <= 0, not finite) would turn the threshold check
+    upside down (with a < 0 a stranger at cosine 0.1 scores 98): the door refuses to start."""
+    with pytest.raises(ConfigError, match="re-fit"):
+        check_door_threshold(Calibration(a, b, "edited", TAIL), 99)
+    assert door_far(TAIL, float("nan")) == 1.0
