@@ -62,7 +62,7 @@ class StoreSettings(Section):
 
 class MatchingSettings(Section):
     collection_id: str = Field("door", description="Collection the door matches against.")
-    similarity_threshold: float = Field(99.0, ge=0, le=100, description="Minimum Similarity (0-100) for GRANTED. The door refuses one at which more than 1 in 100 comparisons of two different people match (45.7 with the shipped calibration).")
+    similarity_threshold: float = Field(99.0, ge=0, le=100, description="Minimum Similarity (0-100) for GRANTED. The door refuses one at which more than 1 in 100 comparisons of two different people may match, at the 95 % upper limit (45.8 with the shipped calibration).")
     max_stranger_rate: float = Field(1e-4, gt=0, le=1, description="Warn (describe-collection, daemon log and health) when the expected rate of a stranger being GRANTED per attempt, from the calibration and the collection's size, exceeds this.")
     min_face_px: int = Field(60, ge=16, description="Faces narrower than this (pixels) are DENIED_LOW_QUALITY.")
     max_abs_yaw: float = Field(35.0, gt=0, le=90, description="Largest |yaw| in degrees accepted.")

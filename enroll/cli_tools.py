@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from facelink.config import load_settings
-from facelink.errors import InvalidParameterException
+from facelink.errors import ConfigError, InvalidParameterException
 
 from . import bulk, exchange
 from .cli_base import (
@@ -253,6 +253,7 @@ def _calibrate(state: AppState, dataset: Path, pairs: Path | None, far_at_99: fl
     from facelink.models import evaluate as ev
     from facelink.models.calibration import fit_calibration, write_calibration
     from facelink.models.manifest import Calibration
+    from facelink.models.risk import check_door_threshold, door_floor
 
     engine = state.engine()
     data = ev.load_dataset(dataset, pairs, same_person=same_person)
@@ -261,7 +262,14 @@ def _calibrate(state: AppState, dataset: Path, pairs: Path | None, far_at_99: fl
                           None if allow_looser else engine.calibration, data_name=dataset.name)
     tail = fit.pop("impostor_tail")
     fit["face_model_version"] = engine.model_version
+    cal = Calibration(fit["a"], fit["b"], fit["fitted_on"], tail)
+    fit["lowest_door_threshold"] = door_floor(cal)
     if write:
-        cal = Calibration(fit["a"], fit["b"], fit["fitted_on"], tail)
+        threshold = state.settings.matching.similarity_threshold
+        try:  # the door would refuse to start (exit 78) on this file: never write it
+            check_door_threshold(cal, threshold)
+        except ConfigError as exc:
+            raise InvalidParameterException(f"not written: with this fit a door at matching.similarity_threshold = "
+                                            f"{threshold:g} would refuse to start: {exc.message}") from exc
         fit["written"] = str(write_calibration(Path(state.settings.models.models_dir), engine.model_version, cal))
     return fit

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 try:
@@ -45,26 +45,45 @@ class ImpostorTail:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Similarity = 100 / (1 + exp(-(a * cosine + b)))."""
+    """Similarity = 100 / (1 + exp(-(a * cosine + b))). ``source``: the operator's
+    calibration.toml it was read from, None for the shipped manifest (for messages only)."""
 
     a: float
     b: float
     fitted_on: str
     impostor_tail: ImpostorTail | None = None
+    source: Path | None = field(default=None, compare=False)
 
 
 def toml_loads(text: str) -> dict:
     return tomllib.loads(text)
 
 
-def _calibration(c: dict) -> Calibration:
+def _impostor_tail(t: dict) -> ImpostorTail:
+    """A tail the door's risk arithmetic can trust, or ValueError: at least one point, cosines
+    finite and strictly rising within [-1, 1], counts whole, within 0..pairs and never rising
+    (pairs at or above a cosine can only fall as it rises)."""
+    pairs = t["pairs"]
+    cosine, counts = t["cosine"], t["at_or_above"]
+    if not (isinstance(pairs, int) and not isinstance(pairs, bool) and pairs > 0):
+        raise ValueError(f"impostor_tail: pairs must be a whole number above 0, not {pairs!r}")
+    if not (isinstance(cosine, list) and isinstance(counts, list) and cosine and len(cosine) == len(counts)):
+        raise ValueError("impostor_tail: cosine and at_or_above must be lists of the same, non-zero length")
+    if not all(isinstance(c, (int, float)) and not isinstance(c, bool) and -1.0 <= c <= 1.0 for c in cosine):
+        raise ValueError("impostor_tail: every cosine must be a number within [-1, 1]")
+    if any(b <= a for a, b in zip(cosine, cosine[1:])):
+        raise ValueError("impostor_tail: the cosines must rise strictly")
+    if not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= pairs for k in counts):
+        raise ValueError(f"impostor_tail: every at_or_above count must be a whole number within 0..{pairs}")
+    if any(b > a for a, b in zip(counts, counts[1:])):
+        raise ValueError("impostor_tail: at_or_above must not rise as the cosine rises")
+    return ImpostorTail(pairs, tuple(float(x) for x in cosine), tuple(counts))
+
+
+def _calibration(c: dict, source: Path | None = None) -> Calibration:
     tail = c.get("impostor_tail")
-    if tail is not None:
-        tail = ImpostorTail(int(tail["pairs"]), tuple(float(x) for x in tail["cosine"]),
-                            tuple(int(x) for x in tail["at_or_above"]))
-        if len(tail.cosine) != len(tail.at_or_above) or tail.pairs <= 0:
-            raise ValueError("impostor_tail: cosine and at_or_above differ in length, or no pairs")
-    return Calibration(float(c["a"]), float(c["b"]), str(c.get("fitted_on", "")), tail)
+    return Calibration(float(c["a"]), float(c["b"]), str(c.get("fitted_on", "")),
+                       None if tail is None else _impostor_tail(tail), source)
 
 
 @dataclass(frozen=True)
@@ -104,7 +123,7 @@ def read_overrides(path: Path) -> dict[str, Calibration]:
     """An operator's calibration.toml; a damaged one is a ModelError, never silently ignored."""
     try:
         raw = tomllib.loads(Path(path).read_text())
-        return {v: _calibration(c) for v, c in raw.get("calibration", {}).items()}
+        return {v: _calibration(c, Path(path)) for v, c in raw.get("calibration", {}).items()}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError,
             AttributeError) as exc:
         raise ModelError(f"cannot read {path}: {exc}") from exc

@@ -93,24 +93,51 @@ def log_stranger_risk(cal: Calibration, matching: Any, comparisons: int, where: 
 
 # Without a measured impostor tail the door cannot say where strangers start to match: it refuses
 # anything below Similarity 50 rather than accept 0 (the shipped calibrations, which have a tail,
-# reach 1 in 100 near 45.5-45.7: 50 is a little above what was measured for them).
+# reach 1 in 100 near 45.5-45.8: 50 is a little above what was measured for them).
 UNMEASURED_DOOR_FLOOR = 50.0
+# A tail needs this many impostor pairs before the door reads its limit from it (10 pairs at 1 in 100,
+# the calibration's MIN_EVENTS): a smaller re-fit counts as unmeasured, and UNMEASURED_DOOR_FLOOR holds.
+MIN_DOOR_TAIL_PAIRS = 1000
+# Float noise must not turn a rate exactly at the limit into one over it (3/300 computes to 0.010000000000000002).
+_FAR_TOLERANCE = 1e-9
+
+
+def _pairs_at_or_above(tail: ImpostorTail, cosine: float) -> float:
+    """Impostor pairs at or above ``cosine`` as the door reads a tail (never less than were
+    measured): exact at a grid point, log-linear between two points that both have pairs, and
+    where the next point has none (or past the last point) the count of the point below: the
+    count can only fall as the cosine rises, and nothing says how fast. Non-increasing in
+    ``cosine`` for a validated tail (models/manifest.py)."""
+    cos, cnt = tail.cosine, tail.at_or_above
+    below = max(i for i, c in enumerate(cos) if c <= cosine)
+    if cos[below] == cosine or below + 1 == len(cos) or cnt[below + 1] == 0:
+        return float(cnt[below])
+    f = (cosine - cos[below]) / (cos[below + 1] - cos[below])
+    k = math.exp(math.log(cnt[below]) * (1 - f) + math.log(cnt[below + 1]) * f)
+    return min(float(cnt[below]), max(float(cnt[below + 1]), k))  # no float noise outside the two counts
 
 
 def door_far(tail: ImpostorTail, cosine: float) -> float:
-    """The per-comparison FAR the door's threshold check uses: the estimate of
-    :func:`per_comparison_far` inside the measured grid; below its first cosine nothing was
-    measured (the FAR there is only known to be at least the first point's), so 1.0."""
+    """The per-comparison FAR the door's threshold check uses: the exact 95 % upper limit of
+    the rate of impostor pairs at or above ``cosine`` (:func:`_pairs_at_or_above`, rounded up to
+    a whole pair). A small tail cannot show a low rate (with no pair at all above a cosine, 368
+    pairs are needed to show 1 in 100). Below the grid's first cosine (or NaN) nothing was
+    measured: 1.0. Non-increasing in ``cosine``, so the lowest threshold is well defined."""
     if not cosine >= tail.cosine[0]:  # below the grid, or NaN
         return 1.0
-    return per_comparison_far(tail, cosine)[0]
+    k = math.ceil(_pairs_at_or_above(tail, cosine) - 1e-6)  # float noise never adds a pair
+    return clopper_pearson(min(k, tail.pairs), tail.pairs)[1]
+
+
+def _door_far_ok(far: float) -> bool:
+    return far <= MAX_DOOR_COMPARISON_FAR * (1 + _FAR_TOLERANCE)
 
 
 def lowest_door_threshold(tail: ImpostorTail, cal: Calibration) -> float | None:
     """The lowest Similarity on the 0.1 grid whose per-comparison FAR (:func:`door_far`) is within
     ``MAX_DOOR_COMPARISON_FAR`` (the FAR falls as the Similarity rises); None when not even 100 is."""
     def ok(similarity: float) -> bool:
-        return door_far(tail, similarity_to_cosine(similarity, cal)) <= MAX_DOOR_COMPARISON_FAR
+        return _door_far_ok(door_far(tail, similarity_to_cosine(similarity, cal)))
 
     if not ok(100.0):
         return None
@@ -126,26 +153,52 @@ def lowest_door_threshold(tail: ImpostorTail, cal: Calibration) -> float | None:
     return grid
 
 
+def door_floor(cal: Calibration) -> float | None:
+    """The lowest ``matching.similarity_threshold`` :func:`check_door_threshold` accepts with
+    ``cal`` (None: none is). Assumes a calibration that rises with the cosine."""
+    tail = cal.impostor_tail
+    if tail is None or tail.pairs < MIN_DOOR_TAIL_PAIRS:
+        return UNMEASURED_DOOR_FLOOR
+    return lowest_door_threshold(tail, cal)
+
+
+def _remedy(cal: Calibration) -> str:
+    """What an operator can do about a calibration the door refuses."""
+    if cal.source is None:
+        return "re-fit it with `facelink calibrate --write`"
+    return (f"it was read from {cal.source}: re-fit it with `facelink calibrate --write` on more labelled "
+            "faces, or remove that file to go back to the shipped calibration")
+
+
 def check_door_threshold(cal: Calibration, threshold: float) -> None:
     """Refuse (``ConfigError``) a door's ``matching.similarity_threshold`` at which more than
-    ``MAX_DOOR_COMPARISON_FAR`` of comparisons between two different people match (below the
-    measured impostor grid counts as more). Without a measured impostor distribution, anything
-    below ``UNMEASURED_DOOR_FLOOR`` is refused (``stranger_risk`` warns about the rest)."""
+    ``MAX_DOOR_COMPARISON_FAR`` of comparisons between two different people may match (the 95 %
+    upper limit, :func:`door_far`; below the measured impostor grid counts as more). Without a
+    measured impostor distribution, or with one of fewer than ``MIN_DOOR_TAIL_PAIRS`` pairs,
+    anything below ``UNMEASURED_DOOR_FLOOR`` is refused (``stranger_risk`` warns about the rest)."""
     scale = "Similarity is on a 0-100 scale (default 99)"
     if not (math.isfinite(cal.a) and math.isfinite(cal.b) and cal.a > 0):
         raise ConfigError(f"this FaceModelVersion's calibration (a = {cal.a:g}, b = {cal.b:g}) does not map a higher "
-                          "cosine to a higher Similarity: re-fit it with `facelink calibrate`")
-    if cal.impostor_tail is None:
+                          f"cosine to a higher Similarity: {_remedy(cal)}")
+    tail = cal.impostor_tail
+    if tail is None or tail.pairs < MIN_DOOR_TAIL_PAIRS:
         if threshold < UNMEASURED_DOOR_FLOOR:
+            why = ("has no measured impostor distribution" if tail is None else
+                   f"measured only {tail.pairs} impostor pairs (fewer than {MIN_DOOR_TAIL_PAIRS}, too few to "
+                   f"measure 1 in 100)")
             raise ConfigError(
                 f"matching.similarity_threshold = {threshold:g} would open the door for strangers: this "
-                f"FaceModelVersion's calibration has no measured impostor distribution (re-fit with `facelink "
-                f"calibrate`), so nothing below {UNMEASURED_DOOR_FLOOR:g} is accepted. {scale}")
+                f"FaceModelVersion's calibration {why} ({_remedy(cal)}), so nothing below "
+                f"{UNMEASURED_DOOR_FLOOR:g} is accepted. {scale}")
         return
-    if door_far(cal.impostor_tail, similarity_to_cosine(threshold, cal)) > MAX_DOOR_COMPARISON_FAR:
-        lowest = lowest_door_threshold(cal.impostor_tail, cal)
-        where = f"it is below {lowest:g}, the lowest Similarity" if lowest is not None else "there is no Similarity"
+    if not _door_far_ok(door_far(tail, similarity_to_cosine(threshold, cal))):
+        lowest = lowest_door_threshold(tail, cal)
+        if lowest is None:
+            raise ConfigError(
+                f"matching.similarity_threshold = {threshold:g} is refused: this FaceModelVersion's calibration "
+                f"cannot show that at most {MAX_DOOR_COMPARISON_FAR:g} of comparisons between two different "
+                f"people match at any Similarity (measured on {tail.pairs} impostor pairs); {_remedy(cal)}")
         raise ConfigError(
-            f"matching.similarity_threshold = {threshold:g} would open the door for strangers: {where} at which "
-            f"at most {MAX_DOOR_COMPARISON_FAR:g} of comparisons between two different people match (this "
-            f"FaceModelVersion's calibration). {scale}")
+            f"matching.similarity_threshold = {threshold:g} would open the door for strangers: it is below "
+            f"{lowest:g}, the lowest Similarity at which at most {MAX_DOOR_COMPARISON_FAR:g} of comparisons "
+            f"between two different people match (95 % upper limit, this FaceModelVersion's calibration). {scale}")

@@ -98,3 +98,48 @@ def test_sync_trusted_key_that_is_not_a_key_exits_78(tmp_path, models_dir):
     code, out = run_door(tmp_path, models_dir, f'[sync]\nenabled = true\n[fleet]\ntrusted_keys = ["{key}"]\n')
     assert code == 78 and "Traceback" not in out, out
     assert len([ln for ln in out.splitlines() if "desk.pub" in ln and "not a PEM public key" in ln]) == 1
+
+
+def _models_with_calibration(tmp: Path, models_dir: Path, text: str) -> Path:
+    """The provisioned models (linked, not copied) with an operator's calibration.toml."""
+    local = tmp / "models"
+    local.mkdir()
+    for f in models_dir.iterdir():
+        if f.name != "calibration.toml":
+            (local / f.name).symlink_to(f)
+    (local / "calibration.toml").write_text(text)
+    return local
+
+
+DAMAGED_TAILS = {
+    "no points": "cosine = []\nat_or_above = []",
+    "counts that rise again": "cosine = [0.3, 0.4, 0.5]\nat_or_above = [50, 10, 20]",
+    "a count above the pairs": "cosine = [0.3, 0.4]\nat_or_above = [5000, 10]",
+    "cosines that do not rise": "cosine = [0.4, 0.3]\nat_or_above = [50, 10]",
+}
+
+
+@pytest.mark.parametrize("name", list(DAMAGED_TAILS))
+def test_a_damaged_calibration_file_exits_78_naming_it(tmp_path, models_dir, engine, name):
+    """An operator's calibration.toml whose impostor tail the risk arithmetic cannot use (it used
+    to crash the door with an IndexError or a math domain error) is a setup error."""
+    text = (f'[calibration."{engine.model_version}"]\na = 20.0\nb = -6.0\nfitted_on = "edited"\n\n'
+            f'[calibration."{engine.model_version}".impostor_tail]\npairs = 1000\n{DAMAGED_TAILS[name]}\n')
+    local = _models_with_calibration(tmp_path, models_dir, text)
+    code, out = run_door(tmp_path, local, "")
+    assert code == 78 and "Traceback" not in out, out
+    assert len([ln for ln in out.splitlines() if str(local / "calibration.toml") in ln]) == 1
+
+
+def test_a_refused_re_fit_names_its_file_and_the_way_back(tmp_path, models_dir, engine, door_collection):
+    """An old re-fit without an impostor tail and a threshold under 50: exit 78, and the message
+    says which file holds that calibration and that removing it restores the shipped one."""
+    text = f'[calibration."{engine.model_version}"]\na = 20.0\nb = -6.0\nfitted_on = "an old re-fit"\n'
+    local = _models_with_calibration(tmp_path, models_dir, text)
+    code, out = run_door(tmp_path, local, "[matching]\nsimilarity_threshold = 45\n")
+    assert code == 78 and "Traceback" not in out, out
+    (line,) = [ln for ln in out.splitlines() if "matching.similarity_threshold" in ln]
+    assert str(local / "calibration.toml") in line and "remove that file" in line
+    (local / "calibration.toml").unlink()  # back to the shipped calibration, whose measured floor is 45.8
+    code, out = run_door(tmp_path, local, "[matching]\nsimilarity_threshold = 45\n")
+    assert code == 78 and "it is below 45.8" in out and str(local / "calibration.toml") not in out

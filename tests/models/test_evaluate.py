@@ -146,9 +146,29 @@ def test_calibrate_write_is_atomic_private_and_used(models_dir, faces_dir, tmp_p
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not [p for p in local.iterdir() if p.name.endswith(".tmp")]
     cal = calibration_for(out["face_model_version"], local)
+    assert out["lowest_door_threshold"] == 50.0  # 266 impostor pairs: too few to measure 1 in 100
     assert (cal.a, cal.b) == (out["a"], out["b"]) and "impostor pairs" in cal.fitted_on
     assert cal.impostor_tail is not None and cal.impostor_tail.pairs == out["impostor_pairs"]
     assert read_overrides(path)["other/version"].fitted_on == 'kept "as is"\n'  # escaped, and not lost
+
+
+def test_calibrate_never_writes_a_fit_the_door_would_refuse(models_dir, faces_dir, tmp_path):
+    """`calibrate --write` checks the fit against this configuration's door threshold first: at
+    Similarity 40 a door on this 266-pair fit would exit 78, so nothing is written (exit 2)."""
+    import shutil
+
+    local = tmp_path / "models"
+    shutil.copytree(models_dir, local)
+    (local / "calibration.toml").unlink(missing_ok=True)
+    env = {**os.environ, "FACELINK_MODELS__MODELS_DIR": str(local), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "FACELINK_MATCHING__SIMILARITY_THRESHOLD": "40"}
+    proc = subprocess.run([sys.executable, "-m", "facelink.enroll.cli", "calibrate", str(faces_dir / "people"),
+                           "--write", "--silent"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    error = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert error["__type"] == "InvalidParameterException"
+    assert "not written" in error["Message"] and "similarity_threshold = 40" in error["Message"]
+    assert not (local / "calibration.toml").exists()
 
 
 def test_a_damaged_calibration_file_is_a_typed_error(tmp_path):

@@ -10,9 +10,11 @@ from facelink.errors import ConfigError
 from facelink.models.manifest import Calibration, ImpostorTail, load_manifest
 from facelink.models.risk import (
     MAX_DOOR_COMPARISON_FAR,
+    MIN_DOOR_TAIL_PAIRS,
     UNMEASURED_DOOR_FLOOR,
     check_door_threshold,
     door_far,
+    door_floor,
     lowest_door_threshold,
     per_comparison_far,
     stranger_risk,
@@ -120,9 +122,9 @@ def test_below_the_measured_grid_a_threshold_is_refused():
     for threshold in (0, 0.99, round(lowest - 0.1, 1)):
         with pytest.raises(ConfigError, match="would open the door"):
             check_door_threshold(CAL, threshold)
-    hopeless = ImpostorTail(100, (0.40, 0.99), (90, 50))  # half of all pairs match even at cosine 0.99
+    hopeless = ImpostorTail(10_000, (0.40, 0.99), (9000, 5000))  # half of all pairs match even at cosine 0.99
     assert lowest_door_threshold(hopeless, CAL) is None
-    with pytest.raises(ConfigError, match="there is no Similarity"):
+    with pytest.raises(ConfigError, match="cannot show that at most 0.01"):
         check_door_threshold(Calibration(20.0, -6.0, "test", hopeless), 99)
 
 
@@ -158,3 +160,82 @@ def test_a_calibration_that_does_not_rise_with_the_cosine_is_refused(a, b):
     with pytest.raises(ConfigError, match="re-fit"):
         check_door_threshold(Calibration(a, b, "edited", TAIL), 99)
     assert door_far(TAIL, float("nan")) == 1.0
+
+
+def test_a_small_re_fit_cannot_lower_the_floor():
+    """A re-fit on few impostor pairs says little about where 1 in 100 lies: with 100 pairs (1 at
+    or above cosine 0.25) its rate read 0.01 at Similarity 40 and the door accepted it (and
+    anything down to ~27). Below MIN_DOOR_TAIL_PAIRS the tail counts as unmeasured: floor 50."""
+    small = Calibration(20.0, -6.0, "100 pairs", ImpostorTail(100, (0.20, 0.25, 0.30), (40, 1, 0)))
+    assert MIN_DOOR_TAIL_PAIRS > 100
+    for threshold in (27, 40, UNMEASURED_DOOR_FLOOR - 0.1):
+        with pytest.raises(ConfigError, match="only 100 impostor pairs"):
+            check_door_threshold(small, threshold)
+    check_door_threshold(small, UNMEASURED_DOOR_FLOOR)
+    assert door_floor(small) == UNMEASURED_DOOR_FLOOR
+
+
+def test_the_floor_is_the_upper_limit_not_the_estimate():
+    """1,000 pairs, 9 of them at or above the cosine of Similarity 40: the measured rate is 0.009,
+    within the limit, but its 95 % upper limit (0.017) is not; 0 pairs at cosine 0.30 (Similarity
+    50) is (0.0037)."""
+    cal = Calibration(20.0, -6.0, "1,000 pairs", ImpostorTail(1000, (0.20, 0.25, 0.30), (400, 9, 0)))
+    assert per_comparison_far(cal.impostor_tail, similarity_to_cosine(40, cal))[0] <= MAX_DOOR_COMPARISON_FAR
+    assert door_far(cal.impostor_tail, similarity_to_cosine(40, cal)) == pytest.approx(0.0170, abs=5e-4)
+    with pytest.raises(ConfigError, match="below 50"):
+        check_door_threshold(cal, 40)
+    assert lowest_door_threshold(cal.impostor_tail, cal) == 50.0 == door_floor(cal)
+
+
+def test_a_small_re_fit_does_not_refuse_99():
+    """300 pairs, 3 at or above the cosines around Similarity 99: the interpolated rate came to
+    0.010000000000000002 and the door refused even 99. A tail too small to measure 1 in 100 now
+    keeps the unmeasured floor, and float noise at the limit does not count as over it."""
+    a = 20.0
+    cal = Calibration(a, math.log(99) - a * 0.27, "300 pairs",
+                      ImpostorTail(300, (0.20, 0.25, 0.30, 0.35), (100, 3, 3, 0)))
+    assert per_comparison_far(cal.impostor_tail, 0.27)[0] > MAX_DOOR_COMPARISON_FAR  # what it read
+    for threshold in (UNMEASURED_DOOR_FLOOR, 80, 99):
+        check_door_threshold(cal, threshold)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_door_far_never_rises_with_the_cosine(seed):
+    """The threshold search assumes it: on random valid tails (zeros inside, the last point, a
+    sweep finer than the grid) the door's FAR is non-increasing, and the lowest threshold is
+    accepted while the step below it is refused."""
+    import random
+
+    rng = random.Random(seed)
+    n = rng.choice((1000, 50_000, 5_000_000))
+    counts, k = [], n
+    for _ in range(8):
+        k = int(k * rng.choice((0.0, 0.05, 0.3, 0.6, 1.0)))
+        counts.append(k)
+    tail = ImpostorTail(n, tuple(round(0.2 + 0.05 * i, 2) for i in range(8)), tuple(counts))
+    sweep = [0.19 + 0.001 * i for i in range(400)]
+    values = [door_far(tail, c) for c in sweep]
+    assert all(b <= a for a, b in zip(values, values[1:]))
+    cal = Calibration(20.0, -6.0, "random", tail)
+    lowest = lowest_door_threshold(tail, cal)
+    if lowest is not None:
+        check_door_threshold(cal, lowest)
+        if lowest >= 0.1:
+            with pytest.raises(ConfigError):
+                check_door_threshold(cal, round(lowest - 0.1, 1))
+
+
+def test_a_refused_override_names_its_file(tmp_path):
+    """A calibration read from <models_dir>/calibration.toml says so when the door refuses it, and
+    how to go back to the shipped one; the shipped one names no file."""
+    from facelink.models.calibration import write_calibration
+    from facelink.models.manifest import calibration_for
+
+    write_calibration(tmp_path, "v", Calibration(20.0, -6.0, "an old re-fit"))
+    cal = calibration_for("v", tmp_path)
+    with pytest.raises(ConfigError, match=f"read from {tmp_path / 'calibration.toml'}.*remove that file"):
+        check_door_threshold(cal, 45)
+    shipped = load_manifest().calibration["yunet-2023mar+sface-2021dec/int8bq"]
+    with pytest.raises(ConfigError) as refused:
+        check_door_threshold(Calibration(-1.0, 0.0, "edited", shipped.impostor_tail), 99)
+    assert "calibration.toml" not in str(refused.value)
