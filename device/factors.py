@@ -69,6 +69,14 @@ class Factors:
         log.info("badge %s of %s: verifying the face for %.0f s", read.credential, user, self.card_window_s)
         return expired, True
 
+    def drop_claim(self) -> None:
+        """Forget the open verification without a decision: the step that opened it failed (the
+        daemon publishes that ERROR), so no face may be granted on it; the holder taps again."""
+        if self.claim is not None:
+            log.warning("badge %s of %s: verification dropped, the badge step failed", self.claim.credential,
+                        self.claim.user_id)
+        self.claim = None
+
     def _expire(self, policy: DecisionPolicy, now: float, replaced: bool = False,
                 reason: str | None = None) -> list[Decision]:
         c = self.claim

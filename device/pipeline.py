@@ -50,7 +50,8 @@ class DoorPipeline:
 
     def badge(self, read: BadgeRead, now: float) -> list[Decision]:
         """A badge read (card modes): decisions it makes at once; a new verification restarts
-        the tracks in view so that the person at the door gets a decision of their own."""
+        the tracks in view so that the person at the door gets a decision of their own. If that
+        restart fails, the verification is dropped (faces seen before the badge must not decide it)."""
         if self.factors is None:
             return []
         c = self.components
@@ -60,6 +61,7 @@ class DoorPipeline:
                 for track in c.tracker.tracks():
                     c.tracker.restart(track)
         except Exception as exc:
+            self.factors.drop_claim()
             raise _failed(c, decisions, exc) from exc
         return decisions
 

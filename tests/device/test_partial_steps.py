@@ -241,3 +241,35 @@ def test_every_decision_and_every_error_of_a_step_is_reported(tmp_path, faces_di
         assert "RuntimeError: credential lookup failed" in reasons and "RuntimeError: window check failed" in reasons
     finally:
         daemon.shutdown(flush_timeout_s=1)
+
+
+def test_a_badge_whose_track_restart_fails_opens_no_verification(ctx, faces_dir, engine, make_settings, monkeypatch):
+    """card_and_face: obama's face is already tracked when his badge is read, and restarting the
+    tracks in view fails. The badge step is an error, and the verification it opened is dropped:
+    the next frames of his face (on the track that was not restarted) grant nothing; he taps again."""
+    from facelink.access.badges import BadgeRead
+    from facelink.device.factors import Factors
+    from facelink.enroll import credentials
+
+    _enroll(ctx, faces_dir)
+    credentials.put_user_credential(ctx, "door", "obama", "H10301:18:1001")
+    index = UserIndex(ctx.store, "door", engine.model_version)
+    index.load()
+    door = DoorPipeline(engine, index, build_components(
+        make_settings(matching=ONE_FRAME, liveness={"enabled": False}), engine))
+    door.factors = Factors("card_and_face", 10.0, lambda card: ctx.store.user_by_credential("door", card))
+    assert door.process(_frame(faces_dir, "obama", 0), 0.0) == []  # no badge yet
+    tracker = door.components.tracker
+
+    def restart(track):
+        raise RuntimeError("tracker broken")
+
+    with monkeypatch.context() as m:
+        m.setattr(tracker, "restart", restart)
+        with pytest.raises(DecidedThenFailed, match="tracker broken"):
+            door.badge(BadgeRead("H10301:18:1001", "serial"), 0.5)
+    assert door.factors.claim is None
+    later = door.process(_frame(faces_dir, "obama", 1), 1.0) + door.process(_frame(faces_dir, "obama", 2), 2.0)
+    assert [d for d in later if d.decision == "GRANTED"] == []
+    assert door.badge(BadgeRead("H10301:18:1001", "serial"), 3.0) == []  # he taps again: it works
+    assert [(d.decision, d.user_id) for d in door.process(_frame(faces_dir, "obama", 3), 3.1)] == [("GRANTED", "obama")]
