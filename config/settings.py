@@ -131,6 +131,8 @@ class MqttSettings(Section):
             raise ValueError("tls_ca: required with tls_cert (client certificates need TLS)")
         if self.password is not None and not self.username:
             raise ValueError("username: required with password")
+        if self.device_id == "collections":  # <prefix>/collections/ holds the sync topics
+            raise ValueError("device_id: 'collections' is reserved (the collections' sync topics)")
         for key in ("tls_ca", "tls_cert", "tls_key"):
             path = getattr(self, key)
             if path is not None and not path.expanduser().is_file():

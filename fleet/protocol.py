@@ -6,7 +6,7 @@ Topics (spelled in ``facelink.mqtt.topics``: ``CollectionTopics``, ``DeviceTopic
     <prefix>/collections/<C>/head             desk -> doors, QoS 1, retained: signed Head, every
                                               ``heartbeat_s`` and after every change set
     <prefix>/<device>/sync/<C>/request        door -> desk, QoS 1: SyncRequest (unsigned, untrusted),
-                                              on the door's own topic (the ACL's ``%u``): the desk
+                                              on the door's own topic (only that door's user may write it): the desk
                                               answers it only if it names that ``<device>``
     <prefix>/collections/<C>/request          door -> desk, QoS 1: the same from doors not yet
                                               upgraded (``fleet.accept_shared_request_topic``)

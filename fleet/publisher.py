@@ -36,7 +36,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -91,13 +91,15 @@ class Publisher:
                  prefix: str, *, heartbeat_s: float = 30.0, poll_interval_s: float = 0.2,
                  request_burst: int = 5, request_interval_s: float = 1.0,
                  snapshot_replies_per_minute: int = 600, snapshot_mb_per_minute: float = 6000.0,
-                 seen_doors_only: bool = False, accept_shared_topic: bool = True, slice_s: float | None = None,
+                 seen_doors_only: bool = False, accept_shared_topic: bool = True,
+                 doors: Iterable[str] | None = None, slice_s: float | None = None,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         """``seen_doors_only`` (the service: ``fleet.reply_to_seen_doors_only``, default on):
         answer only device ids seen on ``<prefix>/<id>/status`` or ``.../health`` (it subscribes
         them). ``accept_shared_topic`` (``fleet.accept_shared_request_topic``): also answer doors
         not yet upgraded, on the shared request topic; off, it is not even subscribed. Doors'
-        own request topics are always subscribed. ``slice_s``: the most time one step spends
+        own request topics are always subscribed. ``doors`` (``fleet.doors``, required by the
+        service): the only device ids answered (None: any). ``slice_s``: the most time one step spends
         sending snapshots (``poll_interval_s``)."""
         self.store, self.journal, self.key, self.clock = store, journal, key, clock
         self.collections = list(dict.fromkeys(collections))
@@ -111,6 +113,7 @@ class Publisher:
         self.snapshot_replies = Budget(snapshot_replies_per_minute, monotonic)
         self.reply_bytes = Budget(snapshot_mb_per_minute * 1e6, monotonic)
         self.seen_doors_only = seen_doors_only
+        self.doors = None if doors is None else frozenset(doors)
         self.accept_shared_topic = accept_shared_topic
         self._prefix = prefix.rstrip("/")
         self._seen: OrderedDict[str, None] = OrderedDict()  # device ids heard on status/health
@@ -174,6 +177,8 @@ class Publisher:
     def run(self, transport: Transport, stop: threading.Event) -> None:
         log.info("publishing %s (heartbeat %.0f s); requests on the doors' own topics%s", ", ".join(self.collections),
                  self.heartbeat_s, " and the shared topic" if self.accept_shared_topic else " only")
+        if self.doors is not None:
+            log.info("answering sync requests from %d listed doors (fleet.doors)", len(self.doors))
         try:
             while not stop.is_set():
                 self.step(transport)
@@ -235,7 +240,7 @@ class Publisher:
             except queue.Empty:
                 return
             answer = self.gate.decide(c, payload, self.published[c], self.seen if self.seen_doors_only else None,
-                                      sender)
+                                      sender, None if self.doors is None else self.doors.__contains__)
             if answer is None:
                 continue
             if answer.snapshot:
@@ -453,6 +458,9 @@ def serve(settings: object, stop: threading.Event) -> Publisher:
         raise ConfigError("fleet.signing_key: required to publish (create one with `facelink fleet keygen`)")
     if not fleet.publish:
         raise ConfigError("fleet.publish: name at least one collection to publish")
+    if not fleet.doors:
+        raise ConfigError("fleet.doors: list the device ids (MQTT user names) of the doors this desk serves: only "
+                          "they are sent snapshots (and `facelink fleet acl` writes the broker ACL for them)")
     key = load_private(fleet.signing_key)
     db = settings.store.database  # type: ignore[attr-defined]
     group = settings.store.group_access  # type: ignore[attr-defined]
@@ -464,7 +472,7 @@ def serve(settings: object, stop: threading.Event) -> Publisher:
                           snapshot_replies_per_minute=fleet.snapshot_replies_per_minute,
                           snapshot_mb_per_minute=fleet.snapshot_mb_per_minute,
                           seen_doors_only=fleet.reply_to_seen_doors_only,
-                          accept_shared_topic=fleet.accept_shared_request_topic)
+                          accept_shared_topic=fleet.accept_shared_request_topic, doors=fleet.doors)
     client = MqttClient(mqtt, client_id=fleet.client_id, subscriptions=publisher.subscriptions(),
                         on_message=publisher.on_message)
     try:

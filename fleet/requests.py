@@ -124,11 +124,13 @@ class RequestGate:
                     detail, self.refused[reason], reason)
 
     def decide(self, collection_id: str, message: bytes, head_seq: int,
-               known: Callable[[str], bool] | None = None, sender: str | None = None) -> Answer | None:
+               known: Callable[[str], bool] | None = None, sender: str | None = None,
+               listed: Callable[[str], bool] | None = None) -> Answer | None:
         """The answer to one request given the desk's newest published seq, or None (refused,
-        counted, logged; or nothing to send). ``known``: whether a device id was seen as a door
-        (None: any id is answered); an unknown one is refused (UNKNOWN_DEVICE) before it can use
-        up the rate limits. ``sender``: the device id of the door's own request topic it came on
+        counted, logged; or nothing to send). ``listed``: whether a device id is one of the doors
+        the desk serves (``fleet.doors``; None: any); another is refused (UNLISTED_DEVICE).
+        ``known``: whether a device id was seen as a door (None: any id is answered); an unknown
+        one is refused (UNKNOWN_DEVICE). Both before it can use up the rate limits. ``sender``: the device id of the door's own request topic it came on
         (None: the shared topic); a request naming another id is refused (DEVICE_MISMATCH), and
         one on the shared topic naming a door that asked on its own topic is refused
         (USE_DEVICE_TOPIC), both before any rate limit."""
@@ -147,6 +149,9 @@ class RequestGate:
         if sender is None and req.device_id in self._own_topic:
             self._refuse("USE_DEVICE_TOPIC", collection_id, f"{req.device_id!r} asks on its own topic: a request "
                                                             "naming it on the shared topic is not answered")
+            return None
+        if listed is not None and not listed(req.device_id):
+            self._refuse("UNLISTED_DEVICE", collection_id, f"{req.device_id!r} is not in fleet.doors: not answered")
             return None
         if known is not None and not known(req.device_id):
             self._refuse("UNKNOWN_DEVICE", collection_id, f"{req.device_id!r} was never seen on its status or "

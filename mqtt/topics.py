@@ -14,8 +14,8 @@ Collection sync (desk ↔ doors, facelink.fleet.protocol), per collection ``C``:
     <prefix>/collections/<C>/changes          QoS 1: signed change sets
     <prefix>/collections/<C>/head             QoS 1, retained: signed head (newest seq)
     <prefix>/<device_id>/sync/<C>/request     QoS 1: a door's SyncRequest (untrusted), on the
-                                              door's own topic: the broker ACL (``pattern write
-                                              <prefix>/%u/#``) lets only that door's user publish it,
+                                              door's own topic: the broker ACL (``topic write
+                                              <prefix>/<door>/#``, `facelink fleet acl`) lets only that door's user publish it,
                                               so the desk takes the device id from the topic
     <prefix>/collections/<C>/request          QoS 1: the shared request topic of doors not yet
                                               upgraded (any door may write it; the desk listens only

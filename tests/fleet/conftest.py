@@ -105,13 +105,15 @@ class DeskProcess:
     """`facelink fleet publish` as a real process (the desk service), logging to ``log_path``."""
 
     def __init__(self, workdir: Path, port: int, database: Path, signing_key: Path | None,
-                 collections: list[str], **settings: str) -> None:
+                 collections: list[str], doors: list[str] | None = None, **settings: str) -> None:
         self.log_path = workdir / "desk-publish.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FACELINK_")}
         env.update({"FACELINK_STORE__DATABASE": str(database), "FACELINK_MQTT__PORT": str(port),
                     "FACELINK_FLEET__PUBLISH": json.dumps(collections), "PYTHONUNBUFFERED": "1"})
         if signing_key is not None:
             env["FACELINK_FLEET__SIGNING_KEY"] = str(signing_key)
+        if doors is not None:
+            env["FACELINK_FLEET__DOORS"] = json.dumps(doors)
         env.update({f"FACELINK_{k.upper()}": str(v) for k, v in settings.items()})
         workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
@@ -131,14 +133,14 @@ class DeskProcess:
 
 @pytest.fixture()
 def start_desk(tmp_path):
-    """``start_desk(port, database, signing_key, ["C"], fleet__heartbeat_s="1")``: the desk's
+    """``start_desk(port, database, signing_key, ["C"], ["door-1"], fleet__heartbeat_s="1")``: the desk's
     publisher as a process; whatever a test leaves running is killed afterwards."""
     started: list[DeskProcess] = []
 
     def start(port: int, database: Path, signing_key: Path | None, collections: list[str],
-              **settings: str) -> DeskProcess:
+              doors: list[str] | None = None, **settings: str) -> DeskProcess:
         started.append(DeskProcess(tmp_path / f"desk-{len(started)}", port, database, signing_key,
-                                   collections, **settings))
+                                   collections, doors, **settings))
         return started[-1]
 
     yield start

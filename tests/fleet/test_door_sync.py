@@ -71,7 +71,8 @@ class Site:
         for name, photo in (("obama", "1.jpg"), ("biden", "1.jpg")):
             users.create_user(self.ctx, "staff", name)
             faces.index_faces(self.ctx, "staff", faces_dir / "people" / name / photo, f"{name}-badge", user_id=name)
-        self.desk = start_desk(broker.port, self.db, keys[2], ["staff"], fleet__heartbeat_s="1",
+        self.desk = start_desk(broker.port, self.db, keys[2], ["staff"], [f"door-{i}" for i in range(3)] +
+                               ["door-a", "door-b", "door-k", "door-d"], fleet__heartbeat_s="1",
                                fleet__request_burst="50")
         self.trusted_pub = keys[2].parent / "desk.pub"
         self.models_dir: Path = Path()

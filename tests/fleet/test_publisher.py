@@ -16,6 +16,7 @@ import pytest
 
 from facelink.config import MqttSettings
 from facelink.enroll.store import Store
+from facelink.fleet.acl import broker_acl
 from facelink.fleet.changeset import ChangeSetVerifier
 from facelink.fleet.journal import Journal
 from facelink.fleet.protocol import CHUNK_FACES, SyncRequest, decode_head, parse_body
@@ -466,14 +467,14 @@ def test_the_desk_service_answers_only_doors_seen_on_their_own_topics(broker, ke
     device ids are refused (UNKNOWN_DEVICE) and cost nothing; a door that published its status
     (a topic the broker ACL ties to its username) gets its snapshot."""
     watch, real = _staff_and_a_seen_door(broker, desk_db, listeners)
-    desk = start_desk(broker.port, desk_db, keys[2], ["staff"], fleet__heartbeat_s="0.5")
+    ghosts = [f"ghost-{i}" for i in range(50)]  # listed, never seen
+    desk = start_desk(broker.port, desk_db, keys[2], ["staff"], ["door-real", *ghosts], fleet__heartbeat_s="0.5")
     try:
         ask = SyncRequest(device_id="door-real", snapshot=True).encode().decode()
         assert round_trip(lambda p: real.publish(own("door-real"), ask, qos=1),
                           lambda p: "door-real" in _snapshot_replies(watch), timeout=60, each=3.0)
-        for i in range(50):
-            watch.client.publish(T.request, SyncRequest(device_id=f"ghost-{i}", snapshot=True).encode().decode(),
-                                 qos=1)
+        for ghost in ghosts:
+            watch.client.publish(T.request, SyncRequest(device_id=ghost, snapshot=True).encode().decode(), qos=1)
         assert wait_for(lambda: desk.log().count("UNKNOWN_DEVICE") >= 50, 30)  # every ghost handled
         # the door that was seen is still answered after them (a range: its snapshot is fresh)
         since = len(watch.on(T.reply("door-real")))
@@ -554,6 +555,25 @@ def test_a_request_on_one_doors_topic_naming_another_is_refused_and_costs_that_d
     assert len(watch.on(T.reply("door-b"))) == 3 and _snapshot_replies(watch) == {"door-b": 3}
 
 
+def test_only_the_listed_doors_are_answered(desk, keys, listeners, doors):
+    """fleet.doors: a broker user that is not a door (the audit logger's account, under an ACL
+    whose rules apply to every user) publishes a status under its own name and asks on its own
+    topic for a snapshot: refused (UNLISTED_DEVICE) before any rate limit, nothing sent; a listed
+    door seen the same way gets its snapshot."""
+    d = desk(seen_doors_only=True, doors=["door-a"])
+    _three_change_sets(d)
+    watch = listeners([T.reply("#")], "watch")
+    a, logger = doors("door-a"), doors("facelink-logger")
+    assert wait_for(lambda: d.publisher.seen("door-a") and d.publisher.seen("facelink-logger"), 30)
+    assert _desk_hears(d, logger, own("facelink-logger"))
+    logger.publish(own("facelink-logger"), _ask("facelink-logger", snapshot=True), qos=1)
+    assert wait_for(lambda: (d.step(), _refused(d, "UNLISTED_DEVICE") == 1)[1], 30)
+    assert "facelink-logger" not in d.publisher.gate.per_device._buckets
+    a.publish(own("door-a"), _ask("door-a", snapshot=True), qos=1)
+    assert wait_for(lambda: (d.step(), "door-a" in _snapshot_replies(watch))[1], 30)
+    assert set(_snapshot_replies(watch)) == {"door-a"} and d.publisher.snapshots_sent == 1
+
+
 def test_once_a_door_asked_on_its_own_topic_the_shared_topic_cannot_spend_its_limit(
         desk, keys, listeners, doors):
     """Upgrading: the shared request topic still serves doors that never asked on their own topic
@@ -586,7 +606,7 @@ def test_with_the_shared_topic_off_the_desk_service_answers_only_doors_own_topic
     the shared request topic: a request there gets nothing; the same door on its own topic is
     answered."""
     watch, real = _staff_and_a_seen_door(broker, desk_db, listeners)
-    desk = start_desk(broker.port, desk_db, keys[2], ["staff"], fleet__heartbeat_s="0.5",
+    desk = start_desk(broker.port, desk_db, keys[2], ["staff"], ["door-real"], fleet__heartbeat_s="0.5",
                       fleet__accept_shared_request_topic="false")
     try:
         snap = _ask("door-real", snapshot=True)
@@ -608,19 +628,26 @@ def test_with_the_shared_topic_off_the_desk_service_answers_only_doors_own_topic
     assert "USE_DEVICE_TOPIC" not in desk.log() and "RATE_LIMITED" not in desk.log()
 
 
+def test_readme_shows_the_generated_broker_acl():
+    """README's Broker ACL block is `facelink fleet acl`'s output for its example doors."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("**Broker ACL**", 1)[1].split("```", 2)[1].lstrip("\n")
+    assert block == broker_acl("facelink", ["door-lobby", "door-dock"], "facelink-desk", "facelink-logger", True)
+    assert "pattern" not in block.replace("No `pattern` lines", "").replace("a pattern applies", "")
+
+
 @pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto_passwd")
-def test_under_the_readme_broker_acl_a_door_cannot_ask_in_another_doors_name(tmp_path, keys, desk_db):
-    """mosquitto with README's Broker ACL and a password per user: door-a cannot publish on
-    door-b's own request topic (the broker drops it), its own topic naming door-b is refused
-    (DEVICE_MISMATCH); the desk, as user facelink-desk, hears the doors' own topics and door-b
-    (one request allowed) gets its range."""
+def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp_path, keys, desk_db):
+    """mosquitto with `facelink fleet acl`'s ACL and a password per user. door-a cannot publish on
+    door-b's own request topic (the broker drops it) and its own topic naming door-b is refused
+    (DEVICE_MISMATCH); door-b gets its range. The audit logger's account (it used to count as a
+    door: every `pattern` rule applied to it) cannot publish a status or a request, reads no
+    change set and no reply: the desk never hears it, and it receives nothing of the collection."""
     from broker import Broker
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    acl = readme.split("**Broker ACL**", 1)[1].split("```", 2)[1]
-    assert "topic read facelink/+/sync/#" in acl
+    acl = broker_acl(PREFIX, ["door-a", "door-b"], "facelink-desk", "facelink-logger", True)
     (tmp_path / "acl").write_text(acl)
-    users = {"facelink-desk": "pw-desk", "door-a": "pw-a", "door-b": "pw-b"}
+    users = {"facelink-desk": "pw-desk", "facelink-logger": "pw-log", "door-a": "pw-a", "door-b": "pw-b"}
     for i, (user, pw) in enumerate(users.items()):
         subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(tmp_path / "passwd"), user, pw],
                        check=True, capture_output=True)
@@ -631,6 +658,8 @@ def test_under_the_readme_broker_acl_a_door_cannot_ask_in_another_doors_name(tmp
         pytest.skip("needs mosquitto")
     made: list = []
     replies: list[bytes] = []
+    leaked: list[tuple[str, bytes]] = []
+    door_a_changes: list[bytes] = []
 
     def connect(user: str, **kw) -> MqttClient:
         made.append(MqttClient(MqttSettings(port=broker.port, username=user, password=users[user]), **kw))
@@ -641,19 +670,29 @@ def test_under_the_readme_broker_acl_a_door_cannot_ask_in_another_doors_name(tmp
         store, journal = Store(desk_db), Journal(desk_db)
         made.append(type("closer", (), {"stop": lambda self: (journal.close(), store.close())})())
         publisher = Publisher(store, journal, keys[0], ["staff"], PREFIX, request_burst=1,
-                              request_interval_s=3600, seen_doors_only=True)
+                              request_interval_s=3600, seen_doors_only=True, doors=["door-a", "door-b"])
         desk = connect("facelink-desk", client_id="facelink-desk", subscriptions=publisher.subscriptions(),
                        on_message=publisher.on_message)
+        logger = connect("facelink-logger", client_id="facelink-logger",
+                         subscriptions=[T.changes, T.head, T.reply("#")],
+                         on_message=lambda t, p: leaked.append((t, p)))
+        a = connect("door-a", client_id="facelink-door-a", will=Will(f"{PREFIX}/door-a/status"),
+                    subscriptions=[T.changes], on_message=lambda t, p: door_a_changes.append(p))
+        b = connect("door-b", client_id="facelink-door-b", will=Will(f"{PREFIX}/door-b/status"),
+                    subscriptions=[T.reply("door-b")], on_message=lambda t, p: replies.append(p))
         store.insert_collection("staff", V)
         for i in range(3):
             store.insert_user("staff", f"u{i}")
             publisher.step(desk)
-        a = connect("door-a", client_id="facelink-door-a", will=Will(f"{PREFIX}/door-a/status"))
-        b = connect("door-b", client_id="facelink-door-b", will=Will(f"{PREFIX}/door-b/status"),
-                    subscriptions=[T.reply("door-b")], on_message=lambda t, p: replies.append(p))
+        assert wait_for(lambda: len(door_a_changes) == 3, 30)  # a listed door reads the change sets
         assert wait_for(lambda: publisher.seen("door-a") and publisher.seen("door-b"), 30)
         assert round_trip(lambda p: a.publish(own("door-a"), p, qos=1),  # the desk hears door-a's topic
                           lambda p: (publisher.step(desk), publisher.gate.refused.get("MALFORMED", 0) > 0)[1])
+        # each acknowledged by the broker (which drops them) before door-b's request below is sent:
+        # the broker forwards in the order it processes, so the desk would have had them first
+        assert logger.publish(f"{PREFIX}/facelink-logger/status", "online", qos=1, retain=True)
+        assert logger.publish(own("facelink-logger"), _ask("facelink-logger", snapshot=True), qos=1)
+        assert logger.publish(T.request, _ask("door-a", snapshot=True), qos=1)  # not a door: no shared topic
         a.publish(own("door-b"), _ask("door-b", from_seq=1), qos=1)  # not door-a's topic: dropped by the broker
         a.publish(own("door-a"), _ask("door-b", from_seq=1), qos=1)  # its own topic, door-b's name
         assert wait_for(lambda: (publisher.step(desk), publisher.gate.refused.get("DEVICE_MISMATCH", 0) == 1)[1], 30)
@@ -662,7 +701,8 @@ def test_under_the_readme_broker_acl_a_door_cannot_ask_in_another_doors_name(tmp
                           lambda p: (publisher.step(desk), len(replies) >= 3)[1], timeout=60, each=3.0)
         assert replies[:3] == [e.message for e in journal.entries("staff", 1, 3)]
         assert set(publisher.gate.refused) <= {"MALFORMED", "DEVICE_MISMATCH", "RATE_LIMITED"}
-        assert publisher.gate.refused["DEVICE_MISMATCH"] == 1
+        assert publisher.gate.refused["DEVICE_MISMATCH"] == 1 and not publisher.seen("facelink-logger")
+        assert publisher.snapshots_sent == 0 and leaked == []
     finally:
         for m in reversed(made):
             m.stop()
