@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 
 INBOX_MAX = 10_000  # requests waiting; more are refused (OVERLOADED) instead of growing memory
 MAX_QUEUED_SNAPSHOTS = 1_000  # doors waiting for a snapshot, per collection; more: OVERLOADED
+# Range replies spend only the reply byte budget above this share of it: the rest is kept for
+# snapshots, so requests for ranges (within the rate limits) cannot keep doors from their snapshots.
+RANGE_RESERVE_SHARE = 0.5
 BYTES_PER_FACE = 1_000  # a snapshot's size before one was measured (~0.9 KB per face on the wire)
 _DEVICE = re.compile(DEVICE_ID)
 
@@ -257,10 +260,12 @@ class Publisher:
 
     def _resend(self, c: str, answer: Answer, transport: Transport) -> None:
         """Answer a range: the journal's change sets ``first..last`` on the door's reply topic,
-        paid from the same byte budget as snapshots (``fleet.snapshot_mb_per_minute``). With the
-        budget spent nothing is sent (OVER_BUDGET); one that runs out part-way stops after the
+        paid from the same byte budget as snapshots (``fleet.snapshot_mb_per_minute``), but only
+        from the part of it above ``RANGE_RESERVE_SHARE`` (the rest is the snapshots'). With that
+        part spent nothing is sent (OVER_BUDGET); one that runs out part-way stops after the
         change set that spent it, and the door, having made progress, asks for the rest."""
-        if self.reply_bytes.left() <= 0:
+        reserve = self.reply_bytes.per_minute * RANGE_RESERVE_SHARE
+        if self.reply_bytes.left() <= reserve:
             self.gate.refused["OVER_BUDGET"] = self.gate.refused.get("OVER_BUDGET", 0) + 1
             log.warning("range %s %d..%d for %s not sent: the reply budget is spent (fleet.snapshot_mb_per_minute)",
                         c, answer.first, answer.last, answer.device_id)
@@ -272,7 +277,7 @@ class Publisher:
                             c, answer.first, answer.last, answer.device_id, entry.seq)
                 return
             self.reply_bytes.spend(len(entry.message))
-            if entry.seq < answer.last and self.reply_bytes.left() <= 0:
+            if entry.seq < answer.last and self.reply_bytes.left() <= reserve:
                 log.warning("re-sending %s %d..%d to %s stopped after %d: the reply budget is spent "
                             "(fleet.snapshot_mb_per_minute)", c, answer.first, answer.last, answer.device_id, entry.seq)
                 return

@@ -344,16 +344,19 @@ def test_snapshot_replies_are_capped_globally_whatever_ids_the_requests_invent(d
 
 
 def test_range_replies_are_paid_from_the_reply_byte_budget(desk, keys, listeners):
-    """Re-sent change sets share fleet.snapshot_mb_per_minute with snapshots: a range stops after
-    the change set that spends the budget, a request while it is spent gets nothing
-    (OVER_BUDGET), and once the budget refills the rest is sent; what went out is the journal's,
-    in order."""
+    """Re-sent change sets share fleet.snapshot_mb_per_minute with snapshots, from the part of it
+    above the snapshots' reserve: a range stops after the change set that spends that part, a
+    request while it is spent gets nothing (OVER_BUDGET), and once the budget refills the rest is
+    sent; what went out is the journal's, in order. A snapshot is still sent at once: the
+    ranges left it its reserve."""
+    from facelink.fleet.publisher import RANGE_RESERVE_SHARE
+
     clock = Monotonic()
     d = desk(monotonic=clock, request_burst=10)
     _three_change_sets(d)
     entries = [e.message for e in d.journal.entries("staff", 1, 3)]
-    # what a desk with snapshot_mb_per_minute = one and a half change sets starts with
-    d.publisher.reply_bytes = Budget(len(entries[0]) + len(entries[1]) // 2, clock)
+    # a desk whose ranges may spend one and a half change sets a minute (the rest is the reserve)
+    d.publisher.reply_bytes = Budget((len(entries[0]) + len(entries[1]) // 2) / (1 - RANGE_RESERVE_SHARE), clock)
     watch = listeners([T.reply("#")], "watch")
 
     def ask_until(from_seq: int, done) -> None:
@@ -365,6 +368,12 @@ def test_range_replies_are_paid_from_the_reply_byte_budget(desk, keys, listeners
     clock.now += 60  # refilled: the door, having applied 1..2, asks for the rest
     ask_until(3, lambda: len(watch.on(T.reply("door-r"))) >= 3)
     assert watch.on(T.reply("door-r")) == entries  # each once, in order, nothing more
+    sent = len(entries)
+    ask_until(1, lambda: len(watch.on(T.reply("door-r"))) > sent)  # the door asks again: it spends the ranges' part
+    ask_until(1, lambda: d.publisher.gate.refused.get("OVER_BUDGET") == 2)  # and then gets nothing
+    watch.client.publish(T.request, _ask("door-s", snapshot=True), qos=1)  # but not the snapshots' reserve
+    assert wait_for(lambda: (d.step(), "door-s" in _snapshot_replies(watch))[1], 30)
+    assert d.publisher.gate.refused.get("OVER_BUDGET") == 2 and clock.now == 160  # no refill since
 
 
 def test_a_door_is_not_sent_the_same_snapshot_again_at_once(desk, keys, listeners):
