@@ -59,14 +59,17 @@ def toml_loads(text: str) -> dict:
     return tomllib.loads(text)
 
 
+MAX_TAIL_PAIRS = 10**12  # far more than any calibration set (299 people: 5.2 million); the arithmetic stays finite
+
+
 def _impostor_tail(t: dict) -> ImpostorTail:
     """A tail the door's risk arithmetic can trust, or ValueError: at least one point, cosines
     finite and strictly rising within [-1, 1], counts whole, within 0..pairs and never rising
     (pairs at or above a cosine can only fall as it rises)."""
     pairs = t["pairs"]
     cosine, counts = t["cosine"], t["at_or_above"]
-    if not (isinstance(pairs, int) and not isinstance(pairs, bool) and pairs > 0):
-        raise ValueError(f"impostor_tail: pairs must be a whole number above 0, not {pairs!r}")
+    if not (isinstance(pairs, int) and not isinstance(pairs, bool) and 0 < pairs <= MAX_TAIL_PAIRS):
+        raise ValueError(f"impostor_tail: pairs must be a whole number from 1 to {MAX_TAIL_PAIRS:.0e}, not {pairs!r}")
     if not (isinstance(cosine, list) and isinstance(counts, list) and cosine and len(cosine) == len(counts)):
         raise ValueError("impostor_tail: cosine and at_or_above must be lists of the same, non-zero length")
     if not all(isinstance(c, (int, float)) and not isinstance(c, bool) and -1.0 <= c <= 1.0 for c in cosine):
@@ -81,6 +84,8 @@ def _impostor_tail(t: dict) -> ImpostorTail:
 
 
 def _calibration(c: dict, source: Path | None = None) -> Calibration:
+    """One [calibration."<version>"] table; ValueError (or TypeError, KeyError, OverflowError: a
+    number too large for a float) for one the door cannot use."""
     tail = c.get("impostor_tail")
     return Calibration(float(c["a"]), float(c["b"]), str(c.get("fitted_on", "")),
                        None if tail is None else _impostor_tail(tail), source)
@@ -111,7 +116,7 @@ def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
         for key, s in raw["sources"].items())
     try:
         calibration = {v: _calibration(c) for v, c in raw.get("calibration", {}).items()}
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ModelError(f"model manifest {path}: bad calibration entry: {exc}") from exc
     return Manifest(sources, dict(raw.get("built", {})), calibration)
 
@@ -125,7 +130,7 @@ def read_overrides(path: Path) -> dict[str, Calibration]:
         raw = tomllib.loads(Path(path).read_text())
         return {v: _calibration(c, Path(path)) for v, c in raw.get("calibration", {}).items()}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError,
-            AttributeError) as exc:
+            AttributeError, OverflowError) as exc:
         raise ModelError(f"cannot read {path}: {exc}") from exc
 
 

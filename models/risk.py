@@ -98,19 +98,21 @@ UNMEASURED_DOOR_FLOOR = 50.0
 # A tail needs this many impostor pairs before the door reads its limit from it (10 pairs at 1 in 100,
 # the calibration's MIN_EVENTS): a smaller re-fit counts as unmeasured, and UNMEASURED_DOOR_FLOOR holds.
 MIN_DOOR_TAIL_PAIRS = 1000
-# Float noise must not turn a rate exactly at the limit into one over it (3/300 computes to 0.010000000000000002).
-_FAR_TOLERANCE = 1e-9
+# Between two grid points further apart than this (calibrate's grid is 0.01) the count is not
+# interpolated: the door reads the count of the point below, all it knows is that none were lost.
+MAX_INTERPOLATED_GAP = 0.0101
 
 
 def _pairs_at_or_above(tail: ImpostorTail, cosine: float) -> float:
-    """Impostor pairs at or above ``cosine`` as the door reads a tail (never less than were
-    measured): exact at a grid point, log-linear between two points that both have pairs, and
-    where the next point has none (or past the last point) the count of the point below: the
-    count can only fall as the cosine rises, and nothing says how fast. Non-increasing in
-    ``cosine`` for a validated tail (models/manifest.py)."""
+    """Impostor pairs at or above ``cosine`` as the door reads a tail: exact at a grid point,
+    log-linear between two neighbouring points (at most ``MAX_INTERPOLATED_GAP`` apart) that
+    both have pairs, and otherwise (the next point has none, a wider gap, past the last point)
+    the count of the point below: the count can only fall as the cosine rises, and nothing says
+    how fast. Non-increasing in ``cosine`` for a validated tail (models/manifest.py)."""
     cos, cnt = tail.cosine, tail.at_or_above
     below = max(i for i, c in enumerate(cos) if c <= cosine)
-    if cos[below] == cosine or below + 1 == len(cos) or cnt[below + 1] == 0:
+    if (cos[below] == cosine or below + 1 == len(cos) or cnt[below + 1] == 0
+            or cos[below + 1] - cos[below] > MAX_INTERPOLATED_GAP):
         return float(cnt[below])
     f = (cosine - cos[below]) / (cos[below + 1] - cos[below])
     k = math.exp(math.log(cnt[below]) * (1 - f) + math.log(cnt[below + 1]) * f)
@@ -125,19 +127,15 @@ def door_far(tail: ImpostorTail, cosine: float) -> float:
     measured: 1.0. Non-increasing in ``cosine``, so the lowest threshold is well defined."""
     if not cosine >= tail.cosine[0]:  # below the grid, or NaN
         return 1.0
-    k = math.ceil(_pairs_at_or_above(tail, cosine) - 1e-6)  # float noise never adds a pair
+    k = math.ceil(_pairs_at_or_above(tail, cosine))
     return clopper_pearson(min(k, tail.pairs), tail.pairs)[1]
-
-
-def _door_far_ok(far: float) -> bool:
-    return far <= MAX_DOOR_COMPARISON_FAR * (1 + _FAR_TOLERANCE)
 
 
 def lowest_door_threshold(tail: ImpostorTail, cal: Calibration) -> float | None:
     """The lowest Similarity on the 0.1 grid whose per-comparison FAR (:func:`door_far`) is within
     ``MAX_DOOR_COMPARISON_FAR`` (the FAR falls as the Similarity rises); None when not even 100 is."""
     def ok(similarity: float) -> bool:
-        return _door_far_ok(door_far(tail, similarity_to_cosine(similarity, cal)))
+        return door_far(tail, similarity_to_cosine(similarity, cal)) <= MAX_DOOR_COMPARISON_FAR
 
     if not ok(100.0):
         return None
@@ -191,7 +189,7 @@ def check_door_threshold(cal: Calibration, threshold: float) -> None:
                 f"FaceModelVersion's calibration {why} ({_remedy(cal)}), so nothing below "
                 f"{UNMEASURED_DOOR_FLOOR:g} is accepted. {scale}")
         return
-    if not _door_far_ok(door_far(tail, similarity_to_cosine(threshold, cal))):
+    if door_far(tail, similarity_to_cosine(threshold, cal)) > MAX_DOOR_COMPARISON_FAR:
         lowest = lowest_door_threshold(tail, cal)
         if lowest is None:
             raise ConfigError(

@@ -171,10 +171,16 @@ def test_calibrate_never_writes_a_fit_the_door_would_refuse(models_dir, faces_di
     assert not (local / "calibration.toml").exists()
 
 
-def test_a_damaged_calibration_file_is_a_typed_error(tmp_path):
+@pytest.mark.parametrize("text", [
+    '[calibration."v"]\na = "x"\n',
+    '[calibration."v"]\na = 1' + "0" * 400 + '\nb = 0\n',  # too large for a float
+    '[calibration."v"]\na = 20\nb = -6\n[calibration."v".impostor_tail]\npairs = 1000000000000000000\n'
+    'cosine = [0.3, 0.4]\nat_or_above = [100, 10]\n',  # the rate arithmetic would overflow
+])
+def test_a_damaged_calibration_file_is_a_typed_error(tmp_path, text):
     from facelink.errors import ModelError
 
-    (tmp_path / "calibration.toml").write_text('[calibration."v"]\na = "x"\n')
+    (tmp_path / "calibration.toml").write_text(text)
     with pytest.raises(ModelError, match="cannot read"):
         calibration_for("v", tmp_path)
 

@@ -190,7 +190,7 @@ def test_the_floor_is_the_upper_limit_not_the_estimate():
 def test_a_small_re_fit_does_not_refuse_99():
     """300 pairs, 3 at or above the cosines around Similarity 99: the interpolated rate came to
     0.010000000000000002 and the door refused even 99. A tail too small to measure 1 in 100 now
-    keeps the unmeasured floor, and float noise at the limit does not count as over it."""
+    keeps the unmeasured floor."""
     a = 20.0
     cal = Calibration(a, math.log(99) - a * 0.27, "300 pairs",
                       ImpostorTail(300, (0.20, 0.25, 0.30, 0.35), (100, 3, 3, 0)))
@@ -212,8 +212,8 @@ def test_the_door_far_never_rises_with_the_cosine(seed):
     for _ in range(8):
         k = int(k * rng.choice((0.0, 0.05, 0.3, 0.6, 1.0)))
         counts.append(k)
-    tail = ImpostorTail(n, tuple(round(0.2 + 0.05 * i, 2) for i in range(8)), tuple(counts))
-    sweep = [0.19 + 0.001 * i for i in range(400)]
+    tail = ImpostorTail(n, tuple(round(0.2 + 0.01 * i, 2) for i in range(8)), tuple(counts))
+    sweep = [0.19 + 0.0002 * i for i in range(500)]
     values = [door_far(tail, c) for c in sweep]
     assert all(b <= a for a, b in zip(values, values[1:]))
     cal = Calibration(20.0, -6.0, "random", tail)
@@ -239,3 +239,22 @@ def test_a_refused_override_names_its_file(tmp_path):
     with pytest.raises(ConfigError) as refused:
         check_door_threshold(Calibration(-1.0, 0.0, "edited", shipped.impostor_tail), 99)
     assert "calibration.toml" not in str(refused.value)
+
+
+def test_equal_counts_read_exactly_between_grid_points():
+    """450,000 pairs at or above both 0.25 and 0.26: in between the count is 450,000, not one
+    more from float noise in the interpolation (which made the door's FAR rise and fall)."""
+    from facelink.models.risk import _pairs_at_or_above
+
+    tail = ImpostorTail(5_000_000, (0.24, 0.25, 0.26), (1_500_000, 450_000, 450_000))
+    assert {_pairs_at_or_above(tail, 0.25 + 0.0001 * i) for i in range(100)} == {450_000.0}
+
+
+def test_a_wide_gap_in_the_grid_is_not_interpolated():
+    """A hand-edited tail with every pair at or above cosine 0.0 and one at 0.3: interpolating
+    across the gap put the floor at Similarity 2.8. Across a gap wider than calibrate's 0.01 the
+    door reads the count below, so the first accepted threshold is at cosine 0.3."""
+    cal = Calibration(20.0, -6.0, "edited", ImpostorTail(100_000, (0.0, 0.3), (100_000, 1)))
+    assert door_floor(cal) == pytest.approx(math.ceil(float(cosine_to_similarity(0.3, cal)) * 10) / 10)
+    with pytest.raises(ConfigError):
+        check_door_threshold(cal, 2.8)
