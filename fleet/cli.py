@@ -54,21 +54,20 @@ def publish(state: AppState) -> None:
 
 
 @fleet.command("acl")
-@click.option("--door", "doors", multiple=True, help="A door's device_id (= its MQTT user name); repeat. "
-              "Default: fleet.doors.")
 @click.option("--desk-user", default=None, help="The desk's MQTT user name (default: mqtt.username, else facelink-desk).")
 @click.option("--logger-user", default="facelink-logger", show_default=True,
               help="The audit logger's MQTT user name ('' for none).")
 @click.pass_obj
-def acl(state: AppState, doors: tuple[str, ...], desk_user: str | None, logger_user: str) -> None:
-    """Print the mosquitto acl_file for the desk, the audit logger and the listed doors: every rule
-    names its user (no `pattern` lines, which would make any broker account a door)."""
+def acl(state: AppState, desk_user: str | None, logger_user: str) -> None:
+    """Print the mosquitto acl_file for the desk, the audit logger and the doors of fleet.doors,
+    each door reading only its collections: every rule names its user (no `pattern` lines, which
+    would make any broker account a door)."""
     from .acl import broker_acl
 
     try:
         s = state.settings
-        click.echo(broker_acl(s.mqtt.topic_prefix, doors or s.fleet.doors, desk_user or s.mqtt.username,
-                              logger_user or None, s.fleet.accept_shared_request_topic), nl=False)
+        click.echo(broker_acl(s.mqtt.topic_prefix, s.fleet.doors, desk_user or s.mqtt.username, logger_user or None,
+                              s.fleet.accept_shared_request_topic), nl=False)
     except FaceLinkError as exc:
         click.echo(json.dumps(exc.to_json()), err=True)
         sys.exit(exc.exit_code)

@@ -36,9 +36,10 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -95,14 +96,14 @@ class Publisher:
                  request_burst: int = 5, request_interval_s: float = 1.0,
                  snapshot_replies_per_minute: int = 600, snapshot_mb_per_minute: float = 6000.0,
                  seen_doors_only: bool = False, accept_shared_topic: bool = True,
-                 doors: Iterable[str] | None = None, slice_s: float | None = None,
+                 doors: Mapping[str, Iterable[str]] | None = None, slice_s: float | None = None,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         """``seen_doors_only`` (the service: ``fleet.reply_to_seen_doors_only``, default on):
         answer only device ids seen on ``<prefix>/<id>/status`` or ``.../health`` (it subscribes
         them). ``accept_shared_topic`` (``fleet.accept_shared_request_topic``): also answer doors
         not yet upgraded, on the shared request topic; off, it is not even subscribed. Doors'
         own request topics are always subscribed. ``doors`` (``fleet.doors``, required by the
-        service): the only device ids answered (None: any). ``slice_s``: the most time one step spends
+        service): the device ids answered, each for its collections only (None: any). ``slice_s``: the most time one step spends
         sending snapshots (``poll_interval_s``)."""
         self.store, self.journal, self.key, self.clock = store, journal, key, clock
         self.collections = list(dict.fromkeys(collections))
@@ -116,7 +117,7 @@ class Publisher:
         self.snapshot_replies = Budget(snapshot_replies_per_minute, monotonic)
         self.reply_bytes = Budget(snapshot_mb_per_minute * 1e6, monotonic)
         self.seen_doors_only = seen_doors_only
-        self.doors = None if doors is None else frozenset(doors)
+        self.doors = None if doors is None else {d: frozenset(cs) for d, cs in doors.items()}
         self.accept_shared_topic = accept_shared_topic
         self._prefix = prefix.rstrip("/")
         self._seen: OrderedDict[str, None] = OrderedDict()  # device ids heard on status/health
@@ -171,6 +172,10 @@ class Publisher:
             self._seen[parts[0]] = None
             while len(self._seen) > MAX_TRACKED_DEVICES:
                 self._seen.popitem(last=False)
+
+    def _listed(self, collection_id: str, device_id: str) -> bool:
+        """``device_id`` is listed in fleet.doors for ``collection_id``."""
+        return self.doors is not None and collection_id in self.doors.get(device_id, ())
 
     def seen(self, device_id: str) -> bool:
         with self._seen_lock:
@@ -243,7 +248,7 @@ class Publisher:
             except queue.Empty:
                 return
             answer = self.gate.decide(c, payload, self.published[c], self.seen if self.seen_doors_only else None,
-                                      sender, None if self.doors is None else self.doors.__contains__)
+                                      sender, None if self.doors is None else partial(self._listed, c))
             if answer is None:
                 continue
             if answer.snapshot:
@@ -453,9 +458,10 @@ class Publisher:
 def serve(settings: object, stop: threading.Event) -> Publisher:
     """Run the publisher of ``settings`` ([fleet] + [mqtt] + [store]) until ``stop`` is set.
     A missing key or collection list is a ConfigError naming the key (exit 78)."""
-    from facelink.errors import ConfigError
+    from facelink.errors import ConfigError, FaceLinkError
     from facelink.mqtt.client import MqttClient
 
+    from .acl import check_doors
     from .signing import load_private
 
     fleet, mqtt = settings.fleet, settings.mqtt  # type: ignore[attr-defined]
@@ -463,9 +469,10 @@ def serve(settings: object, stop: threading.Event) -> Publisher:
         raise ConfigError("fleet.signing_key: required to publish (create one with `facelink fleet keygen`)")
     if not fleet.publish:
         raise ConfigError("fleet.publish: name at least one collection to publish")
-    if not fleet.doors:
-        raise ConfigError("fleet.doors: list the device ids (MQTT user names) of the doors this desk serves: only "
-                          "they are sent snapshots (and `facelink fleet acl` writes the broker ACL for them)")
+    try:  # only the listed doors are sent anything, each only its collections
+        check_doors(fleet.doors, fleet.publish)
+    except FaceLinkError as exc:
+        raise ConfigError(exc.message) from exc
     key = load_private(fleet.signing_key)
     db = settings.store.database  # type: ignore[attr-defined]
     group = settings.store.group_access  # type: ignore[attr-defined]

@@ -127,8 +127,8 @@ class RequestGate:
                known: Callable[[str], bool] | None = None, sender: str | None = None,
                listed: Callable[[str], bool] | None = None) -> Answer | None:
         """The answer to one request given the desk's newest published seq, or None (refused,
-        counted, logged; or nothing to send). ``listed``: whether a device id is one of the doors
-        the desk serves (``fleet.doors``; None: any); another is refused (UNLISTED_DEVICE).
+        counted, logged; or nothing to send). ``listed``: whether a device id is a door the desk
+        serves this collection to (``fleet.doors``; None: any); another is refused (UNLISTED_DEVICE).
         ``known``: whether a device id was seen as a door (None: any id is answered); an unknown
         one is refused (UNKNOWN_DEVICE). Both before it can use up the rate limits. ``sender``: the device id of the door's own request topic it came on
         (None: the shared topic); a request naming another id is refused (DEVICE_MISMATCH), and
@@ -151,7 +151,8 @@ class RequestGate:
                                                             "naming it on the shared topic is not answered")
             return None
         if listed is not None and not listed(req.device_id):
-            self._refuse("UNLISTED_DEVICE", collection_id, f"{req.device_id!r} is not in fleet.doors: not answered")
+            self._refuse("UNLISTED_DEVICE", collection_id, f"{req.device_id!r} is not listed for {collection_id} "
+                                                           "in fleet.doors: not answered")
             return None
         if known is not None and not known(req.device_id):
             self._refuse("UNKNOWN_DEVICE", collection_id, f"{req.device_id!r} was never seen on its status or "

@@ -129,7 +129,7 @@ def main() -> int:
         desk_env = {**base, "FACELINK_STORE__DATABASE": str(work / "desk/facelink.db"),
                     "FACELINK_FLEET__PUBLISH": '["staff"]', "FACELINK_FLEET__SIGNING_KEY": str(work / "keys/desk.key"),
                     "FACELINK_FLEET__HEARTBEAT_S": "1", "FACELINK_FLEET__REQUEST_BURST": "50",
-                    "FACELINK_FLEET__DOORS": json.dumps([f"door-{i}" for i in range(args.doors)])}
+                    "FACELINK_FLEET__DOORS": json.dumps({f"door-{i}": ["staff"] for i in range(args.doors)})}
         with open(work / "desk.log", "w") as out:
             procs.append(subprocess.Popen([sys.executable, "-m", "facelink.enroll.cli", "fleet", "publish"],
                                           env=desk_env, stdout=out, stderr=subprocess.STDOUT))

@@ -106,6 +106,7 @@ class DeskProcess:
 
     def __init__(self, workdir: Path, port: int, database: Path, signing_key: Path | None,
                  collections: list[str], doors: list[str] | None = None, **settings: str) -> None:
+        """``doors``: fleet.doors, each door listed for all of ``collections``."""
         self.log_path = workdir / "desk-publish.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FACELINK_")}
         env.update({"FACELINK_STORE__DATABASE": str(database), "FACELINK_MQTT__PORT": str(port),
@@ -113,7 +114,7 @@ class DeskProcess:
         if signing_key is not None:
             env["FACELINK_FLEET__SIGNING_KEY"] = str(signing_key)
         if doors is not None:
-            env["FACELINK_FLEET__DOORS"] = json.dumps(doors)
+            env["FACELINK_FLEET__DOORS"] = json.dumps({d: collections for d in doors})
         env.update({f"FACELINK_{k.upper()}": str(v) for k, v in settings.items()})
         workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")

@@ -54,11 +54,13 @@ def test_publish_without_a_signing_key_exits_78(broker, desk_db, start_desk):
     assert "fleet.signing_key" in json.loads(desk.log().strip().splitlines()[-1])["Message"]
 
 
-def test_publish_without_its_doors_listed_exits_78(broker, keys, desk_db, start_desk):
-    """fleet.doors names the doors a desk sends the collection to: without it, no desk."""
-    desk = start_desk(broker.port, desk_db, keys[2], ["staff"])
+@pytest.mark.parametrize("doors,why", [(None, "fleet.doors"), ('{"door-a": ["lab"]}', "not in fleet.publish")])
+def test_publish_without_its_doors_listed_exits_78(broker, keys, desk_db, start_desk, doors, why):
+    """fleet.doors names the doors a desk sends each collection to: without it, or listing a
+    collection the desk does not publish, no desk."""
+    desk = start_desk(broker.port, desk_db, keys[2], ["staff"], **({} if doors is None else {"fleet__doors": doors}))
     assert desk.proc.wait(60) == 78
-    assert "fleet.doors" in json.loads(desk.log().strip().splitlines()[-1])["Message"]
+    assert why in json.loads(desk.log().strip().splitlines()[-1])["Message"]
 
 
 def _acl(tmp_path, *args: str, **settings: str) -> subprocess.CompletedProcess:
@@ -71,42 +73,48 @@ def _acl(tmp_path, *args: str, **settings: str) -> subprocess.CompletedProcess:
 
 def test_fleet_acl_writes_one_block_per_listed_door(tmp_path):
     """`facelink fleet acl` from the desk's settings: the desk's user, the logger, each door of
-    fleet.doors under its own `user` line, the shared request topic only while it is accepted."""
+    fleet.doors under its own `user` line reading only its collections, the shared request topic
+    only while it is accepted."""
     from facelink.fleet.acl import broker_acl
 
-    out = _acl(tmp_path, fleet__doors='["door-a", "door-b"]', mqtt__username="desk-user",
+    doors = {"door-a": ["staff"], "door-b": ["staff", "lab"]}
+    out = _acl(tmp_path, fleet__doors=json.dumps(doors), mqtt__username="desk-user",
                mqtt__topic_prefix="site1", fleet__accept_shared_request_topic="false")
     assert out.returncode == 0, out.stderr
-    assert out.stdout == broker_acl("site1", ["door-a", "door-b"], "desk-user", "facelink-logger", False)
-    users = [ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("user ")]
-    assert users == ["desk-user", "facelink-logger", "door-a", "door-b"]
-    assert "topic write site1/door-b/#" in out.stdout and "request" not in out.stdout.replace("/sync/#", "")
+    assert out.stdout == broker_acl("site1", doors, "desk-user", "facelink-logger", False)
+    blocks = {b.split("\n", 1)[0]: b for b in out.stdout.split("\n\n")}
+    assert list(blocks)[1:] == ["user desk-user", "user facelink-logger", "user door-a", "user door-b"]
+    assert "topic read site1/collections/staff/changes" in blocks["user door-a"]
+    assert "lab" not in blocks["user door-a"] and "topic read site1/collections/lab/changes" in blocks["user door-b"]
+    assert "topic write site1/door-b/#" in blocks["user door-b"] and "request" not in out.stdout.replace("/sync/#", "")
     assert not [ln for ln in out.stdout.splitlines() if ln.startswith("pattern")]
-    override = _acl(tmp_path, "--door", "door-x", "--logger-user", "", fleet__doors='["door-a"]')
-    assert [ln.split()[1] for ln in override.stdout.splitlines() if ln.startswith("user ")] == \
-        ["facelink-desk", "door-x"]
+    no_logger = _acl(tmp_path, "--logger-user", "", fleet__doors=json.dumps(doors))
+    assert [ln.split()[1] for ln in no_logger.stdout.splitlines() if ln.startswith("user ")] == \
+        ["facelink-desk", "door-a", "door-b"]
 
 
-@pytest.mark.parametrize("args,why", [
-    ((), "no doors"),
-    (("--door", "collections"), "sync topics"),
-    (("--door", "door-a", "--door", "door-a"), "listed twice"),
-    (("--door", "facelink-logger"), "not a door"),
-    (("--door", "door a\nuser x"), "user name"),
+@pytest.mark.parametrize("doors,args,why", [
+    ({}, (), "list each door"),
+    ({"door-a": ["staff"]}, ("--logger-user", "door-a"), "not a door"),
+    ({"door-a": ["staff"]}, ("--desk-user", "x", "--logger-user", "x"), "user names of their own"),
+    ({"door-a": ["staff"]}, ("--desk-user", "desk\nuser x"), "user name"),
 ])
-def test_fleet_acl_refuses_what_it_cannot_write_safely(tmp_path, args, why):
-    out = _acl(tmp_path, *args)
+def test_fleet_acl_refuses_what_it_cannot_write_safely(tmp_path, doors, args, why):
+    out = _acl(tmp_path, *args, fleet__doors=json.dumps(doors))
     assert out.returncode == 2 and out.stdout == ""
     assert why in json.loads(out.stderr.strip().splitlines()[-1])["Message"]
 
 
-def test_a_door_cannot_be_called_collections(tmp_path):
+def test_fleet_doors_refuses_what_no_door_can_be(tmp_path):
     from facelink.config import load_settings
     from facelink.errors import ConfigError
 
     (tmp_path / "door.toml").write_text('[mqtt]\ndevice_id = "collections"\n')
     with pytest.raises(ConfigError, match="device_id"):
         load_settings(tmp_path / "door.toml")
-    (tmp_path / "desk.toml").write_text('[fleet]\ndoors = ["door-a", "collections"]\n')
-    with pytest.raises(ConfigError, match="reserved"):
-        load_settings(tmp_path / "desk.toml")
+    for doors, why in [('collections = ["staff"]', "reserved"), ('door-a = []', "needs its collections"),
+                       ('door-a = ["staff", "staff"]', "each once"), ('"door a" = ["staff"]', "doors"),
+                       ('door-a = ["st/aff"]', "doors")]:
+        (tmp_path / "desk.toml").write_text(f"[fleet.doors]\n{doors}\n")
+        with pytest.raises(ConfigError, match=why):
+            load_settings(tmp_path / "desk.toml")

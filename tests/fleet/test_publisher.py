@@ -569,7 +569,7 @@ def test_only_the_listed_doors_are_answered(desk, keys, listeners, doors):
     whose rules apply to every user) publishes a status under its own name and asks on its own
     topic for a snapshot: refused (UNLISTED_DEVICE) before any rate limit, nothing sent; a listed
     door seen the same way gets its snapshot."""
-    d = desk(seen_doors_only=True, doors=["door-a"])
+    d = desk(seen_doors_only=True, doors={"door-a": ["staff"]})
     _three_change_sets(d)
     watch = listeners([T.reply("#")], "watch")
     a, logger = doors("door-a"), doors("facelink-logger")
@@ -638,23 +638,33 @@ def test_with_the_shared_topic_off_the_desk_service_answers_only_doors_own_topic
 
 
 def test_readme_shows_the_generated_broker_acl():
-    """README's Broker ACL block is `facelink fleet acl`'s output for its example doors."""
+    """README's Broker ACL block is `facelink fleet acl`'s output for the configuration shown
+    just before it."""
+    import tomllib
+
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme.split("**Broker ACL**", 1)[1].split("```", 2)[1].lstrip("\n")
-    assert block == broker_acl("facelink", ["door-lobby", "door-dock"], "facelink-desk", "facelink-logger", True)
-    assert "pattern" not in block.replace("No `pattern` lines", "").replace("a pattern applies", "")
+    section = readme.split("**Broker ACL**", 1)[1]
+    config = tomllib.loads(section.split("```toml\n", 1)[1].split("```", 1)[0])["fleet"]
+    block = section.split("it writes:\n\n```\n", 1)[1].split("```", 1)[0]
+    assert config["doors"] == {"door-lobby": ["staff"], "door-lab": ["staff", "lab"]}
+    assert block == broker_acl("facelink", config["doors"], "facelink-desk", "facelink-logger", True)
+    assert not [ln for ln in block.splitlines() if ln.startswith("pattern")]
 
 
 @pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="needs mosquitto_passwd")
 def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp_path, keys, desk_db):
-    """mosquitto with `facelink fleet acl`'s ACL and a password per user. door-a cannot publish on
-    door-b's own request topic (the broker drops it) and its own topic naming door-b is refused
-    (DEVICE_MISMATCH); door-b gets its range. The audit logger's account (it used to count as a
-    door: every `pattern` rule applied to it) cannot publish a status or a request, reads no
-    change set and no reply: the desk never hears it, and it receives nothing of the collection."""
+    """mosquitto with `facelink fleet acl`'s ACL and a password per user; the desk publishes staff
+    and lab, door-a is listed for staff, door-b for both. door-a cannot publish on door-b's own
+    request topic (the broker drops it) and its own topic naming door-b is refused
+    (DEVICE_MISMATCH); door-b gets its range. door-a reads staff's change sets and none of lab's,
+    and its request for a lab snapshot is refused (UNLISTED_DEVICE). The audit logger's account
+    (it used to count as a door: every `pattern` rule applied to it) cannot publish a status or a
+    request, reads no change set and no reply: the desk never hears it, and it receives nothing."""
     from broker import Broker
 
-    acl = broker_acl(PREFIX, ["door-a", "door-b"], "facelink-desk", "facelink-logger", True)
+    lab = CollectionTopics(PREFIX, "lab")
+    acl = broker_acl(PREFIX, {"door-a": ["staff"], "door-b": ["staff", "lab"]}, "facelink-desk", "facelink-logger",
+                     True)
     (tmp_path / "acl").write_text(acl)
     users = {"facelink-desk": "pw-desk", "facelink-logger": "pw-log", "door-a": "pw-a", "door-b": "pw-b"}
     for i, (user, pw) in enumerate(users.items()):
@@ -668,7 +678,8 @@ def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp
     made: list = []
     replies: list[bytes] = []
     leaked: list[tuple[str, bytes]] = []
-    door_a_changes: list[bytes] = []
+    door_a_changes: list[tuple[str, bytes]] = []
+    door_b_lab: list[bytes] = []
 
     def connect(user: str, **kw) -> MqttClient:
         made.append(MqttClient(MqttSettings(port=broker.port, username=user, password=users[user]), **kw))
@@ -678,22 +689,29 @@ def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp
     try:
         store, journal = Store(desk_db), Journal(desk_db)
         made.append(type("closer", (), {"stop": lambda self: (journal.close(), store.close())})())
-        publisher = Publisher(store, journal, keys[0], ["staff"], PREFIX, request_burst=1,
-                              request_interval_s=3600, seen_doors_only=True, doors=["door-a", "door-b"])
+        publisher = Publisher(store, journal, keys[0], ["staff", "lab"], PREFIX, request_burst=1,
+                              request_interval_s=3600, seen_doors_only=True,
+                              doors={"door-a": ["staff"], "door-b": ["staff", "lab"]})
         desk = connect("facelink-desk", client_id="facelink-desk", subscriptions=publisher.subscriptions(),
                        on_message=publisher.on_message)
         logger = connect("facelink-logger", client_id="facelink-logger",
-                         subscriptions=[T.changes, T.head, T.reply("#")],
+                         subscriptions=[T.changes, T.head, T.reply("#"), lab.changes],
                          on_message=lambda t, p: leaked.append((t, p)))
         a = connect("door-a", client_id="facelink-door-a", will=Will(f"{PREFIX}/door-a/status"),
-                    subscriptions=[T.changes], on_message=lambda t, p: door_a_changes.append(p))
+                    subscriptions=[T.changes, lab.changes, lab.reply("door-a")],
+                    on_message=lambda t, p: door_a_changes.append((t, p)))
         b = connect("door-b", client_id="facelink-door-b", will=Will(f"{PREFIX}/door-b/status"),
-                    subscriptions=[T.reply("door-b")], on_message=lambda t, p: replies.append(p))
+                    subscriptions=[T.reply("door-b"), lab.changes],
+                    on_message=lambda t, p: (door_b_lab if t == lab.changes else replies).append(p))
+        store.insert_collection("lab", V)
+        store.insert_user("lab", "lab-0")
+        publisher.step(desk)
         store.insert_collection("staff", V)
         for i in range(3):
             store.insert_user("staff", f"u{i}")
             publisher.step(desk)
-        assert wait_for(lambda: len(door_a_changes) == 3, 30)  # a listed door reads the change sets
+        assert wait_for(lambda: len(door_a_changes) == 3 and len(door_b_lab) == 1, 30)
+        assert {t for t, _ in door_a_changes} == {T.changes}  # staff's, none of lab's
         assert wait_for(lambda: publisher.seen("door-a") and publisher.seen("door-b"), 30)
         assert round_trip(lambda p: a.publish(own("door-a"), p, qos=1),  # the desk hears door-a's topic
                           lambda p: (publisher.step(desk), publisher.gate.refused.get("MALFORMED", 0) > 0)[1])
@@ -702,6 +720,7 @@ def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp
         assert logger.publish(f"{PREFIX}/facelink-logger/status", "online", qos=1, retain=True)
         assert logger.publish(own("facelink-logger"), _ask("facelink-logger", snapshot=True), qos=1)
         assert logger.publish(T.request, _ask("door-a", snapshot=True), qos=1)  # not a door: no shared topic
+        assert a.publish(own("door-a").replace("/staff/", "/lab/"), _ask("door-a", snapshot=True), qos=1)
         a.publish(own("door-b"), _ask("door-b", from_seq=1), qos=1)  # not door-a's topic: dropped by the broker
         a.publish(own("door-a"), _ask("door-b", from_seq=1), qos=1)  # its own topic, door-b's name
         assert wait_for(lambda: (publisher.step(desk), publisher.gate.refused.get("DEVICE_MISMATCH", 0) == 1)[1], 30)
@@ -709,9 +728,11 @@ def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp
         assert round_trip(lambda p: b.publish(own("door-b"), _ask("door-b", from_seq=1), qos=1),
                           lambda p: (publisher.step(desk), len(replies) >= 3)[1], timeout=60, each=3.0)
         assert replies[:3] == [e.message for e in journal.entries("staff", 1, 3)]
-        assert set(publisher.gate.refused) <= {"MALFORMED", "DEVICE_MISMATCH", "RATE_LIMITED"}
+        assert set(publisher.gate.refused) <= {"MALFORMED", "DEVICE_MISMATCH", "RATE_LIMITED", "UNLISTED_DEVICE"}
         assert publisher.gate.refused["DEVICE_MISMATCH"] == 1 and not publisher.seen("facelink-logger")
+        assert publisher.gate.refused["UNLISTED_DEVICE"] == 1  # door-a's lab request
         assert publisher.snapshots_sent == 0 and leaked == []
+        assert {t for t, _ in door_a_changes} == {T.changes}
     finally:
         for m in reversed(made):
             m.stop()
