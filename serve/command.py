@@ -89,7 +89,7 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
     if max_connections is None:
         max_connections = default_max_connections()
     if not 1 <= max_connections <= 1 << 20:
-        raise InvalidParameterException("--max-connections must be at least 1")
+        raise InvalidParameterException(f"--max-connections must be from 1 to {1 << 20}")
     if not min_mib <= body_memory_mib <= 1 << 20:
         raise InvalidParameterException(f"--body-memory-mib must be at least {min_mib} (one largest request)")
     keys = load_keys(credentials)
@@ -104,10 +104,18 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
 
     app = RekognitionApp(keys, make_context, workers, body_timeout=body_timeout,
                          max_body_bytes_in_flight=body_memory_mib * 2**20)
-    config = uvicorn.Config(app, host=host, port=port, lifespan="off", http=with_header_deadline(header_timeout, max_connections), log_level="info",
-                            ssl_certfile=str(tls_cert) if tls_cert else None,
-                            ssl_keyfile=str(tls_key) if tls_key else None, server_header=False,
-                            timeout_graceful_shutdown=5)
+    tls = None
+    if tls_cert is not None:  # the handshake is FaceLink's (serve/protocol.py), so it is counted and timed
+        import ssl
+
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(str(tls_cert), str(tls_key))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load --tls-cert/--tls-key: {exc}") from exc
+    config = uvicorn.Config(app, host=host, port=port, lifespan="off",
+                            http=with_header_deadline(header_timeout, max_connections, tls), log_level="info",
+                            server_header=False, timeout_graceful_shutdown=5)
     log.info("serving %d key(s) on %s://%s:%d (at most %d connections)", len(keys), "https" if tls_cert else "http",
              host, port, max_connections)
     return uvicorn.Server(config)

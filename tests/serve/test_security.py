@@ -118,14 +118,19 @@ def test_serve_refuses_bad_setup(tmp_path):
         assert proc.returncode == 8 and json.loads(proc.stderr)["__type"] == "ConfigError", proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
-def test_tls(tmp_path, models_dir, faces_dir):
-    import boto3
-
+def _certificate(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
+def test_tls(tmp_path, models_dir, faces_dir):
+    import boto3
+
+    cert, key = _certificate(tmp_path)
     with serve_process(tmp_path, models_dir, "--tls-cert", str(cert), "--tls-key", str(key)) as (url, _):
         admin = "AKIAFACELINKADMIN01"
         rek = boto3.client("rekognition", endpoint_url=url.replace("http://", "https://"), region_name="eu-west-1",
@@ -134,3 +139,75 @@ def test_tls(tmp_path, models_dir, faces_dir):
         out = rek.detect_faces(Image={"Bytes": (faces_dir / "people/obama/1.jpg").read_bytes()})
         assert len(out["FaceDetails"]) == 1
         rek.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
+def test_tls_connections_are_counted_and_timed_before_their_handshake(tmp_path, models_dir):
+    """Over TLS a connection counts from its accept and its handshake has --header-timeout: 40
+    silent sockets against --max-connections 3 are all closed by the server (those over the cap at
+    once, the rest when their handshake time is up; asyncio's own handshake time is 60 s, and
+    its protocol saw a connection only after the handshake, so none was counted or closed), and a
+    real TLS client is served afterwards."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    import boto3
+
+    cert, key = _certificate(tmp_path)
+    with serve_process(tmp_path, models_dir, "--tls-cert", str(cert), "--tls-key", str(key),
+                       "--max-connections", "3", "--header-timeout", "2") as (url, _):
+        where = urlsplit(url)
+        silent = [socket.create_connection((where.hostname, where.port), timeout=20) for _ in range(40)]
+        try:
+            started = time.monotonic()
+            for sock in silent:
+                assert sock.recv(1024) == b""  # closed by the server, nothing sent
+            assert time.monotonic() - started < 15
+        finally:
+            for sock in silent:
+                sock.close()
+        admin = "AKIAFACELINKADMIN01"
+        rek = boto3.client("rekognition", endpoint_url=url.replace("http://", "https://"), region_name="eu-west-1",
+                           aws_access_key_id=admin, aws_secret_access_key=KEYS[admin][0], verify=str(cert))
+        assert rek.list_collections()["CollectionIds"] == []
+        rek.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
+def test_a_request_sent_with_the_clients_last_handshake_flight_is_answered(tmp_path, models_dir):
+    """A TLS 1.3 client may send its request in the same packet as its Finished: the server then
+    decrypts the request before the connection is handed to the HTTP protocol, which keeps it
+    and reads it once it has the connection (it used to be read without one)."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    cert, key = _certificate(tmp_path)
+    with serve_process(tmp_path, models_dir, "--tls-cert", str(cert), "--tls-key", str(key)) as (url, _):
+        where = urlsplit(url)
+        ctx = ssl.create_default_context(cafile=str(cert))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        with socket.create_connection((where.hostname, where.port), timeout=20) as sock:
+            while True:  # drive the handshake by hand, holding back the client's last flight
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    if outgoing.pending:
+                        sock.sendall(outgoing.read())
+                    incoming.write(sock.recv(65536))
+            tls.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            sock.sendall(outgoing.read())  # Finished and the request, in one write
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                data = sock.recv(65536)
+                assert data, f"closed without an answer: {answer!r}"
+                incoming.write(data)
+                try:
+                    answer += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    continue
+        assert answer.startswith(b"HTTP/1.1 ")
