@@ -640,11 +640,11 @@ def test_with_the_shared_topic_off_the_desk_service_answers_only_doors_own_topic
 def test_readme_shows_the_generated_broker_acl():
     """README's Broker ACL block is `facelink fleet acl`'s output for the configuration shown
     just before it."""
-    import tomllib
+    from facelink.models.manifest import toml_loads
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("**Broker ACL**", 1)[1]
-    config = tomllib.loads(section.split("```toml\n", 1)[1].split("```", 1)[0])["fleet"]
+    config = toml_loads(section.split("```toml\n", 1)[1].split("```", 1)[0])["fleet"]
     block = section.split("it writes:\n\n```\n", 1)[1].split("```", 1)[0]
     assert config["doors"] == {"door-lobby": ["staff"], "door-lab": ["staff", "lab"]}
     assert block == broker_acl("facelink", config["doors"], "facelink-desk", "facelink-logger", True)
@@ -676,15 +676,19 @@ def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp
         broker.stop()
         pytest.skip("needs mosquitto")
     made: list = []
-    replies: list[bytes] = []
-    leaked: list[tuple[str, bytes]] = []
-    door_a_changes: list[tuple[str, bytes]] = []
-    door_b_lab: list[bytes] = []
+    got: dict[str, list[tuple[str, bytes]]] = {"door-a": [], "door-b": [], "facelink-logger": []}
 
     def connect(user: str, **kw) -> MqttClient:
         made.append(MqttClient(MqttSettings(port=broker.port, username=user, password=users[user]), **kw))
         assert made[-1].wait_connected(30)
         return made[-1]
+
+    def listen(user: str, topics: list[str]) -> MqttClient:
+        return connect(user, client_id=f"facelink-{user}", subscriptions=topics, will=Will(f"{PREFIX}/{user}/status"),
+                       on_message=lambda t, p: got[user].append((t, p)))
+
+    def on(user: str, topic: str) -> list[bytes]:
+        return [p for t, p in list(got[user]) if t == topic]
 
     try:
         store, journal = Store(desk_db), Journal(desk_db)
@@ -694,15 +698,19 @@ def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp
                               doors={"door-a": ["staff"], "door-b": ["staff", "lab"]})
         desk = connect("facelink-desk", client_id="facelink-desk", subscriptions=publisher.subscriptions(),
                        on_message=publisher.on_message)
+        decisions = f"{PREFIX}/+/decision"
         logger = connect("facelink-logger", client_id="facelink-logger",
-                         subscriptions=[T.changes, T.head, T.reply("#"), lab.changes],
-                         on_message=lambda t, p: leaked.append((t, p)))
-        a = connect("door-a", client_id="facelink-door-a", will=Will(f"{PREFIX}/door-a/status"),
-                    subscriptions=[T.changes, lab.changes, lab.reply("door-a")],
-                    on_message=lambda t, p: door_a_changes.append((t, p)))
-        b = connect("door-b", client_id="facelink-door-b", will=Will(f"{PREFIX}/door-b/status"),
-                    subscriptions=[T.reply("door-b"), lab.changes],
-                    on_message=lambda t, p: (door_b_lab if t == lab.changes else replies).append(p))
+                         subscriptions=[T.changes, T.head, T.reply("#"), lab.changes, decisions],
+                         on_message=lambda t, p: got["facelink-logger"].append((t, p)))
+        a_probe, b_probe = DeviceTopics(PREFIX, "door-a").credential, DeviceTopics(PREFIX, "door-b").credential
+        a = listen("door-a", [T.changes, lab.changes, lab.reply("door-a"), a_probe])
+        b = listen("door-b", [T.reply("door-b"), lab.changes, b_probe])
+        # every subscription is through once a probe published after it comes back (one connection
+        # keeps its order): door-a and door-b read their own credential topics, the logger decisions
+        for client, user, topic in ((a, "door-a", a_probe), (b, "door-b", b_probe),
+                                    (a, "facelink-logger", f"{PREFIX}/door-a/decision")):
+            assert round_trip(lambda p, c=client, t=topic: c.publish(t, p, qos=1),
+                              lambda p, u=user, t=topic: p.encode() in on(u, t))
         store.insert_collection("lab", V)
         store.insert_user("lab", "lab-0")
         publisher.step(desk)
@@ -710,8 +718,7 @@ def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp
         for i in range(3):
             store.insert_user("staff", f"u{i}")
             publisher.step(desk)
-        assert wait_for(lambda: len(door_a_changes) == 3 and len(door_b_lab) == 1, 30)
-        assert {t for t, _ in door_a_changes} == {T.changes}  # staff's, none of lab's
+        assert wait_for(lambda: len(on("door-a", T.changes)) == 3 and len(on("door-b", lab.changes)) == 1, 30)
         assert wait_for(lambda: publisher.seen("door-a") and publisher.seen("door-b"), 30)
         assert round_trip(lambda p: a.publish(own("door-a"), p, qos=1),  # the desk hears door-a's topic
                           lambda p: (publisher.step(desk), publisher.gate.refused.get("MALFORMED", 0) > 0)[1])
@@ -726,13 +733,15 @@ def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp
         assert wait_for(lambda: (publisher.step(desk), publisher.gate.refused.get("DEVICE_MISMATCH", 0) == 1)[1], 30)
         assert "door-b" not in publisher.gate.per_device._buckets  # nothing reached door-b's limit
         assert round_trip(lambda p: b.publish(own("door-b"), _ask("door-b", from_seq=1), qos=1),
-                          lambda p: (publisher.step(desk), len(replies) >= 3)[1], timeout=60, each=3.0)
-        assert replies[:3] == [e.message for e in journal.entries("staff", 1, 3)]
+                          lambda p: (publisher.step(desk), len(on("door-b", T.reply("door-b"))) >= 3)[1],
+                          timeout=60, each=3.0)
+        assert on("door-b", T.reply("door-b"))[:3] == [e.message for e in journal.entries("staff", 1, 3)]
         assert set(publisher.gate.refused) <= {"MALFORMED", "DEVICE_MISMATCH", "RATE_LIMITED", "UNLISTED_DEVICE"}
         assert publisher.gate.refused["DEVICE_MISMATCH"] == 1 and not publisher.seen("facelink-logger")
         assert publisher.gate.refused["UNLISTED_DEVICE"] == 1  # door-a's lab request
-        assert publisher.snapshots_sent == 0 and leaked == []
-        assert {t for t, _ in door_a_changes} == {T.changes}
+        assert publisher.snapshots_sent == 0
+        assert [t for t, _ in got["facelink-logger"] if t != f"{PREFIX}/door-a/decision"] == []  # nothing else
+        assert {t for t, _ in got["door-a"]} == {T.changes, a_probe}  # staff's, none of lab's
     finally:
         for m in reversed(made):
             m.stop()
