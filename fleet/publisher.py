@@ -470,7 +470,7 @@ def serve(settings: object, stop: threading.Event) -> Publisher:
     if not fleet.publish:
         raise ConfigError("fleet.publish: name at least one collection to publish")
     try:  # only the listed doors are sent anything, each only its collections
-        check_doors(fleet.doors, fleet.publish)
+        check_doors(fleet.doors, fleet.publish, [mqtt.username] if mqtt.username else [])
     except FaceLinkError as exc:
         raise ConfigError(exc.message) from exc
     key = load_private(fleet.signing_key)

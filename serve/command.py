@@ -116,6 +116,8 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
     config = uvicorn.Config(app, host=host, port=port, lifespan="off",
                             http=with_header_deadline(header_timeout, max_connections, tls), log_level="info",
                             server_header=False, timeout_graceful_shutdown=5)
-    log.info("serving %d key(s) on %s://%s:%d (at most %d connections)", len(keys), "https" if tls_cert else "http",
-             host, port, max_connections)
+    # uvicorn's own line says http:// (it is given no certificate: the handshake is ours); this one
+    # goes through uvicorn's logger, which is the one `facelink serve` shows at INFO
+    logging.getLogger("uvicorn.error").info("FaceLink serving %d key(s) on %s://%s:%d (at most %d connections)",
+                                            len(keys), "https" if tls_cert else "http", host, port, max_connections)
     return uvicorn.Server(config)

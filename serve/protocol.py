@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import sys
 import time
 from typing import Any
 
@@ -96,6 +97,11 @@ def with_header_deadline(header_timeout_s: float, max_connections: int,
     if tls is None:
         return HeaderDeadlineProtocol
 
+    tasks: set[asyncio.Task] = set()  # handshakes under way (asyncio keeps only weak references)
+    # 3.11+: a close_notify is awaited at most this long, so a closed connection frees its slot
+    # sooner than asyncio's 30 s (the argument does not exist on 3.10)
+    shutdown = {"ssl_shutdown_timeout": header_timeout_s} if sys.version_info >= (3, 11) else {}
+
     class TlsHandshake(asyncio.Protocol):
         """What uvicorn's listener makes for each accepted TLS connection: counted at once
         (over the cap: closed before the handshake), then upgraded with ``loop.start_tls`` within
@@ -106,19 +112,30 @@ def with_header_deadline(header_timeout_s: float, max_connections: int,
             self._loop = uvicorn_args.get("_loop") or asyncio.get_event_loop()
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            transport.pause_reading()  # type: ignore[attr-defined]  # the ClientHello is start_tls's to read
-            http = HeaderDeadlineProtocol(**self._args)
-            if len(http.connections) + handshaking[0] >= max_connections:
+            if sys.version_info >= (3, 11):
+                # the ClientHello is start_tls's to read. Not on 3.10: there the transport adds its
+                # reader after this call even when paused, start_tls's own pause is then a no-op,
+                # and the ClientHello reaches the TLS protocol before it is set up and is lost
+                # (found in review: 14 of 20 handshakes hung); on 3.10 the task below runs
+                # start_tls before a read can be handled.
+                transport.pause_reading()  # type: ignore[attr-defined]
+            if len(self._args["server_state"].connections) + handshaking[0] >= max_connections:
                 refuse(transport)
                 return
             handshaking[0] += 1
-            self._loop.create_task(self._handshake(transport, http))
+            task = self._loop.create_task(self._handshake(transport, HeaderDeadlineProtocol(**self._args)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
         async def _handshake(self, raw: asyncio.BaseTransport, http: HeaderDeadlineProtocol) -> None:
             try:
                 wrapped = await self._loop.start_tls(raw, http, tls, server_side=True,  # type: ignore[arg-type]
-                                                     ssl_handshake_timeout=header_timeout_s)
-            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - timed out, refused or hung up
+                                                     ssl_handshake_timeout=header_timeout_s, **shutdown)
+            except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError):
+                raw.close()  # timed out, refused by TLS, hung up, or the server stops
+                return
+            except Exception:  # a fault of ours, not the client's: said, and the connection closed
+                log.exception("TLS handshake failed")
                 raw.close()
                 return
             finally:

@@ -54,11 +54,13 @@ def test_publish_without_a_signing_key_exits_78(broker, desk_db, start_desk):
     assert "fleet.signing_key" in json.loads(desk.log().strip().splitlines()[-1])["Message"]
 
 
-@pytest.mark.parametrize("doors,why", [(None, "fleet.doors"), ('{"door-a": ["lab"]}', "not in fleet.publish")])
+@pytest.mark.parametrize("doors,why", [(None, "fleet.doors"), ('{"door-a": ["lab"]}', "not in fleet.publish"),
+                                       ('{"desk-user": ["staff"]}', "not a door")])
 def test_publish_without_its_doors_listed_exits_78(broker, keys, desk_db, start_desk, doors, why):
-    """fleet.doors names the doors a desk sends each collection to: without it, or listing a
-    collection the desk does not publish, no desk."""
-    desk = start_desk(broker.port, desk_db, keys[2], ["staff"], **({} if doors is None else {"fleet__doors": doors}))
+    """fleet.doors names the doors a desk sends each collection to: without it, listing a
+    collection the desk does not publish, or listing the desk's own MQTT user, no desk."""
+    desk = start_desk(broker.port, desk_db, keys[2], ["staff"], mqtt__username="desk-user",
+                      **({} if doors is None else {"fleet__doors": doors}))
     assert desk.proc.wait(60) == 78
     assert why in json.loads(desk.log().strip().splitlines()[-1])["Message"]
 

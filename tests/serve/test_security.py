@@ -175,6 +175,42 @@ def test_tls_connections_are_counted_and_timed_before_their_handshake(tmp_path, 
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
+def test_tls_connections_in_their_handshake_count_against_the_cap(tmp_path, models_dir):
+    """--max-connections 3, --header-timeout 30: three silent TLS connections (handshake not
+    begun) hold the three places, so a fourth is closed at once, long before any deadline; once
+    they hang up, a TLS client is served."""
+    import socket
+    import ssl
+    import time
+    from urllib.parse import urlsplit
+
+    cert, key = _certificate(tmp_path)
+    with serve_process(tmp_path, models_dir, "--tls-cert", str(cert), "--tls-key", str(key),
+                       "--max-connections", "3", "--header-timeout", "30") as (url, _):
+        where = urlsplit(url)
+        held = [socket.create_connection((where.hostname, where.port), timeout=20) for _ in range(3)]
+        try:
+            with socket.create_connection((where.hostname, where.port), timeout=20) as extra:
+                started = time.monotonic()
+                assert extra.recv(1024) == b""  # closed by the server before any handshake
+                assert time.monotonic() - started < 15
+        finally:
+            for sock in held:
+                sock.close()
+        ctx = ssl.create_default_context(cafile=str(cert))
+        deadline = time.monotonic() + 20
+        while True:  # the server notices the three hang-ups; then a handshake gets through
+            try:
+                with ctx.wrap_socket(socket.create_connection((where.hostname, where.port), timeout=20),
+                                     server_hostname="127.0.0.1") as tls:
+                    tls.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    assert tls.recv(1024).startswith(b"HTTP/1.1 ")
+                    break
+            except (ssl.SSLError, ConnectionError):
+                assert time.monotonic() < deadline, "no room for a TLS client after the silent ones hung up"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
 def test_a_request_sent_with_the_clients_last_handshake_flight_is_answered(tmp_path, models_dir):
     """A TLS 1.3 client may send its request in the same packet as its Finished: the server then
     decrypts the request before the connection is handed to the HTTP protocol, which keeps it
