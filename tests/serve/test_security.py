@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -126,6 +127,16 @@ def _certificate(tmp_path):
     return cert, key
 
 
+@contextlib.contextmanager
+def _tls_serve(tmp_path, models_dir, *args: str):
+    """`facelink serve` over TLS with ``args``: yields (url, its host and port, the certificate)."""
+    from urllib.parse import urlsplit
+
+    cert, key = _certificate(tmp_path)
+    with serve_process(tmp_path, models_dir, "--tls-cert", str(cert), "--tls-key", str(key), *args) as (url, _):
+        yield url, urlsplit(url), cert
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
 def test_tls(tmp_path, models_dir, faces_dir):
     import boto3
@@ -150,14 +161,10 @@ def test_tls_connections_are_counted_and_timed_before_their_handshake(tmp_path, 
     real TLS client is served afterwards."""
     import socket
     import time
-    from urllib.parse import urlsplit
 
     import boto3
 
-    cert, key = _certificate(tmp_path)
-    with serve_process(tmp_path, models_dir, "--tls-cert", str(cert), "--tls-key", str(key),
-                       "--max-connections", "3", "--header-timeout", "2") as (url, _):
-        where = urlsplit(url)
+    with _tls_serve(tmp_path, models_dir, "--max-connections", "3", "--header-timeout", "2") as (url, where, cert):
         silent = [socket.create_connection((where.hostname, where.port), timeout=20) for _ in range(40)]
         try:
             started = time.monotonic()
@@ -182,12 +189,8 @@ def test_tls_connections_in_their_handshake_count_against_the_cap(tmp_path, mode
     import socket
     import ssl
     import time
-    from urllib.parse import urlsplit
 
-    cert, key = _certificate(tmp_path)
-    with serve_process(tmp_path, models_dir, "--tls-cert", str(cert), "--tls-key", str(key),
-                       "--max-connections", "3", "--header-timeout", "30") as (url, _):
-        where = urlsplit(url)
+    with _tls_serve(tmp_path, models_dir, "--max-connections", "3", "--header-timeout", "30") as (_, where, cert):
         held = [socket.create_connection((where.hostname, where.port), timeout=20) for _ in range(3)]
         try:
             with socket.create_connection((where.hostname, where.port), timeout=20) as extra:
