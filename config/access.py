@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from facelink.mqtt.topics import DEVICE_ID, RESERVED_DEVICE_IDS
+
 from .section import Section
 
 
@@ -47,14 +49,14 @@ class FleetSettings(Section):
     client_id: str = Field("facelink-desk", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="Desk: MQTT client id of the publisher.")
     snapshot_replies_per_minute: int = Field(600, ge=1, le=100_000, description="Desk: snapshots sent per minute to all doors together (a ceiling on what requests can make the desk send). Doors over it wait their turn: keep it high enough that every door gets its snapshot within sync.max_staleness_s after a rebase, or the doors still waiting deny (on_stale = deny).")
     snapshot_mb_per_minute: float = Field(6000.0, gt=0, le=1_000_000, description="Desk: megabytes of snapshot replies and re-sent change sets (range replies) per minute to all doors together (~0.9 KB per face and door); a snapshot under way is finished, the next waits until the budget is positive again; ranges spend only the half above the snapshots' reserve (a range asked for while that half is spent is not sent; the door asks again). Must let doors x snapshot size through within sync.max_staleness_s (see replies).")
-    doors: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")], list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.\-]{1,255}$")]]] = Field({}, description="Desk: each door this desk serves (its device id = MQTT user name) and the collections it is sent, e.g. door-lobby = [\"staff\"]. `facelink fleet publish` needs it (exit 78 when empty or naming a collection not in fleet.publish) and answers a door's sync requests only for its collections (UNLISTED_DEVICE); `facelink fleet acl` writes the broker ACL from it.")
+    doors: dict[Annotated[str, Field(pattern=DEVICE_ID)], list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.\-]{1,255}$")]]] = Field({}, description="Desk: each door this desk serves (its device id = MQTT user name) and the collections it is sent, e.g. door-lobby = [\"staff\"]. `facelink fleet publish` needs it (exit 78 when empty or naming a collection not in fleet.publish) and answers a door's sync requests only for its collections (UNLISTED_DEVICE); `facelink fleet acl` writes the broker ACL from it.")
     reply_to_seen_doors_only: bool = Field(True, description="Desk: answer sync requests only for device ids seen on <prefix>/<device_id>/status or /health (the broker ACL ties those topics to the door's username), not for ids a request merely names.")
     accept_shared_request_topic: bool = Field(True, description="Desk: also answer sync requests on the shared <prefix>/collections/<C>/request (doors not yet upgraded; there the device id is only what the request says). Doors ask on their own <prefix>/<device_id>/sync/<C>/request, which the desk always answers; set false once every door is upgraded (the shared topic is then not subscribed).")
 
     @field_validator("doors")
     @classmethod
     def _doors_are_device_ids(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
-        if "collections" in v:
+        if RESERVED_DEVICE_IDS & v.keys():
             raise ValueError("'collections' is reserved (the collections' sync topics), not a door")
         for door, collections in v.items():
             if not collections or len(set(collections)) != len(collections):

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from facelink.errors import ConfigError
+from facelink.mqtt.topics import DEVICE_ID, RESERVED_DEVICE_IDS, TOPIC_PREFIX
 
 from .access import CredentialSettings, FleetSettings, OsdpSettings, WiegandSettings
 from .section import Section
@@ -107,8 +108,8 @@ class CameraSettings(Section):
 class MqttSettings(Section):
     host: str = Field("127.0.0.1", description="Broker host.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port.")
-    device_id: str = Field("door-1", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="This door's id; part of every topic.")
-    topic_prefix: str = Field("facelink", pattern=r"^[A-Za-z0-9_.\-/]{1,128}$", description="Topics are <prefix>/<device_id>/{decision,status,health}.")
+    device_id: str = Field("door-1", pattern=DEVICE_ID, description="This door's id; part of every topic.")
+    topic_prefix: str = Field("facelink", pattern=TOPIC_PREFIX, description="Topics are <prefix>/<device_id>/{decision,status,health}.")
     keepalive_s: int = Field(30, ge=5, description="MQTT keepalive.")
     username: str | None = Field(None, description="Broker user name.")
     password: SecretStr | None = Field(None, description="Broker password (never logged).")
@@ -131,7 +132,7 @@ class MqttSettings(Section):
             raise ValueError("tls_ca: required with tls_cert (client certificates need TLS)")
         if self.password is not None and not self.username:
             raise ValueError("username: required with password")
-        if self.device_id == "collections":  # <prefix>/collections/ holds the sync topics
+        if self.device_id in RESERVED_DEVICE_IDS:  # <prefix>/collections/ holds the sync topics
             raise ValueError("device_id: 'collections' is reserved (the collections' sync topics)")
         for key in ("tls_ca", "tls_cert", "tls_key"):
             path = getattr(self, key)

@@ -15,9 +15,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from facelink.enroll.validate import COLLECTION_ID
 from facelink.errors import InvalidParameterException
 from facelink.mqtt.topics import (
+    DEVICE_ID,
     HA_PREFIX,
+    RESERVED_DEVICE_IDS,
+    TOPIC_PREFIX,
     CollectionTopics,
     DeviceTopics,
     all_alarms,
@@ -27,14 +31,9 @@ from facelink.mqtt.topics import (
     all_status,
 )
 
-from .protocol import DEVICE_ID
-
 # A user name the ACL can spell on one line and a door id that is one topic level.
 _NAME = re.compile(DEVICE_ID)
-_PREFIX = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")  # mqtt.topic_prefix
-_COLLECTION = re.compile(r"^[a-zA-Z0-9_.\-]{1,255}$")  # fleet.publish
-# ``<prefix>/collections/`` holds the sync topics: a door by that name could publish on them.
-RESERVED_DEVICE_IDS = frozenset({"collections"})
+_PREFIX = re.compile(TOPIC_PREFIX)
 
 
 def check_doors(doors: Mapping[str, Sequence[str]], published: Sequence[str] | None = None,
@@ -56,7 +55,7 @@ def check_doors(doors: Mapping[str, Sequence[str]], published: Sequence[str] | N
         if not collections or len(set(collections)) != len(collections):
             raise InvalidParameterException(f"fleet.doors: {door!r} needs its collections, each once")
         for c in collections:
-            if not _COLLECTION.fullmatch(c):
+            if not COLLECTION_ID.fullmatch(c):
                 raise InvalidParameterException(f"fleet.doors: {door!r}: {c!r} is not a CollectionId")
             if published is not None and c not in published:
                 raise InvalidParameterException(f"fleet.doors: {door!r} is listed for {c!r}, which is not in "

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from facelink.enroll.validate import COLLECTION_ID, EXTERNAL_IMAGE_ID, USER_ID, whole
 from facelink.errors import FaceLinkError
 from facelink.models.embedder import EMBEDDING_DIM, not_embeddings
+from facelink.mqtt.topics import DEVICE_ID
 
 from .signing import open_envelope, sign, verify
 
@@ -58,7 +59,6 @@ REQUEST_SCHEMA = "facelink.sync-request/1"
 CHUNK_FACES = 2_000  # faces per snapshot chunk (~1.4 MB of JSON at 128-d float32)
 MAX_REQUEST_RANGE = 1_000  # change sets re-sent for one request; a door further behind gets a snapshot
 SNAPSHOT_REPEAT_S = 30.0  # the desk sends a door no second snapshot this soon (unless a Rebase came since)
-DEVICE_ID = r"^[A-Za-z0-9_.\-]{1,64}$"
 FACE_ID = r"^[A-Za-z0-9_\-]{1,64}$"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

@@ -151,13 +151,18 @@ def lowest_door_threshold(tail: ImpostorTail, cal: Calibration) -> float | None:
     return grid
 
 
+def _measured_tail(cal: Calibration) -> ImpostorTail | None:
+    """The tail the door reads its limit from: None without one or with fewer than
+    ``MIN_DOOR_TAIL_PAIRS`` pairs (then ``UNMEASURED_DOOR_FLOOR`` holds)."""
+    tail = cal.impostor_tail
+    return tail if tail is not None and tail.pairs >= MIN_DOOR_TAIL_PAIRS else None
+
+
 def door_floor(cal: Calibration) -> float | None:
     """The lowest ``matching.similarity_threshold`` :func:`check_door_threshold` accepts with
     ``cal`` (None: none is). Assumes a calibration that rises with the cosine."""
-    tail = cal.impostor_tail
-    if tail is None or tail.pairs < MIN_DOOR_TAIL_PAIRS:
-        return UNMEASURED_DOOR_FLOOR
-    return lowest_door_threshold(tail, cal)
+    tail = _measured_tail(cal)
+    return UNMEASURED_DOOR_FLOOR if tail is None else lowest_door_threshold(tail, cal)
 
 
 def _remedy(cal: Calibration) -> str:
@@ -178,11 +183,12 @@ def check_door_threshold(cal: Calibration, threshold: float) -> None:
     if not (math.isfinite(cal.a) and math.isfinite(cal.b) and cal.a > 0):
         raise ConfigError(f"this FaceModelVersion's calibration (a = {cal.a:g}, b = {cal.b:g}) does not map a higher "
                           f"cosine to a higher Similarity: {_remedy(cal)}")
-    tail = cal.impostor_tail
-    if tail is None or tail.pairs < MIN_DOOR_TAIL_PAIRS:
+    tail = _measured_tail(cal)
+    if tail is None:
         if threshold < UNMEASURED_DOOR_FLOOR:
-            why = ("has no measured impostor distribution" if tail is None else
-                   f"measured only {tail.pairs} impostor pairs (fewer than {MIN_DOOR_TAIL_PAIRS}, too few to "
+            small = cal.impostor_tail
+            why = ("has no measured impostor distribution" if small is None else
+                   f"measured only {small.pairs} impostor pairs (fewer than {MIN_DOOR_TAIL_PAIRS}, too few to "
                    f"measure 1 in 100)")
             raise ConfigError(
                 f"matching.similarity_threshold = {threshold:g} would open the door for strangers: this "

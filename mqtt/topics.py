@@ -29,6 +29,10 @@ import json
 from dataclasses import dataclass
 
 HA_PREFIX = "homeassistant"
+DEVICE_ID = r"^[A-Za-z0-9_.\-]{1,64}$"  # one topic level, and an MQTT user name an ACL line can hold
+TOPIC_PREFIX = r"^[A-Za-z0-9_.\-/]{1,128}$"
+# ``<prefix>/collections/`` holds the collections' sync topics: no door may be called that.
+RESERVED_DEVICE_IDS = frozenset({"collections"})
 
 
 @dataclass(frozen=True)
