@@ -250,3 +250,30 @@ def test_a_request_sent_with_the_clients_last_handshake_flight_is_answered(tmp_p
                 except ssl.SSLWantReadError:
                     continue
         assert answer.startswith(b"HTTP/1.1 ")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
+def test_a_tls_port_spoken_to_in_plain_http_or_garbage_closes_and_frees_its_place(tmp_path, models_dir):
+    """--max-connections 2 over TLS: plain HTTP, random bytes and a half ClientHello followed by a
+    hang-up, ten of each, are each closed by the server (never answered in clear) and leave no
+    place taken: a TLS client is served after them."""
+    import os
+    import socket
+    import ssl
+
+    with _tls_serve(tmp_path, models_dir, "--max-connections", "2", "--header-timeout", "30") as (_, where, cert):
+        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", os.urandom(512), b"\x16\x03\x01\x02\x00\x01"):
+            for _ in range(10):
+                with socket.create_connection((where.hostname, where.port), timeout=20) as sock:
+                    sock.sendall(junk)
+                    if junk.startswith(b"\x16"):
+                        continue  # half a ClientHello, then the client hangs up
+                    answer = sock.recv(1024)
+                    assert not answer.startswith(b"HTTP/")  # a TLS alert or nothing, then closed
+                    while answer:
+                        answer = sock.recv(1024)
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with ctx.wrap_socket(socket.create_connection((where.hostname, where.port), timeout=20),
+                             server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert tls.recv(1024).startswith(b"HTTP/1.1 ")
