@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup models demo test lint bench arm64-check clean
+.PHONY: setup models demo test lint bench arm64-check py310-check clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ bench: models
 # FaceLink on arm64 under qemu (needs root and network; see README, Performance)
 arm64-check: models
 	HOST_PY=$(abspath $(BIN)/python) tools/arm64_check.sh
+
+# `facelink serve` with the server on Python 3.10, README's floor (see README, Testing)
+py310-check: models
+	HOST_PY=$(abspath $(BIN)/python) tools/py310_check.sh
 
 clean:
 	rm -rf var/demo

@@ -6,12 +6,11 @@ import contextlib
 import json
 import shutil
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from .conftest import KEYS, serve_process
+from .conftest import KEYS, SERVE_PYTHON, serve_process
 
 botocore = pytest.importorskip("botocore")
 
@@ -114,7 +113,7 @@ def test_serve_refuses_bad_setup(tmp_path):
     for extra in ([], ["--host", "0.0.0.0"]):
         if extra:
             f.chmod(0o600)
-        proc = subprocess.run([sys.executable, "-m", "facelink.enroll.cli", "serve", "--credentials", str(f), *extra],
+        proc = subprocess.run([SERVE_PYTHON, "-m", "facelink.enroll.cli", "serve", "--credentials", str(f), *extra],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 8 and json.loads(proc.stderr)["__type"] == "ConfigError", proc.stderr
 
@@ -237,7 +236,9 @@ def test_a_request_sent_with_the_clients_last_handshake_flight_is_answered(tmp_p
                 except ssl.SSLWantReadError:
                     if outgoing.pending:
                         sock.sendall(outgoing.read())
-                    incoming.write(sock.recv(65536))
+                    data = sock.recv(65536)
+                    assert data, "closed by the server during the handshake"
+                    incoming.write(data)
             tls.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             sock.sendall(outgoing.read())  # Finished and the request, in one write
             answer = b""
