@@ -18,7 +18,7 @@ from facelink.access.badges import BadgeSources
 from facelink.access.panel import make_panel_link
 from facelink.config import Settings
 from facelink.enroll.store import Store
-from facelink.errors import ModelError, ResourceNotFoundException
+from facelink.errors import ModelError, RelayError, ResourceNotFoundException
 from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
 from facelink.models.risk import check_door_threshold, log_stranger_risk
@@ -234,6 +234,7 @@ class Daemon:
                 "camera_connected": self.camera.connected.is_set(),
                 "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
                 "mqtt_connected": self.transport.is_connected(), "stranger_risk": self.stranger_risk,
+                "relay_stuck": self.relay.stuck,
                 "rss_mib": round(rss, 1) if (rss := rss_mib()) is not None else None,
                 "heap_released_mib": self.heap_released_mib,
                 **self.panel.health(),
@@ -246,6 +247,8 @@ class Daemon:
 
     def _housekeeping(self, now: float) -> None:
         notify("WATCHDOG=1")
+        if (stuck := self.relay.stuck) is not None:  # the lock may be held released: ERROR until it is off
+            self.fail_closed(RelayError(stuck))
         if self.sync is not None and self.sync.changed():
             self.index.refresh(0)  # a change set was applied: revocations take effect now
         else:

@@ -27,12 +27,18 @@ def _ignore(reason: str) -> None:
 
 
 class DoorRelay(Protocol):
+    #: why the lock output could not be switched off after a pulse (it may be held released), or
+    #: None; the daemon publishes ERROR and says it on health while it is set
+    stuck: str | None
+
     def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None: ...
 
     def close(self) -> None: ...
 
 
 class NoRelay:
+    stuck: str | None = None
+
     def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None:
         return None
 
@@ -42,7 +48,14 @@ class NoRelay:
 
 class PulseSwitch:
     """On now, off ``pulse_s`` after the LATEST pulse. A newer pulse supersedes the older one's
-    timer (which then does nothing), and nothing fires after ``close()``."""
+    timer (which then does nothing), and nothing fires after ``close()``.
+
+    Fail closed: an ``on()`` that raises leaves the running pulse's timer as it was (with none
+    running, the output is switched off: a write that failed half-way releases nothing), and the
+    error goes to the caller (ACTUATION_FAILED). An ``off()`` that raises is retried every
+    ``OFF_RETRY_S`` until it works or ``close()``; ``stuck`` says why meanwhile."""
+
+    OFF_RETRY_S = 0.5
 
     def __init__(self, on: Callable[[], None], off: Callable[[], None], pulse_s: float) -> None:
         self._on, self._off, self.pulse_s = on, off, pulse_s
@@ -50,25 +63,49 @@ class PulseSwitch:
         self._generation = 0
         self._timer: threading.Timer | None = None
         self._closed = False
+        self.stuck: str | None = None  # the output could not be switched off: why (None: it is off or pulsing)
 
     def pulse(self) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("relay is closed")
-            self._generation += 1
-            if self._timer is not None:
-                self._timer.cancel()
-            self._on()
-            self._timer = threading.Timer(self.pulse_s, self._expire, args=(self._generation,))
-            self._timer.daemon = True
-            self._timer.start()
+            try:
+                self._on()
+            except BaseException:
+                if self._timer is None:  # no pulse running that would switch it off
+                    self._switch_off()
+                raise
+            self._generation += 1  # only now: the running pulse's timer stands until this one is on
+            self._schedule(self.pulse_s)
+
+    def _schedule(self, delay_s: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(delay_s, self._expire, args=(self._generation,))
+        self._timer.daemon = True
+        self._timer.start()
 
     def _expire(self, generation: int) -> None:
         with self._lock:
             if self._closed or generation != self._generation:
                 return  # superseded by a later pulse, or closed
             self._timer = None
+            self._switch_off()
+
+    def _switch_off(self) -> None:
+        """Switch the output off (under the lock); when that fails, try again in OFF_RETRY_S."""
+        try:
             self._off()
+        except Exception as exc:  # noqa: BLE001 - the lock may be held released: retried, said on health
+            first = self.stuck is None
+            self.stuck = f"lock output could not be switched off: {type(exc).__name__}: {exc}"[:300]
+            if first:
+                log.critical("door relay: %s (retrying every %.1f s)", self.stuck, self.OFF_RETRY_S)
+            self._schedule(self.OFF_RETRY_S)
+            return
+        if self.stuck is not None:
+            log.warning("door relay: lock output switched off again (it had failed: %s)", self.stuck)
+            self.stuck = None
 
     def close(self) -> None:
         with self._lock:
@@ -93,6 +130,10 @@ class GpioRelay:
             raise ConfigError(f"door.gpio_pin: cannot use GPIO {pin}: {exc}") from None
         self._switch = PulseSwitch(self._dev.on, self._dev.off, pulse_s)
 
+    @property
+    def stuck(self) -> str | None:
+        return self._switch.stuck
+
     def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None:
         try:
             self._switch.pulse()
@@ -106,7 +147,10 @@ class GpioRelay:
 
 class CommandRelay:
     """Run a command on GRANTED (FACELINK_USER_ID in its environment); never blocks the pipeline.
-    A command that fails, times out or cannot start is reported through ``on_failure``."""
+    A command that fails, times out or cannot start is reported through ``on_failure``. (The
+    command owns its lock's timing: there is no output here to be stuck.)"""
+
+    stuck: str | None = None
 
     def __init__(self, command: str, timeout_s: float) -> None:
         if not command.strip():

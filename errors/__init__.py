@@ -109,6 +109,15 @@ class CameraError(FaceLinkError):
     exit_code = 1
 
 
+class RelayError(FaceLinkError):
+    """The door's lock output could not be switched off after a pulse (a GPIO write failed): the
+    lock may be held released. The relay keeps retrying; meanwhile the door publishes ERROR (at
+    most every 30 s) and names the fault on health (``relay_stuck``) until the output is off."""
+
+    code = "RelayError"
+    exit_code = 1
+
+
 class WireError(Exception):
     """A refusal by ``facelink serve`` as the wire carries it: AWS's error code (``__type``), the
     message and the HTTP status. Raised by the SigV4 check before any operation runs, and for a
@@ -138,5 +147,6 @@ EXIT_CODES: dict[str, int] = {
         StoreError,
         InvalidSignatureException,
         CameraError,
+        RelayError,
     )
 }

@@ -1,5 +1,7 @@
 """The relay: a later pulse is never cut short by an earlier pulse's timer, nothing fires after
-close(), and a relay that fails after GRANTED is published as ACTUATION_FAILED."""
+close(), a relay that fails after GRANTED is published as ACTUATION_FAILED, and a lock output
+that fails is never left released (an off that fails is retried, published as ERROR and said on
+health until it works)."""
 
 from __future__ import annotations
 
@@ -12,22 +14,54 @@ from facelink.device.daemon import Daemon
 from facelink.device.decision import GRANTED, Decision
 from facelink.device.door import CommandRelay, PulseSwitch
 
+from ..waiting import wait_until
 from .conftest import Watcher, door_daemon
 
 
 class Output:
-    """A lock output that records when it was switched."""
+    """A lock output that records when it was switched; ``fail_on`` / ``fail_off`` make the next
+    writes fail (as a GPIO write does: the output keeps its state)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, float]] = []
         self.switched_off = threading.Event()
+        self.released = False  # the lock's state: True while the output is on
+        self.fail_on = self.fail_off = 0  # how many of the next on() / off() writes fail
 
     def on(self) -> None:
+        if self.fail_on:
+            self.fail_on -= 1
+            raise OSError("gpio: write failed")
         self.calls.append(("on", time.monotonic()))
+        self.released = True
 
     def off(self) -> None:
+        if self.fail_off:
+            self.fail_off -= 1
+            raise OSError("gpio: I/O error")
         self.calls.append(("off", time.monotonic()))
+        self.released = False
         self.switched_off.set()
+
+
+class SwitchRelay:
+    """The door's GPIO relay (device/door.py GpioRelay) on an :class:`Output` instead of gpiozero."""
+
+    def __init__(self, out: Output, pulse_s: float) -> None:
+        self.switch = PulseSwitch(out.on, out.off, pulse_s)
+
+    @property
+    def stuck(self) -> str | None:
+        return self.switch.stuck
+
+    def pulse(self, user_id, on_failure) -> None:
+        try:
+            self.switch.pulse()
+        except Exception as exc:  # noqa: BLE001 - as GpioRelay: reported as ACTUATION_FAILED
+            on_failure(f"gpio: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        self.switch.close()
 
 
 def _timers_done(timeout: float = 30.0) -> None:
@@ -63,6 +97,70 @@ def test_nothing_fires_after_close():
     assert len(out.calls) == n  # the pending timer did nothing
     with pytest.raises(RuntimeError):
         switch.pulse()
+
+
+def test_a_pulse_whose_output_fails_leaves_the_running_pulse_to_lock_the_door():
+    """A second GRANTED while the lock is released, and its write fails: the first pulse still
+    locks the door at its time (its timer used to be cancelled before the write, which left the
+    lock released for good)."""
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=0.5)
+    switch.pulse()
+    first_on = out.calls[-1][1]
+    out.fail_on = 1
+    with pytest.raises(OSError):
+        switch.pulse()
+    assert out.switched_off.wait(30) and not out.released
+    assert [kind for kind, _ in out.calls] == ["on", "off"] and out.calls[1][1] >= first_on + 0.5  # not cut short
+    switch.close()
+
+
+def test_a_failed_write_with_no_pulse_running_switches_the_output_off():
+    """The first pulse's write fails (it may have failed half-way): the output is switched off."""
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=30.0)
+    out.fail_on = 1
+    with pytest.raises(OSError):
+        switch.pulse()
+    assert [kind for kind, _ in out.calls] == ["off"] and not out.released
+    switch.close()
+
+
+def test_an_off_that_fails_is_retried_and_said_until_it_works():
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=0.2)
+    out.fail_off = 3
+    switch.pulse()
+    assert wait_until(lambda: switch.stuck is not None, 30)
+    assert "OSError: gpio: I/O error" in switch.stuck and out.released
+    assert out.switched_off.wait(30)  # the fourth try works
+    assert wait_until(lambda: switch.stuck is None, 30) and not out.released  # cleared once off() returned
+    switch.close()
+
+
+def test_a_stuck_lock_output_is_published_as_error_and_said_on_health(tmp_path, broker, make_settings, engine):
+    """The output cannot be switched off after a GRANTED: the door publishes ERROR (RelayError)
+    and health names it, until a retry works; then health clears."""
+    out = Output()
+    out.fail_off = 10**6  # until the test lets it work
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
+    daemon = door_daemon(settings, engine, SwitchRelay(out, 0.1))
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="relay-stuck-watcher")
+    daemon.pump.start()
+    _subscribed(daemon, watcher)
+    daemon.emit(_granted(engine))
+    assert wait_until(lambda: daemon.relay.stuck is not None, 30)
+    assert daemon.health()["relay_stuck"] == daemon.relay.stuck
+    daemon._housekeeping(time.monotonic())
+    assert watcher.wait_for(lambda: len(decisions(watcher)) >= 2, 60)
+    granted, error = decisions(watcher)
+    assert granted["decision"] == "GRANTED" and error["decision"] == "ERROR"
+    assert error["reason"].startswith("RelayError: lock output could not be switched off")
+    out.fail_off = 0
+    assert out.switched_off.wait(30) and not out.released
+    assert wait_until(lambda: daemon.health()["relay_stuck"] is None, 30)
+    watcher.close()
+    assert daemon.shutdown(flush_timeout_s=5) == 0
 
 
 def _subscribed(daemon: Daemon, watcher: Watcher) -> None:
