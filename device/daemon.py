@@ -228,6 +228,7 @@ class Daemon:
                 "errors": self.stats.errors,
                 "latency_ms_p50": round(statistics.median(lat), 1) if lat else None,
                 "outbox_depth": len(self.outbox), "outbox_dropped": self.outbox.dropped(),
+                "outbox_error": self.pump.error,
                 "collection_faces": len(self.index), "collection_ok": self.index.usable,
                 "collection_version": self.index.position, "collection_error": self.index.error,
                 "collection_scan": {**self.index.scan_info(), "blas_threads": self.blas_threads},

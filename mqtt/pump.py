@@ -37,6 +37,7 @@ class OutboxPump:
         self.warn_every_s = warn_every_s
         self.delivered = 0
         self.failures = 0  # consecutive failed publish attempts
+        self.error: str | None = None  # the outbox itself failed (e.g. disk full): why, until a round works
         self._last_warn = -1e9
         self._closing = threading.Event()
         self._deadline = 0.0
@@ -51,7 +52,12 @@ class OutboxPump:
         while True:
             if self._closing.is_set() and self._flush_over():
                 return
-            if self._deliver_some():
+            try:
+                if self._deliver_some():
+                    continue
+            except Exception as exc:  # noqa: BLE001 - the outbox failed (disk full, I/O): retried, never fatal
+                self._outbox_failed(exc)
+                self._closing.wait(self.retry_s)
                 continue
             if self._closing.is_set():
                 time.sleep(0.05)
@@ -83,6 +89,9 @@ class OutboxPump:
             acked.append(ev.seq)
         self.outbox.ack(acked)  # only what the broker acknowledged, in one transaction
         self.delivered += len(acked)
+        if self.error is not None:
+            log.warning("outbox: working again (it had failed: %s)", self.error)
+            self.error = None
         if len(acked) < len(events):
             self._publish_failed(events[len(acked)].event_id)
             return False
@@ -100,6 +109,17 @@ class OutboxPump:
             state = "connected but not acknowledged" if self.transport.is_connected() else "broker unreachable"
             log.warning("outbox: cannot publish event %s (%s); %d event(s) waiting, retrying every %.0f s",
                         event_id, state, len(self.outbox), self.retry_s)
+
+    def _outbox_failed(self, exc: Exception) -> None:
+        """Reading or deleting from the outbox raised: events not deleted stay and are sent again
+        (at least once), the thread goes on. Said on health (``outbox_error``) until a round works;
+        logged with its traceback the first time, then at most every ``warn_every_s``."""
+        first = self.error is None
+        self.error = f"{type(exc).__name__}: {exc}"[:300]
+        now = time.monotonic()
+        if first or now - self._last_warn >= self.warn_every_s:
+            self._last_warn = now
+            log.error("outbox: %s; retrying every %.0f s", self.error, self.retry_s, exc_info=first)
 
     # -- shutdown --------------------------------------------------------------------------
     def close(self, flush_timeout_s: float = 10.0) -> int:

@@ -156,3 +156,38 @@ def test_a_window_in_flight_is_deleted_only_after_its_pubacks(tmp_path, broker):
     firsts = list(dict.fromkeys(inbox.ids()))
     assert firsts == sent  # every event, in order (the cut window may arrive twice: at least once)
     inbox.client.stop()
+
+
+def test_an_outbox_that_fails_is_retried_and_said_and_the_pump_goes_on(tmp_path, broker):
+    """The outbox's delete fails (another process holds the database's write lock past the
+    10 s busy timeout: "database is locked", as a full disk fails it): the pump thread goes on,
+    health's ``error`` says why while it lasts, the events not deleted are sent again (at least
+    once), and decisions made after the outbox recovered are delivered. Before, one such error
+    ended the pump thread: nothing more was published until a restart."""
+    import sqlite3
+
+    inbox = Inbox(broker.port, "inbox-outbox-fails")
+    settings = MqttSettings(port=broker.port, device_id="pump-door")
+    topic = DeviceTopics("facelink", "pump-door").decision
+    outbox = Outbox(tmp_path / "outbox.db")
+    first = _fill(outbox, topic, 3)
+    holder = sqlite3.connect(str(tmp_path / "outbox.db"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock: reads (peek) go on, the pump's delete cannot
+    client = door_client(settings)
+    assert client.wait_connected(30)
+    pump = OutboxPump(outbox, client, retry_s=0.2).start()
+    try:
+        assert wait_until(lambda: pump.error is not None, 60)  # published, then the delete timed out
+        assert "database is locked" in pump.error and pump._thread.is_alive()
+        holder.execute("ROLLBACK")
+        outbox.put("after", topic, {"event_id": "after"})
+        assert wait_until(lambda: len(outbox) == 0, 60)
+        assert inbox.wait_for(4)
+        assert wait_until(lambda: pump.error is None, 30)  # cleared by the round that worked
+        got = inbox.ids()
+        assert set(got) == set(first) | {"after"} and got[-1] == "after"  # the first three maybe twice
+    finally:
+        holder.close()
+        pump.close(5)
+        client.stop()
+        inbox.client.stop()
