@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from facelink.config.paths import open_private
 from facelink.errors import ConflictException, InvalidParameterException, InvalidSignatureException
 from facelink.models.embedder import EMBEDDING_DIM, not_embeddings
-from facelink.mqtt.schema import aware_iso
+from facelink.mqtt.schema import aware_iso, parse_timestamp
 
 from . import validate
 from .context import Context
@@ -116,7 +116,7 @@ class ExportMeta(BaseModel):
 
     @property
     def exported_at(self) -> datetime:
-        return datetime.fromisoformat(self.ExportedAt)
+        return parse_timestamp(self.ExportedAt)
 
 
 @dataclass(frozen=True)

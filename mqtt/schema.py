@@ -8,6 +8,7 @@ unknown fields and missing fields are refused (the logger quarantines them).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -29,14 +30,31 @@ KINDS = (GRANTED, DENIED_UNKNOWN, DENIED_LOW_QUALITY, DENIED_SPOOF, DENIED_WRONG
          DENIED_NO_FACE, ERROR, ACTUATION_FAILED)
 
 
+# One spelling of a timestamp on every Python FaceLink runs on. datetime.fromisoformat accepts far
+# more on 3.11+ than on 3.10 ('Z', fractions of other than 3 or 6 digits, the basic format), so a
+# logger or an import on a Jetson (3.10) refused what one on 3.11 took. Accepted everywhere:
+# YYYY-MM-DD, 'T' or a space, HH:MM:SS with an optional fraction of 1-6 digits, then Z or +-HH:MM.
+_TIMESTAMP = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:\d{2})",
+                        re.ASCII)
+
+
+def parse_timestamp(v: str) -> datetime:
+    """A FaceLink timestamp (an event's ``timestamp``, an export's ``ExportedAt``) as an aware
+    datetime, the same on Python 3.10 and 3.11+; ValueError for anything else."""
+    m = _TIMESTAMP.fullmatch(v)
+    if m is None:
+        raise ValueError("not an ISO-8601 timestamp with a time zone (YYYY-MM-DDTHH:MM:SS[.ffffff] then Z or +HH:MM)")
+    day, clock, fraction, zone = m.groups()
+    text = f"{day}T{clock}" + (f".{fraction.ljust(6, '0')}" if fraction else "") + ("+00:00" if zone == "Z" else zone)
+    try:
+        return datetime.fromisoformat(text)  # the form 3.10 reads
+    except ValueError:
+        raise ValueError(f"not a valid date and time: {v[:40]!r}") from None
+
+
 def aware_iso(v: str) -> str:
     """An ISO-8601 timestamp with a time zone (every FaceLink event's ``timestamp``)."""
-    try:
-        parsed = datetime.fromisoformat(v)
-    except ValueError:
-        raise ValueError("not an ISO-8601 timestamp") from None
-    if parsed.tzinfo is None:
-        raise ValueError("timestamp needs a time zone")
+    parse_timestamp(v)
     return v
 
 

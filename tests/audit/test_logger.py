@@ -75,6 +75,21 @@ def test_rejects_wrong_types_missing_fields_and_lies():
         parse("facelink/back/decision", json.dumps(good).encode())
 
 
+def test_timestamps_are_read_the_same_on_every_python():
+    """One spelling (mqtt/schema.py parse_timestamp): 'Z' and fractions of 1-6 digits are taken,
+    the basic format, a missing zone or seconds, an impossible date are refused, on Python 3.10
+    (`make py310-check` runs this file there; its datetime.fromisoformat refused 'Z' and '.5')
+    as on 3.11+ (whose fromisoformat alone takes the basic format too)."""
+    good = decision()
+    for ts in ("2026-01-01T08:00:00Z", "2026-01-01T08:00:00.5+00:00", "2026-01-01 08:00:00.123-05:30",
+               "2026-01-01T08:00:00.123456+00:00"):
+        assert parse("facelink/front/decision", json.dumps({**good, "timestamp": ts}).encode()).timestamp == ts
+    for ts in ("20260101T080000Z", "2026-01-01T08:00:00", "2026-01-01T08:00Z", "2026-02-30T08:00:00Z",
+               "2026-01-01T08:00:00+0000", "2026-01-01T08:00:00.1234567Z"):
+        with pytest.raises(Rejected, match="timestamp"):
+            parse("facelink/front/decision", json.dumps({**good, "timestamp": ts}).encode())
+
+
 def test_intake_quarantines_and_carries_on(tmp_path):
     audit = AuditLog(tmp_path / "a.db")
     intake = Intake(audit)
