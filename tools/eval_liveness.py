@@ -10,7 +10,8 @@ and the same videos:
             motion, blur, sensor noise, lighting drift, white paper edges over a background;
   replay    the live video shown on a phone/monitor: display gamma, reduced gamut, pixel-grid
             moire, refresh banding, glare, a slight perspective;
-  still     an injected still (the photo, noise sigma 1, JPEG re-encoded each frame);
+  still     an injected still (the photo, noise sigma 1, JPEG re-encoded each frame), and the
+            same with its brightness hunting as auto-exposure does (still+exposure);
   loop      an injected 0.4 s clip of the live video played in a loop.
 Each presentation runs at the door's 15 fps through the real engine (YuNet), the real checks
 and the real N-of-M decision policy (identity is assumed to match: only liveness is measured).
@@ -124,14 +125,20 @@ def replay_attack(video: list[np.ndarray], rng) -> list[np.ndarray]:
     return frames
 
 
-def still_attack(photo: np.ndarray, background: np.ndarray, rng, n: int) -> list[np.ndarray]:
-    """SIMULATED: a still injected into the feed, re-encoded each frame (noise, JPEG)."""
+def still_attack(photo: np.ndarray, background: np.ndarray, rng, n: int, exposure: bool = False) -> list[np.ndarray]:
+    """SIMULATED: a still injected into the feed, re-encoded each frame (noise, JPEG); with
+    ``exposure``, its brightness hunts as auto-exposure does (gain flickering by 4 %, a 5 % step a
+    third of the way in, gamma 0.95 on every third frame)."""
     h, w = background.shape[:2]
     scale = min(1.0, 0.9 * h / photo.shape[0], 0.9 * w / photo.shape[1])
     img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     frames = []
-    for _ in range(n):
-        f = np.clip(img.astype(np.float32) + rng.normal(0, 1.0, img.shape), 0, 255).astype(np.uint8)
+    for i in range(n):
+        f = img.astype(np.float32)
+        if exposure:
+            gain = 1.0 + 0.04 * (i % 2) + (0.05 if i >= n // 3 else 0.0)
+            f = 255.0 * (f / 255.0) ** (0.95 if i % 3 == 0 else 1.0) * gain
+        f = np.clip(f + rng.normal(0, 1.0, img.shape), 0, 255).astype(np.uint8)
         frames.append(cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 85])[1], 1))
     return frames
 
@@ -156,7 +163,25 @@ def run(engine, mesh, frames: list[np.ndarray], cost: dict) -> list[dict]:
         t3 = time.perf_counter()
         cost["frozen_feed"].append(t2 - t1)
         cost["blink (mesh + 2x iris)"].append(t3 - t2)
-        out.append({"frozen": v_frozen, "blink": v_blink})
+        recent = max(fst.scores) if len(fst.scores) == frozen.comparisons else None
+        out.append({"frozen": v_frozen, "blink": v_blink, "frozen_score": fst.scores[-1] if fst.scores else None,
+                    "frozen_recent": recent})  # recent: the largest of the last three comparisons
+    return out
+
+
+def frozen_margins(presentations: list[tuple[str, str, list]]) -> dict:
+    """How far the frozen-feed scores stay from its threshold: the largest score of any still,
+    and for the bona fide clips the smallest "largest of three consecutive comparisons"."""
+    def scores(kind: str, key: str) -> list[float]:
+        return [v[key] for k, _, vs in presentations if k == kind for v in vs if v and v[key] is not None]
+
+    threshold = FrozenFeed().min_change
+    out: dict = {}
+    for kind in ("still", "still+exposure"):
+        got = scores(kind, "frozen_score")
+        out[f"{kind} max"] = round(max(got), 3)
+        out[f"{kind} frames at or above"] = f"{sum(x >= threshold for x in got)} of {len(got)}"
+    out["bona fide min of 3-comparison max"] = round(min(scores("bona fide", "frozen_recent")), 3)
     return out
 
 
@@ -218,13 +243,15 @@ def main() -> int:
             print(f"attacks from {person}/{f}", file=sys.stderr)
             presentations.append(("print", f"{person}/{f}", run(engine, mesh, print_attack(photo, background, rng, n), cost)))
             presentations.append(("still", f"{person}/{f}", run(engine, mesh, still_attack(photo, background, rng, n), cost)))
+            presentations.append(("still+exposure", f"{person}/{f}",
+                                  run(engine, mesh, still_attack(photo, background, rng, n, exposure=True), cost)))
     baseline = {name: decide(v, ())[1] for kind, name, v in presentations if kind == "bona fide"}
     report = {"fps": FPS, "clip_s": CLIP_S, "configs": {}, "presentations": {}, "cost_ms": {}}
-    for kind in ("bona fide", "print", "replay", "still", "loop"):
+    for kind in ("bona fide", "print", "replay", "still", "still+exposure", "loop"):
         report["presentations"][kind] = sum(k == kind for k, _, _ in presentations)
     for cname, checks in CONFIGS.items():
         row: dict = {}
-        for kind in ("print", "replay", "still", "loop"):
+        for kind in ("print", "replay", "still", "still+exposure", "loop"):
             got = [decide(v, checks)[0] for k, _, v in presentations if k == kind]
             row[f"APCER {kind}"] = round(sum(d == "GRANTED" for d in got) / len(got), 3)
         bona = [(name, decide(v, checks)) for k, name, v in presentations if k == "bona fide"]
@@ -235,12 +262,16 @@ def main() -> int:
         row["bona_fide_outcomes"] = {name: d for name, (d, _) in bona}
         report["configs"][cname] = row
     report["cost_ms"] = {k: round(1000 * statistics.median(v), 2) for k, v in cost.items() if v}
-    print("| configuration | APCER print | APCER replay | APCER still | APCER loop | BPCER | added time to GRANTED median / p95 |")
-    print("|---|---|---|---|---|---|---|")
+    report["frozen_feed_scores"] = frozen_margins(presentations)
+    print("| configuration | APCER print | APCER replay | APCER still | APCER still + exposure | APCER loop | BPCER "
+          "| added time to GRANTED median / p95 |")
+    print("|---|---|---|---|---|---|---|---|")
     for cname, r in report["configs"].items():
         print(f"| {cname} | {r['APCER print']:.2f} | {r['APCER replay']:.2f} | {r['APCER still']:.2f} | "
-              f"{r['APCER loop']:.2f} | {r['BPCER']:.2f} | {r['added_s_median']} s / {r['added_s_p95']} s |")
+              f"{r['APCER still+exposure']:.2f} | {r['APCER loop']:.2f} | {r['BPCER']:.2f} | "
+              f"{r['added_s_median']} s / {r['added_s_p95']} s |")
     print("presentations:", report["presentations"], " per-frame cost (median ms):", report["cost_ms"])
+    print(f"frozen feed scores (threshold {FrozenFeed().min_change}):", report["frozen_feed_scores"])
     print(json.dumps(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -72,6 +72,25 @@ def test_injected_still_is_frozen_feed_despite_noise_reencoding_and_jitter(engin
         assert verdicts[0] == (PENDING, NOT_COMPARED)  # nothing to compare with: never "live"
 
 
+def exposed(img: np.ndarray, gain: float, gamma: float) -> np.ndarray:
+    """The still as auto-exposure shows it: a gamma and a gain over the whole image (clipped)."""
+    return np.clip(255.0 * (img.astype(np.float32) / 255.0) ** gamma * gain, 0, 255).astype(np.uint8)
+
+
+def test_injected_still_is_frozen_feed_while_its_exposure_hunts(engine, faces_dir):
+    """Auto-exposure hunting over a still (gain flickering 4 %, a 5 % step, gamma 0.95 on every
+    third frame; noise and JPEG as re-streamed): still FROZEN_FEED. Before the tone match, any
+    brightness change scored as a live face (a 4 % flicker or one 5 % step granted a photo)."""
+    rng = np.random.default_rng(11)
+    for name in PHOTOS:  # feat_man/photo.jpg clips a colour channel when brighter
+        photo = door_size(cv2.imread(str(faces_dir / "people" / name)))
+        frames = [degraded(exposed(photo, 1.0 + 0.04 * (i % 2) + (0.05 if i >= 3 else 0.0),
+                                   0.95 if i % 3 == 0 else 1.0), rng, 1.0, 85) for i in range(8)]
+        verdicts = frozen_verdicts(engine, frames)
+        assert all(state != LIVE for state, _ in verdicts), (name, verdicts)
+        assert verdicts[-1] == (SPOOF, FROZEN_FEED), (name, verdicts)
+
+
 def test_live_sample_video_is_not_frozen(engine, faces_dir):
     """The sample door video at the door's 15 fps: live within a few frames, never FROZEN_FEED."""
     verdicts = frozen_verdicts(engine, video_frames(faces_dir / "video/feat_man.mp4"))
