@@ -68,6 +68,30 @@ def test_flat_and_bent_surfaces_are_flat_face(surface):
     assert [check.observe(state, surface(rng), BOX) for _ in range(3)][-1] == (SPOOF, FLAT_FACE)
 
 
+def cut_out_print(rng, behind_mm: float, size: float) -> np.ndarray:
+    """A flat print at 500 mm cut out along the face's outline (an oval ``size`` times the face
+    box), with whatever is ``behind_mm`` further back around it."""
+    x, y = grid()
+    cx, cy, w, h = BOX[0] + BOX[2] / 2, BOX[1] + BOX[3] / 2, BOX[2], BOX[3]
+    oval = ((x - cx) / (0.5 * size * w)) ** 2 + ((y - cy) / (0.55 * size * h)) ** 2 <= 1.0
+    return noisy(np.where(oval, 500.0, 500.0 + behind_mm), rng)
+
+
+@pytest.mark.parametrize("behind_mm,size", [(1000.0, 1.0), (80.0, 0.7)])
+def test_a_print_cut_out_along_the_face_is_flat_face(behind_mm, size):
+    """With a wall 1 m behind, the box's corners fell on the wall and measured 172 mm of
+    "relief" (GRANTED); now only the face's depth band counts. A smaller cut-out held 80 mm in
+    front of something (a body, another face): the step is relief (over 20 mm), but the nose
+    does not stand out of the cheeks (both on the print)."""
+    rng = np.random.default_rng(4)
+    relief, nose = face_relief(cut_out_print(rng, behind_mm, size), BOX)
+    assert abs(nose) < 2.0, nose
+    check = DepthRelief()
+    state = check.new_state()
+    frames = [cut_out_print(rng, behind_mm, size) for _ in range(3)]
+    assert [check.observe(state, f, BOX) for f in frames][-1] == (SPOOF, FLAT_FACE)
+
+
 @pytest.fixture(scope="module")
 def face_mesh(models_dir):
     pytest.importorskip("ai_edge_litert", reason="TFLite runtime not installed")
@@ -88,6 +112,9 @@ def test_face_shaped_relief_is_live(engine, face_mesh, faces_dir, name):
     state = check.new_state()
     assert check.observe(state, depth, box) == (LIVE, None)
     assert check.report(state)["relief_mm"] >= 15.0
+    walled = np.where(depth > 0, depth, np.float32(1500.0))  # a wall 1 m behind the face: still live
+    state = check.new_state()
+    assert check.observe(state, walled, box) == (LIVE, None)
 
 
 def test_no_depth_is_never_live():
