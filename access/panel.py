@@ -44,16 +44,20 @@ class PanelLink:
         self.sender = sender
         self.sent = 0
 
-    def on_decision(self, decision: Any) -> bool:
+    def on_decision(self, decision: Any) -> str | None:
+        """Send a GRANTED user's credential; why a GRANTED was not sent (the panel will not open
+        the door for it), or None (sent, or nothing to send: no panel, not a GRANTED)."""
         if self.sender is None or decision.decision != "GRANTED" or decision.user_id is None:
-            return False
+            return None
         text = self.store.user_credential(self.collection_id, decision.user_id)
         if text is None:
             log.warning("user %s has no credential: nothing sent to the panel", decision.user_id)
-            return False
-        ok = self.sender.send(Credential.parse(text), decision.event_id)
-        self.sent += int(ok)
-        return ok
+            return f"access panel: user {decision.user_id} has no credential, nothing was sent"
+        if not self.sender.send(Credential.parse(text), decision.event_id):
+            return ("access panel: the card read was not sent (the reader is stopping, the same card "
+                    "was sent within osdp.debounce_s, or the link refused it; the log says which)")
+        self.sent += 1
+        return None
 
     def health(self) -> dict[str, Any]:
         reader = getattr(self.sender, "reader", None)

@@ -117,3 +117,55 @@ def test_the_panel_opening_the_door_while_it_stops_still_opens_it(tmp_path, brok
         panel.close()
         os.close(master)
         os.close(slave)
+
+
+def test_a_granted_the_panel_is_not_sent_is_actuation_failed(tmp_path, broker, make_settings, engine):
+    """door.output = "osdp" and no relay of the door's own: the panel is what opens the door, so a
+    GRANTED it is not sent (the user has no credential; the same card again within
+    osdp.debounce_s) is followed by ACTUATION_FAILED, as a failed relay is; it used to be
+    dropped, and the audit trail said the door had opened. A GRANTED that is sent has none."""
+    from facelink.device.decision import GRANTED, Decision
+    from facelink.enroll import users
+
+    panel_mod = pytest.importorskip("tests.access.panel")
+    save_scbk(tmp_path / "scbk", KEY)
+    master, slave, path = panel_mod.open_pty()
+    panel = panel_mod.Panel(master, KEY)
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)},
+                             door={"output": "osdp"},
+                             osdp={"device": path, "scbk_file": tmp_path / "scbk", "debounce_s": 600.0})
+    daemon = door_daemon(settings, engine)  # door.relay = "none"
+    with Store(settings.store.database) as store:
+        ctx = Context(store, lambda: engine)
+        users.create_user(ctx, "door", "nobadge")
+        users.create_user(ctx, "door", "ann")
+        credentials.put_user_credential(ctx, "door", "ann", "H10301:42:7")
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="osdp-not-sent-watcher")
+
+    def granted(user: str) -> Decision:
+        return Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id=user, similarity=99.8)
+
+    try:
+        daemon.pump.start()
+        assert daemon.transport.wait_connected(30)
+        assert watcher.barrier(daemon.transport.publish)
+        reader = daemon.panel.sender.reader
+        assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
+        sent, no_badge, again = granted("ann"), granted("nobadge"), granted("ann")
+        for decision in (sent, no_badge, again):
+            daemon.emit(decision)
+        assert panel.next_event(timeout=30) is not None  # the first one reached the panel
+        assert watcher.wait_for(lambda: len(watcher.payloads("door-1/decision")) >= 5, 60)
+        assert watcher.barrier(daemon.transport.publish)  # nothing more is on its way
+        got = [(d["decision"], d.get("refers_to")) for d in watcher.payloads("door-1/decision")]
+        assert got == [("GRANTED", None), ("GRANTED", None), ("ACTUATION_FAILED", no_badge.event_id),
+                       ("GRANTED", None), ("ACTUATION_FAILED", again.event_id)]
+        reasons = [d["reason"] for d in watcher.payloads("door-1/decision") if d["decision"] == "ACTUATION_FAILED"]
+        assert "no credential" in reasons[0] and "debounce_s" in reasons[1]
+        assert panel.next_event(timeout=1) is None  # one card read in all
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=5)
+        panel.close()
+        os.close(master)
+        os.close(slave)
