@@ -39,7 +39,7 @@ arm64-check: models
 
 # `facelink serve` with the server on Python 3.10, README's floor (see README, Testing)
 py310-check: models
-	HOST_PY=$(abspath $(BIN)/python) tools/py310_check.sh
+	tools/py310_check.sh
 
 clean:
 	rm -rf var/demo

@@ -18,9 +18,6 @@ KEYS = {
     "AKIAFACELINKLOBBY01": ("lobby-secret-0123456789", 'collections = ["lobby"]\n'),
     "AKIAFACELINKSLOW001": ("slow-secret-01234567890", "requests_per_second = 0.0001\n"),
 }
-# The interpreter that runs `facelink serve`: tools/py310_check.sh sets a Python 3.10 venv here, so
-# the server runs on README's floor while the clients (boto3, ssl) stay on the test's Python.
-SERVE_PYTHON = os.environ.get("FACELINK_SERVE_PYTHON") or sys.executable
 
 
 def free_port() -> int:
@@ -40,7 +37,7 @@ def serve_process(tmp: Path, models_dir: Path, *args: str):
            "FACELINK_MODELS__MODELS_DIR": str(models_dir)}
     port = free_port()
     log = (tmp / "serve.log").open("w")
-    proc = subprocess.Popen([SERVE_PYTHON, "-m", "facelink.enroll.cli", "serve", "--credentials", str(creds),
+    proc = subprocess.Popen([sys.executable, "-m", "facelink.enroll.cli", "serve", "--credentials", str(creds),
                              "--port", str(port), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while True:

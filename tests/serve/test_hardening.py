@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .conftest import KEYS, SERVE_PYTHON, serve_process
+from .conftest import KEYS, serve_process
 
 botocore = pytest.importorskip("botocore")
 
@@ -325,8 +325,9 @@ def test_serve_refuses_limits_that_cannot_work(tmp_path, flag):
     """No time for a request head or a body, or less room than one largest
     request would refuse every request: the server does not start (InvalidParameterException, exit 2)."""
     import subprocess
+    import sys
 
-    proc = subprocess.run([SERVE_PYTHON, "-m", "facelink.enroll.cli", "serve", "--credentials",
+    proc = subprocess.run([sys.executable, "-m", "facelink.enroll.cli", "serve", "--credentials",
                            str(tmp_path / "keys.toml"), "--port", "0", *flag], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and json.loads(proc.stderr)["__type"] == "InvalidParameterException", proc.stderr
     assert flag[0] in json.loads(proc.stderr)["Message"]

@@ -6,11 +6,12 @@ import contextlib
 import json
 import shutil
 import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from .conftest import KEYS, SERVE_PYTHON, serve_process
+from .conftest import KEYS, serve_process
 
 botocore = pytest.importorskip("botocore")
 
@@ -113,7 +114,7 @@ def test_serve_refuses_bad_setup(tmp_path):
     for extra in ([], ["--host", "0.0.0.0"]):
         if extra:
             f.chmod(0o600)
-        proc = subprocess.run([SERVE_PYTHON, "-m", "facelink.enroll.cli", "serve", "--credentials", str(f), *extra],
+        proc = subprocess.run([sys.executable, "-m", "facelink.enroll.cli", "serve", "--credentials", str(f), *extra],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 8 and json.loads(proc.stderr)["__type"] == "ConfigError", proc.stderr
 
