@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from facelink.enroll.validate import COLLECTION_ID, EXTERNAL_IMAGE_ID, USER_ID, whole
+from facelink.mqtt.topics import DEVICE_ID
 
 SCHEMA = "facelink.decision/1"
 GRANTED = "GRANTED"
@@ -61,7 +62,7 @@ def aware_iso(v: str) -> str:
 # The fields every event shares, defined once (each model lists them itself, after ``schema``,
 # so that published payloads keep ``schema`` first).
 EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
-DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID)]
 Timestamp = Annotated[str, Field(max_length=64, description="ISO-8601 with a time zone"), AfterValidator(aware_iso)]
 
 

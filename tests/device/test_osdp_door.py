@@ -79,19 +79,26 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
         os.close(slave)
 
 
+def _osdp_door(tmp_path, broker, make_settings, engine, relay=None, **osdp):
+    """The real daemon in this process as the OSDP reader of a libosdp panel on a pty (secure
+    channel key saved): (daemon, panel, master fd, slave fd)."""
+    panel_mod = pytest.importorskip("tests.access.panel")
+    save_scbk(tmp_path / "scbk", KEY)
+    master, slave, path = panel_mod.open_pty()
+    panel = panel_mod.Panel(master, KEY)
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)},
+                             door={"output": "osdp"}, osdp={"device": path, "scbk_file": tmp_path / "scbk", **osdp})
+    return door_daemon(settings, engine, relay), panel, master, slave
+
+
 def test_the_panel_opening_the_door_while_it_stops_still_opens_it(tmp_path, broker, make_settings, engine):
     """SIGTERM while the panel decides: the reader is stopped before the relay, and stays on the
     line until the panel is quiet, so the panel's 'output on' after its green LED still drives the
     door (the relay used to be closed first and refused it)."""
     panel_mod = pytest.importorskip("tests.access.panel")
     opened = tmp_path / "opened"
-    save_scbk(tmp_path / "scbk", KEY)
-    master, slave, path = panel_mod.open_pty()
-    panel = panel_mod.Panel(master, KEY)
-    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)},
-                             door={"output": "osdp"},
-                             osdp={"device": path, "scbk_file": tmp_path / "scbk", "verdict_timeout_s": 30.0})
-    daemon = door_daemon(settings, engine, CommandRelay(f"touch {opened}", 5.0))
+    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine,
+                                              CommandRelay(f"touch {opened}", 5.0), verdict_timeout_s=30.0)
     reader = daemon.panel.sender.reader
     watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="osdp-stop-watcher")
     stopper = threading.Thread(target=daemon.shutdown, daemon=True)
@@ -127,15 +134,8 @@ def test_a_granted_the_panel_is_not_sent_is_actuation_failed(tmp_path, broker, m
     from facelink.device.decision import GRANTED, Decision
     from facelink.enroll import users
 
-    panel_mod = pytest.importorskip("tests.access.panel")
-    save_scbk(tmp_path / "scbk", KEY)
-    master, slave, path = panel_mod.open_pty()
-    panel = panel_mod.Panel(master, KEY)
-    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)},
-                             door={"output": "osdp"},
-                             osdp={"device": path, "scbk_file": tmp_path / "scbk", "debounce_s": 600.0})
-    daemon = door_daemon(settings, engine)  # door.relay = "none"
-    with Store(settings.store.database) as store:
+    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, debounce_s=600.0)  # no relay
+    with Store(daemon.settings.store.database) as store:
         ctx = Context(store, lambda: engine)
         users.create_user(ctx, "door", "nobadge")
         users.create_user(ctx, "door", "ann")
