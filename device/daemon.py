@@ -137,6 +137,7 @@ class Daemon:
         self.reload_requested = threading.Event()
         self._last_error: OrderedDict[str, float] = OrderedDict()  # error_key -> last published
         self._next_health = 0.0
+        self._relay_stuck_said = float("-inf")  # when a stuck lock output was last published as ERROR
         self.stranger_risk = log_stranger_risk(self.engine.calibration, settings.matching, len(self.index))
 
     # -- decisions -------------------------------------------------------------------------
@@ -233,7 +234,7 @@ class Daemon:
                 "fps": round(self.stats.fps(), 2), "frames": self.stats.frames, "decisions": self.stats.decisions,
                 "errors": self.stats.errors,
                 "latency_ms_p50": round(statistics.median(lat), 1) if lat else None,
-                "outbox_depth": len(self.outbox), "outbox_dropped": self.outbox.dropped(),
+                **self._outbox_health(),
                 "outbox_error": self.pump.error,
                 "collection_faces": len(self.index), "collection_ok": self.index.usable,
                 "collection_version": self.index.position, "collection_error": self.index.error,
@@ -249,12 +250,22 @@ class Daemon:
                 "liveness": self.pipeline.components.liveness.counters() if self.pipeline.components.liveness else None,
                 **({"sync": self.sync.health()} if self.sync else {})}
 
+    def _outbox_health(self) -> dict[str, Any]:
+        """The outbox's depth and drops, or None for both where it cannot be read (health must
+        still go out and say ``outbox_error``)."""
+        try:
+            return {"outbox_depth": len(self.outbox), "outbox_dropped": self.outbox.dropped()}
+        except Exception:  # noqa: BLE001 - e.g. disk I/O error: the pump retries and says why
+            return {"outbox_depth": None, "outbox_dropped": None}
+
     def publish_health(self) -> bool:
         return self.transport.publish(self.topics.health, json.dumps(self.health()), qos=0, timeout=0.5)
 
     def _housekeeping(self, now: float) -> None:
         notify("WATCHDOG=1")
-        if (stuck := self.relay.stuck) is not None:  # the lock may be held released: ERROR until it is off
+        stuck = self.relay.stuck
+        if stuck is not None and now - self._relay_stuck_said >= ERROR_REPEAT_S:  # the lock may be held
+            self._relay_stuck_said = now  # released: ERROR (and one log record) every 30 s until it is off
             self.fail_closed(RelayError(stuck))
         if self.sync is not None and self.sync.changed():
             self.index.refresh(0)  # a change set was applied: revocations take effect now
@@ -406,7 +417,8 @@ class Daemon:
         left = self.pump.close(flush_timeout_s)  # the pump drains; nobody else publishes events
         self.publish_health()  # the last word on frames, decisions and outbox depth
         if left:
-            log.warning("%d decisions stay in the outbox and will be sent on the next start", left)
+            log.warning("%s decisions stay in the outbox and will be sent on the next start",
+                        left if left > 0 else "Some")
         self.transport.stop()
         if self.sync is not None:
             self.sync.close()

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -107,13 +108,27 @@ class PulseSwitch:
             log.warning("door relay: lock output switched off again (it had failed: %s)", self.stuck)
             self.stuck = None
 
+    CLOSE_TRIES = 5  # close(): off() is tried this many times, OFF_RETRY_S / 5 apart
+
     def close(self) -> None:
+        """Switch the output off and stop; an off() that keeps failing is tried CLOSE_TRIES times,
+        then said (CRITICAL, ``stuck``) and not raised: the caller's shutdown goes on."""
         with self._lock:
             self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self._off()
+            for attempt in range(self.CLOSE_TRIES):
+                try:
+                    self._off()
+                    self.stuck = None
+                    return
+                except Exception as exc:  # noqa: BLE001 - retried, then said
+                    self.stuck = f"lock output could not be switched off: {type(exc).__name__}: {exc}"[:300]
+                    if attempt + 1 < self.CLOSE_TRIES:
+                        time.sleep(self.OFF_RETRY_S / 5)
+            log.critical("door relay: %s at shutdown (%d tries): the lock may be held released until the "
+                         "GPIO is reset", self.stuck, self.CLOSE_TRIES)
 
 
 class GpioRelay:
@@ -141,8 +156,10 @@ class GpioRelay:
             on_failure(f"gpio: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
-        self._switch.close()
-        self._dev.close()
+        try:
+            self._switch.close()
+        finally:
+            self._dev.close()  # gpiozero releases the pin (an input again: the relay drops)
 
 
 class CommandRelay:

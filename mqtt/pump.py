@@ -37,7 +37,8 @@ class OutboxPump:
         self.warn_every_s = warn_every_s
         self.delivered = 0
         self.failures = 0  # consecutive failed publish attempts
-        self.error: str | None = None  # the outbox itself failed (e.g. disk full): why, until a round works
+        self.error: str | None = None  # the outbox itself failed (e.g. disk full): why, until a delete works
+        self._not_deleted: list[int] = []  # acknowledged by the broker; their delete failed and is retried
         self._last_warn = -1e9
         self._closing = threading.Event()
         self._deadline = 0.0
@@ -50,14 +51,19 @@ class OutboxPump:
     # -- the pump thread -------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            if self._closing.is_set() and self._flush_over():
-                return
             try:
+                if self._closing.is_set() and self._flush_over():
+                    return
                 if self._deliver_some():
                     continue
             except Exception as exc:  # noqa: BLE001 - the outbox failed (disk full, I/O): retried, never fatal
                 self._outbox_failed(exc)
-                self._closing.wait(self.retry_s)
+                if self._closing.is_set():  # flushing: try again until the deadline, not in a spin
+                    if time.monotonic() >= self._deadline:
+                        return
+                    time.sleep(min(self.retry_s, max(0.0, self._deadline - time.monotonic())))
+                else:
+                    self._closing.wait(self.retry_s)
                 continue
             if self._closing.is_set():
                 time.sleep(0.05)
@@ -71,6 +77,10 @@ class OutboxPump:
 
     def _deliver_some(self) -> bool:
         """Deliver up to ``window`` events in order; False when idle or the broker is away."""
+        if self._not_deleted:  # acknowledged by the broker, but their delete failed: that first,
+            self.outbox.ack(self._not_deleted)  # not the same events published again and again
+            self._not_deleted = []
+            self._outbox_works()
         events = self.outbox.peek(self.window)
         if not events:
             return False
@@ -87,11 +97,14 @@ class OutboxPump:
             if not pending.wait(self.ack_timeout_s):
                 break
             acked.append(ev.seq)
-        self.outbox.ack(acked)  # only what the broker acknowledged, in one transaction
         self.delivered += len(acked)
-        if self.error is not None:
-            log.warning("outbox: working again (it had failed: %s)", self.error)
-            self.error = None
+        if acked:
+            try:
+                self.outbox.ack(acked)  # only what the broker acknowledged, in one transaction
+            except Exception:
+                self._not_deleted = acked  # delivered: only their delete is retried
+                raise
+            self._outbox_works()
         if len(acked) < len(events):
             self._publish_failed(events[len(acked)].event_id)
             return False
@@ -99,6 +112,12 @@ class OutboxPump:
             log.info("outbox: delivering again after %d failed attempt(s)", self.failures)
             self.failures = 0
         return True
+
+    def _outbox_works(self) -> None:
+        """A delete went through: whatever failed in the outbox before works again."""
+        if self.error is not None:
+            log.warning("outbox: working again (it had failed: %s)", self.error)
+            self.error = None
 
     def _publish_failed(self, event_id: str) -> None:
         """Retried on the next round; said in the log at most every ``warn_every_s``."""
@@ -112,7 +131,7 @@ class OutboxPump:
 
     def _outbox_failed(self, exc: Exception) -> None:
         """Reading or deleting from the outbox raised: events not deleted stay and are sent again
-        (at least once), the thread goes on. Said on health (``outbox_error``) until a round works;
+        (at least once), the thread goes on. Said on health (``outbox_error``) until a delete works;
         logged with its traceback the first time, then at most every ``warn_every_s``."""
         first = self.error is None
         self.error = f"{type(exc).__name__}: {exc}"[:300]
@@ -132,4 +151,8 @@ class OutboxPump:
             self._thread.join(flush_timeout_s + 15.0)  # a publish in flight may wait its own timeout
         elif self._thread.ident is None:  # never started: this caller is the only drainer
             self._run()
-        return len(self.outbox)
+        try:
+            return len(self.outbox)
+        except Exception:  # noqa: BLE001 - the outbox cannot be read (disk I/O): its file keeps what it has
+            log.exception("outbox: cannot count the events left")
+            return -1

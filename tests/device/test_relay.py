@@ -138,6 +138,23 @@ def test_an_off_that_fails_is_retried_and_said_until_it_works():
     switch.close()
 
 
+def test_close_tries_the_output_again_and_never_raises():
+    """Shutdown while the output fails: close() tries off() again (it used to raise at once, which
+    stopped the retries and broke the daemon's shutdown: no flush, no final health)."""
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=30.0)
+    switch.pulse()
+    out.fail_off = 2
+    switch.close()  # the third try works
+    assert not out.released and switch.stuck is None
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=30.0)
+    switch.pulse()
+    out.fail_off = 10**6
+    switch.close()  # said, not raised
+    assert out.released and "could not be switched off" in switch.stuck
+
+
 def test_a_stuck_lock_output_is_published_as_error_and_said_on_health(tmp_path, broker, make_settings, engine):
     """The output cannot be switched off after a GRANTED: the door publishes ERROR (RelayError)
     and health names it, until a retry works; then health clears."""
@@ -151,7 +168,9 @@ def test_a_stuck_lock_output_is_published_as_error_and_said_on_health(tmp_path, 
     daemon.emit(_granted(engine))
     assert wait_until(lambda: daemon.relay.stuck is not None, 30)
     assert daemon.health()["relay_stuck"] == daemon.relay.stuck
-    daemon._housekeeping(time.monotonic())
+    for _ in range(20):  # every loop turn checks; the fault is said once per 30 s, not per turn
+        daemon._housekeeping(time.monotonic())
+    assert daemon.stats.errors == 1
     assert watcher.wait_for(lambda: len(decisions(watcher)) >= 2, 60)
     granted, error = decisions(watcher)
     assert granted["decision"] == "GRANTED" and error["decision"] == "ERROR"
