@@ -193,3 +193,30 @@ def test_an_outbox_that_fails_is_retried_and_said_and_the_pump_goes_on(tmp_path,
         pump.close(5)
         client.stop()
         inbox.client.stop()
+
+
+def test_a_flush_while_the_outbox_fails_publishes_nothing_twice_and_ends(tmp_path, broker):
+    """Shutdown while the outbox's delete keeps failing: close() ends by its deadline, says how
+    many events stay, and the flush retries the delete only (it used to re-publish the window in
+    a loop until the deadline)."""
+    import sqlite3
+
+    inbox = Inbox(broker.port, "inbox-flush-fails")
+    settings = MqttSettings(port=broker.port, device_id="pump-door")
+    outbox = Outbox(tmp_path / "outbox.db")
+    sent = _fill(outbox, DeviceTopics("facelink", "pump-door").decision, 3)
+    holder = sqlite3.connect(str(tmp_path / "outbox.db"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the delete cannot happen while this is held
+    client = door_client(settings)
+    assert client.wait_connected(30)
+    pump = OutboxPump(outbox, client, retry_s=0.2).start()
+    try:
+        assert wait_until(lambda: pump.error is not None, 60)  # published once, the delete failed
+        assert pump.close(3) == 3  # the flush ends (after one more 10 s busy wait), nothing deleted
+        assert not pump._thread.is_alive()
+        assert inbox.barrier(broker.port)
+        assert inbox.ids() == sent  # each once: the flush did not publish them again
+    finally:
+        holder.close()
+        client.stop()
+        inbox.client.stop()
