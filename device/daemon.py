@@ -204,12 +204,13 @@ class Daemon:
             log.critical("cannot record the ACTUATION_FAILED event in the outbox", exc_info=True)
             self.transport.publish(self.topics.decision, json.dumps(follow_up.payload()))
 
-    def fail_closed(self, exc: BaseException) -> None:
-        """An internal error: the door stays locked and an ERROR decision is published."""
+    def fail_closed(self, exc: BaseException, now: float | None = None) -> None:
+        """An internal error: the door stays locked and an ERROR decision is published (the same
+        error at most every ERROR_REPEAT_S, counted from ``now``: the caller's clock reading)."""
         self.stats.errors += 1
         reason = f"{type(exc).__name__}: {exc}"[:300]
         log.error("pipeline error, door stays locked: %s", reason, exc_info=exc)
-        now, key = time.monotonic(), error_key(exc)
+        now, key = time.monotonic() if now is None else now, error_key(exc)
         if now - self._last_error.get(key, -1e9) < ERROR_REPEAT_S:
             return
         self._last_error[key] = now
@@ -266,7 +267,7 @@ class Daemon:
         stuck = self.relay.stuck
         if stuck is not None and now - self._relay_stuck_said >= ERROR_REPEAT_S:  # the lock may be held
             self._relay_stuck_said = now  # released: ERROR (and one log record) every 30 s until it is off
-            self.fail_closed(RelayError(stuck))
+            self.fail_closed(RelayError(stuck), now)  # one clock for both limits: never 60 s apart
         if self.sync is not None and self.sync.changed():
             self.index.refresh(0)  # a change set was applied: revocations take effect now
         else:

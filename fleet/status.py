@@ -115,6 +115,8 @@ def _health(door: DoorSeen, payload: bytes) -> bool:
     depth = h.get("outbox_depth")
     if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0:
         door.outbox_depth = depth
+    elif "outbox_depth" in h and depth is None:  # the door cannot read its outbox: unknown, not the last figure
+        door.outbox_depth = None
     sync = h.get("sync")
     if isinstance(sync, dict):
         for c, s in list(sync.items())[:100]:

@@ -37,8 +37,9 @@ class OutboxPump:
         self.warn_every_s = warn_every_s
         self.delivered = 0
         self.failures = 0  # consecutive failed publish attempts
-        self.error: str | None = None  # the outbox itself failed (e.g. disk full): why, until a delete works
+        self.error: str | None = None  # the outbox itself failed (e.g. disk full): why, until a round works
         self._not_deleted: list[int] = []  # acknowledged by the broker; their delete failed and is retried
+        self.outbox_failures = 0  # rounds that failed in the outbox (each followed by a wait of retry_s)
         self._last_warn = -1e9
         self._closing = threading.Event()
         self._deadline = 0.0
@@ -53,10 +54,14 @@ class OutboxPump:
         while True:
             try:
                 if self._closing.is_set() and self._flush_over():
+                    self._delete_delivered()
                     return
-                if self._deliver_some():
+                delivered = self._deliver_some()
+                self._outbox_works()  # a round without an error: a failed delete would have raised
+                if delivered:
                     continue
             except Exception as exc:  # noqa: BLE001 - the outbox failed (disk full, I/O): retried, never fatal
+                self.outbox_failures += 1
                 self._outbox_failed(exc)
                 if self._closing.is_set():  # flushing: try again until the deadline, not in a spin
                     if time.monotonic() >= self._deadline:
@@ -80,7 +85,6 @@ class OutboxPump:
         if self._not_deleted:  # acknowledged by the broker, but their delete failed: that first,
             self.outbox.ack(self._not_deleted)  # not the same events published again and again
             self._not_deleted = []
-            self._outbox_works()
         events = self.outbox.peek(self.window)
         if not events:
             return False
@@ -104,7 +108,6 @@ class OutboxPump:
             except Exception:
                 self._not_deleted = acked  # delivered: only their delete is retried
                 raise
-            self._outbox_works()
         if len(acked) < len(events):
             self._publish_failed(events[len(acked)].event_id)
             return False
@@ -113,8 +116,18 @@ class OutboxPump:
             self.failures = 0
         return True
 
+    def _delete_delivered(self) -> None:
+        """Stopping: one last try at deleting what the broker acknowledged (it needs the disk, not
+        the broker), so that it is not sent again on the next start."""
+        if self._not_deleted:
+            try:
+                self.outbox.ack(self._not_deleted)
+                self._not_deleted = []
+            except Exception as exc:  # noqa: BLE001 - they stay, and are sent again (at least once)
+                self._outbox_failed(exc)
+
     def _outbox_works(self) -> None:
-        """A delete went through: whatever failed in the outbox before works again."""
+        """A round went through without an error: whatever failed in the outbox before works again."""
         if self.error is not None:
             log.warning("outbox: working again (it had failed: %s)", self.error)
             self.error = None
@@ -131,7 +144,7 @@ class OutboxPump:
 
     def _outbox_failed(self, exc: Exception) -> None:
         """Reading or deleting from the outbox raised: events not deleted stay and are sent again
-        (at least once), the thread goes on. Said on health (``outbox_error``) until a delete works;
+        (at least once), the thread goes on. Said on health (``outbox_error``) until a round works;
         logged with its traceback the first time, then at most every ``warn_every_s``."""
         first = self.error is None
         self.error = f"{type(exc).__name__}: {exc}"[:300]

@@ -96,3 +96,14 @@ def test_status_counts_unparseable_heads_and_health_as_ignored(tmp_path, broker,
     report = json.loads(out.stdout)
     assert report["Ignored"] == 3 and report["Doors"] == [] and report["DeskHeads"] == {}, report
     assert "Traceback" not in out.stderr and "handler failed" not in out.stderr
+
+
+def test_a_door_that_cannot_read_its_outbox_shows_its_depth_as_unknown():
+    """Health with outbox_depth None (the door's outbox cannot be read) replaces the last depth
+    with unknown; it used to keep showing the last figure as if it were current."""
+    from facelink.fleet.status import DoorSeen, _health
+
+    door = DoorSeen("door-1")
+    assert _health(door, json.dumps({"outbox_depth": 4}).encode()) and door.outbox_depth == 4
+    assert _health(door, json.dumps({"outbox_depth": None, "outbox_error": "OperationalError: disk I/O error"}).encode())
+    assert door.outbox_depth is None

@@ -220,3 +220,51 @@ def test_a_flush_while_the_outbox_fails_publishes_nothing_twice_and_ends(tmp_pat
         holder.close()
         client.stop()
         inbox.client.stop()
+
+
+def test_an_outbox_that_fails_at_once_is_retried_every_retry_s_not_in_a_spin(tmp_path, broker):
+    """Every outbox call raises at once (its connection is gone): the pump waits retry_s between
+    rounds while running and while flushing (a flush used to spin: millions of calls a second),
+    close() ends by its deadline and says the count is unknown (-1), and no thread is left."""
+    outbox = Outbox(tmp_path / "outbox.db")
+    _fill(outbox, DeviceTopics("facelink", "pump-door").decision, 3)
+    client = door_client(MqttSettings(port=broker.port, device_id="pump-door"))
+    assert client.wait_connected(30)
+    pump = OutboxPump(outbox, client, retry_s=0.2)
+    outbox.close()  # from now on every read and delete raises
+    pump.start()
+    try:
+        assert wait_until(lambda: pump.outbox_failures >= 3, 30) and pump.error is not None
+        before, started = pump.outbox_failures, time.monotonic()
+        assert pump.close(2) == -1
+        took = time.monotonic() - started
+        assert took < 15 and not pump._thread.is_alive()
+        assert pump.outbox_failures - before <= took / 0.2 + 3  # one failed round per retry_s, no spin
+    finally:
+        client.stop()
+
+
+def test_stopping_deletes_what_the_broker_already_acknowledged(tmp_path, broker):
+    """The delete failed, then the door stops with no time left to publish: the delivered events
+    are still deleted on the way out (it needs the disk, not the broker), so the next start does
+    not send them again."""
+    import sqlite3
+
+    inbox = Inbox(broker.port, "inbox-stop-deletes")
+    outbox = Outbox(tmp_path / "outbox.db")
+    sent = _fill(outbox, DeviceTopics("facelink", "pump-door").decision, 3)
+    holder = sqlite3.connect(str(tmp_path / "outbox.db"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    client = door_client(MqttSettings(port=broker.port, device_id="pump-door"))
+    assert client.wait_connected(30)
+    pump = OutboxPump(outbox, client, retry_s=600).start()  # after the failure it waits for close()
+    try:
+        assert wait_until(lambda: pump.error is not None, 60)
+        holder.execute("ROLLBACK")
+        assert pump.close(0) == 0  # no time to publish anything; the acknowledged three are deleted
+        assert inbox.barrier(broker.port)
+        assert inbox.ids() == sent
+    finally:
+        holder.close()
+        client.stop()
+        inbox.client.stop()
