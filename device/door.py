@@ -47,6 +47,11 @@ class NoRelay:
         return None
 
 
+def _stuck(exc: BaseException) -> str:
+    """What ``stuck`` (health, the ERROR's reason) says when off() raised."""
+    return f"lock output could not be switched off: {type(exc).__name__}: {exc}"[:300]
+
+
 class PulseSwitch:
     """On now, off ``pulse_s`` after the LATEST pulse. A newer pulse supersedes the older one's
     timer (which then does nothing), and nothing fires after ``close()``.
@@ -99,7 +104,7 @@ class PulseSwitch:
             self._off()
         except Exception as exc:  # noqa: BLE001 - the lock may be held released: retried, said on health
             first = self.stuck is None
-            self.stuck = f"lock output could not be switched off: {type(exc).__name__}: {exc}"[:300]
+            self.stuck = _stuck(exc)
             if first:
                 log.critical("door relay: %s (retrying every %.1f s)", self.stuck, self.OFF_RETRY_S)
             self._schedule(self.OFF_RETRY_S)
@@ -124,7 +129,7 @@ class PulseSwitch:
                     self.stuck = None
                     return
                 except Exception as exc:  # noqa: BLE001 - retried, then said
-                    self.stuck = f"lock output could not be switched off: {type(exc).__name__}: {exc}"[:300]
+                    self.stuck = _stuck(exc)
                     if attempt + 1 < self.CLOSE_TRIES:
                         time.sleep(self.OFF_RETRY_S / 5)
             log.critical("door relay: %s at shutdown (%d tries): the lock may be held released until the "
