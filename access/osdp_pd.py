@@ -220,6 +220,12 @@ class OsdpReader:
                  "queued" if ok else "refused by libosdp")
         return ok
 
+    def sent_ago(self, credential: Credential) -> float | None:
+        """Seconds since ``credential`` was last handed to libosdp, if within ``debounce_s``."""
+        with self._send_lock:
+            ago = time.monotonic() - self._last_sent.get(str(credential), -1e9)
+        return ago if ago < self.debounce_s else None
+
     @property
     def secure(self) -> bool:
         ctx = self._pd.ctx  # None once torn down (health may ask while close() runs)

@@ -3,6 +3,10 @@ or a Wiegand pulse train carrying the granted user's credential.
 
 Only GRANTED sends anything; a GRANTED user without a credential is logged and sends nothing
 (the panel would not know them). The door's own relay (``door.relay``) is separate.
+
+A GRANTED that is not sent says why: at once (``on_decision``'s return) or, for a Wiegand frame
+that fails on the wire, later through ``on_failure`` from the sender's thread. The daemon makes
+either an ACTUATION_FAILED when the panel is what opens the door.
 """
 
 from __future__ import annotations
@@ -12,14 +16,18 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from facelink.enroll.store import Store
+from facelink.errors import FailureReport, ignore_failure
 
 from .wiegand import Credential
+from .wiegand_gpio import WiegandGpioOutput, WiegandTransmitter
 
 log = logging.getLogger(__name__)
 
 
 class CredentialSender(Protocol):
-    def send(self, credential: Credential, event_id: str) -> bool: ...
+    def send(self, credential: Credential, event_id: str, on_failure: FailureReport = ignore_failure) -> str | None:
+        """Start sending; why it was not, or None (a later failure goes to ``on_failure``)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -28,8 +36,14 @@ class OsdpSender:
     def __init__(self, reader: Any) -> None:
         self.reader = reader
 
-    def send(self, credential: Credential, event_id: str) -> bool:
-        return self.reader.card_read(credential, event_id)
+    def send(self, credential: Credential, event_id: str, on_failure: FailureReport = ignore_failure) -> str | None:
+        if self.reader.card_read(credential, event_id):
+            return None  # the panel's answer (or NO_RESPONSE) is recorded as its verdict
+        ago = self.reader.sent_ago(credential)
+        if ago is not None:
+            return (f"access panel: the same card was sent {ago:.1f} s ago and is not sent again within "
+                    f"osdp.debounce_s ({self.reader.debounce_s:g} s)")
+        return "access panel: the card read was not sent (the reader is stopping, or libosdp refused it)"
 
     def close(self) -> None:
         self.reader.close()
@@ -44,22 +58,25 @@ class PanelLink:
         self.sender = sender
         self.sent = 0
 
-    def on_decision(self, decision: Any) -> str | None:
+    def on_decision(self, decision: Any, on_failure: FailureReport = ignore_failure) -> str | None:
         """Send a GRANTED user's credential; why a GRANTED was not sent (the panel will not open
-        the door for it), or None (sent, or nothing to send: no panel, not a GRANTED)."""
+        the door for it), or None (sent, or nothing to send: no panel, not a GRANTED). A send
+        that fails after this returns is reported through ``on_failure``."""
         if self.sender is None or decision.decision != "GRANTED" or decision.user_id is None:
             return None
         text = self.store.user_credential(self.collection_id, decision.user_id)
         if text is None:
             log.warning("user %s has no credential: nothing sent to the panel", decision.user_id)
             return f"access panel: user {decision.user_id} has no credential, nothing was sent"
-        if not self.sender.send(Credential.parse(text), decision.event_id):
-            return ("access panel: the card read was not sent (the reader is stopping, the same card "
-                    "was sent within osdp.debounce_s, or the link refused it; the log says which)")
-        self.sent += 1
-        return None
+        not_sent = self.sender.send(Credential.parse(text), decision.event_id, on_failure)
+        if not_sent is None:
+            self.sent += 1
+        return not_sent
 
     def health(self) -> dict[str, Any]:
+        if isinstance(self.sender, WiegandTransmitter):
+            return {"wiegand_sent": self.sender.sent, "wiegand_failed": self.sender.failed,
+                    "wiegand_stuck": self.sender.stuck}
         reader = getattr(self.sender, "reader", None)
         if reader is None:
             return {}
@@ -84,9 +101,7 @@ def make_panel_link(settings: Any, store: Store, *, on_verdict: Callable | None 
                                        install_mode=o.install_mode, debounce_s=o.debounce_s,
                                        verdict_timeout_s=o.verdict_timeout_s, on_verdict=on_verdict,
                                        on_output=on_output))
-    elif out == "wiegand":
-        from .wiegand_gpio import WiegandGpioOutput
-
+    elif out == "wiegand":  # gpiozero is imported by WiegandGpioOutput's constructor
         w = settings.wiegand
         sender = WiegandGpioOutput(w.d0_pin, w.d1_pin, w.pulse_width_us, w.pulse_interval_us)
     return PanelLink(store, settings.matching.collection_id, sender)

@@ -199,6 +199,12 @@ class Settings(BaseSettings):
                 f"sync.collection_id: {self.sync.collection_id!r} is not matching.collection_id "
                 f"({self.matching.collection_id!r}): the door would follow one collection and open "
                 "for another, where a revocation never arrives; leave it unset")
+        m, debounce = self.matching, self.osdp.debounce_s
+        if self.door.output == "osdp" and m.mode != "card_and_face" and debounce > m.cooldown_s:
+            raise ValueError(
+                f"osdp.debounce_s: {debounce:g} s is longer than matching.cooldown_s ({m.cooldown_s:g} s): "
+                "a user granted again after the cooldown would not be sent to the panel (the door "
+                "stays shut, ACTUATION_FAILED); keep it at most the cooldown")
         return self
 
     @classmethod

@@ -32,7 +32,7 @@ from .assembly import build_components
 from .camera import CameraReader, Frame
 from .clock import DecisionClock
 from .decision import ACTUATION_FAILED, ERROR, GRANTED, Decision
-from .door import DoorRelay, NoRelay, make_relay
+from .door import DoorRelay, make_relay
 from .factors import Factors
 from .heap import release_free_heap, rss_mib
 from .matcher import UserIndex
@@ -159,16 +159,19 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
                 failed(f"{type(exc).__name__}: {exc}")
 
+            def panel_failed(reason: str, granted: Decision = decision) -> None:
+                if self.relay.opens_door:  # the door's own relay opened it; the panel was not told
+                    log.error("GRANTED %s opened the door's relay but not the panel: %s", granted.event_id, reason)
+                else:  # the panel is what opens this door: nothing did
+                    self.actuation_failed(granted, reason)
+
             try:
-                not_sent = self.panel.on_decision(decision)
+                not_sent = self.panel.on_decision(decision, on_failure=panel_failed)
             except Exception as exc:  # noqa: BLE001 - the panel link's failure is reported, the loop goes on
                 log.exception("access panel output failed")
                 not_sent = f"access panel: {type(exc).__name__}: {exc}"
             if not_sent is not None:
-                if isinstance(self.relay, NoRelay):  # the panel is what opens this door: nothing did
-                    failed(not_sent)
-                else:  # the door's own relay opened it; the panel was not told
-                    log.error("GRANTED %s opened the door's relay but not the panel: %s", decision.event_id, not_sent)
+                panel_failed(not_sent)
 
     def _record_panel_verdict(self, verdict) -> None:
         """The panel's answer to a card read, published beside FaceLink's decision (via the outbox)."""

@@ -16,31 +16,28 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from facelink.errors import ConfigError
+from facelink.errors import ConfigError, FailureReport, ignore_failure
 
 log = logging.getLogger(__name__)
 
-FailureReport = Callable[[str], None]
-
-
-def _ignore(reason: str) -> None:
-    return None
-
-
 class DoorRelay(Protocol):
+    #: True when this relay drives the door's lock; False (NoRelay) when something else does (an
+    #: access panel, ``door.output``) or nothing: then a GRANTED the panel did not get opened nothing
+    opens_door: bool
     #: why the lock output could not be switched off after a pulse (it may be held released), or
     #: None; the daemon publishes ERROR and says it on health while it is set
     stuck: str | None
 
-    def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None: ...
+    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None: ...
 
     def close(self) -> None: ...
 
 
 class NoRelay:
+    opens_door = False
     stuck: str | None = None
 
-    def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None:
+    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None:
         return None
 
     def close(self) -> None:
@@ -139,6 +136,8 @@ class PulseSwitch:
 class GpioRelay:
     """Energise a relay on a GPIO pin for ``pulse_s`` (gpiozero, Raspberry Pi)."""
 
+    opens_door = True
+
     def __init__(self, pin: int, pulse_s: float) -> None:
         try:
             from gpiozero import OutputDevice  # type: ignore
@@ -154,7 +153,7 @@ class GpioRelay:
     def stuck(self) -> str | None:
         return self._switch.stuck
 
-    def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None:
+    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None:
         try:
             self._switch.pulse()
         except Exception as exc:  # noqa: BLE001 - reported as ACTUATION_FAILED
@@ -172,6 +171,7 @@ class CommandRelay:
     A command that fails, times out or cannot start is reported through ``on_failure``. (The
     command owns its lock's timing: there is no output here to be stuck.)"""
 
+    opens_door = True
     stuck: str | None = None
 
     def __init__(self, command: str, timeout_s: float) -> None:
@@ -183,7 +183,7 @@ class CommandRelay:
         self._running: set[threading.Thread] = set()
         self._closed = False
 
-    def pulse(self, user_id: str | None, on_failure: FailureReport = _ignore) -> None:
+    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None:
         env = {**os.environ, "FACELINK_USER_ID": user_id or ""}
 
         def run() -> None:

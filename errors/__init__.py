@@ -7,6 +7,18 @@ with it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+#: How an actuator (the door's relay, an access-panel sender) reports that a GRANTED did not open
+#: the door, at once or later from its own thread: called with the reason (the daemon publishes
+#: ACTUATION_FAILED).
+FailureReport = Callable[[str], None]
+
+
+def ignore_failure(reason: str) -> None:
+    """The default ``on_failure``: nobody is told (tests and tools that drive an actuator alone)."""
+    return None
+
 
 class FaceLinkError(Exception):
     """Base class of every error FaceLink raises on purpose."""

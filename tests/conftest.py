@@ -59,6 +59,15 @@ def ctx(tmp_path, engine):
 
 
 @pytest.fixture()
+def gpio():
+    """gpiozero on its mock pin factory (tests/gpio.py): the real gpiozero devices, no Pi."""
+    from .gpio import mock_gpio
+
+    with mock_gpio() as factory:
+        yield factory
+
+
+@pytest.fixture()
 def broker(tmp_path):
     from broker import Broker
 

@@ -40,6 +40,16 @@ def test_invalid_settings_name_the_key(tmp_path, text, key):
         load_settings(cfg)
 
 
+def test_the_panel_debounce_may_be_longer_than_the_cooldown_only_where_it_does_not_apply(tmp_path):
+    """card_and_face decides on each badge tap (no cooldown): a tap within osdp.debounce_s is
+    ACTUATION_FAILED with its reason. Without a panel the debounce is not used."""
+    cfg = tmp_path / "door.toml"
+    cfg.write_text('[door]\noutput = "osdp"\n[osdp]\ndebounce_s = 20\n[matching]\nmode = "card_and_face"\n')
+    assert load_settings(cfg).osdp.debounce_s == 20
+    cfg.write_text('[osdp]\ndebounce_s = 20\n')
+    assert load_settings(cfg).osdp.debounce_s == 20
+
+
 def test_unreadable_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "missing.toml")
@@ -71,6 +81,9 @@ def test_readme_reference_is_current():
     ('[mqtt]\ntls_ca = "/nonexistent/ca.crt"\n', "mqtt.tls_ca"),
     # a door following one collection and matching another never hears of a revocation
     ('[sync]\ncollection_id = "staff"\n', "sync.collection_id"),
+    # a user granted again after the cooldown would not reach the panel: the door stays shut
+    ('[door]\noutput = "osdp"\n[osdp]\ndebounce_s = 20\n', "osdp.debounce_s"),
+    ('[door]\noutput = "osdp"\n[matching]\ncooldown_s = 0\nmode = "card_or_face"\n', "osdp.debounce_s"),
 ])
 def test_cross_field_mistakes_name_the_key(tmp_path, text, key):
     cfg = tmp_path / "bad.toml"

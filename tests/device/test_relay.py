@@ -12,7 +12,7 @@ import pytest
 
 from facelink.device.daemon import Daemon
 from facelink.device.decision import GRANTED, Decision
-from facelink.device.door import CommandRelay, PulseSwitch
+from facelink.device.door import CommandRelay, GpioRelay, PulseSwitch
 
 from ..waiting import wait_until
 from .conftest import Watcher, door_daemon
@@ -42,26 +42,6 @@ class Output:
         self.calls.append(("off", time.monotonic()))
         self.released = False
         self.switched_off.set()
-
-
-class SwitchRelay:
-    """The door's GPIO relay (device/door.py GpioRelay) on an :class:`Output` instead of gpiozero."""
-
-    def __init__(self, out: Output, pulse_s: float) -> None:
-        self.switch = PulseSwitch(out.on, out.off, pulse_s)
-
-    @property
-    def stuck(self) -> str | None:
-        return self.switch.stuck
-
-    def pulse(self, user_id, on_failure) -> None:
-        try:
-            self.switch.pulse()
-        except Exception as exc:  # noqa: BLE001 - as GpioRelay: reported as ACTUATION_FAILED
-            on_failure(f"gpio: {type(exc).__name__}: {exc}")
-
-    def close(self) -> None:
-        self.switch.close()
 
 
 def _timers_done(timeout: float = 30.0) -> None:
@@ -155,17 +135,19 @@ def test_close_tries_the_output_again_and_never_raises():
     assert out.released and "could not be switched off" in switch.stuck
 
 
-def test_a_stuck_lock_output_is_published_as_error_and_said_on_health(tmp_path, broker, make_settings, engine):
+def test_a_stuck_lock_output_is_published_as_error_and_said_on_health(tmp_path, broker, make_settings, engine, gpio):
     """The output cannot be switched off after a GRANTED: the door publishes ERROR (RelayError)
-    and health names it, until a retry works; then health clears."""
-    out = Output()
-    out.fail_off = 10**6  # until the test lets it work
+    and health names it, until a retry works; then health clears. (The real GpioRelay on
+    gpiozero's mock pins.)"""
+    pin = gpio.gpio(17)
     settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
-    daemon = door_daemon(settings, engine, SwitchRelay(out, 0.1))
+    daemon = door_daemon(settings, engine, GpioRelay(17, 2.0))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="relay-stuck-watcher")
     daemon.pump.start()
     _subscribed(daemon, watcher)
     daemon.emit(_granted(engine))
+    assert wait_until(lambda: pin.state == 1, 30)  # released
+    pin.fail_writes = 10**6  # until the test lets it work: the off() due in 2 s fails
     assert wait_until(lambda: daemon.relay.stuck is not None, 30)
     assert daemon.health()["relay_stuck"] == daemon.relay.stuck
     for _ in range(20):  # every loop turn checks; the fault is said once per 30 s, not per turn
@@ -175,11 +157,39 @@ def test_a_stuck_lock_output_is_published_as_error_and_said_on_health(tmp_path, 
     granted, error = decisions(watcher)
     assert granted["decision"] == "GRANTED" and error["decision"] == "ERROR"
     assert error["reason"].startswith("RelayError: lock output could not be switched off")
-    out.fail_off = 0
-    assert out.switched_off.wait(30) and not out.released
+    assert pin.state == 1  # still released
+    pin.fail_writes = 0
     assert wait_until(lambda: daemon.health()["relay_stuck"] is None, 30)
+    assert pin.state == 0
     watcher.close()
     assert daemon.shutdown(flush_timeout_s=5) == 0
+
+
+def test_the_gpio_relay_pulses_its_pin(gpio):
+    relay = GpioRelay(17, 0.2)
+    pin = gpio.gpio(17)
+    failures: list[str] = []
+    relay.pulse("emp-7", on_failure=failures.append)
+    assert pin.state == 1
+    assert wait_until(lambda: pin.state == 0, 10) and relay.stuck is None and not failures
+    pin.fail_writes = 1
+    relay.pulse("emp-7", on_failure=failures.append)  # the write fails: the lock never moved
+    assert pin.state == 0 and len(failures) == 1 and failures[0].startswith("gpio: OSError")
+    relay.close()
+
+
+def test_the_gpio_relay_closes_its_pin_even_when_the_output_is_stuck(gpio):
+    """Shutdown with an output that keeps failing: close() says it and never raises, and the pin
+    is released anyway (gpiozero makes it an input again: the relay board drops out)."""
+    from gpiozero import OutputDevice
+
+    relay = GpioRelay(17, 30.0)
+    relay.pulse("emp-7")
+    gpio.gpio(17).fail_writes = 10**6
+    relay.close()
+    assert "could not be switched off" in relay.stuck
+    gpio.gpio(17).fail_writes = 0
+    OutputDevice(17).close()  # the pin is free again: close() released it
 
 
 def _subscribed(daemon: Daemon, watcher: Watcher) -> None:

@@ -1,0 +1,85 @@
+"""The door with door.output = "wiegand" (the real daemon, broker, store and gpiozero devices on
+gpiozero's mock pins): a GRANTED user's credential goes out on D0/D1; a frame that fails on the
+wire after the GRANTED was published is followed by ACTUATION_FAILED when the panel is what opens
+the door (it used to be lost in the sender's thread: the audit trail said the door opened), and
+only logged when the door's own relay opened it."""
+
+from __future__ import annotations
+
+from facelink.access.wiegand import Credential, decode
+from facelink.device.decision import GRANTED, Decision
+from facelink.device.door import GpioRelay
+from facelink.enroll import credentials, users
+from facelink.enroll.context import Context
+from facelink.enroll.store import Store
+
+from ..waiting import wait_until
+from .conftest import Watcher, door_daemon
+
+D0, D1, RELAY = 23, 24, 17
+
+
+def _door(tmp_path, broker, make_settings, engine, relay=None):
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)},
+                             door={"output": "wiegand"}, wiegand={"d0_pin": D0, "d1_pin": D1})
+    daemon = door_daemon(settings, engine, relay)
+    with Store(settings.store.database) as store:
+        ctx = Context(store, lambda: engine)
+        users.create_user(ctx, "door", "ann")
+        credentials.put_user_credential(ctx, "door", "ann", "H10301:42:7")
+    return daemon
+
+
+def _granted(engine) -> Decision:
+    return Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id="ann", similarity=99.8)
+
+
+def _decisions(watcher: Watcher) -> list[tuple[str, str | None]]:
+    return [(d["decision"], d.get("refers_to")) for d in watcher.payloads("door-1/decision")]
+
+
+def test_a_wiegand_frame_that_fails_is_actuation_failed(tmp_path, broker, make_settings, engine, gpio):
+    daemon = _door(tmp_path, broker, make_settings, engine)
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="wiegand-door-watcher")
+    try:
+        daemon.pump.start()
+        assert daemon.transport.wait_connected(30)
+        assert watcher.barrier(daemon.transport.publish)
+        sent = _granted(engine)
+        daemon.emit(sent)
+        assert wait_until(lambda: daemon.panel.sender.sent == 1, 10)
+        assert [decode(f) for f in gpio.wiegand_frames(D0, D1)] == [Credential("H10301", 42, 7)]
+        gpio.gpio(D1).fail_writes = 1
+        broken = _granted(engine)
+        daemon.emit(broken)
+        assert watcher.wait_for(lambda: len(_decisions(watcher)) >= 3, 60)
+        assert watcher.barrier(daemon.transport.publish)  # nothing more is on its way
+        assert _decisions(watcher) == [("GRANTED", None), ("GRANTED", None), ("ACTUATION_FAILED", broken.event_id)]
+        reason = watcher.payloads("door-1/decision")[2]["reason"]
+        assert "Wiegand output failed" in reason and "the panel did not get it" in reason
+        health = daemon.health()
+        assert (health["wiegand_sent"], health["wiegand_failed"], health["wiegand_stuck"]) == (1, 1, None)
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=5)
+
+
+def test_with_a_relay_of_its_own_a_failed_frame_is_only_logged(tmp_path, broker, make_settings, engine, gpio):
+    """The door's relay opened the door: a panel that missed the frame is logged, and no
+    ACTUATION_FAILED says the door stayed shut."""
+    daemon = _door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 0.2))
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="wiegand-relay-watcher")
+    try:
+        daemon.pump.start()
+        assert daemon.transport.wait_connected(30)
+        assert watcher.barrier(daemon.transport.publish)
+        gpio.gpio(D1).fail_writes = 1
+        daemon.emit(_granted(engine))
+        assert wait_until(lambda: daemon.panel.sender.failed == 1, 10)
+        relay = [level for _, name, level in gpio.edges if name == f"GPIO{RELAY}"]
+        assert relay[-1] is True or relay[-2:] == [True, False]  # the relay released the lock
+        assert watcher.barrier(daemon.transport.publish)
+        assert _decisions(watcher) == [("GRANTED", None)]
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=5)
