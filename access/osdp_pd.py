@@ -188,6 +188,11 @@ class OsdpReader:
     # -- FaceLink -> panel -----------------------------------------------------------------
     def card_read(self, credential: Credential, event_id: str) -> bool:
         """Send a CardRead for ``credential``; False when debounced, stopping or refused by libosdp."""
+        return self.send_card(credential, event_id) is None
+
+    def send_card(self, credential: Credential, event_id: str) -> str | None:
+        """Send a CardRead for ``credential``; why it was not (debounced, stopping, refused by
+        libosdp), or None."""
         key = str(credential)
         bits = credential.bits()
         data = pack(bits)
@@ -197,10 +202,12 @@ class OsdpReader:
             now = time.monotonic()
             if self._closing:
                 log.warning("OSDP: reader stopping, card read for event %s not sent", event_id)
-                return False
-            if now - self._last_sent.get(key, -1e9) < self.debounce_s:
-                log.info("OSDP: %s sent %.1f s ago, not repeated", key, now - self._last_sent[key])
-                return False
+                return "the reader is stopping: the card read was not sent"
+            ago = now - self._last_sent.get(key, -1e9)
+            if ago < self.debounce_s:
+                log.info("OSDP: %s sent %.1f s ago, not repeated", key, ago)
+                return (f"the same card was sent {ago:.1f} s ago and is not sent again within "
+                        f"osdp.debounce_s ({self.debounce_s:g} s)")
             self._last_sent = {k: t for k, t in self._last_sent.items() if now - t < self.debounce_s}
             self._seq += 1
             read = CardRead(event_id, key, bytes(data), now, now + self.verdict_timeout_s, seq=self._seq)
@@ -218,13 +225,7 @@ class OsdpReader:
                 self._inbox.put(("refused", read))
         log.info("OSDP CardRead %s (%d bits) for event %s: %s", key, len(bits), event_id,
                  "queued" if ok else "refused by libosdp")
-        return ok
-
-    def sent_ago(self, credential: Credential) -> float | None:
-        """Seconds since ``credential`` was last handed to libosdp, if within ``debounce_s``."""
-        with self._send_lock:
-            ago = time.monotonic() - self._last_sent.get(str(credential), -1e9)
-        return ago if ago < self.debounce_s else None
+        return None if ok else "libosdp refused the card read (its event queue is full or it failed)"
 
     @property
     def secure(self) -> bool:

@@ -19,7 +19,6 @@ from facelink.enroll.store import Store
 from facelink.errors import FailureReport, ignore_failure
 
 from .wiegand import Credential
-from .wiegand_gpio import WiegandGpioOutput, WiegandTransmitter
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +28,8 @@ class CredentialSender(Protocol):
         """Start sending; why it was not, or None (a later failure goes to ``on_failure``)."""
         ...
 
+    def health(self) -> dict[str, Any]: ...
+
     def close(self) -> None: ...
 
 
@@ -37,13 +38,14 @@ class OsdpSender:
         self.reader = reader
 
     def send(self, credential: Credential, event_id: str, on_failure: FailureReport = ignore_failure) -> str | None:
-        if self.reader.card_read(credential, event_id):
-            return None  # the panel's answer (or NO_RESPONSE) is recorded as its verdict
-        ago = self.reader.sent_ago(credential)
-        if ago is not None:
-            return (f"access panel: the same card was sent {ago:.1f} s ago and is not sent again within "
-                    f"osdp.debounce_s ({self.reader.debounce_s:g} s)")
-        return "access panel: the card read was not sent (the reader is stopping, or libosdp refused it)"
+        """The panel's answer (or NO_RESPONSE) to a read sent is recorded as its verdict."""
+        not_sent = self.reader.send_card(credential, event_id)
+        return None if not_sent is None else f"access panel: {not_sent}"
+
+    def health(self) -> dict[str, Any]:
+        r = self.reader
+        return {"osdp_online": r.online, "osdp_secure": r.secure,
+                "osdp_card_reads": r.state.card_reads, "osdp_commands": r.state.commands}
 
     def close(self) -> None:
         self.reader.close()
@@ -56,7 +58,6 @@ class PanelLink:
         self.store = store
         self.collection_id = collection_id
         self.sender = sender
-        self.sent = 0
 
     def on_decision(self, decision: Any, on_failure: FailureReport = ignore_failure) -> str | None:
         """Send a GRANTED user's credential; why a GRANTED was not sent (the panel will not open
@@ -68,20 +69,10 @@ class PanelLink:
         if text is None:
             log.warning("user %s has no credential: nothing sent to the panel", decision.user_id)
             return f"access panel: user {decision.user_id} has no credential, nothing was sent"
-        not_sent = self.sender.send(Credential.parse(text), decision.event_id, on_failure)
-        if not_sent is None:
-            self.sent += 1
-        return not_sent
+        return self.sender.send(Credential.parse(text), decision.event_id, on_failure)
 
     def health(self) -> dict[str, Any]:
-        if isinstance(self.sender, WiegandTransmitter):
-            return {"wiegand_sent": self.sender.sent, "wiegand_failed": self.sender.failed,
-                    "wiegand_stuck": self.sender.stuck}
-        reader = getattr(self.sender, "reader", None)
-        if reader is None:
-            return {}
-        return {"osdp_online": reader.online, "osdp_secure": reader.secure,
-                "osdp_card_reads": reader.state.card_reads, "osdp_commands": reader.state.commands}
+        return {} if self.sender is None else self.sender.health()
 
     def close(self) -> None:
         if self.sender is not None:
@@ -101,7 +92,9 @@ def make_panel_link(settings: Any, store: Store, *, on_verdict: Callable | None 
                                        install_mode=o.install_mode, debounce_s=o.debounce_s,
                                        verdict_timeout_s=o.verdict_timeout_s, on_verdict=on_verdict,
                                        on_output=on_output))
-    elif out == "wiegand":  # gpiozero is imported by WiegandGpioOutput's constructor
+    elif out == "wiegand":
+        from .wiegand_gpio import WiegandGpioOutput
+
         w = settings.wiegand
         sender = WiegandGpioOutput(w.d0_pin, w.d1_pin, w.pulse_width_us, w.pulse_interval_us)
     return PanelLink(store, settings.matching.collection_id, sender)

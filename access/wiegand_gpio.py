@@ -4,14 +4,19 @@ Both lines idle high (wire them through an open-collector stage or a level shift
 5 V inputs); each bit is a low pulse on D0 (0) or D1 (1). Timing comes from
 ``wiegand.pulse_train``; the sender runs on a thread of its own (a frame lasts 50-75 ms at the
 default 2 ms interval) and never blocks the pipeline: it sleeps between pulses and busy-waits only
-the last half millisecond and the 50 us width.
+the last half millisecond and the 50 us width. Frames go out one at a time, each followed by
+FRAME_GAP_S of quiet.
 
-Fail closed, and said: a frame that breaks off (a GPIO write raises) or is stretched past the
-Wiegand limit between two bits (the panel ends the frame there and reads a parity error) did not
-open the door; the sender reports it through ``on_failure`` (the daemon's ACTUATION_FAILED when
-the panel is what opens the door). Both lines are then set idle; a line that cannot be is
-``stuck`` (every later frame would be garbage to the panel): health says it and sends refuse until
-the line goes idle again.
+Fail closed, and said: a frame that breaks off (a GPIO write raises) or may have been stretched
+past the Wiegand limit between two bits (the panel ends the frame there) is reported through
+``on_failure`` (the daemon's ACTUATION_FAILED when the panel is what opens the door), with any
+credential the panel may have read from the pieces instead (a long frame's first 26 bits can be
+another valid badge). The gap is measured conservatively: from before one bit's write to after
+the next bit's write returned. The lines are then set idle; a line that cannot be is ``stuck``
+(every later frame would be garbage to the panel): health says it and frames are refused, also
+ones already queued, until the line goes idle again. ``close()`` waits up to JOIN_S for the
+frames on the wire; one still there then is reported from ``close()`` (once: the sender thread
+says nothing more about it).
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from facelink.errors import ConfigError, FailureReport, ignore_failure
+from facelink.errors import ConfigError, FailureReport, InvalidParameterException, ignore_failure
 
-from .wiegand import Credential, Pulse, pulse_train
+from .wiegand import Credential, Pulse, decode, pulse_train
 
 log = logging.getLogger(__name__)
 
@@ -49,110 +55,182 @@ def _wait_until(t_ns: int) -> None:
         pass
 
 
+def misreads(pieces: list[list[int]]) -> list[str]:
+    """The credentials a panel may read from the pieces of a broken frame (a piece that happens to
+    have a known format's length and valid parity)."""
+    found = []
+    for bits in pieces:
+        try:
+            found.append(str(decode(bits)))
+        except InvalidParameterException:
+            continue
+    return found
+
+
+@dataclass
+class _Frame:
+    credential: Credential
+    event_id: str
+    bits: list[int]
+    pulses: list[Pulse]
+    on_failure: FailureReport
+    done: bool = False  # sent or reported: nothing more is said about it
+
+
 class WiegandTransmitter:
     """Sends one credential at a time as a D0/D1 pulse train on two :class:`Line` s."""
 
-    JOIN_S = 2.0  # close(): how long to wait for a frame being sent (a 37-bit frame at 20 ms: 0.74 s)
+    JOIN_S = 2.0  # close(): how long to wait for the frames on the wire (a 37-bit frame at 10 ms: 0.4 s)
 
-    def __init__(self, d0: Line, d1: Line, width_us: int, interval_us: int) -> None:
+    def __init__(self, d0: Line, d1: Line, width_us: int, interval_us: int, max_gap_us: int = MAX_GAP_US) -> None:
         pulse_train([0], width_us, interval_us)  # the timing is checked here, not at the first GRANTED
+        if 2 * interval_us > max_gap_us:
+            raise InvalidParameterException(f"Wiegand pulse interval {interval_us} us leaves no margin under the "
+                                            f"{max_gap_us // 1000} ms limit between bits: at most {max_gap_us // 2} us")
         self._lines = {"D0": d0, "D1": d1}
-        self.width_us, self.interval_us = width_us, interval_us
-        self._lock = threading.Lock()  # one frame on the wire at a time
-        self._state = threading.Lock()  # _closed, _running, stuck
-        self._running: set[threading.Thread] = set()
+        self.width_us, self.interval_us, self.max_gap_us = width_us, interval_us, max_gap_us
+        self._lock = threading.Lock()  # the wire: one frame (or one idling of the lines) at a time
+        self._state = threading.Lock()  # _closed, _frames, stuck, counters; taken after _lock, never before
+        self._frames: dict[threading.Thread, _Frame] = {}
         self._closed = False
         self.stuck: str | None = None  # a line could not be set idle: why (None: both idle)
-        self.sent = self.failed = 0
+        self.sent = self.failed = 0  # frames completed / reported as failed
 
     def send(self, credential: Credential, event_id: str, on_failure: FailureReport = ignore_failure) -> str | None:
         """Start sending ``credential``; why it was not started, or None. A frame that fails on the
-        wire is reported later through ``on_failure`` (from the sender's thread)."""
-        pulses = pulse_train(credential.bits(), self.width_us, self.interval_us)
+        wire is reported later through ``on_failure`` (from the sender's thread, or close())."""
+        bits = credential.bits()
+        frame = _Frame(credential, event_id, bits, pulse_train(bits, self.width_us, self.interval_us), on_failure)
         with self._state:
             if self._closed:
                 return "Wiegand output is stopping: nothing was sent"
-            if self.stuck is not None and not self._idle():
+            if self.stuck is not None and not self._idle_if_free():
                 return f"Wiegand output not sent: {self.stuck}"
-            thread = threading.Thread(target=self._send, args=(pulses, credential, event_id, on_failure),
-                                      name="wiegand-out", daemon=True)
-            self._running.add(thread)
-            thread.start()
-        log.info("Wiegand out %s (%d bits) for event %s", credential, len(pulses), event_id)
+            thread = threading.Thread(target=self._send, args=(frame,), name="wiegand-out", daemon=True)
+            thread.start()  # a thread that cannot start raises to the caller: nothing was sent
+            self._frames[thread] = frame
+        log.info("Wiegand out %s (%d bits) for event %s", credential, len(bits), event_id)
         return None
 
-    def _send(self, pulses: list[Pulse], credential: Credential, event_id: str, on_failure: FailureReport) -> None:
-        reason = None
-        try:
-            with self._lock:
-                try:
-                    reason = self._transmit(pulses)
-                finally:
-                    time.sleep(FRAME_GAP_S)  # the next frame must not run into this one
-        except Exception as exc:  # noqa: BLE001 - a GPIO write failed: the frame broke off
-            reason = f"Wiegand output failed: {type(exc).__name__}: {exc}"
-        finally:
+    def _send(self, frame: _Frame) -> None:
+        with self._lock:
             with self._state:
-                self._running.discard(threading.current_thread())
-                if reason is not None and not self._idle():
-                    reason += f"; {self.stuck}"
-                if reason is None:
-                    self.sent += 1
-                else:
-                    self.failed += 1
-        if reason is None:
-            return
-        reason = f"{reason} (credential {credential}, event {event_id}): the panel did not get it"
-        log.error("%s", reason)
-        on_failure(reason[:300])
+                stuck = self.stuck is not None and not self._idle()
+            reason = f"not sent: {self.stuck}" if stuck else self._transmit(frame)
+            if reason is not None:
+                with self._state:
+                    if not self._idle():
+                        reason += f"; {self.stuck}"
+            time.sleep(FRAME_GAP_S)  # the next frame must not run into this one
+        with self._state:
+            self._frames.pop(threading.current_thread(), None)
+            if frame.done:
+                return  # close() has said it already
+            frame.done = True
+            if reason is None:
+                self.sent += 1
+                return
+        self._report(frame, reason)
 
-    def _transmit(self, pulses: list[Pulse]) -> str | None:
-        """Put the frame on the wire; why the panel will have dropped it, or None."""
+    def _transmit(self, frame: _Frame) -> str | None:
+        """Put the frame on the wire (holding ``_lock``); why the panel will not have read it, or None."""
+        before: list[int] = []  # perf_counter_ns before each bit's write ...
+        after: list[int] = []  # ... and after it returned: the edge is somewhere in between
         t0 = time.perf_counter_ns()
-        started: list[int] = []
-        for p in pulses:
-            _wait_until(t0 + p.start_us * 1000)
-            line = self._lines[p.line]
-            started.append(time.perf_counter_ns())
-            line.on()  # active low: "on" pulls the line down
-            _wait_until(started[-1] + p.width_us * 1000)
-            line.off()
-        gap_us = max((b - a for a, b in zip(started, started[1:])), default=0) / 1000
-        if gap_us > MAX_GAP_US:
-            return (f"Wiegand frame broken: {gap_us / 1000:.1f} ms between two bits (the limit is "
-                    f"{MAX_GAP_US / 1000:.0f} ms; the CPU was busy)")
-        return None
+        try:
+            for p in frame.pulses:
+                _wait_until(t0 + p.start_us * 1000)
+                line = self._lines[p.line]
+                before.append(time.perf_counter_ns())
+                line.on()  # active low: "on" pulls the line down
+                after.append(time.perf_counter_ns())
+                _wait_until(after[-1] + p.width_us * 1000)
+                line.off()
+        except Exception as exc:  # noqa: BLE001 - a GPIO write failed: the frame broke off
+            n = len(after)  # bits whose edge went out (a failed off() leaves its bit sent, the line low)
+            return self._broken(f"Wiegand output failed after {n} of {len(frame.bits)} bits: "
+                                f"{type(exc).__name__}: {exc}", [frame.bits[:n]])
+        gaps = [(after[k + 1] - before[k]) / 1000 for k in range(len(before) - 1)]
+        cuts = [k + 1 for k, gap in enumerate(gaps) if gap > self.max_gap_us]
+        if not cuts:
+            return None
+        pieces = [frame.bits[a:b] for a, b in zip([0, *cuts], [*cuts, len(frame.bits)])]
+        return self._broken(f"Wiegand frame broken: up to {max(gaps) / 1000:.1f} ms between two bits (the limit "
+                            f"is {self.max_gap_us / 1000:g} ms; the CPU was busy)", pieces)
+
+    @staticmethod
+    def _broken(what: str, pieces: list[list[int]]) -> str:
+        read = misreads(pieces)
+        return what + (f"; the panel may have read {', '.join(read)} instead" if read else "")
+
+    def _report(self, frame: _Frame, what: str) -> None:
+        reason = f"{what} (credential {frame.credential}, event {frame.event_id}): the panel did not get it"
+        log.error("%s", reason)
+        try:
+            frame.on_failure(reason)
+        except Exception:  # noqa: BLE001 - the sender's thread must not die of its report
+            log.critical("Wiegand: reporting a failed frame failed (event %s)", frame.event_id, exc_info=True)
+        with self._state:
+            self.failed += 1
+
+    def _idle_if_free(self) -> bool:
+        """``_idle()`` now if no frame is on the wire (under ``_state``); False if one is."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            return self._idle()
+        finally:
+            self._lock.release()
 
     def _idle(self) -> bool:
-        """Let both lines idle (under ``_state``); False, and ``stuck`` says why, when one cannot."""
+        """Let both lines idle (under ``_state``, the wire free); False, and ``stuck`` says why, when
+        one cannot."""
         for name, line in self._lines.items():
             try:
                 line.off()
             except Exception as exc:  # noqa: BLE001 - said on health, refused on the next send
                 if self.stuck is None:
                     log.critical("Wiegand %s line cannot be set idle: %s", name, exc)
-                self.stuck = f"Wiegand {name} line may be held active ({type(exc).__name__}: {exc})"[:300]
+                self.stuck = f"Wiegand {name} line may be held active ({type(exc).__name__}: {exc})"
                 return False
         if self.stuck is not None:
             log.warning("Wiegand lines idle again (they had failed: %s)", self.stuck)
             self.stuck = None
         return True
 
+    def health(self) -> dict[str, Any]:
+        return {"wiegand_sent": self.sent, "wiegand_failed": self.failed, "wiegand_stuck": self.stuck}
+
     def close(self) -> None:
-        """No new frames; wait for the one being sent (its failure is still reported), then let
-        the lines idle and release them."""
+        """No new frames; wait up to JOIN_S for the ones on the wire (their failures are still
+        reported), report any still there as failed, then let the lines idle and release them."""
         with self._state:
             self._closed = True
-            running = list(self._running)
-        for thread in running:
-            thread.join(self.JOIN_S)
+            frames = dict(self._frames)
+        deadline = time.monotonic() + self.JOIN_S
+        for thread in frames:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        late = []
         with self._state:
-            self._idle()
-        for line in self._lines.values():
-            try:
-                line.close()
-            except Exception:  # noqa: BLE001 - shutdown goes on
-                log.exception("Wiegand: closing a line failed")
+            for thread, frame in frames.items():
+                if thread.is_alive() and not frame.done:
+                    frame.done = True
+                    late.append(frame)
+        for frame in late:
+            self._report(frame, f"Wiegand output stopping: the frame was still on the wire after {self.JOIN_S:g} s")
+        if not self._lock.acquire(timeout=0.5):
+            log.error("Wiegand: a frame is still on the wire at shutdown: the lines are left as they are")
+            return
+        try:
+            with self._state:
+                self._idle()
+            for line in self._lines.values():
+                try:
+                    line.close()
+                except Exception:  # noqa: BLE001 - shutdown goes on
+                    log.exception("Wiegand: closing a line failed")
+        finally:
+            self._lock.release()
 
 
 class WiegandGpioOutput(WiegandTransmitter):

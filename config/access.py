@@ -26,7 +26,7 @@ class WiegandSettings(Section):
     d0_pin: int = Field(23, ge=0, le=40, description="BCM pin driving Wiegand D0 (door.output = \"wiegand\").")
     d1_pin: int = Field(24, ge=0, le=40, description="BCM pin driving Wiegand D1.")
     pulse_width_us: int = Field(50, ge=20, le=100, description="Low pulse width per bit (H10301 convention: 20-100 us).")
-    pulse_interval_us: int = Field(2000, ge=200, le=20000, description="Time from one bit's pulse to the next (200 us - 20 ms).")
+    pulse_interval_us: int = Field(2000, ge=200, le=10000, description="Time from one bit's pulse to the next (200 us - 10 ms: half Wiegand's 20 ms limit, the margin a busy CPU needs).")
 
 
 class CredentialSettings(Section):

@@ -173,6 +173,18 @@ class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level (logs go to stdout/journald).")
 
 
+def check_panel_debounce(door: DoorSettings, osdp: OsdpSettings, matching: MatchingSettings) -> None:
+    """A ValueError where the OSDP debounce would hold back a GRANTED the cooldown lets through
+    (the door stays shut, ACTUATION_FAILED): at start and on every reload (the reader keeps the
+    debounce it started with)."""
+    debounce = osdp.debounce_s
+    if door.output == "osdp" and matching.mode != "card_and_face" and debounce > matching.cooldown_s:
+        raise ValueError(
+            f"osdp.debounce_s: {debounce:g} s is longer than matching.cooldown_s ({matching.cooldown_s:g} s): "
+            "a user granted again after the cooldown would not be sent to the panel (the door "
+            "stays shut, ACTUATION_FAILED); keep it at most the cooldown")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACELINK_", env_nested_delimiter="__",
                                       extra="forbid")
@@ -199,12 +211,7 @@ class Settings(BaseSettings):
                 f"sync.collection_id: {self.sync.collection_id!r} is not matching.collection_id "
                 f"({self.matching.collection_id!r}): the door would follow one collection and open "
                 "for another, where a revocation never arrives; leave it unset")
-        m, debounce = self.matching, self.osdp.debounce_s
-        if self.door.output == "osdp" and m.mode != "card_and_face" and debounce > m.cooldown_s:
-            raise ValueError(
-                f"osdp.debounce_s: {debounce:g} s is longer than matching.cooldown_s ({m.cooldown_s:g} s): "
-                "a user granted again after the cooldown would not be sent to the panel (the door "
-                "stays shut, ACTUATION_FAILED); keep it at most the cooldown")
+        check_panel_debounce(self.door, self.osdp, self.matching)
         return self
 
     @classmethod

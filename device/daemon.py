@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from facelink.access.badges import BadgeSources
 from facelink.access.panel import make_panel_link
 from facelink.config import Settings
+from facelink.config.settings import check_panel_debounce
 from facelink.enroll.store import Store
 from facelink.errors import ModelError, RelayError, ResourceNotFoundException
 from facelink.models.blazeface import BlazeFaceDetector
@@ -317,6 +318,7 @@ class Daemon:
                             if getattr(fresh.matching, k) != getattr(self.settings.matching, k)]
             if restart_only:  # the card modes' factors and badge readers are built once: never half-apply
                 raise ValueError(f"matching.{restart_only[0]} changed: restart the daemon to apply it")
+            check_panel_debounce(self.settings.door, self.settings.osdp, fresh.matching)  # the running reader's
             if fresh.matching == self.settings.matching and fresh.liveness == self.settings.liveness:
                 log.info("configuration unchanged: [matching] and [liveness] are as they were, nothing reloaded")
                 return  # the people at the door keep what their tracks have seen

@@ -31,6 +31,7 @@ def test_precedence(tmp_path, monkeypatch):
     ("[mqtt]\nhealth_interval_s = inf\n", "mqtt.health_interval_s"),
     ("[door]\npulse_s = nan\n", "door.pulse_s"),
     ("[osdp]\ndebounce_s = inf\n", "osdp.debounce_s"),
+    ("[wiegand]\npulse_interval_us = 20000\n", "wiegand.pulse_interval_us"),  # no margin under 20 ms
     ("[credentials]\nevdev_format = \"h10301\"\n", "credentials.evdev_format"),
 ])
 def test_invalid_settings_name_the_key(tmp_path, text, key):
@@ -48,6 +49,8 @@ def test_the_panel_debounce_may_be_longer_than_the_cooldown_only_where_it_does_n
     assert load_settings(cfg).osdp.debounce_s == 20
     cfg.write_text('[osdp]\ndebounce_s = 20\n')
     assert load_settings(cfg).osdp.debounce_s == 20
+    cfg.write_text('[door]\noutput = "osdp"\n[osdp]\ndebounce_s = 10\n[matching]\ncooldown_s = 10\n')
+    assert load_settings(cfg).osdp.debounce_s == 10  # equal: a user granted again is sent again
 
 
 def test_unreadable_files(tmp_path):

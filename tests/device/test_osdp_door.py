@@ -170,3 +170,25 @@ def test_a_granted_the_panel_is_not_sent_is_actuation_failed(tmp_path, broker, m
         panel.close()
         os.close(master)
         os.close(slave)
+
+
+def test_a_reload_may_not_shorten_the_cooldown_below_the_running_debounce(tmp_path, broker, make_settings, engine):
+    """SIGHUP applies [matching] but the OSDP reader keeps the debounce it started with: a file
+    that lowers both (valid by itself) would leave the cooldown under the running debounce, and a
+    user granted again would not reach the panel. Refused, whole."""
+    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, debounce_s=5.0)
+    config = tmp_path / "door.toml"
+    config.write_text('[door]\noutput = "osdp"\n[osdp]\ndebounce_s = 2\n[matching]\ncooldown_s = 2\n')
+    daemon.config_path = config
+    try:
+        before = daemon.pipeline.components
+        daemon.reload()
+        assert daemon.settings.matching.cooldown_s == 10.0 and daemon.pipeline.components is before
+        config.write_text('[door]\noutput = "osdp"\n[osdp]\ndebounce_s = 2\n[matching]\ncooldown_s = 6\n')
+        daemon.reload()  # at or above the running 5 s: applied
+        assert daemon.settings.matching.cooldown_s == 6.0 and daemon.pipeline.components is not before
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
+        panel.close()
+        os.close(master)
+        os.close(slave)

@@ -23,6 +23,7 @@ def _door(tmp_path, broker, make_settings, engine, relay=None):
     settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)},
                              door={"output": "wiegand"}, wiegand={"d0_pin": D0, "d1_pin": D1})
     daemon = door_daemon(settings, engine, relay)
+    daemon.panel.sender.max_gap_us = 1_000_000  # not judged by time here (tests/access/test_wiegand_output.py)
     with Store(settings.store.database) as store:
         ctx = Context(store, lambda: engine)
         users.create_user(ctx, "door", "ann")
@@ -75,11 +76,34 @@ def test_with_a_relay_of_its_own_a_failed_frame_is_only_logged(tmp_path, broker,
         assert watcher.barrier(daemon.transport.publish)
         gpio.gpio(D1).fail_writes = 1
         daemon.emit(_granted(engine))
-        assert wait_until(lambda: daemon.panel.sender.failed == 1, 10)
+        assert wait_until(lambda: daemon.panel.sender.failed == 1, 10)  # counted once reported
         relay = [level for _, name, level in gpio.edges if name == f"GPIO{RELAY}"]
         assert relay[-1] is True or relay[-2:] == [True, False]  # the relay released the lock
+        assert wait_until(lambda: len(daemon.outbox) == 0, 30)  # whatever was recorded went out
         assert watcher.barrier(daemon.transport.publish)
         assert _decisions(watcher) == [("GRANTED", None)]
     finally:
         watcher.close()
         daemon.shutdown(flush_timeout_s=5)
+
+
+def test_a_frame_on_the_wire_at_shutdown_is_still_reported(tmp_path, broker, make_settings, engine, gpio):
+    """SIGTERM while a frame hangs on the wire: the panel is closed before the outbox, and
+    close() reports the frame it gave up waiting for, so its ACTUATION_FAILED is flushed with
+    the rest (a report from the sender thread after the outbox closed was lost)."""
+    daemon = _door(tmp_path, broker, make_settings, engine)
+    daemon.panel.sender.JOIN_S = 0.3
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="wiegand-stop-watcher")
+    try:
+        daemon.pump.start()
+        assert daemon.transport.wait_connected(30)
+        assert watcher.barrier(daemon.transport.publish)
+        gpio.delay(2, 2.0)  # bit 1's on() hangs
+        granted = _granted(engine)
+        daemon.emit(granted)
+        assert daemon.shutdown(flush_timeout_s=10) == 0
+        assert watcher.wait_for(lambda: len(_decisions(watcher)) >= 2, 30)
+        assert _decisions(watcher) == [("GRANTED", None), ("ACTUATION_FAILED", granted.event_id)]
+        assert "still on the wire" in watcher.payloads("door-1/decision")[1]["reason"]
+    finally:
+        watcher.close()
