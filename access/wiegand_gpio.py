@@ -116,8 +116,9 @@ class WiegandTransmitter:
         with self._lock:
             with self._state:
                 stuck = self.stuck is not None and not self._idle()
-            reason = f"not sent: {self.stuck}" if stuck else self._transmit(frame)
-            if reason is not None:
+            if stuck:
+                reason = f"not sent: {self.stuck}"  # idling was just tried: not again
+            elif (reason := self._transmit(frame)) is not None:
                 with self._state:
                     if not self._idle():
                         reason += f"; {self.stuck}"

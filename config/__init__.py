@@ -11,6 +11,7 @@ from .settings import (
     MqttSettings,
     Settings,
     StoreSettings,
+    check_panel_debounce,
     load_settings,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "MqttSettings",
     "Settings",
     "StoreSettings",
+    "check_panel_debounce",
     "load_settings",
 ]

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from facelink.access.badges import BadgeSources
 from facelink.access.panel import make_panel_link
-from facelink.config import Settings
-from facelink.config.settings import check_panel_debounce
+from facelink.config import Settings, check_panel_debounce
 from facelink.enroll.store import Store
 from facelink.errors import ModelError, RelayError, ResourceNotFoundException
 from facelink.models.blazeface import BlazeFaceDetector

@@ -113,7 +113,7 @@ class LivenessChecker:
             st.last["blink"] = Verdict(*self.blink.observe(st.blink, reading, now))
             self.blinks += st.blink.blinks - before
         if self.depth is not None:
-            st.last["depth"] = Verdict(*self.depth.observe(st.depth, depth_of(frame.pixels), det.box))
+            st.last["depth"] = Verdict(*self.depth.observe(st.depth, depth_of(frame.pixels), det.box, det.landmarks))
         verdicts = list(st.last.values())
         for v in verdicts:
             if v.state == SPOOF:

@@ -3,29 +3,39 @@
 The depth frame (millimetres, aligned to the colour frame: ``camera_realsense``) is cut to the
 face box's inner part and sampled on a GRID x GRID lattice (u, v from -1 to 1 across it). Only
 depth within FACE_BAND_MM of the face centre's counts (a wall behind a print cut out along the
-face is not the face). Five scores are measured per frame; the median of the last few frames'
-each must pass, or it is FLAT_FACE:
+face is not the face). Six scores are measured per frame; the median of the last few frames'
+each must pass, or it is FLAT_FACE. The nose is where the detector's nose landmark is (YuNet's
+third point): a turned head moves it, and a print cannot choose another place for its "nose".
 
 - relief: a quadratic surface z = a + bu + cv + du^2 + euv + fv^2 is fitted to the face; a plane,
   a tilted plane and a bent sheet are fitted almost exactly, a face is not. The spread of the
   residual (98th minus 2nd percentile, mm) is at least ``min_relief_mm``.
-- nose: the nose stands at least MIN_NOSE_MM in front of the cheeks.
-- dome: the nose tip is a bump in every direction. A quadratic is fitted to the depth around
-  each sample where the nose tip can be (a disk of DOME_R samples, ~19 mm on a 140 mm face); the
-  sag of the fitted surface in its flattest direction, at the disk's edge, is the dome (mm), and
-  the largest one found is at least MIN_DOME_MM. Paper only bends one way at a time: a bent,
-  folded or pleated print is straight along its crease (sag 0 along it), a flat print with its
-  cheeks cut out is flat around the nose.
+- nose: the nose (the landmark's column, |u - nose| < 0.15) stands at least MIN_NOSE_MM in front
+  of the cheeks.
+- dome: the nose tip is a bump in every direction. A quadratic is fitted to the valid depth in a
+  disk of DOME_R samples (~19 mm on a 140 mm face) around each sample within NOSE_REACH (~12 mm)
+  of the nose landmark; the sag of the fitted surface in its flattest direction, at the disk's
+  edge, is the dome (mm), and the largest one found is at least MIN_DOME_MM. Paper only bends one
+  way at a time: a bent, folded or pleated print is straight along its crease (sag 0 along it), a
+  flat print with its cheeks cut out is flat around the nose.
 - dome fit: that fit explains the depth around the nose tip, dome >= MIN_DOME_FIT x the fit's
   RMS error. A nose is a smooth bump; holes cut around the nose of a print, with a body behind,
   make a "dome" of two flat layers and a step that a quadratic fits badly.
+- dome valid: missing depth is left out of those fits, never filled in (a patch without depth
+  beside a print's nose, filled from a fitted surface, made a perfect "dome"); only fits whose
+  disk is at least MIN_DOME_VALID valid count, and the share of the chosen one is reported.
 - step: a face is continuous between the nose and the cheeks. The largest depth step between
-  neighbouring samples there (rows v in STRIP, |u| < STRIP_U, after a 3x3 median) is at most
-  MAX_STEP_MM: a deeper step is the cut edge of a hole. Invalid samples in a row are bridged by
-  the next valid one, so an edge hidden behind a band of missing depth still counts.
+  neighbouring samples there and in the rows the dome's fits cover (rows v in STRIP or within
+  DOME_R + NOSE_REACH of the nose, |u| < STRIP_U, after a 3x3 median) is at most MAX_STEP_MM: a
+  deeper step is the cut edge of a hole or of a print trimmed above the nose. Invalid samples in
+  a row are bridged by the next valid one, so an edge hidden behind missing depth still counts.
 
-Measured on synthetic depth only (no depth camera here): tests/device/test_liveness_depth.py
-and README "FLAT_FACE". No depth for the face (no depth camera, too few valid pixels) is
+The depth's noise (robust sigma around its 3x3 median) is measured too: above MAX_NOISE_MM (a face
+too far from the camera: RealSense noise grows with distance squared) the scores cannot tell a
+face from a print, and the face is DEPTH_TOO_NOISY: pending, never live, not called a spoof.
+
+Measured on synthetic depth only (no depth camera here): tests/device/test_liveness_depth.py,
+tools/eval_depth_liveness.py and README "FLAT_FACE". No depth for the face (no depth camera, too few valid pixels) is
 NO_DEPTH: pending, never live -- fail closed.
 """
 
@@ -42,6 +52,7 @@ from .liveness_frozen import LIVE, PENDING, SPOOF
 
 FLAT_FACE = "FLAT_FACE"
 NO_DEPTH = "NO_DEPTH"
+DEPTH_TOO_NOISY = "DEPTH_TOO_NOISY"
 INNER = 0.8  # central fraction of the face box that is measured (hair and background left out)
 GRID = 48  # the face's depth is sampled on a GRID x GRID lattice
 MIN_VALID = 0.5  # fraction of valid depth pixels (non-zero, within the face's depth band) needed
@@ -53,8 +64,9 @@ MIN_NOSE_MM = 4.0  # the nose stands at least this far in front of the cheeks (f
 # up to 20 degrees, tipped up to 15, noise) 14.7 mm and more at the 1st percentile, 19 facing the
 # camera; prints folded, pleated or bent 2.6 mm at most
 DOME_R = 8  # radius of the local fits, in grid samples
-DOME_U, DOME_V = 0.45, (-0.35, 0.4)  # where the nose tip is looked for (a turned head moves it)
+NOSE_REACH = 5  # the fits are centred within this many samples (~12 mm) of the nose landmark
 MIN_DOME_MM = 8.0
+MIN_DOME_VALID = 0.6  # share of a fit's disk that must have the face's depth (missing depth is not fitted)
 # dome / RMS fit error: faces 2.1 and more (1st percentile 3.7), prints holed at the cheeks or
 # around the nose 1.4 at most
 MIN_DOME_FIT = 2.0
@@ -62,51 +74,63 @@ STRIP, STRIP_U = (-0.1, 0.4), 0.78  # between the nose and the cheeks: the rows 
 # Largest step between neighbouring samples there: faces measured 26 mm at most (a nose or cheek
 # hiding what is behind it on a turned head), the cut edge of a hole is the body's depth behind it
 MAX_STEP_MM = 30.0
+# Depth noise (robust sigma of the depth around its 3x3 median) above which the scores cannot tell
+# a face from a print: faces measured 1.5 at 0.5 m, 4.4 at 0.8, 8.9-10.4 at 1.2 and 14.8-16.3 at
+# 1.5 m (RealSense-like noise), where the step test refused most faces. Never live: PENDING
+MAX_NOISE_MM = 12.0
 
 
 class FaceDepth(NamedTuple):
-    """What FLAT_FACE measured on one face (module docstring): mm, except ``dome_fit`` (a ratio)."""
+    """What FLAT_FACE measured on one face (module docstring): mm, except ``dome_fit`` (a ratio)
+    and ``dome_valid`` (a share)."""
 
     relief_mm: float
     nose_mm: float
     dome_mm: float
     dome_fit: float
+    dome_valid: float
     step_mm: float
+    noise_mm: float
 
 
-def _disk_fit(radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A quadratic fit over a disk of ``radius`` samples: the disk mask, its design matrix (1, i, j,
-    i^2, ij, j^2 with i the column and j the row offset) and the least-squares pseudo-inverse."""
+def _disk(radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """A disk of ``radius`` samples: its mask and the design matrix of a quadratic fitted over it
+    (1, i, j, i^2, ij, j^2 with i the column and j the row offset)."""
     j, i = np.mgrid[-radius:radius + 1, -radius:radius + 1]
     disk = i * i + j * j <= radius * radius
     i, j = i[disk].astype(np.float64), j[disk].astype(np.float64)
-    design = np.stack([np.ones_like(i), i, j, i * i, i * j, j * j], axis=1)
-    return disk, design, np.linalg.pinv(design)
+    return disk, np.stack([np.ones_like(i), i, j, i * i, i * j, j * j], axis=1)
 
 
-DISK, DISK_DESIGN, DISK_PINV = _disk_fit(DOME_R)
+def _outer(design: np.ndarray) -> np.ndarray:
+    """Each sample's row of a least-squares normal matrix, flattened: ``weights @ _outer(design)``
+    is a masked fit's normal matrix (reshaped to 6 x 6)."""
+    return (design[:, :, None] * design[:, None, :]).reshape(len(design), -1)
 
 
-def _disk_kernel(row: np.ndarray) -> np.ndarray:
-    kernel = np.zeros(DISK.shape, np.float32)
-    kernel[DISK] = row
-    return kernel
-
-
-# correlating the depth with these gives each sample's fitted d, e, f (i^2, ij, j^2 coefficients)
-CURVATURE_KERNELS = tuple(_disk_kernel(DISK_PINV[k]) for k in (3, 4, 5))
+GRID_U, GRID_V = np.meshgrid(np.linspace(-1, 1, GRID), np.linspace(-1, 1, GRID))
+GRID_DESIGN = np.stack([np.ones_like(GRID_U), GRID_U, GRID_V, GRID_U ** 2, GRID_U * GRID_V, GRID_V ** 2],
+                       axis=-1).reshape(GRID * GRID, 6)  # the face's quadratic surface (relief)
+GRID_OUTER = _outer(GRID_DESIGN)
+DISK, DISK_DESIGN = _disk(DOME_R)
+DISK_OUTER = _outer(DISK_DESIGN)
+REACH = _disk(NOSE_REACH)[0]  # the fits' centres around the nose landmark
 
 
 def _sample(depth_mm: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """The face's depth on the grid, u and v (-1..1 across the inner box) and which samples are
     the face's (valid and within the face band); None when too few are."""
-    h, w = depth_mm.shape[:2]
+    if depth_mm.ndim == 3 and depth_mm.shape[2] == 1:
+        depth_mm = depth_mm[:, :, 0]
+    if depth_mm.ndim != 2 or depth_mm.size == 0:
+        return None  # not a depth image: no depth for the face
+    h, w = depth_mm.shape
     x, y, bw, bh = (float(v) for v in box[:4])
     cx, cy = x + bw / 2, y + bh / 2
     xs = np.clip(np.round(cx + (np.linspace(-0.5, 0.5, GRID) * bw * INNER)).astype(int), 0, w - 1)
     ys = np.clip(np.round(cy + (np.linspace(-0.5, 0.5, GRID) * bh * INNER)).astype(int), 0, h - 1)
     z = depth_mm[np.ix_(ys, xs)].astype(np.float64)
-    u, v = np.meshgrid(np.linspace(-1, 1, GRID), np.linspace(-1, 1, GRID))
+    u, v = GRID_U, GRID_V
     valid = np.isfinite(z) & (z > 0)
     central = valid & (np.abs(u) < 0.4) & (np.abs(v) < 0.4)
     if not central.any():
@@ -117,37 +141,70 @@ def _sample(depth_mm: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return z, u, v, valid
 
 
-def _relief(z: np.ndarray, u: np.ndarray, v: np.ndarray, valid: np.ndarray) -> tuple[float, np.ndarray]:
-    """Spread (98th - 2nd percentile, mm) of the face's depth beyond a fitted quadratic surface,
-    and that surface over the whole grid."""
-    design = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
-    coef, *_ = np.linalg.lstsq(design[valid], z[valid], rcond=None)
-    surface = design @ coef
-    residual = z[valid] - surface[valid]
-    return float(np.percentile(residual, 98) - np.percentile(residual, 2)), surface
+def _relief(z: np.ndarray, valid: np.ndarray) -> tuple[float, np.ndarray]:
+    """Spread (98th - 2nd percentile, mm) of the face's depth beyond a quadratic surface fitted
+    to its valid samples, and that surface over the whole grid."""
+    w = valid.ravel().astype(np.float64)
+    rhs = (np.where(valid, z, 0.0).ravel() * w) @ GRID_DESIGN
+    coef = np.linalg.solve((w @ GRID_OUTER).reshape(6, 6), rhs)  # _sample: at least half the grid
+    surface = (GRID_DESIGN @ coef).reshape(z.shape)
+    low, high = np.percentile(z[valid] - surface[valid], [2, 98])
+    return float(high - low), surface
 
 
-def _nose_in_front(z: np.ndarray, u: np.ndarray, v: np.ndarray, valid: np.ndarray) -> float:
-    """How far (mm) the nose stands in front of the cheeks (medians of both areas)."""
-    nose = valid & (np.abs(u) < 0.15) & (v > -0.1) & (v < 0.3)
+def _nose_in_front(z: np.ndarray, u: np.ndarray, v: np.ndarray, valid: np.ndarray, nose_u: float) -> float:
+    """How far (mm) the nose stands in front of the cheeks (medians of both areas); the nose's
+    area is centred on the nose landmark's column ``nose_u`` (a turned head moves it)."""
+    nose = valid & (np.abs(u - nose_u) < 0.15) & (v > -0.1) & (v < 0.3)
     cheeks = valid & (np.abs(u) > 0.45) & (np.abs(u) < 0.75) & (v > 0.0) & (v < 0.4)
     return float(np.median(z[cheeks]) - np.median(z[nose])) if nose.any() and cheeks.any() else 0.0
 
 
-def _dome(face: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[float, float]:
-    """(dome mm, dome / RMS fit error) of the nose tip: the largest sag, in its flattest direction,
-    of a quadratic fitted around a sample where the nose tip can be (module docstring). ``face``
-    is the face's depth with no gaps (3x3 median taken)."""
-    d, e, f = (cv2.filter2D(face, -1, k, borderType=cv2.BORDER_REPLICATE) for k in CURVATURE_KERNELS)
+def _grid_position(box: np.ndarray, point: np.ndarray) -> tuple[float, float]:
+    """(row, column) on the sampling grid of an image point (``_sample``'s lattice)."""
+    x, y, bw, bh = (float(v) for v in box[:4])
+    col = ((float(point[0]) - x - bw / 2) / (bw * INNER) + 0.5) * (GRID - 1)
+    row = ((float(point[1]) - y - bh / 2) / (bh * INNER) + 0.5) * (GRID - 1)
+    return row, col
+
+
+def _dome(face: np.ndarray, valid: np.ndarray, nose: tuple[float, float]) -> tuple[float, float, float]:
+    """(dome mm, dome / RMS fit error, valid fraction) at the nose tip: a quadratic fitted to the
+    face's valid depth in a disk around each sample within NOSE_REACH of the nose landmark (grid
+    row, column); the largest sag, in its flattest direction, of those whose disk is at least
+    MIN_DOME_VALID valid (module docstring). Missing depth is left out of the fit, never filled:
+    a patch without depth beside a print's nose must not make a "dome". ``face``: the depth after
+    a 3x3 median."""
+    r, s = DOME_R, NOSE_REACH
+    if not np.isfinite(nose).all():
+        return 0.0, 0.0, 0.0
+    row, col = round(nose[0]), round(nose[1])
+    if not (0 <= row < GRID and 0 <= col < GRID):
+        return 0.0, 0.0, 0.0  # the nose landmark is not on the face's depth: no dome there
+    pad = r + s
+    patch = np.s_[row:row + 2 * pad + 1, col:col + 2 * pad + 1]
+    depth = np.pad(face.astype(np.float64), pad)[patch]
+    known = np.pad(valid, pad)[patch].astype(np.float64)
+    windows = np.lib.stride_tricks.sliding_window_view
+    z = windows(depth, DISK.shape)[REACH][:, DISK]  # (positions, disk samples)
+    w = windows(known, DISK.shape)[REACH][:, DISK]
+    share = w.mean(axis=1)
+    usable = share >= MIN_DOME_VALID
+    if not usable.any():
+        return 0.0, 0.0, float(share.max())
+    z, w = z[usable], w[usable]
+    normal = (w @ DISK_OUTER).reshape(-1, 6, 6)
+    try:
+        coef = np.linalg.solve(normal, ((w * z) @ DISK_DESIGN)[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return 0.0, 0.0, float(share.max())
+    d, e, f = coef[:, 3], coef[:, 4], coef[:, 5]
     # Hessian [[2d, e], [e, 2f]]: smallest eigenvalue (d + f) - sqrt((d - f)^2 + e^2); sag = lambda R^2 / 2
-    sag = 0.5 * DOME_R * DOME_R * ((d + f) - np.sqrt((d - f) ** 2 + e ** 2))
-    area = (np.abs(u) <= DOME_U) & (v >= DOME_V[0]) & (v <= DOME_V[1])
-    row, col = divmod(int(np.argmax(np.where(area, sag, -np.inf))), GRID)
-    dome = float(sag[row, col])
-    padded = np.pad(face, DOME_R, mode="edge")  # as filter2D's border
-    window = padded[row:row + 2 * DOME_R + 1, col:col + 2 * DOME_R + 1][DISK].astype(np.float64)
-    error = window - DISK_DESIGN @ (DISK_PINV @ window)
-    return dome, dome / max(float(np.sqrt(np.mean(error * error))), 0.5)
+    sag = 0.5 * r * r * ((d + f) - np.sqrt((d - f) ** 2 + e ** 2))
+    best = int(np.argmax(sag))
+    error = (z[best] - DISK_DESIGN @ coef[best]) * w[best]
+    rms = float(np.sqrt(np.sum(error * error) / np.sum(w[best])))
+    return float(sag[best]), float(sag[best]) / max(rms, 0.5), float(share[usable][best])
 
 
 def _bridged(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -161,9 +218,11 @@ def _bridged(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid.any(axis=1, keepdims=True), filled, np.nan)
 
 
-def _largest_step(z: np.ndarray, u: np.ndarray, v: np.ndarray, valid: np.ndarray) -> float:
-    """Largest depth step (mm) between neighbouring samples between the nose and the cheeks."""
-    rows = (v[:, 0] >= STRIP[0]) & (v[:, 0] <= STRIP[1])
+def _largest_step(z: np.ndarray, u: np.ndarray, v: np.ndarray, valid: np.ndarray, nose_row: float) -> float:
+    """Largest depth step (mm) between neighbouring samples between the nose and the cheeks and
+    in the rows the dome's fits cover (around ``nose_row``)."""
+    rows = ((v[:, 0] >= STRIP[0]) & (v[:, 0] <= STRIP[1])) | \
+        (np.abs(np.arange(GRID) - nose_row) <= DOME_R + NOSE_REACH)
     strip = _bridged(z[rows], valid[rows])
     strip = strip[np.isfinite(strip).all(axis=1)]
     if len(strip) < 3:
@@ -175,16 +234,23 @@ def _largest_step(z: np.ndarray, u: np.ndarray, v: np.ndarray, valid: np.ndarray
     return float(max(across.max(), down.max(initial=0.0)))
 
 
-def face_relief(depth_mm: np.ndarray, box: np.ndarray) -> FaceDepth | None:
-    """What FLAT_FACE measures on the face in ``box`` (FaceDepth), or None without depth for it."""
+def face_relief(depth_mm: np.ndarray, box: np.ndarray, landmarks: np.ndarray) -> FaceDepth | None:
+    """What FLAT_FACE measures on the face in ``box`` (FaceDepth), or None without depth for it.
+    ``landmarks``: the detector's five points (YuNet's order: the third is the nose tip)."""
     sampled = _sample(depth_mm, box)
     if sampled is None:
         return None
     z, u, v, valid = sampled
-    relief, surface = _relief(z, u, v, valid)
-    face = cv2.medianBlur(np.where(valid, z, surface).astype(np.float32), 3)  # gaps: the fitted surface
-    dome, dome_fit = _dome(face, u, v)
-    return FaceDepth(relief, _nose_in_front(z, u, v, valid), dome, dome_fit, _largest_step(z, u, v, valid))
+    relief, surface = _relief(z, valid)
+    # a 3x3 median against depth noise; gaps take the fitted surface there, but the dome's fits
+    # leave them out
+    face = cv2.medianBlur(np.where(valid, z, surface).astype(np.float32), 3)
+    nose = _grid_position(box, np.asarray(landmarks, np.float64).reshape(-1, 2)[2])
+    dome, dome_fit, dome_valid = _dome(face, valid, nose)
+    nose_u = float(np.clip(nose[1] / (GRID - 1) * 2 - 1, -0.5, 0.5))
+    noise = 1.4826 * float(np.median(np.abs(z - face)[valid]))  # robust sigma of the depth's noise
+    return FaceDepth(relief, _nose_in_front(z, u, v, valid, nose_u), dome, dome_fit, dome_valid,
+                     _largest_step(z, u, v, valid, nose[0]), noise)
 
 
 @dataclass
@@ -208,22 +274,30 @@ class DepthRelief:
         """The FaceDepth scores that say FLAT_FACE (none: a face)."""
         checks = {"relief_mm": m.relief_mm >= self.min_relief_mm, "nose_mm": m.nose_mm >= MIN_NOSE_MM,
                   "dome_mm": m.dome_mm >= MIN_DOME_MM, "dome_fit": m.dome_fit >= MIN_DOME_FIT,
+                  "dome_valid": m.dome_valid >= MIN_DOME_VALID,
                   "step_mm": m.step_mm <= MAX_STEP_MM}
         return tuple(name for name, ok in checks.items() if not ok)  # a NaN score fails too
 
-    def observe(self, state: DepthState, depth_mm: np.ndarray | None, box: np.ndarray) -> tuple[str, str | None]:
-        measured = None if depth_mm is None else face_relief(depth_mm, box)
-        if measured is None:
+    def observe(self, state: DepthState, depth_mm: np.ndarray | None, box: np.ndarray,
+                landmarks: np.ndarray) -> tuple[str, str | None]:
+        measured = None if depth_mm is None else face_relief(depth_mm, box, landmarks)
+        if measured is None:  # the scores so far are not this frame's: the report shows none
             state.no_depth += 1
+            state.recent.clear()
+            state.median, state.failed = None, ()
             return PENDING, NO_DEPTH
         state.measured += 1
         state.recent.append(measured)
         state.median = FaceDepth(*(float(x) for x in np.median(np.array(state.recent), axis=0)))
+        if not state.median.noise_mm <= MAX_NOISE_MM:  # too far (or too noisy) to tell: come closer
+            state.failed = ()
+            return PENDING, DEPTH_TOO_NOISY
         state.failed = self.failures(state.median)
         return (SPOOF, FLAT_FACE) if state.failed else (LIVE, None)
 
     @staticmethod
     def report(state: DepthState) -> dict:
         m = state.median
-        scores = {k: None if m is None else round(getattr(m, k), 1) for k in FaceDepth._fields}
+        places = {"dome_fit": 2, "dome_valid": 2}  # a ratio of 1.96 fails 2.0: not rounded to pass
+        scores = {k: None if m is None else round(getattr(m, k), places.get(k, 1)) for k in FaceDepth._fields}
         return {**scores, "failed": list(state.failed), "measured": state.measured, "no_depth": state.no_depth}

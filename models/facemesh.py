@@ -62,15 +62,19 @@ class FaceMesh:
         self.mesh = mesh
         self.iris = iris
 
-    def crop(self, bgr: np.ndarray, box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def roi(box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """2x3 affine from the frame to the mesh's crop for a YuNet box and landmarks."""
         x, y, w, h = (float(v) for v in box[:4])
         eye_a, eye_b = np.asarray(landmarks[0], np.float64), np.asarray(landmarks[1], np.float64)
         if eye_a[0] > eye_b[0]:
             eye_a, eye_b = eye_b, eye_a
         angle = float(np.arctan2(eye_b[1] - eye_a[1], eye_b[0] - eye_a[0]))
-        m = roi_matrix(np.array([x + w / 2, y + h / 2]), max(w, h) * ROI_SCALE, angle, MESH_INPUT)
-        return cv2.warpAffine(bgr, m, (MESH_INPUT, MESH_INPUT), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
+        return roi_matrix(np.array([x + w / 2, y + h / 2]), max(w, h) * ROI_SCALE, angle, MESH_INPUT)
+
+    def crop(self, bgr: np.ndarray, box: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return cv2.warpAffine(bgr, self.roi(box, landmarks), (MESH_INPUT, MESH_INPUT),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
     def points(self, crop_bgr: np.ndarray) -> tuple[np.ndarray, float]:
         """(468 x 3 points in crop pixels, face score 0-1) for a 192x192 crop."""

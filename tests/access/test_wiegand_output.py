@@ -131,6 +131,7 @@ def test_a_line_that_cannot_go_idle_is_stuck_and_later_frames_are_refused(link, 
     stuck = link.health()["wiegand_stuck"]
     assert stuck is not None and "D0" in stuck and stuck in failures.reasons[0]
     assert failures.reasons[1].startswith(f"not sent: {stuck}") and "H10306:4242:65000" in failures.reasons[1]
+    assert failures.reasons[1].count(stuck) == 1  # idling was tried once for it, and said once
     refused = link.on_decision(_granted("ann"), on_failure=failures)
     assert refused is not None and "D0 line may be held active" in refused
     gpio.gpio(D0).fail_writes = 0  # the line works again

@@ -121,3 +121,24 @@ def test_a_frame_that_fails_part_way_still_publishes_what_it_decided(tmp_path, b
         assert ("DENIED_NO_FACE", "ann") in decided() and daemon.pipeline.factors.claim is None
     finally:
         daemon.shutdown(flush_timeout_s=1)
+
+
+def test_health_still_goes_out_when_the_outbox_cannot_be_read(tmp_path, broker, make_settings, engine):
+    """The outbox's database fails (here its connection is gone): health says the depth and the
+    drops are unknown (None), not a stale or zero depth, and is still published; the door's
+    shutdown still completes."""
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
+    daemon = door_daemon(settings, engine)
+    watcher = Watcher(broker.port, ["facelink/+/health"], client_id="outbox-health-watcher")
+    try:
+        assert daemon.transport.wait_connected(10)
+        assert daemon.health()["outbox_depth"] == 0
+        daemon.outbox._conn.close()
+        health = daemon.health()
+        assert health["outbox_depth"] is None and health["outbox_dropped"] is None
+        assert health["mqtt_connected"] is True  # the rest of health is still there
+        assert daemon.publish_health()
+        assert watcher.wait_for(lambda: any(h.get("outbox_depth", 0) is None for h in watcher.payloads("/health")), 10)
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=1)
