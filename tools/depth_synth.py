@@ -105,6 +105,18 @@ def trimmed_fold(rng, depth_mm: float, body_mm: float, side: float = 0.8, top: f
     return no_depth_patch(realsense(depth, rng), patch)
 
 
+def taped_fold(rng, depth_mm: float, gap: float = 0.1, tape=(0.15, 0.2), nose=(0.0, 0.15),
+               distance_mm: float = 500.0, tilt=(0.0, 0.0), **fold) -> np.ndarray:
+    """A folded print (``fold_profile``) with IR-black tape (no depth) on its crease above and below
+    the printed nose at ``nose``: two ellipses of half-axes ``tape`` (u, v), ``gap`` (box units)
+    from the nose."""
+    u, v = box_uv()
+    measured = realsense(distance_mm + fold_profile(depth_mm, **fold) + tilt_mm(u, v, *tilt), rng)
+    for sign in (-1, 1):
+        measured = no_depth_patch(measured, (nose[0], nose[1] + sign * (gap + tape[1]), *tape))
+    return measured
+
+
 def bowl_print(rng, bowl_mm: float, behind_mm: float, holes_at: float = 0.65, hole_size=(0.2, 0.25),
                distance_mm: float = 500.0) -> np.ndarray:
     """A print pressed into a bowl at the nose (``bowl_mm`` deep, 40 mm in radius: a sculpted

@@ -15,6 +15,8 @@ check's median). Attacks (random, --prints of each):
                        (IR-black tape) somewhere around the nose;
   fold cut at the nose the same, its top cut anywhere between the brows and the nose (the eyes
                        cut away: YuNet still finds such faces);
+  taped fold           a print folded along the nose (40-120 mm, +-10 degrees, tilted) with IR-black
+                       tape (no depth) on the crease above and below the nose, 0.35-1.3 m;
   holed print          a flat print (tilted) with holes at the cheeks, a body 15-110 mm behind,
                        at 0.35-1.3 m;
 YuNet's nose landmark is put on the print's nose, moved by up to 0.05 of the box. APCER = prints
@@ -36,7 +38,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from depth_synth import BOX, box_landmarks, crop_landmarks, holed_print, posed_face, realsense, trimmed_fold
+from depth_synth import (
+    BOX,
+    box_landmarks,
+    crop_landmarks,
+    holed_print,
+    posed_face,
+    realsense,
+    taped_fold,
+    trimmed_fold,
+)
 
 from facelink.config import load_settings
 from facelink.device.liveness import load_face_mesh
@@ -103,6 +114,11 @@ def random_print(rng, kind: str):
     base = rng.uniform(350, 1300)
     tilt = (rng.uniform(-25, 25), rng.uniform(-15, 15))
     body = rng.uniform(15, 110)
+    if kind == "taped fold":
+        tape = (rng.uniform(0.1, 0.2), rng.uniform(0.12, 0.3))
+        fold = dict(depth_mm=rng.uniform(40, 120), gap=rng.uniform(0.04, 0.12), tape=tape, distance_mm=base,
+                    tilt=tilt, angle=rng.uniform(-10, 10))
+        return (lambda r: taped_fold(r, **fold)), 0.0
     if kind == "holed print":
         at = (rng.uniform(0.4, 0.7), rng.uniform(0.0, 0.3))
         size = (rng.uniform(0.12, 0.3), rng.uniform(0.12, 0.35))
@@ -118,7 +134,7 @@ def random_print(rng, kind: str):
 
 def attacks(check: DepthRelief, rng, n: int) -> dict:
     out = {}
-    for kind in ("trimmed fold", "fold cut at the nose", "holed print"):
+    for kind in ("trimmed fold", "fold cut at the nose", "taped fold", "holed print"):
         live = 0
         failed: Counter = Counter()
         for _ in range(n):
