@@ -94,7 +94,7 @@ class LivenessSettings(Section):
     require_blink: bool = Field(False, description="GRANTED only after a blink within blink_window_s, else DENIED_SPOOF (NO_BLINK). Stops printed photos and stills on a screen, NOT a replayed video. Needs `facelink models --tflite`.")
     blink_window_s: float = Field(5.0, gt=0, le=60, description="How long a track may wait for a blink (seconds from its first face-mesh reading).")
     blink_close_ratio: float = Field(0.7, gt=0, lt=1, description="A blink: eye aspect ratio below this fraction of the track's own open-eye baseline, then back above 0.85 of it within 0.8 s.")
-    depth_check: bool = Field(False, description="FLAT_FACE: needs camera.source = \"realsense\" (or \"realsense-ir\"); a face whose depth is not face-shaped (relief below min_depth_relief_mm, no nose in front of the cheeks, no bump at the nose tip, or a cut edge: README, FLAT_FACE) is DENIED_SPOOF; a face without depth, or whose depth is too noisy to tell (further than ~1.25 m from a RealSense), is never granted.")
+    depth_check: bool = Field(False, description="FLAT_FACE: needs camera.source = \"realsense\" (or \"realsense-ir\"); a face whose depth is not face-shaped (relief below min_depth_relief_mm, no nose in front of the cheeks, no bump at the nose tip, or a cut edge: README, FLAT_FACE) is DENIED_SPOOF; a face without depth, or whose depth is too noisy to tell (further than ~1 m from a RealSense), is never granted.")
     min_depth_relief_mm: float = Field(20.0, gt=0, le=100, description="FLAT_FACE: smallest depth relief (mm) of a face beyond a fitted quadratic surface; synthetic planes, tilted planes and bent prints measured 6 (sensor noise 1.5 mm), mesh-shaped faces 26-38.")
 
 

@@ -20,9 +20,10 @@ third point): a turned head moves it, and a print cannot choose another place fo
   flat print with its cheeks cut out is flat around the nose. Missing depth is left out of the
   fits, never filled in (a patch without depth beside a print's nose, filled from a fitted
   surface, made a perfect "dome"), so a fit counts only where it saw depth: at least
-  MIN_DOME_VALID of its disk (the chosen fit's share is reported as ``dome_valid``), and along its
-  flattest direction on both sides of its centre (IR-black tape on a fold's crease above and
-  below a print's nose let a fit of what was left "sag" where nothing was measured).
+  MIN_DOME_VALID of its disk (the chosen fit's share is reported as ``dome_valid``), and
+  MIN_BAND_SEEN of each half of a band along its flattest direction, out to the disk's edge on
+  both sides of its centre (IR-black tape on a fold's crease above and below a print's nose let a
+  fit of what was left "sag" where nothing was measured).
 - dome fit: that fit explains the depth around the nose tip, dome >= MIN_DOME_FIT x the fit's
   RMS error. A nose is a smooth bump; holes cut around the nose of a print, with a body behind,
   make a "dome" of two flat layers and a step that a quadratic fits badly.
@@ -71,6 +72,7 @@ DOME_R = 8  # radius of the local fits, in grid samples
 NOSE_REACH = 5  # the fits are centred within this many samples (~12 mm) of the nose landmark
 MIN_DOME_MM = 8.0
 MIN_DOME_VALID = 0.6  # share of a fit's disk that must have the face's depth (missing depth is not fitted)
+MIN_BAND_SEEN = 0.8  # share of each quarter-band along a fit's flattest direction that must have depth
 # dome / RMS fit error: faces 2.06 and more at the 1st percentile (1.56 at least, at 1.2 m); prints
 # holed around the nose (two layers and a step) score lower
 MIN_DOME_FIT = 2.0
@@ -80,10 +82,11 @@ STRIP, STRIP_U = (-0.1, 0.4), 0.78  # between the nose and the cheeks: the rows 
 # edge of a hole is the body's depth behind it
 MAX_STEP_MM = 30.0
 # Depth noise (robust sigma of the depth around its 3x3 median) above which the scores cannot tell
-# a face from a print: faces measured 1.5 at 0.5 m, 4.4 at 0.8, 8.9-10.4 at 1.2, 10.4-11.9 at 1.3
-# (where 8 % were refused) and 14.8-16.3 at 1.5 m (RealSense-like noise; most refused by the step
-# test). Whole-mm depth makes it move in steps of ~0.74 mm (10.38, 11.12, ...). Never live: PENDING
-MAX_NOISE_MM = 10.5
+# a face from a print (RealSense-like noise): faces measured 1.5 at 0.5 m, 4.4 at 0.8, 5.9 at 0.9-
+# 0.95, 5.9 or 7.4 at 1.0, 7.4 at 1.05, 8.9-10.4 at 1.2 and 14.8-16.3 at 1.5 m (most refused by the
+# step test there); crafted prints taped on the crease passed at 7.4 and more (0.9-1.25 m). Whole-mm
+# depth makes it move in steps of ~0.74-1.5 mm (5.93, 6.67, 7.41, ...). Never live: PENDING
+MAX_NOISE_MM = 7.0
 
 
 class FaceDepth(NamedTuple):
@@ -181,13 +184,16 @@ def _grid_position(box: np.ndarray, point: np.ndarray) -> tuple[float, float]:
 def _flat_bands(directions: int) -> np.ndarray:
     """For each of ``directions`` directions (angle pi k / directions from the column axis): the
     disk samples in a band +-1.5 samples wide along it, over the outer half of the radius, on
-    either side of the centre (directions x 2 x disk samples, 0/1)."""
+    either side of the centre, each side in two halves (R/2..3R/4, 3R/4..R): directions x 4 x disk
+    samples, 0/1. Tape on a band's outer end alone, where the sag is pinned, is not "seen"."""
     i, j = DISK_DESIGN[:, 1], DISK_DESIGN[:, 2]
-    bands = np.zeros((directions, 2, len(i)))
+    bands = np.zeros((directions, 4, len(i)))
     for k in range(directions):
         c, s = np.cos(np.pi * k / directions), np.sin(np.pi * k / directions)
         along, across = c * i + s * j, np.abs(c * j - s * i)
-        bands[k] = [(along > DOME_R / 2) & (across <= 1.5), (along < -DOME_R / 2) & (across <= 1.5)]
+        near = across <= 1.5
+        bands[k] = [(along > DOME_R / 2) & (along <= DOME_R * 3 / 4) & near, (along > DOME_R * 3 / 4) & near,
+                    (along < -DOME_R / 2) & (along >= -DOME_R * 3 / 4) & near, (along < -DOME_R * 3 / 4) & near]
     return bands
 
 
@@ -196,14 +202,15 @@ FLAT_BANDS = _flat_bands(64)  # 2.8 degrees apart: 0.2 samples at the disk's edg
 
 def _sag_seen(d: np.ndarray, e: np.ndarray, f: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Whether each fit saw depth where its sag is measured: along its flattest direction, on both
-    sides of its centre (FLAT_BANDS), at least MIN_DOME_VALID of the samples are valid. Depth
+    sides of its centre and out to the disk's edge (FLAT_BANDS), at least MIN_BAND_SEEN of each
+    quarter-band's samples are valid. Depth
     hidden there (IR-black tape on a fold's crease above and below a print's nose) lets a
     quadratic fitted on what is left "sag" where nothing was measured."""
     # Hessian [[2d, e], [e, 2f]]: its largest eigenvalue's vector is at angle atan2(2e, 2d - 2f) / 2
     # from the column axis, the smallest's (the flattest direction) a right angle from it
     flattest = 0.5 * np.arctan2(2 * e, 2 * d - 2 * f) + np.pi / 2
     bands = FLAT_BANDS[np.rint(flattest / np.pi * len(FLAT_BANDS)).astype(int) % len(FLAT_BANDS)]
-    return (np.einsum("pk,psk->ps", w, bands) >= MIN_DOME_VALID * bands.sum(axis=2)).all(axis=1)
+    return (np.einsum("pk,psk->ps", w, bands) >= MIN_BAND_SEEN * bands.sum(axis=2)).all(axis=1)
 
 
 def _dome(face: np.ndarray, valid: np.ndarray, nose: tuple[float, float]) -> tuple[float, float, float]:
@@ -277,9 +284,12 @@ def _largest_step(z: np.ndarray, u: np.ndarray, v: np.ndarray, valid: np.ndarray
 def face_relief(depth_mm: np.ndarray, box: np.ndarray, landmarks: np.ndarray) -> FaceDepth | None:
     """What FLAT_FACE measures on the face in ``box`` (FaceDepth), or None without depth for it.
     ``landmarks``: the detector's five points (YuNet's order: the third is the nose tip)."""
-    depth_mm = np.ma.filled(depth_mm, 0)  # a masked array's masked pixels have no depth
-    box = np.asarray(box, np.float64).ravel()
-    points = np.asarray(landmarks, np.float64)
+    try:
+        depth_mm = np.ma.filled(depth_mm, 0)  # a masked array's masked pixels have no depth
+        box = np.asarray(box, np.float64).ravel()
+        points = np.asarray(landmarks, np.float64)
+    except (TypeError, ValueError):  # text, ragged lists, objects: not a box or points
+        return None
     if not np.issubdtype(depth_mm.dtype, np.number) or box.size < 4 or not np.isfinite(box[:4]).all() \
             or box[2] <= 0 or box[3] <= 0 or points.ndim != 2 or points.shape[0] < 3 or points.shape[1] < 2:
         return None  # not a depth image, a face's box or its landmarks: no depth for the face

@@ -6,7 +6,7 @@ No depth camera is attached here: everything is synthetic (``depth_synth``), wit
 D4xx's noise (2 mm at 0.5 m growing with distance squared, whole mm, 1 % of pixels missing).
 Bona fide: depth from the face mesh of every photo in ../shared/faces/people (25; several are
 themselves turned by up to ~25 degrees, and the poses add to that), turned and tipped further
-(9 poses up to 20 degrees), at 0.5, 0.8, 1.2 and 1.5 m, the face box jittered by up to 5 %,
+(13 poses up to 30 degrees), at 0.5, 0.8, 1.0 and 1.2 m, the face box jittered by up to 5 %,
 YuNet's own landmarks carried onto the surface. The verdict is the one after 3 frames (the
 check's median). Attacks (random, --prints of each):
   trimmed fold         a print folded along the nose (20-120 mm, +-30 degrees, rounded creases,
@@ -16,7 +16,10 @@ check's median). Attacks (random, --prints of each):
   fold cut at the nose the same, its top cut anywhere between the brows and the nose (the eyes
                        cut away: YuNet still finds such faces);
   taped fold           a print folded along the nose (40-120 mm, +-10 degrees, tilted) with IR-black
-                       tape (no depth) on the crease above and below the nose, 0.35-1.3 m;
+                       tape (no depth) on the crease above and below the nose (14-28 mm wide,
+                       20-50 mm long, 3-10 mm from the printed nose), 0.35-1.3 m;
+  taped fold, outer crease  the same with smaller tape (7-14 x 8-25 mm) 10-16 mm from the nose:
+                       the crease near the nose is seen, its outer part is not;
   holed print          a flat print (tilted) with holes at the cheeks, a body 15-110 mm behind,
                        at 0.35-1.3 m;
 YuNet's nose landmark is put on the print's nose, moved by up to 0.05 of the box. APCER = prints
@@ -58,8 +61,9 @@ from facelink.models.provision import provision
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "faces"
-POSES = [(0, 0), (10, 0), (-10, 0), (0, 10), (0, -10), (20, 0), (-20, 0), (0, 15), (0, -15)]
-DISTANCES_MM = (500.0, 800.0, 1200.0, 1500.0)
+POSES = [(0, 0), (10, 0), (-10, 0), (0, 10), (0, -10), (20, 0), (-20, 0), (0, 15), (0, -15),
+         (25, 0), (-25, 0), (30, 0), (-30, 0)]
+DISTANCES_MM = (500.0, 800.0, 1000.0, 1200.0)
 FRAMES = 3
 
 
@@ -100,7 +104,8 @@ def bona_fide(check: DepthRelief, rng) -> dict:
                 jitter = box + rng.uniform(-0.05, 0.05, 4) * box[[2, 3, 2, 3]]
                 at = np.where(depth > 0, depth + (distance - 500.0), 0.0)
                 verdict, failed = decide(check, [realsense(at, rng) for _ in range(FRAMES)], jitter, turned, times)
-                key = (f"{distance / 1000:.1f} m", "0-10 deg more" if max(abs(yaw), abs(pitch)) <= 10 else "15-20 deg more")
+                turn = max(abs(yaw), abs(pitch))
+                key = (f"{distance / 1000:.1f} m", ("0-10" if turn <= 10 else "15-20" if turn <= 20 else "25-30") + " deg more")
                 total[key] += 1
                 refused[key] += verdict[1] == FLAT_FACE
                 noisy[key] += verdict[1] == DEPTH_TOO_NOISY
@@ -114,10 +119,13 @@ def random_print(rng, kind: str):
     base = rng.uniform(350, 1300)
     tilt = (rng.uniform(-25, 25), rng.uniform(-15, 15))
     body = rng.uniform(15, 110)
-    if kind == "taped fold":
-        tape = (rng.uniform(0.1, 0.2), rng.uniform(0.12, 0.3))
-        fold = dict(depth_mm=rng.uniform(40, 120), gap=rng.uniform(0.04, 0.12), tape=tape, distance_mm=base,
-                    tilt=tilt, angle=rng.uniform(-10, 10))
+    if kind.startswith("taped fold"):
+        outer = kind.endswith("outer crease")  # the crease near the nose left bare: tape 10-16 mm out
+        tape = (rng.uniform(0.04, 0.08), rng.uniform(0.05, 0.15)) if outer else \
+            (rng.uniform(0.1, 0.2), rng.uniform(0.12, 0.3))
+        gap = rng.uniform(0.12, 0.19) if outer else rng.uniform(0.04, 0.12)
+        fold = dict(depth_mm=rng.uniform(40, 120), gap=gap, tape=tape, distance_mm=base, tilt=tilt,
+                    angle=rng.uniform(-10, 10))
         return (lambda r: taped_fold(r, **fold)), 0.0
     if kind == "holed print":
         at = (rng.uniform(0.4, 0.7), rng.uniform(0.0, 0.3))
@@ -134,7 +142,7 @@ def random_print(rng, kind: str):
 
 def attacks(check: DepthRelief, rng, n: int) -> dict:
     out = {}
-    for kind in ("trimmed fold", "fold cut at the nose", "taped fold", "holed print"):
+    for kind in ("trimmed fold", "fold cut at the nose", "taped fold", "taped fold, outer crease", "holed print"):
         live = 0
         failed: Counter = Counter()
         for _ in range(n):

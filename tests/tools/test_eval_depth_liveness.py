@@ -17,7 +17,8 @@ class PassEverything(DepthRelief):
 
 def test_the_crafted_prints_are_refused_and_counted():
     result = attacks(DepthRelief(frames=3), np.random.default_rng(0), 4)
-    assert set(result) == {"trimmed fold", "fold cut at the nose", "taped fold", "holed print"}
+    assert set(result) == {"trimmed fold", "fold cut at the nose", "taped fold", "taped fold, outer crease",
+                           "holed print"}
     assert all(row["of"] == 4 for row in result.values())
     assert result["trimmed fold"]["live"] == 0 and result["holed print"]["live"] == 0
     assert sum(result["holed print"]["failed_scores"].values()) >= 4  # why each was refused
