@@ -65,21 +65,22 @@ MIN_VALID = 0.5  # fraction of valid depth pixels (non-zero, within the face's d
 FACE_BAND_MM = 120.0
 MIN_NOSE_MM = 4.0  # the nose stands at least this far in front of the cheeks (faces measured 7-29 mm)
 # The nose tip's dome (synthetic depth, README "FLAT_FACE"; faces: tools/eval_depth_liveness.py's
-# 25 photos' face meshes x 9 poses up to 20 degrees, 0.5-1.2 m): faces 11.0 mm and more at the 1st
+# 25 photos' face meshes x 9 poses up to 20 degrees, 0.5-1.2 m, before its 25-30 degree poses were
+# added; those are refused more, mostly by the nose test): faces 11.0 mm and more at the 1st
 # percentile (7.9 at least; 9.0 at least facing the camera); folds, pleats and bends are straight
 # along their crease (the tests' prints: under 8, most near 0)
 DOME_R = 8  # radius of the local fits, in grid samples
 NOSE_REACH = 5  # the fits are centred within this many samples (~12 mm) of the nose landmark
 MIN_DOME_MM = 8.0
 MIN_DOME_VALID = 0.6  # share of a fit's disk that must have the face's depth (missing depth is not fitted)
-MIN_BAND_SEEN = 0.8  # share of each quarter-band along a fit's flattest direction that must have depth
+MIN_BAND_SEEN = 0.8  # share of each half of each side's band along a fit's flattest direction seen
 # dome / RMS fit error: faces 2.06 and more at the 1st percentile (1.56 at least, at 1.2 m); prints
 # holed around the nose (two layers and a step) score lower
 MIN_DOME_FIT = 2.0
 STRIP, STRIP_U = (-0.1, 0.4), 0.78  # between the nose and the cheeks: the rows and |u| of both
 # Largest step between neighbouring samples there: faces measured up to 38-43 mm (a nose or cheek
-# hiding what is behind it on a turned head: 12 of the eval's 900 faces were refused by it), the cut
-# edge of a hole is the body's depth behind it
+# hiding what is behind it on a turned head: 16 of the eval's 1,300 faces were refused by it), the
+# cut edge of a hole is the body's depth behind it
 MAX_STEP_MM = 30.0
 # Depth noise (robust sigma of the depth around its 3x3 median) above which the scores cannot tell
 # a face from a print (RealSense-like noise): faces measured 1.5 at 0.5 m, 4.4 at 0.8, 5.9 at 0.9-
