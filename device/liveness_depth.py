@@ -134,27 +134,22 @@ def _lattice(box: np.ndarray) -> tuple[float, float, float, float]:
     return x + bw * (1 - INNER) / 2, y + bh * (1 - INNER) / 2, bw * INNER / (GRID - 1), bh * INNER / (GRID - 1)
 
 
-def _sample(depth_mm: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """The face's depth on the grid, u and v (-1..1 across the inner box) and which samples are
-    the face's (valid and within the face band); None when too few are."""
-    if depth_mm.ndim == 3 and depth_mm.shape[2] == 1:
-        depth_mm = depth_mm[:, :, 0]
-    if depth_mm.ndim != 2 or depth_mm.size == 0:
-        return None  # not a depth image: no depth for the face
+def _sample(depth_mm: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The face's depth on the grid (u, v: GRID_U, GRID_V, -1..1 across the inner box) and which
+    samples are the face's (valid and within the face band); None when too few are."""
     h, w = depth_mm.shape
     x0, y0, step_x, step_y = _lattice(box)
     xs = np.clip(np.round(x0 + np.arange(GRID) * step_x).astype(int), 0, w - 1)
     ys = np.clip(np.round(y0 + np.arange(GRID) * step_y).astype(int), 0, h - 1)
     z = depth_mm[np.ix_(ys, xs)].astype(np.float64)
-    u, v = GRID_U, GRID_V
     valid = np.isfinite(z) & (z > 0)
-    central = valid & (np.abs(u) < 0.4) & (np.abs(v) < 0.4)
+    central = valid & (np.abs(GRID_U) < 0.4) & (np.abs(GRID_V) < 0.4)
     if not central.any():
         return None
     valid &= np.abs(z - np.median(z[central])) <= FACE_BAND_MM  # the face, not what is behind it
     if valid.mean() < MIN_VALID:
         return None
-    return z, u, v, valid
+    return z, valid
 
 
 def _relief(z: np.ndarray, valid: np.ndarray) -> tuple[float, np.ndarray]:
@@ -168,9 +163,10 @@ def _relief(z: np.ndarray, valid: np.ndarray) -> tuple[float, np.ndarray]:
     return float(high - low), surface
 
 
-def _nose_in_front(z: np.ndarray, u: np.ndarray, v: np.ndarray, valid: np.ndarray, nose_u: float) -> float:
+def _nose_in_front(z: np.ndarray, valid: np.ndarray, nose_u: float) -> float:
     """How far (mm) the nose stands in front of the cheeks (medians of both areas); the nose's
     area is centred on the nose landmark's column ``nose_u`` (a turned head moves it)."""
+    u, v = GRID_U, GRID_V
     nose = valid & (np.abs(u - nose_u) < 0.15) & (v > -0.1) & (v < 0.3)
     cheeks = valid & (np.abs(u) > 0.45) & (np.abs(u) < 0.75) & (v > 0.0) & (v < 0.4)
     return float(np.median(z[cheeks]) - np.median(z[nose])) if nose.any() and cheeks.any() else 0.0
@@ -203,10 +199,10 @@ FLAT_BANDS = _flat_bands(64)  # 2.8 degrees apart: 0.2 samples at the disk's edg
 
 def _sag_seen(d: np.ndarray, e: np.ndarray, f: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Whether each fit saw depth where its sag is measured: along its flattest direction, on both
-    sides of its centre and out to the disk's edge (FLAT_BANDS), at least MIN_BAND_SEEN of each
-    quarter-band's samples are valid. Depth
-    hidden there (IR-black tape on a fold's crease above and below a print's nose) lets a
-    quadratic fitted on what is left "sag" where nothing was measured."""
+    sides of its centre and out to the disk's edge (FLAT_BANDS), at least MIN_BAND_SEEN of the
+    samples of each half of each side's band are valid. Depth hidden there (IR-black tape on a
+    fold's crease above and below a print's nose) lets a quadratic fitted on what is left "sag"
+    where nothing was measured."""
     # Hessian [[2d, e], [e, 2f]]: its largest eigenvalue's vector is at angle atan2(2e, 2d - 2f) / 2
     # from the column axis, the smallest's (the flattest direction) a right angle from it
     flattest = 0.5 * np.arctan2(2 * e, 2 * d - 2 * f) + np.pi / 2
@@ -266,17 +262,18 @@ def _bridged(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid.any(axis=1, keepdims=True), filled, np.nan)
 
 
-def _largest_step(z: np.ndarray, u: np.ndarray, v: np.ndarray, valid: np.ndarray, nose_row: float) -> float:
+def _largest_step(z: np.ndarray, valid: np.ndarray, nose_row: float) -> float:
     """Largest depth step (mm) between neighbouring samples between the nose and the cheeks and
     in the rows the dome's fits cover (around ``nose_row``)."""
-    rows = ((v[:, 0] >= STRIP[0]) & (v[:, 0] <= STRIP[1])) | \
+    v = GRID_V[:, 0]
+    rows = ((v >= STRIP[0]) & (v <= STRIP[1])) | \
         (np.abs(np.arange(GRID) - nose_row) <= DOME_R + NOSE_REACH)
     strip = _bridged(z[rows], valid[rows])
     strip = strip[np.isfinite(strip).all(axis=1)]
     if len(strip) < 3:
         return FACE_BAND_MM  # hardly any depth between the nose and the cheeks: not a face's
     smooth = cv2.medianBlur(strip.astype(np.float32), 3)[1:-1].astype(np.float64)  # edge rows: half a median
-    cols = np.abs(u[0]) < STRIP_U
+    cols = np.abs(GRID_U[0]) < STRIP_U
     across = np.abs(np.diff(smooth, axis=1))[:, cols[1:] & cols[:-1]]
     down = np.abs(np.diff(smooth, axis=0))[:, cols]
     return float(max(across.max(), down.max(initial=0.0)))
@@ -291,13 +288,16 @@ def face_relief(depth_mm: np.ndarray, box: np.ndarray, landmarks: np.ndarray) ->
         points = np.asarray(landmarks, np.float64)
     except (TypeError, ValueError):  # text, ragged lists, objects: not a box or points
         return None
-    if not np.issubdtype(depth_mm.dtype, np.number) or box.size < 4 or not np.isfinite(box[:4]).all() \
-            or box[2] <= 0 or box[3] <= 0 or points.ndim != 2 or points.shape[0] < 3 or points.shape[1] < 2:
+    if depth_mm.ndim == 3 and depth_mm.shape[2] == 1:
+        depth_mm = depth_mm[:, :, 0]
+    if depth_mm.ndim != 2 or depth_mm.size == 0 or not np.issubdtype(depth_mm.dtype, np.number) \
+            or box.size < 4 or not np.isfinite(box[:4]).all() or box[2] <= 0 or box[3] <= 0 \
+            or points.ndim != 2 or points.shape[0] < 3 or points.shape[1] < 2:
         return None  # not a depth image, a face's box or its landmarks: no depth for the face
     sampled = _sample(depth_mm, box)
     if sampled is None:
         return None
-    z, u, v, valid = sampled
+    z, valid = sampled
     relief, surface = _relief(z, valid)
     # a 3x3 median against depth noise; gaps take the fitted surface there, but the dome's fits
     # leave them out
@@ -306,8 +306,8 @@ def face_relief(depth_mm: np.ndarray, box: np.ndarray, landmarks: np.ndarray) ->
     dome, dome_fit, dome_valid = _dome(face, valid, nose)
     nose_u = float(np.clip(nose[1] / (GRID - 1) * 2 - 1, -0.5, 0.5))
     noise = 1.4826 * float(np.median(np.abs(z - face)[valid]))  # robust sigma of the depth's noise
-    return FaceDepth(relief, _nose_in_front(z, u, v, valid, nose_u), dome, dome_fit, dome_valid,
-                     _largest_step(z, u, v, valid, nose[0]), noise)
+    return FaceDepth(relief, _nose_in_front(z, valid, nose_u), dome, dome_fit, dome_valid,
+                     _largest_step(z, valid, nose[0]), noise)
 
 
 @dataclass

@@ -128,10 +128,16 @@ def bowl_print(rng, bowl_mm: float, behind_mm: float, holes_at: float = 0.65, ho
     return realsense(depth, rng)
 
 
-def crop_landmarks(face_mesh, det) -> np.ndarray:
-    """YuNet's five points in the face mesh's crop (where ``posed_face`` draws the depth)."""
+def photo_face(face_mesh, engine, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The face mesh (468 points, crop pixels) of a photo's first face and YuNet's five points in
+    that crop (where ``posed_face`` draws the depth); None without a face."""
+    faces = engine.detect(photo) if photo is not None else []
+    if not faces:
+        return None
+    det = faces[0].detection
+    points, _ = face_mesh.points(face_mesh.crop(photo, det.box, det.landmarks))
     m = face_mesh.roi(det.box, det.landmarks)
-    return np.asarray(det.landmarks, np.float64).reshape(5, 2) @ m[:, :2].T + m[:, 2]
+    return points, np.asarray(det.landmarks, np.float64).reshape(5, 2) @ m[:, :2].T + m[:, 2]
 
 
 def posed_face(points: np.ndarray, landmarks: np.ndarray, yaw: float,

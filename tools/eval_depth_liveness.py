@@ -44,8 +44,8 @@ import numpy as np
 from depth_synth import (
     BOX,
     box_landmarks,
-    crop_landmarks,
     holed_print,
+    photo_face,
     posed_face,
     realsense,
     taped_fold,
@@ -91,13 +91,10 @@ def bona_fide(check: DepthRelief, rng) -> dict:
     times: list[float] = []
     photos = sorted(p for p in (FACES / "people").glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     for path in photos:
-        photo = cv2.imread(str(path))
-        faces = engine.detect(photo) if photo is not None else []
-        if not faces:
+        found = photo_face(mesh, engine, cv2.imread(str(path)))
+        if found is None:
             continue
-        det = faces[0].detection
-        points, _ = mesh.points(mesh.crop(photo, det.box, det.landmarks))
-        landmarks = crop_landmarks(mesh, det)
+        points, landmarks = found
         for yaw, pitch in POSES:
             depth, box, turned = posed_face(points, landmarks, yaw, pitch)
             for distance in DISTANCES_MM:

@@ -13,10 +13,10 @@ from depth_synth import (
     SIZE,
     bowl_print,
     box_landmarks,
-    crop_landmarks,
     folded_print,
     grid,
     holed_print,
+    photo_face,
     posed_face,
     realsense,
     taped_fold,
@@ -65,9 +65,7 @@ def bent_sheet(rng) -> np.ndarray:
 def mesh_face(face_mesh, engine, photo: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A face-shaped depth map from the face mesh of a real photo (real proportions), facing the
     camera at 0.5 m with Gaussian noise, its box and YuNet's landmarks on it."""
-    det = engine.detect(photo)[0].detection
-    points, _ = face_mesh.points(face_mesh.crop(photo, det.box, det.landmarks))
-    depth, box, landmarks = posed_face(points, crop_landmarks(face_mesh, det), 0, 0)
+    depth, box, landmarks = posed_face(*photo_face(face_mesh, engine, photo), 0, 0)
     return np.where(depth > 0, noisy(depth, rng), 0.0).astype(np.float32), box, landmarks
 
 
@@ -296,10 +294,7 @@ def test_turned_faces_with_realsense_noise_are_live(engine, face_mesh, faces_dir
     themselves turned (YuNet's nose up to 0.3 of the box off centre), so these poses reach ~30
     degrees: the nose's area and the dome's fits follow YuNet's nose landmark (the nose test took
     the box's middle and refused two of these eight turned 10 degrees further)."""
-    photo = cv2.imread(str(faces_dir / "people" / name))
-    det = engine.detect(photo)[0].detection
-    points, _ = face_mesh.points(face_mesh.crop(photo, det.box, det.landmarks))
-    landmarks = crop_landmarks(face_mesh, det)
+    points, landmarks = photo_face(face_mesh, engine, cv2.imread(str(faces_dir / "people" / name)))
     rng = np.random.default_rng(3)
     check = DepthRelief()
     for yaw, pitch in [(0, 0), (0, 10), (0, -10), (10, 10), (-10, -10), (10, 0), (-10, 0)]:
@@ -315,9 +310,7 @@ def test_a_face_too_far_for_its_depth_noise_is_pending_not_a_spoof(engine, face_
     (DEPTH_TOO_NOISY, never live) instead of being called a spoof; at 1.2 m too; at 0.9 m it is
     live. A print that far is not live either."""
     photo = cv2.imread(str(faces_dir / "people" / "obama/1.jpg"))
-    det = engine.detect(photo)[0].detection
-    points, _ = face_mesh.points(face_mesh.crop(photo, det.box, det.landmarks))
-    depth, box, turned = posed_face(points, crop_landmarks(face_mesh, det), 0, 0)
+    depth, box, turned = posed_face(*photo_face(face_mesh, engine, photo), 0, 0)
     rng = np.random.default_rng(16)
     check = DepthRelief()
     for distance, verdict in [(1500.0, (PENDING, DEPTH_TOO_NOISY)), (1200.0, (PENDING, DEPTH_TOO_NOISY)),
