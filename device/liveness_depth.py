@@ -3,8 +3,10 @@
 The depth frame (millimetres, aligned to the colour frame: ``camera_realsense``) is cut to the
 face box's inner part and sampled on a GRID x GRID lattice (u, v from -1 to 1 across it). Only
 depth within FACE_BAND_MM of the face centre's counts (a wall behind a print cut out along the
-face is not the face). Five scores are measured per frame; the median of the last few frames'
-each must pass, or it is FLAT_FACE. The nose is where the detector's nose landmark is (YuNet's
+face is not the face). Five scores are measured per frame and a frame passes when all five do;
+most of the last few frames (2 of 3) must pass, or it is FLAT_FACE. Scores of different frames are
+never combined (each score's median, which the report shows, passed three frames that each failed
+a different score). The nose is where the detector's nose landmark is (YuNet's
 third point): a turned head moves it, and a print cannot choose another place for its "nose".
 
 - relief: a quadratic surface z = a + bu + cv + du^2 + euv + fv^2 is fitted to the face; a plane,
@@ -35,7 +37,8 @@ third point): a turned head moves it, and a print cannot choose another place fo
 
 The depth's noise (robust sigma around its 3x3 median) is measured too: above MAX_NOISE_MM (a face
 too far from the camera: RealSense noise grows with distance squared) the scores cannot tell a
-face from a print, and the face is DEPTH_TOO_NOISY: pending, never live, not called a spoof.
+face from a print, so such a frame passes nothing; a face whose frames' median noise is above it,
+or whose other frames all passed, is DEPTH_TOO_NOISY: pending, never live, not called a spoof.
 
 Measured on synthetic depth only (no depth camera here): tests/device/test_liveness_depth.py,
 tools/eval_depth_liveness.py and README "FLAT_FACE". No depth for the face (no depth camera, too
@@ -88,6 +91,7 @@ MAX_STEP_MM = 30.0
 # step test there); crafted prints taped on the crease passed at 7.4 and more (0.9-1.25 m). Whole-mm
 # depth makes it move in steps of ~0.74-1.5 mm (5.93, 6.67, 7.41, ...). Never live: PENDING
 MAX_NOISE_MM = 7.0
+SCORES = ("relief_mm", "nose_mm", "dome_mm", "dome_fit", "step_mm")  # what a frame must pass, in report order
 
 
 class FaceDepth(NamedTuple):
@@ -313,8 +317,9 @@ def face_relief(depth_mm: np.ndarray, box: np.ndarray, landmarks: np.ndarray) ->
 @dataclass
 class DepthState:
     recent: deque = field(default_factory=lambda: deque(maxlen=5))  # the last frames' FaceDepth
-    median: FaceDepth | None = None  # each score's median over ``recent``
-    failed: tuple[str, ...] = ()  # the scores that failed at the last frame
+    verdicts: deque = field(default_factory=lambda: deque(maxlen=5))  # their failures (None: too noisy)
+    median: FaceDepth | None = None  # each score's median over ``recent`` (the report's figures)
+    failed: tuple[str, ...] = ()  # a FLAT_FACE's scores that failed in any of those frames
     measured: int = 0
     no_depth: int = 0
 
@@ -322,17 +327,17 @@ class DepthState:
 @dataclass(frozen=True)
 class DepthRelief:
     min_relief_mm: float = 20.0
-    frames: int = 3  # median of the last few frames' scores (depth noise)
+    frames: int = 3  # most of the last few frames must each pass every score (depth noise)
 
     def new_state(self) -> DepthState:
-        return DepthState(deque(maxlen=self.frames))
+        return DepthState(deque(maxlen=self.frames), deque(maxlen=self.frames))
 
     def failures(self, m: FaceDepth) -> tuple[str, ...]:
         """The FaceDepth scores that say FLAT_FACE (none: a face)."""
         checks = {"relief_mm": m.relief_mm >= self.min_relief_mm, "nose_mm": m.nose_mm >= MIN_NOSE_MM,
                   "dome_mm": m.dome_mm >= MIN_DOME_MM, "dome_fit": m.dome_fit >= MIN_DOME_FIT,
                   "step_mm": m.step_mm <= MAX_STEP_MM}
-        return tuple(name for name, ok in checks.items() if not ok)  # a NaN score fails too
+        return tuple(name for name in SCORES if not checks[name])  # a NaN score fails too
 
     def observe(self, state: DepthState, depth_mm: np.ndarray | None, box: np.ndarray,
                 landmarks: np.ndarray) -> tuple[str, str | None]:
@@ -340,20 +345,30 @@ class DepthRelief:
         if measured is None:  # the scores so far are not this frame's: the report shows none
             state.no_depth += 1
             state.recent.clear()
+            state.verdicts.clear()
             state.median, state.failed = None, ()
             return PENDING, NO_DEPTH
         state.measured += 1
         state.recent.append(measured)
+        # Each frame is judged whole: a frame too noisy to tell passes nothing, and the scores of
+        # different frames are never combined (with each score's median, three frames that each
+        # failed a different score passed)
+        state.verdicts.append(self.failures(measured) if measured.noise_mm <= MAX_NOISE_MM else None)
         state.median = FaceDepth(*(float(x) for x in np.median(np.array(state.recent), axis=0)))
-        if not state.median.noise_mm <= MAX_NOISE_MM:  # too far (or too noisy) to tell: come closer
-            state.failed = ()
+        failed = {name for v in state.verdicts if v for name in v}
+        state.failed = ()
+        if 2 * sum(v == () for v in state.verdicts) > len(state.verdicts):  # most passed every score
+            return LIVE, None
+        if not failed or not state.median.noise_mm <= MAX_NOISE_MM:  # too far (or noisy) to tell: come closer
             return PENDING, DEPTH_TOO_NOISY
-        state.failed = self.failures(state.median)
-        return (SPOOF, FLAT_FACE) if state.failed else (LIVE, None)
+        state.failed = tuple(name for name in SCORES if name in failed)
+        return SPOOF, FLAT_FACE
 
     @staticmethod
     def report(state: DepthState) -> dict:
         m = state.median
         places = {"dome_fit": 2, "dome_valid": 2}  # a ratio of 1.96 fails 2.0: not rounded to pass
         scores = {k: None if m is None else round(getattr(m, k), places.get(k, 1)) for k in FaceDepth._fields}
-        return {**scores, "failed": list(state.failed), "measured": state.measured, "no_depth": state.no_depth}
+        frames = [None if v is None else list(v) for v in state.verdicts]  # None: too noisy to judge
+        return {**scores, "failed": list(state.failed), "frames": frames, "measured": state.measured,
+                "no_depth": state.no_depth}

@@ -7,14 +7,16 @@ D4xx's noise (2 mm at 0.5 m growing with distance squared, whole mm, 1 % of pixe
 Bona fide: depth from the face mesh of every photo in ../shared/faces/people (25; several are
 themselves turned by up to ~25 degrees, and the poses add to that), turned and tipped further
 (13 poses up to 30 degrees), at 0.5, 0.8, 1.0 and 1.2 m, the face box jittered by up to 5 %,
-YuNet's own landmarks carried onto the surface. The verdict is the one after 3 frames (the
-check's median). Attacks (random, --prints of each):
+YuNet's own landmarks carried onto the surface. The verdict is the one after 3 frames (2 of
+them must each pass every score). Attacks (random, --prints of each):
   trimmed fold         a print folded along the nose (20-120 mm, +-30 degrees, rounded creases,
                        tilted), trimmed above the brows, at the sides and chin, held 15-110 mm in
                        front of a body at 0.35-1.3 m; 60 % with a patch that returns no depth
                        (IR-black tape) somewhere around the nose;
   fold cut at the nose the same, its top cut anywhere between the brows and the nose (the eyes
-                       cut away: YuNet still finds such faces);
+                       cut away: YuNet still finds such faces); and the same held by hand (each
+                       frame up to 15 mm nearer or further and 4 degrees more tilted: its
+                       scores change from frame to frame);
   taped fold           a print folded along the nose (40-120 mm, +-10 degrees, tilted) with IR-black
                        tape (no depth) on the crease above and below the nose (14-28 mm wide,
                        20-50 mm long, 3-10 mm from the printed nose), 0.35-1.3 m;
@@ -65,6 +67,7 @@ POSES = [(0, 0), (10, 0), (-10, 0), (0, 10), (0, -10), (20, 0), (-20, 0), (0, 15
          (25, 0), (-25, 0), (30, 0), (-30, 0)]
 DISTANCES_MM = (500.0, 800.0, 1000.0, 1200.0)
 FRAMES = 3
+HELD_MM, HELD_DEG = 15.0, 4.0  # a hand-held print: each frame up to this much nearer or further, and tilted
 
 
 def decide(check: DepthRelief, frames, box, landmarks,
@@ -134,12 +137,18 @@ def random_print(rng, kind: str):
     patch = None if rng.random() < 0.4 else (rng.uniform(-0.3, 0.3), rng.uniform(-0.1, 0.4),
                                              rng.uniform(0.06, 0.2), rng.uniform(0.06, 0.2))
     depth_mm, side, bottom = rng.uniform(20, 120), rng.uniform(0.5, 1.0), rng.uniform(0.6, 1.0)
+    if kind.endswith("hand-held"):  # held by hand: each frame tilted and moved a little
+        return (lambda r: trimmed_fold(r, depth_mm, body, side, top, bottom, patch,
+                                       base + r.uniform(-HELD_MM, HELD_MM),
+                                       (tilt[0] + r.uniform(-HELD_DEG, HELD_DEG), tilt[1] + r.uniform(-HELD_DEG, HELD_DEG)),
+                                       **fold)), offset
     return (lambda r: trimmed_fold(r, depth_mm, body, side, top, bottom, patch, base, tilt, **fold)), offset
 
 
 def attacks(check: DepthRelief, rng, n: int) -> dict:
     out = {}
-    for kind in ("trimmed fold", "fold cut at the nose", "taped fold", "taped fold, outer crease", "holed print"):
+    for kind in ("trimmed fold", "fold cut at the nose", "taped fold", "taped fold, outer crease", "holed print",
+                 "fold cut at the nose, hand-held"):
         live = 0
         failed: Counter = Counter()
         for _ in range(n):

@@ -251,7 +251,8 @@ def test_dome_and_step_each_refuse_a_print_on_their_own(bowl_mm, behind_mm, refu
     assert beats_relief_and_nose(bowl_print(rng, bowl_mm, behind_mm))
     decision, check, state = decided(lambda: bowl_print(rng, bowl_mm, behind_mm))
     assert decision == (SPOOF, FLAT_FACE)
-    assert list(state.failed) == [refused_by], check.report(state)
+    alone = sum(v == (refused_by,) for v in state.verdicts)  # frames that failed only this score
+    assert 2 * alone > len(state.verdicts), check.report(state)
 
 
 @pytest.fixture(scope="module")
@@ -302,6 +303,40 @@ def test_turned_faces_with_realsense_noise_are_live(engine, face_mesh, faces_dir
         state = check.new_state()
         decision = [check.observe(state, realsense(depth, rng), box, turned) for _ in range(3)][-1]
         assert decision == (LIVE, None), (yaw, pitch, check.report(state))
+
+
+def test_each_frame_is_judged_whole(engine, face_mesh, faces_dir):
+    """Three frames that each failed a different score were LIVE: each score's median over them
+    passed. A frame passes only when all its scores do, and most of the last three must: a face
+    with a hole at the cheek (step), then with tape over its nose (dome), then bare, is FLAT_FACE;
+    one such frame among bare ones is still live, and the report says which frame failed what."""
+    photo = cv2.imread(str(faces_dir / "people" / "obama/1.jpg"))
+    depth, box, landmarks = posed_face(*photo_face(face_mesh, engine, photo), 0, 0)
+    rng = np.random.default_rng(19)
+    x, y = np.meshgrid(np.arange(depth.shape[1]), np.arange(depth.shape[0]))
+    nose, size = landmarks[2], box[2] / 140  # pixels a mm on the face
+    holed = np.where(np.hypot(x - nose[0] - 30 * size, y - nose[1]) <= 9 * size, depth + 60.0, depth)
+    taped = np.where(np.hypot(x - nose[0], y - nose[1]) <= 16 * size, 0.0, depth)
+    frames = {"bare": depth, "holed": holed, "taped": taped}
+    check = DepthRelief()
+    alone = {name: check.failures(face_relief(realsense(f, rng), box, landmarks)) for name, f in frames.items()}
+    assert alone["bare"] == () and alone["holed"] == ("step_mm",) and "dome_mm" in alone["taped"], alone
+    state = check.new_state()
+    verdicts = [check.observe(state, realsense(frames[name], rng), box, landmarks) for name in ("holed", "taped", "bare")]
+    assert verdicts[-1] == (SPOOF, FLAT_FACE), check.report(state)
+    assert check.failures(state.median) == ()  # each score's median passes: judged per score, it was LIVE
+    assert {"step_mm", "dome_mm"} <= set(state.failed) and check.report(state)["frames"][-1] == []
+    state = check.new_state()
+    verdicts = [check.observe(state, realsense(frames[name], rng), box, landmarks) for name in ("bare", "taped", "bare")]
+    assert verdicts == [(LIVE, None), (SPOOF, FLAT_FACE), (LIVE, None)], check.report(state)
+    assert "dome_mm" in check.report(state)["frames"][1], check.report(state)
+    # a frame too noisy to judge beside one that passed: not live, and not a spoof either
+    state = check.new_state()
+    face = np.where(depth > 0, noisy(depth, rng, 1.0), 0.0)
+    assert check.observe(state, face, box, landmarks) == (LIVE, None)
+    assert check.observe(state, np.where(depth > 0, noisy(depth, rng, 11.0), 0.0), box, landmarks) == \
+        (PENDING, DEPTH_TOO_NOISY)
+    assert check.report(state)["frames"] == [[], None] and state.median.noise_mm <= 7.0, check.report(state)
 
 
 def test_a_face_too_far_for_its_depth_noise_is_pending_not_a_spoof(engine, face_mesh, faces_dir):
