@@ -59,6 +59,11 @@ class PanelLink:
         self.collection_id = collection_id
         self.sender = sender
 
+    @property
+    def sends(self) -> bool:
+        """Whether GRANTEDs go to a panel (``door.output`` is not none)."""
+        return self.sender is not None
+
     def on_decision(self, decision: Any, on_failure: FailureReport = ignore_failure) -> str | None:
         """Send a GRANTED user's credential; why a GRANTED was not sent (the panel will not open
         the door for it), or None (sent, or nothing to send: no panel, not a GRANTED). A send

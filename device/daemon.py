@@ -151,15 +151,13 @@ class Daemon:
         log.info("decision %s user=%s similarity=%s track=%s event=%s", decision.decision, decision.user_id,
                  decision.similarity, decision.track_id, decision.event_id)
         if decision.decision == GRANTED:
-            def failed(reason: str, granted: Decision = decision) -> None:
-                self.actuation_failed(granted, reason)
-
-            try:
-                self.relay.pulse(decision.user_id, on_failure=failed)
-            except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
-                failed(f"{type(exc).__name__}: {exc}")
+            # The panel is told first, so that a relay that fails knows whether the panel, which
+            # may open the door on its own, was sent the credential (and has not said it failed)
+            panel_told = self.panel.sends
 
             def panel_failed(reason: str, granted: Decision = decision) -> None:
+                nonlocal panel_told
+                panel_told = False
                 if self.relay.opens_door:  # the door's own relay opened it; the panel was not told
                     log.error("GRANTED %s opened the door's relay but not the panel: %s", granted.event_id, reason)
                 else:  # the panel is what opens this door: nothing did
@@ -172,6 +170,16 @@ class Daemon:
                 not_sent = f"access panel: {type(exc).__name__}: {exc}"
             if not_sent is not None:
                 panel_failed(not_sent)
+
+            def failed(reason: str, granted: Decision = decision) -> None:
+                if panel_told:  # the audit trail must not say the door stayed shut (first: reasons are cut at 300)
+                    reason = f"the access panel was sent the credential and may have opened the door; relay: {reason}"
+                self.actuation_failed(granted, reason)
+
+            try:
+                self.relay.pulse(decision.user_id, on_failure=failed)
+            except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
+                failed(f"{type(exc).__name__}: {exc}")
 
     def _record_panel_verdict(self, verdict) -> None:
         """The panel's answer to a card read, published beside FaceLink's decision (via the outbox)."""

@@ -87,6 +87,39 @@ def test_with_a_relay_of_its_own_a_failed_frame_is_only_logged(tmp_path, broker,
         daemon.shutdown(flush_timeout_s=5)
 
 
+def test_a_relay_that_fails_beside_a_panel_says_the_panel_may_have_opened(tmp_path, broker, make_settings, engine,
+                                                                            gpio):
+    """With both outputs, a relay that fails is ACTUATION_FAILED, but the panel was sent the
+    credential and may have opened the door on its own: the reason says so (it used to read as
+    if the door stayed shut). When the panel did not get the frame either, it does not."""
+    daemon = _door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 0.2))
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="wiegand-both-watcher")
+    try:
+        daemon.pump.start()
+        assert daemon.transport.wait_connected(30)
+        assert watcher.barrier(daemon.transport.publish)
+        gpio.gpio(RELAY).fail_writes = 1
+        sent = _granted(engine)
+        daemon.emit(sent)
+        assert wait_until(lambda: daemon.panel.sender.sent == 1, 10)
+        assert [decode(f) for f in gpio.wiegand_frames(D0, D1)] == [Credential("H10301", 42, 7)]
+        with Store(daemon.settings.store.database) as store:
+            credentials.delete_user_credential(Context(store, lambda: engine), "door", "ann")
+        gpio.gpio(RELAY).fail_writes = 1
+        unsent = _granted(engine)  # ann has no credential now: the panel is sent nothing
+        daemon.emit(unsent)
+        assert watcher.wait_for(lambda: len(_decisions(watcher)) >= 4, 60)
+        assert watcher.barrier(daemon.transport.publish)
+        assert _decisions(watcher) == [("GRANTED", None), ("ACTUATION_FAILED", sent.event_id),
+                                       ("GRANTED", None), ("ACTUATION_FAILED", unsent.event_id)]
+        reasons = [d["reason"] for d in watcher.payloads("door-1/decision")[1::2]]
+        assert reasons[0].startswith("the access panel was sent the credential and may have opened the door"), reasons
+        assert "gpio" in reasons[0] and "access panel" not in reasons[1] and "gpio" in reasons[1], reasons
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=5)
+
+
 def test_a_frame_on_the_wire_at_shutdown_is_still_reported(tmp_path, broker, make_settings, engine, gpio):
     """SIGTERM while a frame hangs on the wire: the panel is closed before the outbox, and
     close() reports the frame it gave up waiting for, so its ACTUATION_FAILED is flushed with
