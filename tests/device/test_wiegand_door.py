@@ -39,13 +39,18 @@ def _decisions(watcher: Watcher) -> list[tuple[str, str | None]]:
     return [(d["decision"], d.get("refers_to")) for d in watcher.payloads("door-1/decision")]
 
 
+def _start(daemon, watcher: Watcher) -> None:
+    """Start the daemon's outbox pump; both it and the watcher connected to the broker."""
+    daemon.pump.start()
+    assert daemon.transport.wait_connected(30)
+    assert watcher.barrier(daemon.transport.publish)
+
+
 def test_a_wiegand_frame_that_fails_is_actuation_failed(tmp_path, broker, make_settings, engine, gpio):
     daemon = _door(tmp_path, broker, make_settings, engine)
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="wiegand-door-watcher")
     try:
-        daemon.pump.start()
-        assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(daemon.transport.publish)
+        _start(daemon, watcher)
         sent = _granted(engine)
         daemon.emit(sent)
         assert wait_until(lambda: daemon.panel.sender.sent == 1, 10)
@@ -71,9 +76,7 @@ def test_with_a_relay_of_its_own_a_failed_frame_is_only_logged(tmp_path, broker,
     daemon = _door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 0.2))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="wiegand-relay-watcher")
     try:
-        daemon.pump.start()
-        assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(daemon.transport.publish)
+        _start(daemon, watcher)
         gpio.gpio(D1).fail_writes = 1
         daemon.emit(_granted(engine))
         assert wait_until(lambda: daemon.panel.sender.failed == 1, 10)  # counted once reported
@@ -95,9 +98,7 @@ def test_a_relay_that_fails_beside_a_panel_says_the_panel_may_have_opened(tmp_pa
     daemon = _door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 0.2))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="wiegand-both-watcher")
     try:
-        daemon.pump.start()
-        assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(daemon.transport.publish)
+        _start(daemon, watcher)
         gpio.gpio(RELAY).fail_writes = 1
         sent = _granted(engine)
         daemon.emit(sent)
@@ -128,9 +129,7 @@ def test_a_frame_on_the_wire_at_shutdown_is_still_reported(tmp_path, broker, mak
     daemon.panel.sender.JOIN_S = 0.3
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="wiegand-stop-watcher")
     try:
-        daemon.pump.start()
-        assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(daemon.transport.publish)
+        _start(daemon, watcher)
         gpio.delay(2, 2.0)  # bit 1's on() hangs
         granted = _granted(engine)
         daemon.emit(granted)
