@@ -90,7 +90,7 @@ class MatchingSettings(Section):
 class LivenessSettings(Section):
     enabled: bool = Field(True, description="Run presentation-attack checks before granting (DENIED_SPOOF).")
     frozen_feed: bool = Field(True, description="FROZEN_FEED: deny a face that is a still image (injected file or stream, stuck camera): aligned face crops compared frame to frame.")
-    frozen_feed_min_change: float = Field(0.42, ge=0, le=50, description="FROZEN_FEED: a track whose last three registered-crop changes (coarse residual after matching the tone, grey levels, noise discounted) all stay below this is a still image (measured: stills <= 0.39, exposure-hunting stills <= 0.52 with 6 of 444 frames above 0.42, live >= 0.425; see Presentation attacks).")
+    frozen_feed_min_change: float = Field(0.42, ge=0, le=50, description="FROZEN_FEED: a face is live when two of its last three registered-crop changes (coarse residual after matching the tone, grey levels, noise discounted) reach this, else a still image (measured, second largest of three: stills <= 0.35, exposure-hunting stills <= 0.41, live >= 0.366 with 1 of 316 windows below 0.42; see Presentation attacks).")
     require_blink: bool = Field(False, description="GRANTED only after a blink within blink_window_s, else DENIED_SPOOF (NO_BLINK). Stops printed photos and stills on a screen, NOT a replayed video. Needs `facelink models --tflite`.")
     blink_window_s: float = Field(5.0, gt=0, le=60, description="How long a track may wait for a blink (seconds from its first face-mesh reading).")
     blink_close_ratio: float = Field(0.7, gt=0, lt=1, description="A blink: eye aspect ratio below this fraction of the track's own open-eye baseline, then back above 0.85 of it within 0.8 s.")

@@ -91,6 +91,27 @@ def test_injected_still_is_frozen_feed_while_its_exposure_hunts(engine, faces_di
         assert verdicts[-1] == (SPOOF, FROZEN_FEED), (name, verdicts)
 
 
+@pytest.mark.parametrize("seed", [2, 11])
+def test_one_changed_frame_of_a_still_does_not_make_it_live(engine, faces_dir, seed):
+    """A still whose exposure hunts (tools/eval_liveness.py's own attack; this photo clips a colour
+    channel when brighter) now and then scores one comparison over the threshold. One such score
+    made the next three frames live, and three live frames of five are a GRANTED; two of the last
+    three comparisons must now reach it. (Two high scores close together still make a frame or
+    two live -- these seeds are the worst of ten -- never three of five.)"""
+    from eval_liveness import still_attack
+
+    photo = cv2.imread(str(faces_dir / "people/feat_man/photo.jpg"))
+    frames = still_attack(photo, np.full((360, 640, 3), 100, np.uint8), np.random.default_rng(seed), 60, exposure=True)
+    check = FrozenFeed()
+    state = check.new_state()
+    live, high = [], 0
+    for frame in frames:
+        live.append(check.observe(state, frame, engine.detect(frame)[0].detection.landmarks)[0] == LIVE)
+        high += state.scores[-1] >= check.min_change if state.scores else 0
+    assert high >= 5, high  # the attack's changed frames
+    assert max(sum(live[i:i + 5]) for i in range(len(live))) <= 2, live
+
+
 def test_live_sample_video_is_not_frozen(engine, faces_dir):
     """The sample door video at the door's 15 fps: live within a few frames, never FROZEN_FEED."""
     verdicts = frozen_verdicts(engine, video_frames(faces_dir / "video/feat_man.mp4"))
