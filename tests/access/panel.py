@@ -49,6 +49,7 @@ class Panel:
         self.cp = osdp.ControlPanel([osdp.PDInfo(ADDRESS, PtyChannel(master), scbk=scbk, flags=flags)],
                                     log_level=osdp.LogLevel.Error)
         self.cp.start()
+        self.closed = False
 
     def secure(self, timeout: float = 20.0) -> bool:
         return self.cp.sc_wait(ADDRESS, timeout=timeout)
@@ -73,7 +74,10 @@ class Panel:
                                                 "rep_count": 1})
 
     def close(self) -> None:
-        self.cp.teardown()
+        """Stop the panel (once: a test may take one panel off the line before another comes)."""
+        if not self.closed:
+            self.closed = True
+            self.cp.teardown()
 
 
 def open_pty() -> tuple[int, int, str]:

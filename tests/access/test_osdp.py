@@ -117,6 +117,37 @@ def test_install_mode_takes_the_panels_key(tmp_path, pty_pair, panels):
         reader.close()
 
 
+def test_install_mode_ends_with_the_panels_key(tmp_path, pty_pair, panels):
+    """Once the panel has sent its key, the reader refuses the default install key: another panel
+    on the bus (its own key, falling back to the default one as a panel provisioning a reader
+    does) gets no secure channel and cannot replace the key -- neither before a restart (libosdp
+    leaves install mode on KEYSET) nor after one with install_mode still on (the key file decides)."""
+    master, path = pty_pair
+    key_file = tmp_path / "scbk"
+    other = bytes.fromhex("ffeeddccbbaa99887766554433221100")
+    reader = _reader(path, key_file, install_mode=True)
+    try:
+        panel = panels(master, KEY, enforce=False)
+        assert panel.secure() and wait_until(lambda: load_scbk(key_file) == KEY)
+        panel.close()
+        intruder = panels(master, other, enforce=False)
+        assert not intruder.secure(timeout=8)
+        intruder.close()
+    finally:
+        reader.close()
+    assert load_scbk(key_file) == KEY
+    reader = _reader(path, key_file, install_mode=True)  # restarted, install_mode never turned off
+    try:
+        assert not reader.installing
+        intruder = panels(master, other, enforce=False)
+        assert not intruder.secure(timeout=8)
+        intruder.close()
+        assert _online(panels, master, reader)  # the site's panel still gets in
+    finally:
+        reader.close()
+    assert load_scbk(key_file) == KEY
+
+
 def test_key_file_must_be_private_and_well_formed(tmp_path):
     key_file = tmp_path / "scbk"
     key_file.write_text(KEY.hex())
