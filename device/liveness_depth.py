@@ -3,11 +3,13 @@
 The depth frame (millimetres, aligned to the colour frame: ``camera_realsense``) is cut to the
 face box's inner part and sampled on a GRID x GRID lattice (u, v from -1 to 1 across it). Only
 depth within FACE_BAND_MM of the face centre's counts (a wall behind a print cut out along the
-face is not the face). Five scores are measured per frame and a frame passes when all five do;
-most of the last few frames (2 of 3) must pass, or it is FLAT_FACE. Scores of different frames are
-never combined (each score's median, which the report shows, passed three frames that each failed
-a different score). The nose is where the detector's nose landmark is (YuNet's
-third point): a turned head moves it, and a print cannot choose another place for its "nose".
+face is not the face). Five scores are measured per frame and a frame passes when all five do.
+Most of the last few frames (2 of 3) must pass for LIVE; while every frame so far passed but
+fewer than that, the face is CHECKING_DEPTH (pending); otherwise it is FLAT_FACE. A frame without
+depth (NO_DEPTH) clears them: one frame that passed after it is not most of three. Scores of
+different frames are never combined (each score's median, which the report shows, passed three
+frames that each failed a different score). The nose is where the detector's nose landmark is
+(YuNet's third point): a turned head moves it, and a print cannot choose another place for it.
 
 - relief: a quadratic surface z = a + bu + cv + du^2 + euv + fv^2 is fitted to the face; a plane,
   a tilted plane and a bent sheet are fitted almost exactly, a face is not. The spread of the
@@ -37,8 +39,9 @@ third point): a turned head moves it, and a print cannot choose another place fo
 
 The depth's noise (robust sigma around its 3x3 median) is measured too: above MAX_NOISE_MM (a face
 too far from the camera: RealSense noise grows with distance squared) the scores cannot tell a
-face from a print, so such a frame passes nothing; a face whose frames' median noise is above it,
-or whose other frames all passed, is DEPTH_TOO_NOISY: pending, never live, not called a spoof.
+face from a print, so such a frame passes nothing; a face that is not live, and whose frames'
+median noise is above it or whose other frames all passed, is DEPTH_TOO_NOISY: pending, never
+live, not called a spoof.
 
 Measured on synthetic depth only (no depth camera here): tests/device/test_liveness_depth.py,
 tools/eval_depth_liveness.py and README "FLAT_FACE". No depth for the face (no depth camera, too
@@ -60,6 +63,7 @@ from .liveness_frozen import LIVE, PENDING, SPOOF
 FLAT_FACE = "FLAT_FACE"
 NO_DEPTH = "NO_DEPTH"
 DEPTH_TOO_NOISY = "DEPTH_TOO_NOISY"
+CHECKING_DEPTH = "CHECKING_DEPTH"  # every frame judged so far passed, but not yet most of ``frames``
 INNER = 0.8  # central fraction of the face box that is measured (hair and background left out)
 GRID = 48  # the face's depth is sampled on a GRID x GRID lattice
 MIN_VALID = 0.5  # fraction of valid depth pixels (non-zero, within the face's depth band) needed
@@ -91,7 +95,6 @@ MAX_STEP_MM = 30.0
 # step test there); crafted prints taped on the crease passed at 7.4 and more (0.9-1.25 m). Whole-mm
 # depth makes it move in steps of ~0.74-1.5 mm (5.93, 6.67, 7.41, ...). Never live: PENDING
 MAX_NOISE_MM = 7.0
-SCORES = ("relief_mm", "nose_mm", "dome_mm", "dome_fit", "step_mm")  # what a frame must pass, in report order
 
 
 class FaceDepth(NamedTuple):
@@ -337,7 +340,7 @@ class DepthRelief:
         checks = {"relief_mm": m.relief_mm >= self.min_relief_mm, "nose_mm": m.nose_mm >= MIN_NOSE_MM,
                   "dome_mm": m.dome_mm >= MIN_DOME_MM, "dome_fit": m.dome_fit >= MIN_DOME_FIT,
                   "step_mm": m.step_mm <= MAX_STEP_MM}
-        return tuple(name for name in SCORES if not checks[name])  # a NaN score fails too
+        return tuple(name for name, ok in checks.items() if not ok)  # a NaN score fails too
 
     def observe(self, state: DepthState, depth_mm: np.ndarray | None, box: np.ndarray,
                 landmarks: np.ndarray) -> tuple[str, str | None]:
@@ -355,13 +358,20 @@ class DepthRelief:
         # failed a different score passed)
         state.verdicts.append(self.failures(measured) if measured.noise_mm <= MAX_NOISE_MM else None)
         state.median = FaceDepth(*(float(x) for x in np.median(np.array(state.recent), axis=0)))
-        failed = {name for v in state.verdicts if v for name in v}
+        # Most of the last ``frames`` frames must pass, each on its own; a frame not yet seen (a
+        # track's start, or after NO_DEPTH, which clears them) passes nothing (one frame that
+        # passed, after failed ones and a frame without depth, was LIVE). Any frame that failed
+        # makes the rest FLAT_FACE: a print is refused soon, its track decided
+        passed = sum(v == () for v in state.verdicts)
         state.failed = ()
-        if 2 * sum(v == () for v in state.verdicts) > len(state.verdicts):  # most passed every score
+        if passed > self.frames // 2:
             return LIVE, None
+        if passed == len(state.verdicts):  # every frame so far passed, but too few of them yet
+            return PENDING, CHECKING_DEPTH
+        failed = {name for v in state.verdicts if v for name in v}
         if not failed or not state.median.noise_mm <= MAX_NOISE_MM:  # too far (or noisy) to tell: come closer
             return PENDING, DEPTH_TOO_NOISY
-        state.failed = tuple(name for name in SCORES if name in failed)
+        state.failed = tuple(name for name in FaceDepth._fields if name in failed)
         return SPOOF, FLAT_FACE
 
     @staticmethod

@@ -28,6 +28,7 @@ from facelink.device.camera import is_finite_source, open_frames
 from facelink.device.camera_realsense import RGBDPixels
 from facelink.device.liveness import LivenessChecker
 from facelink.device.liveness_depth import (
+    CHECKING_DEPTH,
     DEPTH_TOO_NOISY,
     DISK_DESIGN,
     DOME_R,
@@ -273,16 +274,16 @@ def test_face_shaped_relief_is_live(engine, face_mesh, faces_dir, name):
     assert measured.relief_mm >= 15.0 and measured.nose_mm > 5.0, measured
     check = DepthRelief()
     state = check.new_state()
-    assert check.observe(state, depth, box, landmarks) == (LIVE, None)
+    assert [check.observe(state, depth, box, landmarks) for _ in range(2)] == [(PENDING, CHECKING_DEPTH), (LIVE, None)]
     assert check.report(state)["relief_mm"] >= 15.0
     walled = np.where(depth > 0, depth, np.float32(1500.0))  # a wall 1 m behind the face: still live
     state = check.new_state()
-    assert check.observe(state, walled, box, landmarks) == (LIVE, None)
+    assert [check.observe(state, walled, box, landmarks) for _ in range(2)][-1] == (LIVE, None)
     # no depth over most of the nose (tape, glare): the dome is not fitted on what is left -- never live
     x, y = np.meshgrid(np.arange(depth.shape[1]), np.arange(depth.shape[0]))
     taped = np.where(np.hypot(x - landmarks[2, 0], y - landmarks[2, 1]) <= box[2] * 16 / 140, 0, depth)
     state = check.new_state()
-    assert check.observe(state, taped.astype(np.float32), box, landmarks) == (SPOOF, FLAT_FACE)
+    assert [check.observe(state, taped.astype(np.float32), box, landmarks) for _ in range(2)][-1] == (SPOOF, FLAT_FACE)
     assert "dome_mm" in state.failed and state.median.dome_valid < 0.6, check.report(state)
 
 
@@ -305,38 +306,70 @@ def test_turned_faces_with_realsense_noise_are_live(engine, face_mesh, faces_dir
         assert decision == (LIVE, None), (yaw, pitch, check.report(state))
 
 
+def altered_faces(engine, face_mesh, faces_dir) -> tuple[dict[str, np.ndarray | None], np.ndarray, np.ndarray]:
+    """One face's depth at 0.5 m (its box and landmarks), bare, with a hole at the cheek and a body
+    60 mm behind (only the step fails), with tape over its nose (the dome fails), and no depth."""
+    photo = cv2.imread(str(faces_dir / "people" / "obama/1.jpg"))
+    depth, box, landmarks = posed_face(*photo_face(face_mesh, engine, photo), 0, 0)
+    x, y = np.meshgrid(np.arange(depth.shape[1]), np.arange(depth.shape[0]))
+    nose, size = landmarks[2], box[2] / 140  # pixels a mm on the face
+    holed = np.where(np.hypot(x - nose[0] - 30 * size, y - nose[1]) <= 9 * size, depth + 60.0, depth)
+    taped = np.where(np.hypot(x - nose[0], y - nose[1]) <= 16 * size, 0.0, depth)
+    return {"bare": depth, "holed": holed, "taped": taped, "none": None}, box, landmarks
+
+
+def observed(check: DepthRelief, frames: dict, names: list[str], box, landmarks, rng) -> tuple[list, DepthState]:
+    """The verdicts on the named frames (RealSense noise added to each), and the state after."""
+    state = check.new_state()
+    verdicts = [check.observe(state, None if frames[n] is None else realsense(frames[n], rng), box, landmarks)
+                for n in names]
+    return verdicts, state
+
+
 def test_each_frame_is_judged_whole(engine, face_mesh, faces_dir):
     """Three frames that each failed a different score were LIVE: each score's median over them
     passed. A frame passes only when all its scores do, and most of the last three must: a face
     with a hole at the cheek (step), then with tape over its nose (dome), then bare, is FLAT_FACE;
     one such frame among bare ones is still live, and the report says which frame failed what."""
-    photo = cv2.imread(str(faces_dir / "people" / "obama/1.jpg"))
-    depth, box, landmarks = posed_face(*photo_face(face_mesh, engine, photo), 0, 0)
+    frames, box, landmarks = altered_faces(engine, face_mesh, faces_dir)
     rng = np.random.default_rng(19)
-    x, y = np.meshgrid(np.arange(depth.shape[1]), np.arange(depth.shape[0]))
-    nose, size = landmarks[2], box[2] / 140  # pixels a mm on the face
-    holed = np.where(np.hypot(x - nose[0] - 30 * size, y - nose[1]) <= 9 * size, depth + 60.0, depth)
-    taped = np.where(np.hypot(x - nose[0], y - nose[1]) <= 16 * size, 0.0, depth)
-    frames = {"bare": depth, "holed": holed, "taped": taped}
     check = DepthRelief()
-    alone = {name: check.failures(face_relief(realsense(f, rng), box, landmarks)) for name, f in frames.items()}
+    alone = {n: check.failures(face_relief(realsense(f, rng), box, landmarks)) for n, f in frames.items() if n != "none"}
     assert alone["bare"] == () and alone["holed"] == ("step_mm",) and "dome_mm" in alone["taped"], alone
-    state = check.new_state()
-    verdicts = [check.observe(state, realsense(frames[name], rng), box, landmarks) for name in ("holed", "taped", "bare")]
+    verdicts, state = observed(check, frames, ["holed", "taped", "bare"], box, landmarks, rng)
     assert verdicts[-1] == (SPOOF, FLAT_FACE), check.report(state)
     assert check.failures(state.median) == ()  # each score's median passes: judged per score, it was LIVE
     assert {"step_mm", "dome_mm"} <= set(state.failed) and check.report(state)["frames"][-1] == []
-    state = check.new_state()
-    verdicts = [check.observe(state, realsense(frames[name], rng), box, landmarks) for name in ("bare", "taped", "bare")]
-    assert verdicts == [(LIVE, None), (SPOOF, FLAT_FACE), (LIVE, None)], check.report(state)
+    verdicts, state = observed(check, frames, ["bare", "taped", "bare"], box, landmarks, rng)
+    assert verdicts == [(PENDING, CHECKING_DEPTH), (SPOOF, FLAT_FACE), (LIVE, None)], check.report(state)
     assert "dome_mm" in check.report(state)["frames"][1], check.report(state)
     # a frame too noisy to judge beside one that passed: not live, and not a spoof either
     state = check.new_state()
-    face = np.where(depth > 0, noisy(depth, rng, 1.0), 0.0)
-    assert check.observe(state, face, box, landmarks) == (LIVE, None)
-    assert check.observe(state, np.where(depth > 0, noisy(depth, rng, 11.0), 0.0), box, landmarks) == \
-        (PENDING, DEPTH_TOO_NOISY)
+    assert check.observe(state, realsense(frames["bare"], rng), box, landmarks) == (PENDING, CHECKING_DEPTH)
+    assert check.observe(state, np.where(frames["bare"] > 0, noisy(frames["bare"], rng, 11.0), 0.0), box,
+                         landmarks) == (PENDING, DEPTH_TOO_NOISY)
     assert check.report(state)["frames"] == [[], None] and state.median.noise_mm <= 7.0, check.report(state)
+    # most of the frames too noisy (a face at the gate, one frame failed): it waits, not a spoof
+    state = check.new_state()
+    check.observe(state, realsense(frames["taped"], rng), box, landmarks)
+    for _ in range(2):
+        verdict = check.observe(state, np.where(frames["bare"] > 0, noisy(frames["bare"], rng, 11.0), 0.0), box, landmarks)
+    assert verdict == (PENDING, DEPTH_TOO_NOISY) and check.report(state)["frames"][1:] == [None, None]
+
+
+def test_one_frame_that_passed_is_not_live(engine, face_mesh, faces_dir):
+    """Most of the last three frames must pass, and a frame without depth clears them: one frame
+    that passed (a track's first, or the first after NO_DEPTH) is not most of three. A print
+    whose depth was blanked every other frame was LIVE on each frame that passed (a review's
+    attack), and so were failed frames, a frame without depth, then one that passed."""
+    frames, box, landmarks = altered_faces(engine, face_mesh, faces_dir)
+    rng = np.random.default_rng(20)
+    check = DepthRelief()
+    verdicts, state = observed(check, frames, ["taped", "taped", "none", "bare", "none", "bare", "bare"],
+                               box, landmarks, rng)
+    assert [v[1] for v in verdicts] == [FLAT_FACE, FLAT_FACE, NO_DEPTH, CHECKING_DEPTH, NO_DEPTH,
+                                        CHECKING_DEPTH, None], check.report(state)
+    assert check.report(state)["frames"] == [[], []]  # the frames before the last NO_DEPTH are gone
 
 
 def test_a_face_too_far_for_its_depth_noise_is_pending_not_a_spoof(engine, face_mesh, faces_dir):

@@ -90,7 +90,8 @@ def test_a_print_is_not_granted_on_another_faces_blink(ctx, faces_dir, engine, m
     """A hand-held print of an enrolled user, lowered for ONE frame to show the attacker's own face
     (a stranger, eyes closed) in the same spot: the stranger's blink and the live change must not
     count for the print. The undecided track restarts when the face in it changes identity (fresh
-    liveness state), so this ends exactly as the print alone: DENIED_SPOOF, NO_BLINK."""
+    liveness state), so this ends exactly as the print alone: DENIED_SPOOF, NO_BLINK (the blink
+    check alone: with the frozen feed on too, this print is refused FROZEN_FEED first)."""
     from facelink.device.assembly import build_components
     from facelink.device.camera import Frame
     from facelink.device.matcher import UserIndex
@@ -102,9 +103,8 @@ def test_a_print_is_not_granted_on_another_faces_blink(ctx, faces_dir, engine, m
     faces.index_faces(ctx, "door", faces_dir / "people/obama/2.jpg", "badge", user_id="obama")
     index = UserIndex(ctx.store, "door", engine.model_version)
     index.load()
-    settings = make_settings(liveness={"enabled": True, "frozen_feed": True, "require_blink": True})
-
-    def run(frames) -> list[tuple[str, str | None, int]]:
+    def run(frames, frozen_feed: bool = False) -> list[tuple[str, str | None, int]]:
+        settings = make_settings(liveness={"enabled": True, "frozen_feed": frozen_feed, "require_blink": True})
         pipeline = DoorPipeline(engine, index, build_components(settings, engine))
         return [(d.decision, d.reason, d.liveness["blink"]["blinks"])
                 for i, px in enumerate(frames) for d in pipeline.process(Frame(px, i / 15, i), i / 15)]
@@ -124,3 +124,7 @@ def test_a_print_is_not_granted_on_another_faces_blink(ctx, faces_dir, engine, m
     swapped = cv2.warpAffine(closed, m, (640, 480), borderMode=cv2.BORDER_REPLICATE)
     assert run(prints) == [("DENIED_SPOOF", "NO_BLINK", 0)]
     assert run(prints[:k] + [swapped] + prints[k + 1:]) == [("DENIED_SPOOF", "NO_BLINK", 0)]
+    # with the frozen feed on too, this print's motion is too little (two of three comparisons
+    # must show a live change): it is refused before the blink window ends, swapped frame or not
+    assert run(prints, True) == run(prints[:k] + [swapped] + prints[k + 1:], True) == \
+        [("DENIED_SPOOF", "FROZEN_FEED", 0)]

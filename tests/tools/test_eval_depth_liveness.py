@@ -20,10 +20,10 @@ def test_the_crafted_prints_are_refused_and_counted():
     assert set(result) == {"trimmed fold", "fold cut at the nose", "taped fold", "taped fold, outer crease",
                            "holed print", "fold cut at the nose, hand-held"}
     assert all(row["of"] == 4 for row in result.values())
-    assert result["trimmed fold"]["live"] == 0 and result["holed print"]["live"] == 0
+    assert result["trimmed fold"]["granted"] == 0 and result["holed print"]["granted"] == 0
     assert sum(result["holed print"]["failed_scores"].values()) >= 4  # why each was refused
     everything = attacks(PassEverything(frames=3), np.random.default_rng(0), 4)
-    assert all(row["live"] == 4 for row in everything.values())  # a check that passes all is counted so
+    assert all(row["granted"] == 4 for row in everything.values())  # a check that passes all is counted so
 
 
 def test_a_hand_held_print_moves_from_frame_to_frame():
