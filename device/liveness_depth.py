@@ -3,7 +3,7 @@
 The depth frame (millimetres, aligned to the colour frame: ``camera_realsense``) is cut to the
 face box's inner part and sampled on a GRID x GRID lattice (u, v from -1 to 1 across it). Only
 depth within FACE_BAND_MM of the face centre's counts (a wall behind a print cut out along the
-face is not the face). Five scores are measured per frame and a frame passes when all five do.
+face is not the face). Six scores are measured per frame and a frame passes when all six do.
 Most of the last few frames (2 of 3) must pass for LIVE; while every frame so far passed but
 fewer than that, the face is CHECKING_DEPTH (pending); otherwise it is FLAT_FACE. A frame without
 depth (NO_DEPTH) clears them: one frame that passed after it is not most of three. Scores of
@@ -36,6 +36,12 @@ frames that each failed a different score). The nose is where the detector's nos
   DOME_R + NOSE_REACH of the nose, |u| < STRIP_U, after a 3x3 median) is at most MAX_STEP_MM: a
   deeper step is the cut edge of a hole or of a print trimmed above the nose. Invalid samples in
   a row are bridged by the next valid one, so an edge hidden behind missing depth still counts.
+
+- bridge: a face's bridge of the nose slopes smoothly from the eyes to the nose tip. The largest
+  step between neighbouring rows there (the nose landmark's column +-2, from the eyes' row to the
+  nose tip's, the median over those columns, after a 3x3 median) is at most BRIDGE_MM +
+  BRIDGE_NOISE x the depth's noise: a print cut just above its nose and held close in front of a
+  body (its other steps under MAX_STEP_MM) steps back to the body there.
 
 The depth's noise (robust sigma around its 3x3 median) is measured too: above MAX_NOISE_MM (a face
 too far from the camera: RealSense noise grows with distance squared) the scores cannot tell a
@@ -95,6 +101,11 @@ MAX_STEP_MM = 30.0
 # step test there); crafted prints taped on the crease passed at 7.4 and more (0.9-1.25 m). Whole-mm
 # depth makes it move in steps of ~0.74-1.5 mm (5.93, 6.67, 7.41, ...). Never live: PENDING
 MAX_NOISE_MM = 7.0
+# Largest depth step down the bridge of the nose (its landmark's column, from the eyes' row to the
+# nose tip): at most BRIDGE_MM + BRIDGE_NOISE x the depth's noise. Faces measured at most 11 mm at
+# 0.5 m, 12 at 0.8 m and 15 at 1.0 m (tools/eval_depth_liveness.py's faces, one frame each); a
+# print cut just above its nose, held in front of a body, steps back to the body there
+BRIDGE_MM, BRIDGE_NOISE = 12.0, 1.0
 
 
 class FaceDepth(NamedTuple):
@@ -108,6 +119,7 @@ class FaceDepth(NamedTuple):
     dome_valid: float
     step_mm: float
     noise_mm: float
+    bridge_mm: float
 
 
 def _disk(radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -286,6 +298,22 @@ def _largest_step(z: np.ndarray, valid: np.ndarray, nose_row: float) -> float:
     return float(max(across.max(), down.max(initial=0.0)))
 
 
+def _bridge_step(face: np.ndarray, nose: tuple[float, float], eyes_row: float) -> float:
+    """Largest depth step (mm) from one row to the next down the bridge of the nose: the median,
+    over the 5 columns around the nose landmark's, of each step between the eyes' row and the
+    nose tip's (``face``: the depth after a 3x3 median). A face's bridge slopes smoothly; the cut
+    edge of a print trimmed just above its nose, held in front of a body, is one step back to the
+    body. Landmarks that leave no bridge between them (or lie off the face) measure FACE_BAND_MM."""
+    if not (np.isfinite(nose).all() and np.isfinite(eyes_row)):
+        return FACE_BAND_MM
+    top, bottom = max(round(eyes_row), 0), min(round(nose[0]), GRID - 1)
+    col = round(nose[1])
+    if bottom - top < 2 or not 2 <= col < GRID - 2:
+        return FACE_BAND_MM
+    steps = np.abs(np.diff(face[top:bottom + 1, col - 2:col + 3].astype(np.float64), axis=0))
+    return float(np.median(steps, axis=1).max())
+
+
 def face_relief(depth_mm: np.ndarray, box: np.ndarray, landmarks: np.ndarray) -> FaceDepth | None:
     """What FLAT_FACE measures on the face in ``box`` (FaceDepth), or None without depth for it.
     ``landmarks``: the detector's five points (YuNet's order: the third is the nose tip)."""
@@ -313,8 +341,9 @@ def face_relief(depth_mm: np.ndarray, box: np.ndarray, landmarks: np.ndarray) ->
     dome, dome_fit, dome_valid = _dome(face, valid, nose)
     nose_u = float(np.clip(nose[1] / (GRID - 1) * 2 - 1, -0.5, 0.5))
     noise = 1.4826 * float(np.median(np.abs(z - face)[valid]))  # robust sigma of the depth's noise
+    eyes_row = min(_grid_position(box, points[0, :2])[0], _grid_position(box, points[1, :2])[0])
     return FaceDepth(relief, _nose_in_front(z, valid, nose_u), dome, dome_fit, dome_valid,
-                     _largest_step(z, valid, nose[0]), noise)
+                     _largest_step(z, valid, nose[0]), noise, _bridge_step(face, nose, eyes_row))
 
 
 @dataclass
@@ -339,7 +368,8 @@ class DepthRelief:
         """The FaceDepth scores that say FLAT_FACE (none: a face)."""
         checks = {"relief_mm": m.relief_mm >= self.min_relief_mm, "nose_mm": m.nose_mm >= MIN_NOSE_MM,
                   "dome_mm": m.dome_mm >= MIN_DOME_MM, "dome_fit": m.dome_fit >= MIN_DOME_FIT,
-                  "step_mm": m.step_mm <= MAX_STEP_MM}
+                  "step_mm": m.step_mm <= MAX_STEP_MM,
+                  "bridge_mm": m.bridge_mm <= BRIDGE_MM + BRIDGE_NOISE * m.noise_mm}
         return tuple(name for name, ok in checks.items() if not ok)  # a NaN score fails too
 
     def observe(self, state: DepthState, depth_mm: np.ndarray | None, box: np.ndarray,
