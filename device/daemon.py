@@ -156,10 +156,12 @@ class Daemon:
             panel_told = self.panel.sends
 
             def panel_failed(reason: str, granted: Decision = decision) -> None:
-                nonlocal panel_told
-                panel_told = False
-                if self.relay.opens_door:  # the door's own relay opened it; the panel was not told
-                    log.error("GRANTED %s opened the door's relay but not the panel: %s", granted.event_id, reason)
+                # A later report (a Wiegand frame that broke on the wire) does NOT clear panel_told:
+                # part or all of the frame reached the panel, which may have read it (the report
+                # itself may say so) -- only a refusal before anything was sent below does.
+                if self.relay.opens_door:  # the door's own relay is pulsed; the panel was not told
+                    log.error("GRANTED %s: the panel was not sent the credential (the door's relay is "
+                              "what opens the door): %s", granted.event_id, reason)
                 else:  # the panel is what opens this door: nothing did
                     self.actuation_failed(granted, reason)
 
@@ -168,7 +170,8 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - the panel link's failure is reported, the loop goes on
                 log.exception("access panel output failed")
                 not_sent = f"access panel: {type(exc).__name__}: {exc}"
-            if not_sent is not None:
+            if not_sent is not None:  # refused before sending: nothing reached the panel
+                panel_told = False
                 panel_failed(not_sent)
 
             def failed(reason: str, granted: Decision = decision) -> None:

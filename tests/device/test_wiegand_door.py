@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from facelink.access.wiegand import Credential, decode
 from facelink.device.decision import GRANTED, Decision
-from facelink.device.door import GpioRelay
+from facelink.device.door import CommandRelay, GpioRelay
 from facelink.enroll import credentials, users
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
@@ -116,6 +116,30 @@ def test_a_relay_that_fails_beside_a_panel_says_the_panel_may_have_opened(tmp_pa
         reasons = [d["reason"] for d in watcher.payloads("door-1/decision")[1::2]]
         assert reasons[0].startswith("the access panel was sent the credential and may have opened the door"), reasons
         assert "gpio" in reasons[0] and "access panel" not in reasons[1] and "gpio" in reasons[1], reasons
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=5)
+
+
+def test_a_relay_that_fails_after_the_frame_s_report_still_says_the_panel_may_have_opened(
+        tmp_path, broker, make_settings, engine, gpio):
+    """A review's race: the whole frame went out (only the last bit's release failed: the panel
+    reads the badge), its failure was reported first, then a door command failed. The report
+    cleared "the panel was told", and the relay's ACTUATION_FAILED read as if the door stayed shut."""
+    daemon = _door(tmp_path, broker, make_settings, engine, CommandRelay("sleep 0.5; exit 3", 1.0))
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="wiegand-race-watcher")
+    try:
+        _start(daemon, watcher)
+        gpio.fail(51)  # a 26-bit frame: bit 25's release is its 52nd write
+        granted = _granted(engine)
+        daemon.emit(granted)
+        assert wait_until(lambda: daemon.panel.sender.failed == 1, 10)  # reported before the relay fails
+        assert watcher.wait_for(lambda: len(_decisions(watcher)) >= 2, 30)
+        assert watcher.barrier(daemon.transport.publish)
+        assert [decode(f) for f in gpio.wiegand_frames(D0, D1)] == [Credential("H10301", 42, 7)]
+        assert _decisions(watcher) == [("GRANTED", None), ("ACTUATION_FAILED", granted.event_id)]
+        reason = watcher.payloads("door-1/decision")[1]["reason"]
+        assert reason.startswith("the access panel was sent the credential and may have opened the door"), reason
     finally:
         watcher.close()
         daemon.shutdown(flush_timeout_s=5)
