@@ -139,6 +139,7 @@ class OsdpReader:
             raise ConfigError(f"no OSDP key in {self.scbk_file}: provision it (0600, 32 hex digits) "
                               "or set osdp.install_mode = true for first provisioning")
         self.installing = key is None
+        self._unenforced = self.installing  # libosdp runs without EnforceSecure until a restart
         flags = [osdp.LibFlag.InstallMode] if self.installing else [osdp.LibFlag.EnforceSecure]
         self.debounce_s, self.verdict_timeout_s = debounce_s, verdict_timeout_s
         self.on_verdict, self.on_output = on_verdict, on_output
@@ -203,6 +204,10 @@ class OsdpReader:
             if self._closing:
                 log.warning("OSDP: reader stopping, card read for event %s not sent", event_id)
                 return "the reader is stopping: the card read was not sent"
+            if self._unenforced and not self.secure:  # started in install mode: no EnforceSecure,
+                # a plaintext panel would be handed the credential (libosdp's flags are fixed at start)
+                log.warning("OSDP: no secure channel, card read for event %s not sent", event_id)
+                return "no secure channel with the panel: the card read was not sent"
             ago = now - self._last_sent.get(key, -1e9)
             if ago < self.debounce_s:
                 log.info("OSDP: %s sent %.1f s ago, not repeated", key, ago)
@@ -244,6 +249,14 @@ class OsdpReader:
         try:  # nothing may escape into libosdp: its binding crashes the process on an exception
             self.state.commands += 1
             self._command_came.set()
+            if self._unenforced and cmd.get("command") != self._osdp.Command.Keyset \
+                    and not self._pd.ctx.is_sc_active():
+                # started in install mode, libosdp does not enforce the secure channel (its flags are
+                # fixed at start; InstallMode with EnforceSecure is refused): a plaintext panel's
+                # output command would pulse the door's relay (libosdp itself refuses a plaintext
+                # KEYSET)
+                log.warning("OSDP: a command without the secure channel refused: %s", cmd.get("command"))
+                return _reply(-1)
             if cmd.get("command") != self._osdp.Command.Keyset:
                 self._inbox.put(("command", (dict(cmd), time.monotonic())))
                 return _reply(0)

@@ -117,31 +117,46 @@ def test_install_mode_takes_the_panels_key(tmp_path, pty_pair, panels):
         reader.close()
 
 
+def _gets_nothing(intruder, reader, outputs) -> None:
+    """Not just no secure channel: no card read reaches the intruder and its output command does
+    not reach the door (a panel may come online in plaintext where libosdp does not enforce)."""
+    assert not intruder.secure(timeout=8)
+    reader.card_read(Credential("H10301", 1, 2), "event-intruder")
+    assert intruder.next_event(timeout=2) is None
+    intruder.output(5)
+    assert not wait_until(lambda: outputs, 2)
+
+
 def test_install_mode_ends_with_the_panels_key(tmp_path, pty_pair, panels):
     """Once the panel has sent its key, the reader refuses the default install key: another panel
     on the bus (its own key, falling back to the default one as a panel provisioning a reader
-    does) gets no secure channel and cannot replace the key -- neither before a restart (libosdp
-    leaves install mode on KEYSET) nor after one with install_mode still on (the key file decides)."""
+    does, or none at all) gets no secure channel, no card read, no say over the door's output and
+    cannot replace the key -- neither before a restart (libosdp leaves install mode on KEYSET but
+    was started without EnforceSecure: the reader refuses itself) nor after one with install_mode
+    still on (the key file decides)."""
     master, path = pty_pair
     key_file = tmp_path / "scbk"
     other = bytes.fromhex("ffeeddccbbaa99887766554433221100")
-    reader = _reader(path, key_file, install_mode=True)
+    outputs: list = []
+    reader = _reader(path, key_file, install_mode=True, on_output=outputs.append)
     try:
         panel = panels(master, KEY, enforce=False)
         assert panel.secure() and wait_until(lambda: load_scbk(key_file) == KEY)
         panel.close()
-        intruder = panels(master, other, enforce=False)
-        assert not intruder.secure(timeout=8)
-        intruder.close()
+        for scbk in (other, None):
+            intruder = panels(master, scbk, enforce=False)
+            _gets_nothing(intruder, reader, outputs)
+            intruder.close()
     finally:
         reader.close()
     assert load_scbk(key_file) == KEY
-    reader = _reader(path, key_file, install_mode=True)  # restarted, install_mode never turned off
+    reader = _reader(path, key_file, install_mode=True, on_output=outputs.append)  # restarted, install_mode on
     try:
         assert not reader.installing
-        intruder = panels(master, other, enforce=False)
-        assert not intruder.secure(timeout=8)
-        intruder.close()
+        for scbk in (other, None):
+            intruder = panels(master, scbk, enforce=False)
+            _gets_nothing(intruder, reader, outputs)
+            intruder.close()
         assert _online(panels, master, reader)  # the site's panel still gets in
     finally:
         reader.close()
