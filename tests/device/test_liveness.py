@@ -97,7 +97,8 @@ def test_one_changed_frame_of_a_still_does_not_make_it_live(engine, faces_dir, s
     channel when brighter) now and then scores one comparison over the threshold. One such score
     made the next three frames live, and three live frames of five are a GRANTED; two of the last
     three comparisons must now reach it. (Two high scores close together still make a frame or
-    two live -- these seeds are the worst of ten -- never three of five.)"""
+    two live -- these seeds are the worst of ten for this photo -- never three of five. Another
+    photo still beats it: the next test.)"""
     from eval_liveness import still_attack
 
     photo = cv2.imread(str(faces_dir / "people/feat_man/photo.jpg"))
@@ -109,6 +110,23 @@ def test_one_changed_frame_of_a_still_does_not_make_it_live(engine, faces_dir, s
         live.append(check.observe(state, frame, engine.detect(frame)[0].detection.landmarks)[0] == LIVE)
         high += state.scores[-1] >= check.min_change if state.scores else 0
     assert high >= 5, high  # the attack's changed frames
+    assert max(sum(live[i:i + 5]) for i in range(len(live))) <= 2, live
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness (README, FROZEN_FEED): the moving edge of a clipped "
+                   "area scores as change; obama/3.jpg's exposure-hunting still is live 3-5 frames of 5")
+def test_a_still_whose_clipped_area_moves_is_not_live(engine, faces_dir):
+    """A review (helper-38): on obama/3.jpg the same attack is live on 3-5 of 5 frames for every
+    one of ten seeds, two of three comparisons or not: the edge of the clipped (saturated) area
+    moves with each frame's noise and scores as change. Kept as an expected failure, so that the
+    day it passes is noticed."""
+    from eval_liveness import still_attack
+
+    photo = cv2.imread(str(faces_dir / "people/obama/3.jpg"))
+    frames = still_attack(photo, np.full((360, 640, 3), 100, np.uint8), np.random.default_rng(0), 60, exposure=True)
+    check = FrozenFeed()
+    state = check.new_state()
+    live = [check.observe(state, f, engine.detect(f)[0].detection.landmarks)[0] == LIVE for f in frames]
     assert max(sum(live[i:i + 5]) for i in range(len(live))) <= 2, live
 
 
