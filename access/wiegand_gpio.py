@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 MAX_GAP_US = 20_000  # Wiegand: at most 20 ms from one bit's pulse to the next, or the frame ends
 FRAME_GAP_S = 0.05  # quiet time after a frame: two frames back to back would read as one
 SPIN_US = 500  # the last half millisecond before a pulse is busy-waited (sleep is not that precise)
+# every bit's pulse went out, only a release (or the timing) failed: the panel may have read the
+# credential itself, so the report must not say it did not
+WHOLE = "every bit went out: the panel may have read the credential itself"
 
 
 class Line(Protocol):
@@ -150,22 +153,28 @@ class WiegandTransmitter:
         except Exception as exc:  # noqa: BLE001 - a GPIO write failed: the frame broke off
             n = len(after)  # bits whose edge went out (a failed off() leaves its bit sent, the line low)
             return self._broken(f"Wiegand output failed after {n} of {len(frame.bits)} bits: "
-                                f"{type(exc).__name__}: {exc}", [frame.bits[:n]])
+                                f"{type(exc).__name__}: {exc}", [frame.bits[:n]], frame)
         gaps = [(after[k + 1] - before[k]) / 1000 for k in range(len(before) - 1)]
         cuts = [k + 1 for k, gap in enumerate(gaps) if gap > self.max_gap_us]
         if not cuts:
             return None
         pieces = [frame.bits[a:b] for a, b in zip([0, *cuts], [*cuts, len(frame.bits)])]
         return self._broken(f"Wiegand frame broken: up to {max(gaps) / 1000:.1f} ms between two bits (the limit "
-                            f"is {self.max_gap_us / 1000:g} ms; the CPU was busy)", pieces)
+                            f"is {self.max_gap_us / 1000:g} ms; the CPU was busy)", pieces, frame)
 
     @staticmethod
-    def _broken(what: str, pieces: list[list[int]]) -> str:
+    def _broken(what: str, pieces: list[list[int]], frame: _Frame) -> str:
+        """``what`` and what the panel may have read from the ``pieces`` that went out: the whole
+        credential (every bit went out, only a release failed: WHOLE) or another badge."""
         read = misreads(pieces)
-        return what + (f"; the panel may have read {', '.join(read)} instead" if read else "")
+        whole = str(frame.credential) in read and len(pieces) == 1 and len(pieces[0]) == len(frame.bits)
+        others = [r for r in read if not (whole and r == str(frame.credential))]
+        return what + (f"; {WHOLE}" if whole else "") + \
+            (f"; the panel may have read {', '.join(others)} instead" if others else "")
 
     def _report(self, frame: _Frame, what: str) -> None:
-        reason = f"{what} (credential {frame.credential}, event {frame.event_id}): the panel did not get it"
+        got = "" if WHOLE in what else ": the panel did not get it"  # nor may it say so when it may have
+        reason = f"{what} (credential {frame.credential}, event {frame.event_id}){got}"
         log.error("%s", reason)
         try:
             frame.on_failure(reason)

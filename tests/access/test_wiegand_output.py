@@ -1,6 +1,6 @@
 """The Wiegand output on gpiozero (its mock pin factory: the real gpiozero devices, no Pi): a
 GRANTED user's credential goes out as a frame a Wiegand input decodes, and a frame that fails on
-the wire is reported (the panel did not get it; what it may have read instead) with the lines
+the wire is reported (the panel did not get it, or may have read it whole; what it may have read instead) with the lines
 left idle -- never lost in the sender's thread, never said twice.
 
 Tests that expect a frame to go through give the transmitter a 1 s gap limit: on a loaded CI
@@ -102,6 +102,20 @@ def test_a_frame_broken_where_its_start_is_another_badge_says_so(link, gpio):
     assert failures.came.wait(10)
     assert "after 26 of 34 bits" in failures.reasons[0]
     assert "the panel may have read H10301:253:43494 instead" in failures.reasons[0]
+
+
+def test_a_frame_whose_last_release_fails_may_have_been_read(link, gpio):
+    """Every bit went out and only the last bit's release failed: the panel may have read the
+    credential itself. The report said "the panel did not get it" (a review, helper-38): on a door
+    the panel opens, an ACTUATION_FAILED for a door that may have opened."""
+    failures = Failures()
+    gpio.fail(51)  # write 52: bit 25's off(), the frame's last write
+    assert link.on_decision(_granted("ann"), on_failure=failures) is None
+    assert failures.came.wait(10)
+    assert [decode(f) for f in gpio.wiegand_frames(D0, D1)] == [Credential("H10301", 42, 31337)]
+    reason = failures.reasons[0]
+    assert "after 26 of 26 bits" in reason and "the panel may have read the credential itself" in reason
+    assert "did not get it" not in reason and "instead" not in reason, reason
 
 
 @pytest.mark.parametrize("write", [1, 51], ids=["first bit", "last bit"])
