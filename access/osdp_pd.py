@@ -249,15 +249,15 @@ class OsdpReader:
         try:  # nothing may escape into libosdp: its binding crashes the process on an exception
             self.state.commands += 1
             self._command_came.set()
-            if self._unenforced and cmd.get("command") != self._osdp.Command.Keyset \
-                    and not self._pd.ctx.is_sc_active():
+            keyset = cmd.get("command") == self._osdp.Command.Keyset
+            if self._unenforced and not keyset and not self._pd.ctx.is_sc_active():
                 # started in install mode, libosdp does not enforce the secure channel (its flags are
                 # fixed at start; InstallMode with EnforceSecure is refused): a plaintext panel's
                 # output command would pulse the door's relay (libosdp itself refuses a plaintext
                 # KEYSET)
                 log.warning("OSDP: a command without the secure channel refused: %s", cmd.get("command"))
                 return _reply(-1)
-            if cmd.get("command") != self._osdp.Command.Keyset:
+            if not keyset:
                 self._inbox.put(("command", (dict(cmd), time.monotonic())))
                 return _reply(0)
             try:  # the panel must know whether the key was kept: a NAK if it was not

@@ -185,8 +185,8 @@ def frozen_margins(presentations: list[tuple[str, str, list]]) -> dict:
         recent = scores(kind, "frozen_recent")
         out[f"{kind} max of the 2nd of 3"] = round(max(recent), 3)
         out[f"{kind} windows at or above"] = f"{sum(x >= threshold for x in recent)} of {len(recent)}"
-    out["bona fide min of the 2nd of 3"] = round(min(scores("bona fide", "frozen_recent")), 3)
     recent = scores("bona fide", "frozen_recent")
+    out["bona fide min of the 2nd of 3"] = round(min(recent), 3)
     out["bona fide windows below"] = f"{sum(x < threshold for x in recent)} of {len(recent)}"
     return out
 
