@@ -12,7 +12,8 @@ temporary red LED: DENIED; nothing within ``verdict_timeout_s``: NO_RESPONSE) is
 Secure channel: always on. With an SCBK file (mode 0600) the PD refuses a plaintext panel
 (EnforceSecure). Without one, ``install_mode = true`` lets the panel set up the channel with the
 default install key once and then send the site key (KEYSET), which is written to the file;
-``install_mode = false`` without a key is a configuration error.
+until then no card read is sent and no command obeyed, and then libosdp is started again with
+the key and EnforceSecure. ``install_mode = false`` without a key is a configuration error.
 
 libosdp is pinned to 3.2.9 (its 4.x API changes); never install the separate ``osdp`` package,
 which claims the same import name.
@@ -139,11 +140,14 @@ class OsdpReader:
             raise ConfigError(f"no OSDP key in {self.scbk_file}: provision it (0600, 32 hex digits) "
                               "or set osdp.install_mode = true for first provisioning")
         self.installing = key is None
-        self._unenforced = self.installing  # libosdp runs without EnforceSecure until a restart
-        flags = [osdp.LibFlag.InstallMode] if self.installing else [osdp.LibFlag.EnforceSecure]
+        # libosdp's flags are fixed when it starts and it refuses InstallMode with EnforceSecure:
+        # until it runs again with the panel's key (``_enforce``) nothing leaves and nothing is obeyed
+        self._unenforced = self.installing
         self.debounce_s, self.verdict_timeout_s = debounce_s, verdict_timeout_s
         self.on_verdict, self.on_output = on_verdict, on_output
         self.state = PanelState()
+        self.fault: str | None = None  # why the reader is down while the door runs (health)
+        self._panel_key: bytes | None = None  # the key the panel sent in install mode (KEYSET)
         self._send_lock = threading.Lock()  # card_read and close; never taken by libosdp's thread
         self._closing = False  # close() began: no new card reads
         self._closed = False  # the PD is torn down: offline
@@ -158,26 +162,12 @@ class OsdpReader:
         self._close_done = threading.Event()  # the first close() has finished
         self._command_came = threading.Event()  # set by each panel command (close() settles on it)
         self._recorded = 0  # verdicts the recorder has handed to on_verdict (close() waits on progress)
+        self._address, self._name = address, f"facelink-{address}"
         self._fd = open_raw(device, baud)
         try:
-            info = osdp.PDInfo(address, _channel_class(osdp)(self._fd), scbk=key, flags=flags,
-                               name=f"facelink-{address}")
-            caps = osdp.PDCapabilities([
-                (osdp.Capability.CardDataFormat, 1, 1), (osdp.Capability.LEDControl, 1, 1),
-                (osdp.Capability.AudibleControl, 1, 1), (osdp.Capability.OutputControl, 1, 1),
-                (osdp.Capability.TextOutput, 1, 1), (osdp.Capability.CommunicationSecurity, 1, 1)])
-            self._pd = osdp.PeripheralDevice(info, caps, log_level=osdp.LogLevel.Warning,
-                                             event_completion_handler=self._on_event_done)
-            # straight on libosdp's context: the wrapper's own handler also queues a copy of every
-            # command for get_command(), which nobody here reads
-            self._pd.ctx.set_command_callback(self._on_command)
-            self._pd.start()
+            self._pd = self._start_pd(key)
         except Exception:
-            try:
-                if getattr(self, "_pd", None) is not None and self._pd.thread is not None:
-                    self._pd.teardown()
-            finally:
-                os.close(self._fd)
+            os.close(self._fd)
             raise
         self._verdicts = threading.Thread(target=self._verdict_loop, name="osdp-verdicts", daemon=True)
         self._recorder = threading.Thread(target=self._record_loop, name="osdp-record", daemon=True)
@@ -185,6 +175,54 @@ class OsdpReader:
         self._recorder.start()
         log.info("OSDP PD %d on %s (%s)", address, device,
                  "install mode: waiting for the panel's key" if self.installing else "secure channel")
+
+    def _start_pd(self, key: bytes | None) -> Any:
+        """libosdp's PD on the line: in install mode without a key, else enforcing the secure
+        channel with it. Nothing is left running when it fails."""
+        osdp = self._osdp
+        flags = [osdp.LibFlag.InstallMode] if key is None else [osdp.LibFlag.EnforceSecure]
+        info = osdp.PDInfo(self._address, _channel_class(osdp)(self._fd), scbk=key, flags=flags,
+                           name=self._name)
+        caps = osdp.PDCapabilities([
+            (osdp.Capability.CardDataFormat, 1, 1), (osdp.Capability.LEDControl, 1, 1),
+            (osdp.Capability.AudibleControl, 1, 1), (osdp.Capability.OutputControl, 1, 1),
+            (osdp.Capability.TextOutput, 1, 1), (osdp.Capability.CommunicationSecurity, 1, 1)])
+        pd = osdp.PeripheralDevice(info, caps, log_level=osdp.LogLevel.Warning,
+                                   event_completion_handler=self._on_event_done)
+        # straight on libosdp's context: the wrapper's own handler also queues a copy of every
+        # command for get_command(), which nobody here reads
+        pd.ctx.set_command_callback(self._on_command)
+        try:
+            pd.start()
+        except Exception:
+            if pd.thread is not None:
+                pd.teardown()
+            raise
+        return pd
+
+    def _stop_pd(self) -> None:
+        """Stop libosdp (send lock held); a PD already stopped is left alone."""
+        if self._pd.thread is not None:
+            self._pd.teardown()
+        self._pd.ctx = None
+
+    def _enforce(self) -> None:
+        """The panel's key is written: libosdp starts again with it and EnforceSecure (its flags
+        are fixed at start), so that from now on libosdp itself answers nothing in plaintext --
+        not even a poll for a card read -- and the panel sets the channel up again with its key.
+        Verdict thread; if libosdp cannot start again the reader stays down (``fault``)."""
+        with self._send_lock:
+            if self._closed or not self._unenforced:
+                return
+            try:
+                self._stop_pd()
+                self._pd = self._start_pd(self._panel_key)
+            except Exception:  # noqa: BLE001 - the door runs on, sending the panel nothing
+                log.exception("OSDP: cannot start the reader again with the panel's key")
+                self.fault = "the reader could not start again with the panel's key: restart FaceLink"
+                return
+            self._unenforced = False
+        log.info("OSDP: reader started again with the panel's key, secure channel enforced")
 
     # -- FaceLink -> panel -----------------------------------------------------------------
     def card_read(self, credential: Credential, event_id: str) -> bool:
@@ -204,10 +242,11 @@ class OsdpReader:
             if self._closing:
                 log.warning("OSDP: reader stopping, card read for event %s not sent", event_id)
                 return "the reader is stopping: the card read was not sent"
-            if self._unenforced and not self.secure:  # started in install mode: no EnforceSecure,
-                # a plaintext panel would be handed the credential (libosdp's flags are fixed at start)
-                log.warning("OSDP: no secure channel, card read for event %s not sent", event_id)
-                return "no secure channel with the panel: the card read was not sent"
+            if self._unenforced:  # libosdp would answer a poll in plaintext, or the key is the
+                # published install key: nothing leaves before the reader runs with the panel's key
+                log.warning("OSDP: the reader is not provisioned, card read for event %s not sent", event_id)
+                return self.fault or ("the reader has no secure channel key from the panel yet "
+                                      "(install mode): the card read was not sent")
             ago = now - self._last_sent.get(key, -1e9)
             if ago < self.debounce_s:
                 log.info("OSDP: %s sent %.1f s ago, not repeated", key, ago)
@@ -238,6 +277,12 @@ class OsdpReader:
         return not self._closed and ctx is not None and bool(ctx.is_sc_active())
 
     @property
+    def provisioned(self) -> bool:
+        """libosdp runs with the panel's key and enforces the secure channel (a key file at start,
+        or the panel's KEYSET and a restart of libosdp since)."""
+        return not self._unenforced
+
+    @property
     def online(self) -> bool:
         ctx = self._pd.ctx
         return not self._closed and ctx is not None and bool(ctx.is_online())
@@ -250,12 +295,10 @@ class OsdpReader:
             self.state.commands += 1
             self._command_came.set()
             keyset = cmd.get("command") == self._osdp.Command.Keyset
-            if self._unenforced and not keyset and not self._pd.ctx.is_sc_active():
-                # started in install mode, libosdp does not enforce the secure channel (its flags are
-                # fixed at start; InstallMode with EnforceSecure is refused): a plaintext panel's
-                # output command would pulse the door's relay (libosdp itself refuses a plaintext
-                # KEYSET)
-                log.warning("OSDP: a command without the secure channel refused: %s", cmd.get("command"))
+            if self._unenforced and not keyset:  # install mode: a plaintext panel, or anyone with the
+                # published install key, must not drive the door's relay (libosdp itself refuses a
+                # plaintext KEYSET); the panel's commands count once the reader runs with its key
+                log.warning("OSDP: a command before the panel's key refused: %s", cmd.get("command"))
                 return _reply(-1)
             if not keyset:
                 self._inbox.put(("command", (dict(cmd), time.monotonic())))
@@ -268,6 +311,9 @@ class OsdpReader:
             if not self.installing:
                 log.warning("OSDP: the panel changed the secure channel key")
             self.installing = False
+            if self._unenforced:  # libosdp cannot be restarted from its own thread: the verdict thread
+                self._panel_key = bytes(cmd["data"])  # (a second KEYSET before then: the latest)
+                self._inbox.put(("enforce", None))
             log.info("OSDP: secure channel key received from the panel and written to %s", self.scbk_file)
             return _reply(0)
         except BaseException:  # noqa: BLE001 - a NAK, and the reader goes on
@@ -323,6 +369,8 @@ class OsdpReader:
                     stopping = True
                 elif kind == "halt":
                     halting = True
+                elif kind == "enforce":
+                    self._enforce()
             except Exception:  # noqa: BLE001 - a bad command must never stop the reader
                 log.exception("OSDP: cannot handle %s", kind)
             for verdict in closed:
@@ -340,8 +388,8 @@ class OsdpReader:
         that are still inside their window are handed to it again, in the same order, before
         anything else can be (the send lock); the others in it close."""
         with self._send_lock:
-            if self._closed:  # libosdp is torn down: nothing is sent any more, what is open expires
-                return []
+            if self._closed or self._pd.ctx is None:  # libosdp is torn down: nothing is sent any
+                return []  # more, what is open expires
             with self._pd.lock:  # libosdp's thread is out: only this flush can report events now
                 self._dropped = []
                 try:
@@ -470,7 +518,7 @@ class OsdpReader:
             try:
                 with self._send_lock:  # a _flush in progress finishes first, none starts after
                     self._closed = True
-                    self._pd.teardown()
+                    self._stop_pd()
             finally:
                 os.close(self._fd)
                 self._inbox.put(("halt", None))

@@ -80,6 +80,20 @@ class Panel:
             self.cp.teardown()
 
 
+def drain_line(master: int, quiet_s: float = 0.3, limit_s: float = 5.0) -> None:
+    """Read away what a panel that left the line was still owed (a reply it never read would be
+    taken by the next panel as the answer to its first command): until the reader has been
+    quiet for ``quiet_s`` (it only ever answers), at most ``limit_s``."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and select.select([master], [], [], quiet_s)[0]:
+        try:
+            os.read(master, 4096)
+        except (BlockingIOError, OSError):
+            return
+
+
 def open_pty() -> tuple[int, int, str]:
     """(master fd for the panel, slave fd, slave path for FaceLink's PD); both ends raw."""
     master, slave = os.openpty()

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from facelink.access.osdp_pd import OsdpReader
+from facelink.access.panel import OsdpSender
 from facelink.access.scbk import load_scbk, save_scbk
 from facelink.access.wiegand import Credential
 from facelink.errors import ConfigError
@@ -99,17 +100,24 @@ def test_a_panel_without_the_key_gets_nothing(tmp_path, pty_pair, panels):
 
 
 def test_install_mode_takes_the_panels_key(tmp_path, pty_pair, panels):
+    """Until the panel's key is written nothing leaves the reader (the install key is published);
+    then libosdp starts again with the key, enforcing, and the panel -- once it is back online
+    (a libosdp panel after its offline wait: a new one here) -- gets card reads under it."""
     master, path = pty_pair
     key_file = tmp_path / "keys" / "scbk"
     with pytest.raises(ConfigError, match="install_mode"):
         _reader(path, key_file)  # no key and no install mode: refused
     reader = _reader(path, key_file, install_mode=True)
     try:
+        assert not reader.provisioned
+        assert "install mode" in reader.send_card(Credential("H10306", 4242, 65000), "event-0")
         panel = panels(master, KEY, enforce=False)  # a panel provisioning a new reader
-        assert panel.secure(), "install mode did not reach the secure channel"
         assert wait_until(lambda: key_file.exists())
         assert load_scbk(key_file) == KEY
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert wait_until(lambda: reader.provisioned) and reader.fault is None
+        panel.close()
+        panel = _online(panels, master, reader)  # the panel back, enforcing its key
         assert reader.card_read(Credential("H10306", 4242, 65000), "event-1")
         event = panel.next_event()
         assert event["length"] == 34
@@ -131,9 +139,8 @@ def test_install_mode_ends_with_the_panels_key(tmp_path, pty_pair, panels):
     """Once the panel has sent its key, the reader refuses the default install key: another panel
     on the bus (its own key, falling back to the default one as a panel provisioning a reader
     does, or none at all) gets no secure channel, no card read, no say over the door's output and
-    cannot replace the key -- neither before a restart (libosdp leaves install mode on KEYSET but
-    was started without EnforceSecure: the reader refuses itself) nor after one with install_mode
-    still on (the key file decides)."""
+    cannot replace the key -- neither in the same run (libosdp started again with the key) nor
+    after a restart with install_mode still on (the key file decides)."""
     master, path = pty_pair
     key_file = tmp_path / "scbk"
     other = bytes.fromhex("ffeeddccbbaa99887766554433221100")
@@ -141,7 +148,7 @@ def test_install_mode_ends_with_the_panels_key(tmp_path, pty_pair, panels):
     reader = _reader(path, key_file, install_mode=True, on_output=outputs.append)
     try:
         panel = panels(master, KEY, enforce=False)
-        assert panel.secure() and wait_until(lambda: load_scbk(key_file) == KEY)
+        assert wait_until(lambda: load_scbk(key_file) == KEY) and wait_until(lambda: reader.provisioned)
         panel.close()
         for scbk in (other, None):
             intruder = panels(master, scbk, enforce=False)
@@ -161,6 +168,84 @@ def test_install_mode_ends_with_the_panels_key(tmp_path, pty_pair, panels):
     finally:
         reader.close()
     assert load_scbk(key_file) == KEY
+
+
+def test_a_card_read_waiting_for_the_panel_is_not_handed_to_a_plaintext_one(tmp_path, pty_pair, panels):
+    """A read queued for the site's panel just as it leaves the line stays in libosdp's queue for
+    up to ``verdict_timeout_s``; a panel without the key polling then gets nothing -- after a
+    provisioning in the same run too (libosdp was started again with the key and EnforceSecure;
+    started in install mode it answered a plaintext poll with the read)."""
+    master, path = pty_pair
+    key_file = tmp_path / "scbk"
+    outputs: list = []
+    reader = _reader(path, key_file, install_mode=True, verdict_timeout_s=6.0, on_output=outputs.append)
+    try:
+        installer = panels(master, KEY, enforce=False)
+        assert wait_until(lambda: reader.provisioned)
+        installer.close()
+        site = _online(panels, master, reader)
+        site.close()
+        assert reader.card_read(Credential("H10301", 7, 4321), "event-queued")
+        intruder = panels(master, None, enforce=False)
+        assert intruder.next_event(timeout=4) is None
+        intruder.output(5)
+        assert not wait_until(lambda: outputs, 2)
+    finally:
+        reader.close()
+
+
+def test_before_the_panels_key_the_install_keys_channel_counts_for_nothing(tmp_path, pty_pair):
+    """A secure channel before the panel's KEYSET can only be under the published install key
+    (anyone's): no card read is sent over it and no command is obeyed. libosdp's own panel sends
+    KEYSET the moment that channel is up, so the channel is stood in for here (libosdp's context
+    says it is active); the reader's decision is what is tested."""
+    master, path = pty_pair
+    outputs: list = []
+    reader = _reader(path, tmp_path / "scbk", install_mode=True, on_output=outputs.append)
+
+    class ChannelUp:  # libosdp's context, saying a secure channel is active
+        def __init__(self, ctx) -> None:
+            self.ctx = ctx
+
+        def is_sc_active(self) -> bool:
+            return True
+
+        def __getattr__(self, name):
+            return getattr(self.ctx, name)
+
+    real = reader._pd.ctx
+    try:
+        reader._pd.ctx = ChannelUp(real)
+        assert reader.secure and not reader.provisioned
+        assert "install mode" in reader.send_card(Credential("H10301", 7, 4321), "event-1")
+        output = {"command": osdp.Command.Output, "output_no": 0, "control_code": 5, "timer_count": 30}
+        assert reader._on_command(output) == (-1, None)  # a NAK
+        assert not wait_until(lambda: outputs or reader.state.output, 1)
+    finally:
+        reader._pd.ctx = real
+        reader.close()
+
+
+def test_a_reader_that_cannot_start_again_with_the_key_sends_nothing(tmp_path, pty_pair, panels):
+    """libosdp failing to start again after the panel's KEYSET leaves the reader down, saying why
+    (health), and every card read refused with that reason: never back in install mode."""
+    master, path = pty_pair
+    key_file = tmp_path / "scbk"
+    reader = _reader(path, key_file, install_mode=True)
+    try:
+        def broken(key):
+            raise RuntimeError("libosdp setup failed")
+        reader._start_pd = broken  # the fault injected: the restart's start fails
+        panels(master, KEY, enforce=False)
+        assert wait_until(lambda: reader.fault is not None)
+        assert load_scbk(key_file) == KEY and not reader.provisioned
+        assert not reader.online and not reader.secure
+        assert "restart FaceLink" in reader.send_card(Credential("H10301", 7, 4321), "event-1")
+        health = OsdpSender(reader).health()
+        assert (health["osdp_provisioned"], health["osdp_online"]) == (False, False)
+        assert "restart FaceLink" in health["osdp_fault"]
+    finally:
+        reader.close()
 
 
 def test_key_file_must_be_private_and_well_formed(tmp_path):
