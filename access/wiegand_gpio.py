@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from facelink.errors import ConfigError, FailureReport, InvalidParameterException, ignore_failure
@@ -68,6 +68,15 @@ def misreads(pieces: list[list[int]]) -> list[str]:
         except InvalidParameterException:
             continue
     return found
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why a frame failed, and whether every bit went out anyway (``WHOLE``: the panel may have
+    read the credential, so the report must not say it did not get it)."""
+
+    what: str
+    whole: bool = False
 
 
 @dataclass
@@ -120,24 +129,24 @@ class WiegandTransmitter:
             with self._state:
                 stuck = self.stuck is not None and not self._idle()
             if stuck:
-                reason = f"not sent: {self.stuck}"  # idling was just tried: not again
-            elif (reason := self._transmit(frame)) is not None:
+                failure = _Failure(f"not sent: {self.stuck}")  # idling was just tried: not again
+            elif (failure := self._transmit(frame)) is not None:
                 with self._state:
                     if not self._idle():
-                        reason += f"; {self.stuck}"
+                        failure = replace(failure, what=f"{failure.what}; {self.stuck}")
             time.sleep(FRAME_GAP_S)  # the next frame must not run into this one
         with self._state:
             self._frames.pop(threading.current_thread(), None)
             if frame.done:
                 return  # close() has said it already
             frame.done = True
-            if reason is None:
+            if failure is None:
                 self.sent += 1
                 return
-        self._report(frame, reason)
+        self._report(frame, failure)
 
-    def _transmit(self, frame: _Frame) -> str | None:
-        """Put the frame on the wire (holding ``_lock``); why the panel will not have read it, or None."""
+    def _transmit(self, frame: _Frame) -> _Failure | None:
+        """Put the frame on the wire (holding ``_lock``); how it failed, or None."""
         before: list[int] = []  # perf_counter_ns before each bit's write ...
         after: list[int] = []  # ... and after it returned: the edge is somewhere in between
         t0 = time.perf_counter_ns()
@@ -163,18 +172,18 @@ class WiegandTransmitter:
                             f"is {self.max_gap_us / 1000:g} ms; the CPU was busy)", pieces, frame)
 
     @staticmethod
-    def _broken(what: str, pieces: list[list[int]], frame: _Frame) -> str:
+    def _broken(what: str, pieces: list[list[int]], frame: _Frame) -> _Failure:
         """``what`` and what the panel may have read from the ``pieces`` that went out: the whole
         credential (every bit went out, only a release failed: WHOLE) or another badge."""
         read = misreads(pieces)
         whole = str(frame.credential) in read and len(pieces) == 1 and len(pieces[0]) == len(frame.bits)
         others = [r for r in read if not (whole and r == str(frame.credential))]
-        return what + (f"; {WHOLE}" if whole else "") + \
-            (f"; the panel may have read {', '.join(others)} instead" if others else "")
+        return _Failure(what + (f"; {WHOLE}" if whole else "")
+                        + (f"; the panel may have read {', '.join(others)} instead" if others else ""), whole)
 
-    def _report(self, frame: _Frame, what: str) -> None:
-        got = "" if WHOLE in what else ": the panel did not get it"  # nor may it say so when it may have
-        reason = f"{what} (credential {frame.credential}, event {frame.event_id}){got}"
+    def _report(self, frame: _Frame, failure: _Failure) -> None:
+        got = "" if failure.whole else ": the panel did not get it"  # nor may it say so when it may have
+        reason = f"{failure.what} (credential {frame.credential}, event {frame.event_id}){got}"
         log.error("%s", reason)
         try:
             frame.on_failure(reason)
@@ -227,7 +236,8 @@ class WiegandTransmitter:
                     frame.done = True
                     late.append(frame)
         for frame in late:
-            self._report(frame, f"Wiegand output stopping: the frame was still on the wire after {self.JOIN_S:g} s")
+            self._report(frame, _Failure(f"Wiegand output stopping: the frame was still on the wire after "
+                                         f"{self.JOIN_S:g} s"))
         if not self._lock.acquire(timeout=0.5):
             log.error("Wiegand: a frame is still on the wire at shutdown: the lines are left as they are")
             return
