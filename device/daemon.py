@@ -28,6 +28,7 @@ from facelink.mqtt.outbox import Outbox
 from facelink.mqtt.pump import OutboxPump
 from facelink.mqtt.topics import DeviceTopics
 
+from .actuation import Actuation
 from .assembly import build_components
 from .camera import CameraReader, Frame
 from .clock import DecisionClock
@@ -151,38 +152,19 @@ class Daemon:
         log.info("decision %s user=%s similarity=%s track=%s event=%s", decision.decision, decision.user_id,
                  decision.similarity, decision.track_id, decision.event_id)
         if decision.decision == GRANTED:
-            # The panel is told first, so that a relay that fails knows whether the panel, which
-            # may open the door on its own, was sent the credential (and has not said it failed)
-            panel_told = self.panel.sends
-
-            def panel_failed(reason: str, granted: Decision = decision) -> None:
-                # A later report (a Wiegand frame that broke on the wire) does NOT clear panel_told:
-                # part or all of the frame reached the panel, which may have read it (the report
-                # itself may say so) -- only a refusal before anything was sent below does.
-                if self.relay.opens_door:  # the door's own relay is pulsed; the panel was not told
-                    log.error("GRANTED %s: the panel was not sent the credential (the door's relay is "
-                              "what opens the door): %s", granted.event_id, reason)
-                else:  # the panel is what opens this door: nothing did
-                    self.actuation_failed(granted, reason)
-
+            # the panel is told first; a refusal before sending is all that says it was not told
+            act = Actuation(decision, self.relay.opens_door, self.actuation_failed, panel_told=self.panel.sends)
             try:
-                not_sent = self.panel.on_decision(decision, on_failure=panel_failed)
+                not_sent = self.panel.on_decision(decision, on_failure=act.panel_failed)
             except Exception as exc:  # noqa: BLE001 - the panel link's failure is reported, the loop goes on
                 log.exception("access panel output failed")
                 not_sent = f"access panel: {type(exc).__name__}: {exc}"
-            if not_sent is not None:  # refused before sending: nothing reached the panel
-                panel_told = False
-                panel_failed(not_sent)
-
-            def failed(reason: str, granted: Decision = decision) -> None:
-                if panel_told:  # the audit trail must not say the door stayed shut (first: reasons are cut at 300)
-                    reason = f"the access panel was sent the credential and may have opened the door; relay: {reason}"
-                self.actuation_failed(granted, reason)
-
+            if not_sent is not None:
+                act.panel_refused(not_sent)
             try:
-                self.relay.pulse(decision.user_id, on_failure=failed)
+                self.relay.pulse(decision.user_id, on_failure=act.relay_failed)
             except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
-                failed(f"{type(exc).__name__}: {exc}")
+                act.relay_failed(f"{type(exc).__name__}: {exc}")
 
     def _record_panel_verdict(self, verdict) -> None:
         """The panel's answer to a card read, published beside FaceLink's decision (via the outbox)."""

@@ -1,0 +1,47 @@
+"""One GRANTED on its way to the door: which outputs were told, and how a failure is reported.
+
+The access panel is told first, then the door's own relay is pulsed, so that a relay that fails
+knows whether the panel, which may open the door on its own, was sent the credential: the audit
+trail must then not say the door stayed shut.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .decision import Decision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Actuation:
+    """``report`` publishes an ACTUATION_FAILED for ``granted`` (the daemon's ``actuation_failed``);
+    ``relay_opens_door`` says whether the door's own relay, not the panel, is what opens it."""
+
+    granted: Decision
+    relay_opens_door: bool
+    report: Callable[[Decision, str], None]
+    panel_told: bool = False  # the credential went to the panel (it may have opened the door)
+
+    def panel_refused(self, reason: str) -> None:
+        """Refused before anything was sent: nothing reached the panel."""
+        self.panel_told = False
+        self.panel_failed(reason)
+
+    def panel_failed(self, reason: str) -> None:
+        """A send that failed after it began (a Wiegand frame broken on the wire) leaves
+        ``panel_told`` as it is: part or all of it reached the panel, which may have read it (the
+        reason itself may say so)."""
+        if self.relay_opens_door:  # the door's own relay is pulsed; the panel only was not told
+            log.error("GRANTED %s: the panel was not sent the credential (the door's relay is what "
+                      "opens the door): %s", self.granted.event_id, reason)
+        else:  # the panel is what opens this door: nothing did
+            self.report(self.granted, reason)
+
+    def relay_failed(self, reason: str) -> None:
+        if self.panel_told:  # (first: reasons are cut at 300 characters)
+            reason = f"the access panel was sent the credential and may have opened the door; relay: {reason}"
+        self.report(self.granted, reason)
