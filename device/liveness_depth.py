@@ -362,11 +362,15 @@ def face_relief(depth_mm: np.ndarray, box: np.ndarray, landmarks: np.ndarray) ->
                      _largest_step(z, valid, nose[0]), noise, _bridge_step(z, valid, surface, nose, eyes_row))
 
 
+class JudgedFrame(NamedTuple):
+    depth: FaceDepth
+    failures: tuple[str, ...] | None  # the scores it failed; None: too noisy to judge
+
+
 @dataclass
 class DepthState:
-    recent: deque = field(default_factory=lambda: deque(maxlen=5))  # the last frames' FaceDepth
-    verdicts: deque = field(default_factory=lambda: deque(maxlen=5))  # their failures (None: too noisy)
-    median: FaceDepth | None = None  # each score's median over ``recent`` (the report's figures)
+    frames: deque = field(default_factory=lambda: deque(maxlen=5))  # the last frames, each judged
+    median: FaceDepth | None = None  # each score's median over ``frames`` (the report's figures)
     failed: tuple[str, ...] = ()  # a FLAT_FACE's scores that failed in any of those frames
     measured: int = 0
     no_depth: int = 0
@@ -378,7 +382,7 @@ class DepthRelief:
     frames: int = 3  # most of the last few frames must each pass every score (depth noise)
 
     def new_state(self) -> DepthState:
-        return DepthState(deque(maxlen=self.frames), deque(maxlen=self.frames))
+        return DepthState(deque(maxlen=self.frames))
 
     def failures(self, m: FaceDepth) -> tuple[str, ...]:
         """The FaceDepth scores that say FLAT_FACE (none: a face)."""
@@ -393,28 +397,28 @@ class DepthRelief:
         measured = None if depth_mm is None else face_relief(depth_mm, box, landmarks)
         if measured is None:  # the scores so far are not this frame's: the report shows none
             state.no_depth += 1
-            state.recent.clear()
-            state.verdicts.clear()
+            state.frames.clear()
             state.median, state.failed = None, ()
             return PENDING, NO_DEPTH
         state.measured += 1
-        state.recent.append(measured)
         # Each frame is judged whole: a frame too noisy to tell passes nothing, and the scores of
         # different frames are never combined (with each score's median, three frames that each
         # failed a different score passed)
-        state.verdicts.append(self.failures(measured) if measured.noise_mm <= MAX_NOISE_MM else None)
-        state.median = FaceDepth(*(float(x) for x in np.median(np.array(state.recent), axis=0)))
+        state.frames.append(JudgedFrame(measured, self.failures(measured) if measured.noise_mm <= MAX_NOISE_MM
+                                        else None))
+        state.median = FaceDepth(*(float(x) for x in np.median(np.array([f.depth for f in state.frames]), axis=0)))
+        verdicts = [f.failures for f in state.frames]
         # Most of the last ``frames`` frames must pass, each on its own; a frame not yet seen (a
         # track's start, or after NO_DEPTH, which clears them) passes nothing (one frame that
         # passed, after failed ones and a frame without depth, was LIVE). Any frame that failed
         # makes the rest FLAT_FACE: a print is refused soon, its track decided
-        passed = sum(v == () for v in state.verdicts)
+        passed = sum(v == () for v in verdicts)
         state.failed = ()
         if passed > self.frames // 2:
             return LIVE, None
-        if passed == len(state.verdicts):  # every frame so far passed, but too few of them yet
+        if passed == len(verdicts):  # every frame so far passed, but too few of them yet
             return PENDING, CHECKING_DEPTH
-        failed = {name for v in state.verdicts if v for name in v}
+        failed = {name for v in verdicts if v for name in v}
         if not failed or not state.median.noise_mm <= MAX_NOISE_MM:  # too far (or noisy) to tell: come closer
             return PENDING, DEPTH_TOO_NOISY
         state.failed = tuple(name for name in FaceDepth._fields if name in failed)
@@ -425,6 +429,6 @@ class DepthRelief:
         m = state.median
         places = {"dome_fit": 2, "dome_valid": 2}  # a ratio of 1.96 fails 2.0: not rounded to pass
         scores = {k: None if m is None else round(getattr(m, k), places.get(k, 1)) for k in FaceDepth._fields}
-        frames = [None if v is None else list(v) for v in state.verdicts]  # None: too noisy to judge
+        frames = [None if f.failures is None else list(f.failures) for f in state.frames]  # None: too noisy
         return {**scores, "failed": list(state.failed), "frames": frames, "measured": state.measured,
                 "no_depth": state.no_depth}

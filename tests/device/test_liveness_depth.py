@@ -209,7 +209,8 @@ def test_a_fold_cut_just_above_the_nose_is_refused_by_the_step(depth_mm, body_mm
     assert beats_relief_and_nose(trimmed_fold(rng, depth_mm, body_mm, top=top))
     decision, check, state = decided(lambda: trimmed_fold(rng, depth_mm, body_mm, top=top))
     assert decision == (SPOOF, FLAT_FACE)
-    assert all(set(v) <= {"step_mm", "bridge_mm"} and "step_mm" in v for v in state.verdicts), check.report(state)
+    assert all(set(v) <= {"step_mm", "bridge_mm"} and "step_mm" in v for v in check.report(state)["frames"]), \
+        check.report(state)
 
 
 @pytest.mark.parametrize("distance_mm", [500.0, 650.0])
@@ -227,7 +228,7 @@ def test_a_fold_cut_at_the_nose_close_to_a_body_is_refused_by_the_bridge(distanc
 
     decision, check, state = decided(make, landmarks)
     assert decision == (SPOOF, FLAT_FACE)
-    assert all(v == ("bridge_mm",) for v in state.verdicts), check.report(state)  # nothing else refuses it
+    assert all(v == ["bridge_mm"] for v in check.report(state)["frames"]), check.report(state)  # nothing else
     assert state.median.bridge_mm > 14.0, check.report(state)
 
 
@@ -245,7 +246,7 @@ def test_tape_on_the_cut_edge_does_not_hide_the_bridge_s_step(tape):
 
     decision, check, state = decided(make, landmarks)
     assert decision == (SPOOF, FLAT_FACE)
-    assert all("bridge_mm" in v for v in state.verdicts), check.report(state)
+    assert all("bridge_mm" in v for v in check.report(state)["frames"]), check.report(state)
 
 
 def test_landmarks_that_leave_no_bridge_fail_it():
@@ -300,8 +301,9 @@ def test_dome_and_step_each_refuse_a_print_on_their_own(bowl_mm, behind_mm, refu
     assert beats_relief_and_nose(bowl_print(rng, bowl_mm, behind_mm))
     decision, check, state = decided(lambda: bowl_print(rng, bowl_mm, behind_mm))
     assert decision == (SPOOF, FLAT_FACE)
-    alone = sum(v == (refused_by,) for v in state.verdicts)  # frames that failed only this score
-    assert 2 * alone > len(state.verdicts), check.report(state)
+    frames = check.report(state)["frames"]
+    alone = sum(v == [refused_by] for v in frames)  # frames that failed only this score
+    assert 2 * alone > len(frames), check.report(state)
 
 
 @pytest.fixture(scope="module")
@@ -460,7 +462,7 @@ def test_a_frame_without_depth_clears_the_scores_it_did_not_measure():
     report = check.report(state)
     assert report["dome_mm"] is None and report["failed"] == [] and report["measured"] == 3
     check.observe(state, folded_print(rng, 90.0), BOX, LANDMARKS)
-    assert len(state.recent) == 1
+    assert len(check.report(state)["frames"]) == 1
 
 
 @pytest.mark.parametrize("nose", [(np.nan, np.nan), (0.0, 3.0), (5.0, 0.15)])
