@@ -125,7 +125,9 @@ class OsdpReader:
     the verdicts it closes go to the recorder thread (``osdp-record``), the only one to call
     ``on_verdict``, so a slow outbox commit holds up neither a flush nor the door's output.
     ``card_read`` (the pipeline) calls libosdp holding only its send lock, which no callback takes.
-    Locks are always taken in one order: the send lock, then libosdp's.
+    Locks are always taken in one order: the send lock, then libosdp's. The verdict thread also
+    starts libosdp again after an install-mode KEYSET (``_enforce``), holding the send lock while
+    libosdp's thread ends: a card read waits for that (~20 ms; longer only if a callback hangs).
     """
 
     def __init__(self, device: str, *, address: int, baud: int, scbk_file: Path, install_mode: bool,
@@ -148,6 +150,7 @@ class OsdpReader:
         self.state = PanelState()
         self.fault: str | None = None  # why the reader is down while the door runs (health)
         self._panel_key: bytes | None = None  # the key the panel sent in install mode (KEYSET)
+        self.key_error: str | None = None  # why the panel's last KEYSET was refused (health)
         self._send_lock = threading.Lock()  # card_read and close; never taken by libosdp's thread
         self._closing = False  # close() began: no new card reads
         self._closed = False  # the PD is torn down: offline
@@ -245,8 +248,8 @@ class OsdpReader:
             if self._unenforced:  # libosdp would answer a poll in plaintext, or the key is the
                 # published install key: nothing leaves before the reader runs with the panel's key
                 log.warning("OSDP: the reader is not provisioned, card read for event %s not sent", event_id)
-                return self.fault or ("the reader has no secure channel key from the panel yet "
-                                      "(install mode): the card read was not sent")
+                return self.fault or self.key_error or ("the reader has no secure channel key from the "
+                                                        "panel yet (install mode): the card read was not sent")
             ago = now - self._last_sent.get(key, -1e9)
             if ago < self.debounce_s:
                 log.info("OSDP: %s sent %.1f s ago, not repeated", key, ago)
@@ -305,9 +308,11 @@ class OsdpReader:
                 return _reply(0)
             try:  # the panel must know whether the key was kept: a NAK if it was not
                 save_scbk(self.scbk_file, bytes(cmd["data"]))
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
                 log.exception("OSDP: cannot write the panel's secure channel key to %s", self.scbk_file)
+                self.key_error = f"the panel's secure channel key was refused: {exc}"
                 return _reply(-1)
+            self.key_error = None
             if not self.installing:
                 log.warning("OSDP: the panel changed the secure channel key")
             self.installing = False

@@ -9,6 +9,17 @@ from pathlib import Path
 from facelink.errors import ConfigError
 
 SCBK_LEN = 16
+# OSDP's published install key (SCBK-D, 0x30..0x3F) and an all-zero key: anyone knows them, so a
+# "site key" equal to one of them secures nothing (a panel with no site key configured may send one)
+WEAK_SCBKS = {bytes(range(0x30, 0x40)): "OSDP's published install key (SCBK-D)", bytes(SCBK_LEN): "all zeros"}
+
+
+def check_scbk(key: bytes) -> None:
+    """ConfigError for a key of the wrong length or one that everyone knows."""
+    if len(key) != SCBK_LEN:
+        raise ConfigError(f"an OSDP SCBK is {SCBK_LEN} bytes, got {len(key)}")
+    if key in WEAK_SCBKS:
+        raise ConfigError(f"the OSDP secure channel key is {WEAK_SCBKS[key]}: give the panel a site key")
 
 
 def load_scbk(path: Path) -> bytes | None:
@@ -30,13 +41,13 @@ def load_scbk(path: Path) -> bytes | None:
         raise ConfigError(f"{path} does not hold a hex-encoded key") from None
     if len(key) != SCBK_LEN:
         raise ConfigError(f"{path} holds {len(key)} bytes; an OSDP SCBK is {SCBK_LEN}")
+    check_scbk(key)
     return key
 
 
 def save_scbk(path: Path, key: bytes) -> None:
     """Write the key atomically with mode 0600 (the directory 0700 if it is created)."""
-    if len(key) != SCBK_LEN:
-        raise ConfigError(f"an OSDP SCBK is {SCBK_LEN} bytes, got {len(key)}")
+    check_scbk(key)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -17,7 +17,7 @@ class OsdpSettings(Section):
     address: int = Field(1, ge=0, le=126, description="This reader's OSDP address on the bus (as configured in the panel).")
     baud: Literal[9600, 19200, 38400, 57600, 115200] = Field(9600, description="Bus speed (as configured in the panel).")
     scbk_file: Path = Field(Path("/etc/facelink/osdp_scbk"), description="Secure Channel Base Key: 32 hex digits, mode 0600. Missing: see install_mode.")
-    install_mode: bool = Field(False, description="First provisioning only: with no key file, let the panel set the secure channel up with the default install key and send the site key, which is written to scbk_file. Turn off afterwards.")
+    install_mode: bool = Field(False, description="First provisioning only: with no key file, let the panel set the secure channel up with the default install key and send the site key, which is written to scbk_file (the install key itself or all zeros is refused). Until then no card read is sent and no panel command obeyed; then the reader restarts its OSDP stack with the key (a panel may show it offline for a few minutes). Turn off afterwards.")
     debounce_s: float = Field(3.0, ge=0, le=60, description="The same credential is not sent to the panel again within this time (a GRANTED it holds back is ACTUATION_FAILED). At most matching.cooldown_s, except in card_and_face.")
     verdict_timeout_s: float = Field(2.0, gt=0, le=30, description="How long to wait for the panel's LED/output answer to a card read before recording NO_RESPONSE.")
 

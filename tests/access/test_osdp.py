@@ -248,6 +248,30 @@ def test_a_reader_that_cannot_start_again_with_the_key_sends_nothing(tmp_path, p
         reader.close()
 
 
+def test_install_mode_refuses_the_published_install_key_as_the_site_key(tmp_path, pty_pair, panels):
+    """A panel with no site key of its own may "provision" the reader with SCBK-D itself: written
+    and enforced, anyone who read the OSDP spec would get card reads and the door's output. The
+    KEYSET is NAKed, nothing is written, the reader stays unprovisioned and health says why."""
+    master, path = pty_pair
+    key_file = tmp_path / "scbk"
+    scbk_d = bytes(range(0x30, 0x40))
+    reader = _reader(path, key_file, install_mode=True)
+    try:
+        panels(master, scbk_d, enforce=False)
+        assert wait_until(lambda: reader.key_error is not None)
+        assert not key_file.exists() and not reader.provisioned
+        assert "install key" in OsdpSender(reader).health()["osdp_fault"]
+        assert "install key" in reader.send_card(Credential("H10301", 7, 4321), "event-1")
+    finally:
+        reader.close()
+    with pytest.raises(ConfigError, match="install key"):
+        save_scbk(key_file, scbk_d)
+    key_file.write_text(scbk_d.hex())
+    os.chmod(key_file, 0o600)
+    with pytest.raises(ConfigError, match="install key"):
+        load_scbk(key_file)
+
+
 def test_key_file_must_be_private_and_well_formed(tmp_path):
     key_file = tmp_path / "scbk"
     key_file.write_text(KEY.hex())
