@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_liveness import CLIP_S, FACES, FPS, decide, read_video, still_attack  # noqa: E402
+from eval_liveness import FACES, FPS, decide, door_videos, still_attack  # noqa: E402
 
 from facelink.config import load_settings  # noqa: E402
 from facelink.device.liveness_frozen import FrozenFeed  # noqa: E402
@@ -121,11 +121,7 @@ def main() -> int:
         rows[kind] = {"presentations": presentations, "granted from a start": granted_presentations,
                       "starts": starts, "starts granted": granted}
         print(f"{kind}: {rows[kind]}", file=sys.stderr)
-    videos = {"feat_man": read_video(FACES / "video/feat_man.mp4")}
-    wolf = read_video(models / "samples/WolfgangLanger_Pexels.mp4")
-    n_clip = int(CLIP_S * FPS)
-    for k in range(0, len(wolf) - n_clip // 2, n_clip):
-        videos[f"pexels_woman clip {k // n_clip + 1}"] = wolf[k:k + n_clip]
+    videos = door_videos(models)
     within = int(BONA_FIDE_WITHIN_S * FPS)
     bona = {"clips": 0, "starts": 0, "starts not granted within 2 s": 0, "seconds to GRANTED": []}
     for frames in videos.values():

@@ -67,6 +67,17 @@ def read_video(path: Path, max_s: float | None = None) -> list[np.ndarray]:
     return out
 
 
+def door_videos(models: Path) -> dict[str, list[np.ndarray]]:
+    """The bona fide sample door videos: feat_man.mp4, and WolfgangLanger_Pexels.mp4 (from
+    `facelink models`) cut into CLIP_S clips."""
+    videos = {"feat_man": read_video(FACES / "video/feat_man.mp4")}
+    wolf = read_video(models / "samples/WolfgangLanger_Pexels.mp4")
+    n_clip = int(CLIP_S * FPS)
+    for k in range(0, len(wolf) - n_clip // 2, n_clip):
+        videos[f"pexels_woman clip {k // n_clip + 1}"] = wolf[k:k + n_clip]
+    return videos
+
+
 def smooth(rng, n: int, amp: float) -> np.ndarray:
     """A smooth random wobble (sum of two slow sinusoids), n samples."""
     t = np.arange(n) / FPS
@@ -224,11 +235,7 @@ def main() -> int:
     engine = FaceEngine.from_settings(settings.models)
     mesh = load_face_mesh(models, threads=2)
     rng = np.random.default_rng(2026)
-    live_videos = {"feat_man": read_video(FACES / "video/feat_man.mp4")}
-    wolf = read_video(models / "samples/WolfgangLanger_Pexels.mp4")
-    n_clip = int(CLIP_S * FPS)
-    for k in range(0, len(wolf) - n_clip // 2, n_clip):
-        live_videos[f"pexels_woman clip {k // n_clip + 1}"] = wolf[k:k + n_clip]
+    live_videos = door_videos(models)
     photos = {"feat_man": ["photo.jpg", "1.jpg", "3.jpg"], "pexels_woman": ["2.jpg", "4.jpg", "1.jpg"]}
     cost = {"detect": [], "frozen_feed": [], "blink (mesh + 2x iris)": []}
     presentations: list[tuple[str, str, list]] = []  # (kind, name, verdicts)
