@@ -39,6 +39,7 @@ SPIN_US = 500  # the last half millisecond before a pulse is busy-waited (sleep 
 # every bit's pulse went out, only a release (or the timing) failed: the panel may have read the
 # credential itself, so the report must not say it did not
 WHOLE = "every bit went out: the panel may have read the credential itself"
+LATE_WHOLE = "every bit went out, some late: a panel that waits longer may have read the credential itself"
 
 
 class Line(Protocol):
@@ -168,8 +169,12 @@ class WiegandTransmitter:
         if not cuts:
             return None
         pieces = [frame.bits[a:b] for a, b in zip([0, *cuts], [*cuts, len(frame.bits)])]
-        return self._broken(f"Wiegand frame broken: up to {max(gaps) / 1000:.1f} ms between two bits (the limit "
-                            f"is {self.max_gap_us / 1000:g} ms; the CPU was busy)", pieces, frame)
+        failure = self._broken(f"Wiegand frame broken: up to {max(gaps) / 1000:.1f} ms between two bits (the limit "
+                               f"is {self.max_gap_us / 1000:g} ms; the CPU was busy)", pieces, frame)
+        # every bit did go out, only late (and the gap is measured long): a panel that waits longer
+        # than the limit for the next bit reads the whole credential, so the report must not say
+        # it did not get it
+        return failure if failure.whole else _Failure(f"{failure.what}; {LATE_WHOLE}", True)
 
     @staticmethod
     def _broken(what: str, pieces: list[list[int]], frame: _Frame) -> _Failure:

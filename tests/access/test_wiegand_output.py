@@ -129,6 +129,9 @@ def test_a_frame_stretched_past_the_wiegand_gap_is_reported(link, gpio, write):
     assert link.on_decision(_granted("ann"), on_failure=failures) is None
     assert failures.came.wait(10)
     assert failures.reasons[0].startswith("Wiegand frame broken: up to 3")
+    # every bit went out (a panel with a longer frame timeout reads it whole): not "did not get it"
+    assert "may have read the credential itself" in failures.reasons[0]
+    assert "did not get it" not in failures.reasons[0], failures.reasons[0]
     assert _idle(gpio) and wait_until(lambda: link.health()["wiegand_failed"] == 1, 10)
 
 
@@ -220,3 +223,16 @@ def test_a_pin_in_use_is_a_config_error_naming_the_key(gpio):
         DigitalOutputDevice(D0).close()  # D0 was released again
     finally:
         busy.close()
+
+
+def test_a_whole_frame_whose_line_then_sticks_still_may_have_been_read(link, gpio):
+    """The last bit's release fails and the lines then cannot be set idle: the report adds why
+    (stuck) but still must not say "the panel did not get it" (every bit went out)."""
+    failures = Failures()
+    gpio.fail(51, 52)  # write 52: bit 25's off(); write 53: the idling's D0 off()
+    assert link.on_decision(_granted("ann"), on_failure=failures) is None
+    assert failures.came.wait(10)
+    reason = failures.reasons[0]
+    assert "after 26 of 26 bits" in reason and "the panel may have read the credential itself" in reason
+    assert link.health()["wiegand_stuck"] is not None and link.health()["wiegand_stuck"] in reason
+    assert "did not get it" not in reason, reason

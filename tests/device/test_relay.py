@@ -231,6 +231,7 @@ def test_failed_command_after_granted_is_published(tmp_path, broker, make_settin
     assert first["decision"] == "GRANTED" and first["event_id"] == granted.event_id
     assert follow_up["decision"] == "ACTUATION_FAILED" and follow_up["refers_to"] == granted.event_id
     assert follow_up["user_id"] == "emp-7" and failure in follow_up["reason"]
+    assert "access panel" not in follow_up["reason"]  # door.output = none: no panel was told
     watcher.close()
     assert daemon.shutdown(flush_timeout_s=5) == 0
 
