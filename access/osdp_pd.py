@@ -148,9 +148,9 @@ class OsdpReader:
         self.debounce_s, self.verdict_timeout_s = debounce_s, verdict_timeout_s
         self.on_verdict, self.on_output = on_verdict, on_output
         self.state = PanelState()
-        self.fault: str | None = None  # why the reader is down while the door runs (health)
+        self._restart_fault: str | None = None  # libosdp did not start again with the panel's key
         self._panel_key: bytes | None = None  # the key the panel sent in install mode (KEYSET)
-        self.key_error: str | None = None  # why the panel's last KEYSET was refused (health)
+        self.key_error: str | None = None  # why the panel's last KEYSET was refused
         self._send_lock = threading.Lock()  # card_read and close; never taken by libosdp's thread
         self._closing = False  # close() began: no new card reads
         self._closed = False  # the PD is torn down: offline
@@ -222,7 +222,7 @@ class OsdpReader:
                 self._pd = self._start_pd(self._panel_key)
             except Exception:  # noqa: BLE001 - the door runs on, sending the panel nothing
                 log.exception("OSDP: cannot start the reader again with the panel's key")
-                self.fault = "the reader could not start again with the panel's key: restart FaceLink"
+                self._restart_fault = "the reader could not start again with the panel's key: restart FaceLink"
                 return
             self._unenforced = False
         log.info("OSDP: reader started again with the panel's key, secure channel enforced")
@@ -248,8 +248,8 @@ class OsdpReader:
             if self._unenforced:  # libosdp would answer a poll in plaintext, or the key is the
                 # published install key: nothing leaves before the reader runs with the panel's key
                 log.warning("OSDP: the reader is not provisioned, card read for event %s not sent", event_id)
-                return self.fault or self.key_error or ("the reader has no secure channel key from the "
-                                                        "panel yet (install mode): the card read was not sent")
+                return self.fault or ("the reader has no secure channel key from the panel yet "
+                                      "(install mode): the card read was not sent")
             ago = now - self._last_sent.get(key, -1e9)
             if ago < self.debounce_s:
                 log.info("OSDP: %s sent %.1f s ago, not repeated", key, ago)
@@ -278,6 +278,12 @@ class OsdpReader:
     def secure(self) -> bool:
         ctx = self._pd.ctx  # None once torn down (health may ask while close() runs)
         return not self._closed and ctx is not None and bool(ctx.is_sc_active())
+
+    @property
+    def fault(self) -> str | None:
+        """Why the reader sends nothing while the door runs (health's ``osdp_fault``): libosdp did
+        not start again with the panel's key, or the panel's key was refused; None otherwise."""
+        return self._restart_fault or self.key_error
 
     @property
     def provisioned(self) -> bool:

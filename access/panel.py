@@ -45,7 +45,7 @@ class OsdpSender:
     def health(self) -> dict[str, Any]:
         r = self.reader
         return {"osdp_online": r.online, "osdp_secure": r.secure, "osdp_provisioned": r.provisioned,
-                "osdp_fault": r.fault or r.key_error, "osdp_card_reads": r.state.card_reads,
+                "osdp_fault": r.fault, "osdp_card_reads": r.state.card_reads,
                 "osdp_commands": r.state.commands}
 
     def close(self) -> None:

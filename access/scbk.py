@@ -39,9 +39,10 @@ def load_scbk(path: Path) -> bytes | None:
         key = bytes.fromhex(text)
     except ValueError:
         raise ConfigError(f"{path} does not hold a hex-encoded key") from None
-    if len(key) != SCBK_LEN:
-        raise ConfigError(f"{path} holds {len(key)} bytes; an OSDP SCBK is {SCBK_LEN}")
-    check_scbk(key)
+    try:
+        check_scbk(key)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return key
 
 

@@ -171,10 +171,10 @@ class WiegandTransmitter:
         pieces = [frame.bits[a:b] for a, b in zip([0, *cuts], [*cuts, len(frame.bits)])]
         failure = self._broken(f"Wiegand frame broken: up to {max(gaps) / 1000:.1f} ms between two bits (the limit "
                                f"is {self.max_gap_us / 1000:g} ms; the CPU was busy)", pieces, frame)
-        # every bit did go out, only late (and the gap is measured long): a panel that waits longer
-        # than the limit for the next bit reads the whole credential, so the report must not say
-        # it did not get it
-        return failure if failure.whole else _Failure(f"{failure.what}; {LATE_WHOLE}", True)
+        # every bit did go out (in more than one piece, so never WHOLE above), only late, and the gap
+        # is measured long: a panel that waits longer than the limit reads the whole credential, so
+        # the report must not say it did not get it
+        return _Failure(f"{failure.what}; {LATE_WHOLE}", whole=True)
 
     @staticmethod
     def _broken(what: str, pieces: list[list[int]], frame: _Frame) -> _Failure:

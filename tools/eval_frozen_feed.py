@@ -25,7 +25,6 @@ presentation are not independent trials.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_liveness import FACES, FPS, decide, door_videos, still_attack  # noqa: E402
+from eval_liveness import FACES, FPS, decide, door_videos, print_report, reencode, still_attack, still_frame  # noqa: E402
 
 from facelink.config import load_settings  # noqa: E402
 from facelink.device.liveness_frozen import FrozenFeed  # noqa: E402
@@ -50,24 +49,17 @@ BACKGROUND = np.full((360, 640, 3), 100, np.uint8)
 KINDS = ("still", "eval pattern", "flicker 8 %", "ramp +2 %", "walk +-5 %", "overexposed")
 
 
-def _encode(f: np.ndarray, rng) -> np.ndarray:
-    f = np.clip(f + rng.normal(0, 1.0, f.shape), 0, 255).astype(np.uint8)
-    return cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 85])[1], 1)
-
-
 def attack(kind: str, photo: np.ndarray, rng) -> list[np.ndarray]:
     """SIMULATED: the still of ``photo`` with the brightness of ``kind``, N_FRAMES frames."""
     if kind == "eval pattern":
         return still_attack(photo, BACKGROUND, rng, N_FRAMES, exposure=True)
-    h, w = BACKGROUND.shape[:2]
-    scale = min(1.0, 0.9 * h / photo.shape[0], 0.9 * w / photo.shape[1])
-    img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
+    img = still_frame(photo, BACKGROUND)
     n = N_FRAMES
     gains = {"still": [1.0] * n, "flicker 8 %": [1.0 + 0.08 * (i % 2) for i in range(n)],
              "ramp +2 %": [1.02 ** i for i in range(n)],
              "walk +-5 %": list(np.cumprod(1 + rng.choice([-0.05, 0.05], n))),
              "overexposed": [1.6] * n}[kind]
-    return [_encode(img * g, rng) for g in gains]
+    return [reencode(img * g, rng) for g in gains]
 
 
 def landmarks_of(engine: FaceEngine, frames: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray] | None]:
@@ -147,9 +139,7 @@ def main() -> int:
     print(f"bona fide ({bona['clips']} clips, two people): {bona['starts not granted within 2 s']} of "
           f"{bona['starts']} starts not GRANTED within 2 s; time to GRANTED median {bona['median s to GRANTED']} s, "
           f"p95 {bona['p95 s to GRANTED']} s")
-    print(json.dumps(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    print_report(report, args.json)
     return 0
 
 

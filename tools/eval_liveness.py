@@ -136,22 +136,39 @@ def replay_attack(video: list[np.ndarray], rng) -> list[np.ndarray]:
     return frames
 
 
+def still_frame(photo: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """The photo as an injected still's frame (float32): scaled to fit the camera's frame."""
+    h, w = background.shape[:2]
+    scale = min(1.0, 0.9 * h / photo.shape[0], 0.9 * w / photo.shape[1])
+    return cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def reencode(f: np.ndarray, rng) -> np.ndarray:
+    """One frame of an injected feed: sensor noise sigma 1, then JPEG 85."""
+    f = np.clip(f + rng.normal(0, 1.0, f.shape), 0, 255).astype(np.uint8)
+    return cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 85])[1], 1)
+
+
 def still_attack(photo: np.ndarray, background: np.ndarray, rng, n: int, exposure: bool = False) -> list[np.ndarray]:
     """SIMULATED: a still injected into the feed, re-encoded each frame (noise, JPEG); with
     ``exposure``, its brightness hunts as auto-exposure does (gain flickering by 4 %, a 5 % step a
     third of the way in, gamma 0.95 on every third frame)."""
-    h, w = background.shape[:2]
-    scale = min(1.0, 0.9 * h / photo.shape[0], 0.9 * w / photo.shape[1])
-    img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    img = still_frame(photo, background)
     frames = []
     for i in range(n):
-        f = img.astype(np.float32)
+        f = img
         if exposure:
             gain = 1.0 + 0.04 * (i % 2) + (0.05 if i >= n // 3 else 0.0)
             f = 255.0 * (f / 255.0) ** (0.95 if i % 3 == 0 else 1.0) * gain
-        f = np.clip(f + rng.normal(0, 1.0, img.shape), 0, 255).astype(np.uint8)
-        frames.append(cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 85])[1], 1))
+        frames.append(reencode(f, rng))
     return frames
+
+
+def print_report(report: dict, path: Path | None) -> None:
+    """The report as one JSON line on stdout, and into ``path`` (``--json``) when given."""
+    print(json.dumps(report))
+    if path:
+        path.write_text(json.dumps(report, indent=2))
 
 
 def run(engine, mesh, frames: list[np.ndarray], cost: dict) -> list[dict]:
@@ -285,9 +302,7 @@ def main() -> int:
               f"{r['added_s_median']} s / {r['added_s_p95']} s |")
     print("presentations:", report["presentations"], " per-frame cost (median ms):", report["cost_ms"])
     print(f"frozen feed scores (threshold {FrozenFeed().min_change}):", report["frozen_feed_scores"])
-    print(json.dumps(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    print_report(report, args.json)
     return 0
 
 
