@@ -13,7 +13,8 @@ Secure channel: always on. With an SCBK file (mode 0600) the PD refuses a plaint
 (EnforceSecure). Without one, ``install_mode = true`` lets the panel set up the channel with the
 default install key once and then send the site key (KEYSET), which is written to the file;
 until then no card read is sent and no command obeyed, and then libosdp is started again with
-the key and EnforceSecure. ``install_mode = false`` without a key is a configuration error.
+the key and EnforceSecure (tried again after a back-off while that fails; ``osdp_provisioning``
+owns the stages). ``install_mode = false`` without a key is a configuration error.
 
 libosdp is pinned to 3.2.9 (its 4.x API changes); never install the separate ``osdp`` package,
 which claims the same import name.
@@ -36,6 +37,7 @@ from typing import Any
 
 from facelink.errors import ConfigError
 
+from .osdp_provisioning import RETRY_AFTER_S, Provisioning, Stage
 from .osdp_verdicts import CardRead, PanelVerdict, VerdictBook
 from .scbk import load_scbk, save_scbk
 from .serial_port import open_raw, read_available
@@ -126,14 +128,16 @@ class OsdpReader:
     ``on_verdict``, so a slow outbox commit holds up neither a flush nor the door's output.
     ``card_read`` (the pipeline) calls libosdp holding only its send lock, which no callback takes.
     Locks are always taken in one order: the send lock, then libosdp's. The verdict thread also
-    starts libosdp again after an install-mode KEYSET (``_enforce``), holding the send lock while
-    libosdp's thread ends: a card read waits for that (~20 ms; longer only if a callback hangs).
+    starts libosdp again after an install-mode KEYSET (``_enforce``, and again after a back-off
+    while that fails: ``osdp_provisioning``), holding the send lock while libosdp's thread ends:
+    a card read waits for that (~20 ms; longer only if a callback hangs).
     """
 
     def __init__(self, device: str, *, address: int, baud: int, scbk_file: Path, install_mode: bool,
                  debounce_s: float = 3.0, verdict_timeout_s: float = 2.0,
                  on_verdict: Callable[[PanelVerdict], None] | None = None,
-                 on_output: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_output: Callable[[dict[str, Any]], None] | None = None,
+                 restart_retry_s: tuple[float, ...] = RETRY_AFTER_S) -> None:
         osdp = _osdp()
         self._osdp = osdp
         self.scbk_file = Path(scbk_file)
@@ -141,16 +145,12 @@ class OsdpReader:
         if key is None and not install_mode:
             raise ConfigError(f"no OSDP key in {self.scbk_file}: provision it (0600, 32 hex digits) "
                               "or set osdp.install_mode = true for first provisioning")
-        self.installing = key is None
         # libosdp's flags are fixed when it starts and it refuses InstallMode with EnforceSecure:
         # until it runs again with the panel's key (``_enforce``) nothing leaves and nothing is obeyed
-        self._unenforced = self.installing
+        self.provisioning = Provisioning.at_start(key, restart_retry_s)
         self.debounce_s, self.verdict_timeout_s = debounce_s, verdict_timeout_s
         self.on_verdict, self.on_output = on_verdict, on_output
         self.state = PanelState()
-        self._restart_fault: str | None = None  # libosdp did not start again with the panel's key
-        self._panel_key: bytes | None = None  # the key the panel sent in install mode (KEYSET)
-        self.key_error: str | None = None  # why the panel's last KEYSET was refused
         self._send_lock = threading.Lock()  # card_read and close; never taken by libosdp's thread
         self._closing = False  # close() began: no new card reads
         self._closed = False  # the PD is torn down: offline
@@ -177,7 +177,7 @@ class OsdpReader:
         self._verdicts.start()
         self._recorder.start()
         log.info("OSDP PD %d on %s (%s)", address, device,
-                 "install mode: waiting for the panel's key" if self.installing else "secure channel")
+                 "secure channel" if self.provisioning.enforced else "install mode: waiting for the panel's key")
 
     def _start_pd(self, key: bytes | None) -> Any:
         """libosdp's PD on the line: in install mode without a key, else enforcing the secure
@@ -213,18 +213,20 @@ class OsdpReader:
         """The panel's key is written: libosdp starts again with it and EnforceSecure (its flags
         are fixed at start), so that from now on libosdp itself answers nothing in plaintext --
         not even a poll for a card read -- and the panel sets the channel up again with its key.
-        Verdict thread; if libosdp cannot start again the reader stays down (``fault``)."""
+        Verdict thread. If libosdp cannot start again the reader stays down, saying why
+        (``fault``), and this is called again after the provisioning's back-off."""
+        prov = self.provisioning
         with self._send_lock:
-            if self._closed or not self._unenforced:
+            if self._closing or prov.stage is not Stage.KEY_SAVED:  # (closing: it stays down)
                 return
             try:
-                self._stop_pd()
-                self._pd = self._start_pd(self._panel_key)
-            except Exception:  # noqa: BLE001 - the door runs on, sending the panel nothing
+                self._stop_pd()  # libosdp's thread is gone: no KEYSET changes the key from here on
+                self._pd = self._start_pd(prov.panel_key)
+            except Exception as exc:  # noqa: BLE001 - the door runs on, sending the panel nothing
                 log.exception("OSDP: cannot start the reader again with the panel's key")
-                self._restart_fault = "the reader could not start again with the panel's key: restart FaceLink"
+                prov.restart_failed(f"{type(exc).__name__}: {exc}", time.monotonic())
                 return
-            self._unenforced = False
+            prov.restarted()
         log.info("OSDP: reader started again with the panel's key, secure channel enforced")
 
     # -- FaceLink -> panel -----------------------------------------------------------------
@@ -245,7 +247,7 @@ class OsdpReader:
             if self._closing:
                 log.warning("OSDP: reader stopping, card read for event %s not sent", event_id)
                 return "the reader is stopping: the card read was not sent"
-            if self._unenforced:  # libosdp would answer a poll in plaintext, or the key is the
+            if not self.provisioning.enforced:  # libosdp would answer a poll in plaintext, or the key is the
                 # published install key: nothing leaves before the reader runs with the panel's key
                 log.warning("OSDP: the reader is not provisioned, card read for event %s not sent", event_id)
                 return self.fault or ("the reader has no secure channel key from the panel yet "
@@ -282,14 +284,14 @@ class OsdpReader:
     @property
     def fault(self) -> str | None:
         """Why the reader sends nothing while the door runs (health's ``osdp_fault``): libosdp did
-        not start again with the panel's key, or the panel's key was refused; None otherwise."""
-        return self._restart_fault or self.key_error
+        not start again with the panel's key (yet), or the panel's key was refused; None otherwise."""
+        return self.provisioning.fault
 
     @property
     def provisioned(self) -> bool:
         """libosdp runs with the panel's key and enforces the secure channel (a key file at start,
         or the panel's KEYSET and a restart of libosdp since)."""
-        return not self._unenforced
+        return self.provisioning.enforced
 
     @property
     def online(self) -> bool:
@@ -304,7 +306,8 @@ class OsdpReader:
             self.state.commands += 1
             self._command_came.set()
             keyset = cmd.get("command") == self._osdp.Command.Keyset
-            if self._unenforced and not keyset:  # install mode: a plaintext panel, or anyone with the
+            prov = self.provisioning
+            if not prov.enforced and not keyset:  # install mode: a plaintext panel, or anyone with the
                 # published install key, must not drive the door's relay (libosdp itself refuses a
                 # plaintext KEYSET); the panel's commands count once the reader runs with its key
                 log.warning("OSDP: a command before the panel's key refused: %s", cmd.get("command"))
@@ -316,15 +319,12 @@ class OsdpReader:
                 save_scbk(self.scbk_file, bytes(cmd["data"]))
             except Exception as exc:  # noqa: BLE001
                 log.exception("OSDP: cannot write the panel's secure channel key to %s", self.scbk_file)
-                self.key_error = f"the panel's secure channel key was refused: {exc}"
+                prov.key_refused(f"the panel's secure channel key was refused: {exc}")
                 return _reply(-1)
-            self.key_error = None
-            if not self.installing:
+            if prov.enforced:
                 log.warning("OSDP: the panel changed the secure channel key")
-            self.installing = False
-            if self._unenforced:  # libosdp cannot be restarted from its own thread: the verdict thread
-                self._panel_key = bytes(cmd["data"])  # (a second KEYSET before then: the latest)
-                self._inbox.put(("enforce", None))
+            if prov.key_written(bytes(cmd["data"])):  # libosdp cannot be restarted from its own
+                self._inbox.put(("enforce", None))  # thread: the verdict thread does it
             log.info("OSDP: secure channel key received from the panel and written to %s", self.scbk_file)
             return _reply(0)
         except BaseException:  # noqa: BLE001 - a NAK, and the reader goes on
@@ -350,6 +350,9 @@ class OsdpReader:
         stopping = halting = False
         while True:
             deadline = book.next_deadline()
+            retry_at = self.provisioning.retry_at  # a restart with the panel's key to try again
+            if retry_at is not None and (deadline is None or retry_at < deadline):
+                deadline = retry_at
             try:
                 if halting:  # libosdp is gone: handle what it acknowledged, then end
                     kind, body = self._inbox.get_nowait()
@@ -382,6 +385,8 @@ class OsdpReader:
                     halting = True
                 elif kind == "enforce":
                     self._enforce()
+                if kind != "enforce" and self.provisioning.retry_due(time.monotonic()):
+                    self._enforce()  # (checked whatever came: a busy inbox must not put it off)
             except Exception:  # noqa: BLE001 - a bad command must never stop the reader
                 log.exception("OSDP: cannot handle %s", kind)
             for verdict in closed:

@@ -159,7 +159,7 @@ def test_install_mode_ends_with_the_panels_key(tmp_path, pty_pair, panels):
     assert load_scbk(key_file) == KEY
     reader = _reader(path, key_file, install_mode=True, on_output=outputs.append)  # restarted, install_mode on
     try:
-        assert not reader.installing
+        assert reader.provisioned  # the key file decides, not install_mode
         for scbk in (other, None):
             intruder = panels(master, scbk, enforce=False)
             _gets_nothing(intruder, reader, outputs)
@@ -228,22 +228,55 @@ def test_before_the_panels_key_the_install_keys_channel_counts_for_nothing(tmp_p
 
 def test_a_reader_that_cannot_start_again_with_the_key_sends_nothing(tmp_path, pty_pair, panels):
     """libosdp failing to start again after the panel's KEYSET leaves the reader down, saying why
-    (health), and every card read refused with that reason: never back in install mode."""
+    (health), and every card read refused with that reason: never back in install mode. It is
+    tried again after a back-off (here the first retry is an hour away)."""
     master, path = pty_pair
     key_file = tmp_path / "scbk"
-    reader = _reader(path, key_file, install_mode=True)
+    reader = _reader(path, key_file, install_mode=True, restart_retry_s=(3600.0,))
     try:
         def broken(key):
             raise RuntimeError("libosdp setup failed")
         reader._start_pd = broken  # the fault injected: the restart's start fails
         panels(master, KEY, enforce=False)
         assert wait_until(lambda: reader.fault is not None)
+        assert "libosdp setup failed" in reader.fault and "1 attempt" in reader.fault
         assert load_scbk(key_file) == KEY and not reader.provisioned
         assert not reader.online and not reader.secure
         assert "restart FaceLink" in reader.send_card(Credential("H10301", 7, 4321), "event-1")
         health = OsdpSender(reader).health()
         assert (health["osdp_provisioned"], health["osdp_online"]) == (False, False)
         assert "restart FaceLink" in health["osdp_fault"]
+    finally:
+        reader.close()
+
+
+def test_a_failed_restart_is_tried_again_until_the_reader_runs_with_the_key(tmp_path, pty_pair, panels):
+    """A restart with the panel's key that fails is tried again after the back-off, by the reader
+    itself: sending nothing while it fails, and once libosdp runs with the key and EnforceSecure,
+    the fault is gone and the site's panel gets card reads under its key (no site visit)."""
+    master, path = pty_pair
+    key_file = tmp_path / "scbk"
+    reader = _reader(path, key_file, install_mode=True, restart_retry_s=(0.3, 0.6))
+    real_start, attempts = reader._start_pd, []
+
+    def fails_twice(key):  # what the reader said when each attempt began
+        attempts.append((key, reader.provisioned, reader.fault))
+        if len(attempts) <= 2:
+            raise RuntimeError(f"libosdp setup failed ({len(attempts)})")
+        return real_start(key)
+
+    try:
+        reader._start_pd = fails_twice
+        installer = panels(master, KEY, enforce=False)
+        assert wait_until(lambda: reader.provisioned, 10)
+        assert [(key, provisioned) for key, provisioned, _ in attempts] == [(KEY, False)] * 3
+        assert attempts[0][2] is None and "(1)" in attempts[1][2] and "1 attempt" in attempts[1][2]
+        assert "(2)" in attempts[2][2] and "2 attempt" in attempts[2][2]
+        assert reader.fault is None
+        installer.close()
+        site = _online(panels, master, reader)
+        assert reader.card_read(Credential("H10301", 7, 4321), "event-2")
+        assert site.next_event()["length"] == 26
     finally:
         reader.close()
 
@@ -258,7 +291,7 @@ def test_install_mode_refuses_the_published_install_key_as_the_site_key(tmp_path
     reader = _reader(path, key_file, install_mode=True)
     try:
         panels(master, scbk_d, enforce=False)
-        assert wait_until(lambda: reader.key_error is not None)
+        assert wait_until(lambda: reader.provisioning.key_error is not None)
         assert not key_file.exists() and not reader.provisioned
         assert "install key" in OsdpSender(reader).health()["osdp_fault"]
         assert "install key" in reader.send_card(Credential("H10301", 7, 4321), "event-1")
