@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facelink.config import Settings
+from facelink.config import MatchingSettings, Settings
 from facelink.models.engine import FaceEngine
 from facelink.models.quality import QualityGate
 from facelink.models.similarity import SAME_PERSON_SIMILARITY
@@ -29,6 +29,12 @@ class Components:
     same_person_cosine: float  # a decided track whose face falls below this is someone else
 
 
+def quality_gate(m: MatchingSettings) -> QualityGate:
+    """The frames a door decision may use (the evaluation tools judge as the door does with it)."""
+    return QualityGate(min_face_px=m.min_face_px, max_abs_yaw=m.max_abs_yaw, max_abs_pitch=m.max_abs_pitch,
+                       min_sharpness=m.min_sharpness, min_brightness=m.min_brightness)
+
+
 def build_components(settings: Settings, engine: FaceEngine,
                      previous: Components | None = None) -> Components:
     """The components for ``settings``; with ``previous``, the people being followed, their
@@ -37,8 +43,7 @@ def build_components(settings: Settings, engine: FaceEngine,
     policy = DecisionPolicy(settings.mqtt.device_id, m.collection_id, engine.model_version,
                             m.similarity_threshold, m.frames_required, m.frames_window, m.cooldown_s)
     tracker = Tracker(max_age_s=m.track_max_age_s)
-    gate = QualityGate(min_face_px=m.min_face_px, max_abs_yaw=m.max_abs_yaw, max_abs_pitch=m.max_abs_pitch,
-                       min_sharpness=m.min_sharpness, min_brightness=m.min_brightness)
+    gate = quality_gate(m)
     liveness = LivenessChecker.from_settings(settings.liveness, settings.models)
     same_person = engine.cosine_for(SAME_PERSON_SIMILARITY)
     if previous is not None:  # nothing here may fail: adopt() changes the running tracks

@@ -219,17 +219,22 @@ def frozen_margins(presentations: list[tuple[str, str, list]]) -> dict:
     return out
 
 
-def decide(verdicts: list[dict | None], checks: tuple[str, ...]) -> tuple[str | None, float | None]:
-    """The door's N-of-M policy over the per-frame verdicts of the chosen checks."""
-    policy = DecisionPolicy("eval", "eval", "eval", 99.0, 3, 5, 0.0)
-    track = Track(1, np.zeros(4), 0.0, deque(maxlen=5))
+def decide(verdicts: list[dict | None], checks: tuple[str, ...], required: int = 3,
+           window: int = 5) -> tuple[str | None, float | None]:
+    """The door's N-of-M policy (``required`` of ``window``) over the per-frame verdicts of the
+    chosen checks: None is a frame without a face, ``{"lowquality": reason}`` one the quality
+    gate refused (no check saw it), otherwise each check's ``(state, reason)``."""
+    policy = DecisionPolicy("eval", "eval", "eval", 99.0, required, window, 0.0)
+    track = Track(1, np.zeros(4), 0.0, deque(maxlen=window))
     for i, v in enumerate(verdicts):
         if v is None:
             continue
-        states = [v[c] for c in checks]
+        states = [] if "lowquality" in v else [v[c] for c in checks]
         spoof = next((s for s in states if s[0] == "spoof"), None)
         pending = next((s for s in states if s[0] == "pending"), None)
-        if spoof:
+        if "lowquality" in v:
+            obs = Observation("lowquality", reason=v["lowquality"])
+        elif spoof:
             obs = Observation("spoof", reason=spoof[1])
         elif pending:
             obs = Observation("pending", reason=pending[1])

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
-from eval_frozen_feed import KINDS, N_FRAMES, attack, from_start, landmarks_of
+from eval_frozen_feed import (
+    KINDS,
+    MIN_LEFT,
+    N_FRAMES,
+    STEP,
+    DoorRule,
+    Seen,
+    attack,
+    count_attack,
+    count_bona_fide,
+    from_start,
+    observe_frames,
+    ungated,
+)
 from eval_liveness import read_video
 
+from facelink.config import load_settings
+from facelink.device.assembly import quality_gate
 from facelink.device.liveness_frozen import FrozenFeed
 
 
@@ -16,13 +33,13 @@ def test_a_start_is_decided_as_the_door_decides(engine, faces_dir):
     with FROZEN_FEED made to pass every frame is counted as GRANTED (what the tool counts is the
     check's verdict, not a constant)."""
     photo = cv2.imread(str(faces_dir / "people/obama/1.jpg"))
-    seen = landmarks_of(engine, attack("still", photo, np.random.default_rng(0))[:15])
-    frozen = FrozenFeed()
-    assert from_start(seen, 0, frozen)[0] == "DENIED_SPOOF"
-    assert from_start(seen, 6, frozen)[0] == "DENIED_SPOOF"
-    assert from_start(seen, 0, FrozenFeed(min_change=-1e9))[0] == "GRANTED"
-    live = landmarks_of(engine, read_video(faces_dir / "video/feat_man.mp4", max_s=2.0))
-    decision, at = from_start(live, 3, frozen, limit=30)
+    seen = observe_frames(engine, attack("still", photo, np.random.default_rng(0))[:15])
+    rule = DoorRule(FrozenFeed())
+    assert from_start(seen, 0, rule)[0] == "DENIED_SPOOF"
+    assert from_start(seen, 6, rule)[0] == "DENIED_SPOOF"
+    assert from_start(seen, 0, DoorRule(FrozenFeed(min_change=-1e9)))[0] == "GRANTED"
+    live = observe_frames(engine, read_video(faces_dir / "video/feat_man.mp4", max_s=2.0))
+    decision, at = from_start(live, 3, rule, limit=30)
     assert decision == "GRANTED" and at < 2.0
 
 
@@ -31,14 +48,60 @@ def test_a_start_is_a_new_track_from_that_frame(engine, faces_dir):
     fresh FROZEN_FEED state. A still then a live face: from the still's first frame the track is
     refused, from the live face's first frame it is granted (and ``limit`` cuts the track)."""
     photo = cv2.imread(str(faces_dir / "people/obama/1.jpg"))
-    still = landmarks_of(engine, attack("still", photo, np.random.default_rng(0))[:12])
-    live = landmarks_of(engine, read_video(faces_dir / "video/feat_man.mp4", max_s=2.0))
+    still = observe_frames(engine, attack("still", photo, np.random.default_rng(0))[:12])
+    live = observe_frames(engine, read_video(faces_dir / "video/feat_man.mp4", max_s=2.0))
     seen = still + live
-    frozen = FrozenFeed()
-    assert from_start(seen, 0, frozen)[0] == "DENIED_SPOOF"
-    decision, at = from_start(seen, len(still), frozen)
+    rule = DoorRule(FrozenFeed())
+    assert from_start(seen, 0, rule)[0] == "DENIED_SPOOF"
+    decision, at = from_start(seen, len(still), rule)
     assert decision == "GRANTED" and at < 2.0
-    assert from_start(seen, len(still), frozen, limit=2) == (None, None)  # too few frames to decide
+    assert from_start(seen, len(still), rule, limit=2) == (None, None)  # too few frames to decide
+
+
+def test_the_door_rule_and_quality_gate_decide_a_start(engine, faces_dir):
+    """The start is judged with the door's N of M (from the settings, not a constant) and its
+    quality gate: a frame the gate refuses is recorded unusable and shown to no check, so a
+    window of them is DENIED_LOW_QUALITY, not a FROZEN_FEED verdict."""
+    photo = cv2.imread(str(faces_dir / "people/obama/1.jpg"))
+    frames = attack("still", photo, np.random.default_rng(0))[:12]
+    passing = FrozenFeed(min_change=-1e9)  # every comparison live
+    seen = observe_frames(engine, frames, quality_gate(load_settings().matching))
+    assert all(s is not None and s.low_quality is None for s in seen)  # the door's gate passes them
+    three_of_five = from_start(seen, 0, DoorRule(passing, 3, 5))
+    one_of_one = from_start(seen, 0, DoorRule(passing, 1, 1))
+    assert three_of_five[0] == one_of_one[0] == "GRANTED" and one_of_one[1] < three_of_five[1]
+    blurred = [cv2.GaussianBlur(f, (0, 0), 6) for f in frames]  # too soft for the door's gate
+    unusable = observe_frames(engine, blurred, quality_gate(load_settings().matching))
+    assert all(s is not None and s.low_quality for s in unusable)
+    assert from_start(unusable, 0, DoorRule(passing))[0] == "DENIED_LOW_QUALITY"
+
+
+def _judged_by_start(decisions: dict[int, str | None]):
+    return lambda seen, k: (decisions.get(k), 0.1 * k if decisions.get(k) else None)
+
+
+def test_count_attack_counts_only_granted_starts_of_presentations_with_enough_faces():
+    """Counting, on its own: starts every STEP frames while MIN_LEFT remain; only GRANTED counts
+    (not an undecided start, not another decision); a presentation with too few faces is left out."""
+    usable = Seen(np.zeros((2, 2, 3), np.uint8), np.zeros((5, 2)))  # stands in for a seen frame
+    frames = [usable] * 15
+    starts = list(range(0, 15 - MIN_LEFT + 1, STEP))
+    assert starts == [0, 3, 6]
+    judged = {0: "DENIED_SPOOF", 3: None, 6: "GRANTED"}
+    few = [None] * 10 + [usable] * (MIN_LEFT - 1)
+    refused = [replace(usable, low_quality="SMALL_BOUNDING_BOX")] * 15  # the gate refuses every face
+    row = count_attack([frames, frames, few, refused], _judged_by_start(judged))
+    assert row == {"presentations": 2, "granted from a start": 2, "starts": 6, "starts granted": 2, "left out": 2}
+    assert count_attack([frames], _judged_by_start({}))["starts granted"] == 0
+    assert count_attack([ungated(refused)], _judged_by_start(judged))["presentations"] == 1
+
+
+def test_count_bona_fide_counts_a_start_not_granted_as_refused():
+    frames = [object()] * 12
+    within = 6  # starts 0, 3, 6
+    row = count_bona_fide([frames], _judged_by_start({0: "GRANTED", 3: "DENIED_SPOOF", 6: "GRANTED"}), within)
+    assert (row["clips"], row["starts"], row["starts not granted within 2 s"]) == (1, 3, 1)
+    assert row["median s to GRANTED"] == 0.3  # of 0.0 and 0.6
 
 
 @pytest.mark.parametrize("kind", KINDS)
