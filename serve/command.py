@@ -17,6 +17,7 @@ from .limits import (
     DEFAULT_BODY_MEMORY_MIB,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     default_max_connections,
 )
 
@@ -43,16 +44,23 @@ log = logging.getLogger(__name__)
 @click.option("--max-connections", type=int, default=None,
               help="Connections held at once; one more is closed unread. Default: the open-file limit "
                    "(ulimit -n) less 128 kept for the store and the models.")
+@click.option("--max-connections-per-client", type=int, default=DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+              show_default=True,
+              help="Connections one client (an IPv4 address, an IPv6 /64) may hold at once (at most "
+                   "--max-connections); one more is closed unread. Behind a reverse proxy every "
+                   "connection comes from the proxy: set it to --max-connections there.")
 @click.pass_obj
 def serve_command(state: AppState, credentials: Path, host: str, port: int, tls_cert: Path | None,
                   tls_key: Path | None, workers: int, insecure_http: bool, header_timeout: float,
-                  body_timeout: float, body_memory_mib: int, max_connections: int | None) -> None:
+                  body_timeout: float, body_memory_mib: int, max_connections: int | None,
+                  max_connections_per_client: int) -> None:
     """Serve Rekognition's API (JSON 1.1, SigV4) for boto3, the aws CLI and AWS SDKs."""
     import json
 
     try:
         server = build_server(state, credentials, host, port, tls_cert, tls_key, workers, insecure_http,
-                              body_timeout, body_memory_mib, header_timeout, max_connections)
+                              body_timeout, body_memory_mib, header_timeout, max_connections,
+                              max_connections_per_client)
     except FaceLinkError as exc:
         click.echo(json.dumps(exc.to_json()), err=True)
         sys.exit(exc.exit_code)
@@ -63,7 +71,8 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
                  tls_key: Path | None, workers: int, insecure_http: bool,
                  body_timeout: float = DEFAULT_BODY_TIMEOUT,
                  body_memory_mib: int = DEFAULT_BODY_MEMORY_MIB, header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-                 max_connections: int | None = None):
+                 max_connections: int | None = None,
+                 max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT):
     import math
 
     import uvicorn
@@ -90,6 +99,9 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
         max_connections = default_max_connections()
     if not 1 <= max_connections <= 1 << 20:
         raise InvalidParameterException(f"--max-connections must be from 1 to {1 << 20}")
+    if not 1 <= max_connections_per_client <= 1 << 20:
+        raise InvalidParameterException(f"--max-connections-per-client must be from 1 to {1 << 20}")
+    per_client = min(max_connections_per_client, max_connections)
     if not min_mib <= body_memory_mib <= 1 << 20:
         raise InvalidParameterException(f"--body-memory-mib must be at least {min_mib} (one largest request)")
     keys = load_keys(credentials)
@@ -114,10 +126,12 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise ConfigError(f"cannot load --tls-cert/--tls-key: {exc}") from exc
     config = uvicorn.Config(app, host=host, port=port, lifespan="off",
-                            http=with_header_deadline(header_timeout, max_connections, tls), log_level="info",
+                            http=with_header_deadline(header_timeout, max_connections, tls, per_client),
+                            log_level="info",
                             server_header=False, timeout_graceful_shutdown=5)
     # uvicorn's own line says http:// (it is given no certificate: the handshake is ours); this one
     # goes through uvicorn's logger, which is the one `facelink serve` shows at INFO
-    logging.getLogger("uvicorn.error").info("FaceLink serving %d key(s) on %s://%s:%d (at most %d connections)",
-                                            len(keys), "https" if tls_cert else "http", host, port, max_connections)
+    logging.getLogger("uvicorn.error").info(
+        "FaceLink serving %d key(s) on %s://%s:%d (at most %d connections, %d from one client)",
+        len(keys), "https" if tls_cert else "http", host, port, max_connections, per_client)
     return uvicorn.Server(config)

@@ -10,7 +10,10 @@ A request being read or answered is left alone (the body has its own deadline in
 Within the deadline a flood of new connections could still take every file descriptor the
 process may open (the soft limit is often 1,024, and the store and the models need some): a
 connection that would make more than ``max_connections`` open is closed at once, before it is
-read, so the server keeps running (and the connections it holds keep being served).
+read, so the server keeps running (and the connections it holds keep being served). One client
+(an IPv4 address, an IPv6 /64: ``limits.client_key``) may hold at most ``max_per_client`` of
+them; one more from it is closed the same way, so a single client cannot take every place and
+shut others out until its connections time out.
 
 With TLS, FaceLink does the handshake itself (uvicorn is given no certificate): asyncio hands a
 protocol the connection only after the handshake, and gives a handshake 60 s by default, so a
@@ -28,31 +31,63 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .limits import client_key
+
 log = logging.getLogger(__name__)
 REFUSAL_LOG_EVERY_S = 10.0  # a flood is logged once in this long, with its count
 
 
-def with_header_deadline(header_timeout_s: float, max_connections: int,
-                         tls: ssl.SSLContext | None = None) -> type[asyncio.Protocol]:
+def with_header_deadline(header_timeout_s: float, max_connections: int, tls: ssl.SSLContext | None = None,
+                         max_per_client: int | None = None) -> type[asyncio.Protocol]:
     """The protocol class to give uvicorn (``Config(http=...)``); with ``tls``, uvicorn must be
-    given no certificate of its own."""
+    given no certificate of its own. ``max_per_client``: None, ``max_connections``."""
+    per_client_cap = max_connections if max_per_client is None else max_per_client
     refused = {"count": 0, "logged_at": float("-inf")}
     handshaking = [0]  # TLS connections accepted whose handshake has not finished
+    held: dict[str, int] = {}  # connections held (accepted, not yet lost) per client key
 
-    def refuse(transport: asyncio.BaseTransport) -> None:
+    def refuse(transport: asyncio.BaseTransport, what: str) -> None:
         transport.close()
         refused["count"] += 1
         now = time.monotonic()
         if now - refused["logged_at"] >= REFUSAL_LOG_EVERY_S:
-            log.warning("%d connection(s) closed unread: %d open is the limit (--max-connections)",
-                        refused["count"], max_connections)
+            log.warning("%d connection(s) closed unread: %s", refused["count"], what)
             refused.update(count=0, logged_at=now)
+
+    def take(transport: asyncio.BaseTransport, open_now: int) -> str | None:
+        """Count a new connection against both caps: its client key, or None when it was refused
+        (closed; nothing counted)."""
+        if open_now > max_connections:
+            refuse(transport, f"{max_connections} open is the limit (--max-connections)")
+            return None
+        key = client_key(transport.get_extra_info("peername"))
+        if held.get(key, 0) >= per_client_cap:
+            refuse(transport, f"{per_client_cap} open from one client is the limit "
+                              f"(--max-connections-per-client; the last from {key})")
+            return None
+        held[key] = held.get(key, 0) + 1
+        return key
+
+    def give_back(key: str) -> None:
+        left = held.get(key, 0) - 1
+        if left > 0:
+            held[key] = left
+        else:
+            held.pop(key, None)
 
     class HeaderDeadlineProtocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
         _armed_for: Any = None
         _made = False
         _early: list[bytes] | None = None  # TLS: what arrived between the handshake and connection_made
+        _client: str | None = None  # its client's key while it holds a place (give it back once)
+        _counted = False  # TLS: counted when accepted, before the handshake
+
+        def release(self) -> None:
+            """Give its client's place back (once; a connection refused never took one)."""
+            if self._client is not None:
+                give_back(self._client)
+                self._client = None
 
         def _arm(self) -> None:
             if self._deadline is not None:
@@ -68,9 +103,11 @@ def with_header_deadline(header_timeout_s: float, max_connections: int,
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._made = True
-            if len(self.connections) + handshaking[0] > max_connections:
-                refuse(transport)  # connection_lost takes it out of the set again
-                return
+            if not self._counted:  # (plain HTTP; TLS counted it at its accept)
+                self._counted = True
+                self._client = take(transport, len(self.connections) + handshaking[0])
+                if self._client is None:
+                    return  # closed: connection_lost takes it out of the set again
             self._arm()
             early, self._early = self._early or [], None
             for data in early:
@@ -88,6 +125,7 @@ def with_header_deadline(header_timeout_s: float, max_connections: int,
                 self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            self.release()
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
@@ -119,11 +157,13 @@ def with_header_deadline(header_timeout_s: float, max_connections: int,
                 # (found in review: 14 of 20 handshakes hung); on 3.10 the task below runs
                 # start_tls before a read can be handled.
                 transport.pause_reading()  # type: ignore[attr-defined]
-            if len(self._args["server_state"].connections) + handshaking[0] >= max_connections:
-                refuse(transport)
+            client = take(transport, len(self._args["server_state"].connections) + handshaking[0] + 1)
+            if client is None:
                 return
+            http = HeaderDeadlineProtocol(**self._args)
+            http._counted, http._client = True, client  # its place is given back when it is lost
             handshaking[0] += 1
-            task = self._loop.create_task(self._handshake(transport, HeaderDeadlineProtocol(**self._args)))
+            task = self._loop.create_task(self._handshake(transport, http))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -133,14 +173,17 @@ def with_header_deadline(header_timeout_s: float, max_connections: int,
                                                      ssl_handshake_timeout=header_timeout_s, **shutdown)
             except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.CancelledError):
                 raw.close()  # timed out, refused by TLS, hung up, or the server stops
+                http.release()
                 return
             except Exception:  # a fault of ours, not the client's: said, and the connection closed
                 log.exception("TLS handshake failed")
                 raw.close()
+                http.release()
                 return
             finally:
                 handshaking[0] -= 1
             if wrapped is None or wrapped.is_closing():
+                http.release()  # (idempotent: connection_lost may give it back too)
                 return
             http.connection_made(wrapped)  # type: ignore[arg-type]
 

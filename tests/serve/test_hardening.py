@@ -156,6 +156,70 @@ def test_connections_over_the_cap_are_closed_unread_and_the_held_ones_still_serv
                 sock.close()
 
 
+def _list_collections_on(sock: socket.socket, url: str) -> int:
+    """A signed ListCollections sent on ``sock``; the HTTP status."""
+    host, body = urlsplit(url), b"{}"
+    head = {**signed_headers(url, "ListCollections", body), "Host": host.netloc, "Content-Length": str(len(body))}
+    sock.sendall(f"POST / HTTP/1.1\r\n{''.join(f'{k}: {v}' + chr(13) + chr(10) for k, v in head.items())}"
+                 f"\r\n".encode("latin-1") + body)
+    resp = http.client.HTTPResponse(sock)
+    resp.begin()
+    assert "CollectionIds" in json.loads(resp.read())
+    return resp.status
+
+
+def _closed_unread(sock: socket.socket) -> bool:
+    started = time.monotonic()
+    return sock.recv(1024) == b"" and time.monotonic() - started < 10
+
+
+def test_one_client_cannot_take_every_connection(tmp_path, models_dir):
+    """--max-connections-per-client 2 (of 10): a third connection from one address is closed at
+    once (the 30 s header deadline is far off), while another client (127.0.0.2, also loopback)
+    is served; once the first client closes one of its two, it gets in again. Before, one client
+    holding every place shut everyone else out until its sockets timed out."""
+    pytest.importorskip("boto3")
+    with serve_process(tmp_path, models_dir, "--max-connections", "10", "--max-connections-per-client", "2",
+                       "--header-timeout", "30") as (url, _):
+        host = urlsplit(url)
+        where = (host.hostname, host.port)
+        held = [socket.create_connection(where, timeout=20) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 20
+            while True:  # (the start-up probe's connection may not be given back yet)
+                with socket.create_connection(where, timeout=20) as third:
+                    if _closed_unread(third):
+                        break
+                assert time.monotonic() < deadline, "a third connection from one client was not refused"
+            with socket.create_connection(where, timeout=20, source_address=("127.0.0.2", 0)) as other:
+                assert _list_collections_on(other, url) == 200  # another client is not shut out
+            assert _list_collections_on(held[0], url) == 200  # the ones held are still served
+            held.pop().close()
+            deadline = time.monotonic() + 20
+            while True:  # the server notices the close; then the client's next connection is served
+                with socket.create_connection(where, timeout=20) as again:
+                    try:
+                        if _list_collections_on(again, url) == 200:
+                            break
+                    except (ConnectionError, http.client.HTTPException):
+                        pass
+                assert time.monotonic() < deadline, "the client got no place back after closing one"
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_a_client_is_keyed_by_its_address_or_its_ipv6_64():
+    from facelink.serve.limits import client_key
+
+    assert client_key(("127.0.0.2", 5000)) == "127.0.0.2" != client_key(("127.0.0.1", 5000))
+    same = [client_key((f"2001:db8:1:2::{i:x}", 443, 0, 0)) for i in (1, 0xFFFF)]
+    assert same[0] == same[1] == "2001:db8:1:2::/64" != client_key(("2001:db8:1:3::1", 443, 0, 0))
+    assert client_key(("::ffff:192.0.2.7", 1, 0, 0)) == "192.0.2.7"
+    assert client_key(("fe80::1%eth0", 1, 0, 2)) == "fe80::/64"
+    assert client_key(None) == client_key("/run/socket") == client_key(("not an address", 1)) == "?"
+
+
 def test_a_body_must_arrive_within_the_deadline(tight):
     """A signed request whose body stops coming is answered RequestTimeoutException after
     --body-timeout (1 s here), not held open."""

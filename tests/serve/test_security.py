@@ -214,6 +214,54 @@ def test_tls_connections_in_their_handshake_count_against_the_cap(tmp_path, mode
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
+def test_tls_connections_count_against_their_clients_cap_until_their_handshake_ends(tmp_path, models_dir):
+    """--max-connections-per-client 2, --header-timeout 3: two silent TLS connections from one
+    address take its two places before any handshake, a third is closed at once, another client
+    (127.0.0.2) completes a handshake and is answered; when the silent ones' handshake time is
+    up their places are given back and the first client is served too."""
+    import socket
+    import ssl
+    import time
+
+    def answered(ctx, where, source=None) -> bool:
+        with ctx.wrap_socket(socket.create_connection((where.hostname, where.port), timeout=20,
+                                                      source_address=source),
+                             server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return tls.recv(1024).startswith(b"HTTP/1.1 ")
+
+    with _tls_serve(tmp_path, models_dir, "--max-connections", "10", "--max-connections-per-client", "2",
+                    "--header-timeout", "3") as (_, where, cert):
+        ctx = ssl.create_default_context(cafile=str(cert))
+        deadline = time.monotonic() + 20
+        while True:  # the start-up probe's place is given back once its handshake fails
+            try:
+                if answered(ctx, where):
+                    break
+            except (ssl.SSLError, ConnectionError):
+                assert time.monotonic() < deadline, "no TLS client served at start"
+        held = [socket.create_connection((where.hostname, where.port), timeout=20) for _ in range(2)]
+        try:
+            with socket.create_connection((where.hostname, where.port), timeout=20) as extra:
+                started = time.monotonic()
+                assert extra.recv(1024) == b""  # closed at once, well before the 3 s handshake time
+                assert time.monotonic() - started < 2.5
+            assert answered(ctx, where, ("127.0.0.2", 0))  # another client is not shut out
+            for sock in held:
+                assert sock.recv(1024) == b""  # handshake time up: closed by the server
+        finally:
+            for sock in held:
+                sock.close()
+        deadline = time.monotonic() + 20
+        while True:  # their places are given back: the first client is served again
+            try:
+                if answered(ctx, where):
+                    break
+            except (ssl.SSLError, ConnectionError):
+                assert time.monotonic() < deadline, "the silent connections' places were never given back"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
 def test_a_request_sent_with_the_clients_last_handshake_flight_is_answered(tmp_path, models_dir):
     """A TLS 1.3 client may send its request in the same packet as its Finished: the server then
     decrypts the request before the connection is handed to the HTTP protocol, which keeps it
