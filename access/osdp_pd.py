@@ -3,8 +3,8 @@
 GRANTED -> a CardRead event carrying the user's Wiegand credential, so the panel applies its own
 access levels and schedules. Unknown faces send nothing; the same credential is not sent again
 within ``debounce_s``. The panel's LED, buzzer, text and output commands are logged and kept as
-state; output 0 (the only one this reader declares: libosdp NAKs any other) switched on drives
-the door's relay. The panel's verdict (a temporary green LED or the output on: GRANTED; a
+state; output 0 (the only one this reader declares: libosdp NAKs any other) switched on goes
+to ``on_output`` (a ``PanelOutput``: the door records the opening, then drives its relay). The panel's verdict (a temporary green LED or the output on: GRANTED; a
 temporary red LED: DENIED; nothing within ``verdict_timeout_s``: NO_RESPONSE) is handed to
 ``on_verdict`` next to the decision it answers; which read a command answers is decided by
 ``osdp_verdicts.VerdictBook``.
@@ -38,7 +38,7 @@ from typing import Any
 from facelink.errors import ConfigError
 
 from .osdp_provisioning import RETRY_AFTER_S, Provisioning, Stage
-from .osdp_verdicts import CardRead, PanelVerdict, VerdictBook
+from .osdp_verdicts import CardRead, PanelOutput, PanelVerdict, VerdictBook
 from .scbk import load_scbk, save_scbk
 from .serial_port import open_raw, read_available
 from .wiegand import Credential, pack
@@ -136,7 +136,7 @@ class OsdpReader:
     def __init__(self, device: str, *, address: int, baud: int, scbk_file: Path, install_mode: bool,
                  debounce_s: float = 3.0, verdict_timeout_s: float = 2.0,
                  on_verdict: Callable[[PanelVerdict], None] | None = None,
-                 on_output: Callable[[dict[str, Any]], None] | None = None,
+                 on_output: Callable[[PanelOutput], None] | None = None,
                  restart_retry_s: tuple[float, ...] = RETRY_AFTER_S) -> None:
         osdp = _osdp()
         self._osdp = osdp
@@ -465,12 +465,7 @@ class OsdpReader:
             log.info("OSDP panel output %s: control=%s (%s) timer=%s", cmd.get("output_no"),
                      cmd.get("control_code"), "on" if on else "off", cmd.get("timer_count"))
             if on:  # output 0, the door: libosdp NAKs any other (this reader declares one output)
-                verdict = "GRANTED"
-                if self.on_output is not None:
-                    try:
-                        self.on_output(dict(cmd))
-                    except BaseException:  # noqa: BLE001 - the verdict is still recorded
-                        log.exception("OSDP: cannot drive the door's relay for the panel's output command")
+                return self._output_on(book, cmd, received_at)
         elif kind == C.Text:
             self.state.text = str(cmd.get("data", ""))
             log.info("OSDP panel text: %r", self.state.text)
@@ -483,6 +478,20 @@ class OsdpReader:
             log.info("OSDP panel %s with no polled card read waiting for it: not a verdict", verdict)
             return []
         return [answered]
+
+    def _output_on(self, book: VerdictBook, cmd: dict[str, Any], received_at: float) -> list[PanelVerdict]:
+        """The panel opens the door: a GRANTED verdict on the newest polled read, if one is open,
+        then ``on_output`` (the door records the opening, then drives its relay) with the read
+        the opening most likely carries out (``PanelOutput.likely_for``)."""
+        answered = book.answer("GRANTED", cmd, received_at)
+        if answered is None:
+            log.info("OSDP panel GRANTED with no polled card read waiting for it: not a verdict")
+        if self.on_output is not None:
+            try:
+                self.on_output(PanelOutput(dict(cmd), book.polled_recently(received_at)))
+            except BaseException:  # noqa: BLE001 - the verdict is still recorded
+                log.exception("OSDP: cannot drive the door's relay for the panel's output command")
+        return [] if answered is None else [answered]
 
     def _record_loop(self) -> None:
         """The recorder thread: hands each verdict to ``on_verdict`` (an outbox commit) in order,

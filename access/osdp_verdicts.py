@@ -52,6 +52,18 @@ class PanelVerdict:
     reason: str | None = None  # NO_RESPONSE only: NO_ANSWER | SUPERSEDED | NOT_POLLED | READER_STOPPED
 
 
+@dataclass(frozen=True)
+class PanelOutput:
+    """The panel switched the door's output on (what ``on_output`` is handed): its command, and
+    the newest card read of the door's the panel had polled less than 2 x ``verdict_timeout_s``
+    before (``likely_for``: OSDP carries no request id, so that grant is what the opening most
+    likely carries out; None: no read of the door's -- the panel's own unlock: its software, a
+    schedule, an operator, another reader)."""
+
+    command: dict[str, Any]
+    likely_for: str | None
+
+
 @dataclass
 class CardRead:
     """A card read from the moment it is handed to libosdp until it is closed."""
@@ -113,6 +125,14 @@ class VerdictBook:
             return None
         self.open.remove(read)
         return self._close(read, verdict, command, now)
+
+    def polled_recently(self, now: float) -> str | None:
+        """The newest read (open or closed) the panel polled less than 2 x ``verdict_timeout_s``
+        before ``now``: the grant a command coming now most likely answers (``PanelOutput``)."""
+        horizon = now - 2 * self.verdict_timeout_s
+        polled = [(r.delivered_at, r.event_id) for r in self.open if r.delivered_at is not None]
+        recent = [(at, event_id) for at, event_id in [*self._polled, *polled] if horizon <= at <= now]
+        return max(recent)[1] if recent else None
 
     def expire(self, now: float) -> tuple[list[PanelVerdict], bool]:
         """Close the reads past their deadline; True when one of them never reached the panel."""

@@ -4,7 +4,8 @@ never raises.
 
 Checks, in order: size (at most ``MAX_PAYLOAD_BYTES``), UTF-8, JSON, a JSON object, the schema of
 the topic (mqtt/schema.py, the same models the door builds its payloads with: ``.../decision``
-DecisionMessage, ``.../panel`` PanelVerdictMessage, ``.../alarm`` SyncAlarmMessage), and that the payload's
+DecisionMessage, ``.../panel`` PanelVerdictMessage or, by its ``schema``, PanelOutputMessage,
+``.../alarm`` SyncAlarmMessage), and that the payload's
 ``device_id`` is the door the topic names. A message that fails is stored in the quarantine table
 (raw bytes, topic, reason, time) and acknowledged; the logger carries on.
 """
@@ -18,7 +19,14 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from facelink.mqtt.schema import DecisionMessage, PanelVerdictMessage, SyncAlarmMessage
+from facelink.mqtt.schema import (
+    PANEL_OUTPUT_SCHEMA,
+    PANEL_SCHEMA,
+    DecisionMessage,
+    PanelOutputMessage,
+    PanelVerdictMessage,
+    SyncAlarmMessage,
+)
 
 from .store import AuditLog
 
@@ -36,13 +44,16 @@ class Rejected(Exception):
         self.reason = reason
 
 
-MODELS: dict[str, type[DecisionMessage] | type[PanelVerdictMessage] | type[SyncAlarmMessage]] = {
+Message = DecisionMessage | PanelVerdictMessage | PanelOutputMessage | SyncAlarmMessage
+MODELS: dict[str, type[Message]] = {
     "decision": DecisionMessage, "panel": PanelVerdictMessage, "alarm": SyncAlarmMessage}
+# the panel topic carries two schemas: the panel's verdicts and the openings it commanded
+PANEL_MODELS: dict[str, type[Message]] = {PANEL_SCHEMA: PanelVerdictMessage, PANEL_OUTPUT_SCHEMA: PanelOutputMessage}
 
 
-def parse(topic: str, raw: bytes) -> DecisionMessage | PanelVerdictMessage | SyncAlarmMessage:
-    """The decision (or, on ``.../panel``, the panel verdict) in ``raw``, or ``Rejected`` naming
-    what is wrong with it."""
+def parse(topic: str, raw: bytes) -> Message:
+    """The decision (or, on ``.../panel``, the panel verdict or opening; on ``.../alarm``, the
+    sync alarm) in ``raw``, or ``Rejected`` naming what is wrong with it."""
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise Rejected(f"payload too large: {len(raw)} bytes (limit {MAX_PAYLOAD_BYTES})")
     try:
@@ -56,7 +67,11 @@ def parse(topic: str, raw: bytes) -> DecisionMessage | PanelVerdictMessage | Syn
     if not isinstance(obj, dict):
         raise Rejected(f"not a JSON object: {type(obj).__name__}")
     try:
-        message = MODELS.get(topic.rsplit("/", 1)[-1], DecisionMessage).model_validate(obj)
+        kind = topic.rsplit("/", 1)[-1]
+        model = MODELS.get(kind, DecisionMessage)
+        if kind == "panel":  # (an unknown schema: the verdict model says what is wrong)
+            model = PANEL_MODELS.get(obj.get("schema"), PanelVerdictMessage)  # type: ignore[arg-type]
+        message = model.model_validate(obj)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
                              for e in exc.errors()[:5])
@@ -90,6 +105,8 @@ class Intake:
             return
         if isinstance(message, PanelVerdictMessage):
             new = self.audit.record_panel(payload)
+        elif isinstance(message, PanelOutputMessage):
+            new = self.audit.record_panel_output(payload)
         elif isinstance(message, SyncAlarmMessage):
             new = self.audit.record_alarm(payload)
         else:

@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     qa = sub.add_parser("alarms", help="print the doors' sync alarms (refused change sets) as JSON lines")
     qa.add_argument("--since", help="ISO-8601 timestamp")
     qa.add_argument("--door", help="device id")
+    qo = sub.add_parser("openings", help="print the openings access panels commanded (OSDP output on) as JSON lines")
+    qo.add_argument("--since", help="ISO-8601 timestamp")
+    qo.add_argument("--door", help="device id")
     qq = sub.add_parser("quarantine", help="print quarantined messages (time, topic, size, reason)")
     qq.add_argument("--since", help="ISO-8601 timestamp")
     return parser
@@ -110,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "alarms":
             for row in audit.alarms(args.since, args.door):
+                print(json.dumps(row))
+            return 0
+        if args.command == "openings":
+            for row in audit.panel_outputs(args.since, args.door):
                 print(json.dumps(row))
             return 0
         if args.command == "quarantine":

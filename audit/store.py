@@ -1,5 +1,6 @@
 """The audit log database: every valid decision once (by event id), every access panel's verdict
 on a door's card read once (``panel_verdicts``, joined to its decision in queries as ``panel``),
+every opening a panel commanded (``panel_outputs``, with the read it most likely answers),
 every door's sync alarm (``alarms``: a change set or head it refused), and a quarantine table for
 every message that was none of these.
 
@@ -31,6 +32,10 @@ CREATE TABLE IF NOT EXISTS panel_verdicts(
     event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL,
     decision_event_id TEXT NOT NULL, verdict TEXT NOT NULL, credential TEXT, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS panel_verdicts_decision ON panel_verdicts(decision_event_id);
+CREATE TABLE IF NOT EXISTS panel_outputs(
+    event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL, likely_for TEXT,
+    relay TEXT NOT NULL, refers_to TEXT, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS panel_outputs_device ON panel_outputs(device_id, timestamp);
 CREATE TABLE IF NOT EXISTS alarms(
     event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL, collection_id TEXT,
     reason TEXT NOT NULL, payload TEXT NOT NULL);
@@ -88,6 +93,27 @@ class AuditLog:
                 with open_private(self._jsonl, "a", group=self._group) as f:
                     f.write(json.dumps(payload) + "\n")
         return new
+
+    def record_panel_output(self, payload: dict[str, Any]) -> bool:
+        """Store a validated opening the panel commanded (facelink.panel-output/1); True when new."""
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO panel_outputs VALUES (?,?,?,?,?,?,?)",
+                (payload["event_id"], payload["timestamp"], payload["device_id"], payload.get("likely_for"),
+                 payload["relay"], payload.get("refers_to"), json.dumps(payload)))
+            new = cur.rowcount == 1
+            if new and self._jsonl is not None:
+                with open_private(self._jsonl, "a", group=self._group) as f:
+                    f.write(json.dumps(payload) + "\n")
+        return new
+
+    def panel_outputs(self, since: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
+        """The openings doors' access panels commanded (and their relay failures), oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT payload FROM panel_outputs WHERE timestamp >= ? AND (? IS NULL OR device_id = ?) "
+                "ORDER BY timestamp, rowid", (since or "", device, device)).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def record_alarm(self, payload: dict[str, Any]) -> bool:
         """Store a validated sync alarm (facelink.alarm/1); True when new."""

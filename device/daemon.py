@@ -8,13 +8,16 @@ import logging
 import statistics
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facelink.access.badges import BadgeSources
+from facelink.access.osdp_verdicts import PanelOutput
 from facelink.access.panel import make_panel_link
 from facelink.config import Settings, check_panel_debounce
 from facelink.enroll.store import Store
@@ -168,9 +171,7 @@ class Daemon:
 
     def _record_panel_verdict(self, verdict) -> None:
         """The panel's answer to a card read, published beside FaceLink's decision (via the outbox)."""
-        import uuid
         from dataclasses import asdict
-        from datetime import datetime, timezone
 
         from facelink.mqtt.schema import PanelVerdictMessage
 
@@ -179,12 +180,43 @@ class Daemon:
                                       device_id=self.settings.mqtt.device_id, **asdict(verdict))
         self.outbox.put(event_id, self.topics.panel, message.payload())
 
-    def _panel_output(self, command: dict) -> None:
-        """The access panel switched an output on (OSDP): pulse the door's own relay."""
+    def _panel_output(self, output: PanelOutput) -> None:
+        """The access panel switched the door's output on (OSDP; the reader's verdict thread).
+        Outbox first, then the relay, as for a GRANTED: every opening the panel commands has a
+        record of the door's (``facelink.panel-output/1``), and one that cannot be recorded opens
+        nothing (health's ``outbox_error`` says why). A relay failure is a second record."""
+        from facelink.mqtt.schema import PanelOutputMessage
+
+        def record(**fields: Any) -> str:
+            event_id = str(uuid.uuid4())
+            message = PanelOutputMessage(event_id=event_id, timestamp=datetime.now(timezone.utc).isoformat(),
+                                         device_id=self.settings.mqtt.device_id, command=output.command,
+                                         likely_for=output.likely_for, **fields)
+            self.outbox.put(event_id, self.topics.panel, message.payload())
+            return event_id
+
+        opens = self.relay.opens_door
+        try:
+            opening = record(relay="opening" if opens else "no_relay")
+        except Exception:  # noqa: BLE001 - not recorded: the door does not open for it
+            log.critical("the panel's output command cannot be recorded: the door's relay is not driven",
+                         exc_info=True)
+            return
+        log.info("the panel opens the door (event %s, likely for %s)", opening, output.likely_for)
+        if not opens:
+            return
+
         def failed(reason: str) -> None:
             log.error("the panel's output command did not open the door: %s", reason)
+            try:
+                record(relay="failed", refers_to=opening, reason=reason[:300])
+            except Exception:  # noqa: BLE001 - said in the log above
+                log.critical("cannot record the relay failure of panel opening %s", opening, exc_info=True)
 
-        self.relay.pulse(None, on_failure=failed)
+        try:
+            self.relay.pulse(None, on_failure=failed)
+        except Exception as exc:  # noqa: BLE001 - reported, the reader goes on
+            failed(f"{type(exc).__name__}: {exc}")
 
     def actuation_failed(self, granted: Decision, reason: str) -> None:
         """The relay failed after GRANTED: a follow-up event says the door did not open.

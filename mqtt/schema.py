@@ -153,6 +153,39 @@ class PanelVerdictMessage(EventMessage):
         return out
 
 
+PANEL_OUTPUT_SCHEMA = "facelink.panel-output/1"
+
+
+class PanelOutputMessage(EventMessage):
+    """The access panel switched the door's output on (OSDP output control), on
+    ``<prefix>/<device>/panel`` beside its verdicts: every opening the panel commands has a
+    record of the door's, whether or not it answers a card read the door sent. Put in the outbox
+    before the door's relay is driven (a record that cannot be made opens nothing, as for a
+    GRANTED); if the relay then fails, a second one (``relay: failed``) refers to it."""
+
+    schema_: Literal["facelink.panel-output/1"] = Field(PANEL_OUTPUT_SCHEMA, alias="schema")
+    event_id: EventId
+    timestamp: Timestamp = Field(description="ISO-8601 with a time zone: when the command came")
+    device_id: DeviceId
+    command: dict[str, Any] = Field(description="the panel's output command, as libosdp decoded it")
+    likely_for: EventId | None = Field(description=(
+        "the decision_event_id of the newest card read the panel had polled less than 2 x "
+        "verdict_timeout_s before: the grant this opening most likely carries out (OSDP carries "
+        "no request id). None: no read of the door's -- the panel's own unlock"))
+    relay: Literal["opening", "no_relay", "failed"] = Field(description=(
+        "opening: the door's relay is driven next; no_relay: the door has none of its own (the "
+        "panel's own strike opens the door); failed: the relay failed for the opening in refers_to"))
+    refers_to: EventId | None = Field(None, description="failed: the event_id of the opening")
+    reason: str | None = Field(None, max_length=300, description="failed: why")
+
+    @model_validator(mode="after")
+    def _failure_refers(self) -> PanelOutputMessage:
+        given = (self.refers_to is not None, self.reason is not None)
+        if given != ((True, True) if self.relay == "failed" else (False, False)):
+            raise ValueError("refers_to and reason go with relay = failed, and only with it")
+        return self
+
+
 ALARM_SCHEMA = "facelink.alarm/1"
 
 

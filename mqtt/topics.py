@@ -2,6 +2,7 @@
 
     <prefix>/<device_id>/decision    QoS 1, not retained: decision events (facelink.decision/1)
     <prefix>/<device_id>/panel       QoS 1, not retained: an access panel's verdicts (facelink.panel/1)
+                                     and the openings it commanded (facelink.panel-output/1)
     <prefix>/<device_id>/status      QoS 1, retained: ``online``; Last Will ``offline``
     <prefix>/<device_id>/health      QoS 0: the door's health every ``health_interval_s``
     <prefix>/<device_id>/alarm       QoS 1, not retained: sync alarms (facelink.alarm/1), via the outbox

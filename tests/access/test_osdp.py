@@ -69,7 +69,7 @@ def test_card_read_and_panel_commands_over_the_secure_channel(tmp_path, pty_pair
         assert panel.led(osdp.CommandLEDColor.Green) and panel.output(5) and panel.buzzer()
         assert wait_until(lambda: reader.state.buzzer is not None and outputs)
         assert reader.state.led["on_color"] == osdp.CommandLEDColor.Green
-        assert reader.state.output["control_code"] == 5 and outputs[0]["output_no"] == 0
+        assert reader.state.output["control_code"] == 5 and outputs[0].command["output_no"] == 0
         assert [(v.decision_event_id, v.verdict, v.credential) for v in verdicts] == \
             [("event-1", "GRANTED", "H10301:18:12345")]
         # the same badge again at once is debounced: the panel sees nothing
@@ -459,7 +459,7 @@ def test_a_permanent_led_colour_is_not_the_panels_answer(tmp_path, pty_pair, pan
         assert panel.led(osdp.CommandLEDColor.Green) and panel.output(5)
         assert wait_until(lambda: outputs)
         assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-1", "GRANTED")]
-        assert outputs[0]["output_no"] == 0
+        assert outputs[0].command["output_no"] == 0
     finally:
         reader.close()
 
@@ -496,7 +496,7 @@ def test_a_slow_verdict_record_holds_up_neither_the_door_nor_close(tmp_path, pty
         release.set()
         closer.join(30)
         assert not closer.is_alive()
-        assert [o["control_code"] for o in outputs] == [5]
+        assert [(o.command["control_code"], o.likely_for) for o in outputs] == [(5, "event-2")]
         assert [(v.decision_event_id, v.verdict) for v in verdicts] == [("event-1", "GRANTED"),
                                                                          ("event-2", "GRANTED")]
     finally:

@@ -143,3 +143,21 @@ def test_a_stopped_reader_closes_what_is_open_and_says_so():
     assert verdicts(book.stop()) == [("polled", "NO_RESPONSE/reader_stopped", None),
                                      ("queued", "NO_RESPONSE/reader_stopped", None)]
     assert book.open == [] and book.next_deadline() is None
+
+
+def test_an_output_is_likely_for_the_newest_read_polled_within_two_windows():
+    """What a panel-output record names: the newest read the panel polled (answered or still
+    open) less than 2 x verdict_timeout_s before; none when there is none (the panel's own unlock)."""
+    book = VerdictBook(T)
+    assert book.polled_recently(0.0) is None
+    book.sent(read("e1", b"\x01", 0.0))
+    assert book.polled_recently(0.5) is None  # sent, not yet polled: the panel has not seen it
+    book.delivered(b"\x01", 0, 0.6)
+    assert book.polled_recently(0.7) == "e1"  # polled and open
+    book.answer("GRANTED", GREEN, 0.8)  # the LED answers it; the output comes after
+    assert book.polled_recently(0.9) == "e1"
+    book.sent(read("e2", b"\x02", 1.0))
+    book.delivered(b"\x02", 0, 1.1)
+    assert book.polled_recently(1.2) == "e2"  # the newest
+    assert book.polled_recently(1.1 + 2 * T - 0.01) == "e2"
+    assert book.polled_recently(1.1 + 2 * T + 0.01) is None  # too long ago to be its grant

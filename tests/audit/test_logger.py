@@ -174,3 +174,38 @@ def test_sync_alarms_are_kept_for_the_security_staff(tmp_path, capsys):
     log.close()
     assert main(["--db", str(tmp_path / "a.db"), "alarms", "--door", "front"]) == 0
     assert json.loads(capsys.readouterr().out)["event_id"] == "a-1"
+
+
+def _opening(**kw) -> dict:
+    o = {"schema": "facelink.panel-output/1", "event_id": "o-1", "timestamp": "2026-01-01T08:00:02+00:00",
+         "device_id": "front", "command": {"output_no": 0, "control_code": 5, "timer_count": 30},
+         "likely_for": None, "relay": "opening", "refers_to": None, "reason": None}
+    o.update(kw)
+    return o
+
+
+def test_every_opening_a_panel_commanded_is_kept(tmp_path, capsys):
+    """Who got through the door when the panel opened it: each opening (with the read it most
+    likely carries out, or none: the panel's own unlock) and a relay failure that refers to it
+    are kept once; an inconsistent one, or a schema the panel topic does not carry, is quarantined."""
+    from facelink.audit.logger import main
+
+    log = AuditLog(tmp_path / "a.db")
+    intake = Intake(log)
+    failed = _opening(event_id="o-2", relay="failed", refers_to="o-1", reason="relay command exited 1")
+    for good in (_opening(), _opening(), _opening(event_id="o-3", likely_for="d-1"), failed):
+        intake.handle("facelink/front/panel", json.dumps(good).encode())
+    for bad in (_opening(event_id="o-4", relay="failed"),  # no refers_to, no reason
+                _opening(event_id="o-5", refers_to="o-1"),  # refers_to on an opening
+                _opening(event_id="o-6", relay="opened"),
+                {**_opening(event_id="o-7"), "schema": "facelink.panel-output/9"},
+                _opening(event_id="o-8", device_id="back")):
+        intake.handle("facelink/front/panel", json.dumps(bad).encode())
+    assert intake.recorded == 3 and intake.quarantined == 5
+    assert [(o["event_id"], o["relay"], o["likely_for"]) for o in log.panel_outputs()] == [
+        ("o-1", "opening", None), ("o-3", "opening", "d-1"), ("o-2", "failed", None)]
+    assert log.panel_outputs(device="back") == [] and log.query() == []  # not a decision, not a verdict
+    log.close()
+    assert main(["--db", str(tmp_path / "a.db"), "openings", "--door", "front", "--since",
+                 "2026-01-01T08:00:02+00:00"]) == 0
+    assert [json.loads(line)["event_id"] for line in capsys.readouterr().out.splitlines()] == ["o-1", "o-3", "o-2"]

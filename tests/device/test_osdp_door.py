@@ -61,13 +61,13 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
         value = int("".join(map(str, bits[1:25])), 2)
         assert (value >> 16, value & 0xFFFF) == (42, 31337)
         assert panel.led(panel_mod.osdp.CommandLEDColor.Green)
-        assert watcher.wait_for(lambda: watcher.payloads("door-1/panel"), 30), door.log()
+        assert watcher.wait_for(lambda: _verdicts(watcher), 30), door.log()
         assert door.proc.wait(120) == 0, door.log()
         assert panel.next_event(timeout=1) is None  # one card read: the unknown face sent nothing
         assert watcher.wait_for(lambda: len(watcher.payloads("door-1/decision")) >= 2, 20)
         decisions = watcher.payloads("door-1/decision")
         assert [d["decision"] for d in decisions] == ["DENIED_UNKNOWN", "GRANTED"], door.log()
-        verdict = watcher.payloads("door-1/panel")[0]
+        verdict = _verdicts(watcher)[0]
         assert verdict["verdict"] == "GRANTED" and verdict["credential"] == "H10301:42:31337"
         assert "overlaps" not in verdict and "reason" not in verdict  # one read open; answered
         assert verdict["decision_event_id"] == decisions[1]["event_id"]
@@ -77,6 +77,14 @@ def test_granted_face_becomes_a_card_read_at_the_panel(tmp_path, broker, faces_d
         panel.close()
         os.close(master)
         os.close(slave)
+
+
+def _verdicts(watcher: Watcher) -> list[dict]:
+    return [p for p in watcher.payloads("door-1/panel") if p["schema"] == "facelink.panel/1"]
+
+
+def _openings(watcher: Watcher) -> list[dict]:
+    return [p for p in watcher.payloads("door-1/panel") if p["schema"] == "facelink.panel-output/1"]
 
 
 def _osdp_door(tmp_path, broker, make_settings, engine, relay=None, **osdp):
@@ -116,11 +124,63 @@ def test_the_panel_opening_the_door_while_it_stops_still_opens_it(tmp_path, brok
         stopper.join(60)
         assert not stopper.is_alive()
         assert opened.exists(), "the panel's output command did not reach the door's relay"
-        assert watcher.wait_for(lambda: watcher.payloads("door-1/panel"), 30)
-        verdict = watcher.payloads("door-1/panel")[0]
+        assert watcher.wait_for(lambda: _verdicts(watcher), 30)
+        verdict = _verdicts(watcher)[0]
         assert (verdict["decision_event_id"], verdict["verdict"]) == ("granted-1", "GRANTED")
+        assert watcher.wait_for(lambda: _openings(watcher), 30)
+        assert [(o["likely_for"], o["relay"]) for o in _openings(watcher)] == [("granted-1", "opening")]
     finally:
         watcher.close()
+        panel.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_every_opening_the_panel_commands_is_recorded_before_the_relay(tmp_path, broker, make_settings, engine):
+    """The panel's output-on opens the door whether or not it answers a card read of the door's
+    (its own unlock: software, schedule, operator): each is recorded (facelink.panel-output/1)
+    before the relay runs, a relay failure is a second record naming the first, and an opening
+    the door cannot record does not open the door. Before, only a log line said so."""
+    from facelink.mqtt.schema import PanelOutputMessage
+
+    opened, fail = tmp_path / "opened", tmp_path / "fail"
+    relay = CommandRelay(f"test -e {fail} && exit 3; echo x >> {opened}", 5.0)
+    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, relay)
+    reader = daemon.panel.sender.reader
+    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="osdp-openings-watcher")
+
+    def opened_times() -> int:
+        return len(opened.read_text().split()) if opened.exists() else 0
+
+    try:
+        daemon.pump.start()
+        assert daemon.transport.wait_connected(30)
+        assert watcher.barrier(daemon.transport.publish)
+        assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
+        assert panel.output(5)  # the panel's own unlock: no card read of the door's
+        assert wait_until(lambda: opened_times() == 1, 30)
+        assert watcher.wait_for(lambda: _openings(watcher), 30)
+        [own] = _openings(watcher)
+        assert (own["likely_for"], own["relay"], own["command"]["control_code"]) == (None, "opening", 5)
+        assert PanelOutputMessage.model_validate(own).payload() == own  # what the logger accepts
+        fail.touch()  # the relay fails from now on
+        assert panel.output(5)
+        assert watcher.wait_for(lambda: len(_openings(watcher)) == 3, 30)
+        second, failure = _openings(watcher)[1:]
+        assert second["relay"] == "opening" and failure["relay"] == "failed"
+        assert failure["refers_to"] == second["event_id"] and "3" in failure["reason"]
+        fail.unlink()
+
+        def disk_full(*_args, **_kw):
+            raise OSError(28, "No space left on device")
+        daemon.outbox.put = disk_full  # the fault injected: nothing can be recorded
+        before = reader.state.commands
+        assert panel.output(5)
+        assert wait_until(lambda: reader.state.commands > before, 10)  # the panel's command came
+        assert not wait_until(lambda: opened_times() > 1, 3)  # not recorded: the door stays shut
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=5)
         panel.close()
         os.close(master)
         os.close(slave)
