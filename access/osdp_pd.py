@@ -4,8 +4,9 @@ GRANTED -> a CardRead event carrying the user's Wiegand credential, so the panel
 access levels and schedules. Unknown faces send nothing; the same credential is not sent again
 within ``debounce_s``. The panel's LED, buzzer, text and output commands are logged and kept as
 state; output 0 (the only one this reader declares: libosdp NAKs any other) switched on goes
-to ``on_output`` (a ``PanelOutput``: the door records the opening, then drives its relay). The panel's verdict (a temporary green LED or the output on: GRANTED; a
-temporary red LED: DENIED; nothing within ``verdict_timeout_s``: NO_RESPONSE) is handed to
+to ``on_output`` (a ``PanelOutput``: the door records the opening, then drives its relay). The
+panel's verdict (a temporary green LED or the output on: GRANTED; a temporary red LED: DENIED;
+nothing within ``verdict_timeout_s``: NO_RESPONSE) is handed to
 ``on_verdict`` next to the decision it answers; which read a command answers is decided by
 ``osdp_verdicts.VerdictBook``.
 
@@ -123,9 +124,11 @@ class OsdpReader:
     libosdp's lock while it calls back into FaceLink (a panel command, an event delivered), so
     those callbacks take no FaceLink lock and call nothing that might wait: they hand what came
     to the verdict thread (``osdp-verdicts``), which owns the open card reads (a ``VerdictBook``:
-    which read a command answers), flushes stale ones and is the only one to call ``on_output``;
-    the verdicts it closes go to the recorder thread (``osdp-record``), the only one to call
-    ``on_verdict``, so a slow outbox commit holds up neither a flush nor the door's output.
+    which read a command answers) and flushes stale ones; the verdicts it closes go to the recorder thread (``osdp-record``), the only one to call
+    ``on_verdict``, and the openings the panel commands go to the output thread (``osdp-output``),
+    the only one to call ``on_output`` (the door records the opening, then drives its relay): so a
+    slow outbox commit holds up neither a flush nor expiry, only the door's output, which waits
+    for its record by design.
     ``card_read`` (the pipeline) calls libosdp holding only its send lock, which no callback takes.
     Locks are always taken in one order: the send lock, then libosdp's. The verdict thread also
     starts libosdp again after an install-mode KEYSET (``_enforce``, and again after a back-off
@@ -161,6 +164,7 @@ class OsdpReader:
         self._dropped: list[bytes] | None = None  # while we flush libosdp: the events it reports dropped
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()  # -> verdict thread
         self._to_record: queue.SimpleQueue[PanelVerdict | None] = queue.SimpleQueue()  # -> recorder
+        self._to_output: queue.SimpleQueue[PanelOutput | None] = queue.SimpleQueue()  # -> output thread
         self._reads_done = threading.Event()  # stopping, and no card read is open any more
         self._close_done = threading.Event()  # the first close() has finished
         self._command_came = threading.Event()  # set by each panel command (close() settles on it)
@@ -174,8 +178,10 @@ class OsdpReader:
             raise
         self._verdicts = threading.Thread(target=self._verdict_loop, name="osdp-verdicts", daemon=True)
         self._recorder = threading.Thread(target=self._record_loop, name="osdp-record", daemon=True)
+        self._outputs = threading.Thread(target=self._output_loop, name="osdp-output", daemon=True)
         self._verdicts.start()
         self._recorder.start()
+        self._outputs.start()
         log.info("OSDP PD %d on %s (%s)", address, device,
                  "secure channel" if self.provisioning.enforced else "install mode: waiting for the panel's key")
 
@@ -344,6 +350,7 @@ class OsdpReader:
             self._decide_verdicts()
         finally:  # its last hand-over: the recorder ends once every verdict before it is recorded
             self._to_record.put(None)
+            self._to_output.put(None)
 
     def _decide_verdicts(self) -> None:
         book = VerdictBook(self.verdict_timeout_s)
@@ -486,16 +493,23 @@ class OsdpReader:
         answered = book.answer("GRANTED", cmd, received_at)
         if answered is None:
             log.info("OSDP panel GRANTED with no polled card read waiting for it: not a verdict")
-        if self.on_output is not None:
-            try:
-                self.on_output(PanelOutput(dict(cmd), book.polled_recently(received_at)))
-            except BaseException:  # noqa: BLE001 - the verdict is still recorded
-                log.exception("OSDP: cannot drive the door's relay for the panel's output command")
+        if self.on_output is not None:  # on its own thread: a slow outbox holds up no expiry or flush
+            self._to_output.put(PanelOutput(dict(cmd), book.polled_recently(received_at)))
         return [] if answered is None else [answered]
+
+    def _output_loop(self) -> None:
+        """The output thread: hands each opening the panel commanded to ``on_output`` in order (the
+        door records it, then drives its relay), so that a slow outbox commit holds up only the
+        door's output -- which waits for its record by design -- never expiry or flushes."""
+        while (output := self._to_output.get()) is not None:
+            try:
+                self.on_output(output)  # type: ignore[misc]
+            except BaseException:  # noqa: BLE001 - the next opening is still handed over
+                log.exception("OSDP: cannot drive the door's relay for the panel's output command")
 
     def _record_loop(self) -> None:
         """The recorder thread: hands each verdict to ``on_verdict`` (an outbox commit) in order,
-        so that a slow one never holds up the verdict thread (flushes, the panel's outputs)."""
+        so that a slow one never holds up the verdict thread (expiry, flushes)."""
         while (v := self._to_record.get()) is not None:
             self._record(v)
             self._recorded += 1
@@ -514,15 +528,15 @@ class OsdpReader:
         (the PD keeps running meanwhile, so the panel's answer is still taken); then the line
         stays up until the panel has been quiet for ``settle_s`` (a panel grants with a green
         LED and then an output command), at most ``verdict_timeout_s`` more; then libosdp stops
-        and every command it acknowledged is handled, and every verdict handed to
-        ``on_verdict``, before this returns (as long as the recorder keeps making progress).
+        and every command it acknowledged is handled, every opening handed to ``on_output`` and
+        every verdict to ``on_verdict``, before this returns (as long as the recorder keeps making progress).
         A second call waits for the first, and for the reader's threads. Called from
         ``on_verdict`` or ``on_output``, it returns once libosdp is down and the reader's own
         threads finish the rest; from ``on_output`` it does not wait out other reads' windows
         (only the verdict thread could say they are done), so those close NO_RESPONSE
         (``reader_stopped``)."""
         me = threading.current_thread()
-        own = me is self._verdicts or me is self._recorder
+        own = me is self._verdicts or me is self._recorder or me is self._outputs
         with self._send_lock:
             first = not self._closing
             self._closing = True
@@ -533,7 +547,8 @@ class OsdpReader:
             return
         try:
             self._inbox.put(("stop", None))
-            if me is not self._verdicts:  # (which alone can say the reads are done)
+            if me is not self._verdicts and me is not self._outputs:  # (the verdict thread alone can
+                # say the reads are done; from on_output, a read still open would wait its window out)
                 self._reads_done.wait(self.verdict_timeout_s + 5.0)
             quiet_by = time.monotonic() + self.verdict_timeout_s
             while time.monotonic() < quiet_by:
@@ -562,5 +577,8 @@ class OsdpReader:
         while self._recorder.is_alive() and self._recorded != recorded:  # while it progresses
             recorded = self._recorded
             self._recorder.join(self.verdict_timeout_s + 5.0)
+        self._outputs.join(self.verdict_timeout_s + 5.0)  # the last opening has driven the relay
+        if self._outputs.is_alive():
+            log.error("OSDP: the output thread did not finish (on_output stuck?)")
         if self._recorder.is_alive():
             log.error("OSDP: the recorder thread did not finish (on_verdict stuck?)")

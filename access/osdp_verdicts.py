@@ -84,7 +84,8 @@ class VerdictBook:
     def __init__(self, verdict_timeout_s: float) -> None:
         self.verdict_timeout_s = verdict_timeout_s
         self.open: list[CardRead] = []
-        self._polled: deque[tuple[float, str]] = deque(maxlen=16)  # closed polled reads: (delivered_at, event_id)
+        # closed polled reads: (delivered_at, event_id, verdict)
+        self._polled: deque[tuple[float, str, str]] = deque(maxlen=16)
         self._dropped: set[int] = set()  # reads a flush dropped before the book heard of them
         self._last_seq = 0  # the newest read the book has heard of (they come in order)
 
@@ -114,7 +115,7 @@ class VerdictBook:
         self.open = self.open[len(older):]
         closed = [self._unanswered(r, SUPERSEDED) for r in older]  # the panel moved on
         horizon = now - 2 * self.verdict_timeout_s
-        earlier = [event_id for at, event_id in self._polled if at >= horizon and event_id != read.event_id]
+        earlier = [event_id for at, event_id, _ in self._polled if at >= horizon and event_id != read.event_id]
         read.overlaps = earlier[-1] if earlier else None
         return closed
 
@@ -128,10 +129,13 @@ class VerdictBook:
 
     def polled_recently(self, now: float) -> str | None:
         """The newest read (open or closed) the panel polled less than 2 x ``verdict_timeout_s``
-        before ``now``: the grant a command coming now most likely answers (``PanelOutput``)."""
+        before ``now``: the grant a command coming now most likely answers (``PanelOutput``). One
+        the panel DENIED is not it: an opening right after a refusal is the panel's own unlock
+        (an operator, a schedule, an exit button) or a late one for an earlier grant."""
         horizon = now - 2 * self.verdict_timeout_s
         polled = [(r.delivered_at, r.event_id) for r in self.open if r.delivered_at is not None]
-        recent = [(at, event_id) for at, event_id in [*self._polled, *polled] if horizon <= at <= now]
+        closed = [(at, event_id) for at, event_id, verdict in self._polled if verdict != "DENIED"]
+        recent = [(at, event_id) for at, event_id in [*closed, *polled] if horizon <= at <= now]
         return max(recent)[1] if recent else None
 
     def expire(self, now: float) -> tuple[list[PanelVerdict], bool]:
@@ -166,6 +170,6 @@ class VerdictBook:
     def _close(self, read: CardRead, verdict: str, command: dict[str, Any] | None,
                received_at: float | None, reason: str | None = None) -> PanelVerdict:
         if read.delivered_at is not None:
-            self._polled.append((read.delivered_at, read.event_id))
+            self._polled.append((read.delivered_at, read.event_id, verdict))
         latency = None if received_at is None else round(max(0.0, received_at - read.sent_at), 3)
         return PanelVerdict(read.event_id, read.credential, verdict, command, latency, read.overlaps, reason)

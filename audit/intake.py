@@ -66,11 +66,15 @@ def parse(topic: str, raw: bytes) -> Message:
         raise Rejected(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise Rejected(f"not a JSON object: {type(obj).__name__}")
+    kind = topic.rsplit("/", 1)[-1]
+    model = MODELS.get(kind, DecisionMessage)
+    if kind == "panel":  # two schemas: by ``schema`` (none: a verdict, whose model has it by default)
+        schema = obj.get("schema", PANEL_SCHEMA)
+        if not isinstance(schema, str) or schema not in PANEL_MODELS:
+            raise Rejected(f"schema: {str(schema)[:64]!r} is not one the panel topic carries "
+                           f"({' or '.join(PANEL_MODELS)})")
+        model = PANEL_MODELS[schema]
     try:
-        kind = topic.rsplit("/", 1)[-1]
-        model = MODELS.get(kind, DecisionMessage)
-        if kind == "panel":  # (an unknown schema: the verdict model says what is wrong)
-            model = PANEL_MODELS.get(obj.get("schema"), PanelVerdictMessage)  # type: ignore[arg-type]
         message = model.model_validate(obj)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"

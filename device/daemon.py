@@ -187,13 +187,15 @@ class Daemon:
         nothing (health's ``outbox_error`` says why). A relay failure is a second record."""
         from facelink.mqtt.schema import PanelOutputMessage
 
+        def message(**fields: Any) -> PanelOutputMessage:
+            return PanelOutputMessage(event_id=str(uuid.uuid4()), timestamp=datetime.now(timezone.utc).isoformat(),
+                                      device_id=self.settings.mqtt.device_id, command=output.command,
+                                      likely_for=output.likely_for, **fields)
+
         def record(**fields: Any) -> str:
-            event_id = str(uuid.uuid4())
-            message = PanelOutputMessage(event_id=event_id, timestamp=datetime.now(timezone.utc).isoformat(),
-                                         device_id=self.settings.mqtt.device_id, command=output.command,
-                                         likely_for=output.likely_for, **fields)
-            self.outbox.put(event_id, self.topics.panel, message.payload())
-            return event_id
+            m = message(**fields)
+            self.outbox.put(m.event_id, self.topics.panel, m.payload())
+            return m.event_id
 
         opens = self.relay.opens_door
         try:
@@ -208,10 +210,13 @@ class Daemon:
 
         def failed(reason: str) -> None:
             log.error("the panel's output command did not open the door: %s", reason)
+            failure = message(relay="failed", refers_to=opening, reason=reason[:300])
             try:
-                record(relay="failed", refers_to=opening, reason=reason[:300])
-            except Exception:  # noqa: BLE001 - said in the log above
-                log.critical("cannot record the relay failure of panel opening %s", opening, exc_info=True)
+                self.outbox.put(failure.event_id, self.topics.panel, failure.payload())
+            except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly, as ACTUATION_FAILED does
+                log.critical("cannot record the relay failure of panel opening %s in the outbox", opening,
+                             exc_info=True)
+                self.transport.publish(self.topics.panel, json.dumps(failure.payload()))
 
         try:
             self.relay.pulse(None, on_failure=failed)

@@ -170,7 +170,7 @@ class PanelOutputMessage(EventMessage):
     command: dict[str, Any] = Field(description="the panel's output command, as libosdp decoded it")
     likely_for: EventId | None = Field(description=(
         "the decision_event_id of the newest card read the panel had polled less than 2 x "
-        "verdict_timeout_s before: the grant this opening most likely carries out (OSDP carries "
+        "verdict_timeout_s before and not DENIED: the grant this opening most likely carries out (OSDP carries "
         "no request id). None: no read of the door's -- the panel's own unlock"))
     relay: Literal["opening", "no_relay", "failed"] = Field(description=(
         "opening: the door's relay is driven next; no_relay: the door has none of its own (the "

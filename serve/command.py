@@ -125,7 +125,10 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
             tls.load_cert_chain(str(tls_cert), str(tls_key))
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise ConfigError(f"cannot load --tls-cert/--tls-key: {exc}") from exc
-    config = uvicorn.Config(app, host=host, port=port, lifespan="off",
+    # ws="none": the API has no WebSockets, and an upgrade hands the connection to uvicorn's
+    # WebSocket protocol, whose close never gives its client's place back
+    # (--max-connections-per-client): ~64 upgrade requests locked a client out until a restart
+    config = uvicorn.Config(app, host=host, port=port, lifespan="off", ws="none",
                             http=with_header_deadline(header_timeout, max_connections, tls, per_client),
                             log_level="info",
                             server_header=False, timeout_graceful_shutdown=5)

@@ -24,17 +24,22 @@ def default_max_connections() -> int:
 def client_key(peername: object) -> str:
     """Whose connection this is, for ``--max-connections-per-client``: the peer's IPv4 address,
     or its IPv6 /64 (one host usually holds a whole /64, so single addresses would not limit it;
-    an IPv4-mapped address counts as its IPv4 one). Anything else (no peer name, a Unix socket)
+    an IPv4-mapped address counts as its IPv4 one). A link-local IPv6 address (fe80::/10) is its
+    own key, with its interface: every host on every link shares the prefix fe80::/64, so a /64
+    there would be one key for every such client. Anything else (no peer name, a Unix socket)
     shares one key."""
     import ipaddress
 
     host = peername[0] if isinstance(peername, tuple) and peername else None
+    text, _, scope = str(host).partition("%")
     try:
-        addr = ipaddress.ip_address(str(host).split("%", 1)[0])
+        addr = ipaddress.ip_address(text)
     except ValueError:
         return "?"
     if isinstance(addr, ipaddress.IPv6Address):
         if addr.ipv4_mapped is not None:
             return str(addr.ipv4_mapped)
+        if addr.is_link_local:
+            return f"{addr}%{scope}" if scope else str(addr)
         return str(ipaddress.IPv6Network((addr, 64), strict=False))
     return str(addr)

@@ -106,8 +106,9 @@ def with_header_deadline(header_timeout_s: float, max_connections: int, tls: ssl
             if not self._counted:  # (plain HTTP; TLS counted it at its accept)
                 self._counted = True
                 self._client = take(transport, len(self.connections) + handshaking[0])
-                if self._client is None:
-                    return  # closed: connection_lost takes it out of the set again
+                if self._client is None:  # closed; and out of the set now, not when connection_lost
+                    self.connections.discard(self)  # runs: a burst of refused ones held the global
+                    return  # cap full for a loop turn and shut other clients out
             self._arm()
             early, self._early = self._early or [], None
             for data in early:

@@ -505,6 +505,41 @@ def test_a_slow_verdict_record_holds_up_neither_the_door_nor_close(tmp_path, pty
             reader.close()
 
 
+def test_an_opening_waiting_for_its_record_holds_up_no_verdict(tmp_path, pty_pair, panels):
+    """The door records an opening before its relay runs; that record is stuck (an outbox commit
+    on a busy disk): a card read the panel then leaves unanswered still closes NO_RESPONSE on
+    time (its window is not stretched while the outbox waits: the openings have their own
+    thread), and the opening is handed over once the record goes through, before close()."""
+    import threading
+
+    master, path = pty_pair
+    save_scbk(tmp_path / "scbk", KEY)
+    verdicts, outputs, release = [], [], threading.Event()
+
+    def stuck_record(output) -> None:
+        release.wait(30)
+        outputs.append(output)
+
+    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=1.0, on_verdict=verdicts.append,
+                     on_output=stuck_record)
+    try:
+        panel = _online(panels, master, reader)
+        assert panel.output(5)  # the panel's own unlock: its record is now stuck
+        assert wait_until(lambda: reader.state.output is not None, 10)
+        assert reader.card_read(Credential("H10301", 4, 48), "event-1")
+        assert panel.next_event() is not None  # polled, and never answered
+        assert wait_until(lambda: verdicts, 6)  # closed after its 1 s window, the record still stuck
+        assert [(v.decision_event_id, v.verdict, v.reason) for v in verdicts] == [("event-1", "NO_RESPONSE",
+                                                                                   "no_answer")]
+        assert outputs == []
+        release.set()
+        reader.close()
+        assert [(o.command["control_code"], o.likely_for) for o in outputs] == [(5, None)]
+    finally:
+        release.set()
+        reader.close()
+
+
 def test_a_stale_read_is_dropped_even_while_a_verdict_record_is_stuck(tmp_path, pty_pair, panels):
     """The panel is away; the first read's NO_RESPONSE is being recorded (stuck); a second read
     times out meanwhile. It must still be dropped from libosdp's queue on time, or the panel,

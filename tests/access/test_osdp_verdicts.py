@@ -161,3 +161,19 @@ def test_an_output_is_likely_for_the_newest_read_polled_within_two_windows():
     assert book.polled_recently(1.2) == "e2"  # the newest
     assert book.polled_recently(1.1 + 2 * T - 0.01) == "e2"
     assert book.polled_recently(1.1 + 2 * T + 0.01) is None  # too long ago to be its grant
+
+
+def test_an_output_right_after_a_refusal_is_not_likely_for_the_refused_read():
+    """The panel refused e2 (red LED) and then unlocks the door (an operator, an exit button):
+    that opening is not e2's; it is e1's (granted just before, its output late) or, with no
+    grant near, the panel's own (None)."""
+    red = {"command": "LED", "on_color": 1}
+    book = VerdictBook(T)
+    book.sent(read("e1", b"\x01", 0.0))
+    book.delivered(b"\x01", 0, 0.1)
+    book.answer("GRANTED", GREEN, 0.2)
+    book.sent(read("e2", b"\x02", 0.3))
+    book.delivered(b"\x02", 0, 0.4)
+    book.answer("DENIED", red, 0.5)
+    assert book.polled_recently(0.6) == "e1"
+    assert book.polled_recently(0.1 + 2 * T + 0.01) is None  # e1 too long ago; e2 refused

@@ -209,3 +209,25 @@ def test_every_opening_a_panel_commanded_is_kept(tmp_path, capsys):
     assert main(["--db", str(tmp_path / "a.db"), "openings", "--door", "front", "--since",
                  "2026-01-01T08:00:02+00:00"]) == 0
     assert [json.loads(line)["event_id"] for line in capsys.readouterr().out.splitlines()] == ["o-1", "o-3", "o-2"]
+
+
+def test_openings_are_mirrored_and_listed_since_a_time(tmp_path, capsys):
+    """The JSONL mirror gets each new opening once; --since leaves the earlier ones out; a panel
+    record whose schema is neither the verdict's nor the opening's (or not a string) is
+    quarantined saying so."""
+    from facelink.audit.logger import main
+
+    log = AuditLog(tmp_path / "a.db", tmp_path / "a.jsonl")
+    intake = Intake(log)
+    early = _opening(event_id="o-0", timestamp="2026-01-01T07:00:00+00:00")
+    for good in (early, _opening(), _opening()):
+        intake.handle("facelink/front/panel", json.dumps(good).encode())
+    for schema in ("facelink.panel-output/9", ["facelink.panel-output/1"], {"a": 1}):
+        intake.handle("facelink/front/panel", json.dumps({**_opening(event_id="o-9"), "schema": schema}).encode())
+    assert intake.recorded == 2 and intake.quarantined == 3
+    assert [json.loads(line)["event_id"] for line in (tmp_path / "a.jsonl").read_text().splitlines()] == ["o-0", "o-1"]
+    reasons = [q.reason for q in log.quarantined()]
+    assert all("is not one the panel topic carries" in r for r in reasons), reasons
+    log.close()
+    assert main(["--db", str(tmp_path / "a.db"), "openings", "--since", "2026-01-01T08:00:00+00:00"]) == 0
+    assert [json.loads(line)["event_id"] for line in capsys.readouterr().out.splitlines()] == ["o-1"]

@@ -5,6 +5,7 @@ door while the daemon stops still opens it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -181,6 +182,26 @@ def test_every_opening_the_panel_commands_is_recorded_before_the_relay(tmp_path,
     finally:
         watcher.close()
         daemon.shutdown(flush_timeout_s=5)
+        panel.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_an_opening_at_a_door_without_a_relay_is_recorded_as_the_panels(tmp_path, broker, make_settings, engine):
+    """door.output = "osdp" and no relay of the door's own (the panel's strike opens the door):
+    the panel's output-on is still recorded, saying the door itself drove nothing (no_relay)."""
+    from facelink.access.osdp_verdicts import PanelOutput
+
+    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine)  # no relay
+    try:
+        daemon._panel_output(PanelOutput({"output_no": 0, "control_code": 5, "timer_count": 30}, "granted-9"))
+        [event] = daemon.outbox.peek(10)
+        payload = json.loads(event.payload)
+        assert event.topic == "facelink/door-1/panel"
+        assert (payload["schema"], payload["relay"], payload["likely_for"]) == \
+            ("facelink.panel-output/1", "no_relay", "granted-9")
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
         panel.close()
         os.close(master)
         os.close(slave)

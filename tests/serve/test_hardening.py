@@ -183,17 +183,22 @@ def test_one_client_cannot_take_every_connection(tmp_path, models_dir):
                        "--header-timeout", "30") as (url, _):
         host = urlsplit(url)
         where = (host.hostname, host.port)
-        held = [socket.create_connection(where, timeout=20) for _ in range(2)]
+        held: list[socket.socket] = []
         try:
             deadline = time.monotonic() + 20
-            while True:  # (the start-up probe's connection may not be given back yet)
-                with socket.create_connection(where, timeout=20) as third:
-                    if _closed_unread(third):
-                        break
-                assert time.monotonic() < deadline, "a third connection from one client was not refused"
+            while len(held) < 2:  # both served: they hold the client's two places (the start-up
+                sock = socket.create_connection(where, timeout=20)  # probe may hold one a moment)
+                try:
+                    assert _list_collections_on(sock, url) == 200
+                    held.append(sock)
+                except (ConnectionError, http.client.HTTPException):
+                    sock.close()
+                    assert time.monotonic() < deadline, "the client never got two places"
+            with socket.create_connection(where, timeout=20) as third:
+                assert _closed_unread(third), "a third connection from one client was not refused"
             with socket.create_connection(where, timeout=20, source_address=("127.0.0.2", 0)) as other:
                 assert _list_collections_on(other, url) == 200  # another client is not shut out
-            assert _list_collections_on(held[0], url) == 200  # the ones held are still served
+            assert [_list_collections_on(sock, url) for sock in held] == [200, 200]  # still served
             held.pop().close()
             deadline = time.monotonic() + 20
             while True:  # the server notices the close; then the client's next connection is served
@@ -209,6 +214,41 @@ def test_one_client_cannot_take_every_connection(tmp_path, models_dir):
                 sock.close()
 
 
+def test_websocket_upgrades_give_their_clients_places_back(tmp_path, models_dir):
+    """--max-connections-per-client 2: two WebSocket upgrade requests, each closed by the client,
+    then a plain request from the same address is served. Before (uvicorn's ws="auto" with
+    websockets installed), the upgrade handed the socket to another protocol, this one's
+    connection_lost never ran, and each upgrade kept one of the client's places for good."""
+    upgrade = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+               b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    with serve_process(tmp_path, models_dir, "--max-connections", "10", "--max-connections-per-client", "2",
+                       "--header-timeout", "30") as (url, _):
+        host = urlsplit(url)
+        where = (host.hostname, host.port)
+        deadline = time.monotonic() + 20
+        while True:  # (the start-up probe's connection may not be given back yet)
+            with socket.create_connection(where, timeout=20) as sock:
+                try:
+                    if _list_collections_on(sock, url) == 200:
+                        break
+                except (ConnectionError, http.client.HTTPException):
+                    pass
+            assert time.monotonic() < deadline, "no place at start"
+        for _ in range(4):  # twice the cap
+            with socket.create_connection(where, timeout=20) as sock:
+                sock.sendall(upgrade)
+                assert sock.recv(1024).startswith(b"HTTP/1.1 ")  # answered, not switched
+        deadline = time.monotonic() + 20
+        while True:  # the server notices the closes; then the client is served again
+            with socket.create_connection(where, timeout=20) as again:
+                try:
+                    if _list_collections_on(again, url) == 200:
+                        break
+                except (ConnectionError, http.client.HTTPException):
+                    pass
+            assert time.monotonic() < deadline, "the upgrades' places were never given back"
+
+
 def test_a_client_is_keyed_by_its_address_or_its_ipv6_64():
     from facelink.serve.limits import client_key
 
@@ -216,8 +256,40 @@ def test_a_client_is_keyed_by_its_address_or_its_ipv6_64():
     same = [client_key((f"2001:db8:1:2::{i:x}", 443, 0, 0)) for i in (1, 0xFFFF)]
     assert same[0] == same[1] == "2001:db8:1:2::/64" != client_key(("2001:db8:1:3::1", 443, 0, 0))
     assert client_key(("::ffff:192.0.2.7", 1, 0, 0)) == "192.0.2.7"
-    assert client_key(("fe80::1%eth0", 1, 0, 2)) == "fe80::/64"
+    # link-local: every link's prefix is fe80::/64, so each address (on its link) is its own client
+    assert client_key(("fe80::1%eth0", 1, 0, 2)) == "fe80::1%eth0"
+    assert len({client_key((a, 1, 0, 2)) for a in ("fe80::1%eth0", "fe80::2%eth0", "fe80::1%wlan0")}) == 3
     assert client_key(None) == client_key("/run/socket") == client_key(("not an address", 1)) == "?"
+
+
+def test_a_burst_from_a_client_at_its_cap_does_not_shut_others_out(tmp_path, models_dir):
+    """One client at its cap (2) opens 200 connections at once, over and over: each is closed
+    unread, and another client (127.0.0.2) is served every time. Before, the refused ones stayed
+    in the server's connection set until their connection_lost ran (a loop turn later), so a
+    burst filled --max-connections (20) and the other client was refused too (17 of 20 rounds)."""
+    with serve_process(tmp_path, models_dir, "--max-connections", "20", "--max-connections-per-client", "2",
+                       "--header-timeout", "30") as (url, _):
+        host = urlsplit(url)
+        where = (host.hostname, host.port)
+        refused = 0
+        for _ in range(10):
+            burst = []
+            try:
+                for _ in range(200):
+                    sock = socket.socket()
+                    sock.setblocking(False)
+                    sock.connect_ex(where)
+                    burst.append(sock)
+                with socket.create_connection(where, timeout=20, source_address=("127.0.0.2", 0)) as other:
+                    try:
+                        _list_collections_on(other, url)
+                    except (ConnectionError, http.client.HTTPException):
+                        refused += 1
+            finally:
+                for sock in burst:
+                    sock.close()
+            time.sleep(0.2)
+        assert refused == 0, f"another client was refused in {refused} of 10 bursts"
 
 
 def test_a_body_must_arrive_within_the_deadline(tight):
