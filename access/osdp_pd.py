@@ -223,14 +223,20 @@ class OsdpReader:
         (``fault``), and this is called again after the provisioning's back-off."""
         prov = self.provisioning
         with self._send_lock:
-            if self._closing or prov.stage is not Stage.KEY_SAVED:  # (closing: it stays down)
+            if self._closing:  # it stays down, and no restart is due any more (no busy loop)
+                prov.stop_retrying()
+                return
+            if prov.stage is not Stage.KEY_SAVED:
                 return
             try:
                 self._stop_pd()  # libosdp's thread is gone: no KEYSET changes the key from here on
                 self._pd = self._start_pd(prov.panel_key)
             except Exception as exc:  # noqa: BLE001 - the door runs on, sending the panel nothing
-                log.exception("OSDP: cannot start the reader again with the panel's key")
+                if prov.restart_failures == 0:  # the traceback once; then a line per retry (every 30 s)
+                    log.exception("OSDP: cannot start the reader again with the panel's key")
                 prov.restart_failed(f"{type(exc).__name__}: {exc}", time.monotonic())
+                if prov.restart_failures > 1:
+                    log.error("OSDP: %s", prov.restart_error)
                 return
             prov.restarted()
         log.info("OSDP: reader started again with the panel's key, secure channel enforced")
@@ -256,8 +262,12 @@ class OsdpReader:
             if not self.provisioning.enforced:  # libosdp would answer a poll in plaintext, or the key is the
                 # published install key: nothing leaves before the reader runs with the panel's key
                 log.warning("OSDP: the reader is not provisioned, card read for event %s not sent", event_id)
-                return self.fault or ("the reader has no secure channel key from the panel yet "
-                                      "(install mode): the card read was not sent")
+                if self.fault is not None:
+                    return self.fault
+                if self.provisioning.stage is Stage.KEY_SAVED:
+                    return ("the reader is starting again with the panel's key: the card read was not "
+                            "sent")
+                return "the reader has no secure channel key from the panel yet (install mode): the card read was not sent"
             ago = now - self._last_sent.get(key, -1e9)
             if ago < self.debounce_s:
                 log.info("OSDP: %s sent %.1f s ago, not repeated", key, ago)

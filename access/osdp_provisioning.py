@@ -11,9 +11,10 @@ or none at all. A KEYSET refused (the published key, zeros, a file that cannot b
 ``key_error`` and changes no stage. A restart that fails leaves the reader KEY_SAVED, sending
 nothing, and is tried again (1 s, 5 s, then every 30 s) until it works or the reader closes.
 
-Pure bookkeeping: no libosdp, no threads. ``OsdpReader`` calls it from libosdp's thread (a
-KEYSET) and its verdict thread (a restart); each change is a few attribute assignments that the
-verdict thread only reads after libosdp's thread is stopped (``OsdpReader._enforce``).
+Pure bookkeeping: no libosdp, no threads, no lock. ``OsdpReader`` calls it from libosdp's thread
+(a KEYSET), its verdict thread (a restart, ``retry_at``) and the pipeline (``enforced``, under
+the send lock). A restart reads ``panel_key`` only once libosdp's thread has stopped, so the
+latest KEYSET is the key it starts with; every other read is of one attribute.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ class Provisioning:
 
     @property
     def fault(self) -> str | None:
-        """Why the reader sends nothing while the door runs (health's ``osdp_fault``), or None."""
-        return self.restart_error or self.key_error
+        """Why the reader sends nothing while the door runs (health's ``osdp_fault``), or None. A
+        key change refused while enforced is logged, not a fault: the reader runs on its key."""
+        return self.restart_error or (None if self.enforced else self.key_error)
 
     def key_written(self, key: bytes) -> bool:
         """The panel's KEYSET was written to the key file; True when libosdp must start again
@@ -84,6 +86,11 @@ class Provisioning:
                               f"{self.restart_failures} attempt(s), the next in {delay:g} s: "
                               "restart FaceLink if this persists")
         return self.retry_at
+
+    def stop_retrying(self) -> None:
+        """The reader is closing: no restart is tried again (it stays down). Without this a
+        retry that fell due while closing would be due on every pass of the verdict loop."""
+        self.retry_at = None
 
     def retry_due(self, now: float) -> bool:
         return self.stage is Stage.KEY_SAVED and self.retry_at is not None and now >= self.retry_at

@@ -165,6 +165,39 @@ def count_bona_fide(clips: Iterable[list[Seen | None]], judge: Judge, within: in
     return out
 
 
+def door_rule(settings: Any) -> tuple[DoorRule, QualityGate]:
+    """How the door judges a track, from ``settings`` as the door reads them: FROZEN_FEED with
+    ``liveness.frozen_feed_min_change`` (as ``LivenessChecker.from_settings``), ``matching``'s N
+    of M and its quality gate (``device.assembly.quality_gate``)."""
+    m = settings.matching
+    return (DoorRule(FrozenFeed(settings.liveness.frozen_feed_min_change), m.frames_required, m.frames_window),
+            quality_gate(m))
+
+
+def attack_rows(engine: FaceEngine, images: list[np.ndarray], seeds: int, rule: DoorRule, gate: QualityGate,
+                kinds: tuple[str, ...] = KINDS) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Each attack's row with the door's quality gate, and without it (``count_attack``)."""
+    def judge(seen: list[Seen | None], k: int) -> tuple[str | None, float | None]:
+        return from_start(seen, k, rule)
+
+    rows: dict[str, dict] = {}
+    ungated_rows: dict[str, dict] = {}
+    for kind in kinds:
+        seen = [observe_frames(engine, attack(kind, photo, np.random.default_rng(seed)), gate)
+                for photo in images for seed in range(seeds)]
+        rows[kind] = count_attack(seen, judge)
+        ungated_rows[kind] = count_attack(map(ungated, seen), judge)
+        print(f"{kind}: {rows[kind]}; without the gate {ungated_rows[kind]}", file=sys.stderr)
+    return rows, ungated_rows
+
+
+def bona_fide_row(engine: FaceEngine, clips: Iterable[list[np.ndarray]], rule: DoorRule, gate: QualityGate,
+                  within: int) -> dict[str, Any]:
+    """The live clips through the door's detector and quality gate (``count_bona_fide``)."""
+    seen = (observe_frames(engine, frames, gate) for frames in clips)
+    return count_bona_fide(seen, lambda s, k: from_start(s, k, rule, limit=within), within)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=1, help="random seeds per photo and kind")
@@ -174,30 +207,17 @@ def main() -> int:
     models = provision(settings.models.models_dir).models_dir
     settings.models.threads = 2
     engine = FaceEngine.from_settings(settings.models)
-    gate = quality_gate(settings.matching)
-    rule = DoorRule(FrozenFeed(), settings.matching.frames_required, settings.matching.frames_window)
+    rule, gate = door_rule(settings)
     t0 = time.time()
     photos = sorted(p for p in (FACES / "people").glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     images = [img for img in (cv2.imread(str(p)) for p in photos) if img is not None]
-
-    def judge(seen: list[Seen | None], k: int) -> tuple[str | None, float | None]:
-        return from_start(seen, k, rule)
-
-    rows: dict[str, dict] = {}
-    ungated_rows: dict[str, dict] = {}
-    for kind in KINDS:
-        seen = [observe_frames(engine, attack(kind, photo, np.random.default_rng(seed)), gate)
-                for photo in images for seed in range(args.seeds)]
-        rows[kind] = count_attack(seen, judge)
-        ungated_rows[kind] = count_attack(map(ungated, seen), judge)
-        print(f"{kind}: {rows[kind]}; without the gate {ungated_rows[kind]}", file=sys.stderr)
+    rows, ungated_rows = attack_rows(engine, images, args.seeds, rule, gate)
     within = int(BONA_FIDE_WITHIN_S * FPS)
-    clips = (observe_frames(engine, frames, gate) for frames in door_videos(models).values())
-    bona = count_bona_fide(clips, lambda seen, k: from_start(seen, k, rule, limit=within), within)
+    bona = bona_fide_row(engine, door_videos(models).values(), rule, gate, within)
     frozen = rule.frozen
     report = {"threshold": frozen.min_change, "live_needed": frozen.live_needed, "comparisons": frozen.comparisons,
               "frames_required": rule.required, "frames_window": rule.window, "quality_gate": "the door's",
-              "photos": len(photos), "seeds": args.seeds, "attacks": rows,
+              "photos": len(images), "seeds": args.seeds, "attacks": rows,
               "attacks without the quality gate": ungated_rows, "bona fide": bona,
               "seconds": round(time.time() - t0)}
     print(f"| still (SIMULATED, injected; {rule.required} of {rule.window} frames) | the door's quality gate: "

@@ -281,6 +281,33 @@ def test_a_failed_restart_is_tried_again_until_the_reader_runs_with_the_key(tmp_
         reader.close()
 
 
+def test_a_restart_that_falls_due_while_closing_is_not_tried(tmp_path, pty_pair, panels):
+    """A failed restart's retry that falls due while close() settles is not tried (the reader is
+    going down) and does not make the verdict thread spin on it: before, every pass of its loop
+    found the retry due and ``_enforce`` returned at once (~70,000 passes in half a second)."""
+    master, path = pty_pair
+    reader = _reader(path, tmp_path / "scbk", install_mode=True, restart_retry_s=(0.3,))
+    attempts, calls = [], []
+    real_enforce = reader._enforce
+
+    def broken(key):
+        attempts.append(reader._closing)
+        raise RuntimeError("libosdp setup failed")
+
+    def counted():
+        calls.append(reader._closing)
+        real_enforce()
+
+    reader._start_pd, reader._enforce = broken, counted
+    try:
+        panels(master, KEY, enforce=False)
+        assert wait_until(lambda: reader.fault is not None)
+    finally:
+        reader.close(settle_s=1.0)  # retries fall due inside this
+    assert attempts and not any(attempts)  # none tried once closing began
+    assert calls.count(True) <= 2
+
+
 def test_install_mode_refuses_the_published_install_key_as_the_site_key(tmp_path, pty_pair, panels):
     """A panel with no site key of its own may "provision" the reader with SCBK-D itself: written
     and enforced, anyone who read the OSDP spec would get card reads and the door's output. The
@@ -676,3 +703,56 @@ def test_a_fault_while_taking_a_panel_command_does_not_crash_the_door(tmp_path):
     the command instead. Run in a child process, where a crash ends only the child."""
     out = _scenario("command_fault_scenario", tmp_path)
     assert out == {"command_reached_facelink": True, "alive": True}
+
+
+def test_between_the_panels_key_and_the_restart_nothing_counts(tmp_path, pty_pair):
+    """Once the panel's KEYSET is written and until libosdp runs again with it, the libosdp
+    started in install mode is still on the line (a channel under the published key, or the new
+    key without EnforceSecure): no card read is sent and no command obeyed in that window either.
+    The restart is held back here to keep the window open."""
+    master, path = pty_pair
+    outputs: list = []
+    reader = _reader(path, tmp_path / "scbk", install_mode=True, on_output=outputs.append)
+    reader._enforce = lambda: None  # the restart never comes
+    try:
+        keyset = {"command": osdp.Command.Keyset, "type": 1, "data": KEY}
+        assert reader._on_command(keyset) == (0, None)  # an ACK: the key is kept
+        assert load_scbk(tmp_path / "scbk") == KEY and not reader.provisioned
+        assert reader.send_card(Credential("H10301", 7, 4321), "event-1") is not None
+        output = {"command": osdp.Command.Output, "output_no": 0, "control_code": 5, "timer_count": 30}
+        assert reader._on_command(output) == (-1, None)  # a NAK
+        assert not wait_until(lambda: outputs or reader.state.output, 1)
+    finally:
+        reader.close()
+
+
+def test_the_panels_latest_key_is_the_one_libosdp_runs_with(tmp_path, pty_pair, panels):
+    """A second KEYSET that libosdp's thread takes while the restart is stopping it (the thread
+    ends only once its callback returns) is the key libosdp starts again with, as it is the key
+    file's: never one key in the file and another enforced. The site's panel, with that key,
+    then gets its secure channel."""
+    master, path = pty_pair
+    key_file = tmp_path / "scbk"
+    second = bytes.fromhex("ffeeddccbbaa99887766554433221100")
+    reader = _reader(path, key_file, install_mode=True)
+    real_stop, real_start, started = reader._stop_pd, reader._start_pd, []
+
+    def stop_with_a_keyset_in_flight():
+        if not started:  # the restart's stop (close() stops it again later)
+            reader._on_command({"command": osdp.Command.Keyset, "type": 1, "data": second})
+        real_stop()
+
+    def start(key):
+        started.append(key)
+        return real_start(key)
+
+    reader._stop_pd, reader._start_pd = stop_with_a_keyset_in_flight, start
+    try:
+        installer = panels(master, KEY, enforce=False)
+        assert wait_until(lambda: reader.provisioned)
+        assert started == [second] and load_scbk(key_file) == second
+        installer.close()
+        site = panels(master, second)
+        assert site.secure() and wait_until(lambda: reader.secure)
+    finally:
+        reader.close()

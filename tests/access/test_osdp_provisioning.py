@@ -12,6 +12,8 @@ def test_a_key_file_at_start_is_enforced_and_a_panels_key_change_needs_no_restar
     assert prov.enforced and prov.fault is None
     assert not prov.key_written(bytes(16 * [7]))  # libosdp changes its own key when enforcing
     assert prov.stage is Stage.ENFORCED and prov.panel_key is None
+    prov.key_refused("all zeros")  # a key change refused: the reader runs on its key, no fault
+    assert prov.enforced and prov.fault is None and prov.key_error == "all zeros"
 
 
 def test_install_mode_waits_for_the_key_then_for_the_restart():
@@ -41,3 +43,12 @@ def test_a_failed_restart_backs_off_stays_down_and_clears_when_it_works():
 def test_a_back_off_without_positive_delays_is_refused(delays):
     with pytest.raises(ValueError):
         Provisioning.at_start(None, delays)
+
+
+def test_a_closing_reader_tries_no_restart_again():
+    prov = Provisioning.at_start(None, (1.0,))
+    prov.key_written(KEY)
+    prov.restart_failed("boom", 100.0)
+    assert prov.retry_due(101.0)
+    prov.stop_retrying()
+    assert not prov.retry_due(1e9) and prov.retry_at is None and not prov.enforced

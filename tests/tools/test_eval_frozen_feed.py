@@ -15,17 +15,21 @@ from eval_frozen_feed import (
     DoorRule,
     Seen,
     attack,
+    attack_rows,
+    bona_fide_row,
     count_attack,
     count_bona_fide,
+    door_rule,
     from_start,
     observe_frames,
     ungated,
 )
-from eval_liveness import read_video
+from eval_liveness import FPS, read_video
 
 from facelink.config import load_settings
 from facelink.device.assembly import quality_gate
 from facelink.device.liveness_frozen import FrozenFeed
+from facelink.models.quality import QualityGate
 
 
 def test_a_start_is_decided_as_the_door_decides(engine, faces_dir):
@@ -97,11 +101,65 @@ def test_count_attack_counts_only_granted_starts_of_presentations_with_enough_fa
 
 
 def test_count_bona_fide_counts_a_start_not_granted_as_refused():
-    frames = [object()] * 12
-    within = 6  # starts 0, 3, 6
-    row = count_bona_fide([frames], _judged_by_start({0: "GRANTED", 3: "DENIED_SPOOF", 6: "GRANTED"}), within)
-    assert (row["clips"], row["starts"], row["starts not granted within 2 s"]) == (1, 3, 1)
+    """Any start not GRANTED within the window is refused: denied for any reason, or undecided."""
+    frames = [object()] * 18
+    within = 6  # starts 0, 3, 6, 9, 12
+    judged = {0: "GRANTED", 3: "DENIED_SPOOF", 6: "GRANTED", 9: "DENIED_LOW_QUALITY", 12: None}
+    row = count_bona_fide([frames], _judged_by_start(judged), within)
+    assert (row["clips"], row["starts"], row["starts not granted within 2 s"]) == (1, 5, 3)
     assert row["median s to GRANTED"] == 0.3  # of 0.0 and 0.6
+
+
+class _Spy:
+    """A FROZEN_FEED stand-in that says live and keeps the frames it was shown."""
+
+    def __init__(self) -> None:
+        self.frames: list = []
+
+    def new_state(self) -> None:
+        return None
+
+    def observe(self, state, frame, landmarks):
+        self.frames.append(frame)
+        return "live", None
+
+
+def test_a_frame_the_gate_refuses_is_shown_to_no_check():
+    """As in the door (pipeline._observe), a refused face is recorded and not shown to FROZEN_FEED:
+    its crop must not become the reference the next frames are compared with."""
+    usable = Seen(np.zeros((2, 2, 3), np.uint8), np.zeros((5, 2)))
+    refused = Seen(np.ones((2, 2, 3), np.uint8), np.zeros((5, 2)), low_quality="EXTREME_POSE")
+    spy = _Spy()
+    assert from_start([usable, refused, usable, refused, usable], 0, DoorRule(spy))[0] == "GRANTED"
+    assert len(spy.frames) == 3 and all(f is usable.frame for f in spy.frames)
+
+
+def test_the_tool_takes_the_doors_rule_and_gate_from_the_settings():
+    settings = load_settings()
+    m = settings.matching
+    m.frames_required, m.frames_window, m.min_face_px = 2, 4, 90
+    settings.liveness.frozen_feed_min_change = 0.5
+    rule, gate = door_rule(settings)
+    assert (rule.required, rule.window, rule.frozen.min_change) == (2, 4, 0.5)
+    assert gate == quality_gate(m) and gate.min_face_px == 90
+
+
+def test_the_rows_are_judged_through_the_gate_given(engine, faces_dir):
+    """main's rows: a gate that refuses every face leaves the attack out of the gated row (not
+    of the ungated one) and refuses every bona fide start; the door's own gate passes them."""
+    photo = cv2.imread(str(faces_dir / "people/obama/1.jpg"))
+    m = load_settings().matching
+    rule, door_gate = DoorRule(FrozenFeed()), quality_gate(m)
+    nobody = QualityGate(min_face_px=10_000, max_abs_yaw=m.max_abs_yaw, max_abs_pitch=m.max_abs_pitch,
+                         min_sharpness=m.min_sharpness, min_brightness=m.min_brightness)
+    rows, ungated_rows = attack_rows(engine, [photo], 1, rule, nobody, kinds=("still",))
+    assert rows["still"]["left out"] == 1 and rows["still"]["presentations"] == 0
+    assert ungated_rows["still"]["presentations"] == 1
+    clip = read_video(faces_dir / "video/feat_man.mp4", max_s=3.0)
+    within = int(2.0 * FPS)
+    refused = bona_fide_row(engine, [clip], rule, nobody, within)
+    assert refused["starts"] > 0 and refused["starts not granted within 2 s"] == refused["starts"]
+    assert bona_fide_row(engine, [clip], rule, door_gate, within)["starts not granted within 2 s"] == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)
