@@ -69,38 +69,28 @@ class AuditLog:
 
     def record(self, payload: dict[str, Any]) -> bool:
         """Store a validated decision payload; True when new, False for a redelivered event id."""
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?,?,?,?)",
-                (payload["event_id"], payload.get("timestamp", ""), payload.get("device_id"),
-                 payload["decision"], payload.get("user_id"), payload.get("external_image_id"),
-                 payload.get("similarity"), json.dumps(payload)))
-            new = cur.rowcount == 1
-            if new and self._jsonl is not None:
-                with open_private(self._jsonl, "a", group=self._group) as f:
-                    f.write(json.dumps(payload) + "\n")
-        return new
+        return self._insert("decisions", (payload["event_id"], payload.get("timestamp", ""), payload.get("device_id"),
+                                          payload["decision"], payload.get("user_id"),
+                                          payload.get("external_image_id"), payload.get("similarity")), payload)
 
     def record_panel(self, payload: dict[str, Any]) -> bool:
         """Store a validated panel verdict (facelink.panel/1); True when new."""
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT OR IGNORE INTO panel_verdicts VALUES (?,?,?,?,?,?,?)",
-                (payload["event_id"], payload["timestamp"], payload["device_id"], payload["decision_event_id"],
-                 payload["verdict"], payload.get("credential"), json.dumps(payload)))
-            new = cur.rowcount == 1
-            if new and self._jsonl is not None:
-                with open_private(self._jsonl, "a", group=self._group) as f:
-                    f.write(json.dumps(payload) + "\n")
-        return new
+        return self._insert("panel_verdicts", (payload["event_id"], payload["timestamp"], payload["device_id"],
+                                               payload["decision_event_id"], payload["verdict"],
+                                               payload.get("credential")), payload)
 
     def record_panel_output(self, payload: dict[str, Any]) -> bool:
         """Store a validated opening the panel commanded (facelink.panel-output/1); True when new."""
+        return self._insert("panel_outputs", (payload["event_id"], payload["timestamp"], payload["device_id"],
+                                              payload.get("likely_for"), payload["relay"], payload.get("refers_to")),
+                            payload)
+
+    def _insert(self, table: str, columns: tuple[Any, ...], payload: dict[str, Any]) -> bool:
+        """One event into ``table`` (its columns, then the payload as JSON) unless its event id is
+        there already, and then into the JSONL mirror; True when new."""
         with self._lock:
-            cur = self._conn.execute(
-                "INSERT OR IGNORE INTO panel_outputs VALUES (?,?,?,?,?,?,?)",
-                (payload["event_id"], payload["timestamp"], payload["device_id"], payload.get("likely_for"),
-                 payload["relay"], payload.get("refers_to"), json.dumps(payload)))
+            cur = self._conn.execute(f"INSERT OR IGNORE INTO {table} VALUES ({','.join('?' * (len(columns) + 1))})",
+                                     (*columns, json.dumps(payload)))
             new = cur.rowcount == 1
             if new and self._jsonl is not None:
                 with open_private(self._jsonl, "a", group=self._group) as f:
@@ -109,11 +99,7 @@ class AuditLog:
 
     def panel_outputs(self, since: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
         """The openings doors' access panels commanded (and their relay failures), oldest first."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT payload FROM panel_outputs WHERE timestamp >= ? AND (? IS NULL OR device_id = ?) "
-                "ORDER BY timestamp, rowid", (since or "", device, device)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return self._listed("panel_outputs", since, device)
 
     def record_alarm(self, payload: dict[str, Any]) -> bool:
         """Store a validated sync alarm (facelink.alarm/1); True when new."""
@@ -125,10 +111,14 @@ class AuditLog:
         return cur.rowcount == 1
 
     def alarms(self, since: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
+        return self._listed("alarms", since, device)
+
+    def _listed(self, table: str, since: str | None, device: str | None) -> list[dict[str, Any]]:
+        """The payloads in ``table`` from ``since`` on (of one ``device``), oldest first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT payload FROM alarms WHERE timestamp >= ? AND (? IS NULL OR device_id = ?) "
-                "ORDER BY timestamp", (since or "", device, device)).fetchall()
+                f"SELECT payload FROM {table} WHERE timestamp >= ? AND (? IS NULL OR device_id = ?) "
+                "ORDER BY timestamp, rowid", (since or "", device, device)).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def quarantine(self, topic: str, raw: bytes, reason: str) -> None:

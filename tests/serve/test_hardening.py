@@ -168,6 +168,20 @@ def _list_collections_on(sock: socket.socket, url: str) -> int:
     return resp.status
 
 
+def _served_soon(where: tuple[str, int], url: str, failure: str) -> None:
+    """A new connection from this client is served within 20 s (the server notices closes, or a
+    start-up probe's connection, a moment later)."""
+    deadline = time.monotonic() + 20
+    while True:
+        with socket.create_connection(where, timeout=20) as sock:
+            try:
+                if _list_collections_on(sock, url) == 200:
+                    return
+            except (ConnectionError, http.client.HTTPException):
+                pass
+        assert time.monotonic() < deadline, failure
+
+
 def _closed_unread(sock: socket.socket) -> bool:
     started = time.monotonic()
     return sock.recv(1024) == b"" and time.monotonic() - started < 10
@@ -200,15 +214,7 @@ def test_one_client_cannot_take_every_connection(tmp_path, models_dir):
                 assert _list_collections_on(other, url) == 200  # another client is not shut out
             assert [_list_collections_on(sock, url) for sock in held] == [200, 200]  # still served
             held.pop().close()
-            deadline = time.monotonic() + 20
-            while True:  # the server notices the close; then the client's next connection is served
-                with socket.create_connection(where, timeout=20) as again:
-                    try:
-                        if _list_collections_on(again, url) == 200:
-                            break
-                    except (ConnectionError, http.client.HTTPException):
-                        pass
-                assert time.monotonic() < deadline, "the client got no place back after closing one"
+            _served_soon(where, url, "the client got no place back after closing one")
         finally:
             for sock in held:
                 sock.close()
@@ -225,28 +231,12 @@ def test_websocket_upgrades_give_their_clients_places_back(tmp_path, models_dir)
                        "--header-timeout", "30") as (url, _):
         host = urlsplit(url)
         where = (host.hostname, host.port)
-        deadline = time.monotonic() + 20
-        while True:  # (the start-up probe's connection may not be given back yet)
-            with socket.create_connection(where, timeout=20) as sock:
-                try:
-                    if _list_collections_on(sock, url) == 200:
-                        break
-                except (ConnectionError, http.client.HTTPException):
-                    pass
-            assert time.monotonic() < deadline, "no place at start"
+        _served_soon(where, url, "no place at start")
         for _ in range(4):  # twice the cap
             with socket.create_connection(where, timeout=20) as sock:
                 sock.sendall(upgrade)
                 assert sock.recv(1024).startswith(b"HTTP/1.1 ")  # answered, not switched
-        deadline = time.monotonic() + 20
-        while True:  # the server notices the closes; then the client is served again
-            with socket.create_connection(where, timeout=20) as again:
-                try:
-                    if _list_collections_on(again, url) == 200:
-                        break
-                except (ConnectionError, http.client.HTTPException):
-                    pass
-            assert time.monotonic() < deadline, "the upgrades' places were never given back"
+        _served_soon(where, url, "the upgrades' places were never given back")
 
 
 def test_a_client_is_keyed_by_its_address_or_its_ipv6_64():
