@@ -132,7 +132,9 @@ class AuditLog:
     def query(self, user: str | None = None, device: str | None = None, since: str | None = None,
               until: str | None = None, decision: str | None = None) -> list[dict[str, Any]]:
         """Decisions as published; one the door handed to an access panel carries the panel's
-        answer(s) as ``panel`` (a list of facelink.panel/1 payloads)."""
+        answer(s) as ``panel`` (a list of facelink.panel/1 payloads) and the openings the panel
+        then commanded that most likely carry it out as ``openings`` (facelink.panel-output/1
+        whose ``likely_for`` names it; relay failures refer to those, not to the decision)."""
         where, params = "1=1", []
         for col, op, val in (("user_id", "=", user), ("device_id", "=", device), ("timestamp", ">=", since),
                              ("timestamp", "<=", until), ("decision", "=", decision)):
@@ -142,16 +144,18 @@ class AuditLog:
         with self._lock:
             rows = self._conn.execute(f"SELECT event_id, payload FROM decisions WHERE {where} "
                                       "ORDER BY timestamp", params).fetchall()
-            panel: dict[str, list[dict[str, Any]]] = {}
-            for event_id, payload in self._conn.execute(
-                    "SELECT decision_event_id, payload FROM panel_verdicts WHERE decision_event_id IN "
-                    f"(SELECT event_id FROM decisions WHERE {where}) ORDER BY timestamp", params):
-                panel.setdefault(event_id, []).append(json.loads(payload))
+            joined: dict[str, dict[str, list[dict[str, Any]]]] = {"panel": {}, "openings": {}}
+            for key, sql in (("panel", "SELECT decision_event_id, payload FROM panel_verdicts WHERE decision_event_id"),
+                             ("openings", "SELECT likely_for, payload FROM panel_outputs WHERE likely_for")):
+                for event_id, payload in self._conn.execute(
+                        f"{sql} IN (SELECT event_id FROM decisions WHERE {where}) ORDER BY timestamp, rowid", params):
+                    joined[key].setdefault(event_id, []).append(json.loads(payload))
         out = []
         for event_id, payload in rows:
             row = json.loads(payload)
-            if event_id in panel:
-                row["panel"] = panel[event_id]
+            for key, found in joined.items():
+                if event_id in found:
+                    row[key] = found[event_id]
             out.append(row)
         return out
 

@@ -231,3 +231,21 @@ def test_openings_are_mirrored_and_listed_since_a_time(tmp_path, capsys):
     log.close()
     assert main(["--db", str(tmp_path / "a.db"), "openings", "--since", "2026-01-01T08:00:00+00:00"]) == 0
     assert [json.loads(line)["event_id"] for line in capsys.readouterr().out.splitlines()] == ["o-1"]
+
+
+def test_a_granted_decision_shows_the_openings_that_carried_it_out(tmp_path):
+    """Who got through the door: a GRANTED the door handed to the panel comes back from query with
+    the panel's verdict and the opening the panel then commanded for it (``likely_for``); the
+    panel's own unlock (likely for nothing) is listed by ``openings`` only."""
+    log = AuditLog(tmp_path / "a.db")
+    intake = Intake(log)
+    granted = {**decision(), "event_id": "d-1", "timestamp": "2026-01-01T08:00:00+00:00"}
+    intake.handle("facelink/front/decision", json.dumps(granted).encode())
+    intake.handle("facelink/front/panel", json.dumps(_verdict()).encode())
+    for opening in (_opening(event_id="o-1", likely_for="d-1"), _opening(event_id="o-2")):
+        intake.handle("facelink/front/panel", json.dumps(opening).encode())
+    [row] = log.query(user="ann")
+    assert [p["event_id"] for p in row["panel"]] == ["p-1"]
+    assert [o["event_id"] for o in row["openings"]] == ["o-1"]
+    assert [o["event_id"] for o in log.panel_outputs()] == ["o-1", "o-2"]
+    log.close()
