@@ -47,6 +47,15 @@ def _online(panels, master: int, reader: OsdpReader):
     return panel
 
 
+def _stuck_until(release, into: list):
+    """A record (an outbox commit on a busy disk) that is stuck until ``release`` is set; then
+    the item is appended to ``into``."""
+    def record(item) -> None:
+        release.wait(30)
+        into.append(item)
+    return record
+
+
 def _reader(path, scbk_file, **kw) -> OsdpReader:
     kw.setdefault("install_mode", False)
     return OsdpReader(path, address=ADDRESS, baud=9600, scbk_file=scbk_file, **kw)
@@ -501,11 +510,7 @@ def test_a_slow_verdict_record_holds_up_neither_the_door_nor_close(tmp_path, pty
     save_scbk(tmp_path / "scbk", KEY)
     verdicts, outputs, release = [], [], threading.Event()
 
-    def slow(v) -> None:
-        release.wait(30)
-        verdicts.append(v)
-
-    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=2.0, on_verdict=slow,
+    reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=2.0, on_verdict=_stuck_until(release, verdicts),
                      on_output=outputs.append)
     closer = threading.Thread(target=reader.close)
     try:
@@ -543,12 +548,8 @@ def test_an_opening_waiting_for_its_record_holds_up_no_verdict(tmp_path, pty_pai
     save_scbk(tmp_path / "scbk", KEY)
     verdicts, outputs, release = [], [], threading.Event()
 
-    def stuck_record(output) -> None:
-        release.wait(30)
-        outputs.append(output)
-
     reader = _reader(path, tmp_path / "scbk", verdict_timeout_s=1.0, on_verdict=verdicts.append,
-                     on_output=stuck_record)
+                     on_output=_stuck_until(release, outputs))
     try:
         panel = _online(panels, master, reader)
         assert panel.output(5)  # the panel's own unlock: its record is now stuck

@@ -278,7 +278,7 @@ def test_a_burst_from_a_client_at_its_cap_does_not_shut_others_out(tmp_path, mod
             finally:
                 for sock in burst:
                     sock.close()
-            time.sleep(0.2)
+            _served_soon(where, url, "the bursting client got no place back")  # the burst is gone
         assert refused == 0, f"another client was refused in {refused} of 10 bursts"
 
 
@@ -446,7 +446,7 @@ def test_a_numeric_string_is_not_a_threshold(endpoint, make_client):
 
 
 @pytest.mark.parametrize("flag", [["--body-timeout", "0"], ["--header-timeout", "0"], ["--body-memory-mib", "10"],
-                                  ["--max-connections", "0"]])
+                                  ["--max-connections", "0"], ["--max-connections-per-client", "0"]])
 def test_serve_refuses_limits_that_cannot_work(tmp_path, flag):
     """No time for a request head or a body, or less room than one largest
     request would refuse every request: the server does not start (InvalidParameterException, exit 2)."""
