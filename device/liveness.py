@@ -59,6 +59,16 @@ def load_face_mesh(models_dir: Path, threads: int = 0) -> FaceMesh:
                     TFLiteBackend(Path(models_dir) / MESH_FILES[1], threads=threads))
 
 
+def frozen_feed_check(ls) -> FrozenFeed:
+    """FROZEN_FEED as ``[liveness]`` configures it (the door's, and the evaluation tools')."""
+    return FrozenFeed(ls.frozen_feed_min_change)
+
+
+def blink_check(ls) -> Blink:
+    """NO_BLINK as ``[liveness]`` configures it (the door's, and the evaluation tools')."""
+    return Blink(window_s=ls.blink_window_s, close_ratio=ls.blink_close_ratio)
+
+
 class LivenessChecker:
     def __init__(self, frozen: FrozenFeed | None = None, blink: Blink | None = None,
                  mesh: FaceMesh | None = None, depth: DepthRelief | None = None) -> None:
@@ -77,11 +87,11 @@ class LivenessChecker:
     def from_settings(cls, ls, ms) -> LivenessChecker | None:
         if not ls.enabled:
             return None
-        frozen = FrozenFeed(ls.frozen_feed_min_change) if ls.frozen_feed else None
+        frozen = frozen_feed_check(ls) if ls.frozen_feed else None
         depth = DepthRelief(ls.min_depth_relief_mm) if ls.depth_check else None
         blink = mesh = None
         if ls.require_blink:
-            blink = Blink(window_s=ls.blink_window_s, close_ratio=ls.blink_close_ratio)
+            blink = blink_check(ls)
             mesh = load_face_mesh(ms.models_dir, ms.threads)
         return cls(frozen, blink, mesh, depth)
 

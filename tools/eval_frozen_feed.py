@@ -42,10 +42,19 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_liveness import FACES, FPS, decide, door_videos, print_report, reencode, still_attack, still_frame  # noqa: E402
+from eval_liveness import (  # noqa: E402
+    FACES,
+    FPS,
+    decide,
+    door_checks,
+    door_videos,
+    print_report,
+    reencode,
+    still_attack,
+    still_frame,
+)
 
 from facelink.config import load_settings  # noqa: E402
-from facelink.device.assembly import quality_gate  # noqa: E402
 from facelink.device.liveness_frozen import FrozenFeed  # noqa: E402
 from facelink.models.engine import FaceEngine  # noqa: E402
 from facelink.models.provision import provision  # noqa: E402
@@ -166,12 +175,10 @@ def count_bona_fide(clips: Iterable[list[Seen | None]], judge: Judge, within: in
 
 
 def door_rule(settings: Any) -> tuple[DoorRule, QualityGate]:
-    """How the door judges a track, from ``settings`` as the door reads them: FROZEN_FEED with
-    ``liveness.frozen_feed_min_change`` (as ``LivenessChecker.from_settings``), ``matching``'s N
-    of M and its quality gate (``device.assembly.quality_gate``)."""
-    m = settings.matching
-    return (DoorRule(FrozenFeed(settings.liveness.frozen_feed_min_change), m.frames_required, m.frames_window),
-            quality_gate(m))
+    """How the door judges a track, from ``settings`` as the door reads them
+    (``eval_liveness.door_checks``): FROZEN_FEED alone, ``matching``'s N of M, its quality gate."""
+    door = door_checks(settings)
+    return DoorRule(door.frozen, door.required, door.window), door.gate
 
 
 def attack_rows(engine: FaceEngine, images: list[np.ndarray], seeds: int, rule: DoorRule, gate: QualityGate,

@@ -13,8 +13,12 @@ and the same videos:
   still     an injected still (the photo, noise sigma 1, JPEG re-encoded each frame), and the
             same with its brightness hunting as auto-exposure does (still+exposure);
   loop      an injected 0.4 s clip of the live video played in a loop.
-Each presentation runs at the door's 15 fps through the real engine (YuNet), the real checks
-and the real N-of-M decision policy (identity is assumed to match: only liveness is measured).
+Each presentation runs at the door's 15 fps through the real engine (YuNet), the door's quality
+gate, the real checks and the real N-of-M decision policy, all as the settings (FACELINK_CONFIG)
+set them for the door (identity is assumed to match: only liveness is measured). Each table is
+printed twice: as the door judges (a face its quality gate refuses counts as a low-quality frame
+and no check sees it) and with the gate off (every face shown to the checks, as if the attacker
+framed every frame to pass the gate).
 APCER per attack = attacks GRANTED / attacks; BPCER = bona fide not GRANTED within the clip;
 added time to GRANTED = with the checks minus without (median, p95). Per-frame cost of each
 check is measured on the same frames (median ms, this machine, under its current load).
@@ -28,19 +32,23 @@ import statistics
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from facelink.config import load_settings
+from facelink.device.assembly import quality_gate
 from facelink.device.decision import DecisionPolicy
-from facelink.device.liveness import load_face_mesh
+from facelink.device.liveness import blink_check, frozen_feed_check, load_face_mesh
 from facelink.device.liveness_blink import Blink, BlinkState
 from facelink.device.liveness_frozen import FrozenFeed
 from facelink.device.tracker import Observation, Track
 from facelink.models.engine import FaceEngine
 from facelink.models.provision import provision
+from facelink.models.quality import QualityGate
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "faces"
@@ -171,40 +179,92 @@ def print_report(report: dict, path: Path | None) -> None:
         path.write_text(json.dumps(report, indent=2))
 
 
-def run(engine, mesh, frames: list[np.ndarray], cost: dict) -> list[dict]:
-    """Per-frame verdicts of each check (None: no face in the frame)."""
-    frozen, blink = FrozenFeed(), Blink()
-    fst, bst = frozen.new_state(), BlinkState()
-    out = []
+@dataclass(frozen=True)
+class DoorChecks:
+    """How the door judges a track's liveness (``door_checks``): FROZEN_FEED and NO_BLINK as
+    ``[liveness]`` sets them, ``[matching]``'s N of M and its quality gate."""
+
+    frozen: FrozenFeed
+    blink: Blink
+    gate: QualityGate
+    required: int = 3
+    window: int = 5
+
+    def decide(self, verdicts: list[dict | None], checks: tuple[str, ...]) -> tuple[str | None, float | None]:
+        """``decide`` with the door's N of M."""
+        return decide(verdicts, checks, self.required, self.window)
+
+
+def door_checks(settings: Any) -> DoorChecks:
+    """The door's checks, N of M and quality gate from ``settings``, built by the door's own
+    builders (``device.liveness``, ``device.assembly.quality_gate``); both checks whatever
+    ``[liveness]`` enables, since the table compares configurations."""
+    m = settings.matching
+    return DoorChecks(frozen_feed_check(settings.liveness), blink_check(settings.liveness), quality_gate(m),
+                      m.frames_required, m.frames_window)
+
+
+@dataclass
+class Judged:
+    """One presentation's per-frame verdicts (None: no face in the frame). ``door``: as the door
+    judges them -- a face its quality gate refuses is ``{"lowquality": reason}`` and no check sees
+    it; ``ungated``: every face shown to the checks, as if each frame were framed to pass the gate."""
+
+    door: list[dict | None] = field(default_factory=list)
+    ungated: list[dict | None] = field(default_factory=list)
+
+    @property
+    def refused(self) -> int:
+        """Frames whose face the door's quality gate refused."""
+        return sum(v is not None and "lowquality" in v for v in self.door)
+
+
+def run(engine, mesh, frames: list[np.ndarray], cost: dict, door: DoorChecks) -> Judged:
+    """Each frame through the door's detector, quality gate and checks (fresh check states for
+    the gated and the ungated reading; the face mesh is read once per frame)."""
+    states = {"door": (door.frozen.new_state(), BlinkState()), "ungated": (door.frozen.new_state(), BlinkState())}
+    out = Judged()
     for i, frame in enumerate(frames):
         t0 = time.perf_counter()
         faces = engine.detect(frame)
         t1 = time.perf_counter()
         cost["detect"].append(t1 - t0)
         if not faces:
-            out.append(None)
+            out.door.append(None)
+            out.ungated.append(None)
             continue
         det = faces[0].detection
-        v_frozen = frozen.observe(fst, frame, det.landmarks)
-        t2 = time.perf_counter()
-        v_blink = blink.observe(bst, mesh.read_eyes(frame, det.box, det.landmarks), i / FPS)
-        t3 = time.perf_counter()
-        cost["frozen_feed"].append(t2 - t1)
-        cost["blink (mesh + 2x iris)"].append(t3 - t2)
-        recent = frozen.recent_change(fst) if len(fst.scores) == frozen.comparisons else None
-        out.append({"frozen": v_frozen, "blink": v_blink, "frozen_score": fst.scores[-1] if fst.scores else None,
-                    "frozen_recent": recent})  # recent: what the verdict compares (2nd largest of the last 3)
+        low = door.gate.reason(faces[0])
+        reading = None
+        for name, verdicts in (("ungated", out.ungated), ("door", out.door)):
+            if name == "door" and low is not None:
+                verdicts.append({"lowquality": low})
+                continue
+            fst, bst = states[name]
+            t1 = time.perf_counter()
+            v_frozen = door.frozen.observe(fst, frame, det.landmarks)
+            t2 = time.perf_counter()
+            if reading is None:
+                reading = mesh.read_eyes(frame, det.box, det.landmarks)
+            v_blink = door.blink.observe(bst, reading, i / FPS)
+            t3 = time.perf_counter()
+            if name == "ungated":  # every face: the checks' own cost
+                cost["frozen_feed"].append(t2 - t1)
+                cost["blink (mesh + 2x iris)"].append(t3 - t2)
+            recent = door.frozen.recent_change(fst) if len(fst.scores) == door.frozen.comparisons else None
+            verdicts.append({"frozen": v_frozen, "blink": v_blink, "frozen_score": fst.scores[-1] if fst.scores else None,
+                             "frozen_recent": recent})  # recent: what the verdict compares (2nd largest of the last 3)
     return out
 
 
-def frozen_margins(presentations: list[tuple[str, str, list]]) -> dict:
+def frozen_margins(presentations: list[tuple[str, str, Judged]], threshold: float) -> dict:
     """How far the frozen-feed scores stay from its threshold: the largest score of any still and
     the largest "second largest of three consecutive comparisons" (what the verdict compares), and
-    for the bona fide clips the smallest such figure."""
+    for the bona fide clips the smallest such figure (every face, the quality gate aside)."""
     def scores(kind: str, key: str) -> list[float]:
-        return [v[key] for k, _, vs in presentations if k == kind for v in vs if v and v[key] is not None]
+        return [v[key] for k, _, judged in presentations if k == kind for v in judged.ungated
+                if v and v[key] is not None]
 
-    threshold = FrozenFeed().min_change
     out: dict = {}
     for kind in ("still", "still+exposure"):
         got = scores(kind, "frozen_score")
@@ -247,6 +307,40 @@ def decide(verdicts: list[dict | None], checks: tuple[str, ...], required: int =
     return None, None
 
 
+KINDS = ("print", "replay", "still", "still+exposure", "loop")
+
+
+def config_row(presentations: list[tuple[str, str, Judged]], door: DoorChecks, checks: tuple[str, ...],
+               gated: bool, baseline: dict[str, float | None]) -> dict:
+    """One configuration's APCER per attack, BPCER and added time to GRANTED (against
+    ``baseline``: each bona fide clip's GRANTED time with no checks)."""
+    def verdicts(judged: Judged) -> list[dict | None]:
+        return judged.door if gated else judged.ungated
+
+    row: dict = {}
+    for kind in KINDS:
+        got = [door.decide(verdicts(j), checks)[0] for k, _, j in presentations if k == kind]
+        row[f"APCER {kind}"] = round(sum(d == "GRANTED" for d in got) / len(got), 3)
+    bona = [(name, door.decide(verdicts(j), checks)) for k, name, j in presentations if k == "bona fide"]
+    row["BPCER"] = round(sum(d != "GRANTED" for _, (d, _) in bona) / len(bona), 3)
+    added = [t - baseline[name] for name, (d, t) in bona if d == "GRANTED" and baseline[name] is not None]
+    row["added_s_median"] = round(statistics.median(added), 2) if added else None
+    row["added_s_p95"] = round(float(np.percentile(added, 95)), 2) if added else None
+    row["bona_fide_outcomes"] = {name: d for name, (d, _) in bona}
+    return row
+
+
+def print_table(title: str, configs: dict[str, dict]) -> None:
+    print(title)
+    print("| configuration | APCER print | APCER replay | APCER still | APCER still + exposure | APCER loop | BPCER "
+          "| added time to GRANTED median / p95 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for cname, r in configs.items():
+        print(f"| {cname} | {r['APCER print']:.2f} | {r['APCER replay']:.2f} | {r['APCER still']:.2f} | "
+              f"{r['APCER still+exposure']:.2f} | {r['APCER loop']:.2f} | {r['BPCER']:.2f} | "
+              f"{r['added_s_median']} s / {r['added_s_p95']} s |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", type=Path)
@@ -256,18 +350,19 @@ def main() -> int:
     settings.models.threads = 2
     engine = FaceEngine.from_settings(settings.models)
     mesh = load_face_mesh(models, threads=2)
+    door = door_checks(settings)
     rng = np.random.default_rng(2026)
     live_videos = door_videos(models)
     photos = {"feat_man": ["photo.jpg", "1.jpg", "3.jpg"], "pexels_woman": ["2.jpg", "4.jpg", "1.jpg"]}
     cost = {"detect": [], "frozen_feed": [], "blink (mesh + 2x iris)": []}
-    presentations: list[tuple[str, str, list]] = []  # (kind, name, verdicts)
+    presentations: list[tuple[str, str, Judged]] = []  # (kind, name, verdicts)
     n = int(CLIP_S * FPS)
     for name, frames in live_videos.items():
         print(f"bona fide: {name} ({len(frames)} frames)", file=sys.stderr)
-        presentations.append(("bona fide", name, run(engine, mesh, frames, cost)))
-        presentations.append(("replay", name, run(engine, mesh, replay_attack(frames, rng), cost)))
+        presentations.append(("bona fide", name, run(engine, mesh, frames, cost, door)))
+        presentations.append(("replay", name, run(engine, mesh, replay_attack(frames, rng), cost, door)))
         loop = frames[:6]
-        presentations.append(("loop", name, run(engine, mesh, (loop + loop[::-1]) * (n // 12 + 1), cost)))
+        presentations.append(("loop", name, run(engine, mesh, (loop + loop[::-1]) * (n // 12 + 1), cost, door)))
     for person, files in photos.items():
         background = live_videos["feat_man"][0] * 0 + np.uint8(rng.integers(60, 140))
         for f in files:
@@ -276,37 +371,32 @@ def main() -> int:
             if photo is None:
                 continue
             print(f"attacks from {person}/{f}", file=sys.stderr)
-            presentations.append(("print", f"{person}/{f}", run(engine, mesh, print_attack(photo, background, rng, n), cost)))
-            presentations.append(("still", f"{person}/{f}", run(engine, mesh, still_attack(photo, background, rng, n), cost)))
-            presentations.append(("still+exposure", f"{person}/{f}",
-                                  run(engine, mesh, still_attack(photo, background, rng, n, exposure=True), cost)))
-    baseline = {name: decide(v, ())[1] for kind, name, v in presentations if kind == "bona fide"}
-    report = {"fps": FPS, "clip_s": CLIP_S, "configs": {}, "presentations": {}, "cost_ms": {}}
-    for kind in ("bona fide", "print", "replay", "still", "still+exposure", "loop"):
-        report["presentations"][kind] = sum(k == kind for k, _, _ in presentations)
-    for cname, checks in CONFIGS.items():
-        row: dict = {}
-        for kind in ("print", "replay", "still", "still+exposure", "loop"):
-            got = [decide(v, checks)[0] for k, _, v in presentations if k == kind]
-            row[f"APCER {kind}"] = round(sum(d == "GRANTED" for d in got) / len(got), 3)
-        bona = [(name, decide(v, checks)) for k, name, v in presentations if k == "bona fide"]
-        row["BPCER"] = round(sum(d != "GRANTED" for _, (d, _) in bona) / len(bona), 3)
-        added = [t - baseline[name] for name, (d, t) in bona if d == "GRANTED" and baseline[name] is not None]
-        row["added_s_median"] = round(statistics.median(added), 2) if added else None
-        row["added_s_p95"] = round(float(np.percentile(added, 95)), 2) if added else None
-        row["bona_fide_outcomes"] = {name: d for name, (d, _) in bona}
-        report["configs"][cname] = row
+            for kind, frames in (("print", print_attack(photo, background, rng, n)),
+                                 ("still", still_attack(photo, background, rng, n)),
+                                 ("still+exposure", still_attack(photo, background, rng, n, exposure=True))):
+                presentations.append((kind, f"{person}/{f}", run(engine, mesh, frames, cost, door)))
+    report: dict = {"fps": FPS, "clip_s": CLIP_S, "door": {"frames_required": door.required,
+                                                          "frames_window": door.window,
+                                                          "frozen_feed_min_change": door.frozen.min_change,
+                                                          "blink_window_s": door.blink.window_s},
+                    "presentations": {}, "gate_refused_frames": {}, "configs": {}, "configs_gate_off": {}}
+    for kind in ("bona fide", *KINDS):
+        mine = [j for k, _, j in presentations if k == kind]
+        report["presentations"][kind] = len(mine)
+        report["gate_refused_frames"][kind] = (f"{sum(j.refused for j in mine)} of "
+                                               f"{sum(v is not None for j in mine for v in j.door)} frames with a face")
+    for gated, key in ((True, "configs"), (False, "configs_gate_off")):
+        baseline = {name: door.decide(j.door if gated else j.ungated, ())[1]
+                    for kind, name, j in presentations if kind == "bona fide"}
+        for cname, checks in CONFIGS.items():
+            report[key][cname] = config_row(presentations, door, checks, gated, baseline)
     report["cost_ms"] = {k: round(1000 * statistics.median(v), 2) for k, v in cost.items() if v}
-    report["frozen_feed_scores"] = frozen_margins(presentations)
-    print("| configuration | APCER print | APCER replay | APCER still | APCER still + exposure | APCER loop | BPCER "
-          "| added time to GRANTED median / p95 |")
-    print("|---|---|---|---|---|---|---|---|")
-    for cname, r in report["configs"].items():
-        print(f"| {cname} | {r['APCER print']:.2f} | {r['APCER replay']:.2f} | {r['APCER still']:.2f} | "
-              f"{r['APCER still+exposure']:.2f} | {r['APCER loop']:.2f} | {r['BPCER']:.2f} | "
-              f"{r['added_s_median']} s / {r['added_s_p95']} s |")
-    print("presentations:", report["presentations"], " per-frame cost (median ms):", report["cost_ms"])
-    print(f"frozen feed scores (threshold {FrozenFeed().min_change}):", report["frozen_feed_scores"])
+    report["frozen_feed_scores"] = frozen_margins(presentations, door.frozen.min_change)
+    print_table(f"As the door judges ({door.required} of {door.window} frames, its quality gate):", report["configs"])
+    print_table("Every face shown to the checks (quality gate off):", report["configs_gate_off"])
+    print("presentations:", report["presentations"], " refused by the quality gate:", report["gate_refused_frames"])
+    print(" per-frame cost (median ms):", report["cost_ms"])
+    print(f"frozen feed scores (threshold {door.frozen.min_change}):", report["frozen_feed_scores"])
     print_report(report, args.json)
     return 0
 

@@ -66,14 +66,16 @@ def test_simulated_print_is_denied_no_blink(tmp_path, broker, models_dir, faces_
 
 def test_headline_numbers_no_simulated_print_granted_live_video_granted(engine, faces_dir, models_dir, with_mesh):
     """README's table: with frozen feed + blink no simulated print or still is granted, and the live
-    sample video is granted within the window."""
+    sample video is granted within the window (as the door judges: its N of M and quality gate)."""
+    from facelink.config import load_settings
     from facelink.device.liveness import load_face_mesh
 
     mesh = load_face_mesh(models_dir, threads=2)
+    door = ev.door_checks(load_settings())
     checks = ev.CONFIGS["frozen_feed + blink (recommended RGB)"]
     cost = {"detect": [], "frozen_feed": [], "blink (mesh + 2x iris)": []}
     live = ev.read_video(faces_dir / "video/feat_man.mp4")
-    decision, at = ev.decide(ev.run(engine, mesh, live, cost), checks)
+    decision, at = door.decide(ev.run(engine, mesh, live, cost, door).door, checks)
     assert decision == "GRANTED" and at <= ev.CLIP_S
     rng = np.random.default_rng(5)
     background = np.full_like(live[0], 100)
@@ -81,9 +83,11 @@ def test_headline_numbers_no_simulated_print_granted_live_video_granted(engine, 
     for name in ("feat_man/photo.jpg", "feat_man/3.jpg"):
         photo = cv2.imread(str(faces_dir / "people" / name))
         for attack in (ev.print_attack(photo, background, rng, n), ev.still_attack(photo, background, rng, n)):
-            assert ev.decide(ev.run(engine, mesh, attack, cost), checks)[0] != "GRANTED", name
-    assert ev.decide(ev.run(engine, mesh, ev.still_attack(photo, background, rng, 12), cost),
-                     ("frozen",))[0] == "DENIED_SPOOF"
+            judged = ev.run(engine, mesh, attack, cost, door)
+            assert judged.refused == 0, name  # the gate refuses none: the checks refuse them
+            assert door.decide(judged.door, checks)[0] != "GRANTED", name
+    assert door.decide(ev.run(engine, mesh, ev.still_attack(photo, background, rng, 12), cost, door).door,
+                       ("frozen",))[0] == "DENIED_SPOOF"
 
 
 def test_a_print_is_not_granted_on_another_faces_blink(ctx, faces_dir, engine, make_settings, with_mesh):
