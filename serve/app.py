@@ -25,7 +25,12 @@ from facelink.errors import (
 )
 
 from .credentials import AccessKey
-from .limits import DEFAULT_BODY_MEMORY_MIB, DEFAULT_BODY_TIMEOUT
+from .limits import (
+    DEFAULT_BODY_MEMORY_MIB,
+    DEFAULT_BODY_MEMORY_PER_CLIENT_MIB,
+    DEFAULT_BODY_TIMEOUT,
+    client_key,
+)
 from .operations import MAX_IMAGE_BYTES, OPERATIONS
 from .ratelimit import RateLimiter
 from .sigv4 import Request, check_credential, verify
@@ -49,6 +54,7 @@ def request_headers(scope: dict[str, Any]) -> dict[str, str]:
 
 
 DEFAULT_BODY_BYTES_IN_FLIGHT = DEFAULT_BODY_MEMORY_MIB * 1024 * 1024
+DEFAULT_BODY_BYTES_PER_CLIENT = DEFAULT_BODY_MEMORY_PER_CLIENT_MIB * 1024 * 1024
 
 
 def error_payload(code: str, message: str) -> dict[str, str]:
@@ -75,16 +81,24 @@ class RekognitionApp:
     A request is refused before any of its body is read unless its Authorization header names a
     known key with a date within 5 minutes; its body must then arrive within ``body_timeout``
     seconds, and the bodies of all requests being read or run together may not exceed
-    ``max_body_bytes_in_flight`` (a request that would go over is ThrottlingException)."""
+    ``max_body_bytes_in_flight``, nor those of one client (``limits.client_key``: an IPv4 address,
+    an IPv6 /64) ``max_body_bytes_per_client`` (a request that would go over either is
+    ThrottlingException): a key id is no secret, so whoever knows one can trickle bodies, but one
+    address alone cannot hold every caller's room for ``body_timeout``."""
 
     def __init__(self, keys: dict[str, AccessKey], make_context: Callable[[], Context], workers: int = 2, *,
                  body_timeout: float = DEFAULT_BODY_TIMEOUT,
-                 max_body_bytes_in_flight: int = DEFAULT_BODY_BYTES_IN_FLIGHT) -> None:
+                 max_body_bytes_in_flight: int = DEFAULT_BODY_BYTES_IN_FLIGHT,
+                 max_body_bytes_per_client: int = DEFAULT_BODY_BYTES_PER_CLIENT) -> None:
         self.keys = keys
         self.limiter = RateLimiter()
         self.body_timeout = body_timeout
         self.max_body_bytes_in_flight = max_body_bytes_in_flight
-        self.body_bytes_in_flight = 0  # reserved by requests now being read or run (event loop only: no lock)
+        self.max_body_bytes_per_client = min(max_body_bytes_per_client, max_body_bytes_in_flight)
+        # reserved by requests now being read or run, all and per client (event loop only: no lock;
+        # a client's entry goes when its last request is done, so the dict holds active clients only)
+        self.body_bytes_in_flight = 0
+        self.body_bytes_by_client: dict[str, int] = {}
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serve")
         self.contexts: queue.Queue[Context] = queue.Queue()
         for _ in range(workers):
@@ -123,11 +137,17 @@ class RekognitionApp:
             reserve = self._declared_length(headers)
         except WireError as exc:
             return exc.status, error_payload(exc.code, exc.message), True
+        client = client_key(scope.get("client"))
         if self.body_bytes_in_flight + reserve > self.max_body_bytes_in_flight:
             log.warning("request bodies in flight at their limit (%d bytes): request refused",
                         self.max_body_bytes_in_flight)
             return 503, error_payload("ThrottlingException", "the server is busy: too much request data in flight"), True
+        if self.body_bytes_by_client.get(client, 0) + reserve > self.max_body_bytes_per_client:
+            log.warning("request bodies in flight from %s at their limit (%d bytes): request refused",
+                        client, self.max_body_bytes_per_client)
+            return 503, error_payload("ThrottlingException", "too much request data in flight from your address"), True
         self.body_bytes_in_flight += reserve
+        self.body_bytes_by_client[client] = self.body_bytes_by_client.get(client, 0) + reserve
         try:
             try:
                 body = await asyncio.wait_for(self._read_body(receive), self.body_timeout)
@@ -142,6 +162,9 @@ class RekognitionApp:
                 return exc.status, error_payload(exc.code, exc.message), False
         finally:
             self.body_bytes_in_flight -= reserve
+            left = self.body_bytes_by_client.pop(client) - reserve
+            if left:
+                self.body_bytes_by_client[client] = left
 
     @staticmethod
     def _declared_length(headers: dict[str, str]) -> int:

@@ -15,6 +15,7 @@ from facelink.errors import ConfigError, FaceLinkError, InvalidParameterExceptio
 
 from .limits import (
     DEFAULT_BODY_MEMORY_MIB,
+    DEFAULT_BODY_MEMORY_PER_CLIENT_MIB,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
@@ -41,6 +42,12 @@ log = logging.getLogger(__name__)
 @click.option("--body-memory-mib", type=int, default=DEFAULT_BODY_MEMORY_MIB, show_default=True,
               help="MiB of request bodies read or processed at once, all requests together; "
                    "a request that would go over is ThrottlingException (503).")
+@click.option("--body-memory-per-client-mib", type=int, default=DEFAULT_BODY_MEMORY_PER_CLIENT_MIB,
+              show_default=True,
+              help="MiB of request bodies one client (an IPv4 address, an IPv6 /64) may have read or "
+                   "processed at once (at most --body-memory-mib); a request that would go over is "
+                   "ThrottlingException (503). Behind a reverse proxy every request comes from the "
+                   "proxy: set it to --body-memory-mib there.")
 @click.option("--max-connections", type=int, default=None,
               help="Connections held at once; one more is closed unread. Default: the open-file limit "
                    "(ulimit -n) less 128 kept for the store and the models.")
@@ -52,15 +59,15 @@ log = logging.getLogger(__name__)
 @click.pass_obj
 def serve_command(state: AppState, credentials: Path, host: str, port: int, tls_cert: Path | None,
                   tls_key: Path | None, workers: int, insecure_http: bool, header_timeout: float,
-                  body_timeout: float, body_memory_mib: int, max_connections: int | None,
-                  max_connections_per_client: int) -> None:
+                  body_timeout: float, body_memory_mib: int, body_memory_per_client_mib: int,
+                  max_connections: int | None, max_connections_per_client: int) -> None:
     """Serve Rekognition's API (JSON 1.1, SigV4) for boto3, the aws CLI and AWS SDKs."""
     import json
 
     try:
         server = build_server(state, credentials, host, port, tls_cert, tls_key, workers, insecure_http,
                               body_timeout, body_memory_mib, header_timeout, max_connections,
-                              max_connections_per_client)
+                              max_connections_per_client, body_memory_per_client_mib)
     except FaceLinkError as exc:
         click.echo(json.dumps(exc.to_json()), err=True)
         sys.exit(exc.exit_code)
@@ -72,7 +79,8 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
                  body_timeout: float = DEFAULT_BODY_TIMEOUT,
                  body_memory_mib: int = DEFAULT_BODY_MEMORY_MIB, header_timeout: float = DEFAULT_HEADER_TIMEOUT,
                  max_connections: int | None = None,
-                 max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT):
+                 max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+                 body_memory_per_client_mib: int = DEFAULT_BODY_MEMORY_PER_CLIENT_MIB):
     import math
 
     import uvicorn
@@ -104,6 +112,8 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
     per_client = min(max_connections_per_client, max_connections)
     if not min_mib <= body_memory_mib <= 1 << 20:
         raise InvalidParameterException(f"--body-memory-mib must be at least {min_mib} (one largest request)")
+    if not min_mib <= body_memory_per_client_mib <= 1 << 20:
+        raise InvalidParameterException(f"--body-memory-per-client-mib must be at least {min_mib} (one largest request)")
     keys = load_keys(credentials)
     settings = state.settings
     from facelink.models.engine import FaceEngine
@@ -115,7 +125,8 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
                        keep_thumbnails=settings.store.keep_thumbnails, models_dir=settings.models.models_dir)
 
     app = RekognitionApp(keys, make_context, workers, body_timeout=body_timeout,
-                         max_body_bytes_in_flight=body_memory_mib * 2**20)
+                         max_body_bytes_in_flight=body_memory_mib * 2**20,
+                         max_body_bytes_per_client=body_memory_per_client_mib * 2**20)
     tls = None
     if tls_cert is not None:  # the handshake is FaceLink's (serve/protocol.py), so it is counted and timed
         import ssl
@@ -135,6 +146,7 @@ def build_server(state: AppState, credentials: Path, host: str, port: int, tls_c
     # uvicorn's own line says http:// (it is given no certificate: the handshake is ours); this one
     # goes through uvicorn's logger, which is the one `facelink serve` shows at INFO
     logging.getLogger("uvicorn.error").info(
-        "FaceLink serving %d key(s) on %s://%s:%d (at most %d connections, %d from one client)",
-        len(keys), "https" if tls_cert else "http", host, port, max_connections, per_client)
+        "FaceLink serving %d key(s) on %s://%s:%d (at most %d connections, %d from one client; "
+        "%d MiB of request bodies, %d MiB from one client)", len(keys), "https" if tls_cert else "http", host, port,
+        max_connections, per_client, body_memory_mib, min(body_memory_per_client_mib, body_memory_mib))
     return uvicorn.Server(config)

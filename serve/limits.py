@@ -5,6 +5,7 @@ from __future__ import annotations
 DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a whole request body (10 MiB at ~3 Mbit/s)
 DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for a connection to send a request head (facelink.serve.protocol)
 DEFAULT_BODY_MEMORY_MIB = 64  # request bodies being read or processed, all together: six of the largest
+DEFAULT_BODY_MEMORY_PER_CLIENT_MIB = 32  # one client address (an IPv6 /64): three of the largest
 DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 64  # one client address (an IPv6 /64): an SDK pools 10
 FD_RESERVE = 128  # file descriptors kept for the store, the models, logs and TLS when connections are capped
 

@@ -362,6 +362,48 @@ def test_request_data_in_flight_is_bounded(tmp_path):
         app.close()
 
 
+def test_one_client_cannot_hold_every_callers_room_for_request_data(tmp_path):
+    """With 2 MB of request bodies allowed at once and 1 MB to one client, a 600 kB request
+    being read (trickled) from 127.0.0.2 leaves that client no room for a second one
+    (ThrottlingException, its body unread), while another client (127.0.0.3) is still served.
+    When the first is done its client's room is free again, and nothing is kept for it."""
+    url = "http://127.0.0.1:8443"
+    body = b'{"MaxResults": 1}'.ljust(600_000)  # JSON whitespace
+    headers = signed_headers(url, "ListCollections", body)
+    trickler, other = ({**_scope(headers, len(body)), "client": (host, 50_000)} for host in ("127.0.0.2", "127.0.0.3"))
+    app = _app(tmp_path, max_body_bytes_in_flight=2_000_000, max_body_bytes_per_client=1_000_000)
+
+    async def scenario():
+        first_reading, first_go = asyncio.Event(), asyncio.Event()
+
+        async def receive_first():
+            first_reading.set()
+            await first_go.wait()
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        reads: list[int] = []
+
+        async def receive_counted():
+            reads.append(1)
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        first = asyncio.create_task(_respond(app, trickler, receive_first))
+        await asyncio.wait_for(first_reading.wait(), 20)
+        status, _, payload = await _respond(app, trickler, receive_counted)
+        assert (status, payload.get("__type"), reads) == (503, "ThrottlingException", []), payload
+        assert "your address" in payload["message"]
+        assert (await _respond(app, other, receive_counted))[0] == 200 and reads == [1]
+        first_go.set()
+        assert (await first)[0] == 200
+        assert (await _respond(app, trickler, receive_counted))[0] == 200 and reads == [1, 1]
+        assert app.body_bytes_by_client == {} and app.body_bytes_in_flight == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        app.close()
+
+
 def test_an_unexpected_error_is_a_json_internal_server_error(tmp_path, monkeypatch, caplog):
     """A bug anywhere in answering a request is Rekognition's InternalServerError (500, JSON),
     logged once with its traceback; the client sees neither the traceback nor the error's text."""
@@ -446,7 +488,8 @@ def test_a_numeric_string_is_not_a_threshold(endpoint, make_client):
 
 
 @pytest.mark.parametrize("flag", [["--body-timeout", "0"], ["--header-timeout", "0"], ["--body-memory-mib", "10"],
-                                  ["--max-connections", "0"], ["--max-connections-per-client", "0"]])
+                                  ["--max-connections", "0"], ["--max-connections-per-client", "0"],
+                                  ["--body-memory-per-client-mib", "10"]])
 def test_serve_refuses_limits_that_cannot_work(tmp_path, flag):
     """No time for a request head or a body, or less room than one largest
     request would refuse every request: the server does not start (InvalidParameterException, exit 2)."""
