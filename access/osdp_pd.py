@@ -38,6 +38,7 @@ from typing import Any
 
 from facelink.errors import ConfigError
 
+from .handover import HandOver
 from .osdp_provisioning import RETRY_AFTER_S, Provisioning, Stage
 from .osdp_verdicts import CardRead, PanelOutput, PanelVerdict, VerdictBook
 from .scbk import load_scbk, save_scbk
@@ -163,12 +164,13 @@ class OsdpReader:
         self._handed: deque[tuple[CardRead, dict[str, Any]]] = deque(maxlen=64)
         self._dropped: list[bytes] | None = None  # while we flush libosdp: the events it reports dropped
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()  # -> verdict thread
-        self._to_record: queue.SimpleQueue[PanelVerdict | None] = queue.SimpleQueue()  # -> recorder
-        self._to_output: queue.SimpleQueue[PanelOutput | None] = queue.SimpleQueue()  # -> output thread
+        # the verdict thread hands on: verdicts to record (on_verdict), openings to carry out (on_output)
+        self._recorder = HandOver[PanelVerdict]("osdp-record", self._record, "cannot record the panel's verdict")
+        self._outputs = HandOver[PanelOutput]("osdp-output", self._output,
+                                              "OSDP: cannot drive the door's relay for the panel's output command")
         self._reads_done = threading.Event()  # stopping, and no card read is open any more
         self._close_done = threading.Event()  # the first close() has finished
         self._command_came = threading.Event()  # set by each panel command (close() settles on it)
-        self._recorded = 0  # verdicts the recorder has handed to on_verdict (close() waits on progress)
         self._address, self._name = address, f"facelink-{address}"
         self._fd = open_raw(device, baud)
         try:
@@ -177,8 +179,6 @@ class OsdpReader:
             os.close(self._fd)
             raise
         self._verdicts = threading.Thread(target=self._verdict_loop, name="osdp-verdicts", daemon=True)
-        self._recorder = threading.Thread(target=self._record_loop, name="osdp-record", daemon=True)
-        self._outputs = threading.Thread(target=self._output_loop, name="osdp-output", daemon=True)
         self._verdicts.start()
         self._recorder.start()
         self._outputs.start()
@@ -358,9 +358,9 @@ class OsdpReader:
     def _verdict_loop(self) -> None:
         try:
             self._decide_verdicts()
-        finally:  # its last hand-over: the recorder ends once every verdict before it is recorded
-            self._to_record.put(None)
-            self._to_output.put(None)
+        finally:  # its last hand-over: each ends once every item before it is handled
+            self._recorder.finish()
+            self._outputs.finish()
 
     def _decide_verdicts(self) -> None:
         book = VerdictBook(self.verdict_timeout_s)
@@ -379,7 +379,7 @@ class OsdpReader:
             except queue.Empty:
                 if halting:  # what is still open gets no answer now (libosdp is gone: no flush)
                     for verdict in book.expire(time.monotonic())[0] + book.stop():
-                        self._to_record.put(verdict)
+                        self._recorder.put(verdict)
                     return
                 kind, body = "tick", deadline  # nothing came by the deadline
             closed: list[PanelVerdict] = []
@@ -407,7 +407,7 @@ class OsdpReader:
             except Exception:  # noqa: BLE001 - a bad command must never stop the reader
                 log.exception("OSDP: cannot handle %s", kind)
             for verdict in closed:
-                self._to_record.put(verdict)  # recorded on its own thread: a slow disk delays no flush
+                self._recorder.put(verdict)  # recorded on its own thread: a slow disk delays no flush
             if stopping and not book.open:
                 self._reads_done.set()
 
@@ -504,34 +504,21 @@ class OsdpReader:
         if answered is None:
             log.info("OSDP panel GRANTED with no polled card read waiting for it: not a verdict")
         if self.on_output is not None:  # on its own thread: a slow outbox holds up no expiry or flush
-            self._to_output.put(PanelOutput(dict(cmd), book.polled_recently(received_at)))
+            self._outputs.put(PanelOutput(dict(cmd), book.polled_recently(received_at)))
         return [] if answered is None else [answered]
 
-    def _output_loop(self) -> None:
-        """The output thread: hands each opening the panel commanded to ``on_output`` in order (the
-        door records it, then drives its relay), so that a slow outbox commit holds up only the
+    def _output(self, output: PanelOutput) -> None:
+        """The output thread (``osdp-output``): an opening the panel commanded, to ``on_output``
+        (the door records it, then drives its relay): a slow outbox commit holds up only the
         door's output -- which waits for its record by design -- never expiry or flushes."""
-        while (output := self._to_output.get()) is not None:
-            try:
-                self.on_output(output)  # type: ignore[misc]
-            except BaseException:  # noqa: BLE001 - the next opening is still handed over
-                log.exception("OSDP: cannot drive the door's relay for the panel's output command")
-
-    def _record_loop(self) -> None:
-        """The recorder thread: hands each verdict to ``on_verdict`` (an outbox commit) in order,
-        so that a slow one never holds up the verdict thread (expiry, flushes)."""
-        while (v := self._to_record.get()) is not None:
-            self._record(v)
-            self._recorded += 1
+        self.on_output(output)  # type: ignore[misc]
 
     def _record(self, v: PanelVerdict) -> None:
+        """The recorder thread (``osdp-record``): a verdict, to ``on_verdict`` (an outbox commit)."""
         self.state.verdicts.append(v)
         log.info("OSDP panel verdict for event %s (%s): %s", v.decision_event_id, v.credential, v.verdict)
         if self.on_verdict is not None:
-            try:
-                self.on_verdict(v)
-            except BaseException:  # noqa: BLE001 - recording one must not stop the next ones
-                log.exception("cannot record the panel's verdict")
+            self.on_verdict(v)
 
     def close(self, settle_s: float = 0.5) -> None:
         """Stop the reader. Open card reads first get the time left of their verdict window
@@ -546,7 +533,7 @@ class OsdpReader:
         (only the verdict thread could say they are done), so those close NO_RESPONSE
         (``reader_stopped``)."""
         me = threading.current_thread()
-        own = me is self._verdicts or me is self._recorder or me is self._outputs
+        own = me is self._verdicts or self._recorder.running_here() or self._outputs.running_here()
         with self._send_lock:
             first = not self._closing
             self._closing = True
@@ -557,7 +544,7 @@ class OsdpReader:
             return
         try:
             self._inbox.put(("stop", None))
-            if me is not self._verdicts and me is not self._outputs:  # (the verdict thread alone can
+            if me is not self._verdicts and not self._outputs.running_here():  # (the verdict thread alone can
                 # say the reads are done; from on_output, a read still open would wait its window out)
                 self._reads_done.wait(self.verdict_timeout_s + 5.0)
             quiet_by = time.monotonic() + self.verdict_timeout_s
@@ -578,17 +565,14 @@ class OsdpReader:
             self._close_done.set()
 
     def _await_threads(self) -> None:
-        """The verdict thread, then the recorder for as long as it makes progress: every verdict
-        is handed to ``on_verdict`` unless one write stalls longer than a wait."""
-        self._verdicts.join(self.verdict_timeout_s + 5.0)
+        """The verdict thread, then the output and recorder threads for as long as each makes
+        progress: every opening goes to ``on_output`` and every verdict to ``on_verdict`` unless
+        one call stalls longer than a wait."""
+        wait_s = self.verdict_timeout_s + 5.0
+        self._verdicts.join(wait_s)
         if self._verdicts.is_alive():
             log.error("OSDP: the verdict thread did not finish")
-        recorded = -1
-        while self._recorder.is_alive() and self._recorded != recorded:  # while it progresses
-            recorded = self._recorded
-            self._recorder.join(self.verdict_timeout_s + 5.0)
-        self._outputs.join(self.verdict_timeout_s + 5.0)  # the last opening has driven the relay
-        if self._outputs.is_alive():
+        if not self._outputs.wait_done(wait_s):
             log.error("OSDP: the output thread did not finish (on_output stuck?)")
-        if self._recorder.is_alive():
+        if not self._recorder.wait_done(wait_s):
             log.error("OSDP: the recorder thread did not finish (on_verdict stuck?)")

@@ -671,7 +671,7 @@ def test_close_called_from_on_output_loses_no_verdict(tmp_path, pty_pair, panels
         shutdown.join(30)
         assert [(v.decision_event_id, v.verdict, v.reason) for v in verdicts] == \
             [("event-1", "GRANTED", None), ("event-2", "NO_RESPONSE", "reader_stopped")]
-        assert not reader._recorder.is_alive()
+        assert not reader._recorder.thread.is_alive()
     finally:
         written.set()
         second_polled.set()
