@@ -37,22 +37,35 @@ log = logging.getLogger(__name__)
 REFUSAL_LOG_EVERY_S = 10.0  # a flood is logged once in this long, with its count
 
 
+class Flood:
+    """Something that may come in a flood from untrusted callers, logged at most once per
+    REFUSAL_LOG_EVERY_S with how many came since the last line (the event loop's thread only)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.logged_at = float("-inf")
+
+    def add(self, message: str, *args: object) -> None:
+        """One more; ``message``'s first %d is the count."""
+        self.count += 1
+        now = time.monotonic()
+        if now - self.logged_at >= REFUSAL_LOG_EVERY_S:
+            log.warning(message, self.count, *args)
+            self.count, self.logged_at = 0, now
+
+
 def with_header_deadline(header_timeout_s: float, max_connections: int, tls: ssl.SSLContext | None = None,
                          max_per_client: int | None = None) -> type[asyncio.Protocol]:
     """The protocol class to give uvicorn (``Config(http=...)``); with ``tls``, uvicorn must be
     given no certificate of its own. ``max_per_client``: None, ``max_connections``."""
     per_client_cap = max_connections if max_per_client is None else max_per_client
-    refused = {"count": 0, "logged_at": float("-inf")}
+    refused, upgrades = Flood(), Flood()
     handshaking = [0]  # TLS connections accepted whose handshake has not finished
     held: dict[str, int] = {}  # connections held (accepted, not yet lost) per client key
 
     def refuse(transport: asyncio.BaseTransport, what: str) -> None:
         transport.close()
-        refused["count"] += 1
-        now = time.monotonic()
-        if now - refused["logged_at"] >= REFUSAL_LOG_EVERY_S:
-            log.warning("%d connection(s) closed unread: %s", refused["count"], what)
-            refused.update(count=0, logged_at=now)
+        refused.add("%d connection(s) closed unread: %s", what)
 
     def take(transport: asyncio.BaseTransport, open_now: int) -> str | None:
         """Count a new connection against both caps: its client key, or None when it was refused
@@ -119,6 +132,14 @@ def with_header_deadline(header_timeout_s: float, max_connections: int, tls: ssl
                 self._early = (self._early or []) + [data]
                 return
             super().data_received(data)
+
+        def _unsupported_upgrade_warning(self) -> None:
+            """uvicorn's two warnings for each upgrade request (WebSocket, h2c), one suggesting to
+            install a WebSocket library: the API has none (``ws="none"``), and anyone could flood
+            the log with them. Counted here instead, logged once per REFUSAL_LOG_EVERY_S. The
+            request itself is answered as any other."""
+            upgrades.add("%d upgrade request(s) (WebSocket, h2c) answered without switching: %s",
+                         "the API has no WebSocket or HTTP/2")
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
