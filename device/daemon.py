@@ -40,7 +40,7 @@ from .door import DoorRelay, make_relay
 from .factors import Factors
 from .heap import release_free_heap, rss_mib
 from .matcher import UserIndex
-from .pipeline import DecidedThenFailed, DoorPipeline
+from .pipeline import DecidedThenFailed, DoorPipeline, describe_error
 from .sd_notify import notify
 
 if TYPE_CHECKING:
@@ -86,7 +86,11 @@ def presence_gate(ms) -> BlazeFaceDetector | None:
 def error_key(exc: BaseException) -> str:
     """What makes two errors "the same" for ERROR_REPEAT_S: the type and the message's first line
     (bounded), not the full text (which may carry ids, paths or counters)."""
-    first = str(exc).splitlines()[0] if str(exc) else ""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__: the type alone (fail closed, never a crash)
+        text = ""
+    first = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {first[:120]}"
 
 
@@ -241,7 +245,7 @@ class Daemon:
         """An internal error: the door stays locked and an ERROR decision is published (the same
         error at most every ERROR_REPEAT_S, counted from ``now``: the caller's clock reading)."""
         self.stats.errors += 1
-        reason = f"{type(exc).__name__}: {exc}"[:300]
+        reason = describe_error(exc)[:300]  # never raises: an error that cannot be rendered is still an ERROR
         log.error("pipeline error, door stays locked: %s", reason, exc_info=exc)
         now, key = time.monotonic() if now is None else now, error_key(exc)
         if now - self._last_error.get(key, -1e9) < ERROR_REPEAT_S:
@@ -397,6 +401,7 @@ class Daemon:
                 self.emit(decision)
             except Exception as exc:  # noqa: BLE001 - reported by the caller (fail closed)
                 errors.append(exc)
+                self.pipeline.not_carried_out(decision)  # a GRANTED not recorded opened nothing
                 continue
             if captured_at is not None:
                 self.stats.decision_latencies_ms.append((time.monotonic() - captured_at) * 1000.0)

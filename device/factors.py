@@ -88,8 +88,19 @@ class Factors:
         return [policy.card_decision(DENIED_NO_FACE, c.user_id, self.mode, ("card",), reason=why)]
 
     def tick(self, policy: DecisionPolicy, now: float, reason: str | None = None) -> list[Decision]:
-        """Close a verification whose window has passed (DENIED_NO_FACE, with ``reason`` if given)."""
-        return self._expire(policy, now, reason=reason)
+        """Close a verification whose window has passed (DENIED_NO_FACE, with ``reason`` if given),
+        or whose badge no longer belongs to its holder (revoked or given to someone else at the
+        desk since it was read: DENIED_UNKNOWN_CARD), so that a badge revoked during its window
+        opens nothing once the door has the change (before every frame: the pipeline ticks first)."""
+        expired = self._expire(policy, now, reason=reason)
+        c = self.claim
+        if expired or c is None or self.holder(c.credential) == c.user_id:
+            return expired
+        self.claim = None
+        log.warning("badge %s of %s: revoked during its verification window", c.credential, c.user_id)
+        return [policy.card_decision(DENIED_UNKNOWN_CARD, c.user_id, self.mode, ("card",),
+                                     reason=f"badge {c.credential} ({c.source}) was revoked during "
+                                            "its verification window")]
 
     # -- faces -----------------------------------------------------------------------------
     def observe(self, index, similarity: Callable[[float], float], threshold: float,

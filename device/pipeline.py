@@ -32,7 +32,7 @@ class DecidedThenFailed(Exception):
     that person afresh."""
 
     def __init__(self, decisions: list[Decision], cause: Exception) -> None:
-        super().__init__(_describe(cause))
+        super().__init__(describe_error(cause))
         self.decisions = decisions
         self.cause = cause
 
@@ -64,6 +64,14 @@ class DoorPipeline:
             self.factors.drop_claim()
             raise _failed(c, decisions, exc) from exc
         return decisions
+
+    def not_carried_out(self, decision: Decision) -> None:
+        """``decision`` was made but could not be recorded (the outbox refused it: the door stayed
+        locked). A GRANTED's cooldown is withdrawn and its track starts again, as for a step that
+        failed (:class:`DecidedThenFailed`): the person is decided afresh by the next frames,
+        never held back by the cooldown of a GRANTED that nobody saw and that opened nothing."""
+        if decision.decision == GRANTED:
+            _withhold(self.components, decision)
 
     def tick(self, now: float, reason: str | None = None) -> list[Decision]:
         """Close a card_and_face verification whose window passed (DENIED_NO_FACE)."""
@@ -176,11 +184,13 @@ class DoorPipeline:
 
     def _record(self, c: Components, track: Track, face: AnalyzedFace, obs: Observation, frame: Frame,
                 now: float) -> None:
-        c.policy.record(track, obs)
+        # the liveness verdict first, then the frame is recorded: a check that raises records
+        # nothing, so a match that never passed liveness never counts toward GRANTED
         if c.liveness is not None and obs.kind in ("match", "nomatch"):
             verdict = c.liveness.check(track.track_id, face, frame, now)
             if obs.kind == "match" and verdict.state != "live":  # pending/spoof never grants
-                track.history[-1] = Observation(verdict.state, reason=verdict.reason, box=obs.box)
+                obs = Observation(verdict.state, reason=verdict.reason, box=obs.box)
+        c.policy.record(track, obs)
 
 
 def _failed(c: Components, decisions: list[Decision], cause: Exception) -> DecidedThenFailed:
@@ -192,19 +202,25 @@ def _failed(c: Components, decisions: list[Decision], cause: Exception) -> Decid
         if d.decision == GRANTED:
             withheld = d
             d = replace(d, decision=ERROR, reason=f"not granted: {d.user_id} matched but the step failed "
-                                                  f"({_describe(cause)})"[:300])
-            try:
-                c.policy.withdraw(withheld)
-                for track in c.tracker.tracks():
-                    if track.track_id == withheld.track_id:
-                        c.tracker.restart(track)
-            except Exception:  # noqa: BLE001 - the decision is already ERROR; the door stays locked
-                log.exception("could not start the track of a withheld GRANTED again")
+                                                  f"({describe_error(cause)})"[:300])
+            _withhold(c, withheld)
         kept.append(d)
     return DecidedThenFailed(kept, cause)
 
 
-def _describe(exc: Exception) -> str:
+def _withhold(c: Components, granted: Decision) -> None:
+    """A GRANTED that was not carried out: its cooldown goes and its track starts again where
+    that still works (a failure here is logged: the door stays locked regardless)."""
+    try:
+        c.policy.withdraw(granted)
+        for track in c.tracker.tracks():
+            if track.track_id == granted.track_id:
+                c.tracker.restart(track)
+    except Exception:  # noqa: BLE001 - the decision is not a grant; the door stays locked
+        log.exception("could not start the track of a withheld GRANTED again")
+
+
+def describe_error(exc: Exception) -> str:
     """``Type: message`` of an error, or its type alone if even its message fails."""
     try:
         return f"{type(exc).__name__}: {exc}"

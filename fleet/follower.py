@@ -69,6 +69,11 @@ log = logging.getLogger(__name__)
 INBOX_MAX = 5_000  # queued messages; more are dropped (counted: OVERLOADED) and repaired as a gap
 ALARMS_PER_MINUTE = 10  # per reason: a flood of garbage must not push decisions out of the outbox
 MAX_BACKOFF_S = 60.0
+# A head confirms the copy as of when the desk issued it: at most the desk's own time since the
+# last accepted head (plus this much per head, and this share of it: clocks that run at slightly
+# different rates, a head delivered a little late) after that head was issued.
+HEAD_SLACK_S = 1.0
+HEAD_RATE_SLACK = 0.01
 
 
 class Follower:
@@ -92,6 +97,9 @@ class Follower:
         self.transport, self.alarm = transport, alarm
         self.max_staleness_s, self.request_retry_s = max_staleness_s, request_retry_s
         self._confirmed_mono: float | None = None  # monotonic time of the confirmation that counts
+        # (issued_at of the last accepted head, the latest monotonic time it can have been issued at)
+        self._anchor: tuple[float, float] | None = None
+        self._late_logged_at = float("-inf")  # a held-back head is logged at most once a minute
         self._restored_stale: str | None = None  # why the persisted confirmation was not believed
         self._restore_confirmation()
         self._logged_stale: str | None = None
@@ -116,6 +124,9 @@ class Follower:
     def _restore_confirmation(self) -> None:
         """After a restart: the persisted (wall-clock) confirmation counts only if its age is in
         [0, max_staleness_s]; it is then carried on the monotonic clock."""
+        anchor = self.replica.head_anchor()
+        if anchor is not None and 0 <= self.clock() - anchor[1]:  # a wall clock gone back: no anchor
+            self._anchor = (anchor[0], self.monotonic() - (self.clock() - anchor[1]))
         if self.confirmed_at is None:
             return
         age = self.clock() - self.confirmed_at
@@ -264,11 +275,25 @@ class Follower:
             self._reject(topic, payload, "HEAD_BEHIND", f"head at seq {head.seq}, the door applied "
                                                         f"{self.applied_seq}", head.seq)
             return
+        # when the desk issued it, on this door's monotonic clock: not later than the desk's own time
+        # since the previous head allows. A head held back (a broker's queue while the door was cut
+        # off; recorded and fed to the door later) confirms the copy as of then, not now.
+        now = self.monotonic()
+        issued = now
+        if self._anchor is not None:
+            prev_issued, prev_mono = self._anchor
+            issued = min(now, prev_mono + (head.issued_at - prev_issued) * (1 + HEAD_RATE_SLACK) + HEAD_SLACK_S)
+            if now - issued > HEAD_SLACK_S and now - self._late_logged_at >= 60:
+                self._late_logged_at = now
+                log.warning("sync %s: head at seq %d arrived %.0f s after the desk issued it (held back or "
+                            "replayed): it confirms the copy as of then", self.collection_id, head.seq, now - issued)
+        self._anchor = (head.issued_at, issued)
         self.head_seq, self.head_issued_at = head.seq, head.issued_at
-        confirmed = self.clock() if head.seq == self.applied_seq else None
-        self.replica.note_head(head.issued_at, confirmed)
+        issued_wall = self.clock() - (now - issued)
+        confirmed = issued_wall if head.seq == self.applied_seq else None
+        self.replica.note_head(head.issued_at, confirmed, issued_wall)
         if confirmed is not None:
-            self.confirmed_at, self._confirmed_mono, self._restored_stale = confirmed, self.monotonic(), None
+            self.confirmed_at, self._confirmed_mono, self._restored_stale = confirmed, issued, None
 
     # -- requests --------------------------------------------------------------------------
     def behind(self) -> bool:

@@ -173,13 +173,30 @@ class Replica:
         return int(seq)
 
     # -- heads -----------------------------------------------------------------------------
-    def note_head(self, issued_at: float, confirmed_at: float | None) -> None:
-        """A newer head was accepted (``confirmed_at``: it said this copy is up to date)."""
+    def note_head(self, issued_at: float, confirmed_at: float | None, issued_wall: float | None = None) -> None:
+        """A newer head was accepted (``confirmed_at``: it said this copy is up to date;
+        ``issued_wall``: the door's wall-clock time it was issued at, kept as the anchor that bounds
+        when the next head can have been issued, see :meth:`head_anchor`)."""
         with self.store.transaction() as c:
             if not c.execute("UPDATE sync_applied SET head_issued_at = ?, confirmed_at = coalesce(?, confirmed_at) "
                              "WHERE collection_id = ?", (issued_at, confirmed_at, self.collection_id)).rowcount:
                 c.execute("INSERT INTO sync_applied VALUES (?, 0, '', 0, 0, 0, ?, ?)",
                           (self.collection_id, issued_at, confirmed_at))
+            if issued_wall is not None:
+                c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                          (self._anchor_key(), json.dumps([issued_at, issued_wall])))
+
+    def head_anchor(self) -> tuple[float, float] | None:
+        """(issued_at of the last accepted head, the door's wall-clock time it was issued at)."""
+        rows = self.store.query("SELECT value FROM meta WHERE key = ?", (self._anchor_key(),))
+        try:
+            issued_at, issued_wall = json.loads(rows[0][0]) if rows else (None, None)
+            return None if issued_at is None else (float(issued_at), float(issued_wall))
+        except (ValueError, TypeError):
+            return None
+
+    def _anchor_key(self) -> str:
+        return f"sync_head_anchor:{self.collection_id}"
 
     # -- inside a transaction --------------------------------------------------------------
     def _seq(self, c: Any) -> int:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -101,21 +102,63 @@ def verify(trusted: dict[str, Ed25519PublicKey], data: bytes, signature: Any) ->
     return kid
 
 
+MAX_ENVELOPE_REST = 4096  # an envelope's bytes outside its payload text (the signature)
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
 def open_envelope(message: bytes) -> tuple[str, bytes, Any]:
     """The payload text, its UTF-8 bytes (what the signature covers) and the signature of a
     signed envelope ``{"payload": "<text>", "signature": {...}}`` (change sets, heads);
     ValueError saying why when it is not one. Anything from the network arrives here unverified,
     so every way it can fail to parse -- not JSON, not UTF-8, nesting too deep for the parser
     (RecursionError), a payload with a lone surrogate that cannot be encoded -- is this one
-    ValueError (the callers' MALFORMED refusal). Nothing is verified here: see :func:`verify`."""
+    ValueError (the callers' MALFORMED refusal). Nothing is verified here: see :func:`verify`.
+
+    Parsed by hand, key by key, so that an unsigned message cannot make the door build objects it
+    never needed: the payload is read as one string; any other key than ``payload`` and
+    ``signature``, a key twice, or a signature longer than :data:`MAX_ENVELOPE_REST` is refused
+    before its value is parsed (``json.loads`` of a 64 MB envelope with ``"junk": [{}, {}, ...]``
+    beside the payload built 1.5 GB of Python objects before the signature was even looked at)."""
     try:
-        envelope = json.loads(message)
-        payload = envelope["payload"]
-        signature = envelope.get("signature")
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        text = message.decode("utf-8") if isinstance(message, (bytes, bytearray)) else str(message)
+    except UnicodeDecodeError:
+        raise ValueError("not a signed envelope (not UTF-8)") from None
+    fields: dict[str, Any] = {}
+    try:
+        i = _WS.match(text, 0).end()
+        if text[i:i + 1] != "{":
+            raise ValueError("not a JSON object")
+        i = _WS.match(text, i + 1).end()
+        while text[i:i + 1] != "}":
+            if text[i:i + 1] != '"':
+                raise ValueError("a key is not a string")
+            key, i = json.decoder.scanstring(text, i + 1)
+            i = _WS.match(text, i).end()
+            if text[i:i + 1] != ":" or key in fields or key not in ("payload", "signature"):
+                raise ValueError(f"unexpected key {key[:40]!r}")
+            i = _WS.match(text, i + 1).end()
+            if key == "payload":
+                if text[i:i + 1] != '"':
+                    raise ValueError("payload is not text")
+                fields[key], i = json.decoder.scanstring(text, i + 1)
+            else:  # parsed from a bounded slice: a longer signature fails to parse (refused)
+                fields[key], used = _DECODER.raw_decode(text[i:i + MAX_ENVELOPE_REST])
+                i += used
+            i = _WS.match(text, i).end()
+            if text[i:i + 1] == ",":
+                i = _WS.match(text, i + 1).end()
+                if text[i:i + 1] == "}":
+                    raise ValueError("trailing comma")
+            elif text[i:i + 1] != "}":
+                raise ValueError("expected ',' or '}'")
+        if _WS.match(text, i + 1).end() != len(text):
+            raise ValueError("data after the envelope")
+    except (ValueError, RecursionError):
         raise ValueError("not a signed envelope") from None
-    if not isinstance(payload, str):
-        raise ValueError("payload is not text")
+    if "payload" not in fields:
+        raise ValueError("not a signed envelope")
+    payload, signature = fields["payload"], fields.get("signature")
     try:
         data = payload.encode()
     except UnicodeEncodeError:
