@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -169,16 +170,22 @@ class GpioRelay:
 class CommandRelay:
     """Run a command on GRANTED (FACELINK_USER_ID in its environment); never blocks the pipeline.
     A command that fails, times out or cannot start is reported through ``on_failure``. (The
-    command owns its lock's timing: there is no output here to be stuck.)"""
+    command owns its lock's timing: there is no output here to be stuck.)
+
+    The command runs in a process group of its own: one that has not finished within
+    ``timeout_s + grace_s`` is stopped with everything it started (a shell's children too, which
+    killing the shell alone would leave running). A command that started and then failed or was
+    stopped may have released the lock before it did, and perhaps not locked it again: its
+    failure says so (the audit trail must not say the door stayed shut)."""
 
     opens_door = True
     stuck: str | None = None
 
-    def __init__(self, command: str, timeout_s: float) -> None:
+    def __init__(self, command: str, timeout_s: float, grace_s: float = 10.0) -> None:
         if not command.strip():
             raise ConfigError("door.command: required when door.relay = \"command\"")
         self._command = command
-        self._timeout = timeout_s + 10
+        self._timeout = timeout_s + grace_s
         self._lock = threading.Lock()
         self._running: set[threading.Thread] = set()
         self._closed = False
@@ -188,14 +195,7 @@ class CommandRelay:
 
         def run() -> None:
             try:
-                subprocess.run(self._command, shell=True, env=env, timeout=self._timeout, check=True,
-                               stdin=subprocess.DEVNULL)
-            except subprocess.CalledProcessError as exc:
-                self._failed(on_failure, f"door command exited with {exc.returncode}")
-            except subprocess.TimeoutExpired:
-                self._failed(on_failure, f"door command did not finish within {self._timeout:.0f} s")
-            except (subprocess.SubprocessError, OSError) as exc:
-                self._failed(on_failure, f"door command could not run: {exc}")
+                self._run(env, on_failure)
             finally:
                 with self._lock:
                     self._running.discard(threading.current_thread())
@@ -207,6 +207,29 @@ class CommandRelay:
             thread = threading.Thread(target=run, name="door-command", daemon=True)
             self._running.add(thread)
             thread.start()
+
+    def _run(self, env: dict[str, str], on_failure: FailureReport) -> None:
+        try:
+            proc = subprocess.Popen(self._command, shell=True, env=env, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)  # its own process group: stopped whole
+        except (subprocess.SubprocessError, OSError) as exc:
+            self._failed(on_failure, f"door command could not run: {exc}")
+            return
+        try:
+            code = proc.wait(self._timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:  # it ended meanwhile
+                pass
+            proc.wait()
+            self._failed(on_failure, f"door command did not finish within {self._timeout:g} s and was stopped with "
+                                     "everything it started: it may have released the lock and not locked it "
+                                     "again, check the door")
+            return
+        if code != 0:
+            self._failed(on_failure, f"door command exited with {code}: it ran, so it may have released the "
+                                     "lock before it failed")
 
     @staticmethod
     def _failed(on_failure: FailureReport, reason: str) -> None:

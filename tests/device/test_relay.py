@@ -266,3 +266,32 @@ def test_a_failure_during_shutdown_is_still_delivered(tmp_path, broker, make_set
     assert [(p["decision"], p.get("refers_to")) for p in decisions(watcher)] == [
         ("GRANTED", None), ("ACTUATION_FAILED", granted.event_id)]
     watcher.close()
+
+
+def _process_state(pid: int) -> str | None:
+    """A process's state letter (/proc), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def test_a_door_command_that_hangs_is_stopped_with_what_it_started(tmp_path):
+    """A door command that has not finished within its time is stopped together with the processes
+    it started (killing the shell alone left them running: a lock script stuck in a child would
+    go on after FaceLink had reported it failed), and the failure says the lock may be left
+    released."""
+    child = tmp_path / "child.pid"
+    relay = CommandRelay(f"sleep 300 & echo $! > {child}; wait", 0.0, grace_s=1.0)
+    failures: list[str] = []
+    failed = threading.Event()
+    relay.pulse("emp-7", on_failure=lambda reason: (failures.append(reason), failed.set()))
+    try:
+        assert failed.wait(30)
+        assert "did not finish" in failures[0] and "may have released the lock" in failures[0]
+        pid = int(child.read_text())
+        assert wait_until(lambda: _process_state(pid) in (None, "Z"), 10), \
+            f"the command's child is still running ({_process_state(pid)})"
+    finally:
+        relay.close()
