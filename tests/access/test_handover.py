@@ -8,6 +8,15 @@ import threading
 from facelink.access.handover import HandOver
 
 
+def _started(h: HandOver[int], items) -> HandOver[int]:
+    """``h`` started with ``items`` put and finished."""
+    h.start()
+    for i in items:
+        h.put(i)
+    h.finish()
+    return h
+
+
 def test_items_are_handled_in_order_and_a_failing_one_stops_none_after_it(caplog):
     got: list[int] = []
 
@@ -16,11 +25,7 @@ def test_items_are_handled_in_order_and_a_failing_one_stops_none_after_it(caplog
             raise OSError("disk full")
         got.append(i)
 
-    h = HandOver[int]("t-order", handle, "cannot handle it")
-    h.start()
-    for i in range(5):
-        h.put(i)
-    h.finish()
+    h = _started(HandOver[int]("t-order", handle, "cannot handle it"), range(5))
     assert h.wait_done(10)
     assert got == [0, 1, 3, 4] and h.handed == 5
     assert [r.getMessage() for r in caplog.records if r.exc_info] == ["cannot handle it"]
@@ -38,11 +43,7 @@ def test_wait_done_gives_up_on_a_stalled_item_and_not_before_the_rest_are_handle
             reached.set()
             stall.wait(30)
 
-    h = HandOver[int]("t-stall", handle, "failed")
-    h.start()
-    for i in range(3):
-        h.put(i)
-    h.finish()
+    h = _started(HandOver[int]("t-stall", handle, "failed"), range(3))
     assert reached.wait(10)
     assert not h.wait_done(0.2)
     assert h.handed == 2 and h.thread.is_alive()
@@ -52,8 +53,5 @@ def test_wait_done_gives_up_on_a_stalled_item_and_not_before_the_rest_are_handle
 
 def test_running_here_is_true_on_its_own_thread_only():
     seen: list[bool] = []
-    h = HandOver[int]("t-here", lambda _: seen.append(h.running_here()), "failed")
-    h.start()
-    h.put(1)
-    h.finish()
+    h = _started(HandOver[int]("t-here", lambda _: seen.append(h.running_here()), "failed"), [1])
     assert h.wait_done(10) and seen == [True] and not h.running_here()

@@ -330,77 +330,56 @@ async def _respond(app, scope, receive) -> tuple[int, dict[str, str], dict]:
             json.loads(sent[1]["body"]))
 
 
-def test_request_data_in_flight_is_bounded(tmp_path):
-    """With 1 MB of request bodies allowed at once, a 600 kB request being read leaves no room
-    for a second one: that one is ThrottlingException without a byte of its body read. When the
-    first is done, its room is free again."""
-    url = "http://127.0.0.1:8443"
-    body = b'{"MaxResults": 1}'.ljust(600_000)  # JSON whitespace
-    scope = _scope(signed_headers(url, "ListCollections", body), len(body))
-    app = _app(tmp_path, max_body_bytes_in_flight=1_000_000)
+class _Bodies:
+    """A request body delivered two ways: ``held`` once ``go`` is set (``reading`` says it is
+    being waited for), ``counted`` at once (``reads`` counts how often it was)."""
 
-    async def scenario():
-        first_reading, first_go = asyncio.Event(), asyncio.Event()
+    def __init__(self, body: bytes) -> None:
+        self.body, self.reads = body, 0
+        self.reading, self.go = asyncio.Event(), asyncio.Event()
 
-        async def receive_first():
-            first_reading.set()
-            await first_go.wait()
-            return {"type": "http.request", "body": body, "more_body": False}
+    async def held(self) -> dict:
+        self.reading.set()
+        await self.go.wait()
+        return {"type": "http.request", "body": self.body, "more_body": False}
 
-        reads: list[int] = []
-
-        async def receive_counted():
-            reads.append(1)
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        first = asyncio.create_task(_respond(app, scope, receive_first))
-        await asyncio.wait_for(first_reading.wait(), 20)
-        status, _, payload = await _respond(app, scope, receive_counted)
-        assert (status, payload.get("__type"), reads) == (503, "ThrottlingException", []), payload
-        first_go.set()
-        assert (await first)[0] == 200
-        assert (await _respond(app, scope, receive_counted))[0] == 200 and reads == [1]
-
-    try:
-        asyncio.run(scenario())
-    finally:
-        app.close()
+    async def counted(self) -> dict:
+        self.reads += 1
+        return {"type": "http.request", "body": self.body, "more_body": False}
 
 
-def test_one_client_cannot_hold_every_callers_room_for_request_data(tmp_path):
-    """With 2 MB of request bodies allowed at once and 1 MB to one client, a 600 kB request
-    being read (trickled) from 127.0.0.2 leaves that client no room for a second one
-    (ThrottlingException, its body unread), while another client (127.0.0.3) is still served.
-    When the first is done its client's room is free again, and nothing is kept for it."""
+@pytest.mark.parametrize("limits,refusal,other", [
+    ({"max_body_bytes_in_flight": 1_000_000}, "too much request data in flight", None),
+    ({"max_body_bytes_in_flight": 2_000_000, "max_body_bytes_per_client": 1_000_000}, "from your address",
+     "127.0.0.3")], ids=["all", "per client"])
+def test_request_data_in_flight_is_bounded(tmp_path, limits, refusal, other):
+    """A 600 kB request being read (trickled) from 127.0.0.2 leaves no room for a second one from
+    it: with 1 MB allowed at once in all, or with 2 MB in all and 1 MB to one client. That one
+    is ThrottlingException without a byte of its body read; in the second case another client
+    (127.0.0.3) is still served. When the first is done, its room is free again and nothing is
+    kept for its client."""
     url = "http://127.0.0.1:8443"
     body = b'{"MaxResults": 1}'.ljust(600_000)  # JSON whitespace
     headers = signed_headers(url, "ListCollections", body)
-    trickler, other = ({**_scope(headers, len(body)), "client": (host, 50_000)} for host in ("127.0.0.2", "127.0.0.3"))
-    app = _app(tmp_path, max_body_bytes_in_flight=2_000_000, max_body_bytes_per_client=1_000_000)
+
+    def scope(host: str) -> dict:
+        return {**_scope(headers, len(body)), "client": (host, 50_000)}
+
+    app = _app(tmp_path, **limits)
 
     async def scenario():
-        first_reading, first_go = asyncio.Event(), asyncio.Event()
-
-        async def receive_first():
-            first_reading.set()
-            await first_go.wait()
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        reads: list[int] = []
-
-        async def receive_counted():
-            reads.append(1)
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        first = asyncio.create_task(_respond(app, trickler, receive_first))
-        await asyncio.wait_for(first_reading.wait(), 20)
-        status, _, payload = await _respond(app, trickler, receive_counted)
-        assert (status, payload.get("__type"), reads) == (503, "ThrottlingException", []), payload
-        assert "your address" in payload["message"]
-        assert (await _respond(app, other, receive_counted))[0] == 200 and reads == [1]
-        first_go.set()
+        bodies = _Bodies(body)
+        first = asyncio.create_task(_respond(app, scope("127.0.0.2"), bodies.held))
+        await asyncio.wait_for(bodies.reading.wait(), 20)
+        status, _, payload = await _respond(app, scope("127.0.0.2"), bodies.counted)
+        assert (status, payload.get("__type"), bodies.reads) == (503, "ThrottlingException", 0), payload
+        assert refusal in payload["message"]
+        if other is not None:
+            assert (await _respond(app, scope(other), bodies.counted))[0] == 200 and bodies.reads == 1
+        bodies.go.set()
         assert (await first)[0] == 200
-        assert (await _respond(app, trickler, receive_counted))[0] == 200 and reads == [1, 1]
+        reads = bodies.reads
+        assert (await _respond(app, scope("127.0.0.2"), bodies.counted))[0] == 200 and bodies.reads == reads + 1
         assert app.body_bytes_by_client == {} and app.body_bytes_in_flight == 0
 
     try:
