@@ -28,7 +28,7 @@ from facelink.mqtt.schema import (
     SyncAlarmMessage,
 )
 
-from .store import AuditLog
+from .store import AuditLog, Conflict
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,18 @@ class Intake:
         except Exception as exc:  # noqa: BLE001 - untrusted input must never stop the logger
             self._quarantine(topic, raw, f"unreadable: {type(exc).__name__}")
             return
-        if isinstance(message, PanelVerdictMessage):
-            new = self.audit.record_panel(payload)
-        elif isinstance(message, PanelOutputMessage):
-            new = self.audit.record_panel_output(payload)
-        elif isinstance(message, SyncAlarmMessage):
-            new = self.audit.record_alarm(payload)
-        else:
-            new = self.audit.record(payload)
+        try:
+            if isinstance(message, PanelVerdictMessage):
+                new = self.audit.record_panel(payload)
+            elif isinstance(message, PanelOutputMessage):
+                new = self.audit.record_panel_output(payload)
+            elif isinstance(message, SyncAlarmMessage):
+                new = self.audit.record_alarm(payload)
+            else:
+                new = self.audit.record(payload)
+        except Conflict as exc:  # not a redelivery: a forgery or a door reusing ids, kept for the staff
+            self._quarantine(topic, raw, str(exc))
+            return
         if new:
             self.recorded += 1
             if self.on_new is not None:

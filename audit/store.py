@@ -20,6 +20,7 @@ from typing import Any
 
 from facelink.config.paths import open_private, private_file
 from facelink.errors import ConfigError
+from facelink.mqtt.schema import parse_timestamp
 
 QUARANTINE_KEEP_BYTES = 64 * 1024  # raw bytes kept per quarantined message (the size is recorded)
 
@@ -42,6 +43,22 @@ CREATE TABLE IF NOT EXISTS alarms(
 CREATE TABLE IF NOT EXISTS quarantine(
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
     reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
+
+
+def instant(ts: str | None) -> str | None:
+    """A timestamp as the column and the bounds compare it: UTC, spelled as the door writes it
+    (``datetime.isoformat()``), so that strings order as instants whatever zone an event or a
+    ``--since`` was written in. Anything else (a bare date, which then reads as UTC) is unchanged."""
+    if ts is None:
+        return None
+    try:
+        return parse_timestamp(ts).astimezone(timezone.utc).isoformat()
+    except (ValueError, TypeError):
+        return ts
+
+
+class Conflict(Exception):
+    """An event id already recorded with other content: not a redelivery (the first stays)."""
 
 
 @dataclass(frozen=True)
@@ -69,30 +86,37 @@ class AuditLog:
 
     def record(self, payload: dict[str, Any]) -> bool:
         """Store a validated decision payload; True when new, False for a redelivered event id."""
-        return self._insert("decisions", (payload["event_id"], payload.get("timestamp", ""), payload.get("device_id"),
+        return self._insert("decisions", (payload["event_id"], instant(payload.get("timestamp", "")), payload.get("device_id"),
                                           payload["decision"], payload.get("user_id"),
                                           payload.get("external_image_id"), payload.get("similarity")), payload)
 
     def record_panel(self, payload: dict[str, Any]) -> bool:
         """Store a validated panel verdict (facelink.panel/1); True when new."""
-        return self._insert("panel_verdicts", (payload["event_id"], payload["timestamp"], payload["device_id"],
+        return self._insert("panel_verdicts", (payload["event_id"], instant(payload["timestamp"]), payload["device_id"],
                                                payload["decision_event_id"], payload["verdict"],
                                                payload.get("credential")), payload)
 
     def record_panel_output(self, payload: dict[str, Any]) -> bool:
         """Store a validated opening the panel commanded (facelink.panel-output/1); True when new."""
-        return self._insert("panel_outputs", (payload["event_id"], payload["timestamp"], payload["device_id"],
+        return self._insert("panel_outputs", (payload["event_id"], instant(payload["timestamp"]), payload["device_id"],
                                               payload.get("likely_for"), payload["relay"], payload.get("refers_to")),
                             payload)
 
-    def _insert(self, table: str, columns: tuple[Any, ...], payload: dict[str, Any]) -> bool:
+    def _insert(self, table: str, columns: tuple[Any, ...], payload: dict[str, Any], *,
+                mirror: bool = True) -> bool:
         """One event into ``table`` (its columns, then the payload as JSON) unless its event id is
-        there already, and then into the JSONL mirror; True when new."""
+        there already, and then into the JSONL mirror; True when new, False for a redelivery (the
+        same content). ``Conflict`` when the event id is there with other content."""
         with self._lock:
             cur = self._conn.execute(f"INSERT OR IGNORE INTO {table} VALUES ({','.join('?' * (len(columns) + 1))})",
                                      (*columns, json.dumps(payload)))
             new = cur.rowcount == 1
-            if new and self._jsonl is not None:
+            if not new:
+                row = self._conn.execute(f"SELECT payload FROM {table} WHERE event_id = ?", (columns[0],)).fetchone()
+                if row is not None and json.loads(row[0]) != payload:
+                    raise Conflict(f"event_id {columns[0]!r} already recorded with other content "
+                                   f"(a redelivery is the same; the first one stays the record)")
+            if new and mirror and self._jsonl is not None:
                 with open_private(self._jsonl, "a", group=self._group) as f:
                     f.write(json.dumps(payload) + "\n")
         return new
@@ -103,12 +127,8 @@ class AuditLog:
 
     def record_alarm(self, payload: dict[str, Any]) -> bool:
         """Store a validated sync alarm (facelink.alarm/1); True when new."""
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT OR IGNORE INTO alarms VALUES (?,?,?,?,?,?)",
-                (payload["event_id"], payload["timestamp"], payload["device_id"], payload.get("collection_id"),
-                 payload["reason"], json.dumps(payload)))
-        return cur.rowcount == 1
+        return self._insert("alarms", (payload["event_id"], instant(payload["timestamp"]), payload["device_id"],
+                                       payload.get("collection_id"), payload["reason"]), payload, mirror=False)
 
     def alarms(self, since: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
         return self._listed("alarms", since, device)
@@ -118,7 +138,7 @@ class AuditLog:
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT payload FROM {table} WHERE timestamp >= ? AND (? IS NULL OR device_id = ?) "
-                "ORDER BY timestamp, rowid", (since or "", device, device)).fetchall()
+                "ORDER BY timestamp, rowid", (instant(since) or "", device, device)).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def quarantine(self, topic: str, raw: bytes, reason: str) -> None:
@@ -136,19 +156,23 @@ class AuditLog:
         then commanded that most likely carry it out as ``openings`` (facelink.panel-output/1
         whose ``likely_for`` names it; relay failures refer to those, not to the decision)."""
         where, params = "1=1", []
-        for col, op, val in (("user_id", "=", user), ("device_id", "=", device), ("timestamp", ">=", since),
-                             ("timestamp", "<=", until), ("decision", "=", decision)):
+        for col, op, val in (("user_id", "=", user), ("device_id", "=", device), ("timestamp", ">=", instant(since)),
+                             ("timestamp", "<=", instant(until)), ("decision", "=", decision)):
             if val is not None:
-                where += f" AND {col} {op} ?"
+                where += f" AND d.{col} {op} ?"
                 params.append(val)
         with self._lock:
-            rows = self._conn.execute(f"SELECT event_id, payload FROM decisions WHERE {where} "
+            rows = self._conn.execute(f"SELECT event_id, payload FROM decisions d WHERE {where} "
                                       "ORDER BY timestamp", params).fetchall()
             joined: dict[str, dict[str, list[dict[str, Any]]]] = {"panel": {}, "openings": {}}
-            for key, sql in (("panel", "SELECT decision_event_id, payload FROM panel_verdicts WHERE decision_event_id"),
-                             ("openings", "SELECT likely_for, payload FROM panel_outputs WHERE likely_for")):
+            # only a record of the decision's own door: the ids in it are whatever that door wrote,
+            # and another door's verdict or opening naming this decision is not this door's
+            for key, table, ref in (("panel", "panel_verdicts", "decision_event_id"),
+                                    ("openings", "panel_outputs", "likely_for")):
                 for event_id, payload in self._conn.execute(
-                        f"{sql} IN (SELECT event_id FROM decisions WHERE {where}) ORDER BY timestamp, rowid", params):
+                        f"SELECT p.{ref}, p.payload FROM {table} p JOIN decisions d "
+                        f"ON d.event_id = p.{ref} AND d.device_id = p.device_id WHERE {where} "
+                        "ORDER BY p.timestamp, p.rowid", params):
                     joined[key].setdefault(event_id, []).append(json.loads(payload))
         out = []
         for event_id, payload in rows:
@@ -162,7 +186,7 @@ class AuditLog:
     def quarantined(self, since: str | None = None) -> list[Quarantined]:
         with self._lock:
             rows = self._conn.execute("SELECT id, received_at, topic, reason, size, raw FROM quarantine "
-                                      "WHERE received_at >= ? ORDER BY id", (since or "",)).fetchall()
+                                      "WHERE received_at >= ? ORDER BY id", (instant(since) or "",)).fetchall()
         return [Quarantined(*r) for r in rows]
 
     def close(self) -> None:

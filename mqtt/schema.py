@@ -126,7 +126,7 @@ class PanelVerdictMessage(EventMessage):
     credential: str = Field(max_length=128)
     verdict: Literal["GRANTED", "DENIED", "NO_RESPONSE"]
     command: dict[str, Any] | None = Field(None, description="the panel's LED/output command")
-    latency_s: float | None = Field(None, ge=0)
+    latency_s: float | None = Field(None, ge=0, allow_inf_nan=False)
     overlaps: EventId | None = Field(None, description=(
         "the decision_event_id of an earlier card read the panel polled less than 2 x "
         "verdict_timeout_s before this one: OSDP carries no request id, so the command may have "
