@@ -84,10 +84,13 @@ def roster_entries(csv_path: Path) -> list[RosterEntry]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InvalidParameterException(f"cannot read roster {csv_path}: {exc}") from None
     base = csv_path.parent
-    return [RosterEntry((base / r["image"].strip()) if not Path(r["image"].strip()).is_absolute()
-                        else Path(r["image"].strip()),
-                        (r.get("external_image_id") or "").strip() or None,
-                        (r.get("user_id") or "").strip() or None) for r in rows]
+
+    def cell(row: dict[str | None, Any], name: str) -> str:  # a short row's missing cells are None
+        value = row.get(name)
+        return value.strip() if isinstance(value, str) else ""
+
+    return [RosterEntry(base / cell(r, "image"), cell(r, "external_image_id") or None, cell(r, "user_id") or None)
+            for r in rows]
 
 
 def _record(summary: BulkSummary, item: dict[str, Any], result: dict[str, Any]) -> None:

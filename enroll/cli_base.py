@@ -122,7 +122,7 @@ def image_value(name: str, image: str | None, image_bytes: str | None) -> ImageI
     if image.lstrip().startswith("{"):
         try:
             parsed = json.loads(image)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply for the parser
             raise InvalidParameterException(f"--{flag} is neither a file nor valid JSON") from None
         return image_from_json(parsed, base64_bytes=True)
     return Path(image)

@@ -26,6 +26,7 @@ conflict with the target (``ConflictException``, exit 6).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -156,10 +157,15 @@ def export_faces(ctx: Context, collection_id: str, output: Path | str,
         signature = sign(load_private(Path(sign_key)), meta_bytes)
         extra["signature"] = np.frombuffer(json.dumps(signature).encode(), dtype=np.uint8)
         out["SignedBy"] = signature["KeyId"]
-    with open_private(tmp, "wb", group=ctx.store.group_access) as f:  # embeddings: 0600
-        np.savez(f, embeddings=matrix.astype(np.float32),
-                 meta=np.frombuffer(meta_bytes, dtype=np.uint8), **extra)
-    tmp.replace(output)
+    try:
+        with open_private(tmp, "wb", group=ctx.store.group_access) as f:  # embeddings: 0600
+            np.savez(f, embeddings=matrix.astype(np.float32),
+                     meta=np.frombuffer(meta_bytes, dtype=np.uint8), **extra)
+        tmp.replace(output)
+    except OSError as exc:  # no copy of the embeddings is left behind half-written
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise InvalidParameterException(f"cannot write the export to {output}: {exc.strerror or exc}") from None
     return {"Output": str(output), "FaceCount": len(rows), "UserCount": len(users),
             "FaceModelVersion": coll.face_model_version, **out}
 

@@ -173,7 +173,9 @@ def _associate_existing(ctx: Context, collection_id: str, existing: list[FaceRow
     if not free:
         return existing
     _refuse_unlike(ctx, collection_id, user_id, [(f.face_id, f.embedding) for f in free])
-    ctx.store.set_user(collection_id, free, user_id)
+    if len(ctx.store.set_user(collection_id, free, user_id)) != len(free):  # another desk's write came first
+        raise ConflictException("a face of this image was associated with another user or deleted meanwhile; "
+                                "list its faces and try again")
     return ctx.store.faces_by_rows([f.id for f in existing])
 
 

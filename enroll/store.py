@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from facelink.errors import InvalidParameterException, ResourceNotFoundException, StoreError
+from facelink.errors import (
+    ConflictException,
+    InvalidParameterException,
+    ResourceAlreadyExistsException,
+    ResourceNotFoundException,
+    StoreError,
+)
 from facelink.models.embedder import EMBEDDING_DIM, not_embeddings
 
 from . import feed
@@ -295,8 +301,10 @@ class Store:
 
     def insert_collection(self, collection_id: str, model_version: str) -> Collection:
         now = time.time()
-        with self.transaction() as c:
-            c.execute("INSERT INTO collections VALUES (?, ?, ?)", (collection_id, model_version, now))
+        with self.transaction() as c:  # another connection may have created it since the caller looked
+            if not c.execute("INSERT INTO collections VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                             (collection_id, model_version, now)).rowcount:
+                raise ResourceAlreadyExistsException(f"collection {collection_id!r} already exists")
         return Collection(collection_id, model_version, now)
 
     def delete_collection(self, collection_id: str) -> None:
@@ -462,9 +470,10 @@ class Store:
                                (collection_id, user_id)))
 
     def insert_user(self, collection_id: str, user_id: str) -> None:
-        with self.transaction() as c:
-            c.execute("INSERT INTO users(collection_id, user_id, created_at) VALUES (?, ?, ?)",
-                      (collection_id, user_id, time.time()))
+        with self.transaction() as c:  # another connection may have created it since the caller looked
+            if not c.execute("INSERT INTO users(collection_id, user_id, created_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT DO NOTHING", (collection_id, user_id, time.time())).rowcount:
+                raise ConflictException(f"user {user_id!r} already exists in {collection_id!r}")
             self._users_changed(c, collection_id, [user_id], "user_put")
 
     def delete_user(self, collection_id: str, user_id: str) -> None:
@@ -503,11 +512,22 @@ class Store:
             "AND f.user_id = u.user_id) FROM users u WHERE u.collection_id = ? AND u.user_id > ? "
             "ORDER BY u.user_id LIMIT ?", (collection_id, after, limit))]
 
-    def set_user(self, collection_id: str, rows: list[FaceRow], user_id: str | None) -> None:
+    def set_user(self, collection_id: str, rows: list[FaceRow], user_id: str | None) -> list[FaceRow]:
+        """Associate ``rows`` with ``user_id`` (None: disassociate them). Checked inside the
+        write transaction, so that another connection's write made since the caller read the
+        rows wins: ``user_id`` must still exist (ResourceNotFoundException, nothing changed), and
+        each face changes only while it is still associated as its ``FaceRow.user_id`` says (a
+        face deleted or taken by another user meanwhile is left alone). The rows changed."""
         with self.transaction() as c:
-            for f in rows:
-                c.execute("UPDATE faces SET user_id = ? WHERE id = ?", (user_id, f.id))
-            self._changed(c, collection_id, [(f.id, f.face_id) for f in rows], "user")
+            if user_id is not None and not c.execute(
+                    "SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)).fetchone():
+                raise ResourceNotFoundException(f"user {user_id!r} does not exist in {collection_id!r}")
+            done = [f for f in rows if c.execute(
+                "UPDATE faces SET user_id = ? WHERE id = ? AND collection_id = ? AND user_id IS ?",
+                (user_id, f.id, collection_id, f.user_id)).rowcount]
+            if done:
+                self._changed(c, collection_id, [(f.id, f.face_id) for f in done], "user")
+        return done
 
     # -- idempotency tokens ----------------------------------------------------------------
     def request_token(self, operation: str, token: str) -> tuple[str, str] | None:

@@ -21,6 +21,7 @@ from .context import Context
 from .idempotency import idempotent
 from .quality_filter import QUALITY_FILTERS, rejection_reasons
 from .search import MAX_SEARCH_FACES, nearest_faces
+from .store import FaceRow
 from .views import public_model_version
 
 ACTIVE = {"UserStatus": "ACTIVE"}
@@ -87,6 +88,19 @@ def list_users(ctx: Context, collection_id: str, max_results: int | None = None,
     return out
 
 
+def _lost(ctx: Context, collection_id: str, wanted: list[FaceRow], done: list[FaceRow],
+          user_id: str | None = None) -> list[dict[str, Any]]:
+    """Unsuccessful* entries for the faces of ``wanted`` that ``Store.set_user`` left alone
+    because another write changed them first: FACE_NOT_FOUND when deleted, else
+    ASSOCIATED_TO_A_DIFFERENT_USER (with ``user_id``, or the face's user now)."""
+    changed = {f.id for f in done}
+    missed = [f.face_id for f in wanted if f.id not in changed]
+    now = {f.face_id: f for f in ctx.store.get_faces(collection_id, missed)}
+    return [{"FaceId": fid, "Reasons": ["FACE_NOT_FOUND"]} if fid not in now else
+            {"FaceId": fid, "UserId": user_id or now[fid].user_id, "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]}
+            for fid in missed]
+
+
 def association_failures(ctx: Context, collection_id: str, user_id: str, candidates: list[tuple[str, np.ndarray]],
                          threshold: float) -> dict[str, dict[str, Any]]:
     """UnsuccessfulFaceAssociation entries (by FaceId) for candidate faces that do not look like
@@ -128,8 +142,10 @@ def associate_faces(ctx: Context, collection_id: str, user_id: str, face_ids: li
                                    threshold)
         ok = [f for f in free if f.face_id not in low]
         failed += list(low.values())
-        if ok:
-            ctx.store.set_user(collection_id, ok, user_id)
+        if ok:  # a face another desk associated or deleted since it was read is not taken
+            done = ctx.store.set_user(collection_id, ok, user_id)
+            failed += _lost(ctx, collection_id, ok, done)
+            ok = done
         return {"AssociatedFaces": [{"FaceId": f.face_id} for f in ok],
                 "UnsuccessfulFaceAssociations": failed, **_status(ctx, collection_id, user_id)}
 
@@ -155,7 +171,9 @@ def disassociate_faces(ctx: Context, collection_id: str, user_id: str, face_ids:
             else:
                 ok.append(f)
         if ok:
-            ctx.store.set_user(collection_id, ok, None)
+            done = ctx.store.set_user(collection_id, ok, None)
+            failed += _lost(ctx, collection_id, ok, done, user_id)
+            ok = done
         return {"DisassociatedFaces": [{"FaceId": f.face_id} for f in ok],
                 "UnsuccessfulFaceDisassociations": failed, **_status(ctx, collection_id, user_id)}
 

@@ -78,8 +78,8 @@ def float_range(name: str, value: float, lo: float, hi: float) -> float:
         raise InvalidParameterException(f"{name} must be a number, got {type(value).__name__}")
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidParameterException(f"{name} must be a number") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of 309+ digits
+        raise InvalidParameterException(f"{name} must be a number between {lo} and {hi}") from None
     if not lo <= v <= hi:
         raise InvalidParameterException(f"{name} must be between {lo} and {hi}, got {value!r}")
     return v
@@ -104,7 +104,8 @@ def decode_token(token: str | None, kind: type) -> str | int | None:
         value = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
     except (ValueError, KeyError, TypeError):
         raise InvalidPaginationTokenException("NextToken is not valid") from None
-    if not isinstance(value, kind):
+    if not isinstance(value, kind) or isinstance(value, bool) or (
+            kind is int and not 0 <= value < 2**63):  # a row id: what SQLite's INTEGER holds
         raise InvalidPaginationTokenException("NextToken is not valid")
     return value
 

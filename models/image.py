@@ -7,7 +7,9 @@ tiny or gigantic images. EXIF orientation is applied and reported the way Rekogn
 
 from __future__ import annotations
 
+import errno
 import io
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,9 +47,15 @@ class DecodedImage:
 
 def read_image_bytes(path: str | Path) -> bytes:
     p = Path(path)
-    if not p.is_file():
+    try:  # not is_file(): it raises for a name too long or a folder it may not search
+        st = p.stat()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        if isinstance(exc, OSError) and exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise InvalidParameterException(f"cannot read image file {p}: {exc.strerror or exc}") from None
+        raise InvalidParameterException(f"image file not found: {p}") from None
+    if not stat.S_ISREG(st.st_mode):
         raise InvalidParameterException(f"image file not found: {p}")
-    size = p.stat().st_size
+    size = st.st_size
     if size > MAX_IMAGE_BYTES:
         raise ImageTooLargeException(f"{p} is {size} bytes; the limit is {MAX_IMAGE_BYTES} bytes")
     try:
