@@ -31,7 +31,7 @@ from .liveness_frozen import LIVE, PENDING, SPOOF, FrozenFeed, FrozenFeedState
 
 log = logging.getLogger(__name__)
 
-MAX_TRACKS = 64  # per-track state kept for this many recent tracks
+MAX_TRACKS = 64  # per-track state kept for this many most recently seen tracks
 MESH_FILES = ("face_landmark.tflite", "iris_landmark.tflite")
 
 
@@ -102,7 +102,9 @@ class LivenessChecker:
 
     def _state(self, track_id: int) -> TrackLiveness:
         st = self._tracks.get(track_id)
-        if st is None:
+        if st is not None:
+            self._tracks.move_to_end(track_id)  # the least recently seen are forgotten, not the oldest
+        else:
             st = TrackLiveness(self.frozen.new_state() if self.frozen else None,
                                BlinkState() if self.blink else None,
                                self.depth.new_state() if self.depth else None)
