@@ -135,8 +135,12 @@ class BadgeSources:
         log.info("badge reads from MQTT %s", topic)
 
     def _on_mqtt(self, payload: bytes) -> None:
+        if len(payload) > MAX_LINE:  # refused whole: cut short it can read as another badge
+            self.rejected += 1
+            log.warning("badge read from mqtt refused: longer than %d bytes", MAX_LINE)
+            return
         try:
-            text = payload[:MAX_LINE].decode()
+            text = payload.decode()
             if text.lstrip().startswith("{"):
                 text = str(json.loads(text).get("credential", ""))
         except (UnicodeDecodeError, ValueError, AttributeError):
@@ -157,14 +161,26 @@ class BadgeSources:
     def _read_serial(self, fd: int) -> None:
         """Badge lines from ``fd`` until the line fails (raises) or ``close()`` (returns)."""
         buf = b""  # a partial line dies with the handle it came from
+        too_long = False  # buf is the rest of a line longer than MAX_LINE: dropped up to its end
         while not self._stop.wait(0.02):
             buf += read_available(fd, 512, hangup_raises=True)
             *lines, buf = buf.replace(b"\r", b"\n").split(b"\n")
+            if too_long and lines:  # the end of that line: its tail is no badge of its own
+                lines, too_long = lines[1:], False
             if len(buf) > MAX_LINE:
-                buf = b""
+                if not too_long:
+                    self._refuse_long_line()
+                buf, too_long = b"", True
             for line in lines:
-                if line.strip():
+                if len(line) > MAX_LINE:
+                    self._refuse_long_line()
+                elif line.strip():
                     self.put(line.decode(errors="replace"), "serial", self.settings.credentials.evdev_format)
+
+    def _refuse_long_line(self) -> None:
+        """A serial line longer than MAX_LINE is refused whole, whatever pieces it came in."""
+        self.rejected += 1
+        log.warning("badge read from serial refused: a line longer than %d bytes", MAX_LINE)
 
     # -- evdev -----------------------------------------------------------------------------
     def _start_evdev(self) -> None:
@@ -191,20 +207,38 @@ class BadgeSources:
                            lambda d: self._read_evdev(d, evdev))
 
     def _read_evdev(self, dev: Any, evdev: Any) -> None:
-        """Badges typed on ``dev`` until it fails (raises) or ``close()`` (returns)."""
+        """Badges typed on ``dev`` until it fails (raises) or ``close()`` (returns). A badge is
+        read only from all its keystrokes: one with a key that is not a digit, ':' or Enter
+        (Shift, Caps Lock and Num Lock aside), or typed across keystrokes the kernel dropped
+        (SYN_DROPPED: its buffer overflowed), is refused at its Enter -- never read from the
+        keys that are left, which can be another badge."""
         typed: list[str] = []  # a partial badge dies with the handle it came from
+        spoiled: str | None = None  # why the badge being typed cannot be read
+        ecodes = evdev.ecodes
         for event in dev.read_loop():
             if self._stop.is_set():
                 return
-            if event.type != evdev.ecodes.EV_KEY or event.value != 1:
+            if event.type == ecodes.EV_SYN and event.code == ecodes.SYN_DROPPED:
+                spoiled = spoiled or "the input device dropped keystrokes (its buffer overflowed)"
                 continue
-            key = evdev.ecodes.KEY.get(event.code, "")
-            char = key_char(key if isinstance(key, str) else key[0])
+            if event.type != ecodes.EV_KEY or event.value != 1:
+                continue
+            key = ecodes.KEY.get(event.code, "")
+            name = key if isinstance(key, str) else key[0]
+            char = key_char(name)
             if char == "\n":
-                self.put("".join(typed), "evdev", self.settings.credentials.evdev_format)
-                typed = []
+                if spoiled is None:
+                    self.put("".join(typed), "evdev", self.settings.credentials.evdev_format)
+                else:
+                    self.rejected += 1
+                    log.warning("badge read from evdev refused: %s", spoiled)
+                typed, spoiled = [], None
             elif char and len(typed) < MAX_LINE:
                 typed.append(char)
+            elif char:
+                spoiled = spoiled or f"longer than {MAX_LINE} keys"
+            elif name not in IGNORED_KEYS:
+                spoiled = spoiled or f"key {name or event.code} is not a digit, ':' or Enter"
         if not self._stop.is_set():
             raise OSError("the input device stopped sending events")
 
@@ -320,6 +354,10 @@ class BadgeSources:
 
 def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
+
+
+# keys a keyboard-wedge reader may press that type nothing themselves (Shift: ':' is Shift+;)
+IGNORED_KEYS = frozenset({"KEY_LEFTSHIFT", "KEY_RIGHTSHIFT", "KEY_CAPSLOCK", "KEY_NUMLOCK"})
 
 
 def key_char(name: str) -> str:
