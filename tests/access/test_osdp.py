@@ -356,6 +356,19 @@ def test_key_file_must_be_private_and_well_formed(tmp_path):
                    install_mode=True)
 
 
+def test_the_key_is_written_through_no_file_or_link_left_beside_it(tmp_path):
+    """The panel's key is written to a new temporary file (O_EXCL, 0600) and renamed: a link left
+    at the old fixed name (``scbk.tmp``) is not written through, and nothing is left beside the key."""
+    victim = tmp_path / "elsewhere"
+    (tmp_path / "keys").mkdir(mode=0o700)
+    (tmp_path / "keys" / "scbk.tmp").symlink_to(victim)
+    save_scbk(tmp_path / "keys" / "scbk", KEY)
+    assert not victim.exists()
+    assert load_scbk(tmp_path / "keys" / "scbk") == KEY
+    assert stat.S_IMODE(os.stat(tmp_path / "keys" / "scbk").st_mode) == 0o600
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["scbk", "scbk.tmp"]  # the link, untouched
+
+
 def test_stopping_the_reader_still_takes_the_panels_answer(tmp_path, pty_pair, panels):
     """SIGTERM right after a card read: the panel's verdict is recorded (the daemon writes it to
     the outbox before the last drain), not replaced by NO_RESPONSE."""
