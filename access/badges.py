@@ -80,7 +80,7 @@ class BadgeSources:
         self.threads: dict[str, threading.Thread] = {}  # source -> its reader thread
         self.reopen_backoff_s = reopen_backoff_s
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards failed, reopens and _current
+        self._lock = threading.Lock()  # guards rejected, failed, reopens and _current
         self._current: dict[str, tuple[Any, Callable[[Any], None]]] = {}  # source -> (handle, close)
         self._closers: list[Any] = []
         self._wakes_on_stop: set[str] = set()  # readers that notice close() by themselves
@@ -99,20 +99,23 @@ class BadgeSources:
         try:
             cred = parse_typed(text, fmt)
         except FaceLinkError as exc:
-            self.rejected += 1
-            log.warning("badge read from %s refused: %s", source, exc.message)
+            self._refused(log.warning, "badge read from %s refused: %s", source, exc.message)
             return False
         except Exception:  # noqa: BLE001 - whatever a reader sends, the reader goes on
-            self.rejected += 1
-            log.exception("badge read from %s refused: %r cannot be read", source, text[:MAX_LINE])
+            self._refused(log.exception, "badge read from %s refused: %r cannot be read", source, text[:MAX_LINE])
             return False
         try:
             self.queue.put_nowait(BadgeRead(str(cred), source))
         except queue.Full:
-            self.rejected += 1
-            log.error("badge read from %s dropped: the door is not keeping up", source)
+            self._refused(log.error, "badge read from %s dropped: the door is not keeping up", source)
             return False
         return True
+
+    def _refused(self, say: Callable[..., None], message: str, *args: Any) -> None:
+        """One badge read refused (``badges_rejected``; the readers' threads count together), and why."""
+        with self._lock:
+            self.rejected += 1
+        say(message, *args)
 
     def drain(self) -> list[BadgeRead]:
         out = []
@@ -136,16 +139,14 @@ class BadgeSources:
 
     def _on_mqtt(self, payload: bytes) -> None:
         if len(payload) > MAX_LINE:  # refused whole: cut short it can read as another badge
-            self.rejected += 1
-            log.warning("badge read from mqtt refused: longer than %d bytes", MAX_LINE)
+            self._refused(log.warning, "badge read from mqtt refused: longer than %d bytes", MAX_LINE)
             return
         try:
             text = payload.decode()
             if text.lstrip().startswith("{"):
                 text = str(json.loads(text).get("credential", ""))
         except (UnicodeDecodeError, ValueError, AttributeError):
-            self.rejected += 1
-            log.warning("badge read from mqtt refused: not text or JSON")
+            self._refused(log.warning, "badge read from mqtt refused: not text or JSON")
             return
         self.put(text, "mqtt")
 
@@ -179,8 +180,7 @@ class BadgeSources:
 
     def _refuse_long_line(self) -> None:
         """A serial line longer than MAX_LINE is refused whole, whatever pieces it came in."""
-        self.rejected += 1
-        log.warning("badge read from serial refused: a line longer than %d bytes", MAX_LINE)
+        self._refused(log.warning, "badge read from serial refused: a line longer than %d bytes", MAX_LINE)
 
     # -- evdev -----------------------------------------------------------------------------
     def _start_evdev(self) -> None:
@@ -230,8 +230,7 @@ class BadgeSources:
                 if spoiled is None:
                     self.put("".join(typed), "evdev", self.settings.credentials.evdev_format)
                 else:
-                    self.rejected += 1
-                    log.warning("badge read from evdev refused: %s", spoiled)
+                    self._refused(log.warning, "badge read from evdev refused: %s", spoiled)
                 typed, spoiled = [], None
             elif char and len(typed) < MAX_LINE:
                 typed.append(char)
