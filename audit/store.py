@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS panel_outputs(
     event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL, likely_for TEXT,
     relay TEXT NOT NULL, refers_to TEXT, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS panel_outputs_device ON panel_outputs(device_id, timestamp);
+CREATE INDEX IF NOT EXISTS panel_outputs_likely_for ON panel_outputs(likely_for);
 CREATE TABLE IF NOT EXISTS alarms(
     event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL, collection_id TEXT,
     reason TEXT NOT NULL, payload TEXT NOT NULL);

@@ -134,7 +134,8 @@ class Publisher:
         # per collection, door -> (seq, monotonic time) of the last snapshot it was sent
         self._served: dict[str, dict[str, tuple[int, float]]] = {c: {} for c in self.collections}
         self._last_rebase: dict[str, int] = {}  # the newest Rebase journaled by this process, per collection
-        self._head_at: dict[str, float] = {}
+        self._head_at: dict[str, float] = {}  # collection -> monotonic time of its last head
+        self._issued: dict[str, tuple[float, float]] = {}  # collection -> (issued_at, monotonic) of its last head
         self._failures: dict[str, tuple[str, float, int]] = {}  # what -> (error, logged at, repeats)
         self.published: dict[str, int] = {c: journal.published_seq(c) for c in self.collections}
 
@@ -445,14 +446,26 @@ class Publisher:
 
     def _head(self, c: str, transport: Transport) -> None:
         seq = self.published[c]
-        now = self.clock()
-        if seq == 0 or now - self._head_at.get(c, float("-inf")) < self.heartbeat_s:
+        mono = self.monotonic()  # the heartbeat's rhythm: a wall clock stepped back stops no head
+        if seq == 0 or mono - self._head_at.get(c, float("-inf")) < self.heartbeat_s:
             return
         last = self.journal.last(c)
         assert last is not None
-        head = Head(collection_id=c, face_model_version=last.face_model_version, seq=seq, issued_at=now)
+        issued = self._issued_at(c, mono)
+        head = Head(collection_id=c, face_model_version=last.face_model_version, seq=seq, issued_at=issued)
         if transport.publish(self.topics[c].head, encode_head(self.key, head).decode(), qos=1, retain=True):
-            self._head_at[c] = now
+            self._head_at[c] = mono
+            self._issued[c] = (issued, mono)
+
+    def _issued_at(self, c: str, mono: float) -> float:
+        """A head's ``issued_at``: the wall clock, but never less than the previous head's plus the
+        time since on this process's monotonic clock. A door bounds when a head was issued by the
+        desk's time between heads (held-back heads confirm nothing new); a desk wall clock stepped
+        back while this runs would otherwise make every door judge each later head late by the
+        step, stale for hours (found in review). Forward steps are the wall clock's."""
+        last = self._issued.get(c)
+        now = self.clock()
+        return now if last is None else max(now, last[0] + (mono - last[1]))
 
 
 def serve(settings: object, stop: threading.Event) -> Publisher:

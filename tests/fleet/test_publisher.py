@@ -746,3 +746,25 @@ def test_under_the_generated_broker_acl_only_listed_doors_get_the_collection(tmp
         for m in reversed(made):
             m.stop()
         broker.stop()
+
+
+def test_heads_keep_their_pace_when_the_desks_wall_clock_is_stepped_back(desk, keys, listeners):
+    """NTP steps the desk's wall clock back 10 minutes while it runs: heartbeats go on at their
+    pace (they are timed on the monotonic clock) and each head's issued_at still advances by the
+    time between heads, so a door (which bounds when a head was issued by the desk's time between
+    heads) does not judge every later head 10 minutes late and go stale for hours. Before, the
+    heads stopped for the 10 minutes and then carried the stepped clock. A step forward is the
+    wall clock's."""
+    wall, mono = [10_000.0], [0.0]
+    d = desk(heartbeat_s=30, clock=lambda: wall[0], monotonic=lambda: mono[0])
+    door = listeners([T.head], "door-heads")
+    d.store.insert_collection("staff", V)
+    d.step()  # seq 1 and its first head
+    issued = []
+    for step_s in (0, -600, 0, 0, 3600):
+        mono[0] += 30
+        wall[0] += 30 + step_s
+        d.step()
+        assert wait_for(lambda: len(door.on(T.head)) == len(issued) + 2, 30), "no head on its heartbeat"
+        issued.append(decode_head(keys[1], door.on(T.head)[-1]).issued_at)
+    assert issued == [10_030.0, 10_060.0, 10_090.0, 10_120.0, 10_150.0 + 3600 - 600]
