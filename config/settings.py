@@ -106,11 +106,11 @@ class CameraSettings(Section):
 
 
 class MqttSettings(Section):
-    host: str = Field("127.0.0.1", description="Broker host.")
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port.")
     device_id: str = Field("door-1", pattern=DEVICE_ID, description="This door's id; part of every topic.")
     topic_prefix: str = Field("facelink", pattern=TOPIC_PREFIX, description="Topics are <prefix>/<device_id>/{decision,status,health}.")
-    keepalive_s: int = Field(30, ge=5, description="MQTT keepalive.")
+    keepalive_s: int = Field(30, ge=5, le=65535, description="MQTT keepalive (at most 65535: the CONNECT packet has 16 bits for it).")
     username: str | None = Field(None, description="Broker user name.")
     password: SecretStr | None = Field(None, description="Broker password (never logged).")
     tls_ca: Path | None = Field(None, description="CA certificate: enables TLS.")
@@ -243,8 +243,28 @@ def describe(exc: ValidationError) -> str:
     return f"invalid setting {key}: {msg}"
 
 
+def misspelt_variables(environ: dict[str, str] | os._Environ) -> list[str]:
+    """FACELINK_* variables meant as a setting that pydantic-settings would silently pass over:
+    one underscore after a section (FACELINK_LIVENESS_REQUIRE_BLINK) or an unknown section before
+    the double one (FACELINK_LIVENES__REQUIRE_BLINK). Other FACELINK_* names (FACELINK_CONFIG,
+    tools' own) are left alone."""
+    sections = [name.upper() for name in Settings.model_fields]
+    bad = []
+    for name in environ:
+        rest = name.upper().removeprefix("FACELINK_")
+        if rest == name.upper():
+            continue
+        section, sep, _ = rest.partition("__")
+        if (sep and section not in sections) or (not sep and any(rest.startswith(f"{s}_") for s in sections)):
+            bad.append(name)
+    return sorted(bad)
+
+
 def load_settings(config_file: Path | str | None = None, **overrides) -> Settings:
     """Read the settings; any problem is one ``ConfigError`` line naming the key."""
+    for name in misspelt_variables(os.environ):  # a typo must not silently change nothing
+        raise ConfigError(f"invalid setting {name}: no such setting (environment variables are "
+                          "FACELINK_<SECTION>__<KEY>, e.g. FACELINK_LIVENESS__REQUIRE_BLINK)")
     config_file = config_file or os.environ.get("FACELINK_CONFIG") or None
     if config_file is not None and not Path(config_file).is_file():
         raise ConfigError(f"config file not found: {config_file}")

@@ -24,6 +24,7 @@ from facelink.enroll.store import Store
 from facelink.errors import ModelError, RelayError, ResourceNotFoundException
 from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
+from facelink.models.manifest import verify_model
 from facelink.models.risk import check_door_threshold, log_stranger_risk
 from facelink.models.runtime import TFLiteBackend, limit_blas_threads
 from facelink.mqtt.client import Transport, door_client
@@ -80,6 +81,7 @@ def presence_gate(ms) -> BlazeFaceDetector | None:
     path = Path(ms.models_dir) / "blazeface_short_range.tflite"
     if not path.is_file():
         raise ModelError(f"{path} is missing: run `facelink models --tflite`")
+    verify_model(ms.models_dir, path.name)
     return BlazeFaceDetector(TFLiteBackend(path, threads=ms.threads))
 
 
@@ -92,6 +94,18 @@ def error_key(exc: BaseException) -> str:
         text = ""
     first = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {first[:120]}"
+
+
+def not_reloaded(running: Settings, fresh: Settings) -> list[str]:
+    """The keys whose value in a re-read file differs from the running one but that a SIGHUP does
+    not apply (everything outside [matching] and [liveness], and the collection id)."""
+    keys = ["matching.collection_id"] if fresh.matching.collection_id != running.matching.collection_id else []
+    for section in Settings.model_fields:
+        if section in ("matching", "liveness"):
+            continue
+        old, new = getattr(running, section), getattr(fresh, section)
+        keys += [f"{section}.{k}" for k in type(new).model_fields if getattr(old, k) != getattr(new, k)]
+    return keys
 
 
 class Daemon:
@@ -346,14 +360,19 @@ class Daemon:
 
         try:
             fresh = load_settings(self.config_path)
+            ignored = not_reloaded(self.settings, fresh)
             fresh.matching.collection_id = self.settings.matching.collection_id
             restart_only = [k for k in RESTART_ONLY_MATCHING
                             if getattr(fresh.matching, k) != getattr(self.settings.matching, k)]
             if restart_only:  # the card modes' factors and badge readers are built once: never half-apply
                 raise ValueError(f"matching.{restart_only[0]} changed: restart the daemon to apply it")
             check_panel_debounce(self.settings.door, self.settings.osdp, fresh.matching)  # the running reader's
+            if ignored:  # never "unchanged" when the file says otherwise (a removed desk key, a new collection)
+                log.warning("reload: not applied until the daemon restarts, the running values stay: %s",
+                            ", ".join(ignored))
             if fresh.matching == self.settings.matching and fresh.liveness == self.settings.liveness:
-                log.info("configuration unchanged: [matching] and [liveness] are as they were, nothing reloaded")
+                log.info("[matching] and [liveness] are as they were: nothing reloaded%s",
+                         "" if ignored else " (configuration unchanged)")
                 return  # the people at the door keep what their tracks have seen
             check_door_threshold(self.engine.calibration, fresh.matching.similarity_threshold)
             risk = log_stranger_risk(self.engine.calibration, fresh.matching, len(self.index))

@@ -22,6 +22,7 @@ from typing import Any
 
 from facelink.errors import ModelError
 from facelink.models.facemesh import FaceMesh
+from facelink.models.manifest import verify_model
 from facelink.models.runtime import TFLiteBackend
 
 from .camera_realsense import depth_of
@@ -55,6 +56,8 @@ def load_face_mesh(models_dir: Path, threads: int = 0) -> FaceMesh:
     if missing:
         raise ModelError(f"{', '.join(missing)} missing in {models_dir}: run `facelink models --tflite` "
                          "(liveness.require_blink needs the face-mesh and iris models)")
+    for name in MESH_FILES:
+        verify_model(models_dir, name)
     return FaceMesh(TFLiteBackend(Path(models_dir) / MESH_FILES[0], threads=threads),
                     TFLiteBackend(Path(models_dir) / MESH_FILES[1], threads=threads))
 

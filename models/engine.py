@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facelink.errors import ModelError
-
 from .aligner import align_face
 from .detector import Detection, YuNetDetector
 from .embedder import SFaceEmbedder
-from .manifest import Calibration, calibration_for
+from .manifest import Calibration, calibration_for, verify_model
 from .quality import Pose, Quality, estimate_pose, measure_quality
 from .runtime import make_backend
 from .similarity import cosine_to_similarity, similarity_to_cosine
@@ -74,9 +72,8 @@ class FaceEngine:
         choice = choose(ms.detector_backend, ms.embedder_backend, ms.embedder_precision,
                         list(ms.providers))
         models_dir = Path(ms.models_dir)
-        for name in (choice.detector_file, choice.embedder_file):
-            if not (models_dir / name).is_file():
-                raise ModelError(f"model {models_dir / name} is missing: run `facelink models`")
+        for name in (choice.detector_file, choice.embedder_file):  # a swapped model: wrong identities
+            verify_model(models_dir, name)
         det_backend = make_backend(choice.detector_backend, models_dir / choice.detector_file,
                                    providers=list(ms.providers), threads=ms.threads)
         emb_backend = make_backend(choice.embedder_backend, models_dir / choice.embedder_file,

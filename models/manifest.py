@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +15,7 @@ except ImportError:  # Python 3.10 (JetPack 6): the same parser, as the `tomli` 
 from facelink.errors import ModelError
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.toml")
+LOCK_NAME = "models.lock.json"  # <models_dir>: the digests of the built models (`facelink models`)
 
 
 @dataclass(frozen=True)
@@ -142,3 +145,46 @@ def calibration_for(model_version: str, models_dir: Path | None = None) -> Calib
         if c is not None:
             return c
     return load_manifest().calibration_for(model_version)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def expected_digest(models_dir: Path, name: str, manifest: Manifest | None = None) -> tuple[str, str]:
+    """The SHA-256 ``name`` must have, and where that comes from: the manifest for a file taken
+    from a wheel, models.lock.json for one `facelink models` built."""
+    manifest = manifest or load_manifest()
+    for source in manifest.sources:
+        for f in source.files:
+            if f.name == name:
+                return f.sha256, "the manifest"
+    if name not in manifest.built:
+        raise ModelError(f"{name} is not a model of the manifest")
+    lock = Path(models_dir) / LOCK_NAME
+    try:
+        digests = json.loads(lock.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the built models' digests {lock}: {exc} (run `facelink models`)") from None
+    digest = digests.get(name) if isinstance(digests, dict) else None
+    if not isinstance(digest, str):
+        raise ModelError(f"{lock} has no digest for {name} (run `facelink models`)")
+    return digest, str(lock)
+
+
+def verify_model(models_dir: Path, name: str) -> Path:
+    """``<models_dir>/name`` if its SHA-256 is the one it was fetched or built with, else
+    ModelError: a swapped or damaged model would put wrong identities on faces."""
+    path = Path(models_dir) / name
+    if not path.is_file():
+        raise ModelError(f"model {path} is missing: run `facelink models`")
+    expected, where = expected_digest(models_dir, name)
+    digest = sha256_file(path)
+    if digest != expected:
+        raise ModelError(f"model {path}: SHA-256 {digest} does not match {where} ({expected}); "
+                         "refusing it (run `facelink models` to fetch and build it again)")
+    return path

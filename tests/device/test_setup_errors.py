@@ -56,6 +56,8 @@ MISTAKES = {
     "sync with an unknown on_stale": ('[sync]\non_stale = "maybe"\n', "sync.on_stale"),
     "a Similarity written on a 0-1 scale": ("[matching]\nsimilarity_threshold = 0.99\n",
                                             "matching.similarity_threshold"),
+    "a keepalive MQTT cannot carry": ("[mqtt]\nkeepalive_s = 70000\n", "mqtt.keepalive_s"),
+    "an empty broker host": ('[mqtt]\nhost = ""\n', "mqtt.host"),
 }
 
 

@@ -55,7 +55,7 @@ def test_a_grant_the_outbox_could_not_record_does_not_hold_back_the_next(tmp_pat
         assert failed and [d["decision"] for d in _published(daemon)] == ["ERROR"]
         for t in (1, 2, 3):  # the outbox works again; obama still at the door
             frame(t)
-        # still in view, his track starts again (review 49: with only the cooldown withdrawn, the
+        # still in view, his track starts again (found in review: with only the cooldown withdrawn, the
         # track kept the GRANTED nobody saw and he waited until he stepped away)
         assert [d["decision"] for d in _published(daemon) if d.get("user_id") == "obama"] == ["GRANTED"]
         for t in (12, 13, 14):  # he stepped away (track_max_age_s 5) and came back, within 30 s
