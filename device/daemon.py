@@ -293,7 +293,7 @@ class Daemon:
                 "collection_scan": {**self.index.scan_info(), "blas_threads": self.blas_threads},
                 "camera_connected": self.camera.connected.is_set(),
                 "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
-                "mqtt_connected": self.transport.is_connected(), "stranger_risk": self.stranger_risk,
+                "mqtt_connected": self.transport.is_connected(), "stranger_risk": self._stranger_risk(),
                 "relay_stuck": self.relay.stuck,
                 "rss_mib": round(rss, 1) if (rss := rss_mib()) is not None else None,
                 "heap_released_mib": self.heap_released_mib,
@@ -301,6 +301,15 @@ class Daemon:
                 **(self.badges.health() if self.badges.sources else {}),
                 "liveness": self.pipeline.components.liveness.counters() if self.pipeline.components.liveness else None,
                 **({"sync": self.sync.health()} if self.sync else {})}
+
+    def _stranger_risk(self) -> dict[str, Any]:
+        """The risk for the faces the door compares with now: computed again (and logged, WARNING
+        above matching.max_stranger_rate) when the index has grown or shrunk since it was last
+        stated — the desk's enrollments reach the index without a reload."""
+        if self.stranger_risk.get("Comparisons") != len(self.index):
+            self.stranger_risk = log_stranger_risk(self.engine.calibration, self.settings.matching,
+                                                   len(self.index))
+        return self.stranger_risk
 
     def _outbox_health(self) -> dict[str, Any]:
         """The outbox's depth and drops, or None for both where it cannot be read (health must

@@ -14,6 +14,7 @@ published or held back by the cooldown (the same decision for the same user with
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +36,13 @@ from facelink.mqtt.schema import (  # noqa: F401 - the decision kinds are define
 )
 
 from .tracker import Observation, Track
+
+
+def similarity_below(similarity: float, threshold: float) -> float:
+    """A Similarity under ``threshold`` as published (4 decimals): rounded down, so that a
+    denial never states the threshold it fell short of (98.99996 is 98.9999, not 99.0)."""
+    shown = math.floor(similarity * 1e4) / 1e4
+    return shown if shown < threshold else (math.ceil(threshold * 1e4) - 1) / 1e4
 
 
 @dataclass(frozen=True)

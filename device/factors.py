@@ -27,6 +27,7 @@ from .decision import (
     GRANTED,
     Decision,
     DecisionPolicy,
+    similarity_below,
 )
 from .tracker import Observation
 
@@ -115,7 +116,7 @@ class Factors:
         if match is not None and sim >= threshold:
             return Observation("match", match.user_id, match.face_id, match.external_image_id, sim,
                                box=box, landmarks=landmarks)
-        return Observation("wrongface", self.claim.user_id, similarity=round(sim, 4), box=box,
+        return Observation("wrongface", self.claim.user_id, similarity=similarity_below(sim, threshold), box=box,
                            landmarks=landmarks)
 
     def decided(self, decision: Decision) -> Decision:

@@ -12,7 +12,7 @@ from facelink.models.engine import AnalyzedFace, FaceEngine
 
 from .assembly import Components
 from .camera import Frame
-from .decision import ERROR, GRANTED, Decision
+from .decision import ERROR, GRANTED, Decision, similarity_below
 from .factors import BadgeRead, Factors
 from .matcher import UserIndex
 from .tracker import Observation, Track
@@ -179,7 +179,8 @@ class DoorPipeline:
                 obs = Observation("match", match.user_id, match.face_id, match.external_image_id,
                                   similarity, box=box, landmarks=lm)
             else:
-                obs = Observation("nomatch", similarity=round(similarity, 4), box=box, landmarks=lm)
+                obs = Observation("nomatch", similarity=similarity_below(similarity, c.policy.threshold),
+                                  box=box, landmarks=lm)
         self._record(c, track, face, obs, frame, now)
 
     def _record(self, c: Components, track: Track, face: AnalyzedFace, obs: Observation, frame: Frame,

@@ -259,7 +259,8 @@ def _calibrate(state: AppState, dataset: Path, pairs: Path | None, far_at_99: fl
     data = ev.load_dataset(dataset, pairs, same_person=same_person)
     _ms, emb = _embed_with_bar(state, data, "default", workers, silent)
     fit = fit_calibration(ev.scores_of(data, emb.vectors), far_at_99, far_at_80,
-                          None if allow_looser else engine.calibration, data_name=dataset.name)
+                          None if allow_looser else engine.calibration, data_name=dataset.name,
+                          door_threshold=state.settings.matching.similarity_threshold)
     tail = fit.pop("impostor_tail")
     fit["face_model_version"] = engine.model_version
     cal = Calibration(fit["a"], fit["b"], fit["fitted_on"], tail)

@@ -161,9 +161,12 @@ class ChangeFeed:
         changed = tuple(sorted({int(row) for row, _, _, op in changes if op in FACE_OPS}))
         faces = tuple(f for f in self.store.faces_by_rows(list(changed))
                       if f.collection_id == self.collection_id)
-        present = {f.id for f in faces}
-        deleted = {fid for row, fid, _, op in changes
-                   if op in FACE_OPS and fid is not None and int(row) not in present}
+        # by FaceId, not by row: a deleted face's row id can be taken by a face added after it
+        # (faces.id is a rowid, reused once the highest row is deleted), and that new face being
+        # present must not hide the deletion of the old one from followers that hold FaceIds
+        present = {f.face_id for f in faces}
+        deleted = {fid for _, fid, _, op in changes
+                   if op in FACE_OPS and fid is not None and fid not in present}
         user_ids = sorted({u for _, _, u, op in changes if op in USER_OPS and u is not None})
         users = self._users(user_ids)
         gone = tuple(u for u in user_ids if u not in {s.user_id for s in users})

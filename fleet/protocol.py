@@ -58,6 +58,7 @@ HEAD_SCHEMA = "facelink.head/1"
 REQUEST_SCHEMA = "facelink.sync-request/1"
 CHUNK_FACES = 2_000  # faces per snapshot chunk (~1.4 MB of JSON at 128-d float32)
 MAX_REQUEST_RANGE = 1_000  # change sets re-sent for one request; a door further behind gets a snapshot
+MAX_REQUEST_BYTES = 1024  # a SyncRequest larger than this is MALFORMED (the desk drops it on arrival)
 SNAPSHOT_REPEAT_S = 30.0  # the desk sends a door no second snapshot this soon (unless a Rebase came since)
 FACE_ID = r"^[A-Za-z0-9_\-]{1,64}$"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -214,7 +215,7 @@ class SyncRequest(BaseModel):
 
     @classmethod
     def decode(cls, message: bytes) -> SyncRequest:
-        if len(message) > 1024:
+        if len(message) > MAX_REQUEST_BYTES:
             raise SyncMessageRejected("MALFORMED", "request too large")
         try:
             return cls.model_validate_json(message)

@@ -7,8 +7,9 @@ request arrives):
    id is the topic's: a payload naming another is refused) and, while ``accept_shared_topic``, on
    the shared ``<prefix>/collections/<C>/request`` of doors not yet upgraded goes through the
    :class:`~.requests.RequestGate` (validated; from a door seen on its status/health topic when
-   ``seen_doors_only``; rate-limited, bounded); a range is answered at once on ``reply/<device>``
-   with the journal's bytes (paid from the reply byte budget); a snapshot is queued (one entry per device, FIFO) for step 4.
+   ``seen_doors_only``; rate-limited, bounded); a range or a snapshot is queued (one entry per
+   device, FIFO) for step 4. Only the requests already waiting when the step starts are decided:
+   a flood arriving meanwhile waits for the next step, so it cannot hold steps 2-3 back.
 2. per collection, inside ONE read transaction of the desk's store: read the change feed from
    the last journaled position; a batch becomes a Delta (or a Rebase when ``batch.full``), is
    signed (fleet/changeset.encode) and journaled with the next seq (fleet/journal.py) BEFORE it
@@ -16,7 +17,9 @@ request arrives):
    in seq order (QoS 1; a failure stops there and is retried, so order holds).
 3. heads: the signed Head (newest published seq) is published retained after new change sets
    and every ``heartbeat_s``.
-4. snapshots, for at most ``slice_s`` per step, so that steps 2-3 (a revocation) never wait
+4. ranges, then snapshots, each for at most ``slice_s`` per step: a range is re-sent on
+   ``reply/<device>`` from the journal's bytes (paid from the reply byte budget), page by page,
+   where it stopped; snapshots so that steps 2-3 (a revocation) never wait
    behind a snapshot for longer than that (plus one publish): a snapshot is read on a second
    connection of the desk database whose read transaction stays open from chunk to chunk across
    steps; it starts by journaling (and publishing) whatever that transaction sees, so it shows
@@ -57,18 +60,37 @@ from facelink.mqtt.topics import (
 from .bodies import body_for_batch, snapshot_chunks
 from .changeset import encode
 from .journal import Journal
-from .protocol import DEVICE_ID, SNAPSHOT_REPEAT_S, Head, Rebase, SnapshotChunk, encode_head
+from .protocol import (
+    DEVICE_ID,
+    MAX_REQUEST_BYTES,
+    SNAPSHOT_REPEAT_S,
+    Head,
+    Rebase,
+    SnapshotChunk,
+    encode_head,
+)
 from .requests import MAX_TRACKED_DEVICES, Answer, Budget, RequestGate
 
 log = logging.getLogger(__name__)
 
 INBOX_MAX = 10_000  # requests waiting; more are refused (OVERLOADED) instead of growing memory
 MAX_QUEUED_SNAPSHOTS = 1_000  # doors waiting for a snapshot, per collection; more: OVERLOADED
+MAX_QUEUED_RANGES = 1_000  # doors waiting for a range, per collection; more: OVERLOADED
+RANGE_PAGE = 50  # journaled change sets read at once for a range reply
 # Range replies spend only the reply byte budget above this share of it: the rest is kept for
 # snapshots, so requests for ranges (within the rate limits) cannot keep doors from their snapshots.
 RANGE_RESERVE_SHARE = 0.5
 BYTES_PER_FACE = 1_000  # a snapshot's size before one was measured (~0.9 KB per face on the wire)
 _DEVICE = re.compile(DEVICE_ID)
+
+
+@dataclass
+class _RangeReply:
+    """The journal's change sets ``next..last`` still to be re-sent to one door."""
+
+    first: int
+    next: int
+    last: int
 
 
 @dataclass
@@ -131,6 +153,8 @@ class Publisher:
         self._wake = threading.Event()
         self._cursor: dict[str, int] = {}  # feed position read through (no unjournaled change of C before)
         self._snapshots: dict[str, dict[str, None]] = {c: {} for c in self.collections}  # FIFO
+        self._ranges: dict[str, OrderedDict[str, _RangeReply]] = {c: OrderedDict() for c in self.collections}
+        self._range_turn = 0
         # per collection, door -> (seq, monotonic time) of the last snapshot it was sent
         self._served: dict[str, dict[str, tuple[int, float]]] = {c: {} for c in self.collections}
         self._last_rebase: dict[str, int] = {}  # the newest Rebase journaled by this process, per collection
@@ -155,6 +179,9 @@ class Publisher:
                 self._saw(topic, payload)
                 return
             sender, c = own
+        if len(payload) > MAX_REQUEST_BYTES:  # refused now: the inbox holds no more than this per request
+            self.gate.refused["MALFORMED"] = self.gate.refused.get("MALFORMED", 0) + 1
+            return
         try:
             self._inbox.put_nowait((c, sender, payload))
         except queue.Full:
@@ -220,6 +247,11 @@ class Publisher:
             except Exception as exc:  # noqa: BLE001 - logged, retried next step (nothing half-published)
                 self._failed(c, exc)
         try:
+            self._range_slice(transport)
+            self._failures.pop("ranges", None)
+        except Exception as exc:  # noqa: BLE001 - logged; the range is dropped, the door asks again
+            self._failed("ranges", exc)
+        try:
             self._snapshot_slice(transport)
             self._failures.pop("snapshots", None)
         except Exception as exc:  # noqa: BLE001 - the snapshot is dropped, its doors queued again
@@ -243,7 +275,7 @@ class Publisher:
             self._failures[what] = (text, seen[1], seen[2] + 1)
 
     def _requests(self, transport: Transport) -> None:
-        while True:
+        for _ in range(self._inbox.qsize()):  # those waiting now; later ones wait for the next step
             try:
                 c, sender, payload = self._inbox.get_nowait()
             except queue.Empty:
@@ -262,32 +294,64 @@ class Publisher:
                     continue
                 queued[answer.device_id] = None
                 continue
-            self._resend(c, answer, transport)
+            self._queue_range(c, answer)
 
-    def _resend(self, c: str, answer: Answer, transport: Transport) -> None:
-        """Answer a range: the journal's change sets ``first..last`` on the door's reply topic,
-        paid from the same byte budget as snapshots (``fleet.snapshot_mb_per_minute``), but only
-        from the part of it above ``RANGE_RESERVE_SHARE`` (the rest is the snapshots'). With that
-        part spent nothing is sent (OVER_BUDGET); one that runs out part-way stops after the
-        change set that spent it, and the door, having made progress, asks for the rest."""
-        reserve = self.reply_bytes.per_minute * RANGE_RESERVE_SHARE
-        if self.reply_bytes.left() <= reserve:
-            self.gate.refused["OVER_BUDGET"] = self.gate.refused.get("OVER_BUDGET", 0) + 1
-            log.warning("range %s %d..%d for %s not sent: the reply budget is spent (fleet.snapshot_mb_per_minute)",
-                        c, answer.first, answer.last, answer.device_id)
+    def _queue_range(self, c: str, answer: Answer) -> None:
+        """A range to re-send in step 4 (a door's newer request replaces its older one)."""
+        pending = self._ranges[c]
+        if answer.device_id not in pending and len(pending) >= MAX_QUEUED_RANGES:
+            self.gate.refused["OVERLOADED"] = self.gate.refused.get("OVERLOADED", 0) + 1
             return
-        reply = self.topics[c].reply(answer.device_id)
-        for entry in self.journal.entries(c, answer.first, answer.last):
-            if not transport.publish(reply, entry.message.decode(), qos=1):
-                log.warning("re-sending %s %d..%d to %s stopped at %d: broker unavailable",
-                            c, answer.first, answer.last, answer.device_id, entry.seq)
+        pending[answer.device_id] = _RangeReply(answer.first, answer.first, answer.last)
+
+    def _range_slice(self, transport: Transport) -> None:
+        """Re-send queued ranges for at most ``slice_s`` (at least one change set when one is due),
+        doors taking turns: the journal's change sets on the door's reply topic, paid from the same
+        byte budget as snapshots (``fleet.snapshot_mb_per_minute``), but only from the part of it
+        above ``RANGE_RESERVE_SHARE`` (the rest is the snapshots'). With that part spent nothing
+        is sent (OVER_BUDGET); one that runs out part-way stops after the change set that spent
+        it, and the door, having made progress, asks for the rest."""
+        deadline = self.monotonic() + self.slice_s
+        reserve = self.reply_bytes.per_minute * RANGE_RESERVE_SHARE
+        while True:
+            due = [c for c in self.collections if self._ranges[c]]
+            if not due:
                 return
-            self.reply_bytes.spend(len(entry.message))
-            if entry.seq < answer.last and self.reply_bytes.left() <= reserve:
-                log.warning("re-sending %s %d..%d to %s stopped after %d: the reply budget is spent "
-                            "(fleet.snapshot_mb_per_minute)", c, answer.first, answer.last, answer.device_id, entry.seq)
+            c = due[self._range_turn % len(due)]
+            self._range_turn += 1
+            device, r = self._ranges[c].popitem(last=False)
+            reply, done = self.topics[c].reply(device), False
+            for entry in self.journal.entries(c, r.next, min(r.last, r.next + RANGE_PAGE - 1)) or [None]:
+                if entry is None:  # nothing journaled there (cannot happen below the head): done
+                    done = True
+                    break
+                if self.reply_bytes.left() <= reserve:
+                    if r.next == r.first:
+                        self.gate.refused["OVER_BUDGET"] = self.gate.refused.get("OVER_BUDGET", 0) + 1
+                        log.warning("range %s %d..%d for %s not sent: the reply budget is spent "
+                                    "(fleet.snapshot_mb_per_minute)", c, r.first, r.last, device)
+                    else:
+                        log.warning("re-sending %s %d..%d to %s stopped after %d: the reply budget is spent "
+                                    "(fleet.snapshot_mb_per_minute)", c, r.first, r.last, device, r.next - 1)
+                    done = True
+                    break
+                if not transport.publish(reply, entry.message.decode(), qos=1):
+                    log.warning("re-sending %s %d..%d to %s stopped at %d: broker unavailable",
+                                c, r.first, r.last, device, entry.seq)
+                    done = True
+                    break
+                self.reply_bytes.spend(len(entry.message))
+                r.next = entry.seq + 1
+                if r.next > r.last:
+                    log.info("re-sent %s change sets %d..%d to %s", c, r.first, r.last, device)
+                    done = True
+                    break
+                if self.monotonic() >= deadline:
+                    break
+            if not done:
+                self._ranges[c].setdefault(device, r)  # its turn again after the others'
+            if self.monotonic() >= deadline:
                 return
-        log.info("re-sent %s change sets %d..%d to %s", c, answer.first, answer.last, answer.device_id)
 
     def _has_snapshot(self, c: str, device: str) -> bool:
         """``device`` is being sent a snapshot of ``c`` now, or was sent one less than

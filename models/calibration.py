@@ -57,10 +57,15 @@ def cosine_at(scores: Scores, far: float) -> tuple[float, str]:
 
 
 def fit_calibration(scores: Scores, far_at_99: float = 1e-5, far_at_80: float = 1e-3,
-                    floor: Calibration | None = None, data_name: str = "") -> dict[str, Any]:
+                    floor: Calibration | None = None, data_name: str = "",
+                    door_threshold: float | None = None) -> dict[str, Any]:
     """Similarity = 100/(1+exp(-(a*cos+b))) through (cos@far_at_80, 80) and (cos@far_at_99, 99).
 
-    With ``floor`` (the current calibration) each anchor keeps the stricter cosine."""
+    With ``floor`` (the current calibration) each anchor keeps the stricter cosine, and so does
+    ``door_threshold`` (the door's ``matching.similarity_threshold``): two anchors alone do not
+    hold a Similarity outside 80..99, where a steeper or flatter fit maps a lower cosine (a door
+    at 99.5 went from cosine 0.552 to 0.543), so the fit is shifted to the stricter side there.
+    ``b`` is rounded down: the written fit is never looser than the cosines it keeps."""
     if scores.impostor.size < MIN_EVENTS or scores.genuine.size < 1:
         raise InvalidParameterException("need at least 10 impostor pairs and one genuine pair to calibrate")
     if not 0 < far_at_99 < far_at_80 < 1:
@@ -75,14 +80,22 @@ def fit_calibration(scores: Scores, far_at_99: float = 1e-5, far_at_80: float = 
         t80 = max(t80, similarity_to_cosine(80, floor))
         t99 = max(t99, similarity_to_cosine(99, floor))
     l80, l99 = math.log(0.8 / 0.2), math.log(0.99 / 0.01)
-    a = (l99 - l80) / max(t99 - t80, 1e-6)
-    b = l80 - a * t80
+    a = round((l99 - l80) / max(t99 - t80, 1e-6), 6)
+    b = min(l80 - a * t80, l99 - a * t99)  # both anchors at or above their cosine with the rounded a
+    if floor is not None and door_threshold is not None and door_threshold not in (80, 99):  # anchors: held
+        p = min(max(door_threshold / 100.0, 1e-12), 1 - 1e-12)
+        at_door = math.log(p / (1 - p)) - a * similarity_to_cosine(door_threshold, floor)
+        if at_door < b:  # the fit would map the door's threshold to a lower cosine than now
+            b = at_door
+            kept.append(door_threshold)
+    b = math.floor(b * 1e6) / 1e6  # rounded towards stricter: every kept cosine still holds
+    t80, t99 = (l80 - b) / a, (l99 - b) / a
     method = f"80 at FAR {far_at_80:g}: {how80}; 99 at FAR {far_at_99:g}: {how99}"
     if kept:
-        method += f"; Similarity {'/'.join(map(str, kept))} kept at the current (stricter) cosine"
+        method += f"; Similarity {'/'.join(f'{k:g}' for k in kept)} kept at the current (stricter) cosine"
     fitted_on = (f"{data_name}: {scores.genuine.size} genuine, {scores.impostor.size} impostor pairs; {method}"
                  ).lstrip(": ")
-    return {"a": round(a, 6), "b": round(b, 6), "cosine_at_80": round(t80, 4), "cosine_at_99": round(t99, 4),
+    return {"a": a, "b": b, "cosine_at_80": round(t80, 4), "cosine_at_99": round(t99, 4),
             "far_at_80": scores.far(t80).to_json(), "far_at_99": scores.far(t99).to_json(),
             "frr_at_80": scores.frr(t80).to_json(), "frr_at_99": scores.frr(t99).to_json(),
             "genuine_pairs": int(scores.genuine.size), "impostor_pairs": int(scores.impostor.size),
