@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -22,13 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=None, help="settings file (TOML)")
     parser.add_argument("--source", default=None, help="override camera.source (file, folder, index, URL)")
     args = parser.parse_args(argv)
+    if args.source:  # as the environment (above the file): a SIGHUP's re-read keeps it too
+        os.environ["FACELINK_CAMERA__SOURCE"] = args.source
     try:
         settings = load_settings(args.config)
     except FaceLinkError as exc:
         print(f"facelink-device: {exc.message}", file=sys.stderr)
         return EX_CONFIG
-    if args.source:
-        settings.camera.source = args.source
     logging.basicConfig(level=settings.logging.level, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .daemon import Daemon

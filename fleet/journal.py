@@ -28,6 +28,10 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS fleet_journal(
     created_at REAL NOT NULL,
     published_at REAL,
     PRIMARY KEY (collection_id, seq))"""
+# the last head published per collection: its issued_at and the desk's wall clock then, so a desk
+# started again goes on from it (fleet/publisher.py Publisher._issued_at)
+HEADS_SCHEMA = """CREATE TABLE IF NOT EXISTS fleet_heads(
+    collection_id TEXT PRIMARY KEY, issued_at REAL NOT NULL, wall REAL NOT NULL)"""
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class Journal:
     def __init__(self, path: Path | str, *, group_access: bool = False) -> None:
         self.path = Path(path)
         self._conn = connect(self.path, group=group_access)
-        self._write(lambda c: c.execute(SCHEMA))
+        self._write(lambda c: (c.execute(SCHEMA), c.execute(HEADS_SCHEMA)))
 
     def close(self) -> None:
         self._conn.close()
@@ -111,6 +115,16 @@ class Journal:
         self._write(lambda c: c.execute(
             "UPDATE fleet_journal SET published_at = ? WHERE collection_id = ? AND seq = ?",
             (time.time(), collection_id, seq)))
+
+    def note_head(self, collection_id: str, issued_at: float, wall: float) -> None:
+        self._write(lambda c: c.execute(
+            "INSERT INTO fleet_heads(collection_id, issued_at, wall) VALUES (?, ?, ?) ON CONFLICT(collection_id) "
+            "DO UPDATE SET issued_at = excluded.issued_at, wall = excluded.wall", (collection_id, issued_at, wall)))
+
+    def last_head(self, collection_id: str) -> tuple[float, float] | None:
+        """(issued_at, the desk's wall clock then) of the last head published, None if none."""
+        rows = self._read("SELECT issued_at, wall FROM fleet_heads WHERE collection_id = ?", (collection_id,))
+        return (float(rows[0][0]), float(rows[0][1])) if rows else None
 
     def published_seq(self, collection_id: str) -> int:
         """The newest seq the broker acknowledged with every earlier one acknowledged too."""

@@ -520,6 +520,7 @@ class Publisher:
         if transport.publish(self.topics[c].head, encode_head(self.key, head).decode(), qos=1, retain=True):
             self._head_at[c] = mono
             self._issued[c] = (issued, mono)
+            self.journal.note_head(c, issued, self.clock())  # a desk started again goes on from it
 
     def _issued_at(self, c: str, mono: float) -> float:
         """A head's ``issued_at``: the wall clock, but never less than the previous head's plus the
@@ -529,7 +530,12 @@ class Publisher:
         step, stale for hours (found in review). Forward steps are the wall clock's."""
         last = self._issued.get(c)
         now = self.clock()
-        return now if last is None else max(now, last[0] + (mono - last[1]))
+        if last is not None:
+            return max(now, last[0] + (mono - last[1]))
+        # started again: the last head this desk published (journaled), plus the wall-clock time
+        # since -- heads that ran ahead of a wall clock stepped back must not fall back to it
+        before = self.journal.last_head(c)
+        return now if before is None else max(now, before[0] + max(0.0, now - before[1]))
 
 
 def serve(settings: object, stop: threading.Event) -> Publisher:

@@ -149,3 +149,35 @@ def test_a_reload_names_what_it_does_not_apply(tmp_path, broker, make_settings, 
         assert "matching.collection_id" in warning.getMessage() and "fleet.trusted_keys" in warning.getMessage()
     finally:
         daemon.shutdown(flush_timeout_s=1)
+
+
+def test_a_reload_of_an_unchanged_file_under_source_says_unchanged(tmp_path, broker, models_dir, ctx, monkeypatch,
+                                                                   caplog):
+    """`facelink-device --source X` (the demo, the benches): a SIGHUP with the file as it was
+    must say "configuration unchanged", not warn that camera.source -- which the file never set
+    -- "is not applied until the daemon restarts" (a restart would not change it either)."""
+    from facelink.device import main as device_main
+
+    faces.create_collection(ctx, "door")
+    config = tmp_path / "door.toml"
+    config.write_text(f'[models]\nmodels_dir = "{models_dir}"\nthreads = 2\n'
+                      f'[store]\ndatabase = "{tmp_path / "facelink.db"}"\n'
+                      f'[mqtt]\nport = {broker.port}\noutbox = "{tmp_path / "outbox.db"}"\n'
+                      '[matching]\ncollection_id = "door"\n')
+    said: list[str] = []
+
+    def run_once(daemon) -> int:  # instead of the frame loop: one SIGHUP, then stop
+        try:
+            caplog.clear()
+            with caplog.at_level("INFO", logger="facelink.device.daemon"):
+                daemon.reload()
+            said.extend(r.getMessage() for r in caplog.records)
+        finally:
+            daemon.shutdown(flush_timeout_s=1)
+        return 0
+
+    monkeypatch.setattr(Daemon, "run", run_once)
+    monkeypatch.setenv("FACELINK_CAMERA__SOURCE", "0")  # what main() sets is undone after the test
+    assert device_main.main(["--config", str(config), "--source", str(tmp_path)]) == 0
+    assert any("configuration unchanged" in m for m in said), said
+    assert not any("restart" in m for m in said), said

@@ -768,3 +768,36 @@ def test_heads_keep_their_pace_when_the_desks_wall_clock_is_stepped_back(desk, k
         assert wait_for(lambda: len(door.on(T.head)) == len(issued) + 2, 30), "no head on its heartbeat"
         issued.append(decode_head(keys[1], door.on(T.head)[-1]).issued_at)
     assert issued == [10_030.0, 10_060.0, 10_090.0, 10_120.0, 10_150.0 + 3600 - 600]
+
+
+def test_a_desk_started_again_after_its_clock_was_stepped_back_goes_on_from_its_last_head(desk_db, keys, broker,
+                                                                                           listeners):
+    """The desk's heads run ahead of its wall clock once it was stepped back while it ran (above).
+    Started again (an upgrade, a crash, a reboot: days later), its first head must not fall back to
+    the wall clock: a door drops every head whose issued_at is not past the last one it accepted
+    (``issued_at <= head_issued_at``) and, after the step, judges the later ones late -- every
+    door stale for hours, long after the step (found in review)."""
+    wall = [10_000.0]
+    door = listeners([T.head], "door-heads")
+    issued = []
+
+    def run(mono: list[float], steps: list[float]) -> None:
+        d = Desk(desk_db, keys[0], broker.port, heartbeat_s=30, clock=lambda: wall[0], monotonic=lambda: mono[0])
+        try:
+            assert d.client.wait_connected(30)
+            for step_s in steps:
+                mono[0] += 30
+                wall[0] += 30 + step_s
+                d.step()
+                assert wait_for(lambda: len(door.on(T.head)) >= len(issued) + 1, 30), "no head on its heartbeat"
+                issued.append(decode_head(keys[1], door.on(T.head)[-1]).issued_at)
+        finally:
+            d.close()
+
+    seed = Store(desk_db)
+    seed.insert_collection("staff", V)
+    seed.close()
+    run([0.0], [0, -600, 0])  # seq 1's first head, then the clock stepped back 10 minutes while it runs
+    assert issued == [10_030.0, 10_060.0, 10_090.0]
+    run([5.0], [0])  # started again 30 s later: a new monotonic clock, the wall clock as NTP left it
+    assert issued[-1] >= 10_090.0 + 30, f"the desk started again went back to its wall clock: {issued}"

@@ -61,3 +61,37 @@ def test_built_models_without_their_digests_are_refused(local_models):
     (local_models / LOCK_NAME).unlink()
     with pytest.raises(ModelError, match="run `facelink models`"):
         FaceEngine.from_settings(ModelSettings(models_dir=local_models, threads=1))
+
+
+@pytest.fixture()
+def tflite_models(tmp_path, models_dir):
+    """The --tflite models (files taken from a wheel: checked against the manifest)."""
+    names = ("blazeface_short_range.tflite", "face_landmark.tflite", "iris_landmark.tflite")
+    if not all((models_dir / n).is_file() for n in names):
+        pytest.skip("the --tflite models are not provisioned (facelink models --tflite)")
+    local = tmp_path / "tflite"
+    local.mkdir()
+    for name in names:
+        shutil.copy(models_dir / name, local / name)
+    return local
+
+
+def test_a_changed_presence_gate_model_is_refused(tflite_models):
+    """models.presence_gate = "blazeface": a swapped BlazeFace can skip every frame with a face."""
+    from facelink.device.daemon import presence_gate
+
+    with open(tflite_models / "blazeface_short_range.tflite", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelError, match=r"blazeface_short_range\.tflite.*SHA-256"):
+        presence_gate(ModelSettings(models_dir=tflite_models, presence_gate="blazeface", threads=1))
+
+
+@pytest.mark.parametrize("name", ["face_landmark.tflite", "iris_landmark.tflite"])
+def test_a_changed_blink_model_is_refused(tflite_models, name):
+    """liveness.require_blink: a swapped face-mesh or iris model can pass a photo as a blink."""
+    from facelink.device.liveness import load_face_mesh
+
+    with open(tflite_models / name, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelError, match=name.replace(".", r"\.") + ".*SHA-256"):
+        load_face_mesh(tflite_models, threads=1)
