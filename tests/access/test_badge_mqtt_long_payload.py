@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
-import paho.mqtt.client as mqtt
-
-from facelink.access.badges import BadgeSources
-
 from .panel import wait_until
-from .test_badges import _settings
+from .test_badges import mqtt_badges
 
 
 def test_an_mqtt_badge_too_long_is_refused_not_cut_to_another_badge(broker):
     """A payload over MAX_LINE is refused whole: cut at MAX_LINE, "18:123456" padded to 257 bytes
     (card 123456 is out of range: refused) was read as "18:12345", another badge."""
-    s = _settings(sources=["mqtt"])
-    s.mqtt.port = broker.port
-    sources = BadgeSources(s)
-    sources.start()
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="badge-pub-long")
-    pub.connect("127.0.0.1", broker.port)
-    pub.loop_start()
-    try:
-        got = []
-        deadline = time.monotonic() + 20
-        while not got and time.monotonic() < deadline:  # until the door's subscription is up
-            pub.publish("facelink/door-1/credential", b"18:777", qos=1)
-            time.sleep(0.5)
-            got += sources.drain()
+    with mqtt_badges(broker, "badge-pub-long", b"18:777") as (sources, pub, got):
         assert got and sources.rejected == 0
         padded = b" " * 248 + b"18:123456"
         assert len(padded) == 257
@@ -38,7 +19,3 @@ def test_an_mqtt_badge_too_long_is_refused_not_cut_to_another_badge(broker):
                           any(r.credential != "H10301:18:777" for r in late), 10)
         assert [r.credential for r in late if r.credential != "H10301:18:777"] == []
         assert sources.rejected == 1
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
-        sources.close()

@@ -10,6 +10,7 @@ import stat
 import struct
 import termios
 import time
+from contextlib import contextmanager
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -213,28 +214,37 @@ def _is_open(fd: int) -> bool:
     return True
 
 
-def test_mqtt_topic(broker):
+@contextmanager
+def mqtt_badges(broker, client_id: str, probe: bytes):
+    """Badge reads from the MQTT source, with a publisher: yields (sources, publisher, the reads
+    of ``probe``, published until the door's subscription is up)."""
     s = _settings(sources=["mqtt"])
     s.mqtt.port = broker.port
     sources = BadgeSources(s)
     sources.start()
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="badge-pub")
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()
     try:
         got = []
         deadline = time.monotonic() + 20
         while not got and time.monotonic() < deadline:  # until the door's subscription is up
-            pub.publish("facelink/door-1/credential", json.dumps({"credential": "H10306:4242:65000"}), qos=1)
+            pub.publish("facelink/door-1/credential", probe, qos=1)
             time.sleep(0.5)
             got += sources.drain()
-        assert got and got[0].credential == "H10306:4242:65000" and got[0].source == "mqtt"
-        pub.publish("facelink/door-1/credential", b"\xff\xfe", qos=1).wait_for_publish(5)
-        assert wait_until(lambda: sources.rejected >= 1, 10)
+        yield sources, pub, got
     finally:
         pub.disconnect()
         pub.loop_stop()
         sources.close()
+
+
+def test_mqtt_topic(broker):
+    probe = json.dumps({"credential": "H10306:4242:65000"}).encode()
+    with mqtt_badges(broker, "badge-pub", probe) as (sources, pub, got):
+        assert got and got[0].credential == "H10306:4242:65000" and got[0].source == "mqtt"
+        pub.publish("facelink/door-1/credential", b"\xff\xfe", qos=1).wait_for_publish(5)
+        assert wait_until(lambda: sources.rejected >= 1, 10)
 
 
 def test_mqtt_badges_cannot_open_the_door_alone():
