@@ -20,7 +20,7 @@ request arrives):
 4. ranges, then snapshots, each for at most ``slice_s`` per step: a range is re-sent on
    ``reply/<device>`` from the journal's bytes (paid from the reply byte budget), page by page,
    where it stopped; snapshots so that steps 2-3 (a revocation) never wait
-   behind a snapshot for longer than that (plus one publish): a snapshot is read on a second
+   behind ranges and a snapshot for longer than twice that (plus a publish each): a snapshot is read on a second
    connection of the desk database whose read transaction stays open from chunk to chunk across
    steps; it starts by journaling (and publishing) whatever that transaction sees, so it shows
    exactly the state of the journal's newest seq, its base. Queued doors are served within a
@@ -77,6 +77,7 @@ INBOX_MAX = 10_000  # requests waiting; more are refused (OVERLOADED) instead of
 MAX_QUEUED_SNAPSHOTS = 1_000  # doors waiting for a snapshot, per collection; more: OVERLOADED
 MAX_QUEUED_RANGES = 1_000  # doors waiting for a range, per collection; more: OVERLOADED
 RANGE_PAGE = 50  # journaled change sets read at once for a range reply
+MIN_HEAD_STEP_S = 0.001  # a desk started again issues its first head at least this after its last
 # Range replies spend only the reply byte budget above this share of it: the rest is kept for
 # snapshots, so requests for ranges (within the rate limits) cannot keep doors from their snapshots.
 RANGE_RESERVE_SHARE = 0.5
@@ -534,8 +535,10 @@ class Publisher:
             return max(now, last[0] + (mono - last[1]))
         # started again: the last head this desk published (journaled), plus the wall-clock time
         # since -- heads that ran ahead of a wall clock stepped back must not fall back to it
+        # (a wall clock stepped back while it was down: at least a little after it, never equal --
+        # a door drops a head whose issued_at is not past the last one it accepted)
         before = self.journal.last_head(c)
-        return now if before is None else max(now, before[0] + max(0.0, now - before[1]))
+        return now if before is None else max(now, before[0] + max(MIN_HEAD_STEP_S, now - before[1]))
 
 
 def serve(settings: object, stop: threading.Event) -> Publisher:

@@ -801,3 +801,34 @@ def test_a_desk_started_again_after_its_clock_was_stepped_back_goes_on_from_its_
     assert issued == [10_030.0, 10_060.0, 10_090.0]
     run([5.0], [0])  # started again 30 s later: a new monotonic clock, the wall clock as NTP left it
     assert issued[-1] >= 10_090.0 + 30, f"the desk started again went back to its wall clock: {issued}"
+
+
+def test_the_first_head_of_a_desk_started_again_is_after_its_last_one(desk_db, keys, broker, listeners):
+    """Started again after its wall clock was stepped back by at least the time it was down (NTP
+    correcting a clock that ran ahead, at the reboot), the desk's first head must still be issued
+    after the last one it published: a door drops a head whose issued_at is not past the last it
+    accepted, so a head equal to it confirms nothing, nor names the new seq (review 55)."""
+    wall = [10_000.0]
+    door = listeners([T.head], "door-heads")
+    issued = []
+
+    def run(mono: list[float], steps: list[float]) -> None:
+        d = Desk(desk_db, keys[0], broker.port, heartbeat_s=30, clock=lambda: wall[0], monotonic=lambda: mono[0])
+        try:
+            assert d.client.wait_connected(30)
+            for step_s in steps:
+                mono[0] += 30
+                wall[0] += 30 + step_s
+                d.step()
+                assert wait_for(lambda: len(door.on(T.head)) >= len(issued) + 1, 30), "no head on its heartbeat"
+                issued.append(decode_head(keys[1], door.on(T.head)[-1]).issued_at)
+        finally:
+            d.close()
+
+    seed = Store(desk_db)
+    seed.insert_collection("staff", V)
+    seed.close()
+    run([0.0], [0, 0])
+    assert issued == [10_030.0, 10_060.0]
+    run([5.0], [-600])  # down 30 s, the clock stepped back 10 minutes meanwhile
+    assert issued[-1] > issued[-2], f"the first head after the start repeats the last one: {issued}"

@@ -53,3 +53,26 @@ def test_a_revocation_is_published_before_queued_range_replies(desk, keys, liste
         d.step()
     assert wait_for(lambda: len(door.on(T.reply("door-1"))) >= 1000, 60)
     assert door.on(T.reply("door-1"))[:1000] == [e.message for e in d.journal.entries("staff", 1, 1000)]
+
+
+def test_one_step_sends_ranges_for_at_most_its_slice(desk, listeners):  # noqa: F811
+    """The range slice is bounded like the snapshots': a revocation made while a step is re-sending
+    ranges waits for one slice, not for every queued range (review 55: the test above still
+    passed with the slice's deadline removed, the whole range going out in one step)."""
+    d = desk(heartbeat_s=3600, slice_s=0.0)
+    d.store.insert_collection("staff", V)
+    for i in range(200):
+        d.store.insert_user("staff", f"u{i}")
+        d.step()
+    door = listeners([T.reply("door-1")], "door-1")
+    door.client.publish(own("door-1"), SyncRequest(device_id="door-1", from_seq=1).encode().decode(), qos=1)
+    assert wait_for(lambda: d.publisher._inbox.qsize() == 1, 30)
+    sent = Recording(d.client)
+    d.publisher.step(sent)
+    assert sent.topics.count(T.reply("door-1")) == 1, "slice_s 0: one change set per step (at least one)"
+    assert d.publisher._ranges["staff"]["door-1"].next == 2  # the rest waits for the next steps, in order
+    steps = 1
+    while any(d.publisher._ranges.values()):
+        d.publisher.step(sent)
+        steps += 1
+    assert steps == 200 and sent.topics.count(T.reply("door-1")) == 200
