@@ -6,6 +6,7 @@ FACELINK_CONFIG variable), FACELINK_* environment variables (nested with ``__``)
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
@@ -116,6 +117,7 @@ class MqttSettings(Section):
     tls_ca: Path | None = Field(None, description="CA certificate: enables TLS.")
     tls_cert: Path | None = Field(None, description="Client certificate for mutual TLS.")
     tls_key: Path | None = Field(None, description="Client key for mutual TLS.")
+    insecure_plaintext: bool = Field(False, description="Allow a password without TLS (no tls_ca) to a broker that is not on this machine: the password and every message cross the network in clear (a WARNING at every start). Off: refused.")
     outbox: Path | None = Field(None, description="Store-and-forward outbox database (default: beside the collection database).")
     publish_window: int = Field(100, ge=1, le=1000, description="Outbox events in flight at once (published, PUBACK not yet received). 1 waits for each PUBACK before the next (slow over a long link); each event still leaves the outbox only after its own PUBACK.")
     outbox_max: int = Field(100000, ge=10, description="Outbox bound in events: when full, the oldest event is dropped, counted on the health topic (outbox_dropped) and logged at ERROR.")
@@ -132,6 +134,11 @@ class MqttSettings(Section):
             raise ValueError("tls_ca: required with tls_cert (client certificates need TLS)")
         if self.password is not None and not self.username:
             raise ValueError("username: required with password")
+        if self.password is not None and self.tls_ca is None and not self.insecure_plaintext \
+                and not is_loopback(self.host):
+            raise ValueError(f"tls_ca: required with a password to a broker not on this machine ({self.host}): "
+                             "without TLS the password crosses the network in clear; set tls_ca (or "
+                             "insecure_plaintext = true)")
         if self.device_id in RESERVED_DEVICE_IDS:  # <prefix>/collections/ holds the sync topics
             raise ValueError("device_id: 'collections' is reserved (the collections' sync topics)")
         for key in ("tls_ca", "tls_cert", "tls_key"):
@@ -139,6 +146,16 @@ class MqttSettings(Section):
             if path is not None and not path.expanduser().is_file():
                 raise ValueError(f"{key}: file not found: {path}")
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): a connection that never leaves the machine."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class DoorSettings(Section):

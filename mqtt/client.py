@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,10 +76,17 @@ class MqttClient:
         self._handler = on_message
         self._connected = threading.Event()
         self._stopping = False
+        self._failed_why: str | None = None  # the last connection failure said in the log
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv311, clean_session=clean_session)
         if will is not None:
             client.will_set(will.topic, will.payload, qos=1, retain=True)
+        if settings.password and not settings.tls_ca:
+            from facelink.config.settings import is_loopback
+
+            if not is_loopback(settings.host):  # only with mqtt.insecure_plaintext: loud, every time
+                log.warning("MQTT password sent WITHOUT TLS to %s:%d (mqtt.insecure_plaintext = true): "
+                            "anyone on the network can read it and every message", settings.host, settings.port)
         if settings.username:
             client.username_pw_set(settings.username,
                                    settings.password.get_secret_value() if settings.password else None)
@@ -91,6 +99,7 @@ class MqttClient:
         client.max_queued_messages_set(max(1000, 2 * window))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         self._client = client
         client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
@@ -101,6 +110,7 @@ class MqttClient:
         if reason_code.is_failure:
             log.error("MQTT broker refused the connection: %s", reason_code)
             return
+        self._failed_why = None
         log.info("MQTT connected to %s:%d as %s", self.settings.host, self.settings.port, self.client_id)
         if self._will is not None:
             client.publish(self._will.topic, self._will.online, qos=1, retain=True)
@@ -109,6 +119,19 @@ class MqttClient:
         for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
         self._connected.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        """A connection attempt raised (paho calls this inside its ``except OSError``, and retries):
+        said once per reason, at ERROR for a TLS failure (a certificate that does not verify or
+        does not name the host: an impostor broker is refused, and never silently)."""
+        exc = sys.exc_info()[1]
+        why = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
+        if why == self._failed_why:
+            return
+        self._failed_why = why
+        level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
+        log.log(level, "MQTT cannot connect to %s:%d%s: %s (retrying)", self.settings.host, self.settings.port,
+                " over TLS" if self.settings.tls_ca else "", why)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected.is_set() and not self._stopping:
