@@ -33,6 +33,11 @@ def _wait_listening(port: int, timeout: float) -> bool:
     return False
 
 
+def openssl(*args: str, cwd) -> None:
+    """Run ``openssl`` (certificates for the TLS brokers of the tests) in ``cwd``."""
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
 def mosquitto_path() -> str | None:
     return shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()), None)

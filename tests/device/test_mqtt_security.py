@@ -8,14 +8,11 @@ import subprocess
 
 import pytest
 from broker import Broker, mosquitto_path
+from broker import openssl as _openssl
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None or shutil.which("openssl") is None
                                 or shutil.which("mosquitto_passwd") is None,
                                 reason="needs mosquitto, mosquitto_passwd and openssl")
-
-
-def _openssl(*args: str, cwd) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
 @pytest.fixture()

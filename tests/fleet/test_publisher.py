@@ -770,16 +770,14 @@ def test_heads_keep_their_pace_when_the_desks_wall_clock_is_stepped_back(desk, k
     assert issued == [10_030.0, 10_060.0, 10_090.0, 10_120.0, 10_150.0 + 3600 - 600]
 
 
-def test_a_desk_started_again_after_its_clock_was_stepped_back_goes_on_from_its_last_head(desk_db, keys, broker,
-                                                                                           listeners):
-    """The desk's heads run ahead of its wall clock once it was stepped back while it ran (above).
-    Started again (an upgrade, a crash, a reboot: days later), its first head must not fall back to
-    the wall clock: a door drops every head whose issued_at is not past the last one it accepted
-    (``issued_at <= head_issued_at``) and, after the step, judges the later ones late -- every
-    door stale for hours, long after the step (found in review)."""
+def _desk_runs(desk_db, keys, broker, door, issued: list[float]):
+    """A desk of collection ``staff`` on a wall clock starting at 10,000 s: ``run(mono, steps)``
+    starts it on the monotonic clock ``mono``, and for each step (seconds the wall clock is
+    stepped by, beside the heartbeat's 30 s) adds the head ``door`` receives to ``issued``."""
     wall = [10_000.0]
-    door = listeners([T.head], "door-heads")
-    issued = []
+    seed = Store(desk_db)
+    seed.insert_collection("staff", V)
+    seed.close()
 
     def run(mono: list[float], steps: list[float]) -> None:
         d = Desk(desk_db, keys[0], broker.port, heartbeat_s=30, clock=lambda: wall[0], monotonic=lambda: mono[0])
@@ -794,9 +792,18 @@ def test_a_desk_started_again_after_its_clock_was_stepped_back_goes_on_from_its_
         finally:
             d.close()
 
-    seed = Store(desk_db)
-    seed.insert_collection("staff", V)
-    seed.close()
+    return run
+
+
+def test_a_desk_started_again_after_its_clock_was_stepped_back_goes_on_from_its_last_head(desk_db, keys, broker,
+                                                                                           listeners):
+    """The desk's heads run ahead of its wall clock once it was stepped back while it ran (above).
+    Started again (an upgrade, a crash, a reboot: days later), its first head must not fall back to
+    the wall clock: a door drops every head whose issued_at is not past the last one it accepted
+    (``issued_at <= head_issued_at``) and, after the step, judges the later ones late -- every
+    door stale for hours, long after the step (found in review)."""
+    issued: list[float] = []
+    run = _desk_runs(desk_db, keys, broker, listeners([T.head], "door-heads"), issued)
     run([0.0], [0, -600, 0])  # seq 1's first head, then the clock stepped back 10 minutes while it runs
     assert issued == [10_030.0, 10_060.0, 10_090.0]
     run([5.0], [0])  # started again 30 s later: a new monotonic clock, the wall clock as NTP left it
@@ -807,27 +814,9 @@ def test_the_first_head_of_a_desk_started_again_is_after_its_last_one(desk_db, k
     """Started again after its wall clock was stepped back by at least the time it was down (NTP
     correcting a clock that ran ahead, at the reboot), the desk's first head must still be issued
     after the last one it published: a door drops a head whose issued_at is not past the last it
-    accepted, so a head equal to it confirms nothing, nor names the new seq (review 55)."""
-    wall = [10_000.0]
-    door = listeners([T.head], "door-heads")
-    issued = []
-
-    def run(mono: list[float], steps: list[float]) -> None:
-        d = Desk(desk_db, keys[0], broker.port, heartbeat_s=30, clock=lambda: wall[0], monotonic=lambda: mono[0])
-        try:
-            assert d.client.wait_connected(30)
-            for step_s in steps:
-                mono[0] += 30
-                wall[0] += 30 + step_s
-                d.step()
-                assert wait_for(lambda: len(door.on(T.head)) >= len(issued) + 1, 30), "no head on its heartbeat"
-                issued.append(decode_head(keys[1], door.on(T.head)[-1]).issued_at)
-        finally:
-            d.close()
-
-    seed = Store(desk_db)
-    seed.insert_collection("staff", V)
-    seed.close()
+    accepted, so a head equal to it confirms nothing, nor names the new seq (found in review)."""
+    issued: list[float] = []
+    run = _desk_runs(desk_db, keys, broker, listeners([T.head], "door-heads"), issued)
     run([0.0], [0, 0])
     assert issued == [10_030.0, 10_060.0]
     run([5.0], [-600])  # down 30 s, the clock stepped back 10 minutes meanwhile

@@ -57,7 +57,7 @@ def test_a_revocation_is_published_before_queued_range_replies(desk, keys, liste
 
 def test_one_step_sends_ranges_for_at_most_its_slice(desk, listeners):  # noqa: F811
     """The range slice is bounded like the snapshots': a revocation made while a step is re-sending
-    ranges waits for one slice, not for every queued range (review 55: the test above still
+    ranges waits for one slice, not for every queued range (found in review: the test above still
     passed with the slice's deadline removed, the whole range going out in one step)."""
     d = desk(heartbeat_s=3600, slice_s=0.0)
     d.store.insert_collection("staff", V)

@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import time
 
 import pytest
 from broker import Broker, mosquitto_path
+from broker import openssl as _openssl
 
 from facelink.config.settings import MqttSettings
 from facelink.mqtt.client import MqttClient
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None or shutil.which("openssl") is None,
                                 reason="needs mosquitto and openssl")
-
-
-def _openssl(*args: str, cwd) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
 @pytest.fixture()
