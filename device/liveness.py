@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,14 @@ def load_face_mesh(models_dir: Path, threads: int = 0) -> FaceMesh:
         verify_model(models_dir, name)
     return FaceMesh(TFLiteBackend(Path(models_dir) / MESH_FILES[0], threads=threads),
                     TFLiteBackend(Path(models_dir) / MESH_FILES[1], threads=threads))
+
+
+def combined(verdicts: Iterable[Verdict]) -> Verdict:
+    """A frame's verdict from its checks' verdicts: the first spoof, else the first pending
+    (never counts as live), else live (the door's rule; the evaluation tools judge with it)."""
+    verdicts = list(verdicts)
+    return (next((v for v in verdicts if v.state == SPOOF), None)
+            or next((v for v in verdicts if v.state == PENDING), None) or Verdict(LIVE))
 
 
 def frozen_feed_check(ls) -> FrozenFeed:
@@ -129,15 +138,10 @@ class LivenessChecker:
             self.blinks += st.blink.blinks - before
         if self.depth is not None:
             st.last["depth"] = Verdict(*self.depth.observe(st.depth, depth_of(frame.pixels), det.box, det.landmarks))
-        verdicts = list(st.last.values())
-        for v in verdicts:
-            if v.state == SPOOF:
-                self.fired[v.reason] += 1
-                return v
-        for v in verdicts:
-            if v.state == PENDING:
-                return v
-        return Verdict(LIVE)
+        verdict = combined(st.last.values())
+        if verdict.state == SPOOF:
+            self.fired[verdict.reason] += 1
+        return verdict
 
     def report(self, track_id: int) -> dict[str, Any]:
         """Which checks ran for this track and what they measured (decision payload)."""

@@ -42,9 +42,9 @@ import numpy as np
 from facelink.config import load_settings
 from facelink.device.assembly import quality_gate
 from facelink.device.decision import DecisionPolicy
-from facelink.device.liveness import blink_check, frozen_feed_check, load_face_mesh
+from facelink.device.liveness import Verdict, blink_check, combined, frozen_feed_check, load_face_mesh
 from facelink.device.liveness_blink import Blink, BlinkState
-from facelink.device.liveness_frozen import FrozenFeed
+from facelink.device.liveness_frozen import LIVE, FrozenFeed
 from facelink.device.tracker import Observation, Track
 from facelink.models.engine import FaceEngine
 from facelink.models.provision import provision
@@ -289,17 +289,12 @@ def decide(verdicts: list[dict | None], checks: tuple[str, ...], required: int =
     for i, v in enumerate(verdicts):
         if v is None:
             continue
-        states = [] if "lowquality" in v else [v[c] for c in checks]
-        spoof = next((s for s in states if s[0] == "spoof"), None)
-        pending = next((s for s in states if s[0] == "pending"), None)
         if "lowquality" in v:
             obs = Observation("lowquality", reason=v["lowquality"])
-        elif spoof:
-            obs = Observation("spoof", reason=spoof[1])
-        elif pending:
-            obs = Observation("pending", reason=pending[1])
-        else:
-            obs = Observation("match", "person", "f", "x", 99.9)
+        else:  # the door's rule for a matched frame (pipeline._record): live counts, else its state
+            verdict = combined(Verdict(*v[c]) for c in checks)
+            obs = (Observation("match", "person", "f", "x", 99.9) if verdict.state == LIVE
+                   else Observation(verdict.state, reason=verdict.reason))
         policy.record(track, obs)
         d = policy.decide(track)
         if d is not None:
