@@ -243,6 +243,10 @@ def _expand(settings: Settings) -> Settings:
     settings.models.models_dir = settings.models.models_dir.expanduser()
     settings.store.database = settings.store.database.expanduser()
     settings.audit.database = settings.audit.database.expanduser()
+    for key in ("tls_ca", "tls_cert", "tls_key"):  # as checked: `~/ca.crt` passed the check, then
+        path = getattr(settings.mqtt, key)           # was not found by the MQTT client (ConfigError)
+        if path is not None:
+            setattr(settings.mqtt, key, path.expanduser())
     if settings.mqtt.outbox is None:
         settings.mqtt.outbox = settings.store.database.with_name("outbox.db")
     return settings

@@ -114,3 +114,17 @@ def test_other_facelink_variables_are_not_settings(monkeypatch):
         monkeypatch.setenv(name, "x")
     monkeypatch.setenv("FACELINK_LIVENESS__REQUIRE_BLINK", "true")
     assert load_settings().liveness.require_blink is True
+
+
+def test_a_tls_file_given_under_home_is_the_file_the_mqtt_client_opens(tmp_path, monkeypatch):
+    """`~/…` TLS paths: the settings check expanded `~` and passed, then the MQTT client looked
+    for the literal `~/…` and refused to start (ConfigError). Both now use the expanded path."""
+    from facelink.mqtt.client import MqttClient
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ca.crt").write_text("not a certificate")
+    monkeypatch.setenv("FACELINK_MQTT__TLS_CA", "~/ca.crt")
+    settings = load_settings()
+    assert settings.mqtt.tls_ca == tmp_path / "ca.crt"
+    with pytest.raises(ConfigError, match="cannot use the TLS files"):  # opened (and refused as no certificate)
+        MqttClient(settings.mqtt, client_id="tls-home")
