@@ -88,12 +88,10 @@ def presence_gate(ms) -> BlazeFaceDetector | None:
 def error_key(exc: BaseException) -> str:
     """What makes two errors "the same" for ERROR_REPEAT_S: the type and the message's first line
     (bounded), not the full text (which may carry ids, paths or counters)."""
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__: the type alone (fail closed, never a crash)
-        text = ""
+    name = type(exc).__name__
+    text = describe_error(exc).removeprefix(name).removeprefix(": ")  # never raises (a broken __str__: "")
     first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first[:120]}"
+    return f"{name}: {first[:120]}"
 
 
 def not_reloaded(running: Settings, fresh: Settings) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 
 import pytest
 from broker import Broker, mosquitto_path
@@ -16,6 +15,8 @@ from broker import openssl as _openssl
 
 from facelink.config.settings import MqttSettings
 from facelink.mqtt.client import MqttClient
+
+from ..waiting import wait_until
 
 pytestmark = pytest.mark.skipif(mosquitto_path() is None or shutil.which("openssl") is None,
                                 reason="needs mosquitto and openssl")
@@ -48,9 +49,7 @@ def test_a_certificate_that_does_not_verify_is_refused_and_logged(tls_broker, ca
                         client_id=f"tls-probe-{ca}")
     try:
         assert not client.wait_connected(3)  # refused: no insecure fallback
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and "certificate verify failed" not in caplog.text:
-            time.sleep(0.1)
+        wait_until(lambda: "certificate verify failed" in caplog.text, 5)  # asserted below
     finally:
         client.stop()
     assert not any("MQTT connected" in r.getMessage() for r in caplog.records)
