@@ -41,6 +41,8 @@ class BadgeRead:
 log = logging.getLogger(__name__)
 
 MAX_LINE = 256
+# a serial line that goes on arriving this long after the reader opened began before it opened
+SERIAL_QUIET_S = 0.1
 
 
 def parse_typed(text: str, fmt: str) -> Credential:
@@ -84,6 +86,7 @@ class BadgeSources:
         self._current: dict[str, tuple[Any, Callable[[Any], None]]] = {}  # source -> (handle, close)
         self._closers: list[Any] = []
         self._wakes_on_stop: set[str] = set()  # readers that notice close() by themselves
+        self.serial_in_sync = threading.Event()  # the serial reader knows where lines begin
         c, mode = settings.credentials, settings.matching.mode
         self.sources = list(c.sources) if mode != "face" else []
         if "mqtt" in self.sources and mode == "card_or_face":
@@ -160,18 +163,41 @@ class BadgeSources:
                            self._read_serial, wakes_on_stop=True)
 
     def _read_serial(self, fd: int) -> None:
-        """Badge lines from ``fd`` until the line fails (raises) or ``close()`` (returns)."""
+        """Badge lines from ``fd`` until the line fails (raises) or ``close()`` (returns).
+
+        What came before the reader opened is discarded (``open_raw``); a line already on its way
+        when it opened goes on arriving, and its tail is no badge (``18:12345`` read from
+        ``H10301:18:12345``, another card): what arrives within ``SERIAL_QUIET_S`` of the open
+        is dropped up to its line's end. ``serial_in_sync`` is set once the next byte begins a line."""
+        self.serial_in_sync.clear()
+        try:
+            self._read_serial_lines(fd)
+        finally:
+            self.serial_in_sync.clear()
+
+    def _read_serial_lines(self, fd: int) -> None:
         buf = b""  # a partial line dies with the handle it came from
-        too_long = False  # buf is the rest of a line longer than MAX_LINE: dropped up to its end
+        # the rest of a line dropped up to its end: "opened" (on its way when the reader opened)
+        # or "long" (longer than MAX_LINE: refused whole)
+        dropping: str | None = "opened"
+        opened = time.monotonic()
         while not self._stop.wait(0.02):
-            buf += read_available(fd, 512, hangup_raises=True)
+            data = read_available(fd, 512, hangup_raises=True)
+            if dropping == "opened" and not buf and not data and time.monotonic() - opened >= SERIAL_QUIET_S:
+                dropping = None  # nothing since the open: the next byte begins a line
+                self.serial_in_sync.set()
+            buf += data
             *lines, buf = buf.replace(b"\r", b"\n").split(b"\n")
-            if too_long and lines:  # the end of that line: its tail is no badge of its own
-                lines, too_long = lines[1:], False
+            if dropping and lines:  # the end of that line: its tail is no badge of its own
+                if dropping == "opened" and lines[0].strip():
+                    self._refused(log.warning, "badge read from serial refused: a line on its way when the "
+                                  "reader opened (its tail is no badge)")
+                lines, dropping = lines[1:], None
+                self.serial_in_sync.set()
             if len(buf) > MAX_LINE:
-                if not too_long:
+                if dropping is None:
                     self._refuse_long_line()
-                buf, too_long = b"", True
+                buf, dropping = b"", dropping or "long"
             for line in lines:
                 if len(line) > MAX_LINE:
                     self._refuse_long_line()

@@ -14,7 +14,8 @@ BAUDS = {9600: termios.B9600, 19200: termios.B19200, 38400: termios.B38400,
 
 
 def open_raw(path: str, baud: int) -> int:
-    """Open ``path`` non-blocking in raw mode (8N1, no echo, no flow control) at ``baud``."""
+    """Open ``path`` non-blocking in raw mode (8N1, no echo, no flow control) at ``baud``, with
+    what arrived before the open discarded."""
     if baud not in BAUDS:
         raise ConfigError(f"serial speed {baud} is not one of {sorted(BAUDS)}")
     try:
@@ -22,7 +23,7 @@ def open_raw(path: str, baud: int) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot open serial device {path}: {exc.strerror}") from None
     try:
-        tty.setraw(fd)
+        tty.setraw(fd, termios.TCSAFLUSH)  # TCSAFLUSH: bytes from before the open are nobody's read now
         attrs = termios.tcgetattr(fd)
         attrs[4] = attrs[5] = BAUDS[baud]
         attrs[2] = (attrs[2] & ~termios.CRTSCTS) | termios.CLOCAL | termios.CREAD

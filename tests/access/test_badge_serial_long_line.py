@@ -19,6 +19,7 @@ def test_a_serial_line_too_long_is_refused_whole_however_it_arrives(tmp_path):
     sources = BadgeSources(_settings(sources=["serial"], serial_device=path), reopen_backoff_s=(60.0, 60.0))
     try:
         sources.start()
+        assert sources.serial_in_sync.wait(10)
         os.write(master, b"\x00" * 300)  # line noise with no line break, then the rest of the line
         assert wait_until(lambda: _waiting(slave) == 0, 10)  # taken on its own: the rest comes later
         os.write(master, b"8:12345\n")

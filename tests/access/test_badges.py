@@ -98,6 +98,7 @@ def test_serial_reader_over_a_pty(tmp_path):
     sources = BadgeSources(_settings(sources=["serial"], serial_device=str(link)), reopen_backoff_s=(0.05, 0.2))
     try:
         sources.start()
+        assert sources.serial_in_sync.wait(10)  # lines that begin after this are read whole
         os.write(master, b"H10301:18:12345\r\nnot-a-card\n0000100100011000000111001")
         os.write(master, b"1\n")  # a line may arrive in pieces
         os.write(master, "H10301:\u00b2:1\n".encode())  # a Unicode digit: refused, the reader goes on
@@ -126,6 +127,7 @@ def test_serial_reader_over_a_pty(tmp_path):
         assert wait_until(lambda: "serial" not in sources.failed, 10)
         health = sources.health()
         assert health["badges_failed"] == {} and health["badges_reopens"] == {"serial": 1}
+        assert sources.serial_in_sync.wait(10)
         os.write(master, b"345\n18:4242\n")  # the half badge from before is gone, not joined
         got = []
         assert wait_until(lambda: got.extend(sources.drain()) or len(got) >= 2, 10)
