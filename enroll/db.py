@@ -46,10 +46,11 @@ def sqlite_driver() -> ModuleType:
                      "(or pysqlite3-binary) so that sqlite-vec can be loaded")
 
 
-def connect(path: Path | str, *, readonly: bool = False, group: bool = False) -> Any:
+def connect(path: Path | str, *, readonly: bool = False, group: bool = False, immutable: bool = False) -> Any:
     """A connection with sqlite-vec loaded, WAL, foreign keys and a busy timeout. A database it
     creates is 0600 in a 0700 folder (0640/0750 with ``group``; config/paths.py), and so are its
-    -wal and -shm files (SQLite gives them the database file's mode)."""
+    -wal and -shm files (SQLite gives them the database file's mode). ``immutable`` (read-only):
+    SQLite creates no -wal/-shm and takes no lock; only for a database no one is writing."""
     try:
         import sqlite_vec
     except ImportError as exc:
@@ -58,7 +59,7 @@ def connect(path: Path | str, *, readonly: bool = False, group: bool = False) ->
     path = Path(path)
     try:
         if readonly:
-            conn = mod.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+            conn = mod.connect(f"file:{path}?mode=ro{'&immutable=1' if immutable else ''}", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
                                isolation_level=None, check_same_thread=False)
         else:
             private_file(path, group=group)

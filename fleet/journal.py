@@ -46,10 +46,16 @@ class Entry:
 class Journal:
     """The journal table of the desk database at ``path`` (its own connection)."""
 
-    def __init__(self, path: Path | str, *, group_access: bool = False) -> None:
+    def __init__(self, path: Path | str, *, group_access: bool = False, readonly: bool = False) -> None:
+        """``readonly``: only read (``facelink fleet status``): nothing is created or written, so
+        another user (root) reading it leaves no files the desk cannot open. A read-only SQLite
+        connection still creates -wal/-shm when they are missing: then no one is writing the
+        database (a writer keeps -shm) and it is read as immutable, which creates nothing."""
         self.path = Path(path)
-        self._conn = connect(self.path, group=group_access)
-        self._write(lambda c: (c.execute(SCHEMA), c.execute(HEADS_SCHEMA)))
+        idle = readonly and not self.path.with_name(self.path.name + "-shm").exists()
+        self._conn = connect(self.path, readonly=readonly, group=group_access, immutable=idle)
+        if not readonly:
+            self._write(lambda c: (c.execute(SCHEMA), c.execute(HEADS_SCHEMA)))
 
     def close(self) -> None:
         self._conn.close()
@@ -96,7 +102,9 @@ class Journal:
         return Entry(*rows[0][:4], bytes(rows[0][4])) if rows else None
 
     def collections(self) -> list[str]:
-        """The collections this desk ever published."""
+        """The collections this desk ever published (none in a database it never published from)."""
+        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'fleet_journal'"):
+            return []
         return [r[0] for r in self._read("SELECT DISTINCT collection_id FROM fleet_journal ORDER BY 1")]
 
     def entries(self, collection_id: str, first: int, last: int) -> list[Entry]:

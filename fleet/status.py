@@ -164,7 +164,7 @@ def _desk_heads(settings: Any) -> dict[str, int]:
         return {}
     from .journal import Journal
 
-    journal = Journal(db, group_access=settings.store.group_access)
+    journal = Journal(db, readonly=True)
     try:
         return {c: journal.published_seq(c) for c in journal.collections()}
     finally:

@@ -1,0 +1,66 @@
+"""`facelink fleet status` reads the desk's journal and writes nothing (found in review): it opened
+the database read-write, which created the journal's tables in a database that had none and, run
+as another user (root, the operator's shell), could leave -wal/-shm files the desk cannot open."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+
+from facelink.enroll.store import Store
+from facelink.fleet.journal import Journal
+from facelink.fleet.status import _desk_heads
+
+
+def _state(folder: Path) -> dict[str, str]:
+    """Every file in ``folder``, with its content's digest."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _settings(db: Path) -> SimpleNamespace:
+    return SimpleNamespace(store=SimpleNamespace(database=db, group_access=False))
+
+
+def test_the_desk_heads_are_read_from_a_journal_left_as_it_was(tmp_path):
+    db = tmp_path / "desk" / "facelink.db"
+    db.parent.mkdir()
+    journal = Journal(db)
+    for _ in range(3):
+        entry = journal.append("staff", "sface-v1", 1, lambda seq: f"set {seq}".encode())
+        journal.published("staff", entry.seq)
+    journal.append("staff", "sface-v1", 2, lambda seq: b"not acknowledged yet")
+    journal.close()
+    before = _state(db.parent)
+    assert _desk_heads(_settings(db)) == {"staff": 3}
+    assert _state(db.parent) == before
+
+
+def test_a_database_the_desk_never_published_from_is_not_given_a_journal(tmp_path):
+    db = tmp_path / "enroll" / "facelink.db"
+    db.parent.mkdir()
+    Store(db).close()
+    before = _state(db.parent)
+    assert _desk_heads(_settings(db)) == {}
+    assert _state(db.parent) == before
+    with Store(db, readonly=True) as store:
+        tables = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "fleet_journal" not in tables and "fleet_heads" not in tables
+
+
+def test_a_journal_the_desk_is_writing_is_read_with_its_latest_sets(tmp_path):
+    """While the desk runs (its -wal and -shm exist), status reads through them: a set the
+    broker acknowledged a moment ago counts, and no file appears or goes."""
+    db = tmp_path / "desk" / "facelink.db"
+    db.parent.mkdir()
+    journal = Journal(db)
+    try:
+        journal.published("staff", journal.append("staff", "sface-v1", 1, lambda seq: b"first").seq)
+        names = sorted(p.name for p in db.parent.iterdir())
+        assert "facelink.db-shm" in names
+        assert _desk_heads(_settings(db)) == {"staff": 1}
+        journal.published("staff", journal.append("staff", "sface-v1", 2, lambda seq: b"second").seq)
+        assert _desk_heads(_settings(db)) == {"staff": 2}
+        assert sorted(p.name for p in db.parent.iterdir()) == names
+    finally:
+        journal.close()
