@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
+from facelink.enroll.validate import COLLECTION_ID, whole
 from facelink.mqtt.topics import DEVICE_ID, RESERVED_DEVICE_IDS
 
 from .section import Section
@@ -41,7 +42,7 @@ class CredentialSettings(Section):
 class FleetSettings(Section):
     signing_key: Path | None = Field(None, description="Desk only: Ed25519 private key (PEM, 0600) that signs exports (`facelink fleet keygen`).")
     trusted_keys: list[Path] = Field([], description="Door: desk public keys (PEM) an imported export must be signed by; empty: unsigned files are accepted (single-appliance use).")
-    publish: list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.\-]{1,255}$")]] = Field([], description="Desk: collections `facelink fleet publish` sends to the doors (signed change sets on <prefix>/collections/<C>/changes).")
+    publish: list[Annotated[str, Field(pattern=whole(COLLECTION_ID))]] = Field([], description="Desk: collections `facelink fleet publish` sends to the doors (signed change sets on <prefix>/collections/<C>/changes).")
     heartbeat_s: float = Field(30.0, gt=0, le=3600, description="Desk: the signed head of each published collection is re-published (retained) this often, so a door can confirm it is up to date.")
     poll_interval_s: float = Field(0.2, gt=0, le=60, description="Desk: how often the publisher reads the change feed (a revocation leaves the desk within this).")
     request_burst: int = Field(5, ge=1, le=1000, description="Desk: sync requests one door may send at once before it is rate-limited.")
@@ -49,7 +50,7 @@ class FleetSettings(Section):
     client_id: str = Field("facelink-desk", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="Desk: MQTT client id of the publisher.")
     snapshot_replies_per_minute: int = Field(600, ge=1, le=100_000, description="Desk: snapshots sent per minute to all doors together (a ceiling on what requests can make the desk send). Doors over it wait their turn: keep it high enough that every door gets its snapshot within sync.max_staleness_s after a rebase, or the doors still waiting deny (on_stale = deny).")
     snapshot_mb_per_minute: float = Field(6000.0, gt=0, le=1_000_000, description="Desk: megabytes of snapshot replies and re-sent change sets (range replies) per minute to all doors together (~0.9 KB per face and door); a snapshot under way is finished, the next waits until the budget is positive again; ranges spend only the half above the snapshots' reserve (a range asked for while that half is spent is not sent; the door asks again). Must let doors x snapshot size through within sync.max_staleness_s (see replies).")
-    doors: dict[Annotated[str, Field(pattern=DEVICE_ID)], list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9_.\-]{1,255}$")]]] = Field({}, description="Desk: each door this desk serves (its device id = MQTT user name) and the collections it is sent, e.g. door-lobby = [\"staff\"]. `facelink fleet publish` needs it (exit 78 when empty or naming a collection not in fleet.publish) and answers a door's sync requests only for its collections (UNLISTED_DEVICE); `facelink fleet acl` writes the broker ACL from it.")
+    doors: dict[Annotated[str, Field(pattern=DEVICE_ID)], list[Annotated[str, Field(pattern=whole(COLLECTION_ID))]]] = Field({}, description="Desk: each door this desk serves (its device id = MQTT user name) and the collections it is sent, e.g. door-lobby = [\"staff\"]. `facelink fleet publish` needs it (exit 78 when empty or naming a collection not in fleet.publish) and answers a door's sync requests only for its collections (UNLISTED_DEVICE); `facelink fleet acl` writes the broker ACL from it.")
     reply_to_seen_doors_only: bool = Field(True, description="Desk: answer sync requests only for device ids seen on <prefix>/<device_id>/status or /health (the broker ACL ties those topics to the door's username), not for ids a request merely names.")
     accept_shared_request_topic: bool = Field(True, description="Desk: also answer sync requests on the shared <prefix>/collections/<C>/request (doors not yet upgraded; there the device id is only what the request says). Doors ask on their own <prefix>/<device_id>/sync/<C>/request, which the desk always answers; set false once every door is upgraded (the shared topic is then not subscribed).")
 

@@ -25,6 +25,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from facelink.enroll.validate import COLLECTION_ID, whole
 from facelink.errors import ConfigError
 from facelink.mqtt.topics import DEVICE_ID, RESERVED_DEVICE_IDS, TOPIC_PREFIX
 
@@ -63,7 +64,7 @@ class StoreSettings(Section):
 
 
 class MatchingSettings(Section):
-    collection_id: str = Field("door", description="Collection the door matches against.")
+    collection_id: str = Field("door", pattern=whole(COLLECTION_ID), description="Collection the door matches against.")
     similarity_threshold: float = Field(99.0, ge=0, le=100, description="Minimum Similarity (0-100) for GRANTED. The door refuses one at which more than 1 in 100 comparisons of two different people may match, at the 95 % upper limit (45.8 with the shipped calibration).")
     max_stranger_rate: float = Field(1e-4, gt=0, le=1, description="Warn (describe-collection, daemon log and health) when the expected rate of a stranger being GRANTED per attempt, from the calibration and the collection's size, exceeds this.")
     min_face_px: int = Field(60, ge=16, description="Faces narrower than this (pixels) are DENIED_LOW_QUALITY.")
@@ -174,7 +175,7 @@ class DoorSettings(Section):
 
 class SyncSettings(Section):
     enabled: bool = Field(False, description="Door: follow the desk's collection over MQTT (signed change sets, facelink.sync/1; README \"Fleet sync\"). Needs fleet.trusted_keys.")
-    collection_id: str | None = Field(None, pattern=r"^[a-zA-Z0-9_.\-]{1,255}$", description="Door: the collection to follow; if set, it must be matching.collection_id (the door follows what it matches).")
+    collection_id: str | None = Field(None, pattern=whole(COLLECTION_ID), description="Door: the collection to follow; if set, it must be matching.collection_id (the door follows what it matches).")
     max_staleness_s: float = Field(300.0, gt=0, le=86400, description="Door: a copy not confirmed up to date (a newer signed head at the applied seq) for longer is stale (health sync.<C>.stale). Keep it several times the desk's fleet.heartbeat_s.")
     on_stale: Literal["deny", "keep"] = Field("deny", description="Door: while stale, deny (every decision becomes ERROR STALE_COLLECTION, the door stays locked: a revoked badge cannot open it while the door is cut off from the desk) or keep (keep deciding on the last copy; health says stale).")
     request_retry_s: float = Field(5.0, gt=0, le=3600, description="Door: an unanswered sync request (missing range, snapshot) is sent again after this, doubling up to 60 s.")

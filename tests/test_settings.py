@@ -98,6 +98,20 @@ def test_cross_field_mistakes_name_the_key(tmp_path, text, key):
         load_settings(cfg)
 
 
+@pytest.mark.parametrize("text,key", [
+    ('[matching]\ncollection_id = "front door"\n', "matching.collection_id"),
+    ('[sync]\ncollection_id = "staff/*"\n', "sync.collection_id"),
+    ('[fleet]\npublish = ["staff", "a+b"]\n', "fleet.publish.1"),
+])
+def test_a_collection_id_outside_the_api_s_pattern_is_refused(tmp_path, text, key):
+    """One pattern for a CollectionId (enroll/validate.py), in the API and in the configuration: a
+    door matching a collection the API could never have created ran with an empty gallery."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=r"invalid setting " + key.replace(".", r"\.") + ": "):
+        load_settings(cfg)
+
+
 @pytest.mark.parametrize("name", ["FACELINK_LIVENESS_REQUIRE_BLINK",  # one underscore where two belong
                                   "FACELINK_LIVENES__REQUIRE_BLINK",  # a section misspelt
                                   "facelink_sync_on_stale"])  # pydantic-settings reads names in any case
