@@ -29,6 +29,7 @@ bench: models
 	$(BIN)/python tools/bench_engine.py
 	$(BIN)/python tools/bench_enroll.py
 	$(BIN)/python tools/bench_search.py
+	$(BIN)/python tools/bench_search_users.py
 	$(BIN)/python tools/bench_device.py
 	$(BIN)/python tools/bench_startup.py
 	$(BIN)/python tools/bench_drain.py

@@ -1,5 +1,6 @@
-"""Search operations: SearchFaces and SearchFacesByImage, and the sqlite-vec nearest-face query
-with the Similarity mapping that users' searches share."""
+"""Search operations: SearchFaces and SearchFacesByImage (the sqlite-vec nearest-face query), and
+the nearest-user query of SearchUsers and SearchUsersByImage; both map cosine to Similarity and
+apply the threshold here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from facelink.errors import InvalidParameterException, ResourceNotFoundException
 from facelink.models.image import ImageInput, decode_image
+from facelink.models.manifest import Calibration
 from facelink.models.shapes import bounding_box
 from facelink.models.similarity import cosine_to_similarity, similarity_to_cosine
 
@@ -21,17 +23,34 @@ from .views import face_json, public_model_version
 MAX_SEARCH_FACES = 4096
 
 
+def _min_cosine(threshold: float, cal: Calibration) -> float:
+    """The lowest cosine that passes a Similarity threshold (0: every face)."""
+    return similarity_to_cosine(threshold, cal) if threshold > 0 else -1.0
+
+
 def nearest_faces(ctx: Context, collection_id: str, vector: np.ndarray, threshold: float,
                   max_faces: int, exclude_row: int | None = None) -> list[tuple[FaceRow, float]]:
     """sqlite-vec KNN, then the Similarity mapping and threshold: [(face, similarity)]."""
     coll = ctx.collection(collection_id)
     cal = ctx.calibration(coll)
-    min_cos = similarity_to_cosine(threshold, cal) if threshold > 0 else -1.0
+    min_cos = _min_cosine(threshold, cal)
     k = min(MAX_SEARCH_FACES, max_faces + (1 if exclude_row is not None else 0))
     hits = [(r, 1.0 - d) for r, d in ctx.store.knn(collection_id, vector, k)
             if r != exclude_row and 1.0 - d >= min_cos]
     rows = {f.id: f for f in ctx.store.faces_by_rows([r for r, _ in hits])}
     return [(rows[r], float(cosine_to_similarity(c, cal))) for r, c in hits if r in rows][:max_faces]
+
+
+def nearest_users(ctx: Context, collection_id: str, vectors: list[np.ndarray], threshold: float,
+                  max_users: int, exclude_user: str | None = None) -> list[tuple[str, float]]:
+    """Users by the best Similarity of their associated faces to any of ``vectors`` (the door's
+    rule: ``device.matcher.UserIndex``), best first, at most ``max_users``, those at or above
+    ``threshold``: [(user id, similarity)]. Exact over every associated face
+    (``Store.nearest_users``), so unassociated faces, however many and however close, change nothing."""
+    cal = ctx.calibration(ctx.collection(collection_id))
+    min_cos = _min_cosine(threshold, cal)
+    ranked = ctx.store.nearest_users(collection_id, vectors, max_users, exclude_user)
+    return [(u, float(cosine_to_similarity(1.0 - d, cal))) for u, d in ranked if 1.0 - d >= min_cos]
 
 
 def _match_json(matches: list[tuple[FaceRow, float]], model_version: str) -> list[dict[str, Any]]:

@@ -105,6 +105,14 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 REQUEST_TOKEN_TTL_S = 24 * 3600
+NEAREST_USERS_VECTORS = 500  # probe vectors per statement: SQLite builds before 3.32 bind at most 999
+# Store.nearest_users' statement ({probes}: "(?), (?), ..."). CROSS JOIN keeps faces outside, so each
+# associated row is read once, in faces_by_user order: one user's group at a time, no GROUP BY b-tree
+NEAREST_USERS_SQL = (
+    "WITH probe(v) AS (VALUES {probes}) "
+    "SELECT f.user_id, min(vec_distance_cosine(f.embedding, probe.v)) AS d FROM faces f CROSS JOIN probe "
+    "WHERE f.collection_id = ? AND f.user_id IS NOT NULL AND f.user_id IS NOT ? "
+    "GROUP BY f.user_id ORDER BY d, f.user_id LIMIT ?")
 
 FACE_COLUMNS = ("id, face_id, collection_id, image_id, external_image_id, user_id, image_sha256, "
                 "bounding_box, confidence, embedding, indexed_at")
@@ -414,6 +422,26 @@ class Store:
             "SELECT rowid, distance FROM face_vectors WHERE embedding MATCH ? AND k = ? "
             "AND collection_id = ? ORDER BY distance",
             (np.asarray(vector, dtype=np.float32).tobytes(), int(k), collection_id))]
+
+    def nearest_users(self, collection_id: str, vectors: list[np.ndarray], limit: int,
+                      exclude_user: str | None = None) -> list[tuple[str, float]]:
+        """Users ranked by their face nearest to any of ``vectors``: (user id, cosine distance),
+        closest first (ties by user id), at most ``limit``. Exact, over the faces associated with
+        a user and only those (an unassociated face is never compared, so no number of them can
+        crowd a user out, as they could a KNN's k nearest): sqlite-vec's ``vec_distance_cosine``
+        on ``faces.embedding`` (bit for bit the distance its vec0 KNN gives), one pass over
+        those rows per ``NEAREST_USERS_VECTORS`` vectors, walking the faces_by_user index so
+        that SQLite aggregates one user at a time and keeps ``limit`` rows for the ORDER BY."""
+        best: dict[str, float] = {}
+        for start in range(0, len(vectors), NEAREST_USERS_VECTORS):
+            chunk = vectors[start:start + NEAREST_USERS_VECTORS]
+            for user_id, distance in self.query(
+                    NEAREST_USERS_SQL.format(probes=", ".join(["(?)"] * len(chunk))),
+                    [*(np.asarray(v, dtype=np.float32).tobytes() for v in chunk),
+                     collection_id, exclude_user, int(limit)]):
+                best[user_id] = min(best.get(user_id, float(distance)), float(distance))
+        # each statement's first ``limit`` hold every user of the overall first ``limit``
+        return sorted(best.items(), key=lambda t: (t[1], t[0]))[:limit]
 
     def collection_faces(self, collection_id: str) -> list[FaceRow]:
         return [FaceRow.from_db(r) for r in self.query(

@@ -20,7 +20,7 @@ from . import validate
 from .context import Context
 from .idempotency import idempotent
 from .quality_filter import QUALITY_FILTERS, rejection_reasons
-from .search import MAX_SEARCH_FACES, nearest_faces
+from .search import nearest_users
 from .store import FaceRow
 from .views import public_model_version
 
@@ -181,14 +181,11 @@ def disassociate_faces(ctx: Context, collection_id: str, user_id: str, face_ids:
                       {"CollectionId": collection_id, "UserId": user_id, "FaceIds": ids}, run)
 
 
-def _user_matches(ctx: Context, collection_id: str, vector: np.ndarray, threshold: float,
+def _user_matches(ctx: Context, collection_id: str, vectors: list[np.ndarray], threshold: float,
                   max_users: int, exclude_user: str | None = None) -> list[dict[str, Any]]:
-    best: dict[str, float] = {}
-    for face, sim in nearest_faces(ctx, collection_id, vector, threshold, MAX_SEARCH_FACES):
-        if face.user_id is not None and face.user_id != exclude_user:
-            best[face.user_id] = max(best.get(face.user_id, 0.0), sim)
-    ranked = sorted(best.items(), key=lambda t: -t[1])[:max_users]
-    return [{"Similarity": round(s, 4), "User": {"UserId": u, **ACTIVE}} for u, s in ranked]
+    """UserMatches: every user found has an associated face, so is ACTIVE."""
+    return [{"Similarity": round(s, 4), "User": {"UserId": u, **ACTIVE}}
+            for u, s in nearest_users(ctx, collection_id, vectors, threshold, max_users, exclude_user)]
 
 
 def search_users(ctx: Context, collection_id: str, user_id: str | None = None, face_id: str | None = None,
@@ -213,13 +210,7 @@ def search_users(ctx: Context, collection_id: str, user_id: str | None = None, f
             raise InvalidParameterException(f"user {user_id!r} has no faces to search with")
         out["SearchedUser"] = {"UserId": user_id}
         vectors, exclude = [f.embedding for f in faces], user_id
-    merged: dict[str, dict[str, Any]] = {}
-    for v in vectors:
-        for m in _user_matches(ctx, collection_id, v, threshold, max_users, exclude):
-            uid = m["User"]["UserId"]
-            if uid not in merged or merged[uid]["Similarity"] < m["Similarity"]:
-                merged[uid] = m
-    out["UserMatches"] = sorted(merged.values(), key=lambda m: -m["Similarity"])[:max_users]
+    out["UserMatches"] = _user_matches(ctx, collection_id, vectors, threshold, max_users, exclude)
     return out
 
 
@@ -242,7 +233,7 @@ def search_users_by_image(ctx: Context, collection_id: str, image: ImageInput,
         raise InvalidParameterException(f"the largest face does not pass QualityFilter {quality_filter}: "
                                         + ", ".join(reasons))
     face = ctx.engine.embed(img.pixels, faces[:1])[0]
-    return {"UserMatches": _user_matches(ctx, collection_id, face.embedding, threshold, max_users),
+    return {"UserMatches": _user_matches(ctx, collection_id, [face.embedding], threshold, max_users),
             "FaceModelVersion": public_model_version(coll.face_model_version),
             "SearchedFace": {"FaceDetail": face_detail(face, img.width, img.height)},
             "UnsearchedFaces": [{"FaceDetails": face_detail(f, img.width, img.height),
