@@ -14,9 +14,11 @@ credential the panel may have read from the pieces instead (a long frame's first
 another valid badge). The gap is measured conservatively: from before one bit's write to after
 the next bit's write returned. The lines are then set idle; a line that cannot be is ``stuck``
 (every later frame would be garbage to the panel): health says it and frames are refused, also
-ones already queued, until the line goes idle again. ``close()`` waits up to JOIN_S for the
-frames on the wire; one still there then is reported from ``close()`` (once: the sender thread
-says nothing more about it).
+ones already queued, until the line goes idle again. A frame that could not start within
+MAX_WAIT_S of its GRANTED (queued behind a stalled one) is not sent, and reported. ``close()``
+waits up to JOIN_S for the frames on the wire; one still there then is reported from ``close()``
+with the bits it had begun (once: the sender thread says nothing more about it, and sends no
+more of it, nor a frame still waiting for the wire).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from facelink.errors import ConfigError, FailureReport, InvalidParameterException, ignore_failure
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 MAX_GAP_US = 20_000  # Wiegand: at most 20 ms from one bit's pulse to the next, or the frame ends
 FRAME_GAP_S = 0.05  # quiet time after a frame: two frames back to back would read as one
 SPIN_US = 500  # the last half millisecond before a pulse is busy-waited (sleep is not that precise)
+# a frame that could not start within this of its GRANTED (queued behind a stalled one) is not sent:
+# it would open the door when nobody may be at it any more (the OSDP reader drops a late read too)
+MAX_WAIT_S = 2.0
 # every bit's pulse went out, only a release (or the timing) failed: the panel may have read the
 # credential itself, so the report must not say it did not
 WHOLE = "every bit went out: the panel may have read the credential itself"
@@ -87,7 +92,9 @@ class _Frame:
     bits: list[int]
     pulses: list[Pulse]
     on_failure: FailureReport
-    done: bool = False  # sent or reported: nothing more is said about it
+    done: bool = False  # sent or reported: nothing more is said about it (nor sent, once reported)
+    started: int = 0  # bits whose write began (under _state): what the panel may have got so far
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class WiegandTransmitter:
@@ -128,14 +135,22 @@ class WiegandTransmitter:
     def _send(self, frame: _Frame) -> None:
         with self._lock:
             with self._state:
+                if frame.done:  # close() reported it while it waited for the wire: never sent now
+                    self._frames.pop(threading.current_thread(), None)
+                    return
                 stuck = self.stuck is not None and not self._idle()
+            waited = time.monotonic() - frame.queued_at
             if stuck:
                 failure = _Failure(f"not sent: {self.stuck}")  # idling was just tried: not again
-            elif (failure := self._transmit(frame)) is not None:
-                with self._state:
-                    if not self._idle():
-                        failure = replace(failure, what=f"{failure.what}; {self.stuck}")
-            time.sleep(FRAME_GAP_S)  # the next frame must not run into this one
+            elif waited > MAX_WAIT_S:
+                failure = _Failure(f"not sent: it waited {waited:.1f} s for the wire (more than {MAX_WAIT_S:g} s "
+                                   "after its GRANTED: nobody may be at the door any more)")
+            else:
+                if (failure := self._transmit(frame)) is not None:
+                    with self._state:
+                        if not self._idle():
+                            failure = replace(failure, what=f"{failure.what}; {self.stuck}")
+                time.sleep(FRAME_GAP_S)  # the next frame must not run into this one
         with self._state:
             self._frames.pop(threading.current_thread(), None)
             if frame.done:
@@ -154,6 +169,10 @@ class WiegandTransmitter:
         try:
             for p in frame.pulses:
                 _wait_until(t0 + p.start_us * 1000)
+                with self._state:
+                    if frame.done:  # close() has reported it with the bits begun so far: no more go out
+                        return _Failure("stopped by close()")
+                    frame.started += 1
                 line = self._lines[p.line]
                 before.append(time.perf_counter_ns())
                 line.on()  # active low: "on" pulls the line down
@@ -238,11 +257,16 @@ class WiegandTransmitter:
         with self._state:
             for thread, frame in frames.items():
                 if thread.is_alive() and not frame.done:
-                    frame.done = True
-                    late.append(frame)
-        for frame in late:
-            self._report(frame, _Failure(f"Wiegand output stopping: the frame was still on the wire after "
-                                         f"{self.JOIN_S:g} s"))
+                    frame.done = True  # from now on not one more bit of it goes out
+                    late.append((frame, frame.started))
+        for frame, started in late:
+            if not started:
+                self._report(frame, _Failure(f"Wiegand output stopping: the frame was still waiting for the wire "
+                                             f"after {self.JOIN_S:g} s and is not sent"))
+                continue
+            self._report(frame, self._broken(
+                f"Wiegand output stopping: the frame was still on the wire after {self.JOIN_S:g} s "
+                f"({started} of {len(frame.bits)} bits begun, no more are sent)", [frame.bits[:started]], frame))
         if not self._lock.acquire(timeout=0.5):
             log.error("Wiegand: a frame is still on the wire at shutdown: the lines are left as they are")
             return

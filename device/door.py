@@ -56,7 +56,8 @@ class PulseSwitch:
 
     Fail closed: an ``on()`` that raises leaves the running pulse's timer as it was (with none
     running, the output is switched off: a write that failed half-way releases nothing), and the
-    error goes to the caller (ACTUATION_FAILED). An ``off()`` that raises is retried every
+    error goes to the caller (ACTUATION_FAILED); so does a timer that cannot start, after the
+    output is switched off (nothing would end that pulse). An ``off()`` that raises is retried every
     ``OFF_RETRY_S`` until it works or ``close()``; ``stuck`` says why meanwhile."""
 
     OFF_RETRY_S = 0.5
@@ -80,7 +81,12 @@ class PulseSwitch:
                     self._switch_off()
                 raise
             self._generation += 1  # only now: the running pulse's timer stands until this one is on
-            self._schedule(self.pulse_s)
+            try:
+                self._schedule(self.pulse_s)
+            except BaseException:  # no timer would end this pulse (nor the cancelled one): locked now
+                self._timer = None
+                self._switch_off()
+                raise
 
     def _schedule(self, delay_s: float) -> None:
         if self._timer is not None:
@@ -205,8 +211,8 @@ class CommandRelay:
                 on_failure("relay is closed")
                 return
             thread = threading.Thread(target=run, name="door-command", daemon=True)
-            self._running.add(thread)
-            thread.start()
+            thread.start()  # first: one that cannot start raises to the caller, and close() never joins it
+            self._running.add(thread)  # (run() discards it under this lock: after this)
 
     def _run(self, env: dict[str, str], on_failure: FailureReport) -> None:
         try:
