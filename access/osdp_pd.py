@@ -48,6 +48,9 @@ from .wiegand import Credential, pack
 log = logging.getLogger(__name__)
 
 OUTPUT_ON = {2, 4, 5}  # OSDP output control codes that switch an output on (permanent, timed)
+# ... and those that switch it off now, a timed operation aborted (1: permanent off; 6: temporary
+# off); 3 (permanent off once the timed operation is done) lets a running pulse end at its time
+OUTPUT_OFF_NOW = {1, 6}
 LED_GREEN, LED_RED = 2, 1
 LED_SET_TEMPORARY = 2  # an LED command's temporary control code that shows a colour (1 cancels)
 
@@ -483,6 +486,8 @@ class OsdpReader:
                      cmd.get("control_code"), "on" if on else "off", cmd.get("timer_count"))
             if on:  # output 0, the door: libosdp NAKs any other (this reader declares one output)
                 return self._output_on(book, cmd, received_at)
+            if cmd.get("control_code") in OUTPUT_OFF_NOW and self.on_output is not None:
+                self._outputs.put(PanelOutput(dict(cmd), None, opens=False))  # in order with the openings
         elif kind == C.Text:
             self.state.text = str(cmd.get("data", ""))
             log.info("OSDP panel text: %r", self.state.text)

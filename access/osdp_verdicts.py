@@ -58,10 +58,12 @@ class PanelOutput:
     the newest card read of the door's the panel had polled less than 2 x ``verdict_timeout_s``
     before (``likely_for``: OSDP carries no request id, so that grant is what the opening most
     likely carries out; None: no read of the door's -- the panel's own unlock: its software, a
-    schedule, an operator, another reader)."""
+    schedule, an operator, another reader). ``opens`` False: the panel switched it off at once
+    (``OUTPUT_OFF_NOW``): the door locks now, ending a running pulse."""
 
     command: dict[str, Any]
     likely_for: str | None
+    opens: bool = True
 
 
 @dataclass

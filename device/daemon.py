@@ -197,11 +197,17 @@ class Daemon:
         self.outbox.put(event_id, self.topics.panel, message.payload())
 
     def _panel_output(self, output: PanelOutput) -> None:
-        """The access panel switched the door's output on (OSDP; the reader's verdict thread).
+        """The access panel switched the door's output on, or off at once (OSDP; the reader's verdict thread).
         Outbox first, then the relay, as for a GRANTED: every opening the panel commands has a
         record of the door's (``facelink.panel-output/1``), and one that cannot be recorded opens
         nothing (health's ``outbox_error`` says why). A relay failure is a second record."""
         from facelink.mqtt.schema import PanelOutputMessage
+
+        if not output.opens:  # the panel locks the door now: a running pulse ends (nothing to record)
+            ended = self.relay.end_pulse()
+            log.info("the panel switched the door's output off (control %s): %s", output.command.get("control_code"),
+                     "the running pulse ended" if ended else "no pulse of this door's to end")
+            return
 
         def message(**fields: Any) -> PanelOutputMessage:
             return PanelOutputMessage(event_id=str(uuid.uuid4()), timestamp=datetime.now(timezone.utc).isoformat(),

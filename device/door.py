@@ -31,6 +31,11 @@ class DoorRelay(Protocol):
 
     def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None: ...
 
+    def end_pulse(self) -> bool:
+        """Lock now (the access panel switched the door's output off): True when a running pulse
+        was ended, False when none was or this relay cannot end one."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -40,6 +45,9 @@ class NoRelay:
 
     def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None:
         return None
+
+    def end_pulse(self) -> bool:
+        return False
 
     def close(self) -> None:
         return None
@@ -87,6 +95,18 @@ class PulseSwitch:
                 self._timer = None
                 self._switch_off()
                 raise
+
+    def end(self) -> bool:
+        """Switch the output off now, before its time (the running pulse's timer then does
+        nothing): True when a pulse was running."""
+        with self._lock:
+            if self._closed or self._timer is None or self.stuck is not None:
+                return False  # nothing running (a stuck output is retried already)
+            self._generation += 1
+            self._timer.cancel()
+            self._timer = None
+            self._switch_off()
+            return True
 
     def _schedule(self, delay_s: float) -> None:
         if self._timer is not None:
@@ -166,6 +186,9 @@ class GpioRelay:
         except Exception as exc:  # noqa: BLE001 - reported as ACTUATION_FAILED
             on_failure(f"gpio: {type(exc).__name__}: {exc}")
 
+    def end_pulse(self) -> bool:
+        return self._switch.end()
+
     def close(self) -> None:
         try:
             self._switch.close()
@@ -241,6 +264,10 @@ class CommandRelay:
     def _failed(on_failure: FailureReport, reason: str) -> None:
         log.error("%s", reason)
         on_failure(reason)
+
+    def end_pulse(self) -> bool:
+        """A command owns its lock's timing: it cannot be ended from here."""
+        return False
 
     def close(self) -> None:
         """No new commands; wait for running ones so their failures are still reported."""

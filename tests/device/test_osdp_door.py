@@ -273,3 +273,40 @@ def test_a_reload_may_not_shorten_the_cooldown_below_the_running_debounce(tmp_pa
         panel.close()
         os.close(master)
         os.close(slave)
+
+
+def test_the_panel_switching_the_output_off_locks_the_door_at_once(tmp_path, broker, make_settings, engine, gpio):
+    """The panel's output off that aborts a timed operation (control codes 1, permanent off, and
+    6, temporary off) ends the running pulse of the door's relay now (found in review: the lock
+    stayed released for the rest of ``pulse_s`` after the panel said lock); 3 (off once the timed
+    operation is done) lets it end at its time. The real GpioRelay on gpiozero's mock pins."""
+    from facelink.device.door import GpioRelay
+
+    pin = gpio.gpio(17)
+    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(17, 600.0))
+    reader = daemon.panel.sender.reader
+    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="osdp-output-off-watcher")
+    try:
+        daemon.pump.start()
+        assert daemon.transport.wait_connected(30)
+        assert watcher.barrier(daemon.transport.publish)
+        assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
+        assert panel.output(5)  # the panel opens the door: a 600 s pulse
+        assert wait_until(lambda: pin.state == 1, 30)
+        assert panel.output(3)  # off once the timed operation is done
+        assert panel.output(5)  # handed on after the 3, in order: once it is recorded, the 3 was handled
+        assert watcher.wait_for(lambda: len(_openings(watcher)) == 2, 30)
+        assert pin.state == 1
+        assert panel.output(1)  # permanent off: now
+        assert wait_until(lambda: pin.state == 0, 30)
+        assert panel.output(5)
+        assert wait_until(lambda: pin.state == 1, 30)
+        assert panel.output(6)  # temporary off: now
+        assert wait_until(lambda: pin.state == 0, 30)
+        assert daemon.relay.stuck is None and len(_openings(watcher)) == 3  # an off is no opening
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=5)
+        panel.close()
+        os.close(master)
+        os.close(slave)
