@@ -10,7 +10,10 @@ thread handles them in order (:meth:`Follower.handle`):
   different message with an old seq is REPLAY. A GAP asks the desk for the missing range (never
   guessed); a Rebase, or a door that has nothing yet, asks for a snapshot.
 - heads: a verified head newer than the last one accepted, whose seq is the applied one,
-  confirms the copy is up to date *now*; a head beyond it asks for the range.
+  confirms the copy is up to date as of when the desk issued it (bounded, below); a head beyond
+  it asks for the range.
+- freshness challenges: a door that cannot confirm its copy by an on-time head asks the desk for
+  a head carrying a random nonce (below); the answer arrives on ``reply/<device>``.
 
 Every refusal changes nothing, is counted (``health()["rejected"]``), logged and handed to
 ``alarm`` (the daemon puts a facelink.alarm/1 event in its outbox). A copy that was not confirmed
@@ -27,6 +30,23 @@ is the only record, and it makes the copy fresh only if its age on the wall cloc
 ``[0, max_staleness_s]`` -- a confirmation "in the future" (the clock went back) or older than that
 is stale until a new head confirms the copy. Such a restored confirmation is then carried on the
 monotonic clock: it expires ``max_staleness_s`` after the confirmation at the latest.
+
+A head confirms the copy as of when the desk issued it: no later than the previous accepted head's
+time (the *anchor*: its issued_at and the door's monotonic time it was issued at, at the latest)
+plus the desk's own time between the two (:data:`HEAD_RATE_SLACK`, :data:`HEAD_SLACK_S`), so heads
+held back (a broker's queue, a rogue broker's recording) confirm nothing new. A desk started again
+with its clock stepped back issues heads that look held back the same way. So when the door cannot
+confirm its copy by an on-time head -- the last new head was late by more than HEAD_SLACK_S or older
+than the last accepted one, or the confirmation is older than :data:`CHALLENGE_AFTER` of
+``max_staleness_s`` -- and it is not behind, it sends a *freshness challenge*: a SyncRequest with a
+random nonce (at most :data:`MAX_CHALLENGES` outstanding, each with the monotonic time it was
+sent; retried on the same back-off as requests). The desk answers on ``reply/<device>`` with its
+signed head carrying that nonce, which cannot have been signed before the nonce was sent: it
+confirms the copy as of that send time, whatever any clock says, and becomes the anchor (its
+issued_at, the send time) for the heads after it. An answer naming a nonce the door has not
+outstanding (never sent, already answered, forgotten by a restart) confirms nothing. An older
+desk refuses the challenge (MALFORMED, on its side): the door stays as it was, stale until heads
+catch up, and says so in its log after :data:`UNANSWERED_WARN` unanswered challenges in a row.
 """
 
 from __future__ import annotations
@@ -35,9 +55,11 @@ import hashlib
 import json
 import logging
 import queue
+import secrets
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -53,13 +75,16 @@ from facelink.mqtt.topics import CollectionTopics, DeviceTopics
 
 from .changeset import ChangeSet, ChangeSetRejected, ChangeSetVerifier
 from .protocol import (
+    NONCE_HEX,
     SNAPSHOT_REPEAT_S,
     Delta,
+    Head,
     Rebase,
     SnapshotChunk,
     SyncMessageRejected,
     SyncRequest,
     decode_head,
+    is_head,
     parse_body,
 )
 from .replica import Replica
@@ -74,6 +99,9 @@ MAX_BACKOFF_S = 60.0
 # different rates, a head delivered a little late) after that head was issued.
 HEAD_SLACK_S = 1.0
 HEAD_RATE_SLACK = 0.01
+MAX_CHALLENGES = 3  # outstanding nonces kept (the newest): an answer to any other confirms nothing
+UNANSWERED_WARN = 5  # challenges unanswered in a row before the door says so (once per streak)
+CHALLENGE_AFTER = 0.5  # share of max_staleness_s after which a confirmation is renewed by a challenge
 
 
 class Follower:
@@ -117,6 +145,12 @@ class Follower:
         self._retry_at = 0.0
         self._asked_at = 0.0  # monotonic time of the last request sent
         self._backoff = request_retry_s
+        self._nonces: OrderedDict[str, float] = OrderedDict()  # outstanding challenges -> monotonic time sent
+        self._head_late = False  # the last new head did not confirm on time (late, or older than the last)
+        self._challenge_at = 0.0  # monotonic time before which no challenge is sent
+        self._challenge_backoff = request_retry_s
+        self._challenges_unanswered = 0  # challenges sent since the last answer
+        self.challenges_sent = 0
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -178,9 +212,10 @@ class Follower:
 
     def handle(self, topic: str, payload: bytes) -> None:
         """One message, synchronously (the worker's step; tests call it directly)."""
-        if topic == self.topics.head:
+        reply = self.topics.reply(self.device_id)
+        if topic == self.topics.head or (topic == reply and is_head(payload)):
             self._head(topic, payload)
-        elif topic in (self.topics.changes, self.topics.reply(self.device_id)):
+        elif topic in (self.topics.changes, reply):
             self._change_set(topic, payload)
 
     # -- change sets -----------------------------------------------------------------------
@@ -272,8 +307,18 @@ class Follower:
             reason = "WRONG_COLLECTION" if head.collection_id != self.collection_id else "WRONG_MODEL"
             self._reject(topic, payload, reason, f"head of {head.collection_id} ({head.face_model_version})", head.seq)
             return
+        if (head.nonce is not None) != (topic != self.topics.head):
+            self._reject(topic, payload, "MALFORMED", "a head with a nonce comes on reply/<device> only, "
+                                                      "and every head there answers a challenge", head.seq)
+            return
+        if head.nonce is not None:
+            self._answer(topic, payload, head)
+            return
         if head.issued_at <= self.head_issued_at:
-            return  # the retained head already seen, or an older one: confirms nothing
+            # the retained head already seen confirms nothing; an older one (replayed, or a desk
+            # clock gone back) neither, and the door asks the desk itself
+            self._head_late = self._head_late or head.issued_at < self.head_issued_at
+            return
         if head.seq < self.applied_seq:
             self._reject(topic, payload, "HEAD_BEHIND", f"head at seq {head.seq}, the door applied "
                                                         f"{self.applied_seq}", head.seq)
@@ -289,12 +334,45 @@ class Follower:
             if now - issued > HEAD_SLACK_S and now - self._late_logged_at >= 60:
                 self._late_logged_at = now
                 log.warning("sync %s: head at seq %d arrived %.0f s after the desk issued it (held back or "
-                            "replayed): it confirms the copy as of then", self.collection_id, head.seq, now - issued)
+                            "replayed, or the desk's clock went back): it confirms the copy as of then; "
+                            "asking the desk for a fresh head", self.collection_id, head.seq, now - issued)
+        self._head_late = now - issued > HEAD_SLACK_S
+        if not self._head_late:
+            self._challenge_at, self._challenge_backoff = 0.0, self.request_retry_s  # heads on time again
+        self._accept_head(head, head.issued_at, issued, now)
+
+    def _answer(self, topic: str, payload: bytes, head: Head) -> None:
+        """A head answering a challenge: issued no earlier than the door sent its nonce."""
+        sent = self._nonces.get(head.nonce or "")
+        if sent is None:  # never sent, already answered (a re-delivery), or forgotten: nothing
+            self._count("UNKNOWN_NONCE")
+            log.info("sync %s: a head answering a challenge this door has not outstanding: ignored", self.collection_id)
+            return
+        while self._nonces:  # this one and every older one are done (their answers would confirm less)
+            if self._nonces.popitem(last=False)[0] == head.nonce:
+                break
+        if head.seq < self.applied_seq:
+            self._reject(topic, payload, "HEAD_BEHIND", f"head at seq {head.seq}, the door applied "
+                                                        f"{self.applied_seq}", head.seq)
+            return
+        self._head_late, self._challenges_unanswered = False, 0
+        now = self.monotonic()
+        log.info("sync %s: the desk answered a challenge sent %.1f s ago: head at seq %d", self.collection_id,
+                 now - sent, head.seq)
+        # the anchor is (its issued_at, when the nonce was sent): it was issued after that, so later
+        # heads are bounded by the desk's time since it, never credited beyond their own issue.
+        # head_issued_at keeps the newest accepted (a desk clock gone back: older heads still confirm nothing)
+        self._accept_head(head, max(self.head_issued_at, head.issued_at), sent, now)
+
+    def _accept_head(self, head: Head, newest_issued_at: float, issued: float, now: float) -> None:
+        """``head`` was issued at the monotonic time ``issued`` at the latest: the anchor from now on;
+        it confirms the copy as of then if it names the applied seq (never moving a confirmation back)."""
         self._anchor = (head.issued_at, issued)
-        self.head_seq, self.head_issued_at = head.seq, head.issued_at
+        self.head_seq, self.head_issued_at = head.seq, newest_issued_at
         issued_wall = self.clock() - (now - issued)
-        confirmed = issued_wall if head.seq == self.applied_seq else None
-        self.replica.note_head(head.issued_at, confirmed, issued_wall)
+        confirmed = issued_wall if head.seq == self.applied_seq and (
+            self._confirmed_mono is None or issued > self._confirmed_mono) else None
+        self.replica.note_head(newest_issued_at, confirmed, (head.issued_at, issued_wall))
         if confirmed is not None:
             self.confirmed_at, self._confirmed_mono, self._restored_stale = confirmed, issued, None
 
@@ -303,10 +381,12 @@ class Follower:
         return self.want_snapshot or max(self.head_seq or 0, self.highest_seen) > self.applied_seq
 
     def tick(self) -> None:
-        """Ask the desk for what is missing, again with back-off while nothing arrives."""
+        """Ask the desk for what is missing, again with back-off while nothing arrives; not behind,
+        challenge it when heads do not keep the copy confirmed (:meth:`_challenge`)."""
         now = self.monotonic()
         if not self.behind():
             self._outstanding, self._backoff = False, self.request_retry_s
+            self._challenge(now)
             return
         if (self._outstanding and now < self._retry_at) or self.transport is None:
             return
@@ -318,6 +398,38 @@ class Follower:
                  "a snapshot" if snapshot else f"seq {self.applied_seq + 1}..", self._backoff)
         self._outstanding, self._retry_at, self._asked_at = True, now + self._backoff, now
         self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+
+    def _wants_challenge(self, now: float) -> bool:
+        """Heads do not confirm the copy on time: the last new one was late (or older than the last
+        accepted), or the confirmation is past CHALLENGE_AFTER of max_staleness_s (stale soon)."""
+        if self.applied_seq == 0:
+            return False  # a door with nothing waits for its snapshot
+        if self._head_late:
+            return True
+        return self._confirmed_mono is not None and \
+            now - self._confirmed_mono > self.max_staleness_s * CHALLENGE_AFTER
+
+    def _challenge(self, now: float) -> None:
+        """Send a freshness challenge (a SyncRequest with a new random nonce) when one is wanted and
+        due; retried on the requests' back-off while unanswered."""
+        if self.transport is None or now < self._challenge_at or not self._wants_challenge(now):
+            return
+        nonce = secrets.token_hex(NONCE_HEX // 2)
+        self._nonces[nonce] = now  # before it can be answered: the answer was signed after this
+        while len(self._nonces) > MAX_CHALLENGES:
+            self._nonces.popitem(last=False)
+        request = SyncRequest(device_id=self.device_id, nonce=nonce)
+        sent = self.transport.publish(self.request_topic, request.encode().decode(), qos=1, timeout=5.0)
+        self.challenges_sent += bool(sent)
+        self._challenges_unanswered += 1
+        log.info("sync %s: %s the desk for a fresh head (challenge; retry in %.0f s)", self.collection_id,
+                 "asked" if sent else "could not ask", self._challenge_backoff)
+        if self._challenges_unanswered == UNANSWERED_WARN:
+            log.warning("sync %s: %d challenges unanswered: the desk is unreachable, or older than this door "
+                        "(it refuses them); the copy is confirmed by on-time heads only", self.collection_id,
+                        self._challenges_unanswered)
+        self._challenge_at = now + self._challenge_backoff
+        self._challenge_backoff = min(self._challenge_backoff * 2, MAX_BACKOFF_S)
 
     # -- refusals, staleness, health -------------------------------------------------------
     def _count(self, reason: str) -> None:

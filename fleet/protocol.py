@@ -11,7 +11,8 @@ Topics (spelled in ``facelink.mqtt.topics``: ``CollectionTopics``, ``DeviceTopic
     <prefix>/collections/<C>/request          door -> desk, QoS 1: the same from doors not yet
                                               upgraded (``fleet.accept_shared_request_topic``)
     <prefix>/collections/<C>/reply/<device>   desk -> one door, QoS 1: re-sent change sets and
-                                              snapshot chunks answering that door's request
+                                              snapshot chunks answering that door's request, and
+                                              the signed Head answering its freshness challenge
 
 Every change set and snapshot chunk is the signed envelope of ``facelink.fleet.changeset``
 (schema ``facelink.changes/1``; ``seq`` inside the signed payload) whose ``body`` is one of:
@@ -35,6 +36,15 @@ change sets (the same envelope, schema ``facelink.head/1``).
 
 A :class:`SyncRequest` comes from any client that can publish: the desk answers only from its own
 signed journal, bounds the range and rate-limits per device. Nothing in it can change a door.
+
+*Freshness challenge.* A SyncRequest with a ``nonce`` (:data:`NONCE_HEX` hex digits the door drew
+at random) asks for nothing but the desk's head *now*: the desk answers it only on the door's own
+request topic, with a signed Head carrying that nonce, on ``reply/<device>`` (never on the shared,
+retained ``head`` topic, whose heads stay exactly as they were: an older door reads them as
+before). Such a head cannot have been signed before the door sent the nonce, so it confirms the
+copy as of that moment whatever the desk's clock says (see ``follower.Follower``). Both are
+``facelink.head/1`` / ``facelink.sync-request/1`` with one optional field: a desk or door older
+than the field refuses a message carrying it as MALFORMED (``extra="forbid"``) and changes nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from facelink.enroll.validate import COLLECTION_ID, EXTERNAL_IMAGE_ID, USER_ID, whole
 from facelink.errors import FaceLinkError
@@ -59,6 +69,9 @@ REQUEST_SCHEMA = "facelink.sync-request/1"
 CHUNK_FACES = 2_000  # faces per snapshot chunk (~1.4 MB of JSON at 128-d float32)
 MAX_REQUEST_RANGE = 1_000  # change sets re-sent for one request; a door further behind gets a snapshot
 MAX_REQUEST_BYTES = 1024  # a SyncRequest larger than this is MALFORMED (the desk drops it on arrival)
+NONCE_HEX = 32  # a freshness challenge's nonce: 16 random bytes, lowercase hex
+NONCE = rf"^[0-9a-f]{{{NONCE_HEX}}}$"
+MAX_HEAD_BYTES = 4096  # a signed head is never larger (anything larger is MALFORMED)
 SNAPSHOT_REPEAT_S = 30.0  # the desk sends a door no second snapshot this soon (unless a Rebase came since)
 FACE_ID = r"^[A-Za-z0-9_\-]{1,64}$"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -168,7 +181,8 @@ def vector_from_b64(text: str) -> np.ndarray:
 
 
 class Head(BaseModel):
-    """The desk's newest seq for one collection, signed (retained on ``.../head``)."""
+    """The desk's newest seq for one collection, signed (retained on ``.../head``; with ``nonce``:
+    the answer to one door's freshness challenge, on that door's ``reply/<device>`` only)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     schema_: Literal["facelink.head/1"] = Field(HEAD_SCHEMA, alias="schema")
@@ -176,17 +190,21 @@ class Head(BaseModel):
     face_model_version: str = Field(max_length=128)
     seq: int = Field(ge=0)
     issued_at: float = Field(ge=0, description="desk clock, unix seconds")
+    nonce: str | None = Field(None, pattern=NONCE, description="the challenge this head answers")
 
 
 def encode_head(private: Ed25519PrivateKey, head: Head) -> bytes:
-    payload = json.dumps(head.model_dump(by_alias=True), sort_keys=True, separators=(",", ":"))
+    """The signed envelope of ``head``. A head without a nonce has exactly the fields of
+    facelink.head/1 before the nonce existed (an older door refuses any other field)."""
+    fields = head.model_dump(by_alias=True, exclude={"nonce"} if head.nonce is None else None)
+    payload = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return json.dumps({"payload": payload, "signature": sign(private, payload.encode())},
                       separators=(",", ":")).encode()
 
 
 def decode_head(trusted: dict[str, Ed25519PublicKey], message: bytes) -> Head:
     """A verified Head; SyncMessageRejected (MALFORMED) or InvalidSignatureException otherwise."""
-    if len(message) > 4096:
+    if len(message) > MAX_HEAD_BYTES:
         raise SyncMessageRejected("MALFORMED", "head too large")
     try:
         payload, payload_bytes, signature = open_envelope(message)
@@ -199,9 +217,23 @@ def decode_head(trusted: dict[str, Ed25519PublicKey], message: bytes) -> Head:
         raise SyncMessageRejected("MALFORMED", "payload does not follow facelink.head/1") from None
 
 
+def is_head(message: bytes) -> bool:
+    """A message on ``reply/<device>`` is a head (a challenge's answer), not a change set: at most
+    :data:`MAX_HEAD_BYTES`, a signed envelope whose payload names :data:`HEAD_SCHEMA`. Only routes
+    the message: both paths verify it in full."""
+    if len(message) > MAX_HEAD_BYTES:
+        return False
+    try:
+        payload = json.loads(open_envelope(message)[0])
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(payload, dict) and payload.get("schema") == HEAD_SCHEMA
+
+
 class SyncRequest(BaseModel):
     """A door asking the desk for change sets ``from_seq..to_seq`` (None: up to the head) or a
-    snapshot. Untrusted: validated, bounded and rate-limited by the desk."""
+    snapshot; or, with ``nonce``, only for a head answering that challenge (then ``snapshot`` and
+    ``to_seq`` must be unset). Untrusted: validated, bounded and rate-limited by the desk."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     schema_: Literal["facelink.sync-request/1"] = Field(REQUEST_SCHEMA, alias="schema")
@@ -209,9 +241,18 @@ class SyncRequest(BaseModel):
     from_seq: int = Field(1, ge=1)
     to_seq: int | None = Field(None, ge=1)
     snapshot: bool = False
+    nonce: str | None = Field(None, pattern=NONCE)
+
+    @model_validator(mode="after")
+    def _challenge_asks_for_nothing_else(self) -> SyncRequest:
+        if self.nonce is not None and (self.snapshot or self.to_seq is not None):
+            raise ValueError("a challenge (nonce) asks for no snapshot or range")
+        return self
 
     def encode(self) -> bytes:
-        return self.model_dump_json(by_alias=True).encode()
+        """Its JSON; a request without a nonce has exactly the fields of facelink.sync-request/1
+        before the nonce existed (an older desk refuses any other field)."""
+        return self.model_dump_json(by_alias=True, exclude={"nonce"} if self.nonce is None else None).encode()
 
     @classmethod
     def decode(cls, message: bytes) -> SyncRequest:

@@ -16,7 +16,8 @@ request arrives):
    is published; then every journaled but unacknowledged change set is published on ``changes``
    in seq order (QoS 1; a failure stops there and is retried, so order holds).
 3. heads: the signed Head (newest published seq) is published retained after new change sets
-   and every ``heartbeat_s``.
+   and every ``heartbeat_s``; then each door's freshness challenge decided in step 1 is answered
+   with the same head carrying its nonce, on that door's ``reply/<device>`` (not retained).
 4. ranges, then snapshots, each for at most ``slice_s`` per step: a range is re-sent on
    ``reply/<device>`` from the journal's bytes (paid from the reply byte budget), page by page,
    where it stopped; snapshots so that steps 2-3 (a revocation) never wait
@@ -76,6 +77,7 @@ log = logging.getLogger(__name__)
 INBOX_MAX = 10_000  # requests waiting; more are refused (OVERLOADED) instead of growing memory
 MAX_QUEUED_SNAPSHOTS = 1_000  # doors waiting for a snapshot, per collection; more: OVERLOADED
 MAX_QUEUED_RANGES = 1_000  # doors waiting for a range, per collection; more: OVERLOADED
+MAX_QUEUED_CHALLENGES = 1_000  # doors waiting for a challenge's answer, per collection; more: OVERLOADED
 RANGE_PAGE = 50  # journaled change sets read at once for a range reply
 MIN_HEAD_STEP_S = 0.001  # a desk started again issues its first head at least this after its last
 # Range replies spend only the reply byte budget above this share of it: the rest is kept for
@@ -156,6 +158,8 @@ class Publisher:
         self._snapshots: dict[str, dict[str, None]] = {c: {} for c in self.collections}  # FIFO
         self._ranges: dict[str, OrderedDict[str, _RangeReply]] = {c: OrderedDict() for c in self.collections}
         self._range_turn = 0
+        # per collection, door -> the nonce of its latest challenge (answered in step 3)
+        self._challenges: dict[str, OrderedDict[str, str]] = {c: OrderedDict() for c in self.collections}
         # per collection, door -> (seq, monotonic time) of the last snapshot it was sent
         self._served: dict[str, dict[str, tuple[int, float]]] = {c: {} for c in self.collections}
         self._last_rebase: dict[str, int] = {}  # the newest Rebase journaled by this process, per collection
@@ -244,6 +248,7 @@ class Publisher:
             try:
                 self._follow(c, transport)
                 self._head(c, transport)
+                self._answer_challenges(c, transport)
                 self._failures.pop(c, None)
             except Exception as exc:  # noqa: BLE001 - logged, retried next step (nothing half-published)
                 self._failed(c, exc)
@@ -285,6 +290,9 @@ class Publisher:
                                       sender, None if self.doors is None else partial(self._listed, c))
             if answer is None:
                 continue
+            if answer.nonce is not None:
+                self._queue_challenge(c, answer.device_id, answer.nonce)
+                continue
             if answer.snapshot:
                 queued = self._snapshots[c]
                 if self._has_snapshot(c, answer.device_id):
@@ -296,6 +304,14 @@ class Publisher:
                 queued[answer.device_id] = None
                 continue
             self._queue_range(c, answer)
+
+    def _queue_challenge(self, c: str, device_id: str, nonce: str) -> None:
+        """A challenge to answer in step 3 (a door's newer nonce replaces its older one)."""
+        pending = self._challenges[c]
+        if device_id not in pending and len(pending) >= MAX_QUEUED_CHALLENGES:
+            self.gate.refused["OVERLOADED"] = self.gate.refused.get("OVERLOADED", 0) + 1
+            return
+        pending[device_id] = nonce
 
     def _queue_range(self, c: str, answer: Answer) -> None:
         """A range to re-send in step 4 (a door's newer request replaces its older one)."""
@@ -514,14 +530,41 @@ class Publisher:
         mono = self.monotonic()  # the heartbeat's rhythm: a wall clock stepped back stops no head
         if seq == 0 or mono - self._head_at.get(c, float("-inf")) < self.heartbeat_s:
             return
+        issued = self._issued_at(c, mono)
+        if transport.publish(self.topics[c].head, self._signed_head(c, issued).decode(), qos=1, retain=True):
+            self._head_at[c] = mono
+            self._note_issued(c, issued, mono)
+
+    def _answer_challenges(self, c: str, transport: Transport) -> None:
+        """Answer the challenges queued in step 1: the head of now, with the door's nonce, on its
+        reply topic. A door whose answer cannot be sent (broker away) challenges again."""
+        pending = self._challenges[c]
+        if not pending or self.published[c] == 0:
+            pending.clear()
+            return
+        mono = self.monotonic()
+        issued, sent = self._issued_at(c, mono), 0
+        while pending:
+            device, nonce = pending.popitem(last=False)
+            if not transport.publish(self.topics[c].reply(device), self._signed_head(c, issued, nonce).decode(), qos=1):
+                log.warning("answering %d challenge(s) of %s stopped: broker unavailable", len(pending) + 1, c)
+                pending.clear()
+                break
+            sent += 1
+        if sent:
+            self._note_issued(c, issued, mono)
+
+    def _signed_head(self, c: str, issued: float, nonce: str | None = None) -> bytes:
+        """The signed head of ``c`` now (the newest published seq), answering ``nonce`` if given."""
         last = self.journal.last(c)
         assert last is not None
-        issued = self._issued_at(c, mono)
-        head = Head(collection_id=c, face_model_version=last.face_model_version, seq=seq, issued_at=issued)
-        if transport.publish(self.topics[c].head, encode_head(self.key, head).decode(), qos=1, retain=True):
-            self._head_at[c] = mono
-            self._issued[c] = (issued, mono)
-            self.journal.note_head(c, issued, self.clock())  # a desk started again goes on from it
+        return encode_head(self.key, Head(collection_id=c, face_model_version=last.face_model_version,
+                                          seq=self.published[c], issued_at=issued, nonce=nonce))
+
+    def _note_issued(self, c: str, issued: float, mono: float) -> None:
+        """A head issued at ``issued`` went out: later ones go on from it, in this run and the next."""
+        self._issued[c] = (issued, mono)
+        self.journal.note_head(c, issued, self.clock())  # a desk started again goes on from it
 
     def _issued_at(self, c: str, mono: float) -> float:
         """A head's ``issued_at``: the wall clock, but never less than the previous head's plus the

@@ -173,18 +173,19 @@ class Replica:
         return int(seq)
 
     # -- heads -----------------------------------------------------------------------------
-    def note_head(self, issued_at: float, confirmed_at: float | None, issued_wall: float | None = None) -> None:
-        """A newer head was accepted (``confirmed_at``: it said this copy is up to date;
-        ``issued_wall``: the door's wall-clock time it was issued at, kept as the anchor that bounds
-        when the next head can have been issued, see :meth:`head_anchor`)."""
+    def note_head(self, issued_at: float, confirmed_at: float | None,
+                  anchor: tuple[float, float] | None = None) -> None:
+        """A head was accepted: ``issued_at`` is the newest accepted (older ones confirm nothing);
+        ``confirmed_at``: it said this copy is up to date; ``anchor``: (its issued_at, the door's
+        wall-clock time it was issued at, at the latest), which bounds when the next head can have
+        been issued, see :meth:`head_anchor`."""
         with self.store.transaction() as c:
             if not c.execute("UPDATE sync_applied SET head_issued_at = ?, confirmed_at = coalesce(?, confirmed_at) "
                              "WHERE collection_id = ?", (issued_at, confirmed_at, self.collection_id)).rowcount:
                 c.execute("INSERT INTO sync_applied VALUES (?, 0, '', 0, 0, 0, ?, ?)",
                           (self.collection_id, issued_at, confirmed_at))
-            if issued_wall is not None:
-                c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                          (self._anchor_key(), json.dumps([issued_at, issued_wall])))
+            if anchor is not None:
+                c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (self._anchor_key(), json.dumps(list(anchor))))
 
     def head_anchor(self) -> tuple[float, float] | None:
         """(issued_at of the last accepted head, the door's wall-clock time it was issued at)."""

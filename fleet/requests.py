@@ -21,6 +21,11 @@ cannot spend another's. Doors not yet upgraded still ask on the shared
 payload's id is all there is; once a door has asked on its own topic (remembered in memory, for at
 most :data:`MAX_TRACKED_DEVICES` doors), a shared-topic request naming it is refused
 (``USE_DEVICE_TOPIC``), again before any limit.
+
+A freshness challenge (a request with a ``nonce``) is answered with a head carrying the nonce on
+the door's reply topic, after the same checks and within the same limits; it is answered only on
+the door's own request topic (on the shared one, where anyone may name any door, it is refused:
+``CHALLENGE_ON_SHARED_TOPIC``, before any limit; doors that challenge ask on their own topic).
 """
 
 from __future__ import annotations
@@ -90,12 +95,14 @@ class Budget:
 
 @dataclass(frozen=True)
 class Answer:
-    """What to send to ``device_id``: the journal's ``first..last`` or (``snapshot``) a snapshot."""
+    """What to send to ``device_id``: the journal's ``first..last``, (``snapshot``) a snapshot, or
+    (``nonce``) a head answering that challenge."""
 
     device_id: str
     snapshot: bool
     first: int = 0
     last: int = 0
+    nonce: str | None = None
 
 
 class RequestGate:
@@ -133,7 +140,8 @@ class RequestGate:
         one is refused (UNKNOWN_DEVICE). Both before it can use up the rate limits. ``sender``: the device id of the door's own request topic it came on
         (None: the shared topic); a request naming another id is refused (DEVICE_MISMATCH), and
         one on the shared topic naming a door that asked on its own topic is refused
-        (USE_DEVICE_TOPIC), both before any rate limit."""
+        (USE_DEVICE_TOPIC), as is a challenge there (CHALLENGE_ON_SHARED_TOPIC), all before any
+        rate limit. A challenge within the limits is answered (``Answer.nonce``)."""
         try:
             req = SyncRequest.decode(message)
         except SyncMessageRejected as exc:
@@ -149,6 +157,10 @@ class RequestGate:
         if sender is None and req.device_id in self._own_topic:
             self._refuse("USE_DEVICE_TOPIC", collection_id, f"{req.device_id!r} asks on its own topic: a request "
                                                             "naming it on the shared topic is not answered")
+            return None
+        if sender is None and req.nonce is not None:
+            self._refuse("CHALLENGE_ON_SHARED_TOPIC", collection_id, f"a challenge naming {req.device_id!r} on the "
+                                                                     "shared topic: not answered")
             return None
         if listed is not None and not listed(req.device_id):
             self._refuse("UNLISTED_DEVICE", collection_id, f"{req.device_id!r} is not listed for {collection_id} "
@@ -169,6 +181,8 @@ class RequestGate:
         if head_seq == 0:
             self._refuse("NOTHING_PUBLISHED", collection_id, f"asked by {req.device_id!r}")
             return None
+        if req.nonce is not None:
+            return Answer(req.device_id, False, nonce=req.nonce)
         if req.snapshot:
             return Answer(req.device_id, True)
         last = min(req.to_seq or head_seq, head_seq)

@@ -21,7 +21,8 @@ Collection sync (desk ↔ doors, facelink.fleet.protocol), per collection ``C``:
     <prefix>/collections/<C>/request          QoS 1: the shared request topic of doors not yet
                                               upgraded (any door may write it; the desk listens only
                                               while ``fleet.accept_shared_request_topic``)
-    <prefix>/collections/<C>/reply/<device>   QoS 1: re-sent change sets / snapshot chunks
+    <prefix>/collections/<C>/reply/<device>   QoS 1: re-sent change sets / snapshot chunks, and the
+                                              signed head answering that door's freshness challenge
 """
 
 from __future__ import annotations

@@ -77,3 +77,41 @@ def test_head_is_signed_and_tampering_is_detected(key):
 def test_bad_sync_requests_are_refused(raw):
     with pytest.raises(p.SyncMessageRejected):
         p.SyncRequest.decode(raw)
+
+
+def test_heads_and_requests_without_a_nonce_carry_exactly_the_fields_older_parties_accept(key):
+    """The nonce is optional and left out when unset: the retained head every door reads, and the
+    range / snapshot requests every desk answers, are the bytes an older door or desk accepts
+    (their models forbid any other field)."""
+    head = p.Head(collection_id="C", face_model_version="v", seq=5, issued_at=100.0)
+    payload = json.loads(json.loads(p.encode_head(key, head))["payload"])
+    assert payload == {"schema": "facelink.head/1", "collection_id": "C", "face_model_version": "v", "seq": 5,
+                       "issued_at": 100.0}
+    request = json.loads(p.SyncRequest(device_id="door-1", from_seq=3).encode())
+    assert request == {"schema": "facelink.sync-request/1", "device_id": "door-1", "from_seq": 3, "to_seq": None,
+                       "snapshot": False}
+
+
+def test_a_challenge_and_its_answer(key):
+    nonce = "0123456789abcdef" * 2
+    challenge = p.SyncRequest.decode(p.SyncRequest(device_id="door-1", nonce=nonce).encode())
+    assert challenge.nonce == nonce and not challenge.snapshot
+    answer = p.Head(collection_id="C", face_model_version="v", seq=5, issued_at=100.0, nonce=nonce)
+    message = p.encode_head(key, answer)
+    assert p.decode_head(_trusted(key), message) == answer and p.is_head(message)
+    assert not p.is_head(encode(key, "C", "v", 1, {"kind": "rebase", "feed_position": 0}))
+    assert not p.is_head(b"[" * 100) and not p.is_head(message + b" " * p.MAX_HEAD_BYTES)
+
+
+@pytest.mark.parametrize("fields", [
+    {"nonce": "0123456789abcdef"},  # too short
+    {"nonce": "0123456789abcdef" * 4},  # too long
+    {"nonce": "0123456789ABCDEF" * 2},  # not lowercase hex
+    {"nonce": "0123456789abcdeg" * 2},
+    {"nonce": 12345},
+    {"nonce": "0123456789abcdef" * 2, "snapshot": True},  # a challenge asks for nothing else
+    {"nonce": "0123456789abcdef" * 2, "to_seq": 4},
+])
+def test_bad_challenges_are_refused(fields):
+    with pytest.raises(p.SyncMessageRejected):
+        p.SyncRequest.decode(json.dumps({"device_id": "door-1", **fields}).encode())
