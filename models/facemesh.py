@@ -10,7 +10,7 @@ is a ratio of distances, so it is the same in the crop as in the frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -35,6 +35,8 @@ class EyeReading:
     ear_left: float
     ear_right: float
     face_score: float
+    crop: np.ndarray | None = field(default=None, compare=False, repr=False)  # the mesh's 192 px crop (BGR)
+    points: np.ndarray | None = field(default=None, compare=False, repr=False)  # its 468 mesh points, crop px
 
 
 def eye_aspect_ratio(pts: np.ndarray) -> float:
@@ -108,4 +110,4 @@ class FaceMesh:
         else:
             left = eye_aspect_ratio(pts[list(EAR_LEFT)])
             right = eye_aspect_ratio(pts[list(EAR_RIGHT)])
-        return EyeReading((left + right) / 2.0, left, right, score)
+        return EyeReading((left + right) / 2.0, left, right, score, crop, pts)
