@@ -195,9 +195,9 @@ class BadgeSources:
                 lines, dropping = lines[1:], None
                 self.serial_in_sync.set()
             if len(buf) > MAX_LINE:
-                if dropping is None:
+                if dropping != "long":  # refused whole: also a line on its way at the open
                     self._refuse_long_line()
-                buf, dropping = b"", dropping or "long"
+                buf, dropping = b"", "long"  # up to its end, whatever pauses it has (never "opened" again)
             for line in lines:
                 if len(line) > MAX_LINE:
                     self._refuse_long_line()

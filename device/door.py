@@ -98,7 +98,8 @@ class PulseSwitch:
 
     def end(self) -> bool:
         """Switch the output off now, before its time (the running pulse's timer then does
-        nothing): True when a pulse was running."""
+        nothing): True when a running pulse was ended (False: none ran, or the off() failed and is
+        retried: ``stuck``)."""
         with self._lock:
             if self._closed or self._timer is None or self.stuck is not None:
                 return False  # nothing running (a stuck output is retried already)
@@ -106,7 +107,7 @@ class PulseSwitch:
             self._timer.cancel()
             self._timer = None
             self._switch_off()
-            return True
+            return self.stuck is None  # an off() that failed is retried (stuck): nothing ended yet
 
     def _schedule(self, delay_s: float) -> None:
         if self._timer is not None:

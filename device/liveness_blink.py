@@ -149,8 +149,10 @@ class Blink:
                 and reading.ear_right / right < self.open_ratio):
             state.closure_both = True
         if state.closure_still is not None:
+            # not judged until this frame's match is in: a match that raises leaves the closure no blink
+            so_far, state.closure_still = state.closure_still, None
             still = still_match(state.open_reading, reading)
-            state.closure_still = None if still is None else min(state.closure_still, still)
+            state.closure_still = None if still is None else min(so_far, still)
 
     def _not_a_blink(self, state: BlinkState) -> str | None:
         """Why a closure that reopened in time is no blink (None: it is one)."""
