@@ -166,6 +166,7 @@ class Publisher:
         self._head_at: dict[str, float] = {}  # collection -> monotonic time of its last head
         self._issued: dict[str, tuple[float, float]] = {}  # collection -> (issued_at, monotonic) of its last head
         self._failures: dict[str, tuple[str, float, int]] = {}  # what -> (error, logged at, repeats)
+        self._unpublished_logged: dict[str, float] = {}  # collection -> monotonic time "no head" was logged
         self.published: dict[str, int] = {c: journal.published_seq(c) for c in self.collections}
 
     # -- MQTT side (paho's thread) ------------------------------------------------------------
@@ -530,6 +531,8 @@ class Publisher:
         mono = self.monotonic()  # the heartbeat's rhythm: a wall clock stepped back stops no head
         if seq == 0 or mono - self._head_at.get(c, float("-inf")) < self.heartbeat_s:
             return
+        if self._unpublished(c):
+            return
         issued = self._issued_at(c, mono)
         if transport.publish(self.topics[c].head, self._signed_head(c, issued).decode(), qos=1, retain=True):
             self._head_at[c] = mono
@@ -539,8 +542,8 @@ class Publisher:
         """Answer the challenges queued in step 1: the head of now, with the door's nonce, on its
         reply topic. A door whose answer cannot be sent (broker away) challenges again."""
         pending = self._challenges[c]
-        if not pending or self.published[c] == 0:
-            pending.clear()
+        if not pending or self.published[c] == 0 or self._unpublished(c):
+            pending.clear()  # the doors challenge again
             return
         mono = self.monotonic()
         issued, sent = self._issued_at(c, mono), 0
@@ -553,6 +556,22 @@ class Publisher:
             sent += 1
         if sent:
             self._note_issued(c, issued, mono)
+
+    def _unpublished(self, c: str) -> bool:
+        """A change set of ``c`` is journaled but not acknowledged by the broker (it is away, or a
+        rogue one withholds the PUBACK of a revocation): no head (nor a challenge's answer) is
+        signed until it is, since one would confirm the doors' older copy as up to date now (found
+        in review: a withheld PUBACK kept every door fresh without the revocation for good). The
+        doors go stale after max_staleness_s: fail closed."""
+        last = self.journal.last(c)
+        if last is None or last.seq <= self.published[c]:
+            return False
+        now = self.monotonic()
+        if now - self._unpublished_logged.get(c, float("-inf")) >= 60:
+            self._unpublished_logged[c] = now
+            log.warning("%s: seq %d is journaled but not acknowledged by the broker (published through %d): "
+                        "no head is issued until it is", c, last.seq, self.published[c])
+        return True
 
     def _signed_head(self, c: str, issued: float, nonce: str | None = None) -> bytes:
         """The signed head of ``c`` now (the newest published seq), answering ``nonce`` if given."""

@@ -23,7 +23,8 @@ most :data:`MAX_TRACKED_DEVICES` doors), a shared-topic request naming it is ref
 (``USE_DEVICE_TOPIC``), again before any limit.
 
 A freshness challenge (a request with a ``nonce``) is answered with a head carrying the nonce on
-the door's reply topic, after the same checks and within the same limits; it is answered only on
+the door's reply topic, after the same checks and within the same per-device limit (overall, its
+own bucket: :data:`CHALLENGE_BURST`); it is answered only on
 the door's own request topic (on the shared one, where anyone may name any door, it is refused:
 ``CHALLENGE_ON_SHARED_TOPIC``, before any limit; doors that challenge ask on their own topic).
 """
@@ -41,6 +42,12 @@ from .protocol import MAX_REQUEST_RANGE, SyncMessageRejected, SyncRequest
 log = logging.getLogger(__name__)
 
 MAX_TRACKED_DEVICES = 10_000  # rate-limit state kept for this many device ids (least recent dropped)
+# Challenges have their own overall bucket, sized for a whole site challenging at once (a desk
+# started again with its clock stepped back; one large delta delaying every door's head): each
+# answer is one signature and ~400 bytes, at most one queued per door (the publisher's
+# MAX_QUEUED_CHALLENGES). In the range/snapshot bucket (burst 100) 1,000 doors retrying on the same
+# back-off were answered 100 per wave, the last after ~6 minutes, and starved range requests.
+CHALLENGE_BURST = 1_000
 
 
 @dataclass
@@ -109,6 +116,7 @@ class RequestGate:
     def __init__(self, burst: int, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_device = RateLimit(burst, interval_s, clock)
         self.overall = RateLimit(burst * 20, interval_s / 20, clock)
+        self.overall_challenges = RateLimit(max(burst * 20, CHALLENGE_BURST), interval_s / 20, clock)
         self.refused: dict[str, int] = {}
         self._own_topic: OrderedDict[str, None] = OrderedDict()  # doors seen asking on their own topic
 
@@ -175,7 +183,7 @@ class RequestGate:
         if not self.per_device.allow(req.device_id):
             self._refuse("RATE_LIMITED", collection_id, f"device {req.device_id!r} asks too often")
             return None
-        if not self.overall.allow("*"):
+        if not (self.overall_challenges if req.nonce is not None else self.overall).allow("*"):
             self._refuse("RATE_LIMITED", collection_id, "too many requests from all devices")
             return None
         if head_seq == 0:
