@@ -182,8 +182,10 @@ class Follower:
         return [self.topics.changes, self.topics.head, self.topics.reply(self.device_id)]
 
     def on_message(self, topic: str, payload: bytes) -> None:
+        """Queue it with the monotonic time it arrived (a head was issued before that, however long
+        it then waits behind a large change set being applied)."""
         try:
-            self._inbox.put_nowait((topic, payload))
+            self._inbox.put_nowait((topic, payload, self.monotonic()))
         except queue.Full:
             self._count("OVERLOADED")
 
@@ -199,22 +201,28 @@ class Follower:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                topic, payload = self._inbox.get(timeout=0.5)
-            except queue.Empty:
-                topic, payload = "", b""
-            try:
-                if topic:
-                    self.handle(topic, payload)
-                self.tick()
-            except Exception:  # noqa: BLE001 - the worker never dies; the door keeps its copy
-                log.exception("sync %s: unexpected failure (the copy is unchanged)", self.collection_id)
+            self.work_one(0.5)
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """One message, synchronously (the worker's step; tests call it directly)."""
+    def work_one(self, timeout: float) -> None:
+        """The worker's step: the next queued message (waiting up to ``timeout`` for one), then
+        :meth:`tick`. Never raises: the door keeps its copy."""
+        try:
+            topic, payload, arrived = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            topic, payload, arrived = "", b"", None
+        try:
+            if topic:
+                self.handle(topic, payload, arrived)
+            self.tick()
+        except Exception:  # noqa: BLE001 - the worker never dies; the door keeps its copy
+            log.exception("sync %s: unexpected failure (the copy is unchanged)", self.collection_id)
+
+    def handle(self, topic: str, payload: bytes, arrived: float | None = None) -> None:
+        """One message, synchronously (the worker's step; tests call it directly). ``arrived``:
+        the monotonic time it arrived (None: now)."""
         reply = self.topics.reply(self.device_id)
         if topic == self.topics.head or (topic == reply and is_head(payload)):
-            self._head(topic, payload)
+            self._head(topic, payload, arrived)
         elif topic in (self.topics.changes, reply):
             self._change_set(topic, payload)
 
@@ -294,7 +302,7 @@ class Follower:
         self._reject(topic, payload, exc.reason, str(exc), exc.seq)
 
     # -- heads -----------------------------------------------------------------------------
-    def _head(self, topic: str, payload: bytes) -> None:
+    def _head(self, topic: str, payload: bytes, arrived: float | None = None) -> None:
         try:
             head = decode_head(self.verifier.trusted, payload)
         except SyncMessageRejected as exc:
@@ -326,17 +334,19 @@ class Follower:
         # when the desk issued it, on this door's monotonic clock: not later than the desk's own time
         # since the previous head allows. A head held back (a broker's queue while the door was cut
         # off; recorded and fed to the door later) confirms the copy as of then, not now.
+        # (it was issued before it arrived: a wait in the door's own queue makes it no later)
         now = self.monotonic()
-        issued = now
+        came = now if arrived is None else min(arrived, now)
+        issued = came
         if self._anchor is not None:
             prev_issued, prev_mono = self._anchor
-            issued = min(now, prev_mono + (head.issued_at - prev_issued) * (1 + HEAD_RATE_SLACK) + HEAD_SLACK_S)
-            if now - issued > HEAD_SLACK_S and now - self._late_logged_at >= 60:
+            issued = min(came, prev_mono + (head.issued_at - prev_issued) * (1 + HEAD_RATE_SLACK) + HEAD_SLACK_S)
+            if came - issued > HEAD_SLACK_S and now - self._late_logged_at >= 60:
                 self._late_logged_at = now
                 log.warning("sync %s: head at seq %d arrived %.0f s after the desk issued it (held back or "
                             "replayed, or the desk's clock went back): it confirms the copy as of then; "
-                            "asking the desk for a fresh head", self.collection_id, head.seq, now - issued)
-        self._head_late = now - issued > HEAD_SLACK_S
+                            "asking the desk for a fresh head", self.collection_id, head.seq, came - issued)
+        self._head_late = came - issued > HEAD_SLACK_S
         if not self._head_late:
             self._challenge_at, self._challenge_backoff = 0.0, self.request_retry_s  # heads on time again
         self._accept_head(head, head.issued_at, issued, now)
@@ -362,13 +372,17 @@ class Follower:
         # the anchor is (its issued_at, when the nonce was sent): it was issued after that, so later
         # heads are bounded by the desk's time since it, never credited beyond their own issue.
         # head_issued_at keeps the newest accepted (a desk clock gone back: older heads still confirm nothing)
-        self._accept_head(head, max(self.head_issued_at, head.issued_at), sent, now)
+        self._accept_head(head, max(self.head_issued_at, head.issued_at), sent, now, answer=True)
 
-    def _accept_head(self, head: Head, newest_issued_at: float, issued: float, now: float) -> None:
+    def _accept_head(self, head: Head, newest_issued_at: float, issued: float, now: float,
+                     answer: bool = False) -> None:
         """``head`` was issued at the monotonic time ``issued`` at the latest: the anchor from now on;
-        it confirms the copy as of then if it names the applied seq (never moving a confirmation back)."""
+        it confirms the copy as of then if it names the applied seq (never moving a confirmation back).
+        An ``answer`` (to a challenge, perhaps held back) never lowers the seq a newer head named:
+        the door goes on asking for it."""
         self._anchor = (head.issued_at, issued)
-        self.head_seq, self.head_issued_at = head.seq, newest_issued_at
+        seq = max(head.seq, self.head_seq or 0) if answer else head.seq
+        self.head_seq, self.head_issued_at = seq, newest_issued_at
         issued_wall = self.clock() - (now - issued)
         confirmed = issued_wall if head.seq == self.applied_seq and (
             self._confirmed_mono is None or issued > self._confirmed_mono) else None

@@ -247,3 +247,17 @@ def test_the_desk_answers_a_challenge_on_the_doors_reply_topic_within_its_limits
     assert wait_for(lambda: len(door_a.on(T.reply("door-a"))) == 2, 30)
     assert decode_head(keys[1], door_a.on(T.reply("door-a"))[1]).nonce == nonces[1]  # the newer replaced the older
     assert door_a.on(T.reply("door-b")) == []
+
+
+def test_a_held_back_answer_does_not_lower_the_seq_a_newer_head_named(door, keys, desk_client, listeners):  # noqa: F811
+    """An answer naming seq 1 that arrives after a head naming seq 2 (found in review): the door
+    still knows it is behind and goes on asking for seq 2 (the answer set head_seq back to 1, and
+    the door stopped asking until the next head)."""
+    d, asks = _confirmed(door, keys, desk_client, listeners)
+    d.clock.now += 200
+    n1 = asks.next(d, 0)
+    d.clock.now += 1
+    d.feed(head(keys[0], 2, I0 + 201), T.head)  # the desk published seq 2 (a revocation)
+    assert d.follower.behind()
+    d.feed(answer(keys[0], n1, 1, I0 + 200.5), T.reply(DOOR))  # the answer, held back until now
+    assert d.follower.head_seq == 2 and d.follower.behind()
