@@ -147,6 +147,10 @@ class Follower:
         self._backoff = request_retry_s
         self._nonces: OrderedDict[str, float] = OrderedDict()  # outstanding challenges -> monotonic time sent
         self._head_late = False  # the last new head did not confirm on time (late, or older than the last)
+        # how late heads may look and still be on time: after an answer, the anchor is when its nonce
+        # was sent, earlier than the desk issued it by up to the answer's round trip; that lag wears
+        # off (each head may run HEAD_SLACK_S and 1 % ahead) and must not draw the next challenge
+        self._anchor_doubt = 0.0
         self._challenge_at = 0.0  # monotonic time before which no challenge is sent
         self._challenge_backoff = request_retry_s
         self._challenges_unanswered = 0  # challenges sent since the last answer
@@ -346,7 +350,9 @@ class Follower:
                 log.warning("sync %s: head at seq %d arrived %.0f s after the desk issued it (held back or "
                             "replayed, or the desk's clock went back): it confirms the copy as of then; "
                             "asking the desk for a fresh head", self.collection_id, head.seq, came - issued)
-        self._head_late = came - issued > HEAD_SLACK_S
+        lag = came - issued
+        self._head_late = lag > HEAD_SLACK_S + self._anchor_doubt
+        self._anchor_doubt = 0.0 if self._head_late else min(self._anchor_doubt, max(0.0, lag - HEAD_SLACK_S))
         if not self._head_late:
             self._challenge_at, self._challenge_backoff = 0.0, self.request_retry_s  # heads on time again
         self._accept_head(head, head.issued_at, issued, now)
@@ -367,6 +373,7 @@ class Follower:
             return
         self._head_late, self._challenges_unanswered = False, 0
         now = self.monotonic()
+        self._anchor_doubt = now - sent  # the answer was issued somewhere in that round trip
         log.info("sync %s: the desk answered a challenge sent %.1f s ago: head at seq %d", self.collection_id,
                  now - sent, head.seq)
         # the anchor is (its issued_at, when the nonce was sent): it was issued after that, so later

@@ -261,3 +261,22 @@ def test_a_held_back_answer_does_not_lower_the_seq_a_newer_head_named(door, keys
     assert d.follower.behind()
     d.feed(answer(keys[0], n1, 1, I0 + 200.5), T.reply(DOOR))  # the answer, held back until now
     assert d.follower.head_seq == 2 and d.follower.behind()
+
+
+def test_a_slow_answer_does_not_make_the_next_heads_draw_challenges(door, keys, desk_client, listeners):  # noqa: F811
+    """An answer that took 3 s (a loaded desk) anchors the heads at the challenge, 3 s before the
+    desk issued it: the next on-time heads look up to 3 s late until that wears off. They must not
+    draw another challenge (found in review: the door challenged about once a minute for good);
+    they still confirm only as of the anchor allows."""
+    d, asks = _confirmed(door, keys, desk_client, listeners)
+    d.clock.now += 200
+    n1 = asks.next(d, 0)
+    sent = d.clock.now
+    d.clock.now += 3
+    d.feed(answer(keys[0], n1, 1, I0 + 203), T.reply(DOOR))  # issued as it left the desk
+    assert d.follower.confirmed_at == sent
+    for k in range(1, 6):  # on-time heartbeats after the answer
+        d.clock.now += HEARTBEAT_S
+        d.feed(head(keys[0], 1, I0 + 203 + HEARTBEAT_S * k), T.head)
+        assert d.follower.confirmed_at <= sent + (HEARTBEAT_S * k) * 1.01 + k  # never beyond the anchor's bound
+    assert asks.nonces() == [n1] and d.follower.challenges_sent == 1
