@@ -199,8 +199,10 @@ class GpioRelay:
 
 class CommandRelay:
     """Run a command on GRANTED (FACELINK_USER_ID in its environment); never blocks the pipeline.
-    A command that fails, times out or cannot start is reported through ``on_failure``. (The
-    command owns its lock's timing: there is no output here to be stuck.)
+    A command that fails, times out or cannot start is reported through ``on_failure``. The
+    command owns its lock's timing; one that started and then failed or was stopped may have left
+    the lock released: ``stuck`` says so (health's ``relay_stuck``, ERROR every 30 s) until a later
+    command runs through (exit 0).
 
     The command runs in a process group of its own: one that has not finished within
     ``timeout_s + grace_s`` is stopped with everything it started (a shell's children too, which
@@ -209,7 +211,6 @@ class CommandRelay:
     failure says so (the audit trail must not say the door stayed shut)."""
 
     opens_door = True
-    stuck: str | None = None
 
     def __init__(self, command: str, timeout_s: float, grace_s: float = 10.0) -> None:
         if not command.strip():
@@ -219,6 +220,7 @@ class CommandRelay:
         self._lock = threading.Lock()
         self._running: set[threading.Thread] = set()
         self._closed = False
+        self.stuck: str | None = None  # the last command that started failed: the lock may be released
 
     def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None:
         env = {**os.environ, "FACELINK_USER_ID": user_id or ""}
@@ -255,15 +257,23 @@ class CommandRelay:
             proc.wait()
             self._failed(on_failure, f"door command did not finish within {self._timeout:g} s and was stopped with "
                                      "everything it started: it may have released the lock and not locked it "
-                                     "again, check the door")
+                                     "again, check the door", started=True)
             return
         if code != 0:
             self._failed(on_failure, f"door command exited with {code}: it ran, so it may have released the "
-                                     "lock before it failed")
+                                     "lock before it failed", started=True)
+            return
+        with self._lock:
+            if self.stuck is not None:
+                log.warning("door command ran through again: the earlier failure (%s) is cleared", self.stuck)
+            self.stuck = None
 
-    @staticmethod
-    def _failed(on_failure: FailureReport, reason: str) -> None:
+    def _failed(self, on_failure: FailureReport, reason: str, started: bool = False) -> None:
+        """``started``: the command ran, so the lock may be left released (``stuck``)."""
         log.error("%s", reason)
+        if started:
+            with self._lock:
+                self.stuck = reason[:300]
         on_failure(reason)
 
     def end_pulse(self) -> bool:

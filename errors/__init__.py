@@ -122,9 +122,10 @@ class CameraError(FaceLinkError):
 
 
 class RelayError(FaceLinkError):
-    """The door's lock output could not be switched off after a pulse (a GPIO write failed): the
-    lock may be held released. The relay keeps retrying; meanwhile the door publishes ERROR (at
-    most every 30 s) and names the fault on health (``relay_stuck``) until the output is off."""
+    """The door's lock output could not be switched off after a pulse (a GPIO write failed), or a
+    door command that started failed or was stopped: the lock may be held released. A GPIO relay
+    keeps retrying; meanwhile the door publishes ERROR (at most every 30 s) and names the fault on
+    health (``relay_stuck``) until the output is off (a door command: until one runs through)."""
 
     code = "RelayError"
     exit_code = 1

@@ -295,3 +295,30 @@ def test_a_door_command_that_hangs_is_stopped_with_what_it_started(tmp_path):
             f"the command's child is still running ({_process_state(pid)})"
     finally:
         relay.close()
+
+
+def test_a_door_command_that_failed_after_it_started_is_said_on_health_until_one_runs_through(
+        tmp_path, broker, make_settings, engine):
+    """A door command that ran and failed may have left the lock released (found in review:
+    ``relay_stuck`` stayed null for command relays, the failure was one ACTUATION_FAILED and then
+    nothing): health names it and ERROR RelayError is published, until a later command runs
+    through; one that could not start at all released nothing."""
+    fail = tmp_path / "fail"
+    fail.touch()
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
+    daemon = door_daemon(settings, engine, CommandRelay(f"test -e {fail} && exit 3; true", 5.0))
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="relay-command-stuck-watcher")
+    daemon.pump.start()
+    _subscribed(daemon, watcher)
+    daemon.emit(_granted(engine))
+    assert wait_until(lambda: daemon.health()["relay_stuck"] is not None, 30)
+    assert "exited with 3" in daemon.health()["relay_stuck"]
+    daemon._housekeeping(time.monotonic())
+    assert watcher.wait_for(lambda: len(decisions(watcher)) >= 3, 60)
+    assert [p["decision"] for p in decisions(watcher)] == ["GRANTED", "ACTUATION_FAILED", "ERROR"]
+    assert decisions(watcher)[2]["reason"].startswith("RelayError: door command exited with 3")
+    fail.unlink()
+    daemon.emit(_granted(engine))  # the next command runs through
+    assert wait_until(lambda: daemon.health()["relay_stuck"] is None, 30)
+    watcher.close()
+    assert daemon.shutdown(flush_timeout_s=5) == 0
