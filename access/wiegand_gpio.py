@@ -41,6 +41,9 @@ SPIN_US = 500  # the last half millisecond before a pulse is busy-waited (sleep 
 # a frame that could not start within this of its GRANTED (queued behind a stalled one) is not sent:
 # it would open the door when nobody may be at it any more (the OSDP reader drops a late read too)
 MAX_WAIT_S = 2.0
+# frames on the wire or waiting for it; more are refused at once (a write that hangs must not
+# pile up a thread per GRANTED: each would be dropped as late anyway)
+MAX_FRAMES = 8
 # every bit's pulse went out, only a release (or the timing) failed: the panel may have read the
 # credential itself, so the report must not say it did not
 WHOLE = "every bit went out: the panel may have read the credential itself"
@@ -126,6 +129,9 @@ class WiegandTransmitter:
                 return "Wiegand output is stopping: nothing was sent"
             if self.stuck is not None and not self._idle_if_free():
                 return f"Wiegand output not sent: {self.stuck}"
+            if len(self._frames) >= MAX_FRAMES:
+                return (f"Wiegand output not sent: {len(self._frames)} frames already on the wire or waiting for "
+                        "it (a GPIO write hangs?)")
             thread = threading.Thread(target=self._send, args=(frame,), name="wiegand-out", daemon=True)
             thread.start()  # a thread that cannot start raises to the caller: nothing was sent
             self._frames[thread] = frame
@@ -242,7 +248,12 @@ class WiegandTransmitter:
         return True
 
     def health(self) -> dict[str, Any]:
-        return {"wiegand_sent": self.sent, "wiegand_failed": self.failed, "wiegand_stuck": self.stuck}
+        """``wiegand_waiting``: frames on the wire or waiting for it (more than one for long: a
+        write hangs; at MAX_FRAMES new ones are refused)."""
+        with self._state:
+            waiting = len(self._frames)
+        return {"wiegand_sent": self.sent, "wiegand_failed": self.failed, "wiegand_stuck": self.stuck,
+                "wiegand_waiting": waiting}
 
     def close(self) -> None:
         """No new frames; wait up to JOIN_S for the ones on the wire (their failures are still

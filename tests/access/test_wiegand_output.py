@@ -75,7 +75,8 @@ def test_a_granted_users_credential_is_the_frame_the_panel_reads(link, gpio):
     assert decode(first) == Credential("H10301", 42, 31337)
     assert decode(second) == Credential("H10306", 4242, 65000)
     assert _idle(gpio) and not failures.reasons
-    assert link.health() == {"wiegand_sent": 2, "wiegand_failed": 0, "wiegand_stuck": None}
+    assert wait_until(_senders_done, 10)  # each sender leaves after the gap behind its frame
+    assert link.health() == {"wiegand_sent": 2, "wiegand_failed": 0, "wiegand_stuck": None, "wiegand_waiting": 0}
 
 
 def test_a_frame_that_breaks_off_is_reported_and_the_lines_left_idle(link, gpio):
@@ -236,3 +237,21 @@ def test_a_whole_frame_whose_line_then_sticks_still_may_have_been_read(link, gpi
     assert "after 26 of 26 bits" in reason and "the panel may have read the credential itself" in reason
     assert link.health()["wiegand_stuck"] is not None and link.health()["wiegand_stuck"] in reason
     assert "did not get it" not in reason, reason
+
+
+def test_frames_behind_a_hung_write_are_bounded_and_said_on_health(link, gpio):
+    """A GPIO write that hangs: each GRANTED queued a sender thread behind it with no limit and
+    health said nothing (found in review). At MAX_FRAMES on the wire or waiting, new frames are
+    refused at once (ACTUATION_FAILED for the daemon), and health counts them."""
+    from facelink.access.wiegand_gpio import MAX_FRAMES
+
+    failures = Failures()
+    gpio.delay(0, 3.0)  # ann's first bit hangs for 3 s
+    for _ in range(MAX_FRAMES):
+        assert link.on_decision(_granted("ann"), on_failure=failures) is None
+    assert link.health()["wiegand_waiting"] == MAX_FRAMES
+    refused = link.on_decision(_granted("bob"), on_failure=failures)
+    assert refused is not None and f"{MAX_FRAMES} frames already on the wire or waiting" in refused
+    assert wait_until(_senders_done, 30)  # the write came back: the ones that waited too long were dropped
+    assert link.health()["wiegand_waiting"] == 0
+    assert link.health()["wiegand_sent"] + link.health()["wiegand_failed"] == MAX_FRAMES
