@@ -36,14 +36,11 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_liveness import FACES, FPS, door_videos, print_attack, print_report  # noqa: E402
+from eval_liveness import FACES, FPS, door_videos, load_models, print_attack, print_report  # noqa: E402
 
-from facelink.config import load_settings  # noqa: E402
-from facelink.device.liveness import load_face_mesh  # noqa: E402
 from facelink.device.liveness_blink import Blink, BlinkState  # noqa: E402
 from facelink.models.engine import FaceEngine  # noqa: E402
 from facelink.models.facemesh import EyeReading, FaceMesh  # noqa: E402
-from facelink.models.provision import provision  # noqa: E402
 
 PHOTOS = ("obama/1.jpg", "biden/1.jpg", "feat_man/photo.jpg", "pexels_woman/2.jpg", "kit_harington/1.jpg",
           "rose_leslie/1.jpg", "alex_lacamoire/1.jpg", "lin_manuel_miranda/1.png")
@@ -200,11 +197,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    settings = load_settings()
-    models = provision(settings.models.models_dir, tflite=True).models_dir
-    settings.models.threads = 2
-    engine = FaceEngine.from_settings(settings.models)
-    mesh = load_face_mesh(models, threads=2)
+    settings, models, engine, mesh = load_models()
     now, before = Blink(), Blink(cover_check=False)
     report: dict[str, Any] = {"attacks": {}, "bona_fide": {}}
 

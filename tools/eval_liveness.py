@@ -47,6 +47,7 @@ from facelink.device.liveness_blink import Blink, BlinkState
 from facelink.device.liveness_frozen import LIVE, FrozenFeed
 from facelink.device.tracker import Observation, Track
 from facelink.models.engine import FaceEngine
+from facelink.models.facemesh import FaceMesh
 from facelink.models.provision import provision
 from facelink.models.quality import QualityGate
 
@@ -336,15 +337,20 @@ def print_table(title: str, configs: dict[str, dict]) -> None:
               f"{r['added_s_median']} s / {r['added_s_p95']} s |")
 
 
+def load_models() -> tuple[Any, Path, FaceEngine, FaceMesh]:
+    """The shipped settings, the provisioned models folder (face mesh included), the engine and
+    the face mesh, each on 2 threads: what the liveness evaluations run on."""
+    settings = load_settings()
+    models = provision(settings.models.models_dir, tflite=True).models_dir
+    settings.models.threads = 2
+    return settings, models, FaceEngine.from_settings(settings.models), load_face_mesh(models, threads=2)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    settings = load_settings()
-    models = provision(settings.models.models_dir, tflite=True).models_dir
-    settings.models.threads = 2
-    engine = FaceEngine.from_settings(settings.models)
-    mesh = load_face_mesh(models, threads=2)
+    settings, models, engine, mesh = load_models()
     door = door_checks(settings)
     rng = np.random.default_rng(2026)
     live_videos = door_videos(models)

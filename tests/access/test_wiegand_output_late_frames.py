@@ -23,10 +23,10 @@ import pytest
 from facelink.access.panel import PanelLink
 from facelink.access.wiegand import Credential, decode
 from facelink.access.wiegand_gpio import WiegandGpioOutput
-from facelink.device.decision import GRANTED, Decision
 from facelink.enroll import credentials, faces, users
 
 from ..waiting import wait_until
+from .test_wiegand_output import Failures, _granted
 
 D0, D1 = 23, 24
 ANN, BOB = "H10301:42:31337", "H10306:4242:65000"
@@ -45,18 +45,6 @@ def link(ctx, gpio):
     link.close()
 
 
-class Failures:
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-        self.came = threading.Event()
-
-    def __call__(self, reason: str) -> None:
-        self.reasons.append(reason)
-        self.came.set()
-
-
-def _granted(user: str) -> Decision:
-    return Decision(GRANTED, "door-1", "door", "m", 99.0, user_id=user, similarity=99.8)
 
 
 def _senders_done() -> bool:
