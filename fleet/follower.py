@@ -95,8 +95,9 @@ INBOX_MAX = 5_000  # queued messages; more are dropped (counted: OVERLOADED) and
 ALARMS_PER_MINUTE = 10  # per reason: a flood of garbage must not push decisions out of the outbox
 MAX_BACKOFF_S = 60.0
 # A head confirms the copy as of when the desk issued it: at most the desk's own time since the
-# last accepted head (plus this much per head, and this share of it: clocks that run at slightly
-# different rates, a head delivered a little late) after that head was issued.
+# last accepted head (plus this share of it: clocks that run at slightly different rates) after
+# that head was issued; one that arrives more than twice HEAD_SLACK_S after that is late (a head
+# delivered a little late is not). The slack is never credited: it compounded from head to head.
 HEAD_SLACK_S = 1.0
 HEAD_RATE_SLACK = 0.01
 MAX_CHALLENGES = 3  # outstanding nonces kept (the newest): an answer to any other confirms nothing
@@ -339,18 +340,21 @@ class Follower:
         # since the previous head allows. A head held back (a broker's queue while the door was cut
         # off; recorded and fed to the door later) confirms the copy as of then, not now.
         # (it was issued before it arrived: a wait in the door's own queue makes it no later)
+        # HEAD_SLACK_S is a tolerance of lateness only, never credited: credited, it compounded from
+        # head to head (the anchor is this head's credit), so a broker holding each head back a little
+        # longer (never late) walked the anchor forward by HEAD_SLACK_S a head (found in review)
         now = self.monotonic()
         came = now if arrived is None else min(arrived, now)
         issued = came
         if self._anchor is not None:
             prev_issued, prev_mono = self._anchor
-            issued = min(came, prev_mono + (head.issued_at - prev_issued) * (1 + HEAD_RATE_SLACK) + HEAD_SLACK_S)
-            if came - issued > HEAD_SLACK_S and now - self._late_logged_at >= 60:
+            issued = min(came, prev_mono + (head.issued_at - prev_issued) * (1 + HEAD_RATE_SLACK))
+            if came - issued > 2 * HEAD_SLACK_S and now - self._late_logged_at >= 60:
                 self._late_logged_at = now
                 log.warning("sync %s: head at seq %d arrived %.0f s after the desk issued it (held back or "
                             "replayed, or the desk's clock went back): it confirms the copy as of then; "
                             "asking the desk for a fresh head", self.collection_id, head.seq, came - issued)
-        lag = came - issued
+        lag = came - issued - HEAD_SLACK_S  # late as before: more than HEAD_SLACK_S past the old bound
         self._head_late = lag > HEAD_SLACK_S + self._anchor_doubt
         self._anchor_doubt = 0.0 if self._head_late else min(self._anchor_doubt, max(0.0, lag - HEAD_SLACK_S))
         if not self._head_late:

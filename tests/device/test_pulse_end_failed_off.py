@@ -1,0 +1,22 @@
+"""PulseSwitch.end() reports a failed off as nothing ended (found in review; it had no test:
+the daemon's log said "the running pulse ended" while the lock was still released)."""
+
+from __future__ import annotations
+
+from facelink.device.door import PulseSwitch
+
+from .test_relay import Output
+
+
+def test_an_end_whose_off_fails_says_nothing_ended():
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=30.0)
+    switch.pulse()
+    out.fail_off = 1
+    try:
+        assert switch.end() is False  # the panel's off did not lock the door (yet): retried, stuck
+        assert switch.stuck is not None and out.released
+        assert out.switched_off.wait(30) and not out.released and switch.stuck is None  # the retry worked
+        assert switch.end() is False  # and nothing is running now
+    finally:
+        switch.close()

@@ -1,0 +1,78 @@
+"""A rogue broker that holds heads back a little longer each time (under the per-head
+slack, so no head ever looks late and the door never challenges) walks the door's anchor forward:
+each head may be credited HEAD_SLACK_S + 1 % later than the one before, and that slack compounds
+from head to head. After an hour of heads held back by 1.25 s more each, the door credits a head
+issued 150 s ago as issued now; a revocation then keeps the revoked user grantable for
+max_staleness_s + 150 s. Real door store, real Ed25519, the real Follower."""
+
+from __future__ import annotations
+
+import pytest
+
+from facelink.device.matcher import UserIndex
+from facelink.fleet.changeset import encode
+from facelink.fleet.protocol import UserPut
+
+from .conftest import V, wait_for
+from .test_follower import DOOR, Door, T, delta, desk_client, door, face, unit  # noqa: F401 - fixtures
+from .test_head_arrival_time import Sent
+from .test_held_back_heads import HEARTBEAT_S, I0, MAX_STALENESS_S, head
+
+
+def _creeping_hold(door, keys, heads: int, more_each: float):  # noqa: F811
+    """ann enrolled and confirmed; then ``heads`` heartbeats, each held back ``more_each`` s
+    longer than the one before (challenges are dropped by the broker); the desk revokes ann just
+    after the last one and the broker withholds everything from there. Returns the door and the
+    door's time of the revocation."""
+    key, sent = keys[0], Sent()
+    d: Door = door(transport=sent, max_staleness_s=MAX_STALENESS_S)
+    d.feed(encode(key, "staff", V, 1, delta(1, users_put=[UserPut(user_id="ann")], faces_put=[face("fa", "ann", 1)])))
+    t0 = d.clock.now
+    d.feed(head(key, 1, I0), T.head)
+    for k in range(1, heads + 1):  # issued at t0 + 30 k (desk I0 + 30 k), delivered later by k * more_each
+        d.clock.now = t0 + HEARTBEAT_S * k + k * more_each
+        d.feed(head(key, 1, I0 + HEARTBEAT_S * k), T.head)
+    return d, t0 + HEARTBEAT_S * heads + 1
+
+
+def test_a_creeping_hold_does_not_keep_a_revoked_user_grantable(door, keys):  # noqa: F811
+    d, revoked_at = _creeping_hold(door, keys, heads=120, more_each=1.25)  # an hour: held 150 s at the end
+    index = UserIndex(d.store, "staff", V)
+    index.load()
+    assert index.best(unit(1)).user_id == "ann"  # the copy still grants ann ...
+    assert d.follower.confirmed_at <= revoked_at + 60, \
+        f"confirmed {d.follower.confirmed_at - revoked_at:.0f} s after the revocation by heads issued before it"
+    d.clock.now = max(d.clock.now, revoked_at + MAX_STALENESS_S + 60)  # ... so by now (+ the clocks' slack) stale
+    assert d.follower.stale(), f"fresh {d.clock.now - revoked_at:.0f} s after the revocation " \
+                               f"(confirmed {d.follower.confirmed_at - revoked_at:.0f} s after it)"
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness (README, held-back heads): HEAD_RATE_SLACK (1 %) still compounds along the chain of "
+                                       "heads; bounding it needs re-anchoring by answered challenges (design)")
+def test_a_slower_creeping_hold_over_a_day(door, keys):  # noqa: F811
+    d, revoked_at = _creeping_hold(door, keys, heads=2_880, more_each=0.29)  # a day: held ~835 s at the end
+    assert d.follower.confirmed_at <= revoked_at + 60
+    d.clock.now = max(d.clock.now, revoked_at + MAX_STALENESS_S + 60)
+    assert d.follower.stale()
+
+
+def test_a_slow_answers_doubt_wears_off(door, keys, desk_client, listeners):  # noqa: F811
+    """After a slow answer (3 s), heads on time again wear its doubt off: a head then held back
+    3 s is late again and draws a challenge (found in review: the doubt's wear-off was untested; kept
+    for good, a broker could hold every later head back by the answer's round trip unchallenged)."""
+    from .test_freshness_challenge import _confirmed, answer
+
+    d, asks = _confirmed(door, keys, desk_client, listeners)
+    d.clock.now += 200
+    n1 = asks.next(d, 0)
+    d.clock.now += 3
+    d.feed(answer(keys[0], n1, 1, I0 + 203), T.reply(DOOR))
+    issued = I0 + 203
+    for _ in range(20):  # ten minutes of heads on time: the doubt is worn off
+        d.clock.now += HEARTBEAT_S
+        issued += HEARTBEAT_S
+        d.feed(head(keys[0], 1, issued), T.head)
+    assert d.follower.challenges_sent == 1
+    d.clock.now += HEARTBEAT_S + 3  # the next one held back 3 s
+    d.feed(head(keys[0], 1, issued + HEARTBEAT_S), T.head)
+    assert wait_for(lambda: len(asks.nonces()) == 2, 30) and d.follower.challenges_sent == 2
