@@ -43,7 +43,7 @@ class DoorSync:
         self.store = Store(settings.store.database, group_access=settings.store.group_access)
         self.follower = Follower(self.store, self.collection_id, model_version, trusted, settings.mqtt.device_id,
                                  settings.mqtt.topic_prefix, alarm=self._alarm, max_staleness_s=s.max_staleness_s,
-                                 request_retry_s=s.request_retry_s)
+                                 request_retry_s=s.request_retry_s, challenge_every_s=s.challenge_every_s)
         self._was_stale: bool | None = None
 
     def _alarm(self, payload: dict) -> None:

@@ -109,7 +109,7 @@ class Follower:
     def __init__(self, store: Store, collection_id: str, model_version: str,
                  trusted: dict[str, Ed25519PublicKey], device_id: str, prefix: str, *,
                  transport: Transport | None = None, alarm: Callable[[dict], None] | None = None,
-                 max_staleness_s: float = 300.0, request_retry_s: float = 5.0,
+                 max_staleness_s: float = 300.0, request_retry_s: float = 5.0, challenge_every_s: float = 0.0,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         """``clock``: the wall clock (recorded times, ``confirmed_at``); ``monotonic``: every
@@ -125,6 +125,11 @@ class Follower:
             state.snapshot_seq, state.head_issued_at, state.confirmed_at
         self.transport, self.alarm = transport, alarm
         self.max_staleness_s, self.request_retry_s = max_staleness_s, request_retry_s
+        # > 0: the copy is fresh only while the desk answered a challenge within this (sent at most
+        # this long ago): heads between answers can then creep by at most 1 % of it (held back a
+        # little longer each, never late); an answer is asked for from half of it on
+        self.challenge_every_s = challenge_every_s
+        self._answered_mono: float | None = None  # when the nonce of the last answered challenge was sent
         self._confirmed_mono: float | None = None  # monotonic time of the confirmation that counts
         # (issued_at of the last accepted head, the latest monotonic time it can have been issued at)
         self._anchor: tuple[float, float] | None = None
@@ -357,7 +362,7 @@ class Follower:
         lag = came - issued - HEAD_SLACK_S  # late as before: more than HEAD_SLACK_S past the old bound
         self._head_late = lag > HEAD_SLACK_S + self._anchor_doubt
         self._anchor_doubt = 0.0 if self._head_late else min(self._anchor_doubt, max(0.0, lag - HEAD_SLACK_S))
-        if not self._head_late:
+        if not self._head_late and not self._answer_due(now):
             self._challenge_at, self._challenge_backoff = 0.0, self.request_retry_s  # heads on time again
         self._accept_head(head, head.issued_at, issued, now)
 
@@ -377,6 +382,8 @@ class Follower:
             return
         self._head_late, self._challenges_unanswered = False, 0
         now = self.monotonic()
+        if self._answered_mono is None or sent > self._answered_mono:
+            self._answered_mono = sent
         self._anchor_doubt = now - sent  # the answer was issued somewhere in that round trip
         log.info("sync %s: the desk answered a challenge sent %.1f s ago: head at seq %d", self.collection_id,
                  now - sent, head.seq)
@@ -431,8 +438,15 @@ class Follower:
             return False  # a door with nothing waits for its snapshot
         if self._head_late:
             return True
+        if self._answer_due(now):
+            return True
         return self._confirmed_mono is not None and \
             now - self._confirmed_mono > self.max_staleness_s * CHALLENGE_AFTER
+
+    def _answer_due(self, now: float) -> bool:
+        """``challenge_every_s`` asks for an answered challenge: none yet, or the last is past half of it."""
+        return self.challenge_every_s > 0 and (self._answered_mono is None
+                                               or now - self._answered_mono > self.challenge_every_s / 2)
 
     def _challenge(self, now: float) -> None:
         """Send a freshness challenge (a SyncRequest with a new random nonce) when one is wanted and
@@ -499,6 +513,13 @@ class Follower:
                 kind, reason = "negative", f"the last confirmation is {-age:.0f} s in the future (the clock went back)"
             elif age > self.max_staleness_s:
                 kind, reason = "expired", f"not confirmed for {age:.0f} s (max_staleness_s {self.max_staleness_s:g})"
+        if reason is None and self.challenge_every_s > 0:
+            answered = None if self._answered_mono is None else self.monotonic() - self._answered_mono
+            if answered is None or answered > self.challenge_every_s:
+                kind = "unanswered"
+                reason = ("the desk answered no challenge since this start (sync.challenge_every_s)" if answered is None
+                          else f"the desk answered no challenge for {answered:.0f} s "
+                               f"(sync.challenge_every_s {self.challenge_every_s:g})")
         if kind != self._logged_stale:
             if reason is not None:
                 log.warning("sync %s: the copy is stale: %s", self.collection_id, reason)

@@ -87,6 +87,8 @@ def test_readme_reference_is_current():
     ('[mqtt]\ntls_ca = "/nonexistent/ca.crt"\n', "mqtt.tls_ca"),
     # a door following one collection and matching another never hears of a revocation
     ('[sync]\ncollection_id = "staff"\n', "sync.collection_id"),
+    # asked from half of it on: a few seconds would be a challenge per heartbeat
+    ('[sync]\nchallenge_every_s = 30\n', "sync.challenge_every_s"),
     # a user granted again after the cooldown would not reach the panel: the door stays shut
     ('[door]\noutput = "osdp"\n[osdp]\ndebounce_s = 20\n', "osdp.debounce_s"),
     ('[door]\noutput = "osdp"\n[matching]\ncooldown_s = 0\nmode = "card_or_face"\n', "osdp.debounce_s"),
