@@ -157,6 +157,7 @@ class Follower:
         # was sent, earlier than the desk issued it by up to the answer's round trip; that lag wears
         # off (each head may run HEAD_SLACK_S and 1 % ahead) and must not draw the next challenge
         self._anchor_doubt = 0.0
+        self._head_came = monotonic()  # monotonic time the last new head arrived (the start: asks at once anyway)
         self._challenge_at = 0.0  # monotonic time before which no challenge is sent
         self._challenge_backoff = request_retry_s
         self._challenges_unanswered = 0  # challenges sent since the last answer
@@ -361,8 +362,13 @@ class Follower:
                             "asking the desk for a fresh head", self.collection_id, head.seq, came - issued)
         lag = came - issued - HEAD_SLACK_S  # late as before: more than HEAD_SLACK_S past the old bound
         self._head_late = lag > HEAD_SLACK_S + self._anchor_doubt
-        self._anchor_doubt = 0.0 if self._head_late else min(self._anchor_doubt, max(0.0, lag - HEAD_SLACK_S))
-        if not self._head_late and not self._answer_due(now):
+        # the doubt left is this head's own lag past the bound (the next head is anchored at the bound,
+        # not credited): a head later than this one by the usual jitter is not late either
+        self._anchor_doubt = 0.0 if self._head_late else min(self._anchor_doubt, max(0.0, came - issued))
+        # after a silence longer than the longest back-off the desk is back: ask at once (once per
+        # silence; a broker that drops challenges still gets one per back-off, not one per head)
+        quiet, self._head_came = now - self._head_came > MAX_BACKOFF_S, now
+        if quiet or (not self._head_late and not self._answer_due(now)):
             self._challenge_at, self._challenge_backoff = 0.0, self.request_retry_s  # heads on time again
         self._accept_head(head, head.issued_at, issued, now)
 
