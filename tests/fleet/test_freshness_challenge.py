@@ -280,3 +280,30 @@ def test_a_slow_answer_does_not_make_the_next_heads_draw_challenges(door, keys, 
         d.feed(head(keys[0], 1, I0 + 203 + HEARTBEAT_S * k), T.head)
         assert d.follower.confirmed_at <= sent + (HEARTBEAT_S * k) * 1.01 + k  # never beyond the anchor's bound
     assert asks.nonces() == [n1] and d.follower.challenges_sent == 1
+
+
+def test_an_answer_spends_the_older_nonces_too(door, keys, desk_client, listeners):  # noqa: F811
+    """Two challenges outstanding (the first unanswered within its back-off): the answer to the
+    newer one spends both; the older one's answer, arriving after, confirms nothing."""
+    d, asks = _confirmed(door, keys, desk_client, listeners)
+    d.clock.now += 200
+    n1 = asks.next(d, 0)
+    d.clock.now += 6  # past the first back-off: the door asks again
+    n2 = asks.next(d, 1)
+    d.feed(answer(keys[0], n2, 1, I0 + 206), T.reply(DOOR))
+    confirmed = d.follower.confirmed_at
+    d.feed(answer(keys[0], n1, 1, I0 + 206.5), T.reply(DOOR))
+    assert d.follower.rejected == {"UNKNOWN_NONCE": 1} and d.follower.confirmed_at == confirmed
+
+
+def test_an_answer_behind_the_applied_seq_confirms_nothing(door, keys, desk_client, listeners):  # noqa: F811
+    """An answer naming a seq below the one the door applied (a desk database restored from an
+    older copy) is HEAD_BEHIND: refused, counted, and it confirms nothing."""
+    d, asks = _confirmed(door, keys, desk_client, listeners)
+    d.feed(encode(keys[0], "staff", V, 2, delta(2, users_put=[UserPut(user_id="bob")])))
+    d.feed(head(keys[0], 2, I0 + 1), T.head)
+    d.clock.now += 200
+    n1 = asks.next(d, 0)
+    confirmed = d.follower.confirmed_at
+    d.feed(answer(keys[0], n1, 1, I0 + 201), T.reply(DOOR))
+    assert d.follower.rejected.get("HEAD_BEHIND") == 1 and d.follower.confirmed_at == confirmed
