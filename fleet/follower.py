@@ -33,10 +33,10 @@ monotonic clock: it expires ``max_staleness_s`` after the confirmation at the la
 
 A head confirms the copy as of when the desk issued it: no later than the previous accepted head's
 time (the *anchor*: its issued_at and the door's monotonic time it was issued at, at the latest)
-plus the desk's own time between the two (:data:`HEAD_RATE_SLACK`, :data:`HEAD_SLACK_S`), so heads
+plus the desk's own time between the two (and :data:`HEAD_RATE_SLACK` of it), so heads
 held back (a broker's queue, a rogue broker's recording) confirm nothing new. A desk started again
 with its clock stepped back issues heads that look held back the same way. So when the door cannot
-confirm its copy by an on-time head -- the last new head was late by more than HEAD_SLACK_S or older
+confirm its copy by an on-time head -- the last new head was late by more than LATE_AFTER_S or older
 than the last accepted one, or the confirmation is older than :data:`CHALLENGE_AFTER` of
 ``max_staleness_s`` -- and it is not behind, it sends a *freshness challenge*: a SyncRequest with a
 random nonce (at most :data:`MAX_CHALLENGES` outstanding, each with the monotonic time it was
@@ -61,6 +61,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -96,13 +97,33 @@ ALARMS_PER_MINUTE = 10  # per reason: a flood of garbage must not push decisions
 MAX_BACKOFF_S = 60.0
 # A head confirms the copy as of when the desk issued it: at most the desk's own time since the
 # last accepted head (plus this share of it: clocks that run at slightly different rates) after
-# that head was issued; one that arrives more than twice HEAD_SLACK_S after that is late (a head
+# that head was issued; one that arrives more than LATE_AFTER_S after that is late (a head
 # delivered a little late is not). The slack is never credited: it compounded from head to head.
-HEAD_SLACK_S = 1.0
 HEAD_RATE_SLACK = 0.01
 MAX_CHALLENGES = 3  # outstanding nonces kept (the newest): an answer to any other confirms nothing
 UNANSWERED_WARN = 5  # challenges unanswered in a row before the door says so (once per streak)
 CHALLENGE_AFTER = 0.5  # share of max_staleness_s after which a confirmation is renewed by a challenge
+LATE_AFTER_S = 2.0  # a head arriving this long after its bound is late (delivery delay below it)
+
+
+@dataclass
+class Backoff:
+    """When an unanswered ask (a request, a challenge) goes out again, on the monotonic clock:
+    ``first`` s after the first, doubling up to MAX_BACKOFF_S."""
+
+    first: float
+    delay: float = 0.0  # the wait after the next ask
+    at: float = 0.0  # no ask before this
+
+    def __post_init__(self) -> None:
+        self.delay = self.first
+
+    def reset(self, at: float = 0.0) -> None:
+        self.delay, self.at = self.first, at
+
+    def asked(self, now: float) -> None:
+        self.at = now + self.delay
+        self.delay = min(self.delay * 2, MAX_BACKOFF_S)
 
 
 class Follower:
@@ -148,18 +169,16 @@ class Follower:
         self.error: str | None = None  # the last apply failure (None after a successful apply)
         self.applied_event = threading.Event()  # set after every apply: the matcher refreshes now
         self._outstanding = False  # a request was sent and is not answered yet
-        self._retry_at = 0.0
         self._asked_at = 0.0  # monotonic time of the last request sent
-        self._backoff = request_retry_s
+        self._requests = Backoff(request_retry_s)  # while a request is outstanding
         self._nonces: OrderedDict[str, float] = OrderedDict()  # outstanding challenges -> monotonic time sent
         self._head_late = False  # the last new head did not confirm on time (late, or older than the last)
         # how late heads may look and still be on time: after an answer, the anchor is when its nonce
         # was sent, earlier than the desk issued it by up to the answer's round trip; that lag wears
-        # off (each head may run HEAD_SLACK_S and 1 % ahead) and must not draw the next challenge
+        # off (each head's bound is set by the one before) and must not draw the next challenge
         self._anchor_doubt = 0.0
         self._head_came = monotonic()  # monotonic time the last new head arrived (the start: asks at once anyway)
-        self._challenge_at = 0.0  # monotonic time before which no challenge is sent
-        self._challenge_backoff = request_retry_s
+        self._challenges = Backoff(request_retry_s)
         self._challenges_unanswered = 0  # challenges sent since the last answer
         self.challenges_sent = 0
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
@@ -282,14 +301,13 @@ class Follower:
         does not come here. Never later than the longest back-off after the door's own last
         request: signed chunks of two runs at one seq, replayed in turn by anyone who can publish
         there, each look like progress."""
-        self._backoff = self.request_retry_s
-        self._retry_at = min(self.monotonic() + SNAPSHOT_REPEAT_S + 1.0,
-                             self._asked_at + SNAPSHOT_REPEAT_S + 1.0 + MAX_BACKOFF_S)
+        self._requests.reset(min(self.monotonic() + SNAPSHOT_REPEAT_S + 1.0,
+                                 self._asked_at + SNAPSHOT_REPEAT_S + 1.0 + MAX_BACKOFF_S))
 
     def _applied(self, cs: ChangeSet, body: Delta | SnapshotChunk) -> None:
         self.verifier.applied(cs)
         self.error = None
-        self._backoff, self._retry_at = self.request_retry_s, self.monotonic() + self.request_retry_s  # progress
+        self._requests.reset(self.monotonic() + self.request_retry_s)  # progress
         self.applied_event.set()
         if isinstance(body, Delta):
             log.info("sync %s: applied seq %d (+%d/-%d faces, +%d/-%d users)", self.collection_id, cs.seq,
@@ -346,30 +364,30 @@ class Follower:
         # since the previous head allows. A head held back (a broker's queue while the door was cut
         # off; recorded and fed to the door later) confirms the copy as of then, not now.
         # (it was issued before it arrived: a wait in the door's own queue makes it no later)
-        # HEAD_SLACK_S is a tolerance of lateness only, never credited: credited, it compounded from
-        # head to head (the anchor is this head's credit), so a broker holding each head back a little
-        # longer (never late) walked the anchor forward by HEAD_SLACK_S a head (found in review)
+        # Delivery delay is tolerated (LATE_AFTER_S), never credited: a second a head once was, and it
+        # compounded from head to head (the anchor is this head's credit), so a broker holding each head
+        # back a little longer (never late) walked the anchor forward by it a head (found in review)
         now = self.monotonic()
         came = now if arrived is None else min(arrived, now)
         issued = came
         if self._anchor is not None:
             prev_issued, prev_mono = self._anchor
             issued = min(came, prev_mono + (head.issued_at - prev_issued) * (1 + HEAD_RATE_SLACK))
-            if came - issued > 2 * HEAD_SLACK_S and now - self._late_logged_at >= 60:
-                self._late_logged_at = now
-                log.warning("sync %s: head at seq %d arrived %.0f s after the desk issued it (held back or "
-                            "replayed, or the desk's clock went back): it confirms the copy as of then; "
-                            "asking the desk for a fresh head", self.collection_id, head.seq, came - issued)
-        lag = came - issued - HEAD_SLACK_S  # late as before: more than HEAD_SLACK_S past the old bound
-        self._head_late = lag > HEAD_SLACK_S + self._anchor_doubt
-        # the doubt left is this head's own lag past the bound (the next head is anchored at the bound,
-        # not credited): a head later than this one by the usual jitter is not late either
-        self._anchor_doubt = 0.0 if self._head_late else min(self._anchor_doubt, max(0.0, came - issued))
+        lag = came - issued  # how long after the latest time it can have been issued it arrived
+        self._head_late = lag > LATE_AFTER_S + self._anchor_doubt
+        if self._head_late and now - self._late_logged_at >= 60:
+            self._late_logged_at = now
+            log.warning("sync %s: head at seq %d arrived %.0f s after the desk issued it (held back or "
+                        "replayed, or the desk's clock went back): it confirms the copy as of then; "
+                        "asking the desk for a fresh head", self.collection_id, head.seq, lag)
+        # the doubt left is this head's own lag (the next head is anchored at the bound, not credited):
+        # a head later than this one by the usual jitter is not late either
+        self._anchor_doubt = 0.0 if self._head_late else min(self._anchor_doubt, lag)
         # after a silence longer than the longest back-off the desk is back: ask at once (once per
         # silence; a broker that drops challenges still gets one per back-off, not one per head)
         quiet, self._head_came = now - self._head_came > MAX_BACKOFF_S, now
         if quiet or (not self._head_late and not self._answer_due(now)):
-            self._challenge_at, self._challenge_backoff = 0.0, self.request_retry_s  # heads on time again
+            self._challenges.reset()  # heads on time again
         self._accept_head(head, head.issued_at, issued, now)
 
     def _answer(self, topic: str, payload: bytes, head: Head) -> None:
@@ -423,19 +441,20 @@ class Follower:
         challenge it when heads do not keep the copy confirmed (:meth:`_challenge`)."""
         now = self.monotonic()
         if not self.behind():
-            self._outstanding, self._backoff = False, self.request_retry_s
+            self._outstanding = False
+            self._requests.reset()
             self._challenge(now)
             return
-        if (self._outstanding and now < self._retry_at) or self.transport is None:
+        if (self._outstanding and now < self._requests.at) or self.transport is None:
             return
         snapshot = self.want_snapshot or self.applied_seq == 0
         request = SyncRequest(device_id=self.device_id, from_seq=self.applied_seq + 1, snapshot=snapshot)
         sent = self.transport.publish(self.request_topic, request.encode().decode(), qos=1, timeout=5.0)
         self.requests_sent += bool(sent)
         log.info("sync %s: %s %s (retry in %.0f s)", self.collection_id, "asked for" if sent else "could not ask for",
-                 "a snapshot" if snapshot else f"seq {self.applied_seq + 1}..", self._backoff)
-        self._outstanding, self._retry_at, self._asked_at = True, now + self._backoff, now
-        self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+                 "a snapshot" if snapshot else f"seq {self.applied_seq + 1}..", self._requests.delay)
+        self._outstanding, self._asked_at = True, now
+        self._requests.asked(now)
 
     def _wants_challenge(self, now: float) -> bool:
         """Heads do not confirm the copy on time: the last new one was late (or older than the last
@@ -457,7 +476,7 @@ class Follower:
     def _challenge(self, now: float) -> None:
         """Send a freshness challenge (a SyncRequest with a new random nonce) when one is wanted and
         due; retried on the requests' back-off while unanswered."""
-        if self.transport is None or now < self._challenge_at or not self._wants_challenge(now):
+        if self.transport is None or now < self._challenges.at or not self._wants_challenge(now):
             return
         nonce = secrets.token_hex(NONCE_HEX // 2)
         self._nonces[nonce] = now  # before it can be answered: the answer was signed after this
@@ -468,13 +487,12 @@ class Follower:
         self.challenges_sent += bool(sent)
         self._challenges_unanswered += 1
         log.info("sync %s: %s the desk for a fresh head (challenge; retry in %.0f s)", self.collection_id,
-                 "asked" if sent else "could not ask", self._challenge_backoff)
+                 "asked" if sent else "could not ask", self._challenges.delay)
         if self._challenges_unanswered == UNANSWERED_WARN:
             log.warning("sync %s: %d challenges unanswered: the desk is unreachable, or older than this door "
                         "(it refuses them); the copy is confirmed by on-time heads only", self.collection_id,
                         self._challenges_unanswered)
-        self._challenge_at = now + self._challenge_backoff
-        self._challenge_backoff = min(self._challenge_backoff * 2, MAX_BACKOFF_S)
+        self._challenges.asked(now)
 
     # -- refusals, staleness, health -------------------------------------------------------
     def _count(self, reason: str) -> None:

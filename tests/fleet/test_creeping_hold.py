@@ -1,6 +1,6 @@
 """A rogue broker that holds heads back a little longer each time (under the per-head
 slack, so no head ever looks late and the door never challenges) walks the door's anchor forward:
-each head may be credited HEAD_SLACK_S + 1 % later than the one before, and that slack compounds
+each head could be credited 1 s + 1 % later than the one before, and that slack compounds
 from head to head. After an hour of heads held back by 1.25 s more each, the door credits a head
 issued 150 s ago as issued now; a revocation then keeps the revoked user grantable for
 max_staleness_s + 150 s. Real door store, real Ed25519, the real Follower."""
