@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -70,7 +71,7 @@ from .protocol import (
     SnapshotChunk,
     encode_head,
 )
-from .requests import MAX_TRACKED_DEVICES, Answer, Budget, RequestGate
+from .requests import MAX_TRACKED_DEVICES, Budget, RequestGate
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +187,12 @@ class Publisher:
                 return
             sender, c = own
         if len(payload) > MAX_REQUEST_BYTES:  # refused now: the inbox holds no more than this per request
-            self.gate.refused["MALFORMED"] = self.gate.refused.get("MALFORMED", 0) + 1
+            self.gate.count("MALFORMED")
             return
         try:
             self._inbox.put_nowait((c, sender, payload))
         except queue.Full:
-            self.gate.refused["OVERLOADED"] = self.gate.refused.get("OVERLOADED", 0) + 1
+            self.gate.count("OVERLOADED")
             return
         self._wake.set()
 
@@ -291,36 +292,24 @@ class Publisher:
                                       sender, None if self.doors is None else partial(self._listed, c))
             if answer is None:
                 continue
-            if answer.nonce is not None:
-                self._queue_challenge(c, answer.device_id, answer.nonce)
-                continue
-            if answer.snapshot:
-                queued = self._snapshots[c]
-                if self._has_snapshot(c, answer.device_id):
-                    self.gate.refused["ALREADY_SENT"] = self.gate.refused.get("ALREADY_SENT", 0) + 1
-                    continue
-                if answer.device_id not in queued and len(queued) >= MAX_QUEUED_SNAPSHOTS:
-                    self.gate.refused["OVERLOADED"] = self.gate.refused.get("OVERLOADED", 0) + 1
-                    continue
-                queued[answer.device_id] = None
-                continue
-            self._queue_range(c, answer)
+            device = answer.device_id
+            if answer.nonce is not None:  # answered in step 3
+                self._queue(self._challenges[c], device, answer.nonce, MAX_QUEUED_CHALLENGES)
+            elif not answer.snapshot:  # re-sent in step 4
+                self._queue(self._ranges[c], device, _RangeReply(answer.first, answer.first, answer.last),
+                            MAX_QUEUED_RANGES)
+            elif self._has_snapshot(c, device):
+                self.gate.count("ALREADY_SENT")
+            else:
+                self._queue(self._snapshots[c], device, None, MAX_QUEUED_SNAPSHOTS)
 
-    def _queue_challenge(self, c: str, device_id: str, nonce: str) -> None:
-        """A challenge to answer in step 3 (a door's newer nonce replaces its older one)."""
-        pending = self._challenges[c]
-        if device_id not in pending and len(pending) >= MAX_QUEUED_CHALLENGES:
-            self.gate.refused["OVERLOADED"] = self.gate.refused.get("OVERLOADED", 0) + 1
+    def _queue(self, pending: dict[str, Any], device_id: str, item: Any, limit: int) -> None:
+        """Queue ``item`` for ``device_id`` (a door's newer one replaces its older one, in its place);
+        a new door beyond ``limit`` is refused (OVERLOADED)."""
+        if device_id not in pending and len(pending) >= limit:
+            self.gate.count("OVERLOADED")
             return
-        pending[device_id] = nonce
-
-    def _queue_range(self, c: str, answer: Answer) -> None:
-        """A range to re-send in step 4 (a door's newer request replaces its older one)."""
-        pending = self._ranges[c]
-        if answer.device_id not in pending and len(pending) >= MAX_QUEUED_RANGES:
-            self.gate.refused["OVERLOADED"] = self.gate.refused.get("OVERLOADED", 0) + 1
-            return
-        pending[answer.device_id] = _RangeReply(answer.first, answer.first, answer.last)
+        pending[device_id] = item
 
     def _range_slice(self, transport: Transport) -> None:
         """Re-send queued ranges for at most ``slice_s`` (at least one change set when one is due),
@@ -345,7 +334,7 @@ class Publisher:
                     break
                 if self.reply_bytes.left() <= reserve:
                     if r.next == r.first:
-                        self.gate.refused["OVER_BUDGET"] = self.gate.refused.get("OVER_BUDGET", 0) + 1
+                        self.gate.count("OVER_BUDGET")
                         log.warning("range %s %d..%d for %s not sent: the reply budget is spent "
                                     "(fleet.snapshot_mb_per_minute)", c, r.first, r.last, device)
                     else:
@@ -480,7 +469,7 @@ class Publisher:
             for d in list(self._snapshots[c]):
                 if self._has_snapshot(c, d):  # served while it waited in the queue
                     del self._snapshots[c][d]
-                    self.gate.refused["ALREADY_SENT"] = self.gate.refused.get("ALREADY_SENT", 0) + 1
+                    self.gate.count("ALREADY_SENT")
                     continue
                 if self.snapshot_replies.left() < 1 or (
                         devices and self.reply_bytes.left() - estimate * len(devices) <= 0):

@@ -133,8 +133,12 @@ class RequestGate:
         while len(self._own_topic) > MAX_TRACKED_DEVICES:
             self._own_topic.popitem(last=False)
 
-    def _refuse(self, reason: str, collection_id: str, detail: str) -> None:
+    def count(self, reason: str) -> None:
+        """One request refused for ``reason`` (without a log line: the caller's own refusals)."""
         self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def _refuse(self, reason: str, collection_id: str, detail: str) -> None:
+        self.count(reason)
         log.warning("sync request for %s refused (%s): %s [%d %s so far]", collection_id, reason,
                     detail, self.refused[reason], reason)
 
