@@ -54,6 +54,17 @@ class Site:
         self.desk: Desk | None = None
         self._seen = 0  # messages of the inbox handed to the door so far
 
+    @classmethod
+    def with_ann(cls, door, keys, broker, listeners, desk_db) -> Site:  # noqa: F811
+        """A desk database holding ann (one face) in "staff", and a door following it (not started)."""
+        with Store(desk_db) as seed:
+            seed.insert_collection("staff", V)
+            seed.insert_user("staff", "ann")
+            add_faces(seed, "staff", 1, "ann")
+        inbox = listeners([T.changes, T.head, T.reply(DOOR)], f"facelink-{DOOR}")
+        asks = Counting(inbox.client)
+        return cls(desk_db, keys, broker, inbox, door(asks, max_staleness_s=MAX_STALENESS_S), asks)
+
     def start(self) -> Desk:
         self.mono = [self.mono[0] + 1_000.0]  # another process: another monotonic clock
         self.desk = Desk(self.db, self.keys[0], self.port, heartbeat_s=HEARTBEAT_S,
@@ -107,15 +118,9 @@ class Site:
 ], ids=["started-again", "last-head-lost"])
 def test_heads_on_time_confirm_again_after_the_desk_clock_was_stepped_back(door, keys, broker, listeners,  # noqa: F811
                                                                            desk_db, down_s, forgets_last_head):
-    seed = Store(desk_db)
-    seed.insert_collection("staff", V)
-    seed.insert_user("staff", "ann")
-    add_faces(seed, "staff", 1, "ann")
-    seed.close()
-    inbox = listeners([T.changes, T.head, T.reply(DOOR)], f"facelink-{DOOR}")
-    asks = Counting(inbox.client)
-    d: Door = door(asks, max_staleness_s=MAX_STALENESS_S)
-    site = Site(desk_db, keys, broker, inbox, d, asks)
+    site = Site.with_ann(door, keys, broker, listeners, desk_db)
+    d: Door = site.door
+    asks = site.asks
     site.start()
     try:
         site.exchange()  # the first change set (a rebase): the door takes a snapshot

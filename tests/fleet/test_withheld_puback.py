@@ -17,8 +17,7 @@ import pytest
 
 from facelink.enroll.store import Store
 
-from .conftest import V, add_faces
-from .test_desk_clock_stepped_back import HEARTBEAT_S, MAX_STALENESS_S, Counting, Site
+from .test_desk_clock_stepped_back import HEARTBEAT_S, MAX_STALENESS_S, Site
 from .test_follower import DOOR, Door, T, door  # noqa: F401 - the door fixture
 
 
@@ -62,14 +61,9 @@ class RogueSite(Site):
 @pytest.mark.parametrize("swallow_heads", [False, True], ids=["heads", "challenge-answers-only"])
 def test_a_withheld_puback_for_a_revocation_does_not_keep_the_door_fresh(door, keys, broker, listeners,  # noqa: F811
                                                                          desk_db, swallow_heads):
+    site = RogueSite.with_ann(door, keys, broker, listeners, desk_db)
+    d: Door = site.door
     desk_store = Store(desk_db)
-    desk_store.insert_collection("staff", V)
-    desk_store.insert_user("staff", "ann")
-    add_faces(desk_store, "staff", 1, "ann")
-    inbox = listeners([T.changes, T.head, T.reply(DOOR)], f"facelink-{DOOR}")
-    asks = Counting(inbox.client)
-    d: Door = door(asks, max_staleness_s=MAX_STALENESS_S)
-    site = RogueSite(desk_db, keys, broker, inbox, d, asks)
     site.start()
     try:
         site.exchange()  # the rebase; the door takes a snapshot
