@@ -179,7 +179,7 @@ class SyncSettings(Section):
     max_staleness_s: float = Field(300.0, gt=0, le=86400, description="Door: a copy not confirmed up to date (a newer signed head at the applied seq) for longer is stale (health sync.<C>.stale). Keep it several times the desk's fleet.heartbeat_s.")
     on_stale: Literal["deny", "keep"] = Field("deny", description="Door: while stale, deny (every decision becomes ERROR STALE_COLLECTION, the door stays locked: a revoked badge cannot open it while the door is cut off from the desk) or keep (keep deciding on the last copy; health says stale).")
     request_retry_s: float = Field(5.0, gt=0, le=3600, description="Door: an unanswered sync request (missing range, snapshot) is sent again after this, doubling up to 60 s.")
-    challenge_every_s: float = Field(0.0, ge=0, le=86400, description="Door: > 0 (e.g. 3600, once the desk answers freshness challenges): the copy is fresh only while the desk answered one of this door's challenges within this time (asked from half of it on), so heads held back a little longer each time can gain at most 1 % of it; 0: heads alone confirm (README \"Held-back heads\").")
+    challenge_every_s: float = Field(3600.0, ge=0, le=86400, description="Door: the copy is fresh only while the desk answered one of this door's freshness challenges within this time (asked from half of it on; the last answer is kept across restarts), so heads held back a little longer each time can gain at most 1 % of it. A desk older than this release does not answer: upgrade the desk first, or set 0 (heads alone confirm; README \"Held-back heads\").")
 
     @field_validator("challenge_every_s")
     @classmethod

@@ -47,6 +47,14 @@ issued_at, the send time) for the heads after it. An answer naming a nonce the d
 outstanding (never sent, already answered, forgotten by a restart) confirms nothing. An older
 desk refuses the challenge (MALFORMED, on its side): the door stays as it was, stale until heads
 catch up, and says so in its log after :data:`UNANSWERED_WARN` unanswered challenges in a row.
+
+``challenge_every_s`` > 0 (``sync.challenge_every_s``, 3600 by default) asks more of the desk: the
+copy is fresh only while it answered one of this door's challenges sent within that time (the
+door asks from half of it on), so heads a broker holds back a little longer each time gain at
+most HEAD_RATE_SLACK of it, and a broker dropping challenges makes the door stale. The last
+answer's send time is persisted (wall clock) and restored after a restart only if its age is
+within ``[0, challenge_every_s]``, then carried on the monotonic clock. An older desk never
+answers: with it, such a door is stale.
 """
 
 from __future__ import annotations
@@ -151,6 +159,7 @@ class Follower:
         # little longer each, never late); an answer is asked for from half of it on
         self.challenge_every_s = challenge_every_s
         self._answered_mono: float | None = None  # when the nonce of the last answered challenge was sent
+        self.answered_at: float | None = None  # the same on the wall clock (persisted: restored like confirmed_at)
         self._confirmed_mono: float | None = None  # monotonic time of the confirmation that counts
         # (issued_at of the last accepted head, the latest monotonic time it can have been issued at)
         self._anchor: tuple[float, float] | None = None
@@ -191,6 +200,9 @@ class Follower:
         anchor = self.replica.head_anchor()
         if anchor is not None and 0 <= self.clock() - anchor[1]:  # a wall clock gone back: no anchor
             self._anchor = (anchor[0], self.monotonic() - (self.clock() - anchor[1]))
+        answered = self.replica.answered_at()
+        if answered is not None and self.challenge_every_s > 0 and 0 <= self.clock() - answered <= self.challenge_every_s:
+            self._answered_mono, self.answered_at = self.monotonic() - (self.clock() - answered), answered
         if self.confirmed_at is None:
             return
         age = self.clock() - self.confirmed_at
@@ -428,9 +440,12 @@ class Follower:
         issued_wall = self.clock() - (now - issued)
         confirmed = issued_wall if head.seq == self.applied_seq and (
             self._confirmed_mono is None or issued > self._confirmed_mono) else None
-        self.replica.note_head(newest_issued_at, confirmed, (head.issued_at, issued_wall))
+        answered = issued_wall if answer and (self.answered_at is None or issued_wall > self.answered_at) else None
+        self.replica.note_head(newest_issued_at, confirmed, (head.issued_at, issued_wall), answered)
         if confirmed is not None:
             self.confirmed_at, self._confirmed_mono, self._restored_stale = confirmed, issued, None
+        if answered is not None:
+            self.answered_at = answered
 
     # -- requests --------------------------------------------------------------------------
     def behind(self) -> bool:
@@ -490,8 +505,9 @@ class Follower:
                  "asked" if sent else "could not ask", self._challenges.delay)
         if self._challenges_unanswered == UNANSWERED_WARN:
             log.warning("sync %s: %d challenges unanswered: the desk is unreachable, or older than this door "
-                        "(it refuses them); the copy is confirmed by on-time heads only", self.collection_id,
-                        self._challenges_unanswered)
+                        "(it refuses them); %s", self.collection_id, self._challenges_unanswered,
+                        "the copy goes stale sync.challenge_every_s after the last answer (upgrade the desk, or "
+                        "set it to 0)" if self.challenge_every_s > 0 else "the copy is confirmed by on-time heads only")
         self._challenges.asked(now)
 
     # -- refusals, staleness, health -------------------------------------------------------
@@ -539,9 +555,11 @@ class Follower:
                 kind, reason = "expired", f"not confirmed for {age:.0f} s (max_staleness_s {self.max_staleness_s:g})"
         if reason is None and self.challenge_every_s > 0:
             answered = None if self._answered_mono is None else self.monotonic() - self._answered_mono
-            if answered is None or answered > self.challenge_every_s:
+            if answered is None or not 0 <= answered <= self.challenge_every_s:  # (a clock gone back: stale)
                 kind = "unanswered"
-                reason = ("the desk answered no challenge since this start (sync.challenge_every_s)" if answered is None
+                reason = ("the desk answered none of this door's challenges within sync.challenge_every_s "
+                          f"({self.challenge_every_s:g} s; a desk older than this door's release does not answer: "
+                          "upgrade it first, or set sync.challenge_every_s = 0)" if answered is None
                           else f"the desk answered no challenge for {answered:.0f} s "
                                f"(sync.challenge_every_s {self.challenge_every_s:g})")
         if kind != self._logged_stale:
@@ -561,6 +579,7 @@ class Follower:
         return {"applied_seq": self.applied_seq, "head_seq": self.head_seq,
                 "confirmed_at": round(self.confirmed_at, 3) if self.confirmed_at is not None else None,
                 "stale": stale_reason is not None, "stale_reason": stale_reason,
+                "challenge_answered_at": round(self.answered_at, 3) if self.answered_at is not None else None,
                 "rejected": dict(self.rejected), "duplicates": self.duplicates,
                 "alarms_suppressed": self.alarms_suppressed,
                 "waiting_for": ("snapshot" if self.want_snapshot or self.applied_seq == 0 else "range")

@@ -174,11 +174,12 @@ class Replica:
 
     # -- heads -----------------------------------------------------------------------------
     def note_head(self, issued_at: float, confirmed_at: float | None,
-                  anchor: tuple[float, float] | None = None) -> None:
+                  anchor: tuple[float, float] | None = None, answered: float | None = None) -> None:
         """A head was accepted: ``issued_at`` is the newest accepted (older ones confirm nothing);
         ``confirmed_at``: it said this copy is up to date; ``anchor``: (its issued_at, the door's
         wall-clock time it was issued at, at the latest), which bounds when the next head can have
-        been issued, see :meth:`head_anchor`."""
+        been issued, see :meth:`head_anchor`; ``answered``: it answered a challenge sent at this
+        wall-clock time (:meth:`answered_at`)."""
         with self.store.transaction() as c:
             if not c.execute("UPDATE sync_applied SET head_issued_at = ?, confirmed_at = coalesce(?, confirmed_at) "
                              "WHERE collection_id = ?", (issued_at, confirmed_at, self.collection_id)).rowcount:
@@ -186,6 +187,8 @@ class Replica:
                           (self.collection_id, issued_at, confirmed_at))
             if anchor is not None:
                 c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (self._anchor_key(), json.dumps(list(anchor))))
+            if answered is not None:
+                c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (self._answered_key(), json.dumps(answered)))
 
     def head_anchor(self) -> tuple[float, float] | None:
         """(issued_at of the last accepted head, the door's wall-clock time it was issued at)."""
@@ -198,6 +201,18 @@ class Replica:
 
     def _anchor_key(self) -> str:
         return f"sync_head_anchor:{self.collection_id}"
+
+    def answered_at(self) -> float | None:
+        """The door's wall-clock time it sent the last challenge the desk answered (None: none yet)."""
+        rows = self.store.query("SELECT value FROM meta WHERE key = ?", (self._answered_key(),))
+        try:
+            value = json.loads(rows[0][0]) if rows else None
+            return None if value is None else float(value)
+        except (ValueError, TypeError):
+            return None
+
+    def _answered_key(self) -> str:
+        return f"sync_challenge_answered:{self.collection_id}"
 
     # -- inside a transaction --------------------------------------------------------------
     def _seq(self, c: Any) -> int:
