@@ -30,13 +30,18 @@ def _min_cosine(threshold: float, cal: Calibration) -> float:
 
 def nearest_faces(ctx: Context, collection_id: str, vector: np.ndarray, threshold: float,
                   max_faces: int, exclude_row: int | None = None) -> list[tuple[FaceRow, float]]:
-    """sqlite-vec KNN, then the Similarity mapping and threshold: [(face, similarity)]."""
+    """sqlite-vec KNN, then the Similarity mapping and threshold: [(face, similarity)]. One KNN
+    returns at most MAX_SEARCH_FACES faces; when ``exclude_row`` (the searched face) took one of
+    them and the last still passed the threshold, the exact scan gives the one more asked for."""
     coll = ctx.collection(collection_id)
     cal = ctx.calibration(coll)
     min_cos = _min_cosine(threshold, cal)
-    k = min(MAX_SEARCH_FACES, max_faces + (1 if exclude_row is not None else 0))
-    hits = [(r, 1.0 - d) for r, d in ctx.store.knn(collection_id, vector, k)
-            if r != exclude_row and 1.0 - d >= min_cos]
+    wanted = max_faces + (1 if exclude_row is not None else 0)
+    k = min(MAX_SEARCH_FACES, wanted)
+    found = ctx.store.knn(collection_id, vector, k)
+    if k < wanted and len(found) == k and 1.0 - found[-1][1] >= min_cos and any(r == exclude_row for r, _ in found):
+        found = ctx.store.nearest_faces_exact(collection_id, vector, wanted)
+    hits = [(r, 1.0 - d) for r, d in found if r != exclude_row and 1.0 - d >= min_cos]
     rows = {f.id: f for f in ctx.store.faces_by_rows([r for r, _ in hits])}
     return [(rows[r], float(cosine_to_similarity(c, cal))) for r, c in hits if r in rows][:max_faces]
 

@@ -423,6 +423,15 @@ class Store:
             "AND collection_id = ? ORDER BY distance",
             (np.asarray(vector, dtype=np.float32).tobytes(), int(k), collection_id))]
 
+    def nearest_faces_exact(self, collection_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The ``k`` faces nearest ``vector``: (row id, cosine distance), closest first. Exact,
+        one pass over the collection with sqlite-vec's ``vec_distance_cosine`` (bit for bit the
+        distance of :meth:`knn`), SQLite keeping ``k`` rows for the ORDER BY: for a ``k`` beyond
+        what one vec0 KNN returns (4,096)."""
+        return [(int(r), float(d)) for r, d in self.query(
+            "SELECT id, vec_distance_cosine(embedding, ?) AS distance FROM faces WHERE collection_id = ? "
+            "ORDER BY distance, id LIMIT ?", (np.asarray(vector, dtype=np.float32).tobytes(), collection_id, int(k)))]
+
     def nearest_users(self, collection_id: str, vectors: list[np.ndarray], limit: int,
                       exclude_user: str | None = None) -> list[tuple[str, float]]:
         """Users ranked by their face nearest to any of ``vectors``: (user id, cosine distance),

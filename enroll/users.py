@@ -205,13 +205,23 @@ def search_users(ctx: Context, collection_id: str, user_id: str | None = None, f
         vectors, exclude = [found[0].embedding], found[0].user_id
     else:
         _require_user(ctx, collection_id, validate.user_id(user_id))
-        faces = ctx.store.list_faces(collection_id, 0, 4096, user_id=user_id)
+        faces = _all_faces_of(ctx, collection_id, user_id)
         if not faces:
             raise InvalidParameterException(f"user {user_id!r} has no faces to search with")
         out["SearchedUser"] = {"UserId": user_id}
         vectors, exclude = [f.embedding for f in faces], user_id
     out["UserMatches"] = _user_matches(ctx, collection_id, vectors, threshold, max_users, exclude)
     return out
+
+
+def _all_faces_of(ctx: Context, collection_id: str, user_id: str, page: int = 4096) -> list[FaceRow]:
+    """Every face associated with ``user_id``, read a page at a time."""
+    out: list[FaceRow] = []
+    while True:
+        rows = ctx.store.list_faces(collection_id, out[-1].id if out else 0, page, user_id=user_id)
+        out += rows
+        if len(rows) < page:
+            return out
 
 
 def search_users_by_image(ctx: Context, collection_id: str, image: ImageInput,

@@ -132,7 +132,7 @@ def test_a_users_many_faces_hide_no_other_user(ctx, engine, faces_dir, lobby):
     found = _ranked(users.search_users_by_image(ctx, "c", probe, user_match_threshold=0))
     assert len(found) == len(ENROLLED) + 1
     _agree(found, _exact(ctx, [_embedding(engine, probe)]))
-    probes = [f.embedding for f in ctx.store.list_faces("c", 0, MAX_SEARCH_FACES, user_id="lookalike")]
+    probes = [f.embedding for f in ctx.store.list_faces("c", 0, CROWD, user_id="lookalike")]  # every one (4,196)
     _agree(_ranked(users.search_users(ctx, "c", user_id="lookalike", user_match_threshold=0)),
            _exact(ctx, probes, exclude="lookalike"))
 
