@@ -52,13 +52,19 @@ class Journal:
         connection still creates -wal/-shm when they are missing: then no one is writing the
         database (a writer keeps -shm) and it is read as immutable, which creates nothing."""
         self.path = Path(path)
-        idle = readonly and not self.path.with_name(self.path.name + "-shm").exists()
+        idle = readonly and not self.writer_present()
+        self.immutable = idle  # read as a file no one writes: see writer_present
         self._conn = connect(self.path, readonly=readonly, group=group_access, immutable=idle)
         if not readonly:
             self._write(lambda c: (c.execute(SCHEMA), c.execute(HEADS_SCHEMA)))
 
     def close(self) -> None:
         self._conn.close()
+
+    def writer_present(self) -> bool:
+        """A connection that writes the database keeps its -shm. One read as immutable (none was
+        there) ignores what a writer that appeared meanwhile wrote: read again if this turns True."""
+        return self.path.with_name(self.path.name + "-shm").exists()
 
     def _write(self, fn: Callable[[Any], Any]) -> Any:
         conn = self._conn

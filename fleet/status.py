@@ -164,8 +164,12 @@ def _desk_heads(settings: Any) -> dict[str, int]:
         return {}
     from .journal import Journal
 
-    journal = Journal(db, readonly=True)
-    try:
-        return {c: journal.published_seq(c) for c in journal.collections()}
-    finally:
-        journal.close()
+    for _ in range(2):  # a desk started during an immutable read: once more, through its -wal
+        journal = Journal(db, readonly=True)
+        try:
+            heads = {c: journal.published_seq(c) for c in journal.collections()}
+            if not (journal.immutable and journal.writer_present()):
+                return heads
+        finally:
+            journal.close()
+    return heads

@@ -64,3 +64,28 @@ def test_a_journal_the_desk_is_writing_is_read_with_its_latest_sets(tmp_path):
         assert sorted(p.name for p in db.parent.iterdir()) == names
     finally:
         journal.close()
+
+
+def test_a_desk_started_during_the_read_is_read_again(tmp_path, monkeypatch):
+    """No -shm when status opened the journal (the desk stopped), so it read it as immutable; the
+    desk started and published during that read: what it published since is in its -wal, which an
+    immutable read ignores. Status reads again, through the -wal (found in review: a stale report)."""
+    db = tmp_path / "desk" / "facelink.db"
+    db.parent.mkdir()
+    journal = Journal(db)
+    journal.published("staff", journal.append("staff", "sface-v1", 1, lambda seq: b"first").seq)
+    journal.close()
+    desk: list[Journal] = []
+    collections = Journal.collections
+
+    def desk_starts_meanwhile(self: Journal) -> list[str]:
+        if not desk:  # the desk starts and publishes seq 2 while status reads
+            desk.append(Journal(db))
+            desk[0].published("staff", desk[0].append("staff", "sface-v1", 2, lambda seq: b"second").seq)
+        return collections(self)
+
+    monkeypatch.setattr(Journal, "collections", desk_starts_meanwhile)
+    try:
+        assert _desk_heads(_settings(db)) == {"staff": 2}
+    finally:
+        desk[0].close()
