@@ -52,9 +52,8 @@ class Journal:
         connection still creates -wal/-shm when they are missing: then no one is writing the
         database (a writer keeps -shm) and it is read as immutable, which creates nothing."""
         self.path = Path(path)
-        idle = readonly and not self.writer_present()
-        self.immutable = idle  # read as a file no one writes: see writer_present
-        self._conn = connect(self.path, readonly=readonly, group=group_access, immutable=idle)
+        self.immutable = readonly and not self.writer_present()  # read as a file no one writes
+        self._conn = connect(self.path, readonly=readonly, group=group_access, immutable=self.immutable)
         if not readonly:
             self._write(lambda c: (c.execute(SCHEMA), c.execute(HEADS_SCHEMA)))
 
@@ -62,8 +61,9 @@ class Journal:
         self._conn.close()
 
     def writer_present(self) -> bool:
-        """A connection that writes the database keeps its -shm. One read as immutable (none was
-        there) ignores what a writer that appeared meanwhile wrote: read again if this turns True."""
+        """A connection that writes the database keeps its -shm. A read as immutable (none was
+        there) ignores what a writer that appeared meanwhile wrote to its -wal, or reads pages a
+        checkpoint tore: read again if this turns True."""
         return self.path.with_name(self.path.name + "-shm").exists()
 
     def _write(self, fn: Callable[[Any], Any]) -> Any:

@@ -164,12 +164,19 @@ def _desk_heads(settings: Any) -> dict[str, int]:
         return {}
     from .journal import Journal
 
-    for _ in range(2):  # a desk started during an immutable read: once more, through its -wal
-        journal = Journal(db, readonly=True)
-        try:
-            heads = {c: journal.published_seq(c) for c in journal.collections()}
-            if not (journal.immutable and journal.writer_present()):
-                return heads
-        finally:
-            journal.close()
-    return heads
+    journal = Journal(db, readonly=True)
+    try:
+        heads = {c: journal.published_seq(c) for c in journal.collections()}
+    except FaceLinkError:  # (StoreError) torn pages: a checkpoint under an immutable read?
+        if not (journal.immutable and journal.writer_present()):
+            raise
+        heads = None
+    finally:
+        journal.close()
+    if heads is not None and not (journal.immutable and journal.writer_present()):
+        return heads
+    journal = Journal(db, readonly=True)  # a desk started during the immutable read: through its -wal
+    try:
+        return {c: journal.published_seq(c) for c in journal.collections()}
+    finally:
+        journal.close()

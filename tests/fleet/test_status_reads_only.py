@@ -8,6 +8,8 @@ import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from facelink.enroll.store import Store
 from facelink.fleet.journal import Journal
 from facelink.fleet.status import _desk_heads
@@ -85,6 +87,39 @@ def test_a_desk_started_during_the_read_is_read_again(tmp_path, monkeypatch):
         return collections(self)
 
     monkeypatch.setattr(Journal, "collections", desk_starts_meanwhile)
+    try:
+        assert _desk_heads(_settings(db)) == {"staff": 2}
+    finally:
+        desk[0].close()
+
+
+
+def test_a_read_torn_by_a_desk_starting_is_read_again(tmp_path, monkeypatch):
+    """The same, when the immutable read failed (pages a checkpoint rewrote under it): read again
+    through the desk's -wal, not an error. With no desk started, the error stands."""
+    from facelink.errors import StoreError
+
+    db = tmp_path / "desk" / "facelink.db"
+    db.parent.mkdir()
+    journal = Journal(db)
+    journal.published("staff", journal.append("staff", "sface-v1", 1, lambda seq: b"first").seq)
+    journal.close()
+    desk: list[Journal] = []
+    collections = Journal.collections
+
+    def torn(self: Journal) -> list[str]:
+        if self.immutable:
+            if starts:  # the desk starts and publishes seq 2 while status reads
+                desk.append(Journal(db))
+                desk[0].published("staff", desk[0].append("staff", "sface-v1", 2, lambda seq: b"second").seq)
+            raise StoreError("fleet journal read failed: database disk image is malformed")
+        return collections(self)
+
+    monkeypatch.setattr(Journal, "collections", torn)
+    starts = False
+    with pytest.raises(StoreError):  # no writer appeared: nothing to read again
+        _desk_heads(_settings(db))
+    starts = True
     try:
         assert _desk_heads(_settings(db)) == {"staff": 2}
     finally:
