@@ -49,7 +49,8 @@ class PanelVerdict:
     command: dict[str, Any] | None
     latency_s: float | None
     overlaps: str | None = None
-    reason: str | None = None  # NO_RESPONSE only: NO_ANSWER | SUPERSEDED | NOT_POLLED | READER_STOPPED
+    reason: str | None = None  # NO_RESPONSE only: NO_ANSWER | SUPERSEDED | NOT_POLLED | READER_STOPPED | send_failed
+    detail: str | None = None  # send_failed only: how the credential broke on its way to the panel
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class PanelOutput:
     before (``likely_for``: OSDP carries no request id, so that grant is what the opening most
     likely carries out; None: no read of the door's -- the panel's own unlock: its software, a
     schedule, an operator, another reader). ``opens`` False: the panel switched it off at once
-    (``OUTPUT_OFF_NOW``): the door locks now, ending a running pulse."""
+    (``OUTPUT_OFF_NOW``): the door locks now, ending a running pulse (recorded after)."""
 
     command: dict[str, Any]
     likely_for: str | None

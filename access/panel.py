@@ -6,7 +6,9 @@ Only GRANTED sends anything; a GRANTED user without a credential is logged and s
 
 A GRANTED that is not sent says why: at once (``on_decision``'s return) or, for a Wiegand frame
 that fails on the wire, later through ``on_failure`` from the sender's thread. The daemon makes
-either an ACTUATION_FAILED when the panel is what opens the door.
+either an ACTUATION_FAILED when the panel is what opens the door; where the door's own relay
+opened it, a send that broke on the wire is recorded beside the GRANTED (``facelink.panel/1``,
+``send_failed``: the panel may have logged another badge for that opening).
 """
 
 from __future__ import annotations
@@ -65,17 +67,22 @@ class PanelLink:
         """Whether GRANTEDs go to a panel (``door.output`` is not none)."""
         return self.sender is not None
 
-    def on_decision(self, decision: Any, on_failure: FailureReport = ignore_failure) -> str | None:
+    def on_decision(self, decision: Any, on_failure: FailureReport = ignore_failure, *,
+                    on_sending: Callable[[str], None] | None = None) -> str | None:
         """Send a GRANTED user's credential; why a GRANTED was not sent (the panel will not open
         the door for it), or None (sent, or nothing to send: no panel, not a GRANTED). A send
-        that fails after this returns is reported through ``on_failure``."""
+        that fails after this returns is reported through ``on_failure``; ``on_sending`` is told
+        the credential first (what a report of that failure is about)."""
         if self.sender is None or decision.decision != "GRANTED" or decision.user_id is None:
             return None
         text = self.store.user_credential(self.collection_id, decision.user_id)
         if text is None:
             log.warning("user %s has no credential: nothing sent to the panel", decision.user_id)
             return f"access panel: user {decision.user_id} has no credential, nothing was sent"
-        return self.sender.send(Credential.parse(text), decision.event_id, on_failure)
+        credential = Credential.parse(text)
+        if on_sending is not None:
+            on_sending(str(credential))
+        return self.sender.send(credential, decision.event_id, on_failure)
 
     def health(self) -> dict[str, Any]:
         return {} if self.sender is None else self.sender.health()

@@ -1,6 +1,7 @@
 """The audit log database: every valid decision once (by event id), every access panel's verdict
 on a door's card read once (``panel_verdicts``, joined to its decision in queries as ``panel``),
-every opening a panel commanded (``panel_outputs``, with the read it most likely answers),
+every opening a panel commanded (``panel_outputs``, with the read it most likely answers) and
+every output off it commanded (with the pulse it ended),
 every door's sync alarm (``alarms``: a change set or head it refused), and a quarantine table for
 every message that was none of these.
 
@@ -38,12 +39,26 @@ CREATE TABLE IF NOT EXISTS panel_outputs(
     relay TEXT NOT NULL, refers_to TEXT, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS panel_outputs_device ON panel_outputs(device_id, timestamp);
 CREATE INDEX IF NOT EXISTS panel_outputs_likely_for ON panel_outputs(likely_for);
+CREATE INDEX IF NOT EXISTS panel_outputs_refers_to ON panel_outputs(refers_to);
 CREATE TABLE IF NOT EXISTS alarms(
     event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL, collection_id TEXT,
     reason TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine(
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
     reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
+
+
+# the panel's output offs that ended a decision's relay pulse: its own (refers_to names the
+# decision) or that of an opening the panel commanded for it (refers_to names the opening, whose
+# likely_for names the decision); each of the decision's door only
+_ENDED_BY = """SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN panel_outputs p
+    WHERE p.refers_to = d.event_id AND p.device_id = d.device_id AND p.relay = 'ended' AND {where}
+UNION ALL
+SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN panel_outputs o
+    CROSS JOIN panel_outputs p INDEXED BY panel_outputs_refers_to
+    WHERE o.likely_for = d.event_id AND o.device_id = d.device_id AND p.refers_to = o.event_id
+    AND p.device_id = o.device_id AND p.relay = 'ended' AND {where}
+ORDER BY 3, 4"""  # CROSS JOIN: SQLite keeps this order (from the query's decisions, by the indexes)
 
 
 def instant(ts: str | None) -> str | None:
@@ -123,7 +138,8 @@ class AuditLog:
         return new
 
     def panel_outputs(self, since: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
-        """The openings doors' access panels commanded (and their relay failures), oldest first."""
+        """The openings doors' access panels commanded (and their relay failures) and the output
+        offs (``relay`` ended / not_ended), oldest first."""
         return self._listed("panel_outputs", since, device)
 
     def record_alarm(self, payload: dict[str, Any]) -> bool:
@@ -155,7 +171,10 @@ class AuditLog:
         """Decisions as published; one the door handed to an access panel carries the panel's
         answer(s) as ``panel`` (a list of facelink.panel/1 payloads) and the openings the panel
         then commanded that most likely carry it out as ``openings`` (facelink.panel-output/1
-        whose ``likely_for`` names it; relay failures refer to those, not to the decision)."""
+        whose ``likely_for`` names it; relay failures refer to those, not to the decision). A
+        GRANTED whose relay pulse the panel's output off ended early carries that off as
+        ``ended_by``: one that ended the decision's own pulse, or the pulse of an opening in its
+        ``openings``."""
         where, params = "1=1", []
         for col, op, val in (("user_id", "=", user), ("device_id", "=", device), ("timestamp", ">=", instant(since)),
                              ("timestamp", "<=", instant(until)), ("decision", "=", decision)):
@@ -165,7 +184,7 @@ class AuditLog:
         with self._lock:
             rows = self._conn.execute(f"SELECT event_id, payload FROM decisions d WHERE {where} "
                                       "ORDER BY timestamp", params).fetchall()
-            joined: dict[str, dict[str, list[dict[str, Any]]]] = {"panel": {}, "openings": {}}
+            joined: dict[str, dict[str, list[dict[str, Any]]]] = {"panel": {}, "openings": {}, "ended_by": {}}
             # only a record of the decision's own door: the ids in it are whatever that door wrote,
             # and another door's verdict or opening naming this decision is not this door's
             for key, table, ref in (("panel", "panel_verdicts", "decision_event_id"),
@@ -175,6 +194,8 @@ class AuditLog:
                         f"ON d.event_id = p.{ref} AND d.device_id = p.device_id WHERE {where} "
                         "ORDER BY p.timestamp, p.rowid", params):
                     joined[key].setdefault(event_id, []).append(json.loads(payload))
+            for event_id, payload, _at, _row in self._conn.execute(_ENDED_BY.format(where=where), params + params):
+                joined["ended_by"].setdefault(event_id, []).append(json.loads(payload))
         out = []
         for event_id, payload in rows:
             row = json.loads(payload)

@@ -19,12 +19,20 @@ log = logging.getLogger(__name__)
 @dataclass
 class Actuation:
     """``report`` publishes an ACTUATION_FAILED for ``granted`` (the daemon's ``actuation_failed``);
+    ``record_send_failure`` records, beside ``granted``, a credential that broke on its way to the
+    panel while the door's own relay opened the door (``PanelRecords.send_failed``);
     ``relay_opens_door`` says whether the door's own relay, not the panel, is what opens it."""
 
     granted: Decision
     relay_opens_door: bool
     report: Callable[[Decision, str], None]
+    record_send_failure: Callable[[Decision, str, str], None]
     panel_told: bool = False  # the credential went to the panel (it may have opened the door)
+    credential: str | None = None  # the credential handed to the panel (``sending``)
+
+    def sending(self, credential: str) -> None:
+        """The panel link is handing ``credential`` to the panel for ``granted``."""
+        self.credential = credential
 
     def panel_refused(self, reason: str) -> None:
         """Refused before anything was sent: nothing reached the panel."""
@@ -34,12 +42,16 @@ class Actuation:
     def panel_failed(self, reason: str) -> None:
         """A send that failed after it began (a Wiegand frame broken on the wire) leaves
         ``panel_told`` as it is: part or all of it reached the panel, which may have read it (the
-        reason itself may say so)."""
-        if self.relay_opens_door:  # the door's own relay is pulsed; the panel only was not told
+        reason itself may say so, even another badge). Where the panel opens the door, nothing
+        did: ACTUATION_FAILED. Where the door's own relay opened it, the door did open, but the
+        panel may have logged someone else's badge for it: recorded beside the GRANTED."""
+        if not self.relay_opens_door:  # the panel is what opens this door: nothing did
+            self.report(self.granted, reason)
+        elif self.panel_told and self.credential is not None:  # some or all of it may have reached the panel
+            self.record_send_failure(self.granted, self.credential, reason)
+        else:  # refused before sending: the panel got nothing, the door's relay opened the door
             log.error("GRANTED %s: the panel was not sent the credential (the door's relay is what "
                       "opens the door): %s", self.granted.event_id, reason)
-        else:  # the panel is what opens this door: nothing did
-            self.report(self.granted, reason)
 
     def relay_failed(self, reason: str) -> None:
         if self.panel_told:  # (first: reasons are cut at 300 characters)

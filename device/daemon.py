@@ -8,16 +8,14 @@ import logging
 import statistics
 import threading
 import time
-import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facelink.access.badges import BadgeSources
-from facelink.access.osdp_verdicts import PanelOutput
+from facelink.access.osdp_verdicts import PanelOutput, PanelVerdict
 from facelink.access.panel import make_panel_link
 from facelink.config import Settings, check_panel_debounce
 from facelink.enroll.store import Store
@@ -41,6 +39,7 @@ from .door import DoorRelay, make_relay
 from .factors import Factors
 from .heap import release_free_heap, rss_mib
 from .matcher import UserIndex
+from .panel_records import PanelRecords
 from .pipeline import DecidedThenFailed, DoorPipeline, describe_error
 from .sd_notify import notify
 
@@ -145,6 +144,8 @@ class Daemon:
             on_message=self.sync.on_message if self.sync else None, persistent=self.sync is not None)
         self.pump = OutboxPump(self.outbox, self.transport, window=settings.mqtt.publish_window)
         self.relay = relay or make_relay(settings.door)
+        self.panel_records = PanelRecords(self.outbox, self.transport, self.topics.panel,
+                                          settings.mqtt.device_id, self.relay)
         self.panel = make_panel_link(settings, self.store, on_verdict=self._record_panel_verdict,
                                      on_output=self._panel_output)
         self.camera = CameraReader(settings.camera.source, loop=settings.camera.loop,
@@ -172,78 +173,29 @@ class Daemon:
                  decision.similarity, decision.track_id, decision.event_id)
         if decision.decision == GRANTED:
             # the panel is told first; a refusal before sending is all that says it was not told
-            act = Actuation(decision, self.relay.opens_door, self.actuation_failed, panel_told=self.panel.sends)
+            act = Actuation(decision, self.relay.opens_door, self.actuation_failed, self.panel_records.send_failed,
+                            panel_told=self.panel.sends)
             try:
-                not_sent = self.panel.on_decision(decision, on_failure=act.panel_failed)
+                not_sent = self.panel.on_decision(decision, on_failure=act.panel_failed, on_sending=act.sending)
             except Exception as exc:  # noqa: BLE001 - the panel link's failure is reported, the loop goes on
                 log.exception("access panel output failed")
                 not_sent = f"access panel: {type(exc).__name__}: {exc}"
             if not_sent is not None:
                 act.panel_refused(not_sent)
             try:
-                self.relay.pulse(decision.user_id, on_failure=act.relay_failed)
+                self.relay.pulse(decision.user_id, on_failure=act.relay_failed, event_id=decision.event_id)
             except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
                 act.relay_failed(f"{type(exc).__name__}: {exc}")
 
-    def _record_panel_verdict(self, verdict) -> None:
+    def _record_panel_verdict(self, verdict: PanelVerdict) -> None:
         """The panel's answer to a card read, published beside FaceLink's decision (via the outbox)."""
-        from dataclasses import asdict
-
-        from facelink.mqtt.schema import PanelVerdictMessage
-
-        event_id = str(uuid.uuid4())
-        message = PanelVerdictMessage(event_id=event_id, timestamp=datetime.now(timezone.utc).isoformat(),
-                                      device_id=self.settings.mqtt.device_id, **asdict(verdict))
-        self.outbox.put(event_id, self.topics.panel, message.payload())
+        self.panel_records.verdict(verdict)
 
     def _panel_output(self, output: PanelOutput) -> None:
-        """The access panel switched the door's output on, or off at once (OSDP; the reader's verdict thread).
-        Outbox first, then the relay, as for a GRANTED: every opening the panel commands has a
-        record of the door's (``facelink.panel-output/1``), and one that cannot be recorded opens
-        nothing (health's ``outbox_error`` says why). A relay failure is a second record."""
-        from facelink.mqtt.schema import PanelOutputMessage
-
-        if not output.opens:  # the panel locks the door now: a running pulse ends (nothing to record)
-            ended = self.relay.end_pulse()
-            log.info("the panel switched the door's output off (control %s): %s", output.command.get("control_code"),
-                     "the running pulse ended" if ended else "no pulse of this door's to end")
-            return
-
-        def message(**fields: Any) -> PanelOutputMessage:
-            return PanelOutputMessage(event_id=str(uuid.uuid4()), timestamp=datetime.now(timezone.utc).isoformat(),
-                                      device_id=self.settings.mqtt.device_id, command=output.command,
-                                      likely_for=output.likely_for, **fields)
-
-        def record(**fields: Any) -> str:
-            m = message(**fields)
-            self.outbox.put(m.event_id, self.topics.panel, m.payload())
-            return m.event_id
-
-        opens = self.relay.opens_door
-        try:
-            opening = record(relay="opening" if opens else "no_relay")
-        except Exception:  # noqa: BLE001 - not recorded: the door does not open for it
-            log.critical("the panel's output command cannot be recorded: the door's relay is not driven",
-                         exc_info=True)
-            return
-        log.info("the panel opens the door (event %s, likely for %s)", opening, output.likely_for)
-        if not opens:
-            return
-
-        def failed(reason: str) -> None:
-            log.error("the panel's output command did not open the door: %s", reason)
-            failure = message(relay="failed", refers_to=opening, reason=reason[:300])
-            try:
-                self.outbox.put(failure.event_id, self.topics.panel, failure.payload())
-            except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly, as ACTUATION_FAILED does
-                log.critical("cannot record the relay failure of panel opening %s in the outbox", opening,
-                             exc_info=True)
-                self.transport.publish(self.topics.panel, json.dumps(failure.payload()))
-
-        try:
-            self.relay.pulse(None, on_failure=failed)
-        except Exception as exc:  # noqa: BLE001 - reported, the reader goes on
-            failed(f"{type(exc).__name__}: {exc}")
+        """The access panel switched the door's output on, or off at once (OSDP; the reader's
+        output thread): recorded (``facelink.panel-output/1``) before the relay opens for it, and
+        after a running pulse was ended for an off (``PanelRecords.output``)."""
+        self.panel_records.output(output)
 
     def actuation_failed(self, granted: Decision, reason: str) -> None:
         """The relay failed after GRANTED: a follow-up event says the door did not open.

@@ -15,11 +15,22 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from facelink.errors import ConfigError, FailureReport, ignore_failure
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EndedPulse:
+    """A running pulse that ``end_pulse()`` ended before its time: what it was started for (the
+    ``event_id`` given to ``pulse()``: a GRANTED decision's, or the panel opening's record; None
+    when the caller named none). A newer pulse supersedes an older one, so it is the newest."""
+
+    started_for: str | None
+
 
 class DoorRelay(Protocol):
     #: True when this relay drives the door's lock; False (NoRelay) when something else does (an
@@ -29,11 +40,15 @@ class DoorRelay(Protocol):
     #: None; the daemon publishes ERROR and says it on health while it is set
     stuck: str | None
 
-    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None: ...
+    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure, *,
+              event_id: str | None = None) -> None:
+        """Open the lock for a GRANTED (``user_id``) or the panel's opening (None); ``event_id``
+        names the record it carries out (what ``end_pulse`` then says it ended)."""
+        ...
 
-    def end_pulse(self) -> bool:
-        """Lock now (the access panel switched the door's output off): True when a running pulse
-        was ended, False when none was or this relay cannot end one."""
+    def end_pulse(self) -> EndedPulse | None:
+        """Lock now (the access panel switched the door's output off): the running pulse that was
+        ended, or None when none was or this relay cannot end one."""
         ...
 
     def close(self) -> None: ...
@@ -43,11 +58,12 @@ class NoRelay:
     opens_door = False
     stuck: str | None = None
 
-    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None:
+    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure, *,
+              event_id: str | None = None) -> None:
         return None
 
-    def end_pulse(self) -> bool:
-        return False
+    def end_pulse(self) -> EndedPulse | None:
+        return None
 
     def close(self) -> None:
         return None
@@ -75,10 +91,12 @@ class PulseSwitch:
         self._lock = threading.Lock()
         self._generation = 0
         self._timer: threading.Timer | None = None
+        self._started_for: str | None = None  # what the running (newest) pulse was started for
         self._closed = False
         self.stuck: str | None = None  # the output could not be switched off: why (None: it is off or pulsing)
 
-    def pulse(self) -> None:
+    def pulse(self, started_for: str | None = None) -> None:
+        """On now, off in ``pulse_s``; ``started_for`` is what ``end()`` says it ended."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("relay is closed")
@@ -89,6 +107,7 @@ class PulseSwitch:
                     self._switch_off()
                 raise
             self._generation += 1  # only now: the running pulse's timer stands until this one is on
+            self._started_for = started_for
             try:
                 self._schedule(self.pulse_s)
             except BaseException:  # no timer would end this pulse (nor the cancelled one): locked now
@@ -96,18 +115,20 @@ class PulseSwitch:
                 self._switch_off()
                 raise
 
-    def end(self) -> bool:
+    def end(self) -> EndedPulse | None:
         """Switch the output off now, before its time (the running pulse's timer then does
-        nothing): True when a running pulse was ended (False: none ran, or the off() failed and is
+        nothing): the running pulse that was ended (None: none ran, or the off() failed and is
         retried: ``stuck``)."""
         with self._lock:
             if self._closed or self._timer is None or self.stuck is not None:
-                return False  # nothing running (a stuck output is retried already)
+                return None  # nothing running (a stuck output is retried already)
             self._generation += 1
             self._timer.cancel()
             self._timer = None
             self._switch_off()
-            return self.stuck is None  # an off() that failed is retried (stuck): nothing ended yet
+            if self.stuck is not None:  # an off() that failed is retried (stuck): nothing ended yet
+                return None
+            return EndedPulse(self._started_for)
 
     def _schedule(self, delay_s: float) -> None:
         if self._timer is not None:
@@ -181,13 +202,14 @@ class GpioRelay:
     def stuck(self) -> str | None:
         return self._switch.stuck
 
-    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None:
+    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure, *,
+              event_id: str | None = None) -> None:
         try:
-            self._switch.pulse()
+            self._switch.pulse(event_id)
         except Exception as exc:  # noqa: BLE001 - reported as ACTUATION_FAILED
             on_failure(f"gpio: {type(exc).__name__}: {exc}")
 
-    def end_pulse(self) -> bool:
+    def end_pulse(self) -> EndedPulse | None:
         return self._switch.end()
 
     def close(self) -> None:
@@ -222,7 +244,8 @@ class CommandRelay:
         self._closed = False
         self.stuck: str | None = None  # the last command that started failed: the lock may be released
 
-    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure) -> None:
+    def pulse(self, user_id: str | None, on_failure: FailureReport = ignore_failure, *,
+              event_id: str | None = None) -> None:
         env = {**os.environ, "FACELINK_USER_ID": user_id or ""}
 
         def run() -> None:
@@ -276,9 +299,9 @@ class CommandRelay:
                 self.stuck = reason[:300]
         on_failure(reason)
 
-    def end_pulse(self) -> bool:
+    def end_pulse(self) -> EndedPulse | None:
         """A command owns its lock's timing: it cannot be ended from here."""
-        return False
+        return None
 
     def close(self) -> None:
         """No new commands; wait for running ones so their failures are still reported."""

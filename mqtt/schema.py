@@ -111,6 +111,7 @@ class DecisionMessage(EventMessage):
 
 
 PANEL_SCHEMA = "facelink.panel/1"
+SEND_FAILED = "send_failed"  # a panel record's NO_RESPONSE reason: the credential broke on the way
 
 
 class PanelVerdictMessage(EventMessage):
@@ -132,22 +133,31 @@ class PanelVerdictMessage(EventMessage):
         "verdict_timeout_s before this one: OSDP carries no request id, so the command may have "
         "been meant for that one. Left out of the payload when there is none, so a logger that "
         "predates it still accepts it"))
-    reason: Literal["no_answer", "superseded", "not_polled", "reader_stopped"] | None = Field(None, description=(
-        "why a NO_RESPONSE: the panel polled the read and did not answer within "
-        "verdict_timeout_s (no_answer), a newer read reached the panel first (superseded), the "
-        "read never reached the panel (not_polled: offline, no secure channel, dropped by libosdp) "
-        "or the reader stopped before the window ended (reader_stopped). Only on NO_RESPONSE; "
-        "left out of the payload otherwise, and optional on it (doors that predate it)"))
+    reason: Literal["no_answer", "superseded", "not_polled", "reader_stopped", "send_failed"] | None = Field(
+        None, description=(
+            "why a NO_RESPONSE: the panel polled the read and did not answer within "
+            "verdict_timeout_s (no_answer), a newer read reached the panel first (superseded), the "
+            "read never reached the panel (not_polled: offline, no secure channel, dropped by libosdp) "
+            "or the reader stopped before the window ended (reader_stopped); send_failed: the "
+            "credential, sent for a GRANTED the door's own relay carried out, broke on the way (a "
+            "Wiegand frame broken on the wire; such a panel never answers): ``detail`` says how and "
+            "what the panel may have read instead. Only on NO_RESPONSE; left out of the payload "
+            "otherwise, and optional on it (doors that predate it)"))
+    detail: str | None = Field(None, max_length=1000, description=(
+        "send_failed only (and required with it): why the send failed, and any badge the panel "
+        "may have read instead. Left out of the payload otherwise"))
 
     @model_validator(mode="after")
     def _reason_only_for_no_response(self) -> PanelVerdictMessage:
         if self.reason is not None and self.verdict != "NO_RESPONSE":
             raise ValueError("reason is for NO_RESPONSE only")
+        if (self.detail is not None) != (self.reason == SEND_FAILED):
+            raise ValueError("detail goes with reason = send_failed, and only with it")
         return self
 
     def payload(self) -> dict:
         out = super().payload()
-        for optional in ("overlaps", "reason"):
+        for optional in ("overlaps", "reason", "detail"):
             if out.get(optional) is None:
                 out.pop(optional, None)
         return out
@@ -156,12 +166,18 @@ class PanelVerdictMessage(EventMessage):
 PANEL_OUTPUT_SCHEMA = "facelink.panel-output/1"
 
 
+OUTPUT_OFF = ("ended", "not_ended")  # a panel-output record's relay values for the panel's output off
+
+
 class PanelOutputMessage(EventMessage):
-    """The access panel switched the door's output on (OSDP output control), on
+    """The access panel switched the door's output on or off (OSDP output control), on
     ``<prefix>/<device>/panel`` beside its verdicts: every opening the panel commands has a
     record of the door's, whether or not it answers a card read the door sent. Put in the outbox
     before the door's relay is driven (a record that cannot be made opens nothing, as for a
-    GRANTED); if the relay then fails, a second one (``relay: failed``) refers to it."""
+    GRANTED); if the relay then fails, a second one (``relay: failed``) refers to it. An off that
+    locks the door at once is recorded after the running pulse was ended (locking is never
+    withheld for a record): ``ended`` (``refers_to``: what that pulse was started for) or
+    ``not_ended``."""
 
     schema_: Literal["facelink.panel-output/1"] = Field(PANEL_OUTPUT_SCHEMA, alias="schema")
     event_id: EventId
@@ -172,17 +188,28 @@ class PanelOutputMessage(EventMessage):
         "the decision_event_id of the newest card read the panel had polled less than 2 x "
         "verdict_timeout_s before and not DENIED: the grant this opening most likely carries out (OSDP carries "
         "no request id). None: no read of the door's -- the panel's own unlock"))
-    relay: Literal["opening", "no_relay", "failed"] = Field(description=(
+    relay: Literal["opening", "no_relay", "failed", "ended", "not_ended"] = Field(description=(
         "opening: the door's relay is driven next; no_relay: the door has none of its own (the "
-        "panel's own strike opens the door); failed: the relay failed for the opening in refers_to"))
-    refers_to: EventId | None = Field(None, description="failed: the event_id of the opening")
+        "panel's own strike opens the door); failed: the relay failed for the opening in refers_to. "
+        "The panel's output off (control code 1 or 6): ended: the door's running relay pulse was "
+        "ended, the lock locked before pulse_s; not_ended: no pulse of the door's relay was ended "
+        "(none ran, a door command owns its timing, no relay of its own, or a lock output whose off "
+        "failed: relay_stuck). Loggers older than ended/not_ended quarantine these"))
+    refers_to: EventId | None = Field(None, description=(
+        "failed: the event_id of the opening; ended: what the ended pulse was started for -- a "
+        "GRANTED decision's event_id or a panel opening's (relay opening) -- or null when not known"))
     reason: str | None = Field(None, max_length=300, description="failed: why")
 
     @model_validator(mode="after")
     def _failure_refers(self) -> PanelOutputMessage:
-        given = (self.refers_to is not None, self.reason is not None)
-        if given != ((True, True) if self.relay == "failed" else (False, False)):
-            raise ValueError("refers_to and reason go with relay = failed, and only with it")
+        if self.relay == "failed" and (self.refers_to is None or self.reason is None):
+            raise ValueError("relay = failed needs refers_to and reason")
+        if self.relay != "failed" and self.reason is not None:
+            raise ValueError("reason goes with relay = failed only")
+        if self.relay not in ("failed", "ended") and self.refers_to is not None:
+            raise ValueError("refers_to goes with relay = failed or ended only")
+        if self.relay in OUTPUT_OFF and self.likely_for is not None:
+            raise ValueError("an output off carries out no card read: likely_for is null")
         return self
 
 

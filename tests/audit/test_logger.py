@@ -249,3 +249,54 @@ def test_a_granted_decision_shows_the_openings_that_carried_it_out(tmp_path):
     assert [o["event_id"] for o in row["openings"]] == ["o-1"]
     assert [o["event_id"] for o in log.panel_outputs()] == ["o-1", "o-2"]
     log.close()
+
+
+def test_the_panels_output_offs_are_kept_and_shown_with_the_grant_whose_pulse_they_ended(tmp_path):
+    """An off (relay ended / not_ended) is kept; ``query`` shows a GRANTED the offs that ended its
+    own pulse or that of an opening the panel commanded for it (``ended_by``), only of its door.
+    An off that names a read (likely_for), a reason, or refers_to without ending anything is
+    quarantined."""
+    log = AuditLog(tmp_path / "a.db")
+    intake = Intake(log)
+    granted = {**decision(), "event_id": "d-1", "timestamp": "2026-01-01T08:00:00+00:00"}
+    intake.handle("facelink/front/decision", json.dumps(granted).encode())
+    off = {"command": {"output_no": 0, "control_code": 1, "timer_count": 0}}
+    for good in (_opening(event_id="o-1", likely_for="d-1"),
+                 _opening(event_id="x-1", relay="ended", refers_to="d-1", **off),
+                 _opening(event_id="x-2", relay="ended", refers_to="o-1", **off),
+                 _opening(event_id="x-3", relay="ended", **off),  # the door did not know what for
+                 _opening(event_id="x-4", relay="not_ended", **off)):
+        intake.handle("facelink/front/panel", json.dumps(good).encode())
+    intake.handle("facelink/back/panel", json.dumps(_opening(event_id="x-5", device_id="back", relay="ended",
+                                                             refers_to="d-1", **off)).encode())
+    for bad in (_opening(event_id="x-6", relay="ended", likely_for="d-1", **off),
+                _opening(event_id="x-7", relay="ended", refers_to="d-1", reason="why", **off),
+                _opening(event_id="x-8", relay="not_ended", refers_to="d-1", **off)):
+        intake.handle("facelink/front/panel", json.dumps(bad).encode())
+    assert intake.recorded == 7 and intake.quarantined == 3
+    [row] = log.query(user="ann")
+    assert [o["event_id"] for o in row["ended_by"]] == ["x-1", "x-2"]
+    assert [o["event_id"] for o in row["openings"]] == ["o-1"]
+    assert [o["relay"] for o in log.panel_outputs(device="front")] == ["opening", "ended", "ended", "ended",
+                                                                       "not_ended"]
+    log.close()
+
+
+def test_a_credential_that_broke_on_its_way_to_the_panel_is_kept_with_its_grant(tmp_path):
+    """A GRANTED the door's relay carried out whose credential broke on the wire: a NO_RESPONSE
+    ``send_failed`` with ``detail`` (what the panel may have read instead) is kept under the
+    decision's ``panel``; detail goes with send_failed only, and send_failed with NO_RESPONSE only."""
+    log = AuditLog(tmp_path / "a.db")
+    intake = Intake(log)
+    granted = {**decision(), "event_id": "d-1", "timestamp": "2026-01-01T08:00:00+00:00"}
+    intake.handle("facelink/front/decision", json.dumps(granted).encode())
+    broke = {"verdict": "NO_RESPONSE", "command": None, "latency_s": None, "reason": "send_failed",
+             "detail": "Wiegand output failed after 26 of 34 bits; the panel may have read H10301:253:43494 instead"}
+    intake.handle("facelink/front/panel", json.dumps(_verdict(**broke)).encode())
+    for bad in ({**broke, "detail": None}, {**broke, "reason": "no_answer"}, {**broke, "verdict": "GRANTED"},
+                {**broke, "reason": None}):
+        intake.handle("facelink/front/panel", json.dumps(_verdict(event_id="p-9", **bad)).encode())
+    assert intake.recorded == 2 and intake.quarantined == 4
+    [row] = log.query(user="ann")
+    assert [(p["reason"], p["detail"]) for p in row["panel"]] == [("send_failed", broke["detail"])]
+    log.close()

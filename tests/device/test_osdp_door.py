@@ -303,7 +303,13 @@ def test_the_panel_switching_the_output_off_locks_the_door_at_once(tmp_path, bro
         assert wait_until(lambda: pin.state == 1, 30)
         assert panel.output(6)  # temporary off: now
         assert wait_until(lambda: pin.state == 0, 30)
-        assert daemon.relay.stuck is None and len(_openings(watcher)) == 3  # an off is no opening
+        assert daemon.relay.stuck is None
+        # an off is no opening: recorded after the pulse it ended (the opening's); 3 locks nothing now: none
+        assert watcher.wait_for(lambda: len(_openings(watcher)) == 5, 30)
+        records = [(o["relay"], o["command"]["control_code"], o.get("refers_to")) for o in _openings(watcher)]
+        ids = [o["event_id"] for o in _openings(watcher)]
+        assert records == [("opening", 5, None), ("opening", 5, None), ("ended", 1, ids[1]),
+                           ("opening", 5, None), ("ended", 6, ids[3])]
     finally:
         watcher.close()
         daemon.shutdown(flush_timeout_s=5)

@@ -15,10 +15,26 @@ def test_an_end_whose_off_fails_says_nothing_ended():
     switch.pulse()
     out.fail_off = 1
     try:
-        assert switch.end() is False  # the panel's off did not lock the door (yet): retried, stuck
+        assert switch.end() is None  # the panel's off did not lock the door (yet): retried, stuck
         assert switch.stuck is not None and out.released
         # the retry worked (stuck is cleared just after the off() that sets switched_off returns)
         assert out.switched_off.wait(30) and wait_until(lambda: switch.stuck is None, 30) and not out.released
-        assert switch.end() is False  # and nothing is running now
+        assert switch.end() is None  # and nothing is running now
+    finally:
+        switch.close()
+
+
+def test_an_end_says_what_the_pulse_it_ended_was_started_for():
+    """The panel's off record names the GRANTED (or panel opening) whose pulse it ended: the
+    newest, which superseded the older one's end."""
+    from facelink.device.door import EndedPulse
+
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=30.0)
+    try:
+        switch.pulse("granted-1")
+        switch.pulse("opening-2")
+        assert switch.end() == EndedPulse("opening-2") and not out.released
+        assert switch.end() is None
     finally:
         switch.close()

@@ -2,11 +2,16 @@
 gpiozero's mock pins): a GRANTED user's credential goes out on D0/D1; a frame that fails on the
 wire after the GRANTED was published is followed by ACTUATION_FAILED when the panel is what opens
 the door (it used to be lost in the sender's thread: the audit trail said the door opened), and
-only logged when the door's own relay opened it."""
+recorded beside the GRANTED (facelink.panel/1, send_failed) when the door's own relay opened it
+(the panel may have logged another badge for that opening)."""
 
 from __future__ import annotations
 
+import json
+
 from facelink.access.wiegand import Credential, decode
+from facelink.audit.intake import Intake
+from facelink.audit.store import AuditLog
 from facelink.device.decision import GRANTED, Decision
 from facelink.device.door import CommandRelay, GpioRelay
 from facelink.enroll import credentials, users
@@ -70,9 +75,10 @@ def test_a_wiegand_frame_that_fails_is_actuation_failed(tmp_path, broker, make_s
         daemon.shutdown(flush_timeout_s=5)
 
 
-def test_with_a_relay_of_its_own_a_failed_frame_is_only_logged(tmp_path, broker, make_settings, engine, gpio):
-    """The door's relay opened the door: a panel that missed the frame is logged, and no
-    ACTUATION_FAILED says the door stayed shut."""
+def test_with_a_relay_of_its_own_a_failed_frame_is_no_actuation_failed(tmp_path, broker, make_settings, engine,
+                                                                       gpio):
+    """The door's relay opened the door: no ACTUATION_FAILED says the door stayed shut for a panel
+    that missed the frame (its record is on the panel topic: the test below)."""
     daemon = _door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 0.2))
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="wiegand-relay-watcher")
     try:
@@ -88,6 +94,45 @@ def test_with_a_relay_of_its_own_a_failed_frame_is_only_logged(tmp_path, broker,
     finally:
         watcher.close()
         daemon.shutdown(flush_timeout_s=5)
+
+
+def test_with_a_relay_of_its_own_a_panel_misread_is_recorded_beside_the_granted(tmp_path, broker, make_settings,
+                                                                                engine, gpio):
+    """The door's relay opened the door and the frame broke after 26 of its 34 bits, which are
+    another valid badge: the panel may have logged someone else's credential for this opening.
+    Found in review: that went only to the log. It is recorded beside the GRANTED (facelink.panel/1,
+    NO_RESPONSE send_failed, naming the badge the panel may have read) and kept by the audit log
+    under the decision's ``panel``; no ACTUATION_FAILED says the door stayed shut."""
+    opened = tmp_path / "opened"
+    daemon = _door(tmp_path, broker, make_settings, engine, CommandRelay(f"touch {opened}", 5.0))
+    with Store(daemon.settings.store.database) as store:
+        ctx = Context(store, lambda: engine)
+        users.create_user(ctx, "door", "cat")
+        credentials.put_user_credential(ctx, "door", "cat", "H10306:64937:58915")
+    granted = Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id="cat", similarity=99.8)
+    try:
+        gpio.fail(52)  # write 53: bit 26's on() (the relay is a command: no GPIO writes of its own)
+        daemon.emit(granted)
+        assert wait_until(lambda: daemon.panel.sender.failed == 1, 10)  # counted once reported
+        assert wait_until(opened.exists, 30)  # the door's relay opened the door
+        events = daemon.outbox.peek(100)
+        assert [e.topic for e in events] == ["facelink/door-1/decision", "facelink/door-1/panel"]
+        record = json.loads(events[1].payload)
+        assert (record["schema"], record["decision_event_id"], record["credential"], record["verdict"],
+                record["reason"]) == ("facelink.panel/1", granted.event_id, "H10306:64937:58915", "NO_RESPONSE",
+                                      "send_failed")
+        assert "after 26 of 34 bits" in record["detail"]
+        assert "the panel may have read H10301:253:43494 instead" in record["detail"]
+        audit = AuditLog(tmp_path / "audit.db")
+        intake = Intake(audit)
+        for event in events:
+            intake.handle(event.topic, event.payload.encode())
+        [row] = audit.query(user="cat")
+        assert row["decision"] == "GRANTED" and [p["event_id"] for p in row["panel"]] == [record["event_id"]]
+        assert audit.query(decision="ACTUATION_FAILED") == []
+        audit.close()
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
 
 
 def test_a_relay_that_fails_beside_a_panel_says_the_panel_may_have_opened(tmp_path, broker, make_settings, engine,

@@ -1,0 +1,127 @@
+"""The door's records of what it and its access panel did, on ``<prefix>/<device>/panel``: the
+panel's verdicts (``facelink.panel/1``), each opening and each output off it commanded
+(``facelink.panel-output/1``), and a credential that broke on its way to the panel for a GRANTED
+the door's own relay carried out (``facelink.panel/1``, NO_RESPONSE ``send_failed``).
+
+Every record goes through the outbox. The order against the relay is the fail-closed one: an
+opening is recorded before the relay is driven (one that cannot be recorded opens nothing); an
+off ends the running pulse first and is recorded after (locking is never withheld for a record).
+A follow-up that cannot be written to the outbox (disk full) is logged critically and sent to the
+broker directly, as an ACTUATION_FAILED is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from facelink.access.osdp_verdicts import PanelOutput, PanelVerdict
+from facelink.mqtt.client import Transport
+from facelink.mqtt.outbox import Outbox
+from facelink.mqtt.schema import SEND_FAILED, EventMessage, PanelOutputMessage, PanelVerdictMessage
+
+from .decision import Decision
+from .door import DoorRelay
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class PanelRecords:
+    outbox: Outbox
+    transport: Transport
+    topic: str  # <prefix>/<device>/panel
+    device_id: str
+    relay: DoorRelay
+
+    # -- what the panel answered -----------------------------------------------------------
+    def verdict(self, verdict: PanelVerdict) -> None:
+        """The panel's answer to a card read, beside FaceLink's decision (raises when the outbox does)."""
+        self._put(PanelVerdictMessage(event_id=str(uuid.uuid4()), timestamp=_now(), device_id=self.device_id,
+                                      **asdict(verdict)))
+
+    def send_failed(self, granted: Decision, credential: str, reason: str) -> None:
+        """The credential sent for ``granted``, which the door's own relay carried out, broke on the
+        way (a Wiegand frame broken on the wire): the panel may have logged another badge for this
+        opening, or none. A record beside the GRANTED says so (the door did open: no ACTUATION_FAILED)."""
+        verdict = PanelVerdict(granted.event_id, credential, "NO_RESPONSE", None, None, reason=SEND_FAILED,
+                               detail=reason[:1000])
+        log.error("GRANTED %s: the credential sent to the panel broke on the way (the door's relay is what opens "
+                  "the door): %s", granted.event_id, reason)
+        self._follow_up(PanelVerdictMessage(event_id=str(uuid.uuid4()), timestamp=_now(),
+                                            device_id=self.device_id, **asdict(verdict)),
+                        f"the panel send failure of GRANTED {granted.event_id}")
+
+    # -- what the panel did to the door's output -------------------------------------------
+    def output(self, output: PanelOutput) -> None:
+        """The panel switched the door's output on (record, then drive the relay) or off at once
+        (end the running pulse, then record what was ended)."""
+        if output.opens:
+            self._opening(output)
+        else:
+            self._off(output)
+
+    def _off(self, output: PanelOutput) -> None:
+        ended = self.relay.end_pulse()  # first, whatever becomes of the record: locking is never withheld
+        log.info("the panel switched the door's output off (control %s): %s", output.command.get("control_code"),
+                 f"the running pulse (for {ended.started_for}) ended" if ended else "no pulse of this door's ended")
+        try:
+            off = self._message(output, relay="ended" if ended else "not_ended",
+                                refers_to=ended.started_for if ended else None)
+        except Exception:  # noqa: BLE001 - the door is locked already; the record is what failed
+            log.critical("the panel's output off cannot be recorded (the pulse was ended regardless)", exc_info=True)
+            return
+        self._follow_up(off, "the panel's output off (the pulse was ended regardless)")
+
+    def _opening(self, output: PanelOutput) -> None:
+        opens = self.relay.opens_door
+        try:
+            opening = self._message(output, relay="opening" if opens else "no_relay")
+            self._put(opening)
+        except Exception:  # noqa: BLE001 - not recorded: the door does not open for it
+            log.critical("the panel's output command cannot be recorded: the door's relay is not driven",
+                         exc_info=True)
+            return
+        log.info("the panel opens the door (event %s, likely for %s)", opening.event_id, output.likely_for)
+        if not opens:
+            return
+
+        def failed(reason: str) -> None:
+            log.error("the panel's output command did not open the door: %s", reason)
+            self._follow_up(self._message(output, relay="failed", refers_to=opening.event_id, reason=reason[:300]),
+                            f"the relay failure of panel opening {opening.event_id}")
+
+        try:
+            self.relay.pulse(None, on_failure=failed, event_id=opening.event_id)
+        except Exception as exc:  # noqa: BLE001 - reported, the reader goes on
+            failed(f"{type(exc).__name__}: {exc}")
+
+    def _message(self, output: PanelOutput, **fields: Any) -> PanelOutputMessage:
+        return PanelOutputMessage(event_id=str(uuid.uuid4()), timestamp=_now(), device_id=self.device_id,
+                                  command=output.command, likely_for=output.likely_for, **fields)
+
+    # -- the outbox ------------------------------------------------------------------------
+    def _put(self, message: EventMessage) -> None:
+        payload = message.payload()
+        self.outbox.put(payload["event_id"], self.topic, payload)
+
+    def _follow_up(self, message: EventMessage, what: str) -> None:
+        """Into the outbox; one that cannot be (e.g. disk full) is logged critically and sent to
+        the broker directly. Never raises: what it follows has happened already."""
+        try:
+            self._put(message)
+            return
+        except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly
+            log.critical("cannot record %s in the outbox", what, exc_info=True)
+        try:
+            self.transport.publish(self.topic, json.dumps(message.payload()))
+        except Exception:  # noqa: BLE001 - nothing left to tell it to
+            log.critical("cannot publish %s either", what, exc_info=True)

@@ -1,0 +1,88 @@
+"""The access panel's output off (OSDP control 1 or 6) ends the door relay's running pulse at once
+and is recorded (``facelink.panel-output/1``, ``relay`` ended / not_ended) with what that pulse
+was started for: a GRANTED or the panel's own opening. Found in review: an off was only logged,
+and it ends the door's own GRANTED pulse too, so a site could not see why a granted person's door
+locked again early. A record that cannot be written never keeps the door released. The real
+daemon, outbox and GpioRelay (gpiozero's mock pins), and the real audit log fed what the outbox
+holds."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from facelink.access.osdp_verdicts import PanelOutput
+from facelink.audit.intake import Intake
+from facelink.audit.logger import main
+from facelink.audit.store import AuditLog
+from facelink.device.decision import GRANTED, Decision
+from facelink.device.door import GpioRelay
+
+from .test_osdp_door import _osdp_door
+
+RELAY = 17
+ON = {"output_no": 0, "control_code": 5, "timer_count": 600}
+
+
+def _off(code: int) -> PanelOutput:
+    return PanelOutput({"output_no": 0, "control_code": code, "timer_count": 0}, None, opens=False)
+
+
+def _panel_records(daemon) -> list[dict]:
+    return [json.loads(e.payload) for e in daemon.outbox.peek(100) if e.topic == "facelink/door-1/panel"]
+
+
+def test_the_panels_output_off_is_recorded_with_the_pulse_it_ended(tmp_path, broker, make_settings, engine, gpio,
+                                                                   capsys):
+    pin = gpio.gpio(RELAY)
+    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 600.0))
+    granted = Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id="ann", similarity=99.8)
+    try:
+        daemon.emit(granted)  # ann has no badge: the door's own relay opens the door (a 600 s pulse)
+        assert pin.state == 1
+        daemon._panel_output(_off(1))  # the panel locks the door now: the GRANTED's pulse ends
+        assert pin.state == 0
+        daemon._panel_output(PanelOutput(ON, granted.event_id))  # the panel opens the door for the grant
+        assert pin.state == 1
+        daemon._panel_output(_off(6))
+        assert pin.state == 0
+        daemon._panel_output(_off(1))  # nothing running: nothing ended, still recorded
+        records = _panel_records(daemon)
+        opening = records[1]["event_id"]
+        assert [(r["relay"], r["command"]["control_code"], r["likely_for"], r["refers_to"]) for r in records] == [
+            ("ended", 1, None, granted.event_id), ("opening", 5, granted.event_id, None),
+            ("ended", 6, None, opening), ("not_ended", 1, None, None)]
+
+        # a record that cannot be written still ends the pulse (locking is the fail-closed direction)
+        daemon._panel_output(PanelOutput(ON, None))
+        assert pin.state == 1
+
+        def disk_full(*_args, **_kw):
+            raise OSError(28, "No space left on device")
+        depth = len(daemon.outbox)
+        daemon.outbox.put = disk_full
+        daemon._panel_output(_off(1))
+        assert pin.state == 0 and daemon.relay.stuck is None
+        del daemon.outbox.put
+        assert len(daemon.outbox) == depth
+
+        # the audit log keeps them: the GRANTED shows the offs that ended its pulse, its own and
+        # its opening's; `facelink-logger openings` lists the offs beside the openings
+        audit = AuditLog(tmp_path / "audit.db")
+        intake = Intake(audit)
+        for event in daemon.outbox.peek(100):
+            intake.handle(event.topic, event.payload.encode())
+        assert intake.quarantined == 0
+        [row] = audit.query(user="ann")
+        assert [(o["relay"], o["refers_to"]) for o in row["ended_by"]] == [("ended", granted.event_id),
+                                                                          ("ended", opening)]
+        assert [o["event_id"] for o in row["openings"]] == [opening]
+        audit.close()
+        assert main(["--db", str(tmp_path / "audit.db"), "openings", "--door", "door-1"]) == 0
+        listed = [json.loads(line)["relay"] for line in capsys.readouterr().out.splitlines()]
+        assert listed == ["ended", "opening", "ended", "not_ended", "opening"]
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
+        panel.close()
+        os.close(master)
+        os.close(slave)
