@@ -418,7 +418,8 @@ class Follower:
             return
         self._head_late, self._challenges_unanswered = False, 0
         now = self.monotonic()
-        if self._answered_mono is None or sent > self._answered_mono:
+        newest = self._answered_mono is None or sent > self._answered_mono
+        if newest:
             self._answered_mono = sent
         self._anchor_doubt = now - sent  # the answer was issued somewhere in that round trip
         log.info("sync %s: the desk answered a challenge sent %.1f s ago: head at seq %d", self.collection_id,
@@ -426,21 +427,25 @@ class Follower:
         # the anchor is (its issued_at, when the nonce was sent): it was issued after that, so later
         # heads are bounded by the desk's time since it, never credited beyond their own issue.
         # head_issued_at keeps the newest accepted (a desk clock gone back: older heads still confirm nothing)
-        self._accept_head(head, max(self.head_issued_at, head.issued_at), sent, now, answer=True)
+        self._accept_head(head, max(self.head_issued_at, head.issued_at), sent, now, answer=True,
+                          newest_answer=newest)
 
     def _accept_head(self, head: Head, newest_issued_at: float, issued: float, now: float,
-                     answer: bool = False) -> None:
+                     answer: bool = False, newest_answer: bool = False) -> None:
         """``head`` was issued at the monotonic time ``issued`` at the latest: the anchor from now on;
         it confirms the copy as of then if it names the applied seq (never moving a confirmation back).
         An ``answer`` (to a challenge, perhaps held back) never lowers the seq a newer head named:
-        the door goes on asking for it."""
+        the door goes on asking for it; ``newest_answer``: its challenge is the latest answered (on
+        the monotonic clock, like the confirmation), whose wall-clock send time is persisted."""
         self._anchor = (head.issued_at, issued)
         seq = max(head.seq, self.head_seq or 0) if answer else head.seq
         self.head_seq, self.head_issued_at = seq, newest_issued_at
         issued_wall = self.clock() - (now - issued)
         confirmed = issued_wall if head.seq == self.applied_seq and (
             self._confirmed_mono is None or issued > self._confirmed_mono) else None
-        answered = issued_wall if answer and (self.answered_at is None or issued_wall > self.answered_at) else None
+        # by the monotonic clock, not the wall clock: after a wall clock set back, the newer answer's
+        # wall time is below the older one's, and keeping that one restored it as fresher than it is
+        answered = issued_wall if newest_answer else None
         self.replica.note_head(newest_issued_at, confirmed, (head.issued_at, issued_wall), answered)
         if confirmed is not None:
             self.confirmed_at, self._confirmed_mono, self._restored_stale = confirmed, issued, None
