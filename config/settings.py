@@ -179,7 +179,7 @@ class SyncSettings(Section):
     max_staleness_s: float = Field(300.0, gt=0, le=86400, description="Door: a copy not confirmed up to date (a newer signed head at the applied seq) for longer is stale (health sync.<C>.stale). Keep it several times the desk's fleet.heartbeat_s.")
     on_stale: Literal["deny", "keep"] = Field("deny", description="Door: while stale, deny (every decision becomes ERROR STALE_COLLECTION, the door stays locked: a revoked badge cannot open it while the door is cut off from the desk) or keep (keep deciding on the last copy; health says stale).")
     request_retry_s: float = Field(5.0, gt=0, le=3600, description="Door: an unanswered sync request (missing range, snapshot) is sent again after this, doubling up to 60 s.")
-    challenge_every_s: float = Field(3600.0, ge=0, le=86400, description="Door: the copy is fresh only while the desk answered one of this door's freshness challenges within this time (asked from half of it on; the last answer is kept across restarts), so heads held back a little longer each time can gain at most 1 % of it. A desk older than this release does not answer: upgrade the desk first, or set 0 (heads alone confirm; README \"Held-back heads\").")
+    challenge_every_s: float = Field(3600.0, ge=0, le=86400, description="Door: the copy is fresh only while the desk answered one of this door's freshness challenges within this time (asked from half of it on; the last answer is kept across restarts), so heads held back a little longer each time can gain at most 1 % of it. Not set, it is the larger of 3600 and max_staleness_s (a desk outage the site rides out stays one); set below max_staleness_s, a door is stale that long after the desk's last answer. A desk older than this release does not answer: upgrade the desk first, or set 0 (heads alone confirm; README \"Held-back heads\").")
 
     @field_validator("challenge_every_s")
     @classmethod
@@ -187,6 +187,14 @@ class SyncSettings(Section):
         if 0 < v < 60:
             raise ValueError("0 (off) or at least 60 s: the door asks from half of it on")
         return v
+
+    @model_validator(mode="after")
+    def _challenge_period_covers_staleness(self) -> SyncSettings:
+        # left at its default, it never cuts the desk outage a site rides out (max_staleness_s):
+        # a door set for hours without the desk was stale 30-60 min into one (found in review)
+        if "challenge_every_s" not in self.model_fields_set and self.challenge_every_s < self.max_staleness_s:
+            self.challenge_every_s = self.max_staleness_s
+        return self
 
 
 class AuditSettings(Section):

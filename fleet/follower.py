@@ -48,7 +48,7 @@ outstanding (never sent, already answered, forgotten by a restart) confirms noth
 desk refuses the challenge (MALFORMED, on its side): the door stays as it was, stale until heads
 catch up, and says so in its log after :data:`UNANSWERED_WARN` unanswered challenges in a row.
 
-``challenge_every_s`` > 0 (``sync.challenge_every_s``, 3600 by default) asks more of the desk: the
+``challenge_every_s`` > 0 (``sync.challenge_every_s``: 3600, or max_staleness_s if larger, by default) asks more of the desk: the
 copy is fresh only while it answered one of this door's challenges sent within that time (the
 door asks from half of it on), so heads a broker holds back a little longer each time gain at
 most HEAD_RATE_SLACK of it, and a broker dropping challenges makes the door stale. The last

@@ -144,3 +144,26 @@ def test_a_tls_file_given_under_home_is_the_file_the_mqtt_client_opens(tmp_path,
     assert settings.mqtt.tls_ca == tmp_path / "ca.crt"
     with pytest.raises(ConfigError, match="cannot use the TLS files"):  # opened (and refused as no certificate)
         MqttClient(settings.mqtt, client_id="tls-home")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("", 3_600.0),  # the default
+    ("[sync]\nmax_staleness_s = 14400\n", 14_400.0),  # a site that rides out a 4-hour desk outage
+    ("[sync]\nmax_staleness_s = 14400\nchallenge_every_s = 3600\n", 3_600.0),  # chosen: kept
+    ("[sync]\nmax_staleness_s = 900\n", 3_600.0),
+])
+def test_the_default_challenge_period_never_cuts_a_longer_max_staleness(tmp_path, text, expected):
+    """sync.challenge_every_s left at its default is at least sync.max_staleness_s (found in
+    review: on by default at 3600 s, it made a door that was set to ride out hours without the desk
+    stale 30-60 min into the outage, with on_stale = deny the whole site locked, after an upgrade
+    that changed nothing in its configuration). Set explicitly, it is kept."""
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(text)
+    assert load_settings(cfg).sync.challenge_every_s == expected
+
+
+def test_the_default_challenge_period_follows_max_staleness_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FACELINK_SYNC__MAX_STALENESS_S", "7200")
+    assert load_settings().sync.challenge_every_s == 7_200.0
+    monkeypatch.setenv("FACELINK_SYNC__CHALLENGE_EVERY_S", "3600")
+    assert load_settings().sync.challenge_every_s == 3_600.0

@@ -11,11 +11,11 @@ from .conftest import door_daemon
 def test_the_door_follows_with_the_configured_challenge_period(tmp_path, make_settings, engine):
     generate_keypair(tmp_path / "desk.key", tmp_path / "desk.pub")
     settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1},
-                             sync={"enabled": True, "challenge_every_s": 3_600.0},
+                             sync={"enabled": True, "challenge_every_s": 7_200.0},  # not the default
                              fleet={"trusted_keys": [str(tmp_path / "desk.pub")]})
     daemon = door_daemon(settings, engine)
     try:
-        assert daemon.sync.follower.challenge_every_s == 3_600.0
+        assert daemon.sync.follower.challenge_every_s == 7_200.0
     finally:
         daemon.shutdown(flush_timeout_s=1)
 
