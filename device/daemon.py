@@ -162,11 +162,16 @@ class Daemon:
         self.stranger_risk = log_stranger_risk(self.engine.calibration, settings.matching, len(self.index))
 
     # -- decisions -------------------------------------------------------------------------
-    def emit(self, decision: Decision) -> None:
+    def emit(self, decision: Decision, now: float | None = None) -> None:
         """Outbox first (durable), then the relay: a decision that can't be recorded opens nothing.
-        A stale collection with sync.on_stale = deny turns it into ERROR STALE_COLLECTION first."""
+        A stale collection with sync.on_stale = deny turns it into ERROR STALE_COLLECTION first
+        (:meth:`_gated`; ``now``: the decision clock's time of the step that made it)."""
         if self.sync is not None:
-            decision = self.sync.gate(decision)
+            gated = self.sync.gate(decision)
+            if gated is not decision:
+                if not self._gated(decision, gated, now):
+                    return
+                decision = gated
         self.outbox.put(decision.event_id, self.topics.decision, decision.payload())
         self.stats.decisions += 1
         log.info("decision %s user=%s similarity=%s track=%s event=%s", decision.decision, decision.user_id,
@@ -186,6 +191,17 @@ class Daemon:
                 self.relay.pulse(decision.user_id, on_failure=act.relay_failed, event_id=decision.event_id)
             except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
                 act.relay_failed(f"{type(exc).__name__}: {exc}")
+
+    def _gated(self, made: Decision, gated: Decision, now: float | None) -> bool:
+        """The stale gate turned ``made`` into ``gated`` (ERROR STALE_COLLECTION): publish it?
+        A GRANTED it stopped was not carried out: its cooldown goes and its track starts again, as
+        for one the outbox could not record (``not_carried_out``), so the person still at the door
+        is granted as soon as the copy is fresh again, not after ``cooldown_s`` (or once they
+        stepped away). While it stays stale each new decision is gated again: the ERROR is
+        published once per ``cooldown_s`` for that person (the policy's cooldown, keyed on the
+        ERROR and its user; a badge read is always answered), not once per N-of-M window."""
+        self.pipeline.not_carried_out(made)
+        return now is None or self.pipeline.components.policy.admit(gated, now)
 
     def _record_panel_verdict(self, verdict: PanelVerdict) -> None:
         """The panel's answer to a card read, published beside FaceLink's decision (via the outbox)."""
@@ -306,8 +322,8 @@ class Daemon:
             return
         errors: list[Exception] = []
         for read in reads:  # one read that fails loses none of the others
-            errors += self._publish(lambda read=read: self.pipeline.badge(read, now))
-        errors += self._publish(lambda: self.pipeline.tick(now))
+            errors += self._publish(lambda read=read: self.pipeline.badge(read, now), now=now)
+        errors += self._publish(lambda: self.pipeline.tick(now), now=now)
         for exc in errors:
             self.fail_closed(exc)
 
@@ -357,32 +373,35 @@ class Daemon:
         """One frame: every decision it made is published, also when it failed part-way (a card
         window it closed, a face decided before the one that failed; never a GRANTED then, see
         ``DecidedThenFailed``); then its error is raised."""
-        errors = self._publish(lambda: self.pipeline.process(frame, self.clock.frame(frame)), frame.captured_at)
+        now = self.clock.frame(frame)
+        errors = self._publish(lambda: self.pipeline.process(frame, now), frame.captured_at, now)
         for exc in errors[1:]:
             self.fail_closed(exc)
         if errors:
             raise errors[0]
         self.stats.frame_done(frame.captured_at, time.monotonic())
 
-    def _publish(self, step: Callable[[], list[Decision]], captured_at: float | None = None) -> list[Exception]:
-        """Run one pipeline step and publish the decisions it made, also those of a step that
-        failed part-way (:class:`DecidedThenFailed`); return the errors (the step's first) for
-        the caller to report. Nothing raised here is lost."""
+    def _publish(self, step: Callable[[], list[Decision]], captured_at: float | None = None,
+                 now: float | None = None) -> list[Exception]:
+        """Run one pipeline step (decided at ``now``) and publish the decisions it made, also
+        those of a step that failed part-way (:class:`DecidedThenFailed`); return the errors (the
+        step's first) for the caller to report. Nothing raised here is lost."""
         try:
             made, errors = step(), []
         except DecidedThenFailed as failed:
             made, errors = failed.decisions, [failed.cause]
         except Exception as exc:  # noqa: BLE001 - returned: the caller reports it (fail closed)
             return [exc]
-        return errors + self._emit_each(made, captured_at)
+        return errors + self._emit_each(made, captured_at, now)
 
-    def _emit_each(self, decisions: list[Decision], captured_at: float | None = None) -> list[Exception]:
+    def _emit_each(self, decisions: list[Decision], captured_at: float | None = None,
+                   now: float | None = None) -> list[Exception]:
         """Each decision gets its own try at the outbox, so one that fails loses none of the
         others; what failed is returned for the caller to report."""
         errors: list[Exception] = []
         for decision in decisions:
             try:
-                self.emit(decision)
+                self.emit(decision, now)
             except Exception as exc:  # noqa: BLE001 - reported by the caller (fail closed)
                 errors.append(exc)
                 self.pipeline.not_carried_out(decision)  # a GRANTED not recorded opened nothing

@@ -6,7 +6,8 @@
   (durable, QoS 1, the one drainer);
 - after every apply the daemon refreshes its matcher at once (:meth:`DoorSync.changed`);
 - ``sync.on_stale = "deny"``: while the copy is stale every decision becomes ERROR
-  ``STALE_COLLECTION`` (the door stays locked); ``"keep"``: decisions stand, health says stale;
+  ``STALE_COLLECTION`` (the door stays locked; a GRANTED it stopped is withdrawn by the daemon:
+  ``Daemon._gated``); ``"keep"``: decisions stand, health says stale;
 - health: ``"sync": {"<C>": {"applied_seq", "head_seq", "confirmed_at", "stale", "rejected", ...}}``.
 """
 

@@ -1,0 +1,94 @@
+"""A GRANTED that the stale-collection gate turned into ERROR STALE_COLLECTION (sync.on_stale =
+deny; found in review): the door stays locked, and the person still standing there is granted
+as soon as the copy is confirmed fresh again, not held back by the cooldown (or the decided
+track) of a GRANTED that was never published nor carried out; while the copy stays stale, the
+ERROR is published once per cooldown for that person, not once per decided window."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from facelink.device.daemon import Daemon
+from facelink.enroll.context import Context
+from facelink.enroll.store import Store
+from facelink.fleet.protocol import Head, encode_head
+from facelink.fleet.signing import generate_keypair, load_private
+
+from .test_partial_steps import ONE_FRAME, _enroll
+from .test_pipeline import _frame
+
+
+def _decisions(daemon) -> list[tuple[str, str | None, str | None]]:
+    out = [json.loads(e.payload) for e in daemon.outbox.peek(100)]
+    return [(d["decision"], d.get("user_id"), (d.get("reason") or "").split(":")[0] or None)
+            for d in out if "decision" in d]
+
+
+def test_a_grant_the_stale_gate_stopped_does_not_hold_back_the_next(tmp_path, faces_dir, engine, make_settings,
+                                                                    monkeypatch):
+    """obama stands at a door whose copy is stale (never confirmed: no signed head yet), one frame
+    a decision, cooldown 30 s. Frames 0-3: one ERROR STALE_COLLECTION, nothing opens. The desk's
+    signed head then confirms the copy; frame 4 (obama still there, within the cooldown): GRANTED.
+    Before the fix nothing was published for him again: his track kept the GRANTED the gate had
+    stopped, and its cooldown held back the next one for 30 s."""
+    generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
+    settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1}, matching=ONE_FRAME,
+                             liveness={"enabled": False}, sync={"enabled": True, "on_stale": "deny"},
+                             fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
+    with Store(settings.store.database) as store:
+        _enroll(Context(store, lambda: engine), faces_dir)
+    daemon = Daemon(settings, engine=engine)
+    try:
+        monkeypatch.setattr(daemon.clock, "frame", lambda frame: frame.captured_at)  # the scene's time
+        pulses: list[str | None] = []
+        real_pulse = daemon.relay.pulse
+        monkeypatch.setattr(daemon.relay, "pulse",
+                            lambda user, **kw: (pulses.append(user), real_pulse(user, **kw))[1])
+
+        def frame(i: int) -> None:
+            f = _frame(faces_dir, "obama", i)
+            daemon._frame(type(f)(f.pixels, float(i), f.index))
+
+        assert daemon.sync.follower.stale()
+        for t in range(4):  # stale: each frame decides obama again, the gate stops each
+            frame(t)
+        assert _decisions(daemon) == [("ERROR", "obama", "STALE_COLLECTION")], \
+            "one ERROR per cooldown while stale, no GRANTED"
+        assert pulses == []
+
+        follower = daemon.sync.follower  # the desk's signed head names the seq the door applied
+        head = Head(collection_id=follower.collection_id, face_model_version=engine.model_version,
+                    seq=follower.applied_seq, issued_at=time.time())
+        follower.handle(follower.topics.head, encode_head(load_private(tmp_path / "keys/desk.key"), head))
+        assert not follower.stale()
+
+        frame(4)  # 4 s after the stopped GRANTED: well within cooldown_s (30 s), same person, same spot
+        assert _decisions(daemon) == [("ERROR", "obama", "STALE_COLLECTION"), ("GRANTED", "obama", None)], \
+            "obama is not granted once the copy is fresh: the stopped GRANTED's cooldown holds him back"
+        assert pulses == ["obama"]
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
+
+
+def test_a_person_at_a_stale_door_gets_one_error_per_cooldown(tmp_path, faces_dir, engine, make_settings,
+                                                              monkeypatch):
+    """The bound on those ERRORs is the cooldown, not the track: obama stays in view (each frame
+    within track_max_age_s of the last) for longer than cooldown_s while the copy stays stale:
+    one ERROR STALE_COLLECTION per cooldown_s, nothing granted."""
+    generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
+    settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1},
+                             matching={**ONE_FRAME, "cooldown_s": 10.0},
+                             liveness={"enabled": False}, sync={"enabled": True, "on_stale": "deny"},
+                             fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
+    with Store(settings.store.database) as store:
+        _enroll(Context(store, lambda: engine), faces_dir)
+    daemon = Daemon(settings, engine=engine)
+    try:
+        monkeypatch.setattr(daemon.clock, "frame", lambda frame: frame.captured_at)
+        for t in (0, 3, 6, 9, 11, 14):
+            f = _frame(faces_dir, "obama", t)
+            daemon._frame(type(f)(f.pixels, float(t), f.index))
+        assert _decisions(daemon) == [("ERROR", "obama", "STALE_COLLECTION")] * 2  # at 0 and at 11
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
