@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import stat
-import tempfile
 from pathlib import Path
 
+from facelink.config.paths import write_durably
 from facelink.errors import ConfigError
 
 SCBK_LEN = 16
@@ -48,23 +47,6 @@ def load_scbk(path: Path) -> bytes | None:
 
 
 def save_scbk(path: Path, key: bytes) -> None:
-    """Write the key atomically with mode 0600 (the directory 0700 if it is created)."""
+    """Write the key atomically with mode 0600 (the directory 0700 if it is created), durably."""
     check_scbk(key)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # a new temporary name (O_EXCL, 0600): a file or a link left at a fixed name is never written through
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(key.hex() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
+    write_durably(path, (key.hex() + "\n").encode())

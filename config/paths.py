@@ -58,3 +58,34 @@ def open_private(path: Path | str, mode: str = "ab", *, group: bool = False):
     """``open()`` for a private file (append or write), created with the private mode."""
     private_file(path, group=group)
     return open(path, mode)
+
+
+def write_durably(path: Path | str, data: bytes, *, replace: bool = True) -> Path:
+    """Write ``data`` as ``path`` whole or not at all, 0600, surviving a power cut: a new
+    temporary file beside it (a fresh name, O_EXCL: a file or link left at a fixed name is never
+    written through), fsynced, then renamed over ``path`` (``replace=False``: linked in, so an
+    existing ``path`` is never overwritten: FileExistsError), then the folder fsynced so the new
+    name survives too. The folder is created 0700 if missing."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            tmp.replace(path)
+        else:
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path

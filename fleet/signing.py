@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import stat
 from pathlib import Path
@@ -20,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from facelink.config.paths import write_durably
 from facelink.errors import ConfigError, InvalidSignatureException
 
 ALGORITHM = "Ed25519"
@@ -36,11 +36,11 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
     if private_path.exists():
         raise ConfigError(f"{private_path} exists: not overwriting a signing key")
     key = Ed25519PrivateKey.generate()
-    private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+    try:  # whole, 0600, durable (a desk key lost to a power cut strands every door), never over one
+        write_durably(private_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()), replace=False)
+    except FileExistsError:
+        raise ConfigError(f"{private_path} exists: not overwriting a signing key") from None
     public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
     return key_id(key.public_key())

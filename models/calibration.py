@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facelink.config.paths import write_durably
 from facelink.errors import InvalidParameterException, ModelError
 
 from .manifest import OVERRIDE_NAME, Calibration, ImpostorTail, toml_loads
@@ -145,19 +144,5 @@ def write_calibration(models_dir: Path, version: str, cal: Calibration) -> Path:
     back = toml_loads(text)["calibration"][version]
     if (back["a"], back["b"], back["fitted_on"]) != (cal.a, cal.b, cal.fitted_on):
         raise ModelError("calibration file did not read back as written")  # pragma: no cover
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calibration.", suffix=".tmp")  # 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_durably(path, text.encode())
     return path
