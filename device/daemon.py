@@ -357,7 +357,10 @@ class Daemon:
                 return  # the people at the door keep what their tracks have seen
             check_door_threshold(self.engine.calibration, fresh.matching.similarity_threshold)
             risk = log_stranger_risk(self.engine.calibration, fresh.matching, len(self.index))
-            components = build_components(fresh, self.engine, previous=self.pipeline.components)  # last: it
+            # the running settings with only what a reload applies: nothing else of the file's
+            # (mqtt.device_id, models.*) may reach the rebuilt components
+            applied = self.settings.model_copy(update={"matching": fresh.matching, "liveness": fresh.liveness})
+            components = build_components(applied, self.engine, previous=self.pipeline.components)  # last: it
             # takes over the running tracks (undecided ones start again), so nothing may refuse after it
         except Exception as exc:  # noqa: BLE001 - a bad file keeps the running config, whole
             log.error("reload refused, keeping the running configuration: %s", exc)
