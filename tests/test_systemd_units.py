@@ -46,3 +46,20 @@ def test_desk_publisher_unit():
     for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "UMask": "0077",
                        "User": "facelink", "ReadWritePaths": "/var/lib/facelink"}.items():
         assert svc[key] == value
+
+
+def test_device_unit_lets_a_running_door_command_lock_the_door():
+    """`systemctl stop/restart` while a door command (door.relay = "command") holds the lock
+    released: systemd's default KillMode (control-group) sends SIGTERM to every process of the
+    unit at once, so a command such as `unlock; sleep 3; lock` died before locking and the door
+    stayed open (found in review). With KillMode=mixed only the daemon gets SIGTERM; its shutdown
+    waits for the running command (CommandRelay.close), then flushes the outbox — all within
+    TimeoutStopSec, after which systemd kills whatever is left."""
+    from facelink.config import DoorSettings
+
+    svc = load("facelink-device.service")["Service"]
+    assert svc.get("KillMode") == "mixed"
+    longest_pulse = next(m.le for m in DoorSettings.model_fields["pulse_s"].metadata if hasattr(m, "le"))
+    command_wait = longest_pulse + 10 + 1  # CommandRelay: pulse_s + grace_s, joined with 1 s more
+    flush, will = 10, 3  # Daemon.shutdown: the outbox flush, then the MQTT client's offline
+    assert int(svc["TimeoutStopSec"]) >= command_wait + flush + will
