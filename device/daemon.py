@@ -105,6 +105,17 @@ def not_reloaded(running: Settings, fresh: Settings) -> list[str]:
     return keys
 
 
+def reloaded(running: Settings, fresh: Settings) -> list[str]:
+    """What a SIGHUP changes, ``section.key old -> new`` ([matching] and [liveness]): said in the
+    reload's log line, so that a lowered threshold or liveness turned off is on record by name."""
+    out = []
+    for section in ("matching", "liveness"):
+        old, new = getattr(running, section), getattr(fresh, section)
+        out += [f"{section}.{k} {getattr(old, k)!r} -> {getattr(new, k)!r}"
+                for k in type(new).model_fields if getattr(old, k) != getattr(new, k)]
+    return out
+
+
 class Daemon:
     def __init__(self, settings: Settings, *, config_path: Path | None = None,
                  engine: FaceEngine | None = None, transport: Transport | None = None,
@@ -365,12 +376,13 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - a bad file keeps the running config, whole
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
+        changes = reloaded(self.settings, fresh)
         self.pipeline.components = components
         self.settings.matching, self.settings.liveness = fresh.matching, fresh.liveness
         self.stranger_risk = risk
-        log.info("configuration reloaded: threshold %.2f, %d of %d frames",
-                 fresh.matching.similarity_threshold, fresh.matching.frames_required,
-                 fresh.matching.frames_window)
+        log.warning("configuration reloaded: threshold %.2f, %d of %d frames (%s)",
+                    fresh.matching.similarity_threshold, fresh.matching.frames_required,
+                    fresh.matching.frames_window, ", ".join(changes))
 
     def _frame(self, frame: Frame) -> None:
         """One frame: every decision it made is published, also when it failed part-way (a card

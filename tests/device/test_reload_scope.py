@@ -33,3 +33,24 @@ def test_a_reload_applies_its_matching_but_not_a_new_device_id(tmp_path, broker,
     assert rows, "the ERROR decision was not recorded"
     for topic, payload in rows:
         assert topic == "facelink/door-1/decision" and payload["device_id"] == "door-1", (topic, payload)
+
+
+def test_a_reload_names_each_rule_it_changes(tmp_path, broker, make_settings, engine, ctx, caplog):
+    """A SIGHUP that weakens the door (liveness off, a lower threshold) is on record by name in
+    the reload's log line, not only as "threshold 98.00, 3 of 5 frames"."""
+    from facelink.enroll import faces
+
+    faces.create_collection(ctx, "door")
+    config = tmp_path / "door.toml"
+    config.write_text("[matching]\nsimilarity_threshold = 98.0\n[liveness]\nenabled = false\n")
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(tmp_path)})
+    daemon = Daemon(settings, config_path=config, engine=engine)
+    try:
+        with caplog.at_level("INFO", logger="facelink.device.daemon"):
+            daemon.reload()
+    finally:
+        daemon.shutdown(flush_timeout_s=0)
+    (line,) = [r for r in caplog.records if "configuration reloaded" in r.getMessage()]
+    assert line.levelname == "WARNING"
+    assert "liveness.enabled True -> False" in line.getMessage()
+    assert "matching.similarity_threshold 99.0 -> 98.0" in line.getMessage()
