@@ -92,6 +92,7 @@ class PulseSwitch:
         self._generation = 0
         self._timer: threading.Timer | None = None
         self._started_for: str | None = None  # what the running (newest) pulse was started for
+        self._pulsing = False  # _timer is a running pulse's (not an off() retry's)
         self._closed = False
         self.stuck: str | None = None  # the output could not be switched off: why (None: it is off or pulsing)
 
@@ -112,19 +113,24 @@ class PulseSwitch:
                 self._schedule(self.pulse_s)
             except BaseException:  # no timer would end this pulse (nor the cancelled one): locked now
                 self._timer = None
+                self._pulsing = False
                 self._switch_off()
                 raise
+            self._pulsing = True
 
     def end(self) -> EndedPulse | None:
         """Switch the output off now, before its time (the running pulse's timer then does
         nothing): the running pulse that was ended (None: none ran, or the off() failed and is
         retried: ``stuck``)."""
         with self._lock:
-            if self._closed or self._timer is None or self.stuck is not None:
-                return None  # nothing running (a stuck output is retried already)
+            # nothing running, or only an off() retry (a newer pulse's timer replaces the retry:
+            # that pulse is ended here, whatever an earlier off() left in ``stuck``)
+            if self._closed or self._timer is None or not self._pulsing:
+                return None
             self._generation += 1
             self._timer.cancel()
             self._timer = None
+            self._pulsing = False
             self._switch_off()
             if self.stuck is not None:  # an off() that failed is retried (stuck): nothing ended yet
                 return None
@@ -142,6 +148,7 @@ class PulseSwitch:
             if self._closed or generation != self._generation:
                 return  # superseded by a later pulse, or closed
             self._timer = None
+            self._pulsing = False
             self._switch_off()
 
     def _switch_off(self) -> None:
@@ -153,6 +160,7 @@ class PulseSwitch:
             self.stuck = _stuck(exc)
             if first:
                 log.critical("door relay: %s (retrying every %.1f s)", self.stuck, self.OFF_RETRY_S)
+            self._pulsing = False
             self._schedule(self.OFF_RETRY_S)
             return
         if self.stuck is not None:

@@ -38,3 +38,26 @@ def test_an_end_says_what_the_pulse_it_ended_was_started_for():
         assert switch.end() is None
     finally:
         switch.close()
+
+
+def test_an_off_ends_a_newer_pulse_that_followed_a_failed_off():
+    """Found in review: once an off() had failed (``stuck``), a newer pulse replaces the retry with
+    its own timer, but ``end()`` still refused because ``stuck`` was set ("retried already"): the
+    panel's off then left the lock released for the newer pulse's whole ``pulse_s`` (and was
+    recorded ``not_ended``). The newer pulse is ended like any other."""
+    from facelink.device.door import EndedPulse
+
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=30.0)
+    switch.OFF_RETRY_S = 30.0  # the retry stays pending: the newer pulse comes first
+    try:
+        switch.pulse("granted-1")
+        out.fail_off = 1
+        assert switch.end() is None and switch.stuck is not None  # retried later
+        switch.pulse("granted-2")  # on() works: a pulse of its own, its timer replaces the retry
+        assert out.released
+        assert switch.end() == EndedPulse("granted-2")  # the panel's off locks the door now
+        assert not out.released and switch.stuck is None
+        assert switch.end() is None
+    finally:
+        switch.close()
