@@ -122,6 +122,8 @@ class PanelRecords:
         except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly
             log.critical("cannot record %s in the outbox", what, exc_info=True)
         try:
-            self.transport.publish(self.topic, json.dumps(message.payload()))
+            if self.transport.publish(self.topic, json.dumps(message.payload())):
+                return
+            log.critical("cannot publish %s either (not connected, or not acknowledged): it is lost", what)
         except Exception:  # noqa: BLE001 - nothing left to tell it to
             log.critical("cannot publish %s either", what, exc_info=True)

@@ -86,3 +86,42 @@ def test_the_panels_output_off_is_recorded_with_the_pulse_it_ended(tmp_path, bro
         panel.close()
         os.close(master)
         os.close(slave)
+
+
+def test_an_off_the_outbox_cannot_take_goes_to_the_broker_and_a_refused_publish_is_said(caplog):
+    """A record the outbox cannot take is published directly; found in review: a publish the
+    transport refused (not connected: it returns False, it does not raise) was taken as sent, so
+    nothing said the record was lost."""
+    import logging
+
+    from facelink.device.door import EndedPulse
+    from facelink.device.panel_records import PanelRecords
+
+    class Full:
+        def put(self, *_args):
+            raise OSError(28, "No space left on device")
+
+    class Relay:
+        opens_door = True
+
+        def end_pulse(self):
+            return EndedPulse("g-1")
+
+    class Transport:
+        def __init__(self, ok: bool) -> None:
+            self.ok, self.sent = ok, []
+
+        def publish(self, topic, payload, **_kw):
+            self.sent.append((topic, json.loads(payload)))
+            return self.ok
+
+    for ok in (True, False):
+        transport = Transport(ok)
+        records = PanelRecords(Full(), transport, "facelink/door-1/panel", "door-1", Relay())
+        caplog.clear()
+        with caplog.at_level(logging.CRITICAL):
+            records.output(_off(1))
+        assert [(t, p["relay"], p["refers_to"]) for t, p in transport.sent] == [("facelink/door-1/panel", "ended",
+                                                                                  "g-1")]
+        lost = [r for r in caplog.records if "cannot publish" in r.getMessage()]
+        assert bool(lost) is (not ok)
