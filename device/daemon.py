@@ -26,7 +26,7 @@ from facelink.models.manifest import verify_model
 from facelink.models.risk import check_door_threshold, log_stranger_risk
 from facelink.models.runtime import TFLiteBackend, limit_blas_threads
 from facelink.mqtt.client import Transport, door_client
-from facelink.mqtt.outbox import Outbox
+from facelink.mqtt.outbox import Outbox, publish_directly, put_or_publish
 from facelink.mqtt.pump import OutboxPump
 from facelink.mqtt.topics import DeviceTopics
 
@@ -232,11 +232,8 @@ class Daemon:
                              refers_to=granted.event_id, reason=reason[:300], mode=granted.mode,
                              factors=granted.factors)
         log.error("door did not open for %s (event %s): %s", granted.user_id, granted.event_id, reason)
-        try:
-            self.outbox.put(follow_up.event_id, self.topics.decision, follow_up.payload())
-        except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly
-            log.critical("cannot record the ACTUATION_FAILED event in the outbox", exc_info=True)
-            self.transport.publish(self.topics.decision, json.dumps(follow_up.payload()))
+        put_or_publish(self.outbox, self.transport, follow_up.event_id, self.topics.decision, follow_up.payload(),
+                       f"the ACTUATION_FAILED of GRANTED {granted.event_id}")
 
     def fail_closed(self, exc: BaseException, now: float | None = None) -> None:
         """An internal error: the door stays locked and an ERROR decision is published (the same
@@ -257,10 +254,7 @@ class Daemon:
             self.emit(decision)
         except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly, then give up
             log.critical("cannot record the ERROR decision in the outbox", exc_info=True)
-            try:
-                self.transport.publish(self.topics.decision, json.dumps(decision.payload()))
-            except Exception:  # noqa: BLE001 - nothing left to tell; the door stays locked, no crash loop
-                log.critical("cannot publish the ERROR decision either", exc_info=True)
+            publish_directly(self.transport, self.topics.decision, decision.payload(), "the ERROR decision")
 
     # -- housekeeping ----------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

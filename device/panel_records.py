@@ -12,7 +12,6 @@ broker directly, as an ACTUATION_FAILED is.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from typing import Any
 
 from facelink.access.osdp_verdicts import PanelOutput, PanelVerdict
 from facelink.mqtt.client import Transport
-from facelink.mqtt.outbox import Outbox
+from facelink.mqtt.outbox import Outbox, put_or_publish
 from facelink.mqtt.schema import SEND_FAILED, EventMessage, PanelOutputMessage, PanelVerdictMessage
 
 from .decision import Decision
@@ -115,15 +114,7 @@ class PanelRecords:
 
     def _follow_up(self, message: EventMessage, what: str) -> None:
         """Into the outbox; one that cannot be (e.g. disk full) is logged critically and sent to
-        the broker directly. Never raises: what it follows has happened already."""
-        try:
-            self._put(message)
-            return
-        except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly
-            log.critical("cannot record %s in the outbox", what, exc_info=True)
-        try:
-            if self.transport.publish(self.topic, json.dumps(message.payload())):
-                return
-            log.critical("cannot publish %s either (not connected, or not acknowledged): it is lost", what)
-        except Exception:  # noqa: BLE001 - nothing left to tell it to
-            log.critical("cannot publish %s either", what, exc_info=True)
+        the broker directly (:func:`~facelink.mqtt.outbox.put_or_publish`). Never raises: what it
+        follows has happened already."""
+        payload = message.payload()
+        put_or_publish(self.outbox, self.transport, payload["event_id"], self.topic, payload, what)

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from facelink.config.paths import private_file
 from facelink.errors import ConfigError
@@ -110,3 +111,27 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def publish_directly(transport: Any, topic: str, payload: dict, what: str) -> bool:
+    """The last resort for a record the outbox could not take (e.g. disk full): publish it to the
+    broker now. True when the broker acknowledged it; otherwise it is lost, and said so at CRITICAL
+    (``what`` names it). Never raises: what it records has happened already."""
+    try:
+        if transport.publish(topic, json.dumps(payload)):
+            return True
+        log.critical("cannot publish %s either (not connected, or not acknowledged): it is lost", what)
+    except Exception:  # noqa: BLE001 - nothing left to tell it to
+        log.critical("cannot publish %s either: it is lost", what, exc_info=True)
+    return False
+
+
+def put_or_publish(outbox: Outbox, transport: Any, event_id: str, topic: str, payload: dict, what: str) -> bool:
+    """A follow-up record (ACTUATION_FAILED, a panel record): into the outbox, or, when it cannot
+    take it, :func:`publish_directly`. True when it is in the outbox or acknowledged. Never raises."""
+    try:
+        outbox.put(event_id, topic, payload)
+        return True
+    except Exception:  # noqa: BLE001 - e.g. disk full: try the broker directly
+        log.critical("cannot record %s in the outbox", what, exc_info=True)
+    return publish_directly(transport, topic, payload, what)

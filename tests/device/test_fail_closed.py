@@ -142,3 +142,35 @@ def test_health_still_goes_out_when_the_outbox_cannot_be_read(tmp_path, broker, 
     finally:
         watcher.close()
         daemon.shutdown(flush_timeout_s=1)
+
+
+def test_an_actuation_failure_the_full_outbox_cannot_take_reaches_the_broker(tmp_path, broker, make_settings,
+                                                                                engine, faces_dir):
+    """The GRANTED was recorded, then the outbox's disk filled, then the relay failed: the
+    ACTUATION_FAILED that says the door did not open is published directly (the audit trail would
+    otherwise keep a GRANTED for a door that stayed shut)."""
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": str(faces_dir / "video/feat_man.mp4")})
+    go = tmp_path / "go"
+    daemon = door_daemon(settings, engine, CommandRelay(f"while [ ! -e {go} ]; do sleep 0.05; done; exit 3", 30.0))
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="fail-closed-actuation-watcher")
+    try:
+        assert daemon.transport.wait_connected(10)
+        assert watcher.barrier(daemon.transport.publish)
+        granted = Decision("GRANTED", "door-1", "door", engine.model_version, 99.0, user_id="ann", similarity=99.9)
+        daemon.emit(granted)  # recorded; the relay's command waits for `go`
+        conn = daemon.outbox._conn
+        conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            for i in range(10_000):
+                daemon.outbox.put(f"filler-{i}", "t", {"pad": "x" * 500})
+        go.touch()  # the relay fails now
+        def decisions() -> list[dict]:
+            return [p for p in watcher.payloads("/decision") if "decision" in p]  # (not the barrier's marker)
+
+        assert watcher.wait_for(decisions, 30)
+        [failed] = decisions()
+        assert (failed["decision"], failed["refers_to"]) == ("ACTUATION_FAILED", granted.event_id)
+        assert "3" in failed["reason"]
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=1)
