@@ -70,19 +70,25 @@ class DoorSync:
         return False
 
     def gate(self, decision: Decision) -> Decision:
-        """``decision``, or ERROR STALE_COLLECTION when the copy is stale and on_stale is deny."""
+        """``decision``, or ERROR STALE_COLLECTION when the copy is stale and on_stale is deny;
+        also when a change set was applied that the matcher has not loaded yet (:meth:`changed`
+        not asked since): the decision was made on the copy before it, which no head confirmed
+        (the worker applies and confirms on its own thread, between the daemon's housekeeping
+        and a frame: a revocation that made the copy fresh must not grant on the old copy)."""
         stale = self.follower.stale()
         if stale != self._was_stale:
             (log.warning if stale else log.info)("collection %s is %s", self.collection_id,
                                                  "STALE (not confirmed up to date)" if stale else "confirmed up to date")
             self._was_stale = stale
-        if not stale or self.on_stale != "deny" or decision.decision in (ERROR, ACTUATION_FAILED):
+        unloaded = not stale and self.follower.applied_event.is_set()
+        if not (stale or unloaded) or self.on_stale != "deny" or decision.decision in (ERROR, ACTUATION_FAILED):
             return decision
+        why = (f"seq {self.follower.applied_seq} applied but not yet loaded by the matcher" if unloaded
+               else f"not confirmed up to date within {self.max_staleness_s:g} s")
         return Decision(ERROR, decision.device_id, decision.collection_id, decision.model_version,
                         decision.threshold, user_id=decision.user_id, similarity=decision.similarity,
                         track_id=decision.track_id, mode=decision.mode, factors=decision.factors,
-                        reason=f"{STALE}: {self.collection_id} not confirmed up to date within "
-                               f"{self.max_staleness_s:g} s (sync.on_stale = deny; would have been "
+                        reason=f"{STALE}: {self.collection_id} {why} (sync.on_stale = deny; would have been "
                                f"{decision.decision})")
 
     def health(self) -> dict[str, Any]:

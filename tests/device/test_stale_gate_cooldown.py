@@ -12,7 +12,8 @@ import time
 from facelink.device.daemon import Daemon
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
-from facelink.fleet.protocol import Head, encode_head
+from facelink.fleet.changeset import encode
+from facelink.fleet.protocol import Delta, Head, encode_head
 from facelink.fleet.signing import generate_keypair, load_private
 
 from .test_partial_steps import ONE_FRAME, _enroll
@@ -34,7 +35,8 @@ def test_a_grant_the_stale_gate_stopped_does_not_hold_back_the_next(tmp_path, fa
     stopped, and its cooldown held back the next one for 30 s."""
     generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
     settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1}, matching=ONE_FRAME,
-                             liveness={"enabled": False}, sync={"enabled": True, "on_stale": "deny"},
+                             liveness={"enabled": False},  # heads alone confirm (no challenge to answer)
+                             sync={"enabled": True, "on_stale": "deny", "challenge_every_s": 0},
                              fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
     with Store(settings.store.database) as store:
         _enroll(Context(store, lambda: engine), faces_dir)
@@ -90,5 +92,61 @@ def test_a_person_at_a_stale_door_gets_one_error_per_cooldown(tmp_path, faces_di
             f = _frame(faces_dir, "obama", t)
             daemon._frame(type(f)(f.pixels, float(t), f.index))
         assert _decisions(daemon) == [("ERROR", "obama", "STALE_COLLECTION")] * 2  # at 0 and at 11
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
+
+
+def test_a_revocation_that_made_the_copy_fresh_is_in_the_matcher_before_anyone_is_granted(
+        tmp_path, faces_dir, engine, make_settings, monkeypatch):
+    """Found in review: obama (revoked at the desk while this door was offline) waits at the
+    stale door; his GRANTED is gated, withdrawn, his track decides again every frame. The door
+    comes back: the sync worker applies the change set that deletes him and the head confirms the
+    copy (both on its own thread) while the main loop is between its housekeeping (where the
+    matcher loads what was applied) and the next frame's gate. That frame was decided on the
+    matcher's old copy (obama still in it) and the gate, asked now, says fresh: the door opened
+    for a revoked person. A decision the matcher made before it loaded the last change set
+    applied is gated as stale; once it has, obama is unknown."""
+    generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
+    settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1}, matching=ONE_FRAME,
+                             liveness={"enabled": False},
+                             sync={"enabled": True, "on_stale": "deny", "challenge_every_s": 0},
+                             fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
+    with Store(settings.store.database) as store:
+        _enroll(Context(store, lambda: engine), faces_dir)
+    daemon = Daemon(settings, engine=engine)
+    try:
+        monkeypatch.setattr(daemon.clock, "frame", lambda frame: frame.captured_at)
+        pulses: list[str | None] = []
+        real_pulse = daemon.relay.pulse
+        monkeypatch.setattr(daemon.relay, "pulse",
+                            lambda user, **kw: (pulses.append(user), real_pulse(user, **kw))[1])
+
+        def frame(i: int) -> None:
+            f = _frame(faces_dir, "obama", i)
+            daemon._frame(type(f)(f.pixels, float(i), f.index))
+
+        for t in range(3):
+            frame(t)
+        follower = daemon.sync.follower
+        key = load_private(tmp_path / "keys/desk.key")
+        obama_faces = [r[0] for r in daemon.store.query("SELECT face_id FROM faces WHERE user_id = 'obama'")]
+        seq = follower.applied_seq + 1
+        revoke = Delta(feed_position=seq * 10, users_deleted=["obama"], faces_deleted=obama_faces).model_dump()
+        follower.handle(follower.topics.changes,
+                        encode(key, follower.collection_id, engine.model_version, seq, revoke))
+        assert follower.applied_seq == seq
+        follower.handle(follower.topics.head, encode_head(key, Head(
+            collection_id=follower.collection_id, face_model_version=engine.model_version, seq=seq,
+            issued_at=time.time())))
+        assert not follower.stale()
+
+        frame(3)  # the worker applied and confirmed after this loop's housekeeping
+        assert pulses == [], "the door opened for a revoked person: decided on the matcher's old copy"
+        assert ("GRANTED", "obama", None) not in _decisions(daemon)
+
+        daemon._housekeeping(4.0)  # the matcher loads the change set
+        for t in (4, 5):
+            frame(t)
+        assert pulses == [] and ("GRANTED", "obama", None) not in _decisions(daemon)
     finally:
         daemon.shutdown(flush_timeout_s=1)
