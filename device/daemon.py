@@ -177,13 +177,19 @@ class Daemon:
         """Outbox first (durable), then the relay: a decision that can't be recorded opens nothing.
         A stale collection with sync.on_stale = deny turns it into ERROR STALE_COLLECTION first
         (:meth:`_gated`; ``now``: the decision clock's time of the step that made it)."""
+        admitted: Decision | None = None  # a gated ERROR whose cooldown the policy started
         if self.sync is not None:
             gated = self.sync.gate(decision)
             if gated is not decision:
                 if not self._gated(decision, gated, now):
                     return
-                decision = gated
-        self.outbox.put(decision.event_id, self.topics.decision, decision.payload())
+                decision, admitted = gated, gated if now is not None else None
+        try:
+            self.outbox.put(decision.event_id, self.topics.decision, decision.payload())
+        except Exception:
+            if admitted is not None:  # not recorded: its cooldown must not hold back the next one
+                self.pipeline.components.policy.withdraw(admitted)
+            raise
         self.stats.decisions += 1
         log.info("decision %s user=%s similarity=%s track=%s event=%s", decision.decision, decision.user_id,
                  decision.similarity, decision.track_id, decision.event_id)

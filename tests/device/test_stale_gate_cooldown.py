@@ -150,3 +150,38 @@ def test_a_revocation_that_made_the_copy_fresh_is_in_the_matcher_before_anyone_i
         assert pulses == [] and ("GRANTED", "obama", None) not in _decisions(daemon)
     finally:
         daemon.shutdown(flush_timeout_s=1)
+
+
+def test_a_stale_error_the_outbox_refused_does_not_hold_back_the_next(tmp_path, faces_dir, engine, make_settings,
+                                                                      monkeypatch):
+    """Found in review: the ERROR STALE_COLLECTION the outbox refused (disk full a moment) was
+    never recorded, yet its cooldown held back the next one for that person for cooldown_s."""
+    generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
+    settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1}, matching=ONE_FRAME,
+                             liveness={"enabled": False}, sync={"enabled": True, "on_stale": "deny"},
+                             fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
+    with Store(settings.store.database) as store:
+        _enroll(Context(store, lambda: engine), faces_dir)
+    daemon = Daemon(settings, engine=engine)
+    try:
+        monkeypatch.setattr(daemon.clock, "frame", lambda frame: frame.captured_at)
+        real_put, refused = daemon.outbox.put, []
+
+        def put(event_id, topic, payload):
+            if not refused and payload.get("decision") == "ERROR" and payload.get("user_id") == "obama":
+                refused.append(event_id)
+                raise OSError("disk full")
+            return real_put(event_id, topic, payload)
+
+        monkeypatch.setattr(daemon.outbox, "put", put)
+        for t in (0, 1):
+            f = _frame(faces_dir, "obama", t)
+            try:
+                daemon._frame(type(f)(f.pixels, float(t), f.index))
+            except OSError:
+                assert t == 0
+        assert refused
+        assert ("ERROR", "obama", "STALE_COLLECTION") in _decisions(daemon), \
+            "the refused ERROR's cooldown held back the next one: none recorded"
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
