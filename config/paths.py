@@ -11,6 +11,7 @@ SQLite creates -wal and -shm with the mode of the database file.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def write_durably(path: Path | str, data: bytes, *, replace: bool = True) -> Pat
         if replace:
             tmp.replace(path)
         else:
-            os.link(tmp, path)
+            _link_new(tmp, path, data)
     finally:
         tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -89,3 +90,22 @@ def write_durably(path: Path | str, data: bytes, *, replace: bool = True) -> Pat
     finally:
         os.close(dir_fd)
     return path
+
+
+def _link_new(tmp: Path, path: Path, data: bytes) -> None:
+    """``tmp`` at ``path`` unless something is there (FileExistsError). A filesystem without hard
+    links (FAT, e.g. a Pi's boot partition) gets ``path`` created exclusively and written instead:
+    never over an existing file, but not whole-or-nothing across a power cut."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

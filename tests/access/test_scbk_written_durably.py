@@ -6,29 +6,21 @@ made for it 0700."""
 
 from __future__ import annotations
 
-import os
 import stat
 
 from facelink.access.scbk import load_scbk, save_scbk
+
+from ..fsyncs import recording_fsyncs
 
 OLD = bytes.fromhex("00112233445566778899aabbccddeeff")
 NEW = bytes.fromhex("f0e1d2c3b4a5968778695a4b3c2d1e0f")
 
 
-def test_the_key_and_its_rename_are_on_disk_before_save_returns(tmp_path, monkeypatch):
+def test_the_key_and_its_rename_are_on_disk_before_save_returns(tmp_path):
     path = tmp_path / "keys" / "osdp_scbk"
     save_scbk(path, OLD)
-    synced: list[tuple[str, tuple[int, int], bytes | None]] = []  # (kind, (dev, inode), the key at `path` then)
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        st = os.fstat(fd)
-        synced.append(("folder" if stat.S_ISDIR(st.st_mode) else "file", (st.st_dev, st.st_ino), load_scbk(path)))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    save_scbk(path, NEW)
-    monkeypatch.undo()
+    with recording_fsyncs(lambda: load_scbk(path)) as synced:  # (kind, (dev, inode), the key at `path` then)
+        save_scbk(path, NEW)
 
     st, folder = path.stat(), path.parent.stat()
     key_file, key_folder = (st.st_dev, st.st_ino), (folder.st_dev, folder.st_ino)

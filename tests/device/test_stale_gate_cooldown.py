@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from facelink.device.daemon import Daemon
 from facelink.enroll.context import Context
@@ -26,78 +32,80 @@ def _decisions(daemon) -> list[tuple[str, str | None, str | None]]:
             for d in out if "decision" in d]
 
 
-def test_a_grant_the_stale_gate_stopped_does_not_hold_back_the_next(tmp_path, faces_dir, engine, make_settings,
-                                                                    monkeypatch):
+@dataclass
+class StaleDoor:
+    """The real daemon of a door following a collection (sync.on_stale = deny) that is stale at
+    the start, with obama enrolled; frames of obama at the scene's times; the relay's pulses."""
+
+    daemon: Daemon
+    faces_dir: Path
+    key: Ed25519PrivateKey
+    pulses: list[str | None] = field(default_factory=list)
+
+    def frame(self, t: float) -> None:
+        f = _frame(self.faces_dir, "obama", int(t))
+        self.daemon._frame(type(f)(f.pixels, float(t), f.index))
+
+
+@pytest.fixture()
+def stale_door(tmp_path, faces_dir, engine, make_settings, monkeypatch):
+    made: list[Daemon] = []
+
+    def make(matching: dict | None = None, **sync: Any) -> StaleDoor:
+        generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
+        settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1}, matching=matching or ONE_FRAME,
+                                 liveness={"enabled": False}, sync={"enabled": True, "on_stale": "deny", **sync},
+                                 fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
+        with Store(settings.store.database) as store:
+            _enroll(Context(store, lambda: engine), faces_dir)
+        made.append(Daemon(settings, engine=engine))
+        door = StaleDoor(made[-1], faces_dir, load_private(tmp_path / "keys/desk.key"))
+        monkeypatch.setattr(door.daemon.clock, "frame", lambda frame: frame.captured_at)  # the scene's time
+        real_pulse = door.daemon.relay.pulse
+        monkeypatch.setattr(door.daemon.relay, "pulse",
+                            lambda user, **kw: (door.pulses.append(user), real_pulse(user, **kw))[1])
+        return door
+
+    yield make
+    for daemon in made:
+        daemon.shutdown(flush_timeout_s=1)
+
+
+def test_a_grant_the_stale_gate_stopped_does_not_hold_back_the_next(engine, stale_door):
     """obama stands at a door whose copy is stale (never confirmed: no signed head yet), one frame
     a decision, cooldown 30 s. Frames 0-3: one ERROR STALE_COLLECTION, nothing opens. The desk's
     signed head then confirms the copy; frame 4 (obama still there, within the cooldown): GRANTED.
     Before the fix nothing was published for him again: his track kept the GRANTED the gate had
     stopped, and its cooldown held back the next one for 30 s."""
-    generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
-    settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1}, matching=ONE_FRAME,
-                             liveness={"enabled": False},  # heads alone confirm (no challenge to answer)
-                             sync={"enabled": True, "on_stale": "deny", "challenge_every_s": 0},
-                             fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
-    with Store(settings.store.database) as store:
-        _enroll(Context(store, lambda: engine), faces_dir)
-    daemon = Daemon(settings, engine=engine)
-    try:
-        monkeypatch.setattr(daemon.clock, "frame", lambda frame: frame.captured_at)  # the scene's time
-        pulses: list[str | None] = []
-        real_pulse = daemon.relay.pulse
-        monkeypatch.setattr(daemon.relay, "pulse",
-                            lambda user, **kw: (pulses.append(user), real_pulse(user, **kw))[1])
-
-        def frame(i: int) -> None:
-            f = _frame(faces_dir, "obama", i)
-            daemon._frame(type(f)(f.pixels, float(i), f.index))
-
-        assert daemon.sync.follower.stale()
-        for t in range(4):  # stale: each frame decides obama again, the gate stops each
-            frame(t)
-        assert _decisions(daemon) == [("ERROR", "obama", "STALE_COLLECTION")], \
-            "one ERROR per cooldown while stale, no GRANTED"
-        assert pulses == []
-
-        follower = daemon.sync.follower  # the desk's signed head names the seq the door applied
-        head = Head(collection_id=follower.collection_id, face_model_version=engine.model_version,
-                    seq=follower.applied_seq, issued_at=time.time())
-        follower.handle(follower.topics.head, encode_head(load_private(tmp_path / "keys/desk.key"), head))
-        assert not follower.stale()
-
-        frame(4)  # 4 s after the stopped GRANTED: well within cooldown_s (30 s), same person, same spot
-        assert _decisions(daemon) == [("ERROR", "obama", "STALE_COLLECTION"), ("GRANTED", "obama", None)], \
-            "obama is not granted once the copy is fresh: the stopped GRANTED's cooldown holds him back"
-        assert pulses == ["obama"]
-    finally:
-        daemon.shutdown(flush_timeout_s=1)
+    door = stale_door(challenge_every_s=0)  # heads alone confirm (no challenge to answer)
+    follower = door.daemon.sync.follower
+    assert follower.stale()
+    for t in range(4):  # stale: each frame decides obama again, the gate stops each
+        door.frame(t)
+    assert _decisions(door.daemon) == [("ERROR", "obama", "STALE_COLLECTION")], \
+        "one ERROR per cooldown while stale, no GRANTED"
+    assert door.pulses == []
+    head = Head(collection_id=follower.collection_id, face_model_version=engine.model_version,  # the desk's
+                seq=follower.applied_seq, issued_at=time.time())  # signed head names the seq the door applied
+    follower.handle(follower.topics.head, encode_head(door.key, head))
+    assert not follower.stale()
+    door.frame(4)  # 4 s after the stopped GRANTED: well within cooldown_s (30 s), same person, same spot
+    assert _decisions(door.daemon) == [("ERROR", "obama", "STALE_COLLECTION"), ("GRANTED", "obama", None)], \
+        "obama is not granted once the copy is fresh: the stopped GRANTED's cooldown holds him back"
+    assert door.pulses == ["obama"]
 
 
-def test_a_person_at_a_stale_door_gets_one_error_per_cooldown(tmp_path, faces_dir, engine, make_settings,
-                                                              monkeypatch):
+def test_a_person_at_a_stale_door_gets_one_error_per_cooldown(stale_door):
     """The bound on those ERRORs is the cooldown, not the track: obama stays in view (each frame
     within track_max_age_s of the last) for longer than cooldown_s while the copy stays stale:
     one ERROR STALE_COLLECTION per cooldown_s, nothing granted."""
-    generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
-    settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1},
-                             matching={**ONE_FRAME, "cooldown_s": 10.0},
-                             liveness={"enabled": False}, sync={"enabled": True, "on_stale": "deny"},
-                             fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
-    with Store(settings.store.database) as store:
-        _enroll(Context(store, lambda: engine), faces_dir)
-    daemon = Daemon(settings, engine=engine)
-    try:
-        monkeypatch.setattr(daemon.clock, "frame", lambda frame: frame.captured_at)
-        for t in (0, 3, 6, 9, 11, 14):
-            f = _frame(faces_dir, "obama", t)
-            daemon._frame(type(f)(f.pixels, float(t), f.index))
-        assert _decisions(daemon) == [("ERROR", "obama", "STALE_COLLECTION")] * 2  # at 0 and at 11
-    finally:
-        daemon.shutdown(flush_timeout_s=1)
+    door = stale_door({**ONE_FRAME, "cooldown_s": 10.0})
+    for t in (0, 3, 6, 9, 11, 14):
+        door.frame(t)
+    assert _decisions(door.daemon) == [("ERROR", "obama", "STALE_COLLECTION")] * 2  # at 0 and at 11
 
 
-def test_a_revocation_that_made_the_copy_fresh_is_in_the_matcher_before_anyone_is_granted(
-        tmp_path, faces_dir, engine, make_settings, monkeypatch):
+def test_a_revocation_that_made_the_copy_fresh_is_in_the_matcher_before_anyone_is_granted(engine, stale_door):
     """Found in review: obama (revoked at the desk while this door was offline) waits at the
     stale door; his GRANTED is gated, withdrawn, his track decides again every frame. The door
     comes back: the sync worker applies the change set that deletes him and the head confirms the
@@ -106,82 +114,49 @@ def test_a_revocation_that_made_the_copy_fresh_is_in_the_matcher_before_anyone_i
     matcher's old copy (obama still in it) and the gate, asked now, says fresh: the door opened
     for a revoked person. A decision the matcher made before it loaded the last change set
     applied is gated as stale; once it has, obama is unknown."""
-    generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
-    settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1}, matching=ONE_FRAME,
-                             liveness={"enabled": False},
-                             sync={"enabled": True, "on_stale": "deny", "challenge_every_s": 0},
-                             fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
-    with Store(settings.store.database) as store:
-        _enroll(Context(store, lambda: engine), faces_dir)
-    daemon = Daemon(settings, engine=engine)
-    try:
-        monkeypatch.setattr(daemon.clock, "frame", lambda frame: frame.captured_at)
-        pulses: list[str | None] = []
-        real_pulse = daemon.relay.pulse
-        monkeypatch.setattr(daemon.relay, "pulse",
-                            lambda user, **kw: (pulses.append(user), real_pulse(user, **kw))[1])
+    door = stale_door(challenge_every_s=0)
+    daemon, follower = door.daemon, door.daemon.sync.follower
+    for t in range(3):
+        door.frame(t)
+    obama_faces = [r[0] for r in daemon.store.query("SELECT face_id FROM faces WHERE user_id = 'obama'")]
+    seq = follower.applied_seq + 1
+    revoke = Delta(feed_position=seq * 10, users_deleted=["obama"], faces_deleted=obama_faces).model_dump()
+    follower.handle(follower.topics.changes, encode(door.key, follower.collection_id, engine.model_version, seq, revoke))
+    assert follower.applied_seq == seq
+    follower.handle(follower.topics.head, encode_head(door.key, Head(
+        collection_id=follower.collection_id, face_model_version=engine.model_version, seq=seq,
+        issued_at=time.time())))
+    assert not follower.stale()
 
-        def frame(i: int) -> None:
-            f = _frame(faces_dir, "obama", i)
-            daemon._frame(type(f)(f.pixels, float(i), f.index))
+    door.frame(3)  # the worker applied and confirmed after this loop's housekeeping
+    assert door.pulses == [], "the door opened for a revoked person: decided on the matcher's old copy"
+    assert ("GRANTED", "obama", None) not in _decisions(daemon)
 
-        for t in range(3):
-            frame(t)
-        follower = daemon.sync.follower
-        key = load_private(tmp_path / "keys/desk.key")
-        obama_faces = [r[0] for r in daemon.store.query("SELECT face_id FROM faces WHERE user_id = 'obama'")]
-        seq = follower.applied_seq + 1
-        revoke = Delta(feed_position=seq * 10, users_deleted=["obama"], faces_deleted=obama_faces).model_dump()
-        follower.handle(follower.topics.changes,
-                        encode(key, follower.collection_id, engine.model_version, seq, revoke))
-        assert follower.applied_seq == seq
-        follower.handle(follower.topics.head, encode_head(key, Head(
-            collection_id=follower.collection_id, face_model_version=engine.model_version, seq=seq,
-            issued_at=time.time())))
-        assert not follower.stale()
-
-        frame(3)  # the worker applied and confirmed after this loop's housekeeping
-        assert pulses == [], "the door opened for a revoked person: decided on the matcher's old copy"
-        assert ("GRANTED", "obama", None) not in _decisions(daemon)
-
-        daemon._housekeeping(4.0)  # the matcher loads the change set
-        for t in (4, 5):
-            frame(t)
-        assert pulses == [] and ("GRANTED", "obama", None) not in _decisions(daemon)
-    finally:
-        daemon.shutdown(flush_timeout_s=1)
+    daemon._housekeeping(4.0)  # the matcher loads the change set
+    for t in (4, 5):
+        door.frame(t)
+    assert door.pulses == [] and ("GRANTED", "obama", None) not in _decisions(daemon)
 
 
-def test_a_stale_error_the_outbox_refused_does_not_hold_back_the_next(tmp_path, faces_dir, engine, make_settings,
-                                                                      monkeypatch):
+def test_a_stale_error_the_outbox_refused_does_not_hold_back_the_next(stale_door, monkeypatch):
     """Found in review: the ERROR STALE_COLLECTION the outbox refused (disk full a moment) was
     never recorded, yet its cooldown held back the next one for that person for cooldown_s."""
-    generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
-    settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1}, matching=ONE_FRAME,
-                             liveness={"enabled": False}, sync={"enabled": True, "on_stale": "deny"},
-                             fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
-    with Store(settings.store.database) as store:
-        _enroll(Context(store, lambda: engine), faces_dir)
-    daemon = Daemon(settings, engine=engine)
-    try:
-        monkeypatch.setattr(daemon.clock, "frame", lambda frame: frame.captured_at)
-        real_put, refused = daemon.outbox.put, []
+    door = stale_door()
+    daemon = door.daemon
+    real_put, refused = daemon.outbox.put, []
 
-        def put(event_id, topic, payload):
-            if not refused and payload.get("decision") == "ERROR" and payload.get("user_id") == "obama":
-                refused.append(event_id)
-                raise OSError("disk full")
-            return real_put(event_id, topic, payload)
+    def put(event_id, topic, payload):
+        if not refused and payload.get("decision") == "ERROR" and payload.get("user_id") == "obama":
+            refused.append(event_id)
+            raise OSError("disk full")
+        return real_put(event_id, topic, payload)
 
-        monkeypatch.setattr(daemon.outbox, "put", put)
-        for t in (0, 1):
-            f = _frame(faces_dir, "obama", t)
-            try:
-                daemon._frame(type(f)(f.pixels, float(t), f.index))
-            except OSError:
-                assert t == 0
-        assert refused
-        assert ("ERROR", "obama", "STALE_COLLECTION") in _decisions(daemon), \
-            "the refused ERROR's cooldown held back the next one: none recorded"
-    finally:
-        daemon.shutdown(flush_timeout_s=1)
+    monkeypatch.setattr(daemon.outbox, "put", put)
+    for t in (0, 1):
+        try:
+            door.frame(t)
+        except OSError:
+            assert t == 0
+    assert refused
+    assert ("ERROR", "obama", "STALE_COLLECTION") in _decisions(daemon), \
+        "the refused ERROR's cooldown held back the next one: none recorded"

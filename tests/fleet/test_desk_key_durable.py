@@ -6,6 +6,7 @@ temporary file fsynced, then linked in: never over an existing key), its folder 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -14,20 +15,13 @@ import pytest
 from facelink.errors import ConfigError
 from facelink.fleet.signing import generate_keypair, load_private
 
+from ..fsyncs import recording_fsyncs
 
-def test_the_desk_key_and_its_name_are_on_disk_before_generate_returns(tmp_path, monkeypatch):
+
+def test_the_desk_key_and_its_name_are_on_disk_before_generate_returns(tmp_path):
     private, public = tmp_path / "keys" / "desk.key", tmp_path / "keys" / "desk.pub"
-    synced: list[tuple[str, tuple[int, int], bool]] = []  # (kind, (dev, inode), the key at its name then)
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        st = os.fstat(fd)
-        synced.append(("folder" if stat.S_ISDIR(st.st_mode) else "file", (st.st_dev, st.st_ino), private.exists()))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    generate_keypair(private, public)
-    monkeypatch.undo()
+    with recording_fsyncs(private.exists) as synced:  # (kind, (dev, inode), the key at its name then)
+        generate_keypair(private, public)
 
     st, folder = private.stat(), private.parent.stat()
     key_file, key_folder = (st.st_dev, st.st_ino), (folder.st_dev, folder.st_ino)
@@ -46,4 +40,20 @@ def test_an_existing_desk_key_is_never_overwritten(tmp_path):
     with pytest.raises(ConfigError, match="not overwriting"):
         generate_keypair(private, tmp_path / "other.pub")
     assert private.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["desk.key", "desk.pub"]
+
+
+def test_a_desk_key_on_a_filesystem_without_hard_links(tmp_path, monkeypatch):
+    """FAT (a Pi's boot partition) has no hard links: the key is created exclusively instead,
+    still 0600, still never over an existing one (found in review: keygen raised OSError there)."""
+    def no_links(*_args):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    private, public = tmp_path / "desk.key", tmp_path / "desk.pub"
+    generate_keypair(private, public)
+    load_private(private)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    with pytest.raises(ConfigError, match="not overwriting"):
+        generate_keypair(private, tmp_path / "other.pub")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["desk.key", "desk.pub"]
