@@ -68,29 +68,43 @@ def test_a_journal_the_desk_is_writing_is_read_with_its_latest_sets(tmp_path):
         journal.close()
 
 
+class StoppedDesk:
+    """A desk database whose desk published seq 1 and stopped (no -shm); :meth:`start` is the desk
+    starting again and publishing seq 2 (it keeps its connection, so its -shm, until ``close``)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.db = tmp_path / "desk" / "facelink.db"
+        self.db.parent.mkdir()
+        journal = Journal(self.db)
+        journal.published("staff", journal.append("staff", "sface-v1", 1, lambda seq: b"first").seq)
+        journal.close()
+        self.running: Journal | None = None
+
+    def start(self) -> None:
+        self.running = Journal(self.db)
+        self.running.published("staff", self.running.append("staff", "sface-v1", 2, lambda seq: b"second").seq)
+
+    def close(self) -> None:
+        if self.running is not None:
+            self.running.close()
+
+
 def test_a_desk_started_during_the_read_is_read_again(tmp_path, monkeypatch):
     """No -shm when status opened the journal (the desk stopped), so it read it as immutable; the
     desk started and published during that read: what it published since is in its -wal, which an
     immutable read ignores. Status reads again, through the -wal (found in review: a stale report)."""
-    db = tmp_path / "desk" / "facelink.db"
-    db.parent.mkdir()
-    journal = Journal(db)
-    journal.published("staff", journal.append("staff", "sface-v1", 1, lambda seq: b"first").seq)
-    journal.close()
-    desk: list[Journal] = []
-    collections = Journal.collections
+    desk, collections = StoppedDesk(tmp_path), Journal.collections
 
     def desk_starts_meanwhile(self: Journal) -> list[str]:
-        if not desk:  # the desk starts and publishes seq 2 while status reads
-            desk.append(Journal(db))
-            desk[0].published("staff", desk[0].append("staff", "sface-v1", 2, lambda seq: b"second").seq)
+        if desk.running is None:  # the desk starts and publishes seq 2 while status reads
+            desk.start()
         return collections(self)
 
     monkeypatch.setattr(Journal, "collections", desk_starts_meanwhile)
     try:
-        assert _desk_heads(_settings(db)) == {"staff": 2}
+        assert _desk_heads(_settings(desk.db)) == {"staff": 2}
     finally:
-        desk[0].close()
+        desk.close()
 
 
 
@@ -99,28 +113,21 @@ def test_a_read_torn_by_a_desk_starting_is_read_again(tmp_path, monkeypatch):
     through the desk's -wal, not an error. With no desk started, the error stands."""
     from facelink.errors import StoreError
 
-    db = tmp_path / "desk" / "facelink.db"
-    db.parent.mkdir()
-    journal = Journal(db)
-    journal.published("staff", journal.append("staff", "sface-v1", 1, lambda seq: b"first").seq)
-    journal.close()
-    desk: list[Journal] = []
-    collections = Journal.collections
+    desk, collections = StoppedDesk(tmp_path), Journal.collections
 
     def torn(self: Journal) -> list[str]:
         if self.immutable:
             if starts:  # the desk starts and publishes seq 2 while status reads
-                desk.append(Journal(db))
-                desk[0].published("staff", desk[0].append("staff", "sface-v1", 2, lambda seq: b"second").seq)
+                desk.start()
             raise StoreError("fleet journal read failed: database disk image is malformed")
         return collections(self)
 
     monkeypatch.setattr(Journal, "collections", torn)
     starts = False
     with pytest.raises(StoreError):  # no writer appeared: nothing to read again
-        _desk_heads(_settings(db))
+        _desk_heads(_settings(desk.db))
     starts = True
     try:
-        assert _desk_heads(_settings(db)) == {"staff": 2}
+        assert _desk_heads(_settings(desk.db)) == {"staff": 2}
     finally:
-        desk[0].close()
+        desk.close()
