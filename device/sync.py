@@ -70,12 +70,14 @@ class DoorSync:
         return False
 
     def gate(self, decision: Decision) -> Decision:
-        """``decision``, or ERROR STALE_COLLECTION when the copy is stale and on_stale is deny;
+        """``decision``, or ERROR STALE_COLLECTION when the copy is stale and on_stale is deny (the
+        reason says why: the follower's ``stale_reason``, e.g. an unanswered challenge);
         also when a change set was applied that the matcher has not loaded yet (:meth:`changed`
         not asked since): the decision was made on the copy before it, which no head confirmed
         (the worker applies and confirms on its own thread, between the daemon's housekeeping
         and a frame: a revocation that made the copy fresh must not grant on the old copy)."""
-        stale = self.follower.stale()
+        stale_reason = self.follower.stale_reason()
+        stale = stale_reason is not None
         if stale != self._was_stale:
             (log.warning if stale else log.info)("collection %s is %s", self.collection_id,
                                                  "STALE (not confirmed up to date)" if stale else "confirmed up to date")
@@ -83,12 +85,11 @@ class DoorSync:
         unloaded = not stale and self.follower.applied_event.is_set()
         if not (stale or unloaded) or self.on_stale != "deny" or decision.decision in (ERROR, ACTUATION_FAILED):
             return decision
-        why = (f"seq {self.follower.applied_seq} applied but not yet loaded by the matcher" if unloaded
-               else f"not confirmed up to date within {self.max_staleness_s:g} s")
+        why = f"seq {self.follower.applied_seq} applied but not yet loaded by the matcher" if unloaded else stale_reason
         return Decision(ERROR, decision.device_id, decision.collection_id, decision.model_version,
                         decision.threshold, user_id=decision.user_id, similarity=decision.similarity,
                         track_id=decision.track_id, mode=decision.mode, factors=decision.factors,
-                        reason=f"{STALE}: {self.collection_id} {why} (sync.on_stale = deny; would have been "
+                        reason=f"{STALE}: {self.collection_id}: {why} (sync.on_stale = deny; would have been "
                                f"{decision.decision})")
 
     def health(self) -> dict[str, Any]:
