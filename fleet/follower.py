@@ -45,8 +45,9 @@ signed head carrying that nonce, which cannot have been signed before the nonce 
 confirms the copy as of that send time, whatever any clock says, and becomes the anchor (its
 issued_at, the send time) for the heads after it. An answer naming a nonce the door has not
 outstanding (never sent, already answered, forgotten by a restart) confirms nothing. An older
-desk refuses the challenge (MALFORMED, on its side): the door stays as it was, stale until heads
-catch up, and says so in its log after :data:`UNANSWERED_WARN` unanswered challenges in a row.
+desk refuses the challenge (MALFORMED, on its side): the door says so in its log after
+:data:`UNANSWERED_WARN` unanswered challenges in a row; with ``challenge_every_s`` 0 it stays as
+it was, stale until heads catch up (with it set: below).
 
 ``challenge_every_s`` > 0 (``sync.challenge_every_s``: 3600, or max_staleness_s if larger, by default) asks more of the desk: the
 copy is fresh only while it answered one of this door's challenges sent within that time (the
@@ -196,7 +197,8 @@ class Follower:
 
     def _restore_confirmation(self) -> None:
         """After a restart: the persisted (wall-clock) confirmation counts only if its age is in
-        [0, max_staleness_s]; it is then carried on the monotonic clock."""
+        [0, max_staleness_s], the last answered challenge only if its age is in [0,
+        challenge_every_s]; each is then carried on the monotonic clock (the head anchor too)."""
         anchor = self.replica.head_anchor()
         if anchor is not None and 0 <= self.clock() - anchor[1]:  # a wall clock gone back: no anchor
             self._anchor = (anchor[0], self.monotonic() - (self.clock() - anchor[1]))
@@ -576,7 +578,8 @@ class Follower:
     def stale(self) -> bool:
         """Not confirmed up to date within ``max_staleness_s`` on the monotonic clock (or never;
         or, after a restart, a persisted confirmation whose wall-clock age is not in
-        [0, max_staleness_s]). Fail closed: a negative age is stale."""
+        [0, max_staleness_s]); with ``challenge_every_s``, also no challenge answered within it.
+        Fail closed: a negative age is stale."""
         return self.stale_reason() is not None
 
     def health(self) -> dict[str, Any]:

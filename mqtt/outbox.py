@@ -15,10 +15,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from facelink.config.paths import private_file
 from facelink.errors import ConfigError
+
+if TYPE_CHECKING:
+    from .client import Transport
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +116,12 @@ class Outbox:
             self._conn.close()
 
 
-def publish_directly(transport: Any, topic: str, payload: dict, what: str) -> bool:
+def publish_directly(transport: Transport, topic: str, payload: dict, what: str) -> bool:
     """The last resort for a record the outbox could not take (e.g. disk full): publish it to the
     broker now. True when the broker acknowledged it; otherwise it is lost, and said so at CRITICAL
-    (``what`` names it). Never raises: what it records has happened already."""
+    (``what`` names it). Never raises: what it records has happened already. Waits for the
+    broker's acknowledgement (up to the transport's 5 s): call it holding no lock that the door's
+    outputs need (the relay, Wiegand and OSDP output threads call it as they report)."""
     try:
         if transport.publish(topic, json.dumps(payload)):
             return True
@@ -126,7 +131,7 @@ def publish_directly(transport: Any, topic: str, payload: dict, what: str) -> bo
     return False
 
 
-def put_or_publish(outbox: Outbox, transport: Any, event_id: str, topic: str, payload: dict, what: str) -> bool:
+def put_or_publish(outbox: Outbox, transport: Transport, event_id: str, topic: str, payload: dict, what: str) -> bool:
     """A follow-up record (ACTUATION_FAILED, a panel record): into the outbox, or, when it cannot
     take it, :func:`publish_directly`. True when it is in the outbox or acknowledged. Never raises."""
     try:
