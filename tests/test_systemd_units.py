@@ -56,10 +56,14 @@ def test_device_unit_lets_a_running_door_command_lock_the_door():
     waits for the running command (CommandRelay.close), then flushes the outbox — all within
     TimeoutStopSec, after which systemd kills whatever is left."""
     from facelink.config import DoorSettings
+    from facelink.config.access import OsdpSettings
+
+    def longest(model, field: str) -> float:
+        return next(m.le for m in model.model_fields[field].metadata if hasattr(m, "le"))
 
     svc = load("facelink-device.service")["Service"]
     assert svc.get("KillMode") == "mixed"
-    longest_pulse = next(m.le for m in DoorSettings.model_fields["pulse_s"].metadata if hasattr(m, "le"))
-    command_wait = longest_pulse + 10 + 1  # CommandRelay: pulse_s + grace_s, joined with 1 s more
+    verdict_wait = longest(OsdpSettings, "verdict_timeout_s")  # the OSDP reader waits for the panel's answer first
+    command_wait = longest(DoorSettings, "pulse_s") + 10 + 1  # CommandRelay: pulse_s + grace_s, joined with 1 s more
     flush, will = 10, 3  # Daemon.shutdown: the outbox flush, then the MQTT client's offline
-    assert int(svc["TimeoutStopSec"]) >= command_wait + flush + will
+    assert int(svc["TimeoutStopSec"]) >= verdict_wait + command_wait + flush + will
