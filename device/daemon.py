@@ -465,22 +465,35 @@ class Daemon:
         return self.shutdown()
 
     def shutdown(self, flush_timeout_s: float = 10.0) -> int:
+        """Stop in order: inputs, then the panel (it waits for the answers to open card reads), then
+        the relay (it waits for a running door command; a pulse ends locked), then the outbox's drain
+        and the rest. Every step runs whatever an earlier one raised (found in review: a camera or
+        panel that failed to close skipped the relay's and the outbox's); 1 if any step failed."""
         notify("STOPPING=1")
-        self.camera.stop()
-        self.badges.close()
-        try:
-            self.panel.close()  # waits for the panel's answers to open card reads, and its output commands
-        finally:
-            self.relay.close()  # then waits for a running door command: its failure is still reported
-        left = self.pump.close(flush_timeout_s)  # the pump drains; nobody else publishes events
-        self.publish_health()  # the last word on frames, decisions and outbox depth
+        failed: list[str] = []
+
+        def step(what: str, fn: Callable[[], Any]) -> Any:
+            try:
+                return fn()
+            except Exception:  # noqa: BLE001 - the next steps still run (the relay's above all)
+                log.exception("shutdown: %s failed", what)
+                failed.append(what)
+                return None
+
+        step("camera", self.camera.stop)
+        step("badge readers", self.badges.close)
+        step("access panel", self.panel.close)
+        step("door relay", self.relay.close)
+        left = step("outbox drain", lambda: self.pump.close(flush_timeout_s))  # the pump is the one drainer
+        step("health", self.publish_health)  # the last word on frames, decisions and outbox depth
         if left:
             log.warning("%s decisions stay in the outbox and will be sent on the next start",
                         left if left > 0 else "Some")
-        self.transport.stop()
+        step("MQTT client", self.transport.stop)
         if self.sync is not None:
-            self.sync.close()
-        self.outbox.close()
-        self.store.close()
-        log.info("stopped: %d frames, %d decisions", self.stats.frames, self.stats.decisions)
-        return 0
+            step("sync", self.sync.close)
+        step("outbox", self.outbox.close)
+        step("store", self.store.close)
+        log.info("stopped: %d frames, %d decisions%s", self.stats.frames, self.stats.decisions,
+                 f" ({', '.join(failed)} failed)" if failed else "")
+        return 1 if failed else 0

@@ -1,5 +1,6 @@
 """`facelink-device`: run the door daemon. Exit codes: 0 stopped cleanly, 78 configuration or
-setup problem (bad config, missing models or collection: systemd does not restart), 1 other."""
+setup problem (bad config, missing models or collection: systemd does not restart), 1 other
+(also a stop during which a shutdown step failed: the steps after it still ran)."""
 
 from __future__ import annotations
 

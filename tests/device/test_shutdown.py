@@ -7,6 +7,8 @@ import json
 import signal
 import sqlite3
 
+import pytest
+
 from facelink.device.decision import DENIED_UNKNOWN, Decision
 from facelink.mqtt.outbox import Outbox
 
@@ -32,3 +34,28 @@ def test_sigterm_with_queued_events_publishes_each_once(tmp_path, broker, faces_
     assert received[:len(queued)] == queued  # in order
     assert len(received) == len(set(received))  # exactly once (the door's own decisions follow)
     watcher.close()
+
+
+def test_a_step_that_fails_at_shutdown_skips_none_after_it(tmp_path, make_settings, engine, gpio):
+    """Found in review: the first step that raised (here the camera's and the panel's close)
+    ended the shutdown there: the door relay was not closed (a GPIO pulse stayed on for its
+    timer), nor the outbox. Every step runs; the exit code says one failed."""
+    from facelink.device.door import GpioRelay
+
+    from .conftest import door_daemon
+
+    pin = gpio.gpio(17)
+    settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1})
+    daemon = door_daemon(settings, engine, GpioRelay(17, 600.0))
+    daemon.relay.pulse("ann")
+    assert pin.state == 1
+
+    def broken() -> None:
+        raise OSError("device gone")
+
+    daemon.camera.stop = broken
+    daemon.panel.close = broken
+    assert daemon.shutdown(flush_timeout_s=1) == 1
+    assert pin.state == 0  # the pulse ended locked
+    with pytest.raises(sqlite3.ProgrammingError):  # the outbox was closed
+        daemon.outbox.put("late", "t", {})
