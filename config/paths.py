@@ -61,10 +61,10 @@ def open_private(path: Path | str, mode: str = "ab", *, group: bool = False):
     return open(path, mode)
 
 
-def write_durably(path: Path | str, data: bytes, *, replace: bool = True) -> Path:
-    """Write ``data`` as ``path`` whole or not at all, 0600, surviving a power cut: a new
-    temporary file beside it (a fresh name, O_EXCL: a file or link left at a fixed name is never
-    written through), fsynced, then renamed over ``path`` (``replace=False``: linked in, so an
+def write_durably(path: Path | str, data: bytes, *, replace: bool = True, mode: int = FILE_MODE) -> Path:
+    """Write ``data`` as ``path`` whole or not at all, with ``mode`` (0600; a public key 0644),
+    surviving a power cut: a new temporary file beside it (a fresh name, O_EXCL: a file or link
+    left at a fixed name is never written through), fsynced, then renamed over ``path`` (``replace=False``: linked in, so an
     existing ``path`` is never overwritten: FileExistsError), then the folder fsynced so the new
     name survives too. The folder is created 0700 if missing."""
     import tempfile
@@ -75,6 +75,7 @@ def write_durably(path: Path | str, data: bytes, *, replace: bool = True) -> Pat
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -104,7 +105,7 @@ def _link_new(tmp: Path, path: Path, data: bytes) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
             raise
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), os.stat(tmp).st_mode & 0o777)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()

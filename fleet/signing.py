@@ -41,8 +41,9 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
                                                       serialization.NoEncryption()), replace=False)
     except FileExistsError:
         raise ConfigError(f"{private_path} exists: not overwriting a signing key") from None
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    write_durably(public_path, key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                             serialization.PublicFormat.SubjectPublicKeyInfo),
+                  mode=0o644)  # doors are given it: anyone may read it
     return key_id(key.public_key())
 
 

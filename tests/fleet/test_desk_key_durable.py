@@ -18,6 +18,11 @@ from facelink.fleet.signing import generate_keypair, load_private
 from ..fsyncs import recording_fsyncs
 
 
+def identity(path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
 def test_the_desk_key_and_its_name_are_on_disk_before_generate_returns(tmp_path):
     private, public = tmp_path / "keys" / "desk.key", tmp_path / "keys" / "desk.pub"
     with recording_fsyncs(private.exists) as synced:  # (kind, (dev, inode), the key at its name then)
@@ -30,6 +35,8 @@ def test_the_desk_key_and_its_name_are_on_disk_before_generate_returns(tmp_path)
     assert synced.index(("file", key_file, False)) < synced.index(("folder", key_folder, True))
     load_private(private)  # whole, and private
     assert stat.S_IMODE(st.st_mode) == 0o600 and stat.S_IMODE(folder.st_mode) == 0o700
+    assert stat.S_IMODE(public.stat().st_mode) == 0o644  # doors are given the public key
+    assert any(kind == "file" and ino == identity(public) for kind, ino, _ in synced)  # written durably too
     assert sorted(p.name for p in private.parent.iterdir()) == ["desk.key", "desk.pub"]  # no temporary file
 
 
