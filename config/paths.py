@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from pathlib import Path
 
 FILE_MODE, DIR_MODE = 0o600, 0o700
@@ -67,8 +68,6 @@ def write_durably(path: Path | str, data: bytes, *, replace: bool = True, mode: 
     left at a fixed name is never written through), fsynced, then renamed over ``path`` (``replace=False``: linked in, so an
     existing ``path`` is never overwritten: FileExistsError), then the folder fsynced so the new
     name survives too. The folder is created 0700 if missing."""
-    import tempfile
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600

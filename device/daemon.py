@@ -93,27 +93,30 @@ def error_key(exc: BaseException) -> str:
     return f"{name}: {first[:120]}"
 
 
+RELOADED = ("matching", "liveness")  # the sections a SIGHUP applies (less matching.collection_id)
+
+
+def _differences(running: Settings, fresh: Settings, sections: list[str]) -> list[tuple[str, Any, Any]]:
+    """(``section.key``, running value, re-read value) for each key of ``sections`` that differs."""
+    out = []
+    for section in sections:
+        old, new = getattr(running, section), getattr(fresh, section)
+        out += [(f"{section}.{k}", getattr(old, k), getattr(new, k))
+                for k in type(new).model_fields if getattr(old, k) != getattr(new, k)]
+    return out
+
+
 def not_reloaded(running: Settings, fresh: Settings) -> list[str]:
     """The keys whose value in a re-read file differs from the running one but that a SIGHUP does
     not apply (everything outside [matching] and [liveness], and the collection id)."""
     keys = ["matching.collection_id"] if fresh.matching.collection_id != running.matching.collection_id else []
-    for section in Settings.model_fields:
-        if section in ("matching", "liveness"):
-            continue
-        old, new = getattr(running, section), getattr(fresh, section)
-        keys += [f"{section}.{k}" for k in type(new).model_fields if getattr(old, k) != getattr(new, k)]
-    return keys
+    return keys + [k for k, _, _ in _differences(running, fresh, [s for s in Settings.model_fields if s not in RELOADED])]
 
 
 def reloaded(running: Settings, fresh: Settings) -> list[str]:
     """What a SIGHUP changes, ``section.key old -> new`` ([matching] and [liveness]): said in the
     reload's log line, so that a lowered threshold or liveness turned off is on record by name."""
-    out = []
-    for section in ("matching", "liveness"):
-        old, new = getattr(running, section), getattr(fresh, section)
-        out += [f"{section}.{k} {getattr(old, k)!r} -> {getattr(new, k)!r}"
-                for k in type(new).model_fields if getattr(old, k) != getattr(new, k)]
-    return out
+    return [f"{k} {old!r} -> {new!r}" for k, old, new in _differences(running, fresh, list(RELOADED))]
 
 
 class Daemon:
@@ -370,7 +373,7 @@ class Daemon:
             risk = log_stranger_risk(self.engine.calibration, fresh.matching, len(self.index))
             # the running settings with only what a reload applies: nothing else of the file's
             # (mqtt.device_id, models.*) may reach the rebuilt components
-            applied = self.settings.model_copy(update={"matching": fresh.matching, "liveness": fresh.liveness})
+            applied = self.settings.model_copy(update={section: getattr(fresh, section) for section in RELOADED})
             components = build_components(applied, self.engine, previous=self.pipeline.components)  # last: it
             # takes over the running tracks (undecided ones start again), so nothing may refuse after it
         except Exception as exc:  # noqa: BLE001 - a bad file keeps the running config, whole

@@ -91,8 +91,7 @@ class PulseSwitch:
         self._lock = threading.Lock()
         self._generation = 0
         self._timer: threading.Timer | None = None
-        self._started_for: str | None = None  # what the running (newest) pulse was started for
-        self._pulsing = False  # _timer is a running pulse's (not an off() retry's)
+        self._running: EndedPulse | None = None  # the pulse _timer ends (None: no timer, or an off() retry's)
         self._closed = False
         self.stuck: str | None = None  # the output could not be switched off: why (None: it is off or pulsing)
 
@@ -108,15 +107,13 @@ class PulseSwitch:
                     self._switch_off()
                 raise
             self._generation += 1  # only now: the running pulse's timer stands until this one is on
-            self._started_for = started_for
             try:
                 self._schedule(self.pulse_s)
             except BaseException:  # no timer would end this pulse (nor the cancelled one): locked now
-                self._timer = None
-                self._pulsing = False
+                self._timer, self._running = None, None
                 self._switch_off()
                 raise
-            self._pulsing = True
+            self._running = EndedPulse(started_for)
 
     def end(self) -> EndedPulse | None:
         """Switch the output off now, before its time (the running pulse's timer then does
@@ -125,16 +122,14 @@ class PulseSwitch:
         with self._lock:
             # nothing running, or only an off() retry (a newer pulse's timer replaces the retry:
             # that pulse is ended here, whatever an earlier off() left in ``stuck``)
-            if self._closed or self._timer is None or not self._pulsing:
+            running = self._running
+            if self._closed or self._timer is None or running is None:
                 return None
             self._generation += 1
             self._timer.cancel()
-            self._timer = None
-            self._pulsing = False
+            self._timer, self._running = None, None
             self._switch_off()
-            if self.stuck is not None:  # an off() that failed is retried (stuck): nothing ended yet
-                return None
-            return EndedPulse(self._started_for)
+            return running if self.stuck is None else None  # an off() that failed is retried: nothing ended yet
 
     def _schedule(self, delay_s: float) -> None:
         if self._timer is not None:
@@ -147,8 +142,7 @@ class PulseSwitch:
         with self._lock:
             if self._closed or generation != self._generation:
                 return  # superseded by a later pulse, or closed
-            self._timer = None
-            self._pulsing = False
+            self._timer, self._running = None, None
             self._switch_off()
 
     def _switch_off(self) -> None:
@@ -160,7 +154,7 @@ class PulseSwitch:
             self.stuck = _stuck(exc)
             if first:
                 log.critical("door relay: %s (retrying every %.1f s)", self.stuck, self.OFF_RETRY_S)
-            self._pulsing = False
+            self._running = None
             self._schedule(self.OFF_RETRY_S)
             return
         if self.stuck is not None:

@@ -201,10 +201,10 @@ class Follower:
         challenge_every_s]; each is then carried on the monotonic clock (the head anchor too)."""
         anchor = self.replica.head_anchor()
         if anchor is not None and 0 <= self.clock() - anchor[1]:  # a wall clock gone back: no anchor
-            self._anchor = (anchor[0], self.monotonic() - (self.clock() - anchor[1]))
+            self._anchor = (anchor[0], self._on_monotonic(anchor[1]))
         answered = self.replica.answered_at()
         if answered is not None and self.challenge_every_s > 0 and 0 <= self.clock() - answered <= self.challenge_every_s:
-            self._answered_mono, self.answered_at = self.monotonic() - (self.clock() - answered), answered
+            self._answered_mono, self.answered_at = self._on_monotonic(answered), answered
         if self.confirmed_at is None:
             return
         age = self.clock() - self.confirmed_at
@@ -215,7 +215,11 @@ class Follower:
         elif age > self.max_staleness_s:
             self._restored_stale = f"last confirmed {age:.0f} s ago, before this start"
         else:
-            self._confirmed_mono = self.monotonic() - age
+            self._confirmed_mono = self._on_monotonic(self.confirmed_at)
+
+    def _on_monotonic(self, wall: float) -> float:
+        """A wall-clock time of the past (restored from the store) as a monotonic one."""
+        return self.monotonic() - (self.clock() - wall)
 
     @property
     def applied_seq(self) -> int:

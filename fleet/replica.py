@@ -185,16 +185,14 @@ class Replica:
                              "WHERE collection_id = ?", (issued_at, confirmed_at, self.collection_id)).rowcount:
                 c.execute("INSERT INTO sync_applied VALUES (?, 0, '', 0, 0, 0, ?, ?)",
                           (self.collection_id, issued_at, confirmed_at))
-            if anchor is not None:
-                c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (self._anchor_key(), json.dumps(list(anchor))))
-            if answered is not None:
-                c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (self._answered_key(), json.dumps(answered)))
+            for key, value in ((self._anchor_key(), anchor), (self._answered_key(), answered)):
+                if value is not None:
+                    c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def head_anchor(self) -> tuple[float, float] | None:
         """(issued_at of the last accepted head, the door's wall-clock time it was issued at)."""
-        rows = self.store.query("SELECT value FROM meta WHERE key = ?", (self._anchor_key(),))
         try:
-            issued_at, issued_wall = json.loads(rows[0][0]) if rows else (None, None)
+            issued_at, issued_wall = self._meta(self._anchor_key()) or (None, None)
             return None if issued_at is None else (float(issued_at), float(issued_wall))
         except (ValueError, TypeError):
             return None
@@ -204,12 +202,16 @@ class Replica:
 
     def answered_at(self) -> float | None:
         """The door's wall-clock time it sent the last challenge the desk answered (None: none yet)."""
-        rows = self.store.query("SELECT value FROM meta WHERE key = ?", (self._answered_key(),))
         try:
-            value = json.loads(rows[0][0]) if rows else None
+            value = self._meta(self._answered_key())
             return None if value is None else float(value)
         except (ValueError, TypeError):
             return None
+
+    def _meta(self, key: str) -> Any:
+        """The JSON value kept in ``meta`` under ``key`` (None: none); ValueError when it is not JSON."""
+        rows = self.store.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else None
 
     def _answered_key(self) -> str:
         return f"sync_challenge_answered:{self.collection_id}"
