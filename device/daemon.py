@@ -19,7 +19,7 @@ from facelink.access.osdp_verdicts import PanelOutput, PanelVerdict
 from facelink.access.panel import make_panel_link
 from facelink.config import Settings, check_panel_debounce
 from facelink.enroll.store import Store
-from facelink.errors import ModelError, RelayError, ResourceNotFoundException
+from facelink.errors import ModelError, RelayError, ResourceNotFoundException, StoreError
 from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
 from facelink.models.manifest import verify_model
@@ -137,6 +137,13 @@ class Daemon:
                 raise
             log.warning("collection %s is not here yet: nobody is granted until the desk's snapshot "
                         "arrives", settings.matching.collection_id)
+        except StoreError as exc:  # a malformed row, a database busy or unreadable for now: the door
+            # runs locked and says why (ERROR, health collection_error), retrying the full read every
+            # reload_interval_s, instead of exiting into a restart loop that ends at systemd's start
+            # limit with the door silent (the desk's fix, or a snapshot, makes it usable again)
+            log.error("collection %s unusable at start: nobody is granted until a full read succeeds "
+                      "(retried every %s s): %s", settings.matching.collection_id,
+                      settings.matching.reload_interval_s, exc.message)
         self.pipeline = DoorPipeline(self.engine, self.index, build_components(settings, self.engine),
                                      presence_gate(settings.models))
         m = settings.matching

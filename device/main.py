@@ -1,6 +1,8 @@
 """`facelink-device`: run the door daemon. Exit codes: 0 stopped cleanly, 78 configuration or
 setup problem (bad config, missing models or collection: systemd does not restart), 1 other
-(also a stop during which a shutdown step failed: the steps after it still ran)."""
+(also a stop during which a shutdown step failed: the steps after it still ran). A collection
+that exists but cannot be read (a malformed row, a busy database) is no exit: the door runs
+locked and says so (ERROR, health), retrying the read."""
 
 from __future__ import annotations
 
