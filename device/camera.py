@@ -183,8 +183,9 @@ class CameraReader:
     fast machine and on a stalled one."""
 
     def __init__(self, source: str, *, loop: bool = False, max_backoff_s: float = 30.0,
-                 max_fps: float = 15.0, live: bool | None = None) -> None:
+                 max_fps: float = 15.0, live: bool | None = None, stall_s: float = 10.0) -> None:
         self.source = source
+        self.stall_s = stall_s
         self.loop = loop
         self.max_backoff_s = max_backoff_s
         self.min_interval = 1.0 / max_fps
@@ -201,7 +202,14 @@ class CameraReader:
         self.dropped = 0
         self.reopens = 0
         self.last_error: str | None = None
-        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
+        self.stalls = 0  # reads abandoned because the source delivered nothing for stall_s
+        self._last_frame_at: float | None = None  # the current reader's last frame from the source
+        self._generation = 0  # the reader thread that owns the source; an abandoned one exits
+        self._lock = threading.Lock()
+        self._thread = self._reader()
+
+    def _reader(self) -> threading.Thread:
+        return threading.Thread(target=self._run, args=(self._generation,), name="camera", daemon=True)
 
     def start(self) -> CameraReader:
         self._thread.start()
@@ -211,6 +219,33 @@ class CameraReader:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+
+    def stalled(self, now: float) -> float | None:
+        """A live source that delivered frames and then none for ``stall_s`` (its read hangs):
+        how long, or None. Never for a file or folder (they end; a slow door is not a stall)."""
+        last = self._last_frame_at
+        if self.finite or last is None or not self.connected.is_set() or now - last < self.stall_s:
+            return None
+        return now - last
+
+    def reopen_stalled(self, stalled_s: float) -> None:
+        """Abandon the reader whose read hangs and open the source again on a new thread (a read
+        cannot be interrupted; the old thread exits, releasing its capture, if its read ever
+        returns). ``camera_connected`` is false until the new reader delivers a frame."""
+        with self._lock:
+            self._generation += 1
+            self._last_frame_at = None
+            self.connected.clear()
+            self.stalls += 1
+            self.reopens += 1
+            self.last_error = f"no frame for {stalled_s:.1f} s: the read hung"
+            log.error("camera %s delivered no frame for %.1f s: opening it again on a new reader",
+                      self.source, stalled_s)
+            self._thread = self._reader()
+            self._thread.start()
+
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation and not self._stop.is_set()
 
     def get(self, timeout: float = 0.5) -> Frame | None:
         try:
@@ -237,22 +272,23 @@ class CameraReader:
                 pass
             self._queue.put_nowait(frame)
 
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         backoff = 0.5
         index = 0
-        while not self._stop.is_set():
+        while self._current(generation):
             try:
                 frames = _replay_frames(self.source) if self.from_file else \
                     ((pixels, None) for pixels in _live_frames_of(self.source))
                 last = 0.0
                 for pixels, period in frames:
-                    if self._stop.is_set():
-                        return
-                    if not self.connected.is_set():
-                        log.info("camera %s delivering frames", self.source)
-                        self.connected.set()
-                        backoff = 0.5
-                    now = time.monotonic()
+                    with self._lock:
+                        if not self._current(generation):
+                            return  # stopped, or abandoned after a stall: a newer reader owns the source
+                        self._last_frame_at = now = time.monotonic()
+                        if not self.connected.is_set():
+                            log.info("camera %s delivering frames", self.source)
+                            self.connected.set()
+                            backoff = 0.5
                     if not self.finite and now - last < self.min_interval:
                         if not self.from_file:
                             continue  # a camera: drop the frame, keep its buffer fresh
@@ -271,9 +307,12 @@ class CameraReader:
                     return
                 raise CameraError(f"camera {self.source!r} ended")
             except Exception as exc:  # noqa: BLE001 - any camera failure means: reopen later
-                self.connected.clear()
-                self.last_error = str(exc)
-                self.reopens += 1
+                with self._lock:
+                    if not self._current(generation):
+                        return
+                    self.connected.clear()
+                    self.last_error = str(exc)
+                    self.reopens += 1
                 log.warning("camera problem (%s); retrying in %.1f s", exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)

@@ -19,7 +19,7 @@ from facelink.access.osdp_verdicts import PanelOutput, PanelVerdict
 from facelink.access.panel import make_panel_link
 from facelink.config import Settings, check_panel_debounce
 from facelink.enroll.store import Store
-from facelink.errors import ModelError, RelayError, ResourceNotFoundException, StoreError
+from facelink.errors import CameraError, ModelError, RelayError, ResourceNotFoundException, StoreError
 from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
 from facelink.models.manifest import verify_model
@@ -171,7 +171,7 @@ class Daemon:
                                      on_output=self._panel_output)
         self.camera = CameraReader(settings.camera.source, loop=settings.camera.loop,
                                    max_backoff_s=settings.camera.reconnect_max_backoff_s,
-                                   max_fps=settings.camera.max_fps, live=live)
+                                   max_fps=settings.camera.max_fps, live=live, stall_s=settings.camera.stall_s)
         self.clock = DecisionClock(replay=self.camera.replays)
         self.stats = Stats()
         self.heap_released_mib: float | None = None  # set at start (run)
@@ -285,7 +285,8 @@ class Daemon:
                 "collection_version": self.index.position, "collection_error": self.index.error,
                 "collection_scan": {**self.index.scan_info(), "blas_threads": self.blas_threads},
                 "camera_connected": self.camera.connected.is_set(),
-                "camera_reopens": self.camera.reopens, "frames_dropped": self.camera.dropped,
+                "camera_reopens": self.camera.reopens, "camera_stalls": self.camera.stalls,
+                "frames_dropped": self.camera.dropped,
                 "mqtt_connected": self.transport.is_connected(), "stranger_risk": self._stranger_risk(),
                 "relay_stuck": self.relay.stuck,
                 "rss_mib": round(rss, 1) if (rss := rss_mib()) is not None else None,
@@ -317,6 +318,12 @@ class Daemon:
 
     def _housekeeping(self, now: float) -> None:
         notify("WATCHDOG=1")
+        stalled = self.camera.stalled(now)
+        if stalled is not None:  # its read hangs: the loop (and the watchdog) go on, the door says so
+            self.camera.reopen_stalled(stalled)
+            self.fail_closed(CameraError(  # no source in it: an RTSP URL may carry a password
+                f"the camera stopped delivering frames (none for camera.stall_s = {self.settings.camera.stall_s:g} s):"
+                " opened again on a new reader"), now)
         stuck = self.relay.stuck
         if stuck is not None and now - self._relay_stuck_said >= ERROR_REPEAT_S:  # the lock may be held
             self._relay_stuck_said = now  # released: ERROR (and one log record) every 30 s until it is off

@@ -1,0 +1,99 @@
+"""A live camera whose read hangs — here a real IP camera's MJPEG stream over HTTP that stops
+sending with its connection open, which leaves OpenCV's ``read()`` blocked — is stalled after
+``camera.stall_s``: health says ``camera_connected: false``, an ERROR says why (without the
+camera's URL, which may carry a password), and the camera is opened again on a new reader, after
+which the door decides again. Before, the door sat locked with ``camera_connected: true``."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from .conftest import Watcher
+
+FAST = {"matching__frames_required": 1, "matching__frames_window": 1, "matching__cooldown_s": 0,
+        "matching__track_max_age_s": 0, "liveness__enabled": "false"}
+
+
+class MjpegCamera:
+    """An IP camera's MJPEG stream on a loopback port: its first connection stops sending (the
+    socket stays open) once ``stall`` is set; later connections stream once ``resume`` is set."""
+
+    def __init__(self, jpeg: bytes) -> None:
+        self.stall, self.resume, self.closing = threading.Event(), threading.Event(), threading.Event()
+        self.connections = 0
+        camera = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                camera.connections += 1
+                first = camera.connections == 1
+                if not first:
+                    camera.resume.wait()
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n"
+                while not camera.closing.is_set():
+                    if first and camera.stall.is_set():
+                        camera.closing.wait(0.1)  # connection open, nothing sent: the reader's read hangs
+                        continue
+                    try:
+                        self.wfile.write(part)
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    camera.closing.wait(0.05)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
+
+    def close(self) -> None:
+        self.closing.set()
+        self.resume.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def mjpeg_camera(faces_dir):
+    camera = MjpegCamera((faces_dir / "people/obama/2.jpg").read_bytes())
+    yield camera
+    camera.close()
+
+
+def test_a_camera_whose_read_hangs_is_reported_and_opened_again(tmp_path, broker, faces_dir, enroll,
+                                                                start_door, mjpeg_camera):
+    enroll(faces_dir, "obama", "1.jpg")
+    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/health"], client_id="stall-watcher")
+    door = start_door(broker.port, mjpeg_camera.url, camera__stall_s="2", **FAST)
+
+    def decided(kind: str) -> list[dict]:
+        return [d for d in watcher.payloads("/decision") if d["decision"] == kind]
+
+    assert door.wait_for(lambda: decided("GRANTED"), 90), door.log()
+    assert mjpeg_camera.connections == 1
+    mjpeg_camera.stall.set()
+    assert door.wait_for(lambda: decided("ERROR"), 30), door.log()
+    (error,) = decided("ERROR")
+    assert "stopped delivering frames" in error["reason"] and "camera.stall_s = 2" in error["reason"]
+    assert "127.0.0.1" not in error["reason"]  # a camera URL may carry a password: never published
+    granted_before = len(decided("GRANTED"))
+    assert watcher.wait_for(lambda: any(h["camera_connected"] is False and h["camera_stalls"] == 1
+                                        for h in watcher.payloads("/health")), 10)
+    mjpeg_camera.resume.set()
+    # the new reader's connection streams: the door decides again, and says the camera is back
+    assert door.wait_for(lambda: len(decided("GRANTED")) > granted_before + 2, 60), door.log()
+    assert mjpeg_camera.connections == 2
+    assert watcher.wait_for(lambda: (h := watcher.payloads("/health")[-1])["camera_connected"] is True
+                            and h["camera_stalls"] == 1, 10)
+    assert len(decided("ERROR")) == 1  # one stall, one ERROR
+    assert door.stop() == 0, door.log()
+    watcher.close()
