@@ -41,6 +41,11 @@ TARGET_PREFIX = "RekognitionService."
 CONTENT_TYPES = ("application/x-amz-json-1.1", "application/x-amz-json-1.0", "application/json")
 MAX_BODY = MAX_IMAGE_BYTES * 2 + 64 * 1024  # two base64 images (CompareFaces) and the JSON around them
 SERVER_ERRORS = (StoreError, ModelError, ConfigError)
+# JSON values a request body may hold, counted as its '[', '{' and ',' bytes before it is parsed
+# (bytes.count, a few ms for the largest body): the biggest Rekognition request this serves is
+# DeleteFaces' 4,096 FaceIds; a signed 10 MB body of a million small arrays cost ~250 MB and 1-2 s
+# of the event loop to parse. Base64 image bytes and every id pattern hold none of these bytes.
+MAX_JSON_VALUES = 20_000
 
 
 def request_headers(scope: dict[str, Any]) -> dict[str, str]:
@@ -220,6 +225,9 @@ class RekognitionApp:
 
     @staticmethod
     def _params(body: bytes, op_name: str, members: frozenset[str]) -> dict[str, Any]:
+        if sum(body.count(c) for c in (b"[", b"{", b",")) > MAX_JSON_VALUES:
+            raise WireError("SerializationException",
+                            f"the request body holds more than {MAX_JSON_VALUES} JSON values (no request needs as many)")
         try:
             params = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):

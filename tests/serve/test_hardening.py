@@ -449,6 +449,21 @@ def test_deeply_nested_json_is_a_serialization_error(endpoint):
     assert "Traceback" not in (tmp / "serve.log").read_text()
 
 
+def test_a_body_of_a_million_json_values_is_refused_before_parsing(endpoint, make_client):
+    """A signed 3 MB body of a million empty arrays (parsed, ~250 MB and 1-2 s of the event
+    loop) is a SerializationException before json.loads; DeleteFaces' largest legal request,
+    4,096 FaceIds, still reaches the operation."""
+    url = endpoint[0]
+    body = b'{"CollectionId":"x","Junk":[' + b"[]," * 1_000_000 + b'[]]}'
+    status, _, payload = post(url, "DescribeCollection", None, raw=body)
+    assert (status, payload.get("__type")) == (400, "SerializationException"), payload
+    assert "JSON values" in payload["message"]
+    make_client().create_collection(CollectionId="many-ids")
+    ids = [str(uuid.uuid4()) for _ in range(4096)]
+    status, _, payload = post(url, "DeleteFaces", {"CollectionId": "many-ids", "FaceIds": ids})
+    assert status == 200 and len(payload["UnsuccessfulFaceDeletions"]) == 4096, payload
+
+
 @pytest.mark.parametrize("face_ids", ["", {}, 0, False, []])
 def test_list_faces_refuses_falsy_face_ids_of_any_type(endpoint, make_client, face_ids):
     """FaceIds that is not a list of face ids is refused, even when Python reads it as false
