@@ -30,6 +30,7 @@ from facelink.mqtt.outbox import Outbox, publish_directly, put_or_publish
 from facelink.mqtt.pump import OutboxPump
 from facelink.mqtt.topics import DeviceTopics
 
+from . import wall_clock
 from .actuation import Actuation
 from .assembly import build_components
 from .camera import CameraReader, Frame
@@ -287,7 +288,8 @@ class Daemon:
                 "camera_connected": self.camera.connected.is_set(),
                 "camera_reopens": self.camera.reopens, "camera_stalls": self.camera.stalls,
                 "frames_dropped": self.camera.dropped,
-                "mqtt_connected": self.transport.is_connected(), "stranger_risk": self._stranger_risk(),
+                "mqtt_connected": self.transport.is_connected(), "clock_synchronized": wall_clock.synchronized(),
+                "stranger_risk": self._stranger_risk(),
                 "relay_stuck": self.relay.stuck,
                 "rss_mib": round(rss, 1) if (rss := rss_mib()) is not None else None,
                 "heap_released_mib": self.heap_released_mib,

@@ -35,6 +35,7 @@ from facelink.mqtt.schema import (  # noqa: F401 - the decision kinds are define
     DecisionMessage,
 )
 
+from . import wall_clock
 from .tracker import Observation, Track
 
 
@@ -66,6 +67,7 @@ class Decision:
     refers_to: str | None = None
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    clock_synchronized: bool | None = field(default_factory=wall_clock.synchronized)  # the timestamp's
 
     def with_factors(self, mode: str, factors: tuple[str, ...]) -> Decision:
         return replace(self, mode=mode, factors=factors)

@@ -100,6 +100,11 @@ class DecisionMessage(EventMessage):
     factors: list[Literal["card", "face"]] = Field(default_factory=lambda: ["face"], max_length=2,
                                                    description="what was seen")
     refers_to: EventId | None = Field(None, description="ACTUATION_FAILED: the event id of the GRANTED it follows")
+    clock_synchronized: bool | None = Field(None, description=(
+        "false: the door's kernel said its wall clock was not synchronized when it stamped "
+        "``timestamp`` (no NTP since boot, e.g. a Pi on fake-hwclock after a power cut, or none "
+        "for ~9 hours): the time may be off. Published only when false, so a logger that "
+        "predates it still accepts every other decision"))
 
     @model_validator(mode="after")
     def _consistent(self) -> DecisionMessage:
@@ -108,6 +113,12 @@ class DecisionMessage(EventMessage):
         if self.decision == ACTUATION_FAILED and self.refers_to is None:
             raise ValueError("ACTUATION_FAILED needs refers_to")
         return self
+
+    def payload(self) -> dict:
+        out = super().payload()
+        if out.get("clock_synchronized") is not False:
+            out.pop("clock_synchronized", None)
+        return out
 
 
 PANEL_SCHEMA = "facelink.panel/1"

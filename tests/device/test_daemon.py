@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from facelink.audit.logger import AuditLog
-from facelink.device import scan
+from facelink.device import scan, wall_clock
 from tests.waiting import wait_until
 
 from .conftest import Watcher
@@ -46,6 +46,8 @@ def test_known_user_granted_unknown_denied(tmp_path, broker, models_dir, faces_d
     assert granted["schema"] == "facelink.decision/1" and granted["device_id"] == "door-1"
     assert denied["user_id"] is None and denied["similarity"] < 99.0
     assert all("image" not in k for d in decisions for k in d if k != "external_image_id")
+    synced = wall_clock.synchronized()  # what the kernel says here: each decision says it when false
+    assert [d.get("clock_synchronized") for d in decisions] == [False if synced is False else None] * 2
     assert watcher.raw("/status")[-1] == b"offline"  # clean stop publishes offline
     assert watcher.wait_for(lambda: watcher.payloads("/health"), 5)
     health = watcher.payloads("/health")[-1]
@@ -55,6 +57,7 @@ def test_known_user_granted_unknown_denied(tmp_path, broker, models_dir, faces_d
     # before READY the daemon gave back the heap that loading the models freed (SFace's parsed
     # ONNX file alone is ~32 MiB), and health says how much and what the process now holds
     assert health["heap_released_mib"] >= 5 and 0 < health["rss_mib"] < 1024
+    assert health["clock_synchronized"] is synced
     watcher.close()
 
 
