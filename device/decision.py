@@ -89,10 +89,11 @@ class DecisionPolicy:
     frames_required: int
     frames_window: int
     cooldown_s: float
-    _recent: dict[str, tuple[float, str]] = field(default_factory=dict)  # key -> (until, event id that set it)
+    # key -> the cooldowns running for it, (until, event id of the admitted decision that started it)
+    _recent: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
 
     def carry_cooldowns_from(self, other: DecisionPolicy) -> None:
-        self._recent = dict(other._recent)
+        self._recent = {k: list(v) for k, v in other._recent.items()}
 
     def record(self, track: Track, obs: Observation) -> None:
         """Add a frame's outcome to the track, keeping only the last ``frames_window``."""
@@ -110,7 +111,7 @@ class DecisionPolicy:
         decision = Decision(kind, self.device_id, self.collection_id, self.model_version, self.threshold,
                             user_id=user_id, reason=reason, mode=mode, factors=factors)
         if kind == GRANTED and now is not None:
-            self._recent[self._key(decision)] = (now + self.cooldown_s, decision.event_id)
+            self._start_cooldown(decision, now)
         return decision
 
     @staticmethod
@@ -118,17 +119,27 @@ class DecisionPolicy:
         return f"{decision.decision}:{decision.user_id or decision.track_id}"
 
     def withdraw(self, decision: Decision) -> None:
-        """An admitted decision was not published after all (the step that made it failed): the
-        cooldown it started goes, so the same decision made again is published. Only its own: a
-        cooldown an earlier, published decision started stays (the step may have failed before
-        this one was admitted)."""
+        """An admitted decision was not published after all (the step that made it failed, the
+        stale gate stopped it): the cooldown it started goes, so the same decision made again is
+        published. Only its own: a cooldown an earlier, published decision started stays, also
+        one this decision's was started over (found in review: a card GRANTED, always admitted
+        in card_or_face, replaced the running cooldown of the face GRANTED the door had opened
+        for, and withdrawing it left none: a second GRANTED within cooldown_s)."""
         key = self._key(decision)
-        if self._recent.get(key, (0.0, None))[1] == decision.event_id:
-            del self._recent[key]
+        running = [c for c in self._recent.get(key, []) if c[1] != decision.event_id]
+        if running:
+            self._recent[key] = running
+        else:
+            self._recent.pop(key, None)
+
+    def _start_cooldown(self, decision: Decision, now: float) -> None:
+        """``decision`` was admitted at ``now``: its cooldown runs beside any still running (each
+        admitted decision's is its own, see :meth:`withdraw`); those that ended are forgotten."""
+        self._recent = {k: live for k, v in self._recent.items() if (live := [c for c in v if c[0] > now])}
+        self._recent.setdefault(self._key(decision), []).append((now + self.cooldown_s, decision.event_id))
 
     def _cooling(self, key: str, now: float) -> bool:
-        held = self._recent.get(key)
-        return held is not None and now < held[0]
+        return any(now < until for until, _ in self._recent.get(key, []))
 
     def decide(self, track: Track) -> Decision | None:
         """The track's decision once its last M frames settle it (at most one per track)."""
@@ -172,6 +183,5 @@ class DecisionPolicy:
         key = self._key(decision)
         if self._cooling(key, now) and "card" not in decision.factors:
             return False
-        self._recent = {k: v for k, v in self._recent.items() if v[0] > now}
-        self._recent[key] = (now + self.cooldown_s, decision.event_id)
+        self._start_cooldown(decision, now)
         return True

@@ -56,6 +56,7 @@ def stale_door(tmp_path, faces_dir, engine, make_settings, monkeypatch):
     def make(matching: dict | None = None, **sync: Any) -> StaleDoor:
         generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
         settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1}, matching=matching or ONE_FRAME,
+                                 credentials={"sources": []},  # badge reads: put by the tests
                                  liveness={"enabled": False}, sync={"enabled": True, "on_stale": "deny", **sync},
                                  fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
         with Store(settings.store.database) as store:
@@ -196,3 +197,50 @@ def test_a_stale_error_the_outbox_refused_does_not_hold_back_the_next(stale_door
     assert refused
     assert ("ERROR", "obama", "STALE_COLLECTION") in _decisions(daemon), \
         "the refused ERROR's cooldown held back the next one: none recorded"
+
+
+def _confirm(door: StaleDoor, engine, ahead_s: float = 0.0) -> None:
+    """The desk's signed head names the seq the door applied (issued ``ahead_s`` after now)."""
+    follower = door.daemon.sync.follower
+    follower.handle(follower.topics.head, encode_head(door.key, Head(
+        collection_id=follower.collection_id, face_model_version=engine.model_version, seq=follower.applied_seq,
+        issued_at=time.time() + ahead_s)))
+    assert not follower.stale(), follower.stale_reason()
+
+
+def _expire(door: StaleDoor) -> float:
+    """The door's monotonic clock moves past max_staleness_s: the copy is stale (no head since)."""
+    follower, real = door.daemon.sync.follower, door.daemon.sync.follower.monotonic
+    step = follower.max_staleness_s + 1.0
+    follower.monotonic = lambda: real() + step
+    assert follower.stale()
+    return step
+
+
+def test_a_card_grant_the_stale_gate_stopped_keeps_the_earlier_grants_cooldown(engine, stale_door):
+    """card_or_face (found in review): obama is GRANTED by his face at a fresh door and it opens.
+    The copy goes stale; he taps his badge: that card GRANTED is gated (ERROR STALE_COLLECTION)
+    and withdrawn. The copy is confirmed again and his face is decided again on a new track, well
+    within cooldown_s of the GRANTED the door published: nothing more is published nor opened.
+    Before the fix, withdrawing the card GRANTED dropped the cooldown it had taken over from the
+    face GRANTED (the policy kept one cooldown per person, the newest), so the door published a
+    second GRANTED and opened again for him within cooldown_s."""
+    from facelink.enroll import credentials
+
+    door = stale_door({**ONE_FRAME, "mode": "card_or_face"}, challenge_every_s=0)
+    daemon = door.daemon
+    with Store(daemon.settings.store.database) as store:
+        credentials.put_user_credential(Context(store, lambda: engine), "door", "obama", "H10301:18:1001")
+    _confirm(door, engine)
+    door.frame(0)
+    assert _decisions(daemon) == [("GRANTED", "obama", None)] and door.pulses == ["obama"]
+
+    ahead = _expire(door)
+    assert daemon.badges.put("H10301:18:1001", "serial")
+    daemon._badges(1.0)  # his tap, while the copy is stale
+    assert _decisions(daemon)[1:] == [("ERROR", "obama", "STALE_COLLECTION")]
+    _confirm(door, engine, ahead)  # the desk is heard again
+    door.frame(7)  # a new track (the first aged out after 5 s), 7 s after his GRANTED (cooldown_s 30)
+    assert _decisions(daemon) == [("GRANTED", "obama", None), ("ERROR", "obama", "STALE_COLLECTION")], \
+        "a second GRANTED within cooldown_s: the gated card GRANTED's withdrawal dropped the first's cooldown"
+    assert door.pulses == ["obama"]
