@@ -227,8 +227,14 @@ class Daemon:
         is granted as soon as the copy is fresh again, not after ``cooldown_s`` (or once they
         stepped away). While it stays stale each new decision is gated again: the ERROR is
         published once per ``cooldown_s`` for that person (the policy's cooldown, keyed on the
-        ERROR and its user; a badge read is always answered), not once per N-of-M window."""
-        self.pipeline.not_carried_out(made)
+        ERROR and its user; a badge read is always answered), not once per N-of-M window.
+        A DENIED it stopped was not published either: its cooldown goes and its track is decided
+        again once the copy is fresh (``decide_when_fresh``; found in review: it kept its track
+        decided, and someone enrolled at the desk while the door was cut off stayed unanswered)."""
+        if made.decision == GRANTED:
+            self.pipeline.not_carried_out(made)
+        else:
+            self.pipeline.decide_when_fresh(made)
         return now is None or self.pipeline.components.policy.admit(gated, now)
 
     def _record_panel_verdict(self, verdict: PanelVerdict) -> None:
@@ -334,6 +340,8 @@ class Daemon:
             self.index.refresh(0)  # a change set was applied: revocations take effect now
         else:
             self.index.refresh(self.settings.matching.reload_interval_s)
+        if self.sync is not None and self.sync.fresh():
+            self.pipeline.fresh_again()  # the denials the stale gate stopped are decided again
         if now >= self._next_health:
             sent = self.publish_health()
             self._next_health = now + (self.settings.mqtt.health_interval_s if sent else 1.0)

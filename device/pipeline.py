@@ -47,6 +47,7 @@ class DoorPipeline:
         self.index = index
         self.components = components
         self.factors: Factors | None = None  # the card modes (matching.mode); None: face only
+        self._until_fresh: set[int] = set()  # tracks whose DENIED the stale gate stopped (decide_when_fresh)
 
     def badge(self, read: BadgeRead, now: float) -> list[Decision]:
         """A badge read (card modes): decisions it makes at once; a new verification restarts
@@ -72,6 +73,31 @@ class DoorPipeline:
         never held back by the cooldown of a GRANTED that nobody saw and that opened nothing."""
         if decision.decision == GRANTED:
             _withhold(self.components, decision)
+
+    def decide_when_fresh(self, decision: Decision) -> None:
+        """The stale gate stopped ``decision`` (not a GRANTED: :meth:`not_carried_out`), so it was
+        never published as made: its cooldown goes now and its track is decided again once the
+        copy is fresh (:meth:`fresh_again`), not at once: its ERROR names nobody whose cooldown
+        could bound it (an unknown face), and deciding again while stale would publish one per
+        N-of-M window. A badge's decision has no track: its read was answered by the ERROR."""
+        try:
+            self.components.policy.withdraw(decision)
+        except Exception:  # noqa: BLE001 - the decision is not a grant; the door stays locked
+            log.exception("could not withdraw the cooldown of a decision the stale gate stopped")
+        if decision.track_id is not None:
+            live = {t.track_id for t in self.components.tracker.tracks()}
+            self._until_fresh = {t for t in self._until_fresh if t in live} | {decision.track_id}
+
+    def fresh_again(self) -> None:
+        """The copy is fresh and loaded: the tracks :meth:`decide_when_fresh` held start again
+        (those still decided and in view), so the people still at the door are decided afresh."""
+        if not self._until_fresh:
+            return
+        held, self._until_fresh = self._until_fresh, set()
+        tracker = self.components.tracker
+        for track in tracker.tracks():
+            if track.track_id in held and track.decided is not None:
+                tracker.restart(track)
 
     def tick(self, now: float, reason: str | None = None) -> list[Decision]:
         """Close a card_and_face verification whose window passed (DENIED_NO_FACE)."""

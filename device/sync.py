@@ -6,8 +6,9 @@
   (durable, QoS 1, the one drainer);
 - after every apply the daemon refreshes its matcher at once (:meth:`DoorSync.changed`);
 - ``sync.on_stale = "deny"``: while the copy is stale every decision becomes ERROR
-  ``STALE_COLLECTION`` (the door stays locked; a GRANTED it stopped is withdrawn by the daemon:
-  ``Daemon._gated``); ``"keep"``: decisions stand, health says stale;
+  ``STALE_COLLECTION`` (the door stays locked; a decision it stopped is withdrawn by the daemon,
+  a DENIED's track decided again once :meth:`DoorSync.fresh`: ``Daemon._gated``); ``"keep"``:
+  decisions stand, health says stale;
 - health: ``"sync": {"<C>": {"applied_seq", "head_seq", "confirmed_at", "stale", "rejected", ...}}``.
 """
 
@@ -68,6 +69,10 @@ class DoorSync:
             self.follower.applied_event.clear()
             return True
         return False
+
+    def fresh(self) -> bool:
+        """Confirmed up to date, and the matcher has loaded the last change set applied."""
+        return self.follower.stale_reason() is None and not self.follower.applied_event.is_set()
 
     def gate(self, decision: Decision) -> Decision:
         """``decision``, or ERROR STALE_COLLECTION when the copy is stale and on_stale is deny (the

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from facelink.device.daemon import Daemon
 from facelink.enroll.context import Context
 from facelink.enroll.store import Store
+from facelink.fleet.bodies import face_put
 from facelink.fleet.changeset import encode
 from facelink.fleet.protocol import Delta, Head, UserPut, encode_head
 from facelink.fleet.signing import generate_keypair, load_private
@@ -243,4 +244,44 @@ def test_a_card_grant_the_stale_gate_stopped_keeps_the_earlier_grants_cooldown(e
     door.frame(7)  # a new track (the first aged out after 5 s), 7 s after his GRANTED (cooldown_s 30)
     assert _decisions(daemon) == [("GRANTED", "obama", None), ("ERROR", "obama", "STALE_COLLECTION")], \
         "a second GRANTED within cooldown_s: the gated card GRANTED's withdrawal dropped the first's cooldown"
+    assert door.pulses == ["obama"]
+
+
+def _change(door: StaleDoor, engine, body) -> int:
+    """The desk's next change set, applied by the door's follower (as its worker would)."""
+    follower = door.daemon.sync.follower
+    seq = follower.applied_seq + 1
+    follower.handle(follower.topics.changes, encode(door.key, follower.collection_id, engine.model_version, seq,
+                                                    body.model_dump()))
+    assert follower.applied_seq == seq
+    return seq
+
+
+def test_a_denial_the_stale_gate_stopped_is_decided_again_once_the_copy_is_fresh(engine, stale_door):
+    """Found in review: a DENIED the gate stopped kept its track decided, unlike a GRANTED. obama
+    was removed at the desk and enrolled again while this door was cut off: its copy has the
+    removal, not the new enrollment, and is stale. He stands at the door: his DENIED_UNKNOWN is
+    ERROR STALE_COLLECTION (published once, not once per window: the ERROR names nobody whose
+    cooldown could bound it). The door hears the desk again: the enrollment is applied and
+    confirmed, and obama, still there, is decided again on the fresh copy: GRANTED. Before the
+    fix nothing more was decided for him until he stepped away (his track kept the DENIED that
+    nobody saw)."""
+    door = stale_door(challenge_every_s=0)
+    daemon = door.daemon
+    rows = [r for r in daemon.store.collection_faces("door") if r.user_id == "obama"]
+    _change(door, engine, Delta(feed_position=10, users_deleted=["obama"], faces_deleted=[r.face_id for r in rows]))
+    daemon._housekeeping(0.0)  # the matcher loads it; nothing confirms the copy: stale
+    for t in range(4):
+        door.frame(t)
+    assert _decisions(daemon) == [("ERROR", None, "STALE_COLLECTION")] and door.pulses == []
+    assert "would have been DENIED_UNKNOWN" in json.loads(daemon.outbox.peek(1)[0].payload)["reason"]
+
+    _change(door, engine, Delta(feed_position=20, users_put=[UserPut(user_id="obama")],
+                                faces_put=[face_put(r) for r in rows]))
+    _confirm(door, engine)
+    daemon._housekeeping(4.0)  # the matcher loads the enrollment
+    for t in (4, 5):  # obama still there, same spot
+        door.frame(t)
+    assert _decisions(daemon) == [("ERROR", None, "STALE_COLLECTION"), ("GRANTED", "obama", None)], \
+        "obama is not decided again once the copy is fresh: his track kept the DENIED the gate stopped"
     assert door.pulses == ["obama"]
