@@ -187,10 +187,15 @@ class Daemon:
     def emit(self, decision: Decision, now: float | None = None) -> None:
         """Outbox first (durable), then the relay: a decision that can't be recorded opens nothing.
         A stale collection with sync.on_stale = deny turns it into ERROR STALE_COLLECTION first
-        (:meth:`_gated`; ``now``: the decision clock's time of the step that made it)."""
+        (:meth:`_gated`; ``now``: the decision clock's time of the step that made it); a face's
+        decision made before the matcher loaded the change set last applied is not published but
+        made again by the next frames, on the loaded copy (``DoorSync.gate``)."""
         admitted: Decision | None = None  # a gated ERROR whose cooldown the policy started
         if self.sync is not None:
-            gated = self.sync.gate(decision)
+            gated = self.sync.gate(decision, again=self.pipeline.can_decide_again(decision))
+            if gated is None:  # made before the matcher loaded the last change set: made again on it
+                self.pipeline.decide_again(decision)
+                return
             if gated is not decision:
                 if not self._gated(decision, gated, now):
                     return

@@ -74,6 +74,16 @@ class DoorPipeline:
         if decision.decision == GRANTED:
             _withhold(self.components, decision)
 
+    def can_decide_again(self, decision: Decision) -> bool:
+        """Can the next frames make ``decision`` again (:meth:`decide_again`)? A face's, by its
+        track; not a badge's (its read is gone; in card_and_face the verification it closed too)."""
+        return decision.track_id is not None and "card" not in decision.factors
+
+    def decide_again(self, decision: Decision) -> None:
+        """``decision`` is not published (it was made on a copy the matcher has replaced since):
+        its cooldown goes and its track starts again, so the next frames make it afresh."""
+        _withhold(self.components, decision)
+
     def decide_when_fresh(self, decision: Decision) -> None:
         """The stale gate stopped ``decision`` (not a GRANTED: :meth:`not_carried_out`), so it was
         never published as made: its cooldown goes now and its track is decided again once the
@@ -236,8 +246,9 @@ def _failed(c: Components, decisions: list[Decision], cause: Exception) -> Decid
 
 
 def _withhold(c: Components, granted: Decision) -> None:
-    """A GRANTED that was not carried out: its cooldown goes and its track starts again where
-    that still works (a failure here is logged: the door stays locked regardless)."""
+    """A GRANTED (or a decision made again: ``decide_again``) that was not carried out: its
+    cooldown goes and its track starts again where that still works (a failure here is logged:
+    the door stays locked regardless)."""
     try:
         c.policy.withdraw(granted)
         for track in c.tracker.tracks():

@@ -74,13 +74,17 @@ class DoorSync:
         """Confirmed up to date, and the matcher has loaded the last change set applied."""
         return self.follower.stale_reason() is None and not self.follower.applied_event.is_set()
 
-    def gate(self, decision: Decision) -> Decision:
+    def gate(self, decision: Decision, *, again: bool = False) -> Decision | None:
         """``decision``, or ERROR STALE_COLLECTION when the copy is stale and on_stale is deny (the
         reason says why: the follower's ``stale_reason``, e.g. an unanswered challenge);
         also when a change set was applied that the matcher has not loaded yet (:meth:`changed`
         not asked since): the decision was made on the copy before it, which no head confirmed
         (the worker applies and confirms on its own thread, between the daemon's housekeeping
-        and a frame: a revocation that made the copy fresh must not grant on the old copy)."""
+        and a frame: a revocation that made the copy fresh must not grant on the old copy).
+        In that case, where the copy is otherwise fresh and the caller can make the decision
+        again on the loaded copy (``again``: a face's track), None: nothing to publish (found in
+        review: the ERROR said STALE_COLLECTION at a healthy door, at every change set that came
+        while someone was being decided)."""
         stale_reason = self.follower.stale_reason()
         stale = stale_reason is not None
         if stale != self._was_stale:
@@ -90,6 +94,10 @@ class DoorSync:
         unloaded = not stale and self.follower.applied_event.is_set()
         if not (stale or unloaded) or self.on_stale != "deny" or decision.decision in (ERROR, ACTUATION_FAILED):
             return decision
+        if unloaded and again:
+            log.info("a %s made before the matcher loaded seq %d is made again", decision.decision,
+                     self.follower.applied_seq)
+            return None
         why = f"seq {self.follower.applied_seq} applied but not yet loaded by the matcher" if unloaded else stale_reason
         return Decision(ERROR, decision.device_id, decision.collection_id, decision.model_version,
                         decision.threshold, user_id=decision.user_id, similarity=decision.similarity,

@@ -285,3 +285,25 @@ def test_a_denial_the_stale_gate_stopped_is_decided_again_once_the_copy_is_fresh
     assert _decisions(daemon) == [("ERROR", None, "STALE_COLLECTION"), ("GRANTED", "obama", None)], \
         "obama is not decided again once the copy is fresh: his track kept the DENIED the gate stopped"
     assert door.pulses == ["obama"]
+
+
+def test_a_decision_made_before_the_matcher_loaded_a_change_set_is_made_again_not_an_error(engine, stale_door):
+    """Found in review: at a fresh door, the sync worker applies a change set (ann enrolled: it
+    does not concern obama) and the head confirms it between the main loop's housekeeping and
+    the next frame. obama's GRANTED that frame was made on the matcher's copy before it: not
+    granted (a revocation in that set must not grant on the old copy), and not an ERROR
+    STALE_COLLECTION either (the door is healthy: an operator saw stale errors at a fresh door).
+    It is made again: the next housekeeping loads the set and the next frame grants obama."""
+    door = stale_door(challenge_every_s=0)
+    daemon = door.daemon
+    _confirm(door, engine)
+    daemon._housekeeping(0.0)
+    _change(door, engine, Delta(feed_position=10, users_put=[UserPut(user_id="ann")]))
+    _confirm(door, engine)  # the worker applied and confirmed after this loop's housekeeping
+
+    door.frame(0)  # obama decided on the matcher's old copy
+    assert door.pulses == [] and _decisions(daemon) == [], \
+        "a decision made before the matcher loaded the change set was published"
+    daemon._housekeeping(1.0)  # the matcher loads it
+    door.frame(1)
+    assert _decisions(daemon) == [("GRANTED", "obama", None)] and door.pulses == ["obama"]
