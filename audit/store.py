@@ -93,6 +93,7 @@ class AuditLog:
             path = private_file(path, group=group)  # 0600 before SQLite creates it (and its -wal/-shm)
             self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")  # a record is on disk before its PUBACK
             self._conn.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"audit.database: cannot open {path}: {exc}") from None

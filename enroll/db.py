@@ -47,7 +47,8 @@ def sqlite_driver() -> ModuleType:
 
 
 def connect(path: Path | str, *, readonly: bool = False, group: bool = False, immutable: bool = False) -> Any:
-    """A connection with sqlite-vec loaded, WAL, foreign keys and a busy timeout. A database it
+    """A connection with sqlite-vec loaded, WAL with every commit synced (``synchronous = FULL``),
+    foreign keys and a busy timeout. A database it
     creates is 0600 in a 0700 folder (0640/0750 with ``group``; config/paths.py), and so are its
     -wal and -shm files (SQLite gives them the database file's mode). ``immutable`` (read-only):
     SQLite creates no -wal/-shm and takes no lock; only for a database no one is writing."""
@@ -71,7 +72,12 @@ def connect(path: Path | str, *, readonly: bool = False, group: bool = False, im
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            # FULL: each commit is on disk before it returns (the WAL fsynced). NORMAL syncs only at
+            # checkpoints, so a power cut could undo commits made up to the OS's writeback (~30 s)
+            # before it: a revocation the desk had confirmed to its operator, or a journaled change
+            # set already published to the doors (the desk would then sign another set under that
+            # seq, which every door refuses as REPLAY). ~1 ms a commit here.
+            conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
     except (mod.Error, OSError) as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from exc
