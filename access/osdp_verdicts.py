@@ -44,13 +44,14 @@ READER_STOPPED = "reader_stopped"
 @dataclass(frozen=True)
 class PanelVerdict:
     decision_event_id: str
-    credential: str
+    credential: str | None  # None only for not_sent: a user who has no credential
     verdict: str  # GRANTED | DENIED | NO_RESPONSE
     command: dict[str, Any] | None
     latency_s: float | None
     overlaps: str | None = None
-    reason: str | None = None  # NO_RESPONSE only: NO_ANSWER | SUPERSEDED | NOT_POLLED | READER_STOPPED | send_failed
-    detail: str | None = None  # send_failed only: how the credential broke on its way to the panel
+    reason: str | None = None  # NO_RESPONSE only: NO_ANSWER | SUPERSEDED | NOT_POLLED | READER_STOPPED |
+    # send_failed | not_sent
+    detail: str | None = None  # send_failed / not_sent only: how the credential broke on its way, or why not sent
 
 
 @dataclass(frozen=True)

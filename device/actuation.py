@@ -20,13 +20,15 @@ log = logging.getLogger(__name__)
 class Actuation:
     """``report`` publishes an ACTUATION_FAILED for ``granted`` (the daemon's ``actuation_failed``);
     ``record_send_failure`` records, beside ``granted``, a credential that broke on its way to the
-    panel while the door's own relay opened the door (``PanelRecords.send_failed``);
+    panel while the door's own relay opened the door (``PanelRecords.send_failed``), and
+    ``record_not_sent`` one that was refused before it was sent (``PanelRecords.not_sent``);
     ``relay_opens_door`` says whether the door's own relay, not the panel, is what opens it."""
 
     granted: Decision
     relay_opens_door: bool
     report: Callable[[Decision, str], None]
     record_send_failure: Callable[[Decision, str, str], None]
+    record_not_sent: Callable[[Decision, str | None, str], None]
     panel_told: bool = False  # the credential went to the panel (it may have opened the door)
     credential: str | None = None  # the credential handed to the panel (``sending``)
 
@@ -35,7 +37,8 @@ class Actuation:
         self.credential = credential
 
     def panel_refused(self, reason: str) -> None:
-        """Refused before anything was sent: nothing reached the panel."""
+        """Refused before anything was sent: nothing reached the panel (where the door's own relay
+        opens the door, a record beside the GRANTED says so: ``record_not_sent``)."""
         self.panel_told = False
         self.panel_failed(reason)
 
@@ -49,9 +52,8 @@ class Actuation:
             self.report(self.granted, reason)
         elif self.panel_told and self.credential is not None:  # some or all of it may have reached the panel
             self.record_send_failure(self.granted, self.credential, reason)
-        else:  # refused before sending: the panel got nothing, the door's relay opened the door
-            log.error("GRANTED %s: the panel was not sent the credential (the door's relay is what "
-                      "opens the door): %s", self.granted.event_id, reason)
+        else:  # refused before sending: the panel got nothing, the door's relay opens the door
+            self.record_not_sent(self.granted, self.credential, reason)
 
     def relay_failed(self, reason: str) -> None:
         if self.panel_told:  # (first: reasons are cut at 300 characters)

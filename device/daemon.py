@@ -212,7 +212,7 @@ class Daemon:
         if decision.decision == GRANTED:
             # the panel is told first; a refusal before sending is all that says it was not told
             act = Actuation(decision, self.relay.opens_door, self.actuation_failed, self.panel_records.send_failed,
-                            panel_told=self.panel.sends)
+                            self.panel_records.not_sent, panel_told=self.panel.sends)
             try:
                 not_sent = self.panel.on_decision(decision, on_failure=act.panel_failed, on_sending=act.sending)
             except Exception as exc:  # noqa: BLE001 - the panel link's failure is reported, the loop goes on

@@ -1,7 +1,8 @@
 """The door's records of what it and its access panel did, on ``<prefix>/<device>/panel``: the
 panel's verdicts (``facelink.panel/1``), each opening and each output off it commanded
-(``facelink.panel-output/1``), and a credential that broke on its way to the panel for a GRANTED
-the door's own relay carried out (``facelink.panel/1``, NO_RESPONSE ``send_failed``).
+(``facelink.panel-output/1``), and, for a GRANTED the door's own relay carried out, a credential
+that broke on its way to the panel (``facelink.panel/1``, NO_RESPONSE ``send_failed``) or was
+never sent to it (``not_sent``).
 
 Every record goes through the outbox. The order against the relay is the fail-closed one: an
 opening is recorded before the relay is driven (one that cannot be recorded opens nothing); an
@@ -21,7 +22,7 @@ from typing import Any
 from facelink.access.osdp_verdicts import PanelOutput, PanelVerdict
 from facelink.mqtt.client import Transport
 from facelink.mqtt.outbox import Outbox, put_or_publish
-from facelink.mqtt.schema import SEND_FAILED, EventMessage, PanelOutputMessage, PanelVerdictMessage
+from facelink.mqtt.schema import NOT_SENT, SEND_FAILED, EventMessage, PanelOutputMessage, PanelVerdictMessage
 
 from .decision import Decision
 from .door import DoorRelay
@@ -51,13 +52,25 @@ class PanelRecords:
         """The credential sent for ``granted``, which the door's own relay carried out, broke on the
         way (a Wiegand frame broken on the wire): the panel may have logged another badge for this
         opening, or none. A record beside the GRANTED says so (the door did open: no ACTUATION_FAILED)."""
-        verdict = PanelVerdict(granted.event_id, credential, "NO_RESPONSE", None, None, reason=SEND_FAILED,
-                               detail=reason[:1000])
         log.error("GRANTED %s: the credential sent to the panel broke on the way (the door's relay is what opens "
                   "the door): %s", granted.event_id, reason)
+        self._no_response(granted, credential, SEND_FAILED, reason, "the panel send failure")
+
+    def not_sent(self, granted: Decision, credential: str | None, reason: str) -> None:
+        """``granted``, which the door's own relay carries out, was never sent to the panel: refused
+        before sending (the user has no credential, ``credential`` None; the same badge within the
+        debounce; the reader stopping). The door opens, and the panel's log has no read for it: a
+        record beside the GRANTED says so (no ACTUATION_FAILED: the door did open)."""
+        log.error("GRANTED %s: the panel was not sent the credential (the door's relay is what opens the door): %s",
+                  granted.event_id, reason)
+        self._no_response(granted, credential, NOT_SENT, reason, "the unsent panel credential")
+
+    def _no_response(self, granted: Decision, credential: str | None, why: str, detail: str, what: str) -> None:
+        verdict = PanelVerdict(granted.event_id, credential, "NO_RESPONSE", None, None, reason=why,
+                               detail=detail[:1000])
         self._follow_up(PanelVerdictMessage(event_id=str(uuid.uuid4()), timestamp=_now(),
                                             device_id=self.device_id, **asdict(verdict)),
-                        f"the panel send failure of GRANTED {granted.event_id}")
+                        f"{what} of GRANTED {granted.event_id}")
 
     # -- what the panel did to the door's output -------------------------------------------
     def output(self, output: PanelOutput) -> None:

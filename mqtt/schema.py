@@ -123,6 +123,8 @@ class DecisionMessage(EventMessage):
 
 PANEL_SCHEMA = "facelink.panel/1"
 SEND_FAILED = "send_failed"  # a panel record's NO_RESPONSE reason: the credential broke on the way
+NOT_SENT = "not_sent"  # ... the panel was never sent the credential (refused before sending)
+WITH_DETAIL = (SEND_FAILED, NOT_SENT)  # the reasons that carry ``detail`` (and need it)
 
 
 class PanelVerdictMessage(EventMessage):
@@ -135,7 +137,9 @@ class PanelVerdictMessage(EventMessage):
     timestamp: Timestamp = Field(description="ISO-8601 with a time zone: when the answer came")
     device_id: DeviceId
     decision_event_id: EventId = Field(description="the GRANTED it answers")
-    credential: str = Field(max_length=128)
+    credential: str | None = Field(max_length=128, description=(
+        "the credential sent (or, not_sent, that would have been); null only with reason = "
+        "not_sent, for a user who has none"))
     verdict: Literal["GRANTED", "DENIED", "NO_RESPONSE"]
     command: dict[str, Any] | None = Field(None, description="the panel's LED/output command")
     latency_s: float | None = Field(None, ge=0, allow_inf_nan=False)
@@ -144,7 +148,8 @@ class PanelVerdictMessage(EventMessage):
         "verdict_timeout_s before this one: OSDP carries no request id, so the command may have "
         "been meant for that one. Left out of the payload when there is none, so a logger that "
         "predates it still accepts it"))
-    reason: Literal["no_answer", "superseded", "not_polled", "reader_stopped", "send_failed"] | None = Field(
+    reason: Literal["no_answer", "superseded", "not_polled", "reader_stopped", "send_failed",
+                    "not_sent"] | None = Field(
         None, description=(
             "why a NO_RESPONSE: the panel polled the read and did not answer within "
             "verdict_timeout_s (no_answer), a newer read reached the panel first (superseded), the "
@@ -152,18 +157,25 @@ class PanelVerdictMessage(EventMessage):
             "or the reader stopped before the window ended (reader_stopped); send_failed: the "
             "credential, sent for a GRANTED the door's own relay carried out, broke on the way (a "
             "Wiegand frame broken on the wire; such a panel never answers): ``detail`` says how and "
-            "what the panel may have read instead. Only on NO_RESPONSE; left out of the payload "
-            "otherwise, and optional on it (doors that predate it)"))
+            "what the panel may have read instead; not_sent: a GRANTED the door's own relay carried "
+            "out whose credential was never sent to the panel (the user has none: ``credential`` "
+            "null; the same badge within osdp.debounce_s; the reader stopping or not provisioned; a "
+            "Wiegand frame refused at once): the panel's log has no read for that opening, "
+            "``detail`` says why. Only on NO_RESPONSE; left out of the payload otherwise, and "
+            "optional on it (doors that predate it). Loggers that predate not_sent "
+            "quarantine a record carrying it"))
     detail: str | None = Field(None, max_length=1000, description=(
-        "send_failed only (and required with it): why the send failed, and any badge the panel "
-        "may have read instead. Left out of the payload otherwise"))
+        "send_failed and not_sent only (and required with them): why the send failed or was not "
+        "made, and any badge the panel may have read instead. Left out of the payload otherwise"))
 
     @model_validator(mode="after")
     def _reason_only_for_no_response(self) -> PanelVerdictMessage:
         if self.reason is not None and self.verdict != "NO_RESPONSE":
             raise ValueError("reason is for NO_RESPONSE only")
-        if (self.detail is not None) != (self.reason == SEND_FAILED):
-            raise ValueError("detail goes with reason = send_failed, and only with it")
+        if (self.detail is not None) != (self.reason in WITH_DETAIL):
+            raise ValueError("detail goes with reason = send_failed or not_sent, and only with them")
+        if self.credential is None and self.reason != NOT_SENT:
+            raise ValueError("credential is null only with reason = not_sent (a user who has none)")
         return self
 
     def payload(self) -> dict:
