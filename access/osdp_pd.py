@@ -4,7 +4,9 @@ GRANTED -> a CardRead event carrying the user's Wiegand credential, so the panel
 access levels and schedules. Unknown faces send nothing; the same credential is not sent again
 within ``debounce_s``. The panel's LED, buzzer, text and output commands are logged and kept as
 state; output 0 (the only one this reader declares: libosdp NAKs any other) switched on goes
-to ``on_output`` (a ``PanelOutput``: the door records the opening, then drives its relay). The
+to ``on_output`` (a ``PanelOutput``: the door records the opening, then drives its relay), and so
+does it switched off (at once, control codes 1 and 6, or once the running timed operation is
+done, 3: the door records what it ended or left running). The
 panel's verdict (a temporary green LED or the output on: GRANTED; a temporary red LED: DENIED;
 nothing within ``verdict_timeout_s``: NO_RESPONSE) is handed to
 ``on_verdict`` next to the decision it answers; which read a command answers is decided by
@@ -50,7 +52,9 @@ log = logging.getLogger(__name__)
 OUTPUT_ON = {2, 4, 5}  # OSDP output control codes that switch an output on (permanent, timed)
 # ... and those that switch it off now, a timed operation aborted (1: permanent off; 6: temporary
 # off); 3 (permanent off once the timed operation is done) lets a running pulse end at its time
+# (0 is a no-op: it does not alter the output)
 OUTPUT_OFF_NOW = {1, 6}
+OUTPUT_OFF_AFTER = {3}
 LED_GREEN, LED_RED = 2, 1
 LED_SET_TEMPORARY = 2  # an LED command's temporary control code that shows a colour (1 cancels)
 
@@ -486,8 +490,9 @@ class OsdpReader:
                      cmd.get("control_code"), "on" if on else "off", cmd.get("timer_count"))
             if on:  # output 0, the door: libosdp NAKs any other (this reader declares one output)
                 return self._output_on(book, cmd, received_at)
-            if cmd.get("control_code") in OUTPUT_OFF_NOW and self.on_output is not None:
-                self._outputs.put(PanelOutput(dict(cmd), None, opens=False))  # in order with the openings
+            code = cmd.get("control_code")
+            if code in OUTPUT_OFF_NOW | OUTPUT_OFF_AFTER and self.on_output is not None:  # in order with the openings
+                self._outputs.put(PanelOutput(dict(cmd), None, opens=False, now=code in OUTPUT_OFF_NOW))
         elif kind == C.Text:
             self.state.text = str(cmd.get("data", ""))
             log.info("OSDP panel text: %r", self.state.text)

@@ -60,12 +60,15 @@ class PanelOutput:
     the newest card read of the door's the panel had polled less than 2 x ``verdict_timeout_s``
     before (``likely_for``: OSDP carries no request id, so that grant is what the opening most
     likely carries out; None: no read of the door's -- the panel's own unlock: its software, a
-    schedule, an operator, another reader). ``opens`` False: the panel switched it off at once
-    (``OUTPUT_OFF_NOW``): the door locks now, ending a running pulse (recorded after)."""
+    schedule, an operator, another reader). ``opens`` False: the panel switched it off -- at once
+    (``now``, control codes 1 and 6: the door locks now, ending a running pulse, recorded after),
+    or once the running timed operation is done (not ``now``, code 3: a running pulse ends at its
+    time, the record names it)."""
 
     command: dict[str, Any]
     likely_for: str | None
     opens: bool = True
+    now: bool = True  # an off: at once (codes 1, 6), or after the running timed operation (3)
 
 
 @dataclass

@@ -140,7 +140,7 @@ class AuditLog:
 
     def panel_outputs(self, since: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
         """The openings doors' access panels commanded (and their relay failures) and the output
-        offs (``relay`` ended / not_ended), oldest first."""
+        offs (``relay`` ended / not_ended / left_running), oldest first."""
         return self._listed("panel_outputs", since, device)
 
     def record_alarm(self, payload: dict[str, Any]) -> bool:

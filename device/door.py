@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EndedPulse:
-    """A running pulse that ``end_pulse()`` ended before its time: what it was started for (the
-    ``event_id`` given to ``pulse()``: a GRANTED decision's, or the panel opening's record; None
-    when the caller named none). A newer pulse supersedes an older one, so it is the newest."""
+    """A running pulse that ``end_pulse()`` ended before its time (or that ``running_pulse()``
+    found running): what it was started for (the ``event_id`` given to ``pulse()``: a GRANTED
+    decision's, or the panel opening's record; None when the caller named none). A newer pulse
+    supersedes an older one, so it is the newest."""
 
     started_for: str | None
 
@@ -51,6 +52,12 @@ class DoorRelay(Protocol):
         ended, or None when none was or this relay cannot end one."""
         ...
 
+    def running_pulse(self) -> EndedPulse | None:
+        """The pulse that holds the lock released now and will end at its time (the panel's off
+        once the timed operation is done leaves it running), or None: none, or this relay does
+        not know (a door command owns its timing)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -63,6 +70,9 @@ class NoRelay:
         return None
 
     def end_pulse(self) -> EndedPulse | None:
+        return None
+
+    def running_pulse(self) -> EndedPulse | None:
         return None
 
     def close(self) -> None:
@@ -130,6 +140,11 @@ class PulseSwitch:
             self._timer, self._running = None, None
             self._switch_off()
             return running if self.stuck is None else None  # an off() that failed is retried: nothing ended yet
+
+    def running(self) -> EndedPulse | None:
+        """The pulse running now, left to end at its time (None: none, or only an off() retry)."""
+        with self._lock:
+            return None if self._closed or self._timer is None else self._running
 
     def _schedule(self, delay_s: float) -> None:
         if self._timer is not None:
@@ -213,6 +228,9 @@ class GpioRelay:
 
     def end_pulse(self) -> EndedPulse | None:
         return self._switch.end()
+
+    def running_pulse(self) -> EndedPulse | None:
+        return self._switch.running()
 
     def close(self) -> None:
         try:
@@ -303,6 +321,10 @@ class CommandRelay:
 
     def end_pulse(self) -> EndedPulse | None:
         """A command owns its lock's timing: it cannot be ended from here."""
+        return None
+
+    def running_pulse(self) -> EndedPulse | None:
+        """A command owns its lock's timing: whether it holds the lock released is not known here."""
         return None
 
     def close(self) -> None:

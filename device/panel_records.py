@@ -74,12 +74,32 @@ class PanelRecords:
 
     # -- what the panel did to the door's output -------------------------------------------
     def output(self, output: PanelOutput) -> None:
-        """The panel switched the door's output on (record, then drive the relay) or off at once
-        (end the running pulse, then record what was ended)."""
+        """The panel switched the door's output on (record, then drive the relay), off at once
+        (end the running pulse, then record what was ended) or off once the running timed
+        operation is done (record the pulse left to end at its time)."""
         if output.opens:
             self._opening(output)
-        else:
+        elif output.now:
             self._off(output)
+        else:
+            self._off_after(output)
+
+    def _off_after(self, output: PanelOutput) -> None:
+        """OSDP control code 3, permanent off once the timed operation is done: the running pulse
+        ends at its time (``left_running``, naming what it was started for), and nothing more
+        opens the door for it; with no pulse running, ``not_ended``."""
+        running = self.relay.running_pulse()
+        log.info("the panel switched the door's output off once its timed operation is done (control %s): %s",
+                 output.command.get("control_code"),
+                 f"the running pulse (for {running.started_for}) ends at its time" if running
+                 else "no pulse of this door's runs")
+        try:
+            off = self._message(output, relay="left_running" if running else "not_ended",
+                                refers_to=running.started_for if running else None)
+        except Exception:  # noqa: BLE001 - nothing to undo: the record is what failed
+            log.critical("the panel's output off cannot be recorded", exc_info=True)
+            return
+        self._follow_up(off, "the panel's output off after its timed operation")
 
     def _off(self, output: PanelOutput) -> None:
         ended = self.relay.end_pulse()  # first, whatever becomes of the record: locking is never withheld

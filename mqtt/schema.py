@@ -189,7 +189,7 @@ class PanelVerdictMessage(EventMessage):
 PANEL_OUTPUT_SCHEMA = "facelink.panel-output/1"
 
 
-OUTPUT_OFF = ("ended", "not_ended")  # a panel-output record's relay values for the panel's output off
+OUTPUT_OFF = ("ended", "not_ended", "left_running")  # a panel-output record's relay values for the panel's output off
 
 
 class PanelOutputMessage(EventMessage):
@@ -200,7 +200,8 @@ class PanelOutputMessage(EventMessage):
     GRANTED); if the relay then fails, a second one (``relay: failed``) refers to it. An off that
     locks the door at once is recorded after the running pulse was ended (locking is never
     withheld for a record): ``ended`` (``refers_to``: what that pulse was started for) or
-    ``not_ended``."""
+    ``not_ended``. An off once the timed operation is done (control code 3) is recorded as it
+    comes: ``left_running`` (``refers_to``: the pulse that ends at its time) or ``not_ended``."""
 
     schema_: Literal["facelink.panel-output/1"] = Field(PANEL_OUTPUT_SCHEMA, alias="schema")
     event_id: EventId
@@ -211,16 +212,21 @@ class PanelOutputMessage(EventMessage):
         "the decision_event_id of the newest card read the panel had polled less than 2 x "
         "verdict_timeout_s before and not DENIED: the grant this opening most likely carries out (OSDP carries "
         "no request id). None: no read of the door's -- the panel's own unlock"))
-    relay: Literal["opening", "no_relay", "failed", "ended", "not_ended"] = Field(description=(
+    relay: Literal["opening", "no_relay", "failed", "ended", "not_ended", "left_running"] = Field(description=(
         "opening: the door's relay is driven next; no_relay: the door has none of its own (the "
         "panel's own strike opens the door); failed: the relay failed for the opening in refers_to. "
         "The panel's output off (control code 1 or 6): ended: the door's running relay pulse was "
         "ended, the lock locked before pulse_s; not_ended: no pulse of the door's relay was ended "
         "(none ran, a door command owns its timing, no relay of its own, or a lock output whose off "
-        "failed: relay_stuck). Loggers older than ended/not_ended quarantine these"))
+        "failed: relay_stuck). The panel's output off once the timed operation is done (control "
+        "code 3): left_running: the door's running pulse ends at its own time (pulse_s), the panel "
+        "said nothing more opens the door for it; not_ended: no pulse of the door's ran (or a door "
+        "command's timing is its own). Loggers older than ended/not_ended, or than left_running, "
+        "quarantine these"))
     refers_to: EventId | None = Field(None, description=(
         "failed: the event_id of the opening; ended: what the ended pulse was started for -- a "
-        "GRANTED decision's event_id or a panel opening's (relay opening) -- or null when not known"))
+        "GRANTED decision's event_id or a panel opening's (relay opening) -- or null when not known; "
+        "left_running: the same, for the pulse left to end at its time"))
     reason: str | None = Field(None, max_length=300, description="failed: why")
 
     @model_validator(mode="after")
@@ -229,8 +235,8 @@ class PanelOutputMessage(EventMessage):
             raise ValueError("relay = failed needs refers_to and reason")
         if self.relay != "failed" and self.reason is not None:
             raise ValueError("reason goes with relay = failed only")
-        if self.relay not in ("failed", "ended") and self.refers_to is not None:
-            raise ValueError("refers_to goes with relay = failed or ended only")
+        if self.relay not in ("failed", "ended", "left_running") and self.refers_to is not None:
+            raise ValueError("refers_to goes with relay = failed, ended or left_running only")
         if self.relay in OUTPUT_OFF and self.likely_for is not None:
             raise ValueError("an output off carries out no card read: likely_for is null")
         return self

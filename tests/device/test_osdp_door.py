@@ -295,7 +295,7 @@ def test_the_panel_switching_the_output_off_locks_the_door_at_once(tmp_path, bro
         assert wait_until(lambda: pin.state == 1, 30)
         assert panel.output(3)  # off once the timed operation is done
         assert panel.output(5)  # handed on after the 3, in order: once it is recorded, the 3 was handled
-        assert watcher.wait_for(lambda: len(_openings(watcher)) == 2, 30)
+        assert watcher.wait_for(lambda: len(_openings(watcher)) == 3, 30)
         assert pin.state == 1
         assert panel.output(1)  # permanent off: now
         assert wait_until(lambda: pin.state == 0, 30)
@@ -304,12 +304,13 @@ def test_the_panel_switching_the_output_off_locks_the_door_at_once(tmp_path, bro
         assert panel.output(6)  # temporary off: now
         assert wait_until(lambda: pin.state == 0, 30)
         assert daemon.relay.stuck is None
-        # an off is no opening: recorded after the pulse it ended (the opening's); 3 locks nothing now: none
-        assert watcher.wait_for(lambda: len(_openings(watcher)) == 5, 30)
+        # an off is no opening: recorded after the pulse it ended (the opening's); 3 locks nothing
+        # now: recorded as it comes, naming the pulse left to end at its time
+        assert watcher.wait_for(lambda: len(_openings(watcher)) == 6, 30)
         records = [(o["relay"], o["command"]["control_code"], o.get("refers_to")) for o in _openings(watcher)]
         ids = [o["event_id"] for o in _openings(watcher)]
-        assert records == [("opening", 5, None), ("opening", 5, None), ("ended", 1, ids[1]),
-                           ("opening", 5, None), ("ended", 6, ids[3])]
+        assert records == [("opening", 5, None), ("left_running", 3, ids[0]), ("opening", 5, None),
+                           ("ended", 1, ids[2]), ("opening", 5, None), ("ended", 6, ids[4])]
     finally:
         watcher.close()
         daemon.shutdown(flush_timeout_s=5)
