@@ -1,7 +1,7 @@
 """The audit log database: every valid decision once (by event id), every access panel's verdict
 on a door's card read once (``panel_verdicts``, joined to its decision in queries as ``panel``),
 every opening a panel commanded (``panel_outputs``, with the read it most likely answers) and
-every output off it commanded (with the pulse it ended),
+every output off it commanded (with every pulse it ended: ``panel_output_ends``),
 every door's sync alarm (``alarms``: a change set or head it refused), and a quarantine table for
 every message that was none of these.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +41,10 @@ CREATE TABLE IF NOT EXISTS panel_outputs(
 CREATE INDEX IF NOT EXISTS panel_outputs_device ON panel_outputs(device_id, timestamp);
 CREATE INDEX IF NOT EXISTS panel_outputs_likely_for ON panel_outputs(likely_for);
 CREATE INDEX IF NOT EXISTS panel_outputs_refers_to ON panel_outputs(refers_to);
+CREATE TABLE IF NOT EXISTS panel_output_ends(
+    event_id TEXT NOT NULL, device_id TEXT NOT NULL, pulse_for TEXT NOT NULL,
+    PRIMARY KEY(event_id, pulse_for));
+CREATE INDEX IF NOT EXISTS panel_output_ends_pulse_for ON panel_output_ends(pulse_for);
 CREATE TABLE IF NOT EXISTS alarms(
     event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL, collection_id TEXT,
     reason TEXT NOT NULL, payload TEXT NOT NULL);
@@ -48,17 +53,27 @@ CREATE TABLE IF NOT EXISTS quarantine(
     reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
 
 
-# the panel's output offs that ended a decision's relay pulse: its own (refers_to names the
-# decision) or that of an opening the panel commanded for it (refers_to names the opening, whose
-# likely_for names the decision); each of the decision's door only
-_ENDED_BY = """SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN panel_outputs p
-    WHERE p.refers_to = d.event_id AND p.device_id = d.device_id AND p.relay = 'ended' AND {where}
-UNION ALL
+# the panel's output offs that ended a decision's relay pulse: its own (the off's refers_to or
+# earlier_pulses, in panel_output_ends, names the decision) or that of an opening the panel
+# commanded for it (they name the opening, whose likely_for names the decision); each of the
+# decision's door only, and each off once (UNION: one that ended both is one row)
+_ENDED_BY = """SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN panel_output_ends e
+    CROSS JOIN panel_outputs p
+    WHERE e.pulse_for = d.event_id AND e.device_id = d.device_id AND p.event_id = e.event_id AND {where}
+UNION
 SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN panel_outputs o
-    CROSS JOIN panel_outputs p INDEXED BY panel_outputs_refers_to
-    WHERE o.likely_for = d.event_id AND o.device_id = d.device_id AND p.refers_to = o.event_id
-    AND p.device_id = o.device_id AND p.relay = 'ended' AND {where}
+    CROSS JOIN panel_output_ends e CROSS JOIN panel_outputs p
+    WHERE o.likely_for = d.event_id AND o.device_id = d.device_id AND e.pulse_for = o.event_id
+    AND e.device_id = o.device_id AND p.event_id = e.event_id AND {where}
 ORDER BY 3, 4"""  # CROSS JOIN: SQLite keeps this order (from the query's decisions, by the indexes)
+
+# a database written before panel_output_ends: the offs it holds name one pulse each (refers_to)
+_ENDS_FILLED = 1  # PRAGMA user_version once they are in panel_output_ends
+_FILL_ENDS = f"""BEGIN IMMEDIATE;
+INSERT OR IGNORE INTO panel_output_ends SELECT event_id, device_id, refers_to FROM panel_outputs
+    WHERE relay = 'ended' AND refers_to IS NOT NULL;
+PRAGMA user_version = {_ENDS_FILLED};
+COMMIT;"""
 
 
 def instant(ts: str | None) -> str | None:
@@ -95,6 +110,8 @@ class AuditLog:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")  # a record is on disk before its PUBACK
             self._conn.executescript(SCHEMA)
+            if self._conn.execute("PRAGMA user_version").fetchone()[0] < _ENDS_FILLED:
+                self._conn.executescript(_FILL_ENDS)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"audit.database: cannot open {path}: {exc}") from None
         self._jsonl = Path(jsonl) if jsonl is not None else None
@@ -114,20 +131,32 @@ class AuditLog:
                                                payload.get("credential")), payload)
 
     def record_panel_output(self, payload: dict[str, Any]) -> bool:
-        """Store a validated opening the panel commanded (facelink.panel-output/1); True when new."""
+        """Store a validated opening the panel commanded or output off (facelink.panel-output/1),
+        with every pulse an off ended (its ``refers_to`` and ``earlier_pulses``) in
+        ``panel_output_ends``; True when new."""
+        ends = []
+        if payload["relay"] == "ended":
+            ends = [(payload["event_id"], payload["device_id"], pulse)
+                    for pulse in [payload.get("refers_to"), *(payload.get("earlier_pulses") or [])] if pulse is not None]
         return self._insert("panel_outputs", (payload["event_id"], instant(payload["timestamp"]), payload["device_id"],
                                               payload.get("likely_for"), payload["relay"], payload.get("refers_to")),
-                            payload)
+                            payload, ends=ends)
 
     def _insert(self, table: str, columns: tuple[Any, ...], payload: dict[str, Any], *,
-                mirror: bool = True) -> bool:
+                mirror: bool = True, ends: Sequence[tuple[str, str, str]] = ()) -> bool:
         """One event into ``table`` (its columns, then the payload as JSON) unless its event id is
         there already, and then into the JSONL mirror; True when new, False for a redelivery (the
-        same content). ``Conflict`` when the event id is there with other content."""
+        same content). ``Conflict`` when the event id is there with other content. ``ends``: the
+        pulses an output off ended, into ``panel_output_ends`` in the same transaction."""
         with self._lock:
-            cur = self._conn.execute(f"INSERT OR IGNORE INTO {table} VALUES ({','.join('?' * (len(columns) + 1))})",
-                                     (*columns, json.dumps(payload)))
-            new = cur.rowcount == 1
+            with self._conn:  # one transaction: the event and its ends, or neither
+                self._conn.execute("BEGIN")
+                cur = self._conn.execute(
+                    f"INSERT OR IGNORE INTO {table} VALUES ({','.join('?' * (len(columns) + 1))})",
+                    (*columns, json.dumps(payload)))
+                new = cur.rowcount == 1
+                if new and ends:
+                    self._conn.executemany("INSERT OR IGNORE INTO panel_output_ends VALUES (?,?,?)", ends)
             if not new:
                 row = self._conn.execute(f"SELECT payload FROM {table} WHERE event_id = ?", (columns[0],)).fetchone()
                 if row is not None and json.loads(row[0]) != payload:

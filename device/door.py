@@ -28,9 +28,13 @@ class EndedPulse:
     """A running pulse that ``end_pulse()`` ended before its time (or that ``running_pulse()``
     found running): what it was started for (the ``event_id`` given to ``pulse()``: a GRANTED
     decision's, or the panel opening's record; None when the caller named none). A newer pulse
-    supersedes an older one, so it is the newest."""
+    supersedes an older one's timer, so it is the newest; ``earlier`` names the older pulses it
+    overlapped that were still inside their own ``pulse_s`` (oldest first, those started for
+    something named): the lock was held released for them too, so an off ended them as well (a
+    GRANTED, then the panel's opening for it or a second GRANTED within ``pulse_s``)."""
 
     started_for: str | None
+    earlier: tuple[str, ...] = ()
 
 
 class DoorRelay(Protocol):
@@ -95,13 +99,18 @@ class PulseSwitch:
     ``OFF_RETRY_S`` until it works or ``close()``; ``stuck`` says why meanwhile."""
 
     OFF_RETRY_S = 0.5
+    OVERLAPS_KEPT = 64  # the newest pulses remembered while they overlap (an off names at most these)
 
-    def __init__(self, on: Callable[[], None], off: Callable[[], None], pulse_s: float) -> None:
+    def __init__(self, on: Callable[[], None], off: Callable[[], None], pulse_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._on, self._off, self.pulse_s = on, off, pulse_s
+        self._clock = clock
         self._lock = threading.Lock()
         self._generation = 0
         self._timer: threading.Timer | None = None
-        self._running: EndedPulse | None = None  # the pulse _timer ends (None: no timer, or an off() retry's)
+        # the pulses _timer's period covers, oldest first: (when each one's own pulse_s ends, what
+        # it was started for); empty: no timer, or an off() retry's
+        self._running: list[tuple[float, str | None]] = []
         self._closed = False
         self.stuck: str | None = None  # the output could not be switched off: why (None: it is off or pulsing)
 
@@ -120,10 +129,12 @@ class PulseSwitch:
             try:
                 self._schedule(self.pulse_s)
             except BaseException:  # no timer would end this pulse (nor the cancelled one): locked now
-                self._timer, self._running = None, None
+                self._timer, self._running = None, []
                 self._switch_off()
                 raise
-            self._running = EndedPulse(started_for)
+            now = self._clock()
+            self._running = [p for p in self._running if p[0] > now][-(self.OVERLAPS_KEPT - 1):]
+            self._running.append((now + self.pulse_s, started_for))
 
     def end(self) -> EndedPulse | None:
         """Switch the output off now, before its time (the running pulse's timer then does
@@ -132,19 +143,28 @@ class PulseSwitch:
         with self._lock:
             # nothing running, or only an off() retry (a newer pulse's timer replaces the retry:
             # that pulse is ended here, whatever an earlier off() left in ``stuck``)
-            running = self._running
+            running = self._running_pulse()
             if self._closed or self._timer is None or running is None:
                 return None
             self._generation += 1
             self._timer.cancel()
-            self._timer, self._running = None, None
+            self._timer, self._running = None, []
             self._switch_off()
             return running if self.stuck is None else None  # an off() that failed is retried: nothing ended yet
 
     def running(self) -> EndedPulse | None:
         """The pulse running now, left to end at its time (None: none, or only an off() retry)."""
         with self._lock:
-            return None if self._closed or self._timer is None else self._running
+            return None if self._closed or self._timer is None else self._running_pulse()
+
+    def _running_pulse(self) -> EndedPulse | None:
+        """The newest running pulse, with the older ones still inside their own ``pulse_s`` (those
+        whose time had passed ran it whole: an off now does not cut them short). Under the lock."""
+        if not self._running:
+            return None
+        now = self._clock()
+        *older, (_, newest) = self._running
+        return EndedPulse(newest, tuple(f for until, f in older if until > now and f is not None))
 
     def _schedule(self, delay_s: float) -> None:
         if self._timer is not None:
@@ -157,7 +177,7 @@ class PulseSwitch:
         with self._lock:
             if self._closed or generation != self._generation:
                 return  # superseded by a later pulse, or closed
-            self._timer, self._running = None, None
+            self._timer, self._running = None, []
             self._switch_off()
 
     def _switch_off(self) -> None:
@@ -169,7 +189,7 @@ class PulseSwitch:
             self.stuck = _stuck(exc)
             if first:
                 log.critical("door relay: %s (retrying every %.1f s)", self.stuck, self.OFF_RETRY_S)
-            self._running = None
+            self._running = []
             self._schedule(self.OFF_RETRY_S)
             return
         if self.stuck is not None:

@@ -86,7 +86,8 @@ class PanelRecords:
 
     def _off_after(self, output: PanelOutput) -> None:
         """OSDP control code 3, permanent off once the timed operation is done: the running pulse
-        ends at its time (``left_running``, naming what it was started for), and nothing more
+        ends at its time (``left_running``, naming what it was started for, and the older pulses
+        still inside their own time in ``earlier_pulses``), and nothing more
         opens the door for it; with no pulse running, ``not_ended``."""
         running = self.relay.running_pulse()
         log.info("the panel switched the door's output off once its timed operation is done (control %s): %s",
@@ -95,7 +96,8 @@ class PanelRecords:
                  else "no pulse of this door's runs")
         try:
             off = self._message(output, relay="left_running" if running else "not_ended",
-                                refers_to=running.started_for if running else None)
+                                refers_to=running.started_for if running else None,
+                                earlier_pulses=list(running.earlier) if running and running.earlier else None)
         except Exception:  # noqa: BLE001 - nothing to undo: the record is what failed
             log.critical("the panel's output off cannot be recorded", exc_info=True)
             return
@@ -107,7 +109,8 @@ class PanelRecords:
                  f"the running pulse (for {ended.started_for}) ended" if ended else "no pulse of this door's ended")
         try:
             off = self._message(output, relay="ended" if ended else "not_ended",
-                                refers_to=ended.started_for if ended else None)
+                                refers_to=ended.started_for if ended else None,
+                                earlier_pulses=list(ended.earlier) if ended and ended.earlier else None)
         except Exception:  # noqa: BLE001 - the door is locked already; the record is what failed
             log.critical("the panel's output off cannot be recorded (the pulse was ended regardless)", exc_info=True)
             return

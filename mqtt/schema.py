@@ -228,6 +228,13 @@ class PanelOutputMessage(EventMessage):
         "GRANTED decision's event_id or a panel opening's (relay opening) -- or null when not known; "
         "left_running: the same, for the pulse left to end at its time"))
     reason: str | None = Field(None, max_length=300, description="failed: why")
+    earlier_pulses: list[EventId] | None = Field(None, min_length=1, max_length=64, description=(
+        "ended / left_running: what the older pulses of the door's relay were started for that the "
+        "newest one (refers_to) overlapped and that were still inside their own pulse_s (a GRANTED, "
+        "then the panel's opening for it or a second GRANTED): the lock was held released for them "
+        "too, so the off ended them as well (ended) or they run on with it (left_running); oldest "
+        "first, at most 64. Left out of the payload when there are none, so a logger that predates "
+        "it still accepts the record; one that carries it is quarantined by such a logger"))
 
     @model_validator(mode="after")
     def _failure_refers(self) -> PanelOutputMessage:
@@ -239,7 +246,15 @@ class PanelOutputMessage(EventMessage):
             raise ValueError("refers_to goes with relay = failed, ended or left_running only")
         if self.relay in OUTPUT_OFF and self.likely_for is not None:
             raise ValueError("an output off carries out no card read: likely_for is null")
+        if self.earlier_pulses is not None and self.relay not in ("ended", "left_running"):
+            raise ValueError("earlier_pulses goes with relay = ended or left_running only")
         return self
+
+    def payload(self) -> dict:
+        out = super().payload()
+        if out.get("earlier_pulses") is None:
+            out.pop("earlier_pulses", None)
+        return out
 
 
 ALARM_SCHEMA = "facelink.alarm/1"
