@@ -32,6 +32,11 @@ class CredentialSender(Protocol):
 
     def health(self) -> dict[str, Any]: ...
 
+    @property
+    def fault(self) -> str | None:
+        """Why nothing can be sent to the panel now (it lasts until fixed), or None."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -49,6 +54,11 @@ class OsdpSender:
         return {"osdp_online": r.online, "osdp_secure": r.secure, "osdp_provisioned": r.provisioned,
                 "osdp_fault": r.fault, "osdp_card_reads": r.state.card_reads,
                 "osdp_commands": r.state.commands}
+
+    @property
+    def fault(self) -> str | None:
+        fault = self.reader.fault
+        return None if fault is None else f"OSDP reader: {fault}"
 
     def close(self) -> None:
         self.reader.close()
@@ -86,6 +96,11 @@ class PanelLink:
 
     def health(self) -> dict[str, Any]:
         return {} if self.sender is None else self.sender.health()
+
+    @property
+    def fault(self) -> str | None:
+        """Why GRANTEDs cannot reach the panel now (the daemon publishes it as ERROR), or None."""
+        return None if self.sender is None else self.sender.fault
 
     def close(self) -> None:
         if self.sender is not None:

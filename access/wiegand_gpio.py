@@ -255,6 +255,12 @@ class WiegandTransmitter:
         return {"wiegand_sent": self.sent, "wiegand_failed": self.failed, "wiegand_stuck": self.stuck,
                 "wiegand_waiting": waiting}
 
+    @property
+    def fault(self) -> str | None:
+        """A line that could not be set idle: every frame is refused until it can be."""
+        stuck = self.stuck
+        return None if stuck is None else f"Wiegand output: {stuck}"
+
     def close(self) -> None:
         """No new frames; wait up to JOIN_S for the ones on the wire (their failures are still
         reported), report any still there as failed, then let the lines idle and release them."""

@@ -19,7 +19,14 @@ from facelink.access.osdp_verdicts import PanelOutput, PanelVerdict
 from facelink.access.panel import make_panel_link
 from facelink.config import Settings, check_panel_debounce
 from facelink.enroll.store import Store
-from facelink.errors import CameraError, ModelError, RelayError, ResourceNotFoundException, StoreError
+from facelink.errors import (
+    CameraError,
+    ModelError,
+    PanelError,
+    RelayError,
+    ResourceNotFoundException,
+    StoreError,
+)
 from facelink.models.blazeface import BlazeFaceDetector
 from facelink.models.engine import FaceEngine
 from facelink.models.manifest import verify_model
@@ -180,7 +187,7 @@ class Daemon:
         self.reload_requested = threading.Event()
         self._last_error: OrderedDict[str, float] = OrderedDict()  # error_key -> last published
         self._next_health = 0.0
-        self._relay_stuck_said = float("-inf")  # when a stuck lock output was last published as ERROR
+        self._fault_said: dict[str, float] = {}  # output -> when its fault was last published as ERROR
         self.stranger_risk = log_stranger_risk(self.engine.calibration, settings.matching, len(self.index))
 
     # -- decisions -------------------------------------------------------------------------
@@ -337,10 +344,7 @@ class Daemon:
             self.fail_closed(CameraError(  # no source in it: an RTSP URL may carry a password
                 f"the camera stopped delivering frames (none for camera.stall_s = {self.settings.camera.stall_s:g} s):"
                 " opened again on a new reader"), now)
-        stuck = self.relay.stuck
-        if stuck is not None and now - self._relay_stuck_said >= ERROR_REPEAT_S:  # the lock may be held
-            self._relay_stuck_said = now  # released: ERROR (and one log record) every 30 s until it is off
-            self.fail_closed(RelayError(stuck), now)  # one clock for both limits: never 60 s apart
+        self._output_faults(now)
         if self.sync is not None and self.sync.changed():
             self.index.refresh(0)  # a change set was applied: revocations take effect now
         else:
@@ -354,6 +358,19 @@ class Daemon:
             self.reload_requested.clear()
             self.reload()
         self._badges(self.clock.now())
+
+    def _output_faults(self, now: float) -> None:
+        """A lock output that may be held released (``relay_stuck``), or an access-panel output
+        that carries nothing to the panel (``osdp_fault``: the reader did not start again with
+        the panel's key, or refused the key it was sent; ``wiegand_stuck``): ERROR (and one log
+        record) every ERROR_REPEAT_S until it clears, timed here (its text may change between
+        attempts, which fail_closed's own limit would count as another error); one clock for
+        both limits: never 60 s apart."""
+        for output, fault in (("relay", RelayError(stuck) if (stuck := self.relay.stuck) is not None else None),
+                              ("panel", PanelError(why) if (why := self.panel.fault) is not None else None)):
+            if fault is not None and now - self._fault_said.get(output, float("-inf")) >= ERROR_REPEAT_S:
+                self._fault_said[output] = now
+                self.fail_closed(fault, now)
 
     def _badges(self, now: float) -> None:
         """Badge reads (card modes) and closing verification windows; nothing while the

@@ -131,6 +131,16 @@ class RelayError(FaceLinkError):
     exit_code = 1
 
 
+class PanelError(FaceLinkError):
+    """The access-panel output cannot carry a GRANTED to the panel: the OSDP reader sends nothing
+    (libosdp did not start again with the panel's key, or the key the panel sent was refused) or
+    a Wiegand line is stuck. The door publishes ERROR (at most every 30 s) while it lasts and
+    names it on health (``osdp_fault``, ``wiegand_stuck``)."""
+
+    code = "PanelError"
+    exit_code = 1
+
+
 class WireError(Exception):
     """A refusal by ``facelink serve`` as the wire carries it: AWS's error code (``__type``), the
     message and the HTTP status. Raised by the SigV4 check before any operation runs, and for a
