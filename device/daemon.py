@@ -198,6 +198,7 @@ class Daemon:
         decision made before the matcher loaded the change set last applied is not published but
         made again by the next frames, on the loaded copy (``DoorSync.gate``)."""
         admitted: Decision | None = None  # a gated ERROR whose cooldown the policy started
+        made = decision
         if self.sync is not None:
             gated = self.sync.gate(decision, again=self.pipeline.can_decide_again(decision))
             if gated is None:  # made before the matcher loaded the last change set: made again on it
@@ -212,6 +213,8 @@ class Daemon:
         except Exception:
             if admitted is not None:  # not recorded: its cooldown must not hold back the next one
                 self.pipeline.components.policy.withdraw(admitted)
+            if decision is not made and made.decision != GRANTED:  # nor its DENIED's held track (found
+                self.pipeline.release_held(made)  # in review: nothing more was published while stale)
             raise
         self.stats.decisions += 1
         log.info("decision %s user=%s similarity=%s track=%s event=%s", decision.decision, decision.user_id,

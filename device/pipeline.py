@@ -84,6 +84,14 @@ class DoorPipeline:
         its cooldown goes and its track starts again, so the next frames make it afresh."""
         _withhold(self.components, decision)
 
+    def release_held(self, decision: Decision) -> None:
+        """The stale gate stopped ``decision`` (a DENIED, held by :meth:`decide_when_fresh`) and
+        the outbox refused the ERROR that stood for it: nothing was recorded for that person, so
+        the track is not held until fresh but starts again at once, and the next frames decide
+        (and gate) it again (found in review: nothing more was published for them while stale)."""
+        self._until_fresh.discard(decision.track_id)
+        _withhold(self.components, decision)
+
     def decide_when_fresh(self, decision: Decision) -> None:
         """The stale gate stopped ``decision`` (not a GRANTED: :meth:`not_carried_out`), so it was
         never published as made: its cooldown goes now and its track is decided again once the

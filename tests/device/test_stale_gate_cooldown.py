@@ -307,3 +307,35 @@ def test_a_decision_made_before_the_matcher_loaded_a_change_set_is_made_again_no
     daemon._housekeeping(1.0)  # the matcher loads it
     door.frame(1)
     assert _decisions(daemon) == [("GRANTED", "obama", None)] and door.pulses == ["obama"]
+
+
+def test_a_stale_error_for_a_denial_the_outbox_refused_is_made_again_while_stale(engine, stale_door, monkeypatch):
+    """Found in review: an unknown face at a stale door; its DENIED_UNKNOWN is gated (ERROR
+    STALE_COLLECTION) and its track held decided until the copy is fresh (one ERROR per track).
+    The outbox refused that ERROR (disk full a moment): nothing was recorded for the person, yet
+    the track stayed held, so while the copy stayed stale nothing more was ever published for them
+    (unlike a refused GRANTED's ERROR, whose track starts again). A refused ERROR releases the
+    track: the next frames decide again and its ERROR is recorded."""
+    door = stale_door(challenge_every_s=0)
+    daemon = door.daemon
+    rows = [r for r in daemon.store.collection_faces("door") if r.user_id == "obama"]
+    _change(door, engine, Delta(feed_position=10, users_deleted=["obama"], faces_deleted=[r.face_id for r in rows]))
+    daemon._housekeeping(0.0)  # the matcher loads it; nothing confirms the copy: stale
+    assert daemon.sync.follower.stale()
+    real_put, refused = daemon.outbox.put, []
+
+    def put(event_id, topic, payload):
+        if not refused and payload.get("decision") == "ERROR" and "STALE_COLLECTION" in (payload.get("reason") or ""):
+            refused.append(event_id)
+            raise OSError("disk full")
+        return real_put(event_id, topic, payload)
+
+    monkeypatch.setattr(daemon.outbox, "put", put)
+    with pytest.raises(OSError):
+        door.frame(0)
+    assert refused and _decisions(daemon) == []
+    for t in (1, 2, 3):  # the same unknown face, still there; the copy still stale
+        daemon._housekeeping(float(t))
+        door.frame(t)
+    assert ("ERROR", None, "STALE_COLLECTION") in _decisions(daemon), \
+        "the refused ERROR's held track kept anything more from being published while stale"
