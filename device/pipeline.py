@@ -48,6 +48,7 @@ class DoorPipeline:
         self.components = components
         self.factors: Factors | None = None  # the card modes (matching.mode); None: face only
         self._until_fresh: set[int] = set()  # tracks whose DENIED the stale gate stopped (decide_when_fresh)
+        self._remade: dict[int, Decision] = {}  # track -> the decision it is to make again (decide_again)
 
     def badge(self, read: BadgeRead, now: float) -> list[Decision]:
         """A badge read (card modes): decisions it makes at once; a new verification restarts
@@ -81,8 +82,38 @@ class DoorPipeline:
 
     def decide_again(self, decision: Decision) -> None:
         """``decision`` is not published (it was made on a copy the matcher has replaced since):
-        its cooldown goes and its track starts again, so the next frames make it afresh."""
-        _withhold(self.components, decision)
+        its cooldown goes and its track starts again, so the next frames make it afresh. Until
+        they have, it is kept: if the track goes (the person walked on, someone else in the spot)
+        without a decision made again, it is published as ERROR (:meth:`_not_made_again`; found
+        in review: it was lost, and nothing said that they had been at the door)."""
+        c = self.components
+        try:
+            c.policy.withdraw(decision)
+            for track in c.tracker.tracks():
+                if track.track_id == decision.track_id:
+                    c.tracker.restart(track)
+                    self._remade[track.track_id] = decision  # under its new id
+        except Exception:  # noqa: BLE001 - nothing is published for it now; the door stays locked
+            log.exception("could not start again the track of a decision to be made again")
+
+    def _not_made_again(self, c: Components) -> list[Decision]:
+        """The decisions :meth:`decide_again` kept whose track is gone (aged out, or restarted for
+        someone else in its spot) without deciding again: each as ERROR, saying what it would have
+        been. Those whose track has decided again are forgotten (that decision stands for them)."""
+        if not self._remade:
+            return []
+        live = {t.track_id: t for t in c.tracker.tracks()}
+        out: list[Decision] = []
+        for track_id, made in list(self._remade.items()):
+            track = live.get(track_id)
+            if track is not None and track.decided is None:
+                continue
+            del self._remade[track_id]
+            if track is None:
+                out.append(replace(made, decision=ERROR, reason=(
+                    "not made again: made before the matcher loaded a change set, and the face left before "
+                    f"it was decided on the loaded copy (would have been {made.decision})")[:300]))
+        return out
 
     def release_held(self, decision: Decision) -> None:
         """The stale gate stopped ``decision`` (a DENIED, held by :meth:`decide_when_fresh`) and
@@ -128,6 +159,7 @@ class DoorPipeline:
         decisions: list[Decision] = []
         try:
             self._process(c, frame, now, decisions)
+            decisions += self._not_made_again(c)
         except Exception as exc:
             if decisions:
                 raise _failed(c, decisions, exc) from exc
@@ -254,7 +286,7 @@ def _failed(c: Components, decisions: list[Decision], cause: Exception) -> Decid
 
 
 def _withhold(c: Components, granted: Decision) -> None:
-    """A GRANTED (or a decision made again: ``decide_again``) that was not carried out: its
+    """A GRANTED (or a DENIED released: ``release_held``) that was not carried out: its
     cooldown goes and its track starts again where that still works (a failure here is logged:
     the door stays locked regardless)."""
     try:

@@ -339,3 +339,33 @@ def test_a_stale_error_for_a_denial_the_outbox_refused_is_made_again_while_stale
         door.frame(t)
     assert ("ERROR", None, "STALE_COLLECTION") in _decisions(daemon), \
         "the refused ERROR's held track kept anything more from being published while stale"
+
+
+def test_a_decision_not_made_again_because_the_face_left_is_recorded(engine, stale_door):
+    """Found in review: a face's decision made after the sync worker applied a change set but
+    before the matcher loaded it is not published but made again by the next frames. If there are
+    none for that face (the person walked on: an unknown face passing, someone who gave up), the
+    decision was lost: nothing at all was recorded that they were at the door (before 2026-12-07
+    it was an ERROR). Once their track is gone without a decision made again, the decision is
+    recorded as ERROR (saying what it would have been); the door stays locked."""
+    import numpy as np
+
+    from facelink.device.camera import Frame
+
+    door = stale_door(challenge_every_s=0)
+    daemon = door.daemon
+    _confirm(door, engine)
+    daemon._housekeeping(0.0)
+    _change(door, engine, Delta(feed_position=10, users_put=[UserPut(user_id="ann")]))
+    _confirm(door, engine)  # the worker applied and confirmed after this loop's housekeeping
+    door.frame(0)  # obama decided on the matcher's old copy: not published, to be made again
+    assert _decisions(daemon) == [] and door.pulses == []
+    empty = np.zeros((480, 640, 3), np.uint8)
+    for t in range(1, 8):  # obama has walked on: no face, his track ages out (track_max_age_s 5 s)
+        daemon._housekeeping(float(t))
+        daemon._frame(Frame(empty, float(t), t))
+    decided = [json.loads(e.payload) for e in daemon.outbox.peek(10)]
+    assert [(d["decision"], d.get("user_id")) for d in decided] == [("ERROR", "obama")], \
+        "the decision that was to be made again was lost: nothing recorded for obama"
+    assert "would have been GRANTED" in decided[0]["reason"], decided[0]["reason"]
+    assert door.pulses == []
