@@ -145,10 +145,12 @@ in_root 'facelink detect-faces --image /opt/shared/faces/multi/six_people.jpg \
            --target-image /opt/shared/faces/people/biden/1.jpg --similarity-threshold 0 \
            | python -c "import json,sys; m=json.load(sys.stdin)[\"FaceMatches\"]; print(\"obama vs biden: Similarity\", [round(x[\"Similarity\"], 2) for x in m]); sys.exit(not m or m[0][\"Similarity\"] >= 50)"' || fail "detect-faces / compare-faces"
 
-step "engine, collection, decision, heap and matcher tests (the int8 kernel on NEON)"
+step "engine, collection, decision, heap, wall-clock and matcher tests (the int8 kernel on NEON)"
+# test_heap and test_wall_clock call libc through ctypes (malloc_trim, adjtimex's struct timex)
 in_root 'python -m pytest -q -p no:cacheprovider tests/models/test_engine.py tests/models/test_runtime.py \
-           tests/enroll/test_collections.py tests/device/test_decision.py tests/device/test_heap.py 2>&1 | tail -15' \
-  || fail "the engine, collection, decision and heap tests"
+           tests/enroll/test_collections.py tests/device/test_decision.py tests/device/test_heap.py \
+           tests/device/test_wall_clock.py 2>&1 | tail -15' \
+  || fail "the engine, collection, decision, heap and wall-clock tests"
 # every int8 kernel test, by name (a new one is included without editing this list)
 in_root 'python -m pytest -q -p no:cacheprovider tests/device/test_matcher.py -k int8_kernel 2>&1 | tail -5' \
   || fail "the int8 kernel tests"
