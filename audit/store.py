@@ -1,7 +1,8 @@
 """The audit log database: every valid decision once (by event id), every access panel's verdict
 on a door's card read once (``panel_verdicts``, joined to its decision in queries as ``panel``),
 every opening a panel commanded (``panel_outputs``, with the read it most likely answers) and
-every output off it commanded (with every pulse it ended: ``panel_output_ends``),
+every output off it commanded (with the pulse it ended, ``refers_to``, and the older ones
+it cut short too, ``earlier_pulses``: ``panel_output_ends``),
 every door's sync alarm (``alarms``: a change set or head it refused), and a quarantine table for
 every message that was none of these.
 
@@ -53,27 +54,30 @@ CREATE TABLE IF NOT EXISTS quarantine(
     reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
 
 
-# the panel's output offs that ended a decision's relay pulse: its own (the off's refers_to or
-# earlier_pulses, in panel_output_ends, names the decision) or that of an opening the panel
-# commanded for it (they name the opening, whose likely_for names the decision); each of the
-# decision's door only, and each off once (UNION: one that ended both is one row)
-_ENDED_BY = """SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN panel_output_ends e
+# the panel's output offs that ended a decision's relay pulse: its own or that of an opening the
+# panel commanded for it (whose likely_for names the decision), named by the off's refers_to (in
+# panel_outputs itself: every logger stores it) or earlier_pulses (panel_output_ends); each of the
+# decision's door only, and each off once (UNION: one that ended several of them is one row). Found
+# in review: joined through panel_output_ends alone, an off an older logger stored on the database
+# after the new one had filled that table (the service during an upgrade) never showed.
+_ENDED_BY = """SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN panel_outputs p
+    INDEXED BY panel_outputs_refers_to
+    WHERE p.refers_to = d.event_id AND p.device_id = d.device_id AND p.relay = 'ended' AND {where}
+UNION
+SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN panel_output_ends e
     CROSS JOIN panel_outputs p
     WHERE e.pulse_for = d.event_id AND e.device_id = d.device_id AND p.event_id = e.event_id AND {where}
+UNION
+SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN panel_outputs o
+    CROSS JOIN panel_outputs p INDEXED BY panel_outputs_refers_to
+    WHERE o.likely_for = d.event_id AND o.device_id = d.device_id AND p.refers_to = o.event_id
+    AND p.device_id = o.device_id AND p.relay = 'ended' AND {where}
 UNION
 SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN panel_outputs o
     CROSS JOIN panel_output_ends e CROSS JOIN panel_outputs p
     WHERE o.likely_for = d.event_id AND o.device_id = d.device_id AND e.pulse_for = o.event_id
     AND e.device_id = o.device_id AND p.event_id = e.event_id AND {where}
 ORDER BY 3, 4"""  # CROSS JOIN: SQLite keeps this order (from the query's decisions, by the indexes)
-
-# a database written before panel_output_ends: the offs it holds name one pulse each (refers_to)
-_ENDS_FILLED = 1  # PRAGMA user_version once they are in panel_output_ends
-_FILL_ENDS = f"""BEGIN IMMEDIATE;
-INSERT OR IGNORE INTO panel_output_ends SELECT event_id, device_id, refers_to FROM panel_outputs
-    WHERE relay = 'ended' AND refers_to IS NOT NULL;
-PRAGMA user_version = {_ENDS_FILLED};
-COMMIT;"""
 
 
 def instant(ts: str | None) -> str | None:
@@ -110,8 +114,6 @@ class AuditLog:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")  # a record is on disk before its PUBACK
             self._conn.executescript(SCHEMA)
-            if self._conn.execute("PRAGMA user_version").fetchone()[0] < _ENDS_FILLED:
-                self._conn.executescript(_FILL_ENDS)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"audit.database: cannot open {path}: {exc}") from None
         self._jsonl = Path(jsonl) if jsonl is not None else None
@@ -224,7 +226,7 @@ class AuditLog:
                         f"ON d.event_id = p.{ref} AND d.device_id = p.device_id WHERE {where} "
                         "ORDER BY p.timestamp, p.rowid", params):
                     joined[key].setdefault(event_id, []).append(json.loads(payload))
-            for event_id, payload, _at, _row in self._conn.execute(_ENDED_BY.format(where=where), params + params):
+            for event_id, payload, _at, _row in self._conn.execute(_ENDED_BY.format(where=where), params * _ENDED_BY.count("{where}")):
                 joined["ended_by"].setdefault(event_id, []).append(json.loads(payload))
         out = []
         for event_id, payload in rows:
