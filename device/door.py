@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,10 +32,12 @@ class EndedPulse:
     supersedes an older one's timer, so it is the newest; ``earlier`` names the older pulses it
     overlapped that were still inside their own ``pulse_s`` (oldest first, those started for
     something named): the lock was held released for them too, so an off ended them as well (a
-    GRANTED, then the panel's opening for it or a second GRANTED within ``pulse_s``)."""
+    GRANTED, then the panel's opening for it or a second GRANTED within ``pulse_s``); ``unnamed``
+    counts those it overlapped and ended too but cannot name (more than ``OVERLAPS_KEPT``)."""
 
     started_for: str | None
     earlier: tuple[str, ...] = ()
+    unnamed: int = 0
 
 
 class DoorRelay(Protocol):
@@ -100,6 +103,7 @@ class PulseSwitch:
 
     OFF_RETRY_S = 0.5
     OVERLAPS_KEPT = 64  # the newest pulses remembered while they overlap (an off names at most these)
+    UNNAMED_KEPT = 100_000  # the older ones' deadlines kept to count them (found in review: dropped unsaid)
 
     def __init__(self, on: Callable[[], None], off: Callable[[], None], pulse_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -111,6 +115,9 @@ class PulseSwitch:
         # the pulses _timer's period covers, oldest first: (when each one's own pulse_s ends, what
         # it was started for); empty: no timer, or an off() retry's
         self._running: list[tuple[float, str | None]] = []
+        # when the pulses of that period dropped from _running (started for something named) end,
+        # oldest first: an off counts those still inside their own pulse_s (``EndedPulse.unnamed``)
+        self._unnamed: deque[float] = deque(maxlen=self.UNNAMED_KEPT)
         self._closed = False
         self.stuck: str | None = None  # the output could not be switched off: why (None: it is off or pulsing)
 
@@ -133,8 +140,17 @@ class PulseSwitch:
                 self._switch_off()
                 raise
             now = self._clock()
-            self._running = [p for p in self._running if p[0] > now][-(self.OVERLAPS_KEPT - 1):]
-            self._running.append((now + self.pulse_s, started_for))
+            running = [p for p in self._running if p[0] > now]
+            while self._unnamed and self._unnamed[0] <= now:  # ran their whole time
+                self._unnamed.popleft()
+            if not self._running:  # a new period: nothing before it is counted again
+                self._unnamed.clear()
+            keep = len(running) - (self.OVERLAPS_KEPT - 1)
+            if keep > 0:  # the oldest go unnamed: counted while inside their own pulse_s
+                self._unnamed.extend(until for until, f in running[:keep] if f is not None)
+                running = running[keep:]
+            running.append((now + self.pulse_s, started_for))
+            self._running = running
 
     def end(self) -> EndedPulse | None:
         """Switch the output off now, before its time (the running pulse's timer then does
@@ -164,7 +180,8 @@ class PulseSwitch:
             return None
         now = self._clock()
         *older, (_, newest) = self._running
-        return EndedPulse(newest, tuple(f for until, f in older if until > now and f is not None))
+        return EndedPulse(newest, tuple(f for until, f in older if until > now and f is not None),
+                          sum(1 for until in self._unnamed if until > now))
 
     def _schedule(self, delay_s: float) -> None:
         if self._timer is not None:

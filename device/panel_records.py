@@ -97,7 +97,8 @@ class PanelRecords:
         try:
             off = self._message(output, relay="left_running" if running else "not_ended",
                                 refers_to=running.started_for if running else None,
-                                earlier_pulses=list(running.earlier) if running and running.earlier else None)
+                                earlier_pulses=list(running.earlier) if running and running.earlier else None,
+                                earlier_pulses_unnamed=running.unnamed if running and running.unnamed else None)
         except Exception:  # noqa: BLE001 - nothing to undo: the record is what failed
             log.critical("the panel's output off cannot be recorded", exc_info=True)
             return
@@ -110,7 +111,8 @@ class PanelRecords:
         try:
             off = self._message(output, relay="ended" if ended else "not_ended",
                                 refers_to=ended.started_for if ended else None,
-                                earlier_pulses=list(ended.earlier) if ended and ended.earlier else None)
+                                earlier_pulses=list(ended.earlier) if ended and ended.earlier else None,
+                                earlier_pulses_unnamed=ended.unnamed if ended and ended.unnamed else None)
         except Exception:  # noqa: BLE001 - the door is locked already; the record is what failed
             log.critical("the panel's output off cannot be recorded (the pulse was ended regardless)", exc_info=True)
             return

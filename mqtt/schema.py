@@ -235,6 +235,11 @@ class PanelOutputMessage(EventMessage):
         "too, so the off ended them as well (ended) or they run on with it (left_running); oldest "
         "first, at most 64. Left out of the payload when there are none, so a logger that predates "
         "it still accepts the record; one that carries it is quarantined by such a logger"))
+    earlier_pulses_unnamed: int | None = Field(None, ge=1, description=(
+        "ended / left_running: how many more older pulses, still inside their own pulse_s, the "
+        "off ended too (or that run on with it) than earlier_pulses can name (the door keeps the "
+        "newest 64): their GRANTEDs show no ended_by. Left out of the payload when none (found "
+        "in review: they were dropped without a trace)"))
 
     @model_validator(mode="after")
     def _failure_refers(self) -> PanelOutputMessage:
@@ -248,12 +253,15 @@ class PanelOutputMessage(EventMessage):
             raise ValueError("an output off carries out no card read: likely_for is null")
         if self.earlier_pulses is not None and self.relay not in ("ended", "left_running"):
             raise ValueError("earlier_pulses goes with relay = ended or left_running only")
+        if self.earlier_pulses_unnamed is not None and self.relay not in ("ended", "left_running"):
+            raise ValueError("earlier_pulses_unnamed goes with relay = ended or left_running only")
         return self
 
     def payload(self) -> dict:
         out = super().payload()
-        if out.get("earlier_pulses") is None:
-            out.pop("earlier_pulses", None)
+        for optional in ("earlier_pulses", "earlier_pulses_unnamed"):
+            if out.get(optional) is None:
+                out.pop(optional, None)
         return out
 
 

@@ -62,3 +62,38 @@ def test_an_off_ends_a_newer_pulse_that_followed_a_failed_off():
         assert switch.end() is None
     finally:
         switch.close()
+
+
+def test_an_end_says_how_many_overlapping_pulses_it_could_not_name():
+    """Found in review (75): past PulseSwitch.OVERLAPS_KEPT pulses inside their own pulse_s (a busy
+    door, pulse_s up to 60 s, each GRANTED and the panel's opening for it a pulse), the oldest were
+    dropped without a trace: the off's record named 63 earlier pulses and nothing said that more
+    GRANTEDs' pulses were cut short, so their trail read as if each held the lock its whole time.
+    The record now says how many it could not name (``earlier_pulses_unnamed``)."""
+    from facelink.device.door import PulseSwitch
+    from facelink.mqtt.schema import PanelOutputMessage
+
+    now = [100.0]
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=60.0, clock=lambda: now[0])
+    try:
+        for i in range(70):  # one every 0.1 s: all 70 inside their own 60 s when the off comes
+            switch.pulse(f"granted-{i}")
+            now[0] += 0.1
+        assert switch.running().unnamed == 6
+        ended = switch.end()
+        assert ended.started_for == "granted-69"
+        assert ended.earlier == tuple(f"granted-{i}" for i in range(6, 69)) and ended.unnamed == 6
+        off = {"schema": "facelink.panel-output/1", "event_id": "o-1", "timestamp": "2026-01-01T08:00:01+00:00",
+               "device_id": "front", "command": {"output_no": 0, "control_code": 1, "timer_count": 0},
+               "likely_for": None, "relay": "ended", "refers_to": ended.started_for,
+               "reason": None, "earlier_pulses": list(ended.earlier), "earlier_pulses_unnamed": ended.unnamed}
+        assert PanelOutputMessage.model_validate(off).payload() == off
+        # those whose own time had passed ran it whole: not counted
+        for i in range(70):
+            switch.pulse(f"again-{i}")
+            now[0] += 0.1
+        now[0] += 53.65  # again-0 .. again-6 have run their 60 s (again-0 .. 5 the unnamed ones)
+        assert switch.running().unnamed == 0 and len(switch.running().earlier) == 62
+    finally:
+        switch.close()
