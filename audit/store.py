@@ -4,7 +4,8 @@ every opening a panel commanded (``panel_outputs``, with the read it most likely
 every output off it commanded (with the pulse it ended, ``refers_to``, and the older ones
 it cut short too, ``earlier_pulses``: ``panel_output_ends``),
 every door's sync alarm (``alarms``: a change set or head it refused), and a quarantine table for
-every message that was none of these.
+every message that was none of these. ``received``: when this logger first stored each event, on
+its own clock (a table of its own, so that an older logger sharing the file keeps working).
 
 MQTT QoS 1 is at-least-once, so a redelivered decision is recognised by its event id and stored
 once. Files are private (0600, folder 0700; config/paths.py).
@@ -49,6 +50,8 @@ CREATE INDEX IF NOT EXISTS panel_output_ends_pulse_for ON panel_output_ends(puls
 CREATE TABLE IF NOT EXISTS alarms(
     event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT NOT NULL, collection_id TEXT,
     reason TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS received(
+    kind TEXT NOT NULL, event_id TEXT NOT NULL, received_at TEXT NOT NULL, PRIMARY KEY(kind, event_id));
 CREATE TABLE IF NOT EXISTS quarantine(
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
     reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
@@ -157,6 +160,9 @@ class AuditLog:
                     f"INSERT OR IGNORE INTO {table} VALUES ({','.join('?' * (len(columns) + 1))})",
                     (*columns, json.dumps(payload)))
                 new = cur.rowcount == 1
+                if new:  # this logger's own clock: an upper bound on when the door made it
+                    self._conn.execute("INSERT OR IGNORE INTO received VALUES (?,?,?)",
+                                       (table, columns[0], datetime.now(timezone.utc).isoformat()))
                 if new and ends:
                     self._conn.executemany("INSERT OR IGNORE INTO panel_output_ends VALUES (?,?,?)", ends)
             if not new:
@@ -183,12 +189,15 @@ class AuditLog:
         return self._listed("alarms", since, device)
 
     def _listed(self, table: str, since: str | None, device: str | None) -> list[dict[str, Any]]:
-        """The payloads in ``table`` from ``since`` on (of one ``device``), oldest first."""
+        """The payloads in ``table`` from ``since`` on (of one ``device``), oldest first, each with
+        ``received_at`` (this logger's clock) where it was stored by a logger that keeps it."""
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT payload FROM {table} WHERE timestamp >= ? AND (? IS NULL OR device_id = ?) "
-                "ORDER BY timestamp, rowid", (instant(since) or "", device, device)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+                f"SELECT t.payload, r.received_at FROM {table} t LEFT JOIN received r "
+                "ON r.kind = ? AND r.event_id = t.event_id WHERE t.timestamp >= ? "
+                "AND (? IS NULL OR t.device_id = ?) ORDER BY t.timestamp, t.rowid",
+                (table, instant(since) or "", device, device)).fetchall()
+        return [{**json.loads(payload), **({"received_at": at} if at is not None else {})} for payload, at in rows]
 
     def quarantine(self, topic: str, raw: bytes, reason: str) -> None:
         """Keep a message that is not a valid decision, with why, for the security staff."""
@@ -206,7 +215,9 @@ class AuditLog:
         whose ``likely_for`` names it; relay failures refer to those, not to the decision). A
         GRANTED whose relay pulse the panel's output off ended early carries that off as
         ``ended_by``: one that ended the decision's own pulse, or the pulse of an opening in its
-        ``openings``."""
+        ``openings``. ``received_at``: when this logger first stored the decision, on its own
+        clock — the door made it no later (its ``timestamp`` is the door's clock, which may be
+        off: ``clock_synchronized`` false); absent for one stored by an older logger."""
         where, params = "1=1", []
         for col, op, val in (("user_id", "=", user), ("device_id", "=", device), ("timestamp", ">=", instant(since)),
                              ("timestamp", "<=", instant(until)), ("decision", "=", decision)):
@@ -214,8 +225,9 @@ class AuditLog:
                 where += f" AND d.{col} {op} ?"
                 params.append(val)
         with self._lock:
-            rows = self._conn.execute(f"SELECT event_id, payload FROM decisions d WHERE {where} "
-                                      "ORDER BY timestamp", params).fetchall()
+            rows = self._conn.execute(f"SELECT d.event_id, d.payload, r.received_at FROM decisions d "
+                                      "LEFT JOIN received r ON r.kind = 'decisions' AND r.event_id = d.event_id "
+                                      f"WHERE {where} ORDER BY d.timestamp", params).fetchall()
             joined: dict[str, dict[str, list[dict[str, Any]]]] = {"panel": {}, "openings": {}, "ended_by": {}}
             # only a record of the decision's own door: the ids in it are whatever that door wrote,
             # and another door's verdict or opening naming this decision is not this door's
@@ -229,8 +241,10 @@ class AuditLog:
             for event_id, payload, _at, _row in self._conn.execute(_ENDED_BY.format(where=where), params * _ENDED_BY.count("{where}")):
                 joined["ended_by"].setdefault(event_id, []).append(json.loads(payload))
         out = []
-        for event_id, payload in rows:
+        for event_id, payload, received_at in rows:
             row = json.loads(payload)
+            if received_at is not None:  # none for a decision an older logger stored
+                row["received_at"] = received_at
             for key, found in joined.items():
                 if event_id in found:
                     row[key] = found[event_id]
