@@ -32,12 +32,12 @@ from facelink.models.engine import FaceEngine
 from facelink.models.manifest import verify_model
 from facelink.models.risk import check_door_threshold, log_stranger_risk
 from facelink.models.runtime import TFLiteBackend, limit_blas_threads
+from facelink.mqtt import wall_clock
 from facelink.mqtt.client import Transport, door_client
 from facelink.mqtt.outbox import Outbox, publish_directly, put_or_publish
 from facelink.mqtt.pump import OutboxPump
 from facelink.mqtt.topics import DeviceTopics
 
-from . import wall_clock
 from .actuation import Actuation
 from .assembly import build_components
 from .camera import CameraReader, Frame

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from facelink.mqtt import wall_clock
 from facelink.mqtt.schema import (  # noqa: F401 - the decision kinds are defined with the schema
     ACTUATION_FAILED,
     DENIED_LOW_QUALITY,
@@ -35,7 +36,6 @@ from facelink.mqtt.schema import (  # noqa: F401 - the decision kinds are define
     DecisionMessage,
 )
 
-from . import wall_clock
 from .tracker import Observation, Track
 
 

@@ -16,22 +16,18 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from facelink.access.osdp_verdicts import PanelOutput, PanelVerdict
 from facelink.mqtt.client import Transport
 from facelink.mqtt.outbox import Outbox, put_or_publish
 from facelink.mqtt.schema import NOT_SENT, SEND_FAILED, EventMessage, PanelOutputMessage, PanelVerdictMessage
+from facelink.mqtt.wall_clock import stamp
 
 from .decision import Decision
 from .door import DoorRelay
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
 
 
 @dataclass
@@ -45,7 +41,7 @@ class PanelRecords:
     # -- what the panel answered -----------------------------------------------------------
     def verdict(self, verdict: PanelVerdict) -> None:
         """The panel's answer to a card read, beside FaceLink's decision (raises when the outbox does)."""
-        self._put(PanelVerdictMessage(event_id=str(uuid.uuid4()), timestamp=_now(), device_id=self.device_id,
+        self._put(PanelVerdictMessage(event_id=str(uuid.uuid4()), **stamp(), device_id=self.device_id,
                                       **asdict(verdict)))
 
     def send_failed(self, granted: Decision, credential: str, reason: str) -> None:
@@ -68,7 +64,7 @@ class PanelRecords:
     def _no_response(self, granted: Decision, credential: str | None, why: str, detail: str, what: str) -> None:
         verdict = PanelVerdict(granted.event_id, credential, "NO_RESPONSE", None, None, reason=why,
                                detail=detail[:1000])
-        self._follow_up(PanelVerdictMessage(event_id=str(uuid.uuid4()), timestamp=_now(),
+        self._follow_up(PanelVerdictMessage(event_id=str(uuid.uuid4()), **stamp(),
                                             device_id=self.device_id, **asdict(verdict)),
                         f"{what} of GRANTED {granted.event_id}")
 
@@ -142,7 +138,7 @@ class PanelRecords:
             failed(f"{type(exc).__name__}: {exc}")
 
     def _message(self, output: PanelOutput, **fields: Any) -> PanelOutputMessage:
-        return PanelOutputMessage(event_id=str(uuid.uuid4()), timestamp=_now(), device_id=self.device_id,
+        return PanelOutputMessage(event_id=str(uuid.uuid4()), **stamp(), device_id=self.device_id,
                                   command=output.command, likely_for=output.likely_for, **fields)
 
     # -- the outbox ------------------------------------------------------------------------

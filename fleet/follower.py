@@ -71,7 +71,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -82,6 +81,7 @@ from facelink.models.embedder import EMBEDDING_DIM
 from facelink.mqtt.client import Transport
 from facelink.mqtt.schema import SyncAlarmMessage
 from facelink.mqtt.topics import CollectionTopics, DeviceTopics
+from facelink.mqtt.wall_clock import stamp
 
 from .changeset import ChangeSet, ChangeSetRejected, ChangeSetVerifier
 from .protocol import (
@@ -543,7 +543,7 @@ class Follower:
                     detail[:300])
         if self.alarm is None:
             return
-        message = SyncAlarmMessage(event_id=str(uuid.uuid4()), timestamp=datetime.now(timezone.utc).isoformat(),
+        message = SyncAlarmMessage(event_id=str(uuid.uuid4()), **stamp(),
                                    device_id=self.device_id, collection_id=self.collection_id, reason=reason[:40],
                                    detail=detail[:500], topic=topic[:300], seq=seq, size=len(payload))
         try:

@@ -64,16 +64,25 @@ def aware_iso(v: str) -> str:
 EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID)]
 Timestamp = Annotated[str, Field(max_length=64, description="ISO-8601 with a time zone"), AfterValidator(aware_iso)]
+ClockSynchronized = Annotated[bool | None, Field(description=(
+    "false: the kernel of the machine that stamped ``timestamp`` said its wall clock was not "
+    "synchronized (no NTP since boot, e.g. a Pi on fake-hwclock after a power cut, or none for "
+    "~9 hours; mqtt/wall_clock.py): the time may be off. Published only when false, so a logger "
+    "that predates it still accepts every other event"))]
 
 
 class EventMessage(BaseModel):
     """What every published event model shares: strict, frozen, unknown fields refused, and
-    ``payload()`` — the JSON object as published, ``schema`` first."""
+    ``payload()`` — the JSON object as published, ``schema`` first; ``clock_synchronized`` (each
+    model lists it last) only when false."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     def payload(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True)
+        out = self.model_dump(mode="json", by_alias=True)
+        if out.get("clock_synchronized", False) is not False:
+            del out["clock_synchronized"]
+        return out
 
 
 class DecisionMessage(EventMessage):
@@ -100,11 +109,7 @@ class DecisionMessage(EventMessage):
     factors: list[Literal["card", "face"]] = Field(default_factory=lambda: ["face"], max_length=2,
                                                    description="what was seen")
     refers_to: EventId | None = Field(None, description="ACTUATION_FAILED: the event id of the GRANTED it follows")
-    clock_synchronized: bool | None = Field(None, description=(
-        "false: the door's kernel said its wall clock was not synchronized when it stamped "
-        "``timestamp`` (no NTP since boot, e.g. a Pi on fake-hwclock after a power cut, or none "
-        "for ~9 hours): the time may be off. Published only when false, so a logger that "
-        "predates it still accepts every other decision"))
+    clock_synchronized: ClockSynchronized = None
 
     @model_validator(mode="after")
     def _consistent(self) -> DecisionMessage:
@@ -113,12 +118,6 @@ class DecisionMessage(EventMessage):
         if self.decision == ACTUATION_FAILED and self.refers_to is None:
             raise ValueError("ACTUATION_FAILED needs refers_to")
         return self
-
-    def payload(self) -> dict:
-        out = super().payload()
-        if out.get("clock_synchronized") is not False:
-            out.pop("clock_synchronized", None)
-        return out
 
 
 PANEL_SCHEMA = "facelink.panel/1"
@@ -167,6 +166,7 @@ class PanelVerdictMessage(EventMessage):
     detail: str | None = Field(None, max_length=1000, description=(
         "send_failed and not_sent only (and required with them): why the send failed or was not "
         "made, and any badge the panel may have read instead. Left out of the payload otherwise"))
+    clock_synchronized: ClockSynchronized = None
 
     @model_validator(mode="after")
     def _reason_only_for_no_response(self) -> PanelVerdictMessage:
@@ -240,6 +240,7 @@ class PanelOutputMessage(EventMessage):
         "off ended too (or that run on with it) than earlier_pulses can name (the door keeps the "
         "newest 64): their GRANTEDs show no ended_by. Left out of the payload when none (found "
         "in review: they were dropped without a trace)"))
+    clock_synchronized: ClockSynchronized = None
 
     @model_validator(mode="after")
     def _failure_refers(self) -> PanelOutputMessage:
@@ -284,3 +285,4 @@ class SyncAlarmMessage(EventMessage):
     topic: str = Field(max_length=300, description="where the refused message came from")
     seq: int | None = Field(None, ge=0, description="its seq, when its signature was valid")
     size: int = Field(ge=0, description="its size in bytes")
+    clock_synchronized: ClockSynchronized = None

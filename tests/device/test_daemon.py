@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from facelink.audit.logger import AuditLog
-from facelink.device import scan, wall_clock
+from facelink.device import scan
+from facelink.mqtt import wall_clock
 from tests.waiting import wait_until
 
 from .conftest import Watcher

@@ -1,6 +1,7 @@
-"""Each decision says when the door's wall clock — its ``timestamp`` — was not synchronized
-(the kernel's adjtimex state), so that an auditor knows which times to doubt: a Pi has no
-battery clock and after a power cut without network decides on fake-hwclock's old time."""
+"""Each event says when the door's wall clock — its ``timestamp`` — was not synchronized (the
+kernel's adjtimex state), so that an auditor knows which times to doubt: a Pi has no battery
+clock and after a power cut without network decides on fake-hwclock's old time. Decisions,
+panel records and sync alarms alike (``mqtt.wall_clock.stamp``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 
 from facelink.audit.intake import Intake
 from facelink.audit.store import AuditLog
-from facelink.device import wall_clock
 from facelink.device.decision import Decision
+from facelink.mqtt import wall_clock
 
 
 def test_the_kernel_is_asked_and_answers():
@@ -41,3 +42,27 @@ def test_only_an_unsynchronized_clock_is_published_and_the_logger_keeps_it(tmp_p
 def test_every_decision_is_stamped_with_the_clock_state_of_its_making():
     made = Decision("ERROR", "front", "door", "m", 99.0, reason="x")
     assert made.clock_synchronized is wall_clock.synchronized()
+
+
+def test_panel_records_are_stamped_the_same_way(tmp_path):
+    """A panel verdict and a panel opening, made through the door's PanelRecords into a real
+    outbox, carry ``clock_synchronized`` false exactly when the kernel says so; the logger's
+    models accept every variant."""
+    from facelink.access.osdp_verdicts import PanelOutput, PanelVerdict
+    from facelink.device.door import NoRelay
+    from facelink.device.panel_records import PanelRecords
+    from facelink.mqtt.outbox import Outbox
+    from facelink.mqtt.schema import PanelOutputMessage, PanelVerdictMessage
+
+    outbox = Outbox(tmp_path / "outbox.db")
+    records = PanelRecords(outbox, None, "facelink/front/panel", "front", NoRelay())
+    records.verdict(PanelVerdict("d-1", "H10301:42:1", "GRANTED", {"on_color": 2}, 0.4))
+    records.output(PanelOutput({"control_code": 5}, None))
+    said = False if wall_clock.synchronized() is False else None
+    payloads = [json.loads(event.payload) for event in outbox.peek(10)]
+    assert len(payloads) == 2 and [p.get("clock_synchronized") for p in payloads] == [said, said]
+    for model, payload in zip((PanelVerdictMessage, PanelOutputMessage), payloads):
+        for synced in (False, True, None):
+            message = model.model_validate({**payload, "clock_synchronized": synced})
+            assert ("clock_synchronized" in message.payload()) == (synced is False)
+    outbox.close()

@@ -29,6 +29,7 @@ from facelink.fleet.protocol import (
     vector_to_b64,
 )
 from facelink.fleet.signing import generate_keypair, load_private
+from facelink.mqtt import wall_clock
 from facelink.mqtt.client import MqttClient
 from facelink.mqtt.schema import SyncAlarmMessage
 from facelink.mqtt.topics import CollectionTopics, DeviceTopics
@@ -189,6 +190,8 @@ def test_duplicate_is_harmless_replay_and_forgeries_change_nothing(door, keys, t
         assert d.follower.rejected.get(reason) == 1, (reason, d.follower.rejected)
         alarm = SyncAlarmMessage.model_validate(d.alarms[-1])
         assert alarm.reason == reason and alarm.device_id == DOOR and alarm.collection_id == "staff"
+        # stamped like every event: said when this machine's clock is not synchronized
+        assert d.alarms[-1].get("clock_synchronized") == (False if wall_clock.synchronized() is False else None)
     assert len(d.alarms) == len(cases)
     for body in ({"kind": "teleport"}, delta(2, faces_put=[face("fw", "ann", 4, dim=64)]),
                  delta(2, faces_put=[face("fl", "ann", 4, length=5.0)])):  # scores 5x: refused

@@ -1,5 +1,6 @@
-"""Whether the door's wall clock — the one every published event is stamped with — is
-synchronized, as the kernel says (``adjtimex(2)``, read-only: ``modes = 0``).
+"""Whether this machine's wall clock — the one every published event is stamped with — is
+synchronized, as the kernel says (``adjtimex(2)``, read-only: ``modes = 0``); ``stamp()`` is an
+event's time and that word together.
 
 A Raspberry Pi has no battery-backed clock: after a power cut without network it runs from
 fake-hwclock's last saved time, which may be hours or days behind, and the door keeps deciding
@@ -17,6 +18,8 @@ import ctypes
 import ctypes.util
 import functools
 import sys
+from datetime import datetime, timezone
+from typing import Any
 
 TIME_ERROR = 5  # adjtimex's return: the clock is not synchronized
 _TIMEX_BYTES = 512  # struct timex is 208 bytes on 64-bit Linux, 128 on 32-bit: room for either
@@ -45,3 +48,8 @@ def synchronized() -> bool | None:
     timex = ctypes.create_string_buffer(_TIMEX_BYTES)  # zeroed: modes = 0 reads, changes nothing
     state = call(timex)
     return None if state < 0 else state != TIME_ERROR
+
+
+def stamp() -> dict[str, Any]:
+    """An event's ``timestamp`` (UTC, ISO 8601) and ``clock_synchronized`` as of now."""
+    return {"timestamp": datetime.now(timezone.utc).isoformat(), "clock_synchronized": synchronized()}
