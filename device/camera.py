@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
 REALSENSE_SOURCES = ("realsense", "realsense-ir")  # Intel RealSense colour+depth / IR+depth
+MAX_HUNG_READERS = 4  # abandoned camera readers whose read still hangs: past this none is opened
 
 
 PICAMERA_FORMAT = "RGB888"  # libcamera names formats by word order: RGB888 is B,G,R bytes (OpenCV's)
@@ -183,9 +184,11 @@ class CameraReader:
     fast machine and on a stalled one."""
 
     def __init__(self, source: str, *, loop: bool = False, max_backoff_s: float = 30.0,
-                 max_fps: float = 15.0, live: bool | None = None, stall_s: float = 10.0) -> None:
+                 max_fps: float = 15.0, live: bool | None = None, stall_s: float = 10.0,
+                 max_hung: int = MAX_HUNG_READERS) -> None:
         self.source = source
         self.stall_s = stall_s
+        self.max_hung = max_hung
         self.loop = loop
         self.max_backoff_s = max_backoff_s
         self.min_interval = 1.0 / max_fps
@@ -205,44 +208,71 @@ class CameraReader:
         self.stalls = 0  # reads abandoned because the source delivered nothing for stall_s
         self._last_frame_at: float | None = None  # the current reader's last frame from the source
         self._generation = 0  # the reader thread that owns the source; an abandoned one exits
+        self._hung: list[threading.Thread] = []  # abandoned readers (alive while their read hangs)
         self._lock = threading.Lock()
-        self._thread = self._reader()
+        self._thread: threading.Thread | None = self._reader()  # None: waiting for a hung one to return
 
     def _reader(self) -> threading.Thread:
         return threading.Thread(target=self._run, args=(self._generation,), name="camera", daemon=True)
 
     def start(self) -> CameraReader:
+        assert self._thread is not None
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(timeout=5)
 
-    def stalled(self, now: float) -> float | None:
-        """A live source that delivered frames and then none for ``stall_s`` (its read hangs):
-        how long, or None. Never for a file or folder (they end; a slow door is not a stall)."""
-        last = self._last_frame_at
-        if self.finite or last is None or not self.connected.is_set() or now - last < self.stall_s:
-            return None
-        return now - last
-
-    def reopen_stalled(self, stalled_s: float) -> None:
-        """Abandon the reader whose read hangs and open the source again on a new thread (a read
-        cannot be interrupted; the old thread exits, releasing its capture, if its read ever
-        returns). ``camera_connected`` is false until the new reader delivers a frame."""
+    def watch(self, now: float) -> str | None:
+        """The stall watch, called from the door's loop: a live source that delivered frames and
+        then none for ``stall_s`` (its read hangs) is abandoned and opened again on a new reader
+        thread (a read cannot be interrupted; the old thread exits, releasing its capture, if its
+        read ever returns). At most ``max_hung`` hung readers are kept: past that none is opened
+        until one of them returns (found in review: a camera that hangs over and over piled up a
+        thread and a capture per stall). Returns what to say (an ERROR) when it acted, else None.
+        Never for a file or folder (they end; a slow door is not a stall)."""
         with self._lock:
+            self._hung = [t for t in self._hung if t.is_alive()]
+            if self._thread is None:  # none opened: waiting for a hung reader to return
+                if len(self._hung) >= self.max_hung:
+                    return None
+                self._start_reader()
+                log.warning("camera %s: a hung reader returned: opening the camera again", self.source)
+                return None
+            last = self._last_frame_at
+            if self.finite or last is None or not self.connected.is_set() or now - last < self.stall_s:
+                return None
             self._generation += 1
+            self._hung.append(self._thread)
             self._last_frame_at = None
             self.connected.clear()
             self.stalls += 1
-            self.reopens += 1
-            self.last_error = f"no frame for {stalled_s:.1f} s: the read hung"
+            said = f"the camera stopped delivering frames (none for camera.stall_s = {self.stall_s:g} s)"
+            if len(self._hung) >= self.max_hung:
+                self._thread = None
+                self.last_error = f"no frame for {now - last:.1f} s; {len(self._hung)} readers hung, none opened again"
+                log.error("camera %s delivered no frame for %.1f s and %d readers hang: not opened again "
+                          "until one returns (restart the door if it does not)", self.source, now - last,
+                          len(self._hung))
+                return f"{said}: {len(self._hung)} readers hang, not opened again until one returns"
+            self.last_error = f"no frame for {now - last:.1f} s: the read hung"
             log.error("camera %s delivered no frame for %.1f s: opening it again on a new reader",
-                      self.source, stalled_s)
-            self._thread = self._reader()
-            self._thread.start()
+                      self.source, now - last)
+            self._start_reader()
+            return f"{said}: opened again on a new reader"
+
+    def hung_readers(self) -> int:
+        """Abandoned readers whose read has not returned yet (health)."""
+        with self._lock:
+            return sum(t.is_alive() for t in self._hung)
+
+    def _start_reader(self) -> None:
+        self.reopens += 1
+        self._thread = self._reader()
+        self._thread.start()
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation and not self._stop.is_set()

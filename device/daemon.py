@@ -308,6 +308,7 @@ class Daemon:
                 "collection_scan": {**self.index.scan_info(), "blas_threads": self.blas_threads},
                 "camera_connected": self.camera.connected.is_set(),
                 "camera_reopens": self.camera.reopens, "camera_stalls": self.camera.stalls,
+                "camera_hung_readers": self.camera.hung_readers(),
                 "frames_dropped": self.camera.dropped,
                 "mqtt_connected": self.transport.is_connected(), "clock_synchronized": wall_clock.synchronized(),
                 "stranger_risk": self._stranger_risk(),
@@ -341,12 +342,9 @@ class Daemon:
 
     def _housekeeping(self, now: float) -> None:
         notify("WATCHDOG=1")
-        stalled = self.camera.stalled(now)
+        stalled = self.camera.watch(now)
         if stalled is not None:  # its read hangs: the loop (and the watchdog) go on, the door says so
-            self.camera.reopen_stalled(stalled)
-            self.fail_closed(CameraError(  # no source in it: an RTSP URL may carry a password
-                f"the camera stopped delivering frames (none for camera.stall_s = {self.settings.camera.stall_s:g} s):"
-                " opened again on a new reader"), now)
+            self.fail_closed(CameraError(stalled), now)  # no source in it: an RTSP URL may carry a password
         self._output_faults(now)
         if self.sync is not None and self.sync.changed():
             self.index.refresh(0)  # a change set was applied: revocations take effect now

@@ -97,3 +97,83 @@ def test_a_camera_whose_read_hangs_is_reported_and_opened_again(tmp_path, broker
     assert len(decided("ERROR")) == 1  # one stall, one ERROR
     assert door.stop() == 0, door.log()
     watcher.close()
+
+
+class HangingCamera:
+    """An MJPEG camera each of whose connections sends a few frames and then hangs (socket open,
+    nothing sent) until the test ``release``s it (closes it: the reader's read returns)."""
+
+    def __init__(self, jpeg: bytes, frames: int = 3) -> None:
+        self.closing = threading.Event()
+        self.released: list[threading.Event] = []
+        camera = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                release = threading.Event()
+                camera.released.append(release)
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n"
+                for _ in range(frames):
+                    self.wfile.write(part)
+                    self.wfile.flush()
+                while not (release.is_set() or camera.closing.is_set()):
+                    release.wait(0.1)
+                self.close_connection = True
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
+
+    @property
+    def connections(self) -> int:
+        return len(self.released)
+
+    def release(self, k: int) -> None:
+        self.released[k].set()
+
+    def close(self) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_hung_readers_are_bounded_and_a_returned_one_lets_the_camera_open_again(faces_dir):
+    """A camera that hangs on every connection: each stall abandons its reader and opens a new
+    one until ``max_hung`` readers hang; then none is opened (no thread and capture per stall
+    without end) and the watch says so; once a hung read returns, the camera is opened again."""
+    import time
+
+    from facelink.device.camera import CameraReader
+    from tests.waiting import wait_until
+
+    camera = HangingCamera((faces_dir / "people/obama/2.jpg").read_bytes())
+    reader = CameraReader(camera.url, stall_s=1.0, max_hung=2).start()
+    said: list[str] = []
+
+    def watched() -> None:
+        if (message := reader.watch(time.monotonic())) is not None:
+            said.append(message)
+
+    try:
+        assert wait_until(lambda: (watched(), reader.stalls == 2)[1], 30)
+        assert reader.hung_readers() == 2 and camera.connections == 2
+        assert said[0].endswith("opened again on a new reader") and "2 readers hang" in said[1]
+        assert "127.0.0.1" not in "".join(said)  # never the source: a URL may carry a password
+        for later in (10.0, 100.0, 1000.0):  # however long it stays so: no third reader
+            assert reader.watch(time.monotonic() + later) is None
+        assert camera.connections == 2 and not reader.connected.is_set()
+        camera.release(0)  # the first hung read returns (its connection closed): that reader exits
+        assert wait_until(lambda: reader.hung_readers() == 1, 30)
+        assert wait_until(lambda: (watched(), camera.connections == 3)[1], 30)
+        assert wait_until(lambda: reader.connected.is_set(), 30)  # frames again from the new reader
+        assert len(said) == 2 and reader.stalls == 2
+    finally:
+        reader.stop()
+        camera.close()
