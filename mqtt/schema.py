@@ -138,7 +138,7 @@ class PanelVerdictMessage(EventMessage):
     decision_event_id: EventId = Field(description="the GRANTED it answers")
     credential: str | None = Field(max_length=128, description=(
         "the credential sent (or, not_sent, that would have been); null only with reason = "
-        "not_sent, for a user who has none"))
+        "not_sent, for a user who has none or whose stored one cannot be read (detail says which)"))
     verdict: Literal["GRANTED", "DENIED", "NO_RESPONSE"]
     command: dict[str, Any] | None = Field(None, description="the panel's LED/output command")
     latency_s: float | None = Field(None, ge=0, allow_inf_nan=False)
@@ -175,7 +175,7 @@ class PanelVerdictMessage(EventMessage):
         if (self.detail is not None) != (self.reason in WITH_DETAIL):
             raise ValueError("detail goes with reason = send_failed or not_sent, and only with them")
         if self.credential is None and self.reason != NOT_SENT:
-            raise ValueError("credential is null only with reason = not_sent (a user who has none)")
+            raise ValueError("credential is null only with reason = not_sent (none, or none readable)")
         return self
 
     def payload(self) -> dict:
