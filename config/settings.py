@@ -105,7 +105,7 @@ class CameraSettings(Section):
     loop: bool = Field(False, description="Replay a video file/folder forever (demos).")
     max_fps: float = Field(15.0, ge=1, le=240, description="Frames processed per second at most; older frames are dropped. A replayed folder's images (and a video that states no plausible frame rate) are timed at this rate.")
     reconnect_max_backoff_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between attempts to reopen a lost camera.")
-    stall_s: float = Field(10.0, ge=1, le=600, description="A live camera that delivered frames and then none for this long (a read that hangs: a wedged V4L2 device, an IP camera whose stream stopped with its connection open) is stalled: health camera_connected false, an ERROR, and the camera is opened again on a new reader thread (the hung read is abandoned). Files and folders are never stalled.")
+    stall_s: float = Field(10.0, ge=1, le=600, description="A live camera that delivered frames and then none for this long (a read that hangs: a wedged V4L2 device, an IP camera whose stream stopped with its connection open) is stalled: health camera_connected false, an ERROR, and the camera is opened again on a new reader thread (the hung read is abandoned). An attempt to open it that brings no frame for 60 s (or this, if longer) is stalled too. Files and folders are never stalled.")
 
 
 class MqttSettings(Section):

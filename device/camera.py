@@ -24,6 +24,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
 REALSENSE_SOURCES = ("realsense", "realsense-ir")  # Intel RealSense colour+depth / IR+depth
 MAX_HUNG_READERS = 4  # abandoned camera readers whose read still hangs: past this none is opened
+OPEN_S = 60.0  # an attempt (open and first frame) without a frame this long hangs (OpenCV's FFmpeg gives up at 30 s)
 
 
 PICAMERA_FORMAT = "RGB888"  # libcamera names formats by word order: RGB888 is B,G,R bytes (OpenCV's)
@@ -185,9 +186,10 @@ class CameraReader:
 
     def __init__(self, source: str, *, loop: bool = False, max_backoff_s: float = 30.0,
                  max_fps: float = 15.0, live: bool | None = None, stall_s: float = 10.0,
-                 max_hung: int = MAX_HUNG_READERS) -> None:
+                 max_hung: int = MAX_HUNG_READERS, open_s: float = OPEN_S) -> None:
         self.source = source
         self.stall_s = stall_s
+        self.open_s = max(open_s, stall_s)
         self.max_hung = max_hung
         self.loop = loop
         self.max_backoff_s = max_backoff_s
@@ -207,6 +209,10 @@ class CameraReader:
         self.last_error: str | None = None
         self.stalls = 0  # reads abandoned because the source delivered nothing for stall_s
         self._last_frame_at: float | None = None  # the current reader's last frame from the source
+        # when the current reader's attempt (its open, then its first read) began; None once it has
+        # a frame and while it waits out a back-off (found in review: a reader opened again after a
+        # stall whose open hung the same way was never watched: no frame, so never stalled)
+        self._opening_since: float | None = None
         self._generation = 0  # the reader thread that owns the source; an abandoned one exits
         self._hung: list[threading.Thread] = []  # abandoned readers (alive while their read hangs)
         self._lock = threading.Lock()
@@ -228,9 +234,11 @@ class CameraReader:
 
     def watch(self, now: float) -> str | None:
         """The stall watch, called from the door's loop: a live source that delivered frames and
-        then none for ``stall_s`` (its read hangs) is abandoned and opened again on a new reader
+        then none for ``stall_s`` (its read hangs), or an attempt to open it that has brought no
+        frame for ``open_s`` (its open or first read hangs: found in review, a reader opened again
+        after a stall and hung so was never watched), is abandoned and opened again on a new reader
         thread (a read cannot be interrupted; the old thread exits, releasing its capture, if its
-        read ever returns). At most ``max_hung`` hung readers are kept: past that none is opened
+        read ever returns). An attempt waiting out its back-off is not watched. At most ``max_hung`` hung readers are kept: past that none is opened
         until one of them returns (found in review: a camera that hangs over and over piled up a
         thread and a capture per stall). Returns what to say (an ERROR) when it acted, else None.
         Never for a file or folder (they end; a slow door is not a stall)."""
@@ -242,25 +250,32 @@ class CameraReader:
                 self._start_reader()
                 log.warning("camera %s: a hung reader returned: opening the camera again", self.source)
                 return None
-            last = self._last_frame_at
-            if self.finite or last is None or not self.connected.is_set() or now - last < self.stall_s:
+            if self.finite:
+                return None
+            last, opening = self._last_frame_at, self._opening_since
+            if last is not None and self.connected.is_set() and now - last >= self.stall_s:
+                waited = now - last
+                said = f"the camera stopped delivering frames (none for camera.stall_s = {self.stall_s:g} s)"
+            elif opening is not None and now - opening >= self.open_s:
+                waited = now - opening
+                said = f"the camera was opened and delivered no frame in {self.open_s:g} s"
+            else:
                 return None
             self._generation += 1
             self._hung.append(self._thread)
-            self._last_frame_at = None
+            self._last_frame_at = self._opening_since = None
             self.connected.clear()
             self.stalls += 1
-            said = f"the camera stopped delivering frames (none for camera.stall_s = {self.stall_s:g} s)"
             if len(self._hung) >= self.max_hung:
                 self._thread = None
-                self.last_error = f"no frame for {now - last:.1f} s; {len(self._hung)} readers hung, none opened again"
+                self.last_error = f"no frame for {waited:.1f} s; {len(self._hung)} readers hung, none opened again"
                 log.error("camera %s delivered no frame for %.1f s and %d readers hang: not opened again "
-                          "until one returns (restart the door if it does not)", self.source, now - last,
+                          "until one returns (restart the door if it does not)", self.source, waited,
                           len(self._hung))
                 return f"{said}: {len(self._hung)} readers hang, not opened again until one returns"
-            self.last_error = f"no frame for {now - last:.1f} s: the read hung"
+            self.last_error = f"no frame for {waited:.1f} s: the read hung"
             log.error("camera %s delivered no frame for %.1f s: opening it again on a new reader",
-                      self.source, now - last)
+                      self.source, waited)
             self._start_reader()
             return f"{said}: opened again on a new reader"
 
@@ -305,7 +320,11 @@ class CameraReader:
     def _run(self, generation: int) -> None:
         backoff = 0.5
         index = 0
-        while self._current(generation):
+        while True:
+            with self._lock:
+                if not self._current(generation):
+                    return
+                self._opening_since = time.monotonic()  # watched from its open on (watch)
             try:
                 frames = _replay_frames(self.source) if self.from_file else \
                     ((pixels, None) for pixels in _live_frames_of(self.source))
@@ -315,6 +334,7 @@ class CameraReader:
                         if not self._current(generation):
                             return  # stopped, or abandoned after a stall: a newer reader owns the source
                         self._last_frame_at = now = time.monotonic()
+                        self._opening_since = None
                         if not self.connected.is_set():
                             log.info("camera %s delivering frames", self.source)
                             self.connected.set()
@@ -341,6 +361,7 @@ class CameraReader:
                     if not self._current(generation):
                         return
                     self.connected.clear()
+                    self._opening_since = None  # its back-off is no hang
                     self.last_error = str(exc)
                     self.reopens += 1
                 log.warning("camera problem (%s); retrying in %.1f s", exc, backoff)

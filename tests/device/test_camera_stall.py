@@ -177,3 +177,40 @@ def test_hung_readers_are_bounded_and_a_returned_one_lets_the_camera_open_again(
     finally:
         reader.stop()
         camera.close()
+
+
+def test_a_reader_opened_again_whose_open_hangs_is_stalled_too(faces_dir, mjpeg_camera):
+    """Found in review: the reader opened again after a stall was watched only once it had
+    delivered a frame. Its open (or first read) hanging the same way — here the camera's next
+    connection is accepted and answered with nothing — left the watch silent for good: no stall,
+    no ERROR, not a hung reader, and (a source whose read never gives up: GStreamer, picamera2)
+    the camera never opened again. An attempt without a frame for ``open_s`` is a stall too."""
+    import time
+
+    from facelink.device.camera import CameraReader
+    from tests.waiting import wait_until
+
+    reader = CameraReader(mjpeg_camera.url, stall_s=1.0, open_s=2.0).start()
+    said: list[str] = []
+
+    def watched() -> None:
+        if (message := reader.watch(time.monotonic())) is not None:
+            said.append(message)
+
+    try:
+        assert wait_until(lambda: reader.connected.is_set(), 30)
+        mjpeg_camera.stall.set()  # the first connection stops sending; later ones answer nothing
+        assert wait_until(lambda: (watched(), reader.stalls == 1)[1], 15)
+        assert wait_until(lambda: mjpeg_camera.connections == 2, 15)
+        # the second reader hangs in its open: within open_s it is stalled too (an ERROR to say, a
+        # hung reader on health) and a third is started, well before OpenCV's own 30 s open timeout
+        assert wait_until(lambda: (watched(), reader.stalls == 2)[1], 15), (said, reader.last_error)
+        assert reader.hung_readers() == 2 and reader.reopens >= 2 and not reader.connected.is_set()
+        assert "delivered no frame in 2 s" in said[1] and said[1].endswith("opened again on a new reader")
+        assert "127.0.0.1" not in "".join(said)
+        mjpeg_camera.resume.set()  # the camera answers again: the newest reader delivers frames
+        assert wait_until(lambda: (watched(), reader.connected.is_set())[1], 30)
+        assert mjpeg_camera.connections >= 3 and reader.stalls == 2
+        assert wait_until(lambda: reader.hung_readers() == 1, 30)  # the one that hung in its open exited
+    finally:
+        reader.stop()
