@@ -66,3 +66,23 @@ def test_panel_records_are_stamped_the_same_way(tmp_path):
             message = model.model_validate({**payload, "clock_synchronized": synced})
             assert ("clock_synchronized" in message.payload()) == (synced is False)
     outbox.close()
+
+
+@pytest.mark.parametrize("kernel_says", [False, True])
+def test_panel_records_say_what_the_kernel_says_whatever_this_machine_s_clock(tmp_path, monkeypatch, kernel_says):
+    """Found in review: the test above compares with this machine's own clock state, so on a
+    synchronized machine (most CI) it passed with records that were never stamped at all. Here the
+    kernel's answer is fixed: false is said on both records, true is left out."""
+    from facelink.access.osdp_verdicts import PanelOutput, PanelVerdict
+    from facelink.device.door import NoRelay
+    from facelink.device.panel_records import PanelRecords
+    from facelink.mqtt.outbox import Outbox
+
+    monkeypatch.setattr(wall_clock, "synchronized", lambda: kernel_says)
+    outbox = Outbox(tmp_path / "outbox.db")
+    records = PanelRecords(outbox, None, "facelink/front/panel", "front", NoRelay())
+    records.verdict(PanelVerdict("d-1", "H10301:42:1", "GRANTED", {"on_color": 2}, 0.4))
+    records.output(PanelOutput({"control_code": 5}, None))
+    payloads = [json.loads(event.payload) for event in outbox.peek(10)]
+    assert [p.get("clock_synchronized", "absent") for p in payloads] == [False if kernel_says is False else "absent"] * 2
+    outbox.close()

@@ -159,7 +159,10 @@ def test_deltas_apply_with_their_seq_and_the_matcher_follows(door, keys):
     assert d.follower.rejected == {} and d.alarms == []
 
 
-def test_duplicate_is_harmless_replay_and_forgeries_change_nothing(door, keys, tmp_path):
+def test_duplicate_is_harmless_replay_and_forgeries_change_nothing(door, keys, tmp_path, monkeypatch):
+    # the kernel's word fixed at "not synchronized" (found in review: compared with this machine's
+    # own state, the check below passed on a synchronized machine with alarms never stamped)
+    monkeypatch.setattr(wall_clock, "synchronized", lambda: False)
     key = keys[0]
     d = door()
     first = encode(key, "staff", V, 1, delta(1, users_put=[UserPut(user_id="ann")],
@@ -191,7 +194,7 @@ def test_duplicate_is_harmless_replay_and_forgeries_change_nothing(door, keys, t
         alarm = SyncAlarmMessage.model_validate(d.alarms[-1])
         assert alarm.reason == reason and alarm.device_id == DOOR and alarm.collection_id == "staff"
         # stamped like every event: said when this machine's clock is not synchronized
-        assert d.alarms[-1].get("clock_synchronized") == (False if wall_clock.synchronized() is False else None)
+        assert d.alarms[-1].get("clock_synchronized") is False
     assert len(d.alarms) == len(cases)
     for body in ({"kind": "teleport"}, delta(2, faces_put=[face("fw", "ann", 4, dim=64)]),
                  delta(2, faces_put=[face("fl", "ann", 4, length=5.0)])):  # scores 5x: refused
