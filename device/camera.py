@@ -307,15 +307,16 @@ class CameraReader:
                 except queue.Full:
                     continue
             return
-        try:
-            self._queue.put_nowait(frame)
-        except queue.Full:
-            try:
-                self._queue.get_nowait()
-                self.dropped += 1
-            except queue.Empty:
-                pass
-            self._queue.put_nowait(frame)
+        while True:  # the newest frame wins; another reader's put in between (an abandoned one's
+            try:  # last frame) is dropped in turn, never raised as a camera problem (found in review)
+                self._queue.put_nowait(frame)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
 
     def _run(self, generation: int) -> None:
         backoff = 0.5
