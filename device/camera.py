@@ -215,6 +215,7 @@ class CameraReader:
         self._opening_since: float | None = None
         self._generation = 0  # the reader thread that owns the source; an abandoned one exits
         self._hung: list[threading.Thread] = []  # abandoned readers (alive while their read hangs)
+        self._not_opened = ""  # why no reader is open (fault), while max_hung readers hang
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = self._reader()  # None: waiting for a hung one to return
 
@@ -240,7 +241,8 @@ class CameraReader:
         thread (a read cannot be interrupted; the old thread exits, releasing its capture, if its
         read ever returns). An attempt waiting out its back-off is not watched. At most ``max_hung`` hung readers are kept: past that none is opened
         until one of them returns (found in review: a camera that hangs over and over piled up a
-        thread and a capture per stall). Returns what to say (an ERROR) when it acted, else None.
+        thread and a capture per stall; ``fault`` says so meanwhile). Returns what to say (an ERROR)
+        when it opened the camera again after a stall, else None.
         Never for a file or folder (they end; a slow door is not a stall)."""
         with self._lock:
             self._hung = [t for t in self._hung if t.is_alive()]
@@ -266,18 +268,27 @@ class CameraReader:
             self._last_frame_at = self._opening_since = None
             self.connected.clear()
             self.stalls += 1
-            if len(self._hung) >= self.max_hung:
+            if len(self._hung) >= self.max_hung:  # said by ``fault``, every ERROR_REPEAT_S while it lasts
                 self._thread = None
+                self._not_opened = f"{said}: {len(self._hung)} readers hang, not opened again until one returns"
                 self.last_error = f"no frame for {waited:.1f} s; {len(self._hung)} readers hung, none opened again"
                 log.error("camera %s delivered no frame for %.1f s and %d readers hang: not opened again "
                           "until one returns (restart the door if it does not)", self.source, waited,
                           len(self._hung))
-                return f"{said}: {len(self._hung)} readers hang, not opened again until one returns"
+                return None
             self.last_error = f"no frame for {waited:.1f} s: the read hung"
             log.error("camera %s delivered no frame for %.1f s: opening it again on a new reader",
                       self.source, waited)
             self._start_reader()
             return f"{said}: opened again on a new reader"
+
+    @property
+    def fault(self) -> str | None:
+        """While no reader is open because ``max_hung`` readers hang: what to say (the door
+        publishes it as ERROR every ERROR_REPEAT_S while it lasts, as for a stuck output), else
+        None."""
+        with self._lock:
+            return self._not_opened if self._thread is None else None
 
     def hung_readers(self) -> int:
         """Abandoned readers whose read has not returned yet (health)."""

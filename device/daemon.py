@@ -345,7 +345,7 @@ class Daemon:
         stalled = self.camera.watch(now)
         if stalled is not None:  # its read hangs: the loop (and the watchdog) go on, the door says so
             self.fail_closed(CameraError(stalled), now)  # no source in it: an RTSP URL may carry a password
-        self._output_faults(now)
+        self._faults(now)
         if self.sync is not None and self.sync.changed():
             self.index.refresh(0)  # a change set was applied: revocations take effect now
         else:
@@ -360,15 +360,17 @@ class Daemon:
             self.reload()
         self._badges(self.clock.now())
 
-    def _output_faults(self, now: float) -> None:
-        """A lock output that may be held released (``relay_stuck``), or an access-panel output
+    def _faults(self, now: float) -> None:
+        """A lock output that may be held released (``relay_stuck``), an access-panel output
         that carries nothing to the panel (``osdp_fault``: the reader did not start again with
-        the panel's key, or refused the key it was sent; ``wiegand_stuck``): ERROR (and one log
-        record) every ERROR_REPEAT_S until it clears, timed here (its text may change between
-        attempts, which fail_closed's own limit would count as another error); one clock for
-        both limits: never 60 s apart."""
+        the panel's key, or refused the key it was sent; ``wiegand_stuck``), or a camera not
+        opened again because its hung readers are at their bound (``camera_hung_readers``):
+        ERROR (and one log record) every ERROR_REPEAT_S until it clears, timed here (its text may
+        change between attempts, which fail_closed's own limit would count as another error);
+        one clock for both limits: never 60 s apart."""
         for output, fault in (("relay", RelayError(stuck) if (stuck := self.relay.stuck) is not None else None),
-                              ("panel", PanelError(why) if (why := self.panel.fault) is not None else None)):
+                              ("panel", PanelError(why) if (why := self.panel.fault) is not None else None),
+                              ("camera", CameraError(cam) if (cam := self.camera.fault) is not None else None)):
             if fault is not None and now - self._fault_said.get(output, float("-inf")) >= ERROR_REPEAT_S:
                 self._fault_said[output] = now
                 self.fail_closed(fault, now)
