@@ -170,7 +170,11 @@ class Follower:
         self._logged_stale: str | None = None
         self.head_seq: int | None = None
         self.highest_seen = state.seq  # the newest seq any verified message named
-        self.want_snapshot = False
+        # the seq this copy held when the desk was found signing another history under the seqs it
+        # applied (a desk database restored from an older copy): stale, and deltas are not applied,
+        # until a snapshot past it replaces the copy (persisted: a restart does not forget it)
+        self.diverged = self.replica.diverged()
+        self.want_snapshot = self.diverged is not None
         self.rejected: dict[str, int] = {}
         self.duplicates = 0
         self.alarms_suppressed = 0  # refusals beyond ALARMS_PER_MINUTE (still counted and logged once)
@@ -290,6 +294,12 @@ class Follower:
                      body.reason)
             self.want_snapshot, self._outstanding = True, False
             return
+        if self.diverged is not None and isinstance(body, Delta):
+            # a delta of the desk's history on top of a copy of another one would be confirmed by
+            # the next head and keep what the desk revoked in between: only a snapshot will do
+            self._count("DIVERGED")
+            self.want_snapshot = True
+            return
         try:
             if isinstance(body, Delta):
                 self.replica.apply_delta(cs, body, sha)
@@ -303,6 +313,10 @@ class Follower:
                     return
                 self.replica.apply_snapshot()
                 self.snapshot_seq, self.want_snapshot = cs.seq, False
+                if self.diverged is not None:
+                    log.warning("sync %s: the desk's snapshot at seq %d replaced the copy that diverged at "
+                                "seq %d", self.collection_id, cs.seq, self.diverged)
+                    self.diverged = None
         except ChangeSetRejected as exc:
             self._refused(topic, payload, exc, sha)
             return
@@ -339,6 +353,12 @@ class Follower:
                 exc.seq <= self.snapshot_seq or self.replica.seen(exc.seq) == sha):
             self.duplicates += 1  # QoS 1 re-delivery, or covered by the snapshot applied: harmless
             return
+        if exc.reason == "REPLAY" and exc.seq is not None and not _is_snapshot(payload) and \
+                self.replica.seen(exc.seq) not in (None, sha):
+            # the desk signed other bytes under a seq this door applied (it re-sends the journal's
+            # own bytes, never rebuilt): its history went back, and what it signed since (a
+            # revocation among it) is refused here
+            self._diverge(f"the desk signed another change set at seq {exc.seq} than the one this door applied")
         if exc.reason == "GAP" and exc.seq is not None:
             self.highest_seen = max(self.highest_seen, exc.seq)
             if self.applied_seq == 0 or self.want_snapshot:
@@ -377,6 +397,7 @@ class Follower:
         if head.seq < self.applied_seq:
             self._reject(topic, payload, "HEAD_BEHIND", f"head at seq {head.seq}, the door applied "
                                                         f"{self.applied_seq}", head.seq)
+            self._diverge(f"a head newer than any before names seq {head.seq}, below this door's {self.applied_seq}")
             return
         # when the desk issued it, on this door's monotonic clock: not later than the desk's own time
         # since the previous head allows. A head held back (a broker's queue while the door was cut
@@ -421,6 +442,8 @@ class Follower:
         if head.seq < self.applied_seq:
             self._reject(topic, payload, "HEAD_BEHIND", f"head at seq {head.seq}, the door applied "
                                                         f"{self.applied_seq}", head.seq)
+            self._diverge(f"the desk's answer to a challenge names seq {head.seq}, below this door's "
+                          f"{self.applied_seq}")
             return
         self._head_late, self._challenges_unanswered = False, 0
         now = self.monotonic()
@@ -522,6 +545,22 @@ class Follower:
         self._challenges.asked(now)
 
     # -- refusals, staleness, health -------------------------------------------------------
+    def _diverge(self, why: str) -> None:
+        """The desk's signed messages show that its history went back behind this copy (its
+        database restored from an older copy): the seqs it signs from now on name other change
+        sets than those this door applied, so neither its deltas nor a head at this door's seq
+        say anything about this copy. Stale (persisted) until a snapshot past the door's seq
+        replaces it; asks for one now. Found in review: the desk's revocation signed under a
+        reused seq was refused as REPLAY, and its head at that seq confirmed the door's copy."""
+        self.want_snapshot, self._outstanding = True, False
+        if self.diverged is not None:
+            return
+        self.diverged = self.applied_seq
+        self.replica.mark_diverged(self.applied_seq)
+        log.error("sync %s: %s: the desk's history went back (its database restored?); the copy is stale "
+                  "until a snapshot past seq %d replaces it", self.collection_id, why, self.applied_seq)
+        self._reject(self.topics.head, b"", "DIVERGED", why, self.applied_seq)
+
     def _count(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
@@ -555,7 +594,11 @@ class Follower:
         """Why the copy is stale (None: confirmed up to date within ``max_staleness_s``). A change
         of kind (fresh, never confirmed, expired, clock went back, ...) is logged once."""
         kind, reason = None, None
-        if self._confirmed_mono is None:
+        if self.diverged is not None:
+            kind, reason = "diverged", (
+                f"the desk's change sets diverged from this copy at seq {self.diverged} (the desk's database "
+                "restored from an older copy?): stale until a snapshot of the desk past that seq replaces it")
+        elif self._confirmed_mono is None:
             kind, reason = "restored" if self._restored_stale else "never", \
                 self._restored_stale or "never confirmed up to date by a signed head"
         else:

@@ -169,6 +169,7 @@ class Replica:
             feed.record(c, c_id, [(0, None)], "reset", keep=self.store.changes_keep)  # followers reload whole
             self._record(c, seq, key_id, position, snapshot=True)
             c.execute("DELETE FROM sync_seen WHERE collection_id = ?", (c_id,))
+            c.execute("DELETE FROM meta WHERE key = ?", (self._diverged_key(),))  # replaced whole
             self._unstage(c)
         return int(seq)
 
@@ -188,6 +189,23 @@ class Replica:
             for key, value in ((self._anchor_key(), anchor), (self._answered_key(), answered)):
                 if value is not None:
                     c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def diverged(self) -> int | None:
+        """The seq this copy held when the desk's change sets were found to belong to another
+        history (its database restored from an older copy); None: not diverged. Cleared only by
+        a snapshot applied (:meth:`apply_snapshot`)."""
+        try:
+            value = self._meta(self._diverged_key())
+            return None if value is None else int(value)
+        except (ValueError, TypeError):
+            return 0  # unreadable: diverged all the same (fail closed)
+
+    def mark_diverged(self, seq: int) -> None:
+        with self.store.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (self._diverged_key(), json.dumps(int(seq))))
+
+    def _diverged_key(self) -> str:
+        return f"sync_diverged:{self.collection_id}"
 
     def head_anchor(self) -> tuple[float, float] | None:
         """(issued_at of the last accepted head, the door's wall-clock time it was issued at)."""

@@ -280,7 +280,7 @@ class SyncAlarmMessage(EventMessage):
     device_id: DeviceId
     collection_id: str = Field(pattern=whole(COLLECTION_ID))
     reason: str = Field(pattern=r"^[A-Z_]{1,40}$", description="UNSIGNED, UNKNOWN_KEY, BAD_SIGNATURE, REPLAY, GAP, "
-                                                              "WRONG_COLLECTION, WRONG_MODEL, MALFORMED, APPLY_FAILED, ...")
+                                                              "WRONG_COLLECTION, WRONG_MODEL, MALFORMED, APPLY_FAILED, DIVERGED, ...")
     detail: str = Field(max_length=500)
     topic: str = Field(max_length=300, description="where the refused message came from")
     seq: int | None = Field(None, ge=0, description="its seq, when its signature was valid")
