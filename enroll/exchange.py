@@ -136,12 +136,19 @@ def export_faces(ctx: Context, collection_id: str, output: Path | str,
     """ExportFaces; with ``sign_key`` (the desk's Ed25519 key, ``facelink.fleet.signing``) the file
     carries a ``signature`` member over the ``meta`` bytes (which pin the embeddings' SHA-256)."""
     coll = ctx.collection(validate.collection_id(collection_id))
-    matrix, rows = ctx.store.all_vectors(collection_id)
-    users = [u for u, _ in ctx.store.list_users(collection_id, "", 1 << 30)]
+    # one state of the collection (one read transaction), stamped before it is read: a change made
+    # meanwhile is wholly in the file or wholly after its ExportedAt, which imports order files by
+    # (found in review: three reads at three moments, stamped after them, let a file stamped after a
+    # DeleteUser + CreateUser of the same UserId still give that UserId the deleted person's face)
+    exported_at = datetime.now(timezone.utc).isoformat()
+    with ctx.store.read_transaction():
+        matrix, rows = ctx.store.all_vectors(collection_id)
+        users = [u for u, _ in ctx.store.list_users(collection_id, "", 1 << 30)]
+        badges = ctx.store.credentials(collection_id)
     meta = {"Format": FORMAT, "FormatVersion": FORMAT_VERSION, "CollectionId": collection_id,
             "FaceModelVersion": coll.face_model_version,
-            "ExportedAt": datetime.now(timezone.utc).isoformat(), "Users": users,
-            "Credentials": ctx.store.credentials(collection_id),
+            "ExportedAt": exported_at, "Users": users,
+            "Credentials": badges,
             "Faces": [{"FaceId": r.face_id, "ImageId": r.image_id, "ExternalImageId": r.external_image_id,
                        "UserId": r.user_id, "BoundingBox": r.bounding_box, "Confidence": r.confidence}
                       for r in rows],
