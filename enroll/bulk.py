@@ -1,8 +1,14 @@
 """Bulk enrollment from a folder or a CSV roster: one bad file never stops the batch.
 
 Re-running after an interruption is safe and fast: an image already indexed with the same
-ExternalImageId is recognised by its SHA-256 and not indexed again (but associated with its
-row's UserId if it is not yet). The summary reports what the database holds afterwards.
+ExternalImageId is recognised by its SHA-256 and not indexed again. The summary reports what the
+database holds afterwards.
+
+A re-run never undoes a revocation (found in review: running last month's folder again brought a
+deleted user back, with their face): an indexed image a face of which was taken from a user since
+(DeleteUser, DisassociateFaces: ``faces.revoked_from``) fails, saying what to do to enroll them
+again on purpose (``create-user``, ``associate-faces``). An image indexed without a user is still
+associated with its row's user (created if need be) on a later run.
 """
 
 from __future__ import annotations
@@ -17,7 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facelink.errors import FaceLinkError, InvalidParameterException
+from facelink.errors import (
+    ConflictException,
+    FaceLinkError,
+    InvalidParameterException,
+    ResourceNotFoundException,
+)
 from facelink.models.engine import FaceEngine
 
 from .context import Context
@@ -29,6 +40,7 @@ from .faces import (
     store_prepared,
     validate_index_args,
 )
+from .store import FaceRow
 from .users import create_user
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -102,6 +114,25 @@ def _record(summary: BulkSummary, item: dict[str, Any], result: dict[str, Any]) 
         summary.unindexed.append({**item, "Reasons": reasons})
 
 
+def _not_restored(ctx: Context, collection_id: str, entry: RosterEntry, indexed: list[FaceRow]) -> None:
+    """An image indexed before, a face of which was taken from a user since (DisassociateFaces,
+    DeleteUser): refused, whatever the row says, so that a bulk run never gives it back (the
+    module's docstring). Faces never associated (indexed without a user) are associated, and
+    their row's user created, as before."""
+    taken = ctx.store.revoked_from(collection_id, indexed) if indexed else {}
+    if not taken:
+        return
+    face_id, user_id = next(iter(taken.items()))
+    if entry.user_id is not None and not ctx.store.user_exists(collection_id, entry.user_id):
+        raise ResourceNotFoundException(
+            f"face {face_id} of this image was taken from user {user_id!r} (DeleteUser or DisassociateFaces) "
+            f"and user {entry.user_id!r} does not exist: a bulk run does not create it again; to enroll "
+            "them again on purpose, create-user, then associate-faces")
+    raise ConflictException(
+        f"face {face_id} of this image was taken from user {user_id!r} (DeleteUser or DisassociateFaces): "
+        "a bulk run does not associate it again; to do so on purpose, associate-faces")
+
+
 def index_entries(ctx: Context, collection_id: str, entries: Iterable[RosterEntry], *,
                   quality_filter: str = "AUTO", max_faces: int = 1,
                   progress: Callable[[RosterEntry], None] | None = None,
@@ -149,7 +180,9 @@ def index_entries(ctx: Context, collection_id: str, entries: Iterable[RosterEntr
                 validate_index_args(collection_id, entry.external_image_id, max_faces, quality_filter,
                                     entry.user_id)
                 data, digest = image_bytes_and_digest(entry.image)
-                if ctx.store.faces_by_image(collection_id, digest, entry.external_image_id):
+                indexed = ctx.store.faces_by_image(collection_id, digest, entry.external_image_id)
+                _not_restored(ctx, collection_id, entry, indexed)
+                if indexed:  # indexed without a user before: its row's user now
                     _ensure_user(entry)
                 done = already_indexed(ctx, collection_id, digest, entry.external_image_id, entry.user_id)
             except FaceLinkError as exc:

@@ -35,7 +35,7 @@ from facelink.models.embedder import EMBEDDING_DIM, not_embeddings
 from . import feed
 from .db import connect
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -101,6 +101,10 @@ MIGRATIONS: dict[int, list[str]] = {
         "DROP TABLE changes",
         "ALTER TABLE changes_v4 RENAME TO changes",
         "CREATE INDEX changes_by_collection ON changes(collection_id, seq)",
+    ],
+    5: [  # the user a face was taken from (DisassociateFaces, DeleteUser): a bulk re-run of an old
+        # folder or roster must not give it back (enroll/bulk.py); cleared when associated again
+        "ALTER TABLE faces ADD COLUMN revoked_from TEXT",
     ],
 }
 
@@ -517,8 +521,8 @@ class Store:
         with self.transaction() as c:
             rows = c.execute("SELECT id, face_id FROM faces WHERE collection_id = ? AND user_id = ?",
                              (collection_id, user_id)).fetchall()
-            c.execute("UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
-                      (collection_id, user_id))
+            c.execute("UPDATE faces SET user_id = NULL, revoked_from = user_id WHERE collection_id = ? "
+                      "AND user_id = ?", (collection_id, user_id))
             c.execute("DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id))
             self._changed(c, collection_id, [(int(r), fid) for r, fid in rows], "user")
             self._users_changed(c, collection_id, [user_id], "user_del")
@@ -559,12 +563,25 @@ class Store:
             if user_id is not None and not c.execute(
                     "SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)).fetchone():
                 raise ResourceNotFoundException(f"user {user_id!r} does not exist in {collection_id!r}")
-            done = [f for f in rows if c.execute(
-                "UPDATE faces SET user_id = ? WHERE id = ? AND collection_id = ? AND user_id IS ?",
-                (user_id, f.id, collection_id, f.user_id)).rowcount]
+            done = [f for f in rows if c.execute(  # revoked_from: whom a disassociated face was taken from
+                "UPDATE faces SET user_id = ?, revoked_from = CASE WHEN ? IS NULL THEN user_id END "
+                "WHERE id = ? AND collection_id = ? AND user_id IS ?",
+                (user_id, user_id, f.id, collection_id, f.user_id)).rowcount]
             if done:
                 self._changed(c, collection_id, [(f.id, f.face_id) for f in done], "user")
         return done
+
+    def revoked_from(self, collection_id: str, rows: list[FaceRow]) -> dict[str, str]:
+        """FaceId -> the user each of ``rows`` was disassociated from (DisassociateFaces,
+        DeleteUser) and not associated with again since; faces never taken from anyone are left out."""
+        ids = [f.id for f in rows]
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):  # SQLite builds before 3.32 bind at most 999
+            chunk = ids[start:start + 500]
+            found.update(self.query(
+                f"SELECT face_id, revoked_from FROM faces WHERE collection_id = ? AND id IN "
+                f"({','.join('?' * len(chunk))}) AND revoked_from IS NOT NULL", (collection_id, *chunk)))
+        return found
 
     # -- idempotency tokens ----------------------------------------------------------------
     def request_token(self, operation: str, token: str) -> tuple[str, str] | None:

@@ -61,3 +61,37 @@ def test_bad_rosters_and_folders_are_clear_errors(ctx, tmp_path):
         bulk.roster_entries(binary)
     with pytest.raises(InvalidParameterException, match="folder not found"):
         bulk.folder_entries(tmp_path / "nope")
+
+
+def test_a_re_run_never_brings_a_revoked_person_back(ctx, faces_dir, tmp_path):
+    """Last month's badge folder run again (found in review: it re-created a deleted user and
+    re-associated their face): an indexed image whose user was deleted, or whose face was
+    disassociated, since fails with what to do instead; the rest is as before, and a plain
+    re-run (resume) still indexes nothing new and fails nothing."""
+    from facelink.enroll import users
+
+    folder = tmp_path / "badges"
+    for person in ("obama", "biden", "kit_harington"):
+        (folder / person).mkdir(parents=True)
+        shutil.copy(faces_dir / "people" / person / "1.jpg", folder / person / "1.jpg")
+    faces.create_collection(ctx, "c")
+    entries = bulk.folder_entries(folder, users_from_subfolders=True)
+    first = bulk.index_entries(ctx, "c", entries).to_json()
+    assert first["Summary"] == {"Images": 3, "Indexed": 3, "Unindexed": 0, "Failed": 0}
+    assert bulk.index_entries(ctx, "c", entries).to_json()["Summary"] == first["Summary"]  # a resume
+    users.delete_user(ctx, "c", "obama")  # revoked
+    (biden_face,) = faces.list_faces(ctx, "c", user_id="biden")["Faces"]
+    users.disassociate_faces(ctx, "c", "biden", [biden_face["FaceId"]])  # revoked
+    again = bulk.index_entries(ctx, "c", entries).to_json()
+    assert again["Summary"] == {"Images": 3, "Indexed": 1, "Unindexed": 0, "Failed": 2}
+    failed = {f["Image"].split("/")[-2]: f for f in again["Failed"]}
+    assert failed["obama"]["Error"] == "ResourceNotFoundException" and "create-user" in failed["obama"]["Message"]
+    assert failed["biden"]["Error"] == "ConflictException" and "associate-faces" in failed["biden"]["Message"]
+    listed = {u["UserId"] for u in users.list_users(ctx, "c")["Users"]}
+    assert listed == {"biden", "kit_harington"}  # obama not created again
+    assert faces.list_faces(ctx, "c", user_id="biden")["Faces"] == []  # not associated again
+    assert faces.describe_collection(ctx, "c")["FaceCount"] == 3  # nothing indexed twice
+    users.associate_faces(ctx, "c", "biden", [biden_face["FaceId"]])  # given back on purpose
+    users.disassociate_faces(ctx, "c", "biden", [biden_face["FaceId"]])
+    users.associate_faces(ctx, "c", "biden", [biden_face["FaceId"]])  # the last word: associated
+    assert bulk.index_entries(ctx, "c", entries).to_json()["Summary"]["Failed"] == 1  # obama's row only
