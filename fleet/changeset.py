@@ -24,6 +24,8 @@ snapshot moves the position to its base. The transport and the door's atomic app
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +70,24 @@ def encode(private: Ed25519PrivateKey, collection_id: str, model_version: str, s
                          sort_keys=True, separators=(",", ":"))
     return json.dumps({"payload": payload, "signature": sign(private, payload.encode())},
                       separators=(",", ":")).encode()
+
+
+def message_sha256(message: bytes) -> str:
+    """The SHA-256 a door keeps of a change set it applied (``sync_seen``), to tell a re-delivery
+    from other bytes signed at that seq: that of the envelope :func:`encode` gives for its payload
+    and signature, so the bytes the desk sent, whatever spacing, key order or base64 spelling
+    of the signature the message arrived in. A broker can re-space an envelope without the desk's
+    key (the signature covers the payload only); hashed as it came, one re-sent with a space
+    looked like the desk signing another change set at that seq: its doors DIVERGED, stale until
+    the desk journaled past them (found in review). Not an envelope: the SHA-256 of the bytes."""
+    try:
+        payload, _, signature = open_envelope(message)
+        spelled = {"Algorithm": signature["Algorithm"], "KeyId": signature["KeyId"],
+                   "Signature": base64.b64encode(base64.b64decode(signature["Signature"], validate=True)).decode()}
+        message = json.dumps({"payload": payload, "signature": spelled}, separators=(",", ":")).encode()
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeEncodeError):
+        pass
+    return hashlib.sha256(message).hexdigest()
 
 
 class ChangeSetVerifier:

@@ -60,7 +60,6 @@ answers: with it, such a door is stale.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
@@ -83,7 +82,7 @@ from facelink.mqtt.schema import SyncAlarmMessage
 from facelink.mqtt.topics import CollectionTopics, DeviceTopics
 from facelink.mqtt.wall_clock import stamp
 
-from .changeset import ChangeSet, ChangeSetRejected, ChangeSetVerifier
+from .changeset import ChangeSet, ChangeSetRejected, ChangeSetVerifier, message_sha256
 from .protocol import (
     NONCE_HEX,
     SNAPSHOT_REPEAT_S,
@@ -280,13 +279,12 @@ class Follower:
 
     # -- change sets -----------------------------------------------------------------------
     def _change_set(self, topic: str, payload: bytes) -> None:
-        sha = hashlib.sha256(payload).hexdigest()
         try:
             cs = self.verifier.check(payload)
             body = parse_body(cs.body)
             _check_vectors(body)
         except ChangeSetRejected as exc:
-            self._refused(topic, payload, exc, sha)
+            self._refused(topic, payload, exc)
             return
         self.highest_seen = max(self.highest_seen, cs.seq)
         if isinstance(body, Rebase):
@@ -302,7 +300,7 @@ class Follower:
             return
         try:
             if isinstance(body, Delta):
-                self.replica.apply_delta(cs, body, sha)
+                self.replica.apply_delta(cs, body, message_sha256(payload))
             elif cs.seq == self.applied_seq:
                 return  # a chunk of a snapshot already applied
             else:
@@ -318,11 +316,11 @@ class Follower:
                                 "seq %d", self.collection_id, cs.seq, self.diverged)
                     self.diverged = None
         except ChangeSetRejected as exc:
-            self._refused(topic, payload, exc, sha)
+            self._refused(topic, payload, exc)
             return
         except FaceLinkError as exc:  # StoreError: the transaction rolled back, the copy is as it was
             self.error = f"{type(exc).__name__}: {exc}"[:300]
-            self._refused(topic, payload, ChangeSetRejected("APPLY_FAILED", self.error, seq=cs.seq), sha)
+            self._refused(topic, payload, ChangeSetRejected("APPLY_FAILED", self.error, seq=cs.seq))
             return
         self._applied(cs, body)
 
@@ -348,7 +346,9 @@ class Follower:
             log.info("sync %s: snapshot at seq %d applied (%d chunks)", self.collection_id, cs.seq, body.chunks)
             self._outstanding = False  # change sets after its base may have been dropped meanwhile: ask now
 
-    def _refused(self, topic: str, payload: bytes, exc: ChangeSetRejected, sha: str) -> None:
+    def _refused(self, topic: str, payload: bytes, exc: ChangeSetRejected) -> None:
+        # the envelope as the desk spelled it: a broker's re-spacing is a re-delivery, not another change set
+        sha = message_sha256(payload) if exc.reason == "REPLAY" else ""
         if exc.reason == "REPLAY" and exc.seq is not None and not _is_snapshot(payload) and (
                 exc.seq <= self.snapshot_seq or self.replica.seen(exc.seq) == sha):
             self.duplicates += 1  # QoS 1 re-delivery, or covered by the snapshot applied: harmless
