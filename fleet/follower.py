@@ -174,6 +174,14 @@ class Follower:
         # until a snapshot past it replaces the copy (persisted: a restart does not forget it)
         self.diverged = self.replica.diverged()
         self.want_snapshot = self.diverged is not None
+        # monotonic time a head (or an answer) below this copy's seq came, not yet settled: stale
+        # (not persisted) until the desk answers a challenge sent since. Such a head is no proof
+        # that the desk went back: a broker can hold a head back until the door applied the next
+        # change set (found in review: it marked the door DIVERGED, persisted, the site locked out
+        # until the desk journaled past it). The answer to a challenge sent after the door's last
+        # apply is the proof either way (:meth:`_answer`).
+        self._suspect: float | None = None
+        self._applied_mono = float("-inf")  # when the last change set was applied (this run)
         self.rejected: dict[str, int] = {}
         self.duplicates = 0
         self.alarms_suppressed = 0  # refusals beyond ALARMS_PER_MINUTE (still counted and logged once)
@@ -336,6 +344,7 @@ class Follower:
 
     def _applied(self, cs: ChangeSet, body: Delta | SnapshotChunk) -> None:
         self.verifier.applied(cs)
+        self._applied_mono = self.monotonic()
         self.error = None
         self._requests.reset(self.monotonic() + self.request_retry_s)  # progress
         self.applied_event.set()
@@ -397,7 +406,7 @@ class Follower:
         if head.seq < self.applied_seq:
             self._reject(topic, payload, "HEAD_BEHIND", f"head at seq {head.seq}, the door applied "
                                                         f"{self.applied_seq}", head.seq)
-            self._diverge(f"a head newer than any before names seq {head.seq}, below this door's {self.applied_seq}")
+            self._behind_suspected()
             return
         # when the desk issued it, on this door's monotonic clock: not later than the desk's own time
         # since the previous head allows. A head held back (a broker's queue while the door was cut
@@ -442,9 +451,16 @@ class Follower:
         if head.seq < self.applied_seq:
             self._reject(topic, payload, "HEAD_BEHIND", f"head at seq {head.seq}, the door applied "
                                                         f"{self.applied_seq}", head.seq)
-            self._diverge(f"the desk's answer to a challenge names seq {head.seq}, below this door's "
-                          f"{self.applied_seq}")
+            if sent > self._applied_mono:  # signed after this door applied its seq: the desk went back
+                self._diverge(f"the desk's answer to a challenge sent after this door applied seq "
+                              f"{self.applied_seq} names seq {head.seq}")
+            else:  # asked before the last apply (an answer late, or held back): ask again
+                self._behind_suspected()
             return
+        if self._suspect is not None and sent >= self._suspect:
+            log.info("sync %s: the desk's answer at seq %d settles the head below this copy's seq: it was "
+                     "held back or late", self.collection_id, head.seq)
+            self._suspect = None
         self._head_late, self._challenges_unanswered = False, 0
         now = self.monotonic()
         newest = self._answered_mono is None or sent > self._answered_mono
@@ -510,7 +526,7 @@ class Follower:
         accepted), or the confirmation is past CHALLENGE_AFTER of max_staleness_s (stale soon)."""
         if self.applied_seq == 0:
             return False  # a door with nothing waits for its snapshot
-        if self._head_late:
+        if self._head_late or self._suspect is not None:
             return True
         if self._answer_due(now):
             return True
@@ -545,6 +561,13 @@ class Follower:
         self._challenges.asked(now)
 
     # -- refusals, staleness, health -------------------------------------------------------
+    def _behind_suspected(self) -> None:
+        """A head (or a late answer) names a seq below this copy's: stale until the desk answers a
+        challenge sent from now on, asked at once (:attr:`_suspect`)."""
+        if self._suspect is None:
+            self._suspect = self.monotonic()
+            self._challenges.reset()
+
     def _diverge(self, why: str) -> None:
         """The desk's signed messages show that its history went back behind this copy (its
         database restored from an older copy): the seqs it signs from now on name other change
@@ -598,6 +621,10 @@ class Follower:
             kind, reason = "diverged", (
                 f"the desk's change sets diverged from this copy at seq {self.diverged} (the desk's database "
                 "restored from an older copy?): stale until a snapshot of the desk past that seq replaces it")
+        elif self._suspect is not None:
+            kind, reason = "behind", (
+                f"a head named a seq below this copy's ({self.applied_seq}): stale until the desk answers a "
+                "challenge (held back by the broker, or the desk's history went back)")
         elif self._confirmed_mono is None:
             kind, reason = "restored" if self._restored_stale else "never", \
                 self._restored_stale or "never confirmed up to date by a signed head"
