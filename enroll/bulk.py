@@ -5,10 +5,11 @@ ExternalImageId is recognised by its SHA-256 and not indexed again. The summary 
 database holds afterwards.
 
 A re-run never undoes a revocation (found in review: running last month's folder again brought a
-deleted user back, with their face): an indexed image a face of which was taken from a user since
-(DeleteUser, DisassociateFaces: ``faces.revoked_from``) fails, saying what to do to enroll them
-again on purpose (``create-user``, ``associate-faces``). An image indexed without a user is still
-associated with its row's user (created if need be) on a later run.
+deleted user back, with their face): a photo a face of which was taken from a user since
+(DeleteUser, DisassociateFaces: ``revoked_images``, kept when the faces are deleted too, whatever
+ExternalImageId the row gives it) fails a row that names a user, saying what to do to enroll them
+again on purpose. An image indexed without a user is still associated with its row's user
+(created if need be) on a later run.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from .faces import (
     store_prepared,
     validate_index_args,
 )
-from .store import FaceRow
 from .users import create_user
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -114,23 +114,24 @@ def _record(summary: BulkSummary, item: dict[str, Any], result: dict[str, Any]) 
         summary.unindexed.append({**item, "Reasons": reasons})
 
 
-def _not_restored(ctx: Context, collection_id: str, entry: RosterEntry, indexed: list[FaceRow]) -> None:
-    """An image indexed before, a face of which was taken from a user since (DisassociateFaces,
-    DeleteUser): refused, whatever the row says, so that a bulk run never gives it back (the
-    module's docstring). Faces never associated (indexed without a user) are associated, and
-    their row's user created, as before."""
-    taken = ctx.store.revoked_from(collection_id, indexed) if indexed else {}
+def _not_restored(ctx: Context, collection_id: str, entry: RosterEntry, digest: str) -> None:
+    """A photo a face of which was taken from a user since it was indexed (DeleteUser,
+    DisassociateFaces; also when those faces were deleted since, and under any ExternalImageId):
+    refused for a row that names a user, so that a bulk run never gives it back (the module's
+    docstring). A row without a user indexes it unassociated (nobody is granted on it)."""
+    if entry.user_id is None:
+        return
+    taken = ctx.store.revoked_image(collection_id, digest)
     if not taken:
         return
-    face_id, user_id = next(iter(taken.items()))
-    if entry.user_id is not None and not ctx.store.user_exists(collection_id, entry.user_id):
+    if not ctx.store.user_exists(collection_id, entry.user_id):
         raise ResourceNotFoundException(
-            f"face {face_id} of this image was taken from user {user_id!r} (DeleteUser or DisassociateFaces) "
-            f"and user {entry.user_id!r} does not exist: a bulk run does not create it again; to enroll "
-            "them again on purpose, create-user, then associate-faces")
+            f"this photo's face was taken from user {taken[0]!r} (DeleteUser or DisassociateFaces) and user "
+            f"{entry.user_id!r} does not exist: a bulk run does not create it again; to enroll them again on "
+            "purpose, create-user, then index-faces --user-id or associate-faces")
     raise ConflictException(
-        f"face {face_id} of this image was taken from user {user_id!r} (DeleteUser or DisassociateFaces): "
-        "a bulk run does not associate it again; to do so on purpose, associate-faces")
+        f"this photo's face was taken from user {taken[0]!r} (DeleteUser or DisassociateFaces): a bulk run "
+        "does not give it back; to do so on purpose, associate-faces (or index-faces --user-id)")
 
 
 def index_entries(ctx: Context, collection_id: str, entries: Iterable[RosterEntry], *,
@@ -180,10 +181,9 @@ def index_entries(ctx: Context, collection_id: str, entries: Iterable[RosterEntr
                 validate_index_args(collection_id, entry.external_image_id, max_faces, quality_filter,
                                     entry.user_id)
                 data, digest = image_bytes_and_digest(entry.image)
-                indexed = ctx.store.faces_by_image(collection_id, digest, entry.external_image_id)
-                _not_restored(ctx, collection_id, entry, indexed)
-                if indexed:  # indexed without a user before: its row's user now
-                    _ensure_user(entry)
+                _not_restored(ctx, collection_id, entry, digest)
+                if ctx.store.faces_by_image(collection_id, digest, entry.external_image_id):
+                    _ensure_user(entry)  # indexed without a user before: its row's user now
                 done = already_indexed(ctx, collection_id, digest, entry.external_image_id, entry.user_id)
             except FaceLinkError as exc:
                 summary.failed.append({**item, "Error": exc.code, "Message": exc.message})

@@ -102,9 +102,15 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE changes_v4 RENAME TO changes",
         "CREATE INDEX changes_by_collection ON changes(collection_id, seq)",
     ],
-    5: [  # the user a face was taken from (DisassociateFaces, DeleteUser): a bulk re-run of an old
-        # folder or roster must not give it back (enroll/bulk.py); cleared when associated again
-        "ALTER TABLE faces ADD COLUMN revoked_from TEXT",
+    5: [  # the photos whose faces were taken from a user (DisassociateFaces, DeleteUser), kept when
+        # the faces are deleted: a bulk re-run of an old folder or roster must not give them back
+        # (enroll/bulk.py); cleared when a face of that photo is associated with that user again
+        """CREATE TABLE revoked_images(
+            collection_id TEXT NOT NULL REFERENCES collections(collection_id) ON DELETE CASCADE,
+            image_sha256 TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            revoked_at REAL NOT NULL,
+            PRIMARY KEY (collection_id, image_sha256, user_id))""",
     ],
 }
 
@@ -372,6 +378,9 @@ class Store:
             for coll in {r["collection_id"] for r in rows}:
                 self._changed(c, coll, [(i, r["face_id"]) for i, r in zip(ids, rows)
                                         if r["collection_id"] == coll], "add")
+            for r in rows:  # indexed with a user on purpose (IndexFaces --user-id, an import)
+                if r.get("user_id") is not None:
+                    self._given_back(c, r["collection_id"], r["image_sha256"], r["user_id"])
         return ids
 
     def faces_by_image(self, collection_id: str, image_sha256: str,
@@ -521,8 +530,11 @@ class Store:
         with self.transaction() as c:
             rows = c.execute("SELECT id, face_id FROM faces WHERE collection_id = ? AND user_id = ?",
                              (collection_id, user_id)).fetchall()
-            c.execute("UPDATE faces SET user_id = NULL, revoked_from = user_id WHERE collection_id = ? "
-                      "AND user_id = ?", (collection_id, user_id))
+            c.execute("INSERT OR REPLACE INTO revoked_images SELECT DISTINCT collection_id, image_sha256, "
+                      "user_id, ? FROM faces WHERE collection_id = ? AND user_id = ?",
+                      (time.time(), collection_id, user_id))
+            c.execute("UPDATE faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
+                      (collection_id, user_id))
             c.execute("DELETE FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id))
             self._changed(c, collection_id, [(int(r), fid) for r, fid in rows], "user")
             self._users_changed(c, collection_id, [user_id], "user_del")
@@ -563,25 +575,31 @@ class Store:
             if user_id is not None and not c.execute(
                     "SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)).fetchone():
                 raise ResourceNotFoundException(f"user {user_id!r} does not exist in {collection_id!r}")
-            done = [f for f in rows if c.execute(  # revoked_from: whom a disassociated face was taken from
-                "UPDATE faces SET user_id = ?, revoked_from = CASE WHEN ? IS NULL THEN user_id END "
-                "WHERE id = ? AND collection_id = ? AND user_id IS ?",
-                (user_id, user_id, f.id, collection_id, f.user_id)).rowcount]
+            done = [f for f in rows if c.execute(
+                "UPDATE faces SET user_id = ? WHERE id = ? AND collection_id = ? AND user_id IS ?",
+                (user_id, f.id, collection_id, f.user_id)).rowcount]
+            for f in done:  # the photos taken from a user, or given back to one on purpose
+                if user_id is None and f.user_id is not None:
+                    c.execute("INSERT OR REPLACE INTO revoked_images VALUES (?, ?, ?, ?)",
+                              (collection_id, f.image_sha256, f.user_id, time.time()))
+                elif user_id is not None:
+                    self._given_back(c, collection_id, f.image_sha256, user_id)
             if done:
                 self._changed(c, collection_id, [(f.id, f.face_id) for f in done], "user")
         return done
 
-    def revoked_from(self, collection_id: str, rows: list[FaceRow]) -> dict[str, str]:
-        """FaceId -> the user each of ``rows`` was disassociated from (DisassociateFaces,
-        DeleteUser) and not associated with again since; faces never taken from anyone are left out."""
-        ids = [f.id for f in rows]
-        found: dict[str, str] = {}
-        for start in range(0, len(ids), 500):  # SQLite builds before 3.32 bind at most 999
-            chunk = ids[start:start + 500]
-            found.update(self.query(
-                f"SELECT face_id, revoked_from FROM faces WHERE collection_id = ? AND id IN "
-                f"({','.join('?' * len(chunk))}) AND revoked_from IS NOT NULL", (collection_id, *chunk)))
-        return found
+    def revoked_image(self, collection_id: str, image_sha256: str) -> list[str]:
+        """The users a face of this photo was taken from (DisassociateFaces, DeleteUser; also when
+        those faces were deleted since) and not given back to since, oldest first."""
+        return [r[0] for r in self.query(
+            "SELECT user_id FROM revoked_images WHERE collection_id = ? AND image_sha256 = ? "
+            "ORDER BY revoked_at, user_id", (collection_id, image_sha256))]
+
+    @staticmethod
+    def _given_back(c: Any, collection_id: str, image_sha256: str, user_id: str) -> None:
+        """A face of this photo was associated with ``user_id`` on purpose: no longer revoked."""
+        c.execute("DELETE FROM revoked_images WHERE collection_id = ? AND image_sha256 = ? AND user_id = ?",
+                  (collection_id, image_sha256, user_id))
 
     # -- idempotency tokens ----------------------------------------------------------------
     def request_token(self, operation: str, token: str) -> tuple[str, str] | None:

@@ -95,3 +95,15 @@ def test_a_re_run_never_brings_a_revoked_person_back(ctx, faces_dir, tmp_path):
     users.disassociate_faces(ctx, "c", "biden", [biden_face["FaceId"]])
     users.associate_faces(ctx, "c", "biden", [biden_face["FaceId"]])  # the last word: associated
     assert bulk.index_entries(ctx, "c", entries).to_json()["Summary"]["Failed"] == 1  # obama's row only
+    # the full clean-up (found in review): obama's face deleted too, and the photo copied under
+    # another name (another ExternalImageId): still not given back
+    loose = [f["FaceId"] for f in faces.list_faces(ctx, "c")["Faces"] if f.get("UserId") is None]
+    assert faces.delete_faces(ctx, "c", loose)["DeletedFaces"] == loose
+    shutil.copy(folder / "obama" / "1.jpg", folder / "obama" / "renamed.jpg")
+    last = bulk.index_entries(ctx, "c", bulk.folder_entries(folder, users_from_subfolders=True)).to_json()
+    assert last["Summary"]["Failed"] == 2 and {f["Error"] for f in last["Failed"]} == {"ResourceNotFoundException"}
+    assert "obama" not in {u["UserId"] for u in users.list_users(ctx, "c")["Users"]}
+    users.create_user(ctx, "c", "obama")  # enrolled again on purpose: the desk's explicit act
+    faces.index_faces(ctx, "c", folder / "obama" / "1.jpg", "obama-again", user_id="obama")
+    assert bulk.index_entries(ctx, "c", bulk.folder_entries(folder, users_from_subfolders=True)
+                              ).to_json()["Summary"]["Failed"] == 0
