@@ -424,6 +424,11 @@ class Store:
         found = self.get_faces(collection_id, face_ids)
         with self.transaction() as c:
             for f in found:
+                # a face deleted while still associated (an import --replace removes it before its
+                # user) is taken from that user as much as by DisassociateFaces: remembered (found in
+                # review: DeleteUser found no face left to remember, and a bulk re-run gave it back)
+                c.execute("INSERT OR REPLACE INTO revoked_images SELECT collection_id, image_sha256, user_id, ? "
+                          "FROM faces WHERE id = ? AND user_id IS NOT NULL", (time.time(), f.id))
                 c.execute("DELETE FROM face_vectors WHERE rowid = ?", (f.id,))
                 c.execute("DELETE FROM faces WHERE id = ?", (f.id,))
             self._changed(c, collection_id, [(f.id, f.face_id) for f in found], "del")
@@ -579,10 +584,10 @@ class Store:
                 "UPDATE faces SET user_id = ? WHERE id = ? AND collection_id = ? AND user_id IS ?",
                 (user_id, f.id, collection_id, f.user_id)).rowcount]
             for f in done:  # the photos taken from a user, or given back to one on purpose
-                if user_id is None and f.user_id is not None:
+                if f.user_id is not None and f.user_id != user_id:  # also moved to another (an import)
                     c.execute("INSERT OR REPLACE INTO revoked_images VALUES (?, ?, ?, ?)",
                               (collection_id, f.image_sha256, f.user_id, time.time()))
-                elif user_id is not None:
+                if user_id is not None:
                     self._given_back(c, collection_id, f.image_sha256, user_id)
             if done:
                 self._changed(c, collection_id, [(f.id, f.face_id) for f in done], "user")

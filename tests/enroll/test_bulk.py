@@ -107,3 +107,48 @@ def test_a_re_run_never_brings_a_revoked_person_back(ctx, faces_dir, tmp_path):
     faces.index_faces(ctx, "c", folder / "obama" / "1.jpg", "obama-again", user_id="obama")
     assert bulk.index_entries(ctx, "c", bulk.folder_entries(folder, users_from_subfolders=True)
                               ).to_json()["Summary"]["Failed"] == 0
+
+
+def test_a_face_deleted_by_an_import_replace_is_remembered(ctx, faces_dir, tmp_path):
+    """An import --replace removes a face still associated with a user (the desk's file no longer
+    holds it) before it removes the user (found in review: nothing was remembered, since the face
+    was gone by the time DeleteUser looked, and a re-run of the folder created the user again and
+    gave them their face back)."""
+    from facelink.enroll import exchange, users
+
+    folder = tmp_path / "badges"
+    for person in ("obama", "biden"):
+        (folder / person).mkdir(parents=True)
+        shutil.copy(faces_dir / "people" / person / "1.jpg", folder / person / "1.jpg")
+    faces.create_collection(ctx, "c")
+    bulk.index_entries(ctx, "c", [e for e in bulk.folder_entries(folder, users_from_subfolders=True)
+                                  if e.user_id == "biden"])
+    exchange.export_faces(ctx, "c", tmp_path / "without_obama.npz")  # the desk's copy, obama revoked
+    entries = bulk.folder_entries(folder, users_from_subfolders=True)
+    assert bulk.index_entries(ctx, "c", entries).to_json()["Summary"]["Failed"] == 0
+    assert len(faces.list_faces(ctx, "c", user_id="obama")["Faces"]) == 1
+    out = exchange.import_faces(ctx, "c", tmp_path / "without_obama.npz", replace=True)
+    assert out["RemovedFaces"] == 1 and out["RemovedUsers"] == ["obama"]
+    again = bulk.index_entries(ctx, "c", entries).to_json()
+    assert again["Summary"]["Failed"] == 1 and again["Failed"][0]["Error"] == "ResourceNotFoundException"
+    assert "obama" not in {u["UserId"] for u in users.list_users(ctx, "c")["Users"]}
+    assert faces.list_faces(ctx, "c", user_id="obama")["Faces"] == []
+
+
+def test_a_face_moved_to_another_user_is_taken_from_the_first(ctx, faces_dir):
+    """Store.set_user moving a face from one user to another (an import --replace applying the
+    desk's file) takes the photo from the first (found in review: only a disassociation was
+    remembered, so a row naming the first user under another ExternalImageId indexed it again)."""
+    from facelink.enroll import users
+
+    faces.create_collection(ctx, "c")
+    users.create_user(ctx, "c", "a")
+    users.create_user(ctx, "c", "b")
+    faces.index_faces(ctx, "c", faces_dir / "people" / "obama" / "1.jpg", "x", user_id="a")
+    (row,) = ctx.store.list_faces("c", 0, 10, user_id="a")
+    assert [f.id for f in ctx.store.set_user("c", [row], "b")] == [row.id]
+    assert ctx.store.revoked_image("c", row.image_sha256) == ["a"]
+    entry = bulk.RosterEntry(faces_dir / "people" / "obama" / "1.jpg", "y", "a")
+    out = bulk.index_entries(ctx, "c", [entry]).to_json()
+    assert out["Summary"]["Failed"] == 1 and out["Failed"][0]["Error"] == "ConflictException"
+    assert ctx.store.list_faces("c", 0, 10, user_id="a") == []
