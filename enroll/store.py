@@ -600,6 +600,11 @@ class Store:
             "SELECT user_id FROM revoked_images WHERE collection_id = ? AND image_sha256 = ? "
             "ORDER BY revoked_at, user_id", (collection_id, image_sha256))]
 
+    def image_held_by(self, collection_id: str, image_sha256: str, user_id: str) -> bool:
+        """Whether a face of this photo (under any ExternalImageId) is associated with ``user_id``."""
+        return bool(self.query("SELECT 1 FROM faces WHERE collection_id = ? AND image_sha256 = ? AND user_id = ? "
+                               "LIMIT 1", (collection_id, image_sha256, user_id)))
+
     @staticmethod
     def _given_back(c: Any, collection_id: str, image_sha256: str, user_id: str) -> None:
         """A face of this photo was associated with ``user_id`` on purpose: no longer revoked."""

@@ -152,3 +152,29 @@ def test_a_face_moved_to_another_user_is_taken_from_the_first(ctx, faces_dir):
     out = bulk.index_entries(ctx, "c", [entry]).to_json()
     assert out["Summary"]["Failed"] == 1 and out["Failed"][0]["Error"] == "ConflictException"
     assert ctx.store.list_faces("c", 0, 10, user_id="a") == []
+
+
+def test_a_photo_moved_to_the_right_user_is_not_refused_on_a_re_run(ctx, faces_dir, tmp_path):
+    """A photo enrolled under a mistyped UserId, moved by the operator to the right one
+    (disassociate-faces, create-user, associate-faces), and the corrected roster run again
+    (found in review: the row failed on every run from then on, ConflictException saying to
+    associate-faces, which had been done; nothing the operator could do cleared it)."""
+    from facelink.enroll import users
+
+    shutil.copy(faces_dir / "people" / "obama" / "1.jpg", tmp_path / "obama.jpg")
+    (tmp_path / "wrong.csv").write_text("image,external_image_id,user_id\nobama.jpg,obama-1,barak\n")
+    (tmp_path / "right.csv").write_text("image,external_image_id,user_id\nobama.jpg,obama-1,barack\n")
+    faces.create_collection(ctx, "c")
+    assert bulk.index_entries(ctx, "c", bulk.roster_entries(tmp_path / "wrong.csv")).to_json()["Summary"]["Failed"] == 0
+    (face,) = faces.list_faces(ctx, "c", user_id="barak")["Faces"]
+    users.disassociate_faces(ctx, "c", "barak", [face["FaceId"]])
+    users.delete_user(ctx, "c", "barak")
+    users.create_user(ctx, "c", "barack")
+    users.associate_faces(ctx, "c", "barack", [face["FaceId"]])
+    again = bulk.index_entries(ctx, "c", bulk.roster_entries(tmp_path / "right.csv")).to_json()
+    assert again["Summary"] == {"Images": 1, "Indexed": 1, "Unindexed": 0, "Failed": 0}, again
+    assert [f["FaceId"] for f in faces.list_faces(ctx, "c", user_id="barack")["Faces"]] == [face["FaceId"]]
+    # the mistyped roster still does not give it back to the user it was taken from
+    wrong = bulk.index_entries(ctx, "c", bulk.roster_entries(tmp_path / "wrong.csv")).to_json()
+    assert wrong["Summary"]["Failed"] == 1
+    assert "barak" not in {u["UserId"] for u in users.list_users(ctx, "c")["Users"]}
