@@ -166,7 +166,7 @@ def index_entries(ctx: Context, collection_id: str, entries: Iterable[RosterEntr
             prepared = job.result()
             _ensure_user(entry)
             _record(summary, item, store_prepared(ctx, collection_id, prepared, entry.external_image_id,
-                                                  entry.user_id))
+                                                  entry.user_id, unless_taken=True))
         except FaceLinkError as exc:
             summary.failed.append({**item, "Error": exc.code, "Message": exc.message})
         if progress is not None:
@@ -187,7 +187,8 @@ def index_entries(ctx: Context, collection_id: str, entries: Iterable[RosterEntr
                 _not_restored(ctx, collection_id, entry, digest)
                 if ctx.store.faces_by_image(collection_id, digest, entry.external_image_id):
                     _ensure_user(entry)  # indexed without a user before: its row's user now
-                done = already_indexed(ctx, collection_id, digest, entry.external_image_id, entry.user_id)
+                done = already_indexed(ctx, collection_id, digest, entry.external_image_id, entry.user_id,
+                                       unless_taken=True)  # checked again in the write
             except FaceLinkError as exc:
                 summary.failed.append({**item, "Error": exc.code, "Message": exc.message})
                 if progress is not None:

@@ -161,7 +161,8 @@ def _refuse_unlike(ctx: Context, collection_id: str, user_id: str, candidates: l
             f"{INDEX_USER_MATCH_THRESHOLD}): nothing indexed or associated")
 
 
-def _associate_existing(ctx: Context, collection_id: str, existing: list[FaceRow], user_id: str) -> list[FaceRow]:
+def _associate_existing(ctx: Context, collection_id: str, existing: list[FaceRow], user_id: str,
+                        unless_taken: bool = False) -> list[FaceRow]:
     """Re-indexing an indexed image with a UserId associates its faces (idempotently)."""
     if not ctx.store.user_exists(collection_id, user_id):
         raise ResourceNotFoundException(f"user {user_id!r} does not exist in {collection_id!r}")
@@ -173,28 +174,29 @@ def _associate_existing(ctx: Context, collection_id: str, existing: list[FaceRow
     if not free:
         return existing
     _refuse_unlike(ctx, collection_id, user_id, [(f.face_id, f.embedding) for f in free])
-    if len(ctx.store.set_user(collection_id, free, user_id)) != len(free):  # another desk's write came first
+    if len(ctx.store.set_user(collection_id, free, user_id, unless_taken=unless_taken)) != len(free):  # another desk's write came first
         raise ConflictException("a face of this image was associated with another user or deleted meanwhile; "
                                 "list its faces and try again")
     return ctx.store.faces_by_rows([f.id for f in existing])
 
 
 def already_indexed(ctx: Context, collection_id: str, digest: str, external_image_id: str | None,
-                    user_id: str | None = None) -> dict[str, Any] | None:
+                    user_id: str | None = None, unless_taken: bool = False) -> dict[str, Any] | None:
     """IndexFaces' answer for an image indexed before with the same ExternalImageId, else None.
-    With ``user_id`` its faces are associated with that user if they are not yet."""
+    With ``user_id`` its faces are associated with that user if they are not yet (``unless_taken``,
+    a bulk run: not a photo taken from a user, ``Store.set_user``)."""
     existing = ctx.store.faces_by_image(collection_id, digest, external_image_id)
     if not existing:
         return None
     if user_id is not None:
-        existing = _associate_existing(ctx, collection_id, existing, user_id)
+        existing = _associate_existing(ctx, collection_id, existing, user_id, unless_taken)
     version = ctx.collection(collection_id).face_model_version
     return {"FaceModelVersion": public_model_version(version),
             "FaceRecords": [{"Face": face_json(f, version)} for f in existing], "UnindexedFaces": []}
 
 
 def store_prepared(ctx: Context, collection_id: str, prepared: PreparedImage,
-                   external_image_id: str | None, user_id: str | None) -> dict[str, Any]:
+                   external_image_id: str | None, user_id: str | None, unless_taken: bool = False) -> dict[str, Any]:
     """The database half of IndexFaces: insert the kept faces (associated with ``user_id`` in the
     same transaction: both happen or neither) and build the response."""
     version = ctx.collection(collection_id).face_model_version
@@ -212,7 +214,8 @@ def store_prepared(ctx: Context, collection_id: str, prepared: PreparedImage,
         if not ctx.store.user_exists(collection_id, user_id):
             raise ResourceNotFoundException(f"user {user_id!r} does not exist in {collection_id!r}")
         _refuse_unlike(ctx, collection_id, user_id, [(r["face_id"], r["embedding"]) for r in rows])
-    row_ids = ctx.store.insert_faces(rows, p.thumbnails, require_user=user_id) if rows else []
+    row_ids = ctx.store.insert_faces(rows, p.thumbnails, require_user=user_id,
+                                     unless_taken=unless_taken) if rows else []
     for f, row in zip(p.kept, ctx.store.faces_by_rows(row_ids), strict=True):
         response["FaceRecords"].append({"Face": face_json(row, version),
                                         "FaceDetail": face_detail(f, p.width, p.height)})

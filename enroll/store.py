@@ -346,10 +346,12 @@ class Store:
 
     # -- faces -----------------------------------------------------------------------------
     def insert_faces(self, rows: list[dict[str, Any]], thumbnails: list[bytes | None] | None = None,
-                     require_user: str | None = None) -> list[int]:
+                     require_user: str | None = None, unless_taken: bool = False) -> list[int]:
         """Insert faces (dicts with FaceRow's fields minus id) in one transaction; with
-        ``require_user`` nothing is inserted unless that user exists (checked inside it). An
-        embedding that is not a unit vector of EMBEDDING_DIM values is refused (nothing inserted)."""
+        ``require_user`` nothing is inserted unless that user exists (checked inside it); with
+        ``unless_taken`` nothing is inserted if a photo associated here was taken from a user
+        (:meth:`_refuse_taken`). An embedding that is not a unit vector of EMBEDDING_DIM values is
+        refused (nothing inserted)."""
         vectors = [np.asarray(r["embedding"], dtype=np.float32) for r in rows]
         if any(v.shape != (EMBEDDING_DIM,) for v in vectors) or (
                 vectors and len(not_embeddings(np.stack(vectors)))):
@@ -361,6 +363,10 @@ class Store:
                     "SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?",
                     (rows[0]["collection_id"], require_user)).fetchone():
                 raise ResourceNotFoundException(f"user {require_user!r} does not exist")
+            if unless_taken:
+                for r in rows:
+                    if r.get("user_id") is not None:
+                        self._refuse_taken(c, r["collection_id"], r["image_sha256"], r["user_id"])
             for i, r in enumerate(rows):
                 emb = vectors[i].tobytes()
                 cur = c.execute(
@@ -570,16 +576,22 @@ class Store:
             "AND f.user_id = u.user_id) FROM users u WHERE u.collection_id = ? AND u.user_id > ? "
             "ORDER BY u.user_id LIMIT ?", (collection_id, after, limit))]
 
-    def set_user(self, collection_id: str, rows: list[FaceRow], user_id: str | None) -> list[FaceRow]:
+    def set_user(self, collection_id: str, rows: list[FaceRow], user_id: str | None, *,
+                 unless_taken: bool = False) -> list[FaceRow]:
         """Associate ``rows`` with ``user_id`` (None: disassociate them). Checked inside the
         write transaction, so that another connection's write made since the caller read the
         rows wins: ``user_id`` must still exist (ResourceNotFoundException, nothing changed), and
         each face changes only while it is still associated as its ``FaceRow.user_id`` says (a
-        face deleted or taken by another user meanwhile is left alone). The rows changed."""
+        face deleted or taken by another user meanwhile is left alone). With ``unless_taken`` (a
+        bulk run) nothing changes if one of the photos was taken from a user (:meth:`_refuse_taken`).
+        The rows changed."""
         with self.transaction() as c:
             if user_id is not None and not c.execute(
                     "SELECT 1 FROM users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)).fetchone():
                 raise ResourceNotFoundException(f"user {user_id!r} does not exist in {collection_id!r}")
+            if unless_taken and user_id is not None:
+                for f in rows:
+                    self._refuse_taken(c, collection_id, f.image_sha256, user_id)
             done = [f for f in rows if c.execute(
                 "UPDATE faces SET user_id = ? WHERE id = ? AND collection_id = ? AND user_id IS ?",
                 (user_id, f.id, collection_id, f.user_id)).rowcount]
@@ -604,6 +616,22 @@ class Store:
         """Whether a face of this photo (under any ExternalImageId) is associated with ``user_id``."""
         return bool(self.query("SELECT 1 FROM faces WHERE collection_id = ? AND image_sha256 = ? AND user_id = ? "
                                "LIMIT 1", (collection_id, image_sha256, user_id)))
+
+    @staticmethod
+    def _refuse_taken(c: Any, collection_id: str, image_sha256: str, user_id: str) -> None:
+        """ConflictException if a face of this photo was taken from a user (revoked_images) and
+        ``user_id`` holds none of its faces: a bulk run's check (enroll/bulk.py), made again inside
+        the write, so that a revocation committed by another connection since the run looked wins
+        (found in review: the run associated the face again and cleared the record)."""
+        taken = c.execute(
+            "SELECT user_id FROM revoked_images WHERE collection_id = ? AND image_sha256 = ? AND NOT EXISTS "
+            "(SELECT 1 FROM faces WHERE collection_id = ? AND image_sha256 = ? AND user_id = ?) "
+            "ORDER BY revoked_at, user_id LIMIT 1",
+            (collection_id, image_sha256, collection_id, image_sha256, user_id)).fetchone()
+        if taken:
+            raise ConflictException(
+                f"this photo's face was taken from user {taken[0]!r} (DeleteUser or DisassociateFaces): a bulk "
+                "run does not give it back; to do so on purpose, associate-faces (or index-faces --user-id)")
 
     @staticmethod
     def _given_back(c: Any, collection_id: str, image_sha256: str, user_id: str) -> None:

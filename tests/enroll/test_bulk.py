@@ -178,3 +178,38 @@ def test_a_photo_moved_to_the_right_user_is_not_refused_on_a_re_run(ctx, faces_d
     wrong = bulk.index_entries(ctx, "c", bulk.roster_entries(tmp_path / "wrong.csv")).to_json()
     assert wrong["Summary"]["Failed"] == 1
     assert "barak" not in {u["UserId"] for u in users.list_users(ctx, "c")["Users"]}
+
+
+def test_a_revocation_made_by_another_desk_during_a_re_run_holds(tmp_path, engine, faces_dir, monkeypatch):
+    """DisassociateFaces on another connection (a `facelink serve` worker) committed after a bulk
+    run checked a row's photo and before it associated it (found in review: the run associated the
+    face again and cleared the record of the revocation): the check is made again in the write."""
+    from facelink.enroll import users
+    from facelink.enroll.context import Context
+    from facelink.enroll.store import Store
+
+    a = Context(Store(tmp_path / "desk.db"), lambda: engine)
+    b = Context(Store(tmp_path / "desk.db"), lambda: engine)
+    try:
+        folder = tmp_path / "badges"
+        (folder / "obama").mkdir(parents=True)
+        shutil.copy(faces_dir / "people" / "obama" / "1.jpg", folder / "obama" / "1.jpg")
+        faces.create_collection(a, "c")
+        entries = bulk.folder_entries(folder, users_from_subfolders=True)
+        assert bulk.index_entries(a, "c", entries).to_json()["Summary"]["Failed"] == 0
+        (face,) = faces.list_faces(a, "c", user_id="obama")["Faces"]
+        checked = a.store.revoked_image
+
+        def checked_then_other_desk(*args, **kwargs):
+            out = checked(*args, **kwargs)
+            users.disassociate_faces(b, "c", "obama", [face["FaceId"]])  # revoked meanwhile
+            return out
+
+        monkeypatch.setattr(a.store, "revoked_image", checked_then_other_desk)
+        again = bulk.index_entries(a, "c", entries).to_json()
+        assert again["Summary"]["Failed"] == 1 and again["Failed"][0]["Error"] == "ConflictException"
+        assert faces.list_faces(a, "c", user_id="obama")["Faces"] == []
+        assert b.store.revoked_image("c", a.store.get_faces("c", [face["FaceId"]])[0].image_sha256) == ["obama"]
+    finally:
+        a.store.close()
+        b.store.close()
