@@ -1,4 +1,4 @@
-"""Found in review (75): ``ended_by`` depended on ``panel_output_ends``, which a logger fills for
+"""Found in review: ``ended_by`` depended on ``panel_output_ends``, which a logger fills for
 the offs it stores itself and, once, for those a database already held (PRAGMA user_version). An
 off stored after that by a logger that predates the table -- the running service during an
 upgrade, after any new ``facelink-logger`` command (``query``, ``openings``) had opened the

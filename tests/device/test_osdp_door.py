@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 
 import pytest
 
@@ -100,6 +101,61 @@ def _osdp_door(tmp_path, broker, make_settings, engine, relay=None, **osdp):
     return door_daemon(settings, engine, relay), panel, master, slave
 
 
+@contextmanager
+def watched_osdp_door(tmp_path, broker, make_settings, engine, relay=None, *, client_id: str, **osdp):
+    """The door of :func:`_osdp_door` running: its outbox pump started and connected, a watcher
+    of its decisions and panel records (client ``client_id``) subscribed before the door
+    publishes (its own marker came back), the secure channel up with its panel; (daemon, panel,
+    watcher). Everything is closed afterwards, whatever the test did."""
+    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, relay, **osdp)
+    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id=client_id)
+    try:
+        daemon.pump.start()
+        assert daemon.transport.wait_connected(30)
+        assert watcher.barrier(daemon.transport.publish)
+        assert panel.secure(timeout=60) and wait_until(lambda: daemon.panel.sender.reader.secure, 30)
+        yield daemon, panel, watcher
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=5)
+        panel.close()
+        os.close(master)
+        os.close(slave)
+
+
+def with_badges(daemon, engine, holders: dict[str, str | None]) -> None:
+    """Users of the door's collection, each with a badge (or none)."""
+    from facelink.enroll import users
+
+    with Store(daemon.settings.store.database) as store:
+        ctx = Context(store, lambda: engine)
+        for user, badge in holders.items():
+            users.create_user(ctx, "door", user)
+            if badge is not None:
+                credentials.put_user_credential(ctx, "door", user, badge)
+
+
+def granted(engine, user: str):
+    """A GRANTED for ``user`` at door-1, as the pipeline makes it."""
+    from facelink.device.decision import GRANTED, Decision
+
+    return Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id=user, similarity=99.8)
+
+
+def audited(path, watcher: Watcher):
+    """A real audit log at ``path`` fed what the broker delivered to ``watcher`` from door-1:
+    (the log, its intake)."""
+    from facelink.audit.intake import Intake
+    from facelink.audit.store import AuditLog
+
+    audit = AuditLog(path)
+    intake = Intake(audit)
+    for topic, raw, _retained in list(watcher.messages):
+        if topic.startswith("facelink/door-1/"):
+            intake.handle(topic, raw)
+    return audit, intake
+
+
 def test_the_panel_opening_the_door_while_it_stops_still_opens_it(tmp_path, broker, make_settings, engine):
     """SIGTERM while the panel decides: the reader is stopped before the relay, and stays on the
     line until the panel is quiet, so the panel's 'output on' after its green LED still drives the
@@ -146,18 +202,13 @@ def test_every_opening_the_panel_commands_is_recorded_before_the_relay(tmp_path,
 
     opened, fail = tmp_path / "opened", tmp_path / "fail"
     relay = CommandRelay(f"test -e {fail} && exit 3; echo x >> {opened}", 5.0)
-    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, relay)
-    reader = daemon.panel.sender.reader
-    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="osdp-openings-watcher")
 
     def opened_times() -> int:
         return len(opened.read_text().split()) if opened.exists() else 0
 
-    try:
-        daemon.pump.start()
-        assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(daemon.transport.publish)
-        assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
+    with watched_osdp_door(tmp_path, broker, make_settings, engine, relay,
+                           client_id="osdp-openings-watcher") as (daemon, panel, watcher):
+        reader = daemon.panel.sender.reader
         assert panel.output(5)  # the panel's own unlock: no card read of the door's
         assert wait_until(lambda: opened_times() == 1, 30)
         assert watcher.wait_for(lambda: _openings(watcher), 30)
@@ -179,12 +230,6 @@ def test_every_opening_the_panel_commands_is_recorded_before_the_relay(tmp_path,
         assert panel.output(5)
         assert wait_until(lambda: reader.state.commands > before, 10)  # the panel's command came
         assert not wait_until(lambda: opened_times() > 1, 3)  # not recorded: the door stays shut
-    finally:
-        watcher.close()
-        daemon.shutdown(flush_timeout_s=5)
-        panel.close()
-        os.close(master)
-        os.close(slave)
 
 
 def test_an_opening_at_a_door_without_a_relay_is_recorded_as_the_panels(tmp_path, broker, make_settings, engine):
@@ -212,27 +257,10 @@ def test_a_granted_the_panel_is_not_sent_is_actuation_failed(tmp_path, broker, m
     GRANTED it is not sent (the user has no credential; the same card again within
     osdp.debounce_s) is followed by ACTUATION_FAILED, as a failed relay is; it used to be
     dropped, and the audit trail said the door had opened. A GRANTED that is sent has none."""
-    from facelink.device.decision import GRANTED, Decision
-    from facelink.enroll import users
-
-    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, debounce_s=600.0)  # no relay
-    with Store(daemon.settings.store.database) as store:
-        ctx = Context(store, lambda: engine)
-        users.create_user(ctx, "door", "nobadge")
-        users.create_user(ctx, "door", "ann")
-        credentials.put_user_credential(ctx, "door", "ann", "H10301:42:7")
-    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="osdp-not-sent-watcher")
-
-    def granted(user: str) -> Decision:
-        return Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id=user, similarity=99.8)
-
-    try:
-        daemon.pump.start()
-        assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(daemon.transport.publish)
-        reader = daemon.panel.sender.reader
-        assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
-        sent, no_badge, again = granted("ann"), granted("nobadge"), granted("ann")
+    with watched_osdp_door(tmp_path, broker, make_settings, engine, debounce_s=600.0,  # no relay
+                           client_id="osdp-not-sent-watcher") as (daemon, panel, watcher):
+        with_badges(daemon, engine, {"nobadge": None, "ann": "H10301:42:7"})
+        sent, no_badge, again = granted(engine, "ann"), granted(engine, "nobadge"), granted(engine, "ann")
         for decision in (sent, no_badge, again):
             daemon.emit(decision)
         assert panel.next_event(timeout=30) is not None  # the first one reached the panel
@@ -245,12 +273,6 @@ def test_a_granted_the_panel_is_not_sent_is_actuation_failed(tmp_path, broker, m
         assert "no credential" in reasons[0]
         assert "the same card was sent" in reasons[1] and "osdp.debounce_s (600 s)" in reasons[1]
         assert panel.next_event(timeout=1) is None  # one card read in all
-    finally:
-        watcher.close()
-        daemon.shutdown(flush_timeout_s=5)
-        panel.close()
-        os.close(master)
-        os.close(slave)
 
 
 def test_a_reload_may_not_shorten_the_cooldown_below_the_running_debounce(tmp_path, broker, make_settings, engine):
@@ -283,14 +305,8 @@ def test_the_panel_switching_the_output_off_locks_the_door_at_once(tmp_path, bro
     from facelink.device.door import GpioRelay
 
     pin = gpio.gpio(17)
-    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(17, 600.0))
-    reader = daemon.panel.sender.reader
-    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="osdp-output-off-watcher")
-    try:
-        daemon.pump.start()
-        assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(daemon.transport.publish)
-        assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
+    with watched_osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(17, 600.0),
+                           client_id="osdp-output-off-watcher") as (daemon, panel, watcher):
         assert panel.output(5)  # the panel opens the door: a 600 s pulse
         assert wait_until(lambda: pin.state == 1, 30)
         assert panel.output(3)  # off once the timed operation is done
@@ -311,9 +327,3 @@ def test_the_panel_switching_the_output_off_locks_the_door_at_once(tmp_path, bro
         ids = [o["event_id"] for o in _openings(watcher)]
         assert records == [("opening", 5, None), ("left_running", 3, ids[0]), ("opening", 5, None),
                            ("ended", 1, ids[2]), ("opening", 5, None), ("ended", 6, ids[4])]
-    finally:
-        watcher.close()
-        daemon.shutdown(flush_timeout_s=5)
-        panel.close()
-        os.close(master)
-        os.close(slave)

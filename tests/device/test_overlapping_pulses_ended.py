@@ -10,21 +10,15 @@ record names the older ones too (``earlier_pulses``), and the logger shows the o
 from __future__ import annotations
 
 import json
-import os
 
-from facelink.audit.intake import Intake
 from facelink.audit.logger import main
 from facelink.audit.store import AuditLog
 from facelink.device.decision import GRANTED, Decision
 from facelink.device.door import EndedPulse, GpioRelay, PulseSwitch
-from facelink.enroll import credentials, users
-from facelink.enroll.context import Context
-from facelink.enroll.store import Store
 from facelink.mqtt.schema import PanelOutputMessage
 from tests.waiting import wait_until
 
-from .conftest import Watcher
-from .test_osdp_door import _openings, _osdp_door
+from .test_osdp_door import _openings, audited, granted, watched_osdp_door, with_badges
 from .test_relay import Output
 
 RELAY = 17
@@ -58,26 +52,10 @@ def test_the_panels_off_is_recorded_under_every_grant_whose_pulse_it_ended(tmp_p
     pulse_s; the panel's output off locks the door: the record names Bob's pulse (the newest) and
     Ann's and her opening's (earlier_pulses), and the audit log shows it under both GRANTEDs."""
     pin = gpio.gpio(RELAY)
-    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 600.0),
-                                              verdict_timeout_s=30.0)
-    with Store(daemon.settings.store.database) as store:
-        ctx = Context(store, lambda: engine)
-        users.create_user(ctx, "door", "ann")
-        users.create_user(ctx, "door", "bob")
-        credentials.put_user_credential(ctx, "door", "ann", "H10301:42:7")
-        credentials.put_user_credential(ctx, "door", "bob", "H10301:42:8")
-    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="overlap-watcher")
-
-    def granted(user: str) -> Decision:
-        return Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id=user, similarity=99.8)
-
-    try:
-        daemon.pump.start()
-        assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(daemon.transport.publish)
-        reader = daemon.panel.sender.reader
-        assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
-        ann, bob = granted("ann"), granted("bob")
+    with watched_osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 600.0), verdict_timeout_s=30.0,
+                           client_id="overlap-watcher") as (daemon, panel, watcher):
+        with_badges(daemon, engine, {"ann": "H10301:42:7", "bob": "H10301:42:8"})
+        ann, bob = granted(engine, "ann"), granted(engine, "bob")
         daemon.emit(ann)  # the door's own pulse for Ann
         assert pin.state == 1
         assert panel.next_event(timeout=30) is not None  # the panel polled Ann's read
@@ -97,11 +75,7 @@ def test_the_panels_off_is_recorded_under_every_grant_whose_pulse_it_ended(tmp_p
         assert wait_until(lambda: len(daemon.outbox) == 0, 60)
         assert watcher.barrier(daemon.transport.publish)  # everything the door published has come
 
-        audit = AuditLog(tmp_path / "audit.db")
-        intake = Intake(audit)
-        for topic, raw, _retained in list(watcher.messages):
-            if topic.startswith("facelink/door-1/"):
-                intake.handle(topic, raw)
+        audit, intake = audited(tmp_path / "audit.db", watcher)
         assert intake.quarantined == 0
         rows = {r["user_id"]: r for r in audit.query(device="door-1")}
         # Ann's own pulse and her opening's were both ended: the off is shown once
@@ -112,31 +86,24 @@ def test_the_panels_off_is_recorded_under_every_grant_whose_pulse_it_ended(tmp_p
         [printed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [(o["relay"], o["earlier_pulses"]) for o in printed["ended_by"]] == [
             ("ended", [ann.event_id, opening["event_id"]])]
-    finally:
-        watcher.close()
-        daemon.shutdown(flush_timeout_s=5)
-        panel.close()
-        os.close(master)
-        os.close(slave)
 
 
 def test_a_logger_database_from_before_keeps_showing_the_offs_it_holds(tmp_path):
-    """The offs a logger stored before panel_output_ends (one pulse each, refers_to) are moved into
-    it the first time the new logger opens the database: ``ended_by`` still shows them."""
+    """The offs a logger stored before panel_output_ends (one pulse each, refers_to, no ends rows)
+    still show under ``ended_by``: the query joins an off's refers_to from panel_outputs itself."""
     import sqlite3
 
     log = AuditLog(tmp_path / "a.db")
     log.record({**Decision(GRANTED, "front", "staff", "m/1", 99.0, user_id="ann", similarity=99.7).payload(),
                 "event_id": "d-1", "timestamp": "2026-01-01T08:00:00+00:00"})
     log.close()
-    c = sqlite3.connect(tmp_path / "a.db")  # what an older logger left: the off, no ends, version 0
+    c = sqlite3.connect(tmp_path / "a.db")  # what an older logger left: the off, no ends
     off = {"schema": "facelink.panel-output/1", "event_id": "o-1", "timestamp": "2026-01-01T08:00:01+00:00",
            "device_id": "front", "command": {"output_no": 0, "control_code": 1, "timer_count": 0},
            "likely_for": None, "relay": "ended", "refers_to": "d-1", "reason": None}
     c.execute("INSERT INTO panel_outputs VALUES (?,?,?,?,?,?,?)",
               ("o-1", off["timestamp"], "front", None, "ended", "d-1", json.dumps(off)))
     c.execute("DELETE FROM panel_output_ends")
-    c.execute("PRAGMA user_version = 0")
     c.commit()
     c.close()
     log = AuditLog(tmp_path / "a.db")

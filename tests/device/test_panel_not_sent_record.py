@@ -11,23 +11,15 @@ the broker delivered."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from facelink.audit.intake import Intake
 from facelink.audit.logger import main
-from facelink.audit.store import AuditLog
-from facelink.device.decision import GRANTED, Decision
 from facelink.device.door import GpioRelay
-from facelink.enroll import credentials, users
-from facelink.enroll.context import Context
-from facelink.enroll.store import Store
 from facelink.mqtt.schema import PanelVerdictMessage
 from tests.waiting import wait_until
 
-from .conftest import Watcher
-from .test_osdp_door import _osdp_door
+from .test_osdp_door import audited, granted, watched_osdp_door, with_badges
 
 RELAY = 17
 
@@ -35,25 +27,10 @@ RELAY = 17
 def test_a_granted_the_panel_is_not_sent_is_recorded_where_the_doors_relay_opens(tmp_path, broker, make_settings,
                                                                                  engine, gpio, capsys):
     pin = gpio.gpio(RELAY)
-    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 600.0),
-                                              debounce_s=600.0)
-    with Store(daemon.settings.store.database) as store:
-        ctx = Context(store, lambda: engine)
-        users.create_user(ctx, "door", "nobadge")
-        users.create_user(ctx, "door", "ann")
-        credentials.put_user_credential(ctx, "door", "ann", "H10301:42:7")
-    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="not-sent-watcher")
-
-    def granted(user: str) -> Decision:
-        return Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id=user, similarity=99.8)
-
-    try:
-        daemon.pump.start()
-        assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(daemon.transport.publish)
-        reader = daemon.panel.sender.reader
-        assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
-        sent, no_badge, again = granted("ann"), granted("nobadge"), granted("ann")
+    with watched_osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 600.0), debounce_s=600.0,
+                           client_id="not-sent-watcher") as (daemon, panel, watcher):
+        with_badges(daemon, engine, {"nobadge": None, "ann": "H10301:42:7"})
+        sent, no_badge, again = granted(engine, "ann"), granted(engine, "nobadge"), granted(engine, "ann")
         for decision in (sent, no_badge, again):
             daemon.emit(decision)
             assert pin.state == 1  # the door's own relay opens the door for each
@@ -74,11 +51,7 @@ def test_a_granted_the_panel_is_not_sent_is_recorded_where_the_doors_relay_opens
         assert panel.next_event(timeout=1) is None  # one card read in all
 
         # the audit log keeps them with their GRANTED, from what the broker delivered
-        audit = AuditLog(tmp_path / "audit.db")
-        intake = Intake(audit)
-        for topic, raw, _retained in list(watcher.messages):
-            if topic.startswith("facelink/door-1/"):
-                intake.handle(topic, raw)
+        audit, intake = audited(tmp_path / "audit.db", watcher)
         assert intake.quarantined == 0
         rows = {r["event_id"]: r for r in audit.query(device="door-1")}
         assert [(p["reason"], p["credential"]) for p in rows[no_badge.event_id]["panel"]] == [("not_sent", None)]
@@ -88,12 +61,6 @@ def test_a_granted_the_panel_is_not_sent_is_recorded_where_the_doors_relay_opens
         assert main(["--db", str(tmp_path / "audit.db"), "query", "--user", "nobadge"]) == 0
         [printed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [(p["verdict"], p["reason"]) for p in printed["panel"]] == [("NO_RESPONSE", "not_sent")]
-    finally:
-        watcher.close()
-        daemon.shutdown(flush_timeout_s=5)
-        panel.close()
-        os.close(master)
-        os.close(slave)
 
 
 def test_a_not_sent_record_needs_its_detail_and_only_it_may_lack_a_credential():

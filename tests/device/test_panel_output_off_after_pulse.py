@@ -10,17 +10,13 @@ real audit log fed what the broker delivered."""
 from __future__ import annotations
 
 import json
-import os
 
-from facelink.audit.intake import Intake
 from facelink.audit.logger import main
-from facelink.audit.store import AuditLog
 from facelink.device.door import GpioRelay
 from facelink.mqtt.schema import PanelOutputMessage
 from tests.waiting import wait_until
 
-from .conftest import Watcher
-from .test_osdp_door import _openings, _osdp_door
+from .test_osdp_door import _openings, audited, watched_osdp_door
 
 RELAY = 17
 
@@ -28,14 +24,8 @@ RELAY = 17
 def test_the_panels_off_after_the_timed_operation_is_recorded_with_the_pulse_it_left_running(
         tmp_path, broker, make_settings, engine, gpio, capsys):
     pin = gpio.gpio(RELAY)
-    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 600.0))
-    reader = daemon.panel.sender.reader
-    watcher = Watcher(broker.port, ["facelink/+/decision", "facelink/+/panel"], client_id="osdp-off-after-watcher")
-    try:
-        daemon.pump.start()
-        assert daemon.transport.wait_connected(30)
-        assert watcher.barrier(daemon.transport.publish)
-        assert panel.secure(timeout=60) and wait_until(lambda: reader.secure, 30)
+    with watched_osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 600.0),
+                           client_id="osdp-off-after-watcher") as (daemon, panel, watcher):
         assert panel.output(5)  # the panel opens the door: a 600 s pulse
         assert watcher.wait_for(lambda: len(_openings(watcher)) == 1, 30)
         assert pin.state == 1
@@ -54,20 +44,10 @@ def test_the_panels_off_after_the_timed_operation_is_recorded_with_the_pulse_it_
         for record in records:
             assert PanelOutputMessage.model_validate(record).payload() == record  # what the logger accepts
 
-        audit = AuditLog(tmp_path / "audit.db")
-        intake = Intake(audit)
-        for topic, raw, _retained in list(watcher.messages):
-            if topic.startswith("facelink/door-1/"):
-                intake.handle(topic, raw)
+        audit, intake = audited(tmp_path / "audit.db", watcher)
         assert intake.quarantined == 0 and intake.recorded == 4
         audit.close()
         assert main(["--db", str(tmp_path / "audit.db"), "openings", "--door", "door-1"]) == 0
         listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [(r["relay"], r.get("refers_to")) for r in listed] == [
             ("opening", None), ("left_running", opening), ("ended", opening), ("not_ended", None)]
-    finally:
-        watcher.close()
-        daemon.shutdown(flush_timeout_s=5)
-        panel.close()
-        os.close(master)
-        os.close(slave)
