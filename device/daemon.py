@@ -50,6 +50,7 @@ from .matcher import UserIndex
 from .panel_records import PanelRecords
 from .pipeline import DecidedThenFailed, DoorPipeline, describe_error
 from .sd_notify import notify
+from .stale_gate import StaleGate
 
 if TYPE_CHECKING:
     from .sync import DoorSync
@@ -168,6 +169,7 @@ class Daemon:
             from .sync import DoorSync
 
             self.sync = DoorSync(settings, self.engine.model_version, self.outbox, self.topics)
+            self.pipeline.stale = StaleGate(self.sync)
         self.transport = transport or door_client(
             settings.mqtt, subscriptions=self.sync.subscriptions() if self.sync else (),
             on_message=self.sync.on_message if self.sync else None, persistent=self.sync is not None)
@@ -193,28 +195,18 @@ class Daemon:
     # -- decisions -------------------------------------------------------------------------
     def emit(self, decision: Decision, now: float | None = None) -> None:
         """Outbox first (durable), then the relay: a decision that can't be recorded opens nothing.
-        A stale collection with sync.on_stale = deny turns it into ERROR STALE_COLLECTION first
-        (:meth:`_gated`; ``now``: the decision clock's time of the step that made it); a face's
-        decision made before the matcher loaded the change set last applied is not published but
-        made again by the next frames, on the loaded copy (``DoorSync.gate``)."""
-        admitted: Decision | None = None  # a gated ERROR whose cooldown the policy started
-        made = decision
-        if self.sync is not None:
-            gated = self.sync.gate(decision, again=self.pipeline.can_decide_again(decision))
-            if gated is None:  # made before the matcher loaded the last change set: made again on it
-                self.pipeline.decide_again(decision)
+        With sync, the stale gate says what to publish for it first (:class:`StaleGate`: its ERROR
+        STALE_COLLECTION, or nothing; ``now``: the decision clock's time of the step that made it)."""
+        made, stale = decision, self.pipeline.stale
+        if stale is not None:
+            decision = stale.gate(self.pipeline.components, decision, now)
+            if decision is None:
                 return
-            if gated is not decision:
-                if not self._gated(decision, gated, now):
-                    return
-                decision, admitted = gated, gated if now is not None else None
         try:
             self.outbox.put(decision.event_id, self.topics.decision, decision.payload())
         except Exception:
-            if admitted is not None:  # not recorded: its cooldown must not hold back the next one
-                self.pipeline.components.policy.withdraw(admitted)
-            if decision is not made and made.decision != GRANTED:  # nor its DENIED's held track (found
-                self.pipeline.release_held(made)  # in review: nothing more was published while stale)
+            if decision is not made:  # the gate's ERROR, not recorded
+                stale.refused(self.pipeline.components, made, decision, now)
             raise
         self.stats.decisions += 1
         log.info("decision %s user=%s similarity=%s track=%s event=%s", decision.decision, decision.user_id,
@@ -234,23 +226,6 @@ class Daemon:
                 self.relay.pulse(decision.user_id, on_failure=act.relay_failed, event_id=decision.event_id)
             except Exception as exc:  # noqa: BLE001 - reported, the loop goes on
                 act.relay_failed(f"{type(exc).__name__}: {exc}")
-
-    def _gated(self, made: Decision, gated: Decision, now: float | None) -> bool:
-        """The stale gate turned ``made`` into ``gated`` (ERROR STALE_COLLECTION): publish it?
-        A GRANTED it stopped was not carried out: its cooldown goes and its track starts again, as
-        for one the outbox could not record (``not_carried_out``), so the person still at the door
-        is granted as soon as the copy is fresh again, not after ``cooldown_s`` (or once they
-        stepped away). While it stays stale each new decision is gated again: the ERROR is
-        published once per ``cooldown_s`` for that person (the policy's cooldown, keyed on the
-        ERROR and its user; a badge read is always answered), not once per N-of-M window.
-        A DENIED it stopped was not published either: its cooldown goes and its track is decided
-        again once the copy is fresh (``decide_when_fresh``; found in review: it kept its track
-        decided, and someone enrolled at the desk while the door was cut off stayed unanswered)."""
-        if made.decision == GRANTED:
-            self.pipeline.not_carried_out(made)
-        else:
-            self.pipeline.decide_when_fresh(made)
-        return now is None or self.pipeline.components.policy.admit(gated, now)
 
     def _record_panel_verdict(self, verdict: PanelVerdict) -> None:
         """The panel's answer to a card read, published beside FaceLink's decision (via the outbox)."""
@@ -350,8 +325,8 @@ class Daemon:
             self.index.refresh(0)  # a change set was applied: revocations take effect now
         else:
             self.index.refresh(self.settings.matching.reload_interval_s)
-        if self.sync is not None and self.sync.fresh():
-            self.pipeline.fresh_again()  # the denials the stale gate stopped are decided again
+        if self.pipeline.stale is not None:
+            self.pipeline.stale.release_when_fresh(self.pipeline.components)  # held denials decided again
         if now >= self._next_health:
             sent = self.publish_health()
             self._next_health = now + (self.settings.mqtt.health_interval_s if sent else 1.0)

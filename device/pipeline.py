@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from facelink.models.engine import AnalyzedFace, FaceEngine
 
@@ -16,6 +17,9 @@ from .decision import ERROR, GRANTED, Decision, similarity_below
 from .factors import BadgeRead, Factors
 from .matcher import UserIndex
 from .tracker import Observation, Track
+
+if TYPE_CHECKING:
+    from .stale_gate import StaleGate
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,7 @@ class DoorPipeline:
         self.index = index
         self.components = components
         self.factors: Factors | None = None  # the card modes (matching.mode); None: face only
-        self._until_fresh: set[int] = set()  # tracks whose DENIED the stale gate stopped (decide_when_fresh)
-        self._remade: dict[int, Decision] = {}  # track -> the decision it is to make again (decide_again)
+        self.stale: StaleGate | None = None  # sync.on_stale = deny: its decisions not made again
 
     def badge(self, read: BadgeRead, now: float) -> list[Decision]:
         """A badge read (card modes): decisions it makes at once; a new verification restarts
@@ -73,80 +76,7 @@ class DoorPipeline:
         failed (:class:`DecidedThenFailed`): the person is decided afresh by the next frames,
         never held back by the cooldown of a GRANTED that nobody saw and that opened nothing."""
         if decision.decision == GRANTED:
-            _withhold(self.components, decision)
-
-    def can_decide_again(self, decision: Decision) -> bool:
-        """Can the next frames make ``decision`` again (:meth:`decide_again`)? A face's, by its
-        track; not a badge's (its read is gone; in card_and_face the verification it closed too)."""
-        return decision.track_id is not None and "card" not in decision.factors
-
-    def decide_again(self, decision: Decision) -> None:
-        """``decision`` is not published (it was made on a copy the matcher has replaced since):
-        its cooldown goes and its track starts again, so the next frames make it afresh. Until
-        they have, it is kept: if the track goes (the person walked on, someone else in the spot)
-        without a decision made again, it is published as ERROR (:meth:`_not_made_again`; found
-        in review: it was lost, and nothing said that they had been at the door)."""
-        c = self.components
-        try:
-            c.policy.withdraw(decision)
-            for track in c.tracker.tracks():
-                if track.track_id == decision.track_id:
-                    c.tracker.restart(track)
-                    self._remade[track.track_id] = decision  # under its new id
-        except Exception:  # noqa: BLE001 - nothing is published for it now; the door stays locked
-            log.exception("could not start again the track of a decision to be made again")
-
-    def _not_made_again(self, c: Components) -> list[Decision]:
-        """The decisions :meth:`decide_again` kept whose track is gone (aged out, or restarted for
-        someone else in its spot) without deciding again: each as ERROR, saying what it would have
-        been. Those whose track has decided again are forgotten (that decision stands for them)."""
-        if not self._remade:
-            return []
-        live = {t.track_id: t for t in c.tracker.tracks()}
-        out: list[Decision] = []
-        for track_id, made in list(self._remade.items()):
-            track = live.get(track_id)
-            if track is not None and track.decided is None:
-                continue
-            del self._remade[track_id]
-            if track is None:
-                out.append(replace(made, decision=ERROR, reason=(
-                    "not made again: made before the matcher loaded a change set, and the face left before "
-                    f"it was decided on the loaded copy (would have been {made.decision})")[:300]))
-        return out
-
-    def release_held(self, decision: Decision) -> None:
-        """The stale gate stopped ``decision`` (a DENIED, held by :meth:`decide_when_fresh`) and
-        the outbox refused the ERROR that stood for it: nothing was recorded for that person, so
-        the track is not held until fresh but starts again at once, and the next frames decide
-        (and gate) it again (found in review: nothing more was published for them while stale)."""
-        self._until_fresh.discard(decision.track_id)
-        _withhold(self.components, decision)
-
-    def decide_when_fresh(self, decision: Decision) -> None:
-        """The stale gate stopped ``decision`` (not a GRANTED: :meth:`not_carried_out`), so it was
-        never published as made: its cooldown goes now and its track is decided again once the
-        copy is fresh (:meth:`fresh_again`), not at once: its ERROR names nobody whose cooldown
-        could bound it (an unknown face), and deciding again while stale would publish one per
-        N-of-M window. A badge's decision has no track: its read was answered by the ERROR."""
-        try:
-            self.components.policy.withdraw(decision)
-        except Exception:  # noqa: BLE001 - the decision is not a grant; the door stays locked
-            log.exception("could not withdraw the cooldown of a decision the stale gate stopped")
-        if decision.track_id is not None:
-            live = {t.track_id for t in self.components.tracker.tracks()}
-            self._until_fresh = {t for t in self._until_fresh if t in live} | {decision.track_id}
-
-    def fresh_again(self) -> None:
-        """The copy is fresh and loaded: the tracks :meth:`decide_when_fresh` held start again
-        (those still decided and in view), so the people still at the door are decided afresh."""
-        if not self._until_fresh:
-            return
-        held, self._until_fresh = self._until_fresh, set()
-        tracker = self.components.tracker
-        for track in tracker.tracks():
-            if track.track_id in held and track.decided is not None:
-                tracker.restart(track)
+            withhold(self.components, decision)
 
     def tick(self, now: float, reason: str | None = None) -> list[Decision]:
         """Close a card_and_face verification whose window passed (DENIED_NO_FACE)."""
@@ -159,7 +89,8 @@ class DoorPipeline:
         decisions: list[Decision] = []
         try:
             self._process(c, frame, now, decisions)
-            decisions += self._not_made_again(c)
+            if self.stale is not None:
+                decisions += self.stale.not_made_again(c)
         except Exception as exc:
             if decisions:
                 raise _failed(c, decisions, exc) from exc
@@ -280,15 +211,15 @@ def _failed(c: Components, decisions: list[Decision], cause: Exception) -> Decid
             withheld = d
             d = replace(d, decision=ERROR, reason=f"not granted: {d.user_id} matched but the step failed "
                                                   f"({describe_error(cause)})"[:300])
-            _withhold(c, withheld)
+            withhold(c, withheld)
         kept.append(d)
     return DecidedThenFailed(kept, cause)
 
 
-def _withhold(c: Components, granted: Decision) -> None:
-    """A GRANTED (or a DENIED released: ``release_held``) that was not carried out: its
-    cooldown goes and its track starts again where that still works (a failure here is logged:
-    the door stays locked regardless)."""
+def withhold(c: Components, granted: Decision) -> None:
+    """A GRANTED (or a DENIED the stale gate released: ``StaleGate.refused``) that was not carried
+    out: its cooldown goes and its track starts again where that still works (a failure here is
+    logged: the door stays locked regardless)."""
     try:
         c.policy.withdraw(granted)
         for track in c.tracker.tracks():

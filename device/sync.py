@@ -7,7 +7,7 @@
 - after every apply the daemon refreshes its matcher at once (:meth:`DoorSync.changed`);
 - ``sync.on_stale = "deny"``: while the copy is stale every decision becomes ERROR
   ``STALE_COLLECTION`` (the door stays locked; a decision it stopped is withdrawn by the daemon,
-  a DENIED's track decided again once :meth:`DoorSync.fresh`: ``Daemon._gated``); ``"keep"``:
+  a DENIED's track decided again once :meth:`DoorSync.fresh`: ``device/stale_gate.py``); ``"keep"``:
   decisions stand, health says stale;
 - health: ``"sync": {"<C>": {"applied_seq", "head_seq", "confirmed_at", "stale", "rejected", ...}}``.
 """

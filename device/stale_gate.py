@@ -1,0 +1,127 @@
+"""What happens to a decision the stale gate (``sync.on_stale = "deny"``, :meth:`DoorSync.gate`)
+stopped, or that was made before the matcher loaded the change set last applied. The one owner of
+that policy: the daemon asks :meth:`StaleGate.gate` what to publish, tells it what the outbox
+refused (:meth:`StaleGate.refused`) and has it restart held tracks at each housekeeping
+(:meth:`StaleGate.release_when_fresh`); the pipeline asks it each frame for the decisions not
+made again (:meth:`StaleGate.not_made_again`). A door without sync has none.
+
+- A GRANTED the gate stopped is withdrawn like one the outbox could not record (its cooldown
+  goes, its track starts again): the person still at the door is granted as soon as the copy is
+  fresh again. While it stays stale, the ERROR is published once per ``cooldown_s`` for that
+  person (the policy's cooldown, keyed on the ERROR and its user; a badge read is always answered).
+- A DENIED it stopped was not published either: its cooldown goes now and its track is held,
+  decided again once the copy is fresh and loaded, not at once (an unknown face's ERROR names
+  nobody whose cooldown could bound it: one per N-of-M window otherwise). If the outbox refused
+  that ERROR, the track is released at once instead, so the next frames decide (and gate) it again.
+- A face's decision made before the matcher loaded the last change set, at a door otherwise
+  fresh, is not published but made again: its cooldown goes, its track starts again and it is kept
+  until the track decides again; a track that goes first publishes it as ERROR (``not made again``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from .assembly import Components
+from .decision import ERROR, GRANTED, Decision
+from .pipeline import withhold
+
+if TYPE_CHECKING:  # the fleet's crypto is loaded only by a door with sync on
+    from .sync import DoorSync
+
+log = logging.getLogger(__name__)
+
+
+class StaleGate:
+    def __init__(self, sync: DoorSync) -> None:
+        self.sync = sync
+        self._held: set[int] = set()  # tracks whose DENIED the gate stopped: decided again once fresh
+        self._remade: dict[int, Decision] = {}  # track -> the decision it is to make again
+
+    def gate(self, c: Components, decision: Decision, now: float | None) -> Decision | None:
+        """What to publish for ``decision``: itself, the ERROR STALE_COLLECTION standing for it, or
+        None (nothing: it is made again by the next frames, or its ERROR is in its cooldown).
+        ``now``: the decision clock's time of the step that made it (None: no cooldown for the ERROR)."""
+        gated = self.sync.gate(decision, again=_can_decide_again(decision))
+        if gated is None:  # made before the matcher loaded the last change set: made again on it
+            self._decide_again(c, decision)
+            return None
+        if gated is decision:
+            return decision
+        if decision.decision == GRANTED:
+            withhold(c, decision)  # not carried out: granted once the copy is fresh again
+        else:
+            self._hold_until_fresh(c, decision)
+        return gated if now is None or c.policy.admit(gated, now) else None
+
+    def refused(self, c: Components, made: Decision, gated: Decision, now: float | None) -> None:
+        """The outbox refused ``gated``, the ERROR :meth:`gate` published for ``made``: its cooldown
+        must not hold back the next one, and a DENIED's held track starts again at once (found in
+        review: nothing more was published for that person while stale)."""
+        if now is not None:
+            c.policy.withdraw(gated)
+        if made.decision != GRANTED:
+            self._held.discard(made.track_id)
+            withhold(c, made)
+
+    def release_when_fresh(self, c: Components) -> None:
+        """Once the copy is fresh and loaded, the tracks :meth:`_hold_until_fresh` held start again
+        (those still decided and in view), so the people still at the door are decided afresh."""
+        if not self.sync.fresh() or not self._held:
+            return
+        held, self._held = self._held, set()
+        for track in c.tracker.tracks():
+            if track.track_id in held and track.decided is not None:
+                c.tracker.restart(track)
+
+    def not_made_again(self, c: Components) -> list[Decision]:
+        """The decisions :meth:`_decide_again` kept whose track is gone (aged out, or restarted for
+        someone else in its spot) without deciding again: each as ERROR, saying what it would have
+        been. Those whose track has decided again are forgotten (that decision stands for them)."""
+        if not self._remade:
+            return []
+        live = {t.track_id: t for t in c.tracker.tracks()}
+        out: list[Decision] = []
+        for track_id, made in list(self._remade.items()):
+            track = live.get(track_id)
+            if track is not None and track.decided is None:
+                continue
+            del self._remade[track_id]
+            if track is None:
+                out.append(replace(made, decision=ERROR, reason=(
+                    "not made again: made before the matcher loaded a change set, and the face left before "
+                    f"it was decided on the loaded copy (would have been {made.decision})")[:300]))
+        return out
+
+    def _decide_again(self, c: Components, decision: Decision) -> None:
+        """``decision`` is not published (made on a copy the matcher has replaced since): its
+        cooldown goes and its track starts again, and it is kept under the track's new id until the
+        next frames have made it afresh (:meth:`not_made_again`)."""
+        try:
+            c.policy.withdraw(decision)
+            for track in c.tracker.tracks():
+                if track.track_id == decision.track_id:
+                    c.tracker.restart(track)
+                    self._remade[track.track_id] = decision  # under its new id
+        except Exception:  # noqa: BLE001 - nothing is published for it now; the door stays locked
+            log.exception("could not start again the track of a decision to be made again")
+
+    def _hold_until_fresh(self, c: Components, decision: Decision) -> None:
+        """A decision (not a GRANTED) the gate stopped: its cooldown goes now and its track is held
+        until :meth:`release_when_fresh` finds the copy fresh. A badge's decision has no track: its read
+        was answered by the ERROR."""
+        try:
+            c.policy.withdraw(decision)
+        except Exception:  # noqa: BLE001 - the decision is not a grant; the door stays locked
+            log.exception("could not withdraw the cooldown of a decision the stale gate stopped")
+        if decision.track_id is not None:
+            live = {t.track_id for t in c.tracker.tracks()}
+            self._held = {t for t in self._held if t in live} | {decision.track_id}
+
+
+def _can_decide_again(decision: Decision) -> bool:
+    """Can the next frames make ``decision`` again? A face's, by its track; not a badge's (its read
+    is gone; in card_and_face the verification it closed too)."""
+    return decision.track_id is not None and "card" not in decision.factors
