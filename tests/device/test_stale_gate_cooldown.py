@@ -287,6 +287,17 @@ def test_a_denial_the_stale_gate_stopped_is_decided_again_once_the_copy_is_fresh
     assert door.pulses == ["obama"]
 
 
+def _applied_after_housekeeping(stale_door, engine):
+    """A fresh door whose sync worker applied and confirmed a change set (ann enrolled: it does not
+    concern obama) after the main loop's housekeeping: the matcher still holds the copy before it."""
+    door = stale_door(challenge_every_s=0)
+    _confirm(door, engine)
+    door.daemon._housekeeping(0.0)
+    _change(door, engine, Delta(feed_position=10, users_put=[UserPut(user_id="ann")]))
+    _confirm(door, engine)  # the worker applied and confirmed after this loop's housekeeping
+    return door
+
+
 def test_a_decision_made_before_the_matcher_loaded_a_change_set_is_made_again_not_an_error(engine, stale_door):
     """Found in review: at a fresh door, the sync worker applies a change set (ann enrolled: it
     does not concern obama) and the head confirms it between the main loop's housekeeping and
@@ -294,12 +305,8 @@ def test_a_decision_made_before_the_matcher_loaded_a_change_set_is_made_again_no
     granted (a revocation in that set must not grant on the old copy), and not an ERROR
     STALE_COLLECTION either (the door is healthy: an operator saw stale errors at a fresh door).
     It is made again: the next housekeeping loads the set and the next frame grants obama."""
-    door = stale_door(challenge_every_s=0)
+    door = _applied_after_housekeeping(stale_door, engine)
     daemon = door.daemon
-    _confirm(door, engine)
-    daemon._housekeeping(0.0)
-    _change(door, engine, Delta(feed_position=10, users_put=[UserPut(user_id="ann")]))
-    _confirm(door, engine)  # the worker applied and confirmed after this loop's housekeeping
 
     door.frame(0)  # obama decided on the matcher's old copy
     assert door.pulses == [] and _decisions(daemon) == [], \
@@ -352,12 +359,8 @@ def test_a_decision_not_made_again_because_the_face_left_is_recorded(engine, sta
 
     from facelink.device.camera import Frame
 
-    door = stale_door(challenge_every_s=0)
+    door = _applied_after_housekeeping(stale_door, engine)
     daemon = door.daemon
-    _confirm(door, engine)
-    daemon._housekeeping(0.0)
-    _change(door, engine, Delta(feed_position=10, users_put=[UserPut(user_id="ann")]))
-    _confirm(door, engine)  # the worker applied and confirmed after this loop's housekeeping
     door.frame(0)  # obama decided on the matcher's old copy: not published, to be made again
     assert _decisions(daemon) == [] and door.pulses == []
     empty = np.zeros((480, 640, 3), np.uint8)
