@@ -215,16 +215,23 @@ class CameraReader:
         self._opening_since: float | None = None
         self._generation = 0  # the reader thread that owns the source; an abandoned one exits
         self._hung: list[threading.Thread] = []  # abandoned readers (alive while their read hangs)
-        self._not_opened = ""  # why no reader is open (fault), while max_hung readers hang
+        self._not_opened = ""  # why no reader is open (fault): max_hung readers hang, or none could start
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = self._reader()  # None: waiting for a hung one to return
+        self._started = False  # start() was called: until then nothing is watched or opened
+        self._start_failures = 0  # reader threads that could not start in a row
+        self._thread: threading.Thread | None = None  # None: not started, waiting for a hung one to
+        #                                             return, or its thread could not start
 
     def _reader(self) -> threading.Thread:
         return threading.Thread(target=self._run, args=(self._generation,), name="camera", daemon=True)
 
     def start(self) -> CameraReader:
-        assert self._thread is not None
-        self._thread.start()
+        """Starts the reader. A thread that cannot start (threads or memory exhausted) raises
+        nothing: ``fault`` says so and ``watch`` tries again (found in review: the camera was left
+        unwatched, with one ERROR and the door silent after it)."""
+        with self._lock:
+            self._started = True
+            self._launch()
         return self
 
     def stop(self) -> None:
@@ -246,11 +253,14 @@ class CameraReader:
         Never for a file or folder (they end; a slow door is not a stall)."""
         with self._lock:
             self._hung = [t for t in self._hung if t.is_alive()]
-            if self._thread is None:  # none opened: waiting for a hung reader to return
-                if len(self._hung) >= self.max_hung:
+            if not self._started:
+                return None
+            if self._thread is None:  # none opened: waiting for a hung reader to return, or its
+                if len(self._hung) >= self.max_hung:  # thread could not start
                     return None
+                if not self._start_failures:  # a hung reader returned (a failed start logs its own)
+                    log.warning("camera %s: a hung reader returned: opening the camera again", self.source)
                 self._start_reader()
-                log.warning("camera %s: a hung reader returned: opening the camera again", self.source)
                 return None
             if self.finite:
                 return None
@@ -288,7 +298,7 @@ class CameraReader:
         publishes it as ERROR every ERROR_REPEAT_S while it lasts, as for a stuck output), else
         None."""
         with self._lock:
-            return self._not_opened if self._thread is None else None
+            return (self._not_opened or None) if self._thread is None else None
 
     def hung_readers(self) -> int:
         """Abandoned readers whose read has not returned yet (health)."""
@@ -297,8 +307,29 @@ class CameraReader:
 
     def _start_reader(self) -> None:
         self.reopens += 1
-        self._thread = self._reader()
-        self._thread.start()
+        self._launch()
+
+    def _launch(self) -> None:
+        """A new reader thread owns the source; one that cannot start leaves none (``fault``), and
+        the next ``watch`` tries again. Called with the lock held."""
+        thread = self._reader()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": the process is out of threads or memory
+            self._thread = None
+            self._not_opened = f"no camera reader could start ({exc}): tried again every housekeeping"
+            self.last_error = f"reader thread not started: {exc}"
+            self.connected.clear()
+            self._start_failures += 1
+            if self._start_failures % 1000 == 1:  # tried every housekeeping: logged now and then
+                log.error("camera %s: its reader thread could not start (%s; %d attempts): trying again",
+                          self.source, exc, self._start_failures)
+            return
+        if self._start_failures:
+            log.warning("camera %s: a reader thread started after %d failed attempts", self.source,
+                        self._start_failures)
+            self._start_failures = 0
+        self._thread = thread
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation and not self._stop.is_set()

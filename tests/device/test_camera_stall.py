@@ -216,3 +216,59 @@ def test_a_reader_opened_again_whose_open_hangs_is_stalled_too(faces_dir, mjpeg_
         assert wait_until(lambda: reader.hung_readers() == 1, 30)  # the one that hung in its open exited
     finally:
         reader.stop()
+
+
+def test_a_reader_thread_that_cannot_start_is_an_error_and_tried_again(tmp_path, broker, make_settings,
+                                                                        engine, mjpeg_camera, monkeypatch):
+    """Found in review: a camera reader thread that could not start (the process out of threads or
+    memory: ``RuntimeError: can't start new thread``) raised out of the door's start, or out of the
+    stall watch once, and then left the camera unwatched: no reader, no stall, no further ERROR,
+    never opened again. Now it is a camera fault, published as ERROR every ERROR_REPEAT_S while it
+    lasts, and each housekeeping tries again: once a thread starts, frames flow again."""
+    import time
+
+    from facelink.device import camera as camera_mod
+    from facelink.device.daemon import ERROR_REPEAT_S
+    from tests.waiting import wait_until
+
+    from .conftest import door_daemon
+
+    class Unstartable(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    threads_left = threading.Event()  # set: reader threads can start again
+    reader_thread = camera_mod.CameraReader._reader
+    monkeypatch.setattr(camera_mod.CameraReader, "_reader",
+                        lambda self: reader_thread(self) if threads_left.is_set() else Unstartable())
+    settings = make_settings(mqtt={"port": broker.port}, camera={"source": mjpeg_camera.url})
+    daemon = door_daemon(settings, engine)
+    watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="camera-thread-watcher")
+
+    def errors() -> list[dict]:
+        return [d for d in watcher.payloads("door-1/decision") if d["decision"] == "ERROR"]
+
+    try:
+        assert watcher.barrier()
+        daemon.pump.start()
+        daemon.camera.start()  # raises nothing: the door runs, locked, and says why
+        now = time.monotonic()
+        for _ in range(20):  # every loop turn tries again; the fault is said once per ERROR_REPEAT_S
+            daemon._housekeeping(now)
+        assert watcher.wait_for(lambda: errors(), 30)
+        (error,) = errors()
+        assert error["reason"].startswith("CameraError:") and "can't start new thread" in error["reason"]
+        assert mjpeg_camera.url not in error["reason"]
+        assert daemon.health()["camera_connected"] is False and mjpeg_camera.connections == 0
+        daemon._housekeeping(now + ERROR_REPEAT_S)  # still failing 30 s later: said again
+        assert watcher.wait_for(lambda: len(errors()) == 2, 30)
+        threads_left.set()
+        daemon._housekeeping(now + ERROR_REPEAT_S + 1)  # tried again: a reader starts
+        assert daemon.camera.fault is None
+        assert wait_until(lambda: daemon.camera.connected.is_set(), 30)
+        assert daemon.camera.get(timeout=10) is not None  # frames from the camera again
+        daemon._faults(now + 3 * ERROR_REPEAT_S)  # the fault is over: nothing more said
+        assert watcher.barrier() and len(errors()) == 2 and daemon.stats.errors == 2
+    finally:
+        watcher.close()
+        daemon.shutdown(flush_timeout_s=5)
