@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 RESTART_ONLY_MATCHING = ("mode", "card_window_s")  # SIGHUP refuses a change of these
 ERROR_REPEAT_S = 30.0  # the same error is published at most this often (each is still logged)
 ERROR_KEYS_MAX = 64  # distinct errors remembered for that (least recently seen forgotten first)
+FAULT_AGAIN_S = 5.0  # a fault that cleared and came back is said at once, but at most this often
 
 
 @dataclass
@@ -189,7 +190,8 @@ class Daemon:
         self.reload_requested = threading.Event()
         self._last_error: OrderedDict[str, float] = OrderedDict()  # error_key -> last published
         self._next_health = 0.0
-        self._fault_said: dict[str, float] = {}  # output -> when its fault was last published as ERROR
+        # output -> (when its fault was last published as ERROR, whether it cleared since)
+        self._fault_said: dict[str, tuple[float, bool]] = {}
         self.stranger_risk = log_stranger_risk(self.engine.calibration, settings.matching, len(self.index))
 
     # -- decisions -------------------------------------------------------------------------
@@ -248,14 +250,15 @@ class Daemon:
         put_or_publish(self.outbox, self.transport, follow_up.event_id, self.topics.decision, follow_up.payload(),
                        f"the ACTUATION_FAILED of GRANTED {granted.event_id}")
 
-    def fail_closed(self, exc: BaseException, now: float | None = None) -> None:
+    def fail_closed(self, exc: BaseException, now: float | None = None, *, limited: bool = True) -> None:
         """An internal error: the door stays locked and an ERROR decision is published (the same
-        error at most every ERROR_REPEAT_S, counted from ``now``: the caller's clock reading)."""
+        error at most every ERROR_REPEAT_S, counted from ``now``: the caller's clock reading;
+        ``limited=False``: the caller times its repeats, as ``_faults`` does)."""
         self.stats.errors += 1
         reason = describe_error(exc)[:300]  # never raises: an error that cannot be rendered is still an ERROR
         log.error("pipeline error, door stays locked: %s", reason, exc_info=exc)
         now, key = time.monotonic() if now is None else now, error_key(exc)
-        if now - self._last_error.get(key, -1e9) < ERROR_REPEAT_S:
+        if limited and now - self._last_error.get(key, -1e9) < ERROR_REPEAT_S:
             return
         self._last_error[key] = now
         self._last_error.move_to_end(key)
@@ -339,16 +342,24 @@ class Daemon:
         """A lock output that may be held released (``relay_stuck``), an access-panel output
         that carries nothing to the panel (``osdp_fault``: the reader did not start again with
         the panel's key, or refused the key it was sent; ``wiegand_stuck``), or a camera not
-        opened again because its hung readers are at their bound (``camera_hung_readers``):
-        ERROR (and one log record) every ERROR_REPEAT_S until it clears, timed here (its text may
-        change between attempts, which fail_closed's own limit would count as another error);
-        one clock for both limits: never 60 s apart."""
+        opened again (its hung readers at their bound, or no reader thread could start): ERROR
+        (and one log record) every ERROR_REPEAT_S until it clears, timed here (its text may change
+        between attempts, which fail_closed's own limit would count as another error); one clock
+        for both limits: never 60 s apart. A fault that cleared and came back is said at once
+        (at most every FAULT_AGAIN_S: a flapping output is not a flood); before, a lock stuck
+        open again within 30 s of the last one's ERROR waited out those 30 s, and fail_closed's
+        own limit held back a new fault whose text was the last one's (found in the tenth session)."""
         for output, fault in (("relay", RelayError(stuck) if (stuck := self.relay.stuck) is not None else None),
                               ("panel", PanelError(why) if (why := self.panel.fault) is not None else None),
                               ("camera", CameraError(cam) if (cam := self.camera.fault) is not None else None)):
-            if fault is not None and now - self._fault_said.get(output, float("-inf")) >= ERROR_REPEAT_S:
-                self._fault_said[output] = now
-                self.fail_closed(fault, now)
+            last, cleared = self._fault_said.get(output, (float("-inf"), True))
+            if fault is None:
+                if not cleared:
+                    self._fault_said[output] = (last, True)
+                continue
+            if now - last >= (FAULT_AGAIN_S if cleared else ERROR_REPEAT_S):
+                self._fault_said[output] = (now, False)
+                self.fail_closed(fault, now, limited=False)
 
     def _badges(self, now: float) -> None:
         """Badge reads (card modes) and closing verification windows; nothing while the

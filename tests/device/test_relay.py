@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from facelink.device.daemon import Daemon
+from facelink.device.daemon import ERROR_REPEAT_S, FAULT_AGAIN_S, Daemon
 from facelink.device.decision import GRANTED, Decision
 from facelink.device.door import CommandRelay, GpioRelay, PulseSwitch
 
@@ -150,8 +150,9 @@ def test_a_stuck_lock_output_is_published_as_error_and_said_on_health(tmp_path, 
     pin.fail_writes = 10**6  # until the test lets it work: the off() due in 2 s fails
     assert wait_until(lambda: daemon.relay.stuck is not None, 30)
     assert daemon.health()["relay_stuck"] == daemon.relay.stuck
+    t0 = time.monotonic()
     for _ in range(20):  # every loop turn checks; the fault is said once per 30 s, not per turn
-        daemon._housekeeping(time.monotonic())
+        daemon._housekeeping(t0)
     assert daemon.stats.errors == 1
     assert watcher.wait_for(lambda: len(decisions(watcher)) >= 2, 60)
     granted, error = decisions(watcher)
@@ -161,6 +162,24 @@ def test_a_stuck_lock_output_is_published_as_error_and_said_on_health(tmp_path, 
     pin.fail_writes = 0
     assert wait_until(lambda: daemon.health()["relay_stuck"] is None, 30)
     assert pin.state == 0
+    daemon._faults(t0 + 1)  # the door sees it cleared
+    # stuck open again a few seconds after the first one's ERROR: said at once, not 30 s later
+    # (found in the tenth session: it waited out the 30 s, and the same text was held back again)
+    daemon.emit(_granted(engine))
+    assert wait_until(lambda: pin.state == 1, 30)
+    pin.fail_writes = 10**6
+    assert wait_until(lambda: daemon.relay.stuck is not None, 30)
+    daemon._faults(t0 + FAULT_AGAIN_S)
+    assert daemon.stats.errors == 2
+    for later in (1, 10, 29):  # still stuck, never cleared since: the next in 30 s, not per turn
+        daemon._faults(t0 + FAULT_AGAIN_S + later)
+    assert daemon.stats.errors == 2
+    daemon._faults(t0 + FAULT_AGAIN_S + ERROR_REPEAT_S)
+    assert daemon.stats.errors == 3
+    assert watcher.wait_for(lambda: len(decisions(watcher)) >= 5, 60)
+    assert [d["decision"] for d in decisions(watcher)] == ["GRANTED", "ERROR", "GRANTED", "ERROR", "ERROR"]
+    pin.fail_writes = 0
+    assert wait_until(lambda: daemon.health()["relay_stuck"] is None, 30)
     watcher.close()
     assert daemon.shutdown(flush_timeout_s=5) == 0
 
