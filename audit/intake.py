@@ -86,6 +86,46 @@ def parse(topic: str, raw: bytes) -> Message:
     return message
 
 
+def record(audit: AuditLog, message: Message, payload: dict) -> bool:
+    """Store a parsed message in its table; True when new (``Conflict``: its event id is there
+    with other content)."""
+    if isinstance(message, PanelVerdictMessage):
+        return audit.record_panel(payload)
+    if isinstance(message, PanelOutputMessage):
+        return audit.record_panel_output(payload)
+    if isinstance(message, SyncAlarmMessage):
+        return audit.record_alarm(payload)
+    return audit.record(payload)
+
+
+TABLES: dict[type[Message], str] = {DecisionMessage: "decisions", PanelVerdictMessage: "panel_verdicts",
+                                    PanelOutputMessage: "panel_outputs", SyncAlarmMessage: "alarms"}
+
+
+def requeue(audit: AuditLog) -> tuple[int, int]:
+    """Read the quarantine again: each message this logger now accepts (e.g. one an older logger
+    quarantined because a newer door's event carried a field it did not know) is recorded as if
+    it had just arrived, and leaves the quarantine. Returns (recorded, left in quarantine). A
+    message kept only in part (over ``QUARANTINE_KEEP_BYTES``) or that conflicts stays."""
+    recorded = left = 0
+    for q in audit.quarantined():
+        try:
+            if q.size != len(q.raw):
+                raise Rejected("kept in part")
+            message = parse(q.topic, q.raw)
+            record(audit, message, message.payload())
+        except (Rejected, Conflict):
+            left += 1
+            continue
+        except Exception:  # noqa: BLE001 - untrusted bytes: left where they are
+            log.exception("quarantined message %d could not be read again", q.id)
+            left += 1
+            continue
+        audit.release(q.id, TABLES[type(message)], message.event_id)
+        recorded += 1
+    return recorded, left
+
+
 class Intake:
     """Validate → record (new decisions are passed to ``on_new``) or quarantine."""
 
@@ -108,14 +148,7 @@ class Intake:
             self._quarantine(topic, raw, f"unreadable: {type(exc).__name__}")
             return
         try:
-            if isinstance(message, PanelVerdictMessage):
-                new = self.audit.record_panel(payload)
-            elif isinstance(message, PanelOutputMessage):
-                new = self.audit.record_panel_output(payload)
-            elif isinstance(message, SyncAlarmMessage):
-                new = self.audit.record_alarm(payload)
-            else:
-                new = self.audit.record(payload)
+            new = record(self.audit, message, payload)
         except Conflict as exc:  # not a redelivery: a forgery or a door reusing ids, kept for the staff
             self._quarantine(topic, raw, str(exc))
             return

@@ -6,9 +6,11 @@ from the command line) plus [audit] (database, jsonl, client_id). Every message 
 valid decisions are recorded once per event id, anything else goes to the quarantine table
 (`facelink-logger quarantine` lists it) and is acknowledged. A persistent session (fixed client
 id, clean_session=False) means the broker keeps QoS 1 decisions for the logger while it is down.
-`facelink-logger query` answers "who came through which door when".
+`facelink-logger query` answers "who came through which door when"; `facelink-logger gaps`
+lists the numbers of the doors' events it never received (each door numbers what it records).
 
-Exit codes: 0 stopped, 78 configuration problem (one line naming the key).
+Exit codes: 0 stopped (or done), 1 `gaps` found events never received, 78 configuration problem (one
+line naming the key).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from facelink.errors import ConfigError
 from facelink.mqtt.client import MqttClient
 from facelink.mqtt.topics import all_alarms, all_decisions, all_panel_verdicts
 
-from .intake import Intake
+from .intake import Intake, requeue
 from .store import AuditLog
 
 log = logging.getLogger("facelink.logger")
@@ -76,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     qo.add_argument("--door", help="device id")
     qq = sub.add_parser("quarantine", help="print quarantined messages (time, topic, size, reason)")
     qq.add_argument("--since", help="ISO-8601 timestamp")
+    qg = sub.add_parser("gaps", help="print, as JSON lines, the numbers of each door's events this log never "
+                                     "received (dropped by a full outbox, or lost on the way); exit 1 if any")
+    qg.add_argument("--door", help="device id")
+    qs = sub.add_parser("streams", help="print each door's outbox streams as received (first, last, received, "
+                                        "missing) as JSON lines")
+    qs.add_argument("--door", help="device id")
+    sub.add_parser("requeue", help="record the quarantined messages this logger now accepts (e.g. events of "
+                                   "doors upgraded before the logger) and take them out of the quarantine")
     return parser
 
 
@@ -119,6 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "openings":
             for row in audit.panel_outputs(args.since, args.door):
                 print(json.dumps(row))
+            return 0
+        if args.command == "gaps":
+            gaps = audit.gaps(args.door)
+            for gap in gaps:
+                print(json.dumps(gap))
+            return 1 if gaps else 0
+        if args.command == "streams":
+            for stream in audit.streams(args.door):
+                print(json.dumps(stream))
+            return 0
+        if args.command == "requeue":
+            recorded, left = requeue(audit)
+            print(json.dumps({"recorded": recorded, "left_in_quarantine": left}))
             return 0
         if args.command == "quarantine":
             for q in audit.quarantined(args.since):

@@ -6,6 +6,8 @@ it cut short too, ``earlier_pulses``: ``panel_output_ends``),
 every door's sync alarm (``alarms``: a change set or head it refused), and a quarantine table for
 every message that was none of these. ``received``: when this logger first stored each event, on
 its own clock (a table of its own, so that an older logger sharing the file keeps working).
+``sequenced``: each event's number in its door's outbox (``event_stream``, ``event_seq``; the
+quarantined ones too), from which :meth:`AuditLog.gaps` lists the numbers never received.
 
 MQTT QoS 1 is at-least-once, so a redelivered decision is recognised by its event id and stored
 once. Files are private (0600, folder 0700; config/paths.py).
@@ -14,6 +16,8 @@ once. Files are private (0600, folder 0700; config/paths.py).
 from __future__ import annotations
 
 import json
+import logging
+import re
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -24,7 +28,9 @@ from typing import Any
 
 from facelink.config.paths import open_private, private_file
 from facelink.errors import ConfigError
-from facelink.mqtt.schema import parse_timestamp
+from facelink.mqtt.schema import EVENT_STREAM, parse_timestamp
+
+log = logging.getLogger(__name__)
 
 QUARANTINE_KEEP_BYTES = 64 * 1024  # raw bytes kept per quarantined message (the size is recorded)
 
@@ -52,6 +58,9 @@ CREATE TABLE IF NOT EXISTS alarms(
     reason TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS received(
     kind TEXT NOT NULL, event_id TEXT NOT NULL, received_at TEXT NOT NULL, PRIMARY KEY(kind, event_id));
+CREATE TABLE IF NOT EXISTS sequenced(
+    device_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    event_id TEXT NOT NULL, PRIMARY KEY(device_id, stream, seq));
 CREATE TABLE IF NOT EXISTS quarantine(
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
     reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
@@ -81,6 +90,22 @@ SELECT d.event_id, p.payload, p.timestamp, p.rowid FROM decisions d CROSS JOIN p
     WHERE o.likely_for = d.event_id AND o.device_id = d.device_id AND e.pulse_for = o.event_id
     AND e.device_id = o.device_id AND p.event_id = e.event_id AND {where}
 ORDER BY 3, 4"""  # CROSS JOIN: SQLite keeps this order (from the query's decisions, by the indexes)
+
+
+_EVENT_TABLES = ("decisions", "panel_verdicts", "panel_outputs", "alarms")
+
+
+def _numbered(topic: str, raw: bytes) -> tuple[Any, Any, Any]:
+    """The door (from the topic) and ``event_stream``/``event_seq`` of a quarantined message, where
+    it is a JSON object naming them (untrusted: checked again by the caller); else Nones."""
+    parts = topic.split("/")
+    try:
+        obj = json.loads(raw) if len(raw) <= QUARANTINE_KEEP_BYTES else None
+    except (ValueError, RecursionError):
+        return None, None, None
+    if len(parts) < 3 or not isinstance(obj, dict):
+        return None, None, None
+    return parts[-2], obj.get("event_stream"), obj.get("event_seq")
 
 
 def instant(ts: str | None) -> str | None:
@@ -165,6 +190,9 @@ class AuditLog:
                                        (table, columns[0], datetime.now(timezone.utc).isoformat()))
                 if new and ends:
                     self._conn.executemany("INSERT OR IGNORE INTO panel_output_ends VALUES (?,?,?)", ends)
+                if new:
+                    self._sequence(payload.get("device_id"), payload.get("event_stream"),
+                                   payload.get("event_seq"), table, str(columns[0]))
             if not new:
                 row = self._conn.execute(f"SELECT payload FROM {table} WHERE event_id = ?", (columns[0],)).fetchone()
                 if row is not None and json.loads(row[0]) != payload:
@@ -200,12 +228,85 @@ class AuditLog:
         return [{**json.loads(payload), **({"received_at": at} if at is not None else {})} for payload, at in rows]
 
     def quarantine(self, topic: str, raw: bytes, reason: str) -> None:
-        """Keep a message that is not a valid decision, with why, for the security staff."""
+        """Keep a message that is not a valid decision, with why, for the security staff. One that
+        names its door's outbox number (a door's event a logger cannot read, e.g. an older logger
+        than the door) counts as received for :meth:`gaps`: it is here, in the quarantine."""
         with self._lock:
-            self._conn.execute(
-                "INSERT INTO quarantine(received_at, topic, reason, size, raw) VALUES (?,?,?,?,?)",
-                (datetime.now(timezone.utc).isoformat(), topic[:1024], reason[:1000], len(raw),
-                 bytes(raw[:QUARANTINE_KEEP_BYTES])))
+            with self._conn:
+                self._conn.execute("BEGIN")
+                cur = self._conn.execute(
+                    "INSERT INTO quarantine(received_at, topic, reason, size, raw) VALUES (?,?,?,?,?)",
+                    (datetime.now(timezone.utc).isoformat(), topic[:1024], reason[:1000], len(raw),
+                     bytes(raw[:QUARANTINE_KEEP_BYTES])))
+                device, stream, seq = _numbered(topic, raw)
+                self._sequence(device, stream, seq, "quarantine", str(cur.lastrowid))
+
+    def release(self, quarantine_id: int, kind: str, event_id: str) -> None:
+        """A quarantined message recorded since (``facelink-logger requeue``): out of the
+        quarantine; its number, if it had one, now names the record (``kind``, ``event_id``)."""
+        with self._lock:
+            with self._conn:
+                self._conn.execute("BEGIN")
+                self._conn.execute("DELETE FROM quarantine WHERE id = ?", (quarantine_id,))
+                self._conn.execute("UPDATE sequenced SET kind = ?, event_id = ? WHERE kind = 'quarantine' "
+                                   "AND event_id = ?", (kind, event_id, str(quarantine_id)))
+
+    def _sequence(self, device: Any, stream: Any, seq: Any, kind: str, ref: str) -> None:
+        """Note event ``seq`` of ``device``'s outbox ``stream`` as received (``kind``: the table it
+        is in, ``ref`` its id there); the first one of a number stays. In the caller's transaction,
+        under the lock. Says (WARNING) when it leaves numbers unreceived after the last one."""
+        if not (isinstance(device, str) and isinstance(stream, str) and type(seq) is int and seq >= 1
+                and re.fullmatch(EVENT_STREAM, stream)):
+            return
+        row = self._conn.execute("SELECT max(seq) FROM sequenced WHERE device_id = ? AND stream = ?",
+                                 (device, stream)).fetchone()
+        self._conn.execute("INSERT INTO sequenced VALUES (?,?,?,?,?) ON CONFLICT DO UPDATE SET kind = excluded.kind, "
+                           "event_id = excluded.event_id WHERE kind = 'quarantine' AND excluded.kind != 'quarantine'",
+                           (device, stream, seq, kind, ref))  # a record stands for a quarantined copy
+        last = row[0] if row and row[0] is not None else 0
+        if seq > last + 1:
+            log.warning("door %s: events %d to %d of its outbox %s not received (yet)", device[:64], last + 1,
+                        seq - 1, stream)
+
+    def gaps(self, device: str | None = None) -> list[dict[str, Any]]:
+        """The numbers of each door's outbox stream this log never received (neither recorded nor
+        quarantined), oldest first: ``{device_id, event_stream, first, last, missing, after,
+        before}`` where ``after``/``before`` are the received events around the gap (``kind``,
+        ``event_id``, ``event_seq`` and, for a recorded one, its ``timestamp``; ``after`` None for
+        numbers missing before the first one received). Numbers after a stream's last received
+        one cannot be known here: :meth:`streams` gives each stream's last."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT device_id, stream, prev, seq FROM (SELECT device_id, stream, seq, "
+                "lag(seq, 1, 0) OVER (PARTITION BY device_id, stream ORDER BY seq) AS prev "
+                "FROM sequenced WHERE ? IS NULL OR device_id = ?) WHERE seq > prev + 1 "
+                "ORDER BY device_id, stream, seq", (device, device)).fetchall()
+            return [{"device_id": d, "event_stream": stream, "first": prev + 1, "last": seq - 1,
+                     "missing": seq - 1 - prev, "after": self._around(d, stream, prev) if prev else None,
+                     "before": self._around(d, stream, seq)} for d, stream, prev, seq in rows]
+
+    def streams(self, device: str | None = None) -> list[dict[str, Any]]:
+        """Each door's outbox streams as received here: ``{device_id, event_stream, first, last,
+        received, missing, last_event}`` (``missing``: numbers between 1 and ``last`` never
+        received). A door whose outbox file was replaced starts a new stream."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT device_id, stream, min(seq), max(seq), count(*) FROM sequenced "
+                "WHERE ? IS NULL OR device_id = ? GROUP BY device_id, stream "
+                "ORDER BY device_id, min(rowid)", (device, device)).fetchall()
+            return [{"device_id": d, "event_stream": stream, "first": first, "last": last, "received": n,
+                     "missing": last - n, "last_event": self._around(d, stream, last)}
+                    for d, stream, first, last, n in rows]
+
+    def _around(self, device: str, stream: str, seq: int) -> dict[str, Any]:
+        kind, ref = self._conn.execute("SELECT kind, event_id FROM sequenced WHERE device_id = ? AND stream = ? "
+                                       "AND seq = ?", (device, stream, seq)).fetchone()
+        out: dict[str, Any] = {"kind": kind, "event_id": ref, "event_seq": seq}
+        if kind in _EVENT_TABLES:
+            row = self._conn.execute(f"SELECT timestamp FROM {kind} WHERE event_id = ?", (ref,)).fetchone()
+            if row is not None:
+                out["timestamp"] = row[0]
+        return out
 
     def query(self, user: str | None = None, device: str | None = None, since: str | None = None,
               until: str | None = None, decision: str | None = None) -> list[dict[str, Any]]:

@@ -4,12 +4,21 @@ removed only after the broker acknowledged it (PUBACK).
 Bounded: when ``max_events`` is reached the oldest event is dropped to make room, the drop is
 counted (reported on the health topic) and logged at ERROR. With the default 100,000 events a
 door deciding every 10 s can be offline for more than 11 days before that happens.
+
+Numbered: every event put here is published with ``event_stream`` (this outbox's id, drawn once
+when the file is created) and ``event_seq`` (1, 2, 3, … in the order put, never reused), so the
+audit logger can say exactly which of a door's events it never received (``facelink-logger
+gaps``): one the outbox dropped when full, or one lost after its PUBACK (a broker restarted
+without persistence while the logger was offline). An outbox file from before the numbering gets
+its stream at the first open, counted from 1. A record published directly (the outbox refused
+it: disk full) carries neither.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -58,15 +67,37 @@ class Outbox:
             payload TEXT NOT NULL,
             created_at REAL NOT NULL)""")
         self._conn.execute("CREATE TABLE IF NOT EXISTS stats(key TEXT PRIMARY KEY, value INTEGER)")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS stream(key TEXT PRIMARY KEY, value)")
+        self._conn.execute("BEGIN IMMEDIATE")  # the stream's id and base: drawn once, at the first open
+        try:
+            self._conn.execute("INSERT OR IGNORE INTO stream VALUES ('id', ?)", (secrets.token_hex(16),))
+            self._conn.execute("INSERT OR IGNORE INTO stream VALUES ('base', ?)", (self._last_seq(),))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        rows = dict(self._conn.execute("SELECT key, value FROM stream").fetchall())
+        self.stream: str = str(rows["id"])
+        self._base = int(rows["base"])  # events numbered before the stream began (an older outbox)
+
+    def _last_seq(self) -> int:
+        """The last ``seq`` given to an event (AUTOINCREMENT: never given again, even once deleted)."""
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
 
     def put(self, event_id: str, topic: str, payload: dict) -> None:
-        """Durably append; raises sqlite3.Error (e.g. disk full) so the caller fails closed."""
+        """Durably append, numbered (``event_stream``, ``event_seq`` added to a copy of
+        ``payload``); raises sqlite3.Error (e.g. disk full) so the caller fails closed. An event id
+        already in the outbox is not put again (nor numbered again)."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("INSERT OR IGNORE INTO events(event_id, topic, payload, created_at) "
-                                   "VALUES (?,?,?,?)",
-                                   (event_id, topic, json.dumps(payload, separators=(",", ":")),
+                seq = self._last_seq() + 1
+                numbered = {**payload, "event_stream": self.stream, "event_seq": seq - self._base}
+                self._conn.execute("INSERT OR IGNORE INTO events(seq, event_id, topic, payload, created_at) "
+                                   "VALUES (?,?,?,?,?)",
+                                   (seq, event_id, topic, json.dumps(numbered, separators=(",", ":")),
                                     time.time()))
                 excess = self._conn.execute("SELECT count(*) FROM events").fetchone()[0] - self.max_events
                 if excess > 0:

@@ -69,17 +69,34 @@ ClockSynchronized = Annotated[bool | None, Field(description=(
     "synchronized (no NTP since boot, e.g. a Pi on fake-hwclock after a power cut, or none for "
     "~9 hours; mqtt/wall_clock.py): the time may be off. Published only when false, so a logger "
     "that predates it still accepts every other event"))]
+EVENT_STREAM = r"^[0-9a-f]{32}$"
+EventStream = Annotated[str | None, Field(pattern=EVENT_STREAM, description=(
+    "the door outbox's id (drawn once, when its file was created): with event_seq, this event's "
+    "place among everything the door recorded (mqtt/outbox.py)"))]
+EventSeq = Annotated[int | None, Field(ge=1, description=(
+    "1, 2, 3, … in the order the door recorded its events in that outbox, never reused: the audit "
+    "logger lists the numbers it never received (facelink-logger gaps)"))]
 
 
 class EventMessage(BaseModel):
     """What every published event model shares: strict, frozen, unknown fields refused, and
-    ``payload()`` — the JSON object as published, ``schema`` first; ``clock_synchronized`` (each
-    model lists it last) only when false."""
+    ``payload()`` — the JSON object as published, ``schema`` first; ``event_stream`` and
+    ``event_seq`` (the outbox adds them: each model lists them before ``clock_synchronized``) only
+    when set, ``clock_synchronized`` (each model lists it last) only when false."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    @model_validator(mode="after")
+    def _numbered_whole(self) -> EventMessage:
+        if (getattr(self, "event_stream", None) is None) != (getattr(self, "event_seq", None) is None):
+            raise ValueError("event_stream and event_seq go together")
+        return self
+
     def payload(self) -> dict:
         out = self.model_dump(mode="json", by_alias=True)
+        for numbered in ("event_stream", "event_seq"):
+            if out.get(numbered, 0) is None:
+                del out[numbered]
         if out.get("clock_synchronized", False) is not False:
             del out["clock_synchronized"]
         return out
@@ -109,6 +126,8 @@ class DecisionMessage(EventMessage):
     factors: list[Literal["card", "face"]] = Field(default_factory=lambda: ["face"], max_length=2,
                                                    description="what was seen")
     refers_to: EventId | None = Field(None, description="ACTUATION_FAILED: the event id of the GRANTED it follows")
+    event_stream: EventStream = None
+    event_seq: EventSeq = None
     clock_synchronized: ClockSynchronized = None
 
     @model_validator(mode="after")
@@ -166,6 +185,8 @@ class PanelVerdictMessage(EventMessage):
     detail: str | None = Field(None, max_length=1000, description=(
         "send_failed and not_sent only (and required with them): why the send failed or was not "
         "made, and any badge the panel may have read instead. Left out of the payload otherwise"))
+    event_stream: EventStream = None
+    event_seq: EventSeq = None
     clock_synchronized: ClockSynchronized = None
 
     @model_validator(mode="after")
@@ -240,6 +261,8 @@ class PanelOutputMessage(EventMessage):
         "off ended too (or that run on with it) than earlier_pulses can name (the door keeps the "
         "newest 64): their GRANTEDs show no ended_by. Left out of the payload when none (found "
         "in review: they were dropped without a trace)"))
+    event_stream: EventStream = None
+    event_seq: EventSeq = None
     clock_synchronized: ClockSynchronized = None
 
     @model_validator(mode="after")
@@ -285,4 +308,6 @@ class SyncAlarmMessage(EventMessage):
     topic: str = Field(max_length=300, description="where the refused message came from")
     seq: int | None = Field(None, ge=0, description="its seq, when its signature was valid")
     size: int = Field(ge=0, description="its size in bytes")
+    event_stream: EventStream = None
+    event_seq: EventSeq = None
     clock_synchronized: ClockSynchronized = None

@@ -1,0 +1,171 @@
+"""Every event a door records is numbered in its outbox (``event_stream``, ``event_seq``: 1, 2, 3, …
+never reused), and the audit logger lists the numbers it never received (``facelink-logger gaps``).
+Before, an event lost between the door and the log — dropped by a full outbox while the door was
+offline, or lost after its PUBACK (a broker restarted without persistence while the logger was
+down) — left no trace anywhere: the log looked complete. Real outbox, real pump, real broker, the
+real logger process and its command line."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import paho.mqtt.client as mqtt
+
+from facelink.audit.intake import Intake
+from facelink.audit.logger import main as logger_main
+from facelink.audit.store import AuditLog
+from facelink.config import MqttSettings
+from facelink.device.decision import DENIED_UNKNOWN, GRANTED, Decision
+from facelink.mqtt.client import door_client
+from facelink.mqtt.outbox import Outbox
+from facelink.mqtt.pump import OutboxPump
+from facelink.mqtt.topics import DeviceTopics
+from tests.audit.test_fault_injection import LoggerProcess, _until_subscribed
+from tests.waiting import wait_until
+
+TOPIC = DeviceTopics("facelink", "front").decision
+
+
+def _decision(user: str) -> dict:
+    return Decision(GRANTED, "front", "staff", "m/1", 99.0, user_id=user, similarity=99.5).payload()
+
+
+def _put(outbox: Outbox, *users: str) -> list[str]:
+    ids = []
+    for user in users:
+        p = _decision(user)
+        outbox.put(p["event_id"], TOPIC, p)
+        ids.append(p["event_id"])
+    return ids
+
+
+def _cli(db, *args: str, capsys) -> tuple[int, list[dict]]:
+    rc = logger_main(["--db", str(db), *args])
+    return rc, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_events_a_full_outbox_dropped_are_listed_as_gaps(tmp_path, broker, capsys):
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gaps-probe")
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    logger = LoggerProcess(tmp_path, broker.port)
+    outbox = Outbox(tmp_path / "outbox.db", max_events=3)
+    client = pump = None
+    try:
+        _until_subscribed(logger, lambda raw: pub.publish(TOPIC, raw, qos=1).wait_for_publish(30))  # unnumbered
+        # the door offline: five decisions into an outbox that keeps three (the two oldest dropped)
+        ids = _put(outbox, "u1", "u2", "u3", "u4", "u5")
+        assert len(outbox) == 3 and outbox.dropped() == 2
+        client = door_client(MqttSettings(port=broker.port, device_id="front"))
+        pump = OutboxPump(outbox, client, retry_s=0.2).start()
+        assert wait_until(lambda: set(ids[2:]) <= logger.event_ids(), 60)
+        ids += _put(outbox, "u6")
+        assert wait_until(lambda: ids[5] in logger.event_ids(), 60)
+    finally:
+        if pump is not None:
+            pump.close(1.0)
+        if client is not None:
+            client.stop()
+        assert logger.stop() == 0
+        pub.loop_stop()
+        pub.disconnect()
+    stream = outbox.stream
+    outbox.close()
+    rc, gaps = _cli(logger.db, "gaps", capsys=capsys)
+    assert rc == 1  # a monitoring script can alarm on it
+    assert gaps == [{"device_id": "front", "event_stream": stream, "first": 1, "last": 2, "missing": 2,
+                     "after": None, "before": gaps[0]["before"]}]
+    assert gaps[0]["before"]["event_id"] == ids[2] and gaps[0]["before"]["event_seq"] == 3
+    rc, streams = _cli(logger.db, "streams", "--door", "front", capsys=capsys)
+    assert rc == 0 and len(streams) == 1
+    assert {k: streams[0][k] for k in ("first", "last", "received", "missing")} == \
+        {"first": 3, "last": 6, "received": 4, "missing": 2}
+    audit = AuditLog(logger.db)
+    recorded = {row["event_id"]: row["event_seq"] for row in audit.query(device="front") if "event_seq" in row}
+    assert recorded == {ids[2]: 3, ids[3]: 4, ids[4]: 5, ids[5]: 6}
+    audit.close()
+
+
+def test_numbers_survive_a_restart_and_late_or_repeated_events_are_counted_once(tmp_path):
+    """The outbox keeps its stream and goes on counting after a restart; the logger fills a gap
+    when the missing event arrives late, ignores a redelivery, and counts a quarantined event of
+    the door (one it cannot read) as received: it is in the quarantine, not lost."""
+    first = Outbox(tmp_path / "outbox.db")
+    _put(first, "u1", "u2")
+    stream = first.stream
+    first.close()
+    again = Outbox(tmp_path / "outbox.db")
+    _put(again, "u3", "u4", "u5")
+    assert again.stream == stream
+    events = again.peek(10)
+    assert [json.loads(e.payload)["event_seq"] for e in events] == [1, 2, 3, 4, 5]
+    assert {json.loads(e.payload)["event_stream"] for e in events} == {stream}
+    audit = AuditLog(tmp_path / "audit.db")
+    intake = Intake(audit)
+    raw = [e.payload.encode() for e in events]
+    for i in (0, 3, 4):
+        intake.handle(TOPIC, raw[i])
+    assert [(g["first"], g["last"]) for g in audit.gaps()] == [(2, 3)]
+    intake.handle(TOPIC, raw[1])  # late
+    intake.handle(TOPIC, raw[1])  # and redelivered
+    assert [(g["first"], g["last"], g["missing"]) for g in audit.gaps()] == [(3, 3, 1)]
+    assert audit.gaps()[0]["after"]["event_seq"] == 2 and audit.gaps()[0]["before"]["event_seq"] == 4
+    unreadable = json.loads(raw[2])
+    unreadable["similarity"] = "high"  # a door's event this logger cannot read: quarantined
+    intake.handle(TOPIC, json.dumps(unreadable).encode())
+    assert intake.quarantined == 1 and audit.gaps() == []
+    (summary,) = audit.streams()
+    assert summary["received"] == 5 and summary["missing"] == 0 and summary["last_event"]["event_seq"] == 5
+    again.close()
+    audit.close()
+
+
+def test_an_outbox_from_before_the_numbering_counts_from_one(tmp_path):
+    """A door upgraded with events still in its outbox: those go out as they were (unnumbered,
+    still accepted), the first new one is number 1 — not the file's internal row number, which
+    would read as thousands of lost events."""
+    path = tmp_path / "outbox.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+        topic TEXT NOT NULL, payload TEXT NOT NULL, created_at REAL NOT NULL);
+        CREATE TABLE stats(key TEXT PRIMARY KEY, value INTEGER);""")
+    old = _decision("before")
+    conn.execute("INSERT INTO events(seq, event_id, topic, payload, created_at) VALUES (4000, ?, ?, ?, 0)",
+                 (old["event_id"], TOPIC, json.dumps(old)))
+    conn.commit()
+    conn.close()
+    outbox = Outbox(path)
+    _put(outbox, "after")
+    first, second = (json.loads(e.payload) for e in outbox.peek(10))
+    assert "event_seq" not in first and second["event_seq"] == 1
+    audit = AuditLog(tmp_path / "audit.db")
+    intake = Intake(audit)
+    for e in outbox.peek(10):
+        intake.handle(e.topic, e.payload.encode())
+    assert intake.recorded == 2 and audit.gaps() == []
+    outbox.close()
+    audit.close()
+
+
+def test_events_an_older_logger_quarantined_are_recorded_by_requeue(tmp_path, capsys):
+    """Doors upgraded before the logger: the older logger quarantines their numbered events
+    (unknown fields). After upgrading it, ``facelink-logger requeue`` records every one it now
+    reads and leaves the rest (here: a message that is no decision) in the quarantine."""
+    outbox = Outbox(tmp_path / "outbox.db")
+    _put(outbox, "u1", "u2")
+    audit = AuditLog(tmp_path / "audit.db")
+    denied = Decision(DENIED_UNKNOWN, "front", "staff", "m/1", 99.0).payload()
+    for e in outbox.peek(10):  # what an older logger does with them
+        audit.quarantine(e.topic, e.payload.encode(), "schema: event_stream: Extra inputs are not permitted")
+    audit.quarantine(TOPIC, b"not json", "not JSON")
+    audit.quarantine(TOPIC, json.dumps(denied).encode(), "schema: an older logger's reason")
+    audit.close()
+    rc, out = _cli(tmp_path / "audit.db", "requeue", capsys=capsys)
+    assert rc == 0 and out == [{"recorded": 3, "left_in_quarantine": 1}]
+    audit = AuditLog(tmp_path / "audit.db")
+    assert sorted(row["user_id"] or "-" for row in audit.query()) == ["-", "u1", "u2"]
+    assert [q.raw for q in audit.quarantined()] == [b"not json"]
+    assert audit.gaps() == [] and audit.streams()[0]["last_event"]["kind"] == "decisions"
+    audit.close()
+    outbox.close()
