@@ -195,13 +195,14 @@ class Daemon:
         self.stranger_risk = log_stranger_risk(self.engine.calibration, settings.matching, len(self.index))
 
     # -- decisions -------------------------------------------------------------------------
-    def emit(self, decision: Decision, now: float | None = None) -> None:
+    def emit(self, decision: Decision, now: float | None = None, made_on: int | None = None) -> None:
         """Outbox first (durable), then the relay: a decision that can't be recorded opens nothing.
         With sync, the stale gate says what to publish for it first (:class:`StaleGate`: its ERROR
-        STALE_COLLECTION, or nothing; ``now``: the decision clock's time of the step that made it)."""
+        STALE_COLLECTION, or nothing; ``now``: the decision clock's time of the step that made it,
+        ``made_on``: the copy that step began on, :meth:`StaleGate.mark`)."""
         made, stale = decision, self.pipeline.stale
         if stale is not None:
-            decision = stale.gate(self.pipeline.components, decision, now)
+            decision = stale.gate(self.pipeline.components, decision, now, made_on)
             if decision is None:
                 return
         try:
@@ -439,22 +440,23 @@ class Daemon:
         """Run one pipeline step (decided at ``now``) and publish the decisions it made, also
         those of a step that failed part-way (:class:`DecidedThenFailed`); return the errors (the
         step's first) for the caller to report. Nothing raised here is lost."""
+        made_on = self.pipeline.stale.mark() if self.pipeline.stale is not None else None
         try:
             made, errors = step(), []
         except DecidedThenFailed as failed:
             made, errors = failed.decisions, [failed.cause]
         except Exception as exc:  # noqa: BLE001 - returned: the caller reports it (fail closed)
             return [exc]
-        return errors + self._emit_each(made, captured_at, now)
+        return errors + self._emit_each(made, captured_at, now, made_on)
 
     def _emit_each(self, decisions: list[Decision], captured_at: float | None = None,
-                   now: float | None = None) -> list[Exception]:
+                   now: float | None = None, made_on: int | None = None) -> list[Exception]:
         """Each decision gets its own try at the outbox, so one that fails loses none of the
         others; what failed is returned for the caller to report."""
         errors: list[Exception] = []
         for decision in decisions:
             try:
-                self.emit(decision, now)
+                self.emit(decision, now, made_on)
             except Exception as exc:  # noqa: BLE001 - reported by the caller (fail closed)
                 errors.append(exc)
                 self.pipeline.not_carried_out(decision)  # a GRANTED not recorded opened nothing
@@ -502,11 +504,25 @@ class Daemon:
                 self.stop_requested.wait(backoff)
         return self.shutdown()
 
+    def _publish_kept(self) -> None:
+        """The door stops: the decisions the stale gate still keeps to be made again are published
+        as ERROR (:meth:`StaleGate.at_shutdown`), so that each person decided is on record; what
+        the outbox refused is raised (after the others went in)."""
+        if self.pipeline.stale is None:
+            return
+        errors = self._publish(lambda: self.pipeline.stale.at_shutdown(self.pipeline.components))
+        for exc in errors[1:]:
+            log.error("shutdown: a decision kept to be made again was not recorded: %s", describe_error(exc))
+        if errors:
+            raise errors[0]
+
     def shutdown(self, flush_timeout_s: float = 10.0) -> int:
-        """Stop in order: inputs, then the panel (it waits for the answers to open card reads), then
-        the relay (it waits for a running door command; a pulse ends locked), then the outbox's drain
-        and the rest. Every step runs whatever an earlier one raised (found in review: a camera or
-        panel that failed to close skipped the relay's and the outbox's); 1 if any step failed."""
+        """Stop in order: inputs, then the decisions the stale gate kept (published before the
+        outbox drains: each person decided is on record), then the panel (it waits for the answers
+        to open card reads), then the relay (it waits for a running door command; a pulse ends
+        locked), then the outbox's drain and the rest. Every step runs whatever an earlier one
+        raised (found in review: a camera or panel that failed to close skipped the relay's and the
+        outbox's); 1 if any step failed."""
         notify("STOPPING=1")
         failed: list[str] = []
 
@@ -520,6 +536,7 @@ class Daemon:
 
         step("camera", self.camera.stop)
         step("badge readers", self.badges.close)
+        step("decisions kept to be made again", self._publish_kept)  # before the outbox drains and closes
         step("access panel", self.panel.close)
         step("door relay", self.relay.close)
         left = step("outbox drain", lambda: self.pump.close(flush_timeout_s))  # the pump is the one drainer

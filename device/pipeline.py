@@ -51,7 +51,7 @@ class DoorPipeline:
         self.index = index
         self.components = components
         self.factors: Factors | None = None  # the card modes (matching.mode); None: face only
-        self.stale: StaleGate | None = None  # sync.on_stale = deny: its decisions not made again
+        self.stale: StaleGate | None = None  # with sync: the decisions it kept and did not make again
 
     def badge(self, read: BadgeRead, now: float) -> list[Decision]:
         """A badge read (card modes): decisions it makes at once; a new verification restarts

@@ -1,9 +1,11 @@
 """What happens to a decision the stale gate (``sync.on_stale = "deny"``, :meth:`DoorSync.gate`)
-stopped, or that was made before the matcher loaded the change set last applied. The one owner of
-that policy: the daemon asks :meth:`StaleGate.gate` what to publish, tells it what the outbox
-refused (:meth:`StaleGate.refused`) and has it restart held tracks at each housekeeping
-(:meth:`StaleGate.release_when_fresh`); the pipeline asks it each frame for the decisions not
-made again (:meth:`StaleGate.not_made_again`). A door without sync has none.
+stopped, or that was made before the matcher loaded the change set last applied (whatever
+on_stale says). The one owner of that policy: the daemon notes the copy each step begins on
+(:meth:`StaleGate.mark`), asks :meth:`StaleGate.gate` what to publish, tells it what the outbox
+refused (:meth:`StaleGate.refused`), has it restart held tracks at each housekeeping
+(:meth:`StaleGate.release_when_fresh`) and, when it stops, publishes what it still keeps
+(:meth:`StaleGate.at_shutdown`); the pipeline asks it each frame for the decisions not made again
+(:meth:`StaleGate.not_made_again`). A door without sync has none.
 
 - A GRANTED the gate stopped is withdrawn like one the outbox could not record (its cooldown
   goes, its track starts again): the person still at the door is granted as soon as the copy is
@@ -14,8 +16,21 @@ made again (:meth:`StaleGate.not_made_again`). A door without sync has none.
   nobody whose cooldown could bound it: one per N-of-M window otherwise). If the outbox refused
   that ERROR, the track is released at once instead, so the next frames decide (and gate) it again.
 - A face's decision made before the matcher loaded the last change set, at a door otherwise
-  fresh, is not published but made again: its cooldown goes, its track starts again and it is kept
-  until the track decides again; a track that goes first publishes it as ERROR (``not made again``).
+  fresh (any door with on_stale = keep: that setting keeps deciding on a copy not confirmed, never
+  on one older than the database's; found in review: a revocation applied in that gap let the old
+  copy grant), is not published but made again: its cooldown goes, its track starts again and it
+  is kept until the track decides again; a track that goes first publishes it as ERROR (``not made
+  again``), and so does the door stopping first (found in review: a SIGTERM lost them, with nothing
+  on record of the person at the door), and a track that cannot start again.
+- A badge's decision alone (no face: a card_or_face GRANTED, DENIED_UNKNOWN_CARD, DENIED_NO_FACE)
+  is made from the database, not the matcher: made in a step that began with every change set
+  applied so far in the database (:meth:`mark`), it is published as made in that gap (found in
+  review: a healthy door answered the tap with ERROR STALE_COLLECTION, and the holder had to tap
+  again). Where a change set was applied while the step ran, its read may have come before it (a
+  revocation): ERROR as before (that race is a step wide: the badge step, one lookup right after
+  the housekeeping loads the matcher; a frame, for the verification window it closes). A
+  card_and_face face verdict (its track, the verification it closed) cannot be made again: ERROR
+  STALE_COLLECTION in that gap (a frame wide), and the holder taps again.
 """
 
 from __future__ import annotations
@@ -40,14 +55,24 @@ class StaleGate:
         self._held: set[int] = set()  # tracks whose DENIED the gate stopped: decided again once fresh
         self._remade: dict[int, Decision] = {}  # track -> the decision it is to make again
 
-    def gate(self, c: Components, decision: Decision, now: float | None) -> Decision | None:
+    def mark(self) -> int:
+        """The copy a step begins on: the last change set applied to the database now (it grows with
+        every apply: a snapshot at the applied seq is not applied again); handed back to
+        :meth:`gate` as ``made_on`` for the step's decisions."""
+        return self.sync.applied_seq
+
+    def gate(self, c: Components, decision: Decision, now: float | None,
+             made_on: int | None = None) -> Decision | None:
         """What to publish for ``decision``: itself, the ERROR STALE_COLLECTION standing for it, or
         None (nothing: it is made again by the next frames, or its ERROR is in its cooldown).
-        ``now``: the decision clock's time of the step that made it (None: no cooldown for the ERROR)."""
-        gated = self.sync.gate(decision, again=_can_decide_again(decision))
+        ``now``: the decision clock's time of the step that made it (None: no cooldown for the ERROR);
+        ``made_on``: :meth:`mark` before that step (None: not known)."""
+        current = made_on is not None and made_on == self.sync.applied_seq and _made_on_database(decision)
+        gated = self.sync.gate(decision, again=_can_decide_again(decision), current=current)
         if gated is None:  # made before the matcher loaded the last change set: made again on it
-            self._decide_again(c, decision)
-            return None
+            if self._decide_again(c, decision):
+                return None
+            return _not_made_again(decision, "its track could not start again")
         if gated is decision:
             return decision
         if decision.decision == GRANTED:
@@ -67,9 +92,10 @@ class StaleGate:
             withhold(c, made)
 
     def release_when_fresh(self, c: Components) -> None:
-        """Once the copy is fresh and loaded, the tracks :meth:`_hold_until_fresh` held start again
-        (those still decided and in view), so the people still at the door are decided afresh."""
-        if not self.sync.fresh() or not self._held:
+        """Once the copy is loaded and (with on_stale = deny) fresh, the tracks
+        :meth:`_hold_until_fresh` held start again (those still decided and in view), so the people
+        still at the door are decided afresh."""
+        if not self._held or not self.sync.settled():
             return
         held, self._held = self._held, set()
         for track in c.tracker.tracks():
@@ -90,23 +116,32 @@ class StaleGate:
                 continue
             del self._remade[track_id]
             if track is None:
-                out.append(replace(made, decision=ERROR, reason=(
-                    "not made again: made before the matcher loaded a change set, and the face left before "
-                    f"it was decided on the loaded copy (would have been {made.decision})")[:300]))
+                out.append(_not_made_again(made, "the face left"))
         return out
 
-    def _decide_again(self, c: Components, decision: Decision) -> None:
+    def at_shutdown(self, c: Components) -> list[Decision]:
+        """The door stops: every decision :meth:`_decide_again` still keeps, as ERROR (saying what
+        it would have been), for the daemon to publish before its outbox closes; those whose track
+        has decided again are forgotten, as in :meth:`not_made_again`."""
+        out = self.not_made_again(c)
+        kept, self._remade = self._remade, {}
+        return out + [_not_made_again(made, "the door stopped") for made in kept.values()]
+
+    def _decide_again(self, c: Components, decision: Decision) -> bool:
         """``decision`` is not published (made on a copy the matcher has replaced since): its
         cooldown goes and its track starts again, and it is kept under the track's new id until the
-        next frames have made it afresh (:meth:`not_made_again`)."""
+        next frames have made it afresh (:meth:`not_made_again`). False: not kept (its track is gone,
+        or could not start again): the caller publishes its ERROR (found in review: it was lost)."""
         try:
             c.policy.withdraw(decision)
             for track in c.tracker.tracks():
                 if track.track_id == decision.track_id:
                     c.tracker.restart(track)
                     self._remade[track.track_id] = decision  # under its new id
-        except Exception:  # noqa: BLE001 - nothing is published for it now; the door stays locked
+                    return True
+        except Exception:  # noqa: BLE001 - its ERROR is published instead; the door stays locked
             log.exception("could not start again the track of a decision to be made again")
+        return False
 
     def _hold_until_fresh(self, c: Components, decision: Decision) -> None:
         """A decision (not a GRANTED) the gate stopped: its cooldown goes now and its track is held
@@ -119,6 +154,19 @@ class StaleGate:
         if decision.track_id is not None:
             live = {t.track_id for t in c.tracker.tracks()}
             self._held = {t for t in self._held if t in live} | {decision.track_id}
+
+
+def _not_made_again(made: Decision, why: str) -> Decision:
+    """The ERROR recorded for ``made``, kept to be made again, when ``why`` came first."""
+    return replace(made, decision=ERROR, reason=(
+        f"not made again: made before the matcher loaded a change set, and {why} before it was "
+        f"decided on the loaded copy (would have been {made.decision})")[:300])
+
+
+def _made_on_database(decision: Decision) -> bool:
+    """Was ``decision`` made from the database alone, not the matcher? A badge's decision without a
+    face (the holder's lookup, a verification window that closed)."""
+    return decision.track_id is None and "face" not in decision.factors
 
 
 def _can_decide_again(decision: Decision) -> bool:

@@ -7,8 +7,10 @@
 - after every apply the daemon refreshes its matcher at once (:meth:`DoorSync.changed`);
 - ``sync.on_stale = "deny"``: while the copy is stale every decision becomes ERROR
   ``STALE_COLLECTION`` (the door stays locked; a decision it stopped is withdrawn by the daemon,
-  a DENIED's track decided again once :meth:`DoorSync.fresh`: ``device/stale_gate.py``); ``"keep"``:
+  a DENIED's track decided again once :meth:`DoorSync.settled`: ``device/stale_gate.py``); ``"keep"``:
   decisions stand, health says stale;
+- either way, a decision the matcher made before it loaded the change set last applied is not
+  published as made (:meth:`DoorSync.gate`; made again, or ERROR: ``device/stale_gate.py``);
 - health: ``"sync": {"<C>": {"applied_seq", "head_seq", "confirmed_at", "stale", "rejected", ...}}``.
 """
 
@@ -70,40 +72,54 @@ class DoorSync:
             return True
         return False
 
-    def fresh(self) -> bool:
-        """Confirmed up to date, and the matcher has loaded the last change set applied."""
-        return self.follower.stale_reason() is None and not self.follower.applied_event.is_set()
+    @property
+    def applied_seq(self) -> int:
+        """The last change set applied to the database (the matcher may not have loaded it yet)."""
+        return self.follower.applied_seq
 
-    def gate(self, decision: Decision, *, again: bool = False) -> Decision | None:
+    def settled(self) -> bool:
+        """A decision made now passes :meth:`gate` as made: the matcher has loaded the last change
+        set applied and, with on_stale = deny, the copy is confirmed up to date (fresh)."""
+        loaded = not self.follower.applied_event.is_set()
+        return loaded and (self.on_stale != "deny" or self.follower.stale_reason() is None)
+
+    def gate(self, decision: Decision, *, again: bool = False, current: bool = False) -> Decision | None:
         """``decision``, or ERROR STALE_COLLECTION when the copy is stale and on_stale is deny (the
         reason says why: the follower's ``stale_reason``, e.g. an unanswered challenge);
-        also when a change set was applied that the matcher has not loaded yet (:meth:`changed`
-        not asked since): the decision was made on the copy before it, which no head confirmed
+        also, whatever on_stale says, when a change set was applied that the matcher has not loaded
+        yet (:meth:`changed` not asked since): the decision was made on the copy before it
         (the worker applies and confirms on its own thread, between the daemon's housekeeping
-        and a frame: a revocation that made the copy fresh must not grant on the old copy).
-        In that case, where the copy is otherwise fresh and the caller can make the decision
-        again on the loaded copy (``again``: a face's track), None: nothing to publish (found in
-        review: the ERROR said STALE_COLLECTION at a healthy door, at every change set that came
-        while someone was being decided)."""
+        and a frame: a revocation applied must not grant on the old copy; found in review: with
+        on_stale = keep nothing gated that gap, and a revoked person was granted at a door that
+        said fresh). In that case, where the caller can make the decision again on the loaded
+        copy (``again``: a face's track), None: nothing to publish (found in review: the ERROR
+        said STALE_COLLECTION at a healthy door, at every change set that came while someone was
+        being decided). ``current``: the caller knows the decision was made on the database's
+        copy with every change set applied so far (a badge's, read from the database, not the
+        matcher): that gap does not concern it."""
         stale_reason = self.follower.stale_reason()
         stale = stale_reason is not None
         if stale != self._was_stale:
             (log.warning if stale else log.info)("collection %s is %s", self.collection_id,
                                                  "STALE (not confirmed up to date)" if stale else "confirmed up to date")
             self._was_stale = stale
-        unloaded = not stale and self.follower.applied_event.is_set()
-        if not (stale or unloaded) or self.on_stale != "deny" or decision.decision in (ERROR, ACTUATION_FAILED):
+        if decision.decision in (ERROR, ACTUATION_FAILED):
             return decision
-        if unloaded and again:
-            log.info("a %s made before the matcher loaded seq %d is made again", decision.decision,
-                     self.follower.applied_seq)
-            return None
-        why = f"seq {self.follower.applied_seq} applied but not yet loaded by the matcher" if unloaded else stale_reason
+        if stale and self.on_stale == "deny":
+            why = stale_reason
+        elif self.follower.applied_event.is_set() and not current:
+            if again:
+                log.info("a %s made before the matcher loaded seq %d is made again", decision.decision,
+                         self.follower.applied_seq)
+                return None
+            why = f"seq {self.follower.applied_seq} applied but not yet loaded by the matcher"
+        else:
+            return decision
         return Decision(ERROR, decision.device_id, decision.collection_id, decision.model_version,
                         decision.threshold, user_id=decision.user_id, similarity=decision.similarity,
                         track_id=decision.track_id, mode=decision.mode, factors=decision.factors,
-                        reason=f"{STALE}: {self.collection_id}: {why} (sync.on_stale = deny; would have been "
-                               f"{decision.decision})")
+                        reason=f"{STALE}: {self.collection_id}: {why} (sync.on_stale = {self.on_stale}; would "
+                               f"have been {decision.decision})")
 
     def health(self) -> dict[str, Any]:
         return {self.collection_id: self.follower.health()}

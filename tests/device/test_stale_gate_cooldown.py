@@ -287,13 +287,22 @@ def test_a_denial_the_stale_gate_stopped_is_decided_again_once_the_copy_is_fresh
     assert door.pulses == ["obama"]
 
 
-def _applied_after_housekeeping(stale_door, engine):
+def _revocation(door: StaleDoor, user: str, feed_position: int) -> Delta:
+    """The desk's change set that deletes ``user`` (and their faces)."""
+    rows = [r for r in door.daemon.store.collection_faces("door") if r.user_id == user]
+    return Delta(feed_position=feed_position, users_deleted=[user], faces_deleted=[r.face_id for r in rows])
+
+
+def _applied_after_housekeeping(stale_door, engine, matching: dict | None = None, revoked: str | None = None,
+                                **sync: Any) -> StaleDoor:
     """A fresh door whose sync worker applied and confirmed a change set (ann enrolled: it does not
-    concern obama) after the main loop's housekeeping: the matcher still holds the copy before it."""
-    door = stale_door(challenge_every_s=0)
+    concern obama; or ``revoked`` deleted) after the main loop's housekeeping: the matcher still
+    holds the copy before it."""
+    door = stale_door(matching, challenge_every_s=0, **sync)
     _confirm(door, engine)
     door.daemon._housekeeping(0.0)
-    _change(door, engine, Delta(feed_position=10, users_put=[UserPut(user_id="ann")]))
+    _change(door, engine, _revocation(door, revoked, 10) if revoked else
+            Delta(feed_position=10, users_put=[UserPut(user_id="ann")]))
     _confirm(door, engine)  # the worker applied and confirmed after this loop's housekeeping
     return door
 
@@ -371,4 +380,108 @@ def test_a_decision_not_made_again_because_the_face_left_is_recorded(engine, sta
     assert [(d["decision"], d.get("user_id")) for d in decided] == [("ERROR", "obama")], \
         "the decision that was to be made again was lost: nothing recorded for obama"
     assert "would have been GRANTED" in decided[0]["reason"], decided[0]["reason"]
+    assert door.pulses == []
+
+
+def test_a_decision_kept_to_be_made_again_is_recorded_when_the_door_stops(engine, stale_door, monkeypatch):
+    """Found in review: obama's decision, made before the matcher loaded a change set, is kept to be
+    made again; the daemon stops (SIGTERM) before his next frame. The kept decision vanished:
+    nothing on record that he stood at the door. It is published as ERROR (saying what it would have
+    been) before the outbox drains, and stays in the outbox for the next start."""
+    from facelink.mqtt.outbox import Outbox
+
+    door = _applied_after_housekeeping(stale_door, engine)
+    daemon = door.daemon
+    door.frame(0)  # obama decided on the matcher's old copy: kept to be made again
+    assert _decisions(daemon) == []
+    real_close, at_drain = daemon.pump.close, []
+
+    def close(flush_timeout_s: float) -> int:
+        at_drain.append([json.loads(e.payload) for e in daemon.outbox.peek(100)])
+        return real_close(flush_timeout_s)
+
+    monkeypatch.setattr(daemon.pump, "close", close)
+    daemon.shutdown(flush_timeout_s=0)
+    monkeypatch.setattr(daemon.pump, "close", real_close)  # the fixture's teardown stops it again
+    assert [[(d["decision"], d.get("user_id")) for d in drained] for drained in at_drain] == [[("ERROR", "obama")]], \
+        "the decision kept to be made again was lost when the door stopped"
+    reason = at_drain[0][0]["reason"]
+    assert "the door stopped" in reason and "would have been GRANTED" in reason, reason
+    outbox = Outbox(daemon.settings.mqtt.outbox)  # what the next start sends
+    try:
+        assert [json.loads(e.payload)["event_id"] for e in outbox.peek(100)] == [at_drain[0][0]["event_id"]]
+    finally:
+        outbox.close()
+    assert door.pulses == []
+
+
+def test_with_on_stale_keep_a_revocation_applied_but_not_loaded_grants_nobody(engine, stale_door):
+    """Found in review: sync.on_stale = keep is a site's choice to keep deciding on a copy not
+    confirmed up to date, not to decide on a copy older than the one applied. At a fresh door, the
+    sync worker applies (and the head confirms) obama's revocation between the main loop's
+    housekeeping and the next frame: that frame decides obama on the matcher's old copy, and with
+    keep nothing gated it: the door opened for a revoked person. The gap is gated whatever
+    on_stale says: the decision is made again on the loaded copy, where obama is unknown."""
+    door = _applied_after_housekeeping(stale_door, engine, revoked="obama", on_stale="keep")
+    daemon = door.daemon
+    door.frame(0)  # decided on the matcher's old copy (obama still in it)
+    assert door.pulses == [] and _decisions(daemon) == [], "a revoked person was granted on the old copy"
+    daemon._housekeeping(1.0)  # the matcher loads the revocation
+    door.frame(1)
+    assert _decisions(daemon) == [("DENIED_UNKNOWN", None, None)] and door.pulses == []
+
+
+def test_a_badge_read_after_a_change_set_was_applied_is_answered_not_an_error(engine, stale_door, monkeypatch):
+    """Found in review: at a fresh door (card_or_face), the sync worker applies and confirms a
+    change set (ann enrolled) after the main loop's housekeeping; obama taps his badge. His card
+    GRANTED was ERROR STALE_COLLECTION (the matcher had not loaded the set) and he had to tap
+    again, though a badge is looked up in the database, which had the set. It is GRANTED. Where a
+    set is applied while the badge step runs (his revocation, after his lookup), the read may have
+    come before it: still ERROR, nothing opens; once loaded, his badge is unknown."""
+    from facelink.enroll import credentials
+
+    door = _applied_after_housekeeping(stale_door, engine, {**ONE_FRAME, "mode": "card_or_face"})
+    daemon = door.daemon
+    with Store(daemon.settings.store.database) as store:
+        credentials.put_user_credential(Context(store, lambda: engine), "door", "obama", "H10301:18:1001")
+    assert daemon.badges.put("H10301:18:1001", "serial")
+    daemon._badges(1.0)
+    assert _decisions(daemon) == [("GRANTED", "obama", None)], "the tap at a fresh door was answered with an ERROR"
+    assert door.pulses == ["obama"]
+
+    real_holder = daemon.store.user_by_credential
+
+    def holder(collection_id: str, credential: str) -> str | None:
+        user = real_holder(collection_id, credential)
+        if user == "obama":  # the worker applies (and the head confirms) his revocation right after
+            _change(door, engine, _revocation(door, "obama", 20))
+            _confirm(door, engine)
+        return user
+
+    monkeypatch.setattr(daemon.store, "user_by_credential", holder)
+    assert daemon.badges.put("H10301:18:1001", "serial")
+    daemon._badges(2.0)
+    assert _decisions(daemon)[1:] == [("ERROR", "obama", "STALE_COLLECTION")] and door.pulses == ["obama"]
+    monkeypatch.setattr(daemon.store, "user_by_credential", real_holder)
+    daemon._housekeeping(3.0)  # the matcher loads the revocation; the tap after it
+    assert daemon.badges.put("H10301:18:1001", "serial")
+    daemon._badges(3.0)
+    assert _decisions(daemon)[2:] == [("DENIED_UNKNOWN_CARD", None, "badge H10301")] and door.pulses == ["obama"]
+
+
+def test_a_decision_whose_track_cannot_start_again_is_recorded(engine, stale_door, monkeypatch):
+    """Found in review: obama's decision, made before the matcher loaded a change set, is to be made
+    again, but his track cannot start again (the tracker fails): it was neither published nor kept,
+    and nothing was on record that he stood at the door. It is published as ERROR (saying what it
+    would have been); the door stays locked."""
+    door = _applied_after_housekeeping(stale_door, engine)
+    daemon = door.daemon
+
+    def restart(track) -> None:
+        raise RuntimeError("tracker broken")
+
+    monkeypatch.setattr(daemon.pipeline.components.tracker, "restart", restart)
+    door.frame(0)
+    assert _decisions(daemon) == [("ERROR", "obama", "not made again")], "the decision to be made again was lost"
+    assert "would have been GRANTED" in json.loads(daemon.outbox.peek(1)[0].payload)["reason"]
     assert door.pulses == []
