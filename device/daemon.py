@@ -380,9 +380,16 @@ class Daemon:
     def _replay_ended(self) -> None:
         """A replay ended: a card_and_face verification still open gets its DENIED_NO_FACE now
         (no more frames can bring the face), not silence."""
-        if self.index.usable:
-            for exc in self._publish(lambda: self.pipeline.tick(float("inf"), reason="the replay ended")):
-                self.fail_closed(exc)
+        self._close_verifications("the replay ended")
+
+    def _close_verifications(self, reason: str) -> None:
+        """Every card_and_face verification still open closes now, DENIED_NO_FACE saying ``reason``
+        (no more frames will bring its face); one the outbox refused is an ERROR (fail_closed)."""
+        if not self.index.usable:
+            return
+        errors = self._publish(lambda: self.pipeline.tick(float("inf"), reason=reason))
+        for exc in errors:
+            self.fail_closed(exc)
 
     def reload(self) -> None:
         """SIGHUP: rebuild everything derived from [matching] and [liveness], all of it or none
@@ -517,8 +524,9 @@ class Daemon:
             raise errors[0]
 
     def shutdown(self, flush_timeout_s: float = 10.0) -> int:
-        """Stop in order: inputs, then the decisions the stale gate kept (published before the
-        outbox drains: each person decided is on record), then the panel (it waits for the answers
+        """Stop in order: inputs, then the decisions the stale gate kept and the card_and_face
+        verifications still open (published before the outbox drains: each person decided is on
+        record), then the panel (it waits for the answers
         to open card reads), then the relay (it waits for a running door command; a pulse ends
         locked), then the outbox's drain and the rest. Every step runs whatever an earlier one
         raised (found in review: a camera or panel that failed to close skipped the relay's and the
@@ -537,6 +545,8 @@ class Daemon:
         step("camera", self.camera.stop)
         step("badge readers", self.badges.close)
         step("decisions kept to be made again", self._publish_kept)  # before the outbox drains and closes
+        # a badge's verification still open: DENIED_NO_FACE now, not lost (found in review, tenth session)
+        step("open card verifications", lambda: self._close_verifications("the door stopped"))
         step("access panel", self.panel.close)
         step("door relay", self.relay.close)
         left = step("outbox drain", lambda: self.pump.close(flush_timeout_s))  # the pump is the one drainer

@@ -59,3 +59,35 @@ def test_a_step_that_fails_at_shutdown_skips_none_after_it(tmp_path, make_settin
     assert pin.state == 0  # the pulse ended locked
     with pytest.raises(sqlite3.ProgrammingError):  # the outbox was closed
         daemon.outbox.put("late", "t", {})
+
+
+def test_a_card_verification_open_when_the_door_stops_is_recorded(tmp_path, make_settings, engine, faces_dir):
+    """card_and_face: a badge is read, then the door stops (systemd stop, a restart) inside its
+    card window, before any face: the verification closes DENIED_NO_FACE "the door stopped" and
+    is in the outbox for the next start to send (found in review, tenth session: nothing was
+    recorded of that person at the door)."""
+    from facelink.access.badges import BadgeRead
+    from facelink.enroll import credentials, faces, users
+    from facelink.enroll.context import Context
+    from facelink.enroll.store import Store
+
+    from .conftest import door_daemon
+
+    settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1},
+                             matching={"mode": "card_and_face", "card_window_s": 600, "collection_id": "door"})
+    daemon = door_daemon(settings, engine)
+    with Store(settings.store.database) as store:
+        ctx = Context(store, lambda: engine)
+        faces.index_faces(ctx, "door", str(faces_dir / "people/obama/1.jpg"), external_image_id="obama")
+        (face,) = faces.list_faces(ctx, "door")["Faces"]
+        users.create_user(ctx, "door", "obama")
+        users.associate_faces(ctx, "door", "obama", [face["FaceId"]])
+        credentials.put_user_credential(ctx, "door", "obama", "H10301:7:700")
+    daemon.index.refresh(0)
+    assert daemon.pipeline.badge(BadgeRead("H10301:7:700", "mqtt"), daemon.clock.now()) == []  # window open
+    assert daemon.shutdown(flush_timeout_s=0.5) == 0
+    outbox = Outbox(settings.mqtt.outbox)
+    payloads = [json.loads(e.payload) for e in outbox.peek(10)]
+    outbox.close()
+    assert [(p["decision"], p["user_id"], p["reason"]) for p in payloads] == \
+        [("DENIED_NO_FACE", "obama", "the door stopped")]
