@@ -8,12 +8,27 @@ where the payload is ``{"schema": "facelink.changes/1", "collection_id", "face_m
 "seq", "body"}``: ``seq`` counts the collection's change sets from 1 with no gaps. The signature
 covers the payload's exact bytes, so nothing in it can be altered.
 
+*History fingerprint.* The desk's change sets form a hash chain: a delta or rebase at seq ``n``
+carries ``prev``, the :func:`payload_sha256` of the payload of the desk's change set ``n - 1``
+(the exact signed text, as journaled and published; absent at seq 1), and a snapshot chunk (whose
+seq is its base ``S``) carries ``position``, the :func:`payload_sha256` of the desk's payload at
+``S``: the place in the desk's history the snapshot stands for. A door keeps the fingerprint of
+the payload at its applied seq (its *position*: a delta's own payload hash, a snapshot's
+``position``), and a change set at its next seq whose ``prev`` is another is ``DIVERGED``: the desk
+signed it in another history than the one the door's copy was built from (its database restored
+from an older copy), whatever seqs either side holds. Both fields are optional at the payload's
+top level, which doors read key by key (an older door ignores them): a change set without
+``prev`` (an older desk), or a door that does not know its position (it applied its seq before
+this field, or took an older desk's snapshot), is accepted as before and the position learned
+from then on. Heads carry no fingerprint (an older door refuses any new field in a head): a head
+naming the door's seq in another history confirms the copy until the desk's next change set.
+
 :class:`ChangeSetVerifier` is the door's gate, applied before anything touches its database:
 unsigned, untrusted-key or altered (``InvalidSignatureException``), another collection or
 FaceModelVersion, a ``seq`` already applied (``REPLAY``) or beyond the next one (``GAP``, with the
-missing range to ask the desk for: never guessed) are refused and change nothing. The
-verifier's position advances only through :meth:`ChangeSetVerifier.applied`, after the caller
-committed the change set.
+missing range to ask the desk for: never guessed) or one whose ``prev`` is not the door's
+position (``DIVERGED``, below) are refused and change nothing. The verifier's seq and position
+advance only through :meth:`ChangeSetVerifier.applied`, after the caller committed the change set.
 
 Snapshot chunks (body ``kind = "snapshot"``) are checked for signature, collection and
 FaceModelVersion but not for order: their ``seq`` is the snapshot's base; one below the applied
@@ -27,6 +42,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,15 +77,48 @@ class ChangeSet:
     seq: int
     body: dict[str, Any]
     key_id: str
+    sha256: str = ""  # payload_sha256 of its payload: the door's position once it applied this delta
+    prev: str | None = None  # the desk's payload_sha256 at seq - 1 (None: a desk older than the field)
+    position: str | None = None  # a snapshot chunk's: the desk's payload_sha256 at its seq
+
+
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _fingerprint(p: dict[str, Any], name: str) -> str | None:
+    """The optional fingerprint field ``name`` of a payload: None, or 64 lowercase hex digits."""
+    value = p.get(name)
+    if value is not None and not (isinstance(value, str) and _FINGERPRINT.fullmatch(value)):
+        raise ValueError(f"{name} is not a SHA-256")
+    return value
 
 
 def encode(private: Ed25519PrivateKey, collection_id: str, model_version: str, seq: int,
-           body: dict[str, Any]) -> bytes:
-    payload = json.dumps({"schema": SCHEMA, "collection_id": collection_id,
-                          "face_model_version": model_version, "seq": int(seq), "body": body},
-                         sort_keys=True, separators=(",", ":"))
+           body: dict[str, Any], *, prev: str | None = None, position: str | None = None) -> bytes:
+    """The signed envelope of one change set. ``prev`` (a delta or rebase): the
+    :func:`payload_sha256` of the desk's change set ``seq - 1``; ``position`` (a snapshot chunk):
+    that of the desk's change set ``seq``. Each is left out when None (the payload is then exactly
+    that of a desk older than the fields)."""
+    fields: dict[str, Any] = {"schema": SCHEMA, "collection_id": collection_id,
+                              "face_model_version": model_version, "seq": int(seq), "body": body}
+    for name, value in (("prev", prev), ("position", position)):
+        if value is not None:
+            fields[name] = value
+    payload = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return json.dumps({"payload": payload, "signature": sign(private, payload.encode())},
                       separators=(",", ":")).encode()
+
+
+def payload_sha256(payload: bytes) -> str:
+    """A change set's fingerprint in the desk's history (``prev``, ``position``, the door's
+    position): the SHA-256 (hex) of its signed payload's exact bytes -- what the signature covers,
+    so a broker cannot change it (unlike the envelope's, :func:`message_sha256`)."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+def envelope_payload_sha256(message: bytes) -> str:
+    """:func:`payload_sha256` of the payload of the signed envelope ``message`` (ValueError: not one)."""
+    return payload_sha256(open_envelope(message)[1])
 
 
 def message_sha256(message: bytes) -> str:
@@ -91,14 +140,17 @@ def message_sha256(message: bytes) -> str:
 
 
 class ChangeSetVerifier:
-    """The door's check of the change sets of one collection (see the module docstring)."""
+    """The door's check of the change sets of one collection (see the module docstring).
+    ``position``: the :func:`payload_sha256` of the desk's payload at ``applied_seq`` as the door
+    applied it (None: not known -- the next change set's ``prev`` is then taken as it comes)."""
 
     def __init__(self, trusted: dict[str, Ed25519PublicKey], collection_id: str, model_version: str,
-                 applied_seq: int = 0) -> None:
+                 applied_seq: int = 0, position: str | None = None) -> None:
         self.trusted = trusted
         self.collection_id = collection_id
         self.model_version = model_version
         self.applied_seq = applied_seq
+        self.position = position
         self.rejected: dict[str, int] = {}
 
     def check(self, message: bytes) -> ChangeSet:
@@ -123,7 +175,8 @@ class ChangeSetVerifier:
         try:
             p = json.loads(payload_text)
             cs = ChangeSet(str(p["collection_id"]), str(p["face_model_version"]), int(p["seq"]),
-                           dict(p["body"]), key_id)
+                           dict(p["body"]), key_id, payload_sha256(payload_bytes),
+                           _fingerprint(p, "prev"), _fingerprint(p, "position"))
             if p.get("schema") != SCHEMA:
                 raise ValueError(p.get("schema"))
         except (ValueError, TypeError, KeyError, RecursionError):
@@ -145,16 +198,25 @@ class ChangeSetVerifier:
         if cs.seq > self.applied_seq + 1:
             raise ChangeSetRejected("GAP", f"seq {cs.seq} after {self.applied_seq}",
                                     missing=(self.applied_seq + 1, cs.seq - 1), seq=cs.seq)
+        if cs.prev is not None and self.position is not None and cs.prev != self.position:
+            raise ChangeSetRejected("DIVERGED", f"seq {cs.seq} follows another change set at seq "
+                                                f"{self.applied_seq} than the one this door applied "
+                                                f"(prev {cs.prev[:12]}, the door's {self.position[:12]})",
+                                    seq=cs.seq)
         return cs
 
     def applied(self, cs: ChangeSet) -> None:
-        """The caller committed ``cs``: the next one expected is ``cs.seq + 1``."""
-        if is_snapshot(cs) and cs.seq >= self.applied_seq:
-            self.applied_seq = cs.seq
-            return
-        if cs.seq != self.applied_seq + 1:
+        """The caller committed ``cs``: the next one expected is ``cs.seq + 1``, following the
+        door's new position (a delta's payload hash, a snapshot's ``position``)."""
+        if not (is_snapshot(cs) and cs.seq >= self.applied_seq) and cs.seq != self.applied_seq + 1:
             raise ChangeSetRejected("GAP", f"cannot record seq {cs.seq} after {self.applied_seq}")
-        self.applied_seq = cs.seq
+        self.applied_seq, self.position = cs.seq, position_after(cs)
+
+
+def position_after(cs: ChangeSet) -> str | None:
+    """The door's position once it applied ``cs`` (verified): a snapshot's ``position`` (None from
+    a desk older than the field), a delta's own payload hash. Persisted with the seq."""
+    return cs.position if is_snapshot(cs) else cs.sha256
 
 
 def is_snapshot(cs: ChangeSet) -> bool:

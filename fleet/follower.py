@@ -8,7 +8,9 @@ thread handles them in order (:meth:`Follower.handle`):
   (one transaction with the seq) -> only then ``verifier.applied``. A QoS 1 re-delivery (a seq
   already applied with the same bytes, or covered by the snapshot applied) is dropped quietly; a
   different message with an old seq is REPLAY. A GAP asks the desk for the missing range (never
-  guessed); a Rebase, or a door that has nothing yet, asks for a snapshot.
+  guessed); a Rebase, or a door that has nothing yet, asks for a snapshot. A change set whose
+  ``prev`` (the desk's fingerprint of the change set before it) is not this copy's position marks
+  the copy diverged (:meth:`Follower._diverge`), like other bytes signed at a seq it applied.
 - heads: a verified head newer than the last one accepted, whose seq is the applied one,
   confirms the copy is up to date as of when the desk issued it (bounded, below); a head beyond
   it asks for the range.
@@ -149,7 +151,8 @@ class Follower:
         self.request_topic = DeviceTopics(prefix, device_id).sync_request(collection_id)
         self.replica = Replica(store, collection_id, model_version)
         state = self.replica.state()
-        self.verifier = ChangeSetVerifier(trusted, collection_id, model_version, applied_seq=state.seq)
+        self.verifier = ChangeSetVerifier(trusted, collection_id, model_version, applied_seq=state.seq,
+                                          position=self.replica.position())
         self.snapshot_seq, self.head_issued_at, self.confirmed_at = \
             state.snapshot_seq, state.head_issued_at, state.confirmed_at
         self.transport, self.alarm = transport, alarm
@@ -317,7 +320,7 @@ class Follower:
                     if (after := self.replica.staging()) is not None and after[0] == cs.seq and after != before:
                         self._snapshot_coming()
                     return
-                self.replica.apply_snapshot()
+                self.replica.apply_snapshot(cs.position)
                 self.snapshot_seq, self.want_snapshot = cs.seq, False
                 if self.diverged is not None:
                     log.warning("sync %s: the desk's snapshot at seq %d replaced the copy that diverged at "
@@ -356,6 +359,10 @@ class Follower:
             self._outstanding = False  # change sets after its base may have been dropped meanwhile: ask now
 
     def _refused(self, topic: str, payload: bytes, exc: ChangeSetRejected) -> None:
+        if exc.reason == "DIVERGED":  # the desk's next change set names another one before it
+            self.highest_seen = max(self.highest_seen, exc.seq or 0)
+            self._diverge(exc.message.split(": ", 1)[-1], topic, payload)
+            return
         # the envelope as the desk spelled it: a broker's re-spacing is a re-delivery, not another change set
         sha = message_sha256(payload) if exc.reason == "REPLAY" else ""
         if exc.reason == "REPLAY" and exc.seq is not None and not _is_snapshot(payload) and (
@@ -568,13 +575,19 @@ class Follower:
             self._suspect = self.monotonic()
             self._challenges.reset()
 
-    def _diverge(self, why: str) -> None:
+    def _diverge(self, why: str, topic: str | None = None, payload: bytes = b"") -> None:
         """The desk's signed messages show that its history went back behind this copy (its
         database restored from an older copy): the seqs it signs from now on name other change
         sets than those this door applied, so neither its deltas nor a head at this door's seq
         say anything about this copy. Stale (persisted) until a snapshot past the door's seq
         replaces it; asks for one now. Found in review: the desk's revocation signed under a
-        reused seq was refused as REPLAY, and its head at that seq confirmed the door's copy."""
+        reused seq was refused as REPLAY, and its head at that seq confirmed the door's copy. The
+        proofs: other bytes signed at a seq it applied, an answer to a challenge below its seq, and
+        (the history fingerprint, ``changeset``) a change set at its next seq whose ``prev`` is not
+        this copy's position -- a door that missed the whole new history up to its seq (offline)
+        took such sets as deltas on the other history's copy (found in review: a user the restored
+        desk never knew stayed granted there, revocable by no one). ``topic``/``payload``: the
+        message that shows it (the alarm's)."""
         self.want_snapshot, self._outstanding = True, False
         if self.diverged is not None:
             return
@@ -582,7 +595,7 @@ class Follower:
         self.replica.mark_diverged(self.applied_seq)
         log.error("sync %s: %s: the desk's history went back (its database restored?); the copy is stale "
                   "until a snapshot past seq %d replaces it", self.collection_id, why, self.applied_seq)
-        self._reject(self.topics.head, b"", "DIVERGED", why, self.applied_seq)
+        self._reject(topic or self.topics.head, payload, "DIVERGED", why, self.applied_seq)
 
     def _count(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

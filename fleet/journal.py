@@ -87,13 +87,15 @@ class Journal:
             raise StoreError(f"fleet journal read failed: {exc}") from exc
 
     def append(self, collection_id: str, model_version: str, feed_position: int,
-               build: Callable[[int], bytes]) -> Entry:
-        """Journal the change set ``build(seq)`` signs for the next seq; returns it."""
+               build: Callable[[int, bytes | None], bytes]) -> Entry:
+        """Journal the change set ``build(seq, previous)`` signs for the next seq, given the
+        journaled bytes of the one before it (None at seq 1: its ``prev``, read in the same
+        transaction, so it is what was published before, also after a restart); returns it."""
         def write(c: Any) -> Entry:
-            row = c.execute("SELECT max(seq) FROM fleet_journal WHERE collection_id = ?",
-                            (collection_id,)).fetchone()
-            seq = int(row[0] or 0) + 1
-            message = build(seq)
+            row = c.execute("SELECT seq, message FROM fleet_journal WHERE collection_id = ? "
+                            "ORDER BY seq DESC LIMIT 1", (collection_id,)).fetchone()
+            seq = int(row[0]) + 1 if row else 1
+            message = build(seq, bytes(row[1]) if row else None)
             c.execute("INSERT INTO fleet_journal(collection_id, seq, feed_position, face_model_version, "
                       "message, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                       (collection_id, seq, feed_position, model_version, message, time.time()))

@@ -12,7 +12,8 @@ request arrives):
    a flood arriving meanwhile waits for the next step, so it cannot hold steps 2-3 back.
 2. per collection, inside ONE read transaction of the desk's store: read the change feed from
    the last journaled position; a batch becomes a Delta (or a Rebase when ``batch.full``), is
-   signed (fleet/changeset.encode) and journaled with the next seq (fleet/journal.py) BEFORE it
+   signed (fleet/changeset.encode, with ``prev``: the fingerprint of the journal's change set
+   before it) and journaled with the next seq (fleet/journal.py) BEFORE it
    is published; then every journaled but unacknowledged change set is published on ``changes``
    in seq order (QoS 1; a failure stops there and is retried, so order holds).
 3. heads: the signed Head (newest published seq) is published retained after new change sets
@@ -24,7 +25,8 @@ request arrives):
    behind ranges and a snapshot for longer than twice that (plus a publish each): a snapshot is read on a second
    connection of the desk database whose read transaction stays open from chunk to chunk across
    steps; it starts by journaling (and publishing) whatever that transaction sees, so it shows
-   exactly the state of the journal's newest seq, its base. Queued doors are served within a
+   exactly the state of the journal's newest seq, its base (each chunk carries the fingerprint of
+   that seq's journaled change set as its ``position``). Queued doors are served within a
    global :class:`~.requests.Budget` of snapshot replies and bytes per minute; the rest wait
    their turn (deferred, not refused).
 
@@ -60,7 +62,7 @@ from facelink.mqtt.topics import (
 )
 
 from .bodies import body_for_batch, snapshot_chunks
-from .changeset import encode
+from .changeset import encode, envelope_payload_sha256
 from .journal import Journal
 from .protocol import (
     DEVICE_ID,
@@ -108,6 +110,7 @@ class _SnapshotRun:
     devices: list[str]
     chunks: Iterator[SnapshotChunk]
     transaction: AbstractContextManager
+    position: str  # the payload_sha256 of the journal's change set at ``seq`` (each chunk carries it)
     message: str | None = None  # the chunk being sent
     next_device: int = 0
     sent_chunks: int = 0
@@ -400,8 +403,9 @@ class Publisher:
 
     def _journal(self, c: str, version: str, position: int, body: object) -> None:
         payload = body.model_dump()  # type: ignore[attr-defined]
-        entry = self.journal.append(c, version, position,
-                                    lambda seq: encode(self.key, c, version, seq, payload))
+        entry = self.journal.append(c, version, position, lambda seq, previous: encode(
+            self.key, c, version, seq, payload,
+            prev=None if previous is None else envelope_payload_sha256(previous)))
         self._cursor[c] = position
         if payload["kind"] == "rebase":
             self._last_rebase[c] = entry.seq
@@ -429,7 +433,7 @@ class Publisher:
                     self._finish_run(run)
                     return
                 run.message = encode(self.key, run.collection, run.model_version, run.seq,
-                                     chunk.model_dump()).decode()
+                                     chunk.model_dump(), position=run.position).decode()
                 run.next_device, run.total_chunks = 0, chunk.chunks
                 run.sent_chunks += 1
                 run.bytes += len(run.message)
@@ -482,7 +486,8 @@ class Publisher:
                 log.info("snapshot of %s: %d door(s) wait for the snapshot budget (fleet.snapshot_replies_per_minute"
                          ", fleet.snapshot_mb_per_minute)", c, deferred)
             return _SnapshotRun(c, last.seq, last.face_model_version, devices,
-                                snapshot_chunks(snap, c, last.feed_position), transaction)
+                                snapshot_chunks(snap, c, last.feed_position), transaction,
+                                envelope_payload_sha256(last.message))
         except BaseException:
             transaction.__exit__(None, None, None)
             raise

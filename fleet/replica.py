@@ -24,7 +24,7 @@ from typing import Any
 from facelink.enroll import feed
 from facelink.enroll.store import Store
 
-from .changeset import ChangeSet, ChangeSetRejected
+from .changeset import ChangeSet, ChangeSetRejected, position_after
 from .protocol import Delta, FacePut, SnapshotChunk
 
 SEEN_KEEP = 10_000  # applied change sets whose hash is kept (a re-delivery is told from a replay)
@@ -80,6 +80,20 @@ class Replica:
                                 "confirmed_at FROM sync_applied WHERE collection_id = ?", (self.collection_id,))
         return Applied(*rows[0]) if rows else Applied()
 
+    def position(self) -> str | None:
+        """The desk's fingerprint (``changeset.payload_sha256``) of the payload at the applied seq,
+        kept with that seq in the transaction that applied it; None when not known (applied before
+        the fingerprint existed, by a software that did not keep it, or from an older desk's
+        snapshot): the next change set's ``prev`` is then taken as it comes."""
+        (value, seq), = self.store.query(  # one statement: one consistent read
+            "SELECT (SELECT value FROM meta WHERE key = ?), "
+            "(SELECT seq FROM sync_applied WHERE collection_id = ?)", (self._position_key(), self.collection_id))
+        try:
+            kept = None if value is None or seq is None else json.loads(value)
+            return None if kept is None or int(kept["seq"]) != int(seq) else str(kept["sha256"])
+        except (ValueError, TypeError, KeyError):
+            return None  # unreadable: not known (as a door older than the field)
+
     def seen(self, seq: int) -> str | None:
         """The SHA-256 of the change set applied at ``seq`` (None: not known)."""
         rows = self.store.query("SELECT sha256 FROM sync_seen WHERE collection_id = ? AND seq = ?",
@@ -102,7 +116,7 @@ class Replica:
                 self._put_users(c, [(u.user_id, u.credential) for u in delta.users_put])
                 self._delete_faces(c, delta.faces_deleted + [f.face_id for f in delta.faces_put])
                 self._insert_faces(c, delta.faces_put)
-            self._record(c, cs.seq, cs.key_id, delta.feed_position, snapshot=False)
+            self._record(c, cs.seq, cs.key_id, delta.feed_position, snapshot=False, position=position_after(cs))
             c.execute("INSERT OR REPLACE INTO sync_seen VALUES (?, ?, ?)", (c_id, cs.seq, sha256))
             c.execute("DELETE FROM sync_seen WHERE collection_id = ? AND seq <= ?", (c_id, cs.seq - SEEN_KEEP))
 
@@ -144,8 +158,9 @@ class Replica:
                                   (self.collection_id,))
         return int(rows[0][0]), int(staged[0][0])
 
-    def apply_snapshot(self) -> int:
-        """Replace the copy with the staged snapshot in one transaction; its base seq."""
+    def apply_snapshot(self, position: str | None = None) -> int:
+        """Replace the copy with the staged snapshot in one transaction; its base seq. ``position``:
+        the snapshot's (every chunk of one ``snapshot_id`` carries the same, signed), kept with it."""
         c_id = self.collection_id
         with self.store.transaction() as c:
             row = c.execute("SELECT seq, chunks, feed_position, key_id FROM sync_stage WHERE collection_id = ?",
@@ -153,7 +168,7 @@ class Replica:
             staged = c.execute("SELECT count(*) FROM sync_stage_chunks WHERE collection_id = ?", (c_id,)).fetchone()
             if row is None or int(staged[0]) != int(row[1]):
                 raise ChangeSetRejected("MALFORMED", "the staged snapshot is incomplete")
-            seq, _, position, key_id = row
+            seq, _, feed_position, key_id = row
             if seq < self._seq(c):
                 raise ChangeSetRejected("REPLAY", f"snapshot at seq {seq} is older than the applied one", seq=seq)
             self._clear(c, delete_collection=False)
@@ -167,7 +182,7 @@ class Replica:
             c.execute("INSERT INTO users(collection_id, user_id, created_at, credential) SELECT collection_id, "
                       "user_id, ?, credential FROM sync_stage_users WHERE collection_id = ?", (now, c_id))
             feed.record(c, c_id, [(0, None)], "reset", keep=self.store.changes_keep)  # followers reload whole
-            self._record(c, seq, key_id, position, snapshot=True)
+            self._record(c, seq, key_id, feed_position, snapshot=True, position=position)
             c.execute("DELETE FROM sync_seen WHERE collection_id = ?", (c_id,))
             c.execute("DELETE FROM meta WHERE key = ?", (self._diverged_key(),))  # replaced whole
             self._unstage(c)
@@ -239,13 +254,23 @@ class Replica:
         row = c.execute("SELECT seq FROM sync_applied WHERE collection_id = ?", (self.collection_id,)).fetchone()
         return int(row[0]) if row else 0
 
-    def _record(self, c: Any, seq: int, key_id: str, position: int, *, snapshot: bool) -> None:
+    def _record(self, c: Any, seq: int, key_id: str, feed_position: int, *, snapshot: bool,
+                position: str | None) -> None:
+        """Record ``seq`` (and the door's ``position`` in the desk's history at it; None: not known)."""
         now = time.time()
         if not c.execute("UPDATE sync_applied SET seq = ?, key_id = ?, feed_position = ?, applied_at = ?, "
                          "snapshot_seq = CASE WHEN ? THEN ? ELSE snapshot_seq END WHERE collection_id = ?",
-                         (seq, key_id, position, now, snapshot, seq, self.collection_id)).rowcount:
+                         (seq, key_id, feed_position, now, snapshot, seq, self.collection_id)).rowcount:
             c.execute("INSERT INTO sync_applied VALUES (?, ?, ?, ?, ?, ?, 0, NULL)",
-                      (self.collection_id, seq, key_id, position, now, seq if snapshot else 0))
+                      (self.collection_id, seq, key_id, feed_position, now, seq if snapshot else 0))
+        if position is None:
+            c.execute("DELETE FROM meta WHERE key = ?", (self._position_key(),))
+        else:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                      (self._position_key(), json.dumps({"seq": int(seq), "sha256": position})))
+
+    def _position_key(self) -> str:
+        return f"sync_position:{self.collection_id}"
 
     def _ensure_collection(self, c: Any) -> None:
         c.execute("INSERT OR IGNORE INTO collections VALUES (?, ?, ?)", (self.collection_id, self.model_version,

@@ -29,9 +29,9 @@ def test_the_desk_heads_are_read_from_a_journal_left_as_it_was(tmp_path):
     db.parent.mkdir()
     journal = Journal(db)
     for _ in range(3):
-        entry = journal.append("staff", "sface-v1", 1, lambda seq: f"set {seq}".encode())
+        entry = journal.append("staff", "sface-v1", 1, lambda seq, _previous: f"set {seq}".encode())
         journal.published("staff", entry.seq)
-    journal.append("staff", "sface-v1", 2, lambda seq: b"not acknowledged yet")
+    journal.append("staff", "sface-v1", 2, lambda seq, _previous: b"not acknowledged yet")
     journal.close()
     before = _state(db.parent)
     assert _desk_heads(_settings(db)) == {"staff": 3}
@@ -57,11 +57,11 @@ def test_a_journal_the_desk_is_writing_is_read_with_its_latest_sets(tmp_path):
     db.parent.mkdir()
     journal = Journal(db)
     try:
-        journal.published("staff", journal.append("staff", "sface-v1", 1, lambda seq: b"first").seq)
+        journal.published("staff", journal.append("staff", "sface-v1", 1, lambda seq, _previous: b"first").seq)
         names = sorted(p.name for p in db.parent.iterdir())
         assert "facelink.db-shm" in names
         assert _desk_heads(_settings(db)) == {"staff": 1}
-        journal.published("staff", journal.append("staff", "sface-v1", 2, lambda seq: b"second").seq)
+        journal.published("staff", journal.append("staff", "sface-v1", 2, lambda seq, _previous: b"second").seq)
         assert _desk_heads(_settings(db)) == {"staff": 2}
         assert sorted(p.name for p in db.parent.iterdir()) == names
     finally:
@@ -76,13 +76,13 @@ class StoppedDesk:
         self.db = tmp_path / "desk" / "facelink.db"
         self.db.parent.mkdir()
         journal = Journal(self.db)
-        journal.published("staff", journal.append("staff", "sface-v1", 1, lambda seq: b"first").seq)
+        journal.published("staff", journal.append("staff", "sface-v1", 1, lambda seq, _previous: b"first").seq)
         journal.close()
         self.running: Journal | None = None
 
     def start(self) -> None:
         self.running = Journal(self.db)
-        self.running.published("staff", self.running.append("staff", "sface-v1", 2, lambda seq: b"second").seq)
+        self.running.published("staff", self.running.append("staff", "sface-v1", 2, lambda seq, _previous: b"second").seq)
 
     def close(self) -> None:
         if self.running is not None:

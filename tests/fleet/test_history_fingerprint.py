@@ -1,0 +1,299 @@
+"""The history fingerprint: the desk's change sets form a hash chain (``prev``: the SHA-256 of the
+payload of the change set before; a snapshot's ``position``: that of the payload at its seq), and a
+door keeps the fingerprint of the payload at its applied seq. Two holes of the DIVERGED mark
+(test_desk_history_rewound.py) needed it (found in review 82):
+
+- a door offline for the whole time a restored desk took to get back past its seq took the new
+  history's later sets as deltas on its copy of the old one: a contractor enrolled only in the old
+  history (the restored desk never knew him) stayed granted there, fresh, and no one could revoke
+  him;
+- a snapshot of the old history replayed past the door's seq cleared the mark, and the new
+  history's later sets were applied on top of that old copy.
+
+And it must raise no false alarm (a DIVERGED door with on_stale = deny is a locked door): the
+normal path, a door or desk restart, re-sent change sets answering a request, an older desk's sets
+without ``prev``, a door upgraded mid-stream. Real door stores and Ed25519 keys; the end-to-end
+cases run the desk's real Publisher and journal on a real desk database, restored from a real
+SQLite backup, through a real mosquitto (the Site of test_desk_clock_stepped_back.py)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from facelink.enroll.store import Store
+from facelink.fleet.changeset import encode, envelope_payload_sha256
+from facelink.fleet.follower import Follower
+from facelink.fleet.protocol import SnapshotChunk, UserPut
+from tests.waiting import round_trip
+
+from .conftest import V, add_faces
+from .test_desk_clock_stepped_back import Site
+from .test_follower import DOOR, PREFIX, Door, T, delta, door, face  # noqa: F401 - fixtures
+from .test_held_back_heads import I0, head
+
+BADGE = "H10301:18:4242"  # the contractor's
+
+
+class History:
+    """Change sets signed the way the desk signs them: each carries ``prev``, the fingerprint of
+    the one before (``unchained``: as an older desk, without it). :meth:`fork` is the desk's
+    database restored to ``seq``: the same change sets up to it, its own after."""
+
+    def __init__(self, key, messages: list[bytes] | None = None, unchained: bool = False) -> None:
+        self.key, self.messages, self.unchained = key, list(messages or []), unchained
+
+    @property
+    def seq(self) -> int:
+        return len(self.messages)
+
+    def next(self, **fields) -> bytes:
+        seq = self.seq + 1
+        prev = None if self.unchained or not self.messages else envelope_payload_sha256(self.messages[-1])
+        self.messages.append(encode(self.key, "staff", V, seq, delta(seq, **fields), prev=prev))
+        return self.messages[-1]
+
+    def snapshot(self, name: str, **fields) -> bytes:
+        """A one-chunk snapshot at this history's seq (its position: the payload there)."""
+        body = SnapshotChunk(snapshot_id=name, chunk=0, chunks=1, feed_position=self.seq * 10, **fields).model_dump()
+        position = None if self.unchained else envelope_payload_sha256(self.messages[-1])
+        return encode(self.key, "staff", V, self.seq, body, position=position)
+
+    def fork(self, seq: int) -> History:
+        return History(self.key, self.messages[:seq])
+
+
+def _ann_bob_and_the_contractor(door, keys) -> tuple[Door, History]:  # noqa: F811
+    """A door fresh at seq 3: ann (1), bob (2), and yves, a contractor with a badge (3)."""
+    d: Door = door(max_staleness_s=300.0)
+    old = History(keys[0])
+    d.feed(old.next(users_put=[UserPut(user_id="ann")], faces_put=[face("fa", "ann", 1)]))
+    d.feed(old.next(users_put=[UserPut(user_id="bob")]))
+    d.feed(old.next(users_put=[UserPut(user_id="yves", credential=BADGE)], faces_put=[face("fy", "yves", 2)]))
+    d.feed(head(keys[0], 3, I0), T.head)
+    assert not d.follower.stale() and d.store.user_by_credential("staff", BADGE) == "yves"
+    return d, old
+
+
+def _fresh_with(d: Door, user: str) -> bool:
+    return not d.follower.stale() and d.store.user_exists("staff", user)
+
+
+def test_a_door_offline_while_the_restored_desk_got_past_its_seq_is_diverged(door, keys):  # noqa: F811
+    """The desk restored to seq 2 (it never knew yves) goes on to seq 5; the door, offline all that
+    time, fetches 4 and 5: they follow the desk's own seq 3, not the door's."""
+    d, old = _ann_bob_and_the_contractor(door, keys)
+    new = old.fork(2)
+    for user in ("cat", "dan", "eve"):  # seq 3, 4, 5 of the desk's new history
+        new.next(users_put=[UserPut(user_id=user)])
+    d.clock.now += 600
+    d.feed(head(keys[0], 5, I0 + 600), T.head)  # the door is back: behind, it asks for 4..5
+    d.feed(new.messages[3], T.reply(DOOR))
+    d.feed(new.messages[4], T.reply(DOOR))
+    d.clock.now += 1
+    d.feed(head(keys[0], 5, I0 + 601), T.head)
+    assert not _fresh_with(d, "yves"), "the desk's later sets were applied on the copy of another history"
+    assert d.follower.applied_seq == 3 and not d.store.user_exists("staff", "dan")
+    assert "diverged" in d.follower.stale_reason() and d.follower.want_snapshot
+    assert [a["reason"] for a in d.alarms] == ["DIVERGED"] and d.alarms[0]["topic"] == T.reply(DOOR)
+    again = Follower(d.store, "staff", V, keys[1], DOOR, PREFIX, clock=d.clock, monotonic=d.clock.monotonic)
+    assert again.diverged == 3  # persisted: a restart does not forget it
+    # the desk's snapshot replaces the copy: yves is gone, and the desk's next delta follows it
+    d.feed(new.snapshot("new", users_put=[UserPut(user_id=u) for u in ("ann", "bob", "cat", "dan", "eve")]),
+           T.reply(DOOR))
+    d.feed(new.next(users_put=[UserPut(user_id="fay")]))
+    d.clock.now += 1
+    d.feed(head(keys[0], 6, I0 + 602), T.head)
+    assert _fresh_with(d, "fay") and not d.store.user_exists("staff", "yves")
+    assert d.store.user_by_credential("staff", BADGE) is None and d.follower.diverged is None
+
+
+def test_a_replayed_snapshot_of_the_old_history_is_not_built_on(door, keys):  # noqa: F811
+    """The door diverged at seq 3; a rogue broker replays a snapshot the desk signed at seq 4 before
+    its restore (yves in it). It replaces the copy (nothing in it tells it from the desk's), but the
+    desk's next set follows the desk's own seq 4: diverged again, never fresh on the old copy."""
+    d, old = _ann_bob_and_the_contractor(door, keys)
+    old.next(users_put=[UserPut(user_id="zoe")])
+    recorded = old.snapshot("old", users_put=[UserPut(user_id="yves", credential=BADGE)],
+                            faces_put=[face("fy", "yves", 2)])
+    new = old.fork(2)
+    for user in ("cat", "dan", "eve"):
+        new.next(users_put=[UserPut(user_id=user)])
+    d.feed(new.messages[2])  # the desk's own seq 3: other bytes at a seq the door applied
+    assert d.follower.diverged == 3
+    d.feed(recorded, T.reply(DOOR))  # replayed past the door's seq: taken, the mark cleared
+    assert d.follower.applied_seq == 4 and d.follower.diverged is None
+    d.feed(new.messages[4])  # the desk's seq 5 follows its seq 4, not the recorded one
+    d.clock.now += 1
+    d.feed(head(keys[0], 5, I0 + 1), T.head)
+    assert not _fresh_with(d, "yves"), "the new history was applied on a replayed snapshot of the old one"
+    assert d.follower.diverged == 4 and not d.store.user_exists("staff", "eve")
+
+
+def test_a_door_restart_keeps_its_position(door, keys):  # noqa: F811
+    d, old = _ann_bob_and_the_contractor(door, keys)
+    again = Follower(d.store, "staff", V, keys[1], DOOR, PREFIX, clock=d.clock, monotonic=d.clock.monotonic)
+    assert again.verifier.position == envelope_payload_sha256(old.messages[2])
+    follows = old.next(users_put=[UserPut(user_id="cat")])
+    other = old.fork(2)
+    for user in ("dan", "eve"):
+        other.next(users_put=[UserPut(user_id=user)])
+    again.handle(T.changes, follows)
+    assert again.applied_seq == 4 and again.diverged is None
+    again.handle(T.changes, other.next(users_put=[UserPut(user_id="fay")]))  # seq 5 after another seq 4
+    assert again.diverged == 4 and not d.store.user_exists("staff", "fay")
+
+
+def test_an_older_desks_change_sets_and_snapshots_are_taken_and_the_chain_learned(door, keys):  # noqa: F811
+    """Sets without ``prev`` (a desk older than the field) apply as before; so does an older desk's
+    snapshot (no ``position``: not known), and the first chained set after it. From then on the
+    position is known."""
+    d: Door = door(max_staleness_s=300.0)
+    older = History(keys[0], unchained=True)
+    d.feed(older.next(users_put=[UserPut(user_id="ann")]))
+    d.feed(older.next(users_put=[UserPut(user_id="bob")]))
+    older.next(users_put=[UserPut(user_id="cat")])
+    d.feed(older.snapshot("older-3", users_put=[UserPut(user_id="cat")]), T.reply(DOOR))
+    assert d.follower.applied_seq == 3 and d.follower.verifier.position is None
+    upgraded = History(keys[0], older.messages)  # the desk upgraded: chained from its seq 4 on
+    d.feed(upgraded.next(users_put=[UserPut(user_id="dan")]))
+    d.feed(upgraded.next(users_put=[UserPut(user_id="eve")]))
+    d.feed(head(keys[0], 5, I0), T.head)
+    assert _fresh_with(d, "eve") and d.alarms == [] and d.follower.rejected == {}
+    other = upgraded.fork(4)
+    other.next(users_put=[UserPut(user_id="fay")])
+    d.feed(other.next(users_put=[UserPut(user_id="gus")]))  # seq 6 after another seq 5
+    assert d.follower.diverged == 5
+
+
+def test_a_door_upgraded_mid_stream_learns_its_position(door, keys):  # noqa: F811
+    """A door that applied its seq before it kept a position (an older release) takes the next
+    chained set as it comes, then follows the chain."""
+    d, old = _ann_bob_and_the_contractor(door, keys)
+    with d.store.transaction() as c:  # as an older door left its store
+        c.execute("DELETE FROM meta WHERE key = 'sync_position:staff'")
+    upgraded = Follower(d.store, "staff", V, keys[1], DOOR, PREFIX, clock=d.clock, monotonic=d.clock.monotonic)
+    assert upgraded.verifier.position is None
+    upgraded.handle(T.changes, old.next(users_put=[UserPut(user_id="cat")]))
+    upgraded.handle(T.changes, old.next(users_put=[UserPut(user_id="dan")]))
+    assert upgraded.applied_seq == 5 and upgraded.diverged is None and upgraded.rejected == {}
+    other = old.fork(4)
+    other.next(users_put=[UserPut(user_id="eve")])
+    upgraded.handle(T.changes, other.next(users_put=[UserPut(user_id="fay")]))
+    assert upgraded.diverged == 5
+
+
+# -- end to end: the desk's real publisher and journal, its database restored from a backup ----
+
+class RestoredSite(Site):
+    """The Site of test_desk_clock_stepped_back.py with a desk database that can be backed up and
+    restored (the desk stopped), and a door that can be offline: what the desk publishes then never
+    reaches it (its persistent session lost it)."""
+
+    def backup(self, to: Path) -> None:
+        _copy(self.db, to)
+
+    def restore(self, frm: Path) -> None:
+        _copy(frm, self.db)
+
+    def offline_step(self) -> None:
+        desk = self.desk
+        assert desk is not None
+        desk.step()
+        assert round_trip(lambda m: desk.client.publish(self.inbox.probe_topic, m, qos=1),
+                          lambda m: (self.inbox.probe_topic, m.encode()) in self.inbox.snapshot(), 30)
+        self._seen = len(self.inbox.snapshot())
+
+
+def _copy(frm: Path, to: Path) -> None:
+    """A consistent copy of the SQLite database ``frm`` (its -wal included) over ``to``."""
+    with closing(sqlite3.connect(frm)) as src, closing(sqlite3.connect(to)) as dst:
+        src.backup(dst)
+
+
+def _desk_change(site: RestoredSite, change, offline: bool = False) -> None:
+    with Store(site.db) as store:
+        change(store)
+    site.offline_step() if offline else site.exchange()
+
+
+def _site_with_the_contractor(door, keys, broker, listeners, desk_db, tmp_path) -> tuple[RestoredSite, Path]:  # noqa: F811
+    """ann (the snapshot at seq 1), bob (2); the desk's database backed up; the desk restarted,
+    then yves the contractor with his badge (3): the door fresh at seq 3 and granting him."""
+    site = RestoredSite.with_ann(door, keys, broker, listeners, desk_db)
+    backup = tmp_path / "desk-backup.db"
+    site.start()
+    site.exchange()  # the rebase; the door takes a snapshot
+    _desk_change(site, lambda s: s.insert_user("staff", "bob"))
+    site.stop()
+    site.backup(backup)
+    site.start()  # prev of seq 3 from the journal after a restart
+    site.heartbeat()
+
+    def enroll_yves(s: Store) -> None:
+        s.insert_user("staff", "yves")
+        s.set_user_credential("staff", "yves", BADGE)
+        add_faces(s, "staff", 1, "yves", seed=7)
+
+    _desk_change(site, enroll_yves)
+    site.heartbeat()
+    d = site.door
+    assert d.follower.applied_seq == 3 and not d.follower.stale()
+    assert d.store.user_by_credential("staff", BADGE) == "yves"
+    return site, backup
+
+
+def test_the_restored_desks_later_sets_never_make_an_offline_door_fresh_with_whom_it_forgot(
+        door, keys, broker, listeners, desk_db, tmp_path):  # noqa: F811
+    site, backup = _site_with_the_contractor(door, keys, broker, listeners, desk_db, tmp_path)
+    d = site.door
+    try:
+        site.stop()
+        site.restore(backup)  # the desk's database back at seq 2: it never knew yves
+        site.start()
+        for user in ("cat", "dan"):  # its seq 3 and 4, while the door is offline
+            _desk_change(site, lambda s, u=user: s.insert_user("staff", u), offline=True)
+        site.heartbeat()  # the door is back: head 4, it asks for seq 4, re-sent from the journal
+        assert not _fresh_with(d, "yves"), "the restored desk's set 4 was applied on the door's seq 3"
+        assert "DIVERGED" in [a["reason"] for a in d.alarms]
+        site.heartbeat()  # the desk's snapshot at 4 has replaced the copy: fresh without yves
+        assert _fresh_with(d, "dan") and not d.store.user_exists("staff", "yves")
+        assert d.store.user_by_credential("staff", BADGE) is None
+        _desk_change(site, lambda s: s.insert_user("staff", "eve"))  # follows the snapshot's position
+        site.heartbeat()
+        assert _fresh_with(d, "eve") and d.follower.applied_seq == 5 and d.follower.diverged is None
+    finally:
+        site.stop()
+
+
+def test_a_range_re_sent_after_desk_restarts_raises_no_false_alarm(
+        door, keys, broker, listeners, desk_db, tmp_path):  # noqa: F811
+    """The normal path through the real desk: its restarts, a set the door missed and asked for
+    (re-sent from the journal, byte for byte what went on ``changes``), a door restart."""
+    site, _ = _site_with_the_contractor(door, keys, broker, listeners, desk_db, tmp_path)
+    d = site.door
+    try:
+        _desk_change(site, lambda s: s.insert_user("staff", "cat"), offline=True)  # seq 4, missed
+        site.heartbeat()  # head 4: asked for and re-sent
+        assert d.follower.applied_seq == 4 and not d.follower.stale()
+        journal = site.desk.journal.entries("staff", 4, 4)[0].message
+        assert site.inbox.on(T.reply(DOOR))[-1] == journal == site.inbox.on(T.changes)[-1]
+        site.stop()
+        site.start()
+        d.follower = Follower(d.store, "staff", V, keys[1], DOOR, PREFIX, transport=site.asks,
+                              alarm=d.alarms.append, max_staleness_s=300.0, clock=d.clock,
+                              monotonic=d.clock.monotonic)
+        _desk_change(site, lambda s: s.delete_user("staff", "yves"))
+        site.heartbeat()
+        assert d.follower.applied_seq == 5 and not d.follower.stale() and not d.store.user_exists("staff", "yves")
+        assert d.alarms == [] and "DIVERGED" not in d.follower.rejected and d.follower.diverged is None
+        # each set the desk journaled (across its restarts) names the one before it; the door
+        # follows that chain: its position is the desk's journaled seq 5
+        journaled = [e.message for e in site.desk.journal.entries("staff", 1, 5)]
+        assert [json.loads(json.loads(m)["payload"]).get("prev") for m in journaled] == \
+            [None] + [envelope_payload_sha256(m) for m in journaled[:-1]]
+        assert d.follower.verifier.position == d.follower.replica.position() == envelope_payload_sha256(journaled[-1])
+    finally:
+        site.stop()
