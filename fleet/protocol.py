@@ -29,6 +29,13 @@ Every change set and snapshot chunk is the signed envelope of ``facelink.fleet.c
   of one ``snapshot_id``, then replaces its copy in one transaction and records ``seq``; deltas
   from ``seq + 1`` follow. Chunks are at most :data:`CHUNK_FACES` faces.
 
+*History fingerprint* (``facelink.fleet.changeset``): beside ``body``, a delta's or rebase's
+payload carries ``prev`` (the SHA-256 of the desk's payload at ``seq - 1``) and a snapshot chunk's
+``position`` (that of the desk's payload at its base ``seq``), top-level and optional: a door keeps
+the fingerprint at its applied seq and refuses a change set that follows another one as DIVERGED
+(the desk's history went back). Doors read the payload's top-level fields by name, so an older
+door ignores both; the body models stay ``extra="forbid"``.
+
 A :class:`Head` tells a door the newest seq the desk has published and when: a door that has
 applied ``head.seq`` when a head newer than the last one arrives is *confirmed up to date* at that
 moment; a head with a seq beyond the door's is a gap (ask for the range). Heads are signed like
@@ -42,7 +49,10 @@ at random) asks for nothing but the desk's head *now*: the desk answers it only 
 request topic, with a signed Head carrying that nonce, on ``reply/<device>`` (never on the shared,
 retained ``head`` topic, whose heads stay exactly as they were: an older door reads them as
 before). Such a head cannot have been signed before the door sent the nonce, so it confirms the
-copy as of that moment whatever the desk's clock says (see ``follower.Follower``). Both are
+copy as of that moment whatever the desk's clock says (see ``follower.Follower``). Heads carry no
+history fingerprint: an older door refuses a head with any new field (below), so a head of a
+desk whose history went back naming exactly the door's seq confirms the door's copy until the
+desk's next change set, whose ``prev`` the door then refuses. Both are
 ``facelink.head/1`` / ``facelink.sync-request/1`` with one optional field: a desk or door older
 than the field refuses a message carrying it as MALFORMED (``extra="forbid"``) and changes nothing.
 """
