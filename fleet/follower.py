@@ -361,6 +361,8 @@ class Follower:
     def _refused(self, topic: str, payload: bytes, exc: ChangeSetRejected) -> None:
         if exc.reason == "DIVERGED":  # the desk's next change set names another one before it
             self.highest_seen = max(self.highest_seen, exc.seq or 0)
+            if self.diverged is not None:
+                self._count("DIVERGED")  # (as a delta on a diverged copy: counted, alarmed once)
             self._diverge(exc.message.split(": ", 1)[-1], topic, payload)
             return
         # the envelope as the desk spelled it: a broker's re-spacing is a re-delivery, not another change set
