@@ -185,6 +185,14 @@ def test_a_door_upgraded_mid_stream_learns_its_position(door, keys):  # noqa: F8
     assert upgraded.diverged == 5
 
 
+def test_a_prev_that_is_not_a_sha256_is_malformed(door, keys):  # noqa: F811
+    """Signed, but not a fingerprint: refused (it cannot be compared), nothing applied."""
+    d, _ = _ann_bob_and_the_contractor(door, keys)
+    for prev in ("A" * 64, "ab", 7):
+        d.feed(encode(keys[0], "staff", V, 4, delta(4, users_put=[UserPut(user_id="cat")]), prev=prev))
+    assert d.follower.rejected == {"MALFORMED": 3} and d.follower.applied_seq == 3 and d.follower.diverged is None
+
+
 # -- end to end: the desk's real publisher and journal, its database restored from a backup ----
 
 class RestoredSite(Site):
