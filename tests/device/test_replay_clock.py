@@ -57,9 +57,9 @@ def _run_recorded(daemon: Daemon) -> list[tuple]:
     decided: list[tuple] = []
     emit = daemon.emit
 
-    def record(decision, now=None) -> None:
+    def record(decision, now=None, made_on=None) -> None:
         decided.append((decision.decision, decision.user_id, decision.track_id, decision.reason))
-        emit(decision, now)
+        emit(decision, now, made_on)
 
     daemon.emit = record
     assert daemon.run() == 0  # the replay ends: the daemon stops by itself
