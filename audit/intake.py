@@ -86,16 +86,16 @@ def parse(topic: str, raw: bytes) -> Message:
     return message
 
 
-def record(audit: AuditLog, message: Message, payload: dict) -> bool:
+def record(audit: AuditLog, message: Message, payload: dict, received_at: str | None = None) -> bool:
     """Store a parsed message in its table; True when new (``Conflict``: its event id is there
-    with other content)."""
+    with other content). ``received_at``: when this logger first had it (None: now)."""
     if isinstance(message, PanelVerdictMessage):
-        return audit.record_panel(payload)
+        return audit.record_panel(payload, received_at=received_at)
     if isinstance(message, PanelOutputMessage):
-        return audit.record_panel_output(payload)
+        return audit.record_panel_output(payload, received_at=received_at)
     if isinstance(message, SyncAlarmMessage):
-        return audit.record_alarm(payload)
-    return audit.record(payload)
+        return audit.record_alarm(payload, received_at=received_at)
+    return audit.record(payload, received_at=received_at)
 
 
 TABLES: dict[type[Message], str] = {DecisionMessage: "decisions", PanelVerdictMessage: "panel_verdicts",
@@ -105,7 +105,8 @@ TABLES: dict[type[Message], str] = {DecisionMessage: "decisions", PanelVerdictMe
 def requeue(audit: AuditLog) -> tuple[int, int]:
     """Read the quarantine again: each message this logger now accepts (e.g. one an older logger
     quarantined because a newer door's event carried a field it did not know) is recorded as if
-    it had just arrived, and leaves the quarantine. Returns (recorded, left in quarantine). A
+    it had arrived when it was quarantined (its ``received_at`` is that time, not the requeue's),
+    and leaves the quarantine. Returns (recorded, left in quarantine). A
     message kept only in part (over ``QUARANTINE_KEEP_BYTES``) or that conflicts stays."""
     recorded = left = 0
     for q in audit.quarantined():
@@ -113,7 +114,7 @@ def requeue(audit: AuditLog) -> tuple[int, int]:
             if q.size != len(q.raw):
                 raise Rejected("kept in part")
             message = parse(q.topic, q.raw)
-            record(audit, message, message.payload())
+            record(audit, message, message.payload(), q.received_at)  # when it came, not now (review)
         except (Rejected, Conflict):
             left += 1
             continue

@@ -28,7 +28,7 @@ from typing import Any
 
 from facelink.config.paths import open_private, private_file
 from facelink.errors import ConfigError
-from facelink.mqtt.schema import EVENT_STREAM, parse_timestamp
+from facelink.mqtt.schema import EVENT_SEQ_MAX, EVENT_STREAM, parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -148,19 +148,22 @@ class AuditLog:
         self._group = group
         self._lock = threading.Lock()
 
-    def record(self, payload: dict[str, Any]) -> bool:
-        """Store a validated decision payload; True when new, False for a redelivered event id."""
+    def record(self, payload: dict[str, Any], *, received_at: str | None = None) -> bool:
+        """Store a validated decision payload; True when new, False for a redelivered event id.
+        ``received_at``: when this logger first had it (default now; ``requeue``: when it was
+        quarantined)."""
         return self._insert("decisions", (payload["event_id"], instant(payload.get("timestamp", "")), payload.get("device_id"),
                                           payload["decision"], payload.get("user_id"),
-                                          payload.get("external_image_id"), payload.get("similarity")), payload)
+                                          payload.get("external_image_id"), payload.get("similarity")), payload,
+                            received_at=received_at)
 
-    def record_panel(self, payload: dict[str, Any]) -> bool:
+    def record_panel(self, payload: dict[str, Any], *, received_at: str | None = None) -> bool:
         """Store a validated panel verdict (facelink.panel/1); True when new."""
         return self._insert("panel_verdicts", (payload["event_id"], instant(payload["timestamp"]), payload["device_id"],
                                                payload["decision_event_id"], payload["verdict"],
-                                               payload.get("credential")), payload)
+                                               payload.get("credential")), payload, received_at=received_at)
 
-    def record_panel_output(self, payload: dict[str, Any]) -> bool:
+    def record_panel_output(self, payload: dict[str, Any], *, received_at: str | None = None) -> bool:
         """Store a validated opening the panel commanded or output off (facelink.panel-output/1),
         with every pulse an off ended (its ``refers_to`` and ``earlier_pulses``) in
         ``panel_output_ends``; True when new."""
@@ -170,10 +173,11 @@ class AuditLog:
                     for pulse in [payload.get("refers_to"), *(payload.get("earlier_pulses") or [])] if pulse is not None]
         return self._insert("panel_outputs", (payload["event_id"], instant(payload["timestamp"]), payload["device_id"],
                                               payload.get("likely_for"), payload["relay"], payload.get("refers_to")),
-                            payload, ends=ends)
+                            payload, ends=ends, received_at=received_at)
 
     def _insert(self, table: str, columns: tuple[Any, ...], payload: dict[str, Any], *,
-                mirror: bool = True, ends: Sequence[tuple[str, str, str]] = ()) -> bool:
+                mirror: bool = True, ends: Sequence[tuple[str, str, str]] = (),
+                received_at: str | None = None) -> bool:
         """One event into ``table`` (its columns, then the payload as JSON) unless its event id is
         there already, and then into the JSONL mirror; True when new, False for a redelivery (the
         same content). ``Conflict`` when the event id is there with other content. ``ends``: the
@@ -187,7 +191,7 @@ class AuditLog:
                 new = cur.rowcount == 1
                 if new:  # this logger's own clock: an upper bound on when the door made it
                     self._conn.execute("INSERT OR IGNORE INTO received VALUES (?,?,?)",
-                                       (table, columns[0], datetime.now(timezone.utc).isoformat()))
+                                       (table, columns[0], received_at or datetime.now(timezone.utc).isoformat()))
                 if new and ends:
                     self._conn.executemany("INSERT OR IGNORE INTO panel_output_ends VALUES (?,?,?)", ends)
                 if new:
@@ -208,10 +212,11 @@ class AuditLog:
         offs (``relay`` ended / not_ended / left_running), oldest first."""
         return self._listed("panel_outputs", since, device)
 
-    def record_alarm(self, payload: dict[str, Any]) -> bool:
+    def record_alarm(self, payload: dict[str, Any], *, received_at: str | None = None) -> bool:
         """Store a validated sync alarm (facelink.alarm/1); True when new."""
         return self._insert("alarms", (payload["event_id"], instant(payload["timestamp"]), payload["device_id"],
-                                       payload.get("collection_id"), payload["reason"]), payload, mirror=False)
+                                       payload.get("collection_id"), payload["reason"]), payload, mirror=False,
+                            received_at=received_at)
 
     def alarms(self, since: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
         return self._listed("alarms", since, device)
@@ -255,8 +260,8 @@ class AuditLog:
         """Note event ``seq`` of ``device``'s outbox ``stream`` as received (``kind``: the table it
         is in, ``ref`` its id there); the first one of a number stays. In the caller's transaction,
         under the lock. Says (WARNING) when it leaves numbers unreceived after the last one."""
-        if not (isinstance(device, str) and isinstance(stream, str) and type(seq) is int and seq >= 1
-                and re.fullmatch(EVENT_STREAM, stream)):
+        if not (isinstance(device, str) and isinstance(stream, str) and type(seq) is int
+                and 1 <= seq <= EVENT_SEQ_MAX and re.fullmatch(EVENT_STREAM, stream)):
             return
         row = self._conn.execute("SELECT max(seq) FROM sequenced WHERE device_id = ? AND stream = ?",
                                  (device, stream)).fetchone()

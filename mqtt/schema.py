@@ -73,7 +73,9 @@ EVENT_STREAM = r"^[0-9a-f]{32}$"
 EventStream = Annotated[str | None, Field(pattern=EVENT_STREAM, description=(
     "the door outbox's id (drawn once, when its file was created): with event_seq, this event's "
     "place among everything the door recorded (mqtt/outbox.py)"))]
-EventSeq = Annotated[int | None, Field(ge=1, description=(
+EVENT_SEQ_MAX = 2**63 - 1  # SQLite's INTEGER: a larger number cannot be stored (found in review:
+#                           such a message was neither recorded nor quarantined, only logged)
+EventSeq = Annotated[int | None, Field(ge=1, le=EVENT_SEQ_MAX, description=(
     "1, 2, 3, … in the order the door recorded its events in that outbox, never reused: the audit "
     "logger lists the numbers it never received (facelink-logger gaps)"))]
 

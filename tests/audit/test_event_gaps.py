@@ -169,3 +169,43 @@ def test_events_an_older_logger_quarantined_are_recorded_by_requeue(tmp_path, ca
     assert audit.gaps() == [] and audit.streams()[0]["last_event"]["kind"] == "decisions"
     audit.close()
     outbox.close()
+
+
+def test_an_event_seq_past_sqlite_integer_is_quarantined_not_lost(tmp_path):
+    """A number SQLite cannot store (found in review: past 2**63 - 1 the insert raised
+    OverflowError out of ``Intake.handle``, so a valid-looking decision, or garbage naming such a
+    number, was acknowledged and neither recorded nor quarantined: gone from the log)."""
+    audit = AuditLog(tmp_path / "audit.db")
+    intake = Intake(audit)
+    forged = {**_decision("u1"), "event_stream": "a" * 32, "event_seq": 2**64}
+    intake.handle(TOPIC, json.dumps(forged).encode())  # never raises
+    intake.handle(TOPIC, json.dumps({"event_stream": "b" * 32, "event_seq": 2**63}).encode())
+    assert intake.recorded == 0 and intake.quarantined == 2
+    assert [json.loads(q.raw)["event_seq"] for q in audit.quarantined()] == [2**64, 2**63]
+    assert audit.gaps() == [] and audit.streams() == []
+    largest = {**_decision("u2"), "event_stream": "c" * 32, "event_seq": 2**63 - 1}
+    intake.handle(TOPIC, json.dumps(largest).encode())  # the largest storable number is still a number
+    assert intake.recorded == 1 and audit.streams()[0]["last"] == 2**63 - 1
+    audit.close()
+
+
+def test_requeue_keeps_when_the_logger_first_received_the_event(tmp_path, capsys):
+    """An event recorded by ``requeue`` keeps as ``received_at`` the time its bytes arrived (the
+    quarantine's), not the requeue's (found in review: days later, that bound on when the door made
+    it, the check on events of a door with an unsynchronized clock, was lost)."""
+    outbox = Outbox(tmp_path / "outbox.db")
+    (event_id,) = _put(outbox, "u1")
+    audit = AuditLog(tmp_path / "audit.db")
+    (e,) = outbox.peek(1)
+    audit.quarantine(e.topic, e.payload.encode(), "schema: event_stream: Extra inputs are not permitted")
+    audit.close()
+    with sqlite3.connect(tmp_path / "audit.db") as conn:  # an older logger quarantined it at that time
+        conn.execute("UPDATE quarantine SET received_at = '2026-12-01T08:00:00+00:00'")
+    conn.close()
+    rc, out = _cli(tmp_path / "audit.db", "requeue", capsys=capsys)
+    assert rc == 0 and out == [{"recorded": 1, "left_in_quarantine": 0}]
+    audit = AuditLog(tmp_path / "audit.db")
+    (row,) = audit.query()
+    assert row["event_id"] == event_id and row["received_at"] == "2026-12-01T08:00:00+00:00"
+    audit.close()
+    outbox.close()
