@@ -209,3 +209,23 @@ def test_requeue_keeps_when_the_logger_first_received_the_event(tmp_path, capsys
     assert row["event_id"] == event_id and row["received_at"] == "2026-12-01T08:00:00+00:00"
     audit.close()
     outbox.close()
+
+
+def test_a_flood_of_numbered_garbage_is_not_a_warning_each(tmp_path, caplog):
+    """Garbage naming outbox numbers is quarantined and logged by the intake at most every
+    LOG_EVERY_S; found in review: each one that skipped numbers was also a WARNING of its own
+    ("events … not received (yet)"), a log flood from anyone who can publish on a door's topic.
+    A door's readable event that skips numbers is still said."""
+    audit = AuditLog(tmp_path / "audit.db")
+    intake = Intake(audit)
+    with caplog.at_level("WARNING", logger="facelink.audit.store"):
+        for n in range(50):
+            intake.handle(TOPIC, json.dumps({"event_stream": "d" * 32, "event_seq": 2 * n + 2}).encode())
+        assert intake.quarantined == 50
+        assert [r for r in caplog.records if r.name == "facelink.audit.store"] == []
+        event = {**_decision("u1"), "event_stream": "e" * 32, "event_seq": 3}
+        intake.handle(TOPIC, json.dumps(event).encode())
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "facelink.audit.store"]
+    assert "events 1 to 2" in said
+    assert [(g["first"], g["last"]) for g in audit.gaps(device="front")][-1] == (1, 2)
+    audit.close()
