@@ -258,8 +258,10 @@ class CameraReader:
             if self._thread is None:  # none opened: waiting for a hung reader to return, or its
                 if len(self._hung) >= self.max_hung:  # thread could not start
                     return None
-                if not self._start_failures:  # a hung reader returned (a failed start logs its own)
-                    log.warning("camera %s: a hung reader returned: opening the camera again", self.source)
+                if self._start_failures:  # trying again: counted once, as the attempt that failed was
+                    self._launch()  # (found in review: health camera_reopens grew 5 a second meanwhile)
+                    return None
+                log.warning("camera %s: a hung reader returned: opening the camera again", self.source)
                 self._start_reader()
                 return None
             if self.finite:

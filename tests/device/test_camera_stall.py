@@ -272,3 +272,33 @@ def test_a_reader_thread_that_cannot_start_is_an_error_and_tried_again(tmp_path,
     finally:
         watcher.close()
         daemon.shutdown(flush_timeout_s=5)
+
+
+def test_a_reader_thread_tried_again_is_not_a_reopen_each_time(mjpeg_camera, monkeypatch):
+    """Found in review: while no reader thread could start, every loop turn's watch (about five a
+    second with no frames) counted a reopen: health ``camera_reopens`` grew by thousands an hour
+    for a camera that was never opened. The retries are not reopens; the camera opens once a
+    thread starts."""
+    from facelink.device import camera as camera_mod
+    from facelink.device.camera import CameraReader
+    from tests.waiting import wait_until
+
+    class Unstartable(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    threads_left = threading.Event()
+    reader_thread = camera_mod.CameraReader._reader
+    monkeypatch.setattr(camera_mod.CameraReader, "_reader",
+                        lambda self: reader_thread(self) if threads_left.is_set() else Unstartable())
+    reader = CameraReader(mjpeg_camera.url, stall_s=1.0).start()
+    try:
+        for turn in range(100):
+            reader.watch(float(turn))
+        assert reader.fault is not None and reader.reopens == 0
+        threads_left.set()
+        reader.watch(100.0)
+        assert reader.fault is None and reader.reopens == 0
+        assert wait_until(lambda: reader.connected.is_set(), 30)
+    finally:
+        reader.stop()
