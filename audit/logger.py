@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     qa.add_argument("--since", help="ISO-8601 timestamp")
     qa.add_argument("--door", help="device id")
     qo = sub.add_parser("openings", help="print the openings access panels commanded (OSDP output on) and their "
-                                         "output offs (relay ended / not_ended / left_running) as JSON lines")
+                                         "output offs (relay ended / not_ended / left_running / off_failed) as JSON lines")
     qo.add_argument("--since", help="ISO-8601 timestamp")
     qo.add_argument("--door", help="device id")
     qq = sub.add_parser("quarantine", help="print quarantined messages (time, topic, size, reason)")

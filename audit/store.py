@@ -209,7 +209,7 @@ class AuditLog:
 
     def panel_outputs(self, since: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
         """The openings doors' access panels commanded (and their relay failures) and the output
-        offs (``relay`` ended / not_ended / left_running), oldest first."""
+        offs (``relay`` ended / not_ended / left_running / off_failed), oldest first."""
         return self._listed("panel_outputs", since, device)
 
     def record_alarm(self, payload: dict[str, Any], *, received_at: str | None = None) -> bool:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from facelink.errors import ConfigError, FailureReport, ignore_failure
@@ -38,6 +38,10 @@ class EndedPulse:
     started_for: str | None
     earlier: tuple[str, ...] = ()
     unnamed: int = 0
+    #: ``end_pulse`` only: the off did not work (why, as ``stuck`` says): these pulses still hold
+    #: the lock released until a retry works (found in the tenth session: such an off was
+    #: recorded as if no pulse had run, and the pulses it failed to end went unnamed)
+    off_failed: str | None = None
 
 
 class DoorRelay(Protocol):
@@ -56,7 +60,8 @@ class DoorRelay(Protocol):
 
     def end_pulse(self) -> EndedPulse | None:
         """Lock now (the access panel switched the door's output off): the running pulse that was
-        ended, or None when none was or this relay cannot end one."""
+        ended (``off_failed`` set: the off failed, it still runs), or None when none ran or this
+        relay cannot end one."""
         ...
 
     def running_pulse(self) -> EndedPulse | None:
@@ -154,8 +159,8 @@ class PulseSwitch:
 
     def end(self) -> EndedPulse | None:
         """Switch the output off now, before its time (the running pulse's timer then does
-        nothing): the running pulse that was ended (None: none ran, or the off() failed and is
-        retried: ``stuck``)."""
+        nothing): the running pulse that was ended (None: none ran), or, when the off() failed
+        and is retried (``stuck``), the pulses it did not end, ``off_failed`` saying why."""
         with self._lock:
             # nothing running, or only an off() retry (a newer pulse's timer replaces the retry:
             # that pulse is ended here, whatever an earlier off() left in ``stuck``)
@@ -166,7 +171,7 @@ class PulseSwitch:
             self._timer.cancel()
             self._timer, self._running = None, []
             self._switch_off()
-            return running if self.stuck is None else None  # an off() that failed is retried: nothing ended yet
+            return running if self.stuck is None else replace(running, off_failed=self.stuck)  # retried
 
     def running(self) -> EndedPulse | None:
         """The pulse running now, left to end at its time (None: none, or only an off() retry)."""

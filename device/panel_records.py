@@ -102,11 +102,17 @@ class PanelRecords:
 
     def _off(self, output: PanelOutput) -> None:
         ended = self.relay.end_pulse()  # first, whatever becomes of the record: locking is never withheld
-        log.info("the panel switched the door's output off (control %s): %s", output.command.get("control_code"),
-                 f"the running pulse (for {ended.started_for}) ended" if ended else "no pulse of this door's ended")
+        failed = ended.off_failed if ended else None
+        if failed:
+            log.error("the panel switched the door's output off (control %s) and the off failed: the pulse for "
+                      "%s still holds the lock released (retried): %s", output.command.get("control_code"),
+                      ended.started_for, failed)
+        else:
+            log.info("the panel switched the door's output off (control %s): %s", output.command.get("control_code"),
+                     f"the running pulse (for {ended.started_for}) ended" if ended else "no pulse of this door's ended")
         try:
-            off = self._message(output, relay="ended" if ended else "not_ended",
-                                refers_to=ended.started_for if ended else None,
+            off = self._message(output, relay="off_failed" if failed else "ended" if ended else "not_ended",
+                                refers_to=ended.started_for if ended else None, reason=failed,
                                 earlier_pulses=list(ended.earlier) if ended and ended.earlier else None,
                                 earlier_pulses_unnamed=ended.unnamed if ended and ended.unnamed else None)
         except Exception:  # noqa: BLE001 - the door is locked already; the record is what failed

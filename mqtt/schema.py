@@ -212,7 +212,7 @@ class PanelVerdictMessage(EventMessage):
 PANEL_OUTPUT_SCHEMA = "facelink.panel-output/1"
 
 
-OUTPUT_OFF = ("ended", "not_ended", "left_running")  # a panel-output record's relay values for the panel's output off
+OUTPUT_OFF = ("ended", "not_ended", "left_running", "off_failed")  # a panel-output record's relay values for the panel's output off
 
 
 class PanelOutputMessage(EventMessage):
@@ -235,31 +235,35 @@ class PanelOutputMessage(EventMessage):
         "the decision_event_id of the newest card read the panel had polled less than 2 x "
         "verdict_timeout_s before and not DENIED: the grant this opening most likely carries out (OSDP carries "
         "no request id). None: no read of the door's -- the panel's own unlock"))
-    relay: Literal["opening", "no_relay", "failed", "ended", "not_ended", "left_running"] = Field(description=(
+    relay: Literal["opening", "no_relay", "failed", "ended", "not_ended", "left_running", "off_failed"] = Field(description=(
         "opening: the door's relay is driven next; no_relay: the door has none of its own (the "
         "panel's own strike opens the door); failed: the relay failed for the opening in refers_to. "
         "The panel's output off (control code 1 or 6): ended: the door's running relay pulse was "
-        "ended, the lock locked before pulse_s; not_ended: no pulse of the door's relay was ended "
-        "(none ran, a door command owns its timing, no relay of its own, or a lock output whose off "
-        "failed: relay_stuck). The panel's output off once the timed operation is done (control "
+        "ended, the lock locked before pulse_s; off_failed: the lock output's off failed (reason; "
+        "relay_stuck on health, RelayError): the pulse in refers_to (and earlier_pulses) still holds "
+        "the lock released until a retry works (since 2026-12-07, tenth session; before, not_ended); "
+        "not_ended: no pulse of the door's relay was ended (none ran, a door command owns its "
+        "timing, no relay of its own). The panel's output off once the timed operation is done (control "
         "code 3): left_running: the door's running pulse ends at its own time (pulse_s), the panel "
         "said nothing more opens the door for it; not_ended: no pulse of the door's ran (or a door "
-        "command's timing is its own). Loggers older than ended/not_ended, or than left_running, "
-        "quarantine these"))
+        "command's timing is its own). Loggers older than ended/not_ended, than left_running, or "
+        "than off_failed, quarantine these"))
     refers_to: EventId | None = Field(None, description=(
         "failed: the event_id of the opening; ended: what the ended pulse was started for -- a "
         "GRANTED decision's event_id or a panel opening's (relay opening) -- or null when not known; "
-        "left_running: the same, for the pulse left to end at its time"))
-    reason: str | None = Field(None, max_length=300, description="failed: why")
+        "left_running: the same, for the pulse left to end at its time; off_failed: for the pulse "
+        "the failed off did not end"))
+    reason: str | None = Field(None, max_length=300, description="failed, off_failed: why")
     earlier_pulses: list[EventId] | None = Field(None, min_length=1, max_length=64, description=(
-        "ended / left_running: what the older pulses of the door's relay were started for that the "
+        "ended / left_running / off_failed: what the older pulses of the door's relay were started for that the "
         "newest one (refers_to) overlapped and that were still inside their own pulse_s (a GRANTED, "
         "then the panel's opening for it or a second GRANTED): the lock was held released for them "
-        "too, so the off ended them as well (ended) or they run on with it (left_running); oldest "
+        "too, so the off ended them as well (ended) or they run on with it (left_running, "
+        "off_failed); oldest "
         "first, at most 64. Left out of the payload when there are none, so a logger that predates "
         "it still accepts the record; one that carries it is quarantined by such a logger"))
     earlier_pulses_unnamed: int | None = Field(None, ge=1, description=(
-        "ended / left_running: how many more older pulses, still inside their own pulse_s, the "
+        "ended / left_running / off_failed: how many more older pulses, still inside their own pulse_s, the "
         "off ended too (or that run on with it) than earlier_pulses can name (the door keeps the "
         "newest 64): their GRANTEDs show no ended_by. Left out of the payload when none (found "
         "in review: they were dropped without a trace)"))
@@ -271,16 +275,19 @@ class PanelOutputMessage(EventMessage):
     def _failure_refers(self) -> PanelOutputMessage:
         if self.relay == "failed" and (self.refers_to is None or self.reason is None):
             raise ValueError("relay = failed needs refers_to and reason")
-        if self.relay != "failed" and self.reason is not None:
-            raise ValueError("reason goes with relay = failed only")
-        if self.relay not in ("failed", "ended", "left_running") and self.refers_to is not None:
-            raise ValueError("refers_to goes with relay = failed, ended or left_running only")
+        if self.relay == "off_failed" and self.reason is None:
+            raise ValueError("relay = off_failed needs reason")
+        if self.relay not in ("failed", "off_failed") and self.reason is not None:
+            raise ValueError("reason goes with relay = failed or off_failed only")
+        pulses = ("ended", "left_running", "off_failed")  # the values that name the door's pulses
+        if self.relay not in ("failed", *pulses) and self.refers_to is not None:
+            raise ValueError("refers_to goes with relay = failed, ended, left_running or off_failed only")
         if self.relay in OUTPUT_OFF and self.likely_for is not None:
             raise ValueError("an output off carries out no card read: likely_for is null")
-        if self.earlier_pulses is not None and self.relay not in ("ended", "left_running"):
-            raise ValueError("earlier_pulses goes with relay = ended or left_running only")
-        if self.earlier_pulses_unnamed is not None and self.relay not in ("ended", "left_running"):
-            raise ValueError("earlier_pulses_unnamed goes with relay = ended or left_running only")
+        if self.earlier_pulses is not None and self.relay not in pulses:
+            raise ValueError("earlier_pulses goes with relay = ended, left_running or off_failed only")
+        if self.earlier_pulses_unnamed is not None and self.relay not in pulses:
+            raise ValueError("earlier_pulses_unnamed goes with relay = ended, left_running or off_failed only")
         return self
 
     def payload(self) -> dict:

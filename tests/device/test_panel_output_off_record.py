@@ -128,3 +128,41 @@ def test_an_off_the_outbox_cannot_take_goes_to_the_broker_and_a_refused_publish_
                                                                                   "g-1")]
         lost = [r for r in caplog.records if "cannot publish" in r.getMessage()]
         assert bool(lost) is (not ok)
+
+
+def test_an_off_that_fails_is_recorded_with_the_pulses_it_did_not_end(tmp_path, broker, make_settings, engine,
+                                                                       gpio):
+    """The lock output's off fails when the panel locks the door (a GPIO write error): the record
+    says ``off_failed`` with why, naming the GRANTED whose pulse still holds the lock released and
+    the older pulse it overlapped; the audit log shows it under that GRANTED's ``ended_by`` only
+    as what it is (not an end). Found in the tenth session: it was recorded ``not_ended`` — "no
+    pulse of this door's ran" — while the door stood released for the grant."""
+    pin = gpio.gpio(RELAY)
+    daemon, panel, master, slave = _osdp_door(tmp_path, broker, make_settings, engine, GpioRelay(RELAY, 600.0))
+    first = Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id="ann", similarity=99.8)
+    second = Decision(GRANTED, "door-1", "door", engine.model_version, 99.0, user_id="bob", similarity=99.7)
+    try:
+        daemon.emit(first)
+        daemon.emit(second)
+        assert pin.state == 1
+        pin.fail_writes = 10**6  # every off fails until the test lets it work
+        daemon._panel_output(_off(1))
+        assert pin.state == 1 and daemon.relay.stuck is not None
+        (off,) = _panel_records(daemon)
+        assert (off["relay"], off["refers_to"], off["earlier_pulses"]) == ("off_failed", second.event_id,
+                                                                            [first.event_id])
+        assert off["reason"] == daemon.relay.stuck and "could not be switched off" in off["reason"]
+        pin.fail_writes = 0
+        audit = AuditLog(tmp_path / "audit.db")
+        intake = Intake(audit)
+        for event in daemon.outbox.peek(100):
+            intake.handle(event.topic, event.payload.encode())
+        assert intake.quarantined == 0
+        assert [o["relay"] for o in audit.panel_outputs(device="door-1")] == ["off_failed"]
+        assert all("ended_by" not in row for row in audit.query(device="door-1"))  # nothing was ended
+        audit.close()
+    finally:
+        daemon.shutdown(flush_timeout_s=1)
+        panel.close()
+        os.close(master)
+        os.close(slave)

@@ -1,5 +1,6 @@
-"""PulseSwitch.end() reports a failed off as nothing ended (found in review; it had no test:
-the daemon's log said "the running pulse ended" while the lock was still released)."""
+"""PulseSwitch.end() reports a failed off as such: the pulses it did not end, ``off_failed`` saying
+why (found in review, it had no test: the daemon's log said "the running pulse ended" while the
+lock was still released; then, until the tenth session, it said nothing had run)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ from ..waiting import wait_until
 from .test_relay import Output
 
 
-def test_an_end_whose_off_fails_says_nothing_ended():
+def test_an_end_whose_off_fails_says_so_and_what_still_runs():
+    from facelink.device.door import EndedPulse
+
     out = Output()
     switch = PulseSwitch(out.on, out.off, pulse_s=30.0)
-    switch.pulse()
+    switch.pulse("granted-1")
+    switch.pulse("granted-2")
     out.fail_off = 1
     try:
-        assert switch.end() is None  # the panel's off did not lock the door (yet): retried, stuck
+        # the panel's off did not lock the door (yet): retried, stuck; the pulses it did not end
+        assert switch.end() == EndedPulse("granted-2", earlier=("granted-1",), off_failed=switch.stuck)
         assert switch.stuck is not None and out.released
         # the retry worked (stuck is cleared just after the off() that sets switched_off returns)
         assert out.switched_off.wait(30) and wait_until(lambda: switch.stuck is None, 30) and not out.released
@@ -54,7 +59,7 @@ def test_an_off_ends_a_newer_pulse_that_followed_a_failed_off():
     try:
         switch.pulse("granted-1")
         out.fail_off = 1
-        assert switch.end() is None and switch.stuck is not None  # retried later
+        assert switch.end().off_failed == switch.stuck is not None  # retried later
         switch.pulse("granted-2")  # on() works: a pulse of its own, its timer replaces the retry
         assert out.released
         assert switch.end() == EndedPulse("granted-2")  # the panel's off locks the door now
