@@ -44,13 +44,25 @@ def private_dir(path: Path | str, *, group: bool = False) -> Path:
 
 def private_file(path: Path | str, *, group: bool = False) -> Path:
     """Make sure ``path`` exists (empty if new) with the private file mode, before anything
-    (SQLite, numpy, a log writer) opens it."""
+    (SQLite, numpy, a log writer) opens it.
+
+    A file that exists already is never opened here, only chmod-ed by its path: closing *any*
+    descriptor of a file drops every POSIX lock the process holds on it, SQLite's included
+    (found in review, tenth session: a second connection to the desk database in the same process
+    — the publisher's journal or snapshot connection — dropped the first one's locks, so a
+    ``facelink`` command closing its own connection took itself for the last one and deleted the
+    -wal and -shm files the publisher was still writing: its commits, revocations included, were
+    lost). A new file is created exclusively, so no lock of this process can be on it."""
     path = Path(path)
     private_dir(path.parent, group=group)
     mode = file_mode(group)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), mode)
     try:
-        os.fchmod(fd, mode)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+    except FileExistsError:
+        os.chmod(path, mode)
+        return path
+    try:
+        os.fchmod(fd, mode)  # the open's mode is masked by the umask
     finally:
         os.close(fd)
     return path
