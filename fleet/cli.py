@@ -21,7 +21,7 @@ EX_CONFIG = 78
 
 @cli.group("fleet")
 def fleet() -> None:
-    """Desk -> door trust and collection sync: signing keys, `publish`, `acl`, `status`."""
+    """Desk -> door trust and collection sync: signing keys, `publish`, `acl`, `status`, `accept-restore`."""
 
 
 @fleet.command("keygen")
@@ -84,3 +84,32 @@ def status(state: AppState, deadline_s: float | None) -> None:
 
     run(lambda: collect(state.settings, deadline_s if deadline_s is not None
                         else state.settings.mqtt.health_interval_s + 2))
+
+
+@fleet.command("accept-restore")
+@click.option("--collection", "collection_id", required=True, help="The collection the desk holds (RESTORED).")
+@click.pass_obj
+def accept_restore(state: AppState, collection_id: str) -> None:
+    """After the desk database was restored from an older backup, the desk holds the collection
+    (publishes nothing: `facelink fleet status` shows it RESTORED with the lost seqs). Once the
+    changes made after the backup are made again (deletions, revocations), this lets the desk go
+    on: it journals past the lost seqs, and every door holding them takes its snapshot."""
+    from facelink.errors import ResourceNotFoundException
+
+    from .journal import Journal
+
+    def accept() -> dict:
+        db = state.settings.store.database
+        if not db.is_file():
+            raise ResourceNotFoundException(f"no desk database at {db}")
+        journal = Journal(db, group_access=state.settings.store.group_access)
+        try:
+            r = journal.accept_restore(collection_id)
+        finally:
+            journal.close()
+        return {"CollectionId": collection_id, "LostSeqs": list(r.lost), "AcceptedAt": r.accepted_at,
+                "Next": f"the desk (`facelink fleet publish`) journals empty change sets through seq "
+                        f"{r.evidence_seq + 1} and publishes again; doors holding the lost seqs are DIVERGED "
+                        "and take its snapshot"}
+
+    run(accept)

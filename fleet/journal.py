@@ -6,6 +6,15 @@ acknowledged it), so a crash between the two re-sends it on restart, and re-send
 door that asks answers from here: the same bytes, the same signature, never rebuilt. The next
 seq is chosen inside the write transaction that stores the message (``BEGIN IMMEDIATE``), so two
 writers can never take the same seq and none is skipped.
+
+It also owns a collection's *restore hold* (table ``fleet_restore``): a head signed by this desk's
+own key naming a seq beyond the journal's newest means the desk database went back (restored from
+an older backup, or replaced): the change sets ``journal_seq + 1 .. evidence_seq`` -- revocations
+among them -- were published and are lost here. :meth:`Journal.note_restore` records it (the
+publisher then publishes nothing of that collection), :meth:`Journal.accept_restore` is the
+operator's acknowledgement (``facelink fleet accept-restore``), after which the publisher journals
+empty change sets through ``evidence_seq + 1`` and goes on. Both are rows of the desk database, so
+a desk started again stays held until acknowledged.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from facelink.enroll.db import connect
-from facelink.errors import StoreError
+from facelink.errors import FaceLinkError, ResourceNotFoundException, StoreError
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS fleet_journal(
     collection_id TEXT NOT NULL,
@@ -32,6 +41,33 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS fleet_journal(
 # started again goes on from it (fleet/publisher.py Publisher._issued_at)
 HEADS_SCHEMA = """CREATE TABLE IF NOT EXISTS fleet_heads(
     collection_id TEXT PRIMARY KEY, issued_at REAL NOT NULL, wall REAL NOT NULL)"""
+
+# a collection whose history went back (see the module docstring): held until accepted_at is set
+RESTORE_SCHEMA = """CREATE TABLE IF NOT EXISTS fleet_restore(
+    collection_id TEXT PRIMARY KEY, journal_seq INTEGER NOT NULL, evidence_seq INTEGER NOT NULL,
+    key_id TEXT NOT NULL, detected_at REAL NOT NULL, accepted_at REAL)"""
+
+
+@dataclass(frozen=True)
+class Restore:
+    """The desk's history of ``collection_id`` went back: its journal ended at ``journal_seq`` when
+    a head signed by its key (``key_id``) named ``evidence_seq``. Held until ``accepted_at``."""
+
+    collection_id: str
+    journal_seq: int
+    evidence_seq: int
+    key_id: str
+    detected_at: float
+    accepted_at: float | None
+
+    @property
+    def held(self) -> bool:
+        return self.accepted_at is None
+
+    @property
+    def lost(self) -> tuple[int, int]:
+        """The seqs published before the restore and no longer in the journal."""
+        return self.journal_seq + 1, self.evidence_seq
 
 
 @dataclass(frozen=True)
@@ -55,7 +91,7 @@ class Journal:
         self.immutable = readonly and not self.writer_present()  # read as a file no one writes
         self._conn = connect(self.path, readonly=readonly, group=group_access, immutable=self.immutable)
         if not readonly:
-            self._write(lambda c: (c.execute(SCHEMA), c.execute(HEADS_SCHEMA)))
+            self._write(lambda c: (c.execute(SCHEMA), c.execute(HEADS_SCHEMA), c.execute(RESTORE_SCHEMA)))
 
     def close(self) -> None:
         self._conn.close()
@@ -76,7 +112,7 @@ class Journal:
         except Exception as exc:  # noqa: BLE001 - driver-specific error classes
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if isinstance(exc, StoreError):
+            if isinstance(exc, FaceLinkError):  # StoreError, or the caller's own (accept_restore)
                 raise
             raise StoreError(f"fleet journal write failed: {exc}") from exc
 
@@ -150,3 +186,64 @@ class Journal:
             return int(rows[0][0]) - 1
         last = self.last(collection_id)
         return last.seq if last else 0
+
+    # -- the restore hold ---------------------------------------------------------------------
+    def _has_table(self, name: str) -> bool:
+        return bool(self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
+    def note_restore(self, collection_id: str, evidence_seq: int, key_id: str) -> Restore | None:
+        """A head signed by this desk's key ``key_id`` named ``evidence_seq``: if that is beyond
+        the journal's newest seq, the collection is held (the hold returned; a newer evidence seq
+        widens a hold not yet accepted). None when the journal is at or past it, or an accepted
+        hold already covers it (the publisher is journaling past it)."""
+        def write(c: Any) -> Restore | None:
+            row = c.execute("SELECT max(seq) FROM fleet_journal WHERE collection_id = ?", (collection_id,)).fetchone()
+            newest = int(row[0]) if row and row[0] is not None else 0
+            if evidence_seq <= newest:
+                return None
+            known = _restore(c, collection_id)
+            if known is not None and not known.held and evidence_seq <= known.evidence_seq:
+                return None
+            evidence = evidence_seq
+            if known is not None and known.held:
+                evidence, newest = max(evidence, known.evidence_seq), min(newest, known.journal_seq)
+            c.execute("INSERT OR REPLACE INTO fleet_restore(collection_id, journal_seq, evidence_seq, key_id, "
+                      "detected_at, accepted_at) VALUES (?, ?, ?, ?, ?, NULL)",
+                      (collection_id, newest, evidence, key_id,
+                       known.detected_at if known is not None and known.held else time.time()))
+            return _restore(c, collection_id)
+
+        return self._write(write)
+
+    def restore(self, collection_id: str) -> Restore | None:
+        """The restore hold of ``collection_id`` (held or accepted), None if it never had one."""
+        if not self._has_table("fleet_restore"):  # a database read-only from before this release
+            return None
+        return _restore(self._conn, collection_id, self._read)
+
+    def restores(self) -> list[Restore]:
+        if not self._has_table("fleet_restore"):
+            return []
+        return [Restore(*r) for r in self._read(
+            "SELECT collection_id, journal_seq, evidence_seq, key_id, detected_at, accepted_at "
+            "FROM fleet_restore ORDER BY collection_id")]
+
+    def accept_restore(self, collection_id: str) -> Restore:
+        """The operator's acknowledgement (after re-doing the lost revocations): durable; the
+        publisher then journals past the evidence seq. ResourceNotFoundException: nothing held."""
+        def write(c: Any) -> Restore:
+            known = _restore(c, collection_id)
+            if known is None or not known.held:
+                raise ResourceNotFoundException(f"{collection_id}: the desk holds no restored history of this "
+                                                "collection (see `facelink fleet status`)")
+            c.execute("UPDATE fleet_restore SET accepted_at = ? WHERE collection_id = ?", (time.time(), collection_id))
+            return _restore(c, collection_id)
+
+        return self._write(write)
+
+
+def _restore(conn: Any, collection_id: str, read: Callable[[str, tuple], list[tuple]] | None = None) -> Restore | None:
+    sql = ("SELECT collection_id, journal_seq, evidence_seq, key_id, detected_at, accepted_at "
+           "FROM fleet_restore WHERE collection_id = ?")
+    rows = read(sql, (collection_id,)) if read is not None else conn.execute(sql, (collection_id,)).fetchall()
+    return Restore(*rows[0]) if rows else None

@@ -32,6 +32,22 @@ request arrives):
 
 The first change set of a collection this desk never published is a Rebase: doors ask for a
 snapshot. Nothing here raises into the loop: a failed step is logged and retried.
+
+*A desk whose history went back* (its database restored from an older backup, or replaced). The
+desk subscribes its collections' retained heads (first, so that they are handled before the last
+SUBACK of its connection: nothing is journaled or published before that, see
+:meth:`Publisher.step`). A head signed by its own key, for that collection, naming a seq beyond
+the journal's newest is proof that change sets it published are lost here: the collection is
+**held** (:meth:`~.journal.Journal.note_restore`, durable): CRITICAL in the log, nothing journaled,
+published, re-sent or answered for it -- no change set, head, snapshot, range or challenge answer --
+so the doors keep their newer copy (with the lost revocations) and go stale after
+``sync.max_staleness_s`` (with ``on_stale = deny``: locked) until the site acts. Unsigned door
+input never holds a collection (one rogue client would stop the desk): a request asking from beyond
+the head only says so in the log (:class:`~.requests.RequestGate`). ``facelink fleet
+accept-restore`` (:meth:`~.journal.Journal.accept_restore`) lets it go on: empty change sets are
+journaled through the evidence seq + 1, each chained to the journal's own, so a door holding the
+lost history finds another fingerprint at a seq it applied (DIVERGED, then the desk's snapshot)
+and a door on the common prefix simply applies them.
 """
 
 from __future__ import annotations
@@ -63,17 +79,20 @@ from facelink.mqtt.topics import (
 
 from .bodies import body_for_batch, snapshot_chunks
 from .changeset import encode, envelope_payload_sha256
-from .journal import Journal
+from .journal import Journal, Restore
 from .protocol import (
     DEVICE_ID,
     MAX_REQUEST_BYTES,
     SNAPSHOT_REPEAT_S,
+    Delta,
     Head,
     Rebase,
     SnapshotChunk,
+    decode_head,
     encode_head,
 )
 from .requests import MAX_TRACKED_DEVICES, Budget, RequestGate
+from .signing import key_id
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +107,8 @@ MIN_HEAD_STEP_S = 0.001  # a desk started again issues its first head at least t
 RANGE_RESERVE_SHARE = 0.5
 BYTES_PER_FACE = 1_000  # a snapshot's size before one was measured (~0.9 KB per face on the wire)
 _DEVICE = re.compile(DEVICE_ID)
+SUBSCRIBED_WAIT_S = 5.0  # a step waits this long for the SUBACKs (the retained heads) after connecting
+HELD_LOG_S = 60.0  # a held collection's CRITICAL is repeated this often
 
 
 @dataclass
@@ -172,14 +193,33 @@ class Publisher:
         self._failures: dict[str, tuple[str, float, int]] = {}  # what -> (error, logged at, repeats)
         self._unpublished_logged: dict[str, float] = {}  # collection -> monotonic time "no head" was logged
         self.published: dict[str, int] = {c: journal.published_seq(c) for c in self.collections}
+        public = key.public_key()
+        self._key_id = key_id(public)
+        self._own_key = {self._key_id: public}
+        self._head_topics = {t.head: c for c, t in self.topics.items()}
+        self._evidence: dict[str, int] = {}  # collection -> highest seq of a retained head signed by this key
+        self._evidence_lock = threading.Lock()
+        self._heads_heard = False  # the retained heads were handled (nothing is journaled before)
+        # collections held (their history went back), or accepted and not yet journaled past it
+        self._restores: dict[str, Restore] = {}
+        for c in self.collections:
+            r = journal.restore(c)
+            last = journal.last(c)
+            if r is not None and (r.held or (last.seq if last else 0) <= r.evidence_seq):
+                self._restores[c] = r
+        self._held_logged: dict[str, float] = {}
 
     # -- MQTT side (paho's thread) ------------------------------------------------------------
     def subscriptions(self) -> list[str]:
         seen = [all_status(self._prefix), all_health(self._prefix)] if self.seen_doors_only else []
         shared = [t.request for t in self.topics.values()] if self.accept_shared_topic else []
-        return [all_sync_requests(self._prefix, c) for c in self.collections] + shared + seen
+        heads = [t.head for t in self.topics.values()]  # first: handled before the last SUBACK
+        return heads + [all_sync_requests(self._prefix, c) for c in self.collections] + shared + seen
 
     def on_message(self, topic: str, payload: bytes) -> None:
+        if topic in self._head_topics:
+            self._heard_head(self._head_topics[topic], payload)
+            return
         c, sender = self._by_request_topic.get(topic), None
         if c is not None and not self.accept_shared_topic:
             return  # not subscribed: never answered
@@ -198,6 +238,25 @@ class Publisher:
             self.gate.count("OVERLOADED")
             return
         self._wake.set()
+
+    def _heard_head(self, c: str, payload: bytes) -> None:
+        """A head on ``c``'s head topic (the retained one when the desk subscribes; then its own
+        as it publishes them): one signed by this desk's key for ``c`` is evidence of the seq this
+        desk published, checked against the journal by the worker (:meth:`_check_restore`).
+        Anything else (another key, another collection, a challenge's answer, garbage) is ignored."""
+        try:
+            head = decode_head(self._own_key, payload)
+        except Exception:  # noqa: BLE001 - untrusted input (FaceLinkError; anything the parser raises)
+            return
+        if head.collection_id != c or head.nonce is not None:
+            return
+        with self._evidence_lock:
+            self._evidence[c] = max(head.seq, self._evidence.get(c, 0))
+        self._wake.set()
+
+    def held(self) -> dict[str, Restore]:
+        """The collections held because their history went back (not yet accepted)."""
+        return {c: r for c, r in self._restores.items() if r.held}
 
     def _saw(self, topic: str, payload: bytes) -> None:
         """A door's status or health: the broker's ACL lets only that door's user publish under
@@ -245,12 +304,23 @@ class Publisher:
         self._wake.set()
 
     def step(self, transport: Transport) -> None:
+        """One turn of the loop (module docstring). Nothing at all until the transport's
+        subscriptions are acknowledged once (``wait_subscribed``, if it has one): the retained
+        heads are handled by then, so a desk whose history went back is held before it journals
+        or publishes anything."""
+        if not self._heads_heard:
+            wait = getattr(transport, "wait_subscribed", None)
+            if wait is not None and not (transport.is_connected() and wait(SUBSCRIBED_WAIT_S)):
+                return
+            self._heads_heard = True
         try:
             self._requests(transport)
         except Exception as exc:  # noqa: BLE001 - the loop must go on; the request is dropped
             self._failed("requests", exc)
         for c in self.collections:
             try:
+                if self._check_restore(c):
+                    continue
                 self._follow(c, transport)
                 self._head(c, transport)
                 self._answer_challenges(c, transport)
@@ -268,6 +338,76 @@ class Publisher:
         except Exception as exc:  # noqa: BLE001 - the snapshot is dropped, its doors queued again
             self._end_run(requeue=True)
             self._failed("snapshots", exc)
+
+    def _check_restore(self, c: str) -> bool:
+        """Whether ``c`` is held: a head signed by this key beyond the journal's newest seq holds
+        it (durably, CRITICAL); an accepted hold is journaled past, then ``c`` goes on."""
+        with self._evidence_lock:
+            seen = self._evidence.pop(c, None)
+        if seen is not None:
+            last = self.journal.last(c)
+            if seen > (last.seq if last else 0):
+                r = self.journal.note_restore(c, seen, self._key_id)
+                if r is not None:
+                    if c not in self.held():
+                        self._held_logged.pop(c, None)
+                    self._restores[c] = r
+        r = self._restores.get(c)
+        if r is None:
+            return False
+        if r.held:
+            r = self.journal.restore(c) or r  # accepted meanwhile (`facelink fleet accept-restore`)?
+            self._restores[c] = r
+        if r.held:
+            self._hold(c, r)
+            return True
+        self._journal_past(c, r)
+        del self._restores[c]
+        log.warning("%s: the restore was accepted: journaled through seq %d, publishing again; doors that "
+                    "hold the lost history (seqs %d..%d) are DIVERGED and take the desk's snapshot", c,
+                    self.journal.last(c).seq, *r.lost)  # type: ignore[union-attr]
+        return False
+
+    def _hold(self, c: str, r: Restore) -> None:
+        """Nothing of ``c`` goes out: queued snapshots, ranges and challenges are dropped (the
+        doors ask again; refused while held), a snapshot under way is ended."""
+        run = self._run
+        if run is not None and run.collection == c:
+            self._end_run(requeue=False)
+        self._snapshots[c].clear()
+        self._ranges[c].clear()
+        self._challenges[c].clear()
+        now = self.monotonic()
+        if now - self._held_logged.get(c, float("-inf")) >= HELD_LOG_S:
+            self._held_logged[c] = now
+            first, last = r.lost
+            log.critical("%s: HELD, this desk's history went back: a head signed by this desk names seq %d, its "
+                         "journal ends at %d -- change sets %d..%d (revocations among them) were published and are "
+                         "lost here (database restored from an older backup?). Nothing of %s is published: doors "
+                         "keep their copy and go stale after sync.max_staleness_s (locked with on_stale = deny). "
+                         "Re-do the changes made after the backup (deletions, revocations; `facelink fleet "
+                         "status` shows the range), then `facelink fleet accept-restore --collection %s`",
+                         c, r.evidence_seq, r.journal_seq, first, last, c, c)
+
+    def _journal_past(self, c: str, r: Restore) -> None:
+        """After an accepted restore: empty change sets through ``r.evidence_seq + 1``, chained to
+        the journal (the first of a collection a Rebase, as always). A door on the common prefix
+        applies them; one holding the lost history finds other bytes (or another ``prev``) at a
+        seq it applied: DIVERGED, then the desk's snapshot past it."""
+        with self.store.read_transaction():
+            last = self.journal.last(c)
+            while last is None or last.seq <= r.evidence_seq:
+                if last is None:
+                    coll = self.store.get_collection(c)
+                    if coll is None:
+                        return  # nothing to publish until the collection exists (held no longer)
+                    position = self._feeds[c].position_in_transaction()
+                    self._journal(c, coll.face_model_version, position, Rebase(
+                        feed_position=position, reason="the desk's history went back: take a snapshot"))
+                else:
+                    self._journal(c, last.face_model_version, last.feed_position,
+                                  Delta(feed_position=last.feed_position))
+                last = self.journal.last(c)
 
     def _failed(self, what: str, exc: Exception) -> None:
         """Log a failure with its traceback the first time, then once a minute while it repeats
@@ -291,6 +431,9 @@ class Publisher:
                 c, sender, payload = self._inbox.get_nowait()
             except queue.Empty:
                 return
+            if c in self.held():
+                self.gate.count("HELD")  # answered once the restore is accepted: the door asks again
+                continue
             answer = self.gate.decide(c, payload, self.published[c], self.seen if self.seen_doors_only else None,
                                       sender, None if self.doors is None else partial(self._listed, c))
             if answer is None:
@@ -324,7 +467,7 @@ class Publisher:
         deadline = self.monotonic() + self.slice_s
         reserve = self.reply_bytes.per_minute * RANGE_RESERVE_SHARE
         while True:
-            due = [c for c in self.collections if self._ranges[c]]
+            due = [c for c in self.collections if self._ranges[c] and c not in self._restores]
             if not due:
                 return
             c = due[self._range_turn % len(due)]
@@ -448,7 +591,7 @@ class Publisher:
 
     def _start_run(self, transport: Transport) -> _SnapshotRun | None:
         """The next queued snapshot within the budget, its read transaction open; or None."""
-        due = [c for c in self.collections if self._snapshots[c]]
+        due = [c for c in self.collections if self._snapshots[c] and c not in self._restores]
         if not due:
             return None
         if self.snapshot_replies.left() < 1 or self.reply_bytes.left() <= 0:

@@ -199,8 +199,13 @@ class RequestGate:
             return Answer(req.device_id, True)
         last = min(req.to_seq or head_seq, head_seq)
         if req.from_seq > last:
+            # a door that applied more than the desk published: this desk's history went back?
+            # Unsigned: said in the log only; a head signed by the desk holds the collection
+            # (fleet/publisher.py), one rogue client must not stop the desk.
+            ahead = (f" -- it claims to have applied seq {req.from_seq - 1}, beyond this desk's head: if the "
+                     "desk database was restored, see `facelink fleet status`") if req.from_seq > head_seq + 1 else ""
             self._refuse("BEYOND_HEAD", collection_id, f"{req.device_id!r} asks from {req.from_seq}, "
-                                                       f"head is {head_seq}")
+                                                       f"head is {head_seq}{ahead}")
             return None
         if last - req.from_seq + 1 > MAX_REQUEST_RANGE:
             log.info("sync request from %r for %d change sets of %s: a snapshot instead",

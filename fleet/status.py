@@ -151,14 +151,29 @@ def collect(settings: Any, deadline_s: float) -> dict[str, Any]:
             threading.Event().wait(deadline_s)
     finally:
         client.stop()
-    report = status.report(_desk_heads(settings))
+    restores: list[Any] = []
+    report = status.report(_desk_heads(settings, restores))
+    report["DeskRestores"] = {r.collection_id: _restore_report(r) for r in restores}
     report["Broker"] = {"Host": mqtt.host, "Port": mqtt.port, "Connected": connected}
     report["ListenedS"] = deadline_s
     return report
 
 
-def _desk_heads(settings: Any) -> dict[str, int]:
-    """The seq the desk's journal published per collection (when the desk database is here)."""
+def _restore_report(r: Any) -> dict[str, Any]:
+    """A collection whose desk history went back (fleet/journal.py ``Restore``), for the report."""
+    first, last = r.lost
+    return {"State": "RESTORED" if r.held else "ACCEPTED", "LostSeqs": [first, last],
+            "JournalSeq": r.journal_seq, "EvidenceSeq": r.evidence_seq, "DetectedAt": r.detected_at,
+            "AcceptedAt": r.accepted_at,
+            "Action": (f"held: the desk publishes nothing of {r.collection_id} and its doors go stale. Re-do the "
+                       f"changes (deletions, revocations) made after the backup -- change sets {first}..{last} "
+                       f"are lost -- then `facelink fleet accept-restore --collection {r.collection_id}`")
+            if r.held else "accepted: the running desk journals past the lost seqs and publishes again"}
+
+
+def _desk_heads(settings: Any, restores: list[Any] | None = None) -> dict[str, int]:
+    """The seq the desk's journal published per collection (when the desk database is here);
+    ``restores`` receives its restore holds, held or accepted but not yet journaled past."""
     db = settings.store.database
     if not db.is_file():
         return {}
@@ -167,6 +182,7 @@ def _desk_heads(settings: Any) -> dict[str, int]:
     journal = Journal(db, readonly=True)
     try:
         heads = {c: journal.published_seq(c) for c in journal.collections()}
+        found = _pending_restores(journal, heads)
     except FaceLinkError:  # (StoreError) torn pages: a checkpoint under an immutable read?
         if not (journal.immutable and journal.writer_present()):
             raise
@@ -174,9 +190,19 @@ def _desk_heads(settings: Any) -> dict[str, int]:
     finally:
         journal.close()
     if heads is not None and not (journal.immutable and journal.writer_present()):
+        if restores is not None:
+            restores[:] = found
         return heads
     journal = Journal(db, readonly=True)  # a desk started during the immutable read: through its -wal
     try:
-        return {c: journal.published_seq(c) for c in journal.collections()}
+        heads = {c: journal.published_seq(c) for c in journal.collections()}
+        if restores is not None:
+            restores[:] = _pending_restores(journal, heads)
+        return heads
     finally:
         journal.close()
+
+
+def _pending_restores(journal: Any, heads: dict[str, int]) -> list[Any]:
+    """Holds not yet journaled past (an accepted one the desk has not acted on is still shown)."""
+    return [r for r in journal.restores() if r.held or heads.get(r.collection_id, 0) <= r.evidence_seq]

@@ -75,6 +75,8 @@ class MqttClient:
         self._subscriptions = list(subscriptions)
         self._handler = on_message
         self._connected = threading.Event()
+        self._subscribed = threading.Event()  # every SUBACK of this connection's subscriptions is in
+        self._suback_due: set[int] = set()
         self._stopping = False
         self._failed_why: str | None = None  # the last connection failure said in the log
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -101,6 +103,7 @@ class MqttClient:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
         client.loop_start()
@@ -116,9 +119,16 @@ class MqttClient:
             client.publish(self._will.topic, self._will.online, qos=1, retain=True)
         for topic, payload, retain in self._on_connect_publish:
             client.publish(topic, payload, qos=1, retain=retain)
-        for topic in self._subscriptions:
-            client.subscribe(topic, qos=1)
+        self._subscribed.clear()
+        self._suback_due = {client.subscribe(topic, qos=1)[1] for topic in self._subscriptions}
+        if not self._suback_due:
+            self._subscribed.set()
         self._connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._suback_due.discard(mid)
+        if not self._suback_due:
+            self._subscribed.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
         """A connection attempt raised (paho calls this inside its ``except OSError``, and retries):
@@ -137,6 +147,7 @@ class MqttClient:
         if self._connected.is_set() and not self._stopping:
             log.warning("MQTT disconnected (%s); reconnecting", reason_code)
         self._connected.clear()
+        self._subscribed.clear()
 
     def _on_message(self, client, userdata, msg) -> None:
         if self._handler is None:
@@ -153,6 +164,14 @@ class MqttClient:
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Connected, and the broker acknowledged every subscription of this connection (in the
+        order they were made). The broker sends a subscription's retained messages before it
+        answers a later SUBSCRIBE, and this client hands them to ``on_message`` in arrival order:
+        so once this is True, the retained messages of every subscription but the last were
+        handled (the desk subscribes the heads first: fleet/publisher.py)."""
+        return self._connected.is_set() and self._subscribed.wait(timeout) and self._connected.is_set()
 
     def publish(self, topic: str, payload: str, *, qos: int = 1, retain: bool = False,
                 timeout: float = 5.0) -> bool:
