@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 
@@ -28,7 +28,7 @@ from facelink.mqtt.schema import (
     SyncAlarmMessage,
 )
 
-from .store import AuditLog, Conflict
+from .store import AuditLog, Conflict, Quarantined
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def requeue(audit: AuditLog) -> tuple[int, int]:
     and leaves the quarantine. Returns (recorded, left in quarantine). A
     message kept only in part (over ``QUARANTINE_KEEP_BYTES``) or that conflicts stays."""
     recorded = left = 0
-    for q in audit.quarantined():
+    for q in _pages(audit):
         try:
             if q.size != len(q.raw):
                 raise Rejected("kept in part")
@@ -125,6 +125,16 @@ def requeue(audit: AuditLog) -> tuple[int, int]:
         audit.release(q.id, TABLES[type(message)], message.event_id)
         recorded += 1
     return recorded, left
+
+
+REQUEUE_PAGE = 500  # quarantined messages read at once (64 KiB each at most: found in review, all at once)
+
+
+def _pages(audit: AuditLog) -> Iterator[Quarantined]:
+    after = 0
+    while page := audit.quarantined(after_id=after, limit=REQUEUE_PAGE):
+        yield from page
+        after = page[-1].id
 
 
 class Intake:

@@ -9,8 +9,8 @@ id, clean_session=False) means the broker keeps QoS 1 decisions for the logger w
 `facelink-logger query` answers "who came through which door when"; `facelink-logger gaps`
 lists the numbers of the doors' events it never received (each door numbers what it records).
 
-Exit codes: 0 stopped (or done), 1 `gaps` found events never received, 78 configuration problem (one
-line naming the key).
+Exit codes: 0 stopped (or done), 1 `gaps` found events never received (or numbers given twice), 78
+configuration problem (one line naming the key).
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     qg = sub.add_parser("gaps", help="print, as JSON lines, the numbers of each door's events this log never "
                                      "received (dropped by a full outbox, or lost on the way); exit 1 if any")
     qg.add_argument("--door", help="device id")
+    qg.add_argument("--after-first", action="store_true",
+                    help="leave out numbers before each stream's first received one (a log started after the doors)")
     qs = sub.add_parser("streams", help="print each door's outbox streams as received (first, last, received, "
                                         "missing) as JSON lines")
     qs.add_argument("--door", help="device id")
@@ -131,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row))
             return 0
         if args.command == "gaps":
-            gaps = audit.gaps(args.door)
+            gaps = audit.gaps(args.door, after_first=args.after_first)
             for gap in gaps:
                 print(json.dumps(gap))
-            return 1 if gaps else 0
+            reused = sum(stream["reused"] for stream in audit.streams(args.door))
+            return 1 if gaps or reused else 0
         if args.command == "streams":
             for stream in audit.streams(args.door):
                 print(json.dumps(stream))

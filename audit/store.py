@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS received(
 CREATE TABLE IF NOT EXISTS sequenced(
     device_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
     event_id TEXT NOT NULL, PRIMARY KEY(device_id, stream, seq));
+CREATE TABLE IF NOT EXISTS sequence_reused(
+    device_id TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    event_id TEXT NOT NULL, PRIMARY KEY(device_id, stream, seq, kind, event_id));
 CREATE TABLE IF NOT EXISTS quarantine(
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
     reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
@@ -268,6 +271,15 @@ class AuditLog:
         self._conn.execute("INSERT INTO sequenced VALUES (?,?,?,?,?) ON CONFLICT DO UPDATE SET kind = excluded.kind, "
                            "event_id = excluded.event_id WHERE kind = 'quarantine' AND excluded.kind != 'quarantine'",
                            (device, stream, seq, kind, ref))  # a record stands for a quarantined copy
+        held = self._conn.execute("SELECT kind, event_id FROM sequenced WHERE device_id = ? AND stream = ? "
+                                  "AND seq = ?", (device, stream, seq)).fetchone()
+        if kind != "quarantine" and held is not None and held[0] != "quarantine" and tuple(held) != (kind, ref):
+            # another record holds the number (found in review: kept silently): an outbox restored
+            # from a backup numbers again what it had numbered, and the events lost with it go unseen
+            self._conn.execute("INSERT OR IGNORE INTO sequence_reused VALUES (?,?,?,?,?)", (device, stream, seq, kind, ref))
+            log.warning("door %s: number %d of its outbox %s was given to two events (%s, %s): an outbox "
+                        "restored from a copy? events recorded after that copy may be lost", device[:64], seq,
+                        stream, held[1], ref)
         last = row[0] if row and row[0] is not None else 0
         # a quarantined one is logged by the intake, at most every LOG_EVERY_S (found in review: a
         # flood of numbered garbage was a WARNING each)
@@ -275,35 +287,42 @@ class AuditLog:
             log.warning("door %s: events %d to %d of its outbox %s not received (yet)", device[:64], last + 1,
                         seq - 1, stream)
 
-    def gaps(self, device: str | None = None) -> list[dict[str, Any]]:
+    def gaps(self, device: str | None = None, *, after_first: bool = False) -> list[dict[str, Any]]:
         """The numbers of each door's outbox stream this log never received (neither recorded nor
         quarantined), oldest first: ``{device_id, event_stream, first, last, missing, after,
         before}`` where ``after``/``before`` are the received events around the gap (``kind``,
         ``event_id``, ``event_seq`` and, for a recorded one, its ``timestamp``; ``after`` None for
-        numbers missing before the first one received). Numbers after a stream's last received
-        one cannot be known here: :meth:`streams` gives each stream's last."""
+        numbers missing before the first one received; ``after_first``: leave those out — a log
+        started, or started afresh, after the doors). Numbers after a stream's last received one
+        cannot be known here: :meth:`streams` gives each stream's last."""
+        where, params = ("WHERE device_id = ?", (device,)) if device is not None else ("", ())
         with self._lock:
             rows = self._conn.execute(
                 "SELECT device_id, stream, prev, seq FROM (SELECT device_id, stream, seq, "
                 "lag(seq, 1, 0) OVER (PARTITION BY device_id, stream ORDER BY seq) AS prev "
-                "FROM sequenced WHERE ? IS NULL OR device_id = ?) WHERE seq > prev + 1 "
-                "ORDER BY device_id, stream, seq", (device, device)).fetchall()
+                f"FROM sequenced {where}) WHERE seq > prev + 1 "
+                "ORDER BY device_id, stream, seq", params).fetchall()
             return [{"device_id": d, "event_stream": stream, "first": prev + 1, "last": seq - 1,
                      "missing": seq - 1 - prev, "after": self._around(d, stream, prev) if prev else None,
-                     "before": self._around(d, stream, seq)} for d, stream, prev, seq in rows]
+                     "before": self._around(d, stream, seq)} for d, stream, prev, seq in rows
+                    if prev or not after_first]
 
     def streams(self, device: str | None = None) -> list[dict[str, Any]]:
         """Each door's outbox streams as received here: ``{device_id, event_stream, first, last,
-        received, missing, last_event}`` (``missing``: numbers between 1 and ``last`` never
-        received). A door whose outbox file was replaced starts a new stream."""
+        received, missing, reused, last_event}`` (``missing``: numbers between 1 and ``last`` never
+        received; ``reused``: numbers another record of the door held already — its outbox was
+        restored from a copy, and what it recorded after that copy may be lost). A door whose
+        outbox file was replaced starts a new stream."""
+        where, params = ("WHERE s.device_id = ?", (device,)) if device is not None else ("", ())
         with self._lock:
             rows = self._conn.execute(
-                "SELECT device_id, stream, min(seq), max(seq), count(*) FROM sequenced "
-                "WHERE ? IS NULL OR device_id = ? GROUP BY device_id, stream "
-                "ORDER BY device_id, min(rowid)", (device, device)).fetchall()
+                "SELECT s.device_id, s.stream, min(s.seq), max(s.seq), count(*), (SELECT count(DISTINCT r.seq) "
+                "FROM sequence_reused r WHERE r.device_id = s.device_id AND r.stream = s.stream) "
+                f"FROM sequenced s {where} GROUP BY s.device_id, s.stream "
+                "ORDER BY s.device_id, min(s.rowid)", params).fetchall()
             return [{"device_id": d, "event_stream": stream, "first": first, "last": last, "received": n,
-                     "missing": last - n, "last_event": self._around(d, stream, last)}
-                    for d, stream, first, last, n in rows]
+                     "missing": last - n, "reused": reused, "last_event": self._around(d, stream, last)}
+                    for d, stream, first, last, n, reused in rows]
 
     def _around(self, device: str, stream: str, seq: int) -> dict[str, Any]:
         kind, ref = self._conn.execute("SELECT kind, event_id FROM sequenced WHERE device_id = ? AND stream = ? "
@@ -359,10 +378,13 @@ class AuditLog:
             out.append(row)
         return out
 
-    def quarantined(self, since: str | None = None) -> list[Quarantined]:
+    def quarantined(self, since: str | None = None, *, after_id: int = 0,
+                    limit: int | None = None) -> list[Quarantined]:
+        """Quarantined messages from ``since`` on, by id (``after_id``, ``limit``: one page)."""
         with self._lock:
             rows = self._conn.execute("SELECT id, received_at, topic, reason, size, raw FROM quarantine "
-                                      "WHERE received_at >= ? ORDER BY id", (instant(since) or "",)).fetchall()
+                                      "WHERE received_at >= ? AND id > ? ORDER BY id LIMIT ?",
+                                      (instant(since) or "", after_id, -1 if limit is None else limit)).fetchall()
         return [Quarantined(*r) for r in rows]
 
     def close(self) -> None:

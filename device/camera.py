@@ -292,6 +292,8 @@ class CameraReader:
             log.error("camera %s delivered no frame for %.1f s: opening it again on a new reader",
                       self.source, waited)
             self._start_reader()
+            if self._thread is None:  # its thread could not start: ``fault`` says so until one does
+                return f"{said}: no new reader could start ({self._not_opened})"
             return f"{said}: opened again on a new reader"
 
     @property

@@ -229,3 +229,81 @@ def test_a_flood_of_numbered_garbage_is_not_a_warning_each(tmp_path, caplog):
     assert "events 1 to 2" in said
     assert [(g["first"], g["last"]) for g in audit.gaps(device="front")][-1] == (1, 2)
     audit.close()
+
+
+def test_an_outbox_restored_from_a_copy_is_seen_giving_numbers_twice(tmp_path, capsys):
+    """Found in review: a door's outbox file restored from a copy (an SD card image, a backup)
+    numbers again from the copy's last number, and the logger kept the first event of each number
+    silently — the events the door recorded after that copy and lost with it went unseen. Each
+    number given to a second event is kept (``sequence_reused``), said in ``streams`` and makes
+    ``gaps`` exit 1."""
+    import shutil
+
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    _put(outbox, "u1", "u2")
+    outbox.close()
+    shutil.copy(path, tmp_path / "copy.db")
+    audit = AuditLog(tmp_path / "audit.db")
+    intake = Intake(audit)
+    outbox = Outbox(path)
+    _put(outbox, "u3")  # number 3, then the file is lost
+    for e in outbox.peek(10):
+        intake.handle(e.topic, e.payload.encode())
+    outbox.close()
+    shutil.copy(tmp_path / "copy.db", path)  # restored: u1 and u2 still in it (never sent)
+    outbox = Outbox(path)
+    _put(outbox, "u4")  # number 3 again
+    for e in outbox.peek(10):
+        intake.handle(e.topic, e.payload.encode())
+    outbox.close()
+    assert intake.recorded == 4 and audit.gaps() == []
+    (stream,) = audit.streams()
+    assert stream["reused"] == 1 and stream["last"] == 3
+    audit.close()
+    rc, _ = _cli(tmp_path / "audit.db", "gaps", capsys=capsys)
+    assert rc == 1
+
+
+def test_a_log_started_after_the_doors_can_leave_out_what_came_before(tmp_path, capsys):
+    """A logger installed (or its database started afresh) after the doors had been running: the
+    numbers before each stream's first received one are a gap that never closes; ``--after-first``
+    leaves those out and still lists a gap after the first."""
+    outbox = Outbox(tmp_path / "outbox.db")
+    _put(outbox, "u1", "u2", "u3", "u4", "u5")
+    audit = AuditLog(tmp_path / "audit.db")
+    intake = Intake(audit)
+    for i, e in enumerate(outbox.peek(10)):
+        if i in (2, 4):  # the log began at number 3; number 4 was lost
+            intake.handle(e.topic, e.payload.encode())
+    outbox.close()
+    audit.close()
+    rc, gaps = _cli(tmp_path / "audit.db", "gaps", capsys=capsys)
+    assert rc == 1 and [(g["first"], g["last"]) for g in gaps] == [(1, 2), (4, 4)]
+    rc, gaps = _cli(tmp_path / "audit.db", "gaps", "--after-first", "--door", "front", capsys=capsys)
+    assert rc == 1 and [(g["first"], g["last"]) for g in gaps] == [(4, 4)]
+
+
+def test_requeue_reads_the_quarantine_page_by_page(tmp_path, monkeypatch):
+    """Found in review: requeue read the whole quarantine (up to 64 KiB a message) at once."""
+    from facelink.audit import intake as intake_mod
+
+    monkeypatch.setattr(intake_mod, "REQUEUE_PAGE", 2)
+    outbox = Outbox(tmp_path / "outbox.db")
+    _put(outbox, "u1", "u2", "u3", "u4", "u5")
+    audit = AuditLog(tmp_path / "audit.db")
+    for e in outbox.peek(10):
+        audit.quarantine(e.topic, e.payload.encode(), "schema: an older logger's reason")
+    pages: list[int] = []
+    page = audit.quarantined
+
+    def counted(*args, **kw):
+        pages.append(kw.get("limit"))
+        return page(*args, **kw)
+
+    monkeypatch.setattr(audit, "quarantined", counted)
+    assert intake_mod.requeue(audit) == (5, 0)
+    assert pages and set(pages) == {2}
+    assert len(audit.query()) == 5 and audit.gaps() == []
+    outbox.close()
+    audit.close()

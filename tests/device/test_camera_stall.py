@@ -302,3 +302,43 @@ def test_a_reader_thread_tried_again_is_not_a_reopen_each_time(mjpeg_camera, mon
         assert wait_until(lambda: reader.connected.is_set(), 30)
     finally:
         reader.stop()
+
+
+def test_a_stall_whose_new_reader_cannot_start_says_so(faces_dir, mjpeg_camera, monkeypatch):
+    """Found in review: after a stall, a new reader whose thread could not start was still said
+    "opened again on a new reader". It says no reader could start; the fault stands until one
+    does."""
+    import time
+
+    from facelink.device import camera as camera_mod
+    from tests.waiting import wait_until
+
+    class Unstartable(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    no_threads = threading.Event()
+    reader_thread = camera_mod.CameraReader._reader
+    monkeypatch.setattr(camera_mod.CameraReader, "_reader",
+                        lambda self: Unstartable() if no_threads.is_set() else reader_thread(self))
+    reader = camera_mod.CameraReader(mjpeg_camera.url, stall_s=1.0).start()
+    said: list[str] = []
+
+    def watched() -> None:
+        if (message := reader.watch(time.monotonic())) is not None:
+            said.append(message)
+
+    try:
+        assert wait_until(lambda: reader.connected.is_set(), 30)
+        no_threads.set()
+        mjpeg_camera.stall.set()
+        assert wait_until(lambda: (watched(), reader.stalls == 1)[1], 15)
+        assert len(said) == 1 and "no new reader could start" in said[0] and "opened again" not in said[0]
+        assert "can't start new thread" in reader.fault
+        no_threads.clear()
+        mjpeg_camera.resume.set()
+        watched()  # tried again: a reader starts
+        assert reader.fault is None
+        assert wait_until(lambda: reader.connected.is_set(), 30)
+    finally:
+        reader.stop()
