@@ -63,6 +63,23 @@ class MjpegCamera:
 
 
 @pytest.fixture()
+def reader_threads(monkeypatch):
+    """While the returned event is clear, no camera reader thread can start (``RuntimeError: can't
+    start new thread``, as in a process out of threads or memory); set, they start again."""
+    from facelink.device import camera as camera_mod
+
+    class Unstartable(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    can_start = threading.Event()
+    reader_thread = camera_mod.CameraReader._reader
+    monkeypatch.setattr(camera_mod.CameraReader, "_reader",
+                        lambda self: reader_thread(self) if can_start.is_set() else Unstartable())
+    return can_start
+
+
+@pytest.fixture()
 def mjpeg_camera(faces_dir):
     camera = MjpegCamera((faces_dir / "people/obama/2.jpg").read_bytes())
     yield camera
@@ -219,7 +236,7 @@ def test_a_reader_opened_again_whose_open_hangs_is_stalled_too(faces_dir, mjpeg_
 
 
 def test_a_reader_thread_that_cannot_start_is_an_error_and_tried_again(tmp_path, broker, make_settings,
-                                                                        engine, mjpeg_camera, monkeypatch):
+                                                                        engine, mjpeg_camera, reader_threads):
     """Found in review: a camera reader thread that could not start (the process out of threads or
     memory: ``RuntimeError: can't start new thread``) raised out of the door's start, or out of the
     stall watch once, and then left the camera unwatched: no reader, no stall, no further ERROR,
@@ -227,20 +244,12 @@ def test_a_reader_thread_that_cannot_start_is_an_error_and_tried_again(tmp_path,
     lasts, and each housekeeping tries again: once a thread starts, frames flow again."""
     import time
 
-    from facelink.device import camera as camera_mod
     from facelink.device.daemon import ERROR_REPEAT_S
     from tests.waiting import wait_until
 
     from .conftest import door_daemon
 
-    class Unstartable(threading.Thread):
-        def start(self) -> None:
-            raise RuntimeError("can't start new thread")
-
-    threads_left = threading.Event()  # set: reader threads can start again
-    reader_thread = camera_mod.CameraReader._reader
-    monkeypatch.setattr(camera_mod.CameraReader, "_reader",
-                        lambda self: reader_thread(self) if threads_left.is_set() else Unstartable())
+    threads_left = reader_threads  # set: reader threads can start again
     settings = make_settings(mqtt={"port": broker.port}, camera={"source": mjpeg_camera.url})
     daemon = door_daemon(settings, engine)
     watcher = Watcher(broker.port, ["facelink/+/decision"], client_id="camera-thread-watcher")
@@ -274,23 +283,15 @@ def test_a_reader_thread_that_cannot_start_is_an_error_and_tried_again(tmp_path,
         daemon.shutdown(flush_timeout_s=5)
 
 
-def test_a_reader_thread_tried_again_is_not_a_reopen_each_time(mjpeg_camera, monkeypatch):
+def test_a_reader_thread_tried_again_is_not_a_reopen_each_time(mjpeg_camera, reader_threads):
     """Found in review: while no reader thread could start, every loop turn's watch (about five a
     second with no frames) counted a reopen: health ``camera_reopens`` grew by thousands an hour
     for a camera that was never opened. The retries are not reopens; the camera opens once a
     thread starts."""
-    from facelink.device import camera as camera_mod
     from facelink.device.camera import CameraReader
     from tests.waiting import wait_until
 
-    class Unstartable(threading.Thread):
-        def start(self) -> None:
-            raise RuntimeError("can't start new thread")
-
-    threads_left = threading.Event()
-    reader_thread = camera_mod.CameraReader._reader
-    monkeypatch.setattr(camera_mod.CameraReader, "_reader",
-                        lambda self: reader_thread(self) if threads_left.is_set() else Unstartable())
+    threads_left = reader_threads  # set: reader threads can start again
     reader = CameraReader(mjpeg_camera.url, stall_s=1.0).start()
     try:
         for turn in range(100):
@@ -304,7 +305,7 @@ def test_a_reader_thread_tried_again_is_not_a_reopen_each_time(mjpeg_camera, mon
         reader.stop()
 
 
-def test_a_stall_whose_new_reader_cannot_start_says_so(faces_dir, mjpeg_camera, monkeypatch):
+def test_a_stall_whose_new_reader_cannot_start_says_so(faces_dir, mjpeg_camera, reader_threads):
     """Found in review: after a stall, a new reader whose thread could not start was still said
     "opened again on a new reader". It says no reader could start; the fault stands until one
     does."""
@@ -313,14 +314,7 @@ def test_a_stall_whose_new_reader_cannot_start_says_so(faces_dir, mjpeg_camera, 
     from facelink.device import camera as camera_mod
     from tests.waiting import wait_until
 
-    class Unstartable(threading.Thread):
-        def start(self) -> None:
-            raise RuntimeError("can't start new thread")
-
-    no_threads = threading.Event()
-    reader_thread = camera_mod.CameraReader._reader
-    monkeypatch.setattr(camera_mod.CameraReader, "_reader",
-                        lambda self: Unstartable() if no_threads.is_set() else reader_thread(self))
+    reader_threads.set()
     reader = camera_mod.CameraReader(mjpeg_camera.url, stall_s=1.0).start()
     said: list[str] = []
 
@@ -330,12 +324,12 @@ def test_a_stall_whose_new_reader_cannot_start_says_so(faces_dir, mjpeg_camera, 
 
     try:
         assert wait_until(lambda: reader.connected.is_set(), 30)
-        no_threads.set()
+        reader_threads.clear()
         mjpeg_camera.stall.set()
         assert wait_until(lambda: (watched(), reader.stalls == 1)[1], 15)
         assert len(said) == 1 and "no new reader could start" in said[0] and "opened again" not in said[0]
         assert "can't start new thread" in reader.fault
-        no_threads.clear()
+        reader_threads.set()
         mjpeg_camera.resume.set()
         watched()  # tried again: a reader starts
         assert reader.fault is None
