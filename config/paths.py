@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -59,6 +60,14 @@ def private_file(path: Path | str, *, group: bool = False) -> Path:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
     except FileExistsError:
+        # only a regular file (through a symlink, as SQLite and open() follow it): a folder or a
+        # device named by mistake (``audit.database = /var/lib/facelink``) is not chmod-ed 0600
+        # (found in review: a folder was, and then nothing in it could be opened)
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "a folder, not a file", str(path)) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path)) from None
         os.chmod(path, mode)
         return path
     try:

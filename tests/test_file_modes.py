@@ -84,3 +84,35 @@ def test_logger_cli_writes_private_files(tmp_path):
     db = tmp_path / "new" / "audit.db"
     assert main(["--db", str(db), "query"]) == 0
     assert mode(db) == 0o600 and mode(db.parent) == 0o700
+
+
+def test_a_folder_or_device_named_as_a_file_is_refused_not_chmodded(tmp_path):
+    """Found in review (helper-88): since private_file stopped opening an existing file it chmod-ed
+    whatever the path named, so a folder given as a database (``audit.database =
+    /var/lib/facelink``) became 0600 and nothing in it could be opened any more; before, the
+    open failed (EISDIR) and the folder was left alone. Refused now, as a typed error, unchanged."""
+    from facelink.errors import ConfigError, StoreError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(data, 0o755)
+    with pytest.raises(IsADirectoryError):
+        private_file(data)
+    with pytest.raises(ConfigError):
+        AuditLog(data)
+    with pytest.raises(ConfigError):
+        Outbox(data)
+    with pytest.raises(StoreError):
+        Store(data)
+    assert mode(data) == 0o755
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o644)
+    with pytest.raises(OSError):
+        private_file(fifo)
+    assert mode(fifo) == 0o644
+    target = tmp_path / "real.db"
+    target.touch()
+    os.chmod(target, 0o644)
+    (tmp_path / "link.db").symlink_to(target)  # a symlink to a file: followed, as before
+    private_file(tmp_path / "link.db")
+    assert mode(target) == 0o600
