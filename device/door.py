@@ -160,11 +160,22 @@ class PulseSwitch:
     def end(self) -> EndedPulse | None:
         """Switch the output off now, before its time (the running pulse's timer then does
         nothing): the running pulse that was ended (None: none ran), or, when the off() failed
-        and is retried (``stuck``), the pulses it did not end, ``off_failed`` saying why."""
+        and is retried (``stuck``), the pulses it did not end, ``off_failed`` saying why. While an
+        earlier off() is retried, the off is tried again now: None when it works, else an
+        ``EndedPulse(None, off_failed=...)`` (the lock is still held released)."""
         with self._lock:
             # nothing running, or only an off() retry (a newer pulse's timer replaces the retry:
             # that pulse is ended here, whatever an earlier off() left in ``stuck``)
             running = self._running_pulse()
+            if not self._closed and self._timer is not None and running is None and self.stuck is not None:
+                # only an earlier off()'s retry is pending: the lock is still held released (found
+                # in review 88: this off was recorded not_ended, "no pulse ran"). Tried again now;
+                # still failing, it says so (the pulses were named by the off that failed first)
+                self._generation += 1
+                self._timer.cancel()
+                self._timer = None
+                self._switch_off()
+                return None if self.stuck is None else EndedPulse(None, off_failed=self.stuck)
             if self._closed or self._timer is None or running is None:
                 return None
             self._generation += 1

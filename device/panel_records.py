@@ -104,9 +104,10 @@ class PanelRecords:
         ended = self.relay.end_pulse()  # first, whatever becomes of the record: locking is never withheld
         failed = ended.off_failed if ended else None
         if failed:
-            log.error("the panel switched the door's output off (control %s) and the off failed: the pulse for "
-                      "%s still holds the lock released (retried): %s", output.command.get("control_code"),
-                      ended.started_for, failed)
+            log.error("the panel switched the door's output off (control %s) and the off failed: %s still "
+                      "holds the lock released (retried): %s", output.command.get("control_code"),
+                      f"the pulse for {ended.started_for}" if ended.started_for or ended.earlier
+                      else "the lock output (an earlier off failed)", failed)
         else:
             log.info("the panel switched the door's output off (control %s): %s", output.command.get("control_code"),
                      f"the running pulse (for {ended.started_for}) ended" if ended else "no pulse of this door's ended")
@@ -115,10 +116,12 @@ class PanelRecords:
                                 refers_to=ended.started_for if ended else None, reason=failed,
                                 earlier_pulses=list(ended.earlier) if ended and ended.earlier else None,
                                 earlier_pulses_unnamed=ended.unnamed if ended and ended.unnamed else None)
-        except Exception:  # noqa: BLE001 - the door is locked already; the record is what failed
-            log.critical("the panel's output off cannot be recorded (the pulse was ended regardless)", exc_info=True)
+        except Exception:  # noqa: BLE001 - the off was tried already; the record is what failed
+            log.critical("the panel's output off cannot be recorded (%s)", "its off failed: the lock is "
+                         "still held released" if failed else "the pulse was ended regardless", exc_info=True)
             return
-        self._follow_up(off, "the panel's output off (the pulse was ended regardless)")
+        self._follow_up(off, "the panel's output off (its off failed)" if failed
+                        else "the panel's output off (the pulse was ended regardless)")
 
     def _opening(self, output: PanelOutput) -> None:
         opens = self.relay.opens_door

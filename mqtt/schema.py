@@ -252,7 +252,7 @@ class PanelOutputMessage(EventMessage):
         "failed: the event_id of the opening; ended: what the ended pulse was started for -- a "
         "GRANTED decision's event_id or a panel opening's (relay opening) -- or null when not known; "
         "left_running: the same, for the pulse left to end at its time; off_failed: for the pulse "
-        "the failed off did not end"))
+        "the failed off did not end (null: none known, or an earlier failed off is still retried)"))
     reason: str | None = Field(None, max_length=300, description="failed, off_failed: why")
     earlier_pulses: list[EventId] | None = Field(None, min_length=1, max_length=64, description=(
         "ended / left_running / off_failed: what the older pulses of the door's relay were started for that the "

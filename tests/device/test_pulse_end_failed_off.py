@@ -102,3 +102,49 @@ def test_an_end_says_how_many_overlapping_pulses_it_could_not_name():
         assert switch.running().unnamed == 0 and len(switch.running().earlier) == 62
     finally:
         switch.close()
+
+
+def test_an_off_while_an_earlier_off_is_retried_says_it_failed_not_that_nothing_ran():
+    """Found in review 88: while an earlier off()'s retry was pending (the lock output stuck on:
+    a pulse's own off, or the panel's off, had failed), the panel's next off found "nothing
+    running" and was recorded ``not_ended`` -- "no pulse of the door's ran" -- while the door
+    stood released. It is tried again at once: still failing, ``off_failed`` (naming no pulse:
+    the first failure did); working, nothing ended."""
+    from facelink.device.door import EndedPulse
+
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=0.05)
+    switch.OFF_RETRY_S = 30.0  # the retry stays pending
+    try:
+        out.fail_off = 2
+        switch.pulse("granted-1")  # its own off at 0.05 s fails: stuck, retried in 30 s
+        assert wait_until(lambda: switch.stuck is not None, 30) and out.released
+        assert switch.end() == EndedPulse(None, off_failed=switch.stuck)  # tried again: fails again
+        assert out.fail_off == 0 and out.released and switch.stuck is not None
+        assert switch.end() is None  # tried again: it works, the door is locked
+        assert not out.released and switch.stuck is None
+    finally:
+        switch.close()
+
+
+def test_the_panel_records_an_off_during_a_retry_as_off_failed():
+    """The same, as the panel's off record: ``off_failed`` with the reason and no pulse named
+    (validated by the schema), not ``not_ended``."""
+    from facelink.mqtt.schema import PanelOutputMessage
+
+    out = Output()
+    switch = PulseSwitch(out.on, out.off, pulse_s=30.0)
+    switch.OFF_RETRY_S = 30.0
+    try:
+        switch.pulse("granted-1")
+        out.fail_off = 2
+        first = switch.end()
+        assert first.off_failed is not None and first.started_for == "granted-1"
+        again = switch.end()  # the panel's off repeated while the retry is pending
+        assert again is not None and again.off_failed == switch.stuck and again.started_for is None
+        record = {"schema": "facelink.panel-output/1", "event_id": "o-2", "timestamp": "2026-01-01T08:00:01+00:00",
+                  "device_id": "front", "command": {"output_no": 0, "control_code": 1, "timer_count": 0},
+                  "likely_for": None, "relay": "off_failed", "refers_to": None, "reason": again.off_failed}
+        assert PanelOutputMessage.model_validate(record).relay == "off_failed"
+    finally:
+        switch.close()
