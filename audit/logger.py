@@ -136,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             gaps = audit.gaps(args.door, after_first=args.after_first)
             for gap in gaps:
                 print(json.dumps(gap))
-            reused = sum(stream["reused"] for stream in audit.streams(args.door))
+            reused = [stream for stream in audit.streams(args.door) if stream["reused"]]
+            for stream in reused:  # said (found in review 88: exit 1 with nothing printed)
+                print(f"door {stream['device_id']}: {stream['reused']} number(s) of its outbox "
+                      f"{stream['event_stream']} given to two events (an outbox restored from a copy?): "
+                      "see facelink-logger streams", file=sys.stderr)
             return 1 if gaps or reused else 0
         if args.command == "streams":
             for stream in audit.streams(args.door):
