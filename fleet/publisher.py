@@ -210,10 +210,15 @@ class Publisher:
         self._held_logged: dict[str, float] = {}
 
     # -- MQTT side (paho's thread) ------------------------------------------------------------
-    def subscriptions(self) -> list[str]:
+    def subscriptions(self) -> list[str | tuple[str, int]]:
+        """What :class:`~facelink.mqtt.client.MqttClient` subscribes for the desk. The heads come
+        first and at QoS 0, so that mosquitto sends their retained messages before the SUBACKs of
+        the later ones: at QoS 1 those beyond its ``max_inflight_messages`` (20 by default; more
+        collections, or a site's 1) waited behind the SUBACKs, and the desk journaled and
+        published a collection before it read its head (found in review 87)."""
         seen = [all_status(self._prefix), all_health(self._prefix)] if self.seen_doors_only else []
         shared = [t.request for t in self.topics.values()] if self.accept_shared_topic else []
-        heads = [t.head for t in self.topics.values()]  # first: handled before the last SUBACK
+        heads: list[str | tuple[str, int]] = [(t.head, 0) for t in self.topics.values()]
         return heads + [all_sync_requests(self._prefix, c) for c in self.collections] + shared + seen
 
     def on_message(self, topic: str, payload: bytes) -> None:

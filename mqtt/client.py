@@ -64,7 +64,9 @@ class MqttClient:
 
     def __init__(self, settings: Any, *, client_id: str, clean_session: bool = True,
                  will: Will | None = None, on_connect_publish: Sequence[tuple[str, str, bool]] = (),
-                 subscriptions: Sequence[str] = (), on_message: MessageHandler | None = None) -> None:
+                 subscriptions: Sequence[str | tuple[str, int]] = (),
+                 on_message: MessageHandler | None = None) -> None:
+        """``subscriptions``: topic filters, subscribed at QoS 1, or ``(filter, qos)``."""
         import paho.mqtt.client as mqtt
 
         self._mqtt = mqtt
@@ -72,11 +74,12 @@ class MqttClient:
         self.client_id = client_id
         self._will = will
         self._on_connect_publish = list(on_connect_publish)
-        self._subscriptions = list(subscriptions)
+        self._subscriptions = [(s, 1) if isinstance(s, str) else (s[0], int(s[1])) for s in subscriptions]
         self._handler = on_message
         self._connected = threading.Event()
         self._subscribed = threading.Event()  # every SUBACK of this connection's subscriptions is in
-        self._suback_due: set[int] = set()
+        self._suback_due: dict[int, str] = {}  # mid -> topic filter
+        self.refused: set[str] = set()  # topic filters the broker refused (SUBACK 0x80) on this connection
         self._stopping = False
         self._failed_why: str | None = None  # the last connection failure said in the log
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -120,13 +123,20 @@ class MqttClient:
         for topic, payload, retain in self._on_connect_publish:
             client.publish(topic, payload, qos=1, retain=retain)
         self._subscribed.clear()
-        self._suback_due = {client.subscribe(topic, qos=1)[1] for topic in self._subscriptions}
+        self.refused = set()
+        self._suback_due = {client.subscribe(topic, qos=qos)[1]: topic for topic, qos in self._subscriptions}
         if not self._suback_due:
             self._subscribed.set()
         self._connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        self._suback_due.discard(mid)
+        topic = self._suback_due.pop(mid, None)
+        if topic is not None and any(getattr(rc, "is_failure", False) for rc in reason_codes):
+            # mosquitto answers a subscription its ACL denies with 0x80 (and sends nothing on it):
+            # said, never silently taken as subscribed
+            self.refused.add(topic)
+            log.error("MQTT broker refused the subscription to %s (%s): nothing on it reaches %s "
+                      "(the broker's ACL?)", topic, ", ".join(str(rc) for rc in reason_codes), self.client_id)
         if not self._suback_due:
             self._subscribed.set()
 
@@ -167,10 +177,14 @@ class MqttClient:
 
     def wait_subscribed(self, timeout: float) -> bool:
         """Connected, and the broker acknowledged every subscription of this connection (in the
-        order they were made). The broker sends a subscription's retained messages before it
-        answers a later SUBSCRIBE, and this client hands them to ``on_message`` in arrival order:
-        so once this is True, the retained messages of every subscription but the last were
-        handled (the desk subscribes the heads first: fleet/publisher.py)."""
+        order they were made; one it refused is in :attr:`refused`). mosquitto queues a
+        subscription's retained messages as it handles the SUBSCRIBE, before it answers a later
+        one, and this client hands them to ``on_message`` in arrival order: so once this is True,
+        the retained messages of every subscription but the last were handled -- for those
+        subscribed at QoS 0 only: QoS 1 messages beyond mosquitto's ``max_inflight_messages``
+        (20 by default; 1 on some sites) wait for PUBACKs while the SUBACKs go ahead of them
+        (found in review 87). Brokers that send retained messages after the SUBACK (EMQX, ...)
+        give no such order. The desk subscribes its heads first, at QoS 0 (fleet/publisher.py)."""
         return self._connected.is_set() and self._subscribed.wait(timeout) and self._connected.is_set()
 
     def publish(self, topic: str, payload: str, *, qos: int = 1, retain: bool = False,
