@@ -4,6 +4,7 @@ operator's `facelink fleet accept-restore` run while the desk runs."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -18,6 +19,8 @@ from facelink.mqtt.client import MqttClient
 from facelink.mqtt.topics import CollectionTopics
 
 from .conftest import PREFIX, V, add_faces
+from .test_desk_restore_held import BADGE, _accept_restore, _held_at_restart
+from .test_follower import door  # noqa: F401 - the door fixture
 
 COLLECTIONS = ["staff", "lab", "guests", "night", "vendors", "board"]
 
@@ -90,3 +93,63 @@ def test_every_collection_is_held_before_anything_is_journaled_on_a_broker_with_
         journal.close()
         store.close()
         broker.stop()
+
+
+def test_accept_restore_while_the_desk_runs(door, keys, broker, listeners, desk_db, tmp_path):  # noqa: F811
+    """The operator accepts while `facelink fleet publish` runs (the README says the running desk
+    picks it up): the desk journals past the lost seqs at its next step, the door diverges and
+    takes its snapshot, and what the desk wrote after the command closed its own connection is in
+    the database (586a3dd: closing a descriptor dropped the desk's SQLite locks, and the command
+    deleted the -wal the desk was writing)."""
+    site, _ = _held_at_restart(door, keys, broker, listeners, desk_db, tmp_path)
+    d = site.door
+    try:
+        with Store(desk_db) as store:  # the lost revocation made again (held: not journaled yet)
+            store.delete_user("staff", "bob")
+        site.heartbeat()
+        assert "staff" in site.desk.publisher.held() and site.desk.journal.last("staff").seq == 2
+        done = _accept_restore(desk_db)  # the desk is running
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["LostSeqs"] == [3, 3]
+        site.heartbeat()
+        assert site.desk.publisher.held() == {} and site.desk.journal.last("staff").seq == 5
+        assert "DIVERGED" in [a["reason"] for a in d.alarms]
+        site.heartbeat()
+        assert d.follower.applied_seq == 5 and d.follower.diverged is None and not d.follower.stale()
+        assert d.store.user_by_credential("staff", BADGE) is None
+        wal = desk_db.with_name(desk_db.name + "-wal")
+        assert wal.exists(), "the command deleted the -wal the running desk writes"
+        other = Journal(desk_db)  # another connection sees what the running desk committed
+        try:
+            assert other.last("staff").seq == 5 and other.published_seq("staff") == 5
+            assert other.restores()[0].accepted_at is not None
+        finally:
+            other.close()
+    finally:
+        site.stop()
+    journal = Journal(desk_db)  # and so does the desk started again: nothing held, nothing lost
+    try:
+        assert journal.last("staff").seq == 5 and journal.published_seq("staff") == 5
+    finally:
+        journal.close()
+
+
+
+def test_a_subscription_the_broker_refuses_is_said(caplog):
+    """A SUBACK with 0x80 (a broker or an auth plugin refusing the desk's read on the heads): the
+    desk could never see that its history went back; before, that SUBACK counted as a subscription
+    like any other, silently. (mosquitto's own acl_file grants the subscription and filters at
+    delivery: README, the desk's ACL.)"""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    head = CollectionTopics(PREFIX, "staff").head
+    client = MqttClient(MqttSettings(port=1), client_id="rv87-desk", subscriptions=[(head, 0), "other"])
+    try:
+        client._suback_due = {1: head, 2: "other"}
+        client._on_subscribe(None, None, 1, [ReasonCode(PacketTypes.SUBACK, identifier=0x80)], None)
+        client._on_subscribe(None, None, 2, [ReasonCode(PacketTypes.SUBACK, identifier=1)], None)
+        assert client.refused == {head} and client._subscribed.is_set()
+        assert any(r.levelname == "ERROR" and head in r.getMessage() for r in caplog.records)
+    finally:
+        client.stop()
