@@ -7,6 +7,8 @@ which the door decides again. Before, the door sat locked with ``camera_connecte
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -60,6 +62,16 @@ class MjpegCamera:
         self.resume.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def watching(reader) -> tuple[list[str], Callable[[], None]]:
+    """What ``reader.watch`` says, and a call that watches it once now, as the door's loop does."""
+    said: list[str] = []
+
+    def watched() -> None:
+        if (message := reader.watch(time.monotonic())) is not None:
+            said.append(message)
+    return said, watched
 
 
 @pytest.fixture()
@@ -172,11 +184,7 @@ def test_hung_readers_are_bounded_and_a_returned_one_lets_the_camera_open_again(
 
     camera = HangingCamera((faces_dir / "people/obama/2.jpg").read_bytes())
     reader = CameraReader(camera.url, stall_s=1.0, max_hung=2).start()
-    said: list[str] = []
-
-    def watched() -> None:
-        if (message := reader.watch(time.monotonic())) is not None:
-            said.append(message)
+    said, watched = watching(reader)
 
     try:
         assert wait_until(lambda: (watched(), reader.stalls == 2)[1], 30)
@@ -204,17 +212,12 @@ def test_a_reader_opened_again_whose_open_hangs_is_stalled_too(faces_dir, mjpeg_
     connection is accepted and answered with nothing — left the watch silent for good: no stall,
     no ERROR, not a hung reader, and (a source whose read never gives up: GStreamer, picamera2)
     the camera never opened again. An attempt without a frame for ``open_s`` is a stall too."""
-    import time
 
     from facelink.device.camera import CameraReader
     from tests.waiting import wait_until
 
     reader = CameraReader(mjpeg_camera.url, stall_s=1.0, open_s=2.0).start()
-    said: list[str] = []
-
-    def watched() -> None:
-        if (message := reader.watch(time.monotonic())) is not None:
-            said.append(message)
+    said, watched = watching(reader)
 
     try:
         assert wait_until(lambda: reader.connected.is_set(), 30)
@@ -309,18 +312,13 @@ def test_a_stall_whose_new_reader_cannot_start_says_so(faces_dir, mjpeg_camera, 
     """Found in review: after a stall, a new reader whose thread could not start was still said
     "opened again on a new reader". It says no reader could start; the fault stands until one
     does."""
-    import time
 
     from facelink.device import camera as camera_mod
     from tests.waiting import wait_until
 
     reader_threads.set()
     reader = camera_mod.CameraReader(mjpeg_camera.url, stall_s=1.0).start()
-    said: list[str] = []
-
-    def watched() -> None:
-        if (message := reader.watch(time.monotonic())) is not None:
-            said.append(message)
+    said, watched = watching(reader)
 
     try:
         assert wait_until(lambda: reader.connected.is_set(), 30)
