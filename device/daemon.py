@@ -170,7 +170,7 @@ class Daemon:
             from .sync import DoorSync
 
             self.sync = DoorSync(settings, self.engine.model_version, self.outbox, self.topics)
-            self.pipeline.stale = StaleGate(self.sync)
+            self.pipeline.stale = StaleGate(self.sync, self.pipeline.factors)
         self.transport = transport or door_client(
             settings.mqtt, subscriptions=self.sync.subscriptions() if self.sync else (),
             on_message=self.sync.on_message if self.sync else None, persistent=self.sync is not None)

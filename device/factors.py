@@ -52,6 +52,7 @@ class Factors:
         self.card_window_s = card_window_s
         self.holder = holder  # credential -> user id (None: unknown badge)
         self.claim: Claim | None = None
+        self.verdict: tuple[str, Claim] | None = None  # the last face verdict's event id, the claim it closed
 
     # -- badge reads -----------------------------------------------------------------------
     def badge(self, read: BadgeRead, policy: DecisionPolicy, now: float) -> tuple[list[Decision], bool]:
@@ -77,6 +78,24 @@ class Factors:
             log.warning("badge %s of %s: verification dropped, the badge step failed", self.claim.credential,
                         self.claim.user_id)
         self.claim = None
+
+    def closed_by(self, decision: Decision) -> Claim | None:
+        """The verification ``decision`` (a face verdict) closed, if it is the last one and no
+        other has opened since: what :meth:`reopen` may open again."""
+        v = self.verdict
+        return v[1] if v is not None and v[0] == decision.event_id and self.claim is None else None
+
+    def reopen(self, claim: Claim) -> None:
+        """The verdict that closed ``claim`` was not published (the stale gate: made before the
+        matcher loaded a change set): it is open again, in its own window, for the next frames to
+        decide on the loaded copy (each tick still checks its badge against the database)."""
+        self.claim, self.verdict = claim, None
+
+    def forget(self, claim: Claim) -> None:
+        """``claim``, opened again, closes without a decision of its own: the verdict kept for it
+        is published as ERROR instead (the face left, the door stopped)."""
+        if self.claim is claim:
+            self.claim = None
 
     def _expire(self, policy: DecisionPolicy, now: float, replaced: bool = False,
                 reason: str | None = None) -> list[Decision]:
@@ -123,6 +142,7 @@ class Factors:
         """Label a face decision with the mode and factors; a verdict on the claim closes it."""
         if self.mode == CARD_AND_FACE and self.claim is not None and decision.decision in (
                 GRANTED, "DENIED_WRONG_FACE"):
-            self.claim = None
-            return decision.with_factors(self.mode, ("card", "face"))
+            decision = decision.with_factors(self.mode, ("card", "face"))
+            self.verdict, self.claim = (decision.event_id, self.claim), None
+            return decision
         return decision.with_factors(self.mode, ("face",))

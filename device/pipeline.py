@@ -64,7 +64,10 @@ class DoorPipeline:
         try:
             if started:
                 for track in c.tracker.tracks():
+                    was = track.track_id
                     c.tracker.restart(track)
+                    if self.stale is not None:  # the same person: what is kept for them follows
+                        self.stale.restarted(was, track.track_id)
         except Exception as exc:
             self.factors.drop_claim()
             raise _failed(c, decisions, exc) from exc

@@ -28,9 +28,17 @@ refused (:meth:`StaleGate.refused`), has it restart held tracks at each housekee
   review: a healthy door answered the tap with ERROR STALE_COLLECTION, and the holder had to tap
   again). Where a change set was applied while the step ran, its read may have come before it (a
   revocation): ERROR as before (that race is a step wide: the badge step, one lookup right after
-  the housekeeping loads the matcher; a frame, for the verification window it closes). A
-  card_and_face face verdict (its track, the verification it closed) cannot be made again: ERROR
-  STALE_COLLECTION in that gap (a frame wide), and the holder taps again.
+  the housekeeping loads the matcher; a frame, for the verification window it closes).
+- A card_and_face face verdict made in that gap is made again like a face's decision: the
+  verification it closed opens again (its own window; each tick still checks its badge against the
+  database, so a badge revoked in the change set closes it DENIED_UNKNOWN_CARD) and its track starts
+  again. It is kept until the track decides again or the verification closes otherwise (its window,
+  its badge revoked, another badge): that decision stands for it. The face leaving, or the door
+  stopping, first publishes it as ERROR and closes the verification with it (one record per tap;
+  until 2026-12-07 it was ERROR STALE_COLLECTION at once, and the holder tapped again).
+- A badge read that starts a verification restarts the tracks in view for the same people: what is
+  kept for a track follows it to its new id (:meth:`restarted`; until 2026-12-07 it was published
+  as ERROR "the face left" while the person stood there, and then decided again: two records).
 """
 
 from __future__ import annotations
@@ -44,16 +52,19 @@ from .decision import ERROR, GRANTED, Decision
 from .pipeline import withhold
 
 if TYPE_CHECKING:  # the fleet's crypto is loaded only by a door with sync on
+    from .factors import Claim, Factors
     from .sync import DoorSync
 
 log = logging.getLogger(__name__)
 
 
 class StaleGate:
-    def __init__(self, sync: DoorSync) -> None:
+    def __init__(self, sync: DoorSync, factors: Factors | None = None) -> None:
         self.sync = sync
+        self.factors = factors  # the card modes' verifications (None: face only)
         self._held: set[int] = set()  # tracks whose DENIED the gate stopped: decided again once fresh
-        self._remade: dict[int, Decision] = {}  # track -> the decision it is to make again
+        # track -> the decision it is to make again, and the card_and_face verification it reopened
+        self._remade: dict[int, tuple[Decision, Claim | None]] = {}
 
     def mark(self) -> int:
         """The copy a step begins on: the last change set applied to the database now (it grows with
@@ -68,9 +79,10 @@ class StaleGate:
         ``now``: the decision clock's time of the step that made it (None: no cooldown for the ERROR);
         ``made_on``: :meth:`mark` before that step (None: not known)."""
         current = made_on is not None and made_on == self.sync.applied_seq and _made_on_database(decision)
-        gated = self.sync.gate(decision, again=_can_decide_again(decision), current=current)
+        claim = self.factors.closed_by(decision) if self.factors is not None else None
+        gated = self.sync.gate(decision, again=_can_decide_again(decision, claim), current=current)
         if gated is None:  # made before the matcher loaded the last change set: made again on it
-            if self._decide_again(c, decision):
+            if self._decide_again(c, decision, claim):
                 return None
             return _not_made_again(decision, "its track could not start again")
         if gated is decision:
@@ -110,14 +122,24 @@ class StaleGate:
             return []
         live = {t.track_id: t for t in c.tracker.tracks()}
         out: list[Decision] = []
-        for track_id, made in list(self._remade.items()):
+        for track_id, (made, claim) in list(self._remade.items()):
             track = live.get(track_id)
-            if track is not None and track.decided is None:
+            # a verification it reopened that closed otherwise (window, badge revoked, another
+            # badge): that decision stands for it
+            closed = claim is not None and (self.factors is None or self.factors.claim is not claim)
+            if track is not None and track.decided is None and not closed:
                 continue
             del self._remade[track_id]
-            if track is None:
-                out.append(_not_made_again(made, "the face left"))
+            if track is None and not closed:
+                out.append(self._not_made_again(made, claim, "the face left"))
         return out
+
+    def restarted(self, was: int, now: int) -> None:
+        """A track restarted for the same person (a badge read's new verification): what is kept
+        for it is kept under its new id, made again by the next frames (found in review: its old
+        id gone, it was published as ERROR "the face left" while the person stood there)."""
+        if was in self._remade:
+            self._remade[now] = self._remade.pop(was)
 
     def at_shutdown(self, c: Components) -> list[Decision]:
         """The door stops: every decision :meth:`_decide_again` still keeps, as ERROR (saying what
@@ -125,19 +147,28 @@ class StaleGate:
         has decided again are forgotten, as in :meth:`not_made_again`."""
         out = self.not_made_again(c)
         kept, self._remade = self._remade, {}
-        return out + [_not_made_again(made, "the door stopped") for made in kept.values()]
+        return out + [self._not_made_again(made, claim, "the door stopped") for made, claim in kept.values()]
 
-    def _decide_again(self, c: Components, decision: Decision) -> bool:
+    def _not_made_again(self, made: Decision, claim: Claim | None, why: str) -> Decision:
+        """``made``'s ERROR; the verification it reopened closes with it (one record per tap)."""
+        if claim is not None and self.factors is not None:
+            self.factors.forget(claim)
+        return _not_made_again(made, why)
+
+    def _decide_again(self, c: Components, decision: Decision, claim: Claim | None = None) -> bool:
         """``decision`` is not published (made on a copy the matcher has replaced since): its
         cooldown goes and its track starts again, and it is kept under the track's new id until the
-        next frames have made it afresh (:meth:`not_made_again`). False: not kept (its track is gone,
+        next frames have made it afresh (:meth:`not_made_again`); a card_and_face verdict's
+        verification (``claim``) opens again with it. False: not kept (its track is gone,
         or could not start again): the caller publishes its ERROR (found in review: it was lost)."""
         try:
             c.policy.withdraw(decision)
             for track in c.tracker.tracks():
                 if track.track_id == decision.track_id:
                     c.tracker.restart(track)
-                    self._remade[track.track_id] = decision  # under its new id
+                    if claim is not None:
+                        self.factors.reopen(claim)
+                    self._remade[track.track_id] = (decision, claim)  # under its new id
                     return True
         except Exception:  # noqa: BLE001 - its ERROR is published instead; the door stays locked
             log.exception("could not start again the track of a decision to be made again")
@@ -169,7 +200,8 @@ def _made_on_database(decision: Decision) -> bool:
     return decision.track_id is None and "face" not in decision.factors
 
 
-def _can_decide_again(decision: Decision) -> bool:
-    """Can the next frames make ``decision`` again? A face's, by its track; not a badge's (its read
-    is gone; in card_and_face the verification it closed too)."""
-    return decision.track_id is not None and "card" not in decision.factors
+def _can_decide_again(decision: Decision, claim: Claim | None) -> bool:
+    """Can the next frames make ``decision`` again? A face's, by its track; a card_and_face
+    verdict's if the verification it closed (``claim``) can open again; not a badge's alone (its
+    read is gone)."""
+    return decision.track_id is not None and ("card" not in decision.factors or claim is not None)

@@ -485,3 +485,128 @@ def test_a_decision_whose_track_cannot_start_again_is_recorded(engine, stale_doo
     assert _decisions(daemon) == [("ERROR", "obama", "not made again")], "the decision to be made again was lost"
     assert "would have been GRANTED" in json.loads(daemon.outbox.peek(1)[0].payload)["reason"]
     assert door.pulses == []
+
+
+CARD = "H10301:18:1001"
+
+
+def _card_and_face_gap(stale_door, engine, **matching: Any) -> StaleDoor:
+    """card_and_face at a fresh door, confirmed up to date, obama's badge enrolled."""
+    from facelink.enroll import credentials
+
+    door = stale_door({**ONE_FRAME, "mode": "card_and_face", "card_window_s": 10.0, **matching}, challenge_every_s=0)
+    with Store(door.daemon.settings.store.database) as store:
+        credentials.put_user_credential(Context(store, lambda: engine), "door", "obama", CARD)
+    door.daemon.clock.now = lambda: 0.0  # the badge step's time: the scene's start
+    _confirm(door, engine)
+    door.daemon._housekeeping(0.0)
+    return door
+
+
+def _gap(door: StaleDoor, engine, revoked: str | None = None) -> None:
+    """The sync worker applies (and the head confirms) a change set (ann enrolled, or ``revoked``
+    deleted) after the main loop's housekeeping: the matcher still holds the copy before it."""
+    _change(door, engine, _revocation(door, revoked, 10) if revoked else
+            Delta(feed_position=10, users_put=[UserPut(user_id="ann")]))
+    _confirm(door, engine)
+
+
+def _stopping(daemon) -> None:
+    """What the daemon publishes as it stops, before its outbox drains (:meth:`Daemon.shutdown`)."""
+    daemon._publish_kept()
+    daemon._close_verifications("the door stopped")
+
+
+def test_a_tap_does_not_turn_a_decision_kept_to_be_made_again_into_an_error(engine, stale_door):
+    """card_and_face: obama's face (too small for the door: DENIED_LOW_QUALITY) is decided on the
+    matcher's copy before a change set the worker applied: kept to be made again. He taps his
+    badge: the new verification restarts the tracks in view. Before the fix the kept decision was
+    published as ERROR "the face left" (its track id was gone) while he still stood there, and then
+    his restarted track decided again: two records for one presentation. Now the kept decision
+    follows his restarted track and the decision made again stands for it: one record."""
+    door = _card_and_face_gap(stale_door, engine, min_face_px=4000)
+    daemon = door.daemon
+    _gap(door, engine)
+    door.frame(0)  # DENIED_LOW_QUALITY on the old copy: kept to be made again
+    assert _decisions(daemon) == []
+    assert daemon.badges.put(CARD, "serial")
+    daemon._housekeeping(1.0)  # the matcher loads the change set, then the tap: a verification, tracks restarted
+    assert daemon.pipeline.factors.claim is not None
+    door.frame(1)  # obama still there, same spot
+    assert _decisions(daemon) == [("DENIED_LOW_QUALITY", None, "SMALL_BOUNDING_BOX")], \
+        "the tap turned the kept decision into an ERROR as if the face had left"
+    assert daemon.pipeline.stale._remade == {} and door.pulses == []
+
+
+def test_a_card_and_face_verdict_before_the_matcher_loaded_a_change_set_is_made_again(engine, stale_door):
+    """card_and_face: obama taps; the worker applies a change set (ann enrolled) after the
+    housekeeping; his face then matches on the matcher's old copy. Before the fix that verdict was
+    ERROR STALE_COLLECTION at a healthy door (the verification it closed could not be reopened) and
+    he had to tap again. Now it is not published: the verification opens again and the next frames,
+    on the loaded copy, grant him. One record, one pulse."""
+    door = _card_and_face_gap(stale_door, engine)
+    daemon = door.daemon
+    assert daemon.badges.put(CARD, "serial")
+    daemon._badges(0.0)
+    _gap(door, engine)
+    door.frame(0)  # GRANTED on the old copy: made again
+    assert _decisions(daemon) == [] and door.pulses == [], "the verdict in the gap was published"
+    assert daemon.pipeline.factors.claim is not None, "the verification it closed is not open again"
+    daemon._housekeeping(1.0)  # the matcher loads it
+    door.frame(1)
+    assert _decisions(daemon) == [("GRANTED", "obama", None)] and door.pulses == ["obama"]
+    assert daemon.pipeline.factors.claim is None
+    door.frame(2)
+    _stopping(daemon)
+    assert _decisions(daemon) == [("GRANTED", "obama", None)], "one presentation, one record"
+
+
+def test_a_card_and_face_verdict_in_the_gap_grants_no_one_the_change_set_revoked(engine, stale_door, monkeypatch):
+    """As above, but the change set the worker applies while obama's frame is matched (after its
+    tick looked his badge up) revokes him (his user, faces and badge): the verdict on the old copy
+    is not granted, and the verification opened again closes as his badge's revocation
+    (DENIED_UNKNOWN_CARD) at the next tick: one record, nothing opens."""
+    door = _card_and_face_gap(stale_door, engine)
+    daemon = door.daemon
+    assert daemon.badges.put(CARD, "serial")
+    daemon._badges(0.0)
+    real_best, revoked = daemon.index.best_of_user, []
+
+    def best_of_user(user_id, embedding):
+        match = real_best(user_id, embedding)
+        if not revoked:  # the worker applies his revocation right after this lookup
+            revoked.append(_gap(door, engine, revoked="obama"))
+        return match
+
+    monkeypatch.setattr(daemon.index, "best_of_user", best_of_user)
+    door.frame(0)
+    assert revoked and door.pulses == [] and _decisions(daemon) == [], "a revoked holder's verdict was published"
+    daemon._housekeeping(1.0)
+    for t in (1, 2):
+        door.frame(t)
+    _stopping(daemon)
+    assert [d[0] for d in _decisions(daemon)] == ["DENIED_UNKNOWN_CARD"] and door.pulses == []
+
+
+def test_a_card_and_face_verdict_kept_then_the_face_left_is_one_error(engine, stale_door):
+    """The verdict made in the gap is kept and its verification opened again; obama walks on
+    before his face is seen again: one ERROR (would have been GRANTED), and the verification it
+    stood for is closed with it (no DENIED_NO_FACE after it for the same tap), nothing opens."""
+    import numpy as np
+
+    from facelink.device.camera import Frame
+
+    door = _card_and_face_gap(stale_door, engine)
+    daemon = door.daemon
+    assert daemon.badges.put(CARD, "serial")
+    daemon._badges(0.0)
+    _gap(door, engine)
+    door.frame(0)
+    empty = np.zeros((480, 640, 3), np.uint8)
+    for t in range(1, 15):  # past the track's max age and the badge's window
+        daemon._housekeeping(float(t))
+        daemon._frame(Frame(empty, float(t), t))
+    _stopping(daemon)
+    decided = [json.loads(e.payload) for e in daemon.outbox.peek(10)]
+    assert [(d["decision"], d.get("user_id")) for d in decided] == [("ERROR", "obama")], decided
+    assert "would have been GRANTED" in decided[0]["reason"] and door.pulses == []
