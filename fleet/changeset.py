@@ -85,10 +85,15 @@ class ChangeSet:
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
 
+def is_fingerprint(value: object) -> bool:
+    """Whether ``value`` is a history fingerprint: a SHA-256 as 64 lowercase hex digits."""
+    return isinstance(value, str) and _FINGERPRINT.fullmatch(value) is not None
+
+
 def _fingerprint(p: dict[str, Any], name: str) -> str | None:
     """The optional fingerprint field ``name`` of a payload: None, or 64 lowercase hex digits."""
     value = p.get(name)
-    if value is not None and not (isinstance(value, str) and _FINGERPRINT.fullmatch(value)):
+    if value is not None and not is_fingerprint(value):
         raise ValueError(f"{name} is not a SHA-256")
     return value
 

@@ -98,7 +98,7 @@ from .protocol import (
     is_head,
     parse_body,
 )
-from .replica import Replica
+from .replica import PositionUnreadable, Replica
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,15 @@ class Follower:
         self.request_topic = DeviceTopics(prefix, device_id).sync_request(collection_id)
         self.replica = Replica(store, collection_id, model_version)
         state = self.replica.state()
+        try:
+            position = self.replica.position()
+        except PositionUnreadable as exc:  # fail closed: diverged (a snapshot replaces the copy), not unknown
+            log.error("sync %s: %s: the copy is treated as diverged at seq %d until the desk's snapshot "
+                      "replaces it", collection_id, exc, state.seq)
+            self.replica.mark_diverged(state.seq)
+            position = None
         self.verifier = ChangeSetVerifier(trusted, collection_id, model_version, applied_seq=state.seq,
-                                          position=self.replica.position())
+                                          position=position)
         self.snapshot_seq, self.head_issued_at, self.confirmed_at = \
             state.snapshot_seq, state.head_issued_at, state.confirmed_at
         self.transport, self.alarm = transport, alarm

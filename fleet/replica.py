@@ -23,8 +23,9 @@ from typing import Any
 
 from facelink.enroll import feed
 from facelink.enroll.store import Store
+from facelink.errors import FaceLinkError
 
-from .changeset import ChangeSet, ChangeSetRejected, position_after
+from .changeset import ChangeSet, ChangeSetRejected, is_fingerprint, position_after
 from .protocol import Delta, FacePut, SnapshotChunk
 
 SEEN_KEEP = 10_000  # applied change sets whose hash is kept (a re-delivery is told from a replay)
@@ -52,6 +53,13 @@ TABLES = (
 )
 _FACE_COLS = "face_id, collection_id, image_id, external_image_id, user_id, image_sha256, bounding_box, " \
              "confidence, embedding, indexed_at"
+
+
+class PositionUnreadable(FaceLinkError):
+    """The door's kept position (``meta`` ``sync_position:<C>``) is there but cannot be read: the
+    copy is treated as diverged (a snapshot replaces it), never as of an unknown position."""
+
+    code = "PositionUnreadable"
 
 
 @dataclass(frozen=True)
@@ -82,17 +90,26 @@ class Replica:
 
     def position(self) -> str | None:
         """The desk's fingerprint (``changeset.payload_sha256``) of the payload at the applied seq,
-        kept with that seq in the transaction that applied it; None when not known (applied before
-        the fingerprint existed, by a software that did not keep it, or from an older desk's
-        snapshot): the next change set's ``prev`` is then taken as it comes."""
+        kept with that seq in the transaction that applied it; None when not known: none kept
+        (applied before the fingerprint existed, or from an older desk's snapshot), or kept at
+        another seq than the applied one (an older release applied sets after it): the next change
+        set's ``prev`` is then taken as it comes. :class:`PositionUnreadable` when one is kept but
+        cannot be read (not JSON, no seq, not a SHA-256): fail closed -- taken as unknown, any
+        ``prev`` would do, and a copy of another history would be built on (review 90)."""
         (value, seq), = self.store.query(  # one statement: one consistent read
             "SELECT (SELECT value FROM meta WHERE key = ?), "
             "(SELECT seq FROM sync_applied WHERE collection_id = ?)", (self._position_key(), self.collection_id))
+        if value is None or seq is None:
+            return None
         try:
-            kept = None if value is None or seq is None else json.loads(value)
-            return None if kept is None or int(kept["seq"]) != int(seq) else str(kept["sha256"])
-        except (ValueError, TypeError, KeyError):
-            return None  # unreadable: not known (as a door older than the field)
+            kept = json.loads(value)
+            kept_seq, sha256 = int(kept["seq"]), kept["sha256"]
+        except (ValueError, TypeError, KeyError, RecursionError):
+            raise PositionUnreadable(f"{self.collection_id}: the kept position {str(value)[:80]!r} "
+                                     "is unreadable") from None
+        if not is_fingerprint(sha256):
+            raise PositionUnreadable(f"{self.collection_id}: the kept position is not a SHA-256")
+        return sha256 if kept_seq == int(seq) else None
 
     def seen(self, seq: int) -> str | None:
         """The SHA-256 of the change set applied at ``seq`` (None: not known)."""

@@ -197,6 +197,55 @@ def test_a_prev_that_is_not_a_sha256_is_malformed(door, keys):  # noqa: F811
 
 
 
+def _restarted(d: Door, keys) -> Follower:  # noqa: F811
+    """The door's follower started again on its store (a reboot)."""
+    d.follower = Follower(d.store, "staff", V, keys[1], DOOR, PREFIX, alarm=d.alarms.append,
+                          max_staleness_s=300.0, clock=d.clock, monotonic=d.clock.monotonic)
+    return d.follower
+
+
+@pytest.mark.parametrize("kept", ["{not json", json.dumps({"seq": 3}), json.dumps({"seq": 3, "sha256": "zz"}),
+                                  json.dumps({"seq": "x", "sha256": "0" * 64}), json.dumps([3]), "null"])
+def test_an_unreadable_position_fails_closed(door, keys, kept):  # noqa: F811
+    """Review 90: the door's kept position damaged (a bad sector, a hand edit). Read as "not
+    known", any ``prev`` was taken: the restored desk's seq 4 (after its own seq 3, not the door's)
+    was applied on the copy with yves, and the chain learned from it. Now the copy is diverged at
+    its seq (persisted), until the desk's snapshot replaces it."""
+    d, old = _ann_bob_and_the_contractor(door, keys)
+    with d.store.transaction() as c:
+        assert c.execute("UPDATE meta SET value = ? WHERE key = 'sync_position:staff'", (kept,)).rowcount == 1
+    again = _restarted(d, keys)
+    assert again.diverged == 3 and again.want_snapshot and "diverged" in again.stale_reason()
+    new = old.fork(2)
+    new.next(users_put=[UserPut(user_id="cat")])
+    d.feed(new.next(users_put=[UserPut(user_id="dan")]))  # seq 4, after the desk's own seq 3
+    assert again.applied_seq == 3 and not d.store.user_exists("staff", "dan")
+    assert d.store.user_by_credential("staff", BADGE) == "yves"  # kept, but stale: not granted
+    assert _restarted(d, keys).diverged == 3  # a restart does not forget it
+    d.feed(new.snapshot("new-4", users_put=[UserPut(user_id=u) for u in ("ann", "bob", "cat", "dan")]),
+           T.reply(DOOR))
+    assert d.follower.diverged is None and d.follower.applied_seq == 4
+    assert d.follower.replica.position() == envelope_payload_sha256(new.messages[3])
+    d.feed(new.next(users_put=[UserPut(user_id="eve")]))
+    d.clock.now += 1
+    d.feed(head(keys[0], 5, I0 + 1), T.head)
+    assert _fresh_with(d, "eve") and not d.store.user_exists("staff", "yves")
+
+
+def test_a_position_kept_at_an_earlier_seq_is_not_known(door, keys):  # noqa: F811
+    """The legitimate "not known" (review 90 keeps it): a position kept at seq 2, the copy at 3 (an
+    older release applied seq 3 and left it): the next set is taken as it comes, no alarm."""
+    d, old = _ann_bob_and_the_contractor(door, keys)
+    with d.store.transaction() as c:
+        c.execute("UPDATE meta SET value = ? WHERE key = 'sync_position:staff'",
+                  (json.dumps({"seq": 2, "sha256": envelope_payload_sha256(old.messages[1])}),))
+    again = _restarted(d, keys)
+    assert again.diverged is None and again.verifier.position is None
+    d.feed(old.next(users_put=[UserPut(user_id="cat")]))
+    assert again.applied_seq == 4 and again.diverged is None and d.alarms == []
+    assert again.replica.position() == envelope_payload_sha256(old.messages[3])
+
+
 @pytest.mark.xfail(strict=True, reason="review 84: what an older release signed is not chained; refusing "
                                        "it would lock every door of a desk rolled back to that release")
 def test_a_replayed_snapshot_signed_before_the_desks_upgrade_does_not_reset_the_chain(door, keys):  # noqa: F811
