@@ -77,9 +77,20 @@ class ChangeSet:
     seq: int
     body: dict[str, Any]
     key_id: str
-    sha256: str = ""  # payload_sha256 of its payload: the door's position once it applied this delta
+    # payload_sha256 of its payload: the door's position once it applied this delta. Required, and
+    # a fingerprint (ValueError otherwise): an empty one, once a default, would be kept as the
+    # door's position and compared with the next set's ``prev`` (review 90)
+    sha256: str
     prev: str | None = None  # the desk's payload_sha256 at seq - 1 (None: a desk older than the field)
     position: str | None = None  # a snapshot chunk's: the desk's payload_sha256 at its seq
+
+    def __post_init__(self) -> None:
+        if not is_fingerprint(self.sha256):
+            raise ValueError(f"sha256 {self.sha256!r} is not a SHA-256")
+        for name in ("prev", "position"):
+            value = getattr(self, name)
+            if value is not None and not is_fingerprint(value):
+                raise ValueError(f"{name} is not a SHA-256")
 
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")

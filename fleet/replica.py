@@ -280,6 +280,8 @@ class Replica:
                          (seq, key_id, feed_position, now, snapshot, seq, self.collection_id)).rowcount:
             c.execute("INSERT INTO sync_applied VALUES (?, ?, ?, ?, ?, ?, 0, NULL)",
                       (self.collection_id, seq, key_id, feed_position, now, seq if snapshot else 0))
+        if position is not None and not is_fingerprint(position):  # rolls the whole apply back
+            raise ChangeSetRejected("MALFORMED", f"position {str(position)[:80]!r} is not a SHA-256", seq=seq)
         if position is None:
             c.execute("DELETE FROM meta WHERE key = ?", (self._position_key(),))
         else:

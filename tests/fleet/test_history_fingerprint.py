@@ -27,7 +27,7 @@ import pytest
 
 from facelink.enroll.db import sqlite_driver
 from facelink.enroll.store import Store
-from facelink.fleet.changeset import encode, envelope_payload_sha256
+from facelink.fleet.changeset import ChangeSet, ChangeSetRejected, encode, envelope_payload_sha256
 from facelink.fleet.follower import Follower
 from facelink.fleet.protocol import SnapshotChunk, UserPut
 from tests.waiting import round_trip
@@ -244,6 +244,29 @@ def test_a_position_kept_at_an_earlier_seq_is_not_known(door, keys):  # noqa: F8
     d.feed(old.next(users_put=[UserPut(user_id="cat")]))
     assert again.applied_seq == 4 and again.diverged is None and d.alarms == []
     assert again.replica.position() == envelope_payload_sha256(old.messages[3])
+
+
+def test_a_position_that_is_not_a_fingerprint_is_never_kept(door, keys):  # noqa: F811
+    """Review 90: a change set has no default fingerprint (``sha256`` was ``""``), and the replica
+    refuses to keep a position that is not one (``apply_snapshot("")``): nothing changes."""
+    d, old = _ann_bob_and_the_contractor(door, keys)
+    with pytest.raises(TypeError):
+        ChangeSet("staff", V, 4, {}, "key")  # type: ignore[call-arg]
+    for bad in ("", "A" * 64, None):
+        with pytest.raises(ValueError):
+            ChangeSet("staff", V, 4, {}, "key", bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ChangeSet("staff", V, 4, {}, "key", "0" * 64, prev="")
+    old.next(users_put=[UserPut(user_id="cat")])
+    message = old.snapshot("old-4", users_put=[UserPut(user_id=u) for u in ("ann", "bob", "cat")])
+    cs = d.follower.verifier.check(message)
+    assert d.follower.replica.stage_chunk(cs, SnapshotChunk.model_validate(cs.body))
+    before = d.state()
+    with pytest.raises(ChangeSetRejected, match="MALFORMED"):
+        d.follower.replica.apply_snapshot("")
+    assert d.state() == before and d.follower.replica.position() == envelope_payload_sha256(old.messages[2])
+    assert d.follower.replica.apply_snapshot(cs.position) == 4
+    assert d.follower.replica.position() == envelope_payload_sha256(old.messages[3])
 
 
 @pytest.mark.xfail(strict=True, reason="review 84: what an older release signed is not chained; refusing "
