@@ -13,7 +13,8 @@ an older backup, or replaced): the change sets ``journal_seq + 1 .. evidence_seq
 among them -- were published and are lost here. :meth:`Journal.note_restore` records it (the
 publisher then publishes nothing of that collection), :meth:`Journal.accept_restore` is the
 operator's acknowledgement (``facelink fleet accept-restore``), after which the publisher journals
-empty change sets through ``evidence_seq + 1`` and goes on. Both are rows of the desk database, so
+empty change sets through ``evidence_seq + 1`` (in batches, one transaction each: a desk stopped
+mid-way goes on from its journal) and goes on. Both are rows of the desk database, so
 a desk started again stays held until acknowledged.
 """
 
@@ -123,19 +124,26 @@ class Journal:
             raise StoreError(f"fleet journal read failed: {exc}") from exc
 
     def append(self, collection_id: str, model_version: str, feed_position: int,
-               build: Callable[[int, bytes | None], bytes]) -> Entry:
+               build: Callable[[int, bytes | None], bytes], count: int = 1) -> Entry:
         """Journal the change set ``build(seq, previous)`` signs for the next seq, given the
         journaled bytes of the one before it (None at seq 1: its ``prev``, read in the same
-        transaction, so it is what was published before, also after a restart); returns it."""
+        transaction, so it is what was published before, also after a restart); returns it.
+        ``count``: that many in one transaction, each built on the one before (the last returned)."""
+        if count < 1:
+            raise ValueError(f"count {count}")
+
         def write(c: Any) -> Entry:
             row = c.execute("SELECT seq, message FROM fleet_journal WHERE collection_id = ? "
                             "ORDER BY seq DESC LIMIT 1", (collection_id,)).fetchone()
-            seq = int(row[0]) + 1 if row else 1
-            message = build(seq, bytes(row[1]) if row else None)
-            c.execute("INSERT INTO fleet_journal(collection_id, seq, feed_position, face_model_version, "
-                      "message, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                      (collection_id, seq, feed_position, model_version, message, time.time()))
-            return Entry(collection_id, seq, feed_position, model_version, message)
+            seq, previous, now = int(row[0]) + 1 if row else 1, bytes(row[1]) if row else None, time.time()
+            for _ in range(count):
+                message = build(seq, previous)
+                c.execute("INSERT INTO fleet_journal(collection_id, seq, feed_position, face_model_version, "
+                          "message, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                          (collection_id, seq, feed_position, model_version, message, now))
+                entry = Entry(collection_id, seq, feed_position, model_version, message)
+                seq, previous = seq + 1, message
+            return entry
 
         return self._write(write)
 

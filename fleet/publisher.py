@@ -101,6 +101,7 @@ MAX_QUEUED_SNAPSHOTS = 1_000  # doors waiting for a snapshot, per collection; mo
 MAX_QUEUED_RANGES = 1_000  # doors waiting for a range, per collection; more: OVERLOADED
 MAX_QUEUED_CHALLENGES = 1_000  # doors waiting for a challenge's answer, per collection; more: OVERLOADED
 RANGE_PAGE = 50  # journaled change sets read at once for a range reply
+RESTORE_BATCH = 2_000  # empty change sets journaled past an accepted restore per step (one transaction)
 MIN_HEAD_STEP_S = 0.001  # a desk started again issues its first head at least this after its last
 # Range replies spend only the reply byte budget above this share of it: the rest is kept for
 # snapshots, so requests for ranges (within the rate limits) cannot keep doors from their snapshots.
@@ -147,14 +148,15 @@ class Publisher:
                  snapshot_replies_per_minute: int = 600, snapshot_mb_per_minute: float = 6000.0,
                  seen_doors_only: bool = False, accept_shared_topic: bool = True,
                  doors: Mapping[str, Iterable[str]] | None = None, slice_s: float | None = None,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 restore_batch: int = RESTORE_BATCH, clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         """``seen_doors_only`` (the service: ``fleet.reply_to_seen_doors_only``, default on):
         answer only device ids seen on ``<prefix>/<id>/status`` or ``.../health`` (it subscribes
         them). ``accept_shared_topic`` (``fleet.accept_shared_request_topic``): also answer doors
         not yet upgraded, on the shared request topic; off, it is not even subscribed. Doors'
         own request topics are always subscribed. ``doors`` (``fleet.doors``, required by the
         service): the device ids answered, each for its collections only (None: any). ``slice_s``: the most time one step spends
-        sending snapshots (``poll_interval_s``)."""
+        sending snapshots (``poll_interval_s``). ``restore_batch``: the most empty change sets one
+        step journals past an accepted restore (:meth:`_journal_past`)."""
         self.store, self.journal, self.key, self.clock = store, journal, key, clock
         self.collections = list(dict.fromkeys(collections))
         self.topics = {c: CollectionTopics(prefix, c) for c in self.collections}
@@ -164,6 +166,9 @@ class Publisher:
         self.gate = RequestGate(request_burst, request_interval_s, monotonic)
         self.monotonic = monotonic
         self.slice_s = poll_interval_s if slice_s is None else slice_s
+        if restore_batch < 1:
+            raise ValueError(f"restore_batch {restore_batch}")
+        self.restore_batch = restore_batch
         self.snapshot_replies = Budget(snapshot_replies_per_minute, monotonic)
         self.reply_bytes = Budget(snapshot_mb_per_minute * 1e6, monotonic)
         self.seen_doors_only = seen_doors_only
@@ -366,7 +371,8 @@ class Publisher:
         if r.held:
             self._hold(c, r)
             return True
-        self._journal_past(c, r)
+        if not self._journal_past(c, r):
+            return True  # the next batch at the next step: the other collections are served meanwhile
         del self._restores[c]
         log.warning("%s: the restore was accepted: journaled through seq %d, publishing again; doors that "
                     "hold the lost history (seqs %d..%d) are DIVERGED and take the desk's snapshot", c,
@@ -394,25 +400,38 @@ class Publisher:
                          "status` shows the range), then `facelink fleet accept-restore --collection %s`",
                          c, r.evidence_seq, r.journal_seq, first, last, c, c)
 
-    def _journal_past(self, c: str, r: Restore) -> None:
+    def _journal_past(self, c: str, r: Restore) -> bool:
         """After an accepted restore: empty change sets through ``r.evidence_seq + 1``, chained to
-        the journal (the first of a collection a Rebase, as always). A door on the common prefix
-        applies them; one holding the lost history finds other bytes (or another ``prev``) at a
-        seq it applied: DIVERGED, then the desk's snapshot past it."""
+        the journal (the first of a collection a Rebase, as always); True once journaled past it.
+        A door on the common prefix applies them; one holding the lost history finds other bytes
+        (or another ``prev``) at a seq it applied: DIVERGED, then the desk's snapshot past it.
+        At most ``restore_batch`` per call, in one journal transaction (a lost range of 100k seqs
+        took minutes in one step, every other collection waiting; review 90): each batch is
+        durable, and a desk started again mid-way goes on from its journal (the accepted hold is
+        kept in ``_restores`` until the journal is past it, see ``__init__``). Until then nothing
+        of ``c`` goes out -- no change set, head or answer: a head naming a seq of the lost range
+        would confirm a door's copy of the lost history."""
         with self.store.read_transaction():
             last = self.journal.last(c)
-            while last is None or last.seq <= r.evidence_seq:
-                if last is None:
-                    coll = self.store.get_collection(c)
-                    if coll is None:
-                        return  # nothing to publish until the collection exists (held no longer)
-                    position = self._feeds[c].position_in_transaction()
-                    self._journal(c, coll.face_model_version, position, Rebase(
-                        feed_position=position, reason="the desk's history went back: take a snapshot"))
-                else:
-                    self._journal(c, last.face_model_version, last.feed_position,
-                                  Delta(feed_position=last.feed_position))
+            if last is None:
+                coll = self.store.get_collection(c)
+                if coll is None:
+                    return True  # nothing to publish until the collection exists (held no longer)
+                position = self._feeds[c].position_in_transaction()
+                self._journal(c, coll.face_model_version, position, Rebase(
+                    feed_position=position, reason="the desk's history went back: take a snapshot"))
                 last = self.journal.last(c)
+                assert last is not None
+            if last.seq > r.evidence_seq:
+                return True
+            count = min(self.restore_batch, r.evidence_seq + 1 - last.seq)
+            self._journal(c, last.face_model_version, last.feed_position, Delta(feed_position=last.feed_position),
+                          count=count)
+            done = last.seq + count > r.evidence_seq
+            if not done:
+                log.info("%s: the restore was accepted: journaled empty change sets through seq %d of %d",
+                         c, last.seq + count, r.evidence_seq + 1)
+            return done
 
     def _failed(self, what: str, exc: Exception) -> None:
         """Log a failure with its traceback the first time, then once a minute while it repeats
@@ -549,11 +568,12 @@ class Publisher:
                 version = batch.collection.face_model_version if batch.collection else last.face_model_version
                 self._journal(c, version, batch.position, body_for_batch(batch))
 
-    def _journal(self, c: str, version: str, position: int, body: object) -> None:
+    def _journal(self, c: str, version: str, position: int, body: object, count: int = 1) -> None:
+        """Journal ``body`` (``count`` times: one transaction, each chained to the one before)."""
         payload = body.model_dump()  # type: ignore[attr-defined]
         entry = self.journal.append(c, version, position, lambda seq, previous: encode(
             self.key, c, version, seq, payload,
-            prev=None if previous is None else envelope_payload_sha256(previous)))
+            prev=None if previous is None else envelope_payload_sha256(previous)), count=count)
         self._cursor[c] = position
         if payload["kind"] == "rebase":
             self._last_rebase[c] = entry.seq
