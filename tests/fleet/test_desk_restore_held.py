@@ -11,7 +11,7 @@ their copy (the revoked user stays revoked) and go stale. `facelink fleet accept
 go on: empty change sets through the evidence seq + 1, so a door holding the lost history is
 DIVERGED, then takes the desk's snapshot. Real parts: the desk's Publisher and journal on a real
 desk database restored from a real SQLite backup, the door's Follower, a real mosquitto (the
-RestoredSite of test_history_fingerprint.py)."""
+RestoredSite of restored_site.py)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from facelink.fleet.protocol import Head, encode_head
 from facelink.fleet.status import _desk_heads, _restore_report
 
 from .conftest import V
+from .restored_site import RestoredSite, _desk_change
 from .test_follower import DOOR, T, door  # noqa: F401 - the door fixture
-from .test_history_fingerprint import RestoredSite, _desk_change
 from .test_status_reads_only import _settings
 
 BADGE = "H10301:18:4343"  # bob's
@@ -43,21 +43,13 @@ def _fresh_without_bob(d) -> bool:
 def _site_with_bob_revoked_after_the_backup(door, keys, broker, listeners, desk_db, tmp_path):  # noqa: F811
     """ann (the snapshot at seq 1), bob with his badge (2); the desk's database backed up; then bob
     revoked (DeleteUser, seq 3): the door fresh at seq 3 without him."""
-    site = RestoredSite.with_ann(door, keys, broker, listeners, desk_db)
-    backup = tmp_path / "desk-backup.db"
-    site.start()
-    site.exchange()
 
     def enroll_bob(s: Store) -> None:
         s.insert_user("staff", "bob")
         s.set_user_credential("staff", "bob", BADGE)
 
-    _desk_change(site, enroll_bob)
-    site.stop()
-    site.backup(backup)
-    site.start()
-    _desk_change(site, lambda s: s.delete_user("staff", "bob"))
-    site.heartbeat()
+    site, backup = RestoredSite.backed_up(door, keys, broker, listeners, desk_db, tmp_path,
+                                          history=[enroll_bob, lambda s: s.delete_user("staff", "bob")])
     assert site.door.follower.applied_seq == 3 and _fresh_without_bob(site.door)
     return site, backup
 

@@ -19,21 +19,17 @@ SQLite backup, through a real mosquitto (the Site of test_desk_clock_stepped_bac
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from facelink.enroll.db import sqlite_driver
 from facelink.enroll.store import Store
 from facelink.fleet.changeset import ChangeSet, ChangeSetRejected, encode, envelope_payload_sha256
 from facelink.fleet.follower import Follower
 from facelink.fleet.protocol import SnapshotChunk, UserPut
-from tests.waiting import round_trip
 
 from .conftest import V, add_faces
-from .test_desk_clock_stepped_back import Site
+from .restored_site import RestoredSite, _desk_change, _live_copy
 from .test_follower import DOOR, PREFIX, Door, T, delta, door, face  # noqa: F401 - fixtures
 from .test_held_back_heads import I0, head
 
@@ -298,77 +294,17 @@ def test_a_replayed_snapshot_signed_before_the_desks_upgrade_does_not_reset_the_
 
 # -- end to end: the desk's real publisher and journal, its database restored from a backup ----
 
-class RestoredSite(Site):
-    """The Site of test_desk_clock_stepped_back.py with a desk database that can be backed up and
-    restored (the desk stopped), and a door that can be offline: what the desk publishes then never
-    reaches it (its persistent session lost it)."""
-
-    def backup(self, to: Path) -> None:
-        _copy(self.db, to)
-
-    def restore(self, frm: Path) -> None:
-        _copy(frm, self.db)
-
-    def lose_retained_head(self) -> None:
-        """The broker forgets the retained head (restarted without persistence): a desk started
-        then cannot tell its history went back (fleet/publisher.py holds a collection only on a
-        head signed by its key beyond its journal), so only the doors' own checks are left. The
-        empty retained message that clears it never reaches the door's follower."""
-        assert self.inbox.client.publish(T.head, "", qos=1, retain=True)
-        self.inbox.wait_live()
-        messages = self.inbox.snapshot()
-        assert {(t, p) for t, p in messages[self._seen:] if t != self.inbox.probe_topic} == {(T.head, b"")}
-        self._seen = len(messages)
-
-    def offline_step(self) -> None:
-        desk = self.desk
-        assert desk is not None
-        desk.step()
-        assert round_trip(lambda m: desk.client.publish(self.inbox.probe_topic, m, qos=1),
-                          lambda m: (self.inbox.probe_topic, m.encode()) in self.inbox.snapshot(), 30)
-        self._seen = len(self.inbox.snapshot())
-
-
-def _copy(frm: Path, to: Path) -> None:
-    """A consistent copy of the SQLite database ``frm`` (its -wal included) over ``to``."""
-    with closing(sqlite3.connect(frm)) as src, closing(sqlite3.connect(to)) as dst:
-        src.backup(dst)
-
-
-def _live_copy(frm: Path, to: Path) -> None:
-    """:func:`_copy` while the desk runs: with the desk's own SQLite library (a second SQLite
-    library in this process would drop the desk's POSIX locks as it closes the file)."""
-    driver = sqlite_driver()
-    with closing(driver.connect(str(frm))) as src, closing(driver.connect(str(to))) as dst:
-        src.backup(dst)
-
-
-def _desk_change(site: RestoredSite, change, offline: bool = False) -> None:
-    with Store(site.db) as store:
-        change(store)
-    site.offline_step() if offline else site.exchange()
-
-
 def _site_with_the_contractor(door, keys, broker, listeners, desk_db, tmp_path) -> tuple[RestoredSite, Path]:  # noqa: F811
     """ann (the snapshot at seq 1), bob (2); the desk's database backed up; the desk restarted,
     then yves the contractor with his badge (3): the door fresh at seq 3 and granting him."""
-    site = RestoredSite.with_ann(door, keys, broker, listeners, desk_db)
-    backup = tmp_path / "desk-backup.db"
-    site.start()
-    site.exchange()  # the rebase; the door takes a snapshot
-    _desk_change(site, lambda s: s.insert_user("staff", "bob"))
-    site.stop()
-    site.backup(backup)
-    site.start()  # prev of seq 3 from the journal after a restart
-    site.heartbeat()
 
     def enroll_yves(s: Store) -> None:
         s.insert_user("staff", "yves")
         s.set_user_credential("staff", "yves", BADGE)
         add_faces(s, "staff", 1, "yves", seed=7)
 
-    _desk_change(site, enroll_yves)
-    site.heartbeat()
+    site, backup = RestoredSite.backed_up(door, keys, broker, listeners, desk_db, tmp_path,
+                                          history=[lambda s: s.insert_user("staff", "bob"), enroll_yves])
     d = site.door
     assert d.follower.applied_seq == 3 and not d.follower.stale()
     assert d.store.user_by_credential("staff", BADGE) == "yves"
