@@ -9,7 +9,12 @@ id, clean_session=False) means the broker keeps QoS 1 decisions for the logger w
 `facelink-logger query` answers "who came through which door when"; `facelink-logger gaps`
 lists the numbers of the doors' events it never received (each door numbers what it records).
 
-Exit codes: 0 stopped (or done), 1 `gaps` found events never received (or numbers given twice), 78
+`facelink-logger acknowledge` records a security manager's sign-off of numbers found missing (or
+given twice) after investigating them: `gaps` then no longer counts them (`gaps --all` lists them,
+marked); nothing is deleted, and a number lost or given twice later counts again.
+
+Exit codes: 0 stopped (or done), 1 `gaps` found events never received (or numbers given twice)
+not acknowledged, 2 usage, 65 `acknowledge` refused (one line saying why; nothing recorded), 78
 configuration problem (one line naming the key).
 """
 
@@ -29,10 +34,11 @@ from facelink.mqtt.client import MqttClient
 from facelink.mqtt.topics import all_alarms, all_decisions, all_panel_verdicts
 
 from .intake import Intake, requeue
-from .store import AuditLog
+from .store import AuditLog, Refused
 
 log = logging.getLogger("facelink.logger")
 
+EX_DATAERR = 65  # acknowledge refused
 EX_CONFIG = 78
 
 
@@ -83,6 +89,22 @@ def _parser() -> argparse.ArgumentParser:
     qg.add_argument("--door", help="device id")
     qg.add_argument("--after-first", action="store_true",
                     help="leave out numbers before each stream's first received one (a log started after the doors)")
+    qg.add_argument("--all", action="store_true",
+                    help="also list the numbers a security manager acknowledged (marked \"acknowledged\"; "
+                         "they never make the exit status 1)")
+    qk = sub.add_parser("acknowledge", help="sign off numbers of a door's outbox stream found missing (--missing) "
+                                            "or given to two events (--reused), after investigating them: gaps "
+                                            "no longer counts them; recorded with who, when and why, never deleted")
+    qk.add_argument("--door", required=True, help="device id")
+    qk.add_argument("--stream", required=True, help="the outbox stream id (facelink-logger streams, gaps)")
+    qk.add_argument("--missing", action="append", default=[], metavar="FIRST[-LAST]",
+                    help="numbers never received, every one of them missing now (repeatable)")
+    qk.add_argument("--reused", action="append", default=[], metavar="FIRST[-LAST]",
+                    help="numbers given to two events, every one of them (repeatable)")
+    qk.add_argument("--by", required=True, help="who signs off (name or staff id)")
+    qk.add_argument("--reason", required=True, help="why: what the investigation found")
+    qn = sub.add_parser("acknowledgments", help="print every sign-off (acknowledge) as JSON lines")
+    qn.add_argument("--door", help="device id")
     qs = sub.add_parser("streams", help="print each door's outbox streams as received (first, last, received, "
                                         "missing) as JSON lines")
     qs.add_argument("--door", help="device id")
@@ -133,15 +155,36 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row))
             return 0
         if args.command == "gaps":
-            gaps = audit.gaps(args.door, after_first=args.after_first)
+            gaps = audit.gaps(args.door, after_first=args.after_first, acknowledged=args.all)
             for gap in gaps:
                 print(json.dumps(gap))
-            reused = [stream for stream in audit.streams(args.door) if stream["reused"]]
+            streams = audit.streams(args.door)
+            reused = [stream for stream in streams if stream["reused"]]  # not acknowledged
             for stream in reused:  # said (found in review 88: exit 1 with nothing printed)
                 print(f"door {stream['device_id']}: {stream['reused']} number(s) of its outbox "
                       f"{stream['event_stream']} given to two events (an outbox restored from a copy?): "
                       "see facelink-logger streams", file=sys.stderr)
-            return 1 if gaps or reused else 0
+            if args.all:
+                for stream in streams:
+                    if stream["acknowledged_reused"]:
+                        print(f"door {stream['device_id']}: {stream['acknowledged_reused']} number(s) of its "
+                              f"outbox {stream['event_stream']} given to two events, acknowledged: see "
+                              "facelink-logger acknowledgments", file=sys.stderr)
+            return 1 if reused or any("acknowledged" not in gap for gap in gaps) else 0
+        if args.command == "acknowledge":
+            try:
+                made = audit.acknowledge(args.door, args.stream, by=args.by, reason=args.reason,
+                                         missing=args.missing, reused=args.reused)
+            except Refused as exc:
+                print(f"facelink-logger: acknowledge refused, nothing recorded: {exc}", file=sys.stderr)
+                return EX_DATAERR
+            for ack in made:
+                print(json.dumps(ack))
+            return 0
+        if args.command == "acknowledgments":
+            for ack in audit.acknowledgments(args.door):
+                print(json.dumps(ack))
+            return 0
         if args.command == "streams":
             for stream in audit.streams(args.door):
                 print(json.dumps(stream))

@@ -66,7 +66,24 @@ CREATE TABLE IF NOT EXISTS sequence_reused(
     event_id TEXT NOT NULL, PRIMARY KEY(device_id, stream, seq, kind, event_id));
 CREATE TABLE IF NOT EXISTS quarantine(
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL, topic TEXT NOT NULL,
-    reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);"""
+    reason TEXT NOT NULL, size INTEGER NOT NULL, raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS acknowledged(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, by TEXT NOT NULL, reason TEXT NOT NULL,
+    device_id TEXT NOT NULL, stream TEXT NOT NULL, what TEXT NOT NULL CHECK(what IN ('missing', 'reused')),
+    first INTEGER NOT NULL, last INTEGER NOT NULL, CHECK(1 <= first AND first <= last));
+CREATE INDEX IF NOT EXISTS acknowledged_stream ON acknowledged(device_id, stream, what, first);
+CREATE TABLE IF NOT EXISTS acknowledged_reused(
+    ack_id INTEGER NOT NULL REFERENCES acknowledged(id), device_id TEXT NOT NULL, stream TEXT NOT NULL,
+    seq INTEGER NOT NULL, kind TEXT NOT NULL, event_id TEXT NOT NULL,
+    PRIMARY KEY(device_id, stream, seq, kind, event_id));
+CREATE TRIGGER IF NOT EXISTS acknowledged_no_update BEFORE UPDATE ON acknowledged
+    BEGIN SELECT RAISE(ABORT, 'acknowledgments are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS acknowledged_no_delete BEFORE DELETE ON acknowledged
+    BEGIN SELECT RAISE(ABORT, 'acknowledgments are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS acknowledged_reused_no_update BEFORE UPDATE ON acknowledged_reused
+    BEGIN SELECT RAISE(ABORT, 'acknowledgments are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS acknowledged_reused_no_delete BEFORE DELETE ON acknowledged_reused
+    BEGIN SELECT RAISE(ABORT, 'acknowledgments are append-only'); END;"""
 
 
 # the panel's output offs that ended a decision's relay pulse: its own or that of an opening the
@@ -131,6 +148,41 @@ def instant(ts: str | None) -> str | None:
 
 class Conflict(Exception):
     """An event id already recorded with other content: not a redelivery (the first stays)."""
+
+
+class Refused(ValueError):
+    """An acknowledgment not recorded: invalid input, or it names numbers that are not missing (or
+    not reused), or that are acknowledged already. Nothing of it was written."""
+
+
+ACK_BY_MAX = 200  # characters of --by
+ACK_REASON_MAX = 4000  # characters of --reason
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # newline and tab are fine in a reason
+
+
+def _text(name: str, value: Any, limit: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Refused(f"{name}: required, not blank")
+    if len(value) > limit:
+        raise Refused(f"{name}: at most {limit} characters ({len(value)} given)")
+    if _CONTROL.search(value) or (name == "by" and "\n" in value) or "\ufffd" in value:
+        raise Refused(f"{name}: control characters are not accepted")
+    return value.strip()
+
+
+def _range(name: str, value: Any) -> tuple[int, int]:
+    """``(first, last)`` from ``(first, last)`` or ``"N"`` / ``"N-M"``, each 1..EVENT_SEQ_MAX."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]{1,19})\s*(?:-\s*([0-9]{1,19})\s*)?", value)
+        if m is None:
+            raise Refused(f"{name}: {value[:40]!r} is not a number or a range FIRST-LAST")
+        value = (int(m[1]), int(m[2] if m[2] is not None else m[1]))
+    if (not isinstance(value, tuple) or len(value) != 2 or any(type(v) is not int for v in value)):
+        raise Refused(f"{name}: not a range of numbers")
+    first, last = value
+    if not 1 <= first <= last <= EVENT_SEQ_MAX:
+        raise Refused(f"{name}: {first}-{last} is not a range within 1-{EVENT_SEQ_MAX} (first <= last)")
+    return first, last
 
 
 @dataclass(frozen=True)
@@ -293,42 +345,194 @@ class AuditLog:
             log.warning("door %s: events %d to %d of its outbox %s not received (yet)", device[:64], last + 1,
                         seq - 1, stream)
 
-    def gaps(self, device: str | None = None, *, after_first: bool = False) -> list[dict[str, Any]]:
+    def gaps(self, device: str | None = None, *, after_first: bool = False,
+             acknowledged: bool = False) -> list[dict[str, Any]]:
         """The numbers of each door's outbox stream this log never received (neither recorded nor
         quarantined), oldest first: ``{device_id, event_stream, first, last, missing, after,
         before}`` where ``after``/``before`` are the received events around the gap (``kind``,
         ``event_id``, ``event_seq`` and, for a recorded one, its ``timestamp``; ``after`` None for
         numbers missing before the first one received; ``after_first``: leave those out — a log
         started, or started afresh, after the doors). Numbers after a stream's last received one
-        cannot be known here: :meth:`streams` gives each stream's last."""
+        cannot be known here: :meth:`streams` gives each stream's last. Numbers a security manager
+        signed off (:meth:`acknowledge`) are left out; ``acknowledged``: listed too, each run of
+        them with ``acknowledged`` (the sign-off: ``id``, ``at``, ``by``, ``reason``) — a gap part
+        signed off is split into its runs, each with the ``after``/``before`` of the whole gap."""
         where, params = _of_door("device_id", device)
+        out: list[dict[str, Any]] = []
         with self._lock:
             rows = self._conn.execute(
                 "SELECT device_id, stream, prev, seq FROM (SELECT device_id, stream, seq, "
                 "lag(seq, 1, 0) OVER (PARTITION BY device_id, stream ORDER BY seq) AS prev "
                 f"FROM sequenced {where}) WHERE seq > prev + 1 "
                 "ORDER BY device_id, stream, seq", params).fetchall()
-            return [{"device_id": d, "event_stream": stream, "first": prev + 1, "last": seq - 1,
-                     "missing": seq - 1 - prev, "after": self._around(d, stream, prev) if prev else None,
-                     "before": self._around(d, stream, seq)} for d, stream, prev, seq in rows
-                    if prev or not after_first]
+            for d, stream, prev, seq in rows:
+                if after_first and not prev:
+                    continue
+                gap = {"device_id": d, "event_stream": stream, "after": self._around(d, stream, prev) if prev else None,
+                       "before": self._around(d, stream, seq)}
+                for first, last, ack in self._runs(d, stream, prev + 1, seq - 1):
+                    if ack is None or acknowledged:
+                        out.append({"device_id": d, "event_stream": stream, "first": first, "last": last,
+                                    "missing": last - first + 1, "after": gap["after"], "before": gap["before"],
+                                    **({"acknowledged": ack} if ack is not None else {})})
+        return out
+
+    def _runs(self, device: str, stream: str, first: int, last: int) -> list[tuple[int, int, dict[str, Any] | None]]:
+        """The numbers ``first``..``last`` (all missing) as runs, each with the sign-off that covers
+        it or None (the sign-offs of a stream's missing numbers never overlap)."""
+        acks = self._conn.execute(
+            "SELECT id, at, by, reason, first, last FROM acknowledged WHERE device_id = ? AND stream = ? "
+            "AND what = 'missing' AND first <= ? AND last >= ? ORDER BY first",
+            (device, stream, last, first)).fetchall()
+        runs: list[tuple[int, int, dict[str, Any] | None]] = []
+        at = first
+        for ack_id, when, by, reason, a_first, a_last in acks:
+            if a_first > at:
+                runs.append((at, a_first - 1, None))
+            lo, hi = max(at, a_first), min(last, a_last)
+            runs.append((lo, hi, {"id": ack_id, "at": when, "by": by, "reason": reason}))
+            at = hi + 1
+        if at <= last:
+            runs.append((at, last, None))
+        return runs
 
     def streams(self, device: str | None = None) -> list[dict[str, Any]]:
         """Each door's outbox streams as received here: ``{device_id, event_stream, first, last,
-        received, missing, reused, last_event}`` (``missing``: numbers between 1 and ``last`` never
-        received; ``reused``: numbers another record of the door held already — its outbox was
-        restored from a copy, and what it recorded after that copy may be lost). A door whose
+        received, missing, reused, acknowledged_missing, acknowledged_reused, last_event}``
+        (``missing``: numbers between 1 and ``last`` never received and not signed off;
+        ``reused``: numbers another record of the door held already — its outbox was restored
+        from a copy, and what it recorded after that copy may be lost — with a second record not
+        signed off; ``acknowledged_*``: those a security manager signed off, :meth:`acknowledge`;
+        ``missing`` + ``acknowledged_missing`` is every number never received). A door whose
         outbox file was replaced starts a new stream."""
         where, params = _of_door("s.device_id", device)
         with self._lock:
             rows = self._conn.execute(
-                "SELECT s.device_id, s.stream, min(s.seq), max(s.seq), count(*), (SELECT count(DISTINCT r.seq) "
-                "FROM sequence_reused r WHERE r.device_id = s.device_id AND r.stream = s.stream) "
+                "SELECT s.device_id, s.stream, min(s.seq), max(s.seq), count(*), "
+                "(SELECT count(DISTINCT r.seq) FROM sequence_reused r WHERE r.device_id = s.device_id "
+                "AND r.stream = s.stream), "
+                "(SELECT count(DISTINCT r.seq) FROM sequence_reused r WHERE r.device_id = s.device_id "
+                "AND r.stream = s.stream AND NOT EXISTS (SELECT 1 FROM acknowledged_reused a "
+                "WHERE a.device_id = r.device_id AND a.stream = r.stream AND a.seq = r.seq AND a.kind = r.kind "
+                "AND a.event_id = r.event_id)), "
+                "(SELECT coalesce(sum(a.last - a.first + 1 - (SELECT count(*) FROM sequenced q WHERE "
+                "q.device_id = a.device_id AND q.stream = a.stream AND q.seq BETWEEN a.first AND a.last)), 0) "
+                "FROM acknowledged a WHERE a.device_id = s.device_id AND a.stream = s.stream AND a.what = 'missing') "
                 f"FROM sequenced s {where} GROUP BY s.device_id, s.stream "
                 "ORDER BY s.device_id, min(s.rowid)", params).fetchall()
             return [{"device_id": d, "event_stream": stream, "first": first, "last": last, "received": n,
-                     "missing": last - n, "reused": reused, "last_event": self._around(d, stream, last)}
-                    for d, stream, first, last, n, reused in rows]
+                     "missing": last - n - acked, "reused": open_reused, "acknowledged_missing": acked,
+                     "acknowledged_reused": reused - open_reused, "last_event": self._around(d, stream, last)}
+                    for d, stream, first, last, n, reused, open_reused, acked in rows]
+
+    def acknowledge(self, device: Any, stream: Any, *, by: Any, reason: Any, missing: Sequence[Any] = (),
+                    reused: Sequence[Any] = (), at: str | None = None) -> list[dict[str, Any]]:
+        """A security manager signs off numbers of ``device``'s outbox ``stream``: ``missing``
+        ranges (each ``(first, last)`` or ``"N"``/``"N-M"``) whose every number is missing now — not
+        received, not after the stream's last received number (unknown there), not signed off
+        already — and ``reused`` ranges whose every number was given to a second event not signed
+        off yet (each such record is signed off; a number given again later is not). ``by`` (who)
+        and ``reason`` are required. All or nothing, appended (never changed nor deleted: the
+        evidence stays in ``sequenced``/``sequence_reused``); ``Refused`` says why not. Returns the
+        sign-offs recorded, as :meth:`acknowledgments` lists them."""
+        by, reason = _text("by", by, ACK_BY_MAX), _text("reason", reason, ACK_REASON_MAX)
+        if not isinstance(device, str) or not device or len(device) > 256:
+            raise Refused("door: required (its device id)")
+        if not isinstance(stream, str) or not re.fullmatch(EVENT_STREAM, stream):
+            raise Refused("stream: an outbox stream id (32 hexadecimal digits, as facelink-logger streams lists)")
+        ranges = [("missing", *_range("missing", r)) for r in missing] + [("reused", *_range("reused", r)) for r in reused]
+        if not ranges:
+            raise Refused("nothing to acknowledge: name --missing and/or --reused numbers")
+        when = at or datetime.now(timezone.utc).isoformat()
+        with self._lock:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")  # the checks and the sign-off see the same log
+                (last_seq,) = self._conn.execute("SELECT max(seq) FROM sequenced WHERE device_id = ? AND stream = ?",
+                                                 (device, stream)).fetchone()
+                if last_seq is None:
+                    raise Refused(f"door {device[:64]!r} has no stream {stream} in this log (facelink-logger streams)")
+                ids = []
+                for i, (what, first, last) in enumerate(ranges):
+                    for other, o_first, o_last in ranges[i + 1:]:
+                        if other == what and o_first <= last and o_last >= first:
+                            raise Refused(f"{what}: {first}-{last} and {o_first}-{o_last} overlap")
+                    if what == "missing":
+                        self._check_missing(device, stream, first, last, last_seq)
+                    else:
+                        self._check_reused(device, stream, first, last)
+                    cur = self._conn.execute(
+                        "INSERT INTO acknowledged(at, by, reason, device_id, stream, what, first, last) "
+                        "VALUES (?,?,?,?,?,?,?,?)", (when, by, reason, device, stream, what, first, last))
+                    ids.append(cur.lastrowid)
+                    if what == "reused":
+                        self._conn.execute(
+                            "INSERT INTO acknowledged_reused SELECT ?, r.device_id, r.stream, r.seq, r.kind, r.event_id "
+                            "FROM sequence_reused r WHERE r.device_id = ? AND r.stream = ? AND r.seq BETWEEN ? AND ? "
+                            "AND NOT EXISTS (SELECT 1 FROM acknowledged_reused a WHERE a.device_id = r.device_id "
+                            "AND a.stream = r.stream AND a.seq = r.seq AND a.kind = r.kind AND a.event_id = r.event_id)",
+                            (cur.lastrowid, device, stream, first, last))
+                made = self._acknowledgments("WHERE a.id BETWEEN ? AND ?", (min(ids), max(ids)))
+        for ack in made:
+            log.info("door %s: %s numbers %d-%d of its outbox %s acknowledged by %s: %s", device[:64], ack["what"],
+                        ack["first"], ack["last"], stream, by[:64], reason[:200])
+        return made
+
+    def _check_missing(self, device: str, stream: str, first: int, last: int, last_seq: int) -> None:
+        if last > last_seq:
+            raise Refused(f"missing: {first}-{last}: the last number received of this stream is {last_seq}; "
+                          "later numbers are not known to be missing")
+        got = self._conn.execute("SELECT min(seq) FROM sequenced WHERE device_id = ? AND stream = ? "
+                                 "AND seq BETWEEN ? AND ?", (device, stream, first, last)).fetchone()[0]
+        if got is not None:
+            raise Refused(f"missing: {first}-{last}: number {got} was received (facelink-logger gaps)")
+        ack = self._conn.execute("SELECT id, first, last FROM acknowledged WHERE device_id = ? AND stream = ? "
+                                 "AND what = 'missing' AND first <= ? AND last >= ? ORDER BY first LIMIT 1",
+                                 (device, stream, last, first)).fetchone()
+        if ack is not None:
+            raise Refused(f"missing: {first}-{last}: numbers {max(first, ack[1])}-{min(last, ack[2])} were "
+                          f"acknowledged already (#{ack[0]})")
+
+    def _check_reused(self, device: str, stream: str, first: int, last: int) -> None:
+        seqs = [row[0] for row in self._conn.execute(
+            "SELECT DISTINCT r.seq FROM sequence_reused r WHERE r.device_id = ? AND r.stream = ? "
+            "AND r.seq BETWEEN ? AND ? AND NOT EXISTS (SELECT 1 FROM acknowledged_reused a "
+            "WHERE a.device_id = r.device_id AND a.stream = r.stream AND a.seq = r.seq AND a.kind = r.kind "
+            "AND a.event_id = r.event_id) ORDER BY r.seq LIMIT ?", (device, stream, first, last, last - first + 1))]
+        if len(seqs) != last - first + 1:
+            expected = first
+            for seq in seqs:
+                if seq != expected:
+                    break
+                expected += 1
+            raise Refused(f"reused: {first}-{last}: number {expected} was not given to a second event "
+                          "(or that was acknowledged already; facelink-logger streams)")
+
+    def acknowledgments(self, device: str | None = None) -> list[dict[str, Any]]:
+        """Every sign-off, oldest first: ``{id, at, by, reason, device_id, event_stream, what
+        (missing / reused), first, last}`` and, for ``missing``, ``still_missing`` (the numbers of it
+        not received since); for ``reused``, ``events``: the second records it
+        signed off (``event_seq``, ``kind``, ``event_id``)."""
+        where, params = _of_door("a.device_id", device)
+        with self._lock:
+            return self._acknowledgments(where, params)
+
+    def _acknowledgments(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        out = []
+        for ack_id, when, by, reason, d, stream, what, first, last in self._conn.execute(
+                "SELECT a.id, a.at, a.by, a.reason, a.device_id, a.stream, a.what, a.first, a.last "
+                f"FROM acknowledged a {where} ORDER BY a.id", params).fetchall():
+            row: dict[str, Any] = {"id": ack_id, "at": when, "by": by, "reason": reason, "device_id": d,
+                                   "event_stream": stream, "what": what, "first": first, "last": last}
+            if what == "missing":  # those received since the sign-off are no longer missing
+                row["still_missing"] = last - first + 1 - self._conn.execute(
+                    "SELECT count(*) FROM sequenced WHERE device_id = ? AND stream = ? AND seq BETWEEN ? AND ?",
+                    (d, stream, first, last)).fetchone()[0]
+            if what == "reused":
+                row["events"] = [{"event_seq": seq, "kind": kind, "event_id": ref} for seq, kind, ref in self._conn.execute(
+                    "SELECT seq, kind, event_id FROM acknowledged_reused WHERE ack_id = ? ORDER BY seq, rowid",
+                    (ack_id,))]
+            out.append(row)
+        return out
 
     def _around(self, device: str, stream: str, seq: int) -> dict[str, Any]:
         kind, ref = self._conn.execute("SELECT kind, event_id FROM sequenced WHERE device_id = ? AND stream = ? "
