@@ -33,6 +33,10 @@ class Pending(Protocol):
         """True once the broker acknowledged it (PUBACK); False after ``timeout`` or a failure."""
         ...
 
+    def done(self) -> bool:
+        """True if the broker acknowledged it already (never waits)."""
+        ...
+
 
 class Transport(Protocol):
     """What the door needs from a broker connection (the pipeline never sees paho)."""
@@ -230,6 +234,12 @@ class _PahoPending:
         except (RuntimeError, ValueError):
             return False
         return bool(self._info.is_published())
+
+    def done(self) -> bool:
+        try:
+            return bool(self._info.is_published())
+        except (RuntimeError, ValueError):
+            return False
 
 
 def _configure_tls(client: Any, settings: Any) -> None:

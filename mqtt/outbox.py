@@ -113,10 +113,11 @@ class Outbox:
                 raise
         self.added.set()
 
-    def peek(self, limit: int = 1) -> list[OutboxEvent]:
+    def peek(self, limit: int = 1, *, after: int = 0) -> list[OutboxEvent]:
+        """The oldest ``limit`` events whose ``seq`` is above ``after`` (0: from the first)."""
         with self._lock:
-            rows = self._conn.execute("SELECT seq, event_id, topic, payload FROM events "
-                                      "ORDER BY seq LIMIT ?", (limit,)).fetchall()
+            rows = self._conn.execute("SELECT seq, event_id, topic, payload FROM events WHERE seq > ? "
+                                      "ORDER BY seq LIMIT ?", (after, limit)).fetchall()
         return [OutboxEvent(*r) for r in rows]
 
     def ack(self, seqs: list[int]) -> None:

@@ -1,13 +1,14 @@
 """The outbox pump: the ONE drainer of the outbox. Events are published oldest first and leave
 the outbox only after the broker's PUBACK.
 
-A window of up to ``window`` events is in flight at once (``mqtt.publish_window``): they are
-handed to the client in order on its one connection, then their PUBACKs are awaited in order; the
-acknowledged ones are deleted in one transaction. The first event without a PUBACK (timeout,
-disconnect) stops the round: it and every later event stay in the outbox and are sent again, in
-order, on the next round. At least once: a crash between a PUBACK and the delete, or a message
-paho re-sends after a reconnect, can deliver an event twice; subscribers deduplicate by
-``event_id`` (the audit logger does).
+A rolling window of up to ``window`` events is in flight at once (``mqtt.publish_window``): they
+are handed to the client in order on its one connection and their PUBACKs are awaited in order;
+each PUBACK frees a place for the next event at once, so the link never idles while acknowledged
+events are deleted (in one transaction for up to half a window: one fsync, not one per event). The
+first event without a PUBACK (timeout, disconnect) ends the round: it and every later event stay in
+the outbox and are sent again, in order, on the next round. At least once: a crash between a PUBACK
+and the delete, or a message paho re-sends after a reconnect, can deliver an event twice;
+subscribers deduplicate by ``event_id`` (the audit logger does).
 
 Only the pump's thread ever publishes outbox events. Shutdown does not drain on its own thread:
 ``close(flush_timeout_s)`` asks the pump to flush, and waits for it to finish, so an event can
@@ -19,9 +20,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 
-from .client import Transport
-from .outbox import Outbox
+from .client import Pending, Transport
+from .outbox import Outbox, OutboxEvent
 
 log = logging.getLogger(__name__)
 
@@ -81,40 +83,62 @@ class OutboxPump:
                 or len(self.outbox) == 0)
 
     def _deliver_some(self) -> bool:
-        """Deliver up to ``window`` events in order; False when idle or the broker is away."""
+        """Deliver what the outbox holds, in order, up to ``window`` events in flight (a rolling
+        window); False when idle or the broker is away (the first event without a PUBACK ends the
+        round). Acknowledged events are deleted together, up to half a window at a time, while
+        later ones travel."""
         if self._not_deleted:  # acknowledged by the broker, but their delete failed: that first,
             self.outbox.ack(self._not_deleted)  # not the same events published again and again
             self._not_deleted = []
-        events = self.outbox.peek(self.window)
-        if not events:
+        in_flight: deque[tuple[OutboxEvent, Pending]] = deque()
+        acked: list[int] = []  # acknowledged, not yet deleted
+        last = 0  # the seq of the last event handed over in this round
+        sending, progressed = True, False
+        failed: str | None = None  # the first event that got no PUBACK (or could not be handed over)
+        try:
+            while True:
+                if sending and len(in_flight) < self.window:
+                    if self._closing.is_set() and time.monotonic() >= self._deadline:
+                        sending = False  # flushing, and out of time: only what is in flight is awaited
+                    else:
+                        for ev in self.outbox.peek(self.window - len(in_flight), after=last):
+                            pending = self.transport.send(ev.topic, ev.payload)
+                            if pending is None:  # not connected, or refused: this round sends no more
+                                sending, failed = False, ev.event_id
+                                break
+                            in_flight.append((ev, pending))
+                            last = ev.seq
+                if not in_flight:
+                    break
+                ev, pending = in_flight[0]
+                if not pending.wait(self.ack_timeout_s):
+                    failed = ev.event_id  # it and everything after it stay, and are sent again
+                    break
+                before = len(acked)
+                acked.append(in_flight.popleft()[0].seq)
+                while in_flight and in_flight[0][1].done():  # and any after it acknowledged meanwhile
+                    acked.append(in_flight.popleft()[0].seq)
+                self.delivered += len(acked) - before
+                if not progressed:
+                    progressed = True
+                    self._delivering_again()
+                if len(acked) >= max(1, self.window // 2):
+                    self.outbox.ack(acked)  # one transaction: one fsync for half a window
+                    acked = []
+                    self._outbox_works()  # a round can last as long as events keep coming
+            self.outbox.ack(acked)
+        except Exception:
+            self._not_deleted = acked  # delivered: only their delete is retried, not the publish
+            raise
+        if failed is not None:
+            self._publish_failed(failed)
             return False
-        if self._closing.is_set() and time.monotonic() >= self._deadline:
-            return False
-        in_flight = []
-        for ev in events:
-            pending = self.transport.send(ev.topic, ev.payload)
-            if pending is None:
-                break
-            in_flight.append((ev, pending))
-        acked: list[int] = []
-        for ev, pending in in_flight:
-            if not pending.wait(self.ack_timeout_s):
-                break
-            acked.append(ev.seq)
-        self.delivered += len(acked)
-        if acked:
-            try:
-                self.outbox.ack(acked)  # only what the broker acknowledged, in one transaction
-            except Exception:
-                self._not_deleted = acked  # delivered: only their delete is retried
-                raise
-        if len(acked) < len(events):
-            self._publish_failed(events[len(acked)].event_id)
-            return False
+        return progressed
+
+    def _delivering_again(self) -> None:
         if self.failures:
             log.info("outbox: delivering again after %d failed attempt(s)", self.failures)
             self.failures = 0
-        return True
 
     def _delete_delivered(self) -> None:
         """Stopping: one last try at deleting what the broker acknowledged (it needs the disk, not

@@ -77,6 +77,17 @@ def broker(tmp_path):
 
 
 @pytest.fixture()
+def logger_broker(tmp_path):
+    """mosquitto as README configures the audit logger's broker (``max_queued_messages``
+    1000000): a subscriber slower than a door's drain loses nothing at the broker."""
+    from broker import Broker
+
+    b = Broker(tmp_path / "broker", mosquitto_extra="max_queued_messages 1000000\n").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture()
 def make_settings(tmp_path, models_dir):
     """Settings for a test door: its own database, outbox and broker port."""
     from facelink.config import load_settings

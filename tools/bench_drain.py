@@ -30,6 +30,11 @@ from facelink.mqtt.outbox import Outbox
 from facelink.mqtt.pump import OutboxPump
 from facelink.mqtt.topics import DeviceTopics, all_decisions
 
+# The broker as README configures it for the audit logger: the subscriber here stands in for the
+# logger, and mosquitto's default queue of 1,000 messages a session drops what a subscriber slower
+# than the drain has not taken yet (the door deleted it on the PUBACK: the logger would lose it).
+LOGGER_BROKER = "max_queued_messages 1000000\n"
+
 
 class Subscriber:
     def __init__(self, port: int, expected: int) -> None:
@@ -96,7 +101,7 @@ def main() -> int:
     args = parser.parse_args()
     load_before = os.getloadavg()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, Broker(Path(tmp) / "broker") as broker:
+    with tempfile.TemporaryDirectory() as tmp, Broker(Path(tmp) / "broker", mosquitto_extra=LOGGER_BROKER) as broker:
         for n, window, rtt in ((args.events, 1, 0.0), (args.events, args.window, 0.0),
                                (args.slow_events, 1, 50.0), (args.events, args.window, 50.0)):
             rows.append(run(Path(tmp), broker.port, n, window, rtt))

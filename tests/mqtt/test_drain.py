@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from facelink.config import MqttSettings
-from facelink.mqtt.client import door_client
+from facelink.mqtt.client import MqttClient, door_client
 from facelink.mqtt.outbox import Outbox
 from facelink.mqtt.pump import OutboxPump
 from facelink.mqtt.topics import DeviceTopics
@@ -31,7 +31,8 @@ def test_every_window_delivers_each_event_once_in_order(tmp_path, broker, window
     inbox.client.stop()
 
 
-def test_broker_stopped_mid_drain_keeps_exactly_the_unacknowledged_rows(tmp_path, broker):
+def test_broker_stopped_mid_drain_keeps_exactly_the_unacknowledged_rows(tmp_path, logger_broker):
+    broker = logger_broker  # the inbox may fall more than 1,000 messages behind the drain
     if broker.kind != "mosquitto":  # amqtt forgets what it acknowledged but had not forwarded yet
         pytest.skip("needs mosquitto's persistent sessions (the subscriber's queue survives the restart)")
     inbox = Inbox(broker.port, "inbox-stop", clean_session=False)  # the broker keeps its queue
@@ -53,4 +54,33 @@ def test_broker_stopped_mid_drain_keeps_exactly_the_unacknowledged_rows(tmp_path
     assert list(dict.fromkeys(inbox.ids())) == sent  # everything, in order (at least once)
     pump.close(5)
     client.stop()
+    inbox.client.stop()
+
+
+def test_each_puback_frees_a_place_in_the_window_at_once(tmp_path, broker):
+    """A rolling window: with 10 events in flight and the broker holding only the first (the link
+    lets one PUBLISH through and holds the rest), that one PUBACK sends the 11th at once, while the
+    2nd-10th still wait for theirs. Before, the door waited for the whole window's PUBACKs before
+    it sent more, and the link idled. Nothing leaves the outbox without its PUBACK; once the link
+    lets everything through, every event arrives, in order, once."""
+    from delay_proxy import DelayProxy
+
+    inbox = Inbox(broker.port, "inbox-rolling")
+    outbox = Outbox(tmp_path / "outbox.db")
+    sent = _fill(outbox, DeviceTopics("facelink", "r").decision, 30)
+    with DelayProxy(broker.port) as proxy:
+        client = MqttClient(MqttSettings(port=proxy.port, publish_window=10), client_id="door-rolling")
+        assert client.wait_connected(60)  # no status or discovery messages: only the pump publishes
+        proxy.hold_publishes(1)
+        pump = OutboxPump(outbox, client, window=10, ack_timeout_s=120).start()
+        assert wait_until(lambda: proxy.publishes_held >= 10, 30), proxy.publishes_held  # 2nd-11th
+        assert inbox.wait_for(1) and inbox.ids() == sent[:1]
+        assert proxy.publishes_held == 10 and pump.delivered == 1  # never more than 10 in flight
+        assert [e.event_id for e in outbox.peek(30)][-29:] == sent[1:]  # none deleted without PUBACK
+        proxy.release()
+        assert wait_until(lambda: len(outbox) == 0, 60), len(outbox)
+        pump.close(5)
+        client.stop()
+    assert inbox.wait_for(30) and inbox.barrier(broker.port)
+    assert inbox.ids() == sent
     inbox.client.stop()
