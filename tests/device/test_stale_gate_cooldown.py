@@ -610,3 +610,29 @@ def test_a_card_and_face_verdict_kept_then_the_face_left_is_one_error(engine, st
     decided = [json.loads(e.payload) for e in daemon.outbox.peek(10)]
     assert [(d["decision"], d.get("user_id")) for d in decided] == [("ERROR", "obama")], decided
     assert "would have been GRANTED" in decided[0]["reason"] and door.pulses == []
+
+
+def test_a_tap_does_not_let_its_verdict_stand_for_a_decision_kept_from_before_it(engine, stale_door, monkeypatch):
+    """card_and_face: obama's face (too small: DENIED_LOW_QUALITY) is decided on the matcher's old
+    copy and kept to be made again; then he taps and, his face now usable, the new verification
+    grants him. At a door without the gap that is two records (the face-only decision before the
+    tap, then the verification's verdict): the tap starts a presentation of its own. Found in
+    review: the kept decision followed his restarted track and the verdict of the verification
+    stood for it — the decision before the tap (a DENIED_SPOOF the same way) had no record."""
+    door = _card_and_face_gap(stale_door, engine, min_face_px=4000)
+    daemon = door.daemon
+    _gap(door, engine)
+    door.frame(0)  # DENIED_LOW_QUALITY on the old copy: kept to be made again
+    assert daemon.badges.put(CARD, "serial")
+    daemon._housekeeping(1.0)  # the matcher loads the change set, then the tap
+    from dataclasses import replace
+
+    c = daemon.pipeline.components
+    daemon.pipeline.components = replace(c, gate=replace(c.gate, min_face_px=0))  # his face is usable now
+    door.frame(1)
+    _stopping(daemon)
+    decided = [json.loads(e.payload) for e in daemon.outbox.peek(10)]
+    assert sorted(d["decision"] for d in decided) == ["ERROR", "GRANTED"], decided
+    error = next(d for d in decided if d["decision"] == "ERROR")
+    assert "a badge was read" in error["reason"] and "would have been DENIED_LOW_QUALITY" in error["reason"]
+    assert door.pulses == ["obama"] and daemon.pipeline.stale._remade == {}
