@@ -154,9 +154,14 @@ class Follower:
         try:
             position = self.replica.position()
         except PositionUnreadable as exc:  # fail closed: diverged (a snapshot replaces the copy), not unknown
-            log.error("sync %s: %s: the copy is treated as diverged at seq %d until the desk's snapshot "
-                      "replaces it", collection_id, exc, state.seq)
-            self.replica.mark_diverged(state.seq)
+            # marked one below its seq: the desk's snapshot at the door's own seq replaces it (a desk
+            # that has not moved since, the common case, answers with one there; marked at its seq,
+            # that one was dropped as already applied and the door stayed stale until the desk's next
+            # change, review 93). A copy found on another history stays marked at its seq (_diverge).
+            mark = max(state.seq - 1, 0)
+            log.error("sync %s: %s: the copy is treated as diverged (stale, no delta applied) until the desk's "
+                      "snapshot at seq %d or later replaces it", collection_id, exc, mark + 1)
+            self.replica.mark_diverged(mark)
             position = None
         self.verifier = ChangeSetVerifier(trusted, collection_id, model_version, applied_seq=state.seq,
                                           position=position)
@@ -319,8 +324,8 @@ class Follower:
         try:
             if isinstance(body, Delta):
                 self.replica.apply_delta(cs, body, message_sha256(payload))
-            elif cs.seq == self.applied_seq:
-                return  # a chunk of a snapshot already applied
+            elif cs.seq == self.applied_seq and (self.diverged is None or cs.seq <= self.diverged):
+                return  # a chunk of a snapshot already applied (a diverged copy: only one past the mark)
             else:
                 before = self.replica.staging()
                 if not self.replica.stage_chunk(cs, body):  # more chunks to come, or superseded

@@ -211,13 +211,13 @@ def test_an_unreadable_position_fails_closed(door, keys, kept):  # noqa: F811
     with d.store.transaction() as c:
         assert c.execute("UPDATE meta SET value = ? WHERE key = 'sync_position:staff'", (kept,)).rowcount == 1
     again = _restarted(d, keys)
-    assert again.diverged == 3 and again.want_snapshot and "diverged" in again.stale_reason()
+    assert again.diverged == 2 and again.want_snapshot and "diverged" in again.stale_reason()  # marked below its seq
     new = old.fork(2)
     new.next(users_put=[UserPut(user_id="cat")])
     d.feed(new.next(users_put=[UserPut(user_id="dan")]))  # seq 4, after the desk's own seq 3
     assert again.applied_seq == 3 and not d.store.user_exists("staff", "dan")
     assert d.store.user_by_credential("staff", BADGE) == "yves"  # kept, but stale: not granted
-    assert _restarted(d, keys).diverged == 3  # a restart does not forget it
+    assert _restarted(d, keys).diverged == 2  # a restart does not forget it
     d.feed(new.snapshot("new-4", users_put=[UserPut(user_id=u) for u in ("ann", "bob", "cat", "dan")]),
            T.reply(DOOR))
     assert d.follower.diverged is None and d.follower.applied_seq == 4
@@ -226,6 +226,42 @@ def test_an_unreadable_position_fails_closed(door, keys, kept):  # noqa: F811
     d.clock.now += 1
     d.feed(head(keys[0], 5, I0 + 1), T.head)
     assert _fresh_with(d, "eve") and not d.store.user_exists("staff", "yves")
+
+
+def test_an_unreadable_position_is_replaced_by_the_desks_snapshot_at_the_doors_seq(door, keys):  # noqa: F811
+    """Review 93: the common case of a damaged position -- the desk has not moved since the door's
+    seq 3. The door (marked diverged) asks for a snapshot; the desk answers with its snapshot at its
+    seq, 3. It was dropped as "a chunk of a snapshot already applied", so the door stayed diverged
+    (stale: locked with on_stale = deny) until the desk's next change, on a quiet site for good."""
+    d, old = _ann_bob_and_the_contractor(door, keys)
+    with d.store.transaction() as c:
+        c.execute("UPDATE meta SET value = '{not json' WHERE key = 'sync_position:staff'")
+    again = _restarted(d, keys)
+    assert again.diverged == 2 and again.want_snapshot and again.stale()
+    d.feed(old.snapshot("same-3", users_put=[UserPut(user_id=u) for u in ("ann", "bob")]), T.reply(DOOR))
+    assert again.diverged is None and not again.want_snapshot and again.applied_seq == 3
+    assert again.replica.diverged() is None and again.replica.position() == envelope_payload_sha256(old.messages[2])
+    d.clock.now += 1
+    d.feed(head(keys[0], 3, I0 + 1), T.head)
+    assert _fresh_with(d, "bob") and d.store.user_by_credential("staff", BADGE) is None
+    d.feed(old.next(users_put=[UserPut(user_id="cat")]))  # the desk's next set follows its own seq 3
+    assert again.applied_seq == 4 and d.alarms == []
+
+
+def test_a_copy_of_another_history_takes_no_snapshot_at_its_own_seq(door, keys):  # noqa: F811
+    """What the fix above keeps: a copy found on another history (other bytes signed at its seq 3)
+    is marked at its seq, and a snapshot at that seq (a replay of the old history) leaves it diverged;
+    only one past it replaces the copy."""
+    d, old = _ann_bob_and_the_contractor(door, keys)
+    new = old.fork(2)
+    d.feed(new.next(users_put=[UserPut(user_id="cat")]))  # the restored desk's seq 3
+    assert d.follower.diverged == 3
+    d.feed(old.snapshot("old-3", users_put=[UserPut(user_id=u) for u in ("ann", "bob", "yves")]), T.reply(DOOR))
+    assert d.follower.diverged == 3 and d.follower.stale()
+    new.next(users_put=[UserPut(user_id="dan")])
+    d.feed(new.snapshot("new-4", users_put=[UserPut(user_id=u) for u in ("ann", "bob", "cat", "dan")]),
+           T.reply(DOOR))
+    assert d.follower.diverged is None and d.follower.applied_seq == 4 and not d.store.user_exists("staff", "yves")
 
 
 def test_a_position_kept_at_an_earlier_seq_is_not_known(door, keys):  # noqa: F811
