@@ -14,7 +14,8 @@ given twice) after investigating them: `gaps` then no longer counts them (`gaps 
 marked); nothing is deleted, and a number lost or given twice later counts again.
 
 Exit codes: 0 stopped (or done), 1 `gaps` found events never received (or numbers given twice)
-not acknowledged, 2 usage, 65 `acknowledge` refused (one line saying why; nothing recorded), 78
+not acknowledged, 2 usage, 65 `acknowledge` refused (one line saying why; nothing recorded), 75
+`acknowledge` not recorded: the database could not be written now (busy: try again; read-only), 78
 configuration problem (one line naming the key).
 """
 
@@ -34,11 +35,12 @@ from facelink.mqtt.client import MqttClient
 from facelink.mqtt.topics import all_alarms, all_decisions, all_panel_verdicts
 
 from .intake import Intake, requeue
-from .store import AuditLog, Refused
+from .store import AuditLog, Refused, Unwritable
 
 log = logging.getLogger("facelink.logger")
 
 EX_DATAERR = 65  # acknowledge refused
+EX_TEMPFAIL = 75  # acknowledge not recorded: the database could not be written now (busy, read-only)
 EX_CONFIG = 78
 
 
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             except Refused as exc:
                 print(f"facelink-logger: acknowledge refused, nothing recorded: {exc}", file=sys.stderr)
                 return EX_DATAERR
+            except Unwritable as exc:  # found in review 94: a traceback (the running logger writing)
+                print(f"facelink-logger: acknowledge not recorded, nothing recorded: {exc}", file=sys.stderr)
+                return EX_TEMPFAIL
             for ack in made:
                 print(json.dumps(ack))
             return 0

@@ -20,6 +20,7 @@ import logging
 import re
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -155,9 +156,30 @@ class Refused(ValueError):
     not reused), or that are acknowledged already. Nothing of it was written."""
 
 
+class Unwritable(Exception):
+    """An acknowledgment not recorded because the audit database could not be written now (busy:
+    another writer held it longer than the connection's timeout; read-only; disk full). Nothing of
+    it was written. Found in review 94: a traceback."""
+
+
 ACK_BY_MAX = 200  # characters of --by
 ACK_REASON_MAX = 4000  # characters of --reason
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # newline and tab are fine in a reason
+ACK_RANGES_MAX = 1000  # --missing/--reused ranges in one command (found in review 94: thousands held
+# the database's write lock for seconds, and the running logger, waiting longer than its timeout,
+# acknowledged and so lost the events it was handed meanwhile)
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _odd(name: str, ch: str) -> bool:
+    """A character not accepted in ``by``/``reason`` (found in review 94: only C0 controls were
+    refused; a C1 control, a line or paragraph separator or a bidi override reads as a forged log
+    line or reorders the text in a terminal, and a lone surrogate — bytes that are not UTF-8 on the
+    command line — was a traceback). ``by`` names someone: no invisible characters either."""
+    cat = unicodedata.category(ch)
+    if ch in "\n\t":
+        return name == "by"
+    return (cat in ("Cc", "Cs", "Co", "Zl", "Zp") or ch in _BIDI or ch == "\ufffd"
+            or (name == "by" and cat == "Cf"))
 
 
 def _text(name: str, value: Any, limit: int) -> str:
@@ -165,8 +187,9 @@ def _text(name: str, value: Any, limit: int) -> str:
         raise Refused(f"{name}: required, not blank")
     if len(value) > limit:
         raise Refused(f"{name}: at most {limit} characters ({len(value)} given)")
-    if _CONTROL.search(value) or (name == "by" and "\n" in value) or "\ufffd" in value:
-        raise Refused(f"{name}: control characters are not accepted")
+    if any(_odd(name, ch) for ch in value):
+        raise Refused(f"{name}: control characters are not accepted (nor line separators, invisible or "
+                      "bidirectional-override characters, or bytes that are not UTF-8)")
     return value.strip()
 
 
@@ -436,14 +459,33 @@ class AuditLog:
         evidence stays in ``sequenced``/``sequence_reused``); ``Refused`` says why not. Returns the
         sign-offs recorded, as :meth:`acknowledgments` lists them."""
         by, reason = _text("by", by, ACK_BY_MAX), _text("reason", reason, ACK_REASON_MAX)
-        if not isinstance(device, str) or not device or len(device) > 256:
-            raise Refused("door: required (its device id)")
+        if (not isinstance(device, str) or not device or len(device) > 256
+                or any(unicodedata.category(ch) in ("Cc", "Cs") for ch in device)):
+            raise Refused("door: required (its device id; no control characters, UTF-8)")
         if not isinstance(stream, str) or not re.fullmatch(EVENT_STREAM, stream):
             raise Refused("stream: an outbox stream id (32 hexadecimal digits, as facelink-logger streams lists)")
         ranges = [("missing", *_range("missing", r)) for r in missing] + [("reused", *_range("reused", r)) for r in reused]
         if not ranges:
             raise Refused("nothing to acknowledge: name --missing and/or --reused numbers")
+        if len(ranges) > ACK_RANGES_MAX:
+            raise Refused(f"{len(ranges)} ranges: at most {ACK_RANGES_MAX} in one command (name a run of "
+                          "numbers as one range FIRST-LAST)")
+        # before the write lock is taken, and sorted (found in review 94: each range against every
+        # other one, inside the transaction, held the running logger off for seconds)
+        for what in ("missing", "reused"):
+            runs = sorted((first, last) for w, first, last in ranges if w == what)
+            for (a_first, a_last), (b_first, b_last) in zip(runs, runs[1:]):
+                if b_first <= a_last:
+                    raise Refused(f"{what}: {a_first}-{a_last} and {b_first}-{b_last} overlap")
         when = at or datetime.now(timezone.utc).isoformat()
+        try:
+            return self._acknowledge(device, stream, by, reason, ranges, when)
+        except sqlite3.OperationalError as exc:
+            raise Unwritable(f"the audit database could not be written ({exc}): a busy database (another "
+                             "writer) may be tried again") from None
+
+    def _acknowledge(self, device: str, stream: str, by: str, reason: str,
+                     ranges: list[tuple[str, int, int]], when: str) -> list[dict[str, Any]]:
         with self._lock:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")  # the checks and the sign-off see the same log
@@ -452,10 +494,7 @@ class AuditLog:
                 if last_seq is None:
                     raise Refused(f"door {device[:64]!r} has no stream {stream} in this log (facelink-logger streams)")
                 ids = []
-                for i, (what, first, last) in enumerate(ranges):
-                    for other, o_first, o_last in ranges[i + 1:]:
-                        if other == what and o_first <= last and o_last >= first:
-                            raise Refused(f"{what}: {first}-{last} and {o_first}-{o_last} overlap")
+                for what, first, last in ranges:
                     if what == "missing":
                         self._check_missing(device, stream, first, last, last_seq)
                     else:

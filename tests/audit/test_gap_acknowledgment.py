@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
 
 import pytest
 
@@ -21,6 +22,8 @@ from facelink.mqtt.outbox import Outbox
 from tests.audit.test_event_gaps import _put
 
 EX_DATAERR = 65  # acknowledge refused (README: Audit log)
+EX_TEMPFAIL = 75  # acknowledge not recorded: the database busy
+ACK_RANGES_MAX = 1000  # ranges in one acknowledge (README: Audit log)
 BY = "j.smith (security manager)"
 WHY = "INC-2291: outbox full while the door was offline 2026-12-01 (health outbox_dropped 2)"
 
@@ -217,6 +220,16 @@ def test_acknowledged_reused_numbers_stop_alarming_until_a_number_is_given_again
     (["--missing", "2", "--door", "back"], "has no stream"),
     (["--missing", "2", "--stream", "0" * 32], "has no stream"),
     (["--missing", "2", "--stream", "not-a-stream"], "stream: an outbox stream id"),
+    # found in review 94: bytes that are not UTF-8 on the command line (lone surrogates) were a
+    # traceback; C1 controls, line separators, bidi overrides and invisible characters in who
+    # signed off read as forged log lines or another name
+    (["--missing", "2", "--by", "j.smith\udcff"], "not UTF-8"),
+    (["--missing", "2", "--reason", "lost\udce9"], "not UTF-8"),
+    (["--missing", "2", "--door", "fr\udcffont"], "door: required"),
+    (["--missing", "2", "--by", "eve\x85INFO forged"], "control"),
+    (["--missing", "2", "--reason", "ok\u2028INFO forged line"], "control"),
+    (["--missing", "2", "--reason", "INC-1 \u202edias ti"], "bidirectional"),
+    (["--missing", "2", "--by", "j.sm\u200bith"], "invisible"),
 ])
 def test_an_acknowledgment_naming_numbers_not_missing_or_bad_input_is_refused(tmp_path, capsys, args, said):
     db = tmp_path / "audit.db"
@@ -290,3 +303,74 @@ def test_signing_off_part_of_a_gap_leaves_the_rest_counted(tmp_path, capsys):
         [(2, 3, low["id"]), (4, 5, None), (6, 6, high["id"])]
     rc, (summary,), _ = _cli(db, "streams", capsys=capsys)
     assert (summary["missing"], summary["acknowledged_missing"]) == (2, 3)
+
+
+def test_a_sign_off_while_another_writer_holds_the_database_is_a_typed_refusal(tmp_path, capsys):
+    """Found in review 94: the database locked (by the running logger, a requeue) past the
+    connection's timeout was a traceback. Exit 75, one line, nothing recorded; again later works."""
+    db = tmp_path / "audit.db"
+    outbox, stream = _deliver(tmp_path, ["u1", "u2", "u3"], lost={2})
+    outbox.close()
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        rc, out, err = _cli(db, "acknowledge", "--door", "front", "--stream", stream, "--missing", "2",
+                            "--by", BY, "--reason", WHY, capsys=capsys)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert rc == EX_TEMPFAIL and out == [] and "Traceback" not in err
+    assert "database is locked" in err and "nothing recorded" in err
+    rc, made, _ = _cli(db, "acknowledge", "--door", "front", "--stream", stream, "--missing", "2",
+                       "--by", BY, "--reason", WHY, capsys=capsys)
+    assert rc == 0 and len(made) == 1
+
+
+def test_a_sign_off_of_thousands_of_ranges_does_not_make_the_running_logger_lose_events(tmp_path, capsys):
+    """Found in review 94: every range was checked against every other one inside the write
+    transaction, so thousands of ``--missing N`` (a script signing off a full outbox's drops one by
+    one) held the database for many seconds; the running logger's insert waited out its timeout
+    and raised, and the MQTT client acknowledges a message whose handler raised: the event was
+    lost. Now at most ACK_RANGES_MAX ranges, checked before the lock is taken."""
+    db = tmp_path / "audit.db"
+    outbox, stream = _deliver(tmp_path, ["u1"], lost=set())
+    _put(outbox, "u2", "u3")
+    second, third = outbox.peek(10)[1:3]
+    outbox.close()
+    audit = AuditLog(db)
+    intake = Intake(audit)
+    # the door's outbox numbered 12002 next: 2-12001 dropped while it was full
+    far = {**json.loads(second.payload), "event_seq": 12002}
+    intake.handle(second.topic, json.dumps(far).encode())
+    said: dict = {}
+
+    def sign_off() -> None:
+        said["rc"] = logger_main(["--db", str(db), "acknowledge", "--door", "front", "--stream", stream,
+                                  *[x for n in range(2, 12002) for x in ("--missing", str(n))],
+                                  "--by", BY, "--reason", WHY])
+
+    signing = threading.Thread(target=sign_off)
+    signing.start()
+    probe = sqlite3.connect(db, timeout=0, isolation_level=None)
+    while signing.is_alive():  # until it is done, or holds the database
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            break
+    probe.close()
+    late = {**json.loads(third.payload), "event_seq": 12003}
+    intake.handle(third.topic, json.dumps(late).encode())  # the running logger, meanwhile
+    signing.join()
+    audit.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM sequenced WHERE seq = 12003").fetchone()[0] == 1
+    err = capsys.readouterr().err
+    assert said["rc"] == EX_DATAERR and "at most 1000" in err
+    assert conn.execute("SELECT count(*) FROM acknowledged").fetchone()[0] == 0
+    conn.close()
+    # as many as are accepted, in one command, all recorded
+    rc, made, _ = _cli(db, "acknowledge", "--door", "front", "--stream", stream,
+                       *[x for n in range(2, 2 + ACK_RANGES_MAX) for x in ("--missing", str(n))],
+                       "--by", BY, "--reason", WHY, capsys=capsys)
+    assert rc == 0 and len(made) == ACK_RANGES_MAX
