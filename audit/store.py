@@ -452,7 +452,7 @@ class AuditLog:
                     reused: Sequence[Any] = (), at: str | None = None) -> list[dict[str, Any]]:
         """A security manager signs off numbers of ``device``'s outbox ``stream``: ``missing``
         ranges (each ``(first, last)`` or ``"N"``/``"N-M"``) whose every number is missing now — not
-        received, not after the stream's last received number (unknown there), not signed off
+        received, not after the stream's last recorded (not quarantined) number, not signed off
         already — and ``reused`` ranges whose every number was given to a second event not signed
         off yet (each such record is signed off; a number given again later is not). ``by`` (who)
         and ``reason`` are required. All or nothing, appended (never changed nor deleted: the
@@ -493,10 +493,15 @@ class AuditLog:
                                                  (device, stream)).fetchone()
                 if last_seq is None:
                     raise Refused(f"door {device[:64]!r} has no stream {stream} in this log (facelink-logger streams)")
+                # a number is known missing only below one the log *recorded*: a quarantined message
+                # can carry any number, and a sign-off up to it would cover losses still to come
+                # (found in review 94)
+                (recorded,) = self._conn.execute("SELECT max(seq) FROM sequenced WHERE device_id = ? AND stream = ? "
+                                                 "AND kind != 'quarantine'", (device, stream)).fetchone()
                 ids = []
                 for what, first, last in ranges:
                     if what == "missing":
-                        self._check_missing(device, stream, first, last, last_seq)
+                        self._check_missing(device, stream, first, last, recorded or 0)
                     else:
                         self._check_reused(device, stream, first, last)
                     cur = self._conn.execute(
@@ -518,8 +523,9 @@ class AuditLog:
 
     def _check_missing(self, device: str, stream: str, first: int, last: int, last_seq: int) -> None:
         if last > last_seq:
-            raise Refused(f"missing: {first}-{last}: the last number received of this stream is {last_seq}; "
-                          "later numbers are not known to be missing")
+            raise Refused(f"missing: {first}-{last}: the last number recorded of this stream is {last_seq} "
+                          "(a quarantined one does not count: facelink-logger requeue records it once it can "
+                          "be read); later numbers are not known to be missing")
         got = self._conn.execute("SELECT min(seq) FROM sequenced WHERE device_id = ? AND stream = ? "
                                  "AND seq BETWEEN ? AND ?", (device, stream, first, last)).fetchone()[0]
         if got is not None:

@@ -203,7 +203,7 @@ def test_acknowledged_reused_numbers_stop_alarming_until_a_number_is_given_again
 @pytest.mark.parametrize("args, said", [
     (["--missing", "1"], "number 1 was received"),
     (["--missing", "2-4"], "number 4 was received"),
-    (["--missing", "6"], "the last number received of this stream is 5"),
+    (["--missing", "6"], "the last number recorded of this stream is 5"),
     (["--missing", "3-2"], "not a range"),
     (["--missing", "0"], "not a range"),
     (["--missing", "two"], "not a number"),
@@ -374,3 +374,31 @@ def test_a_sign_off_of_thousands_of_ranges_does_not_make_the_running_logger_lose
                        *[x for n in range(2, 2 + ACK_RANGES_MAX) for x in ("--missing", str(n))],
                        "--by", BY, "--reason", WHY, capsys=capsys)
     assert rc == 0 and len(made) == ACK_RANGES_MAX
+
+
+def test_a_quarantined_number_far_ahead_does_not_let_a_sign_off_cover_the_future(tmp_path, capsys):
+    """A message on the door's topic that the logger quarantines can carry any ``event_seq`` (a
+    door's bug, garbage): it counts as received, so ``gaps`` shows every number before it missing.
+    A sign-off reaching past the last number *recorded* would also cover every loss still to come
+    on that stream (found in review 94): refused; the numbers up to the last recorded one can be."""
+    db = tmp_path / "audit.db"
+    outbox, stream = _deliver(tmp_path, ["u1", "u2", "u3", "u4", "u5"], lost={3})
+    (e,) = [e for e in outbox.peek(10) if json.loads(e.payload)["event_seq"] == 5]
+    far = json.loads(e.payload)
+    far.update(event_seq=1_000_000, event_id="garbage-far-ahead", similarity="high")  # quarantined
+    audit = AuditLog(db)
+    intake = Intake(audit)
+    intake.handle(e.topic, json.dumps(far).encode())
+    assert intake.quarantined == 1
+    audit.close()
+    rc, gaps, _ = _cli(db, "gaps", capsys=capsys)
+    assert rc == 1 and [(g["first"], g["last"]) for g in gaps] == [(3, 3), (6, 999_999)]
+
+    rc, made, err = _cli(db, "acknowledge", "--door", "front", "--stream", stream, "--missing", "6-999999",
+                         "--by", BY, "--reason", WHY, capsys=capsys)
+    assert rc == EX_DATAERR and made == [] and "Traceback" not in err and "recorded" in err
+    rc, made, _ = _cli(db, "acknowledge", "--door", "front", "--stream", stream, "--missing", "3",
+                       "--by", BY, "--reason", WHY, capsys=capsys)
+    assert rc == 0 and [(a["first"], a["last"]) for a in made] == [(3, 3)]
+    rc, gaps, _ = _cli(db, "gaps", capsys=capsys)
+    assert rc == 1 and [(g["first"], g["last"]) for g in gaps] == [(6, 999_999)]  # still said
