@@ -213,6 +213,7 @@ class Publisher:
             if r is not None and (r.held or (last.seq if last else 0) <= r.evidence_seq):
                 self._restores[c] = r
         self._held_logged: dict[str, float] = {}
+        self._absent_logged: dict[str, float] = {}  # an accepted restore of a collection not in the store
 
     # -- MQTT side (paho's thread) ------------------------------------------------------------
     def subscriptions(self) -> list[str | tuple[str, int]]:
@@ -408,15 +409,17 @@ class Publisher:
         At most ``restore_batch`` per call, in one journal transaction (a lost range of 100k seqs
         took minutes in one step, every other collection waiting; review 90): each batch is
         durable, and a desk started again mid-way goes on from its journal (the accepted hold is
-        kept in ``_restores`` until the journal is past it, see ``__init__``). Until then nothing
+        kept in ``_restores`` until the journal is past it, see ``__init__``; a collection not in
+        the store yet is waited for, the hold kept: :meth:`_absent`). Until then nothing
         of ``c`` goes out -- no change set, head or answer: a head naming a seq of the lost range
         would confirm a door's copy of the lost history."""
         with self.store.read_transaction():
             last = self.journal.last(c)
             if last is None:
                 coll = self.store.get_collection(c)
-                if coll is None:
-                    return True  # nothing to publish until the collection exists (held no longer)
+                if coll is None:  # nothing to journal past yet: kept until the collection exists
+                    self._absent(c, r)
+                    return False
                 position = self._feeds[c].position_in_transaction()
                 self._journal(c, coll.face_model_version, position, Rebase(
                     feed_position=position, reason="the desk's history went back: take a snapshot"))
@@ -432,6 +435,19 @@ class Publisher:
                 log.info("%s: the restore was accepted: journaled empty change sets through seq %d of %d",
                          c, last.seq + count, r.evidence_seq + 1)
             return done
+
+    def _absent(self, c: str, r: Restore) -> None:
+        """An accepted restore of ``c``, which the desk's store does not hold (the backup is older
+        than the collection): the hold stays (in ``_restores``, as a desk started again finds it
+        in ``__init__``) until the collection is created and the journal is past the lost seqs.
+        It used to be dropped here, and a collection created later in the same run was journaled
+        and published from seq 1 -- seqs of the lost range, with heads naming them (review 97)."""
+        now = self.monotonic()
+        if now - self._absent_logged.get(c, float("-inf")) >= HELD_LOG_S:
+            self._absent_logged[c] = now
+            log.warning("%s: the restore was accepted, but the collection is not in the desk's database: once it "
+                        "is created, empty change sets are journaled through seq %d before anything of %s is "
+                        "published (the lost seqs %d..%d)", c, r.evidence_seq + 1, c, *r.lost)
 
     def _failed(self, what: str, exc: Exception) -> None:
         """Log a failure with its traceback the first time, then once a minute while it repeats
