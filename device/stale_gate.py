@@ -7,6 +7,12 @@ refused (:meth:`StaleGate.refused`), has it restart held tracks at each housekee
 (:meth:`StaleGate.at_shutdown`); the pipeline asks it each frame for the decisions not made again
 (:meth:`StaleGate.not_made_again`). A door without sync has none.
 
+- A face's DENIED_SPOOF (liveness refused the presentation) or DENIED_LOW_QUALITY (the quality gate
+  refused a full window, before any match) is decided by no copy of the collection: published as
+  made, stale or not, in the gap or not; never kept, made again nor withdrawn, its cooldown runs
+  and its track stays decided (found in review: kept and made again, the attacker got a fresh
+  liveness attempt and the spoof record was dropped if it decided otherwise). Every decision that
+  depends on the match (GRANTED, DENIED_UNKNOWN, DENIED_WRONG_FACE) goes through the gate below.
 - A GRANTED the gate stopped is withdrawn like one the outbox could not record (its cooldown
   goes, its track starts again): the person still at the door is granted as soon as the copy is
   fresh again. While it stays stale, the ERROR is published once per ``cooldown_s`` for that
@@ -32,7 +38,9 @@ refused (:meth:`StaleGate.refused`), has it restart held tracks at each housekee
 - A card_and_face face verdict made in that gap is made again like a face's decision: the
   verification it closed opens again (its own window; each tick still checks its badge against the
   database, so a badge revoked in the change set closes it DENIED_UNKNOWN_CARD) and its track starts
-  again. It is kept until the track decides again or the verification closes otherwise (its window,
+  again, with every other undecided track in view, as the tap started them (found in review: a
+  bystander's wrong-face frames from the first window closed it DENIED_WRONG_FACE before the
+  holder's restarted track decided; a decided track does not observe, so it cannot close it). It is kept until the track decides again or the verification closes otherwise (its window,
   its badge revoked, another badge): that decision stands for it. The face leaving, or the door
   stopping, first publishes it as ERROR and closes the verification with it (one record per tap;
   until 2026-12-07 it was ERROR STALE_COLLECTION at once, and the holder tapped again).
@@ -52,7 +60,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .assembly import Components
-from .decision import DENIED_WRONG_FACE, ERROR, GRANTED, Decision
+from .decision import DENIED_LOW_QUALITY, DENIED_SPOOF, DENIED_WRONG_FACE, ERROR, GRANTED, Decision
 from .pipeline import withhold
 
 if TYPE_CHECKING:  # the fleet's crypto is loaded only by a door with sync on
@@ -85,6 +93,8 @@ class StaleGate:
         None (nothing: it is made again by the next frames, or its ERROR is in its cooldown).
         ``now``: the decision clock's time of the step that made it (None: no cooldown for the ERROR);
         ``made_on``: :meth:`mark` before that step (None: not known)."""
+        if _independent_of_copy(decision):  # liveness or quality refused it: no copy decides otherwise
+            return decision
         current = made_on is not None and made_on == self.sync.applied_seq and _made_on_database(decision)
         claim = self.factors.closed_by(decision) if self.factors is not None else None
         gated = self.sync.gate(decision, again=_can_decide_again(decision, claim), current=current)
@@ -179,13 +189,24 @@ class StaleGate:
         or could not start again): the caller publishes its ERROR (found in review: it was lost)."""
         try:
             c.policy.withdraw(decision)
-            for track in c.tracker.tracks():
-                if track.track_id == decision.track_id:
-                    c.tracker.restart(track)
-                    if claim is not None:
-                        self.factors.reopen(claim)
-                    self._remade[track.track_id] = (decision, claim)  # under its new id
-                    return True
+            own = next((t for t in c.tracker.tracks() if t.track_id == decision.track_id), None)
+            if own is None:
+                return False
+            c.tracker.restart(own)
+            if claim is not None:
+                # the verification starts again as a tap starts it: every undecided track in view
+                # starts again too, so that nothing seen in the first window (a bystander's wrong
+                # face) closes it before the holder's restarted track decides (found in review). A
+                # decided track does not observe: it cannot close it (and restarting it would make
+                # its published decision a second time)
+                for track in c.tracker.tracks():
+                    if track is not own and track.decided is None:
+                        was = track.track_id
+                        c.tracker.restart(track)
+                        self.restarted(was, track.track_id)
+                self.factors.reopen(claim)
+            self._remade[own.track_id] = (decision, claim)  # under its new id
+            return True
         except Exception:  # noqa: BLE001 - its ERROR is published instead; the door stays locked
             log.exception("could not start again the track of a decision to be made again")
         return False
@@ -208,6 +229,14 @@ def _not_made_again(made: Decision, why: str) -> Decision:
     return replace(made, decision=ERROR, reason=(
         f"not made again: made before the matcher loaded a change set, and {why} before it was "
         f"decided on the loaded copy (would have been {made.decision})")[:300])
+
+
+def _independent_of_copy(decision: Decision) -> bool:
+    """Does no copy of the collection decide ``decision`` otherwise? A face's DENIED_SPOOF (liveness
+    refused the presentation: it names nobody, and the frames it refused grant on no copy) and
+    DENIED_LOW_QUALITY (a full window of frames the quality gate refused before any match). Every
+    other decision depends on the match: GRANTED, DENIED_UNKNOWN, DENIED_WRONG_FACE."""
+    return decision.track_id is not None and decision.decision in (DENIED_SPOOF, DENIED_LOW_QUALITY)
 
 
 def _made_on_database(decision: Decision) -> bool:

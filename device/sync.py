@@ -5,8 +5,9 @@
 - refusals become facelink.alarm/1 events on ``<prefix>/<device>/alarm``, through the outbox
   (durable, QoS 1, the one drainer);
 - after every apply the daemon refreshes its matcher at once (:meth:`DoorSync.changed`);
-- ``sync.on_stale = "deny"``: while the copy is stale every decision becomes ERROR
-  ``STALE_COLLECTION`` (the door stays locked; a decision it stopped is withdrawn by the daemon,
+- ``sync.on_stale = "deny"``: while the copy is stale every decision that depends on it becomes
+  ERROR ``STALE_COLLECTION`` (a face's DENIED_SPOOF or DENIED_LOW_QUALITY does not: the stale gate
+  publishes it as made, never asking :meth:`DoorSync.gate`; the door stays locked; a decision it stopped is withdrawn by the daemon,
   a DENIED's track decided again once :meth:`DoorSync.settled`: ``device/stale_gate.py``); ``"keep"``:
   decisions stand, health says stale;
 - either way, a decision the matcher made before it loaded the change set last applied is not

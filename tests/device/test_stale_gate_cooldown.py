@@ -54,11 +54,11 @@ class StaleDoor:
 def stale_door(tmp_path, faces_dir, engine, make_settings, monkeypatch):
     made: list[Daemon] = []
 
-    def make(matching: dict | None = None, **sync: Any) -> StaleDoor:
+    def make(matching: dict | None = None, liveness: dict | None = None, **sync: Any) -> StaleDoor:
         generate_keypair(tmp_path / "keys/desk.key", tmp_path / "keys/desk.pub")
         settings = make_settings(camera={"source": str(tmp_path)}, mqtt={"port": 1}, matching=matching or ONE_FRAME,
                                  credentials={"sources": []},  # badge reads: put by the tests
-                                 liveness={"enabled": False}, sync={"enabled": True, "on_stale": "deny", **sync},
+                                 liveness=liveness or {"enabled": False}, sync={"enabled": True, "on_stale": "deny", **sync},
                                  fleet={"trusted_keys": [str(tmp_path / "keys/desk.pub")]})
         with Store(settings.store.database) as store:
             _enroll(Context(store, lambda: engine), faces_dir)
@@ -517,24 +517,24 @@ def _stopping(daemon) -> None:
     daemon._close_verifications("the door stopped")
 
 
-def test_a_tap_does_not_turn_a_decision_kept_to_be_made_again_into_an_error(engine, stale_door):
+def test_a_low_quality_denial_in_the_gap_is_published_at_once(engine, stale_door):
     """card_and_face: obama's face (too small for the door: DENIED_LOW_QUALITY) is decided on the
-    matcher's copy before a change set the worker applied: kept to be made again. He taps his
-    badge: the new verification restarts the tracks in view. Before the fix the kept decision was
-    published as ERROR "the face left" (its track id was gone) while he still stood there, and then
-    his restarted track decided again: two records for one presentation. Now the kept decision
-    follows his restarted track and the decision made again stands for it: one record."""
+    matcher's copy before a change set the worker applied. The quality gate refused every frame
+    before any match: no copy decides it otherwise, so it is published at once, not kept to be
+    made again (until review 96 it was kept, and a tap carried it over to the restarted track).
+    He taps: the new verification restarts the tracks in view and his face, still too small, is
+    DENIED_LOW_QUALITY again, as at a door without the gap (a tap is a presentation of its own)."""
     door = _card_and_face_gap(stale_door, engine, min_face_px=4000)
     daemon = door.daemon
     _gap(door, engine)
-    door.frame(0)  # DENIED_LOW_QUALITY on the old copy: kept to be made again
-    assert _decisions(daemon) == []
+    door.frame(0)  # DENIED_LOW_QUALITY on the old copy: published as made
+    assert _decisions(daemon) == [("DENIED_LOW_QUALITY", None, "SMALL_BOUNDING_BOX")]
+    assert daemon.pipeline.stale._remade == {}
     assert daemon.badges.put(CARD, "serial")
     daemon._housekeeping(1.0)  # the matcher loads the change set, then the tap: a verification, tracks restarted
     assert daemon.pipeline.factors.claim is not None
     door.frame(1)  # obama still there, same spot
-    assert _decisions(daemon) == [("DENIED_LOW_QUALITY", None, "SMALL_BOUNDING_BOX")], \
-        "the tap turned the kept decision into an ERROR as if the face had left"
+    assert _decisions(daemon) == [("DENIED_LOW_QUALITY", None, "SMALL_BOUNDING_BOX")] * 2
     assert daemon.pipeline.stale._remade == {} and door.pulses == []
 
 
@@ -612,17 +612,18 @@ def test_a_card_and_face_verdict_kept_then_the_face_left_is_one_error(engine, st
     assert "would have been GRANTED" in decided[0]["reason"] and door.pulses == []
 
 
-def test_a_tap_does_not_let_its_verdict_stand_for_a_decision_kept_from_before_it(engine, stale_door, monkeypatch):
+def test_a_tap_does_not_let_its_verdict_stand_for_a_decision_from_before_it(engine, stale_door):
     """card_and_face: obama's face (too small: DENIED_LOW_QUALITY) is decided on the matcher's old
-    copy and kept to be made again; then he taps and, his face now usable, the new verification
-    grants him. At a door without the gap that is two records (the face-only decision before the
-    tap, then the verification's verdict): the tap starts a presentation of its own. Found in
-    review: the kept decision followed his restarted track and the verdict of the verification
-    stood for it — the decision before the tap (a DENIED_SPOOF the same way) had no record."""
+    copy; then he taps and, his face now usable, the new verification grants him. At a door without
+    the gap that is two records (the face-only decision before the tap, then the verification's
+    verdict): the tap starts a presentation of its own. Found in review: the kept decision followed
+    his restarted track and the verdict of the verification stood for it (no record of the decision
+    before the tap); then it was published as ERROR "a badge was read"; since review 96 a
+    DENIED_LOW_QUALITY (or DENIED_SPOOF) in the gap is published as made."""
     door = _card_and_face_gap(stale_door, engine, min_face_px=4000)
     daemon = door.daemon
     _gap(door, engine)
-    door.frame(0)  # DENIED_LOW_QUALITY on the old copy: kept to be made again
+    door.frame(0)  # DENIED_LOW_QUALITY on the old copy: published as made
     assert daemon.badges.put(CARD, "serial")
     daemon._housekeeping(1.0)  # the matcher loads the change set, then the tap
     from dataclasses import replace
@@ -631,8 +632,104 @@ def test_a_tap_does_not_let_its_verdict_stand_for_a_decision_kept_from_before_it
     daemon.pipeline.components = replace(c, gate=replace(c.gate, min_face_px=0))  # his face is usable now
     door.frame(1)
     _stopping(daemon)
-    decided = [json.loads(e.payload) for e in daemon.outbox.peek(10)]
-    assert sorted(d["decision"] for d in decided) == ["ERROR", "GRANTED"], decided
-    error = next(d for d in decided if d["decision"] == "ERROR")
-    assert "a badge was read" in error["reason"] and "would have been DENIED_LOW_QUALITY" in error["reason"]
+    assert _decisions(daemon) == [("DENIED_LOW_QUALITY", None, "SMALL_BOUNDING_BOX"), ("GRANTED", "obama", None)]
     assert door.pulses == ["obama"] and daemon.pipeline.stale._remade == {}
+
+LIVENESS = {"enabled": True, "frozen_feed": True}  # FROZEN_FEED: a still is DENIED_SPOOF at its 4th frame
+
+
+def _still(door: StaleDoor):
+    """obama's photo as a frozen feed: the same pixels every frame (an injected still)."""
+    from facelink.device.camera import Frame
+
+    still = _frame(door.faces_dir, "obama", 0)
+    return lambda t: door.daemon._frame(Frame(still.pixels, float(t), t))
+
+
+def test_a_spoof_denial_in_the_gap_is_published_at_once_not_made_again(engine, stale_door):
+    """Found in review: a DENIED_SPOOF (liveness refused the presentation: here a frozen feed of
+    obama's photo) made after the sync worker applied a change set, before the matcher loaded it,
+    was kept and made again like a decision that depends on the copy: its cooldown withdrawn, its
+    track restarted, so the attacker got a fresh liveness attempt, and the spoof record was dropped
+    if that attempt decided otherwise. Liveness does not depend on the copy (a DENIED_SPOOF names
+    nobody, and no copy turns a refused presentation into a grant): it is published at once, its
+    track stays decided and its cooldown runs."""
+    door = stale_door(ONE_FRAME, LIVENESS, challenge_every_s=0)
+    daemon = door.daemon
+    _confirm(door, engine)
+    daemon._housekeeping(0.0)
+    show = _still(door)
+    for t in range(3):  # not yet compared enough to call it
+        show(t)
+    assert _decisions(daemon) == []
+    _gap(door, engine)
+    show(3)  # DENIED_SPOOF, on the matcher's copy before the change set
+    assert _decisions(daemon) == [("DENIED_SPOOF", None, "FROZEN_FEED")], \
+        "the spoof denial in the gap was kept to be made again: a fresh liveness attempt"
+    c = daemon.pipeline.components
+    (track,) = c.tracker.tracks()
+    assert track.decided == "DENIED_SPOOF" and daemon.pipeline.stale._remade == {}
+    assert c.policy._cooling(f"DENIED_SPOOF:{track.track_id}", 3.0), "its cooldown was withdrawn"
+    daemon._housekeeping(4.0)  # the matcher loads the change set
+    for t in range(4, 10):
+        show(t)
+    _stopping(daemon)
+    assert _decisions(daemon) == [("DENIED_SPOOF", None, "FROZEN_FEED")] and door.pulses == []
+
+
+def test_a_spoof_denial_at_a_stale_door_is_published_as_made(stale_door):
+    """sync.on_stale = deny turns a decision that depends on the copy into ERROR STALE_COLLECTION;
+    a DENIED_SPOOF does not (found in review: it was that ERROR, its cooldown withdrawn and its
+    track held, then decided again once the copy was fresh: a fresh liveness attempt)."""
+    door = stale_door(ONE_FRAME, LIVENESS)
+    assert door.daemon.sync.follower.stale()
+    show = _still(door)
+    for t in range(8):
+        show(t)
+    assert _decisions(door.daemon) == [("DENIED_SPOOF", None, "FROZEN_FEED")] and door.pulses == []
+    assert door.daemon.pipeline.stale._held == set()
+
+
+def _two_faces(door: StaleDoor):
+    """obama (the badge holder) at the door and biden beside him, smaller: one frame of both."""
+    import cv2
+    import numpy as np
+
+    from facelink.device.camera import Frame
+
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    for name, (y, x, w, h) in (("obama", (60, 140, 288, 360)), ("biden", (120, 460, 168, 210))):
+        photo = cv2.imread(str(door.faces_dir / "people" / name / "1.jpg"))
+        canvas[y:y + h, x:x + w] = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
+
+    def show(t: int) -> None:
+        noise = np.random.default_rng(t).normal(0, 2, canvas.shape)
+        door.daemon._frame(Frame(np.clip(canvas + noise, 0, 255).astype(np.uint8), float(t), t))
+    return show
+
+
+def test_a_verification_opened_again_restarts_the_other_undecided_tracks(engine, stale_door):
+    """card_and_face, two of two frames: obama taps, biden stands beside him (not the holder:
+    a wrong face for this verification). Frame 0: obama matches, biden is a wrong face. The sync
+    worker applies a change set; frame 1: obama's verdict (GRANTED) is made on the matcher's old
+    copy: not published, the verification opens again and his track starts again. Found in review:
+    biden's track kept its wrong-face frame from the first window, so the next frame closed the
+    reopened verification DENIED_WRONG_FACE before obama's restarted track could decide: obama,
+    standing there, was refused. A reopen restarts every undecided track in view, as the tap did."""
+    door = _card_and_face_gap(stale_door, engine, frames_required=2, frames_window=3, min_face_px=40)
+    daemon = door.daemon
+    show = _two_faces(door)
+    assert daemon.badges.put(CARD, "serial")
+    daemon._badges(0.0)
+    show(0)
+    assert len(daemon.pipeline.components.tracker.tracks()) == 2
+    _gap(door, engine)
+    show(1)  # obama's GRANTED on the old copy: made again
+    assert _decisions(daemon) == [] and daemon.pipeline.factors.claim is not None
+    daemon._housekeeping(2.0)  # the matcher loads it
+    for t in (2, 3):
+        show(t)
+    _stopping(daemon)
+    assert _decisions(daemon) == [("GRANTED", "obama", None)], \
+        "a wrong face seen before the reopen closed obama's verification first"
+    assert door.pulses == ["obama"]
