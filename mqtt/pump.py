@@ -41,6 +41,9 @@ class OutboxPump:
         self.failures = 0  # consecutive failed publish attempts
         self.error: str | None = None  # the outbox itself failed (e.g. disk full): why, until a round works
         self._not_deleted: list[int] = []  # acknowledged by the broker; their delete failed and is retried
+        # handed over in a round that an outbox error ended: still the pump's own, awaited first in
+        # the next round, never published again while paho has them in flight (review 98)
+        self._in_flight: deque[tuple[OutboxEvent, Pending]] = deque()
         self.outbox_failures = 0  # rounds that failed in the outbox (each followed by a wait of retry_s)
         self._last_warn = -1e9
         self._closing = threading.Event()
@@ -90,9 +93,10 @@ class OutboxPump:
         if self._not_deleted:  # acknowledged by the broker, but their delete failed: that first,
             self.outbox.ack(self._not_deleted)  # not the same events published again and again
             self._not_deleted = []
-        in_flight: deque[tuple[OutboxEvent, Pending]] = deque()
+            self._outbox_works()  # said at once: the round that follows may last (review 98)
+        in_flight, self._in_flight = self._in_flight, deque()  # what an outbox error left in flight
         acked: list[int] = []  # acknowledged, not yet deleted
-        last = 0  # the seq of the last event handed over in this round
+        last = in_flight[-1][0].seq if in_flight else 0  # the seq of the last event handed over
         sending, progressed = True, False
         failed: str | None = None  # the first event that got no PUBACK (or could not be handed over)
         try:
@@ -129,6 +133,7 @@ class OutboxPump:
             self.outbox.ack(acked)
         except Exception:
             self._not_deleted = acked  # delivered: only their delete is retried, not the publish
+            self._in_flight = in_flight  # still travelling: awaited next round, not published again
             raise
         if failed is not None:
             self._publish_failed(failed)
@@ -143,6 +148,8 @@ class OutboxPump:
     def _delete_delivered(self) -> None:
         """Stopping: one last try at deleting what the broker acknowledged (it needs the disk, not
         the broker), so that it is not sent again on the next start."""
+        self._not_deleted += [ev.seq for ev, pending in self._in_flight if pending.done()]
+        self._in_flight.clear()
         if self._not_deleted:
             try:
                 self.outbox.ack(self._not_deleted)

@@ -84,3 +84,40 @@ def test_each_puback_frees_a_place_in_the_window_at_once(tmp_path, broker):
     assert inbox.wait_for(30) and inbox.barrier(broker.port)
     assert inbox.ids() == sent
     inbox.client.stop()
+
+
+def test_an_outbox_error_mid_round_does_not_send_the_events_in_flight_again(tmp_path, broker):
+    """Review 98: the rolling window deletes while later events travel, so a delete that fails
+    (the outbox locked, disk full) ends a round with events still in flight. They stay the pump's
+    own: the next round awaits their PUBACKs and does not publish them a second time while paho
+    still has them in flight (before, each of them reached the broker twice)."""
+    import sqlite3
+
+    from delay_proxy import DelayProxy
+
+    inbox = Inbox(broker.port, "inbox-midround")
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox._conn.execute("PRAGMA busy_timeout = 200")  # a locked outbox fails in 0.2 s, not 10 s
+    sent = _fill(outbox, DeviceTopics("facelink", "m").decision, 30)
+    other = sqlite3.connect(str(tmp_path / "outbox.db"), isolation_level=None)
+    with DelayProxy(broker.port) as proxy:
+        client = MqttClient(MqttSettings(port=proxy.port, publish_window=10), client_id="door-midround")
+        assert client.wait_connected(60)
+        proxy.hold_publishes(5)  # the broker gets 1-5; 6 and after wait in the link
+        other.execute("BEGIN IMMEDIATE")  # another writer: deleting 1-5 fails
+        pump = OutboxPump(outbox, client, window=10, ack_timeout_s=120, retry_s=0.3).start()
+        assert wait_until(lambda: pump.error is not None, 30)
+        assert wait_until(lambda: proxy.publishes_held >= 5, 30), proxy.publishes_held  # 6-10 at least
+        other.execute("ROLLBACK")
+        assert wait_until(lambda: len(outbox) == 25, 30), len(outbox)  # 1-5 deleted, nothing else
+        assert wait_until(lambda: pump.error is None, 5), pump.error  # the outbox works again
+        # never more than the window in the link: 6 and after are awaited, not published again
+        assert not wait_until(lambda: proxy.publishes_held > 10, 2), proxy.publishes_held
+        proxy.release()
+        assert wait_until(lambda: len(outbox) == 0, 60), len(outbox)
+        pump.close(5)
+        client.stop()
+    other.close()
+    assert inbox.wait_for(30) and inbox.barrier(broker.port)
+    assert inbox.ids() == sent  # all, in order, none twice
+    inbox.client.stop()
