@@ -229,6 +229,13 @@ class Journal:
             return None
         return _restore(self._conn, collection_id, self._read)
 
+    def collection_in_store(self, collection_id: str) -> bool:
+        """Does the desk database (the store beside this journal) hold ``collection_id``? An accepted
+        restore of one it does not hold waits for it to be created (``Publisher._absent``)."""
+        if not self._has_table("collections"):
+            return False
+        return bool(self._read("SELECT 1 FROM collections WHERE collection_id = ?", (collection_id,)))
+
     def restores(self) -> list[Restore]:
         if not self._has_table("fleet_restore"):
             return []

@@ -152,28 +152,37 @@ def collect(settings: Any, deadline_s: float) -> dict[str, Any]:
     finally:
         client.stop()
     restores: list[Any] = []
-    report = status.report(_desk_heads(settings, restores))
-    report["DeskRestores"] = {r.collection_id: _restore_report(r) for r in restores}
+    absent: set[str] = set()
+    report = status.report(_desk_heads(settings, restores, absent))
+    report["DeskRestores"] = {r.collection_id: _restore_report(r, r.collection_id in absent) for r in restores}
     report["Broker"] = {"Host": mqtt.host, "Port": mqtt.port, "Connected": connected}
     report["ListenedS"] = deadline_s
     return report
 
 
-def _restore_report(r: Any) -> dict[str, Any]:
-    """A collection whose desk history went back (fleet/journal.py ``Restore``), for the report."""
+def _restore_report(r: Any, absent: bool = False) -> dict[str, Any]:
+    """A collection whose desk history went back (fleet/journal.py ``Restore``), for the report;
+    ``absent``: the desk database does not hold the collection (an accepted hold waits for it)."""
     first, last = r.lost
+    if not r.held and absent:
+        accepted = (f"accepted, waiting: {r.collection_id} is not in the desk's database. Once it is created, "
+                    f"the desk journals empty change sets through seq {r.evidence_seq + 1} before anything of it "
+                    "is published")
+    else:
+        accepted = "accepted: the running desk journals past the lost seqs and publishes again"
     return {"State": "RESTORED" if r.held else "ACCEPTED", "LostSeqs": [first, last],
             "JournalSeq": r.journal_seq, "EvidenceSeq": r.evidence_seq, "DetectedAt": r.detected_at,
             "AcceptedAt": r.accepted_at,
             "Action": (f"held: the desk publishes nothing of {r.collection_id} and its doors go stale. Re-do the "
                        f"changes (deletions, revocations) made after the backup -- change sets {first}..{last} "
                        f"are lost -- then `facelink fleet accept-restore --collection {r.collection_id}`")
-            if r.held else "accepted: the running desk journals past the lost seqs and publishes again"}
+            if r.held else accepted}
 
 
-def _desk_heads(settings: Any, restores: list[Any] | None = None) -> dict[str, int]:
+def _desk_heads(settings: Any, restores: list[Any] | None = None, absent: set[str] | None = None) -> dict[str, int]:
     """The seq the desk's journal published per collection (when the desk database is here);
-    ``restores`` receives its restore holds, held or accepted but not yet journaled past."""
+    ``restores`` receives its restore holds, held or accepted but not yet journaled past, and
+    ``absent`` the collections of those the desk database does not hold (review 99)."""
     db = settings.store.database
     if not db.is_file():
         return {}
@@ -183,6 +192,7 @@ def _desk_heads(settings: Any, restores: list[Any] | None = None) -> dict[str, i
     try:
         heads = {c: journal.published_seq(c) for c in journal.collections()}
         found = _pending_restores(journal, heads)
+        missing = {r.collection_id for r in found if not journal.collection_in_store(r.collection_id)}
     except FaceLinkError:  # (StoreError) torn pages: a checkpoint under an immutable read?
         if not (journal.immutable and journal.writer_present()):
             raise
@@ -192,12 +202,17 @@ def _desk_heads(settings: Any, restores: list[Any] | None = None) -> dict[str, i
     if heads is not None and not (journal.immutable and journal.writer_present()):
         if restores is not None:
             restores[:] = found
+        if absent is not None:
+            absent |= missing
         return heads
     journal = Journal(db, readonly=True)  # a desk started during the immutable read: through its -wal
     try:
         heads = {c: journal.published_seq(c) for c in journal.collections()}
+        found = _pending_restores(journal, heads)
         if restores is not None:
-            restores[:] = _pending_restores(journal, heads)
+            restores[:] = found
+        if absent is not None:
+            absent |= {r.collection_id for r in found if not journal.collection_in_store(r.collection_id)}
         return heads
     finally:
         journal.close()
