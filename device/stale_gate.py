@@ -8,11 +8,17 @@ refused (:meth:`StaleGate.refused`), has it restart held tracks at each housekee
 (:meth:`StaleGate.not_made_again`). A door without sync has none.
 
 - A face's DENIED_SPOOF (liveness refused the presentation) or DENIED_LOW_QUALITY (the quality gate
-  refused a full window, before any match) is decided by no copy of the collection: published as
-  made, stale or not, in the gap or not; never kept, made again nor withdrawn, its cooldown runs
-  and its track stays decided (found in review: kept and made again, the attacker got a fresh
-  liveness attempt and the spoof record was dropped if it decided otherwise). Every decision that
-  depends on the match (GRANTED, DENIED_UNKNOWN, DENIED_WRONG_FACE) goes through the gate below.
+  refused a full window, before any match) never opens the door on any copy: published as made,
+  stale or not, in the gap or not; never kept, made again nor withdrawn, its cooldown runs and its
+  track stays decided (found in review: kept and made again, the attacker got a fresh liveness
+  attempt and the spoof record was dropped if it decided otherwise). DENIED_LOW_QUALITY depends on
+  no copy. DENIED_SPOOF does: only a frame that matched on the copy is recorded as a spoof (a
+  non-matching one stays ``nomatch``, ``pipeline._record``), so a copy that no longer holds the
+  face (a revocation in the gap) would have made the same presentation DENIED_UNKNOWN (review 99,
+  ``::test_a_spoof_denial_in_the_gap_of_a_revoked_face_is_the_spoof``); it is published all the
+  same: it opens nothing, and making it again is what gave the attacker the fresh attempt. Every
+  other decision that depends on the match (GRANTED, DENIED_UNKNOWN, DENIED_WRONG_FACE) goes
+  through the gate below.
 - A GRANTED the gate stopped is withdrawn like one the outbox could not record (its cooldown
   goes, its track starts again): the person still at the door is granted as soon as the copy is
   fresh again. While it stays stale, the ERROR is published once per ``cooldown_s`` for that
@@ -232,10 +238,12 @@ def _not_made_again(made: Decision, why: str) -> Decision:
 
 
 def _independent_of_copy(decision: Decision) -> bool:
-    """Does no copy of the collection decide ``decision`` otherwise? A face's DENIED_SPOOF (liveness
-    refused the presentation: it names nobody, and the frames it refused grant on no copy) and
-    DENIED_LOW_QUALITY (a full window of frames the quality gate refused before any match). Every
-    other decision depends on the match: GRANTED, DENIED_UNKNOWN, DENIED_WRONG_FACE."""
+    """Is ``decision`` published as made, whatever the copy? A face's DENIED_LOW_QUALITY (a full
+    window of frames the quality gate refused before any match: no copy decides it otherwise) and
+    DENIED_SPOOF (liveness refused the presentation: it names nobody, and the frames it refused
+    grant on no copy; but only frames that matched on the copy count as spoofs, so another copy may
+    have made it DENIED_UNKNOWN: a denial all the same, see the module docstring). Every other
+    decision depends on the match: GRANTED, DENIED_UNKNOWN, DENIED_WRONG_FACE."""
     return decision.track_id is not None and decision.decision in (DENIED_SPOOF, DENIED_LOW_QUALITY)
 
 

@@ -733,3 +733,42 @@ def test_a_verification_opened_again_restarts_the_other_undecided_tracks(engine,
     assert _decisions(daemon) == [("GRANTED", "obama", None)], \
         "a wrong face seen before the reopen closed obama's verification first"
     assert door.pulses == ["obama"]
+
+
+def test_a_spoof_denial_in_the_gap_of_a_revoked_face_is_the_spoof(engine, stale_door):
+    """Review 99: a DENIED_SPOOF is not independent of the copy -- only a frame that matched on it
+    counts as a spoof. obama's frozen photo, obama revoked by the change set in the gap: the old copy
+    matched him, so the presentation is DENIED_SPOOF, published as made (it opens nothing; making it
+    again was a fresh liveness attempt), where the loaded copy says DENIED_UNKNOWN. Nobody is granted
+    either way, and nothing more is published for the track once the copy is loaded."""
+    door = stale_door(ONE_FRAME, LIVENESS, challenge_every_s=0)
+    daemon = door.daemon
+    _confirm(door, engine)
+    daemon._housekeeping(0.0)
+    show = _still(door)
+    for t in range(3):
+        show(t)
+    _gap(door, engine, revoked="obama")
+    show(3)  # the old copy: obama, a still
+    assert _decisions(daemon) == [("DENIED_SPOOF", None, "FROZEN_FEED")]
+    daemon._housekeeping(4.0)  # the matcher loads the revocation
+    for t in range(4, 12):
+        show(t)
+    _stopping(daemon)
+    assert _decisions(daemon) == [("DENIED_SPOOF", None, "FROZEN_FEED")] and door.pulses == []
+
+
+def test_a_photo_of_a_revoked_face_on_the_loaded_copy_is_unknown(engine, stale_door):
+    """The same still once the matcher holds the revocation: no frame matches, so no frame counts as
+    a spoof -- DENIED_UNKNOWN (what the README says a DENIED_SPOOF in the gap stands for)."""
+    door = stale_door(ONE_FRAME, LIVENESS, challenge_every_s=0)
+    daemon = door.daemon
+    _confirm(door, engine)
+    daemon._housekeeping(0.0)
+    _gap(door, engine, revoked="obama")
+    daemon._housekeeping(0.5)
+    show = _still(door)
+    for t in range(12):
+        show(t)
+    _stopping(daemon)
+    assert _decisions(daemon) == [("DENIED_UNKNOWN", None, None)] and door.pulses == []
