@@ -8,14 +8,25 @@ DecisionMessage, ``.../panel`` PanelVerdictMessage or, by its ``schema``, PanelO
 ``.../alarm`` SyncAlarmMessage), and that the payload's
 ``device_id`` is the door the topic names. A message that fails is stored in the quarantine table
 (raw bytes, topic, reason, time) and acknowledged; the logger carries on.
+
+A message it cannot *store* (the database busy past its timeout because another writer holds it,
+disk full, an I/O error) is neither: ``handle`` tries again a few times (``STORE_TRIES``, over a
+few seconds), then raises ``StoreUnavailable`` and the logger's client does not acknowledge it,
+so the broker keeps it (found in review 95: it was acknowledged, and lost). From then on the intake
+*holds*: every message is refused at once (not acknowledged either) until ``retry_held`` stores
+the first one held -- the logger then reconnects its session and the broker sends every
+unacknowledged message again (recorded once: the store keeps one record per event id).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -34,6 +45,16 @@ log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 64 * 1024  # a decision is ~500 bytes
 LOG_EVERY_S = 10.0  # a flood of garbage is one log line per period (every message is in the table)
+STORE_TRIES = 3  # a message the database cannot take: tried this often ...
+STORE_RETRY_S = 1.0  # ... this far apart (each try may wait the connection's 5 s busy timeout too)
+HOLD_LOG_EVERY_S = 60.0  # while the database cannot store: one ERROR line per period
+# what the store raises when it cannot write now (busy, disk full, I/O error, read-only): not the
+# message's fault, so neither recorded nor quarantined, and never acknowledged
+STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
+
+
+class StoreUnavailable(Exception):
+    """The audit database cannot store a message now: it must stay at the broker (no PUBACK)."""
 
 
 class Rejected(Exception):
@@ -138,39 +159,129 @@ def _pages(audit: AuditLog) -> Iterator[Quarantined]:
 
 
 class Intake:
-    """Validate → record (new decisions are passed to ``on_new``) or quarantine."""
+    """Validate → record (new decisions are passed to ``on_new``) or quarantine; or, when the
+    database cannot store, ``StoreUnavailable`` (the message must not be acknowledged)."""
 
     def __init__(self, audit: AuditLog, on_new: Callable[[dict], None] | None = None) -> None:
         self.audit = audit
         self.on_new = on_new
         self.recorded = 0
         self.quarantined = 0
+        self.refused = 0  # messages not stored (not acknowledged) since the start
         self._logged_at = -1e9
         self._unlogged = 0
+        self._state = threading.Lock()
+        self._held: tuple[str, bytes] | None = None  # the first message not stored, while holding
+        self._held_since = 0.0
+        self._held_count = 0  # messages refused while holding
+        self._held_logged_at = -1e9
+
+    @property
+    def holding(self) -> bool:
+        """True while the database cannot store: messages are refused until ``retry_held`` stores."""
+        return self._held is not None
 
     def handle(self, topic: str, raw: bytes) -> None:
+        """Store one message (record or quarantine); ``StoreUnavailable`` if it could not be."""
+        with self._state:  # the database failed: no 5-second wait per message on paho's thread
+            holding = self._held is not None
+            if holding:
+                self.refused += 1
+                self._held_count += 1
+        if holding:
+            raise StoreUnavailable("audit database cannot store (holding messages at the broker)")
+        failure: BaseException | None = None
+        for attempt in range(STORE_TRIES):
+            if attempt:
+                time.sleep(STORE_RETRY_S)
+            try:
+                new = self._store(topic, raw)
+            except STORE_ERRORS as exc:
+                failure = exc
+                continue
+            self._announce(new)
+            return
+        self._refuse(topic, raw, failure)
+
+    def retry_held(self) -> bool:
+        """While holding, try to store the first message held once; True when the database stores
+        again (or nothing is held): the caller then has the broker send the others again."""
+        held = self._held
+        if held is None:
+            return True
+        try:
+            new = self._store(*held)
+        except STORE_ERRORS as exc:
+            now = time.monotonic()
+            with self._state:
+                due = now - self._held_logged_at >= HOLD_LOG_EVERY_S
+                if due:
+                    self._held_logged_at = now
+                count = self._held_count
+            if due:
+                log.error("audit database still cannot store (%s: %s) after %.0f s: %d message(s) NOT "
+                          "acknowledged, held at the broker", type(exc).__name__, exc, now - self._held_since, count)
+            return False
+        with self._state:
+            count, since = self._held_count, self._held_since
+            self._held = None
+        log.warning("audit database stores again after %.0f s: asking the broker again for the %d message(s) "
+                    "held there", time.monotonic() - since, count)
+        self._announce(new)
+        return True
+
+    def _refuse(self, topic: str, raw: bytes, failure: BaseException | None) -> NoReturn:
+        with self._state:
+            self.refused += 1
+            first = self._held is None
+            if first:
+                self._held, self._held_since, self._held_count = (topic, bytes(raw)), time.monotonic(), 0
+                self._held_logged_at = time.monotonic()
+            self._held_count += 1
+        if first:
+            log.error("audit database cannot store (%s: %s): messages are NOT acknowledged and wait at the "
+                      "broker until it can (at most the broker's in-flight limit unacknowledged, the rest "
+                      "queued there)", type(failure).__name__, failure)
+        raise StoreUnavailable(f"audit database cannot store: {failure}")
+
+    def _store(self, topic: str, raw: bytes) -> dict | None:
+        """Record or quarantine one message; the payload when newly recorded. ``STORE_ERRORS``
+        when the database could not take it (nothing counted)."""
         try:
             message = parse(topic, raw)
             payload = message.payload()
         except Rejected as exc:
             self._quarantine(topic, raw, exc.reason)
-            return
+            return None
         except Exception as exc:  # noqa: BLE001 - untrusted input must never stop the logger
             self._quarantine(topic, raw, f"unreadable: {type(exc).__name__}")
-            return
+            return None
         try:
             new = record(self.audit, message, payload)
         except Conflict as exc:  # not a redelivery: a forgery or a door reusing ids, kept for the staff
             self._quarantine(topic, raw, str(exc))
-            return
+            return None
+        except STORE_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a message the store cannot take for good: kept
+            log.exception("could not record a message on %s; quarantined", topic)
+            self._quarantine(topic, raw, f"not recorded: {type(exc).__name__}")
+            return None
         if new:
             self.recorded += 1
-            if self.on_new is not None:
+            return payload
+        return None
+
+    def _announce(self, payload: dict | None) -> None:
+        if payload is not None and self.on_new is not None:
+            try:
                 self.on_new(payload)
+            except Exception:  # noqa: BLE001 - recorded already: the message is acknowledged
+                log.exception("could not pass on a recorded decision")
 
     def _quarantine(self, topic: str, raw: bytes, reason: str) -> None:
-        self.quarantined += 1
         self.audit.quarantine(topic, raw, reason)
+        self.quarantined += 1
         now = time.monotonic()
         if now - self._logged_at < LOG_EVERY_S:
             self._unlogged += 1

@@ -44,18 +44,27 @@ EX_TEMPFAIL = 75  # acknowledge not recorded: the database could not be written 
 EX_CONFIG = 78
 
 
+RETRY_HELD_S = 2.0  # while the database cannot store: how often the first message held is tried again
+
+
 def subscribe(audit: AuditLog, settings: Settings, stop: threading.Event) -> Intake:
-    """Record decisions from the broker until ``stop`` is set."""
+    """Record decisions from the broker until ``stop`` is set. A message is acknowledged only once
+    it is stored (recorded or quarantined): while the database cannot store, messages stay at the
+    broker, and once it stores again the session reconnects and the broker sends them again."""
     intake = Intake(audit, on_new=lambda p: print(json.dumps(p), flush=True))
     client = MqttClient(settings.mqtt, client_id=settings.audit.client_id, clean_session=False,
                         subscriptions=[all_decisions(settings.mqtt.topic_prefix),
                                        all_panel_verdicts(settings.mqtt.topic_prefix),
                                        all_alarms(settings.mqtt.topic_prefix)],
-                        on_message=intake.handle)
+                        on_message=intake.handle, ack_when_handled=True)
     log.info("logging decisions from %s on %s:%d", all_decisions(settings.mqtt.topic_prefix),
              settings.mqtt.host, settings.mqtt.port)
-    stop.wait()
-    client.stop()
+    try:
+        while not stop.wait(RETRY_HELD_S):
+            if intake.holding and intake.retry_held() and not stop.is_set():
+                client.redeliver()  # the unacknowledged messages, sent again on the new connection
+    finally:
+        client.stop()  # acknowledges nothing more: what was not stored stays at the broker
     return intake
 
 

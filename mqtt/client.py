@@ -4,7 +4,10 @@ that comes later use it; nothing else in FaceLink imports paho.
 
 ``publish`` returns True only once the broker acknowledged a QoS 1 message (PUBACK), which is what
 lets the outbox delete an event. A message handler given to the client can never raise into
-paho's network thread: whatever it raises is logged and the message is acknowledged.
+paho's network thread: whatever it raises is logged and the message is acknowledged -- unless the
+client was made with ``ack_when_handled`` (the audit logger): then a QoS 1 message is acknowledged
+only once its handler returned, one whose handler raised stays unacknowledged at the broker (which
+sends it again when the persistent session reconnects: :meth:`MqttClient.redeliver`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +28,7 @@ from .topics import DeviceTopics, ha_discovery_messages
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
+UNACK_LOG_EVERY_S = 10.0  # a handler failing on every message: one ERROR line per period
 
 
 class Pending(Protocol):
@@ -69,8 +74,12 @@ class MqttClient:
     def __init__(self, settings: Any, *, client_id: str, clean_session: bool = True,
                  will: Will | None = None, on_connect_publish: Sequence[tuple[str, str, bool]] = (),
                  subscriptions: Sequence[str | tuple[str, int]] = (),
-                 on_message: MessageHandler | None = None) -> None:
-        """``subscriptions``: topic filters, subscribed at QoS 1, or ``(filter, qos)``."""
+                 on_message: MessageHandler | None = None, ack_when_handled: bool = False) -> None:
+        """``subscriptions``: topic filters, subscribed at QoS 1, or ``(filter, qos)``.
+        ``ack_when_handled``: PUBACK a QoS 1 message only when ``on_message`` returned normally;
+        one it raised on is not acknowledged (the broker keeps it: with ``clean_session=False`` it
+        is sent again after a reconnect, see :meth:`redeliver`; beyond the broker's in-flight
+        limit it sends nothing more until then). Default: every message is acknowledged."""
         import paho.mqtt.client as mqtt
 
         self._mqtt = mqtt
@@ -80,14 +89,20 @@ class MqttClient:
         self._on_connect_publish = list(on_connect_publish)
         self._subscriptions = [(s, 1) if isinstance(s, str) else (s[0], int(s[1])) for s in subscriptions]
         self._handler = on_message
+        self._ack_when_handled = ack_when_handled
+        self.unacknowledged = 0  # messages left unacknowledged (ack_when_handled) since the start
+        self._unack_logged_at = -1e9
+        self._unack_unlogged = 0
         self._connected = threading.Event()
         self._subscribed = threading.Event()  # every SUBACK of this connection's subscriptions is in
         self._suback_due: dict[int, str] = {}  # mid -> topic filter
         self.refused: set[str] = set()  # topic filters the broker refused (SUBACK 0x80) on this connection
         self._stopping = False
+        self._redelivering = False
         self._failed_why: str | None = None  # the last connection failure said in the log
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv311, clean_session=clean_session)
+                             protocol=mqtt.MQTTv311, clean_session=clean_session,
+                             manual_ack=ack_when_handled)
         if will is not None:
             client.will_set(will.topic, will.payload, qos=1, retain=True)
         if settings.password and not settings.tls_ca:
@@ -158,19 +173,42 @@ class MqttClient:
                 " over TLS" if self.settings.tls_ca else "", why)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self._connected.is_set() and not self._stopping:
+        if self._connected.is_set() and not self._stopping and not self._redelivering:
             log.warning("MQTT disconnected (%s); reconnecting", reason_code)
         self._connected.clear()
         self._subscribed.clear()
 
     def _on_message(self, client, userdata, msg) -> None:
-        if self._handler is None:
+        if not self._ack_when_handled:
+            if self._handler is None:
+                return
+            try:
+                self._handler(msg.topic, bytes(msg.payload))
+            except Exception:  # noqa: BLE001 - nothing may escape into paho's thread
+                log.exception("message handler failed on %s (%d bytes); message acknowledged",
+                              msg.topic, len(msg.payload))
             return
         try:
-            self._handler(msg.topic, bytes(msg.payload))
-        except Exception:  # noqa: BLE001 - nothing may escape into paho's thread
-            log.exception("message handler failed on %s (%d bytes); message acknowledged",
-                          msg.topic, len(msg.payload))
+            if self._handler is not None:
+                self._handler(msg.topic, bytes(msg.payload))
+        except Exception as exc:  # noqa: BLE001 - nothing may escape into paho's thread
+            self.unacknowledged += 1
+            self._said_unacknowledged(msg.topic, exc)
+            return  # no PUBACK: the broker keeps it (found in review 95: acknowledged, then lost)
+        if msg.qos > 0:
+            client.ack(msg.mid, msg.qos)
+
+    def _said_unacknowledged(self, topic: str, exc: Exception) -> None:
+        """One ERROR line per ``UNACK_LOG_EVERY_S`` (a handler failing on every message is not a
+        flood of log lines), with how many more since."""
+        now = time.monotonic()
+        if now - self._unack_logged_at < UNACK_LOG_EVERY_S:
+            self._unack_unlogged += 1
+            return
+        more = f" (and {self._unack_unlogged} more since the last report)" if self._unack_unlogged else ""
+        log.error("message on %s not handled (%s: %s): NOT acknowledged, the broker keeps it%s",
+                  topic, type(exc).__name__, exc, more)
+        self._unack_logged_at, self._unack_unlogged = now, 0
 
     # -- the Transport interface ----------------------------------------------------------
     def is_connected(self) -> bool:
@@ -210,6 +248,25 @@ class MqttClient:
             return None
         info = self._client.publish(topic, payload, qos=1)
         return _PahoPending(info) if info.rc == self._mqtt.MQTT_ERR_SUCCESS else None
+
+    def redeliver(self) -> None:
+        """Disconnect and connect the same session again, so that the broker sends again every
+        message this client has not acknowledged (MQTT sends a persistent session's unacknowledged
+        QoS 1 messages again on a reconnect, never on the same connection). For a client made with
+        ``ack_when_handled`` and ``clean_session=False``, once its handler works again. Never from
+        the handler (paho's network thread): it waits for that thread to end."""
+        if self._stopping:
+            return
+        self._redelivering = True
+        try:
+            self._client.disconnect()
+            self._client.loop_stop()
+        finally:
+            self._redelivering = False
+        if self._stopping:
+            return
+        self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
+        self._client.loop_start()
 
     def stop(self) -> None:
         """Publish the Will's payload (retained) if there is one, and disconnect cleanly."""
