@@ -20,6 +20,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from facelink.mqtt.schema import EVENT_SEQ_MAX, EVENT_STREAM, parse_timestamp
 log = logging.getLogger(__name__)
 
 QUARANTINE_KEEP_BYTES = 64 * 1024  # raw bytes kept per quarantined message (the size is recorded)
+MIRROR_LOG_EVERY_S = 60.0  # a JSONL mirror that cannot be written: one ERROR line per period
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS decisions(
     event_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, device_id TEXT, decision TEXT NOT NULL,
@@ -231,6 +233,8 @@ class AuditLog:
         self._jsonl = Path(jsonl) if jsonl is not None else None
         self._group = group
         self._lock = threading.Lock()
+        self._mirror_said_at = -1e9
+        self._mirror_missed = 0
 
     def record(self, payload: dict[str, Any], *, received_at: str | None = None) -> bool:
         """Store a validated decision payload; True when new, False for a redelivered event id.
@@ -287,9 +291,25 @@ class AuditLog:
                     raise Conflict(f"event_id {columns[0]!r} already recorded with other content "
                                    f"(a redelivery is the same; the first one stays the record)")
             if new and mirror and self._jsonl is not None:
-                with open_private(self._jsonl, "a", group=self._group) as f:
-                    f.write(json.dumps(payload) + "\n")
+                self._mirror(payload)
         return new
+
+    def _mirror(self, payload: dict[str, Any]) -> None:
+        """Append a new record to the JSONL mirror. It is committed to the database (the record)
+        already: a mirror that cannot be written (disk full, permissions) is said at ERROR, at most
+        once a minute with how many since, and does not undo the record (found in review 100: the
+        OSError made the intake try again, find the event id recorded and acknowledge it without
+        a word, the decision neither mirrored nor printed)."""
+        try:
+            with open_private(self._jsonl, "a", group=self._group) as f:
+                f.write(json.dumps(payload) + "\n")
+        except OSError as exc:
+            self._mirror_missed += 1
+            now = time.monotonic()
+            if now - self._mirror_said_at >= MIRROR_LOG_EVERY_S:
+                log.error("audit.jsonl: cannot append to %s (%s: %s): %d record(s) in the database only, "
+                          "not in the mirror", self._jsonl, type(exc).__name__, exc, self._mirror_missed)
+                self._mirror_said_at, self._mirror_missed = now, 0
 
     def panel_outputs(self, since: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
         """The openings doors' access panels commanded (and their relay failures) and the output
