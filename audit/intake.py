@@ -51,6 +51,10 @@ HOLD_LOG_EVERY_S = 60.0  # while the database cannot store: one ERROR line per p
 # what the store raises when it cannot write now (busy, disk full, I/O error, read-only): not the
 # message's fault, so neither recorded nor quarantined, and never acknowledged
 STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
+# ... except what one message's content makes the database refuse (a constraint, a value it cannot
+# bind): that message is quarantined, or one bad message would hold every later one at the broker
+MESSAGE_ERRORS: tuple[type[BaseException], ...] = (
+    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
 
 
 class StoreUnavailable(Exception):
@@ -267,6 +271,11 @@ class Intake:
             new = record(self.audit, message, payload)
         except Conflict as exc:  # not a redelivery: a forgery or a door reusing ids, kept for the staff
             self._quarantine(topic, raw, str(exc))
+            return None
+        except MESSAGE_ERRORS as exc:  # this message, not the database: kept for the staff
+            log.error("the audit database refused a message on %s (%s: %s); quarantined", topic,
+                      type(exc).__name__, exc)
+            self._quarantine(topic, raw, f"not recorded: {type(exc).__name__}: {exc}"[:300])
             return None
         except STORE_ERRORS:
             raise

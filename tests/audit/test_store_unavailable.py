@@ -205,3 +205,31 @@ def test_a_logger_stopped_while_the_database_cannot_store_acknowledges_nothing_u
     finally:
         second.stop()
     assert acks == [], f"acknowledged while not stored: {acks}"
+
+
+def test_a_message_the_database_refuses_for_its_content_is_quarantined_not_held(tmp_path):
+    """A constraint that refuses one message (here a trigger a site added; equally a value the
+    database cannot bind) is that message's fault, not the database's: before, every sqlite3 error
+    held the logger, so one such message kept every later one of every door at the broker for
+    good. Now it is quarantined (raw bytes kept) and the next message is recorded."""
+    db = tmp_path / "audit.db"
+    audit = AuditLog(db)
+    site = sqlite3.connect(db)  # the site's own change to the database, from another connection
+    site.execute("CREATE TRIGGER refuse_mallory BEFORE INSERT ON decisions WHEN NEW.user_id = 'mallory' "
+                 "BEGIN SELECT RAISE(ABORT, 'refused by a site trigger'); END")
+    site.commit()
+    site.close()
+    intake = intake_mod.Intake(audit)
+    intake.handle(TOPIC, json.dumps(_decision("mallory")).encode())
+    assert not intake.holding and intake.quarantined == 1 and intake.recorded == 0
+    ok = _decision("alice")
+    intake.handle(TOPIC, json.dumps(ok).encode())
+    assert not intake.holding and intake.recorded == 1
+    audit.close()
+    assert _recorded(db) == {ok["event_id"]: 2}  # the decision and its received_at row
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (reason,) = conn.execute("SELECT reason FROM quarantine").fetchone()
+    finally:
+        conn.close()
+    assert "IntegrityError" in reason
