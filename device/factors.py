@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,6 +24,8 @@ from facelink.access.badges import BadgeRead
 from .decision import (
     DENIED_NO_FACE,
     DENIED_UNKNOWN_CARD,
+    DENIED_WRONG_FACE,
+    ERROR,
     GRANTED,
     Decision,
     DecisionPolicy,
@@ -139,10 +141,24 @@ class Factors:
                            landmarks=landmarks)
 
     def decided(self, decision: Decision) -> Decision:
-        """Label a face decision with the mode and factors; a verdict on the claim closes it."""
-        if self.mode == CARD_AND_FACE and self.claim is not None and decision.decision in (
-                GRANTED, "DENIED_WRONG_FACE"):
-            decision = decision.with_factors(self.mode, ("card", "face"))
-            self.verdict, self.claim = (decision.event_id, self.claim), None
-            return decision
+        """Label a face decision with the mode and factors; a verdict on the claim closes it.
+
+        One tap, one card+face verdict. A verdict (GRANTED, DENIED_WRONG_FACE) can only be made
+        on a frame observed while the claim was open, and the pipeline observes and decides one
+        track at a time, so a second face of the same frame is observed "nocard" once the first
+        closed the claim and decides nothing. Should a verdict still arrive with no claim open (a
+        caller that observed every track before deciding any: review 101), it is on a claim
+        already closed: never a face-only GRANTED in card_and_face, it goes out as ERROR (opens
+        nothing, and the audit log says why)."""
+        if self.mode == CARD_AND_FACE and decision.decision in (GRANTED, DENIED_WRONG_FACE):
+            if self.claim is not None:
+                decision = decision.with_factors(self.mode, ("card", "face"))
+                self.verdict, self.claim = (decision.event_id, self.claim), None
+                return decision
+            log.error("card_and_face: %s for %s with no verification open: published as ERROR",
+                      decision.decision, decision.user_id)
+            decision = replace(decision, decision=ERROR, reason=(
+                f"not {'granted' if decision.decision == GRANTED else 'denied'}: {decision.decision} for "
+                f"{decision.user_id} made with no badge verification open (its badge's verdict was "
+                "already made)")[:300])
         return decision.with_factors(self.mode, ("face",))
