@@ -17,14 +17,11 @@ import logging
 
 import pytest
 
-from facelink.config import MqttSettings
 from facelink.enroll.store import Store
-from facelink.fleet.protocol import Head, encode_head
 from facelink.fleet.status import _desk_heads, _restore_report
-from facelink.mqtt.client import MqttClient
 
 from .conftest import V, add_faces
-from .test_restore_journaled_in_batches import EVIDENCE, LAB, STAFF, Desk
+from .test_restore_journaled_in_batches import EVIDENCE, LAB, STAFF, Desk, retain_evidence_head
 from .test_status_reads_only import _settings
 
 
@@ -39,13 +36,7 @@ def test_accepted_restore_of_an_absent_collection_is_kept_until_it_is_created(br
         s.insert_collection("lab", V)
         s.insert_user("lab", "ann")
         add_faces(s, "lab", 1, "ann")
-    setup = MqttClient(MqttSettings(port=broker.port), client_id="rv97-setup")
-    try:
-        assert setup.wait_connected(30)
-        head = encode_head(keys[0], Head(collection_id="staff", face_model_version=V, seq=EVIDENCE, issued_at=1.0))
-        assert setup.publish(STAFF.head, head.decode(), qos=1, retain=True)
-    finally:
-        setup.stop()
+    retain_evidence_head(broker.port, keys[0], "rv97-setup")
     inbox = listeners([STAFF.changes, STAFF.head, LAB.changes, LAB.head], "rv97-door")
     desk = Desk(desk_db, keys[0], broker.port)
     try:

@@ -31,6 +31,18 @@ def _payload(message: bytes) -> dict:
     return json.loads(json.loads(message)["payload"])
 
 
+def retain_evidence_head(port: int, key, client_id: str) -> None:
+    """The broker keeps staff's head at seq ``EVIDENCE``, signed by the desk's ``key``: what the desk
+    published before its database went back."""
+    setup = MqttClient(MqttSettings(port=port), client_id=client_id)
+    try:
+        assert setup.wait_connected(30)
+        head = encode_head(key, Head(collection_id="staff", face_model_version=V, seq=EVIDENCE, issued_at=1.0))
+        assert setup.publish(STAFF.head, head.decode(), qos=1, retain=True)
+    finally:
+        setup.stop()
+
+
 class Desk:
     """The desk's Publisher over the broker, as `facelink fleet publish` runs it (one process)."""
 
@@ -60,13 +72,7 @@ def test_accept_restore_journals_a_long_lost_range_in_batches_across_a_restart(b
             s.insert_collection(c, V)
             s.insert_user(c, "ann")
             add_faces(s, c, 1, "ann")
-    setup = MqttClient(MqttSettings(port=broker.port), client_id="rv90-setup")
-    try:
-        assert setup.wait_connected(30)
-        head = encode_head(keys[0], Head(collection_id="staff", face_model_version=V, seq=EVIDENCE, issued_at=1.0))
-        assert setup.publish(STAFF.head, head.decode(), qos=1, retain=True)
-    finally:
-        setup.stop()
+    retain_evidence_head(broker.port, keys[0], "rv90-setup")
     inbox = listeners([STAFF.changes, STAFF.head, LAB.changes, LAB.head], "rv90-door")
     desk = Desk(desk_db, keys[0], broker.port)
     try:
