@@ -6,6 +6,9 @@ from the command line) plus [audit] (database, jsonl, client_id). Every message 
 valid decisions are recorded once per event id, anything else goes to the quarantine table
 (`facelink-logger quarantine` lists it) and is acknowledged. A persistent session (fixed client
 id, clean_session=False) means the broker keeps QoS 1 decisions for the logger while it is down.
+A message is acknowledged only once it is stored (recorded or quarantined): while the database
+cannot store (another writer past the 5-second wait, disk full, an I/O error) messages stay
+unacknowledged at the broker, and it sends them again once the database stores again.
 `facelink-logger query` answers "who came through which door when"; `facelink-logger gaps`
 lists the numbers of the doors' events it never received (each door numbers what it records).
 
@@ -14,7 +17,7 @@ given twice) after investigating them: `gaps` then no longer counts them (`gaps 
 marked); nothing is deleted, and a number lost or given twice later counts again.
 
 Exit codes: 0 stopped (or done), 1 `gaps` found events never received (or numbers given twice)
-not acknowledged, 2 usage, 65 `acknowledge` refused (one line saying why; nothing recorded), 75
+not signed off with `acknowledge`, 2 usage, 65 `acknowledge` refused (one line saying why; nothing recorded), 75
 `acknowledge` not recorded: the database could not be written now (busy: try again; read-only), 78
 configuration problem (one line naming the key).
 """

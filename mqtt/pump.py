@@ -3,8 +3,10 @@ the outbox only after the broker's PUBACK.
 
 A rolling window of up to ``window`` events is in flight at once (``mqtt.publish_window``): they
 are handed to the client in order on its one connection and their PUBACKs are awaited in order;
-each PUBACK frees a place for the next event at once, so the link never idles while acknowledged
-events are deleted (in one transaction for up to half a window: one fsync, not one per event). The
+each PUBACK frees a place for the next event at once (the batched window before it waited for all
+of a window's PUBACKs, and the link idled a round trip per window). Acknowledged events are deleted
+in one transaction each time half a window (or more) has been acknowledged, and the rest when the
+round ends: one fsync, not one per event; the events in flight travel meanwhile. The
 first event without a PUBACK (timeout, disconnect) ends the round: it and every later event stay in
 the outbox and are sent again, in order, on the next round. At least once: a crash between a PUBACK
 and the delete, or a message paho re-sends after a reconnect, can deliver an event twice;
@@ -88,8 +90,8 @@ class OutboxPump:
     def _deliver_some(self) -> bool:
         """Deliver what the outbox holds, in order, up to ``window`` events in flight (a rolling
         window); False when idle or the broker is away (the first event without a PUBACK ends the
-        round). Acknowledged events are deleted together, up to half a window at a time, while
-        later ones travel."""
+        round). Acknowledged events are deleted together each time half a window (or more) is
+        acknowledged, and the rest when the round ends, while later ones travel."""
         if self._not_deleted:  # acknowledged by the broker, but their delete failed: that first,
             self.outbox.ack(self._not_deleted)  # not the same events published again and again
             self._not_deleted = []
