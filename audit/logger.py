@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     qq = sub.add_parser("quarantine", help="print quarantined messages (time, topic, size, reason)")
     qq.add_argument("--since", help="ISO-8601 timestamp")
     qg = sub.add_parser("gaps", help="print, as JSON lines, the numbers of each door's events this log never "
-                                     "received (dropped by a full outbox, or lost on the way); exit 1 if any")
+                                     "received (dropped by a full outbox, or lost on the way); exit 1 if any not signed off with acknowledge")
     qg.add_argument("--door", help="device id")
     qg.add_argument("--after-first", action="store_true",
                     help="leave out numbers before each stream's first received one (a log started after the doors)")
