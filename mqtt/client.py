@@ -127,8 +127,12 @@ class MqttClient:
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         self._client = client
-        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
-        client.loop_start()
+        self._connect()
+
+    def _connect(self) -> None:
+        """Connect in the background (paho retries on its own) and run the network thread."""
+        self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
+        self._client.loop_start()
 
     # -- paho callbacks (network thread) ---------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -179,23 +183,18 @@ class MqttClient:
         self._subscribed.clear()
 
     def _on_message(self, client, userdata, msg) -> None:
-        if not self._ack_when_handled:
-            if self._handler is None:
-                return
-            try:
-                self._handler(msg.topic, bytes(msg.payload))
-            except Exception:  # noqa: BLE001 - nothing may escape into paho's thread
-                log.exception("message handler failed on %s (%d bytes); message acknowledged",
-                              msg.topic, len(msg.payload))
-            return
         try:
             if self._handler is not None:
                 self._handler(msg.topic, bytes(msg.payload))
         except Exception as exc:  # noqa: BLE001 - nothing may escape into paho's thread
+            if not self._ack_when_handled:  # paho acknowledges it on return
+                log.exception("message handler failed on %s (%d bytes); message acknowledged",
+                              msg.topic, len(msg.payload))
+                return
             self.unacknowledged += 1
             self._said_unacknowledged(msg.topic, exc)
             return  # no PUBACK: the broker keeps it (found in review 95: acknowledged, then lost)
-        if msg.qos > 0:
+        if self._ack_when_handled and msg.qos > 0:
             client.ack(msg.mid, msg.qos)
 
     def _said_unacknowledged(self, topic: str, exc: Exception) -> None:
@@ -265,8 +264,7 @@ class MqttClient:
             self._redelivering = False
         if self._stopping:
             return
-        self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
-        self._client.loop_start()
+        self._connect()
 
     def stop(self) -> None:
         """Publish the Will's payload (retained) if there is one, and disconnect cleanly."""
@@ -290,7 +288,7 @@ class _PahoPending:
             self._info.wait_for_publish(timeout)
         except (RuntimeError, ValueError):
             return False
-        return bool(self._info.is_published())
+        return self.done()
 
     def done(self) -> bool:
         try:
