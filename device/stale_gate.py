@@ -53,10 +53,9 @@ refused (:meth:`StaleGate.refused`), has it restart held tracks at each housekee
 - A badge read that starts a verification restarts the tracks in view for the same people: what is
   kept for a track follows it to its new id (:meth:`restarted`; until 2026-12-07 it was published
   as ERROR "the face left" while the person stood there, and then decided again: two records).
-  A face-only decision kept from before the read is made again by the track's next face-only
-  decision; the new verification's verdict is the tap's own record, so the kept one is published as
-  ERROR ("a badge was read") beside it, as a door without the gap records both (found in review:
-  the verdict stood for it, and a decision before the tap, a DENIED_SPOOF too, had no record).
+  Only a verification's verdict is kept in card_and_face (its face-only decisions, DENIED_SPOOF and
+  DENIED_LOW_QUALITY, are published as made, above), so a tap's verdict never stands for a kept
+  face-only decision from before it (review 92 found it did, before those were published at once).
 """
 
 from __future__ import annotations
@@ -66,7 +65,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .assembly import Components
-from .decision import DENIED_LOW_QUALITY, DENIED_SPOOF, DENIED_WRONG_FACE, ERROR, GRANTED, Decision
+from .decision import DENIED_LOW_QUALITY, DENIED_SPOOF, ERROR, GRANTED, Decision
 from .pipeline import withhold
 
 if TYPE_CHECKING:  # the fleet's crypto is loaded only by a door with sync on
@@ -83,9 +82,6 @@ class StaleGate:
         self._held: set[int] = set()  # tracks whose DENIED the gate stopped: decided again once fresh
         # track -> the decision it is to make again, and the card_and_face verification it reopened
         self._remade: dict[int, tuple[Decision, Claim | None]] = {}
-        # tracks whose kept face-only decision came from before a badge read restarted them: the
-        # new verification's verdict is another presentation and does not stand for it
-        self._tapped: set[int] = set()
 
     def mark(self) -> int:
         """The copy a step begins on: the last change set applied to the database now (it grows with
@@ -153,14 +149,8 @@ class StaleGate:
             if track is not None and track.decided is None and not closed:
                 continue
             del self._remade[track_id]
-            tapped = track_id in self._tapped
-            self._tapped.discard(track_id)
             if track is None and not closed:
                 out.append(self._not_made_again(made, claim, "the face left"))
-            elif tapped and track is not None and track.decided in (GRANTED, DENIED_WRONG_FACE):
-                # the verification's verdict (card_and_face: only a badge's claim grants or finds
-                # the wrong face) is the tap's own record, not this one's (found in review)
-                out.append(_not_made_again(made, "a badge was read"))
         return out
 
     def restarted(self, was: int, now: int) -> None:
@@ -169,16 +159,13 @@ class StaleGate:
         id gone, it was published as ERROR "the face left" while the person stood there)."""
         if was in self._remade:
             self._remade[now] = self._remade.pop(was)
-            self._tapped.discard(was)
-            if self._remade[now][1] is None:  # a face-only decision from before the badge read
-                self._tapped.add(now)
 
     def at_shutdown(self, c: Components) -> list[Decision]:
         """The door stops: every decision :meth:`_decide_again` still keeps, as ERROR (saying what
         it would have been), for the daemon to publish before its outbox closes; those whose track
         has decided again are forgotten, as in :meth:`not_made_again`."""
         out = self.not_made_again(c)
-        kept, self._remade, self._tapped = self._remade, {}, set()
+        kept, self._remade = self._remade, {}
         return out + [self._not_made_again(made, claim, "the door stopped") for made, claim in kept.values()]
 
     def _not_made_again(self, made: Decision, claim: Claim | None, why: str) -> Decision:
